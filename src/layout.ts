@@ -1,0 +1,418 @@
+/*
+ * The memory layout of a shmalloc heap.
+ *
+ * Every piece of allocator state lives in the SharedArrayBuffer; this module names each word of
+ * it. Offsets are 32-bit word indices (into Int32Array/Uint32Array views) unless a name ends in
+ * _OFF, which is a byte offset. Words that different agents write sit on their own 64-byte lines.
+ *
+ *   page 0            header, zone, deferred-page llist, cache table lock, RCU state
+ *   per-CPU blocks    cpus x PCPU_BYTES: slot state, pcp lock, pcp lists, deferred objects, vmstat,
+ *                     RCU reader snapshot, kfreeRcu blocks and emergency array
+ *   cache descriptors maxCaches x cacheBytes: config, list lock, partial list, barn, one pcs line a slot
+ *   page descriptors  one PD_WORDS record per page of the heap (struct page)
+ *   ...               the zone: every page from zoneStart to nrPages, managed by the buddy allocator
+ *
+ * The metadata pages in front of the zone are reserved: their descriptors carry PG_RESERVED and
+ * they are never handed out.
+ */
+
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/** Highest buddy order: blocks of 2^0 .. 2^10 pages (4 KiB .. 4 MiB). */
+export const MAX_ORDER = 10;
+export const NR_ORDERS = MAX_ORDER + 1;
+/** PAGE_ALLOC_COSTLY_ORDER: the pcp lists and the nolock page calls serve orders 0..3. */
+export const PCP_MAX_ORDER = 3;
+export const NR_PCP_ORDERS = PCP_MAX_ORDER + 1;
+/** A cache line, in bytes and in 32-bit words. */
+export const LINE_BYTES = 64;
+export const LINE_WORDS = 16;
+
+/** "SHMA" */
+export const HEAP_MAGIC = 0x414d4853;
+/** Bumped whenever any offset in this file changes meaning. */
+export const LAYOUT_VERSION = 4;
+
+/* ---------------------------------------------------------------- header: page 0, line 0 */
+/** Magic number HEAP_MAGIC. */
+export const H_MAGIC = 0;
+/** LAYOUT_VERSION of the creator. */
+export const H_VERSION = 1;
+/** Heap size in bytes (the buffer's byteLength at creation). */
+export const H_SIZE = 2;
+/** log2 of the page size. */
+export const H_PAGE_SHIFT = 3;
+/** Pages in the heap, metadata included. */
+export const H_NR_PAGES = 4;
+/** Number of CPU slots. */
+export const H_CPUS = 5;
+/** Number of cache descriptors. */
+export const H_MAX_CACHES = 6;
+/** First page frame number managed by the zone; the pages before it hold metadata. */
+export const H_ZONE_START = 7;
+/** Byte offset of the per-CPU blocks. */
+export const H_PCPU_OFF = 8;
+/** Byte offset of the cache descriptors. */
+export const H_CACHE_OFF = 9;
+/** Bytes of one cache descriptor. */
+export const H_CACHE_BYTES = 10;
+/** Byte offset of the page descriptors. */
+export const H_DESC_OFF = 11;
+/** Debug flags the heap was created with (DEBUG_* bits). */
+export const H_DEBUG = 12;
+/** Fault-injection rate for page allocations and slab refills, in parts per 2^16 (0 = off). */
+export const H_FAIL_RATE = 13;
+/** Fault-injection seed (xorshift32 state, advanced under no lock; races only perturb the sequence). */
+export const H_FAIL_SEED = 14;
+/** Checksum over words H_MAGIC..H_DEBUG, so a random buffer is not taken for a heap. */
+export const H_CHECKSUM = 15;
+/** Number of header words covered by H_CHECKSUM. */
+export const H_CHECKED_WORDS = 13;
+
+/* ---------------------------------------------------------------- zone: page 0, lines 1..6 */
+/** The zone lock (a spinlock word, see lock.ts). Alone on its line. */
+export const Z_LOCK = 16;
+/* Lines 2..4 hold the zone's data; all of it is protected by Z_LOCK. */
+/** Pages free in the buddy lists (NR_FREE_PAGES). */
+export const Z_FREE_PAGES = 32;
+/** Pages managed by the zone. */
+export const Z_MANAGED = 33;
+/** Watermarks in pages. */
+export const Z_WMARK_MIN = 34;
+export const Z_WMARK_LOW = 35;
+export const Z_WMARK_HIGH = 36;
+/** pcp batch and high for every slot, in pages. */
+export const Z_PCP_BATCH = 37;
+export const Z_PCP_HIGH = 38;
+/** free_area[order].free_list heads: pfn of the first free block, 0 for none (NR_ORDERS words). */
+export const Z_FREE_HEAD = 48;
+/** free_area[order].nr_free (NR_ORDERS words). */
+export const Z_NR_FREE = 64;
+/** Deferred-free llist: head pfn of pages freed by freePagesNolock when no lock could be had. CAS from any agent. */
+export const Z_DEFER_HEAD = 80;
+/** Pages on the deferred llist (Atomics.add by pushers, Atomics.sub by the drainer). */
+export const Z_DEFER_PAGES = 81;
+
+/* ---------------------------------------------------------------- cache table: page 0, lines 7..8 */
+/** Lock serialising createCache, destroy and findCache's view of the table. */
+export const CT_LOCK = 112;
+/** Number of descriptor slots ever used (high-water mark). */
+export const CT_NR = 128;
+
+/* ---------------------------------------------------------------- RCU: page 0, lines 9..10 */
+/** Grace-period counter G: bumped (compareExchange c -> c + 1) when a waiter for cookie c starts a
+ * period. Readers copy G + 1 into their slot at the outermost rcuReadLock. Own line. */
+export const R_GP_SEQ = 144;
+/** Highest cookie + 1 known complete (compareExchange-max by whoever saw it complete). Own line. */
+export const R_GP_DONE = 160;
+
+/* ---------------------------------------------------------------- page 0, line 11: read-only words */
+/** A sheaf with size 0 and capacity 0 that every unused pcs main points at: the fast paths find it
+ * both empty and full and go to the slow path, which installs a real sheaf. Never written. */
+export const EMPTY_SHEAF_W = 176;
+/** Caches in the CACHE_DYING state (the slow paths of every slot flush their sheaves of them). */
+export const G_NR_DYING = 192;
+
+/** Words of page 0 in use. */
+export const HEADER_WORDS = 208;
+
+/* ---------------------------------------------------------------- per-CPU block */
+/** Bytes per CPU slot block: 16 lines. */
+export const PCPU_BYTES = 1024;
+export const PCPU_WORDS = PCPU_BYTES >> 2;
+/* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
+/** SLOT_FREE, SLOT_ATTACHED or SLOT_RECLAIMING; claimed by CAS. */
+export const C_STATE = 0;
+/** Incremented at every attach, so a stale handle of an earlier attach can be recognised. */
+export const C_GEN = 1;
+/** Slot flags (CPUF_*). */
+export const C_FLAGS = 2;
+/** Locks this slot holds, by class (LOCK_CLASSES words); plain words, owner only (lockdep's held_locks). */
+export const C_HELD = 4;
+/** pcp lock: a spinlock word, alone on line 1, taken by trylock by the owner and by lock from drainers. */
+export const C_PCP_LOCK = 16;
+/* line 2: the pcp lists, protected by C_PCP_LOCK. */
+/** Pages on this slot's pcp lists, all orders. */
+export const C_PCP_COUNT = 32;
+/** List heads, one per order 0..3: pfn of the first block, 0 for none. */
+export const C_PCP_HEAD = 33;
+/** Blocks on each order's list. */
+export const C_PCP_NR = 37;
+/* line 3: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
+ * drains it for a dead owner. */
+/** Head address of the deferred object llist (linked through each object's first word). */
+export const C_DEFER_HEAD = 48;
+/** Objects on it. */
+export const C_DEFER_NR = 49;
+/* lines 4..5: vmstat event counters, VM_* indices; owner only, plain increments. */
+export const C_VMSTAT = 64;
+/* line 6: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */
+/** Read-side nesting depth (rcu_read_lock_nesting); plain, owner only. */
+export const C_RCU_NEST = 96;
+/** G + 1 as read at the outermost rcuReadLock, 0 outside any section (Atomics.store by the owner). */
+export const C_RCU_SNAP = 97;
+/** line 7: the krcp lock (class rcu), guarding line 8 and the emergency array. Own line. */
+export const C_KRCP_LOCK = 112;
+/* line 8: kfreeRcu state (kfree_rcu_cpu), protected by C_KRCP_LOCK */
+/** Address of the block page being filled, 0 for none. */
+export const C_RCU_BLOCK = 128;
+/** First and last block page waiting for its grace period (chained through the block's RB_NEXT). */
+export const C_RCU_WAIT = 129;
+export const C_RCU_WAIT_TAIL = 130;
+/** Objects waiting in this slot's blocks and emergency array. */
+export const C_RCU_PENDING = 131;
+/** Block pages this slot holds. */
+export const C_RCU_BLOCKS = 132;
+/** Entries in the emergency array, and the cookie they wait for. */
+export const C_RCU_EMERG_NR = 133;
+export const C_RCU_EMERG_GP = 134;
+/** lines 9..15: the emergency array: objects queued when no block page could be had. */
+export const C_RCU_EMERG = 144;
+export const RCU_EMERG_MAX = 112;
+
+/* kfree_rcu block page: a header and the addresses waiting for one grace period */
+/** Addresses in the block. */
+export const RB_COUNT = 0;
+/** The cookie (value of G) of the newest address: the block is freed once that period is over. */
+export const RB_GP = 1;
+/** Next block on the slot's wait chain. */
+export const RB_NEXT = 2;
+export const RB_ADDRS = 4;
+export const RB_CAP = (4096 >> 2) - RB_ADDRS;
+
+export const SLOT_FREE = 0;
+export const SLOT_ATTACHED = 1;
+export const SLOT_RECLAIMING = 2;
+
+/** The slot's agent must never block: GFP.KERNEL spins instead of Atomics.wait. */
+export const CPUF_NOBLOCK = 1;
+
+/* ---------------------------------------------------------------- vmstat counters (per slot) */
+export const VM = {
+  pgalloc: 0, // pages handed out by the page allocator (in pages)
+  pgfree: 1, // pages returned to it (in pages)
+  pcpRefill: 2, // pcp list refills from the zone (one zone-lock hold each)
+  pcpDrain: 3, // pcp drains back to the zone
+  pcpTrylockFail: 4, // pcp trylock found the lock held: went to the buddy lists
+  zoneContended: 5, // the zone lock was held when wanted: spun or waited
+  zoneTrylockFail: 6, // a nolock call found the zone lock held
+  allocFail: 7, // page allocations that returned 0
+  pagesDeferred: 8, // pages parked on the zone's deferred llist
+  pagesUndeferred: 9, // pages drained from it into the buddy lists
+  directReclaim: 10, // GFP.KERNEL drained every slot's pcp lists before giving up
+  fastTryFail: 11, // GFP.FAST_TRY found no page on this slot's pcp list
+  sheafRefill: 12, // a sheaf was refilled from the slabs
+  sheafFlush: 13, // a sheaf was flushed to the slabs
+  barnGet: 14, // a full sheaf taken from the barn
+  barnPut: 15, // a full sheaf handed to the barn
+  slabAlloc: 16, // new slabs
+  slabFree: 17, // slabs returned to the page allocator
+  nolockFail: 18, // kmallocNolock / allocPagesNolock calls that returned 0
+  nolockNextClass: 19, // kmallocNolock retried in the next size class
+  objectsDeferred: 20, // kfreeNolock could not take the sheaf: object deferred
+  objectsUndeferred: 21, // deferred objects freed on a later normal call
+  hookErrors: 22, // exceptions thrown by hooks or trace handlers, caught by the allocator
+  failInjected: 23, // allocations failed on purpose by fault injection
+  kmallocLarge: 24, // kmalloc requests served straight from the page allocator
+  rcuQueued: 25, // objects given to kfreeRcu
+  rcuFreed: 26, // objects freed after their grace period
+  rcuEmergency: 27, // kfreeRcu calls that found no block page
+  rcuSyncFallback: 28, // kfreeRcu waited for a grace period inline
+} as const;
+export const NR_VM = 29;
+export type VmItem = keyof typeof VM;
+
+/* ---------------------------------------------------------------- lock classes */
+/** Lock classes, in lock order: a lock may be taken while holding only classes listed before it. */
+export const LOCK = {
+  rcu: 0, // a slot's C_KRCP_LOCK
+  ctable: 1, // CT_LOCK
+  sheaf: 2, // a slot's per-cache local lock (pcs P_LOCKED): plain flag, owner only
+  barn: 3, // a cache's K_BARN_LOCK
+  list: 4, // a cache's K_LIST_LOCK (kmem_cache_node.list_lock)
+  pcp: 5, // a slot's C_PCP_LOCK
+  zone: 6, // Z_LOCK
+} as const;
+export const LOCK_CLASSES = 7;
+export const LOCK_NAMES = ["rcu", "ctable", "sheaf", "barn", "list", "pcp", "zone"] as const;
+
+/* ---------------------------------------------------------------- cache descriptor */
+/** Header lines before the per-slot pcs lines. */
+export const CACHE_HDR_LINES = 6;
+/* line 0: configuration, written once at createCache under CT_LOCK, read-only afterwards. */
+/** CACHE_FREE, CACHE_ACTIVE or CACHE_DYING. */
+export const K_STATE = 0;
+/** The object size the creator asked for. */
+export const K_OBJ_SIZE = 1;
+/** Stride between objects: K_OBJ_SIZE rounded up to the alignment. */
+export const K_SIZE = 2;
+/** Alignment of every object. */
+export const K_ALIGN = 3;
+/** Slab order. */
+export const K_ORDER = 4;
+/** Objects per slab. */
+export const K_OBJS = 5;
+/** Sheaf capacity (0 = the cache has no sheaves, as the sheaf cache itself). */
+export const K_SHEAF_CAP = 6;
+/** KF_* flags. */
+export const K_FLAGS = 7;
+/** Bytes of the UTF-8 name in line 1. */
+export const K_NAME_LEN = 8;
+/** Empty slabs kept on the partial list before they go back to the page allocator. */
+export const K_MIN_PARTIAL = 9;
+/** Incremented at every createCache in this descriptor, so stale KmemCache handles are refused. */
+export const K_GEN = 10;
+/** 1 / K_SIZE as a float64 at this (even) word: the fast free path divides with a multiply. */
+export const K_INV_SIZE = 12;
+/** Line 1: the name, up to CACHE_NAME_MAX UTF-8 bytes. */
+export const K_NAME = 16;
+export const CACHE_NAME_MAX = 64;
+/** Line 2: the list lock (kmem_cache_node.list_lock). */
+export const K_LIST_LOCK = 32;
+/* line 3: slab lists and counts, protected by K_LIST_LOCK */
+/** Head pfn of the partial list (slabs with at least one free object, empty ones included). */
+export const K_PARTIAL = 48;
+export const K_NR_PARTIAL = 49;
+/** Slabs of this cache. */
+export const K_NR_SLABS = 50;
+/** Objects in those slabs. */
+export const K_TOTAL_OBJS = 51;
+/** Objects free on the slabs' own freelists. */
+export const K_FREE_OBJS = 52;
+/** Empty slabs on the partial list. */
+export const K_NR_EMPTY = 53;
+
+/** Line 4: the barn lock. */
+export const K_BARN_LOCK = 64;
+/* line 5: the barn, protected by K_BARN_LOCK */
+/** Head address of the full sheaves (linked through S_NEXT). */
+export const K_BARN_FULL = 80;
+export const K_BARN_NR_FULL = 81;
+/** Head address of the empty sheaves. */
+export const K_BARN_EMPTY = 82;
+export const K_BARN_NR_EMPTY = 83;
+/** Most full sheaves and most empty sheaves a barn keeps. */
+export const BARN_MAX = 10;
+
+/* pcs: one line a slot after the header, owner only except when the slot is reclaimed */
+/** Address of the main sheaf (0 before first use). */
+export const P_MAIN = 0;
+/** Address of the spare sheaf (0 for none). */
+export const P_SPARE = 1;
+/** The local lock: 1 while a slow path of this slot works on these sheaves. */
+export const P_LOCKED = 2;
+
+export const CACHE_FREE = 0;
+export const CACHE_ACTIVE = 1;
+export const CACHE_DYING = 2;
+
+/** A kmalloc size-class cache. */
+export const KF_KMALLOC = 1;
+/** The cache that sheaves themselves come from. */
+export const KF_SHEAF_CACHE = 2;
+
+/* ---------------------------------------------------------------- a free object's words */
+/** Word 0 of every free object (in a slab freelist, a sheaf, the barn or a deferred list) holds
+ * its address xor FREE_TAG: kfree of an object that still carries it is checked for a double free. */
+export const FREE_TAG = 0x6b6b1e55;
+/** Word 1 of a free object on a slab freelist or a deferred list: the next object's address. */
+export const O_NEXT = 1;
+
+/* ---------------------------------------------------------------- sheaf (an object of the sheaf cache) */
+/** Objects in the sheaf. */
+export const S_SIZE = 0;
+/** Capacity. */
+export const S_CAP = 1;
+/** Next sheaf on a barn list. */
+export const S_NEXT = 2;
+/** Cache id the sheaf serves. */
+export const S_CACHE = 3;
+/** First object address. */
+export const S_OBJS = 4;
+/** Largest sheaf capacity (kernel-map: 60 objects below 256 B). */
+export const SHEAF_MAX_CAP = 60;
+/** Bytes of a sheaf object. */
+export const SHEAF_BYTES = (S_OBJS + SHEAF_MAX_CAP) * 4;
+
+/* ---------------------------------------------------------------- page descriptor (struct page) */
+export const PD_WORDS = 8;
+/** PG_* flags in bits 0..7, order in bits 8..11. Zero for a page that is not the head of a block. */
+export const D_FLAGS = 0;
+/** List links (buddy free list, pcp list, partial list, deferred llist): pfns, 0 for none. */
+export const D_NEXT = 1;
+export const D_PREV = 2;
+/** Slab pages: pfn of the slab's head page. */
+export const D_HEAD = 3;
+/** Slab pages: cache id. */
+export const D_CACHE = 4;
+/** Slab head: address of the first free object, 0 for none. */
+export const D_FREELIST = 5;
+/** Slab head: objects handed out of the slab (to callers, sheaves or the barn). */
+export const D_INUSE = 6;
+/** pcp pages: slot whose list holds them. Allocated blocks: slot that allocated them. */
+export const D_OWNER = 7;
+
+export const ORDER_SHIFT = 8;
+export const ORDER_MASK = 0xf << ORDER_SHIFT;
+/** Head of a free block in the buddy lists. */
+export const PG_BUDDY = 1;
+/** Head of a block handed out by allocPages. */
+export const PG_HEAD = 2;
+/** Head of a block on a pcp list. */
+export const PG_PCP = 4;
+/** A page of a slab (head and tails). */
+export const PG_SLAB = 8;
+/** Head of a kmalloc allocation too large for the size classes. */
+export const PG_LARGE = 16;
+/** Head of a block parked on the zone's deferred llist. */
+export const PG_DEFERRED = 32;
+/** Metadata page, never managed by the zone. */
+export const PG_RESERVED = 64;
+/** Head of a block that holds kfree_rcu pointers (a kfreeRcu block page). */
+export const PG_RCU_BLOCK = 128;
+
+/* ---------------------------------------------------------------- debug flags */
+export const DEBUG_POISON = 1;
+export const DEBUG_REDZONE = 2;
+export const DEBUG_TRACK = 4;
+
+/** The computed geometry of a heap, shared by create and attach. */
+export interface Geometry {
+  readonly size: number;
+  readonly nrPages: number;
+  readonly cpus: number;
+  readonly maxCaches: number;
+  readonly pcpuOff: number;
+  readonly cacheOff: number;
+  readonly cacheBytes: number;
+  readonly descOff: number;
+  readonly zoneStart: number;
+}
+
+/** Round n up to a multiple of the power of two a. */
+export function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+export function cacheBytesFor(cpus: number): number {
+  return (CACHE_HDR_LINES + cpus) * LINE_BYTES;
+}
+
+/** Place the metadata regions for a heap of `size` bytes (a multiple of PAGE_SIZE). */
+export function computeGeometry(size: number, cpus: number, maxCaches: number): Geometry {
+  const nrPages = size >>> PAGE_SHIFT;
+  const pcpuOff = PAGE_SIZE;
+  const cacheOff = alignUp(pcpuOff + cpus * PCPU_BYTES, LINE_BYTES);
+  const cacheBytes = cacheBytesFor(cpus);
+  const descOff = alignUp(cacheOff + maxCaches * cacheBytes, LINE_BYTES);
+  const metaEnd = descOff + nrPages * PD_WORDS * 4;
+  const zoneStart = alignUp(metaEnd, PAGE_SIZE) >>> PAGE_SHIFT;
+  return { size, nrPages, cpus, maxCaches, pcpuOff, cacheOff, cacheBytes, descOff, zoneStart };
+}
+
+/** The header checksum: a multiplicative hash of the checked words. */
+export function headerChecksum(u32: Uint32Array): number {
+  let h = 0x9e3779b9;
+  for (let i = 0; i < H_CHECKED_WORDS; i++) h = Math.imul(h ^ (u32[i] ?? 0), 0x85ebca6b) >>> 0;
+  return h >>> 0;
+}

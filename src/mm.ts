@@ -1,0 +1,327 @@
+/*
+ * The bottom layer: one agent's handle on the heap's words, and the locks.
+ *
+ * LOCKING CONTRACT (this file implements the primitives; the layers above say what each guards)
+ *
+ * A spinlock is one 32-bit word: 0 when free, else the owner's slot + 1 in bits 0..15 and
+ * LOCK_WAITERS set while some agent sleeps in Atomics.wait on it.
+ *   - lock(): compareExchange(0 -> owner); on failure spin read-only (test-and-test-and-set) for
+ *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An agent
+ *     that must never block only spins. A lock whose owner slot is no longer attached throws
+ *     EOWNERDEAD instead of waiting for ever.
+ *   - trylock(): one read, then one compareExchange only if the word was 0. It fails on any held
+ *     lock, also when this agent holds it and also with a single agent (seed 004): the state is
+ *     never optimised away.
+ *   - unlock(): exchange(0); Atomics.notify only when LOCK_WAITERS was set.
+ *   Callers decide the mode first and then call either trylock or lock, never trylock-then-lock
+ *   (seed 000).
+ *
+ * A local lock (a sheaf's P_LOCKED) is a plain word written only by its slot: it detects re-entry
+ * by this agent (from a hook) and nothing else.
+ *
+ * Lock order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone. Every
+ * lock taken is counted per class in the slot's C_HELD words (lockdep's held_locks). A normal call
+ * that would take a lock of class c while this agent holds any lock of class c or later throws
+ * EDEADLK before it changes anything (assertCanLock): that is the only way a hook that re-enters
+ * the allocator with a lock held could otherwise hang or corrupt. Nolock calls only trylock, so
+ * they may run in any state.
+ *
+ * Hook points: after every acquire and before every release, while the lock is held, the reentry
+ * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire".
+ */
+import { ErrorCode, HeapError } from "./errors.js";
+import {
+  C_FLAGS,
+  C_HELD,
+  C_STATE,
+  C_VMSTAT,
+  CPUF_NOBLOCK,
+  type Geometry,
+  H_FAIL_RATE,
+  LOCK,
+  LOCK_CLASSES,
+  LOCK_NAMES,
+  PCPU_WORDS,
+  PD_WORDS,
+  SLOT_ATTACHED,
+  VM,
+} from "./layout.js";
+import { type TraceRecord, Trace, TP } from "./trace.js";
+
+/** Owner field of a lock word: slot + 1. */
+export const LOCK_OWNER_MASK = 0xffff;
+/** Set while an agent waits in Atomics.wait for the lock. */
+export const LOCK_WAITERS = 0x10000;
+/** Read-only spins before an agent that may block goes to Atomics.wait. */
+const SPIN_LIMIT = 2000;
+/** Atomics.wait timeout (ms) after which a waiter checks that the owner is still attached. */
+const WAIT_SLICE_MS = 50;
+
+/** Word after the per-class held counts: a bitmask of the classes held. */
+export const C_HELD_MASK = C_HELD + LOCK_CLASSES;
+/** Per-slot xorshift32 state for fault injection. */
+export const C_FAIL_STATE = C_HELD_MASK + 1;
+
+const ACQUIRE_POINTS = LOCK_NAMES.map((n) => `${n}:acquire`);
+const RELEASE_POINTS = LOCK_NAMES.map((n) => `${n}:release`);
+
+export type ReentryHook = (point: string) => void;
+
+/** What attach or create resolved for this handle. */
+export interface MmInit {
+  readonly buffer: SharedArrayBuffer;
+  readonly geometry: Geometry;
+  readonly cpu: number;
+  readonly canBlock: boolean;
+  readonly debug: number;
+}
+
+/** Does this agent allow Atomics.wait? (A browser's main thread throws.) */
+export function agentCanBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class MmBase {
+  /** The heap's buffer. */
+  readonly buffer: SharedArrayBuffer;
+  /** Fixed-length views over the whole heap. */
+  readonly u8: Uint8Array;
+  readonly i32: Int32Array;
+  readonly u32: Uint32Array;
+  readonly f64: Float64Array;
+  /** This handle's CPU slot. */
+  readonly cpu: number;
+  /** Bytes in the heap. */
+  readonly size: number;
+  /** 4096. */
+  readonly pageSize: number;
+  /** Lock owner value of this slot (cpu + 1). */
+  protected readonly me: number;
+  /** Word index of this slot's per-CPU block. */
+  protected readonly pcpuW: number;
+  /** Word index of per-CPU block 0. */
+  protected readonly pcpuBaseW: number;
+  /** Word index of page descriptor 0. */
+  protected readonly descW: number;
+  /** Word index of cache descriptor 0 and words per descriptor. */
+  protected readonly cacheW: number;
+  protected readonly cacheWords: number;
+  protected readonly zoneStart: number;
+  protected readonly nrPages: number;
+  protected readonly cpus: number;
+  protected readonly maxCaches: number;
+  /** May this agent Atomics.wait? */
+  protected readonly canBlock: boolean;
+  /** DEBUG_* flags of the heap. */
+  protected readonly debugFlags: number;
+  /** Tracepoints of this agent. */
+  readonly trace: Trace;
+  protected hook: ReentryHook | null;
+  protected detached: boolean;
+
+  constructor(init: MmInit) {
+    const g = init.geometry;
+    this.buffer = init.buffer;
+    this.u8 = new Uint8Array(init.buffer, 0, g.size);
+    this.i32 = new Int32Array(init.buffer, 0, g.size >>> 2);
+    this.u32 = new Uint32Array(init.buffer, 0, g.size >>> 2);
+    this.f64 = new Float64Array(init.buffer, 0, g.size >>> 3);
+    this.cpu = init.cpu;
+    this.size = g.size;
+    this.pageSize = 4096;
+    this.me = init.cpu + 1;
+    this.pcpuBaseW = g.pcpuOff >>> 2;
+    this.pcpuW = this.pcpuBaseW + init.cpu * PCPU_WORDS;
+    this.descW = g.descOff >>> 2;
+    this.cacheW = g.cacheOff >>> 2;
+    this.cacheWords = g.cacheBytes >>> 2;
+    this.zoneStart = g.zoneStart;
+    this.nrPages = g.nrPages;
+    this.cpus = g.cpus;
+    this.maxCaches = g.maxCaches;
+    this.canBlock = init.canBlock;
+    this.debugFlags = init.debug;
+    this.trace = new Trace();
+    this.trace.onError = () => this.vmInc(VM.hookErrors, 1);
+    this.hook = null;
+    this.detached = false;
+  }
+
+  /** Word index of page frame `pfn`'s descriptor. */
+  protected pd(pfn: number): number {
+    return this.descW + pfn * PD_WORDS;
+  }
+
+  /** Word index of slot `cpu`'s per-CPU block. */
+  protected pcpOf(cpu: number): number {
+    return this.pcpuBaseW + cpu * PCPU_WORDS;
+  }
+
+  protected vmInc(item: number, n: number): void {
+    this.u32[this.pcpuW + C_VMSTAT + item] = (this.u32[this.pcpuW + C_VMSTAT + item]! + n) >>> 0;
+  }
+
+  protected assertLive(): void {
+    if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
+  }
+
+  /* ------------------------------------------------------------ held-lock bookkeeping */
+
+  /** Throw EDEADLK unless this agent holds no lock of class `cls` or later (lock order). */
+  protected assertCanLock(cls: number): void {
+    const mask = this.i32[this.pcpuW + C_HELD_MASK]!;
+    if (mask >>> cls !== 0) this.deadlock(cls, mask);
+  }
+
+  private deadlock(cls: number, mask: number): never {
+    const held: string[] = [];
+    for (let c = 0; c < LOCK_CLASSES; c++) if (mask & (1 << c)) held.push(LOCK_NAMES[c]!);
+    throw new HeapError(
+      ErrorCode.EDEADLK,
+      `cpu ${this.cpu} would take a ${LOCK_NAMES[cls]} lock while holding ${held.join(", ")}: ` +
+        "from a hook or trace handler use the nolock calls",
+    );
+  }
+
+  /** Does this agent hold any lock of class `cls` or later? */
+  protected holdsFrom(cls: number): boolean {
+    return this.i32[this.pcpuW + C_HELD_MASK]! >>> cls !== 0;
+  }
+
+  private acquired(cls: number): void {
+    const w = this.pcpuW + C_HELD + cls;
+    this.i32[w] = this.i32[w]! + 1;
+    this.i32[this.pcpuW + C_HELD_MASK] = this.i32[this.pcpuW + C_HELD_MASK]! | (1 << cls);
+    if (this.hook !== null) this.callHook(ACQUIRE_POINTS[cls]!);
+  }
+
+  private releasing(cls: number): void {
+    if (this.hook !== null) this.callHook(RELEASE_POINTS[cls]!);
+    const w = this.pcpuW + C_HELD + cls;
+    const n = this.i32[w]! - 1;
+    this.i32[w] = n;
+    if (n === 0) this.i32[this.pcpuW + C_HELD_MASK] = this.i32[this.pcpuW + C_HELD_MASK]! & ~(1 << cls);
+  }
+
+  private callHook(point: string): void {
+    try {
+      this.hook!(point);
+    } catch {
+      this.vmInc(VM.hookErrors, 1);
+    }
+  }
+
+  /* ------------------------------------------------------------ spinlocks */
+
+  /** Take the lock at word `w` (class `cls`) if it is free; never spins. */
+  protected trylock(w: number, cls: number): boolean {
+    const i32 = this.i32;
+    if (Atomics.load(i32, w) !== 0 || Atomics.compareExchange(i32, w, 0, this.me) !== 0) return false;
+    this.acquired(cls);
+    return true;
+  }
+
+  /** Take the lock at word `w`, spinning and then waiting (where allowed) while it is held. */
+  protected lock(w: number, cls: number): void {
+    const v = Atomics.compareExchange(this.i32, w, 0, this.me);
+    if (v !== 0) this.lockSlow(w, cls, v);
+    this.acquired(cls);
+  }
+
+  protected unlock(w: number, cls: number): void {
+    this.releasing(cls);
+    const v = Atomics.exchange(this.i32, w, 0);
+    if ((v & LOCK_WAITERS) !== 0) Atomics.notify(this.i32, w, 1);
+  }
+
+  private lockSlow(w: number, cls: number, v: number): void {
+    const i32 = this.i32;
+    if ((v & LOCK_OWNER_MASK) === this.me) {
+      throw new HeapError(ErrorCode.EDEADLK, `cpu ${this.cpu} already holds this ${LOCK_NAMES[cls]} lock`);
+    }
+    if (cls === LOCK.zone) this.vmInc(VM.zoneContended, 1);
+    if ((this.trace.mask & (1 << TP.contention_begin)) !== 0) this.emitLock(TP.contention_begin, cls);
+    let waited = 0;
+    for (let spins = 0; ; spins++) {
+      v = Atomics.load(i32, w);
+      if (v === 0) {
+        if (Atomics.compareExchange(i32, w, 0, this.me | waited) === 0) break;
+        continue;
+      }
+      if (spins < SPIN_LIMIT || !this.canBlock) {
+        if ((spins & 1023) === 1023) this.checkOwnerAlive(v, cls);
+        continue;
+      }
+      if ((v & LOCK_WAITERS) === 0) {
+        if (Atomics.compareExchange(i32, w, v, v | LOCK_WAITERS) !== v) continue;
+        v |= LOCK_WAITERS;
+      }
+      if (Atomics.wait(i32, w, v, WAIT_SLICE_MS) === "timed-out") this.checkOwnerAlive(v, cls);
+      waited = LOCK_WAITERS;
+    }
+    if ((this.trace.mask & (1 << TP.contention_end)) !== 0) this.emitLock(TP.contention_end, cls);
+  }
+
+  private checkOwnerAlive(v: number, cls: number): void {
+    const owner = (v & LOCK_OWNER_MASK) - 1;
+    if (owner < 0 || owner >= this.cpus) return;
+    if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) !== SLOT_ATTACHED) {
+      throw new HeapError(
+        ErrorCode.EOWNERDEAD,
+        `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which is no longer attached`,
+      );
+    }
+  }
+
+  private emitLock(id: number, cls: number): void {
+    const rec: TraceRecord = { event: id === TP.contention_begin ? "contention_begin" : "contention_end", cpu: this.cpu };
+    rec.lock = LOCK_NAMES[cls]!;
+    this.trace.emit(id, rec);
+  }
+
+  /* ------------------------------------------------------------ local locks */
+
+  /** Take a slot-local lock word (a sheaf's P_LOCKED): a plain store, owner only. */
+  protected localLock(w: number, cls: number): void {
+    this.i32[w] = 1;
+    this.acquired(cls);
+  }
+
+  protected localUnlock(w: number, cls: number): void {
+    this.releasing(cls);
+    this.i32[w] = 0;
+  }
+
+  /* ------------------------------------------------------------ misc shared helpers */
+
+  /** Is this slot's agent marked as one that never blocks? */
+  protected noBlock(): boolean {
+    return !this.canBlock || (this.i32[this.pcpuW + C_FLAGS]! & CPUF_NOBLOCK) !== 0;
+  }
+
+  /** Fault injection: should this allocation fail on purpose? (fail_page_alloc / failslab) */
+  protected shouldFail(): boolean {
+    const rate = this.u32[H_FAIL_RATE]!;
+    if (rate === 0) return false;
+    const w = this.pcpuW + C_FAIL_STATE;
+    let x = this.u32[w]! | 0 || 0x2545f491;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.u32[w] = x >>> 0;
+    if ((x >>> 16) >= rate) return false;
+    this.vmInc(VM.failInjected, 1);
+    return true;
+  }
+
+  /** Set the reentry hook (a testing aid, seed 001): `fn(point)` runs at every lock point. */
+  setReentryHook(fn: ReentryHook | null): void {
+    this.assertLive();
+    this.hook = fn;
+  }
+}

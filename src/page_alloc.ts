@@ -1,0 +1,743 @@
+/*
+ * The page allocator: one zone of buddy free lists (orders 0..10) with per-CPU page lists (pcp).
+ *
+ * LOCKING CONTRACT
+ *
+ *   Z_LOCK (class zone) protects the zone's words: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES, and the
+ *     D_FLAGS/D_NEXT/D_PREV words of every block on a buddy free list. It is taken after a pcp lock,
+ *     never before one.
+ *   C_PCP_LOCK of a slot (class pcp) protects that slot's C_PCP_* words and the descriptors of the
+ *     blocks on its lists. The owner takes it with trylock only (seed 002): when the trylock fails
+ *     (a hook re-entered while this slot held it, or a drainer holds it) allocation and free go
+ *     straight to the buddy lists. Other agents take it with lock() to drain the slot: GFP.KERNEL
+ *     direct reclaim, validate(), reclaimSlot().
+ *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
+ *     of Z_LOCK takes the whole list (exchange with 0) and frees it. A parked block's descriptor
+ *     (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
+ *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
+ *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
+ *
+ *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
+ *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
+ *   take both with trylock only, never spin and never wait: allocation returns 0, a free is parked.
+ *
+ *   Paths that take no lock: none; the cheapest (a pcp hit) takes this slot's own pcp lock, whose
+ *   line no other agent touches unless it drains the slot.
+ */
+import { ErrorCode, HeapError, hex } from "./errors.js";
+import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "./gfp.js";
+import {
+  C_PCP_COUNT,
+  C_PCP_HEAD,
+  C_PCP_LOCK,
+  C_PCP_NR,
+  C_STATE,
+  D_FLAGS,
+  D_NEXT,
+  D_OWNER,
+  D_PREV,
+  H_FAIL_RATE,
+  LOCK,
+  MAX_ORDER,
+  NR_ORDERS,
+  NR_PCP_ORDERS,
+  ORDER_MASK,
+  ORDER_SHIFT,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PCP_MAX_ORDER,
+  PG_BUDDY,
+  PG_DEFERRED,
+  PG_HEAD,
+  PG_LARGE,
+  PG_PCP,
+  PG_RCU_BLOCK,
+  PG_RESERVED,
+  PG_SLAB,
+  SLOT_FREE,
+  VM,
+  Z_DEFER_HEAD,
+  Z_DEFER_PAGES,
+  Z_FREE_HEAD,
+  Z_FREE_PAGES,
+  Z_LOCK,
+  Z_MANAGED,
+  Z_NR_FREE,
+  Z_PCP_BATCH,
+  Z_PCP_HIGH,
+  Z_WMARK_HIGH,
+  Z_WMARK_LOW,
+  Z_WMARK_MIN,
+} from "./layout.js";
+import { MmBase } from "./mm.js";
+import { TP, type TraceRecord } from "./trace.js";
+
+/** Which watermark an allocation must leave free. */
+const WMARK_MIN = 0;
+const WMARK_LOW = 1;
+const WMARK_RESERVE = 2; // GFP.ATOMIC: half of min
+
+export interface PageStats {
+  totalPages: number;
+  freePages: number;
+  buddy: number[];
+  pcp: number[];
+  deferredPages: number;
+  watermarks: { min: number; low: number; high: number };
+  pcpBatch: number;
+  pcpHigh: number;
+}
+
+/** Where validate() found each page: one of these per page. */
+export const PAGE_WHERE = {
+  unseen: 0,
+  reserved: 1,
+  buddy: 2,
+  pcp: 3,
+  deferred: 4,
+  allocated: 5,
+} as const;
+
+export class PageAllocator extends MmBase {
+  /* ================================================================= public entry points */
+
+  /** 2^order contiguous pages aligned to their size, or 0. */
+  allocPages(order: number, gfp: number = GFP.KERNEL): number {
+    this.assertLive();
+    checkOrder(order);
+    checkGfp(gfp);
+    if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
+    const pfn = this.rmqueue(order, gfp);
+    if (pfn === 0) return this.allocFailed(order, gfp);
+    return this.prepNewBlock(pfn, order, PG_HEAD, gfp);
+  }
+
+  /** Free a block that allocPages returned, with the order it was allocated with. */
+  freePages(addr: number, order: number): void {
+    this.assertLive();
+    checkOrder(order);
+    const pfn = this.checkBlock(addr, order, PG_HEAD);
+    this.assertCanLock(LOCK.zone);
+    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    this.vmInc(VM.pgfree, 1 << order);
+    if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
+    this.freeBlock(pfn, order, 0);
+  }
+
+  /**
+   * Fill `out` with up to `count` order-0 pages; returns how many. One pcp lock hold serves the
+   * whole batch while the pcp lists can.
+   */
+  allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
+    this.assertLive();
+    if (count >>> 0 !== count) throw new HeapError(ErrorCode.EINVAL, `count ${String(count)} is not a whole number`);
+    if (!Array.isArray(out) && !(out instanceof Uint32Array)) {
+      throw new HeapError(ErrorCode.EINVAL, "out must be an array or a Uint32Array");
+    }
+    if (out instanceof Uint32Array && out.length < count) {
+      throw new HeapError(ErrorCode.EINVAL, `out holds ${out.length} entries, fewer than count ${count}`);
+    }
+    checkGfp(gfp);
+    if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
+    let n = 0;
+    const pcpLock = this.pcpuW + C_PCP_LOCK;
+    if (count > 1 && this.u32[H_FAIL_RATE] === 0 && this.trylock(pcpLock, LOCK.pcp)) {
+      for (; n < count; n++) {
+        const pfn = this.rmqueuePcp(0, gfp);
+        if (pfn === 0) break;
+        out[n] = pfn;
+      }
+      this.unlock(pcpLock, LOCK.pcp);
+    }
+    for (; n < count; n++) {
+      const pfn = this.rmqueue(0, gfp);
+      if (pfn === 0) break;
+      out[n] = pfn;
+    }
+    for (let i = 0; i < n; i++) out[i] = this.prepNewBlock(out[i]!, 0, PG_HEAD, gfp);
+    if (n < count) this.allocFailed(0, gfp | GFP.NOWARN);
+    return n;
+  }
+
+  /**
+   * allocPages that is safe from any context: pcp trylock, then zone trylock, then 0. Orders above
+   * PCP_MAX_ORDER give 0. Only GFP.ZERO is taken from `gfp`.
+   */
+  allocPagesNolock(order: number, gfp: number = 0): number {
+    this.assertLive();
+    checkOrder(order);
+    checkGfp(gfp);
+    if (order > PCP_MAX_ORDER) return 0;
+    const flags = (gfp & GFP.ZERO) | GFP_TRYLOCK | GFP.NOWAIT;
+    const pfn = this.rmqueue(order, flags);
+    if (pfn === 0) {
+      this.vmInc(VM.nolockFail, 1);
+      return 0;
+    }
+    return this.prepNewBlock(pfn, order, PG_HEAD, flags);
+  }
+
+  /** freePages that is safe from any context: never spins, never waits; parks the block if it must. */
+  freePagesNolock(addr: number, order: number): void {
+    this.assertLive();
+    checkOrder(order);
+    const pfn = this.checkBlock(addr, order, PG_HEAD);
+    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    this.vmInc(VM.pgfree, 1 << order);
+    if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
+    this.freeBlock(pfn, order, GFP_TRYLOCK);
+  }
+
+  /* ================================================================= allocation internals */
+
+  /**
+   * Take a block of 2^order pages out of the allocator; returns its pfn with D_FLAGS 0, or 0.
+   * The caller checked its mode against the locks it holds.
+   */
+  protected rmqueue(order: number, gfp: number): number {
+    if (this.u32[H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
+    if (order <= PCP_MAX_ORDER) {
+      const pcpLock = this.pcpuW + C_PCP_LOCK;
+      if (this.trylock(pcpLock, LOCK.pcp)) {
+        const pfn = this.rmqueuePcp(order, gfp);
+        this.unlock(pcpLock, LOCK.pcp);
+        if (pfn !== 0) return pfn;
+      } else {
+        this.vmInc(VM.pcpTrylockFail, 1);
+      }
+      if ((gfp & GFP.FAST_TRY) !== 0) {
+        this.vmInc(VM.fastTryFail, 1);
+        return 0;
+      }
+    } else if ((gfp & GFP.FAST_TRY) !== 0) {
+      return 0;
+    }
+    return this.rmqueueBuddy(order, gfp);
+  }
+
+  /** Pop a block from this slot's pcp list, refilling the list from the zone. pcp lock held. */
+  private rmqueuePcp(order: number, gfp: number): number {
+    const u32 = this.u32;
+    const c = this.pcpuW;
+    let pfn = u32[c + C_PCP_HEAD + order]!;
+    if (pfn === 0) {
+      if ((gfp & GFP.FAST_TRY) !== 0 || !this.pcpRefill(order, gfp)) return 0;
+      pfn = u32[c + C_PCP_HEAD + order]!;
+    }
+    const d = this.pd(pfn);
+    u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
+    u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
+    u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
+    u32[d + D_FLAGS] = 0;
+    return pfn;
+  }
+
+  /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
+  private pcpRefill(order: number, gfp: number): boolean {
+    const nolock = (gfp & GFP_TRYLOCK) !== 0;
+    if (nolock) {
+      if (!this.trylock(Z_LOCK, LOCK.zone)) {
+        this.vmInc(VM.zoneTrylockFail, 1);
+        return false;
+      }
+    } else {
+      this.lock(Z_LOCK, LOCK.zone);
+    }
+    if (!nolock) this.drainDeferredLocked();
+    const u32 = this.u32;
+    const c = this.pcpuW;
+    const want = Math.max(1, u32[Z_PCP_BATCH]! >>> order);
+    const pages = 1 << order;
+    let got = 0;
+    for (; got < want; got++) {
+      // The first block needs only the request's watermark; extra blocks must leave `low` free.
+      if (!this.watermarkOk(order, got === 0 ? wmarkFor(gfp) : WMARK_LOW)) break;
+      const pfn = this.rmqueueSmallest(order);
+      if (pfn === 0) break;
+      const d = this.pd(pfn);
+      u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
+      u32[d + D_OWNER] = this.cpu;
+      u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
+      u32[c + C_PCP_HEAD + order] = pfn;
+      if ((this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
+        this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
+      }
+    }
+    u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + got;
+    u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! + got * pages;
+    this.unlock(Z_LOCK, LOCK.zone);
+    if (got > 0) this.vmInc(VM.pcpRefill, 1);
+    return got > 0;
+  }
+
+  /** Allocate from the buddy lists, with direct reclaim for GFP.KERNEL. */
+  private rmqueueBuddy(order: number, gfp: number): number {
+    const nolock = (gfp & GFP_TRYLOCK) !== 0;
+    if (nolock) {
+      if (!this.trylock(Z_LOCK, LOCK.zone)) {
+        this.vmInc(VM.zoneTrylockFail, 1);
+        return 0;
+      }
+    } else {
+      this.lock(Z_LOCK, LOCK.zone);
+      this.drainDeferredLocked();
+    }
+    const kernel = (gfp & GFP_NOWAIT_MASK) === 0;
+    let pfn = this.watermarkOk(order, kernel ? WMARK_LOW : wmarkFor(gfp)) ? this.rmqueueSmallest(order) : 0;
+    if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
+      this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
+    }
+    this.unlock(Z_LOCK, LOCK.zone);
+    if (pfn === 0 && kernel && !this.holdsFrom(LOCK.pcp)) pfn = this.allocSlowReclaim(order);
+    return pfn;
+  }
+
+  /** GFP.KERNEL below the low watermark: drain every slot's pcp lists, then allocate down to min. */
+  private allocSlowReclaim(order: number): number {
+    this.vmInc(VM.directReclaim, 1);
+    this.drainAllPcp();
+    this.lock(Z_LOCK, LOCK.zone);
+    this.drainDeferredLocked();
+    const pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
+    if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
+      this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
+    }
+    this.unlock(Z_LOCK, LOCK.zone);
+    return pfn;
+  }
+
+  /** Would taking 2^order pages leave the watermark free? Zone lock held. */
+  private watermarkOk(order: number, which: number): boolean {
+    const u32 = this.u32;
+    const min = u32[Z_WMARK_MIN]!;
+    const mark = which === WMARK_LOW ? u32[Z_WMARK_LOW]! : which === WMARK_MIN ? min : min >>> 1;
+    return u32[Z_FREE_PAGES]! - (1 << order) >= mark;
+  }
+
+  /** __rmqueue_smallest: the first free block of order >= `order`, split down. Zone lock held. */
+  private rmqueueSmallest(order: number): number {
+    const u32 = this.u32;
+    for (let o = order; o <= MAX_ORDER; o++) {
+      const pfn = u32[Z_FREE_HEAD + o]!;
+      if (pfn === 0) continue;
+      this.buddyDel(pfn, o);
+      u32[this.pd(pfn) + D_FLAGS] = 0;
+      // expand(): hand the upper halves back, largest first.
+      for (let high = o; high > order; ) {
+        high--;
+        const half = pfn + (1 << high);
+        u32[this.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
+        this.buddyAdd(half, high);
+      }
+      u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! - (1 << order);
+      return pfn;
+    }
+    return 0;
+  }
+
+  /** Turn a block taken by rmqueue into an allocation: head flags, owner, zeroing, counters, trace. */
+  protected prepNewBlock(pfn: number, order: number, kind: number, gfp: number): number {
+    const d = this.pd(pfn);
+    this.u32[d + D_FLAGS] = kind | (order << ORDER_SHIFT);
+    this.u32[d + D_OWNER] = this.cpu;
+    const addr = pfn << PAGE_SHIFT;
+    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, addr, addr + (PAGE_SIZE << order));
+    this.vmInc(VM.pgalloc, 1 << order);
+    if ((this.trace.mask & (1 << TP.mm_page_alloc)) !== 0) this.emitPage(TP.mm_page_alloc, pfn, order, gfp);
+    return addr;
+  }
+
+  private allocFailed(order: number, gfp: number): number {
+    if ((gfp & GFP.NOWARN) === 0) this.vmInc(VM.allocFail, 1);
+    return 0;
+  }
+
+  /* ================================================================= free internals */
+
+  /**
+   * Give a block (D_FLAGS already 0) back: to this slot's pcp list when its trylock succeeds (a
+   * normal free drains a batch when the list passes high), else to the buddy lists; a nolock free
+   * that cannot have the zone lock parks the block on the deferred llist.
+   */
+  protected freeBlock(pfn: number, order: number, mode: number): void {
+    const nolock = mode !== 0;
+    if (order <= PCP_MAX_ORDER) {
+      const pcpLock = this.pcpuW + C_PCP_LOCK;
+      if (this.trylock(pcpLock, LOCK.pcp)) {
+        const u32 = this.u32;
+        const c = this.pcpuW;
+        const d = this.pd(pfn);
+        u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
+        u32[d + D_OWNER] = this.cpu;
+        u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
+        u32[c + C_PCP_HEAD + order] = pfn;
+        u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + 1;
+        const count = u32[c + C_PCP_COUNT]! + (1 << order);
+        u32[c + C_PCP_COUNT] = count;
+        if (!nolock && count > u32[Z_PCP_HIGH]!) this.pcpDrain(this.cpu, u32[Z_PCP_BATCH]!);
+        this.unlock(pcpLock, LOCK.pcp);
+        if (!nolock && this.i32[Z_DEFER_HEAD] !== 0) this.drainDeferred();
+        return;
+      }
+      this.vmInc(VM.pcpTrylockFail, 1);
+    }
+    if (nolock) {
+      if (!this.trylock(Z_LOCK, LOCK.zone)) {
+        this.vmInc(VM.zoneTrylockFail, 1);
+        this.deferPage(pfn, order);
+        return;
+      }
+    } else {
+      this.lock(Z_LOCK, LOCK.zone);
+    }
+    this.freeOneBlock(pfn, order);
+    if (!nolock) this.drainDeferredLocked();
+    this.unlock(Z_LOCK, LOCK.zone);
+  }
+
+  /** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
+  private freeOneBlock(pfn: number, order: number): void {
+    const u32 = this.u32;
+    u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! + (1 << order);
+    while (order < MAX_ORDER) {
+      const buddy = pfn ^ (1 << order);
+      if (buddy < this.zoneStart || buddy >= this.nrPages) break;
+      const bd = this.pd(buddy);
+      if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
+      this.buddyDel(buddy, order);
+      u32[bd + D_FLAGS] = 0;
+      pfn &= buddy;
+      order++;
+    }
+    u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
+    this.buddyAdd(pfn, order);
+  }
+
+  /** free_pcppages_bulk: give `count` pages of slot `cpu`'s lists back to the zone. That pcp lock held. */
+  protected pcpDrain(cpu: number, count: number): void {
+    const u32 = this.u32;
+    const c = this.pcpOf(cpu);
+    this.lock(Z_LOCK, LOCK.zone);
+    let freed = 0;
+    for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = (o + 1) & PCP_MAX_ORDER) {
+      const pfn = u32[c + C_PCP_HEAD + o]!;
+      if (pfn === 0) {
+        idle++;
+        continue;
+      }
+      idle = 0;
+      const d = this.pd(pfn);
+      u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
+      u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
+      u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
+      u32[d + D_FLAGS] = 0;
+      if ((this.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) this.emitPage(TP.mm_page_pcpu_drain, pfn, o);
+      this.freeOneBlock(pfn, o);
+      freed += 1 << o;
+    }
+    this.drainDeferredLocked();
+    this.unlock(Z_LOCK, LOCK.zone);
+    this.vmInc(VM.pcpDrain, 1);
+  }
+
+  /** Drain every slot's pcp lists (direct reclaim). Takes each pcp lock with lock(). */
+  protected drainAllPcp(): void {
+    for (let cpu = 0; cpu < this.cpus; cpu++) this.drainPcpOf(cpu);
+  }
+
+  /** Empty slot `cpu`'s pcp lists into the zone. */
+  protected drainPcpOf(cpu: number): void {
+    const c = this.pcpOf(cpu);
+    if (this.u32[c + C_PCP_COUNT] === 0) return;
+    this.lock(c + C_PCP_LOCK, LOCK.pcp);
+    const count = this.u32[c + C_PCP_COUNT]!;
+    if (count !== 0) this.pcpDrain(cpu, count);
+    this.unlock(c + C_PCP_LOCK, LOCK.pcp);
+  }
+
+  /** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
+  private deferPage(pfn: number, order: number): void {
+    const i32 = this.i32;
+    const d = this.pd(pfn);
+    this.u32[d + D_FLAGS] = PG_DEFERRED | (order << ORDER_SHIFT);
+    for (;;) {
+      const head = Atomics.load(i32, Z_DEFER_HEAD);
+      this.u32[d + D_NEXT] = head;
+      // Publication point: the compareExchange makes D_NEXT and D_FLAGS visible to the drainer.
+      if (Atomics.compareExchange(i32, Z_DEFER_HEAD, head, pfn) === head) break;
+    }
+    Atomics.add(i32, Z_DEFER_PAGES, 1 << order);
+    this.vmInc(VM.pagesDeferred, 1 << order);
+  }
+
+  /** Take the zone lock and free the deferred llist (a normal caller found it non-empty). */
+  private drainDeferred(): void {
+    this.lock(Z_LOCK, LOCK.zone);
+    this.drainDeferredLocked();
+    this.unlock(Z_LOCK, LOCK.zone);
+  }
+
+  /** Free every block parked on the deferred llist. Zone lock held. */
+  private drainDeferredLocked(): void {
+    const i32 = this.i32;
+    if (Atomics.load(i32, Z_DEFER_HEAD) === 0) return;
+    let pfn = Atomics.exchange(i32, Z_DEFER_HEAD, 0);
+    let pages = 0;
+    while (pfn !== 0) {
+      const d = this.pd(pfn);
+      const next = this.u32[d + D_NEXT]!;
+      const order = (this.u32[d + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
+      this.u32[d + D_FLAGS] = 0;
+      this.freeOneBlock(pfn, order);
+      pages += 1 << order;
+      pfn = next;
+    }
+    Atomics.sub(i32, Z_DEFER_PAGES, pages);
+    this.vmInc(VM.pagesUndeferred, pages);
+  }
+
+  /* ================================================================= buddy list primitives */
+
+  private buddyAdd(pfn: number, order: number): void {
+    const u32 = this.u32;
+    const d = this.pd(pfn);
+    const head = u32[Z_FREE_HEAD + order]!;
+    u32[d + D_NEXT] = head;
+    u32[d + D_PREV] = 0;
+    if (head !== 0) u32[this.pd(head) + D_PREV] = pfn;
+    u32[Z_FREE_HEAD + order] = pfn;
+    u32[Z_NR_FREE + order] = u32[Z_NR_FREE + order]! + 1;
+  }
+
+  private buddyDel(pfn: number, order: number): void {
+    const u32 = this.u32;
+    const d = this.pd(pfn);
+    const next = u32[d + D_NEXT]!;
+    const prev = u32[d + D_PREV]!;
+    if (prev !== 0) u32[this.pd(prev) + D_NEXT] = next;
+    else u32[Z_FREE_HEAD + order] = next;
+    if (next !== 0) u32[this.pd(next) + D_PREV] = prev;
+    u32[Z_NR_FREE + order] = u32[Z_NR_FREE + order]! - 1;
+  }
+
+  /* ================================================================= checks */
+
+  /**
+   * The pfn of the block at `addr` if it is the head of a live block of kind `kind` and `order`;
+   * otherwise throws EINVAL or EDOUBLEFREE and changes nothing.
+   */
+  protected checkBlock(addr: number, order: number, kind: number): number {
+    if (typeof addr !== "number" || addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || addr >= this.size) {
+      throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not a page address of this heap`);
+    }
+    const pfn = addr >>> PAGE_SHIFT;
+    if (pfn < this.zoneStart) {
+      throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata, not an allocated block`);
+    }
+    const f = this.u32[this.pd(pfn) + D_FLAGS]!;
+    if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0 || (f === 0 && this.insideFreeBlock(pfn))) {
+      throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is already free`);
+    }
+    if (f === 0) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is not the start of an allocated block`);
+    if ((f & kind) === 0) {
+      throw new HeapError(ErrorCode.EINVAL, `the block at ${hex(addr)} is ${describeKind(f)}, not ${describeKind(kind)}`);
+    }
+    const got = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    if (got !== order) {
+      throw new HeapError(ErrorCode.EINVAL, `the block at ${hex(addr)} has order ${got}, not ${order}`);
+    }
+    return pfn;
+  }
+
+  /** Is page `pfn` (not a block head) inside a free, pcp or parked block? */
+  private insideFreeBlock(pfn: number): boolean {
+    for (let o = 1; o <= MAX_ORDER; o++) {
+      const head = pfn & ~((1 << o) - 1);
+      if (head < this.zoneStart) return false;
+      const f = this.u32[this.pd(head) + D_FLAGS]!;
+      if (f === 0) continue;
+      const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      return order >= o && (f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0;
+    }
+    return false;
+  }
+
+  /* ================================================================= setup, stats, validation */
+
+  /** Build the zone of a new heap: watermarks, pcp sizes, every zone page free. No other agent yet. */
+  protected initZone(): void {
+    const u32 = this.u32;
+    for (let pfn = 0; pfn < this.zoneStart; pfn++) u32[this.pd(pfn) + D_FLAGS] = PG_RESERVED;
+    const managed = this.nrPages - this.zoneStart;
+    u32[Z_MANAGED] = managed;
+    // min_free: about sqrt(managed)/2 pages (kernel: sqrt(lowmem_kbytes * 16)), low = 5/4 min, high = 3/2 min.
+    const min = Math.max(1, Math.floor(Math.sqrt(managed) / 2));
+    u32[Z_WMARK_MIN] = min;
+    u32[Z_WMARK_LOW] = min + (min >>> 2);
+    u32[Z_WMARK_HIGH] = min + (min >>> 1);
+    // zone_batchsize: about managed / (16 * cpus), as 2^n - 1 in 1..63; high = 4 * batch.
+    const share = Math.floor(managed / (16 * this.cpus));
+    const batch = Math.max(1, Math.min(63, (1 << Math.floor(Math.log2(Math.max(2, share)))) - 1));
+    u32[Z_PCP_BATCH] = batch;
+    u32[Z_PCP_HIGH] = 4 * batch;
+    u32[Z_FREE_PAGES] = 0;
+    let pfn = this.zoneStart;
+    while (pfn < this.nrPages) {
+      let order = MAX_ORDER;
+      while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > this.nrPages)) order--;
+      u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
+      this.buddyAdd(pfn, order);
+      u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! + (1 << order);
+      pfn += 1 << order;
+    }
+  }
+
+  protected pageStats(): PageStats {
+    const u32 = this.u32;
+    const buddy: number[] = [];
+    for (let o = 0; o < NR_ORDERS; o++) buddy.push(u32[Z_NR_FREE + o]!);
+    const pcp: number[] = [];
+    for (let cpu = 0; cpu < this.cpus; cpu++) pcp.push(u32[this.pcpOf(cpu) + C_PCP_COUNT]!);
+    return {
+      totalPages: u32[Z_MANAGED]!,
+      freePages: Atomics.load(this.u32, Z_FREE_PAGES),
+      buddy,
+      pcp,
+      deferredPages: Atomics.load(this.u32, Z_DEFER_PAGES),
+      watermarks: { min: u32[Z_WMARK_MIN]!, low: u32[Z_WMARK_LOW]!, high: u32[Z_WMARK_HIGH]! },
+      pcpBatch: u32[Z_PCP_BATCH]!,
+      pcpHigh: u32[Z_PCP_HIGH]!,
+    };
+  }
+
+  /**
+   * Check every page-allocator invariant; returns where each page is (PAGE_WHERE per pfn) for the
+   * layers above. Takes every pcp lock and the zone lock; the caller asserted it may.
+   */
+  protected validatePages(): Uint8Array {
+    const where = new Uint8Array(this.nrPages);
+    const u32 = this.u32;
+    const bad = (msg: string): never => {
+      throw new HeapError(ErrorCode.ECORRUPT, msg);
+    };
+    for (let pfn = 0; pfn < this.zoneStart; pfn++) {
+      if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
+      where[pfn] = PAGE_WHERE.reserved;
+    }
+    const mark = (pfn: number, order: number, w: number, what: string): void => {
+      if (pfn < this.zoneStart || pfn + (1 << order) > this.nrPages) bad(`${what}: block ${pfn} order ${order} is outside the zone`);
+      if ((pfn & ((1 << order) - 1)) !== 0) bad(`${what}: block ${pfn} is not aligned to order ${order}`);
+      for (let p = pfn; p < pfn + (1 << order); p++) {
+        if (where[p] !== PAGE_WHERE.unseen) bad(`${what}: page ${p} is in two places`);
+        where[p] = w;
+        if (p !== pfn && u32[this.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
+      }
+    };
+    for (let cpu = 0; cpu < this.cpus; cpu++) this.lock(this.pcpOf(cpu) + C_PCP_LOCK, LOCK.pcp);
+    this.lock(Z_LOCK, LOCK.zone);
+    try {
+      let free = 0;
+      for (let o = 0; o < NR_ORDERS; o++) {
+        let n = 0;
+        let prev = 0;
+        for (let pfn = u32[Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
+          const d = this.pd(pfn);
+          if (u32[d + D_FLAGS] !== (PG_BUDDY | (o << ORDER_SHIFT))) bad(`free_area[${o}] holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
+          if (u32[d + D_PREV] !== prev) bad(`free_area[${o}]: broken back link at page ${pfn}`);
+          mark(pfn, o, PAGE_WHERE.buddy, `free_area[${o}]`);
+          const buddy = pfn ^ (1 << o);
+          if (o < MAX_ORDER && buddy >= this.zoneStart && buddy < this.nrPages && u32[this.pd(buddy) + D_FLAGS] === (PG_BUDDY | (o << ORDER_SHIFT))) {
+            bad(`free buddies ${pfn} and ${buddy} of order ${o} were left unmerged`);
+          }
+          prev = pfn;
+          n++;
+          free += 1 << o;
+          if (n > this.nrPages) bad(`free_area[${o}] is circular`);
+        }
+        if (n !== u32[Z_NR_FREE + o]) bad(`free_area[${o}].nr_free is ${u32[Z_NR_FREE + o]}, the list holds ${n}`);
+      }
+      if (free !== u32[Z_FREE_PAGES]) bad(`NR_FREE_PAGES is ${u32[Z_FREE_PAGES]}, the free lists hold ${free}`);
+      for (let cpu = 0; cpu < this.cpus; cpu++) {
+        const c = this.pcpOf(cpu);
+        let pages = 0;
+        if (u32[c + C_STATE] === SLOT_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
+        for (let o = 0; o <= PCP_MAX_ORDER; o++) {
+          let n = 0;
+          for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
+            const d = this.pd(pfn);
+            if (u32[d + D_FLAGS] !== (PG_PCP | (o << ORDER_SHIFT))) bad(`pcp ${cpu} order ${o} holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
+            if (u32[d + D_OWNER] !== cpu) bad(`pcp ${cpu} holds page ${pfn} owned by slot ${u32[d + D_OWNER]}`);
+            mark(pfn, o, PAGE_WHERE.pcp, `pcp ${cpu}`);
+            n++;
+            pages += 1 << o;
+          }
+          if (n !== u32[c + C_PCP_NR + o]) bad(`pcp ${cpu} order ${o} counts ${u32[c + C_PCP_NR + o]}, its list holds ${n}`);
+        }
+        if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
+      }
+      let deferred = 0;
+      for (let pfn = Atomics.load(this.u32, Z_DEFER_HEAD); pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
+        const f = u32[this.pd(pfn) + D_FLAGS]!;
+        if ((f & ~ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
+        const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
+        mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
+        deferred += 1 << o;
+      }
+      if (deferred !== Atomics.load(this.u32, Z_DEFER_PAGES)) bad(`deferred list counts ${Atomics.load(this.u32, Z_DEFER_PAGES)} pages, holds ${deferred}`);
+      // Every other zone page must be the head or part of an allocated block.
+      for (let pfn = this.zoneStart; pfn < this.nrPages; ) {
+        if (where[pfn] !== PAGE_WHERE.unseen) {
+          pfn++;
+          continue;
+        }
+        const f = u32[this.pd(pfn) + D_FLAGS]!;
+        const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
+        if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK)) === 0) {
+          const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
+          mark(pfn, o, PAGE_WHERE.allocated, `allocated block ${pfn}`);
+          pfn += 1 << o;
+        } else if ((f & PG_SLAB) !== 0) {
+          // Slab pages are checked, and marked, by the slab layer.
+          pfn++;
+        } else {
+          bad(`page ${pfn} (flags ${hex(f)}) is in no free list, no pcp list and no allocated block`);
+        }
+      }
+    } finally {
+      this.unlock(Z_LOCK, LOCK.zone);
+      for (let cpu = this.cpus - 1; cpu >= 0; cpu--) this.unlock(this.pcpOf(cpu) + C_PCP_LOCK, LOCK.pcp);
+    }
+    return where;
+  }
+
+  protected emitPage(id: number, pfn: number, order: number, gfp = 0): void {
+    const names = ["kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free", "mm_page_alloc", "mm_page_free", "mm_page_alloc_zone_locked", "mm_page_pcpu_drain"] as const;
+    const rec: TraceRecord = { event: names[id] ?? "mm_page_alloc", cpu: this.cpu, addr: pfn << PAGE_SHIFT, order };
+    if (gfp !== 0) rec.gfp = gfp & GFP_PUBLIC_MASK;
+    this.trace.emit(id, rec);
+  }
+}
+
+export function checkOrder(order: number): void {
+  if (order >>> 0 !== order || order > MAX_ORDER) {
+    throw new HeapError(ErrorCode.EINVAL, `order ${String(order)} is not a whole number in 0..${MAX_ORDER}`);
+  }
+}
+
+export function checkGfp(gfp: number): void {
+  if (gfp >>> 0 !== gfp || (gfp & ~GFP_PUBLIC_MASK) !== 0) {
+    throw new HeapError(ErrorCode.EINVAL, `gfp ${String(gfp)} has bits that are not GFP flags`);
+  }
+}
+
+function wmarkFor(gfp: number): number {
+  return (gfp & GFP.ATOMIC) !== 0 ? WMARK_RESERVE : WMARK_MIN;
+}
+
+function describeKind(f: number): string {
+  if ((f & PG_SLAB) !== 0) return "a slab page (free its objects with kfree)";
+  if ((f & PG_LARGE) !== 0) return "a large kmalloc block (free it with kfree)";
+  if ((f & PG_RCU_BLOCK) !== 0) return "a kfreeRcu block page";
+  if ((f & PG_HEAD) !== 0) return "a page block";
+  return `a block with flags ${hex(f)}`;
+}

@@ -1,0 +1,499 @@
+/*
+ * RCU across agents: read-side sections, grace periods, and kfreeRcu in page-sized blocks.
+ *
+ * LOCKING CONTRACT
+ *
+ *   Readers take no lock. rcuReadLock at the outermost level copies G + 1 (G = R_GP_SEQ) into the
+ *     slot's C_RCU_SNAP with one Atomics.store on the slot's own line; rcuReadUnlock at the
+ *     outermost level stores 0 there. Nesting is a plain word of the owner (C_RCU_NEST).
+ *   Grace periods take no lock either. A waiter for cookie c (the value of G when it began) makes
+ *     sure G > c (compareExchange c -> c + 1: readers that start later copy at least c + 2), then
+ *     polls every slot's C_RCU_SNAP: the period is over when none holds a value in 1..c + 1. No
+ *     agent has to call anything for another's grace period to end; idle, blocked and detached
+ *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
+ *     c + 1 (compareExchange-max).
+ *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
+ *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
+ *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
+ *     (safe from hooks: a failure takes the emergency path) and with lock() when it frees expired
+ *     blocks; rcuBarrier and reclaimSlot take other slots' krcp locks with lock(). Objects are never
+ *     freed with a krcp lock held: the expired blocks are unlinked under it and freed after.
+ *   Block pages come from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp
+ *     list only, under its trylock.
+ */
+import { ErrorCode, HeapError, hex } from "./errors.js";
+import { GFP, GFP_TRYLOCK } from "./gfp.js";
+import {
+  C_KRCP_LOCK,
+  C_RCU_BLOCK,
+  C_RCU_BLOCKS,
+  C_RCU_EMERG,
+  C_RCU_EMERG_GP,
+  C_RCU_EMERG_NR,
+  C_RCU_NEST,
+  C_RCU_PENDING,
+  C_RCU_SNAP,
+  C_RCU_WAIT,
+  C_RCU_WAIT_TAIL,
+  C_STATE,
+  D_FLAGS,
+  FREE_TAG,
+  LOCK,
+  PAGE_SHIFT,
+  PG_RCU_BLOCK,
+  R_GP_DONE,
+  R_GP_SEQ,
+  RB_ADDRS,
+  RB_CAP,
+  RB_COUNT,
+  RB_GP,
+  RB_NEXT,
+  RCU_EMERG_MAX,
+  SLOT_ATTACHED,
+  VM,
+} from "./layout.js";
+import { SlabAllocator } from "./slab.js";
+import { TP } from "./trace.js";
+
+/** How long queued kfreeRcu objects wait before the agent's timer looks at them (ms). */
+export const RCU_DELAY_MS = 4;
+
+export interface RcuStats {
+  rcu: {
+    /** Grace periods known complete (R_GP_DONE). */
+    gracePeriods: number;
+    /** Objects given to kfreeRcu and not yet freed, all slots. */
+    waitingObjects: number;
+    /** Block pages holding them. */
+    blocks: number;
+    /** Objects on the slots' emergency arrays. */
+    emergency: number;
+    /** Slots inside a read-side section now. */
+    readers: number;
+  };
+}
+
+/** A list of objects to free once the krcp lock is dropped. */
+interface Expired {
+  blocks: number[];
+  objects: number[];
+}
+
+export class RcuAllocator extends SlabAllocator {
+  /** This agent's pending-work timer (agent-local, like the kernel's kfree_rcu monitor work). */
+  private rcuTimer: ReturnType<typeof setTimeout> | null;
+  /** A private cell to sleep on while polling a grace period. */
+  private readonly sleepCell: Int32Array;
+
+  constructor(init: ConstructorParameters<typeof SlabAllocator>[0]) {
+    super(init);
+    this.rcuTimer = null;
+    this.sleepCell = new Int32Array(new SharedArrayBuffer(4));
+  }
+
+  /* ================================================================= read side */
+
+  /** Enter a read-side section (nestable). Objects reachable now stay valid until the matching unlock. */
+  rcuReadLock(): void {
+    const i32 = this.i32;
+    const w = this.pcpuW + C_RCU_NEST;
+    const n = i32[w]!;
+    if (n === 0) {
+      this.assertLive();
+      // Publication point: after this store no grace period that began before it can end.
+      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, R_GP_SEQ) + 1);
+    }
+    i32[w] = n + 1;
+  }
+
+  rcuReadUnlock(): void {
+    const i32 = this.i32;
+    const w = this.pcpuW + C_RCU_NEST;
+    const n = i32[w]! - 1;
+    if (n < 0) throw new HeapError(ErrorCode.EINVAL, "rcuReadUnlock without a matching rcuReadLock");
+    i32[w] = n;
+    // Publication point: every read of the section happens before this store.
+    if (n === 0) Atomics.store(i32, this.pcpuW + C_RCU_SNAP, 0);
+  }
+
+  /** Is this agent inside a read-side section? */
+  rcuReadLockHeld(): boolean {
+    return this.i32[this.pcpuW + C_RCU_NEST]! > 0;
+  }
+
+  /* ================================================================= grace periods */
+
+  /** The cookie of a grace period that would cover everything unlinked so far. */
+  protected gpCookie(): number {
+    return Atomics.load(this.i32, R_GP_SEQ);
+  }
+
+  /** Has a full grace period passed since cookie `c` was read? Never waits. */
+  protected gpPoll(c: number): boolean {
+    const i32 = this.i32;
+    if (Atomics.load(i32, R_GP_DONE) > c) return true;
+    if (Atomics.load(i32, R_GP_SEQ) === c) Atomics.compareExchange(i32, R_GP_SEQ, c, c + 1);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const snap = Atomics.load(i32, this.pcpOf(cpu) + C_RCU_SNAP);
+      if (snap !== 0 && snap <= c + 1) return false;
+    }
+    for (;;) {
+      const done = Atomics.load(i32, R_GP_DONE);
+      if (done > c || Atomics.compareExchange(i32, R_GP_DONE, done, c + 1) === done) break;
+    }
+    if ((this.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
+      this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: c + 1 });
+    }
+    return true;
+  }
+
+  /** Wait until every agent that was inside a read-side section when this was called has left it. */
+  synchronizeRcu(): void {
+    this.assertLive();
+    if (this.rcuReadLockHeld()) {
+      throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section would wait for itself");
+    }
+    this.assertCanLock(LOCK.rcu);
+    this.gpWait(this.gpCookie());
+  }
+
+  /** Poll cookie `c` until its period is over: spin a little, then sleep (or keep spinning where the agent may not block). */
+  private gpWait(c: number): void {
+    for (let round = 0; !this.gpPoll(c); round++) {
+      if (round < 64 || this.noBlock()) continue;
+      Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
+    }
+  }
+
+  /** synchronizeRcu for agents that must not block: resolves once a grace period has passed. */
+  synchronizeRcuAsync(): Promise<void> {
+    this.assertLive();
+    const c = this.gpCookie();
+    return new Promise((resolve) => {
+      const poll = (): void => {
+        if (this.gpPoll(c)) resolve();
+        else setTimeout(poll, 1);
+      };
+      poll();
+    });
+  }
+
+  /* ================================================================= kfreeRcu */
+
+  /**
+   * Free `addr` (from kmalloc or a cache) after a grace period. Never waits where waiting is not
+   * allowed; safe from hooks.
+   */
+  kfreeRcu(addr: number): void {
+    this.assertLive();
+    const id = this.objectCache(addr, -1);
+    if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
+      // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
+      this.checkBulk([addr], -1);
+    }
+    const c = this.gpCookie();
+    this.vmInc(VM.rcuQueued, 1);
+    const krcp = this.pcpuW + C_KRCP_LOCK;
+    if (this.trylock(krcp, LOCK.rcu)) {
+      const queued = this.queueInBlock(addr, c);
+      this.unlock(krcp, LOCK.rcu);
+      if (queued) {
+        this.armRcuTimer();
+        return;
+      }
+    }
+    this.kfreeRcuFallback(addr, c);
+  }
+
+  /** Add `addr` to this slot's current block, starting a new block if needed. krcp lock held. */
+  private queueInBlock(addr: number, c: number): boolean {
+    const i32 = this.i32;
+    const p = this.pcpuW;
+    let block = i32[p + C_RCU_BLOCK]!;
+    if (block !== 0 && i32[(block >> 2) + RB_COUNT]! >= RB_CAP) {
+      this.chainBlock(block);
+      block = 0;
+      i32[p + C_RCU_BLOCK] = 0;
+    }
+    if (block === 0) {
+      // Seed 003: a block page only from this slot's pcp list, never the zone lock; may fail.
+      const pfn = this.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
+      if (pfn === 0) return false;
+      block = pfn << PAGE_SHIFT;
+      this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+      this.vmInc(VM.pgalloc, 1);
+      i32[(block >> 2) + RB_COUNT] = 0;
+      i32[(block >> 2) + RB_NEXT] = 0;
+      i32[p + C_RCU_BLOCK] = block;
+      i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! + 1;
+    }
+    const bw = block >> 2;
+    const n = i32[bw + RB_COUNT]!;
+    i32[bw + RB_ADDRS + n] = addr;
+    i32[bw + RB_COUNT] = n + 1;
+    i32[bw + RB_GP] = c;
+    i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
+    return true;
+  }
+
+  /** Move a full block to the tail of the wait chain. krcp lock held. */
+  private chainBlock(block: number): void {
+    const i32 = this.i32;
+    const p = this.pcpuW;
+    i32[(block >> 2) + RB_NEXT] = 0;
+    const tail = i32[p + C_RCU_WAIT_TAIL]!;
+    if (tail === 0) i32[p + C_RCU_WAIT] = block;
+    else i32[(tail >> 2) + RB_NEXT] = block;
+    i32[p + C_RCU_WAIT_TAIL] = block;
+  }
+
+  /**
+   * No block could be had. Where the agent may block and holds no lock: wait for a grace period and
+   * free now (the kernel's fallback). Otherwise: the emergency array; when that is full too, poll
+   * the grace period by spinning (never Atomics.wait) and free with the nolock paths.
+   */
+  private kfreeRcuFallback(addr: number, c: number): void {
+    const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.rcuReadLockHeld();
+    if (mayWait) {
+      this.vmInc(VM.rcuSyncFallback, 1);
+      this.gpWait(c);
+      this.kfree(addr);
+      this.vmInc(VM.rcuFreed, 1);
+      return;
+    }
+    this.vmInc(VM.rcuEmergency, 1);
+    const i32 = this.i32;
+    const p = this.pcpuW;
+    const krcp = p + C_KRCP_LOCK;
+    if (this.trylock(krcp, LOCK.rcu)) {
+      const n = i32[p + C_RCU_EMERG_NR]!;
+      if (n < RCU_EMERG_MAX) {
+        i32[p + C_RCU_EMERG + n] = addr;
+        i32[p + C_RCU_EMERG_NR] = n + 1;
+        i32[p + C_RCU_EMERG_GP] = c;
+        i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
+        this.unlock(krcp, LOCK.rcu);
+        this.armRcuTimer();
+        return;
+      }
+      this.unlock(krcp, LOCK.rcu);
+    }
+    // Nothing left to queue into: spin until the period is over (this agent is not in a read
+    // section it could be waiting for, unless it is, in which case it must not ask this).
+    if (this.rcuReadLockHeld()) {
+      throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
+    }
+    while (!this.gpPoll(c)) {
+      /* spin */
+    }
+    this.kfreeSlow(addr, -1, GFP_TRYLOCK);
+    this.vmInc(VM.rcuFreed, 1);
+  }
+
+  private armRcuTimer(): void {
+    if (this.rcuTimer !== null || typeof setTimeout !== "function") return;
+    const t = setTimeout(() => {
+      this.rcuTimer = null;
+      if (this.detached) return;
+      if (this.holdsFrom(LOCK.rcu)) {
+        this.armRcuTimer();
+        return;
+      }
+      this.rcuProcessOwn(false);
+      if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
+    }, RCU_DELAY_MS);
+    const maybe = t as unknown as { unref?: () => void };
+    if (typeof maybe.unref === "function") maybe.unref();
+    this.rcuTimer = t;
+  }
+
+  /** Free this slot's expired blocks (all of them, waiting as needed, when `all`). No lock held. */
+  protected rcuProcessOwn(all: boolean): void {
+    const krcp = this.pcpuW + C_KRCP_LOCK;
+    const out: Expired = { blocks: [], objects: [] };
+    let cookie = -1;
+    this.lock(krcp, LOCK.rcu);
+    try {
+      cookie = this.takeExpired(this.pcpuW, out, all);
+    } finally {
+      this.unlock(krcp, LOCK.rcu);
+    }
+    if (cookie >= 0) this.gpWait(cookie);
+    this.freeExpired(out);
+  }
+
+  /** Called by the slab slow paths when this slot has blocks waiting. */
+  protected override rcuSlowWork(): void {
+    if (this.holdsFrom(LOCK.rcu)) return;
+    const w = this.i32[this.pcpuW + C_RCU_WAIT]!;
+    if (w !== 0 && this.gpPoll(this.i32[(w >> 2) + RB_GP]!)) this.rcuProcessOwn(false);
+  }
+
+  /**
+   * Unlink from slot block `p` the blocks and emergency entries whose period is over (all of them
+   * when `all`; returns then the newest cookie among them, which the caller must wait for, else -1).
+   * That slot's krcp lock held.
+   */
+  private takeExpired(p: number, out: Expired, all: boolean): number {
+    const i32 = this.i32;
+    let newest = -1;
+    const take = (c: number): boolean => {
+      if (all) {
+        if (c > newest) newest = c;
+        return true;
+      }
+      return this.gpPoll(c);
+    };
+    let pending = 0;
+    while (i32[p + C_RCU_WAIT] !== 0) {
+      const b = i32[p + C_RCU_WAIT]!;
+      if (!take(i32[(b >> 2) + RB_GP]!)) break;
+      i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
+      if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
+      out.blocks.push(b);
+      pending += i32[(b >> 2) + RB_COUNT]!;
+    }
+    const cur = i32[p + C_RCU_BLOCK]!;
+    if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
+      i32[p + C_RCU_BLOCK] = 0;
+      out.blocks.push(cur);
+      pending += i32[(cur >> 2) + RB_COUNT]!;
+    }
+    const ne = i32[p + C_RCU_EMERG_NR]!;
+    if (ne > 0 && take(i32[p + C_RCU_EMERG_GP]!)) {
+      for (let k = 0; k < ne; k++) out.objects.push(i32[p + C_RCU_EMERG + k]!);
+      i32[p + C_RCU_EMERG_NR] = 0;
+      pending += ne;
+    }
+    i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! - pending;
+    i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! - out.blocks.length;
+    return all ? newest : -1;
+  }
+
+  /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
+  private freeExpired(out: Expired): void {
+    const i32 = this.i32;
+    let freed = 0;
+    for (const b of out.blocks) {
+      const bw = b >> 2;
+      const n = i32[bw + RB_COUNT]!;
+      for (let k = 0; k < n; k++) this.kfree(i32[bw + RB_ADDRS + k]!);
+      freed += n;
+      const pfn = b >>> PAGE_SHIFT;
+      this.u32[this.pd(pfn) + D_FLAGS] = 0;
+      this.vmInc(VM.pgfree, 1);
+      this.freeBlock(pfn, 0, 0);
+    }
+    for (const o of out.objects) this.kfree(o);
+    freed += out.objects.length;
+    this.vmInc(VM.rcuFreed, freed);
+  }
+
+  /** Wait until every pending kfreeRcu of every agent has been freed. */
+  rcuBarrier(): void {
+    this.assertLive();
+    if (this.rcuReadLockHeld()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section would wait for itself");
+    this.assertCanLock(LOCK.rcu);
+    for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
+  }
+
+  /** Take every pending kfreeRcu of slot `cpu`, wait for their grace period, free them here. */
+  protected rcuFlushSlot(cpu: number): void {
+    const p = this.pcpOf(cpu);
+    if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
+    const out: Expired = { blocks: [], objects: [] };
+    let cookie: number;
+    this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    try {
+      cookie = this.takeExpired(p, out, true);
+    } finally {
+      this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+    }
+    if (cookie >= 0) this.gpWait(cookie);
+    this.freeExpired(out);
+  }
+
+  /* ================================================================= slot lifecycle hooks */
+
+  /** A slot is being attached: it starts outside any read section. */
+  protected rcuOnline(): void {
+    this.i32[this.pcpuW + C_RCU_NEST] = 0;
+    Atomics.store(this.i32, this.pcpuW + C_RCU_SNAP, 0);
+  }
+
+  /** This slot detaches: it leaves any section and frees its pending kfreeRcu objects. */
+  protected rcuOffline(): void {
+    this.i32[this.pcpuW + C_RCU_NEST] = 0;
+    Atomics.store(this.i32, this.pcpuW + C_RCU_SNAP, 0);
+    if (this.rcuTimer !== null) {
+      clearTimeout(this.rcuTimer);
+      this.rcuTimer = null;
+    }
+    this.rcuFlushSlot(this.cpu);
+  }
+
+  /** Slot `cpu` died: it counts as outside any section; its pending objects are freed here. */
+  protected rcuReclaim(cpu: number): void {
+    const p = this.pcpOf(cpu);
+    this.i32[p + C_RCU_NEST] = 0;
+    Atomics.store(this.i32, p + C_RCU_SNAP, 0);
+    this.rcuFlushSlot(cpu);
+  }
+
+  protected rcuStats(): RcuStats {
+    const i32 = this.i32;
+    let waiting = 0;
+    let blocks = 0;
+    let emergency = 0;
+    let readers = 0;
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const p = this.pcpOf(cpu);
+      waiting += i32[p + C_RCU_PENDING]!;
+      blocks += i32[p + C_RCU_BLOCKS]!;
+      emergency += i32[p + C_RCU_EMERG_NR]!;
+      if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
+    }
+    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, emergency, readers } };
+  }
+
+  /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
+  protected validateRcu(): void {
+    const i32 = this.i32;
+    const bad = (msg: string): never => {
+      throw new HeapError(ErrorCode.ECORRUPT, msg);
+    };
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const p = this.pcpOf(cpu);
+      if (i32[p + C_STATE] !== SLOT_ATTACHED && i32[p + C_RCU_PENDING] !== 0) bad(`detached cpu ${cpu} still has kfreeRcu objects`);
+      let objs = 0;
+      let blocks = 0;
+      const check = (b: number): void => {
+        if (i32[this.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} is not a block page`);
+        const n = i32[(b >> 2) + RB_COUNT]!;
+        if (n < 0 || n > RB_CAP) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} counts ${n}`);
+        for (let k = 0; k < n; k++) this.checkWaiting(i32[(b >> 2) + RB_ADDRS + k]!, cpu);
+        objs += n;
+        blocks++;
+      };
+      for (let b = i32[p + C_RCU_WAIT]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
+        check(b);
+        if (blocks > 1 << 20) bad(`cpu ${cpu}: kfreeRcu wait chain is circular`);
+      }
+      if (i32[p + C_RCU_BLOCK] !== 0) check(i32[p + C_RCU_BLOCK]!);
+      const ne = i32[p + C_RCU_EMERG_NR]!;
+      for (let k = 0; k < ne; k++) this.checkWaiting(i32[p + C_RCU_EMERG + k]!, cpu);
+      objs += ne;
+      if (objs !== i32[p + C_RCU_PENDING]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_PENDING]} kfreeRcu objects, holds ${objs}`);
+      if (blocks !== i32[p + C_RCU_BLOCKS]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_BLOCKS]} kfreeRcu blocks, holds ${blocks}`);
+    }
+  }
+
+  private checkWaiting(addr: number, cpu: number): void {
+    try {
+      const id = this.objectCache(addr, -1);
+      if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");
+    } catch {
+      throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
+    }
+  }
+}

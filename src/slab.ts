@@ -1,0 +1,1577 @@
+/*
+ * The slab allocator: caches of same-sized objects carved from slabs of 2^order pages, with
+ * per-slot sheaves (arrays of free objects) in front and a shared barn of full and empty sheaves
+ * behind them (SLUB as of 2025-26). kmalloc serves sizes 8..8192 from size-class caches and larger
+ * sizes straight from the page allocator.
+ *
+ * LOCKING CONTRACT
+ *
+ *   The pcs line of (cache, slot): P_MAIN, P_SPARE and the sheaves they point at belong to that
+ *     slot alone. The fast paths (kmalloc, kfree, cache alloc and free hitting the main sheaf) read
+ *     and write them with plain loads and stores and take no lock at all; they only test P_LOCKED.
+ *   P_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
+ *     swaps, refills or flushes the sheaves, so that a hook re-entering from inside sees the sheaves
+ *     busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
+ *     deferred list (kfreeNolock); a normal call throws EDEADLK.
+ *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
+ *   K_LIST_LOCK (class list) protects K_PARTIAL, K_NR_*, K_TOTAL_OBJS, K_FREE_OBJS and, for every
+ *     slab of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free
+ *     objects on its freelist (words 0 and 1).
+ *   CT_LOCK (class ctable) serialises createCache, destroy and the release of dying caches; the
+ *     configuration line of a descriptor is written under it before K_STATE publishes it and is
+ *     read-only afterwards.
+ *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
+ *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
+ *
+ *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
+ *   one cache are never held together. The sheaf cache (KF_SHEAF_CACHE, no sheaves of its own) is
+ *   used with only a sheaf local lock held, never with a barn or list lock held.
+ *   Normal slow paths assert at entry that this slot holds no barn, list, pcp or zone lock and
+ *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
+ *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock.
+ */
+import { ErrorCode, HeapError, hex } from "./errors.js";
+import { GFP, GFP_TRYLOCK } from "./gfp.js";
+import {
+  BARN_MAX,
+  C_DEFER_HEAD,
+  C_DEFER_NR,
+  C_RCU_WAIT,
+  CACHE_ACTIVE,
+  CACHE_DYING,
+  CACHE_FREE,
+  CACHE_HDR_LINES,
+  CACHE_NAME_MAX,
+  CT_LOCK,
+  CT_NR,
+  D_CACHE,
+  D_FLAGS,
+  D_FREELIST,
+  D_HEAD,
+  D_INUSE,
+  D_NEXT,
+  D_PREV,
+  EMPTY_SHEAF_W,
+  FREE_TAG,
+  G_NR_DYING,
+  K_ALIGN,
+  K_BARN_EMPTY,
+  K_BARN_FULL,
+  K_BARN_LOCK,
+  K_BARN_NR_EMPTY,
+  K_BARN_NR_FULL,
+  K_FLAGS,
+  K_FREE_OBJS,
+  K_GEN,
+  K_INV_SIZE,
+  K_LIST_LOCK,
+  K_MIN_PARTIAL,
+  K_NAME,
+  K_NAME_LEN,
+  K_NR_EMPTY,
+  K_NR_PARTIAL,
+  K_NR_SLABS,
+  K_OBJ_SIZE,
+  K_OBJS,
+  K_ORDER,
+  K_PARTIAL,
+  K_SHEAF_CAP,
+  K_SIZE,
+  K_STATE,
+  K_TOTAL_OBJS,
+  KF_KMALLOC,
+  KF_SHEAF_CACHE,
+  LINE_WORDS,
+  LOCK,
+  O_NEXT,
+  ORDER_MASK,
+  ORDER_SHIFT,
+  P_LOCKED,
+  P_MAIN,
+  P_SPARE,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PCP_MAX_ORDER,
+  PG_LARGE,
+  PG_SLAB,
+  S_CACHE,
+  S_CAP,
+  S_NEXT,
+  S_OBJS,
+  S_SIZE,
+  SHEAF_BYTES,
+  SLOT_ATTACHED,
+  C_STATE,
+  VM,
+} from "./layout.js";
+import { checkGfp, PAGE_WHERE, PageAllocator } from "./page_alloc.js";
+import { TP, type TraceRecord } from "./trace.js";
+
+/** The kmalloc size classes (kernel-map.md). */
+export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;
+export const KMALLOC_MAX_CACHE_SIZE = 8192;
+/** Cache id of the sheaf cache; kmalloc class i is cache id KMALLOC_FIRST_ID + i. */
+export const SHEAF_CACHE_ID = 0;
+export const KMALLOC_FIRST_ID = 1;
+export const FIRST_NAMED_ID = KMALLOC_FIRST_ID + KMALLOC_SIZES.length;
+/** Largest object a named cache may have: one object per order-3 slab. */
+export const MAX_OBJECT_SIZE = PAGE_SIZE << PCP_MAX_ORDER;
+
+/** SIZE_INDEX[(size + 7) >> 3] is the kmalloc class of a size in 1..8192. */
+const SIZE_INDEX = new Uint8Array((KMALLOC_MAX_CACHE_SIZE >> 3) + 1);
+{
+  let c = 0;
+  for (let b = 1; b < SIZE_INDEX.length; b++) {
+    while (KMALLOC_SIZES[c]! < b << 3) c++;
+    SIZE_INDEX[b] = c;
+  }
+}
+
+/** Sheaf capacity by object size (kernel-map.md). */
+export function sheafCapacity(size: number): number {
+  if (size < 256) return 60;
+  if (size < 1024) return 26;
+  if (size < 4096) return 12;
+  return 4;
+}
+
+/** Slab order: the smallest order 0..3 whose waste stays under 1/8 with at least 8 objects (or as many as order 3 holds). */
+export function slabOrder(size: number): number {
+  const want = Math.min(8, Math.floor((PAGE_SIZE << PCP_MAX_ORDER) / size));
+  for (let order = 0; order <= PCP_MAX_ORDER; order++) {
+    const bytes = PAGE_SIZE << order;
+    const objs = Math.floor(bytes / size);
+    if (objs >= Math.max(1, want) && (bytes - objs * size) * 8 <= bytes) return order;
+  }
+  return PCP_MAX_ORDER;
+}
+
+export interface CacheOptions {
+  /** Alignment of every object: a power of two from 8 to 4096 (default 8). */
+  align?: number;
+}
+
+export interface SlabStats {
+  name: string;
+  objectSize: number;
+  /** Stride between objects in a slab. */
+  size: number;
+  order: number;
+  objectsPerSlab: number;
+  /** Objects held by callers (not in slab freelists, sheaves, the barn or a deferred list). */
+  activeObjects: number;
+  totalObjects: number;
+  slabs: number;
+  pages: number;
+  partialSlabs: number;
+  emptySlabs: number;
+  /** Free objects in the slots' sheaves and in the barn. */
+  sheafObjects: number;
+  barnObjects: number;
+  barnFull: number;
+  barnEmpty: number;
+  sheafCapacity: number;
+}
+
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+export class SlabAllocator extends PageAllocator {
+  /** Word index of this slot's pcs line for each kmalloc class: derived, read-only. */
+  protected readonly kmPcs: Int32Array;
+  /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
+  protected fastOff: number;
+
+  constructor(init: ConstructorParameters<typeof PageAllocator>[0]) {
+    super(init);
+    this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
+    for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
+    this.fastOff = this.debugFlags;
+    this.trace.onChange = () => this.updateFastOff();
+  }
+
+  protected updateFastOff(): void {
+    const objEvents = (1 << TP.kmalloc) | (1 << TP.kfree) | (1 << TP.kmem_cache_alloc) | (1 << TP.kmem_cache_free);
+    this.fastOff = (this.detached ? 1 : 0) | this.debugFlags | (this.trace.mask & objEvents);
+  }
+
+  /** Word index of cache `id`'s descriptor. */
+  protected cacheWOf(id: number): number {
+    return this.cacheW + id * this.cacheWords;
+  }
+
+  /** Word index of this slot's pcs line of cache `id`. */
+  protected pcsW(id: number): number {
+    return this.cacheW + id * this.cacheWords + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+  }
+
+  /* ================================================================= kmalloc: fast paths */
+
+  /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
+  kmalloc(size: number, gfp: number = GFP.KERNEL): number {
+    const i32 = this.i32;
+    if ((size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+      const pcs = this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!;
+      if (i32[pcs + P_LOCKED] === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+        const sw = i32[pcs + P_MAIN]! >> 2;
+        const n = i32[sw + S_SIZE]! - 1;
+        if (n >= 0) {
+          i32[sw + S_SIZE] = n;
+          const obj = i32[sw + S_OBJS + n]!;
+          i32[obj >> 2] = 0;
+          return obj;
+        }
+      }
+    }
+    return this.kmallocSlow(size, gfp);
+  }
+
+  /** Free what kmalloc (or a cache) returned; 0 is a no-op. */
+  kfree(addr: number): void {
+    const i32 = this.i32;
+    if (addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
+      const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
+      if (i32[d + D_FLAGS] === PG_SLAB) {
+        const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
+        const off = addr - (i32[d + D_HEAD]! << PAGE_SHIFT);
+        const size = i32[kw + K_SIZE]!;
+        const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
+        if (idx * size === off && idx < i32[kw + K_OBJS]! && i32[addr >> 2] !== (addr ^ FREE_TAG)) {
+          const pcs = kw + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+          if (i32[pcs + P_LOCKED] === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+            const sw = i32[pcs + P_MAIN]! >> 2;
+            const n = i32[sw + S_SIZE]!;
+            if (n < i32[sw + S_CAP]!) {
+              i32[sw + S_OBJS + n] = addr;
+              i32[sw + S_SIZE] = n + 1;
+              i32[addr >> 2] = addr ^ FREE_TAG;
+              return;
+            }
+          }
+        }
+      }
+    }
+    if (addr !== 0) this.kfreeSlow(addr, -1, 0);
+    else this.assertLive();
+  }
+
+  /* ================================================================= kmalloc: slow paths */
+
+  private kmallocSlow(size: number, gfp: number): number {
+    this.assertLive();
+    checkSize(size);
+    checkGfp(gfp);
+    if (size > KMALLOC_MAX_CACHE_SIZE) return this.kmallocLarge(size, gfp);
+    const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
+    const obj = this.slabAllocSlow(id, gfp);
+    if (obj !== 0 && (this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
+    return obj;
+  }
+
+  private kmallocLarge(size: number, gfp: number): number {
+    const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
+    if (order > 10) return 0;
+    if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
+    const pfn = this.rmqueue(order, gfp);
+    if (pfn === 0) return 0;
+    this.vmInc(VM.kmallocLarge, 1);
+    const addr = this.prepNewBlock(pfn, order, PG_LARGE, gfp);
+    if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, addr, size, -1);
+    return addr;
+  }
+
+  /**
+   * Every kfree and cache free that left the fast path. `want` is the cache id a cache's free
+   * requires (-1 for kfree); `mode` is GFP_TRYLOCK for kfreeNolock.
+   */
+  protected kfreeSlow(addr: number, want: number, mode: number): void {
+    this.assertLive();
+    const id = this.objectCache(addr, want);
+    if (id < 0) {
+      // A large kmalloc block.
+      const pfn = addr >>> PAGE_SHIFT;
+      const order = (this.u32[this.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
+      if (mode === 0) this.assertCanLock(LOCK.zone);
+      this.u32[this.pd(pfn) + D_FLAGS] = 0;
+      this.vmInc(VM.pgfree, 1 << order);
+      if ((this.trace.mask & (1 << TP.kfree)) !== 0) this.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
+      this.freeBlock(pfn, order, mode);
+      return;
+    }
+    if (this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr)) {
+      throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already free`);
+    }
+    if ((this.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
+      this.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
+    }
+    if (mode !== 0) this.slabFreeNolock(id, addr);
+    else this.slabFreeSlow(id, addr);
+  }
+
+  /**
+   * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
+   * cheap check; throws EINVAL or EDOUBLEFREE. `want` >= 0 demands that cache.
+   */
+  protected objectCache(addr: number, want: number): number {
+    if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr === 0) {
+      throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not an address of this heap`);
+    }
+    const pfn = addr >>> PAGE_SHIFT;
+    if (pfn < this.zoneStart) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata`);
+    const d = this.pd(pfn);
+    const f = this.u32[d + D_FLAGS]!;
+    if (f === PG_SLAB) {
+      const id = this.u32[d + D_CACHE]!;
+      const kw = this.cacheWOf(id);
+      const off = addr - (this.u32[d + D_HEAD]! << PAGE_SHIFT);
+      const size = this.i32[kw + K_SIZE]!;
+      if (off % size !== 0 || off / size >= this.i32[kw + K_OBJS]!) {
+        throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is inside an object of ${this.cacheName(id)}, not at its start`);
+      }
+      if ((this.i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0) {
+        throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is the allocator's own sheaf, not an allocation`);
+      }
+      if (want >= 0 && id !== want) {
+        throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} belongs to ${this.cacheName(id)}, not ${this.cacheName(want)}`);
+      }
+      return id;
+    }
+    if ((f & PG_LARGE) !== 0 && (addr & (PAGE_SIZE - 1)) === 0 && want < 0) return -1;
+    if ((f & PG_LARGE) !== 0 && want >= 0) {
+      throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is a large kmalloc block, not an object of ${this.cacheName(want)}`);
+    }
+    throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is not a live allocation (${this.describePage(pfn)})`);
+  }
+
+  private describePage(pfn: number): string {
+    const f = this.u32[this.pd(pfn) + D_FLAGS]!;
+    if (f === 0) return "inside a block, not at an object start";
+    if ((f & PG_LARGE) !== 0) return "inside a large kmalloc block";
+    if ((f & 1) !== 0 || (f & 4) !== 0 || (f & 32) !== 0) return "a free page";
+    if ((f & 2) !== 0) return "a page block from allocPages: free it with freePages";
+    return `page flags ${hex(f)}`;
+  }
+
+  /** Is `addr`, whose first word carries the free tag, really free somewhere in cache `id`? */
+  private isFreeObject(id: number, addr: number): boolean {
+    const i32 = this.i32;
+    // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
+    }
+    const kw = this.cacheWOf(id);
+    for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) if (sheafHas(i32, s, addr)) return true;
+    for (let o = i32[this.pcpuW + C_DEFER_HEAD]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) if (o === addr) return true;
+    const head = this.u32[this.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
+    for (let o = i32[this.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
+      if (o === addr) return true;
+    }
+    return false;
+  }
+
+  /* ================================================================= object alloc: slow paths */
+
+  /** Allocate from cache `id` in normal mode once the fast path could not. */
+  protected slabAllocSlow(id: number, gfp: number): number {
+    this.slabSlowEntry(id);
+    const kw = this.cacheWOf(id);
+    let obj: number;
+    if (this.i32[kw + K_SHEAF_CAP] === 0) {
+      obj = this.allocFromSlabs(id, gfp, 0);
+    } else {
+      const pcs = this.pcsW(id);
+      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+      try {
+        let sw = this.i32[pcs + P_MAIN]! >> 2;
+        if (this.i32[sw + S_SIZE] === 0) sw = this.replaceEmptyMain(id, pcs, gfp, 0);
+        obj = 0;
+        if (sw !== 0) {
+          const n = this.i32[sw + S_SIZE]! - 1;
+          this.i32[sw + S_SIZE] = n;
+          obj = this.i32[sw + S_OBJS + n]!;
+        }
+      } finally {
+        this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      }
+      if (obj === 0) obj = this.allocFromSlabs(id, gfp, 0);
+    }
+    if (obj === 0) return 0;
+    return this.prepObject(id, obj, gfp);
+  }
+
+  /** An object leaves the allocator: clear its free tag, zero it when asked. */
+  protected prepObject(id: number, obj: number, gfp: number): number {
+    this.i32[obj >> 2] = 0;
+    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
+    return obj;
+  }
+
+  /**
+   * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
+   * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
+   * slot's housekeeping: deferred frees and dying caches.
+   */
+  protected slabSlowEntry(id: number): void {
+    if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
+      throw new HeapError(
+        ErrorCode.EDEADLK,
+        `the sheaves of ${this.cacheName(id)} on cpu ${this.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
+      );
+    }
+    this.assertCanLock(LOCK.barn);
+    if (this.i32[this.pcpuW + C_DEFER_HEAD] !== 0) this.drainDeferredObjects();
+    if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
+    if (this.i32[this.pcpuW + C_RCU_WAIT] !== 0) this.rcuSlowWork();
+  }
+
+  /** Work of the RCU layer on this slot's slow paths (free expired kfreeRcu blocks). */
+  protected rcuSlowWork(): void {}
+
+  /**
+   * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
+   * full one, else refill it from the slabs. Returns the new main's word index (0 if nothing
+   * could be had). Local lock held.
+   */
+  private replaceEmptyMain(id: number, pcs: number, gfp: number, mode: number): number {
+    const i32 = this.i32;
+    const main = i32[pcs + P_MAIN]!;
+    const spare = i32[pcs + P_SPARE]!;
+    if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! > 0) {
+      i32[pcs + P_MAIN] = spare;
+      i32[pcs + P_SPARE] = main === EMPTY_SHEAF_W << 2 ? 0 : main;
+      return spare >> 2;
+    }
+    const full = this.barnGetFull(id, mode);
+    if (full !== 0) {
+      this.vmInc(VM.barnGet, 1);
+      i32[pcs + P_MAIN] = full;
+      if (main !== EMPTY_SHEAF_W << 2) {
+        if (spare === 0) i32[pcs + P_SPARE] = main;
+        else this.barnPutEmpty(id, main, mode);
+      }
+      return full >> 2;
+    }
+    if (mode !== 0) {
+      // Nolock: refill only a real sheaf, from partial slabs under a trylock; never allocate one.
+      if (main === EMPTY_SHEAF_W << 2) return 0;
+      return this.refillSheaf(id, main >> 2, gfp, mode) > 0 ? main >> 2 : 0;
+    }
+    let sw = main >> 2;
+    if (main === EMPTY_SHEAF_W << 2) {
+      const s = this.allocSheaf(id, gfp);
+      if (s === 0) return 0;
+      i32[pcs + P_MAIN] = s;
+      sw = s >> 2;
+    }
+    return this.refillSheaf(id, sw, gfp, mode) > 0 ? sw : 0;
+  }
+
+  /** Fill sheaf `sw` from the partial slabs and, if they run dry, one new slab. Returns objects added. */
+  private refillSheaf(id: number, sw: number, gfp: number, mode: number): number {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const want = i32[sw + S_CAP]! - i32[sw + S_SIZE]!;
+    let got = 0;
+    const listLock = kw + K_LIST_LOCK;
+    if (mode !== 0) {
+      if (!this.trylock(listLock, LOCK.list)) return 0;
+    } else {
+      this.lock(listLock, LOCK.list);
+    }
+    got = this.takeFromPartial(kw, sw, want);
+    this.unlock(listLock, LOCK.list);
+    if (got === 0) {
+      if (!this.newSlab(id, gfp, mode)) return 0;
+      if (mode !== 0) {
+        if (!this.trylock(listLock, LOCK.list)) return 0;
+      } else {
+        this.lock(listLock, LOCK.list);
+      }
+      got = this.takeFromPartial(kw, sw, want);
+      this.unlock(listLock, LOCK.list);
+    }
+    if (got > 0) this.vmInc(VM.sheafRefill, 1);
+    return got;
+  }
+
+  /** Move up to `want` objects from the partial slabs into sheaf `sw` (sw = 0: return one object). List lock held. */
+  private takeFromPartial(kw: number, sw: number, want: number): number {
+    const i32 = this.i32;
+    let got = 0;
+    while (got < want) {
+      const pfn = i32[kw + K_PARTIAL]!;
+      if (pfn === 0) break;
+      const d = this.pd(pfn);
+      if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+      let obj = i32[d + D_FREELIST]!;
+      let inuse = i32[d + D_INUSE]!;
+      while (obj !== 0 && got < want) {
+        if (sw !== 0) i32[sw + S_OBJS + i32[sw + S_SIZE]! + got] = obj;
+        else this.lastTaken = obj;
+        got++;
+        inuse++;
+        obj = i32[(obj >> 2) + O_NEXT]!;
+      }
+      i32[d + D_FREELIST] = obj;
+      i32[d + D_INUSE] = inuse;
+      if (obj === 0) this.partialDel(kw, pfn);
+      else if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
+    }
+    if (sw !== 0) i32[sw + S_SIZE] = i32[sw + S_SIZE]! + got;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
+    return got;
+  }
+  /** The object takeFromPartial returned when asked for one without a sheaf. */
+  private lastTaken = 0;
+
+  /** One object straight from the slabs (caches without sheaves, and when no sheaf could be had). */
+  protected allocFromSlabs(id: number, gfp: number, mode: number): number {
+    const kw = this.cacheWOf(id);
+    const listLock = kw + K_LIST_LOCK;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (mode !== 0) {
+        if (!this.trylock(listLock, LOCK.list)) return 0;
+      } else {
+        this.lock(listLock, LOCK.list);
+      }
+      const got = this.takeFromPartial(kw, 0, 1);
+      this.unlock(listLock, LOCK.list);
+      if (got === 1) return this.lastTaken;
+      if (attempt === 0 && !this.newSlab(id, gfp, mode)) return 0;
+    }
+    return 0;
+  }
+
+  /** allocate_slab: take pages, build the freelist, put the slab on the partial list. */
+  private newSlab(id: number, gfp: number, mode: number): boolean {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const order = i32[kw + K_ORDER]!;
+    const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
+    const pfn = this.rmqueue(order, pageGfp);
+    if (pfn === 0) return false;
+    this.vmInc(VM.pgalloc, 1 << order);
+    const size = i32[kw + K_SIZE]!;
+    const objs = i32[kw + K_OBJS]!;
+    const base = pfn << PAGE_SHIFT;
+    for (let p = 0; p < 1 << order; p++) {
+      const d = this.pd(pfn + p);
+      i32[d + D_FLAGS] = PG_SLAB;
+      i32[d + D_HEAD] = pfn;
+      i32[d + D_CACHE] = id;
+    }
+    for (let i = 0; i < objs; i++) {
+      const obj = base + i * size;
+      i32[obj >> 2] = obj ^ FREE_TAG;
+      i32[(obj >> 2) + O_NEXT] = i + 1 < objs ? obj + size : 0;
+    }
+    const d = this.pd(pfn);
+    i32[d + D_FREELIST] = base;
+    i32[d + D_INUSE] = 0;
+    const listLock = kw + K_LIST_LOCK;
+    if (mode !== 0) {
+      if (!this.trylock(listLock, LOCK.list)) {
+        this.releaseSlabPages(pfn, order, mode);
+        return false;
+      }
+    } else {
+      this.lock(listLock, LOCK.list);
+    }
+    this.partialAdd(kw, pfn);
+    i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
+    i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
+    i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs;
+    this.unlock(listLock, LOCK.list);
+    this.vmInc(VM.slabAlloc, 1);
+    return true;
+  }
+
+  /** Give a slab's pages back to the page allocator. No list lock needed: the slab is off every list. */
+  private releaseSlabPages(pfn: number, order: number, mode: number): void {
+    for (let p = 1; p < 1 << order; p++) {
+      const d = this.pd(pfn + p);
+      this.i32[d + D_FLAGS] = 0;
+      this.i32[d + D_HEAD] = 0;
+      this.i32[d + D_CACHE] = 0;
+    }
+    this.i32[this.pd(pfn) + D_FLAGS] = 0;
+    this.vmInc(VM.pgfree, 1 << order);
+    this.freeBlock(pfn, order, mode);
+  }
+
+  /* ================================================================= object free: slow paths */
+
+  /** Free into cache `id` in normal mode once the fast path could not. */
+  protected slabFreeSlow(id: number, addr: number): void {
+    this.slabSlowEntry(id);
+    const i32 = this.i32;
+    if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0) {
+      this.freeToSlabs(id, addr, 0);
+      return;
+    }
+    const pcs = this.pcsW(id);
+    this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    try {
+      let sw = i32[pcs + P_MAIN]! >> 2;
+      if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = this.replaceFullMain(id, pcs, 0);
+      if (sw !== 0) {
+        const n = i32[sw + S_SIZE]!;
+        i32[sw + S_OBJS + n] = addr;
+        i32[sw + S_SIZE] = n + 1;
+        i32[addr >> 2] = addr ^ FREE_TAG;
+        return;
+      }
+    } finally {
+      this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+    }
+    this.freeToSlabs(id, addr, 0);
+  }
+
+  /**
+   * The main sheaf is full (or the placeholder): swap with an empty spare, else hand it to the
+   * barn for an empty one, else flush it to the slabs. Returns the new main (0: free to the slabs
+   * directly). Local lock held.
+   */
+  private replaceFullMain(id: number, pcs: number, mode: number): number {
+    const i32 = this.i32;
+    const main = i32[pcs + P_MAIN]!;
+    const spare = i32[pcs + P_SPARE]!;
+    if (main === EMPTY_SHEAF_W << 2) {
+      if (spare !== 0) {
+        i32[pcs + P_MAIN] = spare;
+        i32[pcs + P_SPARE] = 0;
+        if (i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) return spare >> 2;
+        return this.replaceFullMain(id, pcs, mode);
+      }
+      if (mode !== 0) return 0;
+      const s = this.allocSheaf(id, 0);
+      if (s === 0) return 0;
+      i32[pcs + P_MAIN] = s;
+      return s >> 2;
+    }
+    if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) {
+      i32[pcs + P_MAIN] = spare;
+      i32[pcs + P_SPARE] = main;
+      return spare >> 2;
+    }
+    // Trade the full main for an empty sheaf at the barn.
+    const empty = this.barnPutFull(id, main, mode);
+    if (empty > 0) {
+      this.vmInc(VM.barnPut, 1);
+      i32[pcs + P_MAIN] = empty;
+      return empty >> 2;
+    }
+    if (empty === 0) {
+      // The barn took the full sheaf but had no empty one: make one (normal mode only).
+      this.vmInc(VM.barnPut, 1);
+      const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
+      i32[pcs + P_MAIN] = s === 0 ? EMPTY_SHEAF_W << 2 : s;
+      return s >> 2;
+    }
+    // The barn is full of full sheaves (or busy): flush the main sheaf to the slabs.
+    if (mode !== 0) return 0;
+    this.flushSheaf(id, main >> 2, 0);
+    return main >> 2;
+  }
+
+  /** Free the objects of sheaf `sw` back to their slabs; the sheaf is left empty. */
+  protected flushSheaf(id: number, sw: number, mode: number): boolean {
+    const i32 = this.i32;
+    const n = i32[sw + S_SIZE]!;
+    if (n === 0) return true;
+    const kw = this.cacheWOf(id);
+    if (mode !== 0) {
+      if (!this.trylock(kw + K_LIST_LOCK, LOCK.list)) return false;
+    } else {
+      this.lock(kw + K_LIST_LOCK, LOCK.list);
+    }
+    const discard: number[] = [];
+    for (let i = 0; i < n; i++) this.putObjectLocked(kw, i32[sw + S_OBJS + i]!, discard);
+    i32[sw + S_SIZE] = 0;
+    this.unlock(kw + K_LIST_LOCK, LOCK.list);
+    this.vmInc(VM.sheafFlush, 1);
+    for (const pfn of discard) this.releaseSlab(id, pfn, mode);
+    return true;
+  }
+
+  /** Free one object straight to its slab. */
+  protected freeToSlabs(id: number, addr: number, mode: number): boolean {
+    const kw = this.cacheWOf(id);
+    if (mode !== 0) {
+      if (!this.trylock(kw + K_LIST_LOCK, LOCK.list)) return false;
+    } else {
+      this.lock(kw + K_LIST_LOCK, LOCK.list);
+    }
+    const discard: number[] = [];
+    this.putObjectLocked(kw, addr, discard);
+    this.unlock(kw + K_LIST_LOCK, LOCK.list);
+    for (const pfn of discard) this.releaseSlab(id, pfn, mode);
+    return true;
+  }
+
+  /** Put an object on its slab's freelist; an empty slab beyond min_partial goes to `discard`. List lock held. */
+  private putObjectLocked(kw: number, obj: number, discard: number[]): void {
+    const i32 = this.i32;
+    const head = i32[this.pd(obj >>> PAGE_SHIFT) + D_HEAD]!;
+    const d = this.pd(head);
+    const first = i32[d + D_FREELIST]!;
+    i32[obj >> 2] = obj ^ FREE_TAG;
+    i32[(obj >> 2) + O_NEXT] = first;
+    i32[d + D_FREELIST] = obj;
+    const inuse = i32[d + D_INUSE]! - 1;
+    i32[d + D_INUSE] = inuse;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + 1;
+    if (first === 0) this.partialAdd(kw, head);
+    if (inuse === 0) {
+      if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MIN_PARTIAL]!) {
+        this.partialDel(kw, head);
+        this.unaccountSlab(kw);
+        discard.push(head);
+      } else {
+        i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
+      }
+    }
+  }
+
+  /** A slab left the cache's counts (it is off the partial list). List lock held. */
+  private unaccountSlab(kw: number): void {
+    const i32 = this.i32;
+    const objs = i32[kw + K_OBJS]!;
+    i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
+    i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - objs;
+  }
+
+  private releaseSlab(id: number, pfn: number, mode: number): void {
+    this.releaseSlabPages(pfn, this.i32[this.cacheWOf(id) + K_ORDER]!, mode);
+    this.vmInc(VM.slabFree, 1);
+  }
+
+  private partialAdd(kw: number, pfn: number): void {
+    const i32 = this.i32;
+    const d = this.pd(pfn);
+    const head = i32[kw + K_PARTIAL]!;
+    i32[d + D_NEXT] = head;
+    i32[d + D_PREV] = 0;
+    if (head !== 0) i32[this.pd(head) + D_PREV] = pfn;
+    i32[kw + K_PARTIAL] = pfn;
+    i32[kw + K_NR_PARTIAL] = i32[kw + K_NR_PARTIAL]! + 1;
+  }
+
+  private partialDel(kw: number, pfn: number): void {
+    const i32 = this.i32;
+    const d = this.pd(pfn);
+    const next = i32[d + D_NEXT]!;
+    const prev = i32[d + D_PREV]!;
+    if (prev !== 0) i32[this.pd(prev) + D_NEXT] = next;
+    else i32[kw + K_PARTIAL] = next;
+    if (next !== 0) i32[this.pd(next) + D_PREV] = prev;
+    i32[d + D_NEXT] = 0;
+    i32[d + D_PREV] = 0;
+    i32[kw + K_NR_PARTIAL] = i32[kw + K_NR_PARTIAL]! - 1;
+  }
+
+  /* ================================================================= the barn */
+
+  /** Take a full sheaf from the barn (address, or 0). */
+  private barnGetFull(id: number, mode: number): number {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
+    if (mode !== 0) {
+      if (!this.trylock(kw + K_BARN_LOCK, LOCK.barn)) return 0;
+    } else {
+      this.lock(kw + K_BARN_LOCK, LOCK.barn);
+    }
+    const s = i32[kw + K_BARN_FULL]!;
+    if (s !== 0) {
+      i32[kw + K_BARN_FULL] = i32[(s >> 2) + S_NEXT]!;
+      i32[kw + K_BARN_NR_FULL] = i32[kw + K_BARN_NR_FULL]! - 1;
+    }
+    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    return s;
+  }
+
+  /**
+   * Give a full sheaf to the barn and take an empty one: returns the empty sheaf's address, 0 if
+   * the barn took the full sheaf but had no empty one, -1 if it took nothing.
+   */
+  private barnPutFull(id: number, full: number, mode: number): number {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    if (mode !== 0) {
+      if (!this.trylock(kw + K_BARN_LOCK, LOCK.barn)) return -1;
+    } else {
+      this.lock(kw + K_BARN_LOCK, LOCK.barn);
+    }
+    let empty = -1;
+    if (i32[kw + K_BARN_NR_FULL]! < BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
+      i32[(full >> 2) + S_NEXT] = i32[kw + K_BARN_FULL]!;
+      i32[kw + K_BARN_FULL] = full;
+      i32[kw + K_BARN_NR_FULL] = i32[kw + K_BARN_NR_FULL]! + 1;
+      empty = i32[kw + K_BARN_EMPTY]!;
+      if (empty !== 0) {
+        i32[kw + K_BARN_EMPTY] = i32[(empty >> 2) + S_NEXT]!;
+        i32[kw + K_BARN_NR_EMPTY] = i32[kw + K_BARN_NR_EMPTY]! - 1;
+      }
+    }
+    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    return empty;
+  }
+
+  /** Give an empty sheaf to the barn, or free it when the barn has enough. */
+  private barnPutEmpty(id: number, sheaf: number, mode: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    let kept = false;
+    if (mode !== 0 ? this.trylock(kw + K_BARN_LOCK, LOCK.barn) : (this.lock(kw + K_BARN_LOCK, LOCK.barn), true)) {
+      if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
+        i32[(sheaf >> 2) + S_NEXT] = i32[kw + K_BARN_EMPTY]!;
+        i32[kw + K_BARN_EMPTY] = sheaf;
+        i32[kw + K_BARN_NR_EMPTY] = i32[kw + K_BARN_NR_EMPTY]! + 1;
+        kept = true;
+      }
+      this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    }
+    if (!kept) this.freeSheaf(sheaf, mode);
+  }
+
+  /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
+  protected barnShrink(id: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    this.lock(kw + K_BARN_LOCK, LOCK.barn);
+    let full = i32[kw + K_BARN_FULL]!;
+    let empty = i32[kw + K_BARN_EMPTY]!;
+    i32[kw + K_BARN_FULL] = 0;
+    i32[kw + K_BARN_EMPTY] = 0;
+    i32[kw + K_BARN_NR_FULL] = 0;
+    i32[kw + K_BARN_NR_EMPTY] = 0;
+    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    while (full !== 0) {
+      const next = i32[(full >> 2) + S_NEXT]!;
+      this.flushSheaf(id, full >> 2, 0);
+      this.freeSheaf(full, 0);
+      full = next;
+    }
+    while (empty !== 0) {
+      const next = i32[(empty >> 2) + S_NEXT]!;
+      this.freeSheaf(empty, 0);
+      empty = next;
+    }
+  }
+
+  /** A new empty sheaf for cache `id` from the sheaf cache (normal mode only). */
+  private allocSheaf(id: number, gfp: number): number {
+    const s = this.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0);
+    if (s === 0) return 0;
+    const i32 = this.i32;
+    const sw = s >> 2;
+    i32[sw] = 0; // clears the free tag (S_SIZE)
+    i32[sw + S_CAP] = i32[this.cacheWOf(id) + K_SHEAF_CAP]!;
+    i32[sw + S_NEXT] = 0;
+    i32[sw + S_CACHE] = id;
+    return s;
+  }
+
+  private freeSheaf(sheaf: number, mode: number): void {
+    if (!this.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode)) this.deferObject(sheaf);
+  }
+
+  /* ================================================================= nolock object paths */
+
+  /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
+  kmallocNolock(size: number, gfp: number = 0): number {
+    this.assertLive();
+    checkSize(size);
+    checkGfp(gfp);
+    if (size > KMALLOC_MAX_CACHE_SIZE) return 0;
+    let idx = SIZE_INDEX[(size + 7) >> 3]!;
+    let id = KMALLOC_FIRST_ID + idx;
+    if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
+      // This slot is inside the slow path of that class (we re-entered from a hook): one retry in
+      // the next larger class, which is almost certainly not the one locked.
+      if (idx + 1 >= KMALLOC_SIZES.length) return this.nolockFailed();
+      idx++;
+      id++;
+      this.vmInc(VM.nolockNextClass, 1);
+      if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) return this.nolockFailed();
+    }
+    const obj = this.slabAllocNolock(id, gfp);
+    if (obj === 0) return this.nolockFailed();
+    if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
+    return this.prepObject(id, obj, gfp);
+  }
+
+  private nolockFailed(): number {
+    this.vmInc(VM.nolockFail, 1);
+    return 0;
+  }
+
+  /** Allocate from cache `id` with trylocks only; its sheaves are not locally locked. */
+  protected slabAllocNolock(id: number, gfp: number): number {
+    const i32 = this.i32;
+    const pcs = this.pcsW(id);
+    let sw = i32[pcs + P_MAIN]! >> 2;
+    let n = i32[sw + S_SIZE]!;
+    if (n > 0) {
+      i32[sw + S_SIZE] = n - 1;
+      return i32[sw + S_OBJS + n - 1]!;
+    }
+    let obj = 0;
+    this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    try {
+      sw = this.replaceEmptyMain(id, pcs, gfp, GFP_TRYLOCK);
+      if (sw !== 0) {
+        n = i32[sw + S_SIZE]! - 1;
+        i32[sw + S_SIZE] = n;
+        obj = i32[sw + S_OBJS + n]!;
+      }
+    } finally {
+      this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+    }
+    if (obj === 0) obj = this.allocFromSlabs(id, gfp, GFP_TRYLOCK);
+    return obj;
+  }
+
+  /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
+  kfreeNolock(addr: number): void {
+    if (addr === 0) {
+      this.assertLive();
+      return;
+    }
+    this.kfreeSlow(addr, -1, GFP_TRYLOCK);
+  }
+
+  /** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */
+  protected slabFreeNolock(id: number, addr: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const pcs = this.pcsW(id);
+    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0) {
+      this.deferObject(addr);
+      return;
+    }
+    let sw = i32[pcs + P_MAIN]! >> 2;
+    if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
+      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+      try {
+        sw = this.replaceFullMain(id, pcs, GFP_TRYLOCK);
+      } finally {
+        this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      }
+      if (sw === 0 || i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
+        this.deferObject(addr);
+        return;
+      }
+    }
+    const n = i32[sw + S_SIZE]!;
+    i32[sw + S_OBJS + n] = addr;
+    i32[sw + S_SIZE] = n + 1;
+    i32[addr >> 2] = addr ^ FREE_TAG;
+  }
+
+  /** Push an object on this slot's deferred list (defer_free). */
+  protected deferObject(addr: number): void {
+    const i32 = this.i32;
+    i32[addr >> 2] = addr ^ FREE_TAG;
+    i32[(addr >> 2) + O_NEXT] = i32[this.pcpuW + C_DEFER_HEAD]!;
+    i32[this.pcpuW + C_DEFER_HEAD] = addr;
+    i32[this.pcpuW + C_DEFER_NR] = i32[this.pcpuW + C_DEFER_NR]! + 1;
+    this.vmInc(VM.objectsDeferred, 1);
+  }
+
+  /** Free every object on this slot's deferred list through the normal paths. */
+  protected drainDeferredObjects(): void {
+    const i32 = this.i32;
+    while (i32[this.pcpuW + C_DEFER_HEAD] !== 0) {
+      let obj = i32[this.pcpuW + C_DEFER_HEAD]!;
+      i32[this.pcpuW + C_DEFER_HEAD] = 0;
+      i32[this.pcpuW + C_DEFER_NR] = 0;
+      while (obj !== 0) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
+        const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
+        i32[obj >> 2] = 0;
+        if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
+        else this.slabFreeSlow(id, obj);
+        this.vmInc(VM.objectsUndeferred, 1);
+        obj = next;
+      }
+    }
+  }
+
+  /* ================================================================= more of the kmalloc family */
+
+  /** kmalloc with GFP.ZERO. */
+  kzalloc(size: number, gfp: number = GFP.KERNEL): number {
+    return this.kmalloc(size, gfp | GFP.ZERO);
+  }
+
+  /** Usable size of an allocation. */
+  ksize(addr: number): number {
+    this.assertLive();
+    const id = this.objectCache(addr, -1);
+    if (id < 0) return PAGE_SIZE << ((this.u32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
+    return this.i32[this.cacheWOf(id) + K_SIZE]!;
+  }
+
+  /**
+   * Resize an allocation: in place while it still fits its size class (with GFP.ZERO the slack
+   * past `size` is zeroed, so later growth in place reads zeros), else allocate, copy and free.
+   * addr 0 allocates; size 0 frees and returns 0. Returns 0, keeping the old block, on failure.
+   */
+  krealloc(addr: number, size: number, gfp: number = GFP.KERNEL): number {
+    this.assertLive();
+    if (addr === 0) return size === 0 ? 0 : this.kmalloc(size, gfp);
+    if (size === 0) {
+      this.kfree(addr);
+      return 0;
+    }
+    checkSize(size);
+    checkGfp(gfp);
+    const ks = this.ksize(addr);
+    if (size <= ks) {
+      if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, addr + size, addr + ks);
+      return addr;
+    }
+    const n = this.kmalloc(size, gfp);
+    if (n === 0) return 0;
+    this.u8.copyWithin(n, addr, addr + Math.min(ks, size));
+    this.kfree(addr);
+    return n;
+  }
+
+  /** Free many allocations; all are checked before any is freed. */
+  kfreeBulk(addrs: ArrayLike<number>): void {
+    this.assertLive();
+    this.checkBulk(addrs, -1);
+    for (let i = 0; i < addrs.length; i++) this.kfree(addrs[i]!);
+  }
+
+  /** Throw, changing nothing, unless every address is a distinct live allocation (of cache `want`). */
+  protected checkBulk(addrs: ArrayLike<number>, want: number): void {
+    if (addrs === null || typeof addrs !== "object" || typeof addrs.length !== "number") {
+      throw new HeapError(ErrorCode.EINVAL, "addrs must be an array of addresses");
+    }
+    const seen = new Set<number>();
+    for (let i = 0; i < addrs.length; i++) {
+      const a = addrs[i]!;
+      if (a === 0) continue;
+      if (seen.has(a)) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} appears twice in one bulk free`);
+      seen.add(a);
+      const id = this.objectCache(a, want);
+      if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
+        throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${this.cacheName(id)} is already free`);
+      }
+      if (id < 0) this.checkBlock(a, (this.u32[this.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
+    }
+  }
+
+  /* ================================================================= named caches */
+
+  /** Create a named cache of `objectSize`-byte objects; any agent finds it with findCache(name). */
+  createCache(name: string, objectSize: number, options: CacheOptions = {}): KmemCache {
+    this.assertLive();
+    if (typeof name !== "string" || name.length === 0) throw new HeapError(ErrorCode.EINVAL, "a cache needs a non-empty name");
+    const bytes = utf8.encode(name);
+    if (bytes.length > CACHE_NAME_MAX) throw new HeapError(ErrorCode.EINVAL, `cache name "${name}" is longer than ${CACHE_NAME_MAX} bytes`);
+    if ((objectSize | 0) !== objectSize || objectSize <= 0 || objectSize > MAX_OBJECT_SIZE) {
+      throw new HeapError(ErrorCode.EINVAL, `object size ${String(objectSize)} is not a whole number in 1..${MAX_OBJECT_SIZE}`);
+    }
+    const align = options.align ?? 8;
+    if ((align | 0) !== align || align < 1 || align > PAGE_SIZE || (align & (align - 1)) !== 0) {
+      throw new HeapError(ErrorCode.EINVAL, `align ${String(align)} is not a power of two in 1..${PAGE_SIZE}`);
+    }
+    this.assertCanLock(LOCK.ctable);
+    this.lock(CT_LOCK, LOCK.ctable);
+    try {
+      if (this.findCacheId(bytes) >= 0) throw new HeapError(ErrorCode.EINVAL, `a cache named "${name}" exists: use findCache`);
+      let id = -1;
+      for (let i = FIRST_NAMED_ID; i < this.maxCaches; i++) {
+        if (this.i32[this.cacheWOf(i) + K_STATE] === CACHE_FREE) {
+          id = i;
+          break;
+        }
+      }
+      if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use`);
+      this.setupCache(id, bytes, objectSize, Math.max(8, align), 0);
+      return new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+    } finally {
+      this.unlock(CT_LOCK, LOCK.ctable);
+    }
+  }
+
+  /** The cache another agent created with this name, or null. */
+  findCache(name: string): KmemCache | null {
+    this.assertLive();
+    const id = this.findCacheId(utf8.encode(name));
+    return id < 0 ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+  }
+
+  private findCacheId(bytes: Uint8Array): number {
+    for (let id = 0; id < this.maxCaches; id++) {
+      const kw = this.cacheWOf(id);
+      if (Atomics.load(this.i32, kw + K_STATE) !== CACHE_ACTIVE || this.i32[kw + K_NAME_LEN] !== bytes.length) continue;
+      let same = true;
+      const at = (kw + K_NAME) << 2;
+      for (let i = 0; i < bytes.length && same; i++) same = this.u8[at + i] === bytes[i];
+      if (same) return id;
+    }
+    return -1;
+  }
+
+  /** Write a cache descriptor's configuration and publish it (CT_LOCK held, or heap creation). */
+  protected setupCache(id: number, name: Uint8Array, objectSize: number, align: number, flags: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const size = Math.ceil(Math.max(objectSize, 8) / align) * align;
+    const order = slabOrder(size);
+    const gen = i32[kw + K_GEN]! + 1;
+    i32.fill(0, kw, kw + this.cacheWords);
+    i32[kw + K_GEN] = gen;
+    i32[kw + K_OBJ_SIZE] = objectSize;
+    i32[kw + K_SIZE] = size;
+    i32[kw + K_ALIGN] = align;
+    i32[kw + K_ORDER] = order;
+    i32[kw + K_OBJS] = Math.floor((PAGE_SIZE << order) / size);
+    i32[kw + K_SHEAF_CAP] = (flags & KF_SHEAF_CACHE) !== 0 ? 0 : sheafCapacity(size);
+    i32[kw + K_FLAGS] = flags;
+    i32[kw + K_NAME_LEN] = name.length;
+    // min_partial: ilog2(size) / 2, clamped to 2..5 (the kernel clamps to 5..10; our heaps are smaller).
+    i32[kw + K_MIN_PARTIAL] = Math.min(5, Math.max(2, Math.floor(Math.log2(size) / 2)));
+    this.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
+    this.u8.set(name, (kw + K_NAME) << 2);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = EMPTY_SHEAF_W << 2;
+    }
+    // Publication point: the state store makes the configuration visible to findCache.
+    Atomics.store(i32, kw + K_STATE, CACHE_ACTIVE);
+    if (id >= this.i32[CT_NR]!) this.i32[CT_NR] = id + 1;
+  }
+
+  protected cacheName(id: number): string {
+    const kw = this.cacheWOf(id);
+    const at = (kw + K_NAME) << 2;
+    return utf8d.decode(this.u8.slice(at, at + this.i32[kw + K_NAME_LEN]!));
+  }
+
+  /** Objects of cache `id` that callers hold: total minus every free place. Racy with other agents' fast paths. */
+  protected liveObjects(id: number): number {
+    const s = this.cacheStats(id);
+    return s.activeObjects;
+  }
+
+  /** cache.alloc. */
+  cacheAlloc(id: number, gfp: number): number {
+    const i32 = this.i32;
+    if (gfp === 0 && this.fastOff === 0) {
+      const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+      if (i32[pcs + P_LOCKED] === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+        const sw = i32[pcs + P_MAIN]! >> 2;
+        const n = i32[sw + S_SIZE]! - 1;
+        if (n >= 0) {
+          i32[sw + S_SIZE] = n;
+          const obj = i32[sw + S_OBJS + n]!;
+          i32[obj >> 2] = 0;
+          return obj;
+        }
+      }
+    }
+    this.assertLive();
+    checkGfp(gfp);
+    const obj = this.slabAllocSlow(id, gfp);
+    if (obj !== 0 && (this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
+      this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
+    }
+    return obj;
+  }
+
+  /** cache.free: like kfree, but the object must belong to cache `id`. */
+  cacheFree(id: number, addr: number): void {
+    const i32 = this.i32;
+    if (addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
+      const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
+      if (i32[d + D_FLAGS] === PG_SLAB && i32[d + D_CACHE] === id) {
+        this.kfree(addr);
+        return;
+      }
+    }
+    if (addr === 0) {
+      this.assertLive();
+      return;
+    }
+    this.kfreeSlow(addr, id, 0);
+  }
+
+  /** Flush this slot's sheaves of cache `id` to the slabs and free them. */
+  protected flushCpuSheaves(id: number, cpu: number, mode: number): void {
+    const i32 = this.i32;
+    const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+    for (const which of [P_MAIN, P_SPARE]) {
+      const s = i32[pcs + which]!;
+      if (s === 0 || s === EMPTY_SHEAF_W << 2) continue;
+      this.flushSheaf(id, s >> 2, mode);
+      i32[pcs + which] = which === P_MAIN ? EMPTY_SHEAF_W << 2 : 0;
+      this.freeSheaf(s, mode);
+    }
+  }
+
+  /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
+  protected shrinkCache(id: number): void {
+    this.flushCpuSheaves(id, this.cpu, 0);
+    this.barnShrink(id);
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const discard: number[] = [];
+    this.lock(kw + K_LIST_LOCK, LOCK.list);
+    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0; ) {
+      const next = i32[this.pd(pfn) + D_NEXT]!;
+      if (i32[this.pd(pfn) + D_INUSE] === 0) {
+        this.partialDel(kw, pfn);
+        this.unaccountSlab(kw);
+        i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+        discard.push(pfn);
+      }
+      pfn = next;
+    }
+    this.unlock(kw + K_LIST_LOCK, LOCK.list);
+    for (const pfn of discard) this.releaseSlab(id, pfn, 0);
+  }
+
+  /** Flush this slot's sheaves of every dying cache, releasing caches no slot caches any more. */
+  protected flushDyingCaches(): void {
+    for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) {
+      if (this.i32[this.cacheWOf(id) + K_STATE] !== CACHE_DYING) continue;
+      if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) continue;
+      this.flushCpuSheaves(id, this.cpu, 0);
+      this.tryReleaseDying(id);
+    }
+  }
+
+  /** Destroy: refuse while objects are live; release now, or when every slot has flushed. */
+  protected destroyCache(id: number): void {
+    this.assertCanLock(LOCK.ctable);
+    this.slabSlowEntry(id);
+    this.lock(CT_LOCK, LOCK.ctable);
+    try {
+      this.shrinkCache(id);
+      const live = this.liveObjects(id);
+      if (live > 0) {
+        throw new HeapError(ErrorCode.EBUSY, `cache ${this.cacheName(id)} still has ${live} live object${live === 1 ? "" : "s"}; free them first`);
+      }
+      const kw = this.cacheWOf(id);
+      Atomics.store(this.i32, kw + K_STATE, CACHE_DYING);
+      Atomics.add(this.i32, G_NR_DYING, 1);
+    } finally {
+      this.unlock(CT_LOCK, LOCK.ctable);
+    }
+    this.tryReleaseDying(id);
+  }
+
+  /** Release a dying cache whose objects are all back in its slabs. */
+  private tryReleaseDying(id: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      if (i32[pcs + P_MAIN] !== EMPTY_SHEAF_W << 2 || i32[pcs + P_SPARE] !== 0) return;
+    }
+    this.lock(CT_LOCK, LOCK.ctable);
+    try {
+      if (i32[kw + K_STATE] !== CACHE_DYING) return;
+      this.shrinkCache(id);
+      if (i32[kw + K_NR_SLABS] !== 0) return;
+      i32[kw + K_NAME_LEN] = 0;
+      Atomics.store(i32, kw + K_STATE, CACHE_FREE);
+      Atomics.sub(i32, G_NR_DYING, 1);
+    } finally {
+      this.unlock(CT_LOCK, LOCK.ctable);
+    }
+  }
+
+  /* ================================================================= stats and validation */
+
+  protected cacheStats(id: number): SlabStats {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    let sheafObjects = 0;
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      const main = i32[pcs + P_MAIN]!;
+      const spare = i32[pcs + P_SPARE]!;
+      sheafObjects += i32[(main >> 2) + S_SIZE]!;
+      if (spare !== 0) sheafObjects += i32[(spare >> 2) + S_SIZE]!;
+    }
+    let barnObjects = 0;
+    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < 1000; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
+    let deferred = 0;
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      for (let o = i32[this.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < 1 << 22; o = i32[(o >> 2) + O_NEXT]!, n++) {
+        if (i32[this.pd(o >>> PAGE_SHIFT) + D_CACHE] === id) deferred++;
+      }
+    }
+    const total = i32[kw + K_TOTAL_OBJS]!;
+    const slabs = i32[kw + K_NR_SLABS]!;
+    return {
+      name: this.cacheName(id),
+      objectSize: i32[kw + K_OBJ_SIZE]!,
+      size: i32[kw + K_SIZE]!,
+      order: i32[kw + K_ORDER]!,
+      objectsPerSlab: i32[kw + K_OBJS]!,
+      activeObjects: total - i32[kw + K_FREE_OBJS]! - sheafObjects - barnObjects - deferred,
+      totalObjects: total,
+      slabs,
+      pages: slabs << i32[kw + K_ORDER]!,
+      partialSlabs: i32[kw + K_NR_PARTIAL]!,
+      emptySlabs: i32[kw + K_NR_EMPTY]!,
+      sheafObjects,
+      barnObjects,
+      barnFull: i32[kw + K_BARN_NR_FULL]!,
+      barnEmpty: i32[kw + K_BARN_NR_EMPTY]!,
+      sheafCapacity: i32[kw + K_SHEAF_CAP]!,
+    };
+  }
+
+  protected slabStats(): SlabStats[] {
+    const out: SlabStats[] = [];
+    for (let id = 0; id < this.maxCaches; id++) {
+      const st = this.i32[this.cacheWOf(id) + K_STATE];
+      if (st === CACHE_ACTIVE || st === CACHE_DYING) out.push(this.cacheStats(id));
+    }
+    return out;
+  }
+
+  /**
+   * Check every slab invariant on top of validatePages' map: each slab page belongs to one live
+   * cache and its head; freelist length plus in-use equals objects per slab; partial-list and
+   * counts agree; no object is both on a freelist and in a sheaf; every sheaf object belongs to
+   * its cache. Other slots' sheaves are read as they are: exact only while those agents are idle.
+   */
+  protected validateSlabs(where: Uint8Array): void {
+    const i32 = this.i32;
+    const bad = (msg: string): never => {
+      throw new HeapError(ErrorCode.ECORRUPT, msg);
+    };
+    const freeObjs = new Set<number>();
+    const perCache = new Map<number, { slabs: number; free: number; empty: number }>();
+    for (let pfn = this.zoneStart; pfn < this.nrPages; ) {
+      if (where[pfn] !== PAGE_WHERE.unseen) {
+        pfn++;
+        continue;
+      }
+      const d = this.pd(pfn);
+      if (i32[d + D_FLAGS] !== PG_SLAB) bad(`page ${pfn} is in no place (flags ${hex(i32[d + D_FLAGS]!)})`);
+      if (i32[d + D_HEAD] !== pfn) bad(`slab page ${pfn} is not the head its tail pages expect (head ${i32[d + D_HEAD]})`);
+      const id = i32[d + D_CACHE]!;
+      if (id < 0 || id >= this.maxCaches) bad(`slab ${pfn} names cache ${id}`);
+      const kw = this.cacheWOf(id);
+      const state = i32[kw + K_STATE];
+      if (state !== CACHE_ACTIVE && state !== CACHE_DYING) bad(`slab ${pfn} belongs to cache ${id}, which does not exist`);
+      const order = i32[kw + K_ORDER]!;
+      for (let p = 0; p < 1 << order; p++) {
+        const td = this.pd(pfn + p);
+        if (i32[td + D_FLAGS] !== PG_SLAB || i32[td + D_HEAD] !== pfn || i32[td + D_CACHE] !== id) bad(`slab ${pfn}: page ${pfn + p} is not one of its pages`);
+        if (where[pfn + p] !== PAGE_WHERE.unseen) bad(`slab ${pfn}: page ${pfn + p} is in two places`);
+        where[pfn + p] = PAGE_WHERE.allocated;
+      }
+      const size = i32[kw + K_SIZE]!;
+      const objs = i32[kw + K_OBJS]!;
+      const base = pfn << PAGE_SHIFT;
+      let n = 0;
+      for (let o = i32[d + D_FREELIST]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
+        if (o < base || o >= base + objs * size || (o - base) % size !== 0) bad(`slab ${pfn} of ${this.cacheName(id)}: freelist holds ${hex(o)}, not one of its objects`);
+        if (freeObjs.has(o)) bad(`object ${hex(o)} is twice on a freelist`);
+        if (i32[o >> 2] !== (o ^ FREE_TAG)) bad(`free object ${hex(o)} of ${this.cacheName(id)} was written after free (word 0 is ${hex(i32[o >> 2]!)})`);
+        freeObjs.add(o);
+        if (++n > objs) bad(`slab ${pfn}: freelist longer than the slab`);
+      }
+      if (n + i32[d + D_INUSE]! !== objs) bad(`slab ${pfn} of ${this.cacheName(id)}: ${n} free + ${i32[d + D_INUSE]} in use != ${objs} objects`);
+      const c = perCache.get(id) ?? { slabs: 0, free: 0, empty: 0 };
+      c.slabs++;
+      c.free += n;
+      if (n === objs) c.empty++;
+      perCache.set(id, c);
+      pfn += 1 << order;
+    }
+    for (let id = 0; id < this.maxCaches; id++) {
+      const kw = this.cacheWOf(id);
+      const state = i32[kw + K_STATE];
+      if (state !== CACHE_ACTIVE && state !== CACHE_DYING) continue;
+      const name = this.cacheName(id);
+      const c = perCache.get(id) ?? { slabs: 0, free: 0, empty: 0 };
+      if (c.slabs !== i32[kw + K_NR_SLABS]) bad(`${name}: counts ${i32[kw + K_NR_SLABS]} slabs, has ${c.slabs}`);
+      if (c.free !== i32[kw + K_FREE_OBJS]) bad(`${name}: counts ${i32[kw + K_FREE_OBJS]} free objects on slabs, has ${c.free}`);
+      if (c.slabs * i32[kw + K_OBJS]! !== i32[kw + K_TOTAL_OBJS]) bad(`${name}: total objects ${i32[kw + K_TOTAL_OBJS]} != slabs x objects`);
+      if (c.empty !== i32[kw + K_NR_EMPTY]) bad(`${name}: counts ${i32[kw + K_NR_EMPTY]} empty slabs, has ${c.empty}`);
+      let partial = 0;
+      for (let pfn = i32[kw + K_PARTIAL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.pd(pfn) + D_NEXT]!) {
+        const d = this.pd(pfn);
+        if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== id || i32[d + D_HEAD] !== pfn) bad(`${name}: partial list holds page ${pfn}, not one of its slabs`);
+        if (i32[d + D_PREV] !== prev) bad(`${name}: partial list back link broken at ${pfn}`);
+        if (i32[d + D_FREELIST] === 0) bad(`${name}: full slab ${pfn} on the partial list`);
+        if (++partial > c.slabs) bad(`${name}: partial list is circular`);
+      }
+      if (partial !== i32[kw + K_NR_PARTIAL]) bad(`${name}: counts ${i32[kw + K_NR_PARTIAL]} partial slabs, its list holds ${partial}`);
+      const checkSheaf = (s: number, where2: string): void => {
+        const sw = s >> 2;
+        if (s === EMPTY_SHEAF_W << 2) return;
+        if (i32[this.pd(s >>> PAGE_SHIFT) + D_CACHE] !== SHEAF_CACHE_ID) bad(`${name}: ${where2} sheaf ${hex(s)} is not a sheaf object`);
+        if (i32[sw + S_CACHE] !== id) bad(`${name}: ${where2} sheaf ${hex(s)} serves cache ${i32[sw + S_CACHE]}`);
+        const size = i32[sw + S_SIZE]!;
+        if (size < 0 || size > i32[sw + S_CAP]!) bad(`${name}: ${where2} sheaf holds ${size} of ${i32[sw + S_CAP]}`);
+        for (let k = 0; k < size; k++) {
+          const o = i32[sw + S_OBJS + k]!;
+          const od = this.pd(o >>> PAGE_SHIFT);
+          if (o >>> PAGE_SHIFT >= this.nrPages || i32[od + D_FLAGS] !== PG_SLAB || i32[od + D_CACHE] !== id) bad(`${name}: ${where2} sheaf holds ${hex(o)}, not one of its objects`);
+          if (freeObjs.has(o)) bad(`${name}: object ${hex(o)} is both free in its slab and in a ${where2} sheaf`);
+          freeObjs.add(o);
+        }
+      };
+      for (let cpu = 0; cpu < this.cpus; cpu++) {
+        const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+        checkSheaf(i32[pcs + P_MAIN]!, `cpu ${cpu} main`);
+        if (i32[pcs + P_SPARE] !== 0) checkSheaf(i32[pcs + P_SPARE]!, `cpu ${cpu} spare`);
+      }
+      let nf = 0;
+      for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
+        checkSheaf(s, "barn");
+        if (++nf > BARN_MAX) bad(`${name}: barn holds more than ${BARN_MAX} full sheaves`);
+      }
+      if (nf !== i32[kw + K_BARN_NR_FULL]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_FULL]} full sheaves, holds ${nf}`);
+      let ne = 0;
+      for (let s = i32[kw + K_BARN_EMPTY]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
+        if (i32[(s >> 2) + S_SIZE] !== 0) bad(`${name}: barn's empty list holds a sheaf with objects`);
+        if (++ne > BARN_MAX) bad(`${name}: barn holds more than ${BARN_MAX} empty sheaves`);
+      }
+      if (ne !== i32[kw + K_BARN_NR_EMPTY]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_EMPTY]} empty sheaves, holds ${ne}`);
+    }
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const c = this.pcpOf(cpu);
+      let n = 0;
+      for (let o = i32[c + C_DEFER_HEAD]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
+        if (freeObjs.has(o)) bad(`object ${hex(o)} is on cpu ${cpu}'s deferred list and free elsewhere`);
+        freeObjs.add(o);
+        if (++n > 1 << 22) bad(`cpu ${cpu}'s deferred list is circular`);
+      }
+      if (n !== i32[c + C_DEFER_NR]) bad(`cpu ${cpu} counts ${i32[c + C_DEFER_NR]} deferred objects, holds ${n}`);
+      if (i32[c + C_STATE] !== SLOT_ATTACHED && n !== 0) bad(`detached cpu ${cpu} still has deferred objects`);
+    }
+  }
+
+  protected emitObj(id: number, addr: number, size: number, cache: number): void {
+    const names = ["kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free"] as const;
+    const rec: TraceRecord = { event: names[id] ?? "kmalloc", cpu: this.cpu, addr, size };
+    if (cache >= 0) rec.cache = this.cacheName(cache);
+    this.trace.emit(id, rec);
+  }
+}
+
+function sheafHas(i32: Int32Array, s: number, addr: number): boolean {
+  if (s === 0) return false;
+  const sw = s >> 2;
+  const n = i32[sw + S_SIZE]!;
+  for (let k = 0; k < n && k < 64; k++) if (i32[sw + S_OBJS + k] === addr) return true;
+  return false;
+}
+
+export function checkSize(size: number): void {
+  if ((size | 0) !== size || size <= 0) {
+    throw new HeapError(ErrorCode.EINVAL, `size ${String(size)} is not a positive whole number`);
+  }
+}
+
+/**
+ * A named slab cache: a thin handle (heap, descriptor index, generation) valid in the agent that
+ * made or found it. Objects may be freed by any agent.
+ */
+/** What a KmemCache handle needs of its heap beyond the public calls. */
+interface CacheOps {
+  readonly i32: Int32Array;
+  cacheAlloc(id: number, gfp: number): number;
+  cacheFree(id: number, addr: number): void;
+  cacheName(id: number): string;
+  cacheWOf(id: number): number;
+  checkBulk(addrs: ArrayLike<number>, want: number): void;
+  shrinkCache(id: number): void;
+  destroyCache(id: number): void;
+  cacheStats(id: number): SlabStats;
+}
+
+export class KmemCache {
+  readonly name: string;
+  readonly objectSize: number;
+  private readonly ops: CacheOps;
+  private readonly id: number;
+  private readonly gen: number;
+  /** Word index of the descriptor's K_GEN and K_STATE, checked on every call. */
+  private readonly kw: number;
+
+  constructor(heap: SlabAllocator, id: number, gen: number) {
+    this.ops = heap as unknown as CacheOps;
+    this.id = id;
+    this.gen = gen;
+    this.kw = this.ops.cacheWOf(id);
+    this.name = this.ops.cacheName(id);
+    this.objectSize = this.ops.i32[this.kw + K_OBJ_SIZE]!;
+  }
+
+  private check(): void {
+    const i32 = this.ops.i32;
+    if (i32[this.kw + K_GEN] !== this.gen || i32[this.kw + K_STATE] !== CACHE_ACTIVE) {
+      throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
+    }
+  }
+
+  /** One object, or 0. */
+  alloc(gfp: number = GFP.KERNEL): number {
+    this.check();
+    return this.ops.cacheAlloc(this.id, gfp);
+  }
+
+  free(addr: number): void {
+    this.check();
+    this.ops.cacheFree(this.id, addr);
+  }
+
+  /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
+  allocBulk(n: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
+    this.check();
+    if (n >>> 0 !== n) throw new HeapError(ErrorCode.EINVAL, `count ${String(n)} is not a whole number`);
+    if (out instanceof Uint32Array && out.length < n) throw new HeapError(ErrorCode.EINVAL, `out holds fewer than ${n} entries`);
+    for (let i = 0; i < n; i++) {
+      const obj = this.ops.cacheAlloc(this.id, gfp);
+      if (obj === 0) {
+        for (let j = 0; j < i; j++) this.ops.cacheFree(this.id, out[j]!);
+        return 0;
+      }
+      out[i] = obj;
+    }
+    return n;
+  }
+
+  /** Free many objects of this cache; all are checked before any is freed. */
+  freeBulk(addrs: ArrayLike<number>): void {
+    this.check();
+    this.ops.checkBulk(addrs, this.id);
+    for (let i = 0; i < addrs.length; i++) if (addrs[i] !== 0) this.ops.cacheFree(this.id, addrs[i]!);
+  }
+
+  /** Return this slot's cached objects and every empty slab to the page allocator. */
+  shrink(): void {
+    this.check();
+    this.ops.shrinkCache(this.id);
+  }
+
+  /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
+  destroy(): void {
+    this.check();
+    this.ops.destroyCache(this.id);
+  }
+
+  stats(): SlabStats {
+    this.check();
+    return this.ops.cacheStats(this.id);
+  }
+}

@@ -1,0 +1,100 @@
+/*
+ * Tracepoints. Handlers belong to the agent that registered them and run synchronously inside the
+ * allocator, possibly with its locks held: from a handler only nolock calls are allowed (a normal
+ * call that would need a held lock throws EDEADLK). An exception thrown by a handler is caught and
+ * counted in vmstat.hookErrors: it cannot unwind through a locked section.
+ */
+import { ErrorCode, HeapError } from "./errors.js";
+
+/** Tracepoint ids; the names are the kernel's. */
+export const TP = {
+  kmalloc: 0,
+  kfree: 1,
+  kmem_cache_alloc: 2,
+  kmem_cache_free: 3,
+  mm_page_alloc: 4,
+  mm_page_free: 5,
+  mm_page_alloc_zone_locked: 6,
+  mm_page_pcpu_drain: 7,
+  contention_begin: 8,
+  contention_end: 9,
+  slab_error: 10,
+  rcu_grace_period: 11,
+} as const;
+export type TraceEvent = keyof typeof TP;
+export const TRACE_EVENTS = Object.keys(TP) as TraceEvent[];
+
+/** The figures an event carries. Fields that do not apply to an event are absent. */
+export interface TraceRecord {
+  event: TraceEvent;
+  cpu: number;
+  addr?: number;
+  order?: number;
+  size?: number;
+  allocSize?: number;
+  cache?: string;
+  lock?: string;
+  gfp?: number;
+  message?: string;
+  gp?: number;
+}
+export type TraceHandler = (record: TraceRecord) => void;
+
+export class Trace {
+  /** Bit i set while event i has a handler: the allocator tests this one field. */
+  mask = 0;
+  private readonly handlers: TraceHandler[][];
+  /** Set by the heap: counts handler exceptions. */
+  onError: () => void = () => {};
+  /** Set by the heap: the set of events with handlers changed. */
+  onChange: () => void = () => {};
+
+  constructor() {
+    this.handlers = TRACE_EVENTS.map(() => []);
+  }
+
+  on(event: TraceEvent, handler: TraceHandler): void {
+    const id = eventId(event);
+    const list = this.handlers[id]!;
+    if (!list.includes(handler)) list.push(handler);
+    this.mask |= 1 << id;
+    this.onChange();
+  }
+
+  off(event: TraceEvent, handler: TraceHandler): void {
+    const id = eventId(event);
+    const list = this.handlers[id]!;
+    const i = list.indexOf(handler);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.mask &= ~(1 << id);
+    this.onChange();
+  }
+
+  /** Remove every handler. */
+  clear(): void {
+    for (const list of this.handlers) list.length = 0;
+    this.mask = 0;
+    this.onChange();
+  }
+
+  /** Deliver a record to the event's handlers (callers test `mask` first). */
+  emit(id: number, record: TraceRecord): void {
+    const list = this.handlers[id];
+    if (list === undefined) return;
+    for (let i = 0; i < list.length; i++) {
+      try {
+        list[i]!(record);
+      } catch {
+        this.onError();
+      }
+    }
+  }
+}
+
+function eventId(event: string): number {
+  const id = (TP as Record<string, number>)[event];
+  if (id === undefined) {
+    throw new HeapError(ErrorCode.EINVAL, `unknown trace event "${event}"; known: ${TRACE_EVENTS.join(", ")}`);
+  }
+  return id;
+}
