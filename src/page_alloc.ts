@@ -12,7 +12,8 @@
  *     straight to the buddy lists. Other agents take it with lock() to drain the slot: GFP.KERNEL
  *     direct reclaim, validate(), reclaimSlot().
  *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
- *     of Z_LOCK takes the whole list (exchange with 0) and frees it. A parked block's descriptor
+ *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
+ *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A parked block's descriptor
  *     (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
@@ -243,7 +244,6 @@ export class PageAllocator extends MmBase {
     } else {
       this.lock(Z_LOCK, LOCK.zone);
     }
-    if (!nolock) this.drainDeferredLocked();
     const u32 = this.u32;
     const c = this.pcpuW;
     const want = Math.max(1, u32[Z_PCP_BATCH]! >>> order);
@@ -280,7 +280,6 @@ export class PageAllocator extends MmBase {
       }
     } else {
       this.lock(Z_LOCK, LOCK.zone);
-      this.drainDeferredLocked();
     }
     const kernel = (gfp & GFP_NOWAIT_MASK) === 0;
     let pfn = this.watermarkOk(order, kernel ? WMARK_LOW : wmarkFor(gfp)) ? this.rmqueueSmallest(order) : 0;

@@ -495,7 +495,7 @@ export class SlabAllocator extends PageAllocator {
     return got;
   }
 
-  /** Move up to `want` objects from the partial slabs into sheaf `sw` (sw = 0: return one object). List lock held. */
+  /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
   private takeFromPartial(kw: number, sw: number, want: number): number {
     const i32 = this.i32;
     let got = 0;
@@ -506,24 +506,38 @@ export class SlabAllocator extends PageAllocator {
       if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
       let obj = i32[d + D_FREELIST]!;
       let inuse = i32[d + D_INUSE]!;
+      const base = i32[sw + S_SIZE]!;
       while (obj !== 0 && got < want) {
-        if (sw !== 0) i32[sw + S_OBJS + i32[sw + S_SIZE]! + got] = obj;
-        else this.lastTaken = obj;
+        i32[sw + S_OBJS + base + got] = obj;
         got++;
         inuse++;
         obj = i32[(obj >> 2) + O_NEXT]!;
       }
+      i32[sw + S_SIZE] = base + got;
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = inuse;
       if (obj === 0) this.partialDel(kw, pfn);
-      else if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
     }
-    if (sw !== 0) i32[sw + S_SIZE] = i32[sw + S_SIZE]! + got;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
     return got;
   }
-  /** The object takeFromPartial returned when asked for one without a sheaf. */
-  private lastTaken = 0;
+
+  /** Take one object off the first partial slab, or 0. List lock held. */
+  private takeOneFromPartial(kw: number): number {
+    const i32 = this.i32;
+    const pfn = i32[kw + K_PARTIAL]!;
+    if (pfn === 0) return 0;
+    const d = this.pd(pfn);
+    const inuse = i32[d + D_INUSE]!;
+    if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+    const obj = i32[d + D_FREELIST]!;
+    const next = i32[(obj >> 2) + O_NEXT]!;
+    i32[d + D_FREELIST] = next;
+    i32[d + D_INUSE] = inuse + 1;
+    if (next === 0) this.partialDel(kw, pfn);
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
+    return obj;
+  }
 
   /** One object straight from the slabs (caches without sheaves, and when no sheaf could be had). */
   protected allocFromSlabs(id: number, gfp: number, mode: number): number {
@@ -535,9 +549,10 @@ export class SlabAllocator extends PageAllocator {
       } else {
         this.lock(listLock, LOCK.list);
       }
-      const got = this.takeFromPartial(kw, 0, 1);
+      // The object stays in a local across the unlock: a hook at list:release may re-enter.
+      const obj = this.takeOneFromPartial(kw);
       this.unlock(listLock, LOCK.list);
-      if (got === 1) return this.lastTaken;
+      if (obj !== 0) return obj;
       if (attempt === 0 && !this.newSlab(id, gfp, mode)) return 0;
     }
     return 0;
