@@ -349,9 +349,16 @@ export class Heap extends RcuAllocator {
   validate(): void {
     this.assertLive();
     this.assertCanLock(LOCK.pcp);
-    const where = this.validatePages();
-    this.validateSlabs(where);
-    this.validateRcu();
+    // The walk must see one state: no reentry hook may run at validate's own lock points.
+    const hook = this.hook;
+    this.hook = null;
+    try {
+      const where = this.validatePages();
+      this.validateSlabs(where);
+      this.validateRcu();
+    } finally {
+      this.hook = hook;
+    }
     const held = this.i32[this.pcpuW + C_HELD_MASK]!;
     if (held !== 0) throw new HeapError(ErrorCode.ECORRUPT, `cpu ${this.cpu} still counts held locks (mask ${held}) after validate`);
   }

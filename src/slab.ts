@@ -498,6 +498,7 @@ export class SlabAllocator extends PageAllocator {
   /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
   private takeFromPartial(kw: number, sw: number, want: number): number {
     const i32 = this.i32;
+    const base = i32[sw + S_SIZE]!;
     let got = 0;
     while (got < want) {
       const pfn = i32[kw + K_PARTIAL]!;
@@ -506,18 +507,17 @@ export class SlabAllocator extends PageAllocator {
       if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
       let obj = i32[d + D_FREELIST]!;
       let inuse = i32[d + D_INUSE]!;
-      const base = i32[sw + S_SIZE]!;
       while (obj !== 0 && got < want) {
         i32[sw + S_OBJS + base + got] = obj;
         got++;
         inuse++;
         obj = i32[(obj >> 2) + O_NEXT]!;
       }
-      i32[sw + S_SIZE] = base + got;
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = inuse;
       if (obj === 0) this.partialDel(kw, pfn);
     }
+    i32[sw + S_SIZE] = base + got;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
     return got;
   }
