@@ -73,6 +73,7 @@ import {
   PAGE_SIZE,
   SHEAF_BYTES,
   SLOT_ATTACHED,
+  SLOT_DEAD,
   SLOT_FREE,
   SLOT_RECLAIMING,
   VM,
@@ -265,12 +266,14 @@ export class Heap extends RcuAllocator {
     if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
-    if (Atomics.load(this.i32, c + C_STATE) !== SLOT_ATTACHED) {
-      throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
-    }
+    const state = Atomics.load(this.i32, c + C_STATE);
+    if (state === SLOT_DEAD) throw new HeapError(ErrorCode.EOWNERDEAD, `cpu ${cpu} died holding allocator locks`);
+    if (state !== SLOT_ATTACHED) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
     const held = this.locksHeldBy(cpu);
     if (held.length > 0) {
-      throw new HeapError(ErrorCode.EOWNERDEAD, `cpu ${cpu} died holding ${held.join(", ")}; the heap cannot be repaired safely`);
+      // Mark the slot dead: an agent spinning or waiting on one of its locks gets EOWNERDEAD.
+      Atomics.compareExchange(this.i32, c + C_STATE, SLOT_ATTACHED, SLOT_DEAD);
+      throw new HeapError(ErrorCode.EOWNERDEAD, `cpu ${cpu} died holding ${held.join(", ")}; what those locks guard cannot be repaired safely`);
     }
     if (Atomics.compareExchange(this.i32, c + C_STATE, SLOT_ATTACHED, SLOT_RECLAIMING) !== SLOT_ATTACHED) {
       throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);

@@ -121,7 +121,7 @@ export const HEADER_WORDS = 208;
 export const PCPU_BYTES = 1024;
 export const PCPU_WORDS = PCPU_BYTES >> 2;
 /* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
-/** SLOT_FREE, SLOT_ATTACHED or SLOT_RECLAIMING; claimed by CAS. */
+/** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING or SLOT_DEAD; claimed by CAS. */
 export const C_STATE = 0;
 /** Incremented at every attach, so a stale handle of an earlier attach can be recognised. */
 export const C_GEN = 1;
@@ -183,6 +183,8 @@ export const RB_CAP = (4096 >> 2) - RB_ADDRS;
 export const SLOT_FREE = 0;
 export const SLOT_ATTACHED = 1;
 export const SLOT_RECLAIMING = 2;
+/** reclaimSlot found the slot's agent dead holding a lock: waiters on its locks get EOWNERDEAD. */
+export const SLOT_DEAD = 3;
 
 /** The slot's agent must never block: GFP.KERNEL spins instead of Atomics.wait. */
 export const CPUF_NOBLOCK = 1;
@@ -264,6 +266,10 @@ export const K_MIN_PARTIAL = 9;
 export const K_GEN = 10;
 /** 1 / K_SIZE as a float64 at this (even) word: the fast free path divides with a multiply. */
 export const K_INV_SIZE = 12;
+/** Debug heaps: byte offset, inside each object's stride, of its two metadata words (0: none). */
+export const K_META = 14;
+/** Debug heaps: bytes of each object that poisoning covers (the object size rounded up to 8). */
+export const K_INUSE = 15;
 /** Line 1: the name, up to CACHE_NAME_MAX UTF-8 bytes. */
 export const K_NAME = 16;
 export const CACHE_NAME_MAX = 64;
@@ -375,6 +381,19 @@ export const PG_RCU_BLOCK = 128;
 export const DEBUG_POISON = 1;
 export const DEBUG_REDZONE = 2;
 export const DEBUG_TRACK = 4;
+/** Debug heaps: redzone bytes after each object's K_INUSE bytes. */
+export const DEBUG_RZ = 8;
+/** Debug heaps: metadata words after the redzone: M_STATE and M_REQ. */
+export const M_STATE = 0;
+export const M_REQ = 1;
+export const DEBUG_META_BYTES = 8;
+/** M_STATE values. */
+export const OBJ_FREE = 0x46524545;
+export const OBJ_ALLOC = 0x414c4c4f;
+export const OBJ_RCU = 0x52435521;
+/** Poison of a free object's bytes 8.. (POISON_FREE) and of a live object's redzones (SLUB_RED_ACTIVE). */
+export const POISON_FREE = 0x6b;
+export const RED_ACTIVE = 0xcc;
 
 /** The computed geometry of a heap, shared by create and attach. */
 export interface Geometry {

@@ -38,6 +38,10 @@ import {
   C_STATE,
   D_FLAGS,
   FREE_TAG,
+  K_META,
+  M_STATE,
+  OBJ_ALLOC,
+  OBJ_RCU,
   LOCK,
   PAGE_SHIFT,
   PG_RCU_BLOCK,
@@ -187,7 +191,10 @@ export class RcuAllocator extends SlabAllocator {
   kfreeRcu(addr: number): void {
     this.assertLive();
     const id = this.objectCache(addr, -1);
-    if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
+    if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) {
+      this.debugFree(id, addr, false);
+      this.debugSetState(addr, OBJ_RCU);
+    } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
       // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
       this.checkBulk([addr], -1);
     }
@@ -257,7 +264,7 @@ export class RcuAllocator extends SlabAllocator {
     if (mayWait) {
       this.vmInc(VM.rcuSyncFallback, 1);
       this.gpWait(c);
-      this.kfree(addr);
+      this.freeQueued(addr);
       this.vmInc(VM.rcuFreed, 1);
       return;
     }
@@ -286,6 +293,7 @@ export class RcuAllocator extends SlabAllocator {
     while (!this.gpPoll(c)) {
       /* spin */
     }
+    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
     this.kfreeSlow(addr, -1, GFP_TRYLOCK);
     this.vmInc(VM.rcuFreed, 1);
   }
@@ -377,16 +385,22 @@ export class RcuAllocator extends SlabAllocator {
     for (const b of out.blocks) {
       const bw = b >> 2;
       const n = i32[bw + RB_COUNT]!;
-      for (let k = 0; k < n; k++) this.kfree(i32[bw + RB_ADDRS + k]!);
+      for (let k = 0; k < n; k++) this.freeQueued(i32[bw + RB_ADDRS + k]!);
       freed += n;
       const pfn = b >>> PAGE_SHIFT;
       this.u32[this.pd(pfn) + D_FLAGS] = 0;
       this.vmInc(VM.pgfree, 1);
       this.freeBlock(pfn, 0, 0);
     }
-    for (const o of out.objects) this.kfree(o);
+    for (const o of out.objects) this.freeQueued(o);
     freed += out.objects.length;
     this.vmInc(VM.rcuFreed, freed);
+  }
+
+  /** Free an object whose grace period is over. */
+  private freeQueued(addr: number): void {
+    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
+    this.kfree(addr);
   }
 
   /** Wait until every pending kfreeRcu of every agent has been freed. */
@@ -491,7 +505,9 @@ export class RcuAllocator extends SlabAllocator {
   private checkWaiting(addr: number, cpu: number): void {
     try {
       const id = this.objectCache(addr, -1);
-      if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");
+      if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) {
+        if (this.i32[((addr + this.i32[this.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== OBJ_RCU) throw new Error("state");
+      } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");
     } catch {
       throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
     }

@@ -63,7 +63,20 @@ import {
   K_FLAGS,
   K_FREE_OBJS,
   K_GEN,
+  K_INUSE,
   K_INV_SIZE,
+  K_META,
+  M_REQ,
+  M_STATE,
+  OBJ_ALLOC,
+  OBJ_FREE,
+  OBJ_RCU,
+  POISON_FREE,
+  RED_ACTIVE,
+  DEBUG_META_BYTES,
+  DEBUG_POISON,
+  DEBUG_REDZONE,
+  DEBUG_RZ,
   K_LIST_LOCK,
   K_MIN_PARTIAL,
   K_NAME,
@@ -263,7 +276,7 @@ export class SlabAllocator extends PageAllocator {
     checkGfp(gfp);
     if (size > KMALLOC_MAX_CACHE_SIZE) return this.kmallocLarge(size, gfp);
     const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
-    const obj = this.slabAllocSlow(id, gfp);
+    const obj = this.slabAllocSlow(id, gfp, size);
     if (obj !== 0 && (this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
     return obj;
   }
@@ -298,7 +311,9 @@ export class SlabAllocator extends PageAllocator {
       this.freeBlock(pfn, order, mode);
       return;
     }
-    if (this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr)) {
+    if (this.i32[this.cacheWOf(id) + K_META] !== 0) {
+      this.debugFree(id, addr, true);
+    } else if (this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr)) {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already free`);
     }
     if ((this.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
@@ -372,8 +387,8 @@ export class SlabAllocator extends PageAllocator {
 
   /* ================================================================= object alloc: slow paths */
 
-  /** Allocate from cache `id` in normal mode once the fast path could not. */
-  protected slabAllocSlow(id: number, gfp: number): number {
+  /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
+  protected slabAllocSlow(id: number, gfp: number, req: number): number {
     this.slabSlowEntry(id);
     const kw = this.cacheWOf(id);
     let obj: number;
@@ -397,14 +412,119 @@ export class SlabAllocator extends PageAllocator {
       if (obj === 0) obj = this.allocFromSlabs(id, gfp, 0);
     }
     if (obj === 0) return 0;
-    return this.prepObject(id, obj, gfp);
+    return this.prepObject(id, obj, gfp, req, 0);
   }
 
-  /** An object leaves the allocator: clear its free tag, zero it when asked. */
-  protected prepObject(id: number, obj: number, gfp: number): number {
+  /** An object leaves the allocator: clear its free tag, zero it when asked; debug checks. */
+  protected prepObject(id: number, obj: number, gfp: number, req: number, mode: number): number {
+    const kw = this.cacheWOf(id);
+    if (this.i32[kw + K_META] !== 0) return this.debugAlloc(id, obj, gfp, req, mode);
     this.i32[obj >> 2] = 0;
-    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
+    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[kw + K_OBJ_SIZE]!);
     return obj;
+  }
+
+  /* ================================================================= debug mode (SLUB debugging) */
+
+  /**
+   * Debug checks when an object is handed out: it must be free, its poison intact (a write after
+   * free is reported with the cache, address and offset, the poison restored, the object put back
+   * and ECORRUPT thrown); then its redzones are armed and its state set to allocated.
+   */
+  private debugAlloc(id: number, obj: number, gfp: number, req: number, mode: number): number {
+    const i32 = this.i32;
+    const u8 = this.u8;
+    const kw = this.cacheWOf(id);
+    const inuse = i32[kw + K_INUSE]!;
+    const mw = (obj + i32[kw + K_META]!) >> 2;
+    if (i32[mw + M_STATE] !== OBJ_FREE) {
+      this.slabError(ErrorCode.ECORRUPT, id, obj, -1, `object ${hex(obj)} of ${this.cacheName(id)} was handed out while not free (state ${hex(i32[mw + M_STATE]!)})`);
+    }
+    if ((this.debugFlags & DEBUG_POISON) !== 0) {
+      for (let off = 8; off < inuse; off++) {
+        if (u8[obj + off] !== POISON_FREE) {
+          u8.fill(POISON_FREE, obj + 8, obj + inuse);
+          if (mode !== 0) this.slabFreeNolock(id, obj);
+          else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
+          this.slabError(ErrorCode.ECORRUPT, id, obj, off, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${off} (found ${hex(u8[obj + off]!)}, poison ${hex(POISON_FREE)}); poison restored`);
+        }
+      }
+    }
+    i32[obj >> 2] = 0;
+    i32[(obj >> 2) + 1] = 0;
+    if ((gfp & GFP.ZERO) !== 0) u8.fill(0, obj, obj + req);
+    if ((this.debugFlags & DEBUG_REDZONE) !== 0) u8.fill(RED_ACTIVE, obj + req, obj + inuse + DEBUG_RZ);
+    i32[mw + M_STATE] = OBJ_ALLOC;
+    i32[mw + M_REQ] = req;
+    return obj;
+  }
+
+  /**
+   * Debug checks when an object is freed: it must be allocated (EDOUBLEFREE if it is free or
+   * waiting for kfreeRcu), its redzones intact (a write past the requested size is reported with
+   * the cache, address and offset, the redzone restored and ECORRUPT thrown, the object still
+   * allocated). With `commit`, the object is then marked free and poisoned.
+   */
+  protected debugFree(id: number, addr: number, commit: boolean): void {
+    const i32 = this.i32;
+    const u8 = this.u8;
+    const kw = this.cacheWOf(id);
+    const inuse = i32[kw + K_INUSE]!;
+    const mw = (addr + i32[kw + K_META]!) >> 2;
+    const state = i32[mw + M_STATE];
+    if (state === OBJ_FREE) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already free`);
+    if (state === OBJ_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already queued by kfreeRcu`);
+    if (state !== OBJ_ALLOC) this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (state ${hex(state!)})`);
+    const req = i32[mw + M_REQ]!;
+    if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
+      for (let off = req; off < inuse + DEBUG_RZ; off++) {
+        if (u8[addr + off] !== RED_ACTIVE) {
+          if (commit) u8.fill(RED_ACTIVE, addr + req, addr + inuse + DEBUG_RZ);
+          this.slabError(ErrorCode.ECORRUPT, id, addr, off, `write past the end of ${hex(addr)} of ${this.cacheName(id)} (${req} bytes asked for): redzone byte at offset ${off} is ${hex(u8[addr + off]!)}${commit ? "; redzone restored, object still allocated" : ""}`);
+        }
+      }
+    }
+    if (!commit) return;
+    i32[mw + M_STATE] = OBJ_FREE;
+    if ((this.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 8, addr + inuse);
+  }
+
+  /** Set a debug object's state (kfreeRcu marks queued objects). */
+  protected debugSetState(addr: number, state: number): void {
+    const id = this.i32[this.pd(addr >>> PAGE_SHIFT) + D_CACHE]!;
+    const kw = this.cacheWOf(id);
+    if (this.i32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS] !== PG_SLAB || this.i32[kw + K_META] === 0) return;
+    this.i32[((addr + this.i32[kw + K_META]!) >> 2) + M_STATE] = state;
+  }
+
+  /** Report a debug finding: a slab_error trace event, then a HeapError. */
+  private slabError(code: ErrorCode, id: number, addr: number, offset: number, message: string): never {
+    if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
+      const rec: TraceRecord = { event: "slab_error", cpu: this.cpu, addr, cache: this.cacheName(id), message };
+      if (offset >= 0) rec.size = offset;
+      this.trace.emit(TP.slab_error, rec);
+    }
+    throw new HeapError(code, message);
+  }
+
+  /** Debug heaps: the live objects of cache `id` (walks its slabs). */
+  protected liveObjectList(id: number): number[] {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const out: number[] = [];
+    if (i32[kw + K_META] === 0) return out;
+    const size = i32[kw + K_SIZE]!;
+    const objs = i32[kw + K_OBJS]!;
+    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
+      const d = this.pd(pfn);
+      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
+      for (let k = 0; k < objs; k++) {
+        const o = (pfn << PAGE_SHIFT) + k * size;
+        const st = i32[((o + i32[kw + K_META]!) >> 2) + M_STATE];
+        if (st === OBJ_ALLOC || st === OBJ_RCU) out.push(o);
+      }
+    }
+    return out;
   }
 
   /**
@@ -576,8 +696,15 @@ export class SlabAllocator extends PageAllocator {
       i32[d + D_HEAD] = pfn;
       i32[d + D_CACHE] = id;
     }
+    const meta = i32[kw + K_META]!;
     for (let i = 0; i < objs; i++) {
       const obj = base + i * size;
+      if (meta !== 0) {
+        this.u8.fill(POISON_FREE, obj + 8, obj + i32[kw + K_INUSE]!);
+        this.u8.fill(RED_ACTIVE, obj + i32[kw + K_INUSE]!, obj + meta);
+        i32[((obj + meta) >> 2) + M_STATE] = OBJ_FREE;
+        i32[((obj + meta) >> 2) + M_REQ] = 0;
+      }
       i32[obj >> 2] = obj ^ FREE_TAG;
       i32[(obj >> 2) + O_NEXT] = i + 1 < objs ? obj + size : 0;
     }
@@ -917,7 +1044,7 @@ export class SlabAllocator extends PageAllocator {
     const obj = this.slabAllocNolock(id, gfp);
     if (obj === 0) return this.nolockFailed();
     if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
-    return this.prepObject(id, obj, gfp);
+    return this.prepObject(id, obj, gfp, size, GFP_TRYLOCK);
   }
 
   private nolockFailed(): number {
@@ -1029,7 +1156,9 @@ export class SlabAllocator extends PageAllocator {
     this.assertLive();
     const id = this.objectCache(addr, -1);
     if (id < 0) return PAGE_SIZE << ((this.u32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
-    return this.i32[this.cacheWOf(id) + K_SIZE]!;
+    const kw = this.cacheWOf(id);
+    if (this.i32[kw + K_META] !== 0) return this.i32[((addr + this.i32[kw + K_META]!) >> 2) + M_REQ]!;
+    return this.i32[kw + K_SIZE]!;
   }
 
   /**
@@ -1046,6 +1175,21 @@ export class SlabAllocator extends PageAllocator {
     }
     checkSize(size);
     checkGfp(gfp);
+    const id = this.objectCache(addr, -1);
+    const kw = id >= 0 ? this.cacheWOf(id) : 0;
+    if (id >= 0 && this.i32[kw + K_META] !== 0 && size <= this.i32[kw + K_OBJ_SIZE]!) {
+      // Debug: move the requested size and its redzone; bytes that become usable are zeroed under GFP.ZERO.
+      this.debugFree(id, addr, false);
+      const mw = (addr + this.i32[kw + K_META]!) >> 2;
+      const old = this.i32[mw + M_REQ]!;
+      if (size > old) {
+        this.u8.fill((gfp & GFP.ZERO) !== 0 ? 0 : RED_ACTIVE ^ 0xff, addr + old, addr + size);
+      } else if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
+        this.u8.fill(RED_ACTIVE, addr + size, addr + old);
+      }
+      this.i32[mw + M_REQ] = size;
+      return addr;
+    }
     const ks = this.ksize(addr);
     if (size <= ks) {
       if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, addr + size, addr + ks);
@@ -1077,7 +1221,8 @@ export class SlabAllocator extends PageAllocator {
       if (seen.has(a)) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} appears twice in one bulk free`);
       seen.add(a);
       const id = this.objectCache(a, want);
-      if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
+      if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) this.debugFree(id, a, false);
+      else if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
         throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${this.cacheName(id)} is already free`);
       }
       if (id < 0) this.checkBlock(a, (this.u32[this.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
@@ -1141,7 +1286,9 @@ export class SlabAllocator extends PageAllocator {
   protected setupCache(id: number, name: Uint8Array, objectSize: number, align: number, flags: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    const size = Math.ceil(Math.max(objectSize, 8) / align) * align;
+    const debug = this.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
+    const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
+    const size = Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
     const order = slabOrder(size);
     const gen = i32[kw + K_GEN]! + 1;
     i32.fill(0, kw, kw + this.cacheWords);
@@ -1157,6 +1304,8 @@ export class SlabAllocator extends PageAllocator {
     // min_partial: ilog2(size) / 2, clamped to 2..5 (the kernel clamps to 5..10; our heaps are smaller).
     i32[kw + K_MIN_PARTIAL] = Math.min(5, Math.max(2, Math.floor(Math.log2(size) / 2)));
     this.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
+    i32[kw + K_META] = debug ? inuse + DEBUG_RZ : 0;
+    i32[kw + K_INUSE] = inuse;
     this.u8.set(name, (kw + K_NAME) << 2);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = EMPTY_SHEAF_W << 2;
@@ -1196,7 +1345,7 @@ export class SlabAllocator extends PageAllocator {
     }
     this.assertLive();
     checkGfp(gfp);
-    const obj = this.slabAllocSlow(id, gfp);
+    const obj = this.slabAllocSlow(id, gfp, i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
     if (obj !== 0 && (this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
       this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
     }
@@ -1274,7 +1423,14 @@ export class SlabAllocator extends PageAllocator {
       this.shrinkCache(id);
       const live = this.liveObjects(id);
       if (live > 0) {
-        throw new HeapError(ErrorCode.EBUSY, `cache ${this.cacheName(id)} still has ${live} live object${live === 1 ? "" : "s"}; free them first`);
+        const list = this.liveObjectList(id);
+        for (const o of list) {
+          if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
+            this.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr: o, cache: this.cacheName(id), message: `live object ${hex(o)} at destroy` });
+          }
+        }
+        const shown = list.length > 0 ? `: ${list.slice(0, 16).map(hex).join(", ")}${list.length > 16 ? ", ..." : ""}` : "";
+        throw new HeapError(ErrorCode.EBUSY, `cache ${this.cacheName(id)} still has ${live} live object${live === 1 ? "" : "s"}${shown}; free them first`);
       }
       const kw = this.cacheWOf(id);
       Atomics.store(this.i32, kw + K_STATE, CACHE_DYING);
@@ -1399,6 +1555,7 @@ export class SlabAllocator extends PageAllocator {
         if (o < base || o >= base + objs * size || (o - base) % size !== 0) bad(`slab ${pfn} of ${this.cacheName(id)}: freelist holds ${hex(o)}, not one of its objects`);
         if (freeObjs.has(o)) bad(`object ${hex(o)} is twice on a freelist`);
         if (i32[o >> 2] !== (o ^ FREE_TAG)) bad(`free object ${hex(o)} of ${this.cacheName(id)} was written after free (word 0 is ${hex(i32[o >> 2]!)})`);
+        if (i32[kw + K_META] !== 0 && i32[((o + i32[kw + K_META]!) >> 2) + M_STATE] !== OBJ_FREE) bad(`free object ${hex(o)} of ${this.cacheName(id)} is not marked free`);
         freeObjs.add(o);
         if (++n > objs) bad(`slab ${pfn}: freelist longer than the slab`);
       }
@@ -1441,6 +1598,7 @@ export class SlabAllocator extends PageAllocator {
           const od = this.pd(o >>> PAGE_SHIFT);
           if (o >>> PAGE_SHIFT >= this.nrPages || i32[od + D_FLAGS] !== PG_SLAB || i32[od + D_CACHE] !== id) bad(`${name}: ${where2} sheaf holds ${hex(o)}, not one of its objects`);
           if (freeObjs.has(o)) bad(`${name}: object ${hex(o)} is both free in its slab and in a ${where2} sheaf`);
+          if (i32[kw + K_META] !== 0 && i32[((o + i32[kw + K_META]!) >> 2) + M_STATE] !== OBJ_FREE) bad(`${name}: ${where2} sheaf holds ${hex(o)}, which is not marked free`);
           freeObjs.add(o);
         }
       };
