@@ -22,6 +22,7 @@ import {
   C_GEN,
   C_HELD,
   C_KRCP_LOCK,
+  C_PCP_BUSY,
   C_PCP_COUNT,
   C_PCP_LOCK,
   C_STATE,
@@ -242,6 +243,7 @@ export class Heap extends RcuAllocator {
       if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, this.cpu, 0);
     }
     if (this.i32[this.pcpuW + C_PCP_COUNT] !== 0) this.drainPcpOf(this.cpu);
+    this.pcpRelease();
     if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
     this.hook = null;
     this.trace.clear();
@@ -292,7 +294,11 @@ export class Heap extends RcuAllocator {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, cpu, 0);
     }
-    this.drainPcpOf(cpu);
+    if (this.pcpSteal(cpu)) {
+      const count = this.u32[c + C_PCP_COUNT]!;
+      if (count !== 0) this.pcpDrain(cpu, count);
+      this.pcpUnlockRemote(cpu);
+    }
     for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
     Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
   }
@@ -306,7 +312,8 @@ export class Heap extends RcuAllocator {
     if (mine(Z_LOCK)) held.push("the zone lock");
     if (mine(CT_LOCK)) held.push("the cache table lock");
     for (let s = 0; s < this.cpus; s++) {
-      if (mine(this.pcpOf(s) + C_PCP_LOCK)) held.push(`the pcp lock of cpu ${s}`);
+      // Its own pcp word a slot keeps between calls: held only if it died inside a pcp section.
+      if (mine(this.pcpOf(s) + C_PCP_LOCK) && (s !== cpu || i32[this.pcpOf(s) + C_PCP_BUSY] !== 0)) held.push(`the pcp lock of cpu ${s}`);
       if (mine(this.pcpOf(s) + C_KRCP_LOCK)) held.push(`the kfreeRcu lock of cpu ${s}`);
     }
     for (let id = 0; id < this.maxCaches; id++) {

@@ -129,8 +129,10 @@ export const C_GEN = 1;
 export const C_FLAGS = 2;
 /** Locks this slot holds, by class (LOCK_CLASSES words); plain words, owner only (lockdep's held_locks). */
 export const C_HELD = 4;
-/** pcp lock: a spinlock word, alone on line 1, taken by trylock by the owner and by lock from drainers. */
+/** pcp lock (biased): the owner keeps it between calls; a remote drainer takes it when it is 0. Line 1. */
 export const C_PCP_LOCK = 16;
+/** Remote agents waiting for the pcp lock (Atomics.add/sub): the owner hands the lock over when non-zero. */
+export const C_PCP_REQ = 17;
 /* line 2: the pcp lists, protected by C_PCP_LOCK. */
 /** Pages on this slot's pcp lists, all orders. */
 export const C_PCP_COUNT = 32;
@@ -138,6 +140,8 @@ export const C_PCP_COUNT = 32;
 export const C_PCP_HEAD = 33;
 /** Blocks on each order's list. */
 export const C_PCP_NR = 37;
+/** 1 while the owner is inside a pcp section (the local trylock that re-entry finds held). Owner only. */
+export const C_PCP_BUSY = 41;
 /* line 3: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
  * drains it for a dead owner. */
 /** Head address of the deferred object llist (linked through each object's first word). */

@@ -19,8 +19,9 @@
  * A local lock (a sheaf's P_LOCKED) is a plain word written only by its slot: it detects re-entry
  * by this agent (from a hook) and nothing else.
  *
- * Lock order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone. Every
- * lock taken is counted per class in the slot's C_HELD words (lockdep's held_locks). A normal call
+ * Lock order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone. While
+ * this agent can re-enter (it has a reentry hook or a trace handler), every lock it takes is counted
+ * per class in the slot's C_HELD words (lockdep's held_locks). A normal call
  * that would take a lock of class c while this agent holds any lock of class c or later throws
  * EDEADLK before it changes anything (assertCanLock): that is the only way a hook that re-enters
  * the allocator with a lock held could otherwise hang or corrupt. Nolock calls only trylock, so
@@ -123,6 +124,8 @@ export class MmBase {
   readonly trace: Trace;
   protected hook: ReentryHook | null;
   protected detached: boolean;
+  /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
+  protected reentrant: boolean;
 
   constructor(init: MmInit) {
     const g = init.geometry;
@@ -148,8 +151,10 @@ export class MmBase {
     this.debugFlags = init.debug;
     this.trace = new Trace();
     this.trace.onError = () => this.vmInc(VM.hookErrors, 1);
+    this.trace.onChange = () => this.onReentryChange();
     this.hook = null;
     this.detached = false;
+    this.reentrant = false;
   }
 
   /** Word index of page frame `pfn`'s descriptor. */
@@ -193,19 +198,31 @@ export class MmBase {
     return this.i32[this.pcpuW + C_HELD_MASK]! >>> cls !== 0;
   }
 
-  private acquired(cls: number): void {
+  /*
+   * Held locks are counted only while this agent can re-enter the allocator, that is while it has a
+   * reentry hook or a trace handler: without one no call can start while a lock is held, so there
+   * is nothing for assertCanLock to catch. A release always uncounts what was counted.
+   */
+  protected acquired(cls: number): void {
+    if (!this.reentrant) return;
     const w = this.pcpuW + C_HELD + cls;
     this.i32[w] = this.i32[w]! + 1;
     this.i32[this.pcpuW + C_HELD_MASK] = this.i32[this.pcpuW + C_HELD_MASK]! | (1 << cls);
     if (this.hook !== null) this.callHook(ACQUIRE_POINTS[cls]!);
   }
 
-  private releasing(cls: number): void {
+  protected releasing(cls: number): void {
     if (this.hook !== null) this.callHook(RELEASE_POINTS[cls]!);
     const w = this.pcpuW + C_HELD + cls;
-    const n = this.i32[w]! - 1;
-    this.i32[w] = n;
-    if (n === 0) this.i32[this.pcpuW + C_HELD_MASK] = this.i32[this.pcpuW + C_HELD_MASK]! & ~(1 << cls);
+    const n = this.i32[w]!;
+    if (n === 0) return;
+    this.i32[w] = n - 1;
+    if (n === 1) this.i32[this.pcpuW + C_HELD_MASK] = this.i32[this.pcpuW + C_HELD_MASK]! & ~(1 << cls);
+  }
+
+  /** Recompute `reentrant` after the hook or the trace handlers changed. */
+  protected onReentryChange(): void {
+    this.reentrant = this.hook !== null || this.trace.mask !== 0;
   }
 
   private callHook(point: string): void {
@@ -323,5 +340,6 @@ export class MmBase {
   setReentryHook(fn: ReentryHook | null): void {
     this.assertLive();
     this.hook = fn;
+    this.onReentryChange();
   }
 }

@@ -6,11 +6,17 @@
  *   Z_LOCK (class zone) protects the zone's words: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES, and the
  *     D_FLAGS/D_NEXT/D_PREV words of every block on a buddy free list. It is taken after a pcp lock,
  *     never before one.
- *   C_PCP_LOCK of a slot (class pcp) protects that slot's C_PCP_* words and the descriptors of the
- *     blocks on its lists. The owner takes it with trylock only (seed 002): when the trylock fails
- *     (a hook re-entered while this slot held it, or a drainer holds it) allocation and free go
- *     straight to the buddy lists. Other agents take it with lock() to drain the slot: GFP.KERNEL
- *     direct reclaim, validate(), reclaimSlot().
+ *   C_PCP_LOCK of a slot (class pcp) protects that slot's C_PCP_* list words and the descriptors of
+ *     the blocks on its lists. It is a biased lock: the owner slot takes the word once
+ *     (compareExchange 0 -> owner) and keeps it between calls, so a pcp section costs it no atomic.
+ *     Entering is a trylock (pcpEnter, seed 002): it fails when C_PCP_BUSY shows this agent is
+ *     already inside (a hook re-entered; seed 004: also with one agent) or when the word is not
+ *     the owner's; then allocation and free go straight to the buddy lists. Another agent that
+ *     needs the lists (GFP.KERNEL direct reclaim, validate, shrink) raises C_PCP_REQ and spins,
+ *     bounded, until the word is 0, then takes it with compareExchange; the owner hands the word
+ *     over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero. An owner
+ *     that makes no pcp call keeps its lists (at most `high` pages): remote drains are best effort.
+ *     reclaimSlot takes the word of a dead slot that died outside a pcp section (C_PCP_BUSY 0).
  *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A parked block's descriptor
@@ -22,15 +28,17 @@
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
  *   take both with trylock only, never spin and never wait: allocation returns 0, a free is parked.
  *
- *   Paths that take no lock: none; the cheapest (a pcp hit) takes this slot's own pcp lock, whose
- *   line no other agent touches unless it drains the slot.
+ *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
+ *   costs plain loads and stores while no other agent asks for it.
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "./gfp.js";
 import {
   C_PCP_COUNT,
   C_PCP_HEAD,
+  C_PCP_BUSY,
   C_PCP_LOCK,
+  C_PCP_REQ,
   C_PCP_NR,
   C_STATE,
   D_FLAGS,
@@ -72,6 +80,9 @@ import {
 } from "./layout.js";
 import { MmBase } from "./mm.js";
 import { TP, type TraceRecord } from "./trace.js";
+
+/** Rounds a remote agent waits for a pcp owner to hand its lock over. */
+const PCP_REMOTE_SPINS = 1 << 16;
 
 /** Which watermark an allocation must leave free. */
 const WMARK_MIN = 0;
@@ -119,7 +130,6 @@ export class PageAllocator extends MmBase {
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
     this.assertCanLock(LOCK.zone);
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
     this.vmInc(VM.pgfree, 1 << order);
     if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, 0);
@@ -141,14 +151,13 @@ export class PageAllocator extends MmBase {
     checkGfp(gfp);
     if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
     let n = 0;
-    const pcpLock = this.pcpuW + C_PCP_LOCK;
-    if (count > 1 && this.u32[H_FAIL_RATE] === 0 && this.trylock(pcpLock, LOCK.pcp)) {
+    if (count > 1 && this.u32[H_FAIL_RATE] === 0 && this.pcpEnter()) {
       for (; n < count; n++) {
         const pfn = this.rmqueuePcp(0, gfp);
         if (pfn === 0) break;
         out[n] = pfn;
       }
-      this.unlock(pcpLock, LOCK.pcp);
+      this.pcpExit();
     }
     for (; n < count; n++) {
       const pfn = this.rmqueue(0, gfp);
@@ -198,10 +207,9 @@ export class PageAllocator extends MmBase {
   protected rmqueue(order: number, gfp: number): number {
     if (this.u32[H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
     if (order <= PCP_MAX_ORDER) {
-      const pcpLock = this.pcpuW + C_PCP_LOCK;
-      if (this.trylock(pcpLock, LOCK.pcp)) {
+      if (this.pcpEnter()) {
         const pfn = this.rmqueuePcp(order, gfp);
-        this.unlock(pcpLock, LOCK.pcp);
+        this.pcpExit();
         if (pfn !== 0) return pfn;
       } else {
         this.vmInc(VM.pcpTrylockFail, 1);
@@ -354,15 +362,14 @@ export class PageAllocator extends MmBase {
   /* ================================================================= free internals */
 
   /**
-   * Give a block (D_FLAGS already 0) back: to this slot's pcp list when its trylock succeeds (a
+   * Give a block back (its D_FLAGS are rewritten here): to this slot's pcp list when its trylock succeeds (a
    * normal free drains a batch when the list passes high), else to the buddy lists; a nolock free
    * that cannot have the zone lock parks the block on the deferred llist.
    */
   protected freeBlock(pfn: number, order: number, mode: number): void {
     const nolock = mode !== 0;
     if (order <= PCP_MAX_ORDER) {
-      const pcpLock = this.pcpuW + C_PCP_LOCK;
-      if (this.trylock(pcpLock, LOCK.pcp)) {
+      if (this.pcpEnter()) {
         const u32 = this.u32;
         const c = this.pcpuW;
         const d = this.pd(pfn);
@@ -374,12 +381,13 @@ export class PageAllocator extends MmBase {
         const count = u32[c + C_PCP_COUNT]! + (1 << order);
         u32[c + C_PCP_COUNT] = count;
         if (!nolock && count > u32[Z_PCP_HIGH]!) this.pcpDrain(this.cpu, u32[Z_PCP_BATCH]!);
-        this.unlock(pcpLock, LOCK.pcp);
+        this.pcpExit();
         if (!nolock && this.i32[Z_DEFER_HEAD] !== 0) this.drainDeferred();
         return;
       }
       this.vmInc(VM.pcpTrylockFail, 1);
     }
+    this.u32[this.pd(pfn) + D_FLAGS] = 0;
     if (nolock) {
       if (!this.trylock(Z_LOCK, LOCK.zone)) {
         this.vmInc(VM.zoneTrylockFail, 1);
@@ -444,14 +452,110 @@ export class PageAllocator extends MmBase {
     for (let cpu = 0; cpu < this.cpus; cpu++) this.drainPcpOf(cpu);
   }
 
-  /** Empty slot `cpu`'s pcp lists into the zone. */
+  /** Empty slot `cpu`'s pcp lists into the zone (best effort for an idle owner, see pcpLockRemote). */
   protected drainPcpOf(cpu: number): void {
     const c = this.pcpOf(cpu);
     if (this.u32[c + C_PCP_COUNT] === 0) return;
-    this.lock(c + C_PCP_LOCK, LOCK.pcp);
+    if (cpu === this.cpu) {
+      if (!this.pcpEnter()) return;
+      const count = this.u32[c + C_PCP_COUNT]!;
+      if (count !== 0) this.pcpDrain(cpu, count);
+      this.pcpExit();
+      return;
+    }
+    if (!this.pcpLockRemote(cpu, PCP_REMOTE_SPINS)) return;
     const count = this.u32[c + C_PCP_COUNT]!;
     if (count !== 0) this.pcpDrain(cpu, count);
-    this.unlock(c + C_PCP_LOCK, LOCK.pcp);
+    this.pcpUnlockRemote(cpu);
+  }
+
+  /* ================================================================= the biased pcp lock */
+
+  /**
+   * Enter this slot's pcp section: the local trylock. It fails when this agent is already inside
+   * (re-entry from a hook: seed 004, also with one agent), or when the lock word is not this
+   * slot's and cannot be had at once. While the owner keeps the lock word between calls, entering
+   * and leaving cost two plain reads and two plain stores.
+   */
+  protected pcpEnter(): boolean {
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    if (i32[c + C_PCP_BUSY] !== 0) return false;
+    if (i32[c + C_PCP_LOCK] !== this.me || i32[c + C_PCP_REQ] !== 0) {
+      if (!this.pcpRebias()) return false;
+    }
+    i32[c + C_PCP_BUSY] = 1;
+    this.acquired(LOCK.pcp);
+    return true;
+  }
+
+  /** The lock word is not ours to keep: hand it over if someone waits, else try to take it. */
+  private pcpRebias(): boolean {
+    const i32 = this.i32;
+    const w = this.pcpuW + C_PCP_LOCK;
+    if (Atomics.load(i32, this.pcpuW + C_PCP_REQ) !== 0) {
+      // A remote agent waits for it: release, and take the buddy path this time.
+      if (Atomics.load(i32, w) === this.me) Atomics.store(i32, w, 0);
+      return false;
+    }
+    const v = Atomics.load(i32, w);
+    return v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0);
+  }
+
+  protected pcpExit(): void {
+    this.releasing(LOCK.pcp);
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    i32[c + C_PCP_BUSY] = 0;
+    // Publication point for a waiting drainer: the store releases everything written above.
+    if (i32[c + C_PCP_REQ] !== 0 && Atomics.load(i32, c + C_PCP_LOCK) === this.me) Atomics.store(i32, c + C_PCP_LOCK, 0);
+  }
+
+  /** Give up this slot's hold on its own pcp lock word (detach). Not inside a pcp section. */
+  protected pcpRelease(): void {
+    const w = this.pcpuW + C_PCP_LOCK;
+    if (Atomics.load(this.i32, w) === this.me) Atomics.store(this.i32, w, 0);
+  }
+
+  /**
+   * Take slot `cpu`'s pcp lock from another slot: raise its request count and wait, at most
+   * `spins` rounds, for the owner to hand the lock over at its next pcp call. An idle owner never
+   * does, so this is best effort; it never waits on a lock with Atomics.wait.
+   */
+  protected pcpLockRemote(cpu: number, spins: number): boolean {
+    const i32 = this.i32;
+    const c = this.pcpOf(cpu);
+    const w = c + C_PCP_LOCK;
+    Atomics.add(i32, c + C_PCP_REQ, 1);
+    try {
+      for (let n = 0; ; n++) {
+        const v = Atomics.load(i32, w);
+        if (v === 0) {
+          if (Atomics.compareExchange(i32, w, 0, this.me) === 0) {
+            this.acquired(LOCK.pcp);
+            return true;
+          }
+        } else if (n >= spins) {
+          return false;
+        }
+      }
+    } finally {
+      Atomics.sub(i32, c + C_PCP_REQ, 1);
+    }
+  }
+
+  protected pcpUnlockRemote(cpu: number): void {
+    this.releasing(LOCK.pcp);
+    Atomics.store(this.i32, this.pcpOf(cpu) + C_PCP_LOCK, 0);
+  }
+
+  /** Reclaim: take the pcp lock word of dead slot `cpu`, which held it outside any pcp section. */
+  protected pcpSteal(cpu: number): boolean {
+    const w = this.pcpOf(cpu) + C_PCP_LOCK;
+    const v = Atomics.load(this.i32, w);
+    if ((v !== 0 && v !== cpu + 1) || Atomics.compareExchange(this.i32, w, v, this.me) !== v) return false;
+    this.acquired(LOCK.pcp);
+    return true;
   }
 
   /** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
@@ -526,7 +630,7 @@ export class PageAllocator extends MmBase {
    * otherwise throws EINVAL or EDOUBLEFREE and changes nothing.
    */
   protected checkBlock(addr: number, order: number, kind: number): number {
-    if (typeof addr !== "number" || addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || addr >= this.size) {
+    if (addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || addr >= this.size) {
       throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not a page address of this heap`);
     }
     const pfn = addr >>> PAGE_SHIFT;
@@ -632,7 +736,11 @@ export class PageAllocator extends MmBase {
         if (p !== pfn && u32[this.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
       }
     };
-    for (let cpu = 0; cpu < this.cpus; cpu++) this.lock(this.pcpOf(cpu) + C_PCP_LOCK, LOCK.pcp);
+    // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
+    const locked = new Uint8Array(this.cpus);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
+    }
     this.lock(Z_LOCK, LOCK.zone);
     try {
       let free = 0;
@@ -704,7 +812,11 @@ export class PageAllocator extends MmBase {
       }
     } finally {
       this.unlock(Z_LOCK, LOCK.zone);
-      for (let cpu = this.cpus - 1; cpu >= 0; cpu--) this.unlock(this.pcpOf(cpu) + C_PCP_LOCK, LOCK.pcp);
+      for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
+        if (locked[cpu] === 0) continue;
+        if (cpu === this.cpu) this.pcpExit();
+        else this.pcpUnlockRemote(cpu);
+      }
     }
     return where;
   }

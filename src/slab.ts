@@ -200,7 +200,11 @@ export class SlabAllocator extends PageAllocator {
     this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
     for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
     this.fastOff = this.debugFlags;
-    this.trace.onChange = () => this.updateFastOff();
+  }
+
+  protected override onReentryChange(): void {
+    super.onReentryChange();
+    this.updateFastOff();
   }
 
   protected updateFastOff(): void {
@@ -222,18 +226,10 @@ export class SlabAllocator extends PageAllocator {
 
   /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
   kmalloc(size: number, gfp: number = GFP.KERNEL): number {
-    const i32 = this.i32;
     if ((size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
-      const pcs = this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!;
-      if (i32[pcs + P_LOCKED] === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-        const sw = i32[pcs + P_MAIN]! >> 2;
-        const n = i32[sw + S_SIZE]! - 1;
-        if (n >= 0) {
-          i32[sw + S_SIZE] = n;
-          const obj = i32[sw + S_OBJS + n]!;
-          i32[obj >> 2] = 0;
-          return obj;
-        }
+      if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+        const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
+        if (obj !== 0) return obj;
       }
     }
     return this.kmallocSlow(size, gfp);
@@ -241,31 +237,50 @@ export class SlabAllocator extends PageAllocator {
 
   /** Free what kmalloc (or a cache) returned; 0 is a no-op. */
   kfree(addr: number): void {
-    const i32 = this.i32;
-    if (addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
-      const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
-      if (i32[d + D_FLAGS] === PG_SLAB) {
-        const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
-        const off = addr - (i32[d + D_HEAD]! << PAGE_SHIFT);
-        const size = i32[kw + K_SIZE]!;
-        const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
-        if (idx * size === off && idx < i32[kw + K_OBJS]! && i32[addr >> 2] !== (addr ^ FREE_TAG)) {
-          const pcs = kw + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
-          if (i32[pcs + P_LOCKED] === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-            const sw = i32[pcs + P_MAIN]! >> 2;
-            const n = i32[sw + S_SIZE]!;
-            if (n < i32[sw + S_CAP]!) {
-              i32[sw + S_OBJS + n] = addr;
-              i32[sw + S_SIZE] = n + 1;
-              i32[addr >> 2] = addr ^ FREE_TAG;
-              return;
-            }
-          }
-        }
-      }
-    }
+    if (this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0 && this.pushFast(addr)) return;
     if (addr !== 0) this.kfreeSlow(addr, -1, 0);
     else this.assertLive();
+  }
+
+  /**
+   * The allocation fast path: pop the main sheaf of the pcs line at word `pcs`, unless a slow path
+   * of this slot holds it (P_LOCKED) or it is empty. Plain loads and stores only; 0 if it cannot.
+   */
+  private popFast(pcs: number): number {
+    const i32 = this.i32;
+    if (i32[pcs + P_LOCKED] !== 0) return 0;
+    const sw = i32[pcs + P_MAIN]! >> 2;
+    const n = i32[sw + S_SIZE]! - 1;
+    if (n < 0) return 0;
+    i32[sw + S_SIZE] = n;
+    const obj = i32[sw + S_OBJS + n]!;
+    i32[obj >> 2] = 0;
+    return obj;
+  }
+
+  /**
+   * The free fast path: `addr` must be an object start of a slab page, not carry the free tag, and
+   * its cache's main sheaf on this slot must be unlocked and not full. Plain loads and stores only.
+   */
+  private pushFast(addr: number): boolean {
+    const i32 = this.i32;
+    if (addr >>> 0 !== addr || addr >= this.size) return false;
+    const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
+    if (i32[d + D_FLAGS] !== PG_SLAB) return false;
+    const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
+    const off = addr - (i32[d + D_HEAD]! << PAGE_SHIFT);
+    const size = i32[kw + K_SIZE]!;
+    const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
+    if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ FREE_TAG)) return false;
+    const pcs = kw + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+    if (i32[pcs + P_LOCKED] !== 0) return false;
+    const sw = i32[pcs + P_MAIN]! >> 2;
+    const n = i32[sw + S_SIZE]!;
+    if (n >= i32[sw + S_CAP]!) return false;
+    i32[sw + S_OBJS + n] = addr;
+    i32[sw + S_SIZE] = n + 1;
+    i32[addr >> 2] = addr ^ FREE_TAG;
+    return true;
   }
 
   /* ================================================================= kmalloc: slow paths */
@@ -1026,6 +1041,14 @@ export class SlabAllocator extends PageAllocator {
 
   /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
   kmallocNolock(size: number, gfp: number = 0): number {
+    if ((size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+      const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
+      if (obj !== 0) return obj;
+    }
+    return this.kmallocNolockSlow(size, gfp);
+  }
+
+  private kmallocNolockSlow(size: number, gfp: number): number {
     this.assertLive();
     checkSize(size);
     checkGfp(gfp);
@@ -1080,6 +1103,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
   kfreeNolock(addr: number): void {
+    if (this.fastOff === 0 && this.pushFast(addr)) return;
     if (addr === 0) {
       this.assertLive();
       return;
@@ -1330,18 +1354,9 @@ export class SlabAllocator extends PageAllocator {
   /** cache.alloc. */
   cacheAlloc(id: number, gfp: number): number {
     const i32 = this.i32;
-    if (gfp === 0 && this.fastOff === 0) {
-      const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
-      if (i32[pcs + P_LOCKED] === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-        const sw = i32[pcs + P_MAIN]! >> 2;
-        const n = i32[sw + S_SIZE]! - 1;
-        if (n >= 0) {
-          i32[sw + S_SIZE] = n;
-          const obj = i32[sw + S_OBJS + n]!;
-          i32[obj >> 2] = 0;
-          return obj;
-        }
-      }
+    if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+      const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
+      if (obj !== 0) return obj;
     }
     this.assertLive();
     checkGfp(gfp);
