@@ -41,6 +41,7 @@ import {
   C_PCP_REQ,
   C_PCP_NR,
   C_STATE,
+  C_VMSTAT,
   D_FLAGS,
   D_NEXT,
   D_OWNER,
@@ -55,6 +56,7 @@ import {
   PAGE_SHIFT,
   PAGE_SIZE,
   PCP_MAX_ORDER,
+  PD_WORDS,
   PG_BUDDY,
   PG_DEFERRED,
   PG_HEAD,
@@ -115,6 +117,29 @@ export class PageAllocator extends MmBase {
 
   /** 2^order contiguous pages aligned to their size, or 0. */
   allocPages(order: number, gfp: number = GFP.KERNEL): number {
+    // Fast path: a pcp hit, this slot holding its biased pcp lock, nothing to report or inject.
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    if (
+      order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
+      i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[H_FAIL_RATE] === 0
+    ) {
+      const pfn = i32[c + C_PCP_HEAD + order]!;
+      if (pfn !== 0) {
+        const d = this.descW + pfn * PD_WORDS;
+        i32[c + C_PCP_HEAD + order] = i32[d + D_NEXT]!;
+        i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! - 1;
+        i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
+        i32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+        i32[d + D_OWNER] = this.cpu;
+        i32[c + C_VMSTAT + VM.pgalloc] = i32[c + C_VMSTAT + VM.pgalloc]! + (1 << order);
+        return pfn << PAGE_SHIFT;
+      }
+    }
+    return this.allocPagesSlow(order, gfp);
+  }
+
+  private allocPagesSlow(order: number, gfp: number): number {
     this.assertLive();
     checkOrder(order);
     checkGfp(gfp);
@@ -126,6 +151,30 @@ export class PageAllocator extends MmBase {
 
   /** Free a block that allocPages returned, with the order it was allocated with. */
   freePages(addr: number, order: number): void {
+    // Fast path: the head of a live block of this order goes on this slot's pcp list below high.
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    if (
+      addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_MAX_ORDER &&
+      !this.reentrant && !this.detached && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
+    ) {
+      const pfn = addr >>> PAGE_SHIFT;
+      const d = this.descW + pfn * PD_WORDS;
+      const count = i32[c + C_PCP_COUNT]! + (1 << order);
+      if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[Z_PCP_HIGH]! && i32[Z_DEFER_HEAD] === 0) {
+        i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
+        i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
+        i32[c + C_PCP_HEAD + order] = pfn;
+        i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
+        i32[c + C_PCP_COUNT] = count;
+        i32[c + C_VMSTAT + VM.pgfree] = i32[c + C_VMSTAT + VM.pgfree]! + (1 << order);
+        return;
+      }
+    }
+    this.freePagesSlow(addr, order);
+  }
+
+  private freePagesSlow(addr: number, order: number): void {
     this.assertLive();
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
