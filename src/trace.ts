@@ -2,7 +2,9 @@
  * Tracepoints. Handlers belong to the agent that registered them and run synchronously inside the
  * allocator, possibly with its locks held: from a handler only nolock calls are allowed (a normal
  * call that would need a held lock throws EDEADLK). An exception thrown by a handler is caught and
- * counted in vmstat.hookErrors: it cannot unwind through a locked section.
+ * counted in vmstat.hookErrors: it cannot unwind through a locked section. Events raised while a
+ * handler of this agent is running (by the allocator calls that handler makes) are not delivered,
+ * as the kernel's trace recursion protection does; `dropped` counts them.
  */
 import { ErrorCode, HeapError } from "./errors.js";
 
@@ -43,6 +45,9 @@ export type TraceHandler = (record: TraceRecord) => void;
 export class Trace {
   /** Bit i set while event i has a handler: the allocator tests this one field. */
   mask = 0;
+  /** Events not delivered because a handler was already running. */
+  dropped = 0;
+  private depth = 0;
   private readonly handlers: TraceHandler[][];
   /** Set by the heap: counts handler exceptions. */
   onError: () => void = () => {};
@@ -81,12 +86,21 @@ export class Trace {
   emit(id: number, record: TraceRecord): void {
     const list = this.handlers[id];
     if (list === undefined) return;
-    for (let i = 0; i < list.length; i++) {
-      try {
-        list[i]!(record);
-      } catch {
-        this.onError();
+    if (this.depth !== 0) {
+      this.dropped++;
+      return;
+    }
+    this.depth = 1;
+    try {
+      for (let i = 0; i < list.length; i++) {
+        try {
+          list[i]!(record);
+        } catch {
+          this.onError();
+        }
       }
+    } finally {
+      this.depth = 0;
     }
   }
 }
