@@ -294,7 +294,7 @@ export const K_NR_EMPTY = 53;
 
 /** Line 4: the barn lock. */
 export const K_BARN_LOCK = 64;
-/* line 5: the barn, protected by K_BARN_LOCK */
+/* line 5: the barn, protected by K_BARN_LOCK; each list's count is the word after its head */
 /** Head address of the full sheaves (linked through S_NEXT). */
 export const K_BARN_FULL = 80;
 export const K_BARN_NR_FULL = 81;

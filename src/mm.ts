@@ -250,6 +250,16 @@ export class MmBase {
     this.acquired(cls);
   }
 
+  /**
+   * Take the lock in the mode the caller decided first (seed 000): a nolock caller (`mode` non-zero)
+   * only tries, once, and may fail; a normal caller waits. Never trylock-then-lock.
+   */
+  protected lockIn(mode: number, w: number, cls: number): boolean {
+    if (mode !== 0) return this.trylock(w, cls);
+    this.lock(w, cls);
+    return true;
+  }
+
   protected unlock(w: number, cls: number): void {
     this.releasing(cls);
     const v = Atomics.exchange(this.i32, w, 0);

@@ -292,14 +292,9 @@ export class PageAllocator extends MmBase {
 
   /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
   private pcpRefill(order: number, gfp: number): boolean {
-    const nolock = (gfp & GFP_TRYLOCK) !== 0;
-    if (nolock) {
-      if (!this.trylock(Z_LOCK, LOCK.zone)) {
-        this.vmInc(VM.zoneTrylockFail, 1);
-        return false;
-      }
-    } else {
-      this.lock(Z_LOCK, LOCK.zone);
+    if (!this.lockIn(gfp & GFP_TRYLOCK, Z_LOCK, LOCK.zone)) {
+      this.vmInc(VM.zoneTrylockFail, 1);
+      return false;
     }
     const u32 = this.u32;
     const c = this.pcpuW;
@@ -329,14 +324,9 @@ export class PageAllocator extends MmBase {
 
   /** Allocate from the buddy lists, with direct reclaim for GFP.KERNEL. */
   private rmqueueBuddy(order: number, gfp: number): number {
-    const nolock = (gfp & GFP_TRYLOCK) !== 0;
-    if (nolock) {
-      if (!this.trylock(Z_LOCK, LOCK.zone)) {
-        this.vmInc(VM.zoneTrylockFail, 1);
-        return 0;
-      }
-    } else {
-      this.lock(Z_LOCK, LOCK.zone);
+    if (!this.lockIn(gfp & GFP_TRYLOCK, Z_LOCK, LOCK.zone)) {
+      this.vmInc(VM.zoneTrylockFail, 1);
+      return 0;
     }
     const kernel = (gfp & GFP_NOWAIT_MASK) === 0;
     let pfn = this.watermarkOk(order, kernel ? WMARK_LOW : wmarkFor(gfp)) ? this.rmqueueSmallest(order) : 0;
@@ -437,14 +427,10 @@ export class PageAllocator extends MmBase {
       this.vmInc(VM.pcpTrylockFail, 1);
     }
     this.u32[this.pd(pfn) + D_FLAGS] = 0;
-    if (nolock) {
-      if (!this.trylock(Z_LOCK, LOCK.zone)) {
-        this.vmInc(VM.zoneTrylockFail, 1);
-        this.deferPage(pfn, order);
-        return;
-      }
-    } else {
-      this.lock(Z_LOCK, LOCK.zone);
+    if (!this.lockIn(mode, Z_LOCK, LOCK.zone)) {
+      this.vmInc(VM.zoneTrylockFail, 1);
+      this.deferPage(pfn, order);
+      return;
     }
     this.freeOneBlock(pfn, order);
     if (!nolock) this.drainDeferredLocked();

@@ -609,20 +609,12 @@ export class SlabAllocator extends PageAllocator {
     const want = i32[sw + S_CAP]! - i32[sw + S_SIZE]!;
     let got = 0;
     const listLock = kw + K_LIST_LOCK;
-    if (mode !== 0) {
-      if (!this.trylock(listLock, LOCK.list)) return 0;
-    } else {
-      this.lock(listLock, LOCK.list);
-    }
+    if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
     got = this.takeFromPartial(kw, sw, want);
     this.unlock(listLock, LOCK.list);
     if (got === 0) {
       if (!this.newSlab(id, gfp, mode)) return 0;
-      if (mode !== 0) {
-        if (!this.trylock(listLock, LOCK.list)) return 0;
-      } else {
-        this.lock(listLock, LOCK.list);
-      }
+      if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
       got = this.takeFromPartial(kw, sw, want);
       this.unlock(listLock, LOCK.list);
     }
@@ -679,11 +671,7 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     const listLock = kw + K_LIST_LOCK;
     for (let attempt = 0; attempt < 2; attempt++) {
-      if (mode !== 0) {
-        if (!this.trylock(listLock, LOCK.list)) return 0;
-      } else {
-        this.lock(listLock, LOCK.list);
-      }
+      if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
       // The object stays in a local across the unlock: a hook at list:release may re-enter.
       const obj = this.takeOneFromPartial(kw);
       this.unlock(listLock, LOCK.list);
@@ -727,14 +715,10 @@ export class SlabAllocator extends PageAllocator {
     i32[d + D_FREELIST] = base;
     i32[d + D_INUSE] = 0;
     const listLock = kw + K_LIST_LOCK;
-    if (mode !== 0) {
-      if (!this.trylock(listLock, LOCK.list)) {
+    if (!this.lockIn(mode, listLock, LOCK.list)) {
         this.releaseSlabPages(pfn, order, mode);
         return false;
       }
-    } else {
-      this.lock(listLock, LOCK.list);
-    }
     this.partialAdd(kw, pfn);
     i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
@@ -839,11 +823,7 @@ export class SlabAllocator extends PageAllocator {
     const n = i32[sw + S_SIZE]!;
     if (n === 0) return true;
     const kw = this.cacheWOf(id);
-    if (mode !== 0) {
-      if (!this.trylock(kw + K_LIST_LOCK, LOCK.list)) return false;
-    } else {
-      this.lock(kw + K_LIST_LOCK, LOCK.list);
-    }
+    if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const discard: number[] = [];
     for (let i = 0; i < n; i++) this.putObjectLocked(kw, i32[sw + S_OBJS + i]!, discard);
     i32[sw + S_SIZE] = 0;
@@ -856,11 +836,7 @@ export class SlabAllocator extends PageAllocator {
   /** Free one object straight to its slab. */
   protected freeToSlabs(id: number, addr: number, mode: number): boolean {
     const kw = this.cacheWOf(id);
-    if (mode !== 0) {
-      if (!this.trylock(kw + K_LIST_LOCK, LOCK.list)) return false;
-    } else {
-      this.lock(kw + K_LIST_LOCK, LOCK.list);
-    }
+    if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const discard: number[] = [];
     this.putObjectLocked(kw, addr, discard);
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
@@ -937,16 +913,8 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
-    if (mode !== 0) {
-      if (!this.trylock(kw + K_BARN_LOCK, LOCK.barn)) return 0;
-    } else {
-      this.lock(kw + K_BARN_LOCK, LOCK.barn);
-    }
-    const s = i32[kw + K_BARN_FULL]!;
-    if (s !== 0) {
-      i32[kw + K_BARN_FULL] = i32[(s >> 2) + S_NEXT]!;
-      i32[kw + K_BARN_NR_FULL] = i32[kw + K_BARN_NR_FULL]! - 1;
-    }
+    if (!this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
+    const s = this.barnPop(kw + K_BARN_FULL);
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
     return s;
   }
@@ -958,24 +926,33 @@ export class SlabAllocator extends PageAllocator {
   private barnPutFull(id: number, full: number, mode: number): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    if (mode !== 0) {
-      if (!this.trylock(kw + K_BARN_LOCK, LOCK.barn)) return -1;
-    } else {
-      this.lock(kw + K_BARN_LOCK, LOCK.barn);
-    }
+    if (!this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
     let empty = -1;
     if (i32[kw + K_BARN_NR_FULL]! < BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
-      i32[(full >> 2) + S_NEXT] = i32[kw + K_BARN_FULL]!;
-      i32[kw + K_BARN_FULL] = full;
-      i32[kw + K_BARN_NR_FULL] = i32[kw + K_BARN_NR_FULL]! + 1;
-      empty = i32[kw + K_BARN_EMPTY]!;
-      if (empty !== 0) {
-        i32[kw + K_BARN_EMPTY] = i32[(empty >> 2) + S_NEXT]!;
-        i32[kw + K_BARN_NR_EMPTY] = i32[kw + K_BARN_NR_EMPTY]! - 1;
-      }
+      this.barnPush(kw + K_BARN_FULL, full);
+      empty = this.barnPop(kw + K_BARN_EMPTY);
     }
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
     return empty;
+  }
+
+  /** Push sheaf `s` on the barn list headed at word `head` (its count is the next word). Barn lock held. */
+  private barnPush(head: number, s: number): void {
+    const i32 = this.i32;
+    i32[(s >> 2) + S_NEXT] = i32[head]!;
+    i32[head] = s;
+    i32[head + 1] = i32[head + 1]! + 1;
+  }
+
+  /** Pop the first sheaf of the barn list headed at word `head`, or 0. Barn lock held. */
+  private barnPop(head: number): number {
+    const i32 = this.i32;
+    const s = i32[head]!;
+    if (s !== 0) {
+      i32[head] = i32[(s >> 2) + S_NEXT]!;
+      i32[head + 1] = i32[head + 1]! - 1;
+    }
+    return s;
   }
 
   /** Give an empty sheaf to the barn, or free it when the barn has enough. */
@@ -983,11 +960,9 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     let kept = false;
-    if (mode !== 0 ? this.trylock(kw + K_BARN_LOCK, LOCK.barn) : (this.lock(kw + K_BARN_LOCK, LOCK.barn), true)) {
+    if (this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
       if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
-        i32[(sheaf >> 2) + S_NEXT] = i32[kw + K_BARN_EMPTY]!;
-        i32[kw + K_BARN_EMPTY] = sheaf;
-        i32[kw + K_BARN_NR_EMPTY] = i32[kw + K_BARN_NR_EMPTY]! + 1;
+        this.barnPush(kw + K_BARN_EMPTY, sheaf);
         kept = true;
       }
       this.unlock(kw + K_BARN_LOCK, LOCK.barn);
