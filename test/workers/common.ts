@@ -1,0 +1,51 @@
+/*
+ * The frame of every worker script: run `body` with workerData; report a failure to the main
+ * thread as an "error" message (and raise the shared abort word, if there is one, so the other
+ * workers stop early instead of waiting for a partner that is gone).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { ABORTED } from "../util.js";
+
+export interface Base {
+  /** The heap's buffer. */
+  buffer: SharedArrayBuffer;
+  /** Control words shared by the main thread and every worker of the test. */
+  ctrl: SharedArrayBuffer;
+  /** Index into ctrl of the abort word (set to 1 by the first worker that fails), or -1. */
+  abortAt?: number;
+  /** This worker's number within its test. */
+  id: number;
+  /** This worker's own stream (derived from the run's seed, which the main thread reports). */
+  seed: number;
+}
+
+export function post(m: { type: string; [k: string]: unknown }): void {
+  parentPort!.postMessage(m);
+}
+
+export function runWorker<T extends Base>(body: (data: T) => void | Promise<void>): void {
+  const data = workerData as T;
+  Promise.resolve()
+    .then(() => body(data))
+    .catch((e: unknown) => {
+      const err = e instanceof Error ? e : new Error(String(e));
+      if (data.abortAt !== undefined && data.abortAt >= 0) {
+        const c = new Int32Array(data.ctrl);
+        Atomics.store(c, data.abortAt, 1);
+        Atomics.notify(c, data.abortAt);
+      }
+      post({ type: "error", message: `worker ${data.id} (stream seed ${data.seed}): ${err.message}`, stack: err.stack ?? "" });
+    });
+}
+
+/** Throw if another worker of the test failed. */
+export function checkAbort(data: Base, ctrl: Int32Array): void {
+  if (data.abortAt !== undefined && data.abortAt >= 0 && Atomics.load(ctrl, data.abortAt) !== 0) {
+    throw new Error(ABORTED);
+  }
+}
+
+/** Let this agent's timers (the kfreeRcu timer among them) run. */
+export function yieldToLoop(ms = 0): Promise<void> {
+  return new Promise((r) => (ms > 0 ? setTimeout(r, ms) : setImmediate(r)));
+}
