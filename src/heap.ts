@@ -80,6 +80,7 @@ import {
   VM,
   type VmItem,
   Z_LOCK,
+  Z_SIZE,
 } from "./layout.js";
 import { agentCanBlock, C_FAIL_STATE, C_HELD_MASK, LOCK_OWNER_MASK, type MmInit } from "./mm.js";
 import type { PageStats } from "./page_alloc.js";
@@ -112,7 +113,8 @@ export interface FaultInjection {
 export interface HeapOptions {
   /** Heap size in bytes, rounded up to whole pages (default 64 MiB). */
   size?: number;
-  /** Growth limit in bytes (default `size`; growth is not supported yet, so it must equal size). */
+  /** Growth limit in bytes (default `size`). Above `size`, the buffer is a growable SharedArrayBuffer
+   * and the heap grows (heap.grow, or GFP.KERNEL allocation before it gives up) up to this. */
   maxSize?: number;
   /** CPU slots: how many agents may be attached at once (default 64). */
   cpus?: number;
@@ -150,10 +152,7 @@ export class Heap extends RcuAllocator {
   static create(options: HeapOptions = {}): Heap {
     if (options === null || typeof options !== "object") throw new HeapError(ErrorCode.EINVAL, "options must be an object");
     const size = pagesUp(intOption("size", options.size, DEFAULT_SIZE, PAGE_SIZE, MAX_HEAP_SIZE));
-    const maxSize = intOption("maxSize", options.maxSize, size, 1, MAX_HEAP_SIZE);
-    if (pagesUp(maxSize) !== size) {
-      throw new HeapError(ErrorCode.EINVAL, `maxSize ${maxSize} differs from size ${size}: heap growth is not supported yet`);
-    }
+    const maxSize = pagesUp(intOption("maxSize", options.maxSize, size, size, MAX_HEAP_SIZE));
     const cpus = intOption("cpus", options.cpus, DEFAULT_CPUS, 1, MAX_CPUS);
     const maxCaches = intOption("maxCaches", options.maxCaches, DEFAULT_MAX_CACHES, FIRST_NAMED_ID + 1, 4096);
     const debug = debugFlags(options.debug);
@@ -167,15 +166,18 @@ export class Heap extends RcuAllocator {
       failRate = Math.round(fault.rate * 65536);
       failSeed = intOption("faultInjection.seed", fault.seed, failSeed, 0, 0xffffffff) >>> 0 || 1;
     }
-    const g = computeGeometry(size, cpus, maxCaches);
-    if (g.zoneStart + 32 > g.nrPages) {
-      throw new HeapError(ErrorCode.EINVAL, `size ${size} leaves fewer than 32 pages after the metadata of ${cpus} cpus; use a larger size or fewer cpus`);
+    const g = computeGeometry(maxSize, cpus, maxCaches);
+    if (g.zoneStart + 32 > size >>> PAGE_SHIFT) {
+      throw new HeapError(ErrorCode.EINVAL, `size ${size} leaves fewer than 32 pages after the metadata of ${cpus} cpus and maxSize ${maxSize}; use a larger size, fewer cpus or a smaller maxSize`);
     }
-    const buffer = new SharedArrayBuffer(size);
+    const buffer =
+      maxSize > size
+        ? new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(size, { maxByteLength: maxSize })
+        : new SharedArrayBuffer(size);
     const u32 = new Uint32Array(buffer, 0, PAGE_SIZE >> 2);
     u32[H_MAGIC] = HEAP_MAGIC;
     u32[H_VERSION] = LAYOUT_VERSION;
-    u32[H_SIZE] = size;
+    u32[H_SIZE] = maxSize;
     u32[H_PAGE_SHIFT] = PAGE_SHIFT;
     u32[H_NR_PAGES] = g.nrPages;
     u32[H_CPUS] = cpus;
@@ -188,7 +190,7 @@ export class Heap extends RcuAllocator {
     u32[H_DEBUG] = debug;
     u32[H_FAIL_RATE] = 0; // set after the built-in caches exist
     u32[H_FAIL_SEED] = failSeed;
-    const heap = new Heap({ buffer, geometry: g, cpu: 0, canBlock: options.noBlock !== true && agentCanBlock(), debug });
+    const heap = new Heap({ buffer, geometry: g, size, cpu: 0, canBlock: options.noBlock !== true && agentCanBlock(), debug });
     heap.initZone();
     const enc = new TextEncoder();
     heap.setupCache(SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
@@ -206,13 +208,15 @@ export class Heap extends RcuAllocator {
   /** Attach this agent to a heap another agent created; claims a free CPU slot. */
   static attach(buffer: SharedArrayBuffer, options: AttachOptions = {}): Heap {
     const g = readGeometry(buffer);
-    const debug = new Uint32Array(buffer, 0, 16)[H_DEBUG]!;
+    const header = new Uint32Array(buffer, 0, PAGE_SIZE >> 2);
+    const debug = header[H_DEBUG]!;
+    const size = Atomics.load(header, Z_SIZE);
     const noBlock = options.noBlock === true;
-    const i32 = new Int32Array(buffer, 0, g.size >> 2);
+    const i32 = new Int32Array(buffer, 0, size >> 2);
     for (let cpu = 0; cpu < g.cpus; cpu++) {
       const w = (g.pcpuOff >> 2) + cpu * PCPU_WORDS + C_STATE;
       if (Atomics.load(i32, w) === SLOT_FREE && Atomics.compareExchange(i32, w, SLOT_FREE, SLOT_ATTACHED) === SLOT_FREE) {
-        const heap = new Heap({ buffer, geometry: g, cpu, canBlock: !noBlock && agentCanBlock(), debug });
+        const heap = new Heap({ buffer, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug });
         heap.claimSlot(cpu, noBlock);
         return heap;
       }
@@ -341,6 +345,7 @@ export class Heap extends RcuAllocator {
   /** A plain object of figures: pages, pcp lists, caches (like /proc/slabinfo), vmstat counters. */
   stats(): HeapStats {
     this.assertLive();
+    this.refreshViews();
     const vmstat = {} as Record<VmItem, number>;
     const names = Object.keys(VM) as VmItem[];
     for (const n of names) vmstat[n] = 0;
@@ -358,6 +363,7 @@ export class Heap extends RcuAllocator {
   /** Walk every structure; throws ECORRUPT naming the first broken invariant. */
   validate(): void {
     this.assertLive();
+    this.refreshViews();
     this.assertCanLock(LOCK.pcp);
     // The walk must see one state: no reentry hook may run at validate's own lock points.
     const hook = this.hook;
@@ -408,10 +414,11 @@ function readGeometry(buffer: unknown): Geometry {
   if (u32[H_MAGIC] !== HEAP_MAGIC) bad("no magic number");
   if (u32[H_VERSION] !== LAYOUT_VERSION) bad(`layout version ${u32[H_VERSION]}, this shmalloc reads version ${LAYOUT_VERSION}`);
   if (Atomics.load(u32, H_CHECKSUM) !== headerChecksum(u32)) bad("header checksum mismatch");
-  const size = u32[H_SIZE]!;
-  if (sab.byteLength < size) bad(`the buffer holds ${sab.byteLength} bytes, the heap ${size}: truncated`);
+  const maxSize = u32[H_SIZE]!;
+  const size = Atomics.load(new Uint32Array(sab, 0, PAGE_SIZE >> 2), Z_SIZE);
+  if (sab.byteLength < size || size < PAGE_SIZE || size > maxSize) bad(`the buffer holds ${sab.byteLength} bytes, the heap ${size}: truncated`);
   if (u32[H_PAGE_SHIFT] !== PAGE_SHIFT) bad(`page shift ${u32[H_PAGE_SHIFT]}`);
-  const g = computeGeometry(size, u32[H_CPUS]!, u32[H_MAX_CACHES]!);
+  const g = computeGeometry(maxSize, u32[H_CPUS]!, u32[H_MAX_CACHES]!);
   if (
     g.nrPages !== u32[H_NR_PAGES] ||
     g.zoneStart !== u32[H_ZONE_START] ||

@@ -38,11 +38,12 @@ export const LAYOUT_VERSION = 4;
 export const H_MAGIC = 0;
 /** LAYOUT_VERSION of the creator. */
 export const H_VERSION = 1;
-/** Heap size in bytes (the buffer's byteLength at creation). */
+/** The largest size in bytes the heap may grow to (maxSize): the metadata is laid out for it.
+ * The size now is Z_SIZE. */
 export const H_SIZE = 2;
 /** log2 of the page size. */
 export const H_PAGE_SHIFT = 3;
-/** Pages in the heap, metadata included. */
+/** Pages of a heap of H_SIZE bytes, metadata included: one page descriptor each. */
 export const H_NR_PAGES = 4;
 /** Number of CPU slots. */
 export const H_CPUS = 5;
@@ -84,6 +85,10 @@ export const Z_WMARK_HIGH = 36;
 /** pcp batch and high for every slot, in pages. */
 export const Z_PCP_BATCH = 37;
 export const Z_PCP_HIGH = 38;
+/** The heap's size now in bytes and in pages (memory hotplug grows them under Z_LOCK; handles
+ * read them with Atomics.load to rebuild their views). */
+export const Z_SIZE = 39;
+export const Z_NR_PAGES = 40;
 /** free_area[order].free_list heads: pfn of the first free block, 0 for none (NR_ORDERS words). */
 export const Z_FREE_HEAD = 48;
 /** free_area[order].nr_free (NR_ORDERS words). */
@@ -224,8 +229,9 @@ export const VM = {
   rcuFreed: 26, // objects freed after their grace period
   rcuEmergency: 27, // kfreeRcu calls that found no block page
   rcuSyncFallback: 28, // kfreeRcu waited for a grace period inline
+  heapGrow: 29, // the heap grew (memory hotplug)
 } as const;
-export const NR_VM = 29;
+export const NR_VM = 30;
 export type VmItem = keyof typeof VM;
 
 /* ---------------------------------------------------------------- lock classes */

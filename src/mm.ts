@@ -42,10 +42,12 @@ import {
   LOCK,
   LOCK_CLASSES,
   LOCK_NAMES,
+  PAGE_SHIFT,
   PCPU_WORDS,
   PD_WORDS,
   SLOT_ATTACHED,
   VM,
+  Z_SIZE,
 } from "./layout.js";
 import { type TraceRecord, Trace, TP } from "./trace.js";
 
@@ -72,6 +74,8 @@ export type ReentryHook = (point: string) => void;
 export interface MmInit {
   readonly buffer: SharedArrayBuffer;
   readonly geometry: Geometry;
+  /** The heap's size now (the geometry is laid out for its maximum). */
+  readonly size: number;
   readonly cpu: number;
   readonly canBlock: boolean;
   readonly debug: number;
@@ -90,15 +94,17 @@ export function agentCanBlock(): boolean {
 export class MmBase {
   /** The heap's buffer. */
   readonly buffer: SharedArrayBuffer;
-  /** Fixed-length views over the whole heap. */
-  readonly u8: Uint8Array;
-  readonly i32: Int32Array;
-  readonly u32: Uint32Array;
-  readonly f64: Float64Array;
+  /** Fixed-length views over the whole heap (rebuilt, as new objects, when the heap has grown). */
+  u8: Uint8Array;
+  i32: Int32Array;
+  u32: Uint32Array;
+  f64: Float64Array;
   /** This handle's CPU slot. */
   readonly cpu: number;
-  /** Bytes in the heap. */
-  readonly size: number;
+  /** Bytes in the heap as this handle sees it (grows with the heap; read-only for callers). */
+  size: number;
+  /** The size the heap may grow to. */
+  readonly maxSize: number;
   /** 4096. */
   readonly pageSize: number;
   /** Lock owner value of this slot (cpu + 1). */
@@ -113,7 +119,8 @@ export class MmBase {
   protected readonly cacheW: number;
   protected readonly cacheWords: number;
   protected readonly zoneStart: number;
-  protected readonly nrPages: number;
+  /** Pages covered by this handle's views (the heap's pages when it last looked). */
+  protected nrPages: number;
   protected readonly cpus: number;
   protected readonly maxCaches: number;
   /** May this agent Atomics.wait? */
@@ -130,12 +137,13 @@ export class MmBase {
   constructor(init: MmInit) {
     const g = init.geometry;
     this.buffer = init.buffer;
-    this.u8 = new Uint8Array(init.buffer, 0, g.size);
-    this.i32 = new Int32Array(init.buffer, 0, g.size >>> 2);
-    this.u32 = new Uint32Array(init.buffer, 0, g.size >>> 2);
-    this.f64 = new Float64Array(init.buffer, 0, g.size >>> 3);
+    this.u8 = new Uint8Array(init.buffer, 0, init.size);
+    this.i32 = new Int32Array(init.buffer, 0, init.size >>> 2);
+    this.u32 = new Uint32Array(init.buffer, 0, init.size >>> 2);
+    this.f64 = new Float64Array(init.buffer, 0, init.size >>> 3);
     this.cpu = init.cpu;
-    this.size = g.size;
+    this.size = init.size;
+    this.maxSize = g.size;
     this.pageSize = 4096;
     this.me = init.cpu + 1;
     this.pcpuBaseW = g.pcpuOff >>> 2;
@@ -144,7 +152,7 @@ export class MmBase {
     this.cacheW = g.cacheOff >>> 2;
     this.cacheWords = g.cacheBytes >>> 2;
     this.zoneStart = g.zoneStart;
-    this.nrPages = g.nrPages;
+    this.nrPages = init.size >>> PAGE_SHIFT;
     this.cpus = g.cpus;
     this.maxCaches = g.maxCaches;
     this.canBlock = init.canBlock;
@@ -155,6 +163,22 @@ export class MmBase {
     this.hook = null;
     this.detached = false;
     this.reentrant = false;
+  }
+
+  /**
+   * The heap grew since this handle built its views: rebuild them (fixed-length views are about 15
+   * times faster than length-tracking ones). Returns whether the views changed.
+   */
+  protected refreshViews(): boolean {
+    const size = Atomics.load(this.u32, Z_SIZE);
+    if (size <= this.size || this.buffer.byteLength < size) return false;
+    this.u8 = new Uint8Array(this.buffer, 0, size);
+    this.i32 = new Int32Array(this.buffer, 0, size >>> 2);
+    this.u32 = new Uint32Array(this.buffer, 0, size >>> 2);
+    this.f64 = new Float64Array(this.buffer, 0, size >>> 3);
+    this.size = size;
+    this.nrPages = size >>> PAGE_SHIFT;
+    return true;
   }
 
   /** Word index of page frame `pfn`'s descriptor. */

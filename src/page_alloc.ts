@@ -76,6 +76,8 @@ import {
   Z_NR_FREE,
   Z_PCP_BATCH,
   Z_PCP_HIGH,
+  Z_NR_PAGES,
+  Z_SIZE,
   Z_WMARK_HIGH,
   Z_WMARK_LOW,
   Z_WMARK_MIN,
@@ -254,6 +256,13 @@ export class PageAllocator extends MmBase {
    * The caller checked its mode against the locks it holds.
    */
   protected rmqueue(order: number, gfp: number): number {
+    const pfn = this.rmqueueAny(order, gfp);
+    // Memory hotplug: a block from pages added after this handle built its views.
+    if (pfn !== 0 && pfn + (1 << order) > this.nrPages) this.refreshViews();
+    return pfn;
+  }
+
+  private rmqueueAny(order: number, gfp: number): number {
     if (this.u32[H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
     if (order <= PCP_MAX_ORDER) {
       if (this.pcpEnter()) {
@@ -317,7 +326,10 @@ export class PageAllocator extends MmBase {
     }
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + got;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! + got * pages;
+    const grown = u32[Z_NR_PAGES]! > this.nrPages;
     this.unlock(Z_LOCK, LOCK.zone);
+    // Pages on the list may come from pages added after this handle built its views.
+    if (grown) this.refreshViews();
     if (got > 0) this.vmInc(VM.pcpRefill, 1);
     return got > 0;
   }
@@ -338,18 +350,91 @@ export class PageAllocator extends MmBase {
     return pfn;
   }
 
-  /** GFP.KERNEL below the low watermark: drain every slot's pcp lists, then allocate down to min. */
+  /**
+   * GFP.KERNEL below the low watermark: drain every slot's pcp lists; grow the heap if it may grow
+   * (memory hotplug); then allocate down to min.
+   */
   private allocSlowReclaim(order: number): number {
     this.vmInc(VM.directReclaim, 1);
     this.drainAllPcp();
     this.lock(Z_LOCK, LOCK.zone);
     this.drainDeferredLocked();
-    const pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
+    // Memory hotplug: grow rather than dip below low, and when no block of this order is free.
+    if (!this.watermarkOk(order, WMARK_LOW)) this.growFor(order);
+    let pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
+    if (pfn === 0 && this.growFor(order)) pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
     if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
     this.unlock(Z_LOCK, LOCK.zone);
     return pfn;
+  }
+
+  /**
+   * Grow the heap to `bytes` (rounded up to pages, at most maxSize): the buffer grows and the new
+   * pages join the zone, merged with their free buddies (memory hotplug). Returns the new size.
+   * Other agents' handles rebuild their views when they meet the new pages.
+   */
+  grow(bytes: number): number {
+    this.assertLive();
+    if (!Number.isInteger(bytes) || bytes <= 0) {
+      throw new HeapError(ErrorCode.EINVAL, `size ${String(bytes)} is not a whole number of bytes`);
+    }
+    const want = Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE;
+    if (want > this.maxSize) throw new HeapError(ErrorCode.EINVAL, `size ${bytes} is above this heap's maxSize ${this.maxSize}`);
+    this.assertCanLock(LOCK.zone);
+    this.lock(Z_LOCK, LOCK.zone);
+    try {
+      this.growLocked(want);
+    } finally {
+      this.unlock(Z_LOCK, LOCK.zone);
+    }
+    this.refreshViews();
+    return this.size;
+  }
+
+  /**
+   * Grow by a quarter of the heap at least, and far enough that a block of `order` fits, aligned,
+   * in the new pages with the high watermark on top; false when the heap is at maxSize. Zone lock held.
+   */
+  private growFor(order: number): boolean {
+    const size = this.u32[Z_SIZE]!;
+    if (size >= this.maxSize) return false;
+    const block = PAGE_SIZE << order;
+    const fit = Math.ceil(size / block) * block + block + this.u32[Z_WMARK_HIGH]! * PAGE_SIZE;
+    this.growLocked(Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE)));
+    return true;
+  }
+
+  /** Grow to `want` bytes if larger than now. Zone lock held. */
+  private growLocked(want: number): void {
+    const u32 = this.u32;
+    const old = u32[Z_SIZE]!;
+    if (want <= old) return;
+    if (this.buffer.byteLength < want) (this.buffer as unknown as { grow(n: number): void }).grow(want);
+    const from = old >>> PAGE_SHIFT;
+    const to = want >>> PAGE_SHIFT;
+    u32[Z_NR_PAGES] = to;
+    for (let pfn = from; pfn < to; pfn++) u32[this.pd(pfn) + D_FLAGS] = 0;
+    for (let pfn = from; pfn < to; ) {
+      let order = MAX_ORDER;
+      while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+      this.freeOneBlock(pfn, order);
+      pfn += 1 << order;
+    }
+    u32[Z_MANAGED] = u32[Z_MANAGED]! + (to - from);
+    this.setWatermarks(u32[Z_MANAGED]!);
+    // Publication point: a handle that reads the new size finds the pages already in the zone.
+    Atomics.store(u32, Z_SIZE, want);
+    this.vmInc(VM.heapGrow, 1);
+  }
+
+  /** min_free about sqrt(managed)/2 pages (the kernel: sqrt(lowmem_kbytes * 16)); low 5/4 min, high 3/2 min. */
+  private setWatermarks(managed: number): void {
+    const min = Math.max(1, Math.floor(Math.sqrt(managed) / 2));
+    this.u32[Z_WMARK_MIN] = min;
+    this.u32[Z_WMARK_LOW] = min + (min >>> 2);
+    this.u32[Z_WMARK_HIGH] = min + (min >>> 1);
   }
 
   /** Would taking 2^order pages leave the watermark free? Zone lock held. */
@@ -441,9 +526,10 @@ export class PageAllocator extends MmBase {
   private freeOneBlock(pfn: number, order: number): void {
     const u32 = this.u32;
     u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! + (1 << order);
+    const end = u32[Z_NR_PAGES]!;
     while (order < MAX_ORDER) {
       const buddy = pfn ^ (1 << order);
-      if (buddy < this.zoneStart || buddy >= this.nrPages) break;
+      if (buddy < this.zoneStart || buddy >= end) break;
       const bd = this.pd(buddy);
       if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
       this.buddyDel(buddy, order);
@@ -665,7 +751,7 @@ export class PageAllocator extends MmBase {
    * otherwise throws EINVAL or EDOUBLEFREE and changes nothing.
    */
   protected checkBlock(addr: number, order: number, kind: number): number {
-    if (addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || addr >= this.size) {
+    if (addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
       throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not a page address of this heap`);
     }
     const pfn = addr >>> PAGE_SHIFT;
@@ -708,11 +794,9 @@ export class PageAllocator extends MmBase {
     for (let pfn = 0; pfn < this.zoneStart; pfn++) u32[this.pd(pfn) + D_FLAGS] = PG_RESERVED;
     const managed = this.nrPages - this.zoneStart;
     u32[Z_MANAGED] = managed;
-    // min_free: about sqrt(managed)/2 pages (kernel: sqrt(lowmem_kbytes * 16)), low = 5/4 min, high = 3/2 min.
-    const min = Math.max(1, Math.floor(Math.sqrt(managed) / 2));
-    u32[Z_WMARK_MIN] = min;
-    u32[Z_WMARK_LOW] = min + (min >>> 2);
-    u32[Z_WMARK_HIGH] = min + (min >>> 1);
+    u32[Z_SIZE] = this.size;
+    u32[Z_NR_PAGES] = this.nrPages;
+    this.setWatermarks(managed);
     // zone_batchsize: about managed / (16 * cpus), as 2^n - 1 in 1..63; high = 4 * batch.
     const share = Math.floor(managed / (16 * this.cpus));
     const batch = Math.max(1, Math.min(63, (1 << Math.floor(Math.log2(Math.max(2, share)))) - 1));

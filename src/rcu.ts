@@ -99,11 +99,11 @@ export class RcuAllocator extends SlabAllocator {
 
   /** Enter a read-side section (nestable). Objects reachable now stay valid until the matching unlock. */
   rcuReadLock(): void {
+    if (this.detached) this.assertLive();
     const i32 = this.i32;
     const w = this.pcpuW + C_RCU_NEST;
     const n = i32[w]!;
     if (n === 0) {
-      this.assertLive();
       // Publication point: after this store no grace period that began before it can end.
       Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, R_GP_SEQ) + 1);
     }
@@ -111,6 +111,7 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   rcuReadUnlock(): void {
+    if (this.detached) this.assertLive();
     const i32 = this.i32;
     const w = this.pcpuW + C_RCU_NEST;
     const n = i32[w]! - 1;
@@ -122,7 +123,7 @@ export class RcuAllocator extends SlabAllocator {
 
   /** Is this agent inside a read-side section? */
   rcuReadLockHeld(): boolean {
-    return this.i32[this.pcpuW + C_RCU_NEST]! > 0;
+    return !this.detached && this.i32[this.pcpuW + C_RCU_NEST]! > 0;
   }
 
   /* ================================================================= grace periods */

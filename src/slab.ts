@@ -343,7 +343,7 @@ export class SlabAllocator extends PageAllocator {
    * cheap check; throws EINVAL or EDOUBLEFREE. `want` >= 0 demands that cache.
    */
   protected objectCache(addr: number, want: number): number {
-    if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr === 0) {
+    if (addr >>> 0 !== addr || addr === 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
       throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not an address of this heap`);
     }
     const pfn = addr >>> PAGE_SHIFT;

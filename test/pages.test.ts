@@ -29,7 +29,7 @@ describe("heap lifecycle", () => {
     assert.equal(code(() => Heap.create({ size: 1.5 * MiB + 0.5 })), "EINVAL");
     assert.equal(code(() => Heap.create({ cpus: 0 })), "EINVAL");
     assert.equal(code(() => Heap.create({ size: 64 * 1024, cpus: 64 })), "EINVAL");
-    assert.equal(code(() => Heap.create({ size: 4 * MiB, maxSize: 8 * MiB })), "EINVAL");
+    assert.equal(code(() => Heap.create({ size: 8 * MiB, maxSize: 4 * MiB })), "EINVAL");
     assert.equal(code(() => Heap.create({ debug: { nonsense: true } as never })), "EINVAL");
     const h = Heap.create({ size: 4 * MiB, cpus: 2 });
     assert.equal(h.size, 4 * MiB);
@@ -257,5 +257,63 @@ describe("buddy allocator", () => {
       h.validate();
       h.detach();
     });
+  });
+});
+
+describe("memory hotplug", () => {
+  test("grow() adds pages to the zone, merged with their buddies; other handles see them", () => {
+    const h = Heap.create({ size: 2 * MiB, maxSize: 8 * MiB, cpus: 2 });
+    const other = Heap.attach(h.buffer);
+    const s0 = h.stats();
+    assert.equal(h.maxSize, 8 * MiB);
+    assert.equal(code(() => h.grow(9 * MiB)), "EINVAL");
+    assert.equal(h.grow(6 * MiB - 100), 6 * MiB);
+    assert.equal(h.size, 6 * MiB);
+    assert.equal(h.u8.length, 6 * MiB, "this handle's views were rebuilt");
+    const s1 = h.stats();
+    assert.equal(s1.totalPages, s0.totalPages + 1024);
+    assert.equal(s1.freePages, s1.totalPages);
+    assert.equal(s1.vmstat.heapGrow, 1);
+    h.validate();
+    // The other handle meets an address in the new pages and rebuilds its views.
+    // 4 MiB, aligned: no such block fits below 6 MiB, so GFP.KERNEL grows the heap once more.
+    const big = h.allocPages(10);
+    assert.equal(big, 4 * MiB);
+    assert.equal(h.size, 8 * MiB);
+    assert.equal(other.size, 2 * MiB);
+    other.freePages(big, 10); // an address beyond its views: it rebuilds them
+    assert.equal(other.size, 8 * MiB);
+    other.detach();
+    h.validate();
+    h.detach();
+  });
+
+  test("GFP.KERNEL grows the heap before it gives up; NOWAIT does not", () => {
+    const h = Heap.create({ size: 2 * MiB, maxSize: 16 * MiB, cpus: 2 });
+    const pages: number[] = [];
+    const held: number[] = [];
+    for (let a; (a = h.allocPages(3, GFP.NOWAIT)) !== 0; ) pages.push(a);
+    assert.equal(h.size, 2 * MiB, "NOWAIT never grows the heap");
+    for (let i = 0; i < 200; i++) {
+      const a = h.kmalloc(30000);
+      assert.notEqual(a, 0, `allocation ${i} grew the heap`);
+      held.push(a);
+    }
+    assert.ok(h.size > 2 * MiB && h.size <= 16 * MiB);
+    assert.ok(h.stats().vmstat.heapGrow >= 1);
+    h.validate();
+    let more = 0;
+    for (let a; (a = h.kmalloc(30000)) !== 0; more++) held.push(a);
+    assert.equal(h.size, 16 * MiB, "it stops at maxSize");
+    h.validate();
+    for (const a of held) h.kfree(a);
+    for (const a of pages) h.freePages(a, 3);
+    h.shrink();
+    assert.equal(h.stats().freePages, h.stats().totalPages);
+    h.validate();
+    const copy = Heap.attach(h.buffer);
+    assert.equal(copy.size, 16 * MiB, "attach sees the grown size");
+    copy.detach();
+    h.detach();
   });
 });
