@@ -331,11 +331,13 @@ export class Heap extends RcuAllocator {
     return held;
   }
 
-  /** Return cached memory everywhere it can be reached: this slot's sheaves, every barn, empty slabs, every pcp list. */
+  /** Return cached memory everywhere it can be reached: this slot's sheaves and spare kfreeRcu block
+   * pages, every barn, empty slabs, every pcp list. */
   shrink(): void {
     this.assertLive();
     this.assertCanLock(LOCK.rcu);
     this.drainDeferredObjects();
+    this.rcuShrink();
     for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) if (this.i32[this.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) this.shrinkCache(id);
     for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) this.shrinkCache(id);
     this.shrinkCache(SHEAF_CACHE_ID);

@@ -175,6 +175,11 @@ export const C_RCU_BLOCKS = 132;
 /** Entries in the emergency array, and the cookie they wait for. */
 export const C_RCU_EMERG_NR = 133;
 export const C_RCU_EMERG_GP = 134;
+/** Spare block pages (chained through RB_NEXT) and their number: the kernel's bkvcache, refilled
+ * outside kfreeRcu so that a new block rarely needs the pcp list. */
+export const C_RCU_SPARE = 135;
+export const C_RCU_NR_SPARE = 136;
+export const RCU_SPARE_MAX = 4;
 /** lines 9..15: the emergency array: objects queued when no block page could be had. */
 export const C_RCU_EMERG = 144;
 export const RCU_EMERG_MAX = 112;
@@ -207,7 +212,7 @@ export const VM = {
   pcpTrylockFail: 4, // pcp trylock found the lock held: went to the buddy lists
   zoneContended: 5, // the zone lock was held when wanted: spun or waited
   zoneTrylockFail: 6, // a nolock call found the zone lock held
-  allocFail: 7, // page allocations that returned 0
+  allocFail: 7, // allocations (pages, kmalloc, cache) that returned 0, GFP.NOWARN ones excepted
   pagesDeferred: 8, // pages parked on the zone's deferred llist
   pagesUndeferred: 9, // pages drained from it into the buddy lists
   directReclaim: 10, // GFP.KERNEL drained every slot's pcp lists before giving up

@@ -478,7 +478,8 @@ export class PageAllocator extends MmBase {
     return addr;
   }
 
-  private allocFailed(order: number, gfp: number): number {
+  /** Count a failed allocation (allocation failures are not errors; GFP.NOWARN keeps them quiet). */
+  protected allocFailed(order: number, gfp: number): number {
     if ((gfp & GFP.NOWARN) === 0) this.vmInc(VM.allocFail, 1);
     return 0;
   }

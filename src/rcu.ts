@@ -18,8 +18,11 @@
  *     (safe from hooks: a failure takes the emergency path) and with lock() when it frees expired
  *     blocks; rcuBarrier and reclaimSlot take other slots' krcp locks with lock(). Objects are never
  *     freed with a krcp lock held: the expired blocks are unlinked under it and freed after.
- *   Block pages come from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp
- *     list only, under its trylock.
+ *   Block pages come from the slot's spare block pages (C_RCU_SPARE, under the krcp lock; up to
+ *     RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
+ *     else from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp list
+ *     only, under its trylock. Only when both fail does an agent that may wait, and holds no
+ *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period.
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
@@ -32,7 +35,9 @@ import {
   C_RCU_EMERG_NR,
   C_RCU_NEST,
   C_RCU_PENDING,
+  C_RCU_NR_SPARE,
   C_RCU_SNAP,
+  C_RCU_SPARE,
   C_RCU_WAIT,
   C_RCU_WAIT_TAIL,
   C_STATE,
@@ -53,6 +58,7 @@ import {
   RB_GP,
   RB_NEXT,
   RCU_EMERG_MAX,
+  RCU_SPARE_MAX,
   SLOT_ATTACHED,
   VM,
 } from "./layout.js";
@@ -70,6 +76,8 @@ export interface RcuStats {
     waitingObjects: number;
     /** Block pages holding them. */
     blocks: number;
+    /** Empty block pages the slots keep ready (at most 4 each). */
+    spareBlocks: number;
     /** Objects on the slots' emergency arrays. */
     emergency: number;
     /** Slots inside a read-side section now. */
@@ -224,12 +232,19 @@ export class RcuAllocator extends SlabAllocator {
       i32[p + C_RCU_BLOCK] = 0;
     }
     if (block === 0) {
-      // Seed 003: a block page only from this slot's pcp list, never the zone lock; may fail.
-      const pfn = this.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
-      if (pfn === 0) return false;
-      block = pfn << PAGE_SHIFT;
-      this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
-      this.vmInc(VM.pgalloc, 1);
+      // A spare block page; else, seed 003: a page only from this slot's pcp list, never the
+      // zone lock; may fail.
+      block = i32[p + C_RCU_SPARE]!;
+      if (block !== 0) {
+        i32[p + C_RCU_SPARE] = i32[(block >> 2) + RB_NEXT]!;
+        i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! - 1;
+      } else {
+        const pfn = this.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
+        if (pfn === 0) return false;
+        block = pfn << PAGE_SHIFT;
+        this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+        this.vmInc(VM.pgalloc, 1);
+      }
       i32[(block >> 2) + RB_COUNT] = 0;
       i32[(block >> 2) + RB_NEXT] = 0;
       i32[p + C_RCU_BLOCK] = block;
@@ -262,7 +277,16 @@ export class RcuAllocator extends SlabAllocator {
    */
   private kfreeRcuFallback(addr: number, c: number): void {
     const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.rcuReadLockHeld();
+    this.armRcuTimer(); // refills the spare block pages
     if (mayWait) {
+      // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
+      this.refillSpareBlocks();
+      const krcp0 = this.pcpuW + C_KRCP_LOCK;
+      if (this.trylock(krcp0, LOCK.rcu)) {
+        const queued = this.queueInBlock(addr, c);
+        this.unlock(krcp0, LOCK.rcu);
+        if (queued) return;
+      }
       this.vmInc(VM.rcuSyncFallback, 1);
       this.gpWait(c);
       this.freeQueued(addr);
@@ -309,6 +333,7 @@ export class RcuAllocator extends SlabAllocator {
         return;
       }
       this.rcuProcessOwn(false);
+      this.refillSpareBlocks();
       if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
     }, RCU_DELAY_MS);
     const maybe = t as unknown as { unref?: () => void };
@@ -336,6 +361,63 @@ export class RcuAllocator extends SlabAllocator {
     if (this.holdsFrom(LOCK.rcu)) return;
     const w = this.i32[this.pcpuW + C_RCU_WAIT]!;
     if (w !== 0 && this.gpPoll(this.i32[(w >> 2) + RB_GP]!)) this.rcuProcessOwn(false);
+  }
+
+  /** Bring this slot's spare block pages up to RCU_SPARE_MAX with NOWAIT allocations. No lock held. */
+  private refillSpareBlocks(): void {
+    const i32 = this.i32;
+    const p = this.pcpuW;
+    while (i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX) {
+      const pfn = this.rmqueue(0, GFP.NOWAIT);
+      if (pfn === 0) return;
+      this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+      this.vmInc(VM.pgalloc, 1);
+      if (!this.pushSpare(pfn << PAGE_SHIFT)) {
+        this.freeBlockPage(pfn << PAGE_SHIFT);
+        return;
+      }
+    }
+  }
+
+  /** Keep a block page as a spare if there is room (krcp trylock); false if it was not kept. */
+  private pushSpare(block: number): boolean {
+    const i32 = this.i32;
+    const p = this.pcpuW;
+    if (!this.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
+    const kept = i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX;
+    if (kept) {
+      i32[(block >> 2) + RB_NEXT] = i32[p + C_RCU_SPARE]!;
+      i32[p + C_RCU_SPARE] = block;
+      i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! + 1;
+    }
+    this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+    return kept;
+  }
+
+  private freeBlockPage(block: number): void {
+    const pfn = block >>> PAGE_SHIFT;
+    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    this.vmInc(VM.pgfree, 1);
+    this.freeBlock(pfn, 0, 0);
+  }
+
+  /** shrink(): this slot's spare block pages go back to the page allocator. */
+  protected rcuShrink(): void {
+    this.dropSpareBlocks(this.pcpuW);
+  }
+
+  /** Free slot `p`'s spare block pages (detach, reclaim). That slot's krcp lock is not held. */
+  private dropSpareBlocks(p: number): void {
+    this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    let b = this.i32[p + C_RCU_SPARE]!;
+    this.i32[p + C_RCU_SPARE] = 0;
+    this.i32[p + C_RCU_NR_SPARE] = 0;
+    this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+    while (b !== 0) {
+      const next = this.i32[(b >> 2) + RB_NEXT]!;
+      this.freeBlockPage(b);
+      b = next;
+    }
   }
 
   /**
@@ -388,10 +470,7 @@ export class RcuAllocator extends SlabAllocator {
       const n = i32[bw + RB_COUNT]!;
       for (let k = 0; k < n; k++) this.freeQueued(i32[bw + RB_ADDRS + k]!);
       freed += n;
-      const pfn = b >>> PAGE_SHIFT;
-      this.u32[this.pd(pfn) + D_FLAGS] = 0;
-      this.vmInc(VM.pgfree, 1);
-      this.freeBlock(pfn, 0, 0);
+      if (!this.pushSpare(b)) this.freeBlockPage(b);
     }
     for (const o of out.objects) this.freeQueued(o);
     freed += out.objects.length;
@@ -445,6 +524,7 @@ export class RcuAllocator extends SlabAllocator {
       this.rcuTimer = null;
     }
     this.rcuFlushSlot(this.cpu);
+    this.dropSpareBlocks(this.pcpuW);
   }
 
   /** Slot `cpu` died: it counts as outside any section; its pending objects are freed here. */
@@ -453,6 +533,7 @@ export class RcuAllocator extends SlabAllocator {
     this.i32[p + C_RCU_NEST] = 0;
     Atomics.store(this.i32, p + C_RCU_SNAP, 0);
     this.rcuFlushSlot(cpu);
+    this.dropSpareBlocks(p);
   }
 
   protected rcuStats(): RcuStats {
@@ -461,14 +542,16 @@ export class RcuAllocator extends SlabAllocator {
     let blocks = 0;
     let emergency = 0;
     let readers = 0;
+    let spare = 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       const p = this.pcpOf(cpu);
+      spare += i32[p + C_RCU_NR_SPARE]!;
       waiting += i32[p + C_RCU_PENDING]!;
       blocks += i32[p + C_RCU_BLOCKS]!;
       emergency += i32[p + C_RCU_EMERG_NR]!;
       if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
     }
-    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, emergency, readers } };
+    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
   }
 
   /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
@@ -499,6 +582,13 @@ export class RcuAllocator extends SlabAllocator {
       for (let k = 0; k < ne; k++) this.checkWaiting(i32[p + C_RCU_EMERG + k]!, cpu);
       objs += ne;
       if (objs !== i32[p + C_RCU_PENDING]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_PENDING]} kfreeRcu objects, holds ${objs}`);
+      let spares = 0;
+      for (let b = i32[p + C_RCU_SPARE]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
+        if (i32[this.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: spare block ${hex(b)} is not a block page`);
+        if (++spares > RCU_SPARE_MAX) bad(`cpu ${cpu}: more than ${RCU_SPARE_MAX} spare block pages`);
+      }
+      if (spares !== i32[p + C_RCU_NR_SPARE]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_NR_SPARE]} spare block pages, holds ${spares}`);
+      if (i32[p + C_STATE] !== SLOT_ATTACHED && spares !== 0) bad(`detached cpu ${cpu} still keeps spare block pages`);
       if (blocks !== i32[p + C_RCU_BLOCKS]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_BLOCKS]} kfreeRcu blocks, holds ${blocks}`);
     }
   }

@@ -292,16 +292,17 @@ export class SlabAllocator extends PageAllocator {
     if (size > KMALLOC_MAX_CACHE_SIZE) return this.kmallocLarge(size, gfp);
     const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
     const obj = this.slabAllocSlow(id, gfp, size);
-    if (obj !== 0 && (this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
+    if (obj === 0) return this.allocFailed(0, gfp);
+    if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
     return obj;
   }
 
   private kmallocLarge(size: number, gfp: number): number {
     const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
-    if (order > 10) return 0;
+    if (order > 10) return this.allocFailed(order, gfp);
     if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
     const pfn = this.rmqueue(order, gfp);
-    if (pfn === 0) return 0;
+    if (pfn === 0) return this.allocFailed(order, gfp);
     this.vmInc(VM.kmallocLarge, 1);
     const addr = this.prepNewBlock(pfn, order, PG_LARGE, gfp);
     if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, addr, size, -1);
@@ -1336,7 +1337,8 @@ export class SlabAllocator extends PageAllocator {
     this.assertLive();
     checkGfp(gfp);
     const obj = this.slabAllocSlow(id, gfp, i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
-    if (obj !== 0 && (this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
+    if (obj === 0) return this.allocFailed(0, gfp);
+    if ((this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
       this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
     }
     return obj;

@@ -102,6 +102,29 @@ describe("kfreeRcu", () => {
     h.detach();
   });
 
+  test("spare block pages: after the timer has run, kfreeRcu needs no pcp page", async () => {
+    const h = Heap.create({ size: 4 * MiB, cpus: 2 });
+    const objs = [h.kmalloc(64), h.kmalloc(64)];
+    const filler: number[] = [];
+    for (let p; (p = h.allocPages(0, GFP.ATOMIC)) !== 0; ) filler.push(p);
+    for (const p of filler.splice(0, 8)) h.freePages(p, 0); // a few pages for the zone, none on the pcp list
+    h.shrink();
+    h.kfreeRcu(objs[0]!); // no spare yet: a NOWAIT page from the zone
+    for (let i = 0; i < 50 && h.stats().rcu.spareBlocks < 4; i++) await sleep(10);
+    assert.ok(h.stats().rcu.spareBlocks >= 1, "the timer refilled the spares");
+    for (let p; (p = h.allocPages(0, GFP.FAST_TRY)) !== 0; ) filler.push(p); // empty the pcp list
+    const fastTryFail = h.stats().vmstat.fastTryFail;
+    h.kfreeRcu(objs[1]!);
+    assert.equal(h.stats().vmstat.fastTryFail, fastTryFail, "a spare served the new block");
+    assert.equal(h.stats().vmstat.rcuSyncFallback, 0);
+    h.rcuBarrier();
+    for (const p of filler) h.freePages(p, 0);
+    h.validate();
+    h.shrink();
+    assert.equal(h.stats().freePages, h.stats().totalPages);
+    h.detach();
+  });
+
   test("pending objects are freed by the agent's timer without further calls", async () => {
     const h = Heap.create({ size: 4 * MiB, cpus: 2 });
     primePcp(h);
@@ -140,12 +163,14 @@ describe("kfreeRcu", () => {
   test("no block page: an agent that may block waits inline; one that may not uses the emergency array", () => {
     const h = Heap.create({ size: 4 * MiB, cpus: 2 });
     const a = h.kmalloc(64);
-    h.shrink(); // empty pcp list: FAST_TRY finds no page for a block
+    const filler: number[] = [];
+    for (let p; (p = h.allocPages(0, GFP.ATOMIC)) !== 0; ) filler.push(p); // no page anywhere
     h.kfreeRcu(a);
     let s = h.stats();
     assert.equal(s.vmstat.rcuSyncFallback, 1, "waited for a grace period inline");
     assert.equal(s.rcu.waitingObjects, 0);
     assert.equal(code(() => h.kfree(a)), "EDOUBLEFREE");
+    for (const p of filler) h.freePages(p, 0);
     // An agent that must never block.
     const nb = Heap.attach(h.buffer, { noBlock: true });
     const objs = [nb.kmalloc(64), nb.kmalloc(64)];
