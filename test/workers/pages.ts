@@ -13,6 +13,8 @@ export interface PagesData extends Base {
   workers: number;
   ops: number;
   maxHeld: number;
+  /** Share of allocations and frees (orders 0..3) done with the nolock calls. */
+  nolockShare: number;
 }
 
 interface Block {
@@ -38,7 +40,7 @@ runWorker<PagesData>((data) => {
   const me = data.id;
   let counter = 0;
   const held: Block[] = [];
-  const stats = { allocs: 0, allocFails: 0, frees: 0, handedOut: 0, received: 0, crossFrees: 0, bulk: 0, maxHeld: 0 };
+  const stats = { allocs: 0, allocFails: 0, nolockAllocs: 0, nolockFails: 0, nolockFrees: 0, frees: 0, handedOut: 0, received: 0, crossFrees: 0, bulk: 0, maxHeld: 0 };
 
   const write = (b: Block): void => {
     for (let p = 0; p < 1 << b.order; p++) {
@@ -73,7 +75,12 @@ runWorker<PagesData>((data) => {
   };
   const free = (b: Block, why: string): void => {
     check(b, why);
-    heap.freePages(b.addr, b.order);
+    if (b.order <= 3 && rng.chance(data.nolockShare)) {
+      heap.freePagesNolock(b.addr, b.order);
+      stats.nolockFrees++;
+    } else {
+      heap.freePages(b.addr, b.order);
+    }
     stats.frees++;
     if (b.from !== me) {
       stats.crossFrees++;
@@ -106,9 +113,23 @@ runWorker<PagesData>((data) => {
     const r = rng.next();
     if (held.length === 0 || (held.length < data.maxHeld && r < 0.45)) {
       const order = rng.weighted([40, 25, 15, 12, 8]);
-      const addr = heap.allocPages(order);
-      if (addr === 0) stats.allocFails++;
-      else held.push(take(addr, order));
+      if (order <= 3 && rng.chance(data.nolockShare)) {
+        // May give 0 (a trylock failed): not an error.
+        const addr = heap.allocPagesNolock(order);
+        if (addr === 0) stats.nolockFails++;
+        else {
+          held.push(take(addr, order));
+          stats.nolockAllocs++;
+        }
+      } else {
+        const addr = heap.allocPages(order);
+        if (addr !== 0) held.push(take(addr, order));
+        else {
+          // Out of memory: give something back, as a real user would.
+          stats.allocFails++;
+          if (held.length > 0) free(removeAt(rng.int(0, held.length - 1)), "after a failed allocation");
+        }
+      }
     } else if (r < 0.47 && held.length + 8 <= data.maxHeld) {
       const n = heap.allocPagesBulk(rng.int(1, 8), bulkOut);
       for (let k = 0; k < n; k++) held.push(take(bulkOut[k]!, 0));

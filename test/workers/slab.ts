@@ -16,6 +16,8 @@ export interface SlabData extends Base {
   ops: number;
   slots: number;
   cacheName: string;
+  /** Share of kmalloc / kfree (8 KiB and less) done with kmallocNolock / kfreeNolock. */
+  nolockShare: number;
 }
 
 const KMALLOC = 1;
@@ -57,7 +59,7 @@ runWorker<SlabData>((data) => {
   const me = data.id;
   let counter = 0;
   const slots: (Block | null)[] = new Array<Block | null>(data.slots).fill(null);
-  const stats = { allocs: 0, cacheAllocs: 0, frees: 0, bulkFrees: 0, handedOut: 0, received: 0, crossFrees: 0, bytes: 0, allocFails: 0 };
+  const stats = { allocs: 0, cacheAllocs: 0, frees: 0, bulkFrees: 0, handedOut: 0, received: 0, crossFrees: 0, bytes: 0, allocFails: 0, nolockAllocs: 0, nolockFails: 0, nolockFrees: 0, reallocs: 0 };
 
   const check = (b: Block, why: string): void => {
     const bad = checkPattern(i32, u8, b.addr, b.size, b.sig);
@@ -78,7 +80,16 @@ runWorker<SlabData>((data) => {
       kind = KMALLOC;
       const [lo, hi] = RANGES[rng.weighted(WEIGHTS)]!;
       size = rng.int(lo, hi);
-      addr = heap.kmalloc(size);
+      if (size <= 8192 && rng.chance(data.nolockShare)) {
+        addr = heap.kmallocNolock(size);
+        if (addr === 0) {
+          stats.nolockFails++; // a trylock failed: not an error
+          return null;
+        }
+        stats.nolockAllocs++;
+      } else {
+        addr = heap.kmalloc(size);
+      }
       if (addr !== 0 && heap.ksize(addr) < size) throw new Error(`ksize(kmalloc(${size})) = ${heap.ksize(addr)}`);
     }
     if (addr === 0) {
@@ -95,7 +106,10 @@ runWorker<SlabData>((data) => {
   const free = (b: Block, why: string): void => {
     check(b, why);
     if (b.kind === CACHE) cache.free(b.addr);
-    else heap.kfree(b.addr);
+    else if (rng.chance(data.nolockShare)) {
+      heap.kfreeNolock(b.addr);
+      stats.nolockFrees++;
+    } else heap.kfree(b.addr);
     stats.frees++;
     if (b.from !== me) {
       stats.crossFrees++;
@@ -164,6 +178,24 @@ runWorker<SlabData>((data) => {
       }
       heap.kfreeBulk(addrs);
       stats.bulkFrees += addrs.length;
+    } else if (r < 0.1) {
+      // krealloc keeps the old contents up to the smaller size.
+      const i = rng.int(0, data.slots - 1);
+      const b = slots[i];
+      if (b === null || b === undefined || b.kind !== KMALLOC) continue;
+      check(b, "before krealloc");
+      const [lo, hi] = RANGES[rng.weighted(WEIGHTS)]!;
+      const size = rng.int(lo, hi);
+      const addr = heap.krealloc(b.addr, size);
+      if (addr === 0) throw new Error(`krealloc(0x${b.addr.toString(16)}, ${size}) failed`);
+      if (heap.ksize(addr) < size) throw new Error(`ksize(krealloc(.., ${size})) = ${heap.ksize(addr)}`);
+      const kept = Math.min(size, b.size) & ~3;
+      const bad = checkPattern(i32, u8, addr, kept, b.sig);
+      if (bad !== null) throw new Error(`krealloc from ${b.size} to ${size} B lost the contents: ${bad}`);
+      const nb = { addr, size, sig: signature(me, counter++), kind: KMALLOC, from: b.from };
+      fillPattern(i32, u8, addr, size, nb.sig);
+      slots[i] = nb;
+      stats.reallocs++;
     } else {
       const i = rng.int(0, data.slots - 1);
       const old = slots[i];
