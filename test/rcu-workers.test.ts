@@ -176,7 +176,7 @@ describe("RCU and detached handles", () => {
   // (its objects can be freed under it), a stale lock keeps it open for ever (synchronizeRcu hangs).
   test(
     "a detached handle whose slot a worker reused cannot open or close that worker's read section (EDETACHED)",
-    { timeout: 20_000, todo: "rcuReadLock/rcuReadUnlock on a detached handle act on the slot's new owner instead of throwing EDETACHED" },
+    { timeout: 20_000 },
     async () => {
       await withAgents(async (spawn) => {
         const heap = Heap.create({ size: 8 * MiB, cpus: 2 });
