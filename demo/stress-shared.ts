@@ -291,6 +291,8 @@ export interface WorkerCounters {
   nolockCalls: number;
   nolockFails: number;
   kfreeRcu: number;
+  /** kfreeRcu calls refused with EDEADLK inside a read-side section (queued again after it). */
+  rcuRefused: number;
   cachesCreated: number;
   cachesDestroyed: number;
   /** destroy() refused with EBUSY while objects were live, as expected. */
@@ -314,6 +316,7 @@ export function zeroCounters(): WorkerCounters {
     nolockCalls: 0,
     nolockFails: 0,
     kfreeRcu: 0,
+    rcuRefused: 0,
     cachesCreated: 0,
     cachesDestroyed: 0,
     expectedBusy: 0,

@@ -44,6 +44,8 @@ interface Options {
   seedGiven: boolean;
   faultRate: number;
   size: number;
+  /** --size as given, for the repeat command. */
+  sizeText: string;
   debug: boolean;
   help: boolean;
 }
@@ -64,8 +66,8 @@ const HELP = `Usage: npm run stress -- [options]
        node dist/demo/stress.js [options]
 
 Runs worker_threads against one shmalloc heap, checking every block they free, then checks that the
-heap is intact and every page came back. Prints a summary table and a PASS or FAIL line; the exit
-code is 0 only on PASS.
+heap is intact and every page came back. Prints a summary table and a PASS or FAIL line. Exit code:
+0 on PASS, 1 on a failure, 2 for bad options, 3 when a worker hung.
 
 Options:
   --workers N       worker threads attached to the heap (default: the number of cores, at least 2)
@@ -115,6 +117,7 @@ function parseArgs(argv: string[]): Options {
     seedGiven: false,
     faultRate: DEFAULT_FAULT_RATE,
     size: DEFAULT_SIZE,
+    sizeText: "",
     debug: true,
     help: false,
   };
@@ -163,7 +166,8 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case "--size":
-        o.size = parseSize(need());
+        o.sizeText = need();
+        o.size = parseSize(o.sizeText);
         break;
       case "--no-debug":
         o.debug = false;
@@ -181,7 +185,7 @@ function parseArgs(argv: string[]): Options {
 
 function repeatCommand(o: Options): string {
   const parts = [`npm run stress -- --workers ${o.workers} --seconds ${o.seconds} --seed ${o.seed}`];
-  if (o.size !== DEFAULT_SIZE) parts.push(`--size ${o.size}`);
+  if (o.size !== DEFAULT_SIZE) parts.push(`--size ${o.sizeText}`);
   if (o.faultRate !== DEFAULT_FAULT_RATE) parts.push(`--fault-rate ${o.faultRate}`);
   if (!o.debug) parts.push("--no-debug");
   return parts.join(" ");
@@ -456,7 +460,7 @@ async function run(o: Options): Promise<number> {
   console.log(
     `run:  ${elapsed.toFixed(1)} s, ${big(Math.round(total.ops / Math.max(elapsed, 0.001)))} ops/s, ${mib(total.bytesVerified)} verified, ` +
       `${big(total.xsent)} blocks handed over, ${big(total.hookCalls)} hook actions, ${big(total.synchronizeRcu)} synchronizeRcu, ` +
-      `${big(total.rcuBarrier)} rcuBarrier; the main thread freed ${drainedRing} ring and ${drainedRcu} RCU-table blocks`,
+      `${big(total.rcuBarrier)} rcuBarrier, ${big(total.rcuRefused)} kfreeRcu refused in read sections; the main thread freed ${drainedRing} ring and ${drainedRcu} RCU-table blocks`,
   );
   console.log(
     `end:  validate ${lockLost ? "skipped (a lock owner died)" : validated ? "clean" : "FAILED"}, ` +
@@ -469,10 +473,11 @@ async function run(o: Options): Promise<number> {
     return 0;
   }
   const shown = failures.slice(0, 20);
+  const code = hung ? 3 : 1;
   for (const f of shown) console.log(`failure: ${f}`);
   if (failures.length > shown.length) console.log(`... and ${failures.length - shown.length} more failures`);
   console.log(`FAIL: ${failures.length} failure${failures.length === 1 ? "" : "s"} with seed ${o.seed}; repeat with: ${repeatCommand(o)}`);
-  return 1;
+  return code;
 }
 
 async function main(): Promise<void> {
