@@ -212,6 +212,19 @@ describe("kfreeRcu", () => {
     h.detach();
   });
 
+  test("destroy() waits for the cache's objects queued by kfreeRcu", () => {
+    const h = Heap.create({ size: 4 * MiB, cpus: 2 });
+    primePcp(h);
+    const c = h.createCache("rcu-objs", 48);
+    for (let i = 0; i < 10; i++) h.kfreeRcu(c.alloc());
+    assert.equal(h.stats().rcu.waitingObjects, 10);
+    c.destroy();
+    assert.equal(h.stats().rcu.waitingObjects, 0);
+    assert.equal(h.findCache("rcu-objs"), null);
+    h.validate();
+    h.detach();
+  });
+
   test("bad input", () => {
     const h = Heap.create({ size: 4 * MiB, cpus: 2 });
     const a = h.kmalloc(64);
