@@ -246,9 +246,9 @@ export class Heap extends RcuAllocator {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, this.cpu, 0);
     }
-    if (this.i32[this.pcpuW + C_PCP_COUNT] !== 0) this.drainPcpOf(this.cpu);
-    this.pcpRelease();
     if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
+    // Last: everything above may free pages into this slot's pcp lists.
+    this.pcpDetach();
     this.hook = null;
     this.trace.clear();
     Atomics.store(this.i32, this.pcpuW + C_STATE, SLOT_FREE);

@@ -633,10 +633,26 @@ export class PageAllocator extends MmBase {
     if (i32[c + C_PCP_REQ] !== 0 && Atomics.load(i32, c + C_PCP_LOCK) === this.me) Atomics.store(i32, c + C_PCP_LOCK, 0);
   }
 
-  /** Give up this slot's hold on its own pcp lock word (detach). Not inside a pcp section. */
-  protected pcpRelease(): void {
-    const w = this.pcpuW + C_PCP_LOCK;
-    if (Atomics.load(this.i32, w) === this.me) Atomics.store(this.i32, w, 0);
+  /**
+   * detach(): empty this slot's pcp lists and give up its lock word. Unlike pcpEnter this must not
+   * fail, so it waits (spinning read-only) while a remote drainer holds the word: a drainer's hold
+   * is a bounded, short section.
+   */
+  protected pcpDetach(): void {
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    const w = c + C_PCP_LOCK;
+    for (;;) {
+      const v = Atomics.load(i32, w);
+      if (v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0)) break;
+    }
+    i32[c + C_PCP_BUSY] = 1;
+    this.acquired(LOCK.pcp);
+    const count = this.u32[c + C_PCP_COUNT]!;
+    if (count !== 0) this.pcpDrain(this.cpu, count);
+    this.releasing(LOCK.pcp);
+    i32[c + C_PCP_BUSY] = 0;
+    Atomics.store(i32, w, 0);
   }
 
   /**
