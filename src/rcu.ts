@@ -313,6 +313,7 @@ export class RcuAllocator extends SlabAllocator {
     // Nothing left to queue into: spin until the period is over (this agent is not in a read
     // section it could be waiting for, unless it is, in which case it must not ask this).
     if (this.rcuReadLockHeld()) {
+      if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC); // the object stays the caller's
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
     }
     while (!this.gpPoll(c)) {
