@@ -143,6 +143,31 @@ describe("debug mode", () => {
     h.detach();
   });
 
+  test("kfreeRcu that finds no room inside a read section throws EDEADLK and leaves the object live", () => {
+    const { h } = debugHeap();
+    const objs: number[] = [];
+    for (let i = 0; i < 120; i++) objs.push(h.kmalloc(32));
+    const filler: number[] = [];
+    for (let p; (p = h.allocPages(0, GFP.ATOMIC)) !== 0; ) filler.push(p); // no page for a block
+    h.rcuReadLock();
+    let refused = 0;
+    for (const o of objs) {
+      try {
+        h.kfreeRcu(o); // the emergency array takes the first ones
+      } catch (e) {
+        assert.ok(e instanceof HeapError && e.code === "EDEADLK");
+        refused++;
+        h.kfree(o); // still the caller's: a plain free works
+      }
+    }
+    h.rcuReadUnlock();
+    assert.ok(refused > 0, "the emergency array filled up");
+    h.rcuBarrier();
+    for (const p of filler) h.freePages(p, 0);
+    h.validate();
+    h.detach();
+  });
+
   test("destroying a cache with live objects reports each one", () => {
     const { h, reports } = debugHeap();
     const c = h.createCache("things", 40);
