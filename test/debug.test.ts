@@ -2,22 +2,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GFP, Heap, HeapError, type TraceRecord } from "../src/index.js";
 import { Rng, withSeed } from "./rng.js";
+import { caught, figures } from "./check.js";
 
 const MiB = 1 << 20;
 
-function caught(fn: () => unknown): HeapError {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HeapError, `expected a HeapError, got ${String(e)}`);
-    return e;
-  }
-  assert.fail("expected a HeapError, nothing was thrown");
-}
 
-function figures(h: Heap): string {
-  return JSON.stringify({ ...h.stats(), vmstat: undefined });
-}
 
 function debugHeap(): { h: Heap; reports: TraceRecord[] } {
   const h = Heap.create({ size: 8 * MiB, cpus: 4, debug: true });

@@ -2,26 +2,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GFP, Heap, HeapError } from "../src/index.js";
 import { Rng, withSeed } from "./rng.js";
+import { code, unchanged } from "./check.js";
 
 const MiB = 1 << 20;
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HeapError, `expected a HeapError, got ${String(e)}`);
-    return e.code;
-  }
-  assert.fail("expected a HeapError, nothing was thrown");
-}
 
-/** stats() and validate() are the same before and after `fn`, which must throw `want`. */
-function unchanged(heap: Heap, want: string, fn: () => unknown): void {
-  const before = JSON.stringify({ ...heap.stats(), vmstat: undefined });
-  assert.equal(code(fn), want);
-  assert.equal(JSON.stringify({ ...heap.stats(), vmstat: undefined }), before);
-  heap.validate();
-}
 
 describe("heap lifecycle", () => {
   test("create and attach check their input", () => {

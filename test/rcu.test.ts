@@ -2,18 +2,10 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 import { GFP, Heap, HeapError } from "../src/index.js";
+import { code } from "./check.js";
 
 const MiB = 1 << 20;
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HeapError, `expected a HeapError, got ${String(e)}`);
-    return e.code;
-  }
-  assert.fail("expected a HeapError, nothing was thrown");
-}
 
 /** Prime this slot's pcp list so that kfreeRcu's FAST_TRY block allocation can succeed. */
 function primePcp(h: Heap): void {

@@ -2,18 +2,10 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GFP, Heap, HeapError, KMALLOC_SIZES, type SlabStats } from "../src/index.js";
 import { Rng, withSeed } from "./rng.js";
+import { code, unchanged } from "./check.js";
 
 const MiB = 1 << 20;
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof HeapError, `expected a HeapError, got ${String(e)}`);
-    return e.code;
-  }
-  assert.fail("expected a HeapError, nothing was thrown");
-}
 
 function cache(h: Heap, name: string): SlabStats {
   const s = h.stats().slabs.find((c) => c.name === name);
@@ -26,12 +18,6 @@ function pick(s: SlabStats): Partial<SlabStats> {
   return { activeObjects, totalObjects, slabs, pages, sheafObjects, barnObjects, partialSlabs };
 }
 
-function unchanged(heap: Heap, want: string, fn: () => unknown): void {
-  const before = JSON.stringify({ ...heap.stats(), vmstat: undefined });
-  assert.equal(code(fn), want);
-  assert.equal(JSON.stringify({ ...heap.stats(), vmstat: undefined }), before, "the heap changed");
-  heap.validate();
-}
 
 describe("kmalloc", () => {
   test("size classes, geometry and exact stats after a scripted sequence", () => {
