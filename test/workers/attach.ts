@@ -8,7 +8,9 @@ import { ATTACH, Prng, SharedRing, checkPattern, fillPattern, setWord, signature
 import { type Base, checkAbort, post, runWorker } from "./common.js";
 
 export interface AttachData extends Base {
-  role: "a" | "b" | "cycle";
+  role: "a" | "b" | "cycle" | "churn";
+  /** churn: ctrl word that tells it to stop. */
+  stopAt?: number;
   ring?: SharedArrayBuffer;
   workers?: number;
   cycles?: number;
@@ -88,6 +90,39 @@ runWorker<AttachData>(async (data) => {
     heap.detach();
     checkDetached(heap, objs[0]!, true);
     post({ type: "done", cpu });
+    return;
+  }
+
+  if (data.role === "churn") {
+    // Attach, fill and drain the pcp lists (long zone-lock holds, so others wait on it), detach.
+    let cycles = 0;
+    const out: number[] = [];
+    const end = Date.now() + 30_000;
+    while (Atomics.load(ctrl, data.stopAt!) === 0) {
+      checkAbort(data, ctrl);
+      if (Date.now() > end) throw new Error("never told to stop");
+      let heap: Heap;
+      try {
+        heap = Heap.attach(data.buffer);
+      } catch (e) {
+        if (e instanceof HeapError && e.code === "ENOCPU") continue;
+        throw e;
+      }
+      try {
+        out.length = 0;
+        heap.allocPagesBulk(800, out);
+        for (const p of out) heap.freePages(p, 0);
+        for (let k = 0; k < 4; k++) {
+          const p = heap.allocPages(5);
+          if (p !== 0) heap.freePages(p, 5);
+        }
+        heap.detach();
+      } catch (e) {
+        throw new Error(`cycle ${cycles}: ${(e as Error).message}`);
+      }
+      cycles++;
+    }
+    post({ type: "done", cycles });
     return;
   }
 

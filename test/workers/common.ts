@@ -34,7 +34,7 @@ export function runWorker<T extends Base>(body: (data: T) => void | Promise<void
         Atomics.store(c, data.abortAt, 1);
         Atomics.notify(c, data.abortAt);
       }
-      post({ type: "error", message: `worker ${data.id} (stream seed ${data.seed}): ${err.message}`, stack: err.stack ?? "" });
+      post({ type: "error", message: `worker ${data.id}${data.seed !== 0 ? ` (stream seed ${data.seed})` : ""}: ${err.message}`, stack: err.stack ?? "" });
     });
 }
 
