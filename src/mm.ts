@@ -7,8 +7,8 @@
  * LOCK_WAITERS set while some agent sleeps in Atomics.wait on it.
  *   - lock(): compareExchange(0 -> owner); on failure spin read-only (test-and-test-and-set) for
  *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An agent
- *     that must never block only spins. A lock whose owner slot is no longer attached throws
- *     EOWNERDEAD instead of waiting for ever.
+ *     that must never block only spins. A lock whose owner slot reclaimSlot found dead (SLOT_DEAD)
+ *     throws EOWNERDEAD instead of waiting for ever.
  *   - trylock(): one read, then one compareExchange only if the word was 0. It fails on any held
  *     lock, also when this agent holds it and also with a single agent (seed 004): the state is
  *     never optimised away.
@@ -45,7 +45,7 @@ import {
   PAGE_SHIFT,
   PCPU_WORDS,
   PD_WORDS,
-  SLOT_ATTACHED,
+  SLOT_DEAD,
   VM,
   Z_SIZE,
 } from "./layout.js";
@@ -305,26 +305,33 @@ export class MmBase {
         continue;
       }
       if (spins < SPIN_LIMIT || !this.canBlock) {
-        if ((spins & 1023) === 1023) this.checkOwnerAlive(v, cls);
+        if ((spins & 1023) === 1023) this.checkOwnerAlive(w, cls);
         continue;
       }
       if ((v & LOCK_WAITERS) === 0) {
         if (Atomics.compareExchange(i32, w, v, v | LOCK_WAITERS) !== v) continue;
         v |= LOCK_WAITERS;
       }
-      if (Atomics.wait(i32, w, v, WAIT_SLICE_MS) === "timed-out") this.checkOwnerAlive(v, cls);
+      if (Atomics.wait(i32, w, v, WAIT_SLICE_MS) === "timed-out") this.checkOwnerAlive(w, cls);
       waited = LOCK_WAITERS;
     }
     if ((this.trace.mask & (1 << TP.contention_end)) !== 0) this.emitLock(TP.contention_end, cls);
   }
 
-  private checkOwnerAlive(v: number, cls: number): void {
+  /**
+   * Throw EOWNERDEAD if the lock at word `w` is held by a slot that reclaimSlot found dead. Only
+   * SLOT_DEAD counts: a slot that detached normally held no lock, and a free slot may already
+   * belong to a new agent that holds the lock under the same owner value (the slot's number); a
+   * dead slot is never attached again.
+   */
+  private checkOwnerAlive(w: number, cls: number): void {
+    const v = Atomics.load(this.i32, w);
     const owner = (v & LOCK_OWNER_MASK) - 1;
     if (owner < 0 || owner >= this.cpus) return;
-    if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) !== SLOT_ATTACHED) {
+    if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_DEAD) {
       throw new HeapError(
         ErrorCode.EOWNERDEAD,
-        `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which is no longer attached`,
+        `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which died holding it`,
       );
     }
   }

@@ -186,7 +186,7 @@ describe("attach and detach from workers", () => {
 
   test(
     "lock waiters never take an owner that released the lock and detached for a dead one (no false EOWNERDEAD)",
-    { timeout: 30_000, todo: "mm.ts checkOwnerAlive judges a stale lock value: EOWNERDEAD for an owner that unlocked and detached normally" },
+    { timeout: 30_000 },
     async (t) => {
       await withAgents(async (spawn) => {
         const workers = 6;
@@ -209,7 +209,7 @@ describe("attach and detach from workers", () => {
     },
   );
 
-  test("3 workers attach and detach 1000 times each on 2 free slots, carrying live blocks across attachments and to each other", { timeout: 60_000, todo: "fails now and then with the false EOWNERDEAD of the test above" }, async (t) => {
+  test("3 workers attach and detach 1000 times each on 2 free slots, carrying live blocks across attachments and to each other", { timeout: 60_000 }, async (t) => {
     const seed = baseSeed();
     await withSeedAsync(seed, () =>
       withAgents(async (spawn) => {
