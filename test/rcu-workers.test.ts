@@ -8,17 +8,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, HeapError, type SlabStats } from "../src/index.js";
 import { R_GP_SEQ } from "../src/layout.js";
-import { type Agent, MiB, RCU, checkPattern, delay, fillPattern, setWord, signature, until, withAgents, baseSeed, seedNote, withSeedAsync, deriveSeed } from "./util.js";
+import { type Agent, MiB, RCU, checkPattern, delay, fillPattern, setWord, signature, until, withAgents, baseSeed, seedNote, withSeedAsync, deriveSeed, errCode } from "./util.js";
 
-function errCode(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof HeapError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 function slab(heap: Heap, name: string): SlabStats {
   const s = heap.stats().slabs.find((c) => c.name === name);

@@ -6,8 +6,20 @@
  * Nothing here waits without a deadline: a bug in the allocator makes a test fail, never hang.
  */
 import { Worker } from "node:worker_threads";
+import { HeapError } from "../src/index.js";
 
 export const MiB = 1 << 20;
+
+/** The code of the HeapError `fn` throws, or "no error"; anything else thrown is rethrown. */
+export function errCode(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof HeapError) return e.code;
+    throw e;
+  }
+  return "no error";
+}
 
 /* ================================================================= seeded generator */
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, HeapError } from "../src/index.js";
-import { type Agent, ATTACH, MiB, SharedRing, STRESS, baseSeed, checkPattern, setWord, until, deriveSeed, seedNote, withAgents, withSeedAsync } from "./util.js";
+import { type Agent, ATTACH, MiB, SharedRing, STRESS, baseSeed, checkPattern, setWord, until, deriveSeed, seedNote, withAgents, withSeedAsync, errCode } from "./util.js";
 
 /** Every page back in the buddy lists and every structure sound. */
 function assertAllFree(heap: Heap, seed: number, what: string): void {
@@ -27,15 +27,6 @@ function assertAllFree(heap: Heap, seed: number, what: string): void {
   heap.validate();
 }
 
-function errCode(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof HeapError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 function pick(o: Record<string, number>, keys: string[]): Record<string, number> {
   return Object.fromEntries(keys.map((k) => [k, o[k] ?? 0]));

@@ -4,7 +4,7 @@
  * next and through a shared ring to other workers (role "cycle").
  */
 import { GFP, Heap, HeapError } from "../../src/index.js";
-import { ATTACH, Prng, SharedRing, checkPattern, fillPattern, setWord, signature, sleepMs, waitWord } from "../util.js";
+import { ATTACH, Prng, SharedRing, checkPattern, fillPattern, setWord, signature, sleepMs, waitWord, errCode } from "../util.js";
 import { type Base, checkAbort, post, runWorker } from "./common.js";
 
 export interface AttachData extends Base {
@@ -16,15 +16,6 @@ export interface AttachData extends Base {
   cycles?: number;
 }
 
-function errCode(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof HeapError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 /**
  * Every call on a detached handle throws EDETACHED. (rcuReadLock / rcuReadUnlock are checked on

@@ -4,7 +4,8 @@
  * workers stop early instead of waiting for a partner that is gone).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { ABORTED } from "../util.js";
+import type { Heap } from "../../src/index.js";
+import { ABORTED, addWord, STRESS, waitUntil } from "../util.js";
 
 export interface Base {
   /** The heap's buffer. */
@@ -48,4 +49,34 @@ export function checkAbort(data: Base, ctrl: Int32Array): void {
 /** Let this agent's timers (the kfreeRcu timer among them) run. */
 export function yieldToLoop(ms = 0): Promise<void> {
   return new Promise((r) => (ms > 0 ? setTimeout(r, ms) : setImmediate(r)));
+}
+
+/**
+ * The end of a stress worker: count this worker done, keep freeing what arrives in its inbox until
+ * every worker is done and the inbox is empty, then detach and report its figures.
+ */
+export function finishStress<B>(
+  heap: Heap,
+  data: Base & { workers: number },
+  ctrl: Int32Array,
+  inboxEmpty: () => boolean,
+  receive: () => B | null,
+  free: (b: B, why: string) => void,
+  stats: unknown,
+): void {
+  addWord(ctrl, STRESS.DONE, 1);
+  waitUntil(
+    ctrl,
+    STRESS.DONE,
+    () => {
+      checkAbort(data, ctrl);
+      for (let b = receive(); b !== null; b = receive()) free(b, "draining the inbox");
+      return Atomics.load(ctrl, STRESS.DONE) === data.workers && inboxEmpty();
+    },
+    "the other workers to finish",
+    30_000,
+  );
+  const cpu = heap.cpu;
+  heap.detach();
+  post({ type: "done", cpu, stats });
 }

@@ -5,7 +5,7 @@
  */
 import { Heap, PAGE_SIZE } from "../../src/index.js";
 import { Prng, SharedRing, STRESS, addWord, signature, waitUntil, waitWord } from "../util.js";
-import { type Base, checkAbort, post, runWorker } from "./common.js";
+import { type Base, checkAbort, finishStress, post, runWorker } from "./common.js";
 
 export interface PagesData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
@@ -159,19 +159,5 @@ runWorker<PagesData>((data) => {
 
   // Free what is held, then drain the inbox until every worker is done and it is empty.
   while (held.length > 0) free(held.pop()!, "at the end");
-  addWord(ctrl, STRESS.DONE, 1);
-  waitUntil(
-    ctrl,
-    STRESS.DONE,
-    () => {
-      checkAbort(data, ctrl);
-      for (let b = receive(); b !== null; b = receive()) free(b, "draining the inbox");
-      return Atomics.load(ctrl, STRESS.DONE) === data.workers && inbox.length === 0;
-    },
-    "the other workers to finish",
-    30_000,
-  );
-  const cpu = heap.cpu;
-  heap.detach();
-  post({ type: "done", cpu, stats });
+  finishStress(heap, data, ctrl, () => inbox.length === 0, receive, free, stats);
 });

@@ -5,7 +5,7 @@
  * an idle worker blocked outside any section.
  */
 import { Heap, HeapError } from "../../src/index.js";
-import { RCU, checkPattern, fillPattern, setWord, signature, sleepMs, waitWord, addWord } from "../util.js";
+import { RCU, checkPattern, fillPattern, setWord, signature, sleepMs, waitWord, addWord, errCode } from "../util.js";
 import { type Base, checkAbort, post, runWorker, yieldToLoop } from "./common.js";
 
 export interface RcuData extends Base {
@@ -22,15 +22,6 @@ export interface RcuData extends Base {
   holdMs?: number;
 }
 
-function errCode(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof HeapError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 runWorker<RcuData>(async (data) => {
   const ctrl = new Int32Array(data.ctrl);

@@ -7,7 +7,7 @@
  */
 import { Heap } from "../../src/index.js";
 import { Prng, SharedRing, STRESS, addWord, checkPattern, fillPattern, signature, waitUntil, waitWord } from "../util.js";
-import { type Base, checkAbort, post, runWorker } from "./common.js";
+import { type Base, checkAbort, finishStress, post, runWorker } from "./common.js";
 
 export interface SlabData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
@@ -209,19 +209,5 @@ runWorker<SlabData>((data) => {
     if (b !== null && b !== undefined) free(b, "at the end");
     slots[i] = null;
   }
-  addWord(ctrl, STRESS.DONE, 1);
-  waitUntil(
-    ctrl,
-    STRESS.DONE,
-    () => {
-      checkAbort(data, ctrl);
-      for (let b = receive(); b !== null; b = receive()) free(b, "draining the inbox");
-      return Atomics.load(ctrl, STRESS.DONE) === data.workers && inbox.length === 0;
-    },
-    "the other workers to finish",
-    30_000,
-  );
-  const cpu = heap.cpu;
-  heap.detach();
-  post({ type: "done", cpu, stats });
+  finishStress(heap, data, ctrl, () => inbox.length === 0, receive, free, stats);
 });
