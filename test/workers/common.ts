@@ -4,8 +4,8 @@
  * workers stop early instead of waiting for a partner that is gone).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import type { Heap } from "../../src/index.js";
-import { ABORTED, addWord, STRESS, waitUntil } from "../util.js";
+import { Heap } from "../../src/index.js";
+import { ABORTED, addWord, Prng, SharedRing, STRESS, waitUntil } from "../util.js";
 
 export interface Base {
   /** The heap's buffer. */
@@ -79,4 +79,22 @@ export function finishStress<B>(
   const cpu = heap.cpu;
   heap.detach();
   post({ type: "done", cpu, stats });
+}
+
+/** What every stress worker starts with: its control words, its inbox, a way to pick another
+ * worker's inbox, its generator, and its handle on the heap. */
+export function startStress(data: Base & { workers: number; rings: SharedArrayBuffer[] }): {
+  ctrl: Int32Array;
+  inbox: SharedRing;
+  outbox: () => SharedRing;
+  rng: Prng;
+  heap: Heap;
+} {
+  const rings = data.rings.map((b) => new SharedRing(b));
+  const rng = new Prng(data.seed);
+  const outbox = (): SharedRing => {
+    const k = rng.int(0, data.workers - 2);
+    return rings[k >= data.id ? k + 1 : k]!;
+  };
+  return { ctrl: new Int32Array(data.ctrl), inbox: rings[data.id]!, outbox, rng, heap: Heap.attach(data.buffer) };
 }

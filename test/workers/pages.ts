@@ -5,7 +5,7 @@
  */
 import { Heap, PAGE_SIZE } from "../../src/index.js";
 import { Prng, SharedRing, STRESS, addWord, signature, waitUntil, waitWord } from "../util.js";
-import { type Base, checkAbort, finishStress, post, runWorker } from "./common.js";
+import { type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
 
 export interface PagesData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
@@ -26,16 +26,7 @@ interface Block {
 }
 
 runWorker<PagesData>((data) => {
-  const ctrl = new Int32Array(data.ctrl);
-  const rings = data.rings.map((b) => new SharedRing(b));
-  const inbox = rings[data.id]!;
-  /** Another worker's inbox. */
-  const outbox = (): SharedRing => {
-    const k = rng.int(0, data.workers - 2);
-    return rings[k >= data.id ? k + 1 : k]!;
-  };
-  const rng = new Prng(data.seed);
-  const heap = Heap.attach(data.buffer);
+  const { ctrl, inbox, outbox, rng, heap } = startStress(data);
   const i32 = heap.i32;
   const me = data.id;
   let counter = 0;

@@ -7,7 +7,7 @@
  */
 import { Heap } from "../../src/index.js";
 import { Prng, SharedRing, STRESS, addWord, checkPattern, fillPattern, signature, waitUntil, waitWord } from "../util.js";
-import { type Base, checkAbort, finishStress, post, runWorker } from "./common.js";
+import { type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
 
 export interface SlabData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
@@ -43,16 +43,7 @@ const RANGES: ReadonlyArray<readonly [number, number]> = [
 const WEIGHTS = [45, 25, 12, 12, 4, 2];
 
 runWorker<SlabData>((data) => {
-  const ctrl = new Int32Array(data.ctrl);
-  const rings = data.rings.map((b) => new SharedRing(b));
-  const inbox = rings[data.id]!;
-  /** Another worker's inbox. */
-  const outbox = (): SharedRing => {
-    const k = rng.int(0, data.workers - 2);
-    return rings[k >= data.id ? k + 1 : k]!;
-  };
-  const rng = new Prng(data.seed);
-  const heap = Heap.attach(data.buffer);
+  const { ctrl, inbox, outbox, rng, heap } = startStress(data);
   const cache = heap.findCache(data.cacheName);
   if (cache === null) throw new Error(`findCache("${data.cacheName}") found nothing in worker ${data.id}`);
   const { i32, u8 } = heap;
