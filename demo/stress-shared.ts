@@ -278,6 +278,8 @@ export interface WorkerConfig {
   /** Bytes this worker may hold at once (soft budget). */
   budget: number;
   debug: boolean;
+  /** Attach as an agent that must never block (spins instead of Atomics.wait), like a browser's main thread. */
+  noBlock: boolean;
 }
 
 export interface WorkerCounters {
@@ -335,3 +337,8 @@ export type WorkerMessage =
   | { type: "attached"; index: number; cpu: number }
   | { type: "fail"; index: number; message: string }
   | { type: "done"; index: number; cpu: number; counters: WorkerCounters; detached: boolean };
+
+/** Which workers attach with noBlock: every third one. */
+export function isNoBlockWorker(index: number): boolean {
+  return index % 3 === 2;
+}

@@ -147,7 +147,7 @@ function checkAddr(addr: number, size: number, align: number, what: string): boo
 
 /* ------------------------------------------------------------------ attach, hook, trace */
 
-const heap = Heap.attach(cfg.heap);
+const heap = Heap.attach(cfg.heap, { noBlock: cfg.noBlock });
 post({ type: "attached", index: me, cpu: heap.cpu });
 
 /** Inside a destroy() that is expected to refuse: its slab_error events are expected too. */

@@ -20,6 +20,7 @@ import {
   CTL_STOP,
   dumpAround,
   hex,
+  isNoBlockWorker,
   mix32,
   progressView,
   RCU_SLOTS,
@@ -263,7 +264,7 @@ async function run(o: Options): Promise<number> {
     Atomics.store(ctl, CTL_STOP, 1);
   };
   for (let i = 0; i < o.workers; i++) {
-    const cfg: WorkerConfig = { index: i, workers: o.workers, seed: o.seed, heap: heap.buffer, ctrl: ctrlSab, rings: ringSab, rcu: rcuSab, budget, debug: o.debug };
+    const cfg: WorkerConfig = { index: i, workers: o.workers, seed: o.seed, heap: heap.buffer, ctrl: ctrlSab, rings: ringSab, rcu: rcuSab, budget, debug: o.debug, noBlock: isNoBlockWorker(i) };
     const worker = new Worker(new URL("./stress-worker.js", import.meta.url), { workerData: cfg });
     const s: WorkerState = { worker, cpu: -1, attached: false, done: false, detached: false, exited: false, counters: zeroCounters() };
     states.push(s);
@@ -441,11 +442,12 @@ async function run(o: Options): Promise<number> {
   const total = zeroCounters();
   const rows = states.map((s, i) => {
     for (const k of Object.keys(total) as (keyof WorkerCounters)[]) total[k] += s.counters[k];
-    return row(String(i), s.cpu >= 0 ? String(s.cpu) : "-", s.counters);
+    return row(isNoBlockWorker(i) ? `${i} (nb)` : String(i), s.cpu >= 0 ? String(s.cpu) : "-", s.counters);
   });
   rows.push(row("total", "", total));
   console.log("");
   console.log(table(head, rows));
+  if (o.workers > 2) console.log("(nb): attached with noBlock, an agent that never blocks: it spins where others would Atomics.wait");
   console.log("");
   const v = st.vmstat;
   console.log(
