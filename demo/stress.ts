@@ -85,6 +85,9 @@ Options:
                     the allocator's fast paths run too
   -h, --help        this text
 
+Every third worker attaches with noBlock (it spins where the others would Atomics.wait). Ctrl-C
+ends the run early and still runs the final checks; a second Ctrl-C quits at once.
+
 Examples:
   npm run stress
   npm run stress -- --workers 4 --seconds 30 --seed 42
@@ -294,6 +297,15 @@ async function run(o: Options): Promise<number> {
     });
   }
 
+  let interrupted = false;
+  const onSigint = (): void => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    console.log("  interrupted: stopping the workers (Ctrl-C again quits at once)");
+    stop();
+  };
+  process.on("SIGINT", onSigint);
+
   // Run for the given time; stop early on a failure; watch for workers that stop making progress.
   const t0 = Date.now();
   const endAt = t0 + o.seconds * 1000;
@@ -340,6 +352,7 @@ async function run(o: Options): Promise<number> {
     await s.worker.terminate();
   }
   const elapsed = (stoppedAt - t0) / 1000;
+  process.off("SIGINT", onSigint);
 
   // A worker that died attached: give its slot back (EOWNERDEAD if it died holding a lock).
   let lockLost = false;
@@ -471,7 +484,8 @@ async function run(o: Options): Promise<number> {
   );
   console.log("");
   if (failures.length === 0) {
-    console.log(`PASS: ${o.workers} workers, ${o.seconds} s, seed ${o.seed}: ${big(total.ops)} operations, every signature intact, heap valid, every page back`);
+    const ran = interrupted ? `${o.seconds} s (interrupted after ${elapsed.toFixed(1)} s)` : `${o.seconds} s`;
+    console.log(`PASS: ${o.workers} worker${o.workers === 1 ? "" : "s"}, ${ran}, seed ${o.seed}: ${big(total.ops)} operations, every signature intact, heap valid, every page back`);
     return 0;
   }
   const shown = failures.slice(0, 20);
