@@ -118,8 +118,12 @@ export const EMPTY_SHEAF_W = 176;
 /** Caches in the CACHE_DYING state (the slow paths of every slot flush their sheaves of them). */
 export const G_NR_DYING = 192;
 
+/** kfreeRcu objects taken off a slot for freeing and not yet freed, all agents (Atomics.add/sub):
+ * rcuBarrier waits for it to reach 0. Own line. */
+export const R_INFLIGHT = 208;
+
 /** Words of page 0 in use. */
-export const HEADER_WORDS = 208;
+export const HEADER_WORDS = 224;
 
 /* ---------------------------------------------------------------- per-CPU block */
 /** Bytes per CPU slot block: 16 lines. */

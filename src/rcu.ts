@@ -12,12 +12,16 @@
  *     agent has to call anything for another's grace period to end; idle, blocked and detached
  *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
  *     c + 1 (compareExchange-max).
+ *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
+ *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
  *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
  *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
- *     (safe from hooks: a failure takes the emergency path) and with lock() when it frees expired
- *     blocks; rcuBarrier and reclaimSlot take other slots' krcp locks with lock(). Objects are never
- *     freed with a krcp lock held: the expired blocks are unlinked under it and freed after.
+ *     (safe from hooks: held by this agent it fails at once and takes the emergency path; held by
+ *     another agent, whose sections are short and never wait, it spins read-only, bounded), and
+ *     with lock() when it frees expired blocks; rcuBarrier and reclaimSlot take other slots' krcp
+ *     locks with lock(). Objects are never freed with a krcp lock held: the expired blocks are
+ *     unlinked under it and freed after.
  *   Block pages come from the slot's spare block pages (C_RCU_SPARE, under the krcp lock; up to
  *     RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
  *     else from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp list
@@ -51,6 +55,7 @@ import {
   PAGE_SHIFT,
   PG_RCU_BLOCK,
   R_GP_DONE,
+  R_INFLIGHT,
   R_GP_SEQ,
   RB_ADDRS,
   RB_CAP,
@@ -62,8 +67,12 @@ import {
   SLOT_ATTACHED,
   VM,
 } from "./layout.js";
+import { LOCK_OWNER_MASK } from "./mm.js";
 import { SlabAllocator } from "./slab.js";
 import { TP } from "./trace.js";
+
+/** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
+const KRCP_SPINS = 1 << 16;
 
 /** How long queued kfreeRcu objects wait before the agent's timer looks at them (ms). */
 export const RCU_DELAY_MS = 4;
@@ -72,7 +81,7 @@ export interface RcuStats {
   rcu: {
     /** Grace periods known complete (R_GP_DONE). */
     gracePeriods: number;
-    /** Objects given to kfreeRcu and not yet freed, all slots. */
+    /** Objects given to kfreeRcu and not yet freed, all slots (those being freed included). */
     waitingObjects: number;
     /** Block pages holding them. */
     blocks: number;
@@ -89,6 +98,8 @@ export interface RcuStats {
 interface Expired {
   blocks: number[];
   objects: number[];
+  /** Objects taken, counted in R_INFLIGHT until they are freed. */
+  count: number;
 }
 
 export class RcuAllocator extends SlabAllocator {
@@ -208,17 +219,33 @@ export class RcuAllocator extends SlabAllocator {
       this.checkBulk([addr], -1);
     }
     const c = this.gpCookie();
-    this.vmInc(VM.rcuQueued, 1);
     const krcp = this.pcpuW + C_KRCP_LOCK;
-    if (this.trylock(krcp, LOCK.rcu)) {
+    if (this.krcpTrylock(krcp)) {
       const queued = this.queueInBlock(addr, c);
       this.unlock(krcp, LOCK.rcu);
       if (queued) {
+        this.vmInc(VM.rcuQueued, 1);
         this.armRcuTimer();
         return;
       }
     }
     this.kfreeRcuFallback(addr, c);
+    this.vmInc(VM.rcuQueued, 1);
+  }
+
+  /**
+   * Take this slot's krcp lock without waiting on it: when another agent holds it (rcuBarrier or
+   * reclaimSlot, for a short section that never waits), spin read-only a bounded while and try
+   * again; when this agent holds it (a hook re-entered) fail at once.
+   */
+  private krcpTrylock(w: number): boolean {
+    if (this.trylock(w, LOCK.rcu)) return true;
+    for (let n = 0; n < KRCP_SPINS; n++) {
+      const v = Atomics.load(this.i32, w);
+      if ((v & LOCK_OWNER_MASK) === this.me) return false;
+      if (v === 0 && this.trylock(w, LOCK.rcu)) return true;
+    }
+    return false;
   }
 
   /** Add `addr` to this slot's current block, starting a new block if needed. krcp lock held. */
@@ -282,7 +309,7 @@ export class RcuAllocator extends SlabAllocator {
       // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
       this.refillSpareBlocks();
       const krcp0 = this.pcpuW + C_KRCP_LOCK;
-      if (this.trylock(krcp0, LOCK.rcu)) {
+      if (this.krcpTrylock(krcp0)) {
         const queued = this.queueInBlock(addr, c);
         this.unlock(krcp0, LOCK.rcu);
         if (queued) return;
@@ -297,7 +324,7 @@ export class RcuAllocator extends SlabAllocator {
     const i32 = this.i32;
     const p = this.pcpuW;
     const krcp = p + C_KRCP_LOCK;
-    if (this.trylock(krcp, LOCK.rcu)) {
+    if (this.krcpTrylock(krcp)) {
       const n = i32[p + C_RCU_EMERG_NR]!;
       if (n < RCU_EMERG_MAX) {
         i32[p + C_RCU_EMERG + n] = addr;
@@ -345,7 +372,7 @@ export class RcuAllocator extends SlabAllocator {
   /** Free this slot's expired blocks (all of them, waiting as needed, when `all`). No lock held. */
   protected rcuProcessOwn(all: boolean): void {
     const krcp = this.pcpuW + C_KRCP_LOCK;
-    const out: Expired = { blocks: [], objects: [] };
+    const out: Expired = { blocks: [], objects: [], count: 0 };
     let cookie = -1;
     this.lock(krcp, LOCK.rcu);
     try {
@@ -459,11 +486,26 @@ export class RcuAllocator extends SlabAllocator {
     }
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! - pending;
     i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! - out.blocks.length;
+    // In flight until freeExpired: rcuBarrier and stats still see them.
+    if (pending !== 0) Atomics.add(i32, R_INFLIGHT, pending);
+    out.count += pending;
     return all ? newest : -1;
   }
 
   /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
   private freeExpired(out: Expired): void {
+    const i32 = this.i32;
+    let freed = 0;
+    try {
+      freed = this.freeExpiredObjects(out);
+    } finally {
+      // Publication point for rcuBarrier: these objects are freed (or the agent is unwinding).
+      if (out.count !== 0) Atomics.sub(i32, R_INFLIGHT, out.count);
+    }
+    this.vmInc(VM.rcuFreed, freed);
+  }
+
+  private freeExpiredObjects(out: Expired): number {
     const i32 = this.i32;
     let freed = 0;
     for (const b of out.blocks) {
@@ -475,7 +517,7 @@ export class RcuAllocator extends SlabAllocator {
     }
     for (const o of out.objects) this.freeQueued(o);
     freed += out.objects.length;
-    this.vmInc(VM.rcuFreed, freed);
+    return freed;
   }
 
   /** Free an object whose grace period is over. */
@@ -490,6 +532,12 @@ export class RcuAllocator extends SlabAllocator {
     if (this.rcuReadLockHeld()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section would wait for itself");
     this.assertCanLock(LOCK.rcu);
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
+    // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
+    // agent after their grace period: wait for it, as rcu_barrier waits for every callback.
+    for (let round = 0; Atomics.load(this.i32, R_INFLIGHT) !== 0; round++) {
+      if (round < 64 || this.noBlock()) continue;
+      Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
+    }
   }
 
   /**
@@ -507,7 +555,7 @@ export class RcuAllocator extends SlabAllocator {
   protected rcuFlushSlot(cpu: number): void {
     const p = this.pcpOf(cpu);
     if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
-    const out: Expired = { blocks: [], objects: [] };
+    const out: Expired = { blocks: [], objects: [], count: 0 };
     let cookie: number;
     this.lock(p + C_KRCP_LOCK, LOCK.rcu);
     try {
@@ -563,6 +611,7 @@ export class RcuAllocator extends SlabAllocator {
       emergency += i32[p + C_RCU_EMERG_NR]!;
       if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
     }
+    waiting += Atomics.load(i32, R_INFLIGHT);
     return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
   }
 

@@ -459,10 +459,11 @@ export class SlabAllocator extends PageAllocator {
     if ((this.debugFlags & DEBUG_POISON) !== 0) {
       for (let off = 8; off < inuse; off++) {
         if (u8[obj + off] !== POISON_FREE) {
+          const found = u8[obj + off]!;
           u8.fill(POISON_FREE, obj + 8, obj + inuse);
           if (mode !== 0) this.slabFreeNolock(id, obj);
           else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
-          this.slabError(ErrorCode.ECORRUPT, id, obj, off, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${off} (found ${hex(u8[obj + off]!)}, poison ${hex(POISON_FREE)}); poison restored`);
+          this.slabError(ErrorCode.ECORRUPT, id, obj, off, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${off} (found ${hex(found)}, poison ${hex(POISON_FREE)}); poison restored`);
         }
       }
     }
