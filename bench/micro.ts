@@ -65,6 +65,8 @@ export class KmallocPairs implements Workload {
 /** kmalloc a batch of n, then kfree them in reverse order; ops are pairs. */
 export class KmallocBatch implements Workload {
   private readonly addrs: Int32Array;
+  /** kmalloc calls that returned 0 (the heap is nearly empty: an anomaly). */
+  private zero = 0;
   constructor(
     private readonly heap: Heap,
     private readonly size: number,
@@ -81,7 +83,11 @@ export class KmallocBatch implements Workload {
     const end = performance.now() + ms;
     let ops = 0;
     do {
-      for (let i = 0; i < n; i++) addrs[i] = heap.kmalloc(size);
+      for (let i = 0; i < n; i++) {
+        const a = heap.kmalloc(size);
+        if (a === 0) this.zero++;
+        addrs[i] = a;
+      }
       for (let i = n - 1; i >= 0; i--) heap.kfree(addrs[i]!);
       ops += n;
     } while (performance.now() < end);
@@ -90,7 +96,7 @@ export class KmallocBatch implements Workload {
   cleanup(): void {}
   sharedCleanup(): void {}
   info(): Record<string, number | string> {
-    return {};
+    return { allocZero: this.zero };
   }
 }
 

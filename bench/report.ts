@@ -19,6 +19,8 @@ export interface TargetResult {
   measured: string;
   /** null when the figure could not be measured (a failed or skipped run). */
   pass: boolean | null;
+  /** Why a miss may not be the allocator's (e.g. the machine did not give two workers two cores). */
+  note?: string;
 }
 
 /* ------------------------------------------------------------------ number formatting */

@@ -41,7 +41,16 @@ export interface Store<Tab> {
   exchange(t: Tab, i: number, s: Tab, j: number): void;
   /** Put a block handed over by another agent into t[i] (ignored for plain JS). */
   adopt(t: Tab, i: number, addr: number): void;
+  /**
+   * Allocations that returned 0 and were retried. The workloads' heaps are far from full, so any
+   * such failure is an allocator anomaly; the store retries a few times so the run can go on,
+   * and the report lists the count.
+   */
+  readonly zeroReturns: number;
 }
+
+/** Retries of an allocation that returned 0 before the store gives up. */
+const RETRIES = 3;
 
 /** Stores whose blocks are byte addresses in one buffer. */
 abstract class AddrStore implements Store<Int32Array> {
@@ -54,6 +63,15 @@ abstract class AddrStore implements Store<Int32Array> {
   }
   protected abstract malloc(size: number): number;
   protected abstract mfree(addr: number): void;
+  zeroReturns = 0;
+  private retry(size: number): number {
+    for (let k = 0; k < RETRIES; k++) {
+      this.zeroReturns++;
+      const a = this.malloc(size);
+      if (a !== 0) return a;
+    }
+    return 0;
+  }
 
   newTable(n: number): Int32Array {
     return new Int32Array(n);
@@ -62,7 +80,8 @@ abstract class AddrStore implements Store<Int32Array> {
     return words;
   }
   alloc(t: Int32Array, i: number, size: number): boolean {
-    const a = this.malloc(size);
+    let a = this.malloc(size);
+    if (a === 0) a = this.retry(size);
     if (a === 0) return false;
     t[i] = a;
     return true;
@@ -171,6 +190,7 @@ type JsTab = (Uint8Array | null)[];
 /** Plain JavaScript: new Uint8Array(size) per block, dropped for the garbage collector. */
 export class JsStore implements Store<JsTab> {
   readonly name = "js";
+  readonly zeroReturns = 0;
   newTable(n: number): JsTab {
     const t: JsTab = new Array<Uint8Array | null>(n);
     for (let i = 0; i < n; i++) t[i] = null;

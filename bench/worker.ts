@@ -9,7 +9,7 @@ import { Heap } from "../src/index.js";
 import { Barrier, nowNs, type Sample, type TaskSpec, type WorkerResult } from "./common.js";
 import { KfreeRcuVsKfree, KmallocBatch, KmallocPairs, nolockStorm, NolockVsNormal, PagePairs, type Paired, RcuPairs } from "./micro.js";
 import { JsStore, LockedThingStore, ShmStore, type Store, ThingStore } from "./stores.js";
-import { AllocTest, CacheScratch, GlibcSimple, Larson, MStress, type Workload, XMalloc } from "./workloads.js";
+import { AllocTest, CacheScratch, CpuLoop, GlibcSimple, Larson, MStress, type Workload, XMalloc } from "./workloads.js";
 
 const spec = workerData as TaskSpec;
 const port = parentPort!;
@@ -62,7 +62,15 @@ function runPaired(b: Paired): { a: Sample[]; b: Sample[] } {
   return { a, b: bs };
 }
 
+/** The store the workload uses (its allocation anomalies go into the report). */
+let store: Store<unknown> | null = null;
+
 function makeStore(heap: Heap | null): Store<unknown> {
+  store = newStore(heap);
+  return store;
+}
+
+function newStore(heap: Heap | null): Store<unknown> {
   switch (spec.alloc) {
     case "shmalloc":
       return new ShmStore(heap!) as Store<unknown>;
@@ -87,15 +95,21 @@ function main(): WorkerResult {
   };
   const cleanup = heap !== null;
   switch (spec.kind) {
+    case "cpu":
+      series.main = runWorkload(new CpuLoop(), cleanup);
+      break;
     case "pages":
       series.main = runWorkload(new PagePairs(shm(), num("order")), cleanup);
       break;
     case "kmalloc-lifo":
       series.main = runWorkload(new KmallocPairs(shm(), num("size")), cleanup);
       break;
-    case "kmalloc-batch":
-      series.main = runWorkload(new KmallocBatch(shm(), num("size"), num("n")), cleanup);
+    case "kmalloc-batch": {
+      const wl = new KmallocBatch(shm(), num("size"), num("n"));
+      series.main = runWorkload(wl, cleanup);
+      Object.assign(info, wl.info());
       break;
+    }
     case "rcu-pair":
       series.main = runWorkload(new RcuPairs(shm()), cleanup);
       break;
@@ -131,7 +145,7 @@ function main(): WorkerResult {
     case "larson": {
       const store = makeStore(heap);
       const shared = new Int32Array(spec.shared!);
-      const wl = new Larson(store, shared, barrier, spec.workers, spec.index, num("slots"), num("epochOps"), num("seed"));
+      const wl = new Larson(store, shared, barrier, spec.workers, spec.index, num("slots"), num("epochMs"), num("seed"));
       series.main = runWorkload(wl, cleanup);
       Object.assign(info, wl.info());
       break;
@@ -164,6 +178,7 @@ function main(): WorkerResult {
     default:
       throw new Error(`unknown benchmark ${spec.kind}`);
   }
+  if (store !== null) info.allocZero = store.zeroReturns;
   if (heap !== null) heap.detach();
   return { type: "done", index: spec.index, series, info };
 }

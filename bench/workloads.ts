@@ -4,7 +4,10 @@
  * (an operation is one allocation or one free, except in cache-scratch where it is one
  * allocate-write-free iteration). The driver times each call.
  */
-import { Barrier, XorShift } from "./common.js";
+import { Barrier, CTL_USER, XorShift } from "./common.js";
+
+/** Control word of the larson epoch flag (set by worker 0 when an epoch is over). */
+const CTL_ROTATE = CTL_USER;
 import type { Store } from "./stores.js";
 
 export interface Workload {
@@ -75,7 +78,10 @@ export class GlibcSimple<Tab> implements Workload {
  * blocks of 8..1000 bytes, one slice per worker. A worker replaces random blocks of its slice (free,
  * then allocate a new random size); after every epoch the slices rotate between the workers, so a
  * worker frees blocks that another one allocated (the original hands a thread's blocks to a new
- * thread instead).
+ * thread instead). An epoch lasts epochMs: worker 0 raises a flag, every worker finishes its
+ * current group of 64 replacements and meets the others at a barrier, where the slices rotate.
+ * (Epochs of a fixed count of replacements would make a fast allocator spend its time in the
+ * barrier.)
  */
 export class Larson<Tab> implements Workload {
   private readonly t: Tab;
@@ -88,7 +94,7 @@ export class Larson<Tab> implements Workload {
     private readonly workers: number,
     private readonly index: number,
     private readonly slots: number,
-    private readonly epochOps: number,
+    private readonly epochMs: number,
     seed: number,
   ) {
     this.t = s.sharedTable(shared);
@@ -110,21 +116,29 @@ export class Larson<Tab> implements Workload {
     const rng = this.rng;
     const slots = this.slots;
     const barrier = this.barrier;
+    const words = barrier.words;
+    const timer = this.index === 0;
     const t0 = performance.now();
     const leader = (): void => {
+      Atomics.store(words, CTL_ROTATE, 0);
       if (performance.now() - t0 >= ms) barrier.setStop(true);
     };
     let ops = 0;
     for (;;) {
       const base = ((this.index + this.epoch) % this.workers) * slots;
-      for (let k = 0; k < this.epochOps; k++) {
-        const i = base + rng.below(slots);
-        s.free(t, i);
-        const size = Larson.MIN + rng.below(Larson.MAX - Larson.MIN + 1);
-        if (!s.alloc(t, i, size)) oom("larson");
-        s.touchEnds(t, i, size, k & 255);
+      const epochEnd = performance.now() + this.epochMs;
+      for (;;) {
+        for (let k = 0; k < 64; k++) {
+          const i = base + rng.below(slots);
+          s.free(t, i);
+          const size = Larson.MIN + rng.below(Larson.MAX - Larson.MIN + 1);
+          if (!s.alloc(t, i, size)) oom("larson");
+          s.touchEnds(t, i, size, k);
+        }
+        ops += 128;
+        if (timer && performance.now() >= epochEnd) Atomics.store(words, CTL_ROTATE, 1);
+        if (Atomics.load(words, CTL_ROTATE) !== 0) break;
       }
-      ops += 2 * this.epochOps;
       this.epoch++;
       barrier.wait(leader);
       if (barrier.stop) break;
@@ -452,5 +466,33 @@ export class AllocTest<Tab> implements Workload {
   sharedCleanup(): void {}
   info(): Record<string, number | string> {
     return {};
+  }
+}
+
+/* ------------------------------------------------------------------ machine check */
+
+/**
+ * No allocation at all: an arithmetic loop in registers. Its 2-worker scaling is what the machine
+ * gives two workers at that moment (other processes share the cores), the ceiling for every
+ * scaling figure of the run. An op is 1000 loop iterations.
+ */
+export class CpuLoop implements Workload {
+  private x = 1;
+  setup(): void {}
+  run(ms: number): number {
+    let x = this.x;
+    const end = performance.now() + ms;
+    let ops = 0;
+    do {
+      for (let k = 0; k < 64; k++) for (let i = 0; i < 1000; i++) x = (Math.imul(x, 1103515245) + 12345) | 0;
+      ops += 64;
+    } while (performance.now() < end);
+    this.x = x;
+    return ops;
+  }
+  cleanup(): void {}
+  sharedCleanup(): void {}
+  info(): Record<string, number | string> {
+    return { x: this.x };
   }
 }

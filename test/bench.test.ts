@@ -14,6 +14,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
 
 const SECTIONS = [
+  "machine",
   "pages",
   "kmalloc",
   "nolock",
