@@ -28,7 +28,8 @@
  * they may run in any state.
  *
  * Hook points: after every acquire and before every release, while the lock is held, the reentry
- * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire".
+ * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
+ * the calls the hook itself makes do not call it again (an NMI does not nest).
  */
 import { ErrorCode, HeapError } from "./errors.js";
 import {
@@ -133,6 +134,8 @@ export class MmBase {
   protected detached: boolean;
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   protected reentrant: boolean;
+  /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
+  private inHook: boolean;
 
   constructor(init: MmInit) {
     const g = init.geometry;
@@ -163,6 +166,7 @@ export class MmBase {
     this.hook = null;
     this.detached = false;
     this.reentrant = false;
+    this.inHook = false;
   }
 
   /**
@@ -249,11 +253,16 @@ export class MmBase {
     this.reentrant = this.hook !== null || this.trace.mask !== 0;
   }
 
+  /** Run the reentry hook; not again from inside it (an NMI does not nest either). */
   private callHook(point: string): void {
+    if (this.inHook) return;
+    this.inHook = true;
     try {
       this.hook!(point);
     } catch {
       this.vmInc(VM.hookErrors, 1);
+    } finally {
+      this.inHook = false;
     }
   }
 

@@ -614,12 +614,7 @@ export class SlabAllocator extends PageAllocator {
     if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
     got = this.takeFromPartial(kw, sw, want);
     this.unlock(listLock, LOCK.list);
-    if (got === 0) {
-      if (!this.newSlab(id, gfp, mode)) return 0;
-      if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
-      got = this.takeFromPartial(kw, sw, want);
-      this.unlock(listLock, LOCK.list);
-    }
+    if (got === 0) got = this.newSlab(id, gfp, mode, sw);
     if (got > 0) this.vmInc(VM.sheafRefill, 1);
     return got;
   }
@@ -672,25 +667,26 @@ export class SlabAllocator extends PageAllocator {
   protected allocFromSlabs(id: number, gfp: number, mode: number): number {
     const kw = this.cacheWOf(id);
     const listLock = kw + K_LIST_LOCK;
-    for (let attempt = 0; attempt < 2; attempt++) {
-      if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
-      // The object stays in a local across the unlock: a hook at list:release may re-enter.
-      const obj = this.takeOneFromPartial(kw);
-      this.unlock(listLock, LOCK.list);
-      if (obj !== 0) return obj;
-      if (attempt === 0 && !this.newSlab(id, gfp, mode)) return 0;
-    }
-    return 0;
+    if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
+    // The object stays in a local across the unlock: a hook at list:release may re-enter.
+    const obj = this.takeOneFromPartial(kw);
+    this.unlock(listLock, LOCK.list);
+    return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0);
   }
 
-  /** allocate_slab: take pages, build the freelist, put the slab on the partial list. */
-  private newSlab(id: number, gfp: number, mode: number): boolean {
+  /**
+   * allocate_slab: take pages and build the freelist; then, under the list lock and before the
+   * slab is on any list, take this caller's objects from it: sheaf `sw` is filled (returns how many
+   * objects went in), or with `sw` 0 one object is returned. Only what is left goes on the partial
+   * list, so another agent's refill cannot empty the new slab between its creation and its use.
+   */
+  private newSlab(id: number, gfp: number, mode: number, sw: number): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const order = i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
     const pfn = this.rmqueue(order, pageGfp);
-    if (pfn === 0) return false;
+    if (pfn === 0) return 0;
     this.vmInc(VM.pgalloc, 1 << order);
     const size = i32[kw + K_SIZE]!;
     const objs = i32[kw + K_OBJS]!;
@@ -713,22 +709,39 @@ export class SlabAllocator extends PageAllocator {
       i32[obj >> 2] = obj ^ FREE_TAG;
       i32[(obj >> 2) + O_NEXT] = i + 1 < objs ? obj + size : 0;
     }
-    const d = this.pd(pfn);
-    i32[d + D_FREELIST] = base;
-    i32[d + D_INUSE] = 0;
     const listLock = kw + K_LIST_LOCK;
     if (!this.lockIn(mode, listLock, LOCK.list)) {
-        this.releaseSlabPages(pfn, order, mode);
-        return false;
+      this.releaseSlabPages(pfn, order, mode);
+      return 0;
+    }
+    let obj = base;
+    let taken = 0;
+    let result: number;
+    if (sw === 0) {
+      result = obj;
+      obj = i32[(obj >> 2) + O_NEXT]!;
+      taken = 1;
+    } else {
+      const at = i32[sw + S_SIZE]!;
+      const want = i32[sw + S_CAP]! - at;
+      while (obj !== 0 && taken < want) {
+        i32[sw + S_OBJS + at + taken] = obj;
+        taken++;
+        obj = i32[(obj >> 2) + O_NEXT]!;
       }
-    this.partialAdd(kw, pfn);
-    i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
+      i32[sw + S_SIZE] = at + taken;
+      result = taken;
+    }
+    const d = this.pd(pfn);
+    i32[d + D_FREELIST] = obj;
+    i32[d + D_INUSE] = taken;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
-    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
+    if (obj !== 0) this.partialAdd(kw, pfn);
     this.unlock(listLock, LOCK.list);
     this.vmInc(VM.slabAlloc, 1);
-    return true;
+    return result;
   }
 
   /** Give a slab's pages back to the page allocator. No list lock needed: the slab is off every list. */
@@ -826,12 +839,15 @@ export class SlabAllocator extends PageAllocator {
     if (n === 0) return true;
     const kw = this.cacheWOf(id);
     if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
-    const discard: number[] = [];
-    for (let i = 0; i < n; i++) this.putObjectLocked(kw, i32[sw + S_OBJS + i]!, discard);
+    let discard: number[] | null = null;
+    for (let i = 0; i < n; i++) {
+      const empty = this.putObjectLocked(kw, i32[sw + S_OBJS + i]!);
+      if (empty !== 0) (discard ??= []).push(empty);
+    }
     i32[sw + S_SIZE] = 0;
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     this.vmInc(VM.sheafFlush, 1);
-    for (const pfn of discard) this.releaseSlab(id, pfn, mode);
+    if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, mode);
     return true;
   }
 
@@ -839,15 +855,18 @@ export class SlabAllocator extends PageAllocator {
   protected freeToSlabs(id: number, addr: number, mode: number): boolean {
     const kw = this.cacheWOf(id);
     if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
-    const discard: number[] = [];
-    this.putObjectLocked(kw, addr, discard);
+    const empty = this.putObjectLocked(kw, addr);
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
-    for (const pfn of discard) this.releaseSlab(id, pfn, mode);
+    if (empty !== 0) this.releaseSlab(id, empty, mode);
     return true;
   }
 
-  /** Put an object on its slab's freelist; an empty slab beyond min_partial goes to `discard`. List lock held. */
-  private putObjectLocked(kw: number, obj: number, discard: number[]): void {
+  /**
+   * Put an object on its slab's freelist. Returns the slab's head pfn when the slab became empty
+   * beyond min_partial and left the cache (the caller releases it after the unlock), else 0.
+   * List lock held.
+   */
+  private putObjectLocked(kw: number, obj: number): number {
     const i32 = this.i32;
     const head = i32[this.pd(obj >>> PAGE_SHIFT) + D_HEAD]!;
     const d = this.pd(head);
@@ -863,11 +882,11 @@ export class SlabAllocator extends PageAllocator {
       if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MIN_PARTIAL]!) {
         this.partialDel(kw, head);
         this.unaccountSlab(kw);
-        discard.push(head);
-      } else {
-        i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
+        return head;
       }
+      i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
     }
+    return 0;
   }
 
   /** A slab left the cache's counts (it is off the partial list). List lock held. */
@@ -1302,8 +1321,8 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_SHEAF_CAP] = (flags & KF_SHEAF_CACHE) !== 0 ? 0 : sheafCapacity(size);
     i32[kw + K_FLAGS] = flags;
     i32[kw + K_NAME_LEN] = name.length;
-    // min_partial: ilog2(size) / 2, clamped to 2..5 (the kernel clamps to 5..10; our heaps are smaller).
-    i32[kw + K_MIN_PARTIAL] = Math.min(5, Math.max(2, Math.floor(Math.log2(size) / 2)));
+    // min_partial: ilog2(size) / 2, clamped to 5..10 as the kernel does.
+    i32[kw + K_MIN_PARTIAL] = Math.min(10, Math.max(5, Math.floor(Math.log2(size) / 2)));
     this.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
     i32[kw + K_META] = debug ? inuse + DEBUG_RZ : 0;
     i32[kw + K_INUSE] = inuse;
