@@ -5,17 +5,18 @@
  */
 import { GFP, type Heap } from "../src/index.js";
 import { nowNs, type Sample, XorShift } from "./common.js";
-import type { Workload } from "./workloads.js";
+import { SimpleWorkload, type Workload } from "./workloads.js";
 
 const CHUNK = 1024;
 
 /** allocPages(order) / freePages pairs. Orders 0..3 go through this slot's pcp lists, 4..10 to the buddy lists. */
-export class PagePairs implements Workload {
+export class PagePairs extends SimpleWorkload {
   constructor(
     private readonly heap: Heap,
     private readonly order: number,
-  ) {}
-  setup(): void {}
+  ) {
+    super();
+  }
   run(ms: number): number {
     const heap = this.heap;
     const order = this.order;
@@ -30,20 +31,16 @@ export class PagePairs implements Workload {
     } while (performance.now() < end);
     return ops;
   }
-  cleanup(): void {}
-  sharedCleanup(): void {}
-  info(): Record<string, number | string> {
-    return {};
-  }
 }
 
 /** kmalloc(size) / kfree pairs, freed at once (LIFO). */
-export class KmallocPairs implements Workload {
+export class KmallocPairs extends SimpleWorkload {
   constructor(
     private readonly heap: Heap,
     private readonly size: number,
-  ) {}
-  setup(): void {}
+  ) {
+    super();
+  }
   run(ms: number): number {
     const heap = this.heap;
     const size = this.size;
@@ -55,15 +52,10 @@ export class KmallocPairs implements Workload {
     } while (performance.now() < end);
     return ops;
   }
-  cleanup(): void {}
-  sharedCleanup(): void {}
-  info(): Record<string, number | string> {
-    return {};
-  }
 }
 
 /** kmalloc a batch of n, then kfree them in reverse order; ops are pairs. */
-export class KmallocBatch implements Workload {
+export class KmallocBatch extends SimpleWorkload {
   private readonly addrs: Int32Array;
   /** kmalloc calls that returned 0 (the heap is nearly empty: an anomaly). */
   private zero = 0;
@@ -72,9 +64,9 @@ export class KmallocBatch implements Workload {
     private readonly size: number,
     private readonly n: number,
   ) {
+    super();
     this.addrs = new Int32Array(n);
   }
-  setup(): void {}
   run(ms: number): number {
     const heap = this.heap;
     const size = this.size;
@@ -93,17 +85,16 @@ export class KmallocBatch implements Workload {
     } while (performance.now() < end);
     return ops;
   }
-  cleanup(): void {}
-  sharedCleanup(): void {}
-  info(): Record<string, number | string> {
+  override info(): Record<string, number | string> {
     return { allocZero: this.zero };
   }
 }
 
 /** rcuReadLock / rcuReadUnlock pairs. */
-export class RcuPairs implements Workload {
-  constructor(private readonly heap: Heap) {}
-  setup(): void {}
+export class RcuPairs extends SimpleWorkload {
+  constructor(private readonly heap: Heap) {
+    super();
+  }
   run(ms: number): number {
     const heap = this.heap;
     const end = performance.now() + ms;
@@ -116,11 +107,6 @@ export class RcuPairs implements Workload {
       ops += CHUNK;
     } while (performance.now() < end);
     return ops;
-  }
-  cleanup(): void {}
-  sharedCleanup(): void {}
-  info(): Record<string, number | string> {
-    return {};
   }
 }
 

@@ -23,6 +23,17 @@ export interface Workload {
   info(): Record<string, number | string>;
 }
 
+/** A workload with nothing to set up, clean up or report beyond its operation count. */
+export abstract class SimpleWorkload implements Workload {
+  setup(): void {}
+  abstract run(ms: number): number;
+  cleanup(): void {}
+  sharedCleanup(): void {}
+  info(): Record<string, number | string> {
+    return {};
+  }
+}
+
 function oom(what: string): never {
   throw new Error(`out of memory in ${what}`);
 }

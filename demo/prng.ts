@@ -1,5 +1,6 @@
 /**
- * A small seeded generator (sfc32, seeded through splitmix32) for the demo's workload. Every worker
+ * A small seeded generator (sfc32, seeded through splitmix32) for the demo's and the stress
+ * command's workloads. Every worker
  * gets its own stream derived from the run's seed and its index, so a run's per-worker operation
  * sequences repeat for the same seed (the interleaving between workers does not).
  */
@@ -44,6 +45,16 @@ export class Prng {
   /** An integer in [0, n). */
   below(n: number): number {
     return Math.floor(this.next() * n);
+  }
+
+  /** An integer in [lo, hi]. */
+  range(lo: number, hi: number): number {
+    return lo + this.below(hi - lo + 1);
+  }
+
+  /** True with probability p. */
+  chance(p: number): boolean {
+    return this.next() < p;
   }
 }
 

@@ -15,51 +15,8 @@ export function mix32(a: number, b: number): number {
   return (z ^ (z >>> 16)) >>> 0;
 }
 
-/** sfc32: small, fast, good enough for workload choices. One stream per (seed, stream). */
-export class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-
-  constructor(seed: number, stream: number) {
-    this.a = mix32(seed, stream);
-    this.b = mix32(this.a, stream + 1);
-    this.c = mix32(this.b, stream + 2);
-    this.d = 1;
-    for (let i = 0; i < 16; i++) this.u32();
-  }
-
-  u32(): number {
-    const t = (((this.a + this.b) | 0) + this.d) | 0;
-    this.d = (this.d + 1) | 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) | 0;
-    this.c = (this.c << 21) | (this.c >>> 11);
-    this.c = (this.c + t) | 0;
-    return t >>> 0;
-  }
-
-  /** A float in [0, 1). */
-  next(): number {
-    return this.u32() / 4294967296;
-  }
-
-  /** An integer in [0, n). */
-  below(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-
-  /** An integer in [lo, hi]. */
-  range(lo: number, hi: number): number {
-    return lo + this.below(hi - lo + 1);
-  }
-
-  /** True with probability p. */
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-}
+/** The workers' generator: one stream per (seed, stream). */
+export { Prng as Rng } from "./prng.js";
 
 /* ------------------------------------------------------------------ signatures */
 

@@ -35,6 +35,7 @@ import {
   XKIND_PAGES,
   zeroCounters,
 } from "./stress-shared.js";
+import { parseSeed } from "./prng.js";
 
 /* ------------------------------------------------------------------ options */
 
@@ -96,15 +97,6 @@ Examples:
 `;
 
 class UsageError extends Error {}
-
-function parseSeed(text: string): number {
-  const t = text.trim();
-  if (/^0x[0-9a-f]{1,8}$/i.test(t)) return Number.parseInt(t.slice(2), 16) >>> 0;
-  if (/^[0-9]{1,10}$/.test(t) && Number(t) <= 0xffffffff) return Number(t) >>> 0;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < t.length; i++) h = Math.imul(h ^ t.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
 
 function parseSize(text: string): number {
   const m = /^([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)i?b?$/i.exec(text.trim());
