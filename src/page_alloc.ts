@@ -740,26 +740,43 @@ export class PageAllocator extends MmBase {
   /* ================================================================= buddy list primitives */
 
   private buddyAdd(pfn: number, order: number): void {
-    const u32 = this.u32;
-    const d = this.pd(pfn);
-    const head = u32[Z_FREE_HEAD + order]!;
-    u32[d + D_NEXT] = head;
-    u32[d + D_PREV] = 0;
-    if (head !== 0) u32[this.pd(head) + D_PREV] = pfn;
-    u32[Z_FREE_HEAD + order] = pfn;
-    u32[Z_NR_FREE + order] = u32[Z_NR_FREE + order]! + 1;
+    this.pdListAdd(Z_FREE_HEAD + order, Z_NR_FREE + order, pfn);
   }
 
   private buddyDel(pfn: number, order: number): void {
+    this.pdListDel(Z_FREE_HEAD + order, Z_NR_FREE + order, pfn);
+  }
+
+  /**
+   * Push page `pfn` on the doubly linked list of page descriptors (D_NEXT, D_PREV) whose head pfn
+   * is at word `head` and length at word `count`: a buddy free list, a slab partial list. The
+   * lock that guards the list is held.
+   */
+  protected pdListAdd(head: number, count: number, pfn: number): void {
+    const u32 = this.u32;
+    const d = this.pd(pfn);
+    const first = u32[head]!;
+    u32[d + D_NEXT] = first;
+    u32[d + D_PREV] = 0;
+    if (first !== 0) u32[this.pd(first) + D_PREV] = pfn;
+    u32[head] = pfn;
+    u32[count] = u32[count]! + 1;
+  }
+
+  /** Unlink page `pfn` from the list at `head` / `count` (see pdListAdd). */
+  protected pdListDel(head: number, count: number, pfn: number): void {
     const u32 = this.u32;
     const d = this.pd(pfn);
     const next = u32[d + D_NEXT]!;
     const prev = u32[d + D_PREV]!;
     if (prev !== 0) u32[this.pd(prev) + D_NEXT] = next;
-    else u32[Z_FREE_HEAD + order] = next;
+    else u32[head] = next;
     if (next !== 0) u32[this.pd(next) + D_PREV] = prev;
-    u32[Z_NR_FREE + order] = u32[Z_NR_FREE + order]! - 1;
+    u32[d + D_NEXT] = 0;
+    u32[d + D_PREV] = 0;
+    u32[count] = u32[count]! - 1;
   }
+
 
   /* ================================================================= checks */
 

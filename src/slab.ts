@@ -904,28 +904,13 @@ export class SlabAllocator extends PageAllocator {
   }
 
   private partialAdd(kw: number, pfn: number): void {
-    const i32 = this.i32;
-    const d = this.pd(pfn);
-    const head = i32[kw + K_PARTIAL]!;
-    i32[d + D_NEXT] = head;
-    i32[d + D_PREV] = 0;
-    if (head !== 0) i32[this.pd(head) + D_PREV] = pfn;
-    i32[kw + K_PARTIAL] = pfn;
-    i32[kw + K_NR_PARTIAL] = i32[kw + K_NR_PARTIAL]! + 1;
+    this.pdListAdd(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
   private partialDel(kw: number, pfn: number): void {
-    const i32 = this.i32;
-    const d = this.pd(pfn);
-    const next = i32[d + D_NEXT]!;
-    const prev = i32[d + D_PREV]!;
-    if (prev !== 0) i32[this.pd(prev) + D_NEXT] = next;
-    else i32[kw + K_PARTIAL] = next;
-    if (next !== 0) i32[this.pd(next) + D_PREV] = prev;
-    i32[d + D_NEXT] = 0;
-    i32[d + D_PREV] = 0;
-    i32[kw + K_NR_PARTIAL] = i32[kw + K_NR_PARTIAL]! - 1;
+    this.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
+
 
   /* ================================================================= the barn */
 
