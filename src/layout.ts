@@ -31,7 +31,7 @@ export const LINE_WORDS = 16;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 4;
+export const LAYOUT_VERSION = 5;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -306,6 +306,9 @@ export const K_TOTAL_OBJS = 51;
 export const K_FREE_OBJS = 52;
 /** Empty slabs on the partial list. */
 export const K_NR_EMPTY = 53;
+/** Head pfn of the full list (slabs with no free object) and its length. */
+export const K_FULL = 54;
+export const K_NR_FULL = 55;
 
 /** Line 4: the barn lock. */
 export const K_BARN_LOCK = 64;

@@ -81,7 +81,9 @@ import {
   K_MIN_PARTIAL,
   K_NAME,
   K_NAME_LEN,
+  K_FULL,
   K_NR_EMPTY,
+  K_NR_FULL,
   K_NR_PARTIAL,
   K_NR_SLABS,
   K_OBJ_SIZE,
@@ -177,6 +179,7 @@ export interface SlabStats {
   slabs: number;
   pages: number;
   partialSlabs: number;
+  fullSlabs: number;
   emptySlabs: number;
   /** Free objects in the slots' sheaves and in the barn. */
   sheafObjects: number;
@@ -639,7 +642,7 @@ export class SlabAllocator extends PageAllocator {
       }
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = inuse;
-      if (obj === 0) this.partialDel(kw, pfn);
+      if (obj === 0) this.partialToFull(kw, pfn);
     }
     i32[sw + S_SIZE] = base + got;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
@@ -658,7 +661,7 @@ export class SlabAllocator extends PageAllocator {
     const next = i32[(obj >> 2) + O_NEXT]!;
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
-    if (next === 0) this.partialDel(kw, pfn);
+    if (next === 0) this.partialToFull(kw, pfn);
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
     return obj;
   }
@@ -739,6 +742,7 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
     if (obj !== 0) this.partialAdd(kw, pfn);
+    else this.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
     this.unlock(listLock, LOCK.list);
     this.vmInc(VM.slabAlloc, 1);
     return result;
@@ -877,7 +881,11 @@ export class SlabAllocator extends PageAllocator {
     const inuse = i32[d + D_INUSE]! - 1;
     i32[d + D_INUSE] = inuse;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + 1;
-    if (first === 0) this.partialAdd(kw, head);
+    if (first === 0) {
+      // A full slab has a free object again.
+      this.pdListDel(kw + K_FULL, kw + K_NR_FULL, head);
+      this.partialAdd(kw, head);
+    }
     if (inuse === 0) {
       if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MIN_PARTIAL]!) {
         this.partialDel(kw, head);
@@ -909,6 +917,12 @@ export class SlabAllocator extends PageAllocator {
 
   private partialDel(kw: number, pfn: number): void {
     this.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+  }
+
+  /** The slab's last free object was taken: from the partial list to the full list. */
+  private partialToFull(kw: number, pfn: number): void {
+    this.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    this.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
   }
 
 
@@ -1493,6 +1507,7 @@ export class SlabAllocator extends PageAllocator {
       slabs,
       pages: slabs << i32[kw + K_ORDER]!,
       partialSlabs: i32[kw + K_NR_PARTIAL]!,
+      fullSlabs: i32[kw + K_NR_FULL]!,
       emptySlabs: i32[kw + K_NR_EMPTY]!,
       sheafObjects,
       barnObjects,
@@ -1583,6 +1598,16 @@ export class SlabAllocator extends PageAllocator {
         if (++partial > c.slabs) bad(`${name}: partial list is circular`);
       }
       if (partial !== i32[kw + K_NR_PARTIAL]) bad(`${name}: counts ${i32[kw + K_NR_PARTIAL]} partial slabs, its list holds ${partial}`);
+      let full = 0;
+      for (let pfn = i32[kw + K_FULL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.pd(pfn) + D_NEXT]!) {
+        const d = this.pd(pfn);
+        if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== id || i32[d + D_HEAD] !== pfn) bad(`${name}: full list holds page ${pfn}, not one of its slabs`);
+        if (i32[d + D_PREV] !== prev) bad(`${name}: full list back link broken at ${pfn}`);
+        if (i32[d + D_FREELIST] !== 0) bad(`${name}: slab ${pfn} with free objects on the full list`);
+        if (++full > c.slabs) bad(`${name}: full list is circular`);
+      }
+      if (full !== i32[kw + K_NR_FULL]) bad(`${name}: counts ${i32[kw + K_NR_FULL]} full slabs, its list holds ${full}`);
+      if (partial + full !== c.slabs) bad(`${name}: ${partial} partial + ${full} full slabs != ${c.slabs} slabs`);
       const checkSheaf = (s: number, where2: string): void => {
         const sw = s >> 2;
         if (s === EMPTY_SHEAF_W << 2) return;

@@ -14,8 +14,8 @@ function cache(h: Heap, name: string): SlabStats {
 }
 
 function pick(s: SlabStats): Partial<SlabStats> {
-  const { activeObjects, totalObjects, slabs, pages, sheafObjects, barnObjects, partialSlabs } = s;
-  return { activeObjects, totalObjects, slabs, pages, sheafObjects, barnObjects, partialSlabs };
+  const { activeObjects, totalObjects, slabs, pages, sheafObjects, barnObjects, partialSlabs, fullSlabs } = s;
+  return { activeObjects, totalObjects, slabs, pages, sheafObjects, barnObjects, partialSlabs, fullSlabs };
 }
 
 
@@ -38,14 +38,14 @@ describe("kmalloc", () => {
     // One kmalloc(64): a new slab of 64 objects fills a new sheaf with 60, one is handed out.
     const a = h.kmalloc(64);
     assert.equal(a % 64, 0);
-    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 1, totalObjects: 64, slabs: 1, pages: 1, sheafObjects: 59, barnObjects: 0, partialSlabs: 1 });
+    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 1, totalObjects: 64, slabs: 1, pages: 1, sheafObjects: 59, barnObjects: 0, partialSlabs: 1, fullSlabs: 0 });
     assert.equal(cache(h, "kmem_cache_sheaf").activeObjects, 1, "one sheaf in use");
     // 60 more: the sheaf empties, the 4 objects left in the slab refill it, then a second slab.
     const more: number[] = [];
     for (let i = 0; i < 63; i++) more.push(h.kmalloc(60));
-    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 64, totalObjects: 64, slabs: 1, pages: 1, sheafObjects: 0, barnObjects: 0, partialSlabs: 0 });
+    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 64, totalObjects: 64, slabs: 1, pages: 1, sheafObjects: 0, barnObjects: 0, partialSlabs: 0, fullSlabs: 1 });
     more.push(h.kmalloc(33));
-    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 65, totalObjects: 128, slabs: 2, pages: 2, sheafObjects: 59, barnObjects: 0, partialSlabs: 1 });
+    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 65, totalObjects: 128, slabs: 2, pages: 2, sheafObjects: 59, barnObjects: 0, partialSlabs: 1, fullSlabs: 1 });
     h.validate();
     // Free them all: 60 go back to the sheaf... then the spare, then the barn.
     h.kfree(a);
@@ -56,7 +56,7 @@ describe("kmalloc", () => {
     h.validate();
     // detach-like flush: shrink returns everything; every page is free.
     h.shrink();
-    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 0, totalObjects: 0, slabs: 0, pages: 0, sheafObjects: 0, barnObjects: 0, partialSlabs: 0 });
+    assert.deepEqual(pick(cache(h, "kmalloc-64")), { activeObjects: 0, totalObjects: 0, slabs: 0, pages: 0, sheafObjects: 0, barnObjects: 0, partialSlabs: 0, fullSlabs: 0 });
     assert.equal(h.stats().freePages, h.stats().totalPages);
     h.validate();
     h.detach();
