@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../src/index.js";
-import { ABORTED, addWord, Prng, SharedRing, STRESS, waitUntil } from "../util.js";
+import { ABORTED, addWord, Prng, SharedRing, STRESS, waitUntil, waitWord } from "../util.js";
 
 export interface Base {
   /** The heap's buffer. */
@@ -97,4 +97,11 @@ export function startStress(data: Base & { workers: number; rings: SharedArrayBu
     return rings[k >= data.id ? k + 1 : k]!;
   };
   return { ctrl: new Int32Array(data.ctrl), inbox: rings[data.id]!, outbox, rng, heap: Heap.attach(data.buffer) };
+}
+
+/** Report this worker's slot and wait until every worker of the test has attached. */
+export function allAttached(heap: Heap, data: Base & { workers: number }, ctrl: Int32Array): void {
+  post({ type: "attached", cpu: heap.cpu });
+  addWord(ctrl, STRESS.ATTACHED, 1);
+  waitWord(ctrl, STRESS.ATTACHED, data.workers, "every worker to attach", 20_000, true);
 }

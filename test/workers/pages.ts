@@ -5,7 +5,7 @@
  */
 import { Heap, PAGE_SIZE } from "../../src/index.js";
 import { Prng, SharedRing, STRESS, addWord, signature, waitUntil, waitWord } from "../util.js";
-import { type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
+import { allAttached, type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
 
 export interface PagesData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
@@ -94,9 +94,7 @@ runWorker<PagesData>((data) => {
     return b;
   };
 
-  post({ type: "attached", cpu: heap.cpu });
-  addWord(ctrl, STRESS.ATTACHED, 1);
-  waitWord(ctrl, STRESS.ATTACHED, data.workers, "every worker to attach", 20_000, true);
+  allAttached(heap, data, ctrl);
 
   const bulkOut: number[] = [];
   for (let op = 0; op < data.ops; op++) {

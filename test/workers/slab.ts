@@ -7,7 +7,7 @@
  */
 import { Heap } from "../../src/index.js";
 import { Prng, SharedRing, STRESS, addWord, checkPattern, fillPattern, signature, waitUntil, waitWord } from "../util.js";
-import { type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
+import { allAttached, type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
 
 export interface SlabData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
@@ -117,9 +117,7 @@ runWorker<SlabData>((data) => {
     return b;
   };
 
-  post({ type: "attached", cpu: heap.cpu });
-  addWord(ctrl, STRESS.ATTACHED, 1);
-  waitWord(ctrl, STRESS.ATTACHED, data.workers, "every worker to attach", 20_000, true);
+  allAttached(heap, data, ctrl);
 
   for (let op = 0; op < data.ops; op++) {
     if ((op & 255) === 0) checkAbort(data, ctrl);
