@@ -3,9 +3,11 @@
  *
  * LOCKING CONTRACT
  *
- *   Z_LOCK (class zone) protects the zone's words: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES, and the
- *     D_FLAGS/D_NEXT/D_PREV words of every block on a buddy free list. It is taken after a pcp lock,
- *     never before one.
+ *   Z_LOCK (class zone) protects the zone's words: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES, the
+ *     watermarks, Z_MANAGED, Z_SIZE and Z_NR_PAGES (memory hotplug grows the buffer and adds pages
+ *     under it; handles read Z_SIZE with Atomics.load to rebuild their views), and the
+ *     D_FLAGS/D_NEXT/D_PREV words of every block on a buddy free list. It is taken after a pcp
+ *     lock, never before one.
  *   C_PCP_LOCK of a slot (class pcp) protects that slot's C_PCP_* list words and the descriptors of
  *     the blocks on its lists. It is a biased lock: the owner slot takes the word once
  *     (compareExchange 0 -> owner) and keeps it between calls, so a pcp section costs it no atomic.
@@ -16,11 +18,12 @@
  *     bounded, until the word is 0, then takes it with compareExchange; the owner hands the word
  *     over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero. An owner
  *     that makes no pcp call keeps its lists (at most `high` pages): remote drains are best effort.
+ *     detach takes its own word unconditionally, waiting out a remote holder's short section.
  *     reclaimSlot takes the word of a dead slot that died outside a pcp section (C_PCP_BUSY 0).
  *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
- *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A parked block's descriptor
- *     (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
+ *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
+ *     parked block's descriptor (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
  *

@@ -14,9 +14,11 @@
  *     busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
- *   K_LIST_LOCK (class list) protects K_PARTIAL, K_NR_*, K_TOTAL_OBJS, K_FREE_OBJS and, for every
- *     slab of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free
- *     objects on its freelist (words 0 and 1).
+ *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
+ *     K_TOTAL_OBJS, K_FREE_OBJS and, for every slab of the cache, its head descriptor's D_FREELIST,
+ *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
+ *     built before the lock is taken; under it the maker takes its objects first and only then
+ *     puts the slab on a list, so no other agent can empty it in between.
  *   CT_LOCK (class ctable) serialises createCache, destroy and the release of dying caches; the
  *     configuration line of a descriptor is written under it before K_STATE publishes it and is
  *     read-only afterwards.
