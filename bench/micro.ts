@@ -5,7 +5,7 @@
  */
 import { GFP, type Heap } from "../src/index.js";
 import { nowNs, type Sample, XorShift } from "./common.js";
-import { SimpleWorkload, type Workload } from "./workloads.js";
+import { SimpleWorkload } from "./workloads.js";
 
 const CHUNK = 1024;
 

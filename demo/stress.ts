@@ -16,7 +16,6 @@ import { Worker } from "node:worker_threads";
 import { Heap, HeapError, type HeapStats } from "../src/index.js";
 import {
   controlBytes,
-  CTL_FAILED,
   CTL_STOP,
   dumpAround,
   hex,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { GFP, Heap, HeapError } from "../src/index.js";
+import { GFP, Heap } from "../src/index.js";
 import { Rng, withSeed } from "./rng.js";
 import { code, unchanged } from "./check.js";
 

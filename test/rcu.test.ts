@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
-import { GFP, Heap, HeapError } from "../src/index.js";
+import { GFP, Heap } from "../src/index.js";
 import { code } from "./check.js";
 
 const MiB = 1 << 20;

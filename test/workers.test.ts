@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Heap, HeapError } from "../src/index.js";
+import { Heap } from "../src/index.js";
 import { type Agent, ATTACH, MiB, SharedRing, STRESS, baseSeed, checkPattern, setWord, until, deriveSeed, seedNote, withAgents, withSeedAsync, errCode } from "./util.js";
 
 /** Every page back in the buddy lists and every structure sound. */

@@ -3,9 +3,9 @@
  * handed between workers through a SharedRing; every block carries a signature (first and last
  * word of each of its pages) that its holder checks before it lets the block go.
  */
-import { Heap, PAGE_SIZE } from "../../src/index.js";
-import { Prng, SharedRing, STRESS, addWord, signature, waitUntil, waitWord } from "../util.js";
-import { allAttached, type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
+import { PAGE_SIZE } from "../../src/index.js";
+import { STRESS, signature } from "../util.js";
+import { allAttached, type Base, checkAbort, finishStress, runWorker, startStress } from "./common.js";
 
 export interface PagesData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */

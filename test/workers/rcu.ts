@@ -4,7 +4,7 @@
  * size class over and over, a worker that waits in synchronizeRcu, a reader that starts after it,
  * an idle worker blocked outside any section.
  */
-import { Heap, HeapError } from "../../src/index.js";
+import { Heap } from "../../src/index.js";
 import { RCU, checkPattern, fillPattern, setWord, signature, sleepMs, waitWord, addWord, errCode } from "../util.js";
 import { type Base, checkAbort, post, runWorker, yieldToLoop } from "./common.js";
 

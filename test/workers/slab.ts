@@ -5,9 +5,8 @@
  * by workers that did not allocate them. A pattern covers every byte of every block and is
  * checked in full before the block is freed.
  */
-import { Heap } from "../../src/index.js";
-import { Prng, SharedRing, STRESS, addWord, checkPattern, fillPattern, signature, waitUntil, waitWord } from "../util.js";
-import { allAttached, type Base, checkAbort, finishStress, post, runWorker, startStress } from "./common.js";
+import { STRESS, checkPattern, fillPattern, signature } from "../util.js";
+import { allAttached, type Base, checkAbort, finishStress, runWorker, startStress } from "./common.js";
 
 export interface SlabData extends Base {
   /** One inbox per worker: blocks are pushed to another worker's inbox and popped from one's own. */
