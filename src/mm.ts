@@ -50,7 +50,7 @@ import {
   VM,
   Z_SIZE,
 } from "./layout.js";
-import { type TraceRecord, Trace, TP } from "./trace.js";
+import { type TraceRecord, Trace, TP, TRACE_EVENTS } from "./trace.js";
 
 /** Owner field of a lock word: slot + 1. */
 export const LOCK_OWNER_MASK = 0xffff;
@@ -346,8 +346,7 @@ export class MmBase {
   }
 
   private emitLock(id: number, cls: number): void {
-    const rec: TraceRecord = { event: id === TP.contention_begin ? "contention_begin" : "contention_end", cpu: this.cpu };
-    rec.lock = LOCK_NAMES[cls]!;
+    const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, lock: LOCK_NAMES[cls]! };
     this.trace.emit(id, rec);
   }
 

@@ -86,7 +86,7 @@ import {
   Z_WMARK_MIN,
 } from "./layout.js";
 import { MmBase } from "./mm.js";
-import { TP, type TraceRecord } from "./trace.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "./trace.js";
 
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 const PCP_REMOTE_SPINS = 1 << 16;
@@ -978,8 +978,7 @@ export class PageAllocator extends MmBase {
   }
 
   protected emitPage(id: number, pfn: number, order: number, gfp = 0): void {
-    const names = ["kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free", "mm_page_alloc", "mm_page_free", "mm_page_alloc_zone_locked", "mm_page_pcpu_drain"] as const;
-    const rec: TraceRecord = { event: names[id] ?? "mm_page_alloc", cpu: this.cpu, addr: pfn << PAGE_SHIFT, order };
+    const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr: pfn << PAGE_SHIFT, order };
     if (gfp !== 0) rec.gfp = gfp & GFP_PUBLIC_MASK;
     this.trace.emit(id, rec);
   }

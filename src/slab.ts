@@ -108,7 +108,11 @@ import {
   PAGE_SHIFT,
   PAGE_SIZE,
   PCP_MAX_ORDER,
+  PG_BUDDY,
+  PG_DEFERRED,
+  PG_HEAD,
   PG_LARGE,
+  PG_PCP,
   PG_SLAB,
   S_CACHE,
   S_CAP,
@@ -120,7 +124,7 @@ import {
   VM,
 } from "./layout.js";
 import { checkGfp, PAGE_WHERE, PageAllocator } from "./page_alloc.js";
-import { TP, type TraceRecord } from "./trace.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "./trace.js";
 
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;
@@ -381,8 +385,8 @@ export class SlabAllocator extends PageAllocator {
     const f = this.u32[this.pd(pfn) + D_FLAGS]!;
     if (f === 0) return "inside a block, not at an object start";
     if ((f & PG_LARGE) !== 0) return "inside a large kmalloc block";
-    if ((f & 1) !== 0 || (f & 4) !== 0 || (f & 32) !== 0) return "a free page";
-    if ((f & 2) !== 0) return "a page block from allocPages: free it with freePages";
+    if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0) return "a free page";
+    if ((f & PG_HEAD) !== 0) return "a page block from allocPages: free it with freePages";
     return `page flags ${hex(f)}`;
   }
 
@@ -1656,8 +1660,7 @@ export class SlabAllocator extends PageAllocator {
   }
 
   protected emitObj(id: number, addr: number, size: number, cache: number): void {
-    const names = ["kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free"] as const;
-    const rec: TraceRecord = { event: names[id] ?? "kmalloc", cpu: this.cpu, addr, size };
+    const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr, size };
     if (cache >= 0) rec.cache = this.cacheName(cache);
     this.trace.emit(id, rec);
   }
