@@ -242,10 +242,7 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     this.rcuOffline();
     this.drainDeferredObjects();
-    for (let id = 0; id < this.maxCaches; id++) {
-      const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, this.cpu, 0);
-    }
+    this.flushAllSheavesOf(this.cpu);
     if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
     // Last: everything above may free pages into this slot's pcp lists.
     this.pcpDetach();
@@ -294,10 +291,7 @@ export class Heap extends RcuAllocator {
       this.freeToSlabs(this.i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!, obj, 0);
       obj = next;
     }
-    for (let id = 0; id < this.maxCaches; id++) {
-      const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, cpu, 0);
-    }
+    this.flushAllSheavesOf(cpu);
     if (this.pcpSteal(cpu)) {
       const count = this.u32[c + C_PCP_COUNT]!;
       if (count !== 0) this.pcpDrain(cpu, count);

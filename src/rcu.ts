@@ -219,15 +219,10 @@ export class RcuAllocator extends SlabAllocator {
       this.checkBulk([addr], -1);
     }
     const c = this.gpCookie();
-    const krcp = this.pcpuW + C_KRCP_LOCK;
-    if (this.krcpTrylock(krcp)) {
-      const queued = this.queueInBlock(addr, c);
-      this.unlock(krcp, LOCK.rcu);
-      if (queued) {
-        this.vmInc(VM.rcuQueued, 1);
-        this.armRcuTimer();
-        return;
-      }
+    if (this.tryQueue(addr, c)) {
+      this.vmInc(VM.rcuQueued, 1);
+      this.armRcuTimer();
+      return;
     }
     this.kfreeRcuFallback(addr, c);
     this.vmInc(VM.rcuQueued, 1);
@@ -246,6 +241,15 @@ export class RcuAllocator extends SlabAllocator {
       if (v === 0 && this.trylock(w, LOCK.rcu)) return true;
     }
     return false;
+  }
+
+  /** Queue `addr` (cookie `c`) in this slot's blocks if the krcp lock and a block can be had. */
+  private tryQueue(addr: number, c: number): boolean {
+    const krcp = this.pcpuW + C_KRCP_LOCK;
+    if (!this.krcpTrylock(krcp)) return false;
+    const queued = this.queueInBlock(addr, c);
+    this.unlock(krcp, LOCK.rcu);
+    return queued;
   }
 
   /** Add `addr` to this slot's current block, starting a new block if needed. krcp lock held. */
@@ -308,12 +312,7 @@ export class RcuAllocator extends SlabAllocator {
     if (mayWait) {
       // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
       this.refillSpareBlocks();
-      const krcp0 = this.pcpuW + C_KRCP_LOCK;
-      if (this.krcpTrylock(krcp0)) {
-        const queued = this.queueInBlock(addr, c);
-        this.unlock(krcp0, LOCK.rcu);
-        if (queued) return;
-      }
+      if (this.tryQueue(addr, c)) return;
       this.vmInc(VM.rcuSyncFallback, 1);
       this.gpWait(c);
       this.freeQueued(addr);

@@ -1397,6 +1397,14 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
+  /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot). */
+  protected flushAllSheavesOf(cpu: number): void {
+    for (let id = 0; id < this.maxCaches; id++) {
+      const st = this.i32[this.cacheWOf(id) + K_STATE];
+      if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, cpu, 0);
+    }
+  }
+
   /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
   protected shrinkCache(id: number): void {
     this.flushCpuSheaves(id, this.cpu, 0);
