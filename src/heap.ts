@@ -16,7 +16,6 @@
  */
 import { ErrorCode, HeapError } from "./errors.js";
 import {
-  C_DEFER_HEAD,
   C_DEFER_NR,
   C_FLAGS,
   C_GEN,
@@ -33,7 +32,6 @@ import {
   CPUF_NOBLOCK,
   computeGeometry,
   CT_LOCK,
-  D_CACHE,
   DEBUG_POISON,
   DEBUG_REDZONE,
   DEBUG_TRACK,
@@ -68,7 +66,6 @@ import {
   NR_VM,
   PCPU_WORDS,
   G_NR_DYING,
-  O_NEXT,
   P_LOCKED,
   PAGE_SHIFT,
   PAGE_SIZE,
@@ -282,15 +279,7 @@ export class Heap extends RcuAllocator {
       throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
     }
     this.rcuReclaim(cpu);
-    // Deferred objects of the dead slot go straight to their slabs.
-    let obj = this.i32[c + C_DEFER_HEAD]!;
-    this.i32[c + C_DEFER_HEAD] = 0;
-    this.i32[c + C_DEFER_NR] = 0;
-    while (obj !== 0) {
-      const next = this.i32[(obj >> 2) + O_NEXT]!;
-      this.freeToSlabs(this.i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!, obj, 0);
-      obj = next;
-    }
+    this.drainDeferredObjects(cpu);
     this.flushAllSheavesOf(cpu);
     if (this.pcpSteal(cpu)) {
       const count = this.u32[c + C_PCP_COUNT]!;

@@ -1148,18 +1148,21 @@ export class SlabAllocator extends PageAllocator {
     this.vmInc(VM.objectsDeferred, 1);
   }
 
-  /** Free every object on this slot's deferred list through the normal paths. */
-  protected drainDeferredObjects(): void {
+  /** Free every object on slot `cpu`'s deferred list (this slot's: through the normal paths). */
+  protected drainDeferredObjects(cpu: number = this.cpu): void {
     const i32 = this.i32;
-    while (i32[this.pcpuW + C_DEFER_HEAD] !== 0) {
-      let obj = i32[this.pcpuW + C_DEFER_HEAD]!;
-      i32[this.pcpuW + C_DEFER_HEAD] = 0;
-      i32[this.pcpuW + C_DEFER_NR] = 0;
+    const p = this.pcpOf(cpu);
+    const own = cpu === this.cpu;
+    while (i32[p + C_DEFER_HEAD] !== 0) {
+      let obj = i32[p + C_DEFER_HEAD]!;
+      i32[p + C_DEFER_HEAD] = 0;
+      i32[p + C_DEFER_NR] = 0;
       while (obj !== 0) {
         const next = i32[(obj >> 2) + O_NEXT]!;
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
         i32[obj >> 2] = 0;
-        if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
+        // A dead slot's objects (reclaimSlot) go straight to their slabs.
+        if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
         else this.slabFreeSlow(id, obj);
         this.vmInc(VM.objectsUndeferred, 1);
         obj = next;
