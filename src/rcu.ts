@@ -213,7 +213,6 @@ export class RcuAllocator extends SlabAllocator {
     const id = this.objectCache(addr, -1);
     if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) {
       this.debugFree(id, addr, false);
-      this.debugSetState(addr, OBJ_RCU);
     } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
       // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
       this.checkBulk([addr], -1);
@@ -285,6 +284,7 @@ export class RcuAllocator extends SlabAllocator {
     const n = i32[bw + RB_COUNT]!;
     i32[bw + RB_ADDRS + n] = addr;
     i32[bw + RB_COUNT] = n + 1;
+    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_RCU);
     i32[bw + RB_GP] = c;
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
     return true;
@@ -315,7 +315,7 @@ export class RcuAllocator extends SlabAllocator {
       if (this.tryQueue(addr, c)) return;
       this.vmInc(VM.rcuSyncFallback, 1);
       this.gpWait(c);
-      this.freeQueued(addr);
+      this.kfree(addr);
       this.vmInc(VM.rcuFreed, 1);
       return;
     }
@@ -328,6 +328,7 @@ export class RcuAllocator extends SlabAllocator {
       if (n < RCU_EMERG_MAX) {
         i32[p + C_RCU_EMERG + n] = addr;
         i32[p + C_RCU_EMERG_NR] = n + 1;
+        if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_RCU);
         i32[p + C_RCU_EMERG_GP] = c;
         i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
         this.unlock(krcp, LOCK.rcu);
@@ -339,13 +340,11 @@ export class RcuAllocator extends SlabAllocator {
     // Nothing left to queue into: spin until the period is over (this agent is not in a read
     // section it could be waiting for, unless it is, in which case it must not ask this).
     if (this.rcuReadLockHeld()) {
-      if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC); // the object stays the caller's
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
     }
     while (!this.gpPoll(c)) {
       /* spin */
     }
-    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
     this.kfreeSlow(addr, -1, GFP_TRYLOCK);
     this.vmInc(VM.rcuFreed, 1);
   }
