@@ -32,6 +32,7 @@ import {
   CPUF_NOBLOCK,
   computeGeometry,
   CT_LOCK,
+  CT_NR,
   DEBUG_POISON,
   DEBUG_REDZONE,
   DEBUG_TRACK,
@@ -83,6 +84,7 @@ import { agentCanBlock, C_FAIL_STATE, C_HELD_MASK, LOCK_OWNER_MASK, type MmInit 
 import type { PageStats } from "./page_alloc.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_SIZES, SHEAF_CACHE_ID, type SlabStats } from "./slab.js";
 import { RcuAllocator, type RcuStats } from "./rcu.js";
+import { readPageMap } from "./pagemap.js";
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -363,6 +365,38 @@ export class Heap extends RcuAllocator {
     const held = this.i32[this.pcpuW + C_HELD_MASK]!;
     if (held !== 0) throw new HeapError(ErrorCode.ECORRUPT, `cpu ${this.cpu} still counts held locks (mask ${held}) after validate`);
   }
+
+  /**
+   * One PAGE_STATE code per page of the heap now (index = page frame number, address = index *
+   * PAGE_SIZE), read from the page descriptors with no lock, like stats(). Fills `out` when it holds
+   * enough pages (returning a view of its first ones), else returns a new array (the heap grew).
+   */
+  pageMap(out?: Uint16Array): Uint16Array {
+    this.assertLive();
+    this.refreshViews();
+    if (out !== undefined && !(out instanceof Uint16Array)) throw new HeapError(ErrorCode.EINVAL, `pageMap: out must be a Uint16Array, not ${describeValue(out)}`);
+    const map = out !== undefined && out.length >= this.nrPages ? out.subarray(0, this.nrPages) : new Uint16Array(this.nrPages);
+    readPageMap(this.u32, this.descW, this.zoneStart, this.nrPages, map);
+    return map;
+  }
+
+  /** The name of each cache id in use (null for a free descriptor): the ids of PAGE_STATE.slab codes. */
+  cacheNames(): (string | null)[] {
+    this.assertLive();
+    const names: (string | null)[] = [];
+    const nr = Math.min(this.maxCaches, this.i32[CT_NR]!);
+    for (let id = 0; id < nr; id++) {
+      const st = this.i32[this.cacheWOf(id) + K_STATE];
+      names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? this.cacheName(id) : null);
+    }
+    return names;
+  }
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return `a ${(v as object).constructor?.name ?? "object"}`;
+  return `${typeof v} ${String(v)}`;
 }
 
 function pagesUp(n: number): number {

@@ -15,3 +15,4 @@ export { TRACE_EVENTS } from "./trace.js";
 export type { TraceEvent, TraceRecord, TraceHandler, Trace } from "./trace.js";
 export type { ReentryHook } from "./mm.js";
 export { PAGE_SIZE, MAX_ORDER, PCP_MAX_ORDER, LOCK_NAMES } from "./layout.js";
+export { PAGE_STATE } from "./pagemap.js";
