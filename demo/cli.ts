@@ -10,6 +10,10 @@ export interface DemoOptions {
   /** The seed was given on the command line (otherwise it was drawn at random). */
   seedGiven: boolean;
   help: boolean;
+  /** Serve the inspector page while the demo runs (--web); then --seconds defaults to no limit. */
+  web: boolean;
+  /** The inspector's port (0: any free one). */
+  port: number;
 }
 
 /** Largest heap shmalloc accepts (MAX_HEAP_SIZE): addresses stay positive 32-bit integers. */
@@ -36,6 +40,9 @@ Options:
                  memory pressure: failed allocations are counted, not fatal.
   --seed X       seed of the workload's random generator: a number (decimal or 0x-hex) or any
                  text (hashed); default random. Printed at start so that a run can be repeated.
+  --web          serve the live inspector on http://127.0.0.1 and print its URL (npm run inspect);
+                 the demo then runs until Ctrl-C unless --seconds is given
+  --port N       the inspector's port (default 0: any free one)
   --help, -h     show this help
 
 Exit status: 0 when the run ended with validate() passing and every page free; 1 when a check
@@ -55,16 +62,21 @@ export function parseSize(text: string): number {
 }
 
 export function parseArgs(argv: readonly string[]): DemoOptions {
-  const o: DemoOptions = { workers: defaultWorkers(), seconds: 10, size: 64 << 20, seed: 0, seedGiven: false, help: false };
+  const o: DemoOptions = { workers: defaultWorkers(), seconds: 10, size: 64 << 20, seed: 0, seedGiven: false, help: false, web: false, port: 0 };
+  let secondsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "--help" || arg === "-h") {
       o.help = true;
       continue;
     }
+    if (arg === "--web") {
+      o.web = true;
+      continue;
+    }
     const eq = arg.indexOf("=");
     const name = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    if (name !== "--workers" && name !== "--seconds" && name !== "--size" && name !== "--seed") {
+    if (name !== "--workers" && name !== "--seconds" && name !== "--size" && name !== "--seed" && name !== "--port") {
       throw new Error(`unknown option "${arg}"`);
     }
     let value: string;
@@ -86,6 +98,7 @@ export function parseArgs(argv: readonly string[]): DemoOptions {
         const s = Number(value);
         if (value.trim() === "" || !Number.isFinite(s) || s <= 0 || s > 86400) throw new Error(`--seconds: "${value}" is not a number of seconds in (0, 86400]`);
         o.seconds = s;
+        secondsGiven = true;
         break;
       }
       case "--size":
@@ -96,7 +109,14 @@ export function parseArgs(argv: readonly string[]): DemoOptions {
         o.seed = parseSeed(value);
         o.seedGiven = true;
         break;
+      case "--port": {
+        const n = Number(value);
+        if (!/^[0-9]+$/.test(value.trim()) || n > 65535) throw new Error(`--port: "${value}" is not a port number in 0..65535`);
+        o.port = n;
+        break;
+      }
     }
   }
+  if (o.web && !secondsGiven) o.seconds = Infinity;
   return o;
 }

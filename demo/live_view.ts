@@ -55,7 +55,7 @@ export interface ViewInput {
 export function frameLines(v: ViewInput): string[] {
   const { f64, workers } = v;
   const lines: string[] = [];
-  lines.push(`${v.title}   ${v.elapsed.toFixed(1)} / ${v.seconds} s`);
+  lines.push(`${v.title}   ${v.elapsed.toFixed(1)} ${Number.isFinite(v.seconds) ? `/ ${v.seconds} s` : "s (Ctrl-C stops)"}`);
   const rates = v.opsRate.map((r, w) => `w${w} ${count(r).padStart(6)}`);
   const totalRate = v.opsRate.reduce((a, b) => a + b, 0);
   for (let i = 0; i < rates.length; i += 6) {

@@ -12,6 +12,7 @@
 import { randomInt } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import { Heap, HeapError, type HeapStats, type KmemCache } from "../src/index.js";
+import { type Inspector, serveInspector } from "../src/inspector.js";
 import { parseArgs, USAGE, type DemoOptions } from "./cli.js";
 import { C, makeControl, type MainMessage, ROW, SIZE_LABELS, STOP, type WorkerData, type WorkerMessage } from "./ht_control.js";
 import { NODE_CACHE, NODE_SIZE, SharedTable, MAIN_OWNER } from "./ht_table.js";
@@ -22,6 +23,9 @@ const KEY_SPACE = 1 << 16;
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
 const DONE_TIMEOUT_MS = 60_000;
+
+/** The inspector's server (--web), closed when main ends, whichever way. */
+let inspector: Inspector | null = null;
 
 function errText(e: unknown): string {
   if (e instanceof HeapError) return e.message.startsWith(e.code) ? e.message : `${e.code}: ${e.message}`;
@@ -69,12 +73,13 @@ async function main(argv: string[]): Promise<number> {
   const nBuckets = Math.min(16384, Math.max(1024, pow2floor(st0.totalPages)));
   const out = process.stdout;
   const tty = out.isTTY === true;
+  const forever = !Number.isFinite(opts.seconds);
   out.write(
-    `shmalloc demo: ${opts.workers} workers for ${opts.seconds} s on a ${mib(heap.size)} heap ` +
+    `shmalloc demo: ${opts.workers} workers ${forever ? "until Ctrl-C" : `for ${opts.seconds} s`} on a ${mib(heap.size)} heap ` +
       `(${st0.totalPages} pages to allocate), seed ${hex32(opts.seed)}\n` +
       `  hash table: ${nBuckets} buckets, keys 0..${KEY_SPACE - 1}; nodes from cache "${NODE_CACHE}" (${NODE_SIZE} B), ` +
       `values kmalloc 16 B..2 KiB, 0.6% of them 8..24 KiB\n` +
-      `  repeat with: node dist/demo/main.js --workers ${opts.workers} --seconds ${opts.seconds} --size ${heap.size} --seed ${hex32(opts.seed)}\n`,
+      `  repeat with: node dist/demo/main.js --workers ${opts.workers}${forever ? "" : ` --seconds ${opts.seconds}`} --size ${heap.size} --seed ${hex32(opts.seed)}${opts.web ? " --web" : ""}\n`,
   );
 
   const bugs: string[] = [];
@@ -185,6 +190,27 @@ async function main(argv: string[]): Promise<number> {
     return abort(fatal ?? `error: workers did not start within ${READY_TIMEOUT_MS / 1000} s`, 1);
   }
 
+  if (opts.web) {
+    const f64 = control.f64;
+    try {
+      inspector = await serveInspector(heap, {
+        port: opts.port,
+        title: `shmalloc demo: hash table, ${opts.workers} workers, seed ${hex32(opts.seed)}`,
+        extra: () => ({
+          agents: states.map((_, w) => ({ name: `worker ${w}`, ops: f64[w * ROW + C.ops]! })),
+          sizes: SIZE_LABELS.map((label, i) => ({ label, count: total(f64, opts.workers, C.sizes + i) })),
+          counters: {
+            "table entries": total(f64, opts.workers, C.entries),
+            "inserts without memory": total(f64, opts.workers, C.allocFail),
+            "entries evicted": total(f64, opts.workers, C.evicted),
+          },
+        }),
+      });
+    } catch (e) {
+      return abort(`error: ${errText(e)}`, 2);
+    }
+    out.write(`inspector: ${inspector.url}  (open it in a browser${forever ? "; Ctrl-C stops the demo" : ""})\n`);
+  }
   for (const s of states) s.worker.postMessage({ type: "go" } satisfies MainMessage);
   if (noLog.length > 0) out.write(`  (no memory for the sample log of worker${noLog.length > 1 ? "s" : ""} ${noLog.join(", ")}: they sample nothing)\n`);
 
@@ -347,7 +373,16 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
+/** main, then the inspector's server closed (its pages get a last snapshot and an end event). */
+async function run(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } finally {
+    await inspector?.close();
+  }
+}
+
+run(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // Workers that were told to terminate may still be winding down; do not wait for them.

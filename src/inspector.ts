@@ -1,0 +1,357 @@
+/*
+ * The inspector: a local web page that shows a running heap live (the zone's pages, buddyinfo,
+ * slabtop, each agent's operations, pcp, deferred frees, RCU, the trace hook's size histogram).
+ * Node only: import it from "shmalloc/inspector"; the main entry stays free of node: imports.
+ *
+ * DESIGN: snapshots from the heap's own process, pushed to the page with server-sent events.
+ *
+ *   The page cannot share the heap's SharedArrayBuffer: a buffer made in Node never reaches a
+ *   browser, and moving the workload into the browser would inspect a different program than the
+ *   one the user runs. So the agent that serves the inspector reads the heap where it lives, with
+ *   the same no-lock reads as stats(), and sends what it read:
+ *   - true: each snapshot is one stats() and one pageMap() taken back to back in one turn of this
+ *     agent's event loop, straight from the buffer the workers write; nothing is cached or
+ *     recomputed on the way. The figures are as racy as stats() while agents run, and exact when
+ *     the heap is quiet (the browser test checks that).
+ *   - cheap: one snapshot per interval, serialised once and written to every open page; none at
+ *     all while no page is open. The page map goes run-length coded (a zone of 16384 pages in a few
+ *     kilobytes). A page too slow to take a snapshot skips it and gets the next one, so a stalled
+ *     tab never makes the server buffer without bound. The reads take no lock, so watching never
+ *     slows an allocation down.
+ *   - server-sent events rather than a WebSocket: the stream is one way, Node's http serves it
+ *     with no dependency, and EventSource reconnects by itself.
+ *
+ * CONTRACT
+ *
+ *   Owns no words of the heap and writes none: it calls heap.stats(), heap.pageMap() and
+ *   heap.cacheNames() on the handle it was given, on the thread that owns that handle (between the
+ *   thread's own allocator calls, never inside one). Takes no lock. When the handle is detached the
+ *   stream ends with an "end" event and the server keeps serving the page until close().
+ *   Binds 127.0.0.1 unless told otherwise, and answers only requests addressed to it by that name
+ *   or localhost (a page of another site cannot read the heap through DNS rebinding).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ErrorCode, HeapError } from "./errors.js";
+import type { Heap, HeapStats } from "./heap.js";
+import { PAGE_STATE } from "./pagemap.js";
+
+/** Figures the heap cannot know, supplied by the program that runs it (all counts are running totals). */
+export interface InspectorExtra {
+  /** Operations each agent has done so far: the page charts their rates. */
+  agents?: { name: string; ops: number }[];
+  /** A trace hook's size histogram: allocations per size bucket so far. */
+  sizes?: { label: string; count: number }[];
+  /** Any other running totals, shown by name (e.g. allocation failures the program handled). */
+  counters?: Record<string, number>;
+}
+
+export interface InspectorOptions {
+  /** TCP port; 0 (default) picks a free one. */
+  port?: number;
+  /** Address to bind (default "127.0.0.1"). */
+  host?: string;
+  /** Milliseconds between snapshots (default 250, 50..10000). */
+  intervalMs?: number;
+  /** Shown at the top of the page. */
+  title?: string;
+  /** Called once per snapshot for figures the heap does not hold (see InspectorExtra). */
+  extra?: () => InspectorExtra;
+}
+
+/** What the page receives several times a second (also GET /snapshot.json). */
+export interface InspectorSnapshot {
+  /** Counts snapshots since the server started. */
+  seq: number;
+  /** Date.now() when it was taken. */
+  time: number;
+  title: string;
+  heap: { size: number; maxSize: number; pageSize: number };
+  stats: HeapStats;
+  /** heap.cacheNames(): the cache id of each PAGE_STATE.slab code. */
+  caches: (string | null)[];
+  /** heap.pageMap(), run-length coded: code, run, code, run, ... */
+  map: number[];
+  /** The PAGE_STATE codes the map uses. */
+  states: typeof PAGE_STATE;
+  extra: InspectorExtra | null;
+}
+
+export interface Inspector {
+  /** http://host:port/ of the page. */
+  readonly url: string;
+  readonly port: number;
+  /** Take a snapshot now (what the next page update will look like). */
+  snapshot(): InspectorSnapshot;
+  /** Pages watching now. */
+  readonly clients: number;
+  /** Send a last snapshot and an "end" event to every page, and stop serving. */
+  close(): Promise<void>;
+}
+
+const MIME: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+};
+
+/** The page's own files, and uPlot's, by URL path. */
+function assetFiles(): Map<string, string> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  // dist/src/inspector.js -> <package>/inspector/; src/inspector.ts -> the same folder.
+  const page = [join(here, "..", "..", "inspector"), join(here, "..", "inspector")].find((d) => existsSync(join(d, "index.html")));
+  if (page === undefined) throw new Error(`the inspector's page files (inspector/index.html) are missing next to ${here}`);
+  const uplot = dirname(createRequire(import.meta.url).resolve("uplot"));
+  return new Map([
+    ["/", join(page, "index.html")],
+    ["/index.html", join(page, "index.html")],
+    ["/app.js", join(page, "app.js")],
+    ["/app.css", join(page, "app.css")],
+    ["/uPlot.esm.js", join(uplot, "uPlot.esm.js")],
+    ["/uPlot.min.css", join(uplot, "uPlot.min.css")],
+  ]);
+}
+
+const HEADERS: Readonly<Record<string, string>> = {
+  "Cache-Control": "no-store",
+  // Cross-origin isolated, like any page that may hold a heap's SharedArrayBuffer.
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "require-corp",
+  "Cross-Origin-Resource-Policy": "same-origin",
+  "X-Content-Type-Options": "nosniff",
+};
+
+function bad(message: string): never {
+  throw new HeapError(ErrorCode.EINVAL, `serveInspector: ${message}`);
+}
+
+/** Run-length code a page map: code, run, code, run, ... */
+export function encodePageMap(map: Uint16Array): number[] {
+  const out: number[] = [];
+  const n = map.length;
+  let i = 0;
+  while (i < n) {
+    const c = map[i]!;
+    let j = i + 1;
+    while (j < n && map[j] === c) j++;
+    out.push(c, j - i);
+    i = j;
+  }
+  return out;
+}
+
+/**
+ * Serve the inspector for `heap` on http://127.0.0.1:port/. Call it on the agent that owns `heap`
+ * (usually the main thread); the snapshots are taken there. Resolves once the server listens;
+ * rejects with the reason when it cannot (a port in use names itself).
+ */
+export async function serveInspector(heap: Heap, options: InspectorOptions = {}): Promise<Inspector> {
+  if (heap === null || typeof heap !== "object" || typeof (heap as Heap).pageMap !== "function") bad(`the first argument must be a Heap, not ${String(heap)}`);
+  if (options === null || typeof options !== "object") bad("options must be an object");
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) bad(`port must be a whole number in 0..65535, not ${String(port)}`);
+  const host = options.host ?? "127.0.0.1";
+  if (typeof host !== "string" || host === "") bad(`host must be a non-empty string, not ${String(host)}`);
+  const intervalMs = options.intervalMs ?? 250;
+  if (typeof intervalMs !== "number" || !(intervalMs >= 50 && intervalMs <= 10_000)) bad(`intervalMs must be a number in 50..10000, not ${String(intervalMs)}`);
+  const extra = options.extra;
+  if (extra !== undefined && typeof extra !== "function") bad("extra must be a function");
+  const title = options.title ?? "shmalloc heap";
+  if (typeof title !== "string") bad("title must be a string");
+
+  const files = assetFiles();
+  const clients = new Set<ServerResponse>();
+  let seq = 0;
+  let map: Uint16Array = new Uint16Array(0);
+  let timer: ReturnType<typeof setInterval> | null = null;
+  /** Why the stream ended (the handle was detached, or close()); null while live. */
+  let ended: string | null = null;
+  let closed = false;
+  let boundPort = port;
+
+  const snapshot = (): InspectorSnapshot => {
+    const stats = heap.stats();
+    map = heap.pageMap(map);
+    const snap: InspectorSnapshot = {
+      seq: ++seq,
+      time: Date.now(),
+      title,
+      heap: { size: heap.size, maxSize: heap.maxSize, pageSize: heap.pageSize },
+      stats,
+      caches: heap.cacheNames(),
+      map: encodePageMap(map),
+      states: PAGE_STATE,
+      extra: null,
+    };
+    if (extra !== undefined) {
+      try {
+        snap.extra = extra();
+      } catch (e) {
+        snap.extra = { counters: {} };
+        (snap as { extraError?: string }).extraError = e instanceof Error ? e.message : String(e);
+      }
+    }
+    return snap;
+  };
+
+  const send = (res: ServerResponse, event: string | null, data: string): void => {
+    // A page that has not taken the last snapshot yet skips this one (no unbounded buffering).
+    if (res.writableNeedDrain || res.destroyed) return;
+    res.write(`${event !== null ? `event: ${event}\n` : ""}data: ${data}\n\n`);
+  };
+
+  /** End every stream with an "end" event saying why; the pages stop reconnecting. */
+  const endStreams = (why: string): void => {
+    ended = why;
+    stopTimer();
+    const data = JSON.stringify({ reason: why });
+    for (const res of clients) {
+      if (!res.destroyed) res.end(`event: end\ndata: ${data}\n\n`);
+    }
+    clients.clear();
+  };
+
+  const tryBroadcast = (): void => {
+    if (clients.size === 0) return;
+    let data: string;
+    try {
+      data = JSON.stringify(snapshot());
+    } catch (e) {
+      if (e instanceof HeapError && e.code === ErrorCode.EDETACHED) endStreams("the heap handle was detached");
+      else {
+        const msg = JSON.stringify({ message: e instanceof Error ? e.message : String(e) });
+        for (const res of clients) send(res, "failure", msg);
+      }
+      return;
+    }
+    for (const res of clients) send(res, null, data);
+  };
+
+  function stopTimer(): void {
+    if (timer !== null) clearInterval(timer);
+    timer = null;
+  }
+
+  const allowedHosts = (): Set<string> =>
+    new Set([`127.0.0.1:${boundPort}`, `localhost:${boundPort}`, `[::1]:${boundPort}`, `${host}:${boundPort}`, host.includes(":") ? `[${host}]:${boundPort}` : ""]);
+  const openBind = host === "0.0.0.0" || host === "::";
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (!openBind && !allowedHosts().has((req.headers.host ?? "").toLowerCase())) {
+      res.writeHead(403, { "Content-Type": "text/plain" }).end("the inspector answers only requests addressed to its own host and port\n");
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { Allow: "GET, HEAD", "Content-Type": "text/plain" }).end("GET only\n");
+      return;
+    }
+    const path = new URL(req.url ?? "/", "http://x").pathname;
+    if (path === "/events") {
+      res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream", Connection: "keep-alive" });
+      if (ended !== null) {
+        res.end(`event: end\ndata: ${JSON.stringify({ reason: ended })}\n\n`);
+        return;
+      }
+      res.write(`retry: 1000\n\n`);
+      clients.add(res);
+      req.on("close", () => {
+        clients.delete(res);
+        if (clients.size === 0) stopTimer();
+      });
+      // The first picture at once, then one per interval while anyone watches.
+      tryBroadcastTo(res);
+      if (timer === null && ended === null) timer = setInterval(tryBroadcast, intervalMs);
+      return;
+    }
+    if (path === "/snapshot.json") {
+      try {
+        const body = JSON.stringify(snapshot());
+        res.writeHead(200, { ...HEADERS, "Content-Type": "application/json" }).end(req.method === "HEAD" ? undefined : body);
+      } catch (e) {
+        res.writeHead(503, { ...HEADERS, "Content-Type": "text/plain" }).end(`${e instanceof Error ? e.message : String(e)}\n`);
+      }
+      return;
+    }
+    const file = files.get(path);
+    if (file === undefined) {
+      res.writeHead(404, { "Content-Type": "text/plain" }).end("not found\n");
+      return;
+    }
+    try {
+      const body = await readFile(file);
+      const ext = file.slice(file.lastIndexOf("."));
+      res.writeHead(200, { ...HEADERS, "Content-Type": MIME[ext] ?? "application/octet-stream" }).end(req.method === "HEAD" ? undefined : body);
+    } catch {
+      res.writeHead(500, { "Content-Type": "text/plain" }).end(`cannot read ${path}\n`);
+    }
+  };
+
+  const tryBroadcastTo = (res: ServerResponse): void => {
+    try {
+      send(res, null, JSON.stringify(snapshot()));
+    } catch (e) {
+      if (e instanceof HeapError && e.code === ErrorCode.EDETACHED) endStreams("the heap handle was detached");
+      else send(res, "failure", JSON.stringify({ message: e instanceof Error ? e.message : String(e) }));
+    }
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      if (!res.headersSent) res.writeHead(500, { "Content-Type": "text/plain" });
+      res.end(`${e instanceof Error ? e.message : String(e)}\n`);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException): void => {
+      const where = `${host}:${port}`;
+      const why =
+        e.code === "EADDRINUSE"
+          ? `port ${port} on ${host} is in use; choose another port, or 0 for any free one`
+          : e.code === "EACCES"
+            ? `no permission to listen on ${where}`
+            : e.code === "EADDRNOTAVAIL" || e.code === "ENOTFOUND"
+              ? `${host} is not an address of this machine`
+              : e.message;
+      const err = new Error(`cannot serve the inspector on ${where}: ${why}`) as NodeJS.ErrnoException;
+      if (e.code !== undefined) err.code = e.code;
+      reject(err);
+    };
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  if (addr === null || typeof addr === "string") throw new Error("the inspector's server has no address");
+  boundPort = addr.port;
+  const urlHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+
+  return {
+    url: `http://${urlHost}:${boundPort}/`,
+    port: boundPort,
+    snapshot,
+    get clients() {
+      return clients.size;
+    },
+    close(): Promise<void> {
+      if (closed) return Promise.resolve();
+      closed = true;
+      if (ended === null) {
+        // A last picture, so that pages show how the heap was left.
+        if (clients.size > 0) tryBroadcast();
+        endStreams("the program stopped serving the inspector");
+      }
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        // Streams that did not end (a client that never read) must not keep the process alive.
+        setTimeout(() => server.closeAllConnections(), 200).unref();
+      });
+    },
+  };
+}
