@@ -129,6 +129,29 @@ async function main(argv: string[]): Promise<number> {
     return cond();
   };
 
+  if (opts.web) {
+    const f64 = control.f64;
+    try {
+      inspector = await serveInspector(heap, {
+        port: opts.port,
+        title: `shmalloc demo: hash table, ${opts.workers} workers, seed ${hex32(opts.seed)}`,
+        extra: () => ({
+          agents: states.map((_, w) => ({ name: `worker ${w}`, ops: f64[w * ROW + C.ops]! })),
+          sizes: SIZE_LABELS.map((label, i) => ({ label, count: total(f64, opts.workers, C.sizes + i) })),
+          counters: {
+            "table entries": total(f64, opts.workers, C.entries),
+            "inserts without memory": total(f64, opts.workers, C.allocFail),
+            "entries evicted": total(f64, opts.workers, C.evicted),
+          },
+        }),
+      });
+    } catch (e) {
+      process.stderr.write(`error: ${errText(e)}\n`);
+      return 2;
+    }
+    out.write(`inspector: ${inspector.url}  (open it in a browser${forever ? "; Ctrl-C stops the demo" : ""})\n`);
+  }
+
   for (let i = 0; i < opts.workers; i++) {
     const wd: WorkerData = { buffer: heap.buffer, control: control.buffer, hdr: table.hdr, index: i, nWorkers: opts.workers, seed: opts.seed };
     const worker = new Worker(new URL("./ht_worker.js", import.meta.url), { workerData: wd });
@@ -190,27 +213,6 @@ async function main(argv: string[]): Promise<number> {
     return abort(fatal ?? `error: workers did not start within ${READY_TIMEOUT_MS / 1000} s`, 1);
   }
 
-  if (opts.web) {
-    const f64 = control.f64;
-    try {
-      inspector = await serveInspector(heap, {
-        port: opts.port,
-        title: `shmalloc demo: hash table, ${opts.workers} workers, seed ${hex32(opts.seed)}`,
-        extra: () => ({
-          agents: states.map((_, w) => ({ name: `worker ${w}`, ops: f64[w * ROW + C.ops]! })),
-          sizes: SIZE_LABELS.map((label, i) => ({ label, count: total(f64, opts.workers, C.sizes + i) })),
-          counters: {
-            "table entries": total(f64, opts.workers, C.entries),
-            "inserts without memory": total(f64, opts.workers, C.allocFail),
-            "entries evicted": total(f64, opts.workers, C.evicted),
-          },
-        }),
-      });
-    } catch (e) {
-      return abort(`error: ${errText(e)}`, 2);
-    }
-    out.write(`inspector: ${inspector.url}  (open it in a browser${forever ? "; Ctrl-C stops the demo" : ""})\n`);
-  }
   for (const s of states) s.worker.postMessage({ type: "go" } satisfies MainMessage);
   if (noLog.length > 0) out.write(`  (no memory for the sample log of worker${noLog.length > 1 ? "s" : ""} ${noLog.join(", ")}: they sample nothing)\n`);
 

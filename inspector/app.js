@@ -243,9 +243,11 @@ function drawOps(snap, t) {
   const agents = snap.extra?.agents;
   if (!agents || agents.length === 0) {
     $("ops-note").textContent = "No per-agent counts: pass extra: () => ({ agents: [{ name, ops }] }) to serveInspector.";
+    $("ops-chart").style.display = "none";
     return;
   }
   $("ops-note").textContent = "";
+  $("ops-chart").style.display = "";
   const names = agents.map((a) => a.name).join("\u0000");
   if (names !== opsNames) {
     opsChart?.destroy();

@@ -14,10 +14,10 @@
  *     recomputed on the way. The figures are as racy as stats() while agents run, and exact when
  *     the heap is quiet (the browser test checks that).
  *   - cheap: one snapshot per interval, serialised once and written to every open page; none at
- *     all while no page is open. The page map goes run-length coded (a zone of 16384 pages in a few
- *     kilobytes). A page too slow to take a snapshot skips it and gets the next one, so a stalled
- *     tab never makes the server buffer without bound. The reads take no lock, so watching never
- *     slows an allocation down.
+ *     all while no page is open. The page map goes run-length coded (the demo's 16384 pages in
+ *     mid-run: about 1600 runs, 8 KB). A page too slow to take a snapshot skips it and gets the
+ *     next one, so a stalled tab never makes the server buffer without bound. The reads take no
+ *     lock, so watching never makes an allocation wait.
  *   - server-sent events rather than a WebSocket: the stream is one way, Node's http serves it
  *     with no dependency, and EventSource reconnects by itself.
  *

@@ -156,6 +156,7 @@ test("the inspector shows a hammered heap live in Chromium, and its figures matc
     const last = await view();
     assert.equal((last.stats as { attached: number }).attached, 1, "the last snapshot shows the workers gone");
     assert.deepEqual(errors, []);
+    heap.rcuBarrier();
     heap.shrink();
     heap.validate();
     assert.equal(heap.stats().freePages, heap.stats().totalPages);

@@ -1,7 +1,7 @@
 /*
  * A worker that hammers a heap for the inspector's test: kmalloc of mixed sizes (a trace handler
- * counts them by size), objects of a named cache, page blocks; frees at random, so the zone
- * fragments and the figures move. It pauses when asked (the test's quiet moment) and empties
+ * counts them by size), objects of a named cache, page blocks; frees at random (some kmalloc
+ * values with kfreeRcu), so the zone fragments and the figures move. It pauses when asked (the test's quiet moment) and empties
  * everything it holds and detaches when told to stop.
  */
 import { Heap } from "../../src/index.js";
@@ -35,7 +35,11 @@ runWorker<HammerData>((data) => {
   const free = (i: number): void => {
     const a = addrs[i]!;
     const k = kinds[i]!;
-    if (k === KIND_KMALLOC) heap.kfree(a);
+    if (k === KIND_KMALLOC) {
+      // Some values go through RCU, as a reader might still see them.
+      if (rng.chance(0.3)) heap.kfreeRcu(a);
+      else heap.kfree(a);
+    }
     else if (k === KIND_CACHE) cache.free(a);
     else heap.freePages(a, k - 2);
     const last = addrs.length - 1;
@@ -58,7 +62,7 @@ runWorker<HammerData>((data) => {
     if (addrs.length > 0 && (addrs.length > target || rng.chance(0.35))) {
       free(rng.int(0, addrs.length - 1));
     } else {
-      const pick = rng.weighted([70, 22, 8]);
+      const pick = rng.weighted([72, 24, 4]);
       let a = 0;
       let kind = KIND_KMALLOC;
       if (pick === 0) {
