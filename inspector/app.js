@@ -391,6 +391,7 @@ function drawSummary(snap) {
   part("of", String(st.totalPages), "s-total");
   part("attached slots", `${st.attached}/${st.cpus}`, "s-attached");
   part("snapshot", `#${snap.seq}`, "s-seq");
+  if (snap.extraError) s.append(el("span", { class: "warn", id: "s-extra-error" }, `the program's figures failed: ${snap.extraError}`));
 }
 
 // ------------------------------------------------------------------ the stream

@@ -79,6 +79,8 @@ export interface InspectorSnapshot {
   /** The PAGE_STATE codes the map uses. */
   states: typeof PAGE_STATE;
   extra: InspectorExtra | null;
+  /** What options.extra threw, if it did (the rest of the snapshot is still true). */
+  extraError?: string;
 }
 
 export interface Inspector {
@@ -191,8 +193,7 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
       try {
         snap.extra = extra();
       } catch (e) {
-        snap.extra = { counters: {} };
-        (snap as { extraError?: string }).extraError = e instanceof Error ? e.message : String(e);
+        snap.extraError = e instanceof Error ? e.message : String(e);
       }
     }
     return snap;

@@ -73,7 +73,9 @@ test("the inspector shows a hammered heap live in Chromium, and its figures matc
     type Probe = { inspector: { received: number; last: { seq: number; extra: { agents: { ops: number }[] } } | null } };
 
     // Live: snapshots arrive and the figures move (each wait has a deadline, no timed assertion).
-    await page.waitForFunction(() => (globalThis as unknown as Probe).inspector.received >= 20, null, { timeout: 30_000 });
+    // A longer history when the README's screenshot is remade; a short one keeps the test quick.
+    const history = process.env.UPDATE_SCREENSHOT === "1" ? 24 : 8;
+    await page.waitForFunction((n) => (globalThis as unknown as Probe).inspector.received >= n, history, { timeout: 30_000 });
     const opsNow = await page.evaluate(() => (globalThis as unknown as Probe).inspector.last!.extra.agents.map((a) => a.ops));
     await page.waitForFunction((before) => (globalThis as unknown as Probe).inspector.last!.extra.agents.every((a, i) => a.ops > before[i]!), opsNow, { timeout: 30_000 });
     assert.equal(await page.locator("#ops-chart canvas").count() > 0, true, "the ops chart is drawn");
@@ -187,6 +189,18 @@ test("serveInspector checks what it is given, and names a port in use", async ()
   } finally {
     await new Promise<void>((ok) => busy.close(() => ok()));
   }
+  // A program's figures that throw are reported; the heap's figures still come.
+  const failing = await serveInspector(heap, {
+    extra: () => {
+      throw new Error("no figures today");
+    },
+  });
+  const snap0 = failing.snapshot();
+  assert.equal(snap0.extraError, "no figures today");
+  assert.equal(snap0.extra, null);
+  assert.equal(snap0.stats.totalPages, heap.stats().totalPages);
+  await failing.close();
+  await failing.close();
   // Requests addressed to another host name are refused; the page, its assets and a snapshot are served.
   const inspector = await serveInspector(heap);
   try {
@@ -214,5 +228,24 @@ test("serveInspector checks what it is given, and names a port in use", async ()
     assert.match(events, /event: end\ndata: \{"reason":"the heap handle was detached"\}/);
   } finally {
     await inspector.close();
+  }
+});
+
+test("the inspector follows a heap that grows while it is watched", async () => {
+  const heap = Heap.create({ size: 2 * MiB, maxSize: 8 * MiB, cpus: 2 });
+  const inspector = await serveInspector(heap);
+  try {
+    const pages = (m: number[]): number => m.filter((_, i) => i % 2 === 1).reduce((a, b) => a + b, 0);
+    const before = inspector.snapshot();
+    assert.equal(pages(before.map), 512);
+    heap.grow(8 * MiB);
+    const after = inspector.snapshot();
+    assert.equal(after.heap.size, 8 * MiB);
+    assert.equal(pages(after.map), 2048);
+    assert.equal(after.stats.freePages, heap.stats().freePages);
+    assert.ok(after.stats.totalPages > before.stats.totalPages);
+  } finally {
+    await inspector.close();
+    heap.detach();
   }
 });
