@@ -253,6 +253,10 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
     const path = new URL(req.url ?? "/", "http://x").pathname;
     if (path === "/events") {
       res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream", Connection: "keep-alive" });
+      if (req.method === "HEAD") {
+        res.end();
+        return;
+      }
       if (ended !== null) {
         res.end(`event: end\ndata: ${JSON.stringify({ reason: ended })}\n\n`);
         return;
