@@ -11,9 +11,10 @@
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
  *     pcp -> zone) and assert first that the caller holds none of them.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
- *     exact only while the heap is quiet. pageMap() and cacheNames() read page and cache
- *     descriptors the same way (a cache's name is written before its K_STATE is stored). validate() takes every pcp lock and the zone lock; the
+ *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
+ *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
+ *     stats() reads counters (a cache's name is written before its K_STATE is stored).
  */
 import { ErrorCode, HeapError } from "./errors.js";
 import {
