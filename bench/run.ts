@@ -7,6 +7,7 @@
  *   node dist/bench/run.js --out DIR    write latest.json / latest.md to DIR instead of bench/results
  *   node dist/bench/run.js --only P,Q   only the runs whose id starts with P or Q, e.g.
  *                                       --only pages,glibc-simple/shmalloc (files written only with --out)
+ *   node dist/bench/run.js --help       the options (a bad one exits with status 2)
  *
  * The suite starts many workers over a few minutes, each loading the compiled allocator. So that a
  * rebuild of dist/ during a run cannot mix two versions of the heap layout in one run, this
@@ -26,6 +27,8 @@ process.on("exit", () => rmSync(snap, { recursive: true, force: true }));
 const jsOnly = (p: string): boolean => !/\.(d\.ts|map)$/.test(p);
 cpSync(join(dist, "src"), join(snap, "src"), { recursive: true, filter: jsOnly });
 cpSync(here, join(snap, "bench"), { recursive: true, filter: jsOnly });
+// The command-line parser the suite shares with the demo and the stress command.
+cpSync(join(dist, "demo", "args.js"), join(snap, "demo", "args.js"));
 symlinkSync(join(repo, "node_modules"), join(snap, "node_modules"), "dir");
 process.env.SHMALLOC_BENCH_REPO = repo;
 await import(pathToFileURL(join(snap, "bench", "suite.js")).href);

@@ -10,6 +10,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { nonEmpty, type OptionTable, parseCommandLine, UsageError } from "../demo/args.js";
 import { ALLOC_KINDS, type AllocKind, best, groupRates, median } from "./common.js";
 import { type GroupOptions, type GroupResult, type LeakCheck, runGroup } from "./harness.js";
 import type { StormResult } from "./micro.js";
@@ -29,25 +30,42 @@ import {
 
 /* ------------------------------------------------------------------ options */
 
-const argv = process.argv.slice(2);
-const QUICK = argv.includes("--quick");
-const JSON_OUT = argv.includes("--json");
-const here = dirname(fileURLToPath(import.meta.url));
-function optValue(name: string): string | undefined {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
+/** The benchmarks' options (run.ts describes them): add one here, to USAGE, and read it below. */
+const BENCH_OPTIONS = {
+  quick: { type: "boolean" },
+  json: { type: "boolean" },
+  out: { type: "string" },
+  only: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionTable;
+const USAGE = `usage: node dist/bench/run.js [--quick] [--json] [--out DIR] [--only PREFIX,...]
+  --quick            a much shorter pass (writes latest-quick.* instead of latest.*)
+  --json             one JSON document of every figure on stdout instead of tables
+  --out DIR          write the result files to DIR instead of bench/results/
+  --only P,Q         only the runs whose id starts with P or Q (files written only with --out)
+  -h, --help         this text`;
+let opts: ReturnType<typeof parseCommandLine<typeof BENCH_OPTIONS>>;
+try {
+  opts = parseCommandLine(process.argv.slice(2), BENCH_OPTIONS);
+  if (opts.out !== undefined) nonEmpty(opts.out, "--out");
+  if (opts.only !== undefined) nonEmpty(opts.only, "--only");
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  process.stderr.write(`bench: ${e.message}\n${USAGE}\n`);
+  process.exit(2);
 }
-const OUT_ARG = optValue("--out");
+if (opts.help === true) {
+  process.stdout.write(USAGE + "\n");
+  process.exit(0);
+}
+const QUICK = opts.quick === true;
+const JSON_OUT = opts.json === true;
+const here = dirname(fileURLToPath(import.meta.url));
+const OUT_ARG = opts.out;
 /** The repository (run.ts says where it is, since this file runs from a copy). */
 const REPO = process.env.SHMALLOC_BENCH_REPO ?? resolve(here, "../..");
 const OUT_DIR = OUT_ARG !== undefined ? resolve(OUT_ARG) : join(REPO, "bench", "results");
-const ONLY = optValue("--only")?.split(",").filter((x) => x !== "");
-for (const a of argv) {
-  if (a.startsWith("--") && !["--quick", "--json", "--out", "--only"].includes(a)) {
-    process.stderr.write(`unknown option ${a}\nusage: node dist/bench/run.js [--quick] [--json] [--out DIR] [--only PREFIX,...]\n`);
-    process.exit(2);
-  }
-}
+const ONLY = opts.only?.split(",").filter((x) => x !== "");
 
 interface Timing {
   sampleMs: number;
