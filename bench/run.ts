@@ -2,7 +2,9 @@
  * shmalloc's benchmark suite: `npm run bench` (build, then node dist/bench/run.js).
  *
  *   node dist/bench/run.js              the full suite (two to three minutes on two cores)
- *   node dist/bench/run.js --quick      a much shorter pass (the test suite's smoke test, under ~20 s)
+ *   node dist/bench/run.js --quick      a much shorter pass (about 20 s)
+ *   node dist/bench/run.js --smoke      every run once, as short as it can be (the test suite's smoke
+ *                                       test, a few seconds; no files unless --out)
  *   node dist/bench/run.js --json       one JSON document of all results on stdout instead of tables
  *   node dist/bench/run.js --out DIR    write latest.json / latest.md to DIR instead of bench/results
  *   node dist/bench/run.js --only P,Q   only the runs whose id starts with P or Q, e.g.
