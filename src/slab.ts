@@ -1741,7 +1741,11 @@ export class KmemCache {
   /** Word index of the descriptor's K_GEN and K_STATE, checked on every call. */
   private readonly kw: number;
 
+  /** Made by heap.createCache and heap.findCache only. @internal */
   constructor(heap: SlabAllocator, id: number, gen: number) {
+    if (!(heap instanceof SlabAllocator) || !Number.isInteger(id) || id < FIRST_NAMED_ID || !Number.isInteger(gen)) {
+      einval("a KmemCache comes from heap.createCache or heap.findCache, not from new KmemCache()");
+    }
     this.ops = heap as unknown as CacheOps;
     this.id = id;
     this.gen = gen;
