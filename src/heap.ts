@@ -10,6 +10,7 @@
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
  *     pcp -> zone) and assert first that the caller holds none of them.
+ *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
