@@ -2,11 +2,14 @@
  * shmalloc's benchmark suite: `npm run bench` (build, then node dist/bench/run.js).
  *
  *   node dist/bench/run.js              the full suite (two to three minutes on two cores)
- *   node dist/bench/run.js --quick      a much shorter pass (the test suite's smoke test, under ~20 s)
+ *   node dist/bench/run.js --quick      a much shorter pass (about 20 s)
+ *   node dist/bench/run.js --smoke      every run once, as short as it can be (the test suite's smoke
+ *                                       test, a few seconds; no files unless --out)
  *   node dist/bench/run.js --json       one JSON document of all results on stdout instead of tables
  *   node dist/bench/run.js --out DIR    write latest.json / latest.md to DIR instead of bench/results
  *   node dist/bench/run.js --only P,Q   only the runs whose id starts with P or Q, e.g.
  *                                       --only pages,glibc-simple/shmalloc (files written only with --out)
+ *   node dist/bench/run.js --help       the options (a bad one exits with status 2)
  *
  * The suite starts many workers over a few minutes, each loading the compiled allocator. So that a
  * rebuild of dist/ during a run cannot mix two versions of the heap layout in one run, this
@@ -26,6 +29,8 @@ process.on("exit", () => rmSync(snap, { recursive: true, force: true }));
 const jsOnly = (p: string): boolean => !/\.(d\.ts|map)$/.test(p);
 cpSync(join(dist, "src"), join(snap, "src"), { recursive: true, filter: jsOnly });
 cpSync(here, join(snap, "bench"), { recursive: true, filter: jsOnly });
+// The command-line parser the suite shares with the demo and the stress command.
+cpSync(join(dist, "demo", "args.js"), join(snap, "demo", "args.js"));
 symlinkSync(join(repo, "node_modules"), join(snap, "node_modules"), "dir");
 process.env.SHMALLOC_BENCH_REPO = repo;
 await import(pathToFileURL(join(snap, "bench", "suite.js")).href);

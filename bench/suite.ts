@@ -10,6 +10,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { nonEmpty, type OptionTable, parseCommandLine, UsageError } from "../demo/args.js";
 import { ALLOC_KINDS, type AllocKind, best, groupRates, median } from "./common.js";
 import { type GroupOptions, type GroupResult, type LeakCheck, runGroup } from "./harness.js";
 import type { StormResult } from "./micro.js";
@@ -29,25 +30,48 @@ import {
 
 /* ------------------------------------------------------------------ options */
 
-const argv = process.argv.slice(2);
-const QUICK = argv.includes("--quick");
-const JSON_OUT = argv.includes("--json");
-const here = dirname(fileURLToPath(import.meta.url));
-function optValue(name: string): string | undefined {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
+/** The benchmarks' options (run.ts describes them): add one here, to USAGE, and read it below. */
+const BENCH_OPTIONS = {
+  quick: { type: "boolean" },
+  smoke: { type: "boolean" },
+  json: { type: "boolean" },
+  out: { type: "string" },
+  only: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionTable;
+const USAGE = `usage: node dist/bench/run.js [--quick] [--json] [--out DIR] [--only PREFIX,...]
+  --quick            a much shorter pass (writes latest-quick.* instead of latest.*)
+  --smoke            the shortest pass that still runs every section end to end, with one machine
+                     check and its leak checks (a few seconds; the test suite's; writes no files
+                     unless --out)
+  --json             one JSON document of every figure on stdout instead of tables
+  --out DIR          write the result files to DIR instead of bench/results/
+  --only P,Q         only the runs whose id starts with P or Q (files written only with --out)
+  -h, --help         this text`;
+let opts: ReturnType<typeof parseCommandLine<typeof BENCH_OPTIONS>>;
+try {
+  opts = parseCommandLine(process.argv.slice(2), BENCH_OPTIONS);
+  if (opts.out !== undefined) nonEmpty(opts.out, "--out");
+  if (opts.only !== undefined) nonEmpty(opts.only, "--only");
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  process.stderr.write(`bench: ${e.message}\n${USAGE}\n`);
+  process.exit(2);
 }
-const OUT_ARG = optValue("--out");
+if (opts.help === true) {
+  process.stdout.write(USAGE + "\n");
+  process.exit(0);
+}
+/** --smoke: every run once, as short as it can be; the figures mean nothing, the leak checks do. */
+const SMOKE = opts.smoke === true;
+const QUICK = opts.quick === true || SMOKE;
+const JSON_OUT = opts.json === true;
+const here = dirname(fileURLToPath(import.meta.url));
+const OUT_ARG = opts.out;
 /** The repository (run.ts says where it is, since this file runs from a copy). */
 const REPO = process.env.SHMALLOC_BENCH_REPO ?? resolve(here, "../..");
 const OUT_DIR = OUT_ARG !== undefined ? resolve(OUT_ARG) : join(REPO, "bench", "results");
-const ONLY = optValue("--only")?.split(",").filter((x) => x !== "");
-for (const a of argv) {
-  if (a.startsWith("--") && !["--quick", "--json", "--out", "--only"].includes(a)) {
-    process.stderr.write(`unknown option ${a}\nusage: node dist/bench/run.js [--quick] [--json] [--out DIR] [--only PREFIX,...]\n`);
-    process.exit(2);
-  }
-}
+const ONLY = opts.only?.split(",").filter((x) => x !== "");
 
 interface Timing {
   sampleMs: number;
@@ -55,7 +79,20 @@ interface Timing {
   warmMs: number;
 }
 
-const CFG = QUICK
+const CFG = SMOKE
+  ? {
+      micro: { sampleMs: 2, samples: 1, warmMs: 1 } as Timing,
+      glibc: { sampleMs: 1, samples: 1, warmMs: 1 } as Timing,
+      work: { sampleMs: 3, samples: 1, warmMs: 1 } as Timing,
+      larson: { slots: 100, epochMs: 1 },
+      xmalloc: { batch: 256, ringSlots: 4 },
+      mstress: { dataSlots: 100, retainSlots: 20 },
+      scratch: { reps: 5 },
+      allocTest: { live: 256 },
+      storm: { iterations: 2_000 },
+      kfreeRcu: { n: 500 },
+    }
+  : QUICK
   ? {
       micro: { sampleMs: 15, samples: 3, warmMs: 15 } as Timing,
       glibc: { sampleMs: 4, samples: 3, warmMs: 4 } as Timing,
@@ -107,9 +144,10 @@ function job(id: string, o: Omit<GroupOptions, "units" | "label"> & { units?: nu
     machineTags.push(tag);
     for (const T of THREADS) job(`machine/${tag}/T${T}`, { kind: "cpu", alloc: "js", workers: T, params: {}, ...MACHINE });
   };
-  if (check) machineCheck(`${id}/before`);
+  // --smoke: one machine check in all, before the first multi-worker run.
+  if (check && !(SMOKE && machineTags.length > 0)) machineCheck(`${id}/before`);
   jobs.push({ ...o, id, label: o.label ?? id, units: o.units ?? o.samples + 1 });
-  if (check) machineCheck(`${id}/after`);
+  if (check && !SMOKE) machineCheck(`${id}/after`);
 }
 
 const micro = CFG.micro;
@@ -535,6 +573,7 @@ const meta = {
   cores: os.cpus().length,
   platform: `${os.platform()} ${os.arch()}`,
   quick: QUICK,
+  smoke: SMOKE,
   /** 1-minute load average at the start and the end of the run: other processes on the machine. */
   loadavg1: { start: loadAtStart[0], end: Math.round(os.loadavg()[0]! * 100) / 100 },
   statistic: STATISTIC,
@@ -618,7 +657,7 @@ const md = [
 ].join("\n");
 
 const stem = QUICK ? "latest-quick" : "latest";
-const writeFiles = ONLY === undefined || OUT_ARG !== undefined;
+const writeFiles = (ONLY === undefined && !SMOKE) || OUT_ARG !== undefined;
 if (writeFiles) {
   mkdirSync(OUT_DIR, { recursive: true });
   writeFileSync(join(OUT_DIR, `${stem}.json`), `${JSON.stringify(doc, null, 2)}\n`);

@@ -1,5 +1,6 @@
 /** Command-line options of the demo (`npm start -- --help`). */
 import { availableParallelism } from "node:os";
+import { nonEmpty, type OptionTable, parseCommandLine, parseSeconds, parseSize, parseWhole } from "./args.js";
 import { parseSeed } from "./prng.js";
 
 export interface DemoOptions {
@@ -16,8 +17,6 @@ export interface DemoOptions {
   port: number;
 }
 
-/** Largest heap shmalloc accepts (MAX_HEAP_SIZE): addresses stay positive 32-bit integers. */
-const MAX_SIZE = 2 ** 31 - 4096;
 /** One CPU slot per worker plus the main thread; shmalloc allows up to 1024 slots. */
 export const MAX_WORKERS = 256;
 
@@ -49,74 +48,31 @@ Exit status: 0 when the run ended with validate() passing and every page free; 1
 failed (a value's signature mismatch, a worker error, a leak, validate() throwing); 2 for bad
 options.`;
 
-/** Parse a size: "4096", "64m", "64MiB", "64MB", "1g", "512k" (units are binary). */
-export function parseSize(text: string): number {
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([kmg])(?:i?b)?|b)?\s*$/i.exec(text);
-  if (m === null) throw new Error(`--size: cannot read "${text}" (try 64m, 256MiB or a number of bytes)`);
-  const unit = (m[2] ?? "").toLowerCase();
-  const mul = unit === "k" ? 1024 : unit === "m" ? 1024 ** 2 : unit === "g" ? 1024 ** 3 : 1;
-  const bytes = Math.round(Number(m[1]) * mul);
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`--size: "${text}" is not a positive size`);
-  if (bytes > MAX_SIZE) throw new Error(`--size: ${text} is larger than the largest heap, ${MAX_SIZE} bytes (2 GiB - 4 KiB)`);
-  return bytes;
-}
+/**
+ * The demo's options. Add one here (and to USAGE) and read it in parseArgs: `name: { type: "string" }`
+ * takes a value, `{ type: "boolean" }` is a switch.
+ */
+export const DEMO_OPTIONS = {
+  workers: { type: "string" },
+  seconds: { type: "string" },
+  size: { type: "string" },
+  seed: { type: "string" },
+  web: { type: "boolean" },
+  port: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionTable;
 
 export function parseArgs(argv: readonly string[]): DemoOptions {
-  const o: DemoOptions = { workers: defaultWorkers(), seconds: 10, size: 64 << 20, seed: 0, seedGiven: false, help: false, web: false, port: 0 };
-  let secondsGiven = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === "--help" || arg === "-h") {
-      o.help = true;
-      continue;
-    }
-    if (arg === "--web") {
-      o.web = true;
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    const name = arg.startsWith("--") && eq > 0 ? arg.slice(0, eq) : arg;
-    if (name !== "--workers" && name !== "--seconds" && name !== "--size" && name !== "--seed" && name !== "--port") {
-      throw new Error(`unknown option "${arg}"`);
-    }
-    let value: string;
-    if (eq > 0 && arg.startsWith("--")) value = arg.slice(eq + 1);
-    else {
-      const next = argv[i + 1];
-      if (next === undefined) throw new Error(`${name} needs a value`);
-      value = next;
-      i++;
-    }
-    switch (name) {
-      case "--workers": {
-        const n = Number(value);
-        if (!/^[0-9]+$/.test(value.trim()) || n < 1 || n > MAX_WORKERS) throw new Error(`--workers: "${value}" is not a whole number in 1..${MAX_WORKERS}`);
-        o.workers = n;
-        break;
-      }
-      case "--seconds": {
-        const s = Number(value);
-        if (value.trim() === "" || !Number.isFinite(s) || s <= 0 || s > 86400) throw new Error(`--seconds: "${value}" is not a number of seconds in (0, 86400]`);
-        o.seconds = s;
-        secondsGiven = true;
-        break;
-      }
-      case "--size":
-        o.size = parseSize(value);
-        break;
-      case "--seed":
-        if (value.trim() === "") throw new Error("--seed needs a value");
-        o.seed = parseSeed(value);
-        o.seedGiven = true;
-        break;
-      case "--port": {
-        const n = Number(value);
-        if (!/^[0-9]+$/.test(value.trim()) || n > 65535) throw new Error(`--port: "${value}" is not a port number in 0..65535`);
-        o.port = n;
-        break;
-      }
-    }
+  const v = parseCommandLine(argv, DEMO_OPTIONS);
+  const o: DemoOptions = { workers: defaultWorkers(), seconds: 10, size: 64 << 20, seed: 0, seedGiven: false, help: v.help === true, web: v.web === true, port: 0 };
+  if (v.workers !== undefined) o.workers = parseWhole(v.workers, "--workers", 1, MAX_WORKERS);
+  if (v.seconds !== undefined) o.seconds = parseSeconds(v.seconds, "--seconds", 86400);
+  if (v.size !== undefined) o.size = parseSize(v.size, "--size");
+  if (v.seed !== undefined) {
+    o.seed = parseSeed(nonEmpty(v.seed, "--seed"));
+    o.seedGiven = true;
   }
-  if (o.web && !secondsGiven) o.seconds = Infinity;
+  if (v.port !== undefined) o.port = parseWhole(v.port, "--port", 0, 65535);
+  if (o.web && v.seconds === undefined) o.seconds = Infinity;
   return o;
 }

@@ -34,6 +34,7 @@ import {
   XKIND_PAGES,
   zeroCounters,
 } from "./stress-shared.js";
+import { nonEmpty, type OptionTable, parseCommandLine, parseFraction, parseSeconds, parseSize, parseWhole, UsageError } from "./args.js";
 import { parseSeed } from "./prng.js";
 
 /* ------------------------------------------------------------------ options */
@@ -79,8 +80,8 @@ Options:
                     per-worker operation sequences (the interleaving between workers differs).
   --fault-rate R    share of page allocations and slab refills that fail on purpose, 0..1
                     (default ${DEFAULT_FAULT_RATE}); 0 turns fault injection off
-  --size BYTES      heap size, with an optional K, M or G suffix (default 64M); a small heap,
-                    e.g. 4M, forces memory pressure
+  --size SIZE       heap size in bytes or with a binary unit: 4M, 64m, 256MiB, 1g (default 64M,
+                    at most 2047M); a small heap, e.g. 4M, forces memory pressure
   --no-debug        run without the heap's debug checks (poisoning, redzones, per-object state), so
                     the allocator's fast paths run too
   -h, --help        this text
@@ -95,86 +96,31 @@ Examples:
   npm run stress -- --workers 4 --seconds 60 --size 4M   (memory pressure)
 `;
 
-class UsageError extends Error {}
+/** The stress command's options: add one here, to HELP, and read it in parseStressArgs. */
+const STRESS_OPTIONS = {
+  workers: { type: "string" },
+  seconds: { type: "string" },
+  seed: { type: "string" },
+  "fault-rate": { type: "string" },
+  size: { type: "string" },
+  "no-debug": { type: "boolean" },
+  debug: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionTable;
 
-function parseSize(text: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)i?b?$/i.exec(text.trim());
-  if (m === null) throw new UsageError(`--size: "${text}" is not a size (e.g. 4M, 65536, 1G)`);
-  const mult = { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2]!.toLowerCase() as "" | "k" | "m" | "g"];
-  return Math.round(Number(m[1]) * mult);
-}
-
-function parseArgs(argv: string[]): Options {
+function parseStressArgs(argv: string[]): Options {
+  const v = parseCommandLine(argv, STRESS_OPTIONS);
   const o: Options = {
-    workers: defaultWorkers(),
-    seconds: 10,
-    seed: 0,
-    seedGiven: false,
-    faultRate: DEFAULT_FAULT_RATE,
-    size: DEFAULT_SIZE,
-    sizeText: "",
-    debug: true,
-    help: false,
+    workers: v.workers !== undefined ? parseWhole(v.workers, "--workers", 1, 256) : defaultWorkers(),
+    seconds: v.seconds !== undefined ? parseSeconds(v.seconds, "--seconds", 7 * 24 * 3600) : 10,
+    seed: v.seed !== undefined ? parseSeed(nonEmpty(v.seed, "--seed")) : (Math.random() * 0x100000000) >>> 0,
+    seedGiven: v.seed !== undefined,
+    faultRate: v["fault-rate"] !== undefined ? parseFraction(v["fault-rate"], "--fault-rate", 0, 1) : DEFAULT_FAULT_RATE,
+    size: v.size !== undefined ? parseSize(v.size, "--size") : DEFAULT_SIZE,
+    sizeText: v.size ?? "",
+    debug: v["no-debug"] !== true,
+    help: v.help === true,
   };
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i]!;
-    let value: string | undefined;
-    const eq = arg.indexOf("=");
-    if (arg.startsWith("--") && eq > 0) {
-      value = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    const need = (): string => {
-      if (value !== undefined) return value;
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${arg} needs a value`);
-      return v;
-    };
-    switch (arg) {
-      case "-h":
-      case "--help":
-        o.help = true;
-        break;
-      case "--workers": {
-        const v = need();
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--workers: "${v}" is not a whole number in 1..256`);
-        o.workers = n;
-        break;
-      }
-      case "--seconds": {
-        const v = need();
-        const n = Number(v);
-        if (!Number.isFinite(n) || n <= 0 || n > 7 * 24 * 3600) throw new UsageError(`--seconds: "${v}" is not a positive number of seconds`);
-        o.seconds = n;
-        break;
-      }
-      case "--seed":
-        o.seed = parseSeed(need());
-        o.seedGiven = true;
-        break;
-      case "--fault-rate": {
-        const v = need();
-        const n = Number(v);
-        if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--fault-rate: "${v}" is not a number in 0..1`);
-        o.faultRate = n;
-        break;
-      }
-      case "--size":
-        o.sizeText = need();
-        o.size = parseSize(o.sizeText);
-        break;
-      case "--no-debug":
-        o.debug = false;
-        break;
-      case "--debug":
-        o.debug = true;
-        break;
-      default:
-        throw new UsageError(`unknown option "${argv[i]}"`);
-    }
-  }
-  if (!o.seedGiven) o.seed = (Math.random() * 0x100000000) >>> 0;
   return o;
 }
 
@@ -490,7 +436,7 @@ async function run(o: Options): Promise<number> {
 async function main(): Promise<void> {
   let o: Options;
   try {
-    o = parseArgs(process.argv.slice(2));
+    o = parseStressArgs(process.argv.slice(2));
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     console.error(`stress: ${e.message}\n`);

@@ -10,12 +10,14 @@
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
  *     pcp -> zone) and assert first that the caller holds none of them.
+ *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
  */
+import { checkBool, checkInt, describe, einval, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import {
   C_DEFER_NR,
@@ -151,20 +153,22 @@ export class Heap extends RcuAllocator {
 
   /** Make a new heap in a new SharedArrayBuffer; the calling agent is attached as slot 0. */
   static create(options: HeapOptions = {}): Heap {
-    if (options === null || typeof options !== "object") throw new HeapError(ErrorCode.EINVAL, "options must be an object");
-    const size = pagesUp(intOption("size", options.size, DEFAULT_SIZE, PAGE_SIZE, MAX_HEAP_SIZE));
-    const maxSize = pagesUp(intOption("maxSize", options.maxSize, size, size, MAX_HEAP_SIZE));
-    const cpus = intOption("cpus", options.cpus, DEFAULT_CPUS, 1, MAX_CPUS);
-    const maxCaches = intOption("maxCaches", options.maxCaches, DEFAULT_MAX_CACHES, FIRST_NAMED_ID + 1, 4096);
-    const debug = debugFlags(options.debug);
-    const fault = options.faultInjection;
+    // Read once: a getter or Proxy cannot show the checks one value and the heap another.
+    const o = readOptions("Heap.create options", options, CREATE_OPTIONS) as HeapOptions;
+    const tooLarge = `a heap is at most ${MAX_HEAP_SIZE} bytes (2 GiB - 4 KiB), so that every address is a positive 32-bit integer`;
+    const size = pagesUp(intOption("size", o.size, DEFAULT_SIZE, PAGE_SIZE, MAX_HEAP_SIZE, tooLarge));
+    const maxSize = pagesUp(intOption("maxSize", o.maxSize, size, size, MAX_HEAP_SIZE, tooLarge));
+    const cpus = intOption("cpus", o.cpus, DEFAULT_CPUS, 1, MAX_CPUS, `a heap has at most ${MAX_CPUS} CPU slots`);
+    const maxCaches = intOption("maxCaches", o.maxCaches, DEFAULT_MAX_CACHES, FIRST_NAMED_ID + 1, 4096);
+    const debug = debugFlags(o.debug);
+    const noBlock = checkBool("option noBlock", o.noBlock) === true;
     let failRate = 0;
     let failSeed = 0x12345678;
-    if (fault !== undefined) {
-      if (typeof fault !== "object" || fault === null || typeof fault.rate !== "number" || !(fault.rate >= 0 && fault.rate <= 1)) {
-        throw new HeapError(ErrorCode.EINVAL, "faultInjection.rate must be a number in 0..1");
-      }
-      failRate = Math.round(fault.rate * 65536);
+    if (o.faultInjection !== undefined) {
+      const fault = readOptions("option faultInjection", o.faultInjection, ["rate", "seed"]);
+      const rate = fault.rate;
+      if (typeof rate !== "number" || !(rate >= 0 && rate <= 1)) einval(`option faultInjection.rate must be a number in 0..1, not ${describe(rate)}`);
+      failRate = Math.round(rate * 65536);
       failSeed = intOption("faultInjection.seed", fault.seed, failSeed, 0, 0xffffffff) >>> 0 || 1;
     }
     const g = computeGeometry(maxSize, cpus, maxCaches);
@@ -191,7 +195,7 @@ export class Heap extends RcuAllocator {
     u32[H_DEBUG] = debug;
     u32[H_FAIL_RATE] = 0; // set after the built-in caches exist
     u32[H_FAIL_SEED] = failSeed;
-    const heap = new Heap({ buffer, geometry: g, size, cpu: 0, canBlock: options.noBlock !== true && agentCanBlock(), debug });
+    const heap = new Heap({ buffer, geometry: g, size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug });
     heap.initZone();
     const enc = new TextEncoder();
     heap.setupCache(SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
@@ -199,7 +203,7 @@ export class Heap extends RcuAllocator {
       const name = s >= 1024 ? `kmalloc-${s >> 10}k` : `kmalloc-${s}`;
       heap.setupCache(KMALLOC_FIRST_ID + i, enc.encode(name), s, s === 96 || s === 192 ? 32 : Math.min(s, 8), KF_KMALLOC);
     });
-    heap.claimSlot(0, options.noBlock === true);
+    heap.claimSlot(0, noBlock);
     u32[H_FAIL_RATE] = failRate;
     // Publication point: attach trusts the header once the checksum matches.
     Atomics.store(u32, H_CHECKSUM, headerChecksum(u32));
@@ -208,11 +212,11 @@ export class Heap extends RcuAllocator {
 
   /** Attach this agent to a heap another agent created; claims a free CPU slot. */
   static attach(buffer: SharedArrayBuffer, options: AttachOptions = {}): Heap {
+    const noBlock = checkBool("option noBlock", readOptions("Heap.attach options", options, ["noBlock"]).noBlock) === true;
     const g = readGeometry(buffer);
     const header = new Uint32Array(buffer, 0, PAGE_SIZE >> 2);
     const debug = header[H_DEBUG]!;
     const size = Atomics.load(header, Z_SIZE);
-    const noBlock = options.noBlock === true;
     const i32 = new Int32Array(buffer, 0, size >> 2);
     for (let cpu = 0; cpu < g.cpus; cpu++) {
       const w = (g.pcpuOff >> 2) + cpu * PCPU_WORDS + C_STATE;
@@ -266,7 +270,7 @@ export class Heap extends RcuAllocator {
    */
   reclaimSlot(cpu: number): void {
     this.assertLive();
-    if (cpu >>> 0 !== cpu || cpu >= this.cpus) throw new HeapError(ErrorCode.EINVAL, `cpu ${String(cpu)} is not a slot of this heap`);
+    checkInt("cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
     if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
@@ -292,6 +296,18 @@ export class Heap extends RcuAllocator {
     }
     for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
     Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+  }
+
+  /**
+   * The CPU slots attached now, this handle's included, in increasing order: for a host that
+   * reclaims (reclaimSlot) what its finished workers left. A snapshot: other agents may attach
+   * and detach meanwhile.
+   */
+  attachedSlots(): number[] {
+    this.assertLive();
+    const out: number[] = [];
+    for (let cpu = 0; cpu < this.cpus; cpu++) if (Atomics.load(this.i32, this.pcpOf(cpu) + C_STATE) === SLOT_ATTACHED) out.push(cpu);
+    return out;
   }
 
   /** Names of the allocator locks slot `cpu` holds (for reclaimSlot). */
@@ -405,22 +421,21 @@ function pagesUp(n: number): number {
   return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
 }
 
-function intOption(name: string, v: unknown, dflt: number, min: number, max: number): number {
+/** The keys Heap.create reads. */
+const CREATE_OPTIONS = ["size", "maxSize", "cpus", "debug", "maxCaches", "noBlock", "faultInjection"] as const;
+
+function intOption(name: string, v: unknown, dflt: number, min: number, max: number, tooLarge = ""): number {
   if (v === undefined) return dflt;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    throw new HeapError(ErrorCode.EINVAL, `option ${name} must be a whole number in ${min}..${max}, not ${String(v)}`);
-  }
-  return v;
+  return checkInt(`option ${name}`, v, min, max, "", tooLarge);
 }
 
-function debugFlags(d: HeapOptions["debug"]): number {
+function debugFlags(d: unknown): number {
   if (d === undefined || d === false) return 0;
   if (d === true) return DEBUG_POISON | DEBUG_REDZONE | DEBUG_TRACK;
-  if (typeof d !== "object" || d === null) throw new HeapError(ErrorCode.EINVAL, "debug must be a boolean or an object of checks");
-  for (const k of Object.keys(d)) {
-    if (k !== "poison" && k !== "redzone" && k !== "track") throw new HeapError(ErrorCode.EINVAL, `unknown debug check "${k}"`);
-  }
-  return (d.poison ? DEBUG_POISON : 0) | (d.redzone ? DEBUG_REDZONE : 0) | (d.track ? DEBUG_TRACK : 0);
+  if (typeof d !== "object" || d === null) einval(`option debug must be true, false or an object of checks (poison, redzone, track), not ${describe(d)}`);
+  const o = readOptions("option debug", d, ["poison", "redzone", "track"]);
+  const on = (k: string): boolean => checkBool(`option debug.${k}`, o[k]) === true;
+  return (on("poison") ? DEBUG_POISON : 0) | (on("redzone") ? DEBUG_REDZONE : 0) | (on("track") ? DEBUG_TRACK : 0);
 }
 
 /** Check a buffer's header and recompute its geometry; EBADHEAP when anything is off. */
@@ -428,7 +443,13 @@ function readGeometry(buffer: unknown): Geometry {
   const bad = (why: string): never => {
     throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: ${why}`);
   };
-  if (!(buffer instanceof SharedArrayBuffer)) bad("not a SharedArrayBuffer");
+  let isSab = false;
+  try {
+    isSab = buffer instanceof SharedArrayBuffer;
+  } catch {
+    // A Proxy whose getPrototypeOf trap throws is not a heap either.
+  }
+  if (!isSab) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
   const sab = buffer as SharedArrayBuffer;
   if (sab.byteLength < PAGE_SIZE) bad(`only ${sab.byteLength} bytes`);
   const u32 = new Uint32Array(sab, 0, 16);

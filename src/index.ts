@@ -7,7 +7,7 @@ export type { HeapOptions, AttachOptions, DebugOptions, FaultInjection, HeapStat
 export { HeapError, ErrorCode } from "./errors.js";
 export { GFP } from "./gfp.js";
 export type { Gfp } from "./gfp.js";
-export { KmemCache, KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE } from "./slab.js";
+export { KmemCache, KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE } from "./slab.js";
 export type { CacheOptions, SlabStats } from "./slab.js";
 export type { PageStats } from "./page_alloc.js";
 export type { RcuStats } from "./rcu.js";

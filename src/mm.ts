@@ -31,6 +31,7 @@
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest).
  */
+import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import {
   C_FLAGS,
@@ -388,6 +389,7 @@ export class MmBase {
   /** Set the reentry hook (a testing aid, seed 001): `fn(point)` runs at every lock point. */
   setReentryHook(fn: ReentryHook | null): void {
     this.assertLive();
+    if (fn !== null && typeof fn !== "function") einval(`the reentry hook must be a function or null, not ${describe(fn)}`);
     this.hook = fn;
     this.onReentryChange();
   }

@@ -34,6 +34,7 @@
  *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
  *   costs plain loads and stores while no other agent asks for it.
  */
+import { checkInt, checkOut, describe, einval, storeOut } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "./gfp.js";
 import {
@@ -126,7 +127,7 @@ export class PageAllocator extends MmBase {
     const i32 = this.i32;
     const c = this.pcpuW;
     if (
-      order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
+      typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
       i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[H_FAIL_RATE] === 0
     ) {
       const pfn = i32[c + C_PCP_HEAD + order]!;
@@ -160,6 +161,7 @@ export class PageAllocator extends MmBase {
     const i32 = this.i32;
     const c = this.pcpuW;
     if (
+      typeof addr === "number" && typeof order === "number" &&
       addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_MAX_ORDER &&
       !this.reentrant && !this.detached && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
     ) {
@@ -195,30 +197,35 @@ export class PageAllocator extends MmBase {
    */
   allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
     this.assertLive();
-    if (count >>> 0 !== count) throw new HeapError(ErrorCode.EINVAL, `count ${String(count)} is not a whole number`);
-    if (!Array.isArray(out) && !(out instanceof Uint32Array)) {
-      throw new HeapError(ErrorCode.EINVAL, "out must be an array or a Uint32Array");
-    }
-    if (out instanceof Uint32Array && out.length < count) {
-      throw new HeapError(ErrorCode.EINVAL, `out holds ${out.length} entries, fewer than count ${count}`);
-    }
+    checkInt("count", count, 0, 0x7fffffff, " of pages");
+    checkOut("out", out, count);
     checkGfp(gfp);
     if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
+    // A plain array is filled only after every page is taken and every lock dropped: a write it
+    // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.
+    const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     let n = 0;
     if (count > 1 && this.u32[H_FAIL_RATE] === 0 && this.pcpEnter()) {
       for (; n < count; n++) {
         const pfn = this.rmqueuePcp(0, gfp);
         if (pfn === 0) break;
-        out[n] = pfn;
+        got[n] = pfn;
       }
       this.pcpExit();
     }
     for (; n < count; n++) {
       const pfn = this.rmqueue(0, gfp);
       if (pfn === 0) break;
-      out[n] = pfn;
+      got[n] = pfn;
     }
-    for (let i = 0; i < n; i++) out[i] = this.prepNewBlock(out[i]!, 0, PG_HEAD, gfp);
+    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD, gfp);
+    if (got !== out) {
+      const refused = storeOut(out, got, n);
+      if (refused !== null) {
+        for (let i = 0; i < n; i++) this.freePages(got[i]!, 0);
+        einval(`out refused a write (${refused}): the ${n} pages taken were freed again`);
+      }
+    }
     if (n < count) this.allocFailed(0, gfp | GFP.NOWARN);
     return n;
   }
@@ -380,11 +387,11 @@ export class PageAllocator extends MmBase {
    */
   grow(bytes: number): number {
     this.assertLive();
-    if (!Number.isInteger(bytes) || bytes <= 0) {
-      throw new HeapError(ErrorCode.EINVAL, `size ${String(bytes)} is not a whole number of bytes`);
+    if ((this.buffer as { growable?: boolean }).growable !== true) {
+      einval(`this heap cannot grow: it was created without a maxSize above its size (${this.size} bytes), so its buffer is not growable; pass Heap.create({ size, maxSize }) to allow growth`);
     }
+    checkInt("size", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
     const want = Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE;
-    if (want > this.maxSize) throw new HeapError(ErrorCode.EINVAL, `size ${bytes} is above this heap's maxSize ${this.maxSize}`);
     this.assertCanLock(LOCK.zone);
     this.lock(Z_LOCK, LOCK.zone);
     try {
@@ -788,8 +795,9 @@ export class PageAllocator extends MmBase {
    * otherwise throws EINVAL or EDOUBLEFREE and changes nothing.
    */
   protected checkBlock(addr: number, order: number, kind: number): number {
+    if (typeof addr !== "number") einval(`addr must be a number (an address from allocPages), not ${describe(addr)}`);
     if (addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
-      throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not a page address of this heap`);
+      throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not a page address of this heap (a multiple of ${PAGE_SIZE} below ${this.size})`);
     }
     const pfn = addr >>> PAGE_SHIFT;
     if (pfn < this.zoneStart) {
@@ -985,14 +993,13 @@ export class PageAllocator extends MmBase {
 }
 
 export function checkOrder(order: number): void {
-  if (order >>> 0 !== order || order > MAX_ORDER) {
-    throw new HeapError(ErrorCode.EINVAL, `order ${String(order)} is not a whole number in 0..${MAX_ORDER}`);
-  }
+  checkInt("order", order, 0, MAX_ORDER, ` in 0..${MAX_ORDER}`, `orders are 0..${MAX_ORDER} (a block of at most 2^${MAX_ORDER} pages)`);
 }
 
 export function checkGfp(gfp: number): void {
+  if (typeof gfp !== "number") einval(`gfp must be a number (GFP flags combined with |), not ${describe(gfp)}`);
   if (gfp >>> 0 !== gfp || (gfp & ~GFP_PUBLIC_MASK) !== 0) {
-    throw new HeapError(ErrorCode.EINVAL, `gfp ${String(gfp)} has bits that are not GFP flags`);
+    einval(`gfp ${String(gfp)} is not a combination of GFP flags (${Object.entries(GFP).map(([k, v]) => `${k} ${v}`).join(", ")})`);
   }
 }
 

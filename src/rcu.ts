@@ -215,7 +215,7 @@ export class RcuAllocator extends SlabAllocator {
       this.debugFree(id, addr, false);
     } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
       // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
-      this.checkBulk([addr], -1);
+      this.checkBulk([addr], -1, false);
     }
     const c = this.gpCookie();
     if (this.tryQueue(addr, c)) {

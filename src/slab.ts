@@ -32,6 +32,7 @@
  *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
  *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock.
  */
+import { checkInt, checkOut, describe, einval, readAddrs, readOptions, storeOut } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
 import {
@@ -107,6 +108,7 @@ import {
   P_SPARE,
   PAGE_SHIFT,
   PAGE_SIZE,
+  MAX_ORDER,
   PCP_MAX_ORDER,
   PG_BUDDY,
   PG_DEFERRED,
@@ -129,6 +131,8 @@ import { TP, TRACE_EVENTS, type TraceRecord } from "./trace.js";
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;
 export const KMALLOC_MAX_CACHE_SIZE = 8192;
+/** The largest kmalloc: one block of 2^MAX_ORDER pages (4 MiB), as the kernel's KMALLOC_MAX_SIZE. */
+export const KMALLOC_MAX_SIZE = PAGE_SIZE << MAX_ORDER;
 /** Cache id of the sheaf cache; kmalloc class i is cache id KMALLOC_FIRST_ID + i. */
 export const SHEAF_CACHE_ID = 0;
 export const KMALLOC_FIRST_ID = 1;
@@ -172,6 +176,12 @@ export interface CacheOptions {
 
 export interface SlabStats {
   name: string;
+  /**
+   * True for the allocator's own caches (kmem_cache_sheaf, whose objects are the sheaves): their
+   * activeObjects are the allocator's, never a caller's. Leave them out when summing activeObjects
+   * to look for a leak.
+   */
+  internal: boolean;
   objectSize: number;
   /** Stride between objects in a slab. */
   size: number;
@@ -233,7 +243,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
   kmalloc(size: number, gfp: number = GFP.KERNEL): number {
-    if ((size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
       if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
         const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
         if (obj !== 0) return obj;
@@ -271,7 +281,7 @@ export class SlabAllocator extends PageAllocator {
    */
   private pushFast(addr: number): boolean {
     const i32 = this.i32;
-    if (addr >>> 0 !== addr || addr >= this.size) return false;
+    if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size) return false;
     const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
     if (i32[d + D_FLAGS] !== PG_SLAB) return false;
     const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
@@ -351,8 +361,9 @@ export class SlabAllocator extends PageAllocator {
    * cheap check; throws EINVAL or EDOUBLEFREE. `want` >= 0 demands that cache.
    */
   protected objectCache(addr: number, want: number): number {
+    if (typeof addr !== "number") einval(`addr must be a number (an address from kmalloc or a cache), not ${describe(addr)}`);
     if (addr >>> 0 !== addr || addr === 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
-      throw new HeapError(ErrorCode.EINVAL, `${String(addr)} is not an address of this heap`);
+      throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not an address of this heap (a whole number in 1..${this.size - 1})`);
     }
     const pfn = addr >>> PAGE_SHIFT;
     if (pfn < this.zoneStart) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata`);
@@ -1040,7 +1051,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
   kmallocNolock(size: number, gfp: number = 0): number {
-    if ((size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
       const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
       if (obj !== 0) return obj;
     }
@@ -1174,6 +1185,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** kmalloc with GFP.ZERO. */
   kzalloc(size: number, gfp: number = GFP.KERNEL): number {
+    if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
     return this.kmalloc(size, gfp | GFP.ZERO);
   }
 
@@ -1194,13 +1206,13 @@ export class SlabAllocator extends PageAllocator {
    */
   krealloc(addr: number, size: number, gfp: number = GFP.KERNEL): number {
     this.assertLive();
+    checkGfp(gfp);
+    if (size !== 0) checkSize(size);
     if (addr === 0) return size === 0 ? 0 : this.kmalloc(size, gfp);
     if (size === 0) {
       this.kfree(addr);
       return 0;
     }
-    checkSize(size);
-    checkGfp(gfp);
     const id = this.objectCache(addr, -1);
     const kw = id >= 0 ? this.cacheWOf(id) : 0;
     if (id >= 0 && this.i32[kw + K_META] !== 0 && size <= this.i32[kw + K_OBJ_SIZE]!) {
@@ -1231,28 +1243,37 @@ export class SlabAllocator extends PageAllocator {
   /** Free many allocations; all are checked before any is freed. */
   kfreeBulk(addrs: ArrayLike<number>): void {
     this.assertLive();
-    this.checkBulk(addrs, -1);
-    for (let i = 0; i < addrs.length; i++) this.kfree(addrs[i]!);
+    const list = readAddrs("addrs", addrs);
+    this.checkBulk(list, -1);
+    for (let i = 0; i < list.length; i++) this.kfree(list[i]!);
   }
 
   /** Throw, changing nothing, unless every address is a distinct live allocation (of cache `want`). */
-  protected checkBulk(addrs: ArrayLike<number>, want: number): void {
+  protected checkBulk(addrs: ArrayLike<number>, want: number, label = true): void {
     if (addrs === null || typeof addrs !== "object" || typeof addrs.length !== "number") {
       throw new HeapError(ErrorCode.EINVAL, "addrs must be an array of addresses");
     }
     const seen = new Set<number>();
-    for (let i = 0; i < addrs.length; i++) {
-      const a = addrs[i]!;
-      if (a === 0) continue;
-      if (seen.has(a)) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} appears twice in one bulk free`);
-      seen.add(a);
-      const id = this.objectCache(a, want);
-      if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) this.debugFree(id, a, false);
-      else if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
-        throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${this.cacheName(id)} is already free`);
-      }
-      if (id < 0) this.checkBlock(a, (this.u32[this.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
+    let i = 0;
+    try {
+      for (; i < addrs.length; i++) this.checkBulkOne(addrs[i]!, want, seen);
+    } catch (e) {
+      // Say which entry: "addrs[3]: 0x5000 is not a live allocation (...)".
+      if (label && e instanceof HeapError) throw new HeapError(e.code, `addrs[${i}]: ${e.message.slice(e.code.length + 2)}`);
+      throw e;
     }
+  }
+
+  private checkBulkOne(a: number, want: number, seen: Set<number>): void {
+    if (a === 0) return;
+    if (seen.has(a)) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} appears twice in one bulk free`);
+    seen.add(a);
+    const id = this.objectCache(a, want);
+    if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) this.debugFree(id, a, false);
+    else if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
+      throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${this.cacheName(id)} is already free`);
+    }
+    if (id < 0) this.checkBlock(a, (this.u32[this.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
   }
 
   /* ================================================================= named caches */
@@ -1260,16 +1281,11 @@ export class SlabAllocator extends PageAllocator {
   /** Create a named cache of `objectSize`-byte objects; any agent finds it with findCache(name). */
   createCache(name: string, objectSize: number, options: CacheOptions = {}): KmemCache {
     this.assertLive();
-    if (typeof name !== "string" || name.length === 0) throw new HeapError(ErrorCode.EINVAL, "a cache needs a non-empty name");
-    const bytes = utf8.encode(name);
-    if (bytes.length > CACHE_NAME_MAX) throw new HeapError(ErrorCode.EINVAL, `cache name "${name}" is longer than ${CACHE_NAME_MAX} bytes`);
-    if ((objectSize | 0) !== objectSize || objectSize <= 0 || objectSize > MAX_OBJECT_SIZE) {
-      throw new HeapError(ErrorCode.EINVAL, `object size ${String(objectSize)} is not a whole number in 1..${MAX_OBJECT_SIZE}`);
-    }
-    const align = options.align ?? 8;
-    if ((align | 0) !== align || align < 1 || align > PAGE_SIZE || (align & (align - 1)) !== 0) {
-      throw new HeapError(ErrorCode.EINVAL, `align ${String(align)} is not a power of two in 1..${PAGE_SIZE}`);
-    }
+    const bytes = cacheNameBytes(name);
+    checkInt("objectSize", objectSize, 1, MAX_OBJECT_SIZE, " of bytes", `a cache's objects are at most ${MAX_OBJECT_SIZE} bytes (one object per slab of 2^${PCP_MAX_ORDER} pages); use kmalloc or allocPages for larger blocks`);
+    const given = readOptions("createCache options", options, ["align"]).align;
+    const align = checkInt("align", given === undefined ? 8 : given, 1, PAGE_SIZE, " of bytes", `alignment is at most a page, ${PAGE_SIZE} bytes`);
+    if ((align & (align - 1)) !== 0) einval(`align must be a power of two, not ${align}`);
     this.assertCanLock(LOCK.ctable);
     this.lock(CT_LOCK, LOCK.ctable);
     try {
@@ -1292,7 +1308,7 @@ export class SlabAllocator extends PageAllocator {
   /** The cache another agent created with this name, or null. */
   findCache(name: string): KmemCache | null {
     this.assertLive();
-    const id = this.findCacheId(utf8.encode(name));
+    const id = this.findCacheId(cacheNameBytes(name));
     return id < 0 ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
   }
 
@@ -1354,7 +1370,7 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** cache.alloc. */
-  cacheAlloc(id: number, gfp: number): number {
+  protected cacheAlloc(id: number, gfp: number): number {
     const i32 = this.i32;
     if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
       const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
@@ -1371,9 +1387,9 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** cache.free: like kfree, but the object must belong to cache `id`. */
-  cacheFree(id: number, addr: number): void {
+  protected cacheFree(id: number, addr: number): void {
     const i32 = this.i32;
-    if (addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
+    if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
       const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
       if (i32[d + D_FLAGS] === PG_SLAB && i32[d + D_CACHE] === id) {
         this.kfree(addr);
@@ -1513,6 +1529,7 @@ export class SlabAllocator extends PageAllocator {
     const slabs = i32[kw + K_NR_SLABS]!;
     return {
       name: this.cacheName(id),
+      internal: (i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0,
       objectSize: i32[kw + K_OBJ_SIZE]!,
       size: i32[kw + K_SIZE]!,
       order: i32[kw + K_ORDER]!,
@@ -1686,9 +1703,16 @@ function sheafHas(i32: Int32Array, s: number, addr: number): boolean {
 }
 
 export function checkSize(size: number): void {
-  if ((size | 0) !== size || size <= 0) {
-    throw new HeapError(ErrorCode.EINVAL, `size ${String(size)} is not a positive whole number`);
-  }
+  checkInt("size", size, 1, KMALLOC_MAX_SIZE, " of bytes", `the largest kmalloc is ${KMALLOC_MAX_SIZE} bytes (4 MiB, a block of 2^${MAX_ORDER} pages)`);
+}
+
+/** A cache name as UTF-8, or EINVAL: not a string, empty, too long. */
+function cacheNameBytes(name: unknown): Uint8Array {
+  if (typeof name !== "string") einval(`a cache name must be a string, not ${describe(name)}`);
+  if (name.length === 0) einval(`a cache name must be a non-empty string, not ${describe(name)}`);
+  const bytes = utf8.encode(name);
+  if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);
+  return bytes;
 }
 
 /**
@@ -1717,7 +1741,11 @@ export class KmemCache {
   /** Word index of the descriptor's K_GEN and K_STATE, checked on every call. */
   private readonly kw: number;
 
+  /** Made by heap.createCache and heap.findCache only. @internal */
   constructor(heap: SlabAllocator, id: number, gen: number) {
+    if (!(heap instanceof SlabAllocator) || !Number.isInteger(id) || id < FIRST_NAMED_ID || !Number.isInteger(gen)) {
+      einval("a KmemCache comes from heap.createCache or heap.findCache, not from new KmemCache()");
+    }
     this.ops = heap as unknown as CacheOps;
     this.id = id;
     this.gen = gen;
@@ -1747,15 +1775,26 @@ export class KmemCache {
   /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
   allocBulk(n: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
     this.check();
-    if (n >>> 0 !== n) throw new HeapError(ErrorCode.EINVAL, `count ${String(n)} is not a whole number`);
-    if (out instanceof Uint32Array && out.length < n) throw new HeapError(ErrorCode.EINVAL, `out holds fewer than ${n} entries`);
+    checkInt("count", n, 0, 0x7fffffff, " of objects");
+    checkOut("out", out, n);
+    checkGfp(gfp);
+    // Objects go to the caller's array only when all n are there: a write it refuses (a Proxy, a
+    // setter) then frees them all, as a failed allocation does.
+    const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     for (let i = 0; i < n; i++) {
       const obj = this.ops.cacheAlloc(this.id, gfp);
       if (obj === 0) {
-        for (let j = 0; j < i; j++) this.ops.cacheFree(this.id, out[j]!);
+        for (let j = 0; j < i; j++) this.ops.cacheFree(this.id, got[j]!);
         return 0;
       }
-      out[i] = obj;
+      got[i] = obj;
+    }
+    if (got !== out) {
+      const refused = storeOut(out, got, n);
+      if (refused !== null) {
+        for (let j = 0; j < n; j++) this.ops.cacheFree(this.id, got[j]!);
+        einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
+      }
     }
     return n;
   }
@@ -1763,8 +1802,9 @@ export class KmemCache {
   /** Free many objects of this cache; all are checked before any is freed. */
   freeBulk(addrs: ArrayLike<number>): void {
     this.check();
-    this.ops.checkBulk(addrs, this.id);
-    for (let i = 0; i < addrs.length; i++) if (addrs[i] !== 0) this.ops.cacheFree(this.id, addrs[i]!);
+    const list = readAddrs("addrs", addrs);
+    this.ops.checkBulk(list, this.id);
+    for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.ops.cacheFree(this.id, list[i]!);
   }
 
   /** Return this slot's cached objects and every empty slab to the page allocator. */

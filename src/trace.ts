@@ -6,7 +6,7 @@
  * handler of this agent is running (by the allocator calls that handler makes) are not delivered,
  * as the kernel's trace recursion protection does; `dropped` counts them.
  */
-import { ErrorCode, HeapError } from "./errors.js";
+import { describe, einval } from "./check.js";
 
 /** Tracepoint ids; the names are the kernel's. */
 export const TP = {
@@ -42,32 +42,37 @@ export interface TraceRecord {
 }
 export type TraceHandler = (record: TraceRecord) => void;
 
+/** A heap handle's tracepoints (`heap.trace`): handlers of this agent, per event. */
 export class Trace {
-  /** Bit i set while event i has a handler: the allocator tests this one field. */
+  /** Bit i set while event i has a handler: the allocator tests this one field. @internal */
   mask = 0;
-  /** Events not delivered because a handler was already running. */
+  /** Events not delivered because a handler of this agent was already running (recursion protection). */
   dropped = 0;
   private depth = 0;
   private readonly handlers: TraceHandler[][];
-  /** Set by the heap: counts handler exceptions. */
+  /** Set by the heap: counts handler exceptions. @internal */
   onError: () => void = () => {};
-  /** Set by the heap: the set of events with handlers changed. */
+  /** Set by the heap: the set of events with handlers changed. @internal */
   onChange: () => void = () => {};
 
   constructor() {
     this.handlers = TRACE_EVENTS.map(() => []);
   }
 
+  /** Call `handler(record)` at every `event` of this agent, synchronously, inside the allocator. Adding the same handler twice adds it once. */
   on(event: TraceEvent, handler: TraceHandler): void {
     const id = eventId(event);
+    checkHandler(handler);
     const list = this.handlers[id]!;
     if (!list.includes(handler)) list.push(handler);
     this.mask |= 1 << id;
     this.onChange();
   }
 
+  /** Remove a handler that `on` added; removing one that is not there does nothing. */
   off(event: TraceEvent, handler: TraceHandler): void {
     const id = eventId(event);
+    checkHandler(handler);
     const list = this.handlers[id]!;
     const i = list.indexOf(handler);
     if (i >= 0) list.splice(i, 1);
@@ -75,14 +80,14 @@ export class Trace {
     this.onChange();
   }
 
-  /** Remove every handler. */
+  /** Remove every handler of every event (detach does it too). */
   clear(): void {
     for (const list of this.handlers) list.length = 0;
     this.mask = 0;
     this.onChange();
   }
 
-  /** Deliver a record to the event's handlers (callers test `mask` first). */
+  /** Deliver a record to the event's handlers (callers test `mask` first). @internal */
   emit(id: number, record: TraceRecord): void {
     const list = this.handlers[id];
     if (list === undefined) return;
@@ -105,10 +110,12 @@ export class Trace {
   }
 }
 
-function eventId(event: string): number {
-  const id = (TP as Record<string, number>)[event];
-  if (id === undefined) {
-    throw new HeapError(ErrorCode.EINVAL, `unknown trace event "${event}"; known: ${TRACE_EVENTS.join(", ")}`);
-  }
-  return id;
+function eventId(event: unknown): number {
+  if (typeof event !== "string") einval(`a trace event must be a string (${TRACE_EVENTS.join(", ")}), not ${describe(event)}`);
+  if (!Object.hasOwn(TP, event)) einval(`unknown trace event ${describe(event)}; known: ${TRACE_EVENTS.join(", ")}`);
+  return (TP as Record<string, number>)[event]!;
+}
+
+function checkHandler(handler: unknown): void {
+  if (typeof handler !== "function") einval(`a trace handler must be a function, not ${describe(handler)}`);
 }

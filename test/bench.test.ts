@@ -1,6 +1,7 @@
 /*
- * Smoke test of the benchmark suite: `node dist/bench/run.js --quick --json` must exit 0, print
- * one JSON document with every section, and pass its own leak checks (validate() and every page
+ * Smoke test of the benchmark suite: `node dist/bench/run.js --smoke --json` (every run once, as
+ * short as it can be: a few seconds) must exit 0, print one JSON document with every section, and
+ * pass its own leak checks (validate() and every page
  * free after each shmalloc run). Speed targets are never asserted here: timed tests on a shared
  * machine would be flaky, and the figures are the benchmark's report, not a test.
  */
@@ -29,7 +30,7 @@ const SECTIONS = [
 ];
 
 interface BenchDoc {
-  meta: { node: string; v8: string; cpu: string; cores: number; quick: boolean };
+  meta: { node: string; v8: string; cpu: string; cores: number; quick: boolean; smoke: boolean };
   sections: Record<string, { title: string; data: unknown }>;
   targets: { pass: boolean | null }[];
   leakChecks: { run: string; ok: boolean; detail: string; validate: string }[];
@@ -49,8 +50,8 @@ function runBench(args: string[]): Promise<{ code: number | null; stdout: string
   });
 }
 
-test("bench --quick --json runs every section and passes its leak checks", { timeout: 180_000 }, async () => {
-  const { code, stdout, stderr } = await runBench(["--quick", "--json"]);
+test("bench --smoke --json runs every section and passes its leak checks", { timeout: 180_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(["--smoke", "--json"]);
   assert.equal(code, 0, `the bench exited with ${code}; stderr:\n${stderr.slice(-4000)}`);
   let doc: BenchDoc;
   try {
@@ -59,6 +60,7 @@ test("bench --quick --json runs every section and passes its leak checks", { tim
     assert.fail(`stdout is not one JSON document (${(e as Error).message}):\n${stdout.slice(0, 2000)}`);
   }
   assert.equal(doc.meta.quick, true);
+  assert.equal(doc.meta.smoke, true);
   assert.equal(typeof doc.meta.v8, "string");
   assert.equal(typeof doc.meta.cpu, "string");
   for (const s of SECTIONS) {

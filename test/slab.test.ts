@@ -94,7 +94,11 @@ describe("kmalloc", () => {
     h.kfree(a);
     h.kfree(b);
     unchanged(h, "EINVAL", () => h.kfree(b)); // a free page
-    assert.equal(h.kmalloc(8 << 20), 0, "more than the heap: 0, not an error");
+    unchanged(h, "EINVAL", () => h.kmalloc(8 << 20)); // above the largest kmalloc, 4 MiB: never possible
+    const big = h.kmalloc(4 << 20); // the largest kmalloc: this 8 MiB heap has one such block
+    assert.notEqual(big, 0);
+    assert.equal(h.kmalloc(4 << 20), 0, "no second block of 4 MiB: 0, not an error");
+    h.kfree(big);
     h.shrink();
     assert.equal(h.stats().freePages, h.stats().totalPages);
     h.detach();
