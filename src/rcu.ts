@@ -206,10 +206,11 @@ export class RcuAllocator extends SlabAllocator {
 
   /**
    * Free `addr` (from kmalloc or a cache) after a grace period. Never waits where waiting is not
-   * allowed; safe from hooks.
+   * allowed; safe from hooks. 0 is a no-op, like kfree(0) and the kernel's kfree_rcu(NULL).
    */
   kfreeRcu(addr: number): void {
     this.assertLive();
+    if (addr === 0) return;
     const id = this.objectCache(addr, -1);
     if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) {
       this.debugFree(id, addr, false);

@@ -62,6 +62,18 @@ describe("RCU read side and grace periods", () => {
 });
 
 describe("kfreeRcu", () => {
+  test("kfreeRcu(0) is a no-op, like kfree(0) and the kernel's kfree_rcu(NULL)", () => {
+    const h = Heap.create({ size: 2 * MiB, cpus: 1 });
+    const before = h.stats();
+    h.kfreeRcu(0);
+    const after = h.stats();
+    assert.equal(after.rcu.waitingObjects, 0);
+    assert.equal(after.vmstat.rcuQueued, before.vmstat.rcuQueued);
+    assert.equal(after.freePages, before.freePages);
+    h.validate();
+    h.detach();
+    assert.equal(code(() => h.kfreeRcu(0)), "EDETACHED");
+  });
   test("an object is not reused while a reader may hold it, and is freed after a grace period", () => {
     const h = Heap.create({ size: 8 * MiB, cpus: 2 });
     const reader = Heap.attach(h.buffer);
