@@ -86,6 +86,11 @@ test("pageMap follows a heap that grows, and checks what it is given", () => {
   assert.equal(view.length, 1024);
   assert.equal(view.buffer, big.buffer);
   assert.equal(code(() => heap.pageMap(new Uint8Array(1024) as unknown as Uint16Array)), "EINVAL");
+  // A view of the heap's own buffer would write the map over the heap: refused, heap unchanged.
+  const header = new Uint8Array(heap.buffer, 0, 4096).slice();
+  assert.equal(code(() => heap.pageMap(new Uint16Array(heap.buffer, 0, 1024))), "EINVAL");
+  assert.deepEqual(new Uint8Array(heap.buffer, 0, 4096), header);
+  heap.validate();
   heap.detach();
   assert.equal(code(() => heap.pageMap()), "EDETACHED");
 });
