@@ -1,6 +1,6 @@
 /** Command-line options of the demo (`npm start -- --help`). */
 import { availableParallelism } from "node:os";
-import { nonEmpty, type OptionTable, parseCommandLine, parseSeconds, parseSize, parseWhole } from "./args.js";
+import { nonEmpty, type OptionTable, parseCommandLine, parseSeconds, parseSize, parseWhole, UsageError } from "./args.js";
 import { parseSeed } from "./prng.js";
 
 export interface DemoOptions {
@@ -41,7 +41,7 @@ Options:
                  text (hashed); default random. Printed at start so that a run can be repeated.
   --web          serve the live inspector on http://127.0.0.1 and print its URL (npm run inspect);
                  the demo then runs until Ctrl-C unless --seconds is given
-  --port N       the inspector's port (default 0: any free one)
+  --port N       the inspector's port (default 0: any free one); only with --web, an error without
   --help, -h     show this help
 
 Exit status: 0 when the run ended with validate() passing and every page free; 1 when a check
@@ -73,6 +73,8 @@ export function parseArgs(argv: readonly string[]): DemoOptions {
     o.seedGiven = true;
   }
   if (v.port !== undefined) o.port = parseWhole(v.port, "--port", 0, 65535);
+  // Refused rather than implied: --web also changes how long the demo runs (no limit by default).
+  if (v.port !== undefined && !o.web) throw new UsageError("--port is the inspector's port and needs --web (add --web, or drop --port)");
   if (o.web && v.seconds === undefined) o.seconds = Infinity;
   return o;
 }

@@ -79,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
       `(${st0.totalPages} pages to allocate), seed ${hex32(opts.seed)}\n` +
       `  hash table: ${nBuckets} buckets, keys 0..${KEY_SPACE - 1}; nodes from cache "${NODE_CACHE}" (${NODE_SIZE} B), ` +
       `values kmalloc 16 B..2 KiB, 0.6% of them 8..24 KiB\n` +
-      `  repeat with: node dist/demo/main.js --workers ${opts.workers}${forever ? "" : ` --seconds ${opts.seconds}`} --size ${heap.size} --seed ${hex32(opts.seed)}${opts.web ? " --web" : ""}\n`,
+      `  repeat with: node dist/demo/main.js --workers ${opts.workers}${forever ? "" : ` --seconds ${opts.seconds}`} --size ${heap.size} --seed ${hex32(opts.seed)}${opts.web ? " --web" : ""}${opts.web && opts.port !== 0 ? ` --port ${opts.port}` : ""}\n`,
   );
 
   const bugs: string[] = [];
@@ -129,6 +129,8 @@ async function main(argv: string[]): Promise<number> {
     return cond();
   };
 
+  /** Set once the table is emptied at teardown: the workers' entry counts are then stale, the truth is 0. */
+  let tableEmptied = false;
   if (opts.web) {
     const f64 = control.f64;
     try {
@@ -139,7 +141,7 @@ async function main(argv: string[]): Promise<number> {
           agents: states.map((_, w) => ({ name: `worker ${w}`, ops: f64[w * ROW + C.ops]! })),
           sizes: SIZE_LABELS.map((label, i) => ({ label, count: total(f64, opts.workers, C.sizes + i) })),
           counters: {
-            "table entries": total(f64, opts.workers, C.entries),
+            "table entries": tableEmptied ? 0 : total(f64, opts.workers, C.entries),
             "inserts without memory": total(f64, opts.workers, C.allocFail),
             "entries evicted": total(f64, opts.workers, C.evicted),
           },
@@ -330,6 +332,7 @@ async function main(argv: string[]): Promise<number> {
     const att = heap.stats().attached;
     if (att !== 1) problems.push(`${att} slots still attached after every worker detached`);
     const left = table.drainAll();
+    tableEmptied = true;
     table.destroy();
     heap.rcuBarrier();
     try {

@@ -59,6 +59,7 @@ test("the demo's flags keep their meaning", () => {
   assert.deepEqual({ ...parseDemoArgs(["--web", "--port", "8080"]) }, { ...parseDemoArgs([]), web: true, port: 8080, seconds: Infinity });
   assert.equal(parseDemoArgs(["--web", "--seconds", "3"]).seconds, 3);
   assert.equal(usage(() => parseDemoArgs(["--port", "65536"])), '--port: "65536" is not a whole number in 0..65535');
+  assert.equal(usage(() => parseDemoArgs(["--port", "8080"])), "--port is the inspector's port and needs --web (add --web, or drop --port)");
   assert.equal(parseDemoArgs(["--seed", "hello"]).seed, parseDemoArgs(["--seed=hello"]).seed);
   assert.equal(usage(() => parseDemoArgs(["--workers", "257"])), '--workers: "257" is not a whole number in 1..256');
   assert.equal(usage(() => parseDemoArgs(["--seconds", "0"])), '--seconds: "0" is not a number of seconds in (0, 86400]');
@@ -67,6 +68,7 @@ test("the demo's flags keep their meaning", () => {
 
 for (const [prog, script, args, message] of [
   ["demo", "../demo/main.js", ["--size", "lots"], /--size: cannot read "lots"/],
+  ["demo", "../demo/main.js", ["--port", "8089", "--seconds", "0.3"], /--port is the inspector's port and needs --web/],
   ["stress", "../demo/stress.js", ["--fault-rate", "2"], /--fault-rate: "2" is not a number in 0\.\.1/],
   ["stress", "../demo/stress.js", ["--nodebug"], /unknown option "--nodebug"; did you mean "--no-debug"\?/],
   ["bench", "../bench/run.js", ["--quik"], /unknown option "--quik"; did you mean "--quick"\?/],

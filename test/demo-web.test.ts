@@ -3,6 +3,7 @@
  * clear error (exit 2). */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { get as httpGet } from "node:http";
 import { createServer } from "node:net";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -31,8 +32,36 @@ function start(args: string[], timeoutMs: number): Child {
   return { stdout: () => stdout, stderr: () => stderr, exited };
 }
 
+/** A port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((ok) => s.listen(0, "127.0.0.1", ok));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((ok) => s.close(() => ok()));
+  return port;
+}
+
+/** Every event of a server-sent stream until the server ends it: [event name, data]. */
+function readStream(url: string): Promise<[string, string][]> {
+  return new Promise((resolve, reject) => {
+    httpGet(url, (res) => {
+      let buf = "";
+      res.setEncoding("utf8").on("data", (d: string) => (buf += d));
+      res.on("end", () =>
+        resolve(
+          buf
+            .split("\n\n")
+            .filter((b) => b.includes("data: "))
+            .map((b) => [/^event: (.*)$/m.exec(b)?.[1] ?? "message", /^data: (.*)$/m.exec(b)![1]!]),
+        ),
+      );
+    }).on("error", reject);
+  });
+}
+
 test("--web serves the inspector while the demo runs, and the demo still validates", { timeout: 120_000 }, async () => {
-  const c = start(["--web", "--seconds", "2", "--workers", "2", "--size", "8m", "--seed", "7"], 110_000);
+  const port = await freePort();
+  const c = start(["--web", "--port", String(port), "--seconds", "2", "--workers", "2", "--size", "8m", "--seed", "7"], 110_000);
   const deadline = Date.now() + 60_000;
   let m: RegExpExecArray | null = null;
   while ((m = /^inspector: (http:\/\/127\.0\.0\.1:\d+\/) {2}\(open it in a browser\)$/m.exec(c.stdout())) === null) {
@@ -40,6 +69,10 @@ test("--web serves the inspector while the demo runs, and the demo still validat
     await new Promise((r) => setTimeout(r, 20));
   }
   const url = m[1]!;
+  assert.equal(url, `http://127.0.0.1:${port}/`);
+  // The repeat line repeats the port too.
+  assert.match(c.stdout(), new RegExp(`^  repeat with: node dist/demo/main\\.js --workers 2 --seconds 2 --size 8388608 --seed 0x00000007 --web --port ${port}$`, "m"));
+  const stream = readStream(new URL("events", url).href);
   const page = await fetch(url);
   assert.equal(page.status, 200);
   assert.match(await page.text(), /<title>shmalloc inspector<\/title>/);
@@ -57,6 +90,13 @@ test("--web serves the inspector while the demo runs, and the demo still validat
   assert.match(c.stdout(), /^validate: ok — (\d+)\/\1 pages free, 0 leaked$/m);
   // The server closed with the demo.
   await assert.rejects(fetch(url));
+  // The stream's last snapshot shows the heap as the demo left it: workers gone, table emptied.
+  const events = await stream;
+  assert.deepEqual(events.at(-1), ["end", JSON.stringify({ reason: "the program stopped serving the inspector" })]);
+  const last = JSON.parse(events.filter(([e]) => e === "message").at(-1)![1]) as { stats: { attached: number; freePages: number; totalPages: number }; extra: { counters: Record<string, number> } };
+  assert.equal(last.stats.attached, 1);
+  assert.equal(last.stats.freePages, last.stats.totalPages);
+  assert.equal(last.extra.counters["table entries"], 0);
 });
 
 test("--web on a port in use exits 2 and says so, before any worker starts", { timeout: 60_000 }, async () => {
