@@ -37,6 +37,9 @@ export const PAGE_STATE = {
   slab: 32,
 } as const;
 
+/** Blocks of up to this many pages are written page by page rather than with fill(). */
+const SMALL_RUN = 16;
+
 /**
  * Fill `out[0..nrPages)` with one PAGE_STATE code per page. `u32` is a view of the heap, `descW`
  * the word index of page descriptor 0, `zoneStart` the first page the zone manages.
@@ -65,7 +68,11 @@ export function readPageMap(u32: Uint32Array, descW: number, zoneStart: number, 
       continue;
     }
     const end = Math.min(nrPages, pfn + (1 << order));
-    out.fill(code, pfn, end);
-    pfn = end;
+    // A store per page for small blocks: a fill() call costs more than the few stores it saves.
+    if (end - pfn <= SMALL_RUN) while (pfn < end) out[pfn++] = code;
+    else {
+      out.fill(code, pfn, end);
+      pfn = end;
+    }
   }
 }
