@@ -15,6 +15,8 @@ const state = {
   last: null,
   /** Pages per state code in the last page map. */
   tally: new Map(),
+  /** The snapshot the last page map came with. */
+  mapSeq: 0,
   status: "connecting",
 };
 globalThis.inspector = state;
@@ -93,21 +95,41 @@ function describeCode(code, S, caches) {
 
 // ------------------------------------------------------------------ zone map
 const map = { codes: new Uint16Array(0), cols: 1, cell: 1, img: null, buf: null };
+/** Read a snapshot's encoded page map (see encodePageMap in src/inspector.ts) into map.codes. */
+function decodeMap(m) {
+  if (map.codes.length !== m.pages) map.codes = new Uint16Array(m.pages);
+  const codes = map.codes;
+  if (m.encoding === "rle") {
+    let p = 0;
+    for (let i = 0; i < m.data.length; i += 2) {
+      codes.fill(m.data[i], p, p + m.data[i + 1]);
+      p += m.data[i + 1];
+    }
+    return;
+  }
+  const bin = atob(m.data);
+  if (m.encoding === "u8") for (let i = 0; i < m.pages; i++) codes[i] = bin.charCodeAt(i);
+  else for (let i = 0; i < m.pages; i++) codes[i] = bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8);
+}
 function drawMap(snap) {
   const S = snap.states;
-  const nrPages = snap.heap.size / snap.heap.pageSize;
-  if (map.codes.length !== nrPages) map.codes = new Uint16Array(nrPages);
-  const tally = new Map();
-  let p = 0;
-  const rle = snap.map;
-  for (let i = 0; i < rle.length; i += 2) {
-    const code = rle[i];
-    const run = rle[i + 1];
-    map.codes.fill(code, p, p + run);
-    tally.set(code, (tally.get(code) ?? 0) + run);
-    p += run;
-  }
-  state.tally = tally;
+  // A snapshot without a map (a large map is sent about once a second) keeps the last one.
+  if (snap.map !== null) {
+    decodeMap(snap.map);
+    const tally = new Map();
+    const codes = map.codes;
+    for (let i = 0, n = codes.length; i < n; ) {
+      const c = codes[i];
+      let j = i + 1;
+      while (j < n && codes[j] === c) j++;
+      tally.set(c, (tally.get(c) ?? 0) + j - i);
+      i = j;
+    }
+    state.tally = tally;
+    state.mapSeq = snap.seq;
+  } else if (state.mapSeq === 0) return;
+  const tally = state.tally;
+  const nrPages = map.codes.length;
   const canvas = $("map");
   const width = Math.max(200, canvas.parentElement.clientWidth - 2);
   // The largest cell that keeps the map under about 300 pixels high.
@@ -130,14 +152,18 @@ function drawMap(snap) {
   map.cols = cols;
   map.cell = cell;
   const ctx = canvas.getContext("2d");
+  let repaint = snap.map !== null;
   if (map.img === null) {
     map.img = ctx.createImageData(cols, rows);
     map.buf = new Uint32Array(map.img.data.buffer);
+    repaint = true;
   }
-  const buf = map.buf;
-  for (let i = 0; i < nrPages; i++) buf[i] = codeRgb(map.codes[i], S);
-  buf.fill(0, nrPages); // past the last page: transparent
-  ctx.putImageData(map.img, 0, 0);
+  if (repaint) {
+    const buf = map.buf;
+    for (let i = 0; i < nrPages; i++) buf[i] = codeRgb(map.codes[i], S);
+    buf.fill(0, nrPages); // past the last page: transparent
+    ctx.putImageData(map.img, 0, 0);
+  }
   drawLegend(snap, tally);
 }
 function drawLegend(snap, tally) {
@@ -167,8 +193,15 @@ function drawLegend(snap, tally) {
     if (n > 0 || k === "pcp") item(css, label, n);
   }
   const slabs = [...tally.entries()].filter(([c]) => c >= S.slab).sort((a, b) => b[1] - a[1]);
-  for (const [c, n] of slabs) item(cacheColour(c - S.slab), snap.caches[c - S.slab] ?? `cache ${c - S.slab}`, n);
+  for (const [c, n] of slabs.slice(0, LEGEND_CACHES)) item(cacheColour(c - S.slab), snap.caches[c - S.slab] ?? `cache ${c - S.slab}`, n);
+  if (slabs.length > LEGEND_CACHES) {
+    const rest = slabs.slice(LEGEND_CACHES);
+    L.append(el("span", { class: "note", id: "legend-more" }, `${rest.length} more caches: ${count(rest.reduce((a, [, n]) => a + n, 0))} pages`));
+  }
+  if (snap.map === null) L.append(el("span", { class: "note", id: "map-age" }, `map of snapshot #${state.mapSeq} (a large map is sent about once a second)`));
 }
+/** Caches named in the map's legend, by pages; the rest are summed. */
+const LEGEND_CACHES = 24;
 $("map").addEventListener("mousemove", (e) => {
   const snap = state.last;
   if (snap === null) return;
@@ -293,6 +326,9 @@ window.addEventListener("resize", () => {
 
 // ------------------------------------------------------------------ slabtop
 const sort = { key: "pages", asc: false };
+/** Rows slabtop shows: the first by the sort key (a heap may have thousands of caches). */
+const SLABTOP_ROWS = 200;
+const collator = new Intl.Collator();
 for (const th of document.querySelectorAll("#slabtop th")) {
   th.addEventListener("click", () => {
     const key = th.dataset.key;
@@ -308,7 +344,7 @@ function drawSlabtop(snap) {
   const rows = snap.stats.slabs.map((s) => ({ ...s, use: s.totalObjects > 0 ? s.activeObjects / s.totalObjects : -1 }));
   const k = sort.key;
   rows.sort((a, b) => {
-    const c = k === "name" ? a.name.localeCompare(b.name) : a[k] - b[k] || b.pages - a.pages || a.name.localeCompare(b.name);
+    const c = k === "name" ? collator.compare(a.name, b.name) : a[k] - b[k] || b.pages - a.pages || collator.compare(a.name, b.name);
     return sort.asc ? c : -c;
   });
   for (const th of document.querySelectorAll("#slabtop th")) {
@@ -318,7 +354,9 @@ function drawSlabtop(snap) {
   const body = document.querySelector("#slabtop tbody");
   const ids = new Map(snap.caches.map((n, i) => [n, i]));
   body.textContent = "";
-  for (const r of rows) {
+  $("slabtop-more").textContent =
+    rows.length > SLABTOP_ROWS ? `showing the first ${SLABTOP_ROWS} of ${rows.length} caches by ${document.querySelector(`#slabtop th[data-key="${k}"]`)?.textContent ?? k}` : "";
+  for (const r of rows.slice(0, SLABTOP_ROWS)) {
     const tr = el("tr", { "data-cache": r.name });
     if (r.slabs === 0 && r.activeObjects === 0 && r.sheafObjects === 0 && r.barnObjects === 0) tr.className = "idle";
     const name = el("td", { class: "text" });

@@ -14,10 +14,13 @@
  *     recomputed on the way. The figures are as racy as stats() while agents run, and exact when
  *     the heap is quiet (the browser test checks that).
  *   - cheap: one snapshot per interval, serialised once and written to every open page; none at
- *     all while no page is open. The page map goes run-length coded (the demo's 16384 pages in
- *     mid-run: about 1600 runs, 8 KB). A page too slow to take a snapshot skips it and gets the
- *     next one, so a stalled tab never makes the server buffer without bound. The reads take no
- *     lock, so watching never makes an allocation wait.
+ *     all while no page is open. The page map goes run-length coded while runs are long (the
+ *     demo's 16384 pages in mid-run: about 1600 runs, 8 KB), else as base64 of the codes, a byte
+ *     or two a page (a 1 GiB heap with every other page allocated: 350 KB instead of 1.2 MB of
+ *     runs); a map of more than LARGE_MAP_PAGES pages goes to the pages at most once a second,
+ *     the snapshots between carry the figures and no map. A page too slow to take a snapshot
+ *     skips it and gets the next one, so a stalled tab never makes the server buffer without
+ *     bound. The reads take no lock, so watching never makes an allocation wait.
  *   - server-sent events rather than a WebSocket: the stream is one way, Node's http serves it
  *     with no dependency, and EventSource reconnects by itself.
  *
@@ -27,9 +30,13 @@
  *   heap.cacheNames() on the handle it was given, on the thread that owns that handle (between the
  *   thread's own allocator calls, never inside one). Takes no lock. When the handle is detached the
  *   stream ends with an "end" event and the server keeps serving the page until close().
- *   Binds 127.0.0.1 unless told otherwise, and answers only requests addressed to it by that name
- *   or localhost (a page of another site cannot read the heap through DNS rebinding).
+ *   Binds a loopback address (127.0.0.1 by default; another host is EINVAL unless allowRemote),
+ *   answers only peers on loopback, and only requests that carry a Host header naming it by that
+ *   address or localhost (a page of another site cannot read the heap through DNS rebinding).
+ *   options.extra runs in the snapshot and is serialised on its own: its failures are reported in
+ *   extraError and never cost the heap's figures.
  */
+import { Buffer } from "node:buffer";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -53,13 +60,25 @@ export interface InspectorExtra {
 export interface InspectorOptions {
   /** TCP port; 0 (default) picks a free one. */
   port?: number;
-  /** Address to bind (default "127.0.0.1"). */
+  /**
+   * Address to bind (default "127.0.0.1"): a loopback address ("127.x.y.z", "::1", "localhost")
+   * unless allowRemote is true.
+   */
   host?: string;
+  /**
+   * Allow a host that is not loopback ("0.0.0.0", "::", a LAN address), and requests from other
+   * machines. Anyone who can reach the port can then read the heap's figures; off by default.
+   */
+  allowRemote?: boolean;
   /** Milliseconds between snapshots (default 250, 50..10000). */
   intervalMs?: number;
   /** Shown at the top of the page. */
   title?: string;
-  /** Called once per snapshot for figures the heap does not hold (see InspectorExtra). */
+  /**
+   * Called once per snapshot for figures the heap does not hold (see InspectorExtra). It must be
+   * synchronous and return plain JSON data; what it throws, or returns that JSON cannot hold, is
+   * reported as the snapshot's extraError.
+   */
   extra?: () => InspectorExtra;
 }
 
@@ -74,14 +93,34 @@ export interface InspectorSnapshot {
   stats: HeapStats;
   /** heap.cacheNames(): the cache id of each PAGE_STATE.slab code. */
   caches: (string | null)[];
-  /** heap.pageMap(), run-length coded: code, run, code, run, ... */
-  map: number[];
+  /**
+   * heap.pageMap() encoded (encodePageMap; decodePageMap reads it back). null in a snapshot sent
+   * to the pages when the map is large (over 65536 pages, a 256 MiB heap) and one was sent less
+   * than a second ago: the pages keep the last map they got. snapshot() always has it.
+   */
+  map: EncodedPageMap | null;
   /** The PAGE_STATE codes the map uses. */
   states: typeof PAGE_STATE;
+  /** What options.extra returned, as plain JSON data. */
   extra: InspectorExtra | null;
-  /** What options.extra threw, if it did (the rest of the snapshot is still true). */
+  /**
+   * Why extra is null although options.extra was given: what it threw, that its result cannot be
+   * sent as JSON, or that it returned a Promise (it must be synchronous). The rest of the snapshot
+   * is still true.
+   */
   extraError?: string;
 }
+
+/**
+ * A page map on the wire. "rle": data is code, run, code, run, ... (few runs, the usual case);
+ * "u8" / "u16": data is base64 of one byte (every code below 256) or one little-endian 16-bit
+ * word per page (many short runs: a fragmented heap).
+ */
+export type EncodedPageMap = { encoding: "rle"; pages: number; data: number[] } | { encoding: "u8" | "u16"; pages: number; data: string };
+
+/** A page map of more pages than this goes to the pages at most once per LARGE_MAP_EVERY_MS. */
+const LARGE_MAP_PAGES = 65536;
+const LARGE_MAP_EVERY_MS = 1000;
 
 export interface Inspector {
   /** http://host:port/ of the page. */
@@ -131,19 +170,80 @@ function bad(message: string): never {
   throw new HeapError(ErrorCode.EINVAL, `serveInspector: ${message}`);
 }
 
-/** Run-length code a page map: code, run, code, run, ... */
-export function encodePageMap(map: Uint16Array): number[] {
-  const out: number[] = [];
+/**
+ * Encode a page map for the wire, in whichever form is smaller: run-length coded while there are
+ * few runs (under one per RLE_MAX_PAGES_PER_RUN pages), else base64 of the codes, a byte each
+ * when they all fit.
+ */
+export function encodePageMap(map: Uint16Array): EncodedPageMap {
   const n = map.length;
+  let runs = n > 0 ? 1 : 0;
+  let max = n > 0 ? map[0]! : 0;
+  for (let i = 1; i < n; i++) {
+    const c = map[i]!;
+    if (c !== map[i - 1]) runs++;
+    if (c > max) max = c;
+  }
+  if (runs * RLE_MAX_PAGES_PER_RUN > n) {
+    if (max < 256) return { encoding: "u8", pages: n, data: Buffer.from(new Uint8Array(map).buffer).toString("base64") };
+    // The codes' own bytes: little-endian on every machine Node runs on.
+    return { encoding: "u16", pages: n, data: Buffer.from(map.buffer, map.byteOffset, map.byteLength).toString("base64") };
+  }
+  const data = new Array<number>(2 * runs);
+  let k = 0;
   let i = 0;
   while (i < n) {
     const c = map[i]!;
     let j = i + 1;
     while (j < n && map[j] === c) j++;
-    out.push(c, j - i);
+    data[k++] = c;
+    data[k++] = j - i;
     i = j;
   }
+  return { encoding: "rle", pages: n, data };
+}
+
+/** Pages per run below which base64 of the codes is smaller than their runs in JSON. */
+const RLE_MAX_PAGES_PER_RUN = 4;
+
+/** The page map an EncodedPageMap holds (what heap.pageMap() returned). */
+export function decodePageMap(m: EncodedPageMap): Uint16Array {
+  const out = new Uint16Array(m.pages);
+  if (m.encoding === "rle") {
+    let p = 0;
+    for (let i = 0; i < m.data.length; i += 2) {
+      out.fill(m.data[i]!, p, p + m.data[i + 1]!);
+      p += m.data[i + 1]!;
+    }
+  } else {
+    const bytes = Buffer.from(m.data, "base64");
+    if (m.encoding === "u8") out.set(bytes);
+    else out.set(new Uint16Array(bytes.buffer, bytes.byteOffset, m.pages));
+  }
   return out;
+}
+
+/** A message for what was thrown, whatever it is (its message or toString may throw too). */
+function describeThrown(e: unknown): string {
+  try {
+    if (e instanceof Error) return String(e.message);
+    return String(e);
+  } catch {
+    try {
+      return `a thrown ${Object.prototype.toString.call(e).slice(8, -1)} that cannot be shown as text`;
+    } catch {
+      return "a thrown value that cannot be shown as text";
+    }
+  }
+}
+
+/** An address of this machine's loopback interface (or the name localhost). */
+function isLoopback(address: string): boolean {
+  const a = address.toLowerCase();
+  if (a === "localhost" || a === "::1" || a === "0:0:0:0:0:0:0:1") return true;
+  const v4 = a.startsWith("::ffff:") ? a.slice(7) : a;
+  const m = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(v4);
+  return m !== null && m.slice(1).every((x) => Number(x) <= 255);
 }
 
 /**
@@ -158,12 +258,26 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
   if (!Number.isInteger(port) || port < 0 || port > 65535) bad(`port must be a whole number in 0..65535, not ${String(port)}`);
   const host = options.host ?? "127.0.0.1";
   if (typeof host !== "string" || host === "") bad(`host must be a non-empty string, not ${String(host)}`);
+  const allowRemote = options.allowRemote ?? false;
+  if (typeof allowRemote !== "boolean") bad(`allowRemote must be true or false, not ${String(allowRemote)}`);
+  if (!allowRemote && !isLoopback(host))
+    bad(
+      `host ${JSON.stringify(host)} is not a loopback address: the page shows the heap to anyone who can reach it, ` +
+        `so the inspector binds 127.0.0.1, ::1 or localhost unless allowRemote: true says to serve other machines too`,
+    );
   const intervalMs = options.intervalMs ?? 250;
   if (typeof intervalMs !== "number" || !(intervalMs >= 50 && intervalMs <= 10_000)) bad(`intervalMs must be a number in 50..10000, not ${String(intervalMs)}`);
   const extra = options.extra;
   if (extra !== undefined && typeof extra !== "function") bad("extra must be a function");
   const title = options.title ?? "shmalloc heap";
   if (typeof title !== "string") bad("title must be a string");
+  // A detached handle can show nothing: refuse now rather than serve a page that never fills.
+  try {
+    heap.cacheNames();
+  } catch (e) {
+    if (e instanceof HeapError && e.code === ErrorCode.EDETACHED) throw new HeapError(ErrorCode.EDETACHED, "serveInspector: the heap handle is detached; serve a live handle");
+    throw e;
+  }
 
   const files = assetFiles();
   const clients = new Set<ServerResponse>();
@@ -174,10 +288,46 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
   let ended: string | null = null;
   let closed = false;
   let boundPort = port;
+  /** When the pages last got a large map (see LARGE_MAP_PAGES), and of how many pages. */
+  let lastLargeMapAt = -Infinity;
+  let lastMapPages = -1;
 
-  const snapshot = (): InspectorSnapshot => {
+  /** options.extra's figures as plain JSON data, or why there are none. */
+  const readExtra = (snap: InspectorSnapshot): void => {
+    if (extra === undefined) return;
+    let value: unknown;
+    try {
+      value = extra();
+    } catch (e) {
+      snap.extraError = describeThrown(e);
+      return;
+    }
+    if (value === undefined || value === null) return;
+    try {
+      if (typeof (value as { then?: unknown }).then === "function") {
+        // Nothing awaits it; a rejection would go unhandled.
+        (value as Promise<unknown>).then(undefined, () => {});
+        snap.extraError = "extra must be synchronous: it returned a Promise (read the figures into variables and return those)";
+        return;
+      }
+      if (typeof value !== "object" || Array.isArray(value)) {
+        snap.extraError = `extra must return an object ({ agents, sizes, counters }), not ${Array.isArray(value) ? "an array" : typeof value}`;
+        return;
+      }
+      // Serialised on its own: a value JSON cannot hold fails here, not the whole snapshot.
+      snap.extra = JSON.parse(JSON.stringify(value)) as InspectorExtra;
+    } catch (e) {
+      snap.extraError = `extra returned a value that cannot be sent as JSON: ${describeThrown(e)}`;
+    }
+  };
+
+  const takeSnapshot = (withMap: boolean): InspectorSnapshot => {
     const stats = heap.stats();
-    map = heap.pageMap(map);
+    let encoded: EncodedPageMap | null = null;
+    if (withMap) {
+      map = heap.pageMap(map);
+      encoded = encodePageMap(map);
+    }
     const snap: InspectorSnapshot = {
       seq: ++seq,
       time: Date.now(),
@@ -185,16 +335,24 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
       heap: { size: heap.size, maxSize: heap.maxSize, pageSize: heap.pageSize },
       stats,
       caches: heap.cacheNames(),
-      map: encodePageMap(map),
+      map: encoded,
       states: PAGE_STATE,
       extra: null,
     };
-    if (extra !== undefined) {
-      try {
-        snap.extra = extra();
-      } catch (e) {
-        snap.extraError = e instanceof Error ? e.message : String(e);
-      }
+    readExtra(snap);
+    return snap;
+  };
+  const snapshot = (): InspectorSnapshot => takeSnapshot(true);
+
+  /** The snapshot for the pages: a large map at most once per LARGE_MAP_EVERY_MS (or when the heap grew). */
+  const pageSnapshot = (force: boolean): InspectorSnapshot => {
+    const now = performance.now();
+    const pages = heap.size / heap.pageSize;
+    const withMap = force || pages !== lastMapPages || pages <= LARGE_MAP_PAGES || now - lastLargeMapAt >= LARGE_MAP_EVERY_MS;
+    const snap = takeSnapshot(withMap);
+    if (withMap && !force) {
+      lastMapPages = pages;
+      if (pages > LARGE_MAP_PAGES) lastLargeMapAt = now;
     }
     return snap;
   };
@@ -216,15 +374,15 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
     clients.clear();
   };
 
-  const tryBroadcast = (): void => {
+  const tryBroadcast = (force = false): void => {
     if (clients.size === 0) return;
     let data: string;
     try {
-      data = JSON.stringify(snapshot());
+      data = JSON.stringify(pageSnapshot(force));
     } catch (e) {
       if (e instanceof HeapError && e.code === ErrorCode.EDETACHED) endStreams("the heap handle was detached");
       else {
-        const msg = JSON.stringify({ message: e instanceof Error ? e.message : String(e) });
+        const msg = JSON.stringify({ message: describeThrown(e) });
         for (const res of clients) send(res, "failure", msg);
       }
       return;
@@ -242,7 +400,16 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
   const openBind = host === "0.0.0.0" || host === "::";
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    if (!openBind && !allowedHosts().has((req.headers.host ?? "").toLowerCase())) {
+    if (!allowRemote && !isLoopback(req.socket.remoteAddress ?? "")) {
+      res.writeHead(403, { "Content-Type": "text/plain", Connection: "close" }).end("the inspector answers only this machine (serveInspector's allowRemote is off)\n");
+      return;
+    }
+    const hostHeader = req.headers.host;
+    if (hostHeader === undefined || hostHeader === "") {
+      res.writeHead(400, { "Content-Type": "text/plain", Connection: "close" }).end("a Host header is required\n");
+      return;
+    }
+    if (!openBind && !allowedHosts().has(hostHeader.toLowerCase())) {
       res.writeHead(403, { "Content-Type": "text/plain" }).end("the inspector answers only requests addressed to its own host and port\n");
       return;
     }
@@ -252,11 +419,12 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
     }
     const path = new URL(req.url ?? "/", "http://x").pathname;
     if (path === "/events") {
-      res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream", Connection: "keep-alive" });
       if (req.method === "HEAD") {
-        res.end();
+        // Headers only; the connection is kept or closed as the request asked.
+        res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream" }).end();
         return;
       }
+      res.writeHead(200, { ...HEADERS, "Content-Type": "text/event-stream", Connection: "keep-alive" });
       if (ended !== null) {
         res.end(`event: end\ndata: ${JSON.stringify({ reason: ended })}\n\n`);
         return;
@@ -277,7 +445,7 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
         const body = JSON.stringify(snapshot());
         res.writeHead(200, { ...HEADERS, "Content-Type": "application/json" }).end(req.method === "HEAD" ? undefined : body);
       } catch (e) {
-        res.writeHead(503, { ...HEADERS, "Content-Type": "text/plain" }).end(`${e instanceof Error ? e.message : String(e)}\n`);
+        res.writeHead(503, { ...HEADERS, "Content-Type": "text/plain" }).end(`${describeThrown(e)}\n`);
       }
       return;
     }
@@ -297,17 +465,18 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
 
   const tryBroadcastTo = (res: ServerResponse): void => {
     try {
+      // A new page has no map yet: this one always carries it.
       send(res, null, JSON.stringify(snapshot()));
     } catch (e) {
       if (e instanceof HeapError && e.code === ErrorCode.EDETACHED) endStreams("the heap handle was detached");
-      else send(res, "failure", JSON.stringify({ message: e instanceof Error ? e.message : String(e) }));
+      else send(res, "failure", JSON.stringify({ message: describeThrown(e) }));
     }
   };
 
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
       if (!res.headersSent) res.writeHead(500, { "Content-Type": "text/plain" });
-      res.end(`${e instanceof Error ? e.message : String(e)}\n`);
+      res.end(`${describeThrown(e)}\n`);
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -348,7 +517,7 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
       closed = true;
       if (ended === null) {
         // A last picture, so that pages show how the heap was left.
-        if (clients.size > 0) tryBroadcast();
+        if (clients.size > 0) tryBroadcast(true);
         endStreams("the program stopped serving the inspector");
       }
       return new Promise<void>((resolve) => {

@@ -8,12 +8,12 @@
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync } from "node:fs";
 import { get as httpGet } from "node:http";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Worker } from "node:worker_threads";
-import { Heap, MAX_ORDER, PAGE_STATE } from "../src/index.js";
-import { encodePageMap, serveInspector } from "../src/inspector.js";
+import { GFP, Heap, type HeapError, MAX_ORDER, PAGE_STATE } from "../src/index.js";
+import { decodePageMap, encodePageMap, serveInspector, type InspectorSnapshot } from "../src/inspector.js";
 import { HAMMER, HAMMER_ROW, HAMMER_SIZES } from "./hammer-control.js";
 import { launchChromium, openPage, REPO_ROOT } from "./support/browser.js";
 import { code } from "./check.js";
@@ -218,9 +218,9 @@ test("serveInspector checks what it is given, and names a port in use", async ()
     assert.equal((await get("/../package.json")).status, 404);
     assert.equal(await statusFor(`attacker.example:${inspector.port}`), 403);
     assert.equal(await statusFor(`localhost:${inspector.port}`), 200);
-    const snap = (await (await get("/snapshot.json")).json()) as { stats: { totalPages: number }; map: number[] };
+    const snap = (await (await get("/snapshot.json")).json()) as InspectorSnapshot;
     assert.equal(snap.stats.totalPages, heap.stats().totalPages);
-    assert.equal(snap.map.filter((_, i) => i % 2 === 1).reduce((a, b) => a + b, 0), heap.size / heap.pageSize);
+    assert.deepEqual(decodePageMap(snap.map!), heap.pageMap());
     // A detached handle ends the stream instead of failing every snapshot.
     heap.detach();
     assert.equal(code(() => heap.stats()), "EDETACHED");
@@ -235,7 +235,7 @@ test("the inspector follows a heap that grows while it is watched", async () => 
   const heap = Heap.create({ size: 2 * MiB, maxSize: 8 * MiB, cpus: 2 });
   const inspector = await serveInspector(heap);
   try {
-    const pages = (m: number[]): number => m.filter((_, i) => i % 2 === 1).reduce((a, b) => a + b, 0);
+    const pages = (m: InspectorSnapshot["map"]): number => decodePageMap(m!).length;
     const before = inspector.snapshot();
     assert.equal(pages(before.map), 512);
     heap.grow(8 * MiB);
@@ -247,5 +247,236 @@ test("the inspector follows a heap that grows while it is watched", async () => 
   } finally {
     await inspector.close();
     heap.detach();
+  }
+});
+
+/** Raw HTTP on one socket: what came back, and whether the server closed the socket (deadline 5 s). */
+function rawRequest(port: number, text: string): Promise<{ reply: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const sock = connect(port, "127.0.0.1");
+    let reply = "";
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve({ reply, closed: false });
+    }, 5000);
+    sock.setEncoding("utf8").on("data", (d: string) => (reply += d));
+    sock.on("error", () => {});
+    sock.on("close", () => {
+      clearTimeout(timer);
+      resolve({ reply, closed: true });
+    });
+    sock.write(text);
+  });
+}
+
+test("extra that cannot be sent is reported in extraError; the heap's figures still come", async () => {
+  const heap = Heap.create({ size: 2 * MiB, cpus: 2 });
+  const circular: Record<string, unknown> = {};
+  circular.self = circular;
+  const hostile = { toString: () => { throw new Error("no text either"); } };
+  const cases: [string, () => unknown, string][] = [
+    ["circular", () => ({ counters: { circular } }), "extra returned a value that cannot be sent as JSON: Converting circular structure to JSON"],
+    ["BigInt", () => ({ counters: { n: 1n } }), "extra returned a value that cannot be sent as JSON: Do not know how to serialize a BigInt"],
+    ["throwing getter", () => ({ get counters(): never { throw new Error("getter failed"); } }), "extra returned a value that cannot be sent as JSON: getter failed"],
+    ["throwing toJSON", () => ({ toJSON: () => { throw new Error("toJSON failed"); } }), "extra returned a value that cannot be sent as JSON: toJSON failed"],
+    ["thrown object whose toString throws", () => { throw hostile; }, "a thrown Object that cannot be shown as text"],
+    ["Promise", () => Promise.reject(new Error("async figures")), "extra must be synchronous: it returned a Promise (read the figures into variables and return those)"],
+    ["number", () => 7, "extra must return an object ({ agents, sizes, counters }), not number"],
+  ];
+  for (const [what, extra, message] of cases) {
+    const inspector = await serveInspector(heap, { extra: extra as () => never });
+    try {
+      const snap = inspector.snapshot();
+      assert.equal(snap.extra, null, what);
+      assert.equal(snap.extraError!.startsWith(message), true, `${what}: ${snap.extraError}`);
+      assert.deepEqual(snap.stats, heap.stats(), what);
+      const res = await fetch(new URL("snapshot.json", inspector.url));
+      assert.equal(res.status, 200, what);
+      const served = (await res.json()) as InspectorSnapshot;
+      assert.equal(served.extraError, snap.extraError, what);
+      assert.equal(served.stats.totalPages, heap.stats().totalPages);
+      // The stream's first event is a snapshot, not a failure.
+      const first = await new Promise<string>((resolve, reject) => {
+        httpGet(new URL("events", inspector.url), (r) => {
+          let buf = "";
+          r.setEncoding("utf8").on("data", (d: string) => {
+            buf += d;
+            const blocks = buf.split("\n\n").filter((b) => b.includes("data: "));
+            if (blocks.length > 0) {
+              r.destroy();
+              resolve(blocks[0]!);
+            }
+          });
+        }).on("error", reject);
+      });
+      assert.match(first, /^data: \{"seq":/, what);
+      assert.equal((JSON.parse(first.slice("data: ".length)) as InspectorSnapshot).extraError, snap.extraError);
+    } finally {
+      await inspector.close();
+    }
+  }
+  heap.detach();
+});
+
+test("the inspector serves loopback only unless allowRemote, and needs a Host header", async () => {
+  const heap = Heap.create({ size: 2 * MiB, cpus: 2 });
+  const why = "is not a loopback address: the page shows the heap to anyone who can reach it, so the inspector binds 127.0.0.1, ::1 or localhost unless allowRemote: true says to serve other machines too";
+  for (const host of ["0.0.0.0", "::", "192.0.2.1", "example.com"]) {
+    await assert.rejects(serveInspector(heap, { host }), (e: HeapError) => {
+      assert.equal(e.code, "EINVAL");
+      assert.equal(e.message, `EINVAL: serveInspector: host ${JSON.stringify(host)} ${why}`);
+      return true;
+    });
+  }
+  await assert.rejects(serveInspector(heap, { allowRemote: "yes" as unknown as boolean }), /allowRemote must be true or false, not yes/);
+  const other = await serveInspector(heap, { host: "127.0.0.2" });
+  assert.equal(other.url, `http://127.0.0.2:${other.port}/`);
+  await other.close();
+  const open = await serveInspector(heap, { host: "0.0.0.0", allowRemote: true });
+  try {
+    assert.equal((await fetch(new URL("snapshot.json", open.url))).status, 200);
+  } finally {
+    await open.close();
+  }
+  const inspector = await serveInspector(heap);
+  try {
+    // HTTP/1.0 without a Host header: refused.
+    const noHost = await rawRequest(inspector.port, "GET /snapshot.json HTTP/1.0\r\n\r\n");
+    assert.match(noHost.reply, /^HTTP\/1\.1 400 /);
+    assert.match(noHost.reply, /a Host header is required\n$/);
+    assert.doesNotMatch(noHost.reply, /"seq"/);
+    // HEAD /events with Connection: close: headers only, and the socket is closed.
+    const head = await rawRequest(inspector.port, `HEAD /events HTTP/1.1\r\nHost: 127.0.0.1:${inspector.port}\r\nConnection: close\r\n\r\n`);
+    assert.equal(head.closed, true, "HEAD /events with Connection: close closes the socket");
+    assert.match(head.reply, /^HTTP\/1\.1 200 /);
+    assert.match(head.reply, /\r\nConnection: close\r\n/i);
+    assert.match(head.reply, /\r\n\r\n$/);
+    // A request after HEAD /events on the same connection is answered.
+    const piped = await rawRequest(
+      inspector.port,
+      `HEAD /events HTTP/1.1\r\nHost: 127.0.0.1:${inspector.port}\r\n\r\nGET /snapshot.json HTTP/1.1\r\nHost: 127.0.0.1:${inspector.port}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.equal(piped.closed, true);
+    assert.equal(piped.reply.match(/HTTP\/1\.1 200 /g)?.length, 2);
+    assert.match(piped.reply, /"seq":/);
+  } finally {
+    await inspector.close();
+  }
+  // A detached handle is refused at once.
+  heap.detach();
+  await assert.rejects(serveInspector(heap), (e: HeapError) => {
+    assert.equal(e.code, "EDETACHED");
+    assert.match(e.message, /^EDETACHED: serveInspector: the heap handle is detached/);
+    return true;
+  });
+});
+
+test("page maps go run-length coded or as base64 codes, whichever is smaller, and decode exactly", async () => {
+  const runs = new Uint16Array(800).fill(16, 300).fill(32, 500);
+  const rle = encodePageMap(runs);
+  assert.deepEqual(rle, { encoding: "rle", pages: 800, data: [0, 300, 16, 200, 32, 300] });
+  assert.deepEqual(decodePageMap(rle), runs);
+  const bytes = Uint16Array.from({ length: 1000 }, (_, i) => (i % 2 === 0 ? 3 : 16));
+  const u8 = encodePageMap(bytes);
+  assert.equal(u8.encoding, "u8");
+  assert.equal(u8.data, Buffer.from(Uint8Array.from(bytes)).toString("base64"));
+  assert.deepEqual(decodePageMap(u8), bytes);
+  const words = Uint16Array.from({ length: 1001 }, (_, i) => (i % 2 === 0 ? 3 : 32 + 300));
+  const u16 = encodePageMap(words.subarray(1));
+  assert.equal(u16.encoding, "u16");
+  assert.deepEqual(decodePageMap(u16), words.subarray(1));
+  assert.deepEqual(decodePageMap(encodePageMap(new Uint16Array(0))), new Uint16Array(0));
+
+  // A fragmented heap of more than 65536 pages: every other page allocated. The map goes as one
+  // byte a page, and the stream sends it about once a second, the snapshots between without it.
+  const heap = Heap.create({ size: 260 * MiB, cpus: 2 });
+  const pages: number[] = [];
+  for (let a; (a = heap.allocPages(0, GFP.NOWAIT)) !== 0; ) pages.push(a);
+  pages.sort((a, b) => a - b);
+  const kept = pages.filter((a, i) => (i % 2 === 0 ? true : (heap.freePages(a, 0), false)));
+  heap.shrink();
+  const inspector = await serveInspector(heap, { intervalMs: 50 });
+  try {
+    const snap = inspector.snapshot();
+    assert.equal(snap.map!.encoding, "u8");
+    assert.deepEqual(decodePageMap(snap.map!), heap.pageMap());
+    process.stdout.write(`# ${heap.size / heap.pageSize} pages, every other one allocated: snapshot ${JSON.stringify(snap).length} bytes of JSON\n`);
+    const maps: boolean[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error("no snapshot without a map within 20 s")), 20_000);
+      httpGet(new URL("events", inspector.url), (r) => {
+        let buf = "";
+        r.setEncoding("utf8").on("data", (d: string) => {
+          buf += d;
+          let i;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            if (block.startsWith("data: ")) maps.push((JSON.parse(block.slice(6)) as InspectorSnapshot).map !== null);
+          }
+          if (maps.length >= 3 && maps.includes(false)) {
+            clearTimeout(deadline);
+            r.destroy();
+            resolve();
+          }
+        });
+      }).on("error", reject);
+    });
+    assert.equal(maps[0], true, "a new page gets the map at once");
+    assert.equal(maps.includes(false), true);
+  } finally {
+    await inspector.close();
+    for (const a of kept) heap.freePages(a, 0);
+    heap.shrink();
+    heap.validate();
+    heap.detach();
+  }
+});
+
+test("the page draws base64 maps and keeps the last large map; slabtop shows the first 200 of many caches", { timeout: 90_000 }, async () => {
+  // 300 caches with one object each: codes above 255 and a run per page, so the map goes as "u16".
+  const many = Heap.create({ size: 4 * MiB, cpus: 1, maxCaches: 512 });
+  for (let i = 0; i < 300; i++) many.createCache(`c${i}`, 64).alloc();
+  // A fragmented heap of more than 65536 pages: "u8", sent about once a second.
+  const big = Heap.create({ size: 260 * MiB, cpus: 1 });
+  const pages: number[] = [];
+  for (let a; (a = big.allocPages(0, GFP.NOWAIT)) !== 0; ) pages.push(a);
+  pages.sort((a, b) => a - b);
+  pages.forEach((a, i) => i % 2 === 1 && big.freePages(a, 0));
+  big.shrink();
+  const a = await serveInspector(many, { intervalMs: 100 });
+  const b = await serveInspector(big, { intervalMs: 100 });
+  const browser = await launchChromium();
+  type Probe = { inspector: { received: number; mapSeq: number; last: { seq: number; map: unknown } | null; tally: Map<number, number> } };
+  const tallyOf = (map: Uint16Array): [number, number][] => {
+    const t = new Map<number, number>();
+    for (const c of map) t.set(c, (t.get(c) ?? 0) + 1);
+    return [...t.entries()].sort((x, y) => x[0] - y[0]);
+  };
+  try {
+    assert.equal(a.snapshot().map!.encoding, "u16");
+    const p1 = await openPage(browser, a.url);
+    await p1.page.waitForFunction(() => (globalThis as unknown as Probe).inspector.received >= 2, null, { timeout: 30_000 });
+    const t1 = await p1.page.evaluate(() => [...(globalThis as unknown as Probe).inspector.tally.entries()].sort((x, y) => x[0] - y[0]));
+    assert.deepEqual(t1, tallyOf(many.pageMap()));
+    assert.equal(await p1.page.locator("#slabtop tbody tr").count(), 200);
+    assert.equal(await p1.page.textContent("#slabtop-more"), `showing the first 200 of ${many.stats().slabs.length} caches by pages`);
+    assert.match((await p1.page.textContent("#legend-more")) ?? "", /^\d+ more caches: \d+ pages$/);
+    assert.deepEqual(p1.errors, []);
+
+    assert.equal(b.snapshot().map!.encoding, "u8");
+    const p2 = await openPage(browser, b.url);
+    // A snapshot without a map arrives, and the page still shows the last map's tally.
+    await p2.page.waitForFunction(() => (globalThis as unknown as Probe).inspector.last?.map === null, null, { timeout: 30_000 });
+    const t2 = await p2.page.evaluate(() => [...(globalThis as unknown as Probe).inspector.tally.entries()].sort((x, y) => x[0] - y[0]));
+    assert.deepEqual(t2, tallyOf(big.pageMap()));
+    assert.match((await p2.page.textContent("#map-age")) ?? "", /^map of snapshot #\d+ \(a large map is sent about once a second\)$/);
+    assert.deepEqual(p2.errors, []);
+  } finally {
+    await browser.close();
+    await a.close();
+    await b.close();
+    many.detach();
+    big.detach();
   }
 });
