@@ -54,7 +54,8 @@ test("package.json: MIT with a LICENSE file, repository, keywords, no install-ti
   }
   // The tarball is built from fresh sources: prepack builds.
   assert.match(pkg.scripts.prepack ?? "", /npm run build/);
-  assert.equal(pkg.dependencies, undefined, "no runtime dependencies");
+  // One runtime dependency: uPlot, which only the inspector's page (shmalloc/inspector) loads.
+  assert.deepEqual(Object.keys(pkg.dependencies ?? {}), ["uplot"], "no runtime dependency but the inspector's chart library");
   assert.equal(pkg.main, "./dist/src/index.js");
   assert.equal(pkg.types, "./dist/src/index.d.ts");
 });
@@ -80,7 +81,7 @@ test("the packed tarball installs into a fresh project without TypeScript, offli
     npm(["install", "--offline", "--no-audit", "--no-fund", join(dir, tgz)], dir);
     assert.ok(existsSync(join(dir, "node_modules", "shmalloc", "dist", "src", "index.js")));
     assert.ok(!existsSync(join(dir, "node_modules", "typescript")), "TypeScript came along");
-    assert.deepEqual(readdirSync(join(dir, "node_modules")).filter((n) => !n.startsWith(".")), ["shmalloc"]);
+    assert.deepEqual(readdirSync(join(dir, "node_modules")).filter((n) => !n.startsWith(".")), ["shmalloc", "uplot"]);
     writeFileSync(
       join(dir, "main.mjs"),
       `import { Heap, GFP, HeapError } from "shmalloc";
@@ -90,11 +91,15 @@ heap.kfree(a);
 heap.shrink();
 heap.validate();
 const s = heap.stats();
-console.log(typeof HeapError, s.freePages === s.totalPages ? "all free" : "leak");
+const { serveInspector } = await import("shmalloc/inspector");
+const inspector = await serveInspector(heap);
+const served = await Promise.all(["/", "/app.js", "/uPlot.esm.js"].map(async (p) => (await fetch(new URL(p, inspector.url))).status));
+await inspector.close();
+console.log(typeof HeapError, s.freePages === s.totalPages ? "all free" : "leak", "inspector", served.join(" "));
 `,
     );
     const stdout = execFileSync(process.execPath, ["main.mjs"], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 60_000 });
-    assert.equal(stdout.trim(), "function all free");
+    assert.equal(stdout.trim(), "function all free inspector 200 200 200");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
