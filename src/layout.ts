@@ -239,8 +239,9 @@ export const VM = {
   rcuEmergency: 27, // kfreeRcu calls that found no block page
   rcuSyncFallback: 28, // kfreeRcu waited for a grace period inline
   heapGrow: 29, // the heap grew (memory hotplug)
+  lockGiveUp: 30, // an agent that must not block gave up on a lock held past NOBLOCK_BOUND_MS
 } as const;
-export const NR_VM = 30;
+export const NR_VM = 31;
 export type VmItem = keyof typeof VM;
 
 /* ---------------------------------------------------------------- lock classes */

@@ -124,7 +124,7 @@ export class RcuAllocator extends SlabAllocator {
     const n = i32[w]!;
     if (n === 0) {
       // Publication point: after this store no grace period that began before it can end.
-      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, R_GP_SEQ) + 1);
+      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, this.hw + R_GP_SEQ) + 1);
     }
     i32[w] = n + 1;
   }
@@ -149,21 +149,21 @@ export class RcuAllocator extends SlabAllocator {
 
   /** The cookie of a grace period that would cover everything unlinked so far. */
   protected gpCookie(): number {
-    return Atomics.load(this.i32, R_GP_SEQ);
+    return Atomics.load(this.i32, this.hw + R_GP_SEQ);
   }
 
   /** Has a full grace period passed since cookie `c` was read? Never waits. */
   protected gpPoll(c: number): boolean {
     const i32 = this.i32;
-    if (Atomics.load(i32, R_GP_DONE) > c) return true;
-    if (Atomics.load(i32, R_GP_SEQ) === c) Atomics.compareExchange(i32, R_GP_SEQ, c, c + 1);
+    if (Atomics.load(i32, this.hw + R_GP_DONE) > c) return true;
+    if (Atomics.load(i32, this.hw + R_GP_SEQ) === c) Atomics.compareExchange(i32, this.hw + R_GP_SEQ, c, c + 1);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       const snap = Atomics.load(i32, this.pcpOf(cpu) + C_RCU_SNAP);
       if (snap !== 0 && snap <= c + 1) return false;
     }
     for (;;) {
-      const done = Atomics.load(i32, R_GP_DONE);
-      if (done > c || Atomics.compareExchange(i32, R_GP_DONE, done, c + 1) === done) break;
+      const done = Atomics.load(i32, this.hw + R_GP_DONE);
+      if (done > c || Atomics.compareExchange(i32, this.hw + R_GP_DONE, done, c + 1) === done) break;
     }
     if ((this.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
       this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: c + 1 });
@@ -174,6 +174,12 @@ export class RcuAllocator extends SlabAllocator {
   /** Wait until every agent that was inside a read-side section when this was called has left it. */
   synchronizeRcu(): void {
     this.assertLive();
+    if (this.noBlock()) {
+      throw new HeapError(
+        ErrorCode.EAGAIN,
+        `cpu ${this.cpu} must not block (a browser main thread, or noBlock): synchronizeRcu could wait for as long as a reader stays in its section; use await heap.synchronizeRcuAsync()`,
+      );
+    }
     if (this.rcuReadLockHeld()) {
       throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section would wait for itself");
     }
@@ -372,7 +378,8 @@ export class RcuAllocator extends SlabAllocator {
     const krcp = this.pcpuW + C_KRCP_LOCK;
     const out: Expired = { blocks: [], objects: [], count: 0 };
     let cookie = -1;
-    this.lock(krcp, LOCK.rcu);
+    // Only rcuBarrier or reclaimSlot of another agent holds it: a noBlock agent leaves the work for later.
+    if (!this.lockIn(0, krcp, LOCK.rcu)) return;
     try {
       cookie = this.takeExpired(this.pcpuW, out, all);
     } finally {
@@ -485,7 +492,7 @@ export class RcuAllocator extends SlabAllocator {
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! - pending;
     i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! - out.blocks.length;
     // In flight until freeExpired: rcuBarrier and stats still see them.
-    if (pending !== 0) Atomics.add(i32, R_INFLIGHT, pending);
+    if (pending !== 0) Atomics.add(i32, this.hw + R_INFLIGHT, pending);
     out.count += pending;
     return all ? newest : -1;
   }
@@ -498,7 +505,7 @@ export class RcuAllocator extends SlabAllocator {
       freed = this.freeExpiredObjects(out);
     } finally {
       // Publication point for rcuBarrier: these objects are freed (or the agent is unwinding).
-      if (out.count !== 0) Atomics.sub(i32, R_INFLIGHT, out.count);
+      if (out.count !== 0) Atomics.sub(i32, this.hw + R_INFLIGHT, out.count);
     }
     this.vmInc(VM.rcuFreed, freed);
   }
@@ -532,8 +539,14 @@ export class RcuAllocator extends SlabAllocator {
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
     // agent after their grace period: wait for it, as rcu_barrier waits for every callback.
-    for (let round = 0; Atomics.load(this.i32, R_INFLIGHT) !== 0; round++) {
-      if (round < 64 || this.noBlock()) continue;
+    let since = -1;
+    for (let round = 0; Atomics.load(this.i32, this.hw + R_INFLIGHT) !== 0; round++) {
+      if (round < 64) continue;
+      if (this.noBlock()) {
+        if (since < 0) since = this.clock();
+        else if ((round & 255) === 0 && this.spinExpired(since)) this.gpBusy(Atomics.load(this.i32, this.hw + R_INFLIGHT));
+        continue;
+      }
       Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
     }
   }
@@ -555,14 +568,28 @@ export class RcuAllocator extends SlabAllocator {
     if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
     const out: Expired = { blocks: [], objects: [], count: 0 };
     let cookie: number;
+    // An agent that must not block takes only what has expired, and gives up on the rest (EAGAIN).
+    const all = !this.noBlock();
     this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    let left = 0;
     try {
-      cookie = this.takeExpired(p, out, true);
+      cookie = this.takeExpired(p, out, all);
+      left = this.i32[p + C_RCU_PENDING]!;
     } finally {
       this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     }
     if (cookie >= 0) this.gpWait(cookie);
     this.freeExpired(out);
+    if (!all && left !== 0) this.gpBusy(left);
+  }
+
+  /** A noBlock agent met kfreeRcu objects whose grace period is not over. */
+  private gpBusy(left: number): never {
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and ${left} kfreeRcu object${left === 1 ? "" : "s"} still wait for a grace period: ` +
+        "what had expired is freed; await heap.synchronizeRcuAsync() and call again",
+    );
   }
 
   /* ================================================================= slot lifecycle hooks */
@@ -609,8 +636,8 @@ export class RcuAllocator extends SlabAllocator {
       emergency += i32[p + C_RCU_EMERG_NR]!;
       if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
     }
-    waiting += Atomics.load(i32, R_INFLIGHT);
-    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
+    waiting += Atomics.load(i32, this.hw + R_INFLIGHT);
+    return { rcu: { gracePeriods: Atomics.load(i32, this.hw + R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
   }
 
   /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
