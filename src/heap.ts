@@ -17,6 +17,8 @@
 import { ErrorCode, HeapError } from "./errors.js";
 import type { WasmMemory } from "./mm.js";
 import { assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
+import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
+import { GFP } from "./gfp.js";
 import {
   C_DEFER_NR,
   C_FLAGS,
@@ -272,6 +274,28 @@ export class Heap extends RcuAllocator {
     return !this.detached;
   }
 
+  /* ------------------------------------------------------------ typed views and strings (views.ts) */
+
+  /** A `Ctor` view of `n` elements over a new allocation (aligned to its element size at least), or null when memory ran out. */
+  allocArray<C extends TypedArrayConstructor>(Ctor: C, n: number, gfp: number = GFP.KERNEL): InstanceType<C> | null {
+    return allocArray(this, Ctor, n, gfp);
+  }
+
+  /** Free the allocation under a view from allocArray (any agent's); EINVAL for a view that is not one. */
+  freeArray(view: ArrayBufferView): void {
+    freeArray(this, view);
+  }
+
+  /** Store `s` as a 32-bit byte length, its UTF-8 and a 0 byte; the address (free it with kfree), or 0 when memory ran out. */
+  allocString(s: string, gfp: number = GFP.KERNEL): number {
+    return allocString(this, s, gfp);
+  }
+
+  /** The string allocString stored at `addr`. */
+  readString(addr: number): string {
+    return readString(this, addr);
+  }
+
   /**
    * For the host, after a worker exited without detaching (returned, crashed, terminated): return
    * slot `cpu`'s cached pages, objects, deferred frees and pending kfreeRcu objects to the heap and
@@ -406,6 +430,22 @@ export class Heap extends RcuAllocator {
     const held = this.i32[this.pcpuW + C_HELD_MASK]!;
     if (held !== 0) throw new HeapError(ErrorCode.ECORRUPT, `cpu ${this.cpu} still counts held locks (mask ${held}) after validate`);
   }
+}
+
+/*
+ * `using heap = Heap.attach(buffer)`: heap[Symbol.dispose]() detaches (a no-op on a detached
+ * handle). Defined where the runtime has Symbol.dispose (browsers, Node 20.4+ and 22); an older
+ * Node 20 has none, and there `using` needs a polyfill of Symbol.dispose: heap.detach() is the same.
+ */
+const DISPOSE = (Symbol as { dispose?: symbol }).dispose;
+if (typeof DISPOSE === "symbol") {
+  Object.defineProperty(Heap.prototype, DISPOSE, {
+    value: function dispose(this: Heap): void {
+      if (this.attached) this.detach();
+    },
+    writable: true,
+    configurable: true,
+  });
 }
 
 function intOption(name: string, v: unknown, dflt: number, min: number, max: number): number {
