@@ -212,9 +212,11 @@ export class MmBase {
 
   /**
    * The heap grew since this handle built its views: rebuild them (fixed-length views are about 15
-   * times faster than length-tracking ones). Returns whether the views changed.
+   * times faster than length-tracking ones). Returns whether the views changed. Calls that meet
+   * new pages do this themselves; public for a reader of an address another agent got from pages
+   * it added (heap.u8 and the others are new objects after it).
    */
-  protected refreshViews(): boolean {
+  refreshViews(): boolean {
     const size = Atomics.load(this.u32, this.hw + Z_SIZE);
     if (size <= this.size) return false;
     // WebAssembly memory: memory.grow gave every agent a new, longer buffer object.

@@ -52,8 +52,10 @@ test("a heap on shared WebAssembly memory: Wasm in a worker reads and writes wha
     // Growth: the worker grew the memory; this handle sees the new pages once it meets them.
     assert.ok(r.past! >= r.sizeBefore!, "the worker got a block in the new pages");
     assert.ok(r.sizeAfter! > r.sizeBefore! && (memory.buffer as SharedArrayBuffer).byteLength >= r.sizeAfter!);
-    heap.freePages(r.past!, 4);
+    assert.equal(heap.f64[r.past! / 8], undefined, "this handle's views end where the heap did");
+    assert.equal(heap.refreshViews(), true, "refreshViews rebuilds them");
     assert.equal(heap.f64[r.past! / 8], 7, "this handle's views reach the grown pages");
+    heap.freePages(r.past!, 4);
     assert.equal(heap.buffer, memory.buffer, "the handle follows memory.buffer");
   } finally {
     await w.terminate();
