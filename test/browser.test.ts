@@ -13,7 +13,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { Browser } from "playwright-core";
-import { launchChromium, openPage, serveStatic, type StaticServer } from "./support/browser.js";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { launchChromium, openPage, REPO_ROOT, serveStatic, type StaticServer } from "./support/browser.js";
 import { wasmBytes } from "./support/wasm.js";
 
 let server: StaticServer;
@@ -134,5 +136,30 @@ test("browser: a page that is not cross-origin isolated gets ENOSHARED naming th
   assert.match(r.error.message, /Cross-Origin-Embedder-Policy: require-corp \(or credentialless\)/);
   } finally {
     await strict.close();
+  }
+});
+
+test("browser: the README's browser example (its two files, served as the README says)", async () => {
+  const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
+  const html = /```html\n<!-- file: index\.html -->\n([\s\S]*?)```/.exec(readme)?.[1];
+  const worker = /```js\n\/\/ file: app-worker\.mjs\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(html !== undefined && worker !== undefined, "the README has the example");
+  // A site with the package installed under node_modules/shmalloc (this repository).
+  const site = join(REPO_ROOT, "dist", "readme-browser");
+  mkdirSync(join(site, "node_modules"), { recursive: true });
+  writeFileSync(join(site, "index.html"), html);
+  writeFileSync(join(site, "app-worker.mjs"), worker);
+  const link = join(site, "node_modules", "shmalloc");
+  if (!existsSync(link)) symlinkSync(REPO_ROOT, link, "dir");
+  const siteServer = await serveStatic(site);
+  try {
+    const { page: p, errors } = await openPage(browser, `${siteServer.url}/index.html`);
+    type Doc = { document: { body: { textContent: string } } };
+    await p.waitForFunction(() => (globalThis as unknown as Doc).document.body.textContent !== "", null, { timeout: 30_000 });
+    assert.equal(await p.evaluate(() => (globalThis as unknown as Doc).document.body.textContent), "sum 500, 1 agent attached");
+    // The example has no icon: the browser's request for /favicon.ico is the one 404 allowed.
+    assert.deepEqual(errors.filter((e) => !/status of 404/.test(e)), []);
+  } finally {
+    await siteServer.close();
   }
 });
