@@ -348,7 +348,9 @@ export class Heap extends RcuAllocator {
   private recoverLocksOf(cpu: number): void {
     const i32 = this.i32;
     for (let s = 0; s < this.cpus; s++) {
-      if (this.takeOverLock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) this.unlock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
+      if (!this.takeOverLock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
+      this.rcuRecount(this.pcpOf(s));
+      this.unlock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
     }
     if (this.takeOverLock(this.hw + CT_LOCK, LOCK.ctable, cpu)) this.unlock(this.hw + CT_LOCK, LOCK.ctable);
     for (let id = 0; id < this.maxCaches; id++) {
@@ -357,7 +359,10 @@ export class Heap extends RcuAllocator {
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
       i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] = 0;
       if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) this.unlock(kw + K_BARN_LOCK, LOCK.barn);
-      if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) this.unlock(kw + K_LIST_LOCK, LOCK.list);
+      if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
+        this.slabRecountLocked(id);
+        this.unlock(kw + K_LIST_LOCK, LOCK.list);
+      }
     }
     // The pcp words of other slots the dead agent held as a remote drainer; its own is taken by pcpSteal.
     for (let s = 0; s < this.cpus; s++) {

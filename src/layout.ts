@@ -183,6 +183,9 @@ export const C_RCU_EMERG_GP = 134;
  * outside kfreeRcu so that a new block rarely needs the pcp list. */
 export const C_RCU_SPARE = 135;
 export const C_RCU_NR_SPARE = 136;
+/** Objects this slot took off some slot (takeExpired) and has not freed yet: its share of
+ * R_INFLIGHT, which reclaimSlot gives back when the slot died holding them. Owner only. */
+export const C_RCU_INFLIGHT = 137;
 export const RCU_SPARE_MAX = 4;
 /** lines 9..15: the emergency array: objects queued when no block page could be had. */
 export const C_RCU_EMERG = 144;

@@ -13,7 +13,9 @@
  *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
  *     c + 1 (compareExchange-max).
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
- *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0.
+ *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
+ *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
+ *     R_INFLIGHT for a slot that died holding objects.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
  *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
  *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
@@ -39,6 +41,7 @@ import {
   C_RCU_EMERG_NR,
   C_RCU_NEST,
   C_RCU_PENDING,
+  C_RCU_INFLIGHT,
   C_RCU_NR_SPARE,
   C_RCU_SNAP,
   C_RCU_SPARE,
@@ -492,7 +495,10 @@ export class RcuAllocator extends SlabAllocator {
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! - pending;
     i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! - out.blocks.length;
     // In flight until freeExpired: rcuBarrier and stats still see them.
-    if (pending !== 0) Atomics.add(i32, this.hw + R_INFLIGHT, pending);
+    if (pending !== 0) {
+      Atomics.add(i32, this.hw + R_INFLIGHT, pending);
+      i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! + pending;
+    }
     out.count += pending;
     return all ? newest : -1;
   }
@@ -505,7 +511,10 @@ export class RcuAllocator extends SlabAllocator {
       freed = this.freeExpiredObjects(out);
     } finally {
       // Publication point for rcuBarrier: these objects are freed (or the agent is unwinding).
-      if (out.count !== 0) Atomics.sub(i32, this.hw + R_INFLIGHT, out.count);
+      if (out.count !== 0) {
+        i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! - out.count;
+        Atomics.sub(i32, this.hw + R_INFLIGHT, out.count);
+      }
     }
     this.vmInc(VM.rcuFreed, freed);
   }
@@ -612,13 +621,44 @@ export class RcuAllocator extends SlabAllocator {
     this.dropSpareBlocks(this.pcpuW);
   }
 
-  /** Slot `cpu` died: it counts as outside any section; its pending objects are freed here. */
+  /**
+   * Slot `cpu` died: it counts as outside any section; its pending objects are freed here. Objects
+   * it had taken off a slot and not freed are lost to it: they stay allocated (leaked), and leave
+   * R_INFLIGHT, so that rcuBarrier does not wait for them for ever.
+   */
   protected rcuReclaim(cpu: number): void {
     const p = this.pcpOf(cpu);
     this.i32[p + C_RCU_NEST] = 0;
     Atomics.store(this.i32, p + C_RCU_SNAP, 0);
+    const inflight = this.i32[p + C_RCU_INFLIGHT]!;
+    if (inflight !== 0) {
+      this.i32[p + C_RCU_INFLIGHT] = 0;
+      Atomics.sub(this.i32, this.hw + R_INFLIGHT, inflight);
+    }
     this.rcuFlushSlot(cpu);
     this.dropSpareBlocks(p);
+  }
+
+  /**
+   * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and
+   * C_RCU_BLOCKS from the wait chain, the block being filled and the emergency array.
+   */
+  protected rcuRecount(p: number): void {
+    const i32 = this.i32;
+    let objs = 0;
+    let blocks = 0;
+    for (let b = i32[p + C_RCU_WAIT]!; b !== 0 && blocks <= this.nrPages; b = i32[(b >> 2) + RB_NEXT]!) {
+      objs += i32[(b >> 2) + RB_COUNT]!;
+      blocks++;
+    }
+    const cur = i32[p + C_RCU_BLOCK]!;
+    if (cur !== 0) {
+      objs += i32[(cur >> 2) + RB_COUNT]!;
+      blocks++;
+    }
+    objs += i32[p + C_RCU_EMERG_NR]!;
+    i32[p + C_RCU_PENDING] = objs;
+    i32[p + C_RCU_BLOCKS] = blocks;
   }
 
   protected rcuStats(): RcuStats {

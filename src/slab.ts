@@ -851,11 +851,13 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     let discard: number[] | null = null;
-    for (let i = 0; i < n; i++) {
+    // From the top, the size following each object: an agent stopped half-way (and reclaimed)
+    // leaves a sheaf that holds exactly the objects not yet returned.
+    for (let i = n - 1; i >= 0; i--) {
       const empty = this.putObjectLocked(kw, i32[sw + S_OBJS + i]!);
+      i32[sw + S_SIZE] = i;
       if (empty !== 0) (discard ??= []).push(empty);
     }
-    i32[sw + S_SIZE] = 0;
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     this.vmInc(VM.sheafFlush, 1);
     if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, mode);
@@ -902,6 +904,31 @@ export class SlabAllocator extends PageAllocator {
       i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
     }
     return 0;
+  }
+
+  /**
+   * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
+   * the free objects and the empty slabs from the slabs' descriptors (D_INUSE). List lock held.
+   */
+  protected slabRecountLocked(id: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const objs = i32[kw + K_OBJS]!;
+    let partial = 0;
+    let empty = 0;
+    let free = 0;
+    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) {
+      const inuse = i32[this.pd(pfn) + D_INUSE]!;
+      partial++;
+      free += objs - inuse;
+      if (inuse === 0) empty++;
+    }
+    let full = 0;
+    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) full++;
+    i32[kw + K_NR_PARTIAL] = partial;
+    i32[kw + K_NR_FULL] = full;
+    i32[kw + K_FREE_OBJS] = free;
+    i32[kw + K_NR_EMPTY] = empty;
   }
 
   /** A slab left the cache's counts (it is off the partial list). List lock held. */
