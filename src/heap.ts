@@ -9,7 +9,11 @@
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
- *     pcp -> zone) and assert first that the caller holds none of them.
+ *     pcp -> zone) and assert first that the caller holds none of them. reclaimSlot first takes
+ *     over every lock word the dead slot holds (compareExchange owner -> this slot, waiters bit
+ *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
+ *     kfreeRcu counts, a cache's list counts) and releases it (recoverLocksOf). On a noBlock
+ *     caller, detach and reclaimSlot may stop with EAGAIN; the slot then stays attached.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).

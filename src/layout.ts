@@ -204,7 +204,9 @@ export const RB_CAP = (4096 >> 2) - RB_ADDRS;
 export const SLOT_FREE = 0;
 export const SLOT_ATTACHED = 1;
 export const SLOT_RECLAIMING = 2;
-/** reclaimSlot found the slot's agent dead holding a lock: waiters on its locks get EOWNERDEAD. */
+/** A slot an earlier release marked dead (its agent died holding a lock; waiters on its locks get
+ * EOWNERDEAD). reclaimSlot now takes such locks over and reclaims the slot instead; kept so that a
+ * heap marked by the earlier release can still be reclaimed. */
 export const SLOT_DEAD = 3;
 
 /** The slot's agent must never block: GFP.KERNEL spins instead of Atomics.wait. */

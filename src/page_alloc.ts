@@ -19,7 +19,8 @@
  *     over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero. An owner
  *     that makes no pcp call keeps its lists (at most `high` pages): remote drains are best effort.
  *     detach takes its own word unconditionally, waiting out a remote holder's short section.
- *     reclaimSlot takes the word of a dead slot that died outside a pcp section (C_PCP_BUSY 0).
+ *     reclaimSlot takes the word of a dead slot (recounting its lists first if it died inside a
+ *     pcp section), and takes over another slot's word a dead remote drainer held.
  *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
@@ -30,6 +31,10 @@
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
  *   take both with trylock only, never spin and never wait: allocation returns 0, a free is parked.
+ *   On an agent that must not block, normal calls take zone with lockIn(0, ...), which gives up
+ *   past NOBLOCK_BOUND_MS: then they behave as the nolock calls (0, a parked block, no drain);
+ *   grow and validate, which cannot degrade, throw EAGAIN before they change anything. A noBlock
+ *   agent waits at most PCP_NOBLOCK_SPINS on another slot's pcp word.
  *
  *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
  *   costs plain loads and stores while no other agent asks for it.

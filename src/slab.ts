@@ -30,7 +30,11 @@
  *   used with only a sheaf local lock held, never with a barn or list lock held.
  *   Normal slow paths assert at entry that this slot holds no barn, list, pcp or zone lock and
  *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
- *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock.
+ *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock. On an
+ *   agent that must not block, normal paths take barn, list and ctable with lockIn(0, ...), which
+ *   gives up past NOBLOCK_BOUND_MS like a trylock: an allocation takes the next source or returns
+ *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
+ *   destroy (lock()) throw EAGAIN with what they returned so far returned.
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
