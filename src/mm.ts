@@ -69,8 +69,10 @@ const WAIT_SLICE_MS = 50;
 export const NOBLOCK_BOUND_MS = 0.1;
 /** After giving up on a lock, a noBlock agent gives up at once (after the read-only spin) this long (ms). */
 const NOBLOCK_BACKOFF_MS = 2;
-/** Spins between two clock reads of a noBlock agent's bounded spin. */
+/** Spins between two clock reads of a noBlock agent's bounded spin (a mask: 2^n - 1). */
 const NOBLOCK_CLOCK_SPINS = 255;
+/** Read-only spins of a noBlock agent that gave up less than NOBLOCK_BACKOFF_MS ago. */
+const NOBLOCK_BACKOFF_SPINS = 64;
 
 /** performance.now where it exists (every browser agent and Node 16+), else Date.now. */
 const clockMs: () => number =
@@ -169,6 +171,8 @@ export class MmBase {
   private inHook: boolean;
   /** clockMs() when this noBlock agent last gave up on a lock (see NOBLOCK_BACKOFF_MS). */
   private gaveUpAt: number;
+  /** It gave up recently: its next contended lock spins NOBLOCK_BACKOFF_SPINS before it reads the clock. */
+  private backingOff: boolean;
 
   constructor(init: MmInit) {
     const g = init.geometry;
@@ -208,6 +212,7 @@ export class MmBase {
     this.reentrant = false;
     this.inHook = false;
     this.gaveUpAt = -Infinity;
+    this.backingOff = false;
   }
 
   /**
@@ -371,19 +376,26 @@ export class MmBase {
         if (Atomics.compareExchange(i32, w, 0, this.me | waited) === 0) break;
         continue;
       }
-      if (spins < SPIN_LIMIT) continue;
       if (!this.canBlock) {
-        if ((spins & NOBLOCK_CLOCK_SPINS) !== 0) continue;
+        // Just after a give-up a short spin decides; the clock is read after it, then every
+        // NOBLOCK_CLOCK_SPINS + 1 rounds.
+        if (spins < (this.backingOff ? NOBLOCK_BACKOFF_SPINS : SPIN_LIMIT)) continue;
+        if (since >= 0 && (spins & NOBLOCK_CLOCK_SPINS) !== 0) continue;
         const now = clockMs();
-        if (since < 0) since = now - this.gaveUpAt < NOBLOCK_BACKOFF_MS ? -Infinity : now;
+        if (since < 0) {
+          since = now - this.gaveUpAt < NOBLOCK_BACKOFF_MS ? -Infinity : now;
+          this.backingOff = since < 0;
+        }
         if (now - since > NOBLOCK_BOUND_MS) {
           this.gaveUpAt = now;
+          this.backingOff = true;
           this.checkOwnerAlive(w, cls);
           if ((this.trace.mask & (1 << TP.contention_end)) !== 0) this.emitLock(TP.contention_end, cls);
           return false;
         }
         continue;
       }
+      if (spins < SPIN_LIMIT) continue;
       if ((v & LOCK_WAITERS) === 0) {
         if (Atomics.compareExchange(i32, w, v, v | LOCK_WAITERS) !== v) continue;
         v |= LOCK_WAITERS;
@@ -414,6 +426,7 @@ export class MmBase {
     const now = clockMs();
     if (now - since <= NOBLOCK_BOUND_MS && now - this.gaveUpAt >= NOBLOCK_BACKOFF_MS) return false;
     this.gaveUpAt = now;
+    this.backingOff = true;
     return true;
   }
 

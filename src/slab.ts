@@ -1195,6 +1195,7 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const p = this.pcpOf(cpu);
     const own = cpu === this.cpu;
+    let gaveUp = false;
     // Bounded rounds: a noBlock agent that cannot have a list lock defers the object again.
     for (let round = 0; round < DEFER_DRAIN_ROUNDS && i32[p + C_DEFER_HEAD] !== 0; round++) {
       let obj = i32[p + C_DEFER_HEAD]!;
@@ -1205,8 +1206,13 @@ export class SlabAllocator extends PageAllocator {
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
         i32[obj >> 2] = 0;
         // A dead slot's objects (reclaimSlot) go straight to their slabs.
-        if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
-          if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
+        if (gaveUp) {
+          this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
+        } else if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
+          if (!this.freeToSlabs(id, obj, 0)) {
+            this.deferObject(obj);
+            gaveUp = true;
+          }
         } else {
           this.slabFreeSlow(id, obj);
         }
