@@ -228,6 +228,10 @@ export class Heap extends RcuAllocator {
     if (options === null || typeof options !== "object") throw new HeapError(ErrorCode.EINVAL, "options must be an object");
     const { buffer, memory, offset } = locateHeap(target, options.offset);
     const g = readGeometry(buffer, offset);
+    if (memory === null && (buffer as unknown as { growable?: boolean }).growable !== true && buffer.byteLength < offset + g.size) {
+      // A fixed-length buffer shorter than the heap may grow: memory.buffer of a WebAssembly.Memory.
+      throw new HeapError(ErrorCode.EINVAL, `this heap may grow to byte ${offset + g.size}, past this buffer's ${buffer.byteLength} bytes: it lives in a WebAssembly.Memory; attach with the Memory itself, not its buffer`);
+    }
     const header = new Uint32Array(buffer, offset, PAGE_SIZE >> 2);
     const debug = header[H_DEBUG]!;
     const size = Atomics.load(header, Z_SIZE);

@@ -28,6 +28,8 @@ test("a heap on shared WebAssembly memory: Wasm in a worker reads and writes wha
   const heap = Heap.create({ memory, offset, maxSize: 16 * MiB, cpus: 4 });
   assert.equal(heap.offset, offset);
   assert.equal(heap.size, 40 * WASM_PAGE, "the heap ends where the memory does");
+  // Its buffer alone would strand a handle when the memory grows: attach takes the Memory.
+  assert.equal(errCode(() => Heap.attach(memory.buffer)), "EINVAL");
   const n = 100;
   const arr = heap.allocArray(Float64Array, n)!;
   assert.ok((arr.buffer as unknown) === memory.buffer && arr.byteOffset >= offset && arr.byteOffset % 8 === 0);
