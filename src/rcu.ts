@@ -76,6 +76,8 @@ import { TP } from "./trace.js";
 
 /** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
 const KRCP_SPINS = 1 << 16;
+/** The same for an agent that must not block (a few µs). */
+const KRCP_NOBLOCK_SPINS = 1 << 10;
 
 /** How long queued kfreeRcu objects wait before the agent's timer looks at them (ms). */
 export const RCU_DELAY_MS = 4;
@@ -243,7 +245,8 @@ export class RcuAllocator extends SlabAllocator {
    */
   private krcpTrylock(w: number): boolean {
     if (this.trylock(w, LOCK.rcu)) return true;
-    for (let n = 0; n < KRCP_SPINS; n++) {
+    const spins = this.noBlock() ? KRCP_NOBLOCK_SPINS : KRCP_SPINS;
+    for (let n = 0; n < spins; n++) {
       const v = Atomics.load(this.i32, w);
       if ((v & LOCK_OWNER_MASK) === this.me) return false;
       if (v === 0 && this.trylock(w, LOCK.rcu)) return true;
@@ -351,8 +354,19 @@ export class RcuAllocator extends SlabAllocator {
     if (this.rcuReadLockHeld()) {
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
     }
-    while (!this.gpPoll(c)) {
-      /* spin */
+    let since = -1;
+    for (let round = 0; !this.gpPoll(c); round++) {
+      // An agent that must not block spins a bounded while, then gives the object back.
+      if (this.noBlock() && (round & 255) === 255) {
+        if (since < 0) since = this.clock();
+        else if (this.spinExpired(since)) {
+          throw new HeapError(
+            ErrorCode.EAGAIN,
+            `kfreeRcu(${hex(addr)}) on cpu ${this.cpu}, which must not block, found no block page and no room left, and the grace period did not end within its bound: ` +
+              "the object is still yours; await heap.synchronizeRcuAsync() and kfree it, or call kfreeRcu again later",
+          );
+        }
+      }
     }
     this.kfreeSlow(addr, -1, GFP_TRYLOCK);
     this.vmInc(VM.rcuFreed, 1);
