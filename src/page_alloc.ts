@@ -403,6 +403,9 @@ export class PageAllocator extends MmBase {
       this.unlock(this.hw + Z_LOCK, LOCK.zone);
     }
     this.refreshViews();
+    if (this.size < want) {
+      throw new HeapError(ErrorCode.EINVAL, `the buffer could not grow to ${want} bytes (a WebAssembly.Memory's maximum, or the buffer's maxByteLength); the heap stays at ${this.size}`);
+    }
     return this.size;
   }
 
