@@ -104,6 +104,20 @@ function take<T>(list: T[], i: number): T {
 let failures = 0;
 let currentOp = "start";
 
+/**
+ * A noBlock agent's calls that would wait give up with EAGAIN (a lock held past its bound, a grace
+ * period not over) and leave the heap as it was: such a worker calls again.
+ */
+function again<T>(fn: () => T): T {
+  for (let n = 0; ; n++) {
+    try {
+      return fn();
+    } catch (e) {
+      if (!cfg.noBlock || !(e instanceof HeapError) || e.code !== "EAGAIN" || n >= 1_000_000) throw e;
+    }
+  }
+}
+
 function fail(message: string): void {
   failures++;
   Atomics.store(ctl, CTL_FAILED, 1);
@@ -639,7 +653,8 @@ function opRcuPublish(inRead = false): void {
   const { addr, tag } = unpackRcu(old);
   const b: Block = { addr, size: rcuObjectSize(tag), order: -1, tag, src: S_RCU, born: -1 };
   if (!check(b, `of an RCU-published object just unpublished from slot ${slot}`)) return;
-  if (!inRead && rng.chance(0.04)) {
+  // A noBlock agent has no blocking synchronizeRcu (it would await synchronizeRcuAsync()).
+  if (!inRead && rng.chance(0.04) && !cfg.noBlock) {
     currentOp = "synchronizeRcu";
     heap.synchronizeRcu();
     counters.synchronizeRcu++;
@@ -720,7 +735,7 @@ function createCache(): void {
   const size = r < 0.6 ? rng.range(1, 256) : r < 0.9 ? rng.range(257, 2048) : rng.range(2049, 16384);
   cacheAlign = [8, 8, 16, 32, 64, 128, 512][rng.below(7)]!;
   currentOp = `createCache("${cacheName}", ${size}, align ${cacheAlign})`;
-  cache = heap.createCache(cacheName, size, { align: cacheAlign });
+  cache = again(() => heap.createCache(cacheName, size, { align: cacheAlign }));
   counters.cachesCreated++;
   cacheUses = rng.range(100, 2500);
   cacheNeedsBarrier = false;
@@ -781,7 +796,7 @@ function destroyCache(c: KmemCache): void {
     busyExpected = true;
     let code = "";
     try {
-      c.destroy();
+      again(() => c.destroy());
     } catch (e) {
       code = e instanceof HeapError ? e.code : describe(e);
       if (code !== "EBUSY") fail(`${currentOp} threw ${describe(e)}, not EBUSY`);
@@ -800,14 +815,14 @@ function destroyCache(c: KmemCache): void {
   if (cacheNeedsBarrier) {
     // Objects of this cache may still wait for a grace period in kfreeRcu: flush them first.
     currentOp = `rcuBarrier before destroying ${cacheName}`;
-    heap.rcuBarrier();
+    again(() => heap.rcuBarrier());
     counters.rcuBarrier++;
   }
   currentOp = `${cacheName}.destroy()`;
   // Its slab_error events ("live object at destroy") are summed up by the EBUSY failure below.
   busyExpected = true;
   try {
-    c.destroy();
+    again(() => c.destroy());
   } catch (e) {
     const rcu = cacheRcuObjects > 0 ? `; ${cacheRcuObjects} of its objects were given to kfreeRcu, then rcuBarrier() returned before this destroy` : "; none of its objects went through kfreeRcu";
     fail(`${currentOp} with no live objects threw ${describe(e)}${rcu}`);
@@ -903,7 +918,7 @@ function step(): void {
   else if (r < 700) opHookDrain();
   else if (r < 701) {
     if (rng.chance(0.2)) opPressureBurst();
-    else {
+    else if (!cfg.noBlock) {
       currentOp = "synchronizeRcu";
       heap.synchronizeRcu();
       counters.synchronizeRcu++;
@@ -956,7 +971,7 @@ function cleanup(): void {
   guard("draining the inbox", () => opReceive(1 << 30, false));
   let detached = false;
   guard("detach", () => {
-    heap.detach();
+    again(() => heap.detach());
     detached = true;
   });
   Atomics.add(ctl, CTL_DONE, 1);

@@ -9,6 +9,8 @@ export const ErrorCode = {
   EDETACHED: "EDETACHED", // the handle was detached
   EOWNERDEAD: "EOWNERDEAD", // a lock was held by an agent that died
   EBUSY: "EBUSY", // the object is in use (a cache with live objects)
+  EAGAIN: "EAGAIN", // an agent that must not block met a lock or grace period held past its bound; try again
+  ENOSHARED: "ENOSHARED", // no SharedArrayBuffer here (a page that is not cross-origin isolated)
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -9,7 +9,11 @@
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
- *     pcp -> zone) and assert first that the caller holds none of them.
+ *     pcp -> zone) and assert first that the caller holds none of them. reclaimSlot first takes
+ *     over every lock word the dead slot holds (compareExchange owner -> this slot, waiters bit
+ *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
+ *     kfreeRcu counts, a cache's list counts) and releases it (recoverLocksOf). On a noBlock
+ *     caller, detach and reclaimSlot may stop with EAGAIN; the slot then stays attached.
  *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
@@ -19,6 +23,10 @@
  */
 import { checkBool, checkInt, describe, einval, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
+import type { WasmMemory } from "./mm.js";
+import { assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
+import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
+import { GFP } from "./gfp.js";
 import {
   C_DEFER_NR,
   C_FLAGS,
@@ -129,11 +137,20 @@ export interface HeapOptions {
   noBlock?: boolean;
   /** Fail a share of allocations on purpose (fail_page_alloc, failslab). */
   faultInjection?: FaultInjection;
+  /** A shared WebAssembly.Memory to place the heap in (grows with memory.grow); see `offset`. */
+  memory?: WasmMemory;
+  /** A SharedArrayBuffer of the caller's to place the heap in; see `offset`. */
+  buffer?: SharedArrayBuffer;
+  /** With memory or buffer: the page-aligned byte offset of the heap; the bytes below stay the caller's (default 0).
+   * size then defaults to the rest of the buffer. */
+  offset?: number;
 }
 
 export interface AttachOptions {
   /** This agent must never block (see HeapOptions.noBlock). */
   noBlock?: boolean;
+  /** The heap's offset in the buffer (default: found by its header). */
+  offset?: number;
 }
 
 export interface HeapStats extends PageStats, RcuStats {
@@ -153,11 +170,11 @@ export class Heap extends RcuAllocator {
 
   /** Make a new heap in a new SharedArrayBuffer; the calling agent is attached as slot 0. */
   static create(options: HeapOptions = {}): Heap {
+    assertSharedMemory();
     // Read once: a getter or Proxy cannot show the checks one value and the heap another.
     const o = readOptions("Heap.create options", options, CREATE_OPTIONS) as HeapOptions;
-    const tooLarge = `a heap is at most ${MAX_HEAP_SIZE} bytes (2 GiB - 4 KiB), so that every address is a positive 32-bit integer`;
-    const size = pagesUp(intOption("size", o.size, DEFAULT_SIZE, PAGE_SIZE, MAX_HEAP_SIZE, tooLarge));
-    const maxSize = pagesUp(intOption("maxSize", o.maxSize, size, size, MAX_HEAP_SIZE, tooLarge));
+    const place = resolvePlacement(o, DEFAULT_SIZE);
+    const { size, maxSize, offset } = place;
     const cpus = intOption("cpus", o.cpus, DEFAULT_CPUS, 1, MAX_CPUS, `a heap has at most ${MAX_CPUS} CPU slots`);
     const maxCaches = intOption("maxCaches", o.maxCaches, DEFAULT_MAX_CACHES, FIRST_NAMED_ID + 1, 4096);
     const debug = debugFlags(o.debug);
@@ -175,11 +192,10 @@ export class Heap extends RcuAllocator {
     if (g.zoneStart + 32 > size >>> PAGE_SHIFT) {
       throw new HeapError(ErrorCode.EINVAL, `size ${size} leaves fewer than 32 pages after the metadata of ${cpus} cpus and maxSize ${maxSize}; use a larger size, fewer cpus or a smaller maxSize`);
     }
-    const buffer =
-      maxSize > size
-        ? new (SharedArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => SharedArrayBuffer)(size, { maxByteLength: maxSize })
-        : new SharedArrayBuffer(size);
-    const u32 = new Uint32Array(buffer, 0, PAGE_SIZE >> 2);
+    const buffer = place.buffer;
+    // A caller's buffer or memory may hold anything: the metadata starts zeroed, as in a new buffer.
+    if (place.memory !== null || o.buffer !== undefined) new Uint8Array(buffer, offset, g.zoneStart * PAGE_SIZE).fill(0);
+    const u32 = new Uint32Array(buffer, offset, PAGE_SIZE >> 2);
     u32[H_MAGIC] = HEAP_MAGIC;
     u32[H_VERSION] = LAYOUT_VERSION;
     u32[H_SIZE] = maxSize;
@@ -195,7 +211,7 @@ export class Heap extends RcuAllocator {
     u32[H_DEBUG] = debug;
     u32[H_FAIL_RATE] = 0; // set after the built-in caches exist
     u32[H_FAIL_SEED] = failSeed;
-    const heap = new Heap({ buffer, geometry: g, size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug });
+    const heap = new Heap({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug });
     heap.initZone();
     const enc = new TextEncoder();
     heap.setupCache(SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
@@ -210,18 +226,28 @@ export class Heap extends RcuAllocator {
     return heap;
   }
 
-  /** Attach this agent to a heap another agent created; claims a free CPU slot. */
-  static attach(buffer: SharedArrayBuffer, options: AttachOptions = {}): Heap {
-    const noBlock = checkBool("option noBlock", readOptions("Heap.attach options", options, ["noBlock"]).noBlock) === true;
-    const g = readGeometry(buffer);
-    const header = new Uint32Array(buffer, 0, PAGE_SIZE >> 2);
+  /**
+   * Attach this agent to a heap another agent created, in a SharedArrayBuffer or a shared
+   * WebAssembly.Memory (pass the Memory, so that this handle follows memory.grow); claims a free CPU slot.
+   */
+  static attach(target: SharedArrayBuffer | WasmMemory, options: AttachOptions = {}): Heap {
+    assertSharedMemory();
+    const ao = readOptions("Heap.attach options", options, ["noBlock", "offset"]);
+    const noBlock = checkBool("option noBlock", ao.noBlock) === true;
+    const { buffer, memory, offset } = locateHeap(target, ao.offset);
+    const g = readGeometry(buffer, offset);
+    if (memory === null && (buffer as unknown as { growable?: boolean }).growable !== true && buffer.byteLength < offset + g.size) {
+      // A fixed-length buffer shorter than the heap may grow: memory.buffer of a WebAssembly.Memory.
+      throw new HeapError(ErrorCode.EINVAL, `this heap may grow to byte ${offset + g.size}, past this buffer's ${buffer.byteLength} bytes: it lives in a WebAssembly.Memory; attach with the Memory itself, not its buffer`);
+    }
+    const header = new Uint32Array(buffer, offset, PAGE_SIZE >> 2);
     const debug = header[H_DEBUG]!;
     const size = Atomics.load(header, Z_SIZE);
     const i32 = new Int32Array(buffer, 0, size >> 2);
     for (let cpu = 0; cpu < g.cpus; cpu++) {
-      const w = (g.pcpuOff >> 2) + cpu * PCPU_WORDS + C_STATE;
+      const w = ((offset + g.pcpuOff) >> 2) + cpu * PCPU_WORDS + C_STATE;
       if (Atomics.load(i32, w) === SLOT_FREE && Atomics.compareExchange(i32, w, SLOT_FREE, SLOT_ATTACHED) === SLOT_FREE) {
-        const heap = new Heap({ buffer, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug });
+        const heap = new Heap({ buffer, memory, base: offset, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug });
         heap.claimSlot(cpu, noBlock);
         return heap;
       }
@@ -236,7 +262,7 @@ export class Heap extends RcuAllocator {
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.canBlock ? CPUF_NOBLOCK : 0;
     i32[c + C_GEN] = i32[c + C_GEN]! + 1;
-    this.u32[c + C_FAIL_STATE] = (this.u32[H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
+    this.u32[c + C_FAIL_STATE] = (this.u32[this.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.rcuOnline();
     Atomics.store(i32, c + C_STATE, SLOT_ATTACHED);
   }
@@ -248,7 +274,7 @@ export class Heap extends RcuAllocator {
     this.rcuOffline();
     this.drainDeferredObjects();
     this.flushAllSheavesOf(this.cpu);
-    if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
+    if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
     // Last: everything above may free pages into this slot's pcp lists.
     this.pcpDetach();
     this.hook = null;
@@ -263,10 +289,34 @@ export class Heap extends RcuAllocator {
     return !this.detached;
   }
 
+  /* ------------------------------------------------------------ typed views and strings (views.ts) */
+
+  /** A `Ctor` view of `n` elements over a new allocation (aligned to its element size at least), or null when memory ran out. */
+  allocArray<C extends TypedArrayConstructor>(Ctor: C, n: number, gfp: number = GFP.KERNEL): InstanceType<C> | null {
+    return allocArray(this, Ctor, n, gfp);
+  }
+
+  /** Free the allocation under a view from allocArray (any agent's); EINVAL for a view that is not one. */
+  freeArray(view: ArrayBufferView): void {
+    freeArray(this, view);
+  }
+
+  /** Store `s` as a 32-bit byte length, its UTF-8 and a 0 byte; the address (free it with kfree), or 0 when memory ran out. */
+  allocString(s: string, gfp: number = GFP.KERNEL): number {
+    return allocString(this, s, gfp);
+  }
+
+  /** The string allocString stored at `addr`. */
+  readString(addr: number): string {
+    return readString(this, addr);
+  }
+
   /**
-   * For the host, after a worker exited without detaching: return slot `cpu`'s cached pages,
-   * objects, deferred frees and pending kfreeRcu objects to the heap and free the slot. If the
-   * worker died holding an allocator lock, throws EOWNERDEAD naming it and changes nothing.
+   * For the host, after a worker exited without detaching (returned, crashed, terminated): return
+   * slot `cpu`'s cached pages, objects, deferred frees and pending kfreeRcu objects to the heap and
+   * free the slot. Locks the worker died holding are taken over and released (recoverLocksOf), so
+   * the heap goes on working. A noBlock caller that meets a lock held past its bound gets EAGAIN,
+   * the slot still attached: call again.
    */
   reclaimSlot(cpu: number): void {
     this.assertLive();
@@ -275,24 +325,27 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
     const state = Atomics.load(this.i32, c + C_STATE);
-    if (state === SLOT_DEAD) throw new HeapError(ErrorCode.EOWNERDEAD, `cpu ${cpu} died holding allocator locks`);
-    if (state !== SLOT_ATTACHED) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
-    const held = this.locksHeldBy(cpu);
-    if (held.length > 0) {
-      // Mark the slot dead: an agent spinning or waiting on one of its locks gets EOWNERDEAD.
-      Atomics.compareExchange(this.i32, c + C_STATE, SLOT_ATTACHED, SLOT_DEAD);
-      throw new HeapError(ErrorCode.EOWNERDEAD, `cpu ${cpu} died holding ${held.join(", ")}; what those locks guard cannot be repaired safely`);
-    }
-    if (Atomics.compareExchange(this.i32, c + C_STATE, SLOT_ATTACHED, SLOT_RECLAIMING) !== SLOT_ATTACHED) {
+    // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
+    if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
+    if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
       throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
     }
-    this.rcuReclaim(cpu);
-    this.drainDeferredObjects(cpu);
-    this.flushAllSheavesOf(cpu);
-    if (this.pcpSteal(cpu)) {
-      const count = this.u32[c + C_PCP_COUNT]!;
-      if (count !== 0) this.pcpDrain(cpu, count);
-      this.pcpUnlockRemote(cpu);
+    try {
+      this.recoverLocksOf(cpu);
+      this.rcuReclaim(cpu);
+      this.drainDeferredObjects(cpu);
+      this.flushAllSheavesOf(cpu);
+      if (this.pcpSteal(cpu)) {
+        const count = this.u32[c + C_PCP_COUNT]!;
+        if (count !== 0) this.pcpDrain(cpu, count);
+        const left = this.u32[c + C_PCP_COUNT]!;
+        this.pcpUnlockRemote(cpu);
+        if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+      }
+    } catch (e) {
+      // Nothing is lost: what was returned stays returned, the rest stays the slot's; call again.
+      Atomics.store(this.i32, c + C_STATE, SLOT_ATTACHED);
+      throw e;
     }
     for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
     Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
@@ -310,28 +363,54 @@ export class Heap extends RcuAllocator {
     return out;
   }
 
-  /** Names of the allocator locks slot `cpu` holds (for reclaimSlot). */
-  private locksHeldBy(cpu: number): string[] {
-    const owner = cpu + 1;
-    const held: string[] = [];
+  /**
+   * reclaimSlot: every lock word dead slot `cpu` holds is taken over and released, and its local
+   * locks cleared. What a lock guards is consistent wherever its holder stopped at a lock point (a
+   * reentry hook or trace handler that paused it, as in the tests) or outside the lock's section;
+   * a holder stopped in the middle of a section may leave it torn, so the structures that can be
+   * rebuilt from the page descriptors are: the zone's buddy lists and counts (rebuildBuddyLists)
+   * and the pcp lists' counts (recountPcp). A block the dead agent had in hand (taken out of a
+   * list, not yet handed back) stays allocated: leaked, never handed out twice.
+   */
+  private recoverLocksOf(cpu: number): void {
     const i32 = this.i32;
-    const mine = (w: number): boolean => (Atomics.load(i32, w) & LOCK_OWNER_MASK) === owner;
-    if (mine(Z_LOCK)) held.push("the zone lock");
-    if (mine(CT_LOCK)) held.push("the cache table lock");
     for (let s = 0; s < this.cpus; s++) {
-      // Its own pcp word a slot keeps between calls: held only if it died inside a pcp section.
-      if (mine(this.pcpOf(s) + C_PCP_LOCK) && (s !== cpu || i32[this.pcpOf(s) + C_PCP_BUSY] !== 0)) held.push(`the pcp lock of cpu ${s}`);
-      if (mine(this.pcpOf(s) + C_KRCP_LOCK)) held.push(`the kfreeRcu lock of cpu ${s}`);
+      if (!this.takeOverLock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
+      this.rcuRecount(this.pcpOf(s));
+      this.unlock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
     }
+    if (this.takeOverLock(this.hw + CT_LOCK, LOCK.ctable, cpu)) this.unlock(this.hw + CT_LOCK, LOCK.ctable);
     for (let id = 0; id < this.maxCaches; id++) {
       const kw = this.cacheWOf(id);
       const st = i32[kw + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-      if (mine(kw + K_LIST_LOCK)) held.push(`the list lock of ${this.cacheName(id)}`);
-      if (mine(kw + K_BARN_LOCK)) held.push(`the barn lock of ${this.cacheName(id)}`);
-      if (i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] !== 0) held.push(`its sheaves of ${this.cacheName(id)}`);
+      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] = 0;
+      if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
+        this.slabRecountLocked(id);
+        this.unlock(kw + K_LIST_LOCK, LOCK.list);
+      }
     }
-    return held;
+    // The pcp words of other slots the dead agent held as a remote drainer; its own is taken by pcpSteal.
+    for (let s = 0; s < this.cpus; s++) {
+      if (s === cpu) continue;
+      const w = this.pcpOf(s) + C_PCP_LOCK;
+      if ((Atomics.load(i32, w) & LOCK_OWNER_MASK) !== cpu + 1) continue;
+      if (Atomics.compareExchange(i32, w, cpu + 1, this.me) !== cpu + 1) continue;
+      this.acquired(LOCK.pcp);
+      this.recountPcp(s);
+      this.pcpUnlockRemote(s);
+    }
+    const own = this.pcpOf(cpu);
+    if (i32[own + C_PCP_BUSY] !== 0) {
+      // It died inside its own pcp section: the lists may be torn; pcpSteal takes the word next.
+      i32[own + C_PCP_BUSY] = 0;
+      if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) this.recountPcp(cpu);
+    }
+    if (this.takeOverLock(this.hw + Z_LOCK, LOCK.zone, cpu)) {
+      this.rebuildBuddyLists();
+      this.unlock(this.hw + Z_LOCK, LOCK.zone);
+    }
   }
 
   /** Return cached memory everywhere it can be reached: this slot's sheaves and spare kfreeRcu block
@@ -404,7 +483,7 @@ export class Heap extends RcuAllocator {
   cacheNames(): (string | null)[] {
     this.assertLive();
     const names: (string | null)[] = [];
-    const nr = Math.min(this.maxCaches, this.i32[CT_NR]!);
+    const nr = Math.min(this.maxCaches, this.i32[this.hw + CT_NR]!);
     for (let id = 0; id < nr; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? this.cacheName(id) : null);
@@ -419,12 +498,24 @@ function describeValue(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
-function pagesUp(n: number): number {
-  return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
+/*
+ * `using heap = Heap.attach(buffer)`: heap[Symbol.dispose]() detaches (a no-op on a detached
+ * handle). Defined where the runtime has Symbol.dispose (browsers, Node 20.4+ and 22); an older
+ * Node 20 has none, and there `using` needs a polyfill of Symbol.dispose: heap.detach() is the same.
+ */
+const DISPOSE = (Symbol as { dispose?: symbol }).dispose;
+if (typeof DISPOSE === "symbol") {
+  Object.defineProperty(Heap.prototype, DISPOSE, {
+    value: function dispose(this: Heap): void {
+      if (this.attached) this.detach();
+    },
+    writable: true,
+    configurable: true,
+  });
 }
 
 /** The keys Heap.create reads. */
-const CREATE_OPTIONS = ["size", "maxSize", "cpus", "debug", "maxCaches", "noBlock", "faultInjection"] as const;
+const CREATE_OPTIONS = ["size", "maxSize", "cpus", "debug", "maxCaches", "noBlock", "faultInjection", "memory", "buffer", "offset"] as const;
 
 function intOption(name: string, v: unknown, dflt: number, min: number, max: number, tooLarge = ""): number {
   if (v === undefined) return dflt;
@@ -440,8 +531,8 @@ function debugFlags(d: unknown): number {
   return (on("poison") ? DEBUG_POISON : 0) | (on("redzone") ? DEBUG_REDZONE : 0) | (on("track") ? DEBUG_TRACK : 0);
 }
 
-/** Check a buffer's header and recompute its geometry; EBADHEAP when anything is off. */
-function readGeometry(buffer: unknown): Geometry {
+/** Check the header at byte `base` of a buffer and recompute its geometry; EBADHEAP when anything is off. */
+function readGeometry(buffer: unknown, base: number): Geometry {
   const bad = (why: string): never => {
     throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: ${why}`);
   };
@@ -453,14 +544,14 @@ function readGeometry(buffer: unknown): Geometry {
   }
   if (!isSab) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
   const sab = buffer as SharedArrayBuffer;
-  if (sab.byteLength < PAGE_SIZE) bad(`only ${sab.byteLength} bytes`);
-  const u32 = new Uint32Array(sab, 0, 16);
+  if (sab.byteLength < base + PAGE_SIZE) bad(`only ${sab.byteLength} bytes${base !== 0 ? ` (the heap's offset is ${base})` : ""}`);
+  const u32 = new Uint32Array(sab, base, 16);
   if (u32[H_MAGIC] !== HEAP_MAGIC) bad("no magic number");
   if (u32[H_VERSION] !== LAYOUT_VERSION) bad(`layout version ${u32[H_VERSION]}, this shmalloc reads version ${LAYOUT_VERSION}`);
   if (Atomics.load(u32, H_CHECKSUM) !== headerChecksum(u32)) bad("header checksum mismatch");
   const maxSize = u32[H_SIZE]!;
-  const size = Atomics.load(new Uint32Array(sab, 0, PAGE_SIZE >> 2), Z_SIZE);
-  if (sab.byteLength < size || size < PAGE_SIZE || size > maxSize) bad(`the buffer holds ${sab.byteLength} bytes, the heap ${size}: truncated`);
+  const size = Atomics.load(new Uint32Array(sab, base, PAGE_SIZE >> 2), Z_SIZE);
+  if (sab.byteLength < size || size < base + PAGE_SIZE || size > base + maxSize) bad(`the buffer holds ${sab.byteLength} bytes, the heap ends at ${size}: truncated`);
   if (u32[H_PAGE_SHIFT] !== PAGE_SHIFT) bad(`page shift ${u32[H_PAGE_SHIFT]}`);
   const g = computeGeometry(maxSize, u32[H_CPUS]!, u32[H_MAX_CACHES]!);
   if (

@@ -183,6 +183,9 @@ export const C_RCU_EMERG_GP = 134;
  * outside kfreeRcu so that a new block rarely needs the pcp list. */
 export const C_RCU_SPARE = 135;
 export const C_RCU_NR_SPARE = 136;
+/** Objects this slot took off some slot (takeExpired) and has not freed yet: its share of
+ * R_INFLIGHT, which reclaimSlot gives back when the slot died holding them. Owner only. */
+export const C_RCU_INFLIGHT = 137;
 export const RCU_SPARE_MAX = 4;
 /** lines 9..15: the emergency array: objects queued when no block page could be had. */
 export const C_RCU_EMERG = 144;
@@ -201,7 +204,9 @@ export const RB_CAP = (4096 >> 2) - RB_ADDRS;
 export const SLOT_FREE = 0;
 export const SLOT_ATTACHED = 1;
 export const SLOT_RECLAIMING = 2;
-/** reclaimSlot found the slot's agent dead holding a lock: waiters on its locks get EOWNERDEAD. */
+/** A slot an earlier release marked dead (its agent died holding a lock; waiters on its locks get
+ * EOWNERDEAD). reclaimSlot now takes such locks over and reclaims the slot instead; kept so that a
+ * heap marked by the earlier release can still be reclaimed. */
 export const SLOT_DEAD = 3;
 
 /** The slot's agent must never block: GFP.KERNEL spins instead of Atomics.wait. */
@@ -239,8 +244,9 @@ export const VM = {
   rcuEmergency: 27, // kfreeRcu calls that found no block page
   rcuSyncFallback: 28, // kfreeRcu waited for a grace period inline
   heapGrow: 29, // the heap grew (memory hotplug)
+  lockGiveUp: 30, // an agent that must not block gave up on a lock held past NOBLOCK_BOUND_MS
 } as const;
-export const NR_VM = 30;
+export const NR_VM = 31;
 export type VmItem = keyof typeof VM;
 
 /* ---------------------------------------------------------------- lock classes */

@@ -7,8 +7,13 @@
  * LOCK_WAITERS set while some agent sleeps in Atomics.wait on it.
  *   - lock(): compareExchange(0 -> owner); on failure spin read-only (test-and-test-and-set) for
  *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An agent
- *     that must never block only spins. A lock whose owner slot reclaimSlot found dead (SLOT_DEAD)
- *     throws EOWNERDEAD instead of waiting for ever.
+ *     that must never block (noBlock: set, or detected because Atomics.wait throws) spins on for
+ *     NOBLOCK_BOUND_MS at most (performance.now() is read only after the read-only spin) and then
+ *     gives up: lock() throws EAGAIN, and lockIn() in normal mode returns false, so the caller
+ *     degrades as a nolock call does (another path, 0, or a deferred free). After giving up, the
+ *     agent gives up again at once (after the read-only spin) for NOBLOCK_BACKOFF_MS, so that one
+ *     call meeting several held locks stays bounded too. A lock whose owner slot reclaimSlot found
+ *     dead (SLOT_DEAD) throws EOWNERDEAD instead of waiting for ever.
  *   - trylock(): one read, then one compareExchange only if the word was 0. It fails on any held
  *     lock, also when this agent holds it and also with a single agent (seed 004): the state is
  *     never optimised away.
@@ -61,6 +66,18 @@ export const LOCK_WAITERS = 0x10000;
 const SPIN_LIMIT = 2000;
 /** Atomics.wait timeout (ms) after which a waiter checks that the owner is still attached. */
 const WAIT_SLICE_MS = 50;
+/** How long (ms) an agent that must not block spins on another agent's lock after its read-only spin. */
+export const NOBLOCK_BOUND_MS = 0.1;
+/** After giving up on a lock, a noBlock agent gives up at once (after the read-only spin) this long (ms). */
+const NOBLOCK_BACKOFF_MS = 2;
+/** Spins between two clock reads of a noBlock agent's bounded spin (a mask: 2^n - 1). */
+const NOBLOCK_CLOCK_SPINS = 255;
+/** Read-only spins of a noBlock agent that gave up less than NOBLOCK_BACKOFF_MS ago. */
+const NOBLOCK_BACKOFF_SPINS = 64;
+
+/** performance.now where it exists (every browser agent and Node 16+), else Date.now. */
+const clockMs: () => number =
+  typeof performance !== "undefined" && typeof performance.now === "function" ? () => performance.now() : () => Date.now();
 
 /** Word after the per-class held counts: a bitmask of the classes held. */
 export const C_HELD_MASK = C_HELD + LOCK_CLASSES;
@@ -72,9 +89,19 @@ const RELEASE_POINTS = LOCK_NAMES.map((n) => `${n}:release`);
 
 export type ReentryHook = (point: string) => void;
 
+/** What the heap uses of a shared WebAssembly.Memory (typed here: the project's lib has no WebAssembly). */
+export interface WasmMemory {
+  readonly buffer: ArrayBufferLike;
+  grow(pages: number): number;
+}
+
 /** What attach or create resolved for this handle. */
 export interface MmInit {
   readonly buffer: SharedArrayBuffer;
+  /** The shared WebAssembly.Memory whose buffer this is, or null (growth and views go through it). */
+  readonly memory: WasmMemory | null;
+  /** Byte offset of the heap's first page (its header) in the buffer; page-aligned. */
+  readonly base: number;
   readonly geometry: Geometry;
   /** The heap's size now (the geometry is laid out for its maximum). */
   readonly size: number;
@@ -94,8 +121,8 @@ export function agentCanBlock(): boolean {
 }
 
 export class MmBase {
-  /** The heap's buffer. */
-  readonly buffer: SharedArrayBuffer;
+  /** The heap's buffer (for a heap on WebAssembly memory, memory.buffer as of the last growth this handle saw). */
+  buffer: SharedArrayBuffer;
   /** Fixed-length views over the whole heap (rebuilt, as new objects, when the heap has grown). */
   u8: Uint8Array;
   i32: Int32Array;
@@ -103,10 +130,16 @@ export class MmBase {
   f64: Float64Array;
   /** This handle's CPU slot. */
   readonly cpu: number;
-  /** Bytes in the heap as this handle sees it (grows with the heap; read-only for callers). */
+  /** End of the heap in the buffer as this handle sees it: offset + bytes managed (grows with the heap; read-only for callers). */
   size: number;
   /** The size the heap may grow to. */
   readonly maxSize: number;
+  /** Byte offset of the heap in its buffer: its header page; the bytes below belong to others. */
+  readonly offset: number;
+  /** The WebAssembly.Memory the heap lives in, or null. */
+  readonly memory: WasmMemory | null;
+  /** Word index of the heap's header page (offset / 4): page-0 layout words are relative to it. */
+  protected readonly hw: number;
   /** 4096. */
   readonly pageSize: number;
   /** Lock owner value of this slot (cpu + 1). */
@@ -137,25 +170,36 @@ export class MmBase {
   protected reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
   private inHook: boolean;
+  /** clockMs() when this noBlock agent last gave up on a lock (see NOBLOCK_BACKOFF_MS). */
+  private gaveUpAt: number;
+  /** It gave up recently: its next contended lock spins NOBLOCK_BACKOFF_SPINS before it reads the clock. */
+  private backingOff: boolean;
 
   constructor(init: MmInit) {
     const g = init.geometry;
+    const base = init.base;
+    const basePfn = base >>> PAGE_SHIFT;
     this.buffer = init.buffer;
+    this.memory = init.memory;
+    this.offset = base;
+    this.hw = base >>> 2;
     this.u8 = new Uint8Array(init.buffer, 0, init.size);
     this.i32 = new Int32Array(init.buffer, 0, init.size >>> 2);
     this.u32 = new Uint32Array(init.buffer, 0, init.size >>> 2);
     this.f64 = new Float64Array(init.buffer, 0, init.size >>> 3);
     this.cpu = init.cpu;
     this.size = init.size;
-    this.maxSize = g.size;
+    this.maxSize = base + g.size;
     this.pageSize = 4096;
     this.me = init.cpu + 1;
-    this.pcpuBaseW = g.pcpuOff >>> 2;
+    // Every word index and page frame number is absolute (from byte 0 of the buffer), so addresses
+    // are offsets into the buffer; descriptor 0 is the header page's.
+    this.pcpuBaseW = (base + g.pcpuOff) >>> 2;
     this.pcpuW = this.pcpuBaseW + init.cpu * PCPU_WORDS;
-    this.descW = g.descOff >>> 2;
-    this.cacheW = g.cacheOff >>> 2;
+    this.descW = ((base + g.descOff) >>> 2) - basePfn * PD_WORDS;
+    this.cacheW = (base + g.cacheOff) >>> 2;
     this.cacheWords = g.cacheBytes >>> 2;
-    this.zoneStart = g.zoneStart;
+    this.zoneStart = basePfn + g.zoneStart;
     this.nrPages = init.size >>> PAGE_SHIFT;
     this.cpus = g.cpus;
     this.maxCaches = g.maxCaches;
@@ -168,15 +212,22 @@ export class MmBase {
     this.detached = false;
     this.reentrant = false;
     this.inHook = false;
+    this.gaveUpAt = -Infinity;
+    this.backingOff = false;
   }
 
   /**
    * The heap grew since this handle built its views: rebuild them (fixed-length views are about 15
-   * times faster than length-tracking ones). Returns whether the views changed.
+   * times faster than length-tracking ones). Returns whether the views changed. Calls that meet
+   * new pages do this themselves; public for a reader of an address another agent got from pages
+   * it added (heap.u8 and the others are new objects after it).
    */
-  protected refreshViews(): boolean {
-    const size = Atomics.load(this.u32, Z_SIZE);
-    if (size <= this.size || this.buffer.byteLength < size) return false;
+  refreshViews(): boolean {
+    const size = Atomics.load(this.u32, this.hw + Z_SIZE);
+    if (size <= this.size) return false;
+    // WebAssembly memory: memory.grow gave every agent a new, longer buffer object.
+    if (this.memory !== null && this.buffer.byteLength < size) this.buffer = this.memory.buffer as unknown as SharedArrayBuffer;
+    if (this.buffer.byteLength < size) return false;
     this.u8 = new Uint8Array(this.buffer, 0, size);
     this.i32 = new Int32Array(this.buffer, 0, size >>> 2);
     this.u32 = new Uint32Array(this.buffer, 0, size >>> 2);
@@ -277,20 +328,30 @@ export class MmBase {
     return true;
   }
 
-  /** Take the lock at word `w`, spinning and then waiting (where allowed) while it is held. */
+  /**
+   * Take the lock at word `w`, spinning and then waiting (where allowed) while it is held. An agent
+   * that must not block gives up past NOBLOCK_BOUND_MS with EAGAIN; the caller has changed nothing.
+   */
   protected lock(w: number, cls: number): void {
     const v = Atomics.compareExchange(this.i32, w, 0, this.me);
-    if (v !== 0) this.lockSlow(w, cls, v);
+    if (v !== 0 && !this.lockSlow(w, cls, v)) this.lockGaveUp(w, cls);
     this.acquired(cls);
   }
 
   /**
    * Take the lock in the mode the caller decided first (seed 000): a nolock caller (`mode` non-zero)
-   * only tries, once, and may fail; a normal caller waits. Never trylock-then-lock.
+   * only tries, once, and may fail; a normal caller waits, except on an agent that must not block,
+   * where it gives up past NOBLOCK_BOUND_MS and returns false like a failed trylock. Never
+   * trylock-then-lock.
    */
   protected lockIn(mode: number, w: number, cls: number): boolean {
     if (mode !== 0) return this.trylock(w, cls);
-    this.lock(w, cls);
+    const v = Atomics.compareExchange(this.i32, w, 0, this.me);
+    if (v !== 0 && !this.lockSlow(w, cls, v)) {
+      this.vmInc(VM.lockGiveUp, 1);
+      return false;
+    }
+    this.acquired(cls);
     return true;
   }
 
@@ -300,7 +361,8 @@ export class MmBase {
     if ((v & LOCK_WAITERS) !== 0) Atomics.notify(this.i32, w, 1);
   }
 
-  private lockSlow(w: number, cls: number, v: number): void {
+  /** Spin (and wait where allowed) for the lock; false when a noBlock agent passed its bound. */
+  private lockSlow(w: number, cls: number, v: number): boolean {
     const i32 = this.i32;
     if ((v & LOCK_OWNER_MASK) === this.me) {
       throw new HeapError(ErrorCode.EDEADLK, `cpu ${this.cpu} already holds this ${LOCK_NAMES[cls]} lock`);
@@ -308,16 +370,33 @@ export class MmBase {
     if (cls === LOCK.zone) this.vmInc(VM.zoneContended, 1);
     if ((this.trace.mask & (1 << TP.contention_begin)) !== 0) this.emitLock(TP.contention_begin, cls);
     let waited = 0;
+    let since = -1;
     for (let spins = 0; ; spins++) {
       v = Atomics.load(i32, w);
       if (v === 0) {
         if (Atomics.compareExchange(i32, w, 0, this.me | waited) === 0) break;
         continue;
       }
-      if (spins < SPIN_LIMIT || !this.canBlock) {
-        if ((spins & 1023) === 1023) this.checkOwnerAlive(w, cls);
+      if (!this.canBlock) {
+        // Just after a give-up a short spin decides; the clock is read after it, then every
+        // NOBLOCK_CLOCK_SPINS + 1 rounds.
+        if (spins < (this.backingOff ? NOBLOCK_BACKOFF_SPINS : SPIN_LIMIT)) continue;
+        if (since >= 0 && (spins & NOBLOCK_CLOCK_SPINS) !== 0) continue;
+        const now = clockMs();
+        if (since < 0) {
+          since = now - this.gaveUpAt < NOBLOCK_BACKOFF_MS ? -Infinity : now;
+          this.backingOff = since < 0;
+        }
+        if (now - since > NOBLOCK_BOUND_MS) {
+          this.gaveUpAt = now;
+          this.backingOff = true;
+          this.checkOwnerAlive(w, cls);
+          if ((this.trace.mask & (1 << TP.contention_end)) !== 0) this.emitLock(TP.contention_end, cls);
+          return false;
+        }
         continue;
       }
+      if (spins < SPIN_LIMIT) continue;
       if ((v & LOCK_WAITERS) === 0) {
         if (Atomics.compareExchange(i32, w, v, v | LOCK_WAITERS) !== v) continue;
         v |= LOCK_WAITERS;
@@ -326,6 +405,49 @@ export class MmBase {
       waited = LOCK_WAITERS;
     }
     if ((this.trace.mask & (1 << TP.contention_end)) !== 0) this.emitLock(TP.contention_end, cls);
+    return true;
+  }
+
+  /** lock() on an agent that must not block found the lock held past the bound. */
+  private lockGaveUp(w: number, cls: number): never {
+    this.vmInc(VM.lockGiveUp, 1);
+    const owner = (Atomics.load(this.i32, w) & LOCK_OWNER_MASK) - 1;
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and the ${LOCK_NAMES[cls]} lock was held${owner >= 0 ? ` by cpu ${owner}` : ""} for more than ` +
+        `${NOBLOCK_BOUND_MS * 1000} µs: the call gave up and the heap is as it was; call again later (or from a worker)`,
+    );
+  }
+
+  /**
+   * For noBlock agents, outside lock(): has the bounded spin that began at `since` (a clockMs()
+   * value, taken after a read-only spin) run past NOBLOCK_BOUND_MS? Records the give-up.
+   */
+  protected spinExpired(since: number): boolean {
+    const now = clockMs();
+    if (now - since <= NOBLOCK_BOUND_MS && now - this.gaveUpAt >= NOBLOCK_BACKOFF_MS) return false;
+    this.gaveUpAt = now;
+    this.backingOff = true;
+    return true;
+  }
+
+  protected clock(): number {
+    return clockMs();
+  }
+
+  /**
+   * reclaimSlot: take over the lock at word `w` (class `cls`) if the dead slot `cpu` holds it,
+   * keeping the waiters bit; true when this agent holds it now (release it with unlock()).
+   */
+  protected takeOverLock(w: number, cls: number, cpu: number): boolean {
+    for (;;) {
+      const v = Atomics.load(this.i32, w);
+      if ((v & LOCK_OWNER_MASK) !== cpu + 1) return false;
+      if (Atomics.compareExchange(this.i32, w, v, this.me | (v & LOCK_WAITERS)) === v) {
+        this.acquired(cls);
+        return true;
+      }
+    }
   }
 
   /**
@@ -373,7 +495,7 @@ export class MmBase {
 
   /** Fault injection: should this allocation fail on purpose? (fail_page_alloc / failslab) */
   protected shouldFail(): boolean {
-    const rate = this.u32[H_FAIL_RATE]!;
+    const rate = this.u32[this.hw + H_FAIL_RATE]!;
     if (rate === 0) return false;
     const w = this.pcpuW + C_FAIL_STATE;
     let x = this.u32[w]! | 0 || 0x2545f491;

@@ -19,7 +19,8 @@
  *     over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero. An owner
  *     that makes no pcp call keeps its lists (at most `high` pages): remote drains are best effort.
  *     detach takes its own word unconditionally, waiting out a remote holder's short section.
- *     reclaimSlot takes the word of a dead slot that died outside a pcp section (C_PCP_BUSY 0).
+ *     reclaimSlot takes the word of a dead slot (recounting its lists first if it died inside a
+ *     pcp section), and takes over another slot's word a dead remote drainer held.
  *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
@@ -30,6 +31,10 @@
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
  *   take both with trylock only, never spin and never wait: allocation returns 0, a free is parked.
+ *   On an agent that must not block, normal calls take zone with lockIn(0, ...), which gives up
+ *   past NOBLOCK_BOUND_MS: then they behave as the nolock calls (0, a parked block, no drain);
+ *   grow and validate, which cannot degrade, throw EAGAIN before they change anything. A noBlock
+ *   agent waits at most PCP_NOBLOCK_SPINS on another slot's pcp word.
  *
  *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
  *   costs plain loads and stores while no other agent asks for it.
@@ -91,6 +96,10 @@ import { TP, TRACE_EVENTS, type TraceRecord } from "./trace.js";
 
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 const PCP_REMOTE_SPINS = 1 << 16;
+/** WebAssembly's page size: memory.grow counts in these. */
+const WASM_PAGE_SIZE = 65536;
+/** Read-only spins of a noBlock agent on another slot's pcp word (a few µs). */
+const PCP_NOBLOCK_SPINS = 1 << 10;
 
 /** Which watermark an allocation must leave free. */
 const WMARK_MIN = 0;
@@ -128,7 +137,7 @@ export class PageAllocator extends MmBase {
     const c = this.pcpuW;
     if (
       typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
-      i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[H_FAIL_RATE] === 0
+      i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
     ) {
       const pfn = i32[c + C_PCP_HEAD + order]!;
       if (pfn !== 0) {
@@ -168,7 +177,7 @@ export class PageAllocator extends MmBase {
       const pfn = addr >>> PAGE_SHIFT;
       const d = this.descW + pfn * PD_WORDS;
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
-      if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[Z_PCP_HIGH]! && i32[Z_DEFER_HEAD] === 0) {
+      if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0) {
         i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
         i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
         i32[c + C_PCP_HEAD + order] = pfn;
@@ -205,7 +214,7 @@ export class PageAllocator extends MmBase {
     // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     let n = 0;
-    if (count > 1 && this.u32[H_FAIL_RATE] === 0 && this.pcpEnter()) {
+    if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && this.pcpEnter()) {
       for (; n < count; n++) {
         const pfn = this.rmqueuePcp(0, gfp);
         if (pfn === 0) break;
@@ -273,7 +282,7 @@ export class PageAllocator extends MmBase {
   }
 
   private rmqueueAny(order: number, gfp: number): number {
-    if (this.u32[H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
+    if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
     if (order <= PCP_MAX_ORDER) {
       if (this.pcpEnter()) {
         const pfn = this.rmqueuePcp(order, gfp);
@@ -311,13 +320,13 @@ export class PageAllocator extends MmBase {
 
   /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
   private pcpRefill(order: number, gfp: number): boolean {
-    if (!this.lockIn(gfp & GFP_TRYLOCK, Z_LOCK, LOCK.zone)) {
+    if (!this.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
       this.vmInc(VM.zoneTrylockFail, 1);
       return false;
     }
     const u32 = this.u32;
     const c = this.pcpuW;
-    const want = Math.max(1, u32[Z_PCP_BATCH]! >>> order);
+    const want = Math.max(1, u32[this.hw + Z_PCP_BATCH]! >>> order);
     const pages = 1 << order;
     let got = 0;
     for (; got < want; got++) {
@@ -336,8 +345,8 @@ export class PageAllocator extends MmBase {
     }
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + got;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! + got * pages;
-    const grown = u32[Z_NR_PAGES]! > this.nrPages;
-    this.unlock(Z_LOCK, LOCK.zone);
+    const grown = u32[this.hw + Z_NR_PAGES]! > this.nrPages;
+    this.unlock(this.hw + Z_LOCK, LOCK.zone);
     // Pages on the list may come from pages added after this handle built its views.
     if (grown) this.refreshViews();
     if (got > 0) this.vmInc(VM.pcpRefill, 1);
@@ -346,7 +355,7 @@ export class PageAllocator extends MmBase {
 
   /** Allocate from the buddy lists, with direct reclaim for GFP.KERNEL. */
   private rmqueueBuddy(order: number, gfp: number): number {
-    if (!this.lockIn(gfp & GFP_TRYLOCK, Z_LOCK, LOCK.zone)) {
+    if (!this.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
       this.vmInc(VM.zoneTrylockFail, 1);
       return 0;
     }
@@ -355,7 +364,7 @@ export class PageAllocator extends MmBase {
     if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
-    this.unlock(Z_LOCK, LOCK.zone);
+    this.unlock(this.hw + Z_LOCK, LOCK.zone);
     if (pfn === 0 && kernel && !this.holdsFrom(LOCK.pcp)) pfn = this.allocSlowReclaim(order);
     return pfn;
   }
@@ -367,7 +376,8 @@ export class PageAllocator extends MmBase {
   private allocSlowReclaim(order: number): number {
     this.vmInc(VM.directReclaim, 1);
     this.drainAllPcp();
-    this.lock(Z_LOCK, LOCK.zone);
+    // An agent that must not block gives up past its bound: the allocation returns 0.
+    if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return 0;
     this.drainDeferredLocked();
     // Memory hotplug: grow rather than dip below low, and when no block of this order is free.
     if (!this.watermarkOk(order, WMARK_LOW)) this.growFor(order);
@@ -376,7 +386,7 @@ export class PageAllocator extends MmBase {
     if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
-    this.unlock(Z_LOCK, LOCK.zone);
+    this.unlock(this.hw + Z_LOCK, LOCK.zone);
     return pfn;
   }
 
@@ -393,13 +403,16 @@ export class PageAllocator extends MmBase {
     checkInt("size", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
     const want = Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE;
     this.assertCanLock(LOCK.zone);
-    this.lock(Z_LOCK, LOCK.zone);
+    this.lock(this.hw + Z_LOCK, LOCK.zone);
     try {
       this.growLocked(want);
     } finally {
-      this.unlock(Z_LOCK, LOCK.zone);
+      this.unlock(this.hw + Z_LOCK, LOCK.zone);
     }
     this.refreshViews();
+    if (this.size < want) {
+      throw new HeapError(ErrorCode.EINVAL, `the buffer could not grow to ${want} bytes (a WebAssembly.Memory's maximum, or the buffer's maxByteLength); the heap stays at ${this.size}`);
+    }
     return this.size;
   }
 
@@ -408,10 +421,10 @@ export class PageAllocator extends MmBase {
    * in the new pages with the high watermark on top; false when the heap is at maxSize. Zone lock held.
    */
   private growFor(order: number): boolean {
-    const size = this.u32[Z_SIZE]!;
+    const size = this.u32[this.hw + Z_SIZE]!;
     if (size >= this.maxSize) return false;
     const block = PAGE_SIZE << order;
-    const fit = Math.ceil(size / block) * block + block + this.u32[Z_WMARK_HIGH]! * PAGE_SIZE;
+    const fit = Math.ceil(size / block) * block + block + this.u32[this.hw + Z_WMARK_HIGH]! * PAGE_SIZE;
     this.growLocked(Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE)));
     return true;
   }
@@ -419,12 +432,12 @@ export class PageAllocator extends MmBase {
   /** Grow to `want` bytes if larger than now. Zone lock held. */
   private growLocked(want: number): void {
     const u32 = this.u32;
-    const old = u32[Z_SIZE]!;
+    const old = u32[this.hw + Z_SIZE]!;
     if (want <= old) return;
-    if (this.buffer.byteLength < want) (this.buffer as unknown as { grow(n: number): void }).grow(want);
+    if (!this.growBuffer(want)) return;
     const from = old >>> PAGE_SHIFT;
     const to = want >>> PAGE_SHIFT;
-    u32[Z_NR_PAGES] = to;
+    u32[this.hw + Z_NR_PAGES] = to;
     for (let pfn = from; pfn < to; pfn++) u32[this.pd(pfn) + D_FLAGS] = 0;
     for (let pfn = from; pfn < to; ) {
       let order = MAX_ORDER;
@@ -432,34 +445,55 @@ export class PageAllocator extends MmBase {
       this.freeOneBlock(pfn, order);
       pfn += 1 << order;
     }
-    u32[Z_MANAGED] = u32[Z_MANAGED]! + (to - from);
-    this.setWatermarks(u32[Z_MANAGED]!);
+    u32[this.hw + Z_MANAGED] = u32[this.hw + Z_MANAGED]! + (to - from);
+    this.setWatermarks(u32[this.hw + Z_MANAGED]!);
     // Publication point: a handle that reads the new size finds the pages already in the zone.
-    Atomics.store(u32, Z_SIZE, want);
+    Atomics.store(u32, this.hw + Z_SIZE, want);
     this.vmInc(VM.heapGrow, 1);
+  }
+
+  /**
+   * Make the buffer at least `want` bytes long: SharedArrayBuffer.grow, or memory.grow for a heap on
+   * WebAssembly memory (then this handle takes the new buffer). False when it cannot grow (the
+   * memory's maximum). Zone lock held.
+   */
+  private growBuffer(want: number): boolean {
+    if (this.buffer.byteLength >= want) return true;
+    try {
+      if (this.memory !== null) {
+        const have = this.memory.buffer.byteLength;
+        if (have < want) this.memory.grow(Math.ceil((want - have) / WASM_PAGE_SIZE));
+        this.buffer = this.memory.buffer as unknown as SharedArrayBuffer;
+      } else {
+        (this.buffer as unknown as { grow(n: number): void }).grow(want);
+      }
+    } catch {
+      return false;
+    }
+    return this.buffer.byteLength >= want;
   }
 
   /** min_free about sqrt(managed)/2 pages (the kernel: sqrt(lowmem_kbytes * 16)); low 5/4 min, high 3/2 min. */
   private setWatermarks(managed: number): void {
     const min = Math.max(1, Math.floor(Math.sqrt(managed) / 2));
-    this.u32[Z_WMARK_MIN] = min;
-    this.u32[Z_WMARK_LOW] = min + (min >>> 2);
-    this.u32[Z_WMARK_HIGH] = min + (min >>> 1);
+    this.u32[this.hw + Z_WMARK_MIN] = min;
+    this.u32[this.hw + Z_WMARK_LOW] = min + (min >>> 2);
+    this.u32[this.hw + Z_WMARK_HIGH] = min + (min >>> 1);
   }
 
   /** Would taking 2^order pages leave the watermark free? Zone lock held. */
   private watermarkOk(order: number, which: number): boolean {
     const u32 = this.u32;
-    const min = u32[Z_WMARK_MIN]!;
-    const mark = which === WMARK_LOW ? u32[Z_WMARK_LOW]! : which === WMARK_MIN ? min : min >>> 1;
-    return u32[Z_FREE_PAGES]! - (1 << order) >= mark;
+    const min = u32[this.hw + Z_WMARK_MIN]!;
+    const mark = which === WMARK_LOW ? u32[this.hw + Z_WMARK_LOW]! : which === WMARK_MIN ? min : min >>> 1;
+    return u32[this.hw + Z_FREE_PAGES]! - (1 << order) >= mark;
   }
 
   /** __rmqueue_smallest: the first free block of order >= `order`, split down. Zone lock held. */
   private rmqueueSmallest(order: number): number {
     const u32 = this.u32;
     for (let o = order; o <= MAX_ORDER; o++) {
-      const pfn = u32[Z_FREE_HEAD + o]!;
+      const pfn = u32[this.hw + Z_FREE_HEAD + o]!;
       if (pfn === 0) continue;
       this.buddyDel(pfn, o);
       u32[this.pd(pfn) + D_FLAGS] = 0;
@@ -470,7 +504,7 @@ export class PageAllocator extends MmBase {
         u32[this.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
         this.buddyAdd(half, high);
       }
-      u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! - (1 << order);
+      u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! - (1 << order);
       return pfn;
     }
     return 0;
@@ -515,29 +549,31 @@ export class PageAllocator extends MmBase {
         u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + 1;
         const count = u32[c + C_PCP_COUNT]! + (1 << order);
         u32[c + C_PCP_COUNT] = count;
-        if (!nolock && count > u32[Z_PCP_HIGH]!) this.pcpDrain(this.cpu, u32[Z_PCP_BATCH]!);
+        if (!nolock && count > u32[this.hw + Z_PCP_HIGH]!) this.pcpDrain(this.cpu, u32[this.hw + Z_PCP_BATCH]!);
         this.pcpExit();
-        if (!nolock && this.i32[Z_DEFER_HEAD] !== 0) this.drainDeferred();
+        if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) this.drainDeferred();
         return;
       }
       this.vmInc(VM.pcpTrylockFail, 1);
     }
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
-    if (!this.lockIn(mode, Z_LOCK, LOCK.zone)) {
+    // The flags stay until the zone lock is held: an agent that dies waiting for it leaves an
+    // allocated block behind, never pages that belong to nothing (reclaimSlot).
+    if (!this.lockIn(mode, this.hw + Z_LOCK, LOCK.zone)) {
       this.vmInc(VM.zoneTrylockFail, 1);
       this.deferPage(pfn, order);
       return;
     }
+    this.u32[this.pd(pfn) + D_FLAGS] = 0;
     this.freeOneBlock(pfn, order);
     if (!nolock) this.drainDeferredLocked();
-    this.unlock(Z_LOCK, LOCK.zone);
+    this.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
   /** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
   private freeOneBlock(pfn: number, order: number): void {
     const u32 = this.u32;
-    u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! + (1 << order);
-    const end = u32[Z_NR_PAGES]!;
+    u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
+    const end = u32[this.hw + Z_NR_PAGES]!;
     while (order < MAX_ORDER) {
       const buddy = pfn ^ (1 << order);
       if (buddy < this.zoneStart || buddy >= end) break;
@@ -552,11 +588,14 @@ export class PageAllocator extends MmBase {
     this.buddyAdd(pfn, order);
   }
 
-  /** free_pcppages_bulk: give `count` pages of slot `cpu`'s lists back to the zone. That pcp lock held. */
+  /**
+   * free_pcppages_bulk: give `count` pages of slot `cpu`'s lists back to the zone. That pcp lock
+   * held. An agent that must not block drains nothing when the zone lock is held past its bound.
+   */
   protected pcpDrain(cpu: number, count: number): void {
     const u32 = this.u32;
     const c = this.pcpOf(cpu);
-    this.lock(Z_LOCK, LOCK.zone);
+    if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return;
     let freed = 0;
     for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = (o + 1) & PCP_MAX_ORDER) {
       const pfn = u32[c + C_PCP_HEAD + o]!;
@@ -575,7 +614,7 @@ export class PageAllocator extends MmBase {
       freed += 1 << o;
     }
     this.drainDeferredLocked();
-    this.unlock(Z_LOCK, LOCK.zone);
+    this.unlock(this.hw + Z_LOCK, LOCK.zone);
     this.vmInc(VM.pcpDrain, 1);
   }
 
@@ -652,17 +691,34 @@ export class PageAllocator extends MmBase {
     const i32 = this.i32;
     const c = this.pcpuW;
     const w = c + C_PCP_LOCK;
-    for (;;) {
+    let since = -1;
+    for (let n = 0; ; n++) {
       const v = Atomics.load(i32, w);
       if (v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0)) break;
+      if (!this.canBlock && n >= PCP_NOBLOCK_SPINS) {
+        if (since < 0) since = this.clock();
+        else if ((n & 255) === 0 && this.spinExpired(since)) this.pcpBusy(v);
+      }
     }
     i32[c + C_PCP_BUSY] = 1;
     this.acquired(LOCK.pcp);
-    const count = this.u32[c + C_PCP_COUNT]!;
+    let count = this.u32[c + C_PCP_COUNT]!;
     if (count !== 0) this.pcpDrain(this.cpu, count);
+    count = this.u32[c + C_PCP_COUNT]!;
     this.releasing(LOCK.pcp);
     i32[c + C_PCP_BUSY] = 0;
+    // A noBlock agent that could not have the zone lock keeps its lists and its lock word.
+    if (count !== 0) this.pcpBusy(Atomics.load(i32, this.hw + Z_LOCK));
     Atomics.store(i32, w, 0);
+  }
+
+  /** A noBlock agent's detach found a lock (pcp word or zone) held past its bound. */
+  private pcpBusy(v: number): never {
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and cpu ${(v & 0xffff) - 1} held a lock it needs for more than its bound: ` +
+        "the call gave up; what it returned so far stays returned, and the handle is still attached: call again",
+    );
   }
 
   /**
@@ -675,6 +731,8 @@ export class PageAllocator extends MmBase {
     const c = this.pcpOf(cpu);
     const w = c + C_PCP_LOCK;
     Atomics.add(i32, c + C_PCP_REQ, 1);
+    // An agent that must not block waits a fraction of its bound for each slot.
+    const limit = this.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
     try {
       for (let n = 0; ; n++) {
         const v = Atomics.load(i32, w);
@@ -683,7 +741,7 @@ export class PageAllocator extends MmBase {
             this.acquired(LOCK.pcp);
             return true;
           }
-        } else if (n >= spins) {
+        } else if (n >= limit) {
           return false;
         }
       }
@@ -706,33 +764,71 @@ export class PageAllocator extends MmBase {
     return true;
   }
 
+  /**
+   * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and
+   * their counts from the page descriptors (every block whose head carries PG_BUDDY), merging
+   * buddies as a free does. Whatever the dead agent had in hand stays out of the lists.
+   */
+  protected rebuildBuddyLists(): void {
+    const u32 = this.u32;
+    const blocks: number[] = [];
+    const end = u32[this.hw + Z_NR_PAGES]!;
+    for (let pfn = this.zoneStart; pfn < end; ) {
+      const f = u32[this.pd(pfn) + D_FLAGS]!;
+      const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      if ((f & ~ORDER_MASK) === PG_BUDDY) blocks.push(pfn, o);
+      pfn += (f & (PG_BUDDY | PG_PCP | PG_DEFERRED | PG_HEAD | PG_LARGE | PG_RCU_BLOCK)) !== 0 ? 1 << o : 1;
+    }
+    for (let o = 0; o < NR_ORDERS; o++) {
+      u32[this.hw + Z_FREE_HEAD + o] = 0;
+      u32[this.hw + Z_NR_FREE + o] = 0;
+    }
+    u32[this.hw + Z_FREE_PAGES] = 0;
+    for (let i = 0; i < blocks.length; i += 2) u32[this.pd(blocks[i]!) + D_FLAGS] = 0;
+    for (let i = 0; i < blocks.length; i += 2) this.freeOneBlock(blocks[i]!, blocks[i + 1]!);
+  }
+
+  /** reclaimSlot: recount slot `cpu`'s pcp lists (its pcp word held), which a dead agent may have left torn. */
+  protected recountPcp(cpu: number): void {
+    const u32 = this.u32;
+    const c = this.pcpOf(cpu);
+    let pages = 0;
+    for (let o = 0; o <= PCP_MAX_ORDER; o++) {
+      let n = 0;
+      for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= this.nrPages; pfn = u32[this.pd(pfn) + D_NEXT]!) n++;
+      u32[c + C_PCP_NR + o] = n;
+      pages += n << o;
+    }
+    u32[c + C_PCP_COUNT] = pages;
+  }
+
   /** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
   private deferPage(pfn: number, order: number): void {
     const i32 = this.i32;
     const d = this.pd(pfn);
     this.u32[d + D_FLAGS] = PG_DEFERRED | (order << ORDER_SHIFT);
     for (;;) {
-      const head = Atomics.load(i32, Z_DEFER_HEAD);
+      const head = Atomics.load(i32, this.hw + Z_DEFER_HEAD);
       this.u32[d + D_NEXT] = head;
       // Publication point: the compareExchange makes D_NEXT and D_FLAGS visible to the drainer.
-      if (Atomics.compareExchange(i32, Z_DEFER_HEAD, head, pfn) === head) break;
+      if (Atomics.compareExchange(i32, this.hw + Z_DEFER_HEAD, head, pfn) === head) break;
     }
-    Atomics.add(i32, Z_DEFER_PAGES, 1 << order);
+    Atomics.add(i32, this.hw + Z_DEFER_PAGES, 1 << order);
     this.vmInc(VM.pagesDeferred, 1 << order);
   }
 
   /** Take the zone lock and free the deferred llist (a normal caller found it non-empty). */
   private drainDeferred(): void {
-    this.lock(Z_LOCK, LOCK.zone);
+    if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return; // a noBlock agent leaves it to the next free
     this.drainDeferredLocked();
-    this.unlock(Z_LOCK, LOCK.zone);
+    this.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
   /** Free every block parked on the deferred llist. Zone lock held. */
   private drainDeferredLocked(): void {
     const i32 = this.i32;
-    if (Atomics.load(i32, Z_DEFER_HEAD) === 0) return;
-    let pfn = Atomics.exchange(i32, Z_DEFER_HEAD, 0);
+    if (Atomics.load(i32, this.hw + Z_DEFER_HEAD) === 0) return;
+    let pfn = Atomics.exchange(i32, this.hw + Z_DEFER_HEAD, 0);
     let pages = 0;
     while (pfn !== 0) {
       const d = this.pd(pfn);
@@ -743,18 +839,18 @@ export class PageAllocator extends MmBase {
       pages += 1 << order;
       pfn = next;
     }
-    Atomics.sub(i32, Z_DEFER_PAGES, pages);
+    Atomics.sub(i32, this.hw + Z_DEFER_PAGES, pages);
     this.vmInc(VM.pagesUndeferred, pages);
   }
 
   /* ================================================================= buddy list primitives */
 
   private buddyAdd(pfn: number, order: number): void {
-    this.pdListAdd(Z_FREE_HEAD + order, Z_NR_FREE + order, pfn);
+    this.pdListAdd(this.hw + Z_FREE_HEAD + order, this.hw + Z_NR_FREE + order, pfn);
   }
 
   private buddyDel(pfn: number, order: number): void {
-    this.pdListDel(Z_FREE_HEAD + order, Z_NR_FREE + order, pfn);
+    this.pdListDel(this.hw + Z_FREE_HEAD + order, this.hw + Z_NR_FREE + order, pfn);
   }
 
   /**
@@ -836,25 +932,25 @@ export class PageAllocator extends MmBase {
   /** Build the zone of a new heap: watermarks, pcp sizes, every zone page free. No other agent yet. */
   protected initZone(): void {
     const u32 = this.u32;
-    for (let pfn = 0; pfn < this.zoneStart; pfn++) u32[this.pd(pfn) + D_FLAGS] = PG_RESERVED;
+    for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) u32[this.pd(pfn) + D_FLAGS] = PG_RESERVED;
     const managed = this.nrPages - this.zoneStart;
-    u32[Z_MANAGED] = managed;
-    u32[Z_SIZE] = this.size;
-    u32[Z_NR_PAGES] = this.nrPages;
+    u32[this.hw + Z_MANAGED] = managed;
+    u32[this.hw + Z_SIZE] = this.size;
+    u32[this.hw + Z_NR_PAGES] = this.nrPages;
     this.setWatermarks(managed);
     // zone_batchsize: about managed / (16 * cpus), as 2^n - 1 in 1..63; high = 4 * batch.
     const share = Math.floor(managed / (16 * this.cpus));
     const batch = Math.max(1, Math.min(63, (1 << Math.floor(Math.log2(Math.max(2, share)))) - 1));
-    u32[Z_PCP_BATCH] = batch;
-    u32[Z_PCP_HIGH] = 4 * batch;
-    u32[Z_FREE_PAGES] = 0;
+    u32[this.hw + Z_PCP_BATCH] = batch;
+    u32[this.hw + Z_PCP_HIGH] = 4 * batch;
+    u32[this.hw + Z_FREE_PAGES] = 0;
     let pfn = this.zoneStart;
     while (pfn < this.nrPages) {
       let order = MAX_ORDER;
       while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > this.nrPages)) order--;
       u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
       this.buddyAdd(pfn, order);
-      u32[Z_FREE_PAGES] = u32[Z_FREE_PAGES]! + (1 << order);
+      u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
       pfn += 1 << order;
     }
   }
@@ -862,18 +958,18 @@ export class PageAllocator extends MmBase {
   protected pageStats(): PageStats {
     const u32 = this.u32;
     const buddy: number[] = [];
-    for (let o = 0; o < NR_ORDERS; o++) buddy.push(u32[Z_NR_FREE + o]!);
+    for (let o = 0; o < NR_ORDERS; o++) buddy.push(u32[this.hw + Z_NR_FREE + o]!);
     const pcp: number[] = [];
     for (let cpu = 0; cpu < this.cpus; cpu++) pcp.push(u32[this.pcpOf(cpu) + C_PCP_COUNT]!);
     return {
-      totalPages: u32[Z_MANAGED]!,
-      freePages: Atomics.load(this.u32, Z_FREE_PAGES),
+      totalPages: u32[this.hw + Z_MANAGED]!,
+      freePages: Atomics.load(this.u32, this.hw + Z_FREE_PAGES),
       buddy,
       pcp,
-      deferredPages: Atomics.load(this.u32, Z_DEFER_PAGES),
-      watermarks: { min: u32[Z_WMARK_MIN]!, low: u32[Z_WMARK_LOW]!, high: u32[Z_WMARK_HIGH]! },
-      pcpBatch: u32[Z_PCP_BATCH]!,
-      pcpHigh: u32[Z_PCP_HIGH]!,
+      deferredPages: Atomics.load(this.u32, this.hw + Z_DEFER_PAGES),
+      watermarks: { min: u32[this.hw + Z_WMARK_MIN]!, low: u32[this.hw + Z_WMARK_LOW]!, high: u32[this.hw + Z_WMARK_HIGH]! },
+      pcpBatch: u32[this.hw + Z_PCP_BATCH]!,
+      pcpHigh: u32[this.hw + Z_PCP_HIGH]!,
     };
   }
 
@@ -887,7 +983,7 @@ export class PageAllocator extends MmBase {
     const bad = (msg: string): never => {
       throw new HeapError(ErrorCode.ECORRUPT, msg);
     };
-    for (let pfn = 0; pfn < this.zoneStart; pfn++) {
+    for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) {
       if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
       where[pfn] = PAGE_WHERE.reserved;
     }
@@ -905,13 +1001,15 @@ export class PageAllocator extends MmBase {
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
     }
-    this.lock(Z_LOCK, LOCK.zone);
+    let zoneLocked = false;
     try {
+      this.lock(this.hw + Z_LOCK, LOCK.zone); // EAGAIN on a noBlock agent past its bound
+      zoneLocked = true;
       let free = 0;
       for (let o = 0; o < NR_ORDERS; o++) {
         let n = 0;
         let prev = 0;
-        for (let pfn = u32[Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
+        for (let pfn = u32[this.hw + Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
           const d = this.pd(pfn);
           if (u32[d + D_FLAGS] !== (PG_BUDDY | (o << ORDER_SHIFT))) bad(`free_area[${o}] holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
           if (u32[d + D_PREV] !== prev) bad(`free_area[${o}]: broken back link at page ${pfn}`);
@@ -925,9 +1023,9 @@ export class PageAllocator extends MmBase {
           free += 1 << o;
           if (n > this.nrPages) bad(`free_area[${o}] is circular`);
         }
-        if (n !== u32[Z_NR_FREE + o]) bad(`free_area[${o}].nr_free is ${u32[Z_NR_FREE + o]}, the list holds ${n}`);
+        if (n !== u32[this.hw + Z_NR_FREE + o]) bad(`free_area[${o}].nr_free is ${u32[this.hw + Z_NR_FREE + o]}, the list holds ${n}`);
       }
-      if (free !== u32[Z_FREE_PAGES]) bad(`NR_FREE_PAGES is ${u32[Z_FREE_PAGES]}, the free lists hold ${free}`);
+      if (free !== u32[this.hw + Z_FREE_PAGES]) bad(`NR_FREE_PAGES is ${u32[this.hw + Z_FREE_PAGES]}, the free lists hold ${free}`);
       for (let cpu = 0; cpu < this.cpus; cpu++) {
         const c = this.pcpOf(cpu);
         let pages = 0;
@@ -947,14 +1045,14 @@ export class PageAllocator extends MmBase {
         if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
       }
       let deferred = 0;
-      for (let pfn = Atomics.load(this.u32, Z_DEFER_HEAD); pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
+      for (let pfn = Atomics.load(this.u32, this.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
         const f = u32[this.pd(pfn) + D_FLAGS]!;
         if ((f & ~ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
         const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
         mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
         deferred += 1 << o;
       }
-      if (deferred !== Atomics.load(this.u32, Z_DEFER_PAGES)) bad(`deferred list counts ${Atomics.load(this.u32, Z_DEFER_PAGES)} pages, holds ${deferred}`);
+      if (deferred !== Atomics.load(this.u32, this.hw + Z_DEFER_PAGES)) bad(`deferred list counts ${Atomics.load(this.u32, this.hw + Z_DEFER_PAGES)} pages, holds ${deferred}`);
       // Every other zone page must be the head or part of an allocated block.
       for (let pfn = this.zoneStart; pfn < this.nrPages; ) {
         if (where[pfn] !== PAGE_WHERE.unseen) {
@@ -975,7 +1073,7 @@ export class PageAllocator extends MmBase {
         }
       }
     } finally {
-      this.unlock(Z_LOCK, LOCK.zone);
+      if (zoneLocked) this.unlock(this.hw + Z_LOCK, LOCK.zone);
       for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
         if (locked[cpu] === 0) continue;
         if (cpu === this.cpu) this.pcpExit();

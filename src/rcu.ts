@@ -13,7 +13,9 @@
  *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
  *     c + 1 (compareExchange-max).
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
- *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0.
+ *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
+ *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
+ *     R_INFLIGHT for a slot that died holding objects.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
  *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
  *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
@@ -39,6 +41,7 @@ import {
   C_RCU_EMERG_NR,
   C_RCU_NEST,
   C_RCU_PENDING,
+  C_RCU_INFLIGHT,
   C_RCU_NR_SPARE,
   C_RCU_SNAP,
   C_RCU_SPARE,
@@ -73,6 +76,8 @@ import { TP } from "./trace.js";
 
 /** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
 const KRCP_SPINS = 1 << 16;
+/** The same for an agent that must not block (a few µs). */
+const KRCP_NOBLOCK_SPINS = 1 << 10;
 
 /** How long queued kfreeRcu objects wait before the agent's timer looks at them (ms). */
 export const RCU_DELAY_MS = 4;
@@ -124,7 +129,7 @@ export class RcuAllocator extends SlabAllocator {
     const n = i32[w]!;
     if (n === 0) {
       // Publication point: after this store no grace period that began before it can end.
-      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, R_GP_SEQ) + 1);
+      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, this.hw + R_GP_SEQ) + 1);
     }
     i32[w] = n + 1;
   }
@@ -149,21 +154,21 @@ export class RcuAllocator extends SlabAllocator {
 
   /** The cookie of a grace period that would cover everything unlinked so far. */
   protected gpCookie(): number {
-    return Atomics.load(this.i32, R_GP_SEQ);
+    return Atomics.load(this.i32, this.hw + R_GP_SEQ);
   }
 
   /** Has a full grace period passed since cookie `c` was read? Never waits. */
   protected gpPoll(c: number): boolean {
     const i32 = this.i32;
-    if (Atomics.load(i32, R_GP_DONE) > c) return true;
-    if (Atomics.load(i32, R_GP_SEQ) === c) Atomics.compareExchange(i32, R_GP_SEQ, c, c + 1);
+    if (Atomics.load(i32, this.hw + R_GP_DONE) > c) return true;
+    if (Atomics.load(i32, this.hw + R_GP_SEQ) === c) Atomics.compareExchange(i32, this.hw + R_GP_SEQ, c, c + 1);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       const snap = Atomics.load(i32, this.pcpOf(cpu) + C_RCU_SNAP);
       if (snap !== 0 && snap <= c + 1) return false;
     }
     for (;;) {
-      const done = Atomics.load(i32, R_GP_DONE);
-      if (done > c || Atomics.compareExchange(i32, R_GP_DONE, done, c + 1) === done) break;
+      const done = Atomics.load(i32, this.hw + R_GP_DONE);
+      if (done > c || Atomics.compareExchange(i32, this.hw + R_GP_DONE, done, c + 1) === done) break;
     }
     if ((this.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
       this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: c + 1 });
@@ -174,6 +179,12 @@ export class RcuAllocator extends SlabAllocator {
   /** Wait until every agent that was inside a read-side section when this was called has left it. */
   synchronizeRcu(): void {
     this.assertLive();
+    if (this.noBlock()) {
+      throw new HeapError(
+        ErrorCode.EAGAIN,
+        `cpu ${this.cpu} must not block (a browser main thread, or noBlock): synchronizeRcu could wait for as long as a reader stays in its section; use await heap.synchronizeRcuAsync()`,
+      );
+    }
     if (this.rcuReadLockHeld()) {
       throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section would wait for itself");
     }
@@ -235,7 +246,8 @@ export class RcuAllocator extends SlabAllocator {
    */
   private krcpTrylock(w: number): boolean {
     if (this.trylock(w, LOCK.rcu)) return true;
-    for (let n = 0; n < KRCP_SPINS; n++) {
+    const spins = this.noBlock() ? KRCP_NOBLOCK_SPINS : KRCP_SPINS;
+    for (let n = 0; n < spins; n++) {
       const v = Atomics.load(this.i32, w);
       if ((v & LOCK_OWNER_MASK) === this.me) return false;
       if (v === 0 && this.trylock(w, LOCK.rcu)) return true;
@@ -343,8 +355,19 @@ export class RcuAllocator extends SlabAllocator {
     if (this.rcuReadLockHeld()) {
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
     }
-    while (!this.gpPoll(c)) {
-      /* spin */
+    let since = -1;
+    for (let round = 0; !this.gpPoll(c); round++) {
+      // An agent that must not block spins a bounded while, then gives the object back.
+      if (this.noBlock() && (round & 255) === 255) {
+        if (since < 0) since = this.clock();
+        else if (this.spinExpired(since)) {
+          throw new HeapError(
+            ErrorCode.EAGAIN,
+            `kfreeRcu(${hex(addr)}) on cpu ${this.cpu}, which must not block, found no block page and no room left, and the grace period did not end within its bound: ` +
+              "the object is still yours; await heap.synchronizeRcuAsync() and kfree it, or call kfreeRcu again later",
+          );
+        }
+      }
     }
     this.kfreeSlow(addr, -1, GFP_TRYLOCK);
     this.vmInc(VM.rcuFreed, 1);
@@ -373,7 +396,8 @@ export class RcuAllocator extends SlabAllocator {
     const krcp = this.pcpuW + C_KRCP_LOCK;
     const out: Expired = { blocks: [], objects: [], count: 0 };
     let cookie = -1;
-    this.lock(krcp, LOCK.rcu);
+    // Only rcuBarrier or reclaimSlot of another agent holds it: a noBlock agent leaves the work for later.
+    if (!this.lockIn(0, krcp, LOCK.rcu)) return;
     try {
       cookie = this.takeExpired(this.pcpuW, out, all);
     } finally {
@@ -486,7 +510,10 @@ export class RcuAllocator extends SlabAllocator {
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! - pending;
     i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! - out.blocks.length;
     // In flight until freeExpired: rcuBarrier and stats still see them.
-    if (pending !== 0) Atomics.add(i32, R_INFLIGHT, pending);
+    if (pending !== 0) {
+      Atomics.add(i32, this.hw + R_INFLIGHT, pending);
+      i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! + pending;
+    }
     out.count += pending;
     return all ? newest : -1;
   }
@@ -499,7 +526,10 @@ export class RcuAllocator extends SlabAllocator {
       freed = this.freeExpiredObjects(out);
     } finally {
       // Publication point for rcuBarrier: these objects are freed (or the agent is unwinding).
-      if (out.count !== 0) Atomics.sub(i32, R_INFLIGHT, out.count);
+      if (out.count !== 0) {
+        i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! - out.count;
+        Atomics.sub(i32, this.hw + R_INFLIGHT, out.count);
+      }
     }
     this.vmInc(VM.rcuFreed, freed);
   }
@@ -533,8 +563,14 @@ export class RcuAllocator extends SlabAllocator {
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
     // agent after their grace period: wait for it, as rcu_barrier waits for every callback.
-    for (let round = 0; Atomics.load(this.i32, R_INFLIGHT) !== 0; round++) {
-      if (round < 64 || this.noBlock()) continue;
+    let since = -1;
+    for (let round = 0; Atomics.load(this.i32, this.hw + R_INFLIGHT) !== 0; round++) {
+      if (round < 64) continue;
+      if (this.noBlock()) {
+        if (since < 0) since = this.clock();
+        else if ((round & 255) === 0 && this.spinExpired(since)) this.gpBusy(Atomics.load(this.i32, this.hw + R_INFLIGHT));
+        continue;
+      }
       Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
     }
   }
@@ -556,14 +592,28 @@ export class RcuAllocator extends SlabAllocator {
     if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
     const out: Expired = { blocks: [], objects: [], count: 0 };
     let cookie: number;
+    // An agent that must not block takes only what has expired, and gives up on the rest (EAGAIN).
+    const all = !this.noBlock();
     this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    let left = 0;
     try {
-      cookie = this.takeExpired(p, out, true);
+      cookie = this.takeExpired(p, out, all);
+      left = this.i32[p + C_RCU_PENDING]!;
     } finally {
       this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     }
     if (cookie >= 0) this.gpWait(cookie);
     this.freeExpired(out);
+    if (!all && left !== 0) this.gpBusy(left);
+  }
+
+  /** A noBlock agent met kfreeRcu objects whose grace period is not over. */
+  private gpBusy(left: number): never {
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and ${left} kfreeRcu object${left === 1 ? "" : "s"} still wait for a grace period: ` +
+        "what had expired is freed; await heap.synchronizeRcuAsync() and call again",
+    );
   }
 
   /* ================================================================= slot lifecycle hooks */
@@ -586,13 +636,44 @@ export class RcuAllocator extends SlabAllocator {
     this.dropSpareBlocks(this.pcpuW);
   }
 
-  /** Slot `cpu` died: it counts as outside any section; its pending objects are freed here. */
+  /**
+   * Slot `cpu` died: it counts as outside any section; its pending objects are freed here. Objects
+   * it had taken off a slot and not freed are lost to it: they stay allocated (leaked), and leave
+   * R_INFLIGHT, so that rcuBarrier does not wait for them for ever.
+   */
   protected rcuReclaim(cpu: number): void {
     const p = this.pcpOf(cpu);
     this.i32[p + C_RCU_NEST] = 0;
     Atomics.store(this.i32, p + C_RCU_SNAP, 0);
+    const inflight = this.i32[p + C_RCU_INFLIGHT]!;
+    if (inflight !== 0) {
+      this.i32[p + C_RCU_INFLIGHT] = 0;
+      Atomics.sub(this.i32, this.hw + R_INFLIGHT, inflight);
+    }
     this.rcuFlushSlot(cpu);
     this.dropSpareBlocks(p);
+  }
+
+  /**
+   * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and
+   * C_RCU_BLOCKS from the wait chain, the block being filled and the emergency array.
+   */
+  protected rcuRecount(p: number): void {
+    const i32 = this.i32;
+    let objs = 0;
+    let blocks = 0;
+    for (let b = i32[p + C_RCU_WAIT]!; b !== 0 && blocks <= this.nrPages; b = i32[(b >> 2) + RB_NEXT]!) {
+      objs += i32[(b >> 2) + RB_COUNT]!;
+      blocks++;
+    }
+    const cur = i32[p + C_RCU_BLOCK]!;
+    if (cur !== 0) {
+      objs += i32[(cur >> 2) + RB_COUNT]!;
+      blocks++;
+    }
+    objs += i32[p + C_RCU_EMERG_NR]!;
+    i32[p + C_RCU_PENDING] = objs;
+    i32[p + C_RCU_BLOCKS] = blocks;
   }
 
   protected rcuStats(): RcuStats {
@@ -610,8 +691,8 @@ export class RcuAllocator extends SlabAllocator {
       emergency += i32[p + C_RCU_EMERG_NR]!;
       if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
     }
-    waiting += Atomics.load(i32, R_INFLIGHT);
-    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
+    waiting += Atomics.load(i32, this.hw + R_INFLIGHT);
+    return { rcu: { gracePeriods: Atomics.load(i32, this.hw + R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
   }
 
   /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */

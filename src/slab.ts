@@ -30,7 +30,11 @@
  *   used with only a sheaf local lock held, never with a barn or list lock held.
  *   Normal slow paths assert at entry that this slot holds no barn, list, pcp or zone lock and
  *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
- *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock.
+ *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock. On an
+ *   agent that must not block, normal paths take barn, list and ctable with lockIn(0, ...), which
+ *   gives up past NOBLOCK_BOUND_MS like a trylock: an allocation takes the next source or returns
+ *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
+ *   destroy (lock()) throw EAGAIN with what they returned so far returned.
  */
 import { checkInt, checkOut, describe, einval, readAddrs, readOptions, storeOut } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
@@ -203,6 +207,9 @@ export interface SlabStats {
   sheafCapacity: number;
 }
 
+/** Rounds of drainDeferredObjects: objects deferred again while it runs wait for the next call. */
+const DEFER_DRAIN_ROUNDS = 4;
+
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder();
 
@@ -281,7 +288,7 @@ export class SlabAllocator extends PageAllocator {
    */
   private pushFast(addr: number): boolean {
     const i32 = this.i32;
-    if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size) return false;
+    if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr < this.offset) return false;
     const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
     if (i32[d + D_FLAGS] !== PG_SLAB) return false;
     const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
@@ -362,8 +369,8 @@ export class SlabAllocator extends PageAllocator {
    */
   protected objectCache(addr: number, want: number): number {
     if (typeof addr !== "number") einval(`addr must be a number (an address from kmalloc or a cache), not ${describe(addr)}`);
-    if (addr >>> 0 !== addr || addr === 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
-      throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not an address of this heap (a whole number in 1..${this.size - 1})`);
+    if (addr >>> 0 !== addr || addr < this.offset || addr === 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
+      throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not an address of this heap (a whole number in ${Math.max(1, this.offset)}..${this.size - 1})`);
     }
     const pfn = addr >>> PAGE_SHIFT;
     if (pfn < this.zoneStart) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata`);
@@ -576,7 +583,7 @@ export class SlabAllocator extends PageAllocator {
     }
     this.assertCanLock(LOCK.barn);
     if (this.i32[this.pcpuW + C_DEFER_HEAD] !== 0) this.drainDeferredObjects();
-    if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
+    if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
     if (this.i32[this.pcpuW + C_RCU_WAIT] !== 0) this.rcuSlowWork();
   }
 
@@ -594,14 +601,14 @@ export class SlabAllocator extends PageAllocator {
     const spare = i32[pcs + P_SPARE]!;
     if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! > 0) {
       i32[pcs + P_MAIN] = spare;
-      i32[pcs + P_SPARE] = main === EMPTY_SHEAF_W << 2 ? 0 : main;
+      i32[pcs + P_SPARE] = main === (this.hw + EMPTY_SHEAF_W) << 2 ? 0 : main;
       return spare >> 2;
     }
     const full = this.barnGetFull(id, mode);
     if (full !== 0) {
       this.vmInc(VM.barnGet, 1);
       i32[pcs + P_MAIN] = full;
-      if (main !== EMPTY_SHEAF_W << 2) {
+      if (main !== (this.hw + EMPTY_SHEAF_W) << 2) {
         if (spare === 0) i32[pcs + P_SPARE] = main;
         else this.barnPutEmpty(id, main, mode);
       }
@@ -609,11 +616,11 @@ export class SlabAllocator extends PageAllocator {
     }
     if (mode !== 0) {
       // Nolock: refill only a real sheaf, from partial slabs under a trylock; never allocate one.
-      if (main === EMPTY_SHEAF_W << 2) return 0;
+      if (main === (this.hw + EMPTY_SHEAF_W) << 2) return 0;
       return this.refillSheaf(id, main >> 2, gfp, mode) > 0 ? main >> 2 : 0;
     }
     let sw = main >> 2;
-    if (main === EMPTY_SHEAF_W << 2) {
+    if (main === (this.hw + EMPTY_SHEAF_W) << 2) {
       const s = this.allocSheaf(id, gfp);
       if (s === 0) return 0;
       i32[pcs + P_MAIN] = s;
@@ -783,7 +790,7 @@ export class SlabAllocator extends PageAllocator {
     this.slabSlowEntry(id);
     const i32 = this.i32;
     if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0) {
-      this.freeToSlabs(id, addr, 0);
+      if (!this.freeToSlabs(id, addr, 0)) this.deferObject(addr); // noBlock agent past its bound
       return;
     }
     const pcs = this.pcsW(id);
@@ -801,7 +808,7 @@ export class SlabAllocator extends PageAllocator {
     } finally {
       this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
-    this.freeToSlabs(id, addr, 0);
+    if (!this.freeToSlabs(id, addr, 0)) this.deferObject(addr); // noBlock agent past its bound
   }
 
   /**
@@ -813,7 +820,7 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const main = i32[pcs + P_MAIN]!;
     const spare = i32[pcs + P_SPARE]!;
-    if (main === EMPTY_SHEAF_W << 2) {
+    if (main === (this.hw + EMPTY_SHEAF_W) << 2) {
       if (spare !== 0) {
         i32[pcs + P_MAIN] = spare;
         i32[pcs + P_SPARE] = 0;
@@ -842,13 +849,13 @@ export class SlabAllocator extends PageAllocator {
       // The barn took the full sheaf but had no empty one: make one (normal mode only).
       this.vmInc(VM.barnPut, 1);
       const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
-      i32[pcs + P_MAIN] = s === 0 ? EMPTY_SHEAF_W << 2 : s;
+      i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
       return s >> 2;
     }
     // The barn is full of full sheaves (or busy): flush the main sheaf to the slabs.
     if (mode !== 0) return 0;
-    this.flushSheaf(id, main >> 2, 0);
-    return main >> 2;
+    // A noBlock agent that cannot have the list lock frees (defers) the object itself.
+    return this.flushSheaf(id, main >> 2, 0) ? main >> 2 : 0;
   }
 
   /** Free the objects of sheaf `sw` back to their slabs; the sheaf is left empty. */
@@ -859,11 +866,13 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     let discard: number[] | null = null;
-    for (let i = 0; i < n; i++) {
+    // From the top, the size following each object: an agent stopped half-way (and reclaimed)
+    // leaves a sheaf that holds exactly the objects not yet returned.
+    for (let i = n - 1; i >= 0; i--) {
       const empty = this.putObjectLocked(kw, i32[sw + S_OBJS + i]!);
+      i32[sw + S_SIZE] = i;
       if (empty !== 0) (discard ??= []).push(empty);
     }
-    i32[sw + S_SIZE] = 0;
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     this.vmInc(VM.sheafFlush, 1);
     if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, mode);
@@ -910,6 +919,31 @@ export class SlabAllocator extends PageAllocator {
       i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
     }
     return 0;
+  }
+
+  /**
+   * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
+   * the free objects and the empty slabs from the slabs' descriptors (D_INUSE). List lock held.
+   */
+  protected slabRecountLocked(id: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const objs = i32[kw + K_OBJS]!;
+    let partial = 0;
+    let empty = 0;
+    let free = 0;
+    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) {
+      const inuse = i32[this.pd(pfn) + D_INUSE]!;
+      partial++;
+      free += objs - inuse;
+      if (inuse === 0) empty++;
+    }
+    let full = 0;
+    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) full++;
+    i32[kw + K_NR_PARTIAL] = partial;
+    i32[kw + K_NR_FULL] = full;
+    i32[kw + K_FREE_OBJS] = free;
+    i32[kw + K_NR_EMPTY] = empty;
   }
 
   /** A slab left the cache's counts (it is off the partial list). List lock held. */
@@ -1019,7 +1053,7 @@ export class SlabAllocator extends PageAllocator {
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
     while (full !== 0) {
       const next = i32[(full >> 2) + S_NEXT]!;
-      this.flushSheaf(id, full >> 2, 0);
+      if (!this.flushSheaf(id, full >> 2, 0)) this.deferSheafObjects(full >> 2);
       this.freeSheaf(full, 0);
       full = next;
     }
@@ -1028,6 +1062,14 @@ export class SlabAllocator extends PageAllocator {
       this.freeSheaf(empty, 0);
       empty = next;
     }
+  }
+
+  /** A noBlock agent could not flush sheaf `sw`: its objects go on this slot's deferred list. */
+  private deferSheafObjects(sw: number): void {
+    const i32 = this.i32;
+    const n = i32[sw + S_SIZE]!;
+    for (let i = 0; i < n; i++) this.deferObject(i32[sw + S_OBJS + i]!);
+    i32[sw + S_SIZE] = 0;
   }
 
   /** A new empty sheaf for cache `id` from the sheaf cache (normal mode only). */
@@ -1164,7 +1206,9 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const p = this.pcpOf(cpu);
     const own = cpu === this.cpu;
-    while (i32[p + C_DEFER_HEAD] !== 0) {
+    let gaveUp = false;
+    // Bounded rounds: a noBlock agent that cannot have a list lock defers the object again.
+    for (let round = 0; round < DEFER_DRAIN_ROUNDS && i32[p + C_DEFER_HEAD] !== 0; round++) {
       let obj = i32[p + C_DEFER_HEAD]!;
       i32[p + C_DEFER_HEAD] = 0;
       i32[p + C_DEFER_NR] = 0;
@@ -1173,8 +1217,16 @@ export class SlabAllocator extends PageAllocator {
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
         i32[obj >> 2] = 0;
         // A dead slot's objects (reclaimSlot) go straight to their slabs.
-        if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
-        else this.slabFreeSlow(id, obj);
+        if (gaveUp) {
+          this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
+        } else if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
+          if (!this.freeToSlabs(id, obj, 0)) {
+            this.deferObject(obj);
+            gaveUp = true;
+          }
+        } else {
+          this.slabFreeSlow(id, obj);
+        }
         this.vmInc(VM.objectsUndeferred, 1);
         obj = next;
       }
@@ -1287,7 +1339,7 @@ export class SlabAllocator extends PageAllocator {
     const align = checkInt("align", given === undefined ? 8 : given, 1, PAGE_SIZE, " of bytes", `alignment is at most a page, ${PAGE_SIZE} bytes`);
     if ((align & (align - 1)) !== 0) einval(`align must be a power of two, not ${align}`);
     this.assertCanLock(LOCK.ctable);
-    this.lock(CT_LOCK, LOCK.ctable);
+    this.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
       if (this.findCacheId(bytes) >= 0) throw new HeapError(ErrorCode.EINVAL, `a cache named "${name}" exists: use findCache`);
       let id = -1;
@@ -1301,7 +1353,7 @@ export class SlabAllocator extends PageAllocator {
       this.setupCache(id, bytes, objectSize, Math.max(8, align), 0);
       return new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
     } finally {
-      this.unlock(CT_LOCK, LOCK.ctable);
+      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
   }
 
@@ -1350,11 +1402,11 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_INUSE] = inuse;
     this.u8.set(name, (kw + K_NAME) << 2);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = EMPTY_SHEAF_W << 2;
+      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
     }
     // Publication point: the state store makes the configuration visible to findCache.
     Atomics.store(i32, kw + K_STATE, CACHE_ACTIVE);
-    if (id >= this.i32[CT_NR]!) this.i32[CT_NR] = id + 1;
+    if (id >= this.i32[this.hw + CT_NR]!) this.i32[this.hw + CT_NR] = id + 1;
   }
 
   protected cacheName(id: number): string {
@@ -1403,30 +1455,43 @@ export class SlabAllocator extends PageAllocator {
     this.kfreeSlow(addr, id, 0);
   }
 
-  /** Flush this slot's sheaves of cache `id` to the slabs and free them. */
-  protected flushCpuSheaves(id: number, cpu: number, mode: number): void {
+  /**
+   * Flush slot `cpu`'s sheaves of cache `id` to the slabs and free them. False when a noBlock agent
+   * could not have the list lock: that sheaf stays where it was, whole.
+   */
+  protected flushCpuSheaves(id: number, cpu: number, mode: number): boolean {
     const i32 = this.i32;
     const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
     for (const which of [P_MAIN, P_SPARE]) {
       const s = i32[pcs + which]!;
-      if (s === 0 || s === EMPTY_SHEAF_W << 2) continue;
-      this.flushSheaf(id, s >> 2, mode);
-      i32[pcs + which] = which === P_MAIN ? EMPTY_SHEAF_W << 2 : 0;
+      if (s === 0 || s === (this.hw + EMPTY_SHEAF_W) << 2) continue;
+      if (!this.flushSheaf(id, s >> 2, mode)) return false;
+      i32[pcs + which] = which === P_MAIN ? (this.hw + EMPTY_SHEAF_W) << 2 : 0;
       this.freeSheaf(s, mode);
     }
+    return true;
   }
 
-  /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot). */
+  /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot); EAGAIN when a noBlock agent gave up. */
   protected flushAllSheavesOf(cpu: number): void {
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, cpu, 0);
+      if ((st === CACHE_ACTIVE || st === CACHE_DYING) && !this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
     }
+  }
+
+  /** A noBlock agent's detach, reclaimSlot or shrink found cache `id`'s list lock held past its bound. */
+  private listBusy(id: number): never {
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and the list lock of ${this.cacheName(id)} was held past its bound: ` +
+        "the call gave up; what it returned so far stays returned: call again",
+    );
   }
 
   /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
   protected shrinkCache(id: number): void {
-    this.flushCpuSheaves(id, this.cpu, 0);
+    if (!this.flushCpuSheaves(id, this.cpu, 0)) this.listBusy(id);
     this.barnShrink(id);
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
@@ -1451,8 +1516,7 @@ export class SlabAllocator extends PageAllocator {
     for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) {
       if (this.i32[this.cacheWOf(id) + K_STATE] !== CACHE_DYING) continue;
       if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) continue;
-      this.flushCpuSheaves(id, this.cpu, 0);
-      this.tryReleaseDying(id);
+      if (this.flushCpuSheaves(id, this.cpu, 0)) this.tryReleaseDying(id);
     }
   }
 
@@ -1460,7 +1524,7 @@ export class SlabAllocator extends PageAllocator {
   protected destroyCache(id: number): void {
     this.assertCanLock(LOCK.ctable);
     this.slabSlowEntry(id);
-    this.lock(CT_LOCK, LOCK.ctable);
+    this.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
       this.shrinkCache(id);
       const live = this.liveObjects(id);
@@ -1476,9 +1540,9 @@ export class SlabAllocator extends PageAllocator {
       }
       const kw = this.cacheWOf(id);
       Atomics.store(this.i32, kw + K_STATE, CACHE_DYING);
-      Atomics.add(this.i32, G_NR_DYING, 1);
+      Atomics.add(this.i32, this.hw + G_NR_DYING, 1);
     } finally {
-      this.unlock(CT_LOCK, LOCK.ctable);
+      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
     this.tryReleaseDying(id);
   }
@@ -1489,18 +1553,25 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-      if (i32[pcs + P_MAIN] !== EMPTY_SHEAF_W << 2 || i32[pcs + P_SPARE] !== 0) return;
+      if (i32[pcs + P_MAIN] !== (this.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0) return;
     }
-    this.lock(CT_LOCK, LOCK.ctable);
+    // A noBlock agent past its bound leaves the release to a later slow path.
+    if (!this.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return;
     try {
       if (i32[kw + K_STATE] !== CACHE_DYING) return;
-      this.shrinkCache(id);
+      try {
+        this.shrinkCache(id);
+      } catch (e) {
+        // A noBlock agent gave up on a lock: what it shrank stays shrunk; a later slow path retries.
+        if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) return;
+        throw e;
+      }
       if (i32[kw + K_NR_SLABS] !== 0) return;
       i32[kw + K_NAME_LEN] = 0;
       Atomics.store(i32, kw + K_STATE, CACHE_FREE);
-      Atomics.sub(i32, G_NR_DYING, 1);
+      Atomics.sub(i32, this.hw + G_NR_DYING, 1);
     } finally {
-      this.unlock(CT_LOCK, LOCK.ctable);
+      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
   }
 
@@ -1642,7 +1713,7 @@ export class SlabAllocator extends PageAllocator {
       if (partial + full !== c.slabs) bad(`${name}: ${partial} partial + ${full} full slabs != ${c.slabs} slabs`);
       const checkSheaf = (s: number, where2: string): void => {
         const sw = s >> 2;
-        if (s === EMPTY_SHEAF_W << 2) return;
+        if (s === (this.hw + EMPTY_SHEAF_W) << 2) return;
         if (i32[this.pd(s >>> PAGE_SHIFT) + D_CACHE] !== SHEAF_CACHE_ID) bad(`${name}: ${where2} sheaf ${hex(s)} is not a sheaf object`);
         if (i32[sw + S_CACHE] !== id) bad(`${name}: ${where2} sheaf ${hex(s)} serves cache ${i32[sw + S_CACHE]}`);
         const size = i32[sw + S_SIZE]!;

@@ -83,8 +83,12 @@ export function chromiumPath(): string | null {
   return null;
 }
 
-/** Launch headless Chromium with the flags this closed network needs. Throws when none is installed. */
-export async function launchChromium(): Promise<Browser> {
+/**
+ * Launch headless Chromium with the flags this closed network needs. Throws when none is installed.
+ * `isolationOnly`: leave out --enable-features=SharedArrayBuffer, so that, as in a user's browser,
+ * only cross-origin isolated pages get SharedArrayBuffer.
+ */
+export async function launchChromium(options: { isolationOnly?: boolean } = {}): Promise<Browser> {
   const executablePath = chromiumPath();
   if (executablePath === null) {
     throw new Error("Chromium not found: install Debian's `chromium` (.ci/run does) or set CHROMIUM_PATH");
@@ -101,7 +105,7 @@ export async function launchChromium(): Promise<Browser> {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      "--enable-features=SharedArrayBuffer",
+      ...(options.isolationOnly === true ? [] : ["--enable-features=SharedArrayBuffer"]),
     ],
   });
 }

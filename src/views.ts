@@ -1,0 +1,160 @@
+/*
+ * Typed views and strings on heap allocations (heap.allocArray, freeArray, allocString, readString).
+ *
+ * CONTRACT
+ *
+ *   No state of its own in the heap: an array is one kmalloc allocation (every kmalloc address is
+ *   8-byte aligned, so every element type gets its alignment), a string is one kmalloc allocation in
+ *   the format below. Everything goes through the handle's public calls (kmalloc, kfree, ksize), so
+ *   the locking is theirs. The scratch buffer is this agent's own, non-shared memory: Chrome's
+ *   TextEncoder.encodeInto and TextDecoder.decode refuse views of shared memory, so text is encoded
+ *   into it and copied into the heap, and copied out of the heap into it to be decoded.
+ *
+ *   String format (allocString): at address A, a 32-bit little-endian byte length L (heap.u32[A >> 2]),
+ *   then L bytes of UTF-8 at A + 4, then one 0 byte. So C reads a NUL-terminated string at A + 4,
+ *   Rust a byte slice (A + 4, L); free it with kfree(A).
+ */
+import { ErrorCode, HeapError, hex } from "./errors.js";
+import { H_CHECKED_WORDS, PAGE_SIZE } from "./layout.js";
+
+/** Bytes before a string's UTF-8: its length. */
+export const STRING_HEADER = 4;
+
+/** What of the heap these helpers use (the Heap's public calls). */
+export interface ViewHost {
+  readonly buffer: SharedArrayBuffer;
+  readonly offset: number;
+  readonly u8: Uint8Array;
+  readonly u32: Uint32Array;
+  kmalloc(size: number, gfp?: number): number;
+  kfree(addr: number): void;
+  ksize(addr: number): number;
+}
+
+/** A typed-array constructor: Int8Array ... BigUint64Array (Float16Array where it exists). */
+export type TypedArrayConstructor =
+  | Int8ArrayConstructor
+  | Uint8ArrayConstructor
+  | Uint8ClampedArrayConstructor
+  | Int16ArrayConstructor
+  | Uint16ArrayConstructor
+  | Int32ArrayConstructor
+  | Uint32ArrayConstructor
+  | Float32ArrayConstructor
+  | Float64ArrayConstructor
+  | BigInt64ArrayConstructor
+  | BigUint64ArrayConstructor;
+
+const CONSTRUCTORS: ReadonlySet<unknown> = new Set<unknown>(
+  [
+    Int8Array,
+    Uint8Array,
+    Uint8ClampedArray,
+    Int16Array,
+    Uint16Array,
+    Int32Array,
+    Uint32Array,
+    Float32Array,
+    Float64Array,
+    BigInt64Array,
+    BigUint64Array,
+    (globalThis as { Float16Array?: unknown }).Float16Array,
+  ].filter((c) => c !== undefined),
+);
+
+/** The most elements one allocArray may ask for (the heap's addresses stay below 2 GiB). */
+const MAX_ARRAY_BYTES = 2 ** 31 - PAGE_SIZE;
+
+/** heap.allocArray: a view of `n` elements over a new allocation, or null when memory ran out. */
+export function allocArray<C extends TypedArrayConstructor>(h: ViewHost, Ctor: C, n: number, gfp: number): InstanceType<C> | null {
+  if (!CONSTRUCTORS.has(Ctor)) {
+    throw new HeapError(ErrorCode.EINVAL, `allocArray needs a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${describe(Ctor)}`);
+  }
+  const each = (Ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n * each > MAX_ARRAY_BYTES) {
+    throw new HeapError(ErrorCode.EINVAL, `allocArray: the length must be a whole number of elements in 1..${Math.floor(MAX_ARRAY_BYTES / each)}, not ${String(n)}`);
+  }
+  const addr = h.kmalloc(n * each, gfp);
+  if (addr === 0) return null;
+  return new (Ctor as unknown as new (b: ArrayBufferLike, o: number, l: number) => InstanceType<C>)(h.buffer, addr, n);
+}
+
+/** heap.freeArray: free the allocation under a view that allocArray returned (in any agent). */
+export function freeArray(h: ViewHost, view: unknown): void {
+  if (!ArrayBuffer.isView(view)) throw new HeapError(ErrorCode.EINVAL, `freeArray needs a typed array from allocArray, not ${describe(view)}`);
+  if (!sameHeap(h, view.buffer)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this ${describe(view)} is not a view of this heap's memory`);
+  const addr = view.byteOffset;
+  // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation.
+  const usable = h.ksize(addr);
+  if (view.byteLength > usable) {
+    throw new HeapError(ErrorCode.EINVAL, `freeArray: the view at ${hex(addr)} is ${view.byteLength} bytes long, the allocation there ${usable}: not a view from allocArray`);
+  }
+  h.kfree(addr);
+}
+
+/**
+ * Is `buf` this heap's memory? The same object, or (a buffer another agent received, or memory.buffer
+ * after a growth) a SharedArrayBuffer that holds this heap's header at the heap's offset.
+ */
+function sameHeap(h: ViewHost, buf: ArrayBufferLike): boolean {
+  if (buf === h.buffer) return true;
+  if (!(buf instanceof SharedArrayBuffer) || buf.byteLength < h.offset + PAGE_SIZE) return false;
+  const theirs = new Uint32Array(buf, h.offset, H_CHECKED_WORDS + 3);
+  const ours = h.u32;
+  const w = h.offset >>> 2;
+  for (let i = 0; i < theirs.length; i++) if (theirs[i] !== ours[w + i]) return false;
+  return true;
+}
+
+/* ------------------------------------------------------------------------- strings */
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8");
+/** This agent's scratch buffer (not shared), grown on demand; kept up to SCRATCH_KEEP bytes. */
+let scratch = new Uint8Array(256);
+const SCRATCH_KEEP = 1 << 16;
+
+function scratchOf(bytes: number): Uint8Array {
+  if (scratch.length >= bytes) return scratch;
+  const s = new Uint8Array(Math.max(bytes, scratch.length * 2));
+  if (s.length <= SCRATCH_KEEP) scratch = s;
+  return s;
+}
+
+/** heap.allocString: `s` as length + UTF-8 + NUL in a new allocation; its address, or 0 when memory ran out. */
+export function allocString(h: ViewHost, s: unknown, gfp: number): number {
+  if (typeof s !== "string") throw new HeapError(ErrorCode.EINVAL, `allocString needs a string, not ${describe(s)}`);
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+  if (s.length * 3 > MAX_ARRAY_BYTES - STRING_HEADER - 1) throw new HeapError(ErrorCode.EINVAL, `allocString: a string of ${s.length} code units is too long for a heap`);
+  const buf = scratchOf(s.length * 3);
+  const { written } = encoder.encodeInto(s, buf);
+  const addr = h.kmalloc(STRING_HEADER + written + 1, gfp);
+  if (addr === 0) return 0;
+  h.u32[addr >>> 2] = written;
+  const u8 = h.u8;
+  u8.set(buf.subarray(0, written), addr + STRING_HEADER);
+  u8[addr + STRING_HEADER + written] = 0;
+  return addr;
+}
+
+/** heap.readString: the string allocString stored at `addr` (any agent may have written it). */
+export function readString(h: ViewHost, addr: unknown): string {
+  if (typeof addr !== "number") throw new HeapError(ErrorCode.EINVAL, `readString needs an address from allocString, not ${describe(addr)}`);
+  const usable = h.ksize(addr); // EINVAL unless addr starts a live allocation
+  if ((addr & 3) !== 0 || usable < STRING_HEADER + 1) throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString`);
+  const len = h.u32[addr >>> 2]!;
+  if (STRING_HEADER + len + 1 > usable || h.u8[addr + STRING_HEADER + len] !== 0) {
+    throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString (length word ${len}, allocation of ${usable} bytes)`);
+  }
+  const buf = scratchOf(len);
+  buf.set(h.u8.subarray(addr + STRING_HEADER, addr + STRING_HEADER + len));
+  return decoder.decode(buf.subarray(0, len));
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "function") return v.name !== "" ? v.name : "a function";
+  if (typeof v === "object") return (v as object).constructor?.name ?? "an object";
+  if (typeof v === "string") return "a string";
+  return String(v);
+}
