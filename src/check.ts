@@ -73,32 +73,47 @@ export function checkBool(name: string, v: unknown): boolean | undefined {
 }
 
 /**
- * Read an options object once: undefined gives {}; anything but a plain object (null, a number, a
- * function) is EINVAL; a key that is not in `known` (own or inherited, enumerable) is EINVAL naming
- * it and the closest known key; a getter or Proxy trap that throws is EINVAL saying so. The result
- * is a snapshot: later reads cannot see other values.
+ * Read an options object once: undefined gives {}; anything but a plain object (prototype
+ * Object.prototype or null: not null, a number, a function, an array, a Date, a Map, a boxed
+ * Number) is EINVAL; an own key that is not in `known` (enumerable or not) is EINVAL naming it and
+ * the closest known key; only own properties are read (an inherited key, even a known one, is
+ * neither an error nor an option); a getter or Proxy trap that throws is EINVAL saying so. The
+ * result is a snapshot: later reads cannot see other values.
  */
 export function readOptions(what: string, v: unknown, known: readonly string[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  // No prototype: an option not given reads undefined, whatever Object.prototype holds.
+  const out = Object.create(null) as Record<string, unknown>;
   if (v === undefined) return out;
-  if (v === null || typeof v !== "object" || isArraySafe(v)) {
-    einval(`${what} must be an object of options (${known.join(", ")}), not ${describe(v)}`);
-  }
+  const notOptions = (): never => einval(`${what} must be an object of options (${known.join(", ")}), not ${describe(v)}`);
+  if (v === null || typeof v !== "object" || isArraySafe(v)) notOptions();
   const o = v as Record<string, unknown>;
-  let keys: string[];
+  let proto: unknown;
   try {
-    keys = [];
-    for (const k in o) keys.push(k);
+    proto = Object.getPrototypeOf(o);
+  } catch (e) {
+    einval(`${what} could not be read: its getPrototypeOf trap threw ${thrownMessage(e)}`);
+  }
+  if (proto !== Object.prototype && proto !== null) {
+    if (describe(v) === "an object") {
+      einval(`${what} must be a plain object of options (${known.join(", ")}), not an object with a prototype of its own (a class instance or Object.create(...))`);
+    }
+    notOptions();
+  }
+  let keys: (string | symbol)[];
+  try {
+    keys = Reflect.ownKeys(o);
   } catch (e) {
     einval(`${what} could not be read: listing its keys threw ${thrownMessage(e)}`);
   }
   for (const k of keys) {
+    if (typeof k !== "string") einval(`unknown option ${String(k)} in ${what}: options are named by strings (known: ${known.join(", ")})`);
     if (!known.includes(k)) {
       const near = closest(k, known);
       einval(`unknown option "${k}" in ${what}${near !== null ? `; did you mean "${near}"?` : ""} (known: ${known.join(", ")})`);
     }
   }
   for (const k of known) {
+    if (!keys.includes(k)) continue;
     try {
       out[k] = o[k];
     } catch (e) {
@@ -106,6 +121,13 @@ export function readOptions(what: string, v: unknown, known: readonly string[]):
     }
   }
   return out;
+}
+
+const typedArrayTag = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype) as object, Symbol.toStringTag)!.get!;
+
+/** Whether `v` is a real Uint16Array (not a Proxy of one, not a look-alike), running none of its code. */
+export function isUint16Array(v: unknown): v is Uint16Array {
+  return typedArrayTag.call(v) === "Uint16Array";
 }
 
 /** Array.isArray, false for a revoked Proxy instead of a TypeError. */

@@ -21,7 +21,7 @@
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
  */
-import { checkBool, checkInt, describe, einval, readOptions } from "./check.js";
+import { checkBool, checkInt, describe, einval, isUint16Array, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { WasmMemory } from "./mm.js";
 import { assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
@@ -472,7 +472,7 @@ export class Heap extends RcuAllocator {
   pageMap(out?: Uint16Array): Uint16Array {
     this.assertLive();
     this.refreshViews();
-    if (out !== undefined && !(out instanceof Uint16Array)) throw new HeapError(ErrorCode.EINVAL, `pageMap: out must be a Uint16Array, not ${describeValue(out)}`);
+    if (out !== undefined && !isUint16Array(out)) throw new HeapError(ErrorCode.EINVAL, `pageMap: out must be a Uint16Array, not ${describe(out)}`);
     if (out !== undefined && out.buffer === this.buffer) throw new HeapError(ErrorCode.EINVAL, "pageMap: out must not be a view of the heap's own buffer (the map would be written over the heap)");
     const map = out !== undefined && out.length >= this.nrPages ? out.subarray(0, this.nrPages) : new Uint16Array(this.nrPages);
     readPageMap(this.u32, this.descW, this.zoneStart, this.nrPages, map);
@@ -490,12 +490,6 @@ export class Heap extends RcuAllocator {
     }
     return names;
   }
-}
-
-function describeValue(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "object") return `a ${(v as object).constructor?.name ?? "object"}`;
-  return `${typeof v} ${String(v)}`;
 }
 
 /*

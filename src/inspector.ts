@@ -43,6 +43,7 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { describe, isUint16Array, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { Heap, HeapStats } from "./heap.js";
 import { PAGE_STATE } from "./pagemap.js";
@@ -166,6 +167,9 @@ const HEADERS: Readonly<Record<string, string>> = {
   "X-Content-Type-Options": "nosniff",
 };
 
+/** The keys serveInspector reads; any other is EINVAL naming the closest. */
+const INSPECTOR_OPTIONS = ["port", "host", "allowRemote", "intervalMs", "title", "extra"] as const;
+
 function bad(message: string): never {
   throw new HeapError(ErrorCode.EINVAL, `serveInspector: ${message}`);
 }
@@ -176,6 +180,7 @@ function bad(message: string): never {
  * when they all fit.
  */
 export function encodePageMap(map: Uint16Array): EncodedPageMap {
+  if (!isUint16Array(map)) throw new HeapError(ErrorCode.EINVAL, `encodePageMap: map must be a Uint16Array (from heap.pageMap()), not ${describe(map)}`);
   const n = map.length;
   let runs = n > 0 ? 1 : 0;
   let max = n > 0 ? map[0]! : 0;
@@ -253,24 +258,30 @@ function isLoopback(address: string): boolean {
  */
 export async function serveInspector(heap: Heap, options: InspectorOptions = {}): Promise<Inspector> {
   if (heap === null || typeof heap !== "object" || typeof (heap as Heap).pageMap !== "function") bad(`the first argument must be a Heap, not ${String(heap)}`);
-  if (options === null || typeof options !== "object") bad("options must be an object");
-  const port = options.port ?? 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) bad(`port must be a whole number in 0..65535, not ${String(port)}`);
-  const host = options.host ?? "127.0.0.1";
-  if (typeof host !== "string" || host === "") bad(`host must be a non-empty string, not ${String(host)}`);
-  const allowRemote = options.allowRemote ?? false;
-  if (typeof allowRemote !== "boolean") bad(`allowRemote must be true or false, not ${String(allowRemote)}`);
+  let o: Record<string, unknown>;
+  try {
+    o = readOptions("options", options, INSPECTOR_OPTIONS);
+  } catch (e) {
+    if (e instanceof HeapError) bad(e.message.replace(/^EINVAL: /, ""));
+    throw e;
+  }
+  const port = o.port ?? 0;
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) bad(`port must be a whole number in 0..65535, not ${describe(port)}`);
+  const host = o.host ?? "127.0.0.1";
+  if (typeof host !== "string" || host === "") bad(`host must be a non-empty string, not ${describe(host)}`);
+  const allowRemote = o.allowRemote ?? false;
+  if (typeof allowRemote !== "boolean") bad(`allowRemote must be true or false, not ${describe(allowRemote)}`);
   if (!allowRemote && !isLoopback(host))
     bad(
       `host ${JSON.stringify(host)} is not a loopback address: the page shows the heap to anyone who can reach it, ` +
         `so the inspector binds 127.0.0.1, ::1 or localhost unless allowRemote: true says to serve other machines too`,
     );
-  const intervalMs = options.intervalMs ?? 250;
-  if (typeof intervalMs !== "number" || !(intervalMs >= 50 && intervalMs <= 10_000)) bad(`intervalMs must be a number in 50..10000, not ${String(intervalMs)}`);
-  const extra = options.extra;
-  if (extra !== undefined && typeof extra !== "function") bad("extra must be a function");
-  const title = options.title ?? "shmalloc heap";
-  if (typeof title !== "string") bad("title must be a string");
+  const intervalMs = o.intervalMs ?? 250;
+  if (typeof intervalMs !== "number" || !(intervalMs >= 50 && intervalMs <= 10_000)) bad(`intervalMs must be a number in 50..10000, not ${describe(intervalMs)}`);
+  const extra = o.extra as (() => InspectorExtra) | undefined;
+  if (extra !== undefined && typeof extra !== "function") bad(`extra must be a function, not ${describe(extra)}`);
+  const title = o.title ?? "shmalloc heap";
+  if (typeof title !== "string") bad(`title must be a string, not ${describe(title)}`);
   // A detached handle can show nothing: refuse now rather than serve a page that never fills.
   try {
     heap.cacheNames();

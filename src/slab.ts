@@ -1341,7 +1341,9 @@ export class SlabAllocator extends PageAllocator {
     this.assertCanLock(LOCK.ctable);
     this.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
-      if (this.findCacheId(bytes) >= 0) throw new HeapError(ErrorCode.EINVAL, `a cache named "${name}" exists: use findCache`);
+      const found = this.findCacheId(bytes);
+      if (found >= FIRST_NAMED_ID) throw new HeapError(ErrorCode.EINVAL, `a cache named "${name}" exists: use findCache`);
+      if (found >= 0) throw new HeapError(ErrorCode.EINVAL, `"${name}" is the name of a built-in cache (the kmalloc size classes and kmem_cache_sheaf): use kmalloc for memory of its size, or give your cache another name`);
       let id = -1;
       for (let i = FIRST_NAMED_ID; i < this.maxCaches; i++) {
         if (this.i32[this.cacheWOf(i) + K_STATE] === CACHE_FREE) {
@@ -1357,11 +1359,11 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  /** The cache another agent created with this name, or null. */
+  /** The cache another agent created with this name, or null (also for a built-in cache's name: kmalloc serves those). */
   findCache(name: string): KmemCache | null {
     this.assertLive();
     const id = this.findCacheId(cacheNameBytes(name));
-    return id < 0 ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+    return id < FIRST_NAMED_ID ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
   }
 
   private findCacheId(bytes: Uint8Array): number {
@@ -1777,10 +1779,11 @@ export function checkSize(size: number): void {
   checkInt("size", size, 1, KMALLOC_MAX_SIZE, " of bytes", `the largest kmalloc is ${KMALLOC_MAX_SIZE} bytes (4 MiB, a block of 2^${MAX_ORDER} pages)`);
 }
 
-/** A cache name as UTF-8, or EINVAL: not a string, empty, too long. */
+/** A cache name as UTF-8, or EINVAL: not a string, empty, not well-formed Unicode, too long. */
 function cacheNameBytes(name: unknown): Uint8Array {
   if (typeof name !== "string") einval(`a cache name must be a string, not ${describe(name)}`);
   if (name.length === 0) einval(`a cache name must be a non-empty string, not ${describe(name)}`);
+  if (/\p{Cs}/u.test(name)) einval(`a cache name must be well-formed Unicode, not ${describe(name)} (it holds a lone surrogate, which UTF-8 cannot keep)`);
   const bytes = utf8.encode(name);
   if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);
   return bytes;

@@ -328,7 +328,7 @@ test("the inspector serves loopback only unless allowRemote, and needs a Host he
       return true;
     });
   }
-  await assert.rejects(serveInspector(heap, { allowRemote: "yes" as unknown as boolean }), /allowRemote must be true or false, not yes/);
+  await assert.rejects(serveInspector(heap, { allowRemote: "yes" as unknown as boolean }), /allowRemote must be true or false, not a string \("yes"\)/);
   const other = await serveInspector(heap, { host: "127.0.0.2" });
   assert.equal(other.url, `http://127.0.0.2:${other.port}/`);
   await other.close();
