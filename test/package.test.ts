@@ -100,6 +100,24 @@ console.log(typeof HeapError, s.freePages === s.totalPages ? "all free" : "leak"
     );
     const stdout = execFileSync(process.execPath, ["main.mjs"], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 60_000 });
     assert.equal(stdout.trim(), "function all free inspector 200 200 200");
+    // CommonJS: the "default" condition lets require() load the ESM entries where Node can
+    // require ES modules (20.19+, 22.12+); process.features.require_module says whether it can.
+    if ((process.features as { require_module?: boolean }).require_module === true) {
+      writeFileSync(
+        join(dir, "main.cjs"),
+        `const { Heap, HeapError } = require("shmalloc");
+const { encodePageMap } = require("shmalloc/inspector");
+const heap = Heap.create({ size: 1 << 20, cpus: 2 });
+heap.kfree(heap.kmalloc(100));
+heap.validate();
+console.log(typeof HeapError, encodePageMap(heap.pageMap()).pages);
+`,
+      );
+      const cjs = execFileSync(process.execPath, ["main.cjs"], { cwd: dir, env: cleanEnv(), encoding: "utf8", timeout: 60_000 });
+      assert.equal(cjs.trim(), "function 256");
+    } else {
+      console.log(`# this Node (${process.version}) cannot require() ES modules: the CommonJS check is skipped`);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
