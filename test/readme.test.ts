@@ -28,3 +28,11 @@ for (const b of blocks.filter((x) => !x.name.endsWith("-worker.mjs"))) {
     assert.ok(stdout.length > 0, "it printed something");
   });
 }
+
+test("the piscina example runs a fixed pool no worker leaves early (piscina's defaults end idle workers, which never detach)", () => {
+  const code = blocks.find((b) => b.name === "piscina.mjs")?.code ?? "";
+  assert.match(code, /minThreads: THREADS,/);
+  assert.match(code, /maxThreads: THREADS,/);
+  assert.match(code, /idleTimeout: Infinity,/);
+  assert.match(code, /cpus: THREADS \+ 2 \}/, "a slot for the host and each worker, and one spare");
+});
