@@ -279,6 +279,7 @@ export class Heap extends RcuAllocator {
     this.pcpDetach();
     this.hook = null;
     this.trace.clear();
+    this.trace.detached = `this handle (cpu ${this.cpu}) was detached`;
     Atomics.store(this.i32, this.pcpuW + C_STATE, SLOT_FREE);
     this.detached = true;
     this.updateFastOff();

@@ -400,7 +400,7 @@ export class PageAllocator extends MmBase {
     if ((this.buffer as { growable?: boolean }).growable !== true) {
       einval(`this heap cannot grow: it was created without a maxSize above its size (${this.size} bytes), so its buffer is not growable; pass Heap.create({ size, maxSize }) to allow growth`);
     }
-    checkInt("size", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
+    checkInt("bytes", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
     const want = Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE;
     this.assertCanLock(LOCK.zone);
     this.lock(this.hw + Z_LOCK, LOCK.zone);

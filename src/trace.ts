@@ -7,6 +7,7 @@
  * as the kernel's trace recursion protection does; `dropped` counts them.
  */
 import { describe, einval } from "./check.js";
+import { ErrorCode, HeapError } from "./errors.js";
 
 /** Tracepoint ids; the names are the kernel's. */
 export const TP = {
@@ -33,6 +34,7 @@ export interface TraceRecord {
   addr?: number;
   order?: number;
   size?: number;
+  /** The bytes the block really holds (its size class; the kernel's bytes_alloc), where `size` is the bytes asked for: only on events that know it. */
   allocSize?: number;
   cache?: string;
   lock?: string;
@@ -54,13 +56,16 @@ export class Trace {
   onError: () => void = () => {};
   /** Set by the heap: the set of events with handlers changed. @internal */
   onChange: () => void = () => {};
+  /** Set by the heap's detach(): why `on` now throws EDETACHED (off and clear stay no-ops). @internal */
+  detached: string | null = null;
 
   constructor() {
     this.handlers = TRACE_EVENTS.map(() => []);
   }
 
-  /** Call `handler(record)` at every `event` of this agent, synchronously, inside the allocator. Adding the same handler twice adds it once. */
+  /** Call `handler(record)` at every `event` of this agent, synchronously, inside the allocator. Adding the same handler twice adds it once. On a detached handle: EDETACHED. */
   on(event: TraceEvent, handler: TraceHandler): void {
+    if (this.detached !== null) throw new HeapError(ErrorCode.EDETACHED, this.detached);
     const id = eventId(event);
     checkHandler(handler);
     const list = this.handlers[id]!;

@@ -123,7 +123,7 @@ const SLOTS: Slot[] = [
   { call: "cache.freeBulk(addrs)", name: /addrs/, run: (e, x) => e.cache.freeBulk(x as Any) },
   { call: "cache.freeBulk([addr])", name: /addrs\[0\]/, run: (e, x) => e.cache.freeBulk([x as Any]) },
   { call: "reclaimSlot(cpu)", name: /cpu/, run: (e, x) => e.h.reclaimSlot(x as Any) },
-  { call: "grow(size)", name: /size/, run: (e, x) => e.h.grow(x as Any) },
+  { call: "grow(bytes)", name: /bytes/, run: (e, x) => e.h.grow(x as Any) },
   { call: "trace.on(event, fn)", name: /trace event/, run: (e, x) => e.h.trace.on(x as Any, () => {}) },
   { call: "trace.on('kmalloc', handler)", name: /trace handler/, run: (e, x) => e.h.trace.on("kmalloc", x as Any), valid: ["a function"] },
   { call: "trace.off(event, fn)", name: /trace event/, run: (e, x) => e.h.trace.off(x as Any, () => {}) },
@@ -222,7 +222,7 @@ describe("messages say what was wrong with what was given", () => {
 
   test("grow() beyond maxSize names the limit", () => {
     const g = Heap.create({ size: 2 * MiB, maxSize: 4 * MiB, cpus: 2 });
-    assert.match(thrown(() => g.grow(5 * MiB)).message, /^EINVAL: size 5242880 is too large: this heap grows to at most its maxSize, 4194304 bytes$/);
+    assert.match(thrown(() => g.grow(5 * MiB)).message, /^EINVAL: bytes 5242880 is too large: this heap grows to at most its maxSize, 4194304 bytes$/);
     assert.equal(g.grow(3 * MiB), 3 * MiB);
     assert.equal(g.grow(MiB), 3 * MiB, "a size the heap already has: nothing to do");
     g.validate();

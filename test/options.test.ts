@@ -140,3 +140,28 @@ describe("cache names", () => {
     h.validate();
   });
 });
+
+describe("a detached handle", () => {
+  test("trace.on throws EDETACHED; trace.off, trace.clear and rcuReadLockHeld() answer as the README says", () => {
+    const h = Heap.create({ size: MiB, cpus: 2 });
+    const h2 = Heap.attach(h.buffer);
+    const handler = (): void => {};
+    h2.trace.on("kmalloc", handler);
+    h2.detach();
+    const e = thrown(() => h2.trace.on("kmalloc", handler));
+    assert.equal(e.code, "EDETACHED");
+    assert.equal(e.message, "EDETACHED: this handle (cpu 1) was detached");
+    h2.trace.off("kmalloc", handler);
+    h2.trace.clear();
+    assert.equal(h2.trace.mask, 0);
+    assert.equal(h2.rcuReadLockHeld(), false);
+    assert.equal(thrown(() => h2.detach()).code, "EDETACHED");
+    assert.equal(h2.attached, false);
+  });
+
+  test("grow() names its argument bytes, as the README does", () => {
+    const g = Heap.create({ size: 2 * MiB, maxSize: 4 * MiB, cpus: 2 });
+    assert.equal(thrown(() => g.grow("1" as Any)).message, `EINVAL: bytes must be a number of bytes, not a string ("1")`);
+    assert.equal(thrown(() => g.grow(0)).message, "EINVAL: bytes must be at least 1, not 0");
+  });
+});
