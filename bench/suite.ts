@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { nonEmpty, type OptionTable, parseCommandLine, UsageError } from "../demo/args.js";
+import { nonEmpty, type OptionTable, parseCommandLine, UsageError, usageMessage } from "../demo/args.js";
 import { ALLOC_KINDS, type AllocKind, best, groupRates, median } from "./common.js";
 import { type GroupOptions, type GroupResult, type LeakCheck, runGroup } from "./harness.js";
 import type { StormResult } from "./micro.js";
@@ -39,23 +39,25 @@ const BENCH_OPTIONS = {
   only: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies OptionTable;
-const USAGE = `usage: node dist/bench/run.js [--quick] [--json] [--out DIR] [--only PREFIX,...]
+const USAGE = `usage: node dist/bench/run.js [--quick | --smoke] [--json] [--out DIR] [--only PREFIX,...]
   --quick            a much shorter pass (writes latest-quick.* instead of latest.*)
   --smoke            the shortest pass that still runs every section end to end, with one machine
                      check and its leak checks (a few seconds; the test suite's; writes no files
                      unless --out)
   --json             one JSON document of every figure on stdout instead of tables
   --out DIR          write the result files to DIR instead of bench/results/
-  --only P,Q         only the runs whose id starts with P or Q (files written only with --out)
+  --only P,Q         only the runs whose id starts with P or Q (files written only with --out);
+                     a prefix that matches no run exits 2 listing the sections
   -h, --help         this text`;
 let opts: ReturnType<typeof parseCommandLine<typeof BENCH_OPTIONS>>;
 try {
   opts = parseCommandLine(process.argv.slice(2), BENCH_OPTIONS);
   if (opts.out !== undefined) nonEmpty(opts.out, "--out");
   if (opts.only !== undefined) nonEmpty(opts.only, "--only");
+  if (opts.quick === true && opts.smoke === true) throw new UsageError("--quick and --smoke are two lengths of pass: give one of them");
 } catch (e) {
   if (!(e instanceof UsageError)) throw e;
-  process.stderr.write(`bench: ${e.message}\n${USAGE}\n`);
+  process.stderr.write(usageMessage("bench", "npm run bench --", e));
   process.exit(2);
 }
 if (opts.help === true) {
@@ -221,6 +223,14 @@ for (const wl of WORKLOADS) {
 /* ------------------------------------------------------------------ running */
 
 if (ONLY !== undefined) {
+  const runs = (p: string): boolean => jobs.some((j) => j.id.startsWith(p) || j.id.startsWith(`machine/${p}`));
+  const none = ONLY.filter((p) => !runs(p));
+  if (ONLY.length === 0 || none.length > 0) {
+    const sections = [...new Set(jobs.map((j) => j.id.split("/")[0]!))].join(", ");
+    const what = ONLY.length === 0 ? `--only ${JSON.stringify(opts.only)} names no run` : `--only ${none.map((p) => JSON.stringify(p)).join(", ")} matches no run`;
+    process.stderr.write(usageMessage("bench", "npm run bench --", new UsageError(`${what}; run ids start with one of ${sections} (e.g. kmalloc/lifo, pages/o0, larson/shmalloc)`)));
+    process.exit(2);
+  }
   const keep = jobs.filter((j) => ONLY.some((p) => j.id.startsWith(p) || j.id.startsWith(`machine/${p}`)));
   jobs.length = 0;
   jobs.push(...keep);

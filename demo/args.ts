@@ -2,7 +2,8 @@
  * The command lines of the demo (demo/cli.ts), the stress command (demo/stress.ts) and the
  * benchmarks (bench/suite.ts): one parser, node:util's parseArgs, over each program's table of
  * options, and one reader for each kind of value. A bad command line is a UsageError, which each
- * program prints with its help and turns into exit status 2.
+ * program prints with usageMessage (`<command>: <message>`, then one line pointing at --help) and
+ * turns into exit status 2.
  *
  * A program adds an option by adding a line to its table: `name: { type: "string" }` for one that
  * takes a value, `{ type: "boolean" }` for a switch, `short: "h"` for a one-letter alias.
@@ -22,10 +23,14 @@ export type OptionTable = Record<string, OptionSpec>;
 /** What the command line gave for each option: the text, true for a switch, undefined when absent. */
 export type OptionValues<T extends OptionTable> = { [K in keyof T]: (T[K]["type"] extends "boolean" ? boolean : string) | undefined };
 
-/** Parse `argv` against `table`; a UsageError for an unknown option (naming the closest), a missing value, a stray argument. */
+/**
+ * Parse `argv` against `table`; a UsageError for an unknown option (naming the closest), a missing
+ * value, a stray argument, an option given twice (`--size 4m --size 8m`: which one was meant?).
+ */
 export function parseCommandLine<T extends OptionTable>(argv: readonly string[], table: T): OptionValues<T> {
+  let parsed: ReturnType<typeof parseArgs>;
   try {
-    return parseArgs({ args: [...argv], options: table, strict: true, allowPositionals: false }).values as unknown as OptionValues<T>;
+    parsed = parseArgs({ args: [...argv], options: table, strict: true, allowPositionals: false, tokens: true });
   } catch (e) {
     const err = e as Error & { code?: string };
     if (typeof err.code !== "string" || !err.code.startsWith("ERR_PARSE_ARGS")) throw e;
@@ -46,6 +51,22 @@ export function parseCommandLine<T extends OptionTable>(argv: readonly string[],
     if (stray !== null) throw new UsageError(`unexpected argument "${stray[1]}": every argument is an --option`);
     throw new UsageError(first);
   }
+  const seen = new Map<string, string>();
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== "option") continue;
+    const before = seen.get(t.name);
+    if (before !== undefined) throw new UsageError(`--${t.name} is given twice (${before}, then ${t.rawName}${t.value !== undefined ? ` ${t.value}` : ""}): give it once`);
+    seen.set(t.name, `${t.rawName}${t.value !== undefined ? ` ${t.value}` : ""}`);
+  }
+  return parsed.values as unknown as OptionValues<T>;
+}
+
+/**
+ * Exactly one line of hint after a bad command line, the same for every command:
+ * `<command>: <message>` then `Run "<how> --help" for the options.`
+ */
+export function usageMessage(command: string, how: string, e: UsageError): string {
+  return `${command}: ${e.message}\nRun "${how} --help" for the options.\n`;
 }
 
 function closestFlag(given: string, names: string[]): string | null {
@@ -76,14 +97,22 @@ function distance(a: string, b: string): number {
 export const MAX_HEAP_BYTES = 2 ** 31 - 4096;
 
 /**
- * A size in bytes: a number, or a number with a binary unit, k, m or g, optionally followed by
- * "b" or "ib" ("4096", "512k", "64m", "64M", "64MiB", "64MB", "1.5m", "1g"); at most MAX_HEAP_BYTES.
+ * A size in bytes: a whole number, or a number with a binary unit, k, m or g (KiB, MiB, GiB),
+ * optionally followed by "ib" ("4096", "512k", "64m", "64M", "64MiB", "1.5m", "1g"); at most
+ * MAX_HEAP_BYTES. Refused: a fraction of a byte ("1.5", "0.3k"), and the SI spellings "kB", "MB",
+ * "GB", which mean powers of 1000 elsewhere (the hint says to write 4m or 4MiB).
  */
 export function parseSize(text: string, flag = "--size"): number {
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([kmg])(?:i?b)?|b)?\s*$/i.exec(text);
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([kmg])(i?b)?|(b))?\s*$/i.exec(text);
   if (m === null) throw new UsageError(`${flag}: cannot read "${text}" as a size (try 64m, 256MiB, 4M or a number of bytes)`);
   const unit = (m[2] ?? "").toLowerCase();
-  const bytes = Math.round(Number(m[1]) * (unit === "k" ? 1024 : unit === "m" ? 1024 ** 2 : unit === "g" ? 1024 ** 3 : 1));
+  if (m[3] !== undefined && m[3].toLowerCase() === "b") {
+    const n = m[1]!;
+    throw new UsageError(`${flag}: "${text.trim()}" is ambiguous: sizes here are binary, so write ${n}${unit} or ${n}${unit.toUpperCase()}iB (${n} × ${unit === "k" ? "1024" : unit === "m" ? "1024²" : "1024³"} bytes), not ${unit.toUpperCase()}B`);
+  }
+  const exact = Number(m[1]) * (unit === "k" ? 1024 : unit === "m" ? 1024 ** 2 : unit === "g" ? 1024 ** 3 : 1);
+  if (!Number.isInteger(exact)) throw new UsageError(`${flag}: "${text.trim()}" is not a whole number of bytes (${exact})`);
+  const bytes = exact;
   if (bytes <= 0) throw new UsageError(`${flag}: "${text}" is not a positive size`);
   if (bytes > MAX_HEAP_BYTES) throw new UsageError(`${flag}: ${text} is larger than the largest heap, ${MAX_HEAP_BYTES} bytes (2 GiB - 4 KiB)`);
   return bytes;

@@ -33,9 +33,11 @@ At the end the table is emptied, the heap shrunk and validated, and every page a
 
 Options:
   --workers N    worker threads (default: the number of cores, at least 2; now ${defaultWorkers()})
-  --seconds S    how long the workers run, in seconds, fractions allowed (default 10)
-  --size SIZE    heap size: bytes, or a number with a unit k/m/g (KiB/MiB/GiB; "64m", "256MiB",
-                 "1g", "67108864"); default 64m, at most 2047m. Small heaps put the allocator under
+  --seconds S    how long the workers run, in seconds, fractions allowed (default 10, at most
+                 86400: a day)
+  --size SIZE    heap size: bytes, or a number with a binary unit k/m/g (KiB/MiB/GiB; "64m",
+                 "256MiB", "1.5g", "67108864"; "64MB" is refused as ambiguous, and a size must be a
+                 whole number of bytes); default 64m, at most 2047m. Small heaps put the allocator under
                  memory pressure: failed allocations are counted, not fatal.
   --seed X       seed of the workload's random generator: a number (decimal or 0x-hex) or any
                  text (hashed); default random. Printed at start so that a run can be repeated.

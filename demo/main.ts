@@ -13,6 +13,7 @@ import { randomInt } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import { Heap, HeapError, type HeapStats, type KmemCache } from "../src/index.js";
 import { type Inspector, serveInspector } from "../src/inspector.js";
+import { UsageError, usageMessage } from "./args.js";
 import { parseArgs, USAGE, type DemoOptions } from "./cli.js";
 import { C, makeControl, type MainMessage, ROW, SIZE_LABELS, STOP, type WorkerData, type WorkerMessage } from "./ht_control.js";
 import { NODE_CACHE, NODE_SIZE, SharedTable, MAIN_OWNER } from "./ht_table.js";
@@ -53,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     opts = parseArgs(argv);
   } catch (e) {
-    process.stderr.write(`error: ${errText(e)}\n(node dist/demo/main.js --help lists the options)\n`);
+    process.stderr.write(usageMessage("demo", "npm start --", e instanceof UsageError ? e : new UsageError(errText(e))));
     return 2;
   }
   if (opts.help) {

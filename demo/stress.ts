@@ -34,7 +34,7 @@ import {
   XKIND_PAGES,
   zeroCounters,
 } from "./stress-shared.js";
-import { nonEmpty, type OptionTable, parseCommandLine, parseFraction, parseSeconds, parseSize, parseWhole, UsageError } from "./args.js";
+import { nonEmpty, type OptionTable, parseCommandLine, parseFraction, parseSeconds, parseSize, parseWhole, UsageError, usageMessage } from "./args.js";
 import { parseSeed } from "./prng.js";
 
 /* ------------------------------------------------------------------ options */
@@ -73,7 +73,8 @@ heap is intact and every page came back. Prints a summary table and a PASS or FA
 
 Options:
   --workers N       worker threads attached to the heap (default: the number of cores, at least 2)
-  --seconds S       how long they run, in seconds, decimals allowed (default 10)
+  --seconds S       how long they run, in seconds, decimals allowed (default 10, at most 604800:
+                    a week)
   --seed X          seed of every worker's random choices and of fault injection: a decimal or
                     0x-hex 32-bit number, or any word (hashed). Default: random. The seed is printed
                     at start and in the failure message; the same seed and flags repeat the same
@@ -81,9 +82,11 @@ Options:
   --fault-rate R    share of page allocations and slab refills that fail on purpose, 0..1
                     (default ${DEFAULT_FAULT_RATE}); 0 turns fault injection off
   --size SIZE       heap size in bytes or with a binary unit: 4M, 64m, 256MiB, 1g (default 64M,
-                    at most 2047M); a small heap, e.g. 4M, forces memory pressure
+                    at most 2047M; "64MB" is refused as ambiguous, and a size must be a whole
+                    number of bytes); a small heap, e.g. 4M, forces memory pressure
   --no-debug        run without the heap's debug checks (poisoning, redzones, per-object state), so
                     the allocator's fast paths run too
+  --debug           run with them (the default; for scripts that spell it out); not with --no-debug
   -h, --help        this text
 
 Every third worker attaches with noBlock (it spins where the others would Atomics.wait). Ctrl-C
@@ -110,6 +113,7 @@ const STRESS_OPTIONS = {
 
 function parseStressArgs(argv: string[]): Options {
   const v = parseCommandLine(argv, STRESS_OPTIONS);
+  if (v.debug === true && v["no-debug"] === true) throw new UsageError("--debug and --no-debug contradict each other: give one of them");
   const o: Options = {
     workers: v.workers !== undefined ? parseWhole(v.workers, "--workers", 1, 256) : defaultWorkers(),
     seconds: v.seconds !== undefined ? parseSeconds(v.seconds, "--seconds", 7 * 24 * 3600) : 10,
@@ -439,8 +443,7 @@ async function main(): Promise<void> {
     o = parseStressArgs(process.argv.slice(2));
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    console.error(`stress: ${e.message}\n`);
-    console.error(HELP);
+    process.stderr.write(usageMessage("stress", "npm run stress --", e));
     process.exitCode = 2;
     return;
   }

@@ -28,7 +28,6 @@ test("one size reader: bytes or a binary unit", () => {
     ["64m", 64 * MiB],
     ["64M", 64 * MiB],
     ["64MiB", 64 * MiB],
-    ["64MB", 64 * MiB],
     ["4M", 4 * MiB],
     ["512k", 512 * 1024],
     ["1g", 1024 * MiB],
@@ -41,6 +40,20 @@ test("one size reader: bytes or a binary unit", () => {
   assert.equal(usage(() => parseSize("0")), '--size: "0" is not a positive size');
   assert.equal(usage(() => parseSize("2g")), "--size: 2g is larger than the largest heap, 2147479552 bytes (2 GiB - 4 KiB)");
   assert.equal(usage(() => parseSize("-4m")), '--size: cannot read "-4m" as a size (try 64m, 256MiB, 4M or a number of bytes)');
+  // A fraction of a byte is refused; a fraction with a unit is fine when it gives whole bytes.
+  assert.equal(usage(() => parseSize("1.5")), '--size: "1.5" is not a whole number of bytes (1.5)');
+  assert.equal(usage(() => parseSize("0.3k")), '--size: "0.3k" is not a whole number of bytes (307.2)');
+  assert.equal(parseSize("0.5k"), 512);
+  // SI spellings mean powers of 1000 elsewhere: refused with the binary spelling to use.
+  assert.equal(usage(() => parseSize("4MB")), '--size: "4MB" is ambiguous: sizes here are binary, so write 4m or 4MiB (4 × 1024² bytes), not MB');
+  assert.equal(usage(() => parseSize("512kb")), '--size: "512kb" is ambiguous: sizes here are binary, so write 512k or 512KiB (512 × 1024 bytes), not KB');
+  assert.equal(usage(() => parseSize("1GB")), '--size: "1GB" is ambiguous: sizes here are binary, so write 1g or 1GiB (1 × 1024³ bytes), not GB');
+});
+
+test("a flag given twice is refused, naming it", () => {
+  assert.equal(usage(() => parseCommandLine(["--size", "4m", "--size=8m"], DEMO_OPTIONS)), "--size is given twice (--size 4m, then --size 8m): give it once");
+  assert.equal(usage(() => parseCommandLine(["--web", "--web"], DEMO_OPTIONS)), "--web is given twice (--web, then --web): give it once");
+  assert.equal(usage(() => parseCommandLine(["-h", "--help"], DEMO_OPTIONS)), "--help is given twice (-h, then --help): give it once");
 });
 
 test("parseArgs of node:util under one table: values, switches, and what it refuses", () => {
@@ -73,10 +86,21 @@ for (const [prog, script, args, message] of [
   ["stress", "../demo/stress.js", ["--nodebug"], /unknown option "--nodebug"; did you mean "--no-debug"\?/],
   ["bench", "../bench/run.js", ["--quik"], /unknown option "--quik"; did you mean "--quick"\?/],
   ["bench", "../bench/run.js", ["--out"], /--out needs a value/],
+  ["demo", "../demo/main.js", ["--size", "4MB"], /--size: "4MB" is ambiguous/],
+  ["demo", "../demo/main.js", ["--seconds", "1", "--seconds", "2"], /--seconds is given twice \(--seconds 1, then --seconds 2\): give it once/],
+  ["stress", "../demo/stress.js", ["--size", "1.5"], /--size: "1\.5" is not a whole number of bytes/],
+  ["stress", "../demo/stress.js", ["--debug", "--no-debug"], /--debug and --no-debug contradict each other/],
+  ["bench", "../bench/run.js", ["--quick", "--smoke"], /--quick and --smoke are two lengths of pass: give one of them/],
+  ["bench", "../bench/run.js", ["--only", "nosuchrun"], /--only "nosuchrun" matches no run; run ids start with one of pages, machine, kmalloc, nolock, storm, rcu, glibc-simple, larson, xmalloc-test, mstress, cache-scratch, alloc-test \(e\.g\. /],
+  ["bench", "../bench/run.js", ["--only", ","], /--only "," names no run/],
 ] as const) {
   test(`${prog} ${args.join(" ")}: exit status 2 and a message`, () => {
     const r = spawnSync(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], { encoding: "utf8", timeout: 30_000 });
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, message);
+    // The same shape for every command: `<command>: <message>`, then one line pointing at --help.
+    const how = prog === "demo" ? "npm start --" : `npm run ${prog} --`;
+    assert.match(r.stderr, new RegExp(`^${prog}: [^\\n]+\\nRun "${how} --help" for the options\\.\\n$`));
+    assert.equal(r.stdout, "");
   });
 }
