@@ -257,7 +257,13 @@ function isLoopback(address: string): boolean {
  * rejects with the reason when it cannot (a port in use names itself).
  */
 export async function serveInspector(heap: Heap, options: InspectorOptions = {}): Promise<Inspector> {
-  if (heap === null || typeof heap !== "object" || typeof (heap as Heap).pageMap !== "function") bad(`the first argument must be a Heap, not ${String(heap)}`);
+  let isHeap = false;
+  try {
+    isHeap = heap !== null && typeof heap === "object" && typeof (heap as Heap).pageMap === "function";
+  } catch {
+    // A Proxy whose get trap throws is not a Heap either.
+  }
+  if (!isHeap) bad(`the first argument must be a Heap, not ${describe(heap)}`);
   let o: Record<string, unknown>;
   try {
     o = readOptions("options", options, INSPECTOR_OPTIONS);

@@ -107,6 +107,10 @@ describe("serveInspector options", () => {
     });
     await assert.rejects(serveInspector(heap, { intervalMS: 1000 } as Any), /unknown option "intervalMS" in options; did you mean "intervalMs"\?/);
     await assert.rejects(serveInspector(heap, { port: "8080" } as Any), /^HeapError: EINVAL: serveInspector: port must be a whole number in 0\.\.65535, not a string \("8080"\)$/);
+    await assert.rejects(serveInspector({} as Any), /^HeapError: EINVAL: serveInspector: the first argument must be a Heap, not an object$/);
+    await assert.rejects(serveInspector(new Proxy({}, { get() {
+      throw new Error("a trap ran");
+    } }) as Any), /^HeapError: EINVAL: serveInspector: the first argument must be a Heap, not an object$/);
     await assert.rejects(serveInspector(heap, new Date() as Any), /^HeapError: EINVAL: serveInspector: options must be an object of options \(port, .*\), not an object \(Date\)$/);
   });
 });
