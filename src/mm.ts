@@ -27,6 +27,15 @@
  * the allocator with a lock held could otherwise hang or corrupt. Nolock calls only trylock, so
  * they may run in any state.
  *
+ * Views and growth: the views (u8, i32, u32, f64) are fixed-length and cover the heap as this
+ * handle last saw it. Another agent's grow() adds pages under the zone lock and publishes Z_SIZE
+ * last. Every page and object address this handle can meet comes either from its caller (checked
+ * against the views, which are rebuilt first when the address is beyond them) or from a shared list
+ * read under a lock; so the views are rebuilt (refreshViews) at the entry of every slow path
+ * (assertLive) and after every lock acquisition (lock, trylock, pcpLockRemote) when Z_SIZE moved.
+ * A function must not keep a view in a local across a call that takes a lock and then use it for
+ * an address that call produced: it reads this.i32 again.
+ *
  * Hook points: after every acquire and before every release, while the lock is held, the reentry
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest).
@@ -201,6 +210,8 @@ export class MmBase {
 
   protected assertLive(): void {
     if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
+    // Entry of every slow path: pages another agent added are covered before anything is read.
+    if (this.u32[Z_SIZE] !== this.size) this.refreshViews();
   }
 
   /* ------------------------------------------------------------ held-lock bookkeeping */
@@ -273,6 +284,7 @@ export class MmBase {
     const i32 = this.i32;
     if (Atomics.load(i32, w) !== 0 || Atomics.compareExchange(i32, w, 0, this.me) !== 0) return false;
     this.acquired(cls);
+    if (this.u32[Z_SIZE] !== this.size) this.refreshViews();
     return true;
   }
 
@@ -281,6 +293,7 @@ export class MmBase {
     const v = Atomics.compareExchange(this.i32, w, 0, this.me);
     if (v !== 0) this.lockSlow(w, cls, v);
     this.acquired(cls);
+    if (this.u32[Z_SIZE] !== this.size) this.refreshViews();
   }
 
   /**

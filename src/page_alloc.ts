@@ -674,6 +674,7 @@ export class PageAllocator extends MmBase {
         if (v === 0) {
           if (Atomics.compareExchange(i32, w, 0, this.me) === 0) {
             this.acquired(LOCK.pcp);
+            if (this.u32[Z_SIZE] !== this.size) this.refreshViews();
             return true;
           }
         } else if (n >= spins) {
@@ -874,15 +875,23 @@ export class PageAllocator extends MmBase {
    * layers above. Takes every pcp lock and the zone lock; the caller asserted it may.
    */
   protected validatePages(): Uint8Array {
+    // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
+    const locked = new Uint8Array(this.cpus);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
+    }
+    try {
+      // The zone lock holds growth off: the map covers every page there is.
+      this.lock(Z_LOCK, LOCK.zone);
+    } catch (e) {
+      this.unlockPcps(locked);
+      throw e;
+    }
     const where = new Uint8Array(this.nrPages);
     const u32 = this.u32;
     const bad = (msg: string): never => {
       throw new HeapError(ErrorCode.ECORRUPT, msg);
     };
-    for (let pfn = 0; pfn < this.zoneStart; pfn++) {
-      if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
-      where[pfn] = PAGE_WHERE.reserved;
-    }
     const mark = (pfn: number, order: number, w: number, what: string): void => {
       if (pfn < this.zoneStart || pfn + (1 << order) > this.nrPages) bad(`${what}: block ${pfn} order ${order} is outside the zone`);
       if ((pfn & ((1 << order) - 1)) !== 0) bad(`${what}: block ${pfn} is not aligned to order ${order}`);
@@ -892,13 +901,11 @@ export class PageAllocator extends MmBase {
         if (p !== pfn && u32[this.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
       }
     };
-    // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
-    const locked = new Uint8Array(this.cpus);
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
-    }
-    this.lock(Z_LOCK, LOCK.zone);
     try {
+      for (let pfn = 0; pfn < this.zoneStart; pfn++) {
+        if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
+        where[pfn] = PAGE_WHERE.reserved;
+      }
       let free = 0;
       for (let o = 0; o < NR_ORDERS; o++) {
         let n = 0;
@@ -968,13 +975,18 @@ export class PageAllocator extends MmBase {
       }
     } finally {
       this.unlock(Z_LOCK, LOCK.zone);
-      for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
-        if (locked[cpu] === 0) continue;
-        if (cpu === this.cpu) this.pcpExit();
-        else this.pcpUnlockRemote(cpu);
-      }
+      this.unlockPcps(locked);
     }
     return where;
+  }
+
+  /** Release the pcp locks validatePages took (`locked[cpu]` non-zero). */
+  private unlockPcps(locked: Uint8Array): void {
+    for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
+      if (locked[cpu] === 0) continue;
+      if (cpu === this.cpu) this.pcpExit();
+      else this.pcpUnlockRemote(cpu);
+    }
   }
 
   protected emitPage(id: number, pfn: number, order: number, gfp = 0): void {

@@ -275,11 +275,19 @@ export class RcuAllocator extends SlabAllocator {
         this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
         this.vmInc(VM.pgalloc, 1);
       }
-      i32[(block >> 2) + RB_COUNT] = 0;
-      i32[(block >> 2) + RB_NEXT] = 0;
+      // this.i32: rmqueue may have rebuilt the views for a page added by growth.
+      this.i32[(block >> 2) + RB_COUNT] = 0;
+      this.i32[(block >> 2) + RB_NEXT] = 0;
       i32[p + C_RCU_BLOCK] = block;
       i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! + 1;
     }
+    return this.queueAt(block, addr, c);
+  }
+
+  /** Store `addr` (cookie `c`) in block `block`. krcp lock held. */
+  private queueAt(block: number, addr: number, c: number): boolean {
+    const i32 = this.i32;
+    const p = this.pcpuW;
     const bw = block >> 2;
     const n = i32[bw + RB_COUNT]!;
     i32[bw + RB_ADDRS + n] = addr;

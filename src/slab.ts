@@ -688,12 +688,13 @@ export class SlabAllocator extends PageAllocator {
    * list, so another agent's refill cannot empty the new slab between its creation and its use.
    */
   private newSlab(id: number, gfp: number, mode: number, sw: number): number {
-    const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    const order = i32[kw + K_ORDER]!;
+    const order = this.i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
     const pfn = this.rmqueue(order, pageGfp);
     if (pfn === 0) return 0;
+    // Read the views only now: rmqueue rebuilt them if the pages came from growth.
+    const i32 = this.i32;
     this.vmInc(VM.pgalloc, 1 << order);
     const size = i32[kw + K_SIZE]!;
     const objs = i32[kw + K_OBJS]!;
@@ -781,10 +782,12 @@ export class SlabAllocator extends PageAllocator {
       let sw = i32[pcs + P_MAIN]! >> 2;
       if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = this.replaceFullMain(id, pcs, 0);
       if (sw !== 0) {
-        const n = i32[sw + S_SIZE]!;
-        i32[sw + S_OBJS + n] = addr;
-        i32[sw + S_SIZE] = n + 1;
-        i32[addr >> 2] = addr ^ FREE_TAG;
+        // The new main may come from the barn, in pages added after `i32` was read.
+        const v = this.i32;
+        const n = v[sw + S_SIZE]!;
+        v[sw + S_OBJS + n] = addr;
+        v[sw + S_SIZE] = n + 1;
+        v[addr >> 2] = addr ^ FREE_TAG;
         return;
       }
     } finally {
@@ -1006,14 +1009,15 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_BARN_NR_FULL] = 0;
     i32[kw + K_BARN_NR_EMPTY] = 0;
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
     while (full !== 0) {
-      const next = i32[(full >> 2) + S_NEXT]!;
+      const next = this.i32[(full >> 2) + S_NEXT]!;
       this.flushSheaf(id, full >> 2, 0);
       this.freeSheaf(full, 0);
       full = next;
     }
     while (empty !== 0) {
-      const next = i32[(empty >> 2) + S_NEXT]!;
+      const next = this.i32[(empty >> 2) + S_NEXT]!;
       this.freeSheaf(empty, 0);
       empty = next;
     }
@@ -1089,9 +1093,10 @@ export class SlabAllocator extends PageAllocator {
     try {
       sw = this.replaceEmptyMain(id, pcs, gfp, GFP_TRYLOCK);
       if (sw !== 0) {
-        n = i32[sw + S_SIZE]! - 1;
-        i32[sw + S_SIZE] = n;
-        obj = i32[sw + S_OBJS + n]!;
+        const v = this.i32; // the new main may lie in pages added after `i32` was read
+        n = v[sw + S_SIZE]! - 1;
+        v[sw + S_SIZE] = n;
+        obj = v[sw + S_OBJS + n]!;
       }
     } finally {
       this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
@@ -1127,15 +1132,16 @@ export class SlabAllocator extends PageAllocator {
       } finally {
         this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
       }
-      if (sw === 0 || i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
+      if (sw === 0 || this.i32[sw + S_SIZE]! >= this.i32[sw + S_CAP]!) {
         this.deferObject(addr);
         return;
       }
     }
-    const n = i32[sw + S_SIZE]!;
-    i32[sw + S_OBJS + n] = addr;
-    i32[sw + S_SIZE] = n + 1;
-    i32[addr >> 2] = addr ^ FREE_TAG;
+    const v = this.i32; // replaceFullMain may have rebuilt the views
+    const n = v[sw + S_SIZE]!;
+    v[sw + S_OBJS + n] = addr;
+    v[sw + S_SIZE] = n + 1;
+    v[addr >> 2] = addr ^ FREE_TAG;
   }
 
   /** Push an object on this slot's deferred list (defer_free). */
@@ -1150,10 +1156,11 @@ export class SlabAllocator extends PageAllocator {
 
   /** Free every object on slot `cpu`'s deferred list (this slot's: through the normal paths). */
   protected drainDeferredObjects(cpu: number = this.cpu): void {
-    const i32 = this.i32;
     const p = this.pcpOf(cpu);
     const own = cpu === this.cpu;
-    while (i32[p + C_DEFER_HEAD] !== 0) {
+    while (this.i32[p + C_DEFER_HEAD] !== 0) {
+      // Read the views each round: the frees below take locks, which rebuild them after growth.
+      const i32 = this.i32;
       let obj = i32[p + C_DEFER_HEAD]!;
       i32[p + C_DEFER_HEAD] = 0;
       i32[p + C_DEFER_NR] = 0;
