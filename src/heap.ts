@@ -9,13 +9,16 @@
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
- *     pcp -> zone) and assert first that the caller holds none of them.
+ *     pcp -> zone) and assert first that the caller holds none of them. While detach empties the
+ *     slot (`closing`), a hook's nolock allocations fail and its nolock frees go to the deferred
+ *     list, which detach drains again until the slot holds nothing.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
  */
 import { ErrorCode, HeapError } from "./errors.js";
 import {
+  C_DEFER_HEAD,
   C_DEFER_NR,
   C_FLAGS,
   C_GEN,
@@ -24,6 +27,8 @@ import {
   C_PCP_BUSY,
   C_PCP_COUNT,
   C_PCP_LOCK,
+  C_RCU_NR_SPARE,
+  C_RCU_PENDING,
   C_STATE,
   C_VMSTAT,
   CACHE_ACTIVE,
@@ -237,12 +242,26 @@ export class Heap extends RcuAllocator {
   detach(): void {
     this.assertLive();
     this.assertCanLock(LOCK.rcu);
-    this.rcuOffline();
-    this.drainDeferredObjects();
-    this.flushAllSheavesOf(this.cpu);
-    if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
-    // Last: everything above may free pages into this slot's pcp lists.
-    this.pcpDetach();
+    // From here a hook's nolock allocations fail and its nolock frees are deferred, so that
+    // nothing re-enters the sheaves being flushed; what the hook frees is drained below.
+    this.closing = true;
+    this.updateFastOff();
+    try {
+      for (;;) {
+        this.rcuOffline();
+        this.drainDeferredObjects(this.cpu, true);
+        this.flushAllSheavesOf(this.cpu);
+        if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
+        // Last: everything above may free pages into this slot's pcp lists.
+        this.pcpDetach();
+        const p = this.pcpuW;
+        if (this.i32[p + C_DEFER_HEAD] === 0 && this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_NR_SPARE] === 0) break;
+      }
+    } catch (e) {
+      this.closing = false;
+      this.updateFastOff();
+      throw e;
+    }
     this.hook = null;
     this.trace.clear();
     Atomics.store(this.i32, this.pcpuW + C_STATE, SLOT_FREE);

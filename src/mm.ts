@@ -141,6 +141,8 @@ export class MmBase {
   readonly trace: Trace;
   protected hook: ReentryHook | null;
   protected detached: boolean;
+  /** True while detach() empties this slot: nolock allocations fail and nolock frees are deferred. */
+  protected closing: boolean;
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   protected reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
@@ -174,6 +176,7 @@ export class MmBase {
     this.trace.onChange = () => this.onReentryChange();
     this.hook = null;
     this.detached = false;
+    this.closing = false;
     this.reentrant = false;
     this.inHook = false;
   }

@@ -232,6 +232,10 @@ export class PageAllocator extends MmBase {
     checkOrder(order);
     checkGfp(gfp);
     if (order > PCP_MAX_ORDER) return 0;
+    if (this.closing) {
+      this.vmInc(VM.nolockFail, 1);
+      return 0;
+    }
     const flags = (gfp & GFP.ZERO) | GFP_TRYLOCK | GFP.NOWAIT;
     const pfn = this.rmqueue(order, flags);
     if (pfn === 0) {

@@ -10,8 +10,9 @@
  *     slot alone. The fast paths (kmalloc, kfree, cache alloc and free hitting the main sheaf) read
  *     and write them with plain loads and stores and take no lock at all; they only test P_LOCKED.
  *   P_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
- *     swaps, refills or flushes the sheaves, so that a hook re-entering from inside sees the sheaves
- *     busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
+ *     swaps, refills or flushes the sheaves (every flush of this slot's sheaves too: shrink,
+ *     cache.shrink, destroy, detach, dying caches), so that a hook re-entering from inside sees the
+ *     sheaves busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
@@ -216,7 +217,7 @@ export class SlabAllocator extends PageAllocator {
 
   protected updateFastOff(): void {
     const objEvents = (1 << TP.kmalloc) | (1 << TP.kfree) | (1 << TP.kmem_cache_alloc) | (1 << TP.kmem_cache_free);
-    this.fastOff = (this.detached ? 1 : 0) | this.debugFlags | (this.trace.mask & objEvents);
+    this.fastOff = (this.detached || this.closing ? 1 : 0) | this.debugFlags | (this.trace.mask & objEvents);
   }
 
   /** Word index of cache `id`'s descriptor. */
@@ -1055,7 +1056,7 @@ export class SlabAllocator extends PageAllocator {
     this.assertLive();
     checkSize(size);
     checkGfp(gfp);
-    if (size > KMALLOC_MAX_CACHE_SIZE) return 0;
+    if (size > KMALLOC_MAX_CACHE_SIZE || this.closing) return this.closing ? this.nolockFailed() : 0;
     let idx = SIZE_INDEX[(size + 7) >> 3]!;
     let id = KMALLOC_FIRST_ID + idx;
     if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
@@ -1120,7 +1121,7 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const pcs = this.pcsW(id);
-    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0) {
+    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0 || this.closing) {
       this.deferObject(addr);
       return;
     }
@@ -1154,10 +1155,13 @@ export class SlabAllocator extends PageAllocator {
     this.vmInc(VM.objectsDeferred, 1);
   }
 
-  /** Free every object on slot `cpu`'s deferred list (this slot's: through the normal paths). */
-  protected drainDeferredObjects(cpu: number = this.cpu): void {
+  /**
+   * Free every object on slot `cpu`'s deferred list: this slot's through the normal paths, a dead
+   * slot's (reclaimSlot) and, with `direct`, this slot's while it detaches straight to their slabs.
+   */
+  protected drainDeferredObjects(cpu: number = this.cpu, direct = false): void {
     const p = this.pcpOf(cpu);
-    const own = cpu === this.cpu;
+    const own = cpu === this.cpu && !direct;
     while (this.i32[p + C_DEFER_HEAD] !== 0) {
       // Read the views each round: the frees below take locks, which rebuild them after growth.
       const i32 = this.i32;
@@ -1394,16 +1398,35 @@ export class SlabAllocator extends PageAllocator {
     this.kfreeSlow(addr, id, 0);
   }
 
-  /** Flush this slot's sheaves of cache `id` to the slabs and free them. */
+  /**
+   * Flush slot `cpu`'s sheaves of cache `id` to the slabs and free them. This slot's sheaves are
+   * flushed under their local lock, so that a hook re-entering at a lock point of the flush finds
+   * them busy: kmallocNolock takes another class, kfreeNolock defers (it must not take an object
+   * the flush is about to free, nor put one where the flush has already looked).
+   */
   protected flushCpuSheaves(id: number, cpu: number, mode: number): void {
     const i32 = this.i32;
     const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-    for (const which of [P_MAIN, P_SPARE]) {
-      const s = i32[pcs + which]!;
-      if (s === 0 || s === EMPTY_SHEAF_W << 2) continue;
-      this.flushSheaf(id, s >> 2, mode);
-      i32[pcs + which] = which === P_MAIN ? EMPTY_SHEAF_W << 2 : 0;
-      this.freeSheaf(s, mode);
+    const own = cpu === this.cpu;
+    if (own) {
+      if (i32[pcs + P_LOCKED] !== 0) {
+        throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${this.cacheName(id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
+      }
+      if (i32[pcs + P_MAIN] === EMPTY_SHEAF_W << 2 && i32[pcs + P_SPARE] === 0) return;
+      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    }
+    try {
+      for (let which = P_MAIN; ; which = P_SPARE) {
+        const s = i32[pcs + which]!;
+        if (s !== 0 && s !== EMPTY_SHEAF_W << 2) {
+          this.flushSheaf(id, s >> 2, mode);
+          i32[pcs + which] = which === P_MAIN ? EMPTY_SHEAF_W << 2 : 0;
+          this.freeSheaf(s, mode);
+        }
+        if (which === P_SPARE) break;
+      }
+    } finally {
+      if (own) this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
   }
 
@@ -1413,6 +1436,13 @@ export class SlabAllocator extends PageAllocator {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, cpu, 0);
     }
+  }
+
+  /** cache.shrink(): the entry checks of a normal slab call, then shrinkCache. */
+  protected cacheShrink(id: number): void {
+    this.assertLive();
+    this.slabSlowEntry(id);
+    this.shrinkCache(id);
   }
 
   /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
@@ -1710,7 +1740,7 @@ interface CacheOps {
   cacheName(id: number): string;
   cacheWOf(id: number): number;
   checkBulk(addrs: ArrayLike<number>, want: number): void;
-  shrinkCache(id: number): void;
+  cacheShrink(id: number): void;
   destroyCache(id: number): void;
   cacheStats(id: number): SlabStats;
 }
@@ -1777,7 +1807,7 @@ export class KmemCache {
   /** Return this slot's cached objects and every empty slab to the page allocator. */
   shrink(): void {
     this.check();
-    this.ops.shrinkCache(this.id);
+    this.ops.cacheShrink(this.id);
   }
 
   /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
