@@ -12,6 +12,10 @@
  *     agent has to call anything for another's grace period to end; idle, blocked and detached
  *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
  *     c + 1 (compareExchange-max).
+ *   Every one of these words wraps at 2^32: "later", "before" and "max" above are the signed
+ *     difference of two 32-bit values (gpAfter), never a plain comparison, and G skips -1
+ *     (gpNext) so that a snapshot is never 0. Cookies held by blocks and emergency arrays are
+ *     compared the same way.
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
@@ -44,10 +48,21 @@ import {
   C_RCU_SPARE,
   C_RCU_WAIT,
   C_RCU_WAIT_TAIL,
+  C_GEN,
   C_STATE,
+  CACHE_FREE,
   D_FLAGS,
   FREE_TAG,
+  H_CACHE_BYTES,
+  H_CACHE_OFF,
+  H_CPUS,
+  H_MAX_CACHES,
+  H_PCPU_OFF,
+  K_GEN,
   K_META,
+  K_STATE,
+  PCPU_WORDS,
+  SLOT_FREE,
   M_STATE,
   OBJ_ALLOC,
   OBJ_RCU,
@@ -70,6 +85,22 @@ import {
 import { LOCK_OWNER_MASK } from "./mm.js";
 import { SlabAllocator } from "./slab.js";
 import { TP } from "./trace.js";
+
+/**
+ * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words
+ * compared only through their signed difference (gpAfter), valid while two of them are less than
+ * 2^31 periods apart. R_GP_SEQ skips -1 (gpNext), so that a snapshot G + 1 is never 0, the value
+ * that means "outside any section".
+ */
+export function gpAfter(a: number, b: number): boolean {
+  return ((a - b) | 0) > 0;
+}
+
+/** The grace-period sequence value after `c` (never -1: see gpAfter). */
+export function gpNext(c: number): number {
+  const n = (c + 1) | 0;
+  return n === -1 ? 0 : n;
+}
 
 /** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
 const KRCP_SPINS = 1 << 16;
@@ -100,6 +131,9 @@ interface Expired {
   objects: number[];
   /** Objects taken, counted in R_INFLIGHT until they are freed. */
   count: number;
+  /** takeExpired with `all`: whether anything was taken, and the newest cookie to wait for. */
+  wait: boolean;
+  cookie: number;
 }
 
 export class RcuAllocator extends SlabAllocator {
@@ -124,7 +158,7 @@ export class RcuAllocator extends SlabAllocator {
     const n = i32[w]!;
     if (n === 0) {
       // Publication point: after this store no grace period that began before it can end.
-      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, R_GP_SEQ) + 1);
+      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, (Atomics.load(i32, R_GP_SEQ) + 1) | 0);
     }
     i32[w] = n + 1;
   }
@@ -155,18 +189,22 @@ export class RcuAllocator extends SlabAllocator {
   /** Has a full grace period passed since cookie `c` was read? Never waits. */
   protected gpPoll(c: number): boolean {
     const i32 = this.i32;
-    if (Atomics.load(i32, R_GP_DONE) > c) return true;
-    if (Atomics.load(i32, R_GP_SEQ) === c) Atomics.compareExchange(i32, R_GP_SEQ, c, c + 1);
+    // Wrap-safe throughout: counters are compared by their signed difference (gpAfter).
+    if (gpAfter(Atomics.load(i32, R_GP_DONE), c)) return true;
+    const next = gpNext(c);
+    if (Atomics.load(i32, R_GP_SEQ) === c) Atomics.compareExchange(i32, R_GP_SEQ, c, next);
+    // A reader that copied a snapshot up to c + 1 may have seen the world as of cookie c.
+    const last = (c + 1) | 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       const snap = Atomics.load(i32, this.pcpOf(cpu) + C_RCU_SNAP);
-      if (snap !== 0 && snap <= c + 1) return false;
+      if (snap !== 0 && !gpAfter(snap, last)) return false;
     }
     for (;;) {
       const done = Atomics.load(i32, R_GP_DONE);
-      if (done > c || Atomics.compareExchange(i32, R_GP_DONE, done, c + 1) === done) break;
+      if (gpAfter(done, c) || Atomics.compareExchange(i32, R_GP_DONE, done, last) === done) break;
     }
     if ((this.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
-      this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: c + 1 });
+      this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: last >>> 0 });
     }
     return true;
   }
@@ -378,15 +416,14 @@ export class RcuAllocator extends SlabAllocator {
   /** Free this slot's expired blocks (all of them, waiting as needed, when `all`). No lock held. */
   protected rcuProcessOwn(all: boolean): void {
     const krcp = this.pcpuW + C_KRCP_LOCK;
-    const out: Expired = { blocks: [], objects: [], count: 0 };
-    let cookie = -1;
+    const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
     this.lock(krcp, LOCK.rcu);
     try {
-      cookie = this.takeExpired(this.pcpuW, out, all);
+      this.takeExpired(this.pcpuW, out, all);
     } finally {
       this.unlock(krcp, LOCK.rcu);
     }
-    if (cookie >= 0) this.gpWait(cookie);
+    if (out.wait) this.gpWait(out.cookie);
     this.freeExpired(out);
   }
 
@@ -456,15 +493,15 @@ export class RcuAllocator extends SlabAllocator {
 
   /**
    * Unlink from slot block `p` the blocks and emergency entries whose period is over (all of them
-   * when `all`; returns then the newest cookie among them, which the caller must wait for, else -1).
-   * That slot's krcp lock held.
+   * when `all`; then out.wait is set and out.cookie is the newest cookie among them, which the
+   * caller must wait for). That slot's krcp lock held.
    */
-  private takeExpired(p: number, out: Expired, all: boolean): number {
+  private takeExpired(p: number, out: Expired, all: boolean): void {
     const i32 = this.i32;
-    let newest = -1;
     const take = (c: number): boolean => {
       if (all) {
-        if (c > newest) newest = c;
+        if (!out.wait || gpAfter(c, out.cookie)) out.cookie = c;
+        out.wait = true;
         return true;
       }
       return this.gpPoll(c);
@@ -495,7 +532,6 @@ export class RcuAllocator extends SlabAllocator {
     // In flight until freeExpired: rcuBarrier and stats still see them.
     if (pending !== 0) Atomics.add(i32, R_INFLIGHT, pending);
     out.count += pending;
-    return all ? newest : -1;
   }
 
   /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
@@ -561,15 +597,14 @@ export class RcuAllocator extends SlabAllocator {
   protected rcuFlushSlot(cpu: number): void {
     const p = this.pcpOf(cpu);
     if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
-    const out: Expired = { blocks: [], objects: [], count: 0 };
-    let cookie: number;
+    const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
     this.lock(p + C_KRCP_LOCK, LOCK.rcu);
     try {
-      cookie = this.takeExpired(p, out, true);
+      this.takeExpired(p, out, true);
     } finally {
       this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     }
-    if (cookie >= 0) this.gpWait(cookie);
+    if (out.wait) this.gpWait(out.cookie);
     this.freeExpired(out);
   }
 
@@ -618,7 +653,7 @@ export class RcuAllocator extends SlabAllocator {
       if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
     }
     waiting += Atomics.load(i32, R_INFLIGHT);
-    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
+    return { rcu: { gracePeriods: Atomics.load(i32, R_GP_DONE) >>> 0, waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
   }
 
   /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
@@ -670,4 +705,37 @@ export class RcuAllocator extends SlabAllocator {
       throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
     }
   }
+}
+
+/**
+ * For tests only (not exported by the package): start every counter that agents compare with one
+ * another at `value` — the grace-period sequence and its done mark, and the generation words of
+ * every free cache descriptor and every free slot — so that a test reaches their wrap at 2^31
+ * and 2^32 without running 2^31 grace periods. Call on a quiet heap: no reader inside a section,
+ * no kfreeRcu pending.
+ */
+export function startCountersAt(heap: { readonly i32: Int32Array }, value: number): void {
+  const i32 = heap.i32;
+  const v = value === -1 || (value | 0) === -1 ? -2 : value | 0;
+  const g = geometryWords(i32);
+  Atomics.store(i32, R_GP_SEQ, v);
+  Atomics.store(i32, R_GP_DONE, v);
+  for (let id = 0; id < g.maxCaches; id++) {
+    const kw = g.cacheW + id * g.cacheWords;
+    if (Atomics.load(i32, kw + K_STATE) === CACHE_FREE) i32[kw + K_GEN] = v;
+  }
+  for (let cpu = 0; cpu < g.cpus; cpu++) {
+    const c = g.pcpuW + cpu * PCPU_WORDS;
+    if (Atomics.load(i32, c + C_STATE) === SLOT_FREE) i32[c + C_GEN] = v;
+  }
+}
+
+function geometryWords(i32: Int32Array): { cpus: number; maxCaches: number; cacheW: number; cacheWords: number; pcpuW: number } {
+  return {
+    cpus: i32[H_CPUS]!,
+    maxCaches: i32[H_MAX_CACHES]!,
+    cacheW: i32[H_CACHE_OFF]! >>> 2,
+    cacheWords: i32[H_CACHE_BYTES]! >>> 2,
+    pcpuW: i32[H_PCPU_OFF]! >>> 2,
+  };
 }
