@@ -340,6 +340,9 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     this.drainDeferredObjects();
     this.rcuShrink();
+    // This slot's sheaves of caches another agent destroyed go too (and such a cache is released
+    // when no slot caches its objects any more).
+    if (this.i32[G_NR_DYING] !== 0) this.flushDyingCaches();
     for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) if (this.i32[this.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) this.shrinkCache(id);
     for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) this.shrinkCache(id);
     this.shrinkCache(SHEAF_CACHE_ID);

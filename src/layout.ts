@@ -294,6 +294,9 @@ export const K_NAME = 16;
 export const CACHE_NAME_MAX = 64;
 /** Line 2: the list lock (kmem_cache_node.list_lock). */
 export const K_LIST_LOCK = 32;
+/** Agents inside a slow path of this named cache (Atomics.add/sub): a dying cache is not released
+ * while it is non-zero, so no slow path works on a descriptor that is being reused. */
+export const K_USERS = 33;
 /* line 3: slab lists and counts, protected by K_LIST_LOCK */
 /** Head pfn of the partial list (slabs with at least one free object, empty ones included). */
 export const K_PARTIAL = 48;

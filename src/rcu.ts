@@ -586,11 +586,11 @@ export class RcuAllocator extends SlabAllocator {
    * destroy() first waits for every pending kfreeRcu, as kmem_cache_destroy does (kvfree_rcu_barrier):
    * objects queued by kfreeRcu are not live, and must not keep the cache alive.
    */
-  protected override destroyCache(id: number): void {
+  protected override destroyCache(id: number, gen: number): void {
     let pending = false;
     for (let cpu = 0; cpu < this.cpus && !pending; cpu++) pending = this.i32[this.pcpOf(cpu) + C_RCU_PENDING] !== 0;
     if (pending) this.rcuBarrier();
-    super.destroyCache(id);
+    super.destroyCache(id, gen);
   }
 
   /** Take every pending kfreeRcu of slot `cpu`, wait for their grace period, free them here. */

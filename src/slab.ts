@@ -20,9 +20,14 @@
  *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
  *     built before the lock is taken; under it the maker takes its objects first and only then
  *     puts the slab on a list, so no other agent can empty it in between.
- *   CT_LOCK (class ctable) serialises createCache, destroy and the release of dying caches; the
- *     configuration line of a descriptor is written under it before K_STATE publishes it and is
- *     read-only afterwards.
+ *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
+ *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
+ *     it and is read-only afterwards. destroy checks the handle's generation under it.
+ *   K_USERS of a named cache counts the agents inside one of its slow paths (cacheEnter: an
+ *     Atomics.add, then the state and generation are checked; cacheExit). A dying cache is released
+ *     (under CT_LOCK) only when no slot caches its objects and K_USERS is 0, so no slow path ever
+ *     works on a descriptor that is being reused. The fast paths need no count: a slot's own sheaf
+ *     holds objects only while the cache is not released.
  *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
  *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
  *
@@ -97,6 +102,7 @@ import {
   K_SIZE,
   K_STATE,
   K_TOTAL_OBJS,
+  K_USERS,
   KF_SHEAF_CACHE,
   LINE_WORDS,
   LOCK,
@@ -343,8 +349,40 @@ export class SlabAllocator extends PageAllocator {
     if ((this.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
       this.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
     }
-    if (mode !== 0) this.slabFreeNolock(id, addr);
-    else this.slabFreeSlow(id, addr);
+    if (id < FIRST_NAMED_ID) {
+      if (mode !== 0) this.slabFreeNolock(id, addr);
+      else this.slabFreeSlow(id, addr);
+      return;
+    }
+    // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
+    this.cacheEnter(id, 0, false, true);
+    try {
+      if (mode !== 0) this.slabFreeNolock(id, addr);
+      else this.slabFreeSlow(id, addr);
+    } finally {
+      this.cacheExit(id);
+    }
+  }
+
+  /**
+   * Enter a slow path of named cache `id`: count this agent in K_USERS (tryReleaseDying does not
+   * release a cache while it is non-zero), then check that the cache is still the one the caller
+   * means: generation `gen` when `checkGen`, ACTIVE (or DYING when `dyingOk`: frees of objects
+   * that outlived a destroy). Throws EINVAL, not counted in, when it is not.
+   */
+  protected cacheEnter(id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    Atomics.add(i32, kw + K_USERS, 1);
+    const st = Atomics.load(i32, kw + K_STATE);
+    if ((checkGen && Atomics.load(i32, kw + K_GEN) !== gen) || !(st === CACHE_ACTIVE || (dyingOk && st === CACHE_DYING))) {
+      Atomics.sub(i32, kw + K_USERS, 1);
+      throw new HeapError(ErrorCode.EINVAL, `the cache in descriptor ${id} was destroyed`);
+    }
+  }
+
+  protected cacheExit(id: number): void {
+    Atomics.sub(this.i32, this.cacheWOf(id) + K_USERS, 1);
   }
 
   /**
@@ -1173,8 +1211,14 @@ export class SlabAllocator extends PageAllocator {
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
         i32[obj >> 2] = 0;
         // A dead slot's objects (reclaimSlot) go straight to their slabs.
-        if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
-        else this.slabFreeSlow(id, obj);
+        const named = id >= FIRST_NAMED_ID;
+        if (named) this.cacheEnter(id, 0, false, true);
+        try {
+          if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
+          else this.slabFreeSlow(id, obj);
+        } finally {
+          if (named) this.cacheExit(id);
+        }
         this.vmInc(VM.objectsUndeferred, 1);
         obj = next;
       }
@@ -1300,11 +1344,23 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  /** The cache another agent created with this name, or null. */
+  /**
+   * The cache another agent created with this name, or null. Under the cache table lock: a
+   * descriptor that another agent destroys and reuses for a new cache meanwhile cannot pair this
+   * name with the new cache's generation.
+   */
   findCache(name: string): KmemCache | null {
     this.assertLive();
-    const id = this.findCacheId(utf8.encode(name));
-    return id < 0 ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+    if (typeof name !== "string") throw new HeapError(ErrorCode.EINVAL, "a cache name must be a string");
+    const bytes = utf8.encode(name);
+    this.assertCanLock(LOCK.ctable);
+    this.lock(CT_LOCK, LOCK.ctable);
+    try {
+      const id = this.findCacheId(bytes);
+      return id < 0 ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+    } finally {
+      this.unlock(CT_LOCK, LOCK.ctable);
+    }
   }
 
   private findCacheId(bytes: Uint8Array): number {
@@ -1364,8 +1420,11 @@ export class SlabAllocator extends PageAllocator {
     return s.activeObjects;
   }
 
-  /** cache.alloc. */
-  cacheAlloc(id: number, gfp: number): number {
+  /**
+   * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
+   * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
+   */
+  cacheAlloc(id: number, gen: number, gfp: number): number {
     const i32 = this.i32;
     if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
       const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
@@ -1373,7 +1432,13 @@ export class SlabAllocator extends PageAllocator {
     }
     this.assertLive();
     checkGfp(gfp);
-    const obj = this.slabAllocSlow(id, gfp, i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
+    this.cacheEnter(id, gen, true, false);
+    let obj: number;
+    try {
+      obj = this.slabAllocSlow(id, gfp, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
+    } finally {
+      this.cacheExit(id);
+    }
     if (obj === 0) return this.allocFailed(0, gfp);
     if ((this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
       this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
@@ -1438,11 +1503,16 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  /** cache.shrink(): the entry checks of a normal slab call, then shrinkCache. */
-  protected cacheShrink(id: number): void {
+  /** cache.shrink() of the handle of generation `gen`: the entry checks of a normal slab call, then shrinkCache. */
+  protected cacheShrink(id: number, gen: number): void {
     this.assertLive();
     this.slabSlowEntry(id);
-    this.shrinkCache(id);
+    this.cacheEnter(id, gen, true, false);
+    try {
+      this.shrinkCache(id);
+    } finally {
+      this.cacheExit(id);
+    }
   }
 
   /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
@@ -1477,12 +1547,20 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  /** Destroy: refuse while objects are live; release now, or when every slot has flushed. */
-  protected destroyCache(id: number): void {
+  /**
+   * Destroy the cache of generation `gen`: refuse while objects are live; release now, or when
+   * every slot has flushed and no slow path is inside (K_USERS).
+   */
+  protected destroyCache(id: number, gen: number): void {
     this.assertCanLock(LOCK.ctable);
     this.slabSlowEntry(id);
     this.lock(CT_LOCK, LOCK.ctable);
     try {
+      // Another agent may have destroyed it, and even made a new cache in the descriptor, since the handle checked.
+      const kw0 = this.cacheWOf(id);
+      if (this.i32[kw0 + K_GEN] !== gen || this.i32[kw0 + K_STATE] !== CACHE_ACTIVE) {
+        throw new HeapError(ErrorCode.EINVAL, `cache "${this.cacheName(id)}" was destroyed`);
+      }
       this.shrinkCache(id);
       const live = this.liveObjects(id);
       if (live > 0) {
@@ -1515,8 +1593,10 @@ export class SlabAllocator extends PageAllocator {
     this.lock(CT_LOCK, LOCK.ctable);
     try {
       if (i32[kw + K_STATE] !== CACHE_DYING) return;
+      // A slow path inside (an allocation that began before the destroy, a free) keeps it.
+      if (Atomics.load(i32, kw + K_USERS) !== 0) return;
       this.shrinkCache(id);
-      if (i32[kw + K_NR_SLABS] !== 0) return;
+      if (i32[kw + K_NR_SLABS] !== 0 || Atomics.load(i32, kw + K_USERS) !== 0) return;
       i32[kw + K_NAME_LEN] = 0;
       Atomics.store(i32, kw + K_STATE, CACHE_FREE);
       Atomics.sub(i32, G_NR_DYING, 1);
@@ -1735,13 +1815,14 @@ export function checkSize(size: number): void {
 /** What a KmemCache handle needs of its heap beyond the public calls. */
 interface CacheOps {
   readonly i32: Int32Array;
-  cacheAlloc(id: number, gfp: number): number;
+  assertLive(): void;
+  cacheAlloc(id: number, gen: number, gfp: number): number;
   cacheFree(id: number, addr: number): void;
   cacheName(id: number): string;
   cacheWOf(id: number): number;
   checkBulk(addrs: ArrayLike<number>, want: number): void;
-  cacheShrink(id: number): void;
-  destroyCache(id: number): void;
+  cacheShrink(id: number, gen: number): void;
+  destroyCache(id: number, gen: number): void;
   cacheStats(id: number): SlabStats;
 }
 
@@ -1764,6 +1845,8 @@ export class KmemCache {
   }
 
   private check(): void {
+    // A handle obtained through a heap handle that has since detached is dead with it.
+    this.ops.assertLive();
     const i32 = this.ops.i32;
     if (i32[this.kw + K_GEN] !== this.gen || i32[this.kw + K_STATE] !== CACHE_ACTIVE) {
       throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
@@ -1773,7 +1856,7 @@ export class KmemCache {
   /** One object, or 0. */
   alloc(gfp: number = GFP.KERNEL): number {
     this.check();
-    return this.ops.cacheAlloc(this.id, gfp);
+    return this.ops.cacheAlloc(this.id, this.gen, gfp);
   }
 
   free(addr: number): void {
@@ -1787,7 +1870,7 @@ export class KmemCache {
     if (n >>> 0 !== n) throw new HeapError(ErrorCode.EINVAL, `count ${String(n)} is not a whole number`);
     if (out instanceof Uint32Array && out.length < n) throw new HeapError(ErrorCode.EINVAL, `out holds fewer than ${n} entries`);
     for (let i = 0; i < n; i++) {
-      const obj = this.ops.cacheAlloc(this.id, gfp);
+      const obj = this.ops.cacheAlloc(this.id, this.gen, gfp);
       if (obj === 0) {
         for (let j = 0; j < i; j++) this.ops.cacheFree(this.id, out[j]!);
         return 0;
@@ -1807,13 +1890,13 @@ export class KmemCache {
   /** Return this slot's cached objects and every empty slab to the page allocator. */
   shrink(): void {
     this.check();
-    this.ops.cacheShrink(this.id);
+    this.ops.cacheShrink(this.id, this.gen);
   }
 
   /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
   destroy(): void {
     this.check();
-    this.ops.destroyCache(this.id);
+    this.ops.destroyCache(this.id, this.gen);
   }
 
   stats(): SlabStats {
