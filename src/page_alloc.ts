@@ -168,6 +168,8 @@ export class PageAllocator extends MmBase {
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
       if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[Z_PCP_HIGH]! && i32[Z_DEFER_HEAD] === 0) {
         i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
+        // The block may have been allocated by another slot: it is this slot's now.
+        i32[d + D_OWNER] = this.cpu;
         i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
         i32[c + C_PCP_HEAD + order] = pfn;
         i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
