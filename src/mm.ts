@@ -139,6 +139,14 @@ export class MmBase {
   protected readonly debugFlags: number;
   /** Tracepoints of this agent. */
   readonly trace: Trace;
+  /**
+   * What deferred work (kfreeRcu batches, deferred lists, the agent's timer) found wrong: it is
+   * reported here, never thrown from a timer, and the rest of the work is done. The default logs
+   * the first error of this handle with console.error.
+   */
+  onError: (err: HeapError) => void;
+  /** Non-zero while deferred work runs: its errors are reported by reportDeferred, once. */
+  protected deferring: number;
   protected hook: ReentryHook | null;
   protected detached: boolean;
   /** True while detach() empties this slot: nolock allocations fail and nolock frees are deferred. */
@@ -174,6 +182,13 @@ export class MmBase {
     this.trace = new Trace();
     this.trace.onError = () => this.vmInc(VM.hookErrors, 1);
     this.trace.onChange = () => this.onReentryChange();
+    let logged = false;
+    this.onError = (err: HeapError): void => {
+      if (logged) return;
+      logged = true;
+      console.error(`shmalloc (cpu ${this.cpu}): deferred work found an error; later ones are not logged: ${err.message}`);
+    };
+    this.deferring = 0;
     this.hook = null;
     this.detached = false;
     this.closing = false;
@@ -377,6 +392,24 @@ export class MmBase {
   protected localUnlock(w: number, cls: number): void {
     this.releasing(cls);
     this.i32[w] = 0;
+  }
+
+  /* ------------------------------------------------------------ deferred errors */
+
+  /**
+   * Deferred work found `e` about the object or block at `addr`: a slab_error trace event, then
+   * onError (a handler that throws is counted in hookErrors). Never throws.
+   */
+  protected reportDeferred(e: unknown, addr: number): void {
+    const err = e instanceof HeapError ? e : new HeapError(ErrorCode.ECORRUPT, `deferred work failed at ${addr}: ${String(e)}`);
+    try {
+      if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
+        this.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr, message: err.message });
+      }
+      this.onError(err);
+    } catch {
+      this.vmInc(VM.hookErrors, 1);
+    }
   }
 
   /* ------------------------------------------------------------ misc shared helpers */

@@ -16,6 +16,9 @@
  *     difference of two 32-bit values (gpAfter), never a plain comparison, and G skips -1
  *     (gpNext) so that a snapshot is never 0. Cookies held by blocks and emergency arrays are
  *     compared the same way.
+ *   Errors that freeing a batch finds (the agent's timer, rcuBarrier, detach, reclaim) are deferred
+ *     work's: reported through reportDeferred (slab_error event, onError), the batch goes on, and
+ *     the timer never throws.
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
@@ -400,13 +403,18 @@ export class RcuAllocator extends SlabAllocator {
     const t = setTimeout(() => {
       this.rcuTimer = null;
       if (this.detached) return;
-      if (this.holdsFrom(LOCK.rcu)) {
-        this.armRcuTimer();
-        return;
+      // The library's own timer never throws: what it finds goes to onError.
+      try {
+        if (this.holdsFrom(LOCK.rcu)) {
+          this.armRcuTimer();
+          return;
+        }
+        this.rcuProcessOwn(false);
+        this.refillSpareBlocks();
+        if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
+      } catch (e) {
+        this.reportDeferred(e, 0);
       }
-      this.rcuProcessOwn(false);
-      this.refillSpareBlocks();
-      if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
     }, RCU_DELAY_MS);
     const maybe = t as unknown as { unref?: () => void };
     if (typeof maybe.unref === "function") maybe.unref();
@@ -548,24 +556,43 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   private freeExpiredObjects(out: Expired): number {
-    const i32 = this.i32;
     let freed = 0;
-    for (const b of out.blocks) {
-      const bw = b >> 2;
-      const n = i32[bw + RB_COUNT]!;
-      for (let k = 0; k < n; k++) this.freeQueued(i32[bw + RB_ADDRS + k]!);
-      freed += n;
-      if (!this.pushSpare(b)) this.freeBlockPage(b);
+    this.deferring++;
+    try {
+      for (const b of out.blocks) {
+        const bw = b >> 2;
+        const n = this.i32[bw + RB_COUNT]!;
+        for (let k = 0; k < n; k++) this.freeQueued(this.i32[bw + RB_ADDRS + k]!);
+        freed += n;
+        if (!this.pushSpare(b)) this.freeBlockPage(b);
+      }
+      for (const o of out.objects) this.freeQueued(o);
+      freed += out.objects.length;
+    } finally {
+      this.deferring--;
     }
-    for (const o of out.objects) this.freeQueued(o);
-    freed += out.objects.length;
     return freed;
   }
 
-  /** Free an object whose grace period is over. */
+  /**
+   * Free an object whose grace period is over. Deferred work: what the free finds wrong (a double
+   * free, a clobbered redzone) is reported, not thrown, and the batch goes on. A redzone the free
+   * found clobbered it has restored, the object still allocated: it is freed now.
+   */
   private freeQueued(addr: number): void {
-    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
-    this.kfree(addr);
+    try {
+      if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
+      this.kfree(addr);
+    } catch (e) {
+      this.reportDeferred(e, addr);
+      if (e instanceof HeapError && e.code === ErrorCode.ECORRUPT) {
+        try {
+          this.kfree(addr);
+        } catch (e2) {
+          this.reportDeferred(e2, addr);
+        }
+      }
+    }
   }
 
   /** Wait until every pending kfreeRcu of every agent has been freed. */

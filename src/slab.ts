@@ -562,7 +562,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** Report a debug finding: a slab_error trace event, then a HeapError. */
   private slabError(code: ErrorCode, id: number, addr: number, offset: number, message: string): never {
-    if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
+    if ((this.trace.mask & (1 << TP.slab_error)) !== 0 && this.deferring === 0) {
       const rec: TraceRecord = { event: "slab_error", cpu: this.cpu, addr, cache: this.cacheName(id), message };
       if (offset >= 0) rec.size = offset;
       this.trace.emit(TP.slab_error, rec);
@@ -1212,12 +1212,20 @@ export class SlabAllocator extends PageAllocator {
         i32[obj >> 2] = 0;
         // A dead slot's objects (reclaimSlot) go straight to their slabs.
         const named = id >= FIRST_NAMED_ID;
-        if (named) this.cacheEnter(id, 0, false, true);
+        // Deferred work: an error is reported (onError), and the rest of the list is still freed.
+        this.deferring++;
         try {
-          if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
-          else this.slabFreeSlow(id, obj);
+          if (named) this.cacheEnter(id, 0, false, true);
+          try {
+            if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
+            else this.slabFreeSlow(id, obj);
+          } finally {
+            if (named) this.cacheExit(id);
+          }
+        } catch (e) {
+          this.reportDeferred(e, obj);
         } finally {
-          if (named) this.cacheExit(id);
+          this.deferring--;
         }
         this.vmInc(VM.objectsUndeferred, 1);
         obj = next;
