@@ -418,6 +418,8 @@ export const OBJ_ALLOC = 0x414c4c4f;
 export const OBJ_RCU = 0x52435521;
 /** Poison of a free object's bytes 8.. (POISON_FREE) and of a live object's redzones (SLUB_RED_ACTIVE). */
 export const POISON_FREE = 0x6b;
+/** POISON_FREE in all four bytes of a word: word 1 of a free debug object off any list. */
+export const POISON_WORD = 0x6b6b6b6b;
 export const RED_ACTIVE = 0xcc;
 
 /** The computed geometry of a heap, shared by create and attach. */

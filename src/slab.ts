@@ -31,6 +31,11 @@
  *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
  *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
  *
+ *   Debug heaps trust no metadata word: M_STATE must be one of OBJ_*, M_REQ within 1..K_OBJ_SIZE,
+ *     a slab descriptor's D_CACHE and D_HEAD in range, or the call throws ECORRUPT before acting on
+ *     them. Bytes 0..7 of a free debug object are the free tag and POISON_WORD whenever it is off a
+ *     linked list (every path that unlinks one writes the poison back over its link).
+ *
  *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
  *   one cache are never held together. The sheaf cache (KF_SHEAF_CACHE, no sheaves of its own) is
  *   used with only a sheaf local lock held, never with a barn or list lock held.
@@ -42,6 +47,7 @@ import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
 import {
   BARN_MAX,
+  POISON_WORD,
   C_DEFER_HEAD,
   C_DEFER_NR,
   C_RCU_WAIT,
@@ -399,10 +405,13 @@ export class SlabAllocator extends PageAllocator {
     const f = this.u32[d + D_FLAGS]!;
     if (f === PG_SLAB) {
       const id = this.u32[d + D_CACHE]!;
+      if (id >= this.maxCaches || this.u32[d + D_HEAD]! > pfn) {
+        throw new HeapError(ErrorCode.ECORRUPT, `the descriptor of page ${pfn} is broken (cache ${id}, head ${this.u32[d + D_HEAD]})`);
+      }
       const kw = this.cacheWOf(id);
       const off = addr - (this.u32[d + D_HEAD]! << PAGE_SHIFT);
       const size = this.i32[kw + K_SIZE]!;
-      if (off % size !== 0 || off / size >= this.i32[kw + K_OBJS]!) {
+      if (size <= 0 || off % size !== 0 || off / size >= this.i32[kw + K_OBJS]!) {
         throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is inside an object of ${this.cacheName(id)}, not at its start`);
       }
       if ((this.i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0) {
@@ -502,6 +511,17 @@ export class SlabAllocator extends PageAllocator {
     if (i32[mw + M_STATE] !== OBJ_FREE) {
       this.slabError(ErrorCode.ECORRUPT, id, obj, -1, `object ${hex(obj)} of ${this.cacheName(id)} was handed out while not free (state ${hex(i32[mw + M_STATE]!)})`);
     }
+    // Bytes 0..7 of a free object: the free tag, and (with poisoning) the poison word, which every
+    // path that takes an object off a linked list writes back over its link.
+    const bad = this.firstBadHead(obj);
+    if (bad >= 0) {
+      const found = u8[obj + bad]!;
+      i32[obj >> 2] = obj ^ FREE_TAG;
+      if ((this.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
+      if (mode !== 0) this.slabFreeNolock(id, obj);
+      else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
+      this.slabError(ErrorCode.ECORRUPT, id, obj, bad, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${bad} (found ${hex(found)}); restored`);
+    }
     if ((this.debugFlags & DEBUG_POISON) !== 0) {
       for (let off = 8; off < inuse; off++) {
         if (u8[obj + off] !== POISON_FREE) {
@@ -522,13 +542,29 @@ export class SlabAllocator extends PageAllocator {
     return obj;
   }
 
+  /** Debug heaps: the offset of the first of bytes 0..7 of free object `obj` that is not as the allocator left it, or -1. */
+  private firstBadHead(obj: number): number {
+    const i32 = this.i32;
+    const tag = obj ^ FREE_TAG;
+    const w0 = i32[obj >> 2]!;
+    if (w0 !== tag) return firstDiffByte(w0, tag);
+    if ((this.debugFlags & DEBUG_POISON) === 0) return -1;
+    const w1 = i32[(obj >> 2) + 1]!;
+    return w1 === POISON_WORD ? -1 : 4 + firstDiffByte(w1, POISON_WORD);
+  }
+
+  /** Debug heaps: an object taken off a freelist or deferred list gets the poison word back over its link. */
+  protected debugUnlink(kw: number, obj: number): void {
+    if (this.i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0) this.i32[(obj >> 2) + O_NEXT] = POISON_WORD;
+  }
+
   /**
    * Debug checks when an object is freed: it must be allocated (EDOUBLEFREE if it is free or
    * waiting for kfreeRcu), its redzones intact (a write past the requested size is reported with
    * the cache, address and offset, the redzone restored and ECORRUPT thrown, the object still
    * allocated). With `commit`, the object is then marked free and poisoned.
    */
-  protected debugFree(id: number, addr: number, commit: boolean): void {
+  protected debugFree(id: number, addr: number, commit: boolean): number {
     const i32 = this.i32;
     const u8 = this.u8;
     const kw = this.cacheWOf(id);
@@ -539,17 +575,23 @@ export class SlabAllocator extends PageAllocator {
     if (state === OBJ_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already queued by kfreeRcu`);
     if (state !== OBJ_ALLOC) this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (state ${hex(state!)})`);
     const req = i32[mw + M_REQ]!;
+    // Never act on a size that is not the object's: a stray write below the next object lands here.
+    if (req < 1 || req > i32[kw + K_OBJ_SIZE]!) {
+      this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (requested size ${req} of a ${i32[kw + K_OBJ_SIZE]}-byte object)`);
+    }
     if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
       for (let off = req; off < inuse + DEBUG_RZ; off++) {
-        if (u8[addr + off] !== RED_ACTIVE) {
+        const found = u8[addr + off]!;
+        if (found !== RED_ACTIVE) {
           if (commit) u8.fill(RED_ACTIVE, addr + req, addr + inuse + DEBUG_RZ);
-          this.slabError(ErrorCode.ECORRUPT, id, addr, off, `write past the end of ${hex(addr)} of ${this.cacheName(id)} (${req} bytes asked for): redzone byte at offset ${off} is ${hex(u8[addr + off]!)}${commit ? "; redzone restored, object still allocated" : ""}`);
+          this.slabError(ErrorCode.ECORRUPT, id, addr, off, `write past the end of ${hex(addr)} of ${this.cacheName(id)} (${req} bytes asked for): redzone byte at offset ${off} is ${hex(found)}${commit ? "; redzone restored, object still allocated" : ""}`);
         }
       }
     }
-    if (!commit) return;
+    if (!commit) return req;
     i32[mw + M_STATE] = OBJ_FREE;
-    if ((this.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 8, addr + inuse);
+    if ((this.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
+    return req;
   }
 
   /** Set a debug object's state (kfreeRcu marks queued objects). */
@@ -668,6 +710,7 @@ export class SlabAllocator extends PageAllocator {
   /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
   private takeFromPartial(kw: number, sw: number, want: number): number {
     const i32 = this.i32;
+    const debug = i32[kw + K_META] !== 0;
     const base = i32[sw + S_SIZE]!;
     let got = 0;
     while (got < want) {
@@ -681,7 +724,9 @@ export class SlabAllocator extends PageAllocator {
         i32[sw + S_OBJS + base + got] = obj;
         got++;
         inuse++;
+        const taken = obj;
         obj = i32[(obj >> 2) + O_NEXT]!;
+        if (debug) this.debugUnlink(kw, taken);
       }
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = inuse;
@@ -702,6 +747,7 @@ export class SlabAllocator extends PageAllocator {
     if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
+    this.debugUnlink(kw, obj);
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
     if (next === 0) this.partialToFull(kw, pfn);
@@ -767,6 +813,7 @@ export class SlabAllocator extends PageAllocator {
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      this.debugUnlink(kw, result);
       taken = 1;
     } else {
       const at = i32[sw + S_SIZE]!;
@@ -774,7 +821,9 @@ export class SlabAllocator extends PageAllocator {
       while (obj !== 0 && taken < want) {
         i32[sw + S_OBJS + at + taken] = obj;
         taken++;
+        const t = obj;
         obj = i32[(obj >> 2) + O_NEXT]!;
+        if (meta !== 0) this.debugUnlink(kw, t);
       }
       i32[sw + S_SIZE] = at + taken;
       result = taken;
@@ -1210,6 +1259,7 @@ export class SlabAllocator extends PageAllocator {
         const next = i32[(obj >> 2) + O_NEXT]!;
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
         i32[obj >> 2] = 0;
+        this.debugUnlink(this.cacheWOf(id), obj);
         // A dead slot's objects (reclaimSlot) go straight to their slabs.
         const named = id >= FIRST_NAMED_ID;
         // Deferred work: an error is reported (onError), and the rest of the list is still freed.
@@ -1246,7 +1296,8 @@ export class SlabAllocator extends PageAllocator {
     const id = this.objectCache(addr, -1);
     if (id < 0) return PAGE_SIZE << ((this.u32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
     const kw = this.cacheWOf(id);
-    if (this.i32[kw + K_META] !== 0) return this.i32[((addr + this.i32[kw + K_META]!) >> 2) + M_REQ]!;
+    // Debug: the requested size, once the object's metadata has been checked.
+    if (this.i32[kw + K_META] !== 0) return this.debugFree(id, addr, false);
     return this.i32[kw + K_SIZE]!;
   }
 
@@ -1264,13 +1315,15 @@ export class SlabAllocator extends PageAllocator {
     }
     checkSize(size);
     checkGfp(gfp);
+    // Every check kfree would make, before anything changes: a krealloc that throws leaves the
+    // heap exactly as it was (it must not keep a block it allocated, nor half-move one).
+    this.checkBulk([addr], -1);
     const id = this.objectCache(addr, -1);
     const kw = id >= 0 ? this.cacheWOf(id) : 0;
     if (id >= 0 && this.i32[kw + K_META] !== 0 && size <= this.i32[kw + K_OBJ_SIZE]!) {
       // Debug: move the requested size and its redzone; bytes that become usable are zeroed under GFP.ZERO.
-      this.debugFree(id, addr, false);
+      const old = this.debugFree(id, addr, false);
       const mw = (addr + this.i32[kw + K_META]!) >> 2;
-      const old = this.i32[mw + M_REQ]!;
       if (size > old) {
         this.u8.fill((gfp & GFP.ZERO) !== 0 ? 0 : RED_ACTIVE ^ 0xff, addr + old, addr + size);
       } else if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
@@ -1287,7 +1340,13 @@ export class SlabAllocator extends PageAllocator {
     const n = this.kmalloc(size, gfp);
     if (n === 0) return 0;
     this.u8.copyWithin(n, addr, addr + Math.min(ks, size));
-    this.kfree(addr);
+    try {
+      this.kfree(addr);
+    } catch (e) {
+      // Checked above; only a hook that freed `addr` meanwhile gets here. Keep nothing.
+      this.kfree(n);
+      throw e;
+    }
     return n;
   }
 
@@ -1332,6 +1391,13 @@ export class SlabAllocator extends PageAllocator {
     const align = options.align ?? 8;
     if ((align | 0) !== align || align < 1 || align > PAGE_SIZE || (align & (align - 1)) !== 0) {
       throw new HeapError(ErrorCode.EINVAL, `align ${String(align)} is not a power of two in 1..${PAGE_SIZE}`);
+    }
+    const stride = cacheStride(objectSize, Math.max(8, align), this.debugFlags !== 0);
+    if (stride > MAX_OBJECT_SIZE) {
+      throw new HeapError(
+        ErrorCode.EINVAL,
+        `object size ${objectSize} takes ${stride} bytes a object${this.debugFlags !== 0 ? " with its debug redzone and metadata" : ""}${align > 8 ? ` aligned to ${align}` : ""}, more than the ${MAX_OBJECT_SIZE} of the largest slab`,
+      );
     }
     this.assertCanLock(LOCK.ctable);
     this.lock(CT_LOCK, LOCK.ctable);
@@ -1389,7 +1455,7 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     const debug = this.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
     const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
-    const size = Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
+    const size = cacheStride(objectSize, align, debug);
     const order = slabOrder(size);
     const gen = i32[kw + K_GEN]! + 1;
     i32.fill(0, kw, kw + this.cacheWords);
@@ -1808,6 +1874,18 @@ function sheafHas(i32: Int32Array, s: number, addr: number): boolean {
   const n = i32[sw + S_SIZE]!;
   for (let k = 0; k < n && k < 64; k++) if (i32[sw + S_OBJS + k] === addr) return true;
   return false;
+}
+
+/** Stride of a cache's objects: the size rounded up to 8, with the debug redzone and metadata, rounded up to `align`. */
+function cacheStride(objectSize: number, align: number, debug: boolean): number {
+  const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
+  return Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
+}
+
+/** The offset (0..3) of the first byte in which words `a` and `b` differ; they differ. */
+function firstDiffByte(a: number, b: number): number {
+  const x = (a ^ b) >>> 0;
+  return x & 0xff ? 0 : x & 0xff00 ? 1 : x & 0xff0000 ? 2 : 3;
 }
 
 export function checkSize(size: number): void {
