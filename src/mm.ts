@@ -9,6 +9,9 @@
  *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An agent
  *     that must never block only spins. A lock whose owner slot reclaimSlot found dead (SLOT_DEAD)
  *     throws EOWNERDEAD instead of waiting for ever.
+ *   - A waiter checks the word it waits on (checkLockWord, at entry and every 1024 spins or wait
+ *     slice): stray bits, an owner that is no slot, or an owner slot that is free (seen twice with
+ *     the same word) mean a stray store overwrote it: ECORRUPT, never an endless wait.
  *   - trylock(): one read, then one compareExchange only if the word was 0. It fails on any held
  *     lock, also when this agent holds it and also with a single agent (seed 004): the state is
  *     never optimised away.
@@ -40,7 +43,7 @@
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest).
  */
-import { ErrorCode, HeapError } from "./errors.js";
+import { ErrorCode, HeapError, hex } from "./errors.js";
 import {
   C_FLAGS,
   C_HELD,
@@ -56,6 +59,7 @@ import {
   PCPU_WORDS,
   PD_WORDS,
   SLOT_DEAD,
+  SLOT_FREE,
   VM,
   Z_SIZE,
 } from "./layout.js";
@@ -155,6 +159,9 @@ export class MmBase {
   protected reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
   private inHook: boolean;
+  /** A lock word checkLockWord found owned by a free slot, and its value: corrupt if seen again. */
+  private suspectLock: number;
+  private suspectValue: number;
 
   constructor(init: MmInit) {
     const g = init.geometry;
@@ -194,6 +201,8 @@ export class MmBase {
     this.closing = false;
     this.reentrant = false;
     this.inHook = false;
+    this.suspectLock = -1;
+    this.suspectValue = 0;
   }
 
   /**
@@ -332,6 +341,7 @@ export class MmBase {
 
   private lockSlow(w: number, cls: number, v: number): void {
     const i32 = this.i32;
+    this.checkLockWord(w, cls, v, (v & LOCK_OWNER_MASK) - 1);
     if ((v & LOCK_OWNER_MASK) === this.me) {
       throw new HeapError(ErrorCode.EDEADLK, `cpu ${this.cpu} already holds this ${LOCK_NAMES[cls]} lock`);
     }
@@ -367,6 +377,7 @@ export class MmBase {
   private checkOwnerAlive(w: number, cls: number): void {
     const v = Atomics.load(this.i32, w);
     const owner = (v & LOCK_OWNER_MASK) - 1;
+    this.checkLockWord(w, cls, v, owner);
     if (owner < 0 || owner >= this.cpus) return;
     if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_DEAD) {
       throw new HeapError(
@@ -374,6 +385,27 @@ export class MmBase {
         `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which died holding it`,
       );
     }
+  }
+
+  /**
+   * A waiter's sanity check of a held lock word `v` (owner slot `owner`): bits other than the
+   * owner and LOCK_WAITERS, an owner that is no slot of this heap, or an owner slot that is free
+   * (a detached agent holds no lock) seen twice in a row with the same word, are a stray store:
+   * ECORRUPT instead of waiting for ever.
+   */
+  private checkLockWord(w: number, cls: number, v: number, owner: number): void {
+    if ((v & ~LOCK_WAITERS) === 0) return; // released meanwhile
+    let why = "";
+    if ((v & ~(LOCK_OWNER_MASK | LOCK_WAITERS)) !== 0 || owner < 0 || owner >= this.cpus) {
+      why = `names no slot of this heap (${this.cpus} slots)`;
+    } else if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_FREE && Atomics.load(this.i32, w) === v) {
+      if (this.suspectLock === w && this.suspectValue === v) why = `is held by cpu ${owner}, which is not attached`;
+      this.suspectLock = w;
+      this.suspectValue = v;
+    }
+    if (why === "") return;
+    this.suspectLock = -1;
+    throw new HeapError(ErrorCode.ECORRUPT, `the ${LOCK_NAMES[cls]} lock word (${hex(v)}) ${why}: a stray store overwrote it`);
   }
 
   private emitLock(id: number, cls: number): void {

@@ -71,6 +71,7 @@ import {
   OBJ_RCU,
   LOCK,
   PAGE_SHIFT,
+  PAGE_SIZE,
   PG_RCU_BLOCK,
   R_GP_DONE,
   R_INFLIGHT,
@@ -492,7 +493,8 @@ export class RcuAllocator extends SlabAllocator {
     this.i32[p + C_RCU_SPARE] = 0;
     this.i32[p + C_RCU_NR_SPARE] = 0;
     this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
-    while (b !== 0) {
+    for (let n = 0; b !== 0; n++) {
+      if (n >= RCU_SPARE_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the spare block list at word ${p} holds more than ${RCU_SPARE_MAX} pages: it is broken`);
       const next = this.i32[(b >> 2) + RB_NEXT]!;
       this.freeBlockPage(b);
       b = next;
@@ -515,8 +517,13 @@ export class RcuAllocator extends SlabAllocator {
       return this.gpPoll(c);
     };
     let pending = 0;
+    const most = i32[p + C_RCU_BLOCKS]!;
     while (i32[p + C_RCU_WAIT] !== 0) {
       const b = i32[p + C_RCU_WAIT]!;
+      // Bounded and checked: a cycle or a stray block is ECORRUPT, never an endless walk.
+      if (out.blocks.length >= most || !this.isBlockPage(b)) {
+        throw new HeapError(ErrorCode.ECORRUPT, `the kfreeRcu wait chain at word ${p} is broken at ${hex(b)} (${out.blocks.length} of ${most} blocks)`);
+      }
       if (!take(i32[(b >> 2) + RB_GP]!)) break;
       i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
       if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
@@ -524,6 +531,7 @@ export class RcuAllocator extends SlabAllocator {
       pending += i32[(b >> 2) + RB_COUNT]!;
     }
     const cur = i32[p + C_RCU_BLOCK]!;
+    if (cur !== 0 && !this.isBlockPage(cur)) throw new HeapError(ErrorCode.ECORRUPT, `the current kfreeRcu block at word ${p} (${hex(cur)}) is not a block page`);
     if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
       i32[p + C_RCU_BLOCK] = 0;
       out.blocks.push(cur);
@@ -540,6 +548,14 @@ export class RcuAllocator extends SlabAllocator {
     // In flight until freeExpired: rcuBarrier and stats still see them.
     if (pending !== 0) Atomics.add(i32, R_INFLIGHT, pending);
     out.count += pending;
+  }
+
+  /** Is `b` a kfreeRcu block page holding a count in 0..RB_CAP? */
+  private isBlockPage(b: number): boolean {
+    const pfn = b >>> PAGE_SHIFT;
+    if ((b & (PAGE_SIZE - 1)) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return false;
+    const n = this.i32[(b >> 2) + RB_COUNT]!;
+    return this.u32[this.pd(pfn) + D_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
   }
 
   /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
@@ -703,8 +719,8 @@ export class RcuAllocator extends SlabAllocator {
         blocks++;
       };
       for (let b = i32[p + C_RCU_WAIT]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
+        if (blocks >= i32[p + C_RCU_BLOCKS]!) bad(`cpu ${cpu}: kfreeRcu wait chain is longer than its count: circular`);
         check(b);
-        if (blocks > 1 << 20) bad(`cpu ${cpu}: kfreeRcu wait chain is circular`);
       }
       if (i32[p + C_RCU_BLOCK] !== 0) check(i32[p + C_RCU_BLOCK]!);
       const ne = i32[p + C_RCU_EMERG_NR]!;

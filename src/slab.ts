@@ -36,6 +36,10 @@
  *     them. Bytes 0..7 of a free debug object are the free tag and POISON_WORD whenever it is off a
  *     linked list (every path that unlinks one writes the poison back over its link).
  *
+ *   Every walk of a list is bounded by its count (deferred objects by C_DEFER_NR, the partial list
+ *     by K_NR_SLABS, a barn by BARN_MAX): a cycle or a stray link is ECORRUPT (reported to onError
+ *     by deferred work, which drops the broken list), never an endless walk.
+ *
  *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
  *   one cache are never held together. The sheaf cache (KF_SHEAF_CACHE, no sheaves of its own) is
  *   used with only a sheaf local lock held, never with a barn or list lock held.
@@ -447,8 +451,10 @@ export class SlabAllocator extends PageAllocator {
       if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
     }
     const kw = this.cacheWOf(id);
-    for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) if (sheafHas(i32, s, addr)) return true;
-    for (let o = i32[this.pcpuW + C_DEFER_HEAD]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) if (o === addr) return true;
+    // Bounded walks: a broken list must not hang a free.
+    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
+    const nd = i32[this.pcpuW + C_DEFER_NR]!;
+    for (let o = i32[this.pcpuW + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === addr) return true;
     const head = this.u32[this.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
     for (let o = i32[this.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
       if (o === addr) return true;
@@ -1098,13 +1104,15 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_BARN_NR_EMPTY] = 0;
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
     // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
-    while (full !== 0) {
+    for (let n = 0; full !== 0; n++) {
+      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
       const next = this.i32[(full >> 2) + S_NEXT]!;
       this.flushSheaf(id, full >> 2, 0);
       this.freeSheaf(full, 0);
       full = next;
     }
-    while (empty !== 0) {
+    for (let n = 0; empty !== 0; n++) {
+      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} empty sheaves: its list is broken`);
       const next = this.i32[(empty >> 2) + S_NEXT]!;
       this.freeSheaf(empty, 0);
       empty = next;
@@ -1253,8 +1261,16 @@ export class SlabAllocator extends PageAllocator {
       // Read the views each round: the frees below take locks, which rebuild them after growth.
       const i32 = this.i32;
       let obj = i32[p + C_DEFER_HEAD]!;
+      const nr = i32[p + C_DEFER_NR]!;
       i32[p + C_DEFER_HEAD] = 0;
       i32[p + C_DEFER_NR] = 0;
+      const broken = this.brokenDeferredList(obj, nr);
+      if (broken !== "") {
+        // Deferred work found broken metadata: report it, drop the list (its objects stay
+        // allocated, lost), and never walk a cycle.
+        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+        continue;
+      }
       while (obj !== 0) {
         const next = i32[(obj >> 2) + O_NEXT]!;
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
@@ -1281,6 +1297,20 @@ export class SlabAllocator extends PageAllocator {
         obj = next;
       }
     }
+  }
+
+  /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
+  private brokenDeferredList(obj: number, nr: number): string {
+    const i32 = this.i32;
+    let n = 0;
+    for (let o = obj; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
+      if (++n > nr) return `longer than its count ${nr}: a cycle`;
+      const pfn = o >>> PAGE_SHIFT;
+      if ((o & 7) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return `${hex(o)} is not an object address`;
+      const d = this.pd(pfn);
+      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE]! >>> 0 >= this.maxCaches) return `${hex(o)} is not in a slab`;
+    }
+    return n === nr ? "" : `holds ${n} objects, counts ${nr}`;
   }
 
   /* ================================================================= more of the kmalloc family */
@@ -1597,7 +1627,11 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     const discard: number[] = [];
     this.lock(kw + K_LIST_LOCK, LOCK.list);
+    // Bounded by the slab count: a cycle is reported after the unlock, never walked for ever.
+    let steps = 0;
+    const most = i32[kw + K_NR_SLABS]!;
     for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0; ) {
+      if (++steps > most) break;
       const next = i32[this.pd(pfn) + D_NEXT]!;
       if (i32[this.pd(pfn) + D_INUSE] === 0) {
         this.partialDel(kw, pfn);
@@ -1609,6 +1643,7 @@ export class SlabAllocator extends PageAllocator {
     }
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     for (const pfn of discard) this.releaseSlab(id, pfn, 0);
+    if (steps > most) throw new HeapError(ErrorCode.ECORRUPT, `the partial list of ${this.cacheName(id)} is longer than its ${most} slabs: a cycle`);
   }
 
   /** Flush this slot's sheaves of every dying cache, releasing caches no slot caches any more. */
@@ -1693,10 +1728,11 @@ export class SlabAllocator extends PageAllocator {
       if (spare !== 0) sheafObjects += i32[(spare >> 2) + S_SIZE]!;
     }
     let barnObjects = 0;
-    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < 1000; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
+    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
     let deferred = 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      for (let o = i32[this.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < 1 << 22; o = i32[(o >> 2) + O_NEXT]!, n++) {
+      const nd = i32[this.pcpOf(cpu) + C_DEFER_NR]!;
+      for (let o = i32[this.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
         if (i32[this.pd(o >>> PAGE_SHIFT) + D_CACHE] === id) deferred++;
       }
     }
