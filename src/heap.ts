@@ -283,6 +283,7 @@ export class Heap extends RcuAllocator {
     this.assertLive();
     if (cpu >>> 0 !== cpu || cpu >= this.cpus) throw new HeapError(ErrorCode.EINVAL, `cpu ${String(cpu)} is not a slot of this heap`);
     if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+    if (this.rcuReadLockHeld()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section would wait for itself (the dead slot's kfreeRcu objects wait for a grace period)");
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
     const state = Atomics.load(this.i32, c + C_STATE);

@@ -33,7 +33,10 @@
  *     RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
  *     else from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp list
  *     only, under its trylock. Only when both fail does an agent that may wait, and holds no
- *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period.
+ *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period. An agent
+ *     that holds an allocator lock (a hook) never waits for a grace period: a reader that needs the
+ *     lock could not end it. With no emergency slot left it gets EDEADLK, the object still live.
+ *     reclaimSlot, like synchronizeRcu and rcuBarrier, refuses to run inside a read-side section.
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
@@ -391,6 +394,11 @@ export class RcuAllocator extends SlabAllocator {
     // section it could be waiting for, unless it is, in which case it must not ask this).
     if (this.rcuReadLockHeld()) {
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
+    }
+    // Nor while this agent holds an allocator lock (a hook): a reader that needs that lock could
+    // never end the period. The object stays allocated; the caller may free it later.
+    if (this.holdsFrom(LOCK.rcu)) {
+      throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) from a hook holding an allocator lock found no room and would wait for a grace period with it held`);
     }
     while (!this.gpPoll(c)) {
       /* spin */
