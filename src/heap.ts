@@ -242,6 +242,8 @@ export class Heap extends RcuAllocator {
   detach(): void {
     this.assertLive();
     this.assertCanLock(LOCK.rcu);
+    // Its kfreeRcu objects wait for a grace period: not while another handle of this agent reads.
+    this.assertDetachCanWait();
     // From here a hook's nolock allocations fail and its nolock frees are deferred, so that
     // nothing re-enters the sheaves being flushed; what the hook frees is drained below.
     this.closing = true;
@@ -283,7 +285,7 @@ export class Heap extends RcuAllocator {
     this.assertLive();
     if (cpu >>> 0 !== cpu || cpu >= this.cpus) throw new HeapError(ErrorCode.EINVAL, `cpu ${String(cpu)} is not a slot of this heap`);
     if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
-    if (this.rcuReadLockHeld()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section would wait for itself (the dead slot's kfreeRcu objects wait for a grace period)");
+    if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
     const state = Atomics.load(this.i32, c + C_STATE);

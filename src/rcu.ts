@@ -36,7 +36,9 @@
  *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period. An agent
  *     that holds an allocator lock (a hook) never waits for a grace period: a reader that needs the
  *     lock could not end it. With no emergency slot left it gets EDEADLK, the object still live.
- *     reclaimSlot, like synchronizeRcu and rcuBarrier, refuses to run inside a read-side section.
+ *     reclaimSlot, like synchronizeRcu and rcuBarrier, refuses to run inside a read-side section,
+ *     and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
+ *     a module-level registry, read only by those checks; rcuReadLock is unchanged).
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
@@ -109,6 +111,13 @@ export function gpNext(c: number): number {
   return n === -1 ? 0 : n;
 }
 
+/**
+ * This agent's handles on each heap (module state is per agent). A grace-period wait in an agent
+ * where any handle on the same heap is inside a read-side section would wait for itself: such
+ * waits throw EDEADLK instead. Registered at create/attach; read only by the waits' checks.
+ */
+const agentHandles = new WeakMap<SharedArrayBuffer, Array<WeakRef<RcuAllocator>>>();
+
 /** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
 const KRCP_SPINS = 1 << 16;
 
@@ -153,6 +162,12 @@ export class RcuAllocator extends SlabAllocator {
     super(init);
     this.rcuTimer = null;
     this.sleepCell = new Int32Array(new SharedArrayBuffer(4));
+    const list = (agentHandles.get(init.buffer) ?? []).filter((r) => {
+      const h = r.deref();
+      return h !== undefined && !h.detached;
+    });
+    list.push(new WeakRef(this));
+    agentHandles.set(init.buffer, list);
   }
 
   /* ================================================================= read side */
@@ -179,6 +194,24 @@ export class RcuAllocator extends SlabAllocator {
     i32[w] = n;
     // Publication point: every read of the section happens before this store.
     if (n === 0) Atomics.store(i32, this.pcpuW + C_RCU_SNAP, 0);
+  }
+
+  /** Is a handle of this agent on this heap (`self` too, unless false) inside a read-side section? */
+  protected agentInReadSection(self = true): boolean {
+    const list = agentHandles.get(this.buffer);
+    if (list === undefined) return false;
+    for (const ref of list) {
+      const h = ref.deref();
+      if (h !== undefined && (self || h !== this) && !h.detached && h.i32[h.pcpuW + C_RCU_NEST]! > 0) return true;
+    }
+    return false;
+  }
+
+  /** detach: EDEADLK, nothing changed, when it would wait for a grace period that another handle of this agent holds up. */
+  protected assertDetachCanWait(): void {
+    if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0 && this.agentInReadSection(false)) {
+      throw new HeapError(ErrorCode.EDEADLK, "detach would wait for a grace period while another handle of this agent is inside a read-side section");
+    }
   }
 
   /** Is this agent inside a read-side section? */
@@ -219,8 +252,8 @@ export class RcuAllocator extends SlabAllocator {
   /** Wait until every agent that was inside a read-side section when this was called has left it. */
   synchronizeRcu(): void {
     this.assertLive();
-    if (this.rcuReadLockHeld()) {
-      throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section would wait for itself");
+    if (this.agentInReadSection()) {
+      throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section (of any handle of this agent) would wait for itself");
     }
     this.assertCanLock(LOCK.rcu);
     this.gpWait(this.gpCookie());
@@ -360,7 +393,7 @@ export class RcuAllocator extends SlabAllocator {
    * the grace period by spinning (never Atomics.wait) and free with the nolock paths.
    */
   private kfreeRcuFallback(addr: number, c: number): void {
-    const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.rcuReadLockHeld();
+    const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.agentInReadSection();
     this.armRcuTimer(); // refills the spare block pages
     if (mayWait) {
       // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
@@ -392,7 +425,7 @@ export class RcuAllocator extends SlabAllocator {
     }
     // Nothing left to queue into: spin until the period is over (this agent is not in a read
     // section it could be waiting for, unless it is, in which case it must not ask this).
-    if (this.rcuReadLockHeld()) {
+    if (this.agentInReadSection()) {
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
     }
     // Nor while this agent holds an allocator lock (a hook): a reader that needs that lock could
@@ -622,7 +655,7 @@ export class RcuAllocator extends SlabAllocator {
   /** Wait until every pending kfreeRcu of every agent has been freed. */
   rcuBarrier(): void {
     this.assertLive();
-    if (this.rcuReadLockHeld()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section would wait for itself");
+    if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section (of any handle of this agent) would wait for itself");
     this.assertCanLock(LOCK.rcu);
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that

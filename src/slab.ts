@@ -1670,8 +1670,9 @@ export class SlabAllocator extends PageAllocator {
       if (this.i32[kw0 + K_GEN] !== gen || this.i32[kw0 + K_STATE] !== CACHE_ACTIVE) {
         throw new HeapError(ErrorCode.EINVAL, `cache "${this.cacheName(id)}" was destroyed`);
       }
-      this.shrinkCache(id);
+      // Count before anything moves: a refused destroy leaves the heap exactly as it was.
       const live = this.liveObjects(id);
+      if (live === 0) this.shrinkCache(id);
       if (live > 0) {
         const list = this.liveObjectList(id);
         for (const o of list) {

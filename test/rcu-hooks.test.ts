@@ -66,4 +66,25 @@ describe("grace periods are never awaited where they cannot end", () => {
     assert.equal(h.stats().rcu.waitingObjects, 0);
     h.validate();
   });
+
+  test("a wait for a grace period that another handle of this agent holds up: EDEADLK, nothing changed", T, () => {
+    const h = Heap.create({ size: 8 << 20, cpus: 4 });
+    const h2 = Heap.attach(h.buffer);
+    const o = h2.kmalloc(64);
+    h2.kfreeRcu(o); // h2 has kfreeRcu objects to wait for at detach
+    h.rcuReadLock(); // this agent, through another handle, is inside a section
+    assert.equal(caught(() => h2.synchronizeRcu()).code, "EDEADLK");
+    assert.equal(caught(() => h2.rcuBarrier()).code, "EDEADLK");
+    assert.equal(caught(() => h2.detach()).code, "EDEADLK");
+    assert.equal(h2.attached, true, "still attached");
+    h.rcuReadUnlock();
+    h2.detach();
+    assert.equal(h.stats().rcu.waitingObjects, 0);
+    // Another heap's handles do not count.
+    const other = Heap.create({ size: 4 << 20, cpus: 2 });
+    other.rcuReadLock();
+    h.synchronizeRcu();
+    other.rcuReadUnlock();
+    h.validate();
+  });
 });
