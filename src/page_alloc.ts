@@ -24,7 +24,7 @@
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
  *     parked block's descriptor (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
- *     The drain is bounded by Z_DEFER_PAGES and checks every entry: a broken list is reported to
+ *     The drain is bounded by the zone's size and checks every entry: a broken list is reported to
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
@@ -736,15 +736,16 @@ export class PageAllocator extends MmBase {
     if (Atomics.load(i32, Z_DEFER_HEAD) === 0) return;
     let pfn = Atomics.exchange(i32, Z_DEFER_HEAD, 0);
     // Bounded, and every entry checked before it is freed: a cycle or a stray pfn is reported and
-    // the rest of the list is dropped, never walked for ever nor merged into the buddy lists.
-    const limit = Atomics.load(i32, Z_DEFER_PAGES);
+    // the rest of the list is dropped, never walked for ever nor merged into the buddy lists. The
+    // bound is the zone's size: Z_DEFER_PAGES may lag, a pusher adds to it after publishing.
+    const limit = this.nrPages;
     let pages = 0;
     while (pfn !== 0) {
       const d = this.pd(pfn);
       const f = pfn >= this.zoneStart && pfn < this.nrPages ? this.u32[d + D_FLAGS]! : 0;
       const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
       if ((f & ~ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
-        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, ${pages} of ${limit} pages freed): the rest is dropped`), pfn << PAGE_SHIFT);
+        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
         break;
       }
       const next = this.u32[d + D_NEXT]!;
@@ -753,7 +754,7 @@ export class PageAllocator extends MmBase {
       pages += 1 << order;
       pfn = next;
     }
-    Atomics.sub(i32, Z_DEFER_PAGES, pfn === 0 ? pages : limit);
+    Atomics.sub(i32, Z_DEFER_PAGES, pages);
     this.vmInc(VM.pagesUndeferred, pages);
   }
 
