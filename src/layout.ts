@@ -294,9 +294,7 @@ export const K_NAME = 16;
 export const CACHE_NAME_MAX = 64;
 /** Line 2: the list lock (kmem_cache_node.list_lock). */
 export const K_LIST_LOCK = 32;
-/** Agents inside a slow path of this named cache (Atomics.add/sub): a dying cache is not released
- * while it is non-zero, so no slow path works on a descriptor that is being reused. */
-export const K_USERS = 33;
+
 /* line 3: slab lists and counts, protected by K_LIST_LOCK */
 /** Head pfn of the partial list (slabs with at least one free object, empty ones included). */
 export const K_PARTIAL = 48;
@@ -332,6 +330,10 @@ export const P_MAIN = 0;
 export const P_SPARE = 1;
 /** The local lock: 1 while a slow path of this slot works on these sheaves. */
 export const P_LOCKED = 2;
+/** Slow paths of this slot inside this named cache (Atomics.add/sub by the slot, Atomics.load by a
+ * releaser; reclaimSlot clears a dead slot's): a dying cache is not released while any is non-zero,
+ * so no slow path works on a descriptor that is being reused. */
+export const P_USERS = 3;
 
 export const CACHE_FREE = 0;
 export const CACHE_ACTIVE = 1;

@@ -23,10 +23,10 @@
  *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
- *   K_USERS of a named cache counts the agents inside one of its slow paths (cacheEnter: an
- *     Atomics.add, then the state and generation are checked; cacheExit). A dying cache is released
- *     (under CT_LOCK) only when no slot caches its objects and K_USERS is 0, so no slow path ever
- *     works on a descriptor that is being reused. The fast paths need no count: a slot's own sheaf
+ *   P_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
+ *     an Atomics.add, then the state and generation are checked; cacheExit). A dying cache is
+ *     released (under CT_LOCK) only when no slot caches its objects and every P_USERS is 0, so no
+ *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
  *     holds objects only while the cache is not released.
  *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
  *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
@@ -112,7 +112,6 @@ import {
   K_SIZE,
   K_STATE,
   K_TOTAL_OBJS,
-  K_USERS,
   KF_SHEAF_CACHE,
   LINE_WORDS,
   LOCK,
@@ -122,6 +121,7 @@ import {
   P_LOCKED,
   P_MAIN,
   P_SPARE,
+  P_USERS,
   PAGE_SHIFT,
   PAGE_SIZE,
   PCP_MAX_ORDER,
@@ -375,24 +375,25 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /**
-   * Enter a slow path of named cache `id`: count this agent in K_USERS (tryReleaseDying does not
-   * release a cache while it is non-zero), then check that the cache is still the one the caller
+   * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
+   * not release a cache while any slot's is non-zero), then check that the cache is still the one the caller
    * means: generation `gen` when `checkGen`, ACTIVE (or DYING when `dyingOk`: frees of objects
    * that outlived a destroy). Throws EINVAL, not counted in, when it is not.
    */
   protected cacheEnter(id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    Atomics.add(i32, kw + K_USERS, 1);
+    const users = this.pcsW(id) + P_USERS;
+    Atomics.add(i32, users, 1);
     const st = Atomics.load(i32, kw + K_STATE);
     if ((checkGen && Atomics.load(i32, kw + K_GEN) !== gen) || !(st === CACHE_ACTIVE || (dyingOk && st === CACHE_DYING))) {
-      Atomics.sub(i32, kw + K_USERS, 1);
+      Atomics.sub(i32, users, 1);
       throw new HeapError(ErrorCode.EINVAL, `the cache in descriptor ${id} was destroyed`);
     }
   }
 
   protected cacheExit(id: number): void {
-    Atomics.sub(this.i32, this.cacheWOf(id) + K_USERS, 1);
+    Atomics.sub(this.i32, this.pcsW(id) + P_USERS, 1);
   }
 
   /**
@@ -1603,7 +1604,10 @@ export class SlabAllocator extends PageAllocator {
   protected flushAllSheavesOf(cpu: number): void {
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if (st === CACHE_ACTIVE || st === CACHE_DYING) this.flushCpuSheaves(id, cpu, 0);
+      if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+      this.flushCpuSheaves(id, cpu, 0);
+      // A reclaimed slot is inside no slow path any more, wherever it died.
+      if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_USERS, 0);
     }
   }
 
@@ -1658,7 +1662,7 @@ export class SlabAllocator extends PageAllocator {
 
   /**
    * Destroy the cache of generation `gen`: refuse while objects are live; release now, or when
-   * every slot has flushed and no slow path is inside (K_USERS).
+   * every slot has flushed and no slow path is inside (P_USERS).
    */
   protected destroyCache(id: number, gen: number): void {
     this.assertCanLock(LOCK.ctable);
@@ -1696,23 +1700,29 @@ export class SlabAllocator extends PageAllocator {
   private tryReleaseDying(id: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-      if (i32[pcs + P_MAIN] !== EMPTY_SHEAF_W << 2 || i32[pcs + P_SPARE] !== 0) return;
-    }
+    if (!this.noSlotUses(kw)) return;
     this.lock(CT_LOCK, LOCK.ctable);
     try {
       if (i32[kw + K_STATE] !== CACHE_DYING) return;
-      // A slow path inside (an allocation that began before the destroy, a free) keeps it.
-      if (Atomics.load(i32, kw + K_USERS) !== 0) return;
       this.shrinkCache(id);
-      if (i32[kw + K_NR_SLABS] !== 0 || Atomics.load(i32, kw + K_USERS) !== 0) return;
+      // A slow path inside (an allocation that began before the destroy, a free) keeps it.
+      if (i32[kw + K_NR_SLABS] !== 0 || !this.noSlotUses(kw)) return;
       i32[kw + K_NAME_LEN] = 0;
       Atomics.store(i32, kw + K_STATE, CACHE_FREE);
       Atomics.sub(i32, G_NR_DYING, 1);
     } finally {
       this.unlock(CT_LOCK, LOCK.ctable);
     }
+  }
+
+  /** Does no slot cache objects of the cache at `kw` (sheaves) nor work inside it (P_USERS)? */
+  private noSlotUses(kw: number): boolean {
+    const i32 = this.i32;
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      if (i32[pcs + P_MAIN] !== EMPTY_SHEAF_W << 2 || i32[pcs + P_SPARE] !== 0 || Atomics.load(i32, pcs + P_USERS) !== 0) return false;
+    }
+    return true;
   }
 
   /* ================================================================= stats and validation */
