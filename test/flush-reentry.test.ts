@@ -170,3 +170,42 @@ describe("flushes run under the local lock: a hook's nolock calls during them", 
     });
   }
 });
+
+describe("re-entry at every lock point of the other public calls", () => {
+  const calls: Array<[string, (h: Heap, shadow: Shadow) => void]> = [
+    ["grow", (h) => void h.grow(h.size + (1 << 20))],
+    ["kfreeRcu + rcuBarrier", (h) => {
+      const objs: number[] = [];
+      for (let i = 0; i < 50; i++) objs.push(h.kmalloc(48));
+      for (const o of objs) h.kfreeRcu(o);
+      h.rcuBarrier();
+    }],
+    ["synchronizeRcu", (h) => h.synchronizeRcu()],
+    ["reclaimSlot", (h, shadow) => {
+      const gone = Heap.attach(h.buffer);
+      warm(gone, gone.findCache("flushed"), shadow, []);
+      h.reclaimSlot(gone.cpu);
+    }],
+    ["validate", (h) => h.validate()],
+    ["createCache + destroy", (h) => h.createCache("made-in-hooks", 72).destroy()],
+    ["allocPages of every order", (h) => {
+      for (let o = 0; o <= 6; o++) h.freePages(h.allocPages(o), o);
+    }],
+  ];
+  for (const [name, call] of calls) {
+    test(name, () => {
+      const h = Heap.create({ size: 8 << 20, maxSize: 16 << 20, cpus: 4 });
+      const shadow = new Shadow(() => h);
+      const cache = h.createCache("flushed", 200);
+      const mine: number[] = [];
+      warm(h, cache, shadow, mine);
+      const stats = { points: 0, allocs: 0, frees: 0 };
+      hookOn(h, shadow, mine, stats);
+      call(h, shadow);
+      // settle checks every block of the model (the hook's among them) and frees everything.
+      settle(h, shadow);
+      console.log(`${name}: ${stats.points} lock points, ${stats.allocs} nolock allocations, ${stats.frees} nolock frees`);
+    });
+  }
+});
+
