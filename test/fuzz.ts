@@ -93,6 +93,8 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
   };
   const pick = <T>(xs: readonly T[]): T => xs[rng.int(0, xs.length - 1)]!;
   const h = (): Heap => (rng.chance(0.25) ? other : heap);
+  // A handle's views cover the heap as that handle last saw it: read through the one that saw most.
+  const views = (): Heap => (other.u8.length > heap.u8.length ? other : heap);
   const span = (l: Live): number => (l.kind === K_PAGES ? 4096 << l.order : l.size);
 
   const add = (addr: number, size: number, kind: number, order: number, cache: number, zeroed: boolean, by: Heap): void => {
@@ -109,7 +111,8 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
     live.set(addr, l);
   };
   const check = (l: Live): void => {
-    const bad = checkPattern(heap.i32, heap.u8, l.addr, Math.min(l.size, CHECK_BYTES), l.sig);
+    const v = views();
+    const bad = checkPattern(v.i32, v.u8, l.addr, Math.min(l.size, CHECK_BYTES), l.sig);
     if (bad !== null) fail(`a live block was overwritten: ${bad}`);
   };
   const anyLive = (kind = -1): Live | null => {
@@ -175,7 +178,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
           const n = by.krealloc(l.addr, size);
           if (n === 0) break;
           const keep = Math.min(l.size, size, CHECK_BYTES);
-          const bad = prefixDiffers(heap.u8, n, keep, l.sig, Math.min(l.size, CHECK_BYTES));
+          const bad = prefixDiffers(views().u8, n, keep, l.sig, Math.min(l.size, CHECK_BYTES));
           if (bad !== null) fail(`krealloc(${l.addr}, ${size}) of a ${l.size}-byte block gave ${n}, which lost the contents: ${bad}`);
           live.delete(l.addr);
           add(n, size, K_OBJ, 0, -1, false, by);
