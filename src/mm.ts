@@ -22,6 +22,9 @@
  * A local lock (a sheaf's P_LOCKED) is a plain word written only by its slot: it detects re-entry
  * by this agent (from a hook) and nothing else.
  *
+ * A lock held by another handle of this agent (a hook of one handle calling another) is never
+ * waited for: EDEADLK at once (agentHandles, the agent's handles on each heap).
+ *
  * Lock order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone. While
  * this agent can re-enter (it has a reentry hook or a trace handler), every lock it takes is counted
  * per class in the slot's C_HELD words (lockdep's held_locks). A normal call
@@ -104,6 +107,13 @@ export function agentCanBlock(): boolean {
     return false;
   }
 }
+
+/**
+ * This agent's live handles on each heap (module state is per agent): a wait on something another
+ * handle of the same agent holds (a lock, a read-side section) would wait for itself. Registered
+ * at create/attach; read only on slow paths (a contended lock, a grace-period wait).
+ */
+const agentHandles = new WeakMap<SharedArrayBuffer, Array<WeakRef<MmBase>>>();
 
 export class MmBase {
   /** The heap's buffer. */
@@ -203,6 +213,22 @@ export class MmBase {
     this.inHook = false;
     this.suspectLock = -1;
     this.suspectValue = 0;
+    const list = (agentHandles.get(init.buffer) ?? []).filter((r) => {
+      const h = r.deref();
+      return h !== undefined && !h.detached;
+    });
+    list.push(new WeakRef(this));
+    agentHandles.set(init.buffer, list);
+  }
+
+  /** This agent's live handles on this heap, this one included. */
+  protected agentHandles(): MmBase[] {
+    const out: MmBase[] = [];
+    for (const r of agentHandles.get(this.buffer) ?? []) {
+      const h = r.deref();
+      if (h !== undefined && !h.detached) out.push(h);
+    }
+    return out;
   }
 
   /**
@@ -344,6 +370,15 @@ export class MmBase {
     this.checkLockWord(w, cls, v, (v & LOCK_OWNER_MASK) - 1);
     if ((v & LOCK_OWNER_MASK) === this.me) {
       throw new HeapError(ErrorCode.EDEADLK, `cpu ${this.cpu} already holds this ${LOCK_NAMES[cls]} lock`);
+    }
+    // Held by another handle of this agent (a hook of one handle calling another): it cannot let
+    // go while this agent waits.
+    const mine = agentHandles.get(this.buffer);
+    for (let k = 0; mine !== undefined && k < mine.length; k++) {
+      const h = mine[k]!.deref();
+      if (h !== undefined && h !== this && !h.detached && h.me === (v & LOCK_OWNER_MASK)) {
+        throw new HeapError(ErrorCode.EDEADLK, `the ${LOCK_NAMES[cls]} lock is held by cpu ${h.cpu}, another handle of this agent: it would wait for itself`);
+      }
     }
     if (cls === LOCK.zone) this.vmInc(VM.zoneContended, 1);
     if ((this.trace.mask & (1 << TP.contention_begin)) !== 0) this.emitLock(TP.contention_begin, cls);

@@ -111,12 +111,7 @@ export function gpNext(c: number): number {
   return n === -1 ? 0 : n;
 }
 
-/**
- * This agent's handles on each heap (module state is per agent). A grace-period wait in an agent
- * where any handle on the same heap is inside a read-side section would wait for itself: such
- * waits throw EDEADLK instead. Registered at create/attach; read only by the waits' checks.
- */
-const agentHandles = new WeakMap<SharedArrayBuffer, Array<WeakRef<RcuAllocator>>>();
+
 
 /** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
 const KRCP_SPINS = 1 << 16;
@@ -162,12 +157,6 @@ export class RcuAllocator extends SlabAllocator {
     super(init);
     this.rcuTimer = null;
     this.sleepCell = new Int32Array(new SharedArrayBuffer(4));
-    const list = (agentHandles.get(init.buffer) ?? []).filter((r) => {
-      const h = r.deref();
-      return h !== undefined && !h.detached;
-    });
-    list.push(new WeakRef(this));
-    agentHandles.set(init.buffer, list);
   }
 
   /* ================================================================= read side */
@@ -198,11 +187,8 @@ export class RcuAllocator extends SlabAllocator {
 
   /** Is a handle of this agent on this heap (`self` too, unless false) inside a read-side section? */
   protected agentInReadSection(self = true): boolean {
-    const list = agentHandles.get(this.buffer);
-    if (list === undefined) return false;
-    for (const ref of list) {
-      const h = ref.deref();
-      if (h !== undefined && (self || h !== this) && !h.detached && h.i32[h.pcpuW + C_RCU_NEST]! > 0) return true;
+    for (const h of this.agentHandles()) {
+      if ((self || h !== this) && h instanceof RcuAllocator && h.rcuReadLockHeld()) return true;
     }
     return false;
   }

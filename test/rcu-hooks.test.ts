@@ -87,4 +87,26 @@ describe("grace periods are never awaited where they cannot end", () => {
     other.rcuReadUnlock();
     h.validate();
   });
+
+  test("a hook of one handle making a normal call through another handle of this agent that needs a held lock: EDEADLK, never a hang", T, () => {
+    const h = Heap.create({ size: 4 << 20, cpus: 4 });
+    const h2 = Heap.attach(h.buffer);
+    h2.freePages(h2.allocPages(0), 0);
+    let got = "";
+    h.setReentryHook((point) => {
+      if (point !== "zone:acquire" || got !== "") return;
+      try {
+        h2.allocPages(6); // the buddy lists: the zone lock, which h holds
+        got = "no error";
+      } catch (e) {
+        got = (e as { code: string }).code;
+      }
+    });
+    h.freePages(h.allocPages(6), 6);
+    h.setReentryHook(null);
+    assert.equal(got, "EDEADLK");
+    h2.detach();
+    h.validate();
+  });
 });
+
