@@ -12,6 +12,10 @@
  *     pcp -> zone) and assert first that the caller holds none of them. While detach empties the
  *     slot (`closing`), a hook's nolock allocations fail and its nolock frees go to the deferred
  *     list, which detach drains again until the slot holds nothing.
+ *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
+ *     inside a read-side section: the dead slot's kfreeRcu objects wait for a grace period.
+ *   shrink() also flushes this slot's sheaves of dying caches, so a cache another agent destroyed
+ *     is released once no slot caches its objects.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
