@@ -14,6 +14,12 @@
  *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
  *     kfreeRcu counts, a cache's list counts) and releases it (recoverLocksOf). On a noBlock
  *     caller, detach and reclaimSlot may stop with EAGAIN; the slot then stays attached.
+ *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
+ *     frees go to the deferred list, which detach drains again until the slot holds nothing.
+ *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
+ *     inside a read-side section: the dead slot's kfreeRcu objects wait for a grace period.
+ *   shrink() also flushes this slot's sheaves of dying caches, so a cache another agent destroyed
+ *     is released once no slot caches its objects.
  *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
  *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
@@ -28,6 +34,7 @@ import { assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./gfp.js";
 import {
+  C_DEFER_HEAD,
   C_DEFER_NR,
   C_FLAGS,
   C_GEN,
@@ -36,6 +43,8 @@ import {
   C_PCP_BUSY,
   C_PCP_COUNT,
   C_PCP_LOCK,
+  C_RCU_NR_SPARE,
+  C_RCU_PENDING,
   C_STATE,
   C_VMSTAT,
   CACHE_ACTIVE,
@@ -271,18 +280,45 @@ export class Heap extends RcuAllocator {
   detach(): void {
     this.assertLive();
     this.assertCanLock(LOCK.rcu);
-    this.rcuOffline();
-    this.drainDeferredObjects();
-    this.flushAllSheavesOf(this.cpu);
-    if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
-    // Last: everything above may free pages into this slot's pcp lists.
-    this.pcpDetach();
+    // Its kfreeRcu objects wait for a grace period: not while another handle of this agent reads.
+    this.assertDetachCanWait();
+    // From here a hook's nolock allocations fail and its nolock frees are deferred, so that
+    // nothing re-enters the sheaves being flushed; what the hook frees is drained below.
+    this.closing = true;
+    this.updateFastOff();
+    try {
+      for (;;) {
+        this.rcuOffline();
+        this.drainDeferredObjects(this.cpu, true);
+        const p = this.pcpuW;
+        // A noBlock agent that gave up on a list lock left objects deferred: the slot stays attached.
+        if (this.i32[p + C_DEFER_HEAD] !== 0 && this.noBlock()) this.detachBusy();
+        this.flushAllSheavesOf(this.cpu);
+        if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
+        // Last: everything above may free pages into this slot's pcp lists.
+        this.pcpDetach();
+        if (this.i32[p + C_DEFER_HEAD] === 0 && this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_NR_SPARE] === 0) break;
+      }
+    } catch (e) {
+      this.closing = false;
+      this.updateFastOff();
+      throw e;
+    }
     this.hook = null;
     this.trace.clear();
     this.trace.detached = `this handle (cpu ${this.cpu}) was detached`;
     Atomics.store(this.i32, this.pcpuW + C_STATE, SLOT_FREE);
     this.detached = true;
     this.updateFastOff();
+  }
+
+  /** A noBlock agent's detach could not free its deferred objects (a list lock held past its bound). */
+  private detachBusy(): never {
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and a list lock was held past its bound while detach freed its deferred objects: ` +
+        "the handle stays attached, what was returned so far stays returned: call detach again",
+    );
   }
 
   /** Is this handle still attached? */
@@ -323,6 +359,7 @@ export class Heap extends RcuAllocator {
     this.assertLive();
     checkInt("cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
     if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+    if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
     const state = Atomics.load(this.i32, c + C_STATE);
@@ -421,6 +458,9 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     this.drainDeferredObjects();
     this.rcuShrink();
+    // This slot's sheaves of caches another agent destroyed go too (and such a cache is released
+    // when no slot caches its objects any more).
+    if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
     for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) if (this.i32[this.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) this.shrinkCache(id);
     for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) this.shrinkCache(id);
     this.shrinkCache(SHEAF_CACHE_ID);

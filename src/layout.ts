@@ -31,7 +31,7 @@ export const LINE_WORDS = 16;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 5;
+export const LAYOUT_VERSION = 6;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -300,6 +300,7 @@ export const K_NAME = 16;
 export const CACHE_NAME_MAX = 64;
 /** Line 2: the list lock (kmem_cache_node.list_lock). */
 export const K_LIST_LOCK = 32;
+
 /* line 3: slab lists and counts, protected by K_LIST_LOCK */
 /** Head pfn of the partial list (slabs with at least one free object, empty ones included). */
 export const K_PARTIAL = 48;
@@ -335,6 +336,10 @@ export const P_MAIN = 0;
 export const P_SPARE = 1;
 /** The local lock: 1 while a slow path of this slot works on these sheaves. */
 export const P_LOCKED = 2;
+/** Slow paths of this slot inside this named cache (Atomics.add/sub by the slot, Atomics.load by a
+ * releaser; reclaimSlot clears a dead slot's): a dying cache is not released while any is non-zero,
+ * so no slow path works on a descriptor that is being reused. */
+export const P_USERS = 3;
 
 export const CACHE_FREE = 0;
 export const CACHE_ACTIVE = 1;
@@ -421,6 +426,8 @@ export const OBJ_ALLOC = 0x414c4c4f;
 export const OBJ_RCU = 0x52435521;
 /** Poison of a free object's bytes 8.. (POISON_FREE) and of a live object's redzones (SLUB_RED_ACTIVE). */
 export const POISON_FREE = 0x6b;
+/** POISON_FREE in all four bytes of a word: word 1 of a free debug object off any list. */
+export const POISON_WORD = 0x6b6b6b6b;
 export const RED_ACTIVE = 0xcc;
 
 /** The computed geometry of a heap, shared by create and attach. */

@@ -14,6 +14,10 @@
  *     agent gives up again at once (after the read-only spin) for NOBLOCK_BACKOFF_MS, so that one
  *     call meeting several held locks stays bounded too. A lock whose owner slot reclaimSlot found
  *     dead (SLOT_DEAD) throws EOWNERDEAD instead of waiting for ever.
+ *   - A waiter checks the word it waits on (checkLockWord, at entry, at every wait slice and when
+ *     a noBlock agent gives up): stray bits, an owner that is no slot, or an owner slot that is
+ *     free (seen twice with the same word) mean a stray store overwrote it: ECORRUPT, never an
+ *     endless wait.
  *   - trylock(): one read, then one compareExchange only if the word was 0. It fails on any held
  *     lock, also when this agent holds it and also with a single agent (seed 004): the state is
  *     never optimised away.
@@ -24,6 +28,9 @@
  * A local lock (a sheaf's P_LOCKED) is a plain word written only by its slot: it detects re-entry
  * by this agent (from a hook) and nothing else.
  *
+ * A lock held by another handle of this agent (a hook of one handle calling another) is never
+ * waited for: EDEADLK at once (agentHandles, the agent's handles on each heap).
+ *
  * Lock order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone. While
  * this agent can re-enter (it has a reentry hook or a trace handler), every lock it takes is counted
  * per class in the slot's C_HELD words (lockdep's held_locks). A normal call
@@ -32,12 +39,22 @@
  * the allocator with a lock held could otherwise hang or corrupt. Nolock calls only trylock, so
  * they may run in any state.
  *
+ * Views and growth: the views (u8, i32, u32, f64) are fixed-length and cover the heap as this
+ * handle last saw it. Another agent's grow() adds pages under the zone lock and publishes Z_SIZE
+ * last. Every page and object address this handle can meet comes either from its caller (checked
+ * against the views, which are rebuilt first when the address is beyond them) or from a shared list
+ * read under a lock; so the views are rebuilt (refreshViews) at the entry of every slow path
+ * (assertLive) and after every lock acquisition (lock, lockIn, trylock, pcpLockRemote, takeOverLock)
+ * when Z_SIZE moved.
+ * A function must not keep a view in a local across a call that takes a lock and then use it for
+ * an address that call produced: it reads this.i32 again.
+ *
  * Hook points: after every acquire and before every release, while the lock is held, the reentry
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest).
  */
 import { describe, einval } from "./check.js";
-import { ErrorCode, HeapError } from "./errors.js";
+import { ErrorCode, HeapError, hex } from "./errors.js";
 import {
   C_FLAGS,
   C_HELD,
@@ -53,6 +70,7 @@ import {
   PCPU_WORDS,
   PD_WORDS,
   SLOT_DEAD,
+  SLOT_FREE,
   VM,
   Z_SIZE,
 } from "./layout.js";
@@ -120,6 +138,20 @@ export function agentCanBlock(): boolean {
   }
 }
 
+/**
+ * This agent's live handles on each heap (module state is per agent): a wait on something another
+ * handle of the same agent holds (a lock, a read-side section) would wait for itself. Registered
+ * at create/attach; read only on slow paths (a contended lock, a grace-period wait).
+ */
+const agentHandles = new WeakMap<object, Array<WeakRef<MmBase>>>();
+
+/** The key of a heap's entry in agentHandles: its WebAssembly.Memory (whose buffer object changes
+ * when it grows) or its SharedArrayBuffer; handles on heaps at other offsets of it are told apart
+ * by their offset. */
+function handlesKey(h: { memory: WasmMemory | null; buffer: SharedArrayBuffer }): object {
+  return h.memory ?? h.buffer;
+}
+
 export class MmBase {
   /** The heap's buffer (for a heap on WebAssembly memory, memory.buffer as of the last growth this handle saw). */
   buffer: SharedArrayBuffer;
@@ -164,8 +196,18 @@ export class MmBase {
   protected readonly debugFlags: number;
   /** Tracepoints of this agent. */
   readonly trace: Trace;
+  /**
+   * What deferred work (kfreeRcu batches, deferred lists, the agent's timer) found wrong: it is
+   * reported here, never thrown from a timer, and the rest of the work is done. The default logs
+   * the first error of this handle with console.error.
+   */
+  onError: (err: HeapError) => void;
+  /** Non-zero while deferred work runs: its errors are reported by reportDeferred, once. */
+  protected deferring: number;
   protected hook: ReentryHook | null;
   protected detached: boolean;
+  /** True while detach() empties this slot: nolock allocations fail and nolock frees are deferred. */
+  protected closing: boolean;
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   protected reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
@@ -174,6 +216,9 @@ export class MmBase {
   private gaveUpAt: number;
   /** It gave up recently: its next contended lock spins NOBLOCK_BACKOFF_SPINS before it reads the clock. */
   private backingOff: boolean;
+  /** A lock word checkLockWord found owned by a free slot, and its value: corrupt if seen again. */
+  private suspectLock: number;
+  private suspectValue: number;
 
   constructor(init: MmInit) {
     const g = init.geometry;
@@ -208,12 +253,39 @@ export class MmBase {
     this.trace = new Trace();
     this.trace.onError = () => this.vmInc(VM.hookErrors, 1);
     this.trace.onChange = () => this.onReentryChange();
+    let logged = false;
+    this.onError = (err: HeapError): void => {
+      if (logged) return;
+      logged = true;
+      console.error(`shmalloc (cpu ${this.cpu}): deferred work found an error; later ones are not logged: ${err.message}`);
+    };
+    this.deferring = 0;
     this.hook = null;
     this.detached = false;
+    this.closing = false;
     this.reentrant = false;
     this.inHook = false;
     this.gaveUpAt = -Infinity;
     this.backingOff = false;
+    this.suspectLock = -1;
+    this.suspectValue = 0;
+    const key = handlesKey(this);
+    const list = (agentHandles.get(key) ?? []).filter((r) => {
+      const h = r.deref();
+      return h !== undefined && !h.detached;
+    });
+    list.push(new WeakRef(this));
+    agentHandles.set(key, list);
+  }
+
+  /** This agent's live handles on this heap, this one included. */
+  protected agentHandles(): MmBase[] {
+    const out: MmBase[] = [];
+    for (const r of agentHandles.get(handlesKey(this)) ?? []) {
+      const h = r.deref();
+      if (h !== undefined && !h.detached && h.offset === this.offset) out.push(h);
+    }
+    return out;
   }
 
   /**
@@ -253,6 +325,8 @@ export class MmBase {
 
   protected assertLive(): void {
     if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
+    // Entry of every slow path: pages another agent added are covered before anything is read.
+    if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
   }
 
   /* ------------------------------------------------------------ held-lock bookkeeping */
@@ -325,6 +399,7 @@ export class MmBase {
     const i32 = this.i32;
     if (Atomics.load(i32, w) !== 0 || Atomics.compareExchange(i32, w, 0, this.me) !== 0) return false;
     this.acquired(cls);
+    if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
     return true;
   }
 
@@ -336,6 +411,7 @@ export class MmBase {
     const v = Atomics.compareExchange(this.i32, w, 0, this.me);
     if (v !== 0 && !this.lockSlow(w, cls, v)) this.lockGaveUp(w, cls);
     this.acquired(cls);
+    if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
   }
 
   /**
@@ -352,6 +428,7 @@ export class MmBase {
       return false;
     }
     this.acquired(cls);
+    if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
     return true;
   }
 
@@ -364,8 +441,18 @@ export class MmBase {
   /** Spin (and wait where allowed) for the lock; false when a noBlock agent passed its bound. */
   private lockSlow(w: number, cls: number, v: number): boolean {
     const i32 = this.i32;
+    this.checkLockWord(w, cls, v, (v & LOCK_OWNER_MASK) - 1);
     if ((v & LOCK_OWNER_MASK) === this.me) {
       throw new HeapError(ErrorCode.EDEADLK, `cpu ${this.cpu} already holds this ${LOCK_NAMES[cls]} lock`);
+    }
+    // Held by another handle of this agent (a hook of one handle calling another): it cannot let
+    // go while this agent waits.
+    const mine = agentHandles.get(handlesKey(this));
+    for (let k = 0; mine !== undefined && k < mine.length; k++) {
+      const h = mine[k]!.deref();
+      if (h !== undefined && h !== this && !h.detached && h.offset === this.offset && h.me === (v & LOCK_OWNER_MASK)) {
+        throw new HeapError(ErrorCode.EDEADLK, `the ${LOCK_NAMES[cls]} lock is held by cpu ${h.cpu}, another handle of this agent: it would wait for itself`);
+      }
     }
     if (cls === LOCK.zone) this.vmInc(VM.zoneContended, 1);
     if ((this.trace.mask & (1 << TP.contention_begin)) !== 0) this.emitLock(TP.contention_begin, cls);
@@ -445,6 +532,7 @@ export class MmBase {
       if ((v & LOCK_OWNER_MASK) !== cpu + 1) return false;
       if (Atomics.compareExchange(this.i32, w, v, this.me | (v & LOCK_WAITERS)) === v) {
         this.acquired(cls);
+        if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
         return true;
       }
     }
@@ -459,6 +547,7 @@ export class MmBase {
   private checkOwnerAlive(w: number, cls: number): void {
     const v = Atomics.load(this.i32, w);
     const owner = (v & LOCK_OWNER_MASK) - 1;
+    this.checkLockWord(w, cls, v, owner);
     if (owner < 0 || owner >= this.cpus) return;
     if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_DEAD) {
       throw new HeapError(
@@ -466,6 +555,27 @@ export class MmBase {
         `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which died holding it`,
       );
     }
+  }
+
+  /**
+   * A waiter's sanity check of a held lock word `v` (owner slot `owner`): bits other than the
+   * owner and LOCK_WAITERS, an owner that is no slot of this heap, or an owner slot that is free
+   * (a detached agent holds no lock) seen twice in a row with the same word, are a stray store:
+   * ECORRUPT instead of waiting for ever.
+   */
+  private checkLockWord(w: number, cls: number, v: number, owner: number): void {
+    if ((v & ~LOCK_WAITERS) === 0) return; // released meanwhile
+    let why = "";
+    if ((v & ~(LOCK_OWNER_MASK | LOCK_WAITERS)) !== 0 || owner < 0 || owner >= this.cpus) {
+      why = `names no slot of this heap (${this.cpus} slots)`;
+    } else if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_FREE && Atomics.load(this.i32, w) === v) {
+      if (this.suspectLock === w && this.suspectValue === v) why = `is held by cpu ${owner}, which is not attached`;
+      this.suspectLock = w;
+      this.suspectValue = v;
+    }
+    if (why === "") return;
+    this.suspectLock = -1;
+    throw new HeapError(ErrorCode.ECORRUPT, `the ${LOCK_NAMES[cls]} lock word (${hex(v)}) ${why}: a stray store overwrote it`);
   }
 
   private emitLock(id: number, cls: number): void {
@@ -484,6 +594,24 @@ export class MmBase {
   protected localUnlock(w: number, cls: number): void {
     this.releasing(cls);
     this.i32[w] = 0;
+  }
+
+  /* ------------------------------------------------------------ deferred errors */
+
+  /**
+   * Deferred work found `e` about the object or block at `addr`: a slab_error trace event, then
+   * onError (a handler that throws is counted in hookErrors). Never throws.
+   */
+  protected reportDeferred(e: unknown, addr: number): void {
+    const err = e instanceof HeapError ? e : new HeapError(ErrorCode.ECORRUPT, `deferred work failed at ${addr}: ${String(e)}`);
+    try {
+      if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
+        this.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr, message: err.message });
+      }
+      this.onError(err);
+    } catch {
+      this.vmInc(VM.hookErrors, 1);
+    }
   }
 
   /* ------------------------------------------------------------ misc shared helpers */

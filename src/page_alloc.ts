@@ -25,6 +25,8 @@
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
  *     parked block's descriptor (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
+ *     The drain is bounded by the zone's size and checks every entry: a broken list is reported to
+ *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
  *
@@ -179,6 +181,8 @@ export class PageAllocator extends MmBase {
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
       if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0) {
         i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
+        // The block may have been allocated by another slot: it is this slot's now.
+        i32[d + D_OWNER] = this.cpu;
         i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
         i32[c + C_PCP_HEAD + order] = pfn;
         i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
@@ -248,6 +252,10 @@ export class PageAllocator extends MmBase {
     checkOrder(order);
     checkGfp(gfp);
     if (order > PCP_MAX_ORDER) return 0;
+    if (this.closing) {
+      this.vmInc(VM.nolockFail, 1);
+      return 0;
+    }
     const flags = (gfp & GFP.ZERO) | GFP_TRYLOCK | GFP.NOWAIT;
     const pfn = this.rmqueue(order, flags);
     if (pfn === 0) {
@@ -397,7 +405,8 @@ export class PageAllocator extends MmBase {
    */
   grow(bytes: number): number {
     this.assertLive();
-    if ((this.buffer as { growable?: boolean }).growable !== true) {
+    // A heap on WebAssembly memory grows through memory.grow (its buffer reports growable false).
+    if (this.memory === null && (this.buffer as { growable?: boolean }).growable !== true) {
       einval(`this heap cannot grow: it was created without a maxSize above its size (${this.size} bytes), so its buffer is not growable; pass Heap.create({ size, maxSize }) to allow growth`);
     }
     checkInt("bytes", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
@@ -739,6 +748,7 @@ export class PageAllocator extends MmBase {
         if (v === 0) {
           if (Atomics.compareExchange(i32, w, 0, this.me) === 0) {
             this.acquired(LOCK.pcp);
+            if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
             return true;
           }
         } else if (n >= limit) {
@@ -829,11 +839,21 @@ export class PageAllocator extends MmBase {
     const i32 = this.i32;
     if (Atomics.load(i32, this.hw + Z_DEFER_HEAD) === 0) return;
     let pfn = Atomics.exchange(i32, this.hw + Z_DEFER_HEAD, 0);
+    // Bounded, and every entry checked before it is freed: a cycle or a stray pfn is reported and
+    // the rest of the list is dropped, never walked for ever nor merged into the buddy lists. The
+    // bound is the zone's size in pages (zoneStart and nrPages are absolute): Z_DEFER_PAGES may
+    // lag, a pusher adds to it after publishing.
+    const limit = this.nrPages - this.zoneStart;
     let pages = 0;
     while (pfn !== 0) {
       const d = this.pd(pfn);
+      const f = pfn >= this.zoneStart && pfn < this.nrPages ? this.u32[d + D_FLAGS]! : 0;
+      const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      if ((f & ~ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
+        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
+        break;
+      }
       const next = this.u32[d + D_NEXT]!;
-      const order = (this.u32[d + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
       this.u32[d + D_FLAGS] = 0;
       this.freeOneBlock(pfn, order);
       pages += 1 << order;
@@ -978,15 +998,24 @@ export class PageAllocator extends MmBase {
    * layers above. Takes every pcp lock and the zone lock; the caller asserted it may.
    */
   protected validatePages(): Uint8Array {
+    // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
+    const locked = new Uint8Array(this.cpus);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
+    }
+    try {
+      // The zone lock holds growth off: the map covers every page there is. EAGAIN on a noBlock
+      // agent past its bound.
+      this.lock(this.hw + Z_LOCK, LOCK.zone);
+    } catch (e) {
+      this.unlockPcps(locked);
+      throw e;
+    }
     const where = new Uint8Array(this.nrPages);
     const u32 = this.u32;
     const bad = (msg: string): never => {
       throw new HeapError(ErrorCode.ECORRUPT, msg);
     };
-    for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) {
-      if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
-      where[pfn] = PAGE_WHERE.reserved;
-    }
     const mark = (pfn: number, order: number, w: number, what: string): void => {
       if (pfn < this.zoneStart || pfn + (1 << order) > this.nrPages) bad(`${what}: block ${pfn} order ${order} is outside the zone`);
       if ((pfn & ((1 << order) - 1)) !== 0) bad(`${what}: block ${pfn} is not aligned to order ${order}`);
@@ -996,15 +1025,11 @@ export class PageAllocator extends MmBase {
         if (p !== pfn && u32[this.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
       }
     };
-    // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
-    const locked = new Uint8Array(this.cpus);
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
-    }
-    let zoneLocked = false;
     try {
-      this.lock(this.hw + Z_LOCK, LOCK.zone); // EAGAIN on a noBlock agent past its bound
-      zoneLocked = true;
+      for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) {
+        if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
+        where[pfn] = PAGE_WHERE.reserved;
+      }
       let free = 0;
       for (let o = 0; o < NR_ORDERS; o++) {
         let n = 0;
@@ -1073,14 +1098,19 @@ export class PageAllocator extends MmBase {
         }
       }
     } finally {
-      if (zoneLocked) this.unlock(this.hw + Z_LOCK, LOCK.zone);
-      for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
-        if (locked[cpu] === 0) continue;
-        if (cpu === this.cpu) this.pcpExit();
-        else this.pcpUnlockRemote(cpu);
-      }
+      this.unlock(this.hw + Z_LOCK, LOCK.zone);
+      this.unlockPcps(locked);
     }
     return where;
+  }
+
+  /** Release the pcp locks validatePages took (`locked[cpu]` non-zero). */
+  private unlockPcps(locked: Uint8Array): void {
+    for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
+      if (locked[cpu] === 0) continue;
+      if (cpu === this.cpu) this.pcpExit();
+      else this.pcpUnlockRemote(cpu);
+    }
   }
 
   protected emitPage(id: number, pfn: number, order: number, gfp = 0): void {

@@ -12,6 +12,13 @@
  *     agent has to call anything for another's grace period to end; idle, blocked and detached
  *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
  *     c + 1 (compareExchange-max).
+ *   Every one of these words wraps at 2^32: "later", "before" and "max" above are the signed
+ *     difference of two 32-bit values (gpAfter), never a plain comparison, and G skips -1
+ *     (gpNext) so that a snapshot is never 0. Cookies held by blocks and emergency arrays are
+ *     compared the same way.
+ *   Errors that freeing a batch finds (the agent's timer, rcuBarrier, detach, reclaim) are deferred
+ *     work's: reported through reportDeferred (slab_error event, onError), the batch goes on, and
+ *     the timer never throws.
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
  *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
@@ -28,7 +35,12 @@
  *     RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
  *     else from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp list
  *     only, under its trylock. Only when both fail does an agent that may wait, and holds no
- *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period.
+ *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period. An agent
+ *     that holds an allocator lock (a hook) never waits for a grace period: a reader that needs the
+ *     lock could not end it. With no emergency slot left it gets EDEADLK, the object still live.
+ *     reclaimSlot, like synchronizeRcu and rcuBarrier, refuses to run inside a read-side section,
+ *     and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
+ *     a module-level registry, read only by those checks; rcuReadLock is unchanged).
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
@@ -47,15 +59,27 @@ import {
   C_RCU_SPARE,
   C_RCU_WAIT,
   C_RCU_WAIT_TAIL,
+  C_GEN,
   C_STATE,
+  CACHE_FREE,
   D_FLAGS,
   FREE_TAG,
+  H_CACHE_BYTES,
+  H_CACHE_OFF,
+  H_CPUS,
+  H_MAX_CACHES,
+  H_PCPU_OFF,
+  K_GEN,
   K_META,
+  K_STATE,
+  PCPU_WORDS,
+  SLOT_FREE,
   M_STATE,
   OBJ_ALLOC,
   OBJ_RCU,
   LOCK,
   PAGE_SHIFT,
+  PAGE_SIZE,
   PG_RCU_BLOCK,
   R_GP_DONE,
   R_INFLIGHT,
@@ -73,6 +97,24 @@ import {
 import { LOCK_OWNER_MASK } from "./mm.js";
 import { SlabAllocator } from "./slab.js";
 import { TP } from "./trace.js";
+
+/**
+ * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words
+ * compared only through their signed difference (gpAfter), valid while two of them are less than
+ * 2^31 periods apart. R_GP_SEQ skips -1 (gpNext), so that a snapshot G + 1 is never 0, the value
+ * that means "outside any section".
+ */
+export function gpAfter(a: number, b: number): boolean {
+  return ((a - b) | 0) > 0;
+}
+
+/** The grace-period sequence value after `c` (never -1: see gpAfter). */
+export function gpNext(c: number): number {
+  const n = (c + 1) | 0;
+  return n === -1 ? 0 : n;
+}
+
+
 
 /** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
 const KRCP_SPINS = 1 << 16;
@@ -105,6 +147,9 @@ interface Expired {
   objects: number[];
   /** Objects taken, counted in R_INFLIGHT until they are freed. */
   count: number;
+  /** takeExpired with `all`: whether anything was taken, and the newest cookie to wait for. */
+  wait: boolean;
+  cookie: number;
 }
 
 export class RcuAllocator extends SlabAllocator {
@@ -129,7 +174,7 @@ export class RcuAllocator extends SlabAllocator {
     const n = i32[w]!;
     if (n === 0) {
       // Publication point: after this store no grace period that began before it can end.
-      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, Atomics.load(i32, this.hw + R_GP_SEQ) + 1);
+      Atomics.store(i32, this.pcpuW + C_RCU_SNAP, (Atomics.load(i32, this.hw + R_GP_SEQ) + 1) | 0);
     }
     i32[w] = n + 1;
   }
@@ -143,6 +188,21 @@ export class RcuAllocator extends SlabAllocator {
     i32[w] = n;
     // Publication point: every read of the section happens before this store.
     if (n === 0) Atomics.store(i32, this.pcpuW + C_RCU_SNAP, 0);
+  }
+
+  /** Is a handle of this agent on this heap (`self` too, unless false) inside a read-side section? */
+  protected agentInReadSection(self = true): boolean {
+    for (const h of this.agentHandles()) {
+      if ((self || h !== this) && h instanceof RcuAllocator && h.rcuReadLockHeld()) return true;
+    }
+    return false;
+  }
+
+  /** detach: EDEADLK, nothing changed, when it would wait for a grace period that another handle of this agent holds up. */
+  protected assertDetachCanWait(): void {
+    if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0 && this.agentInReadSection(false)) {
+      throw new HeapError(ErrorCode.EDEADLK, "detach would wait for a grace period while another handle of this agent is inside a read-side section");
+    }
   }
 
   /** Is this agent inside a read-side section? */
@@ -160,18 +220,22 @@ export class RcuAllocator extends SlabAllocator {
   /** Has a full grace period passed since cookie `c` was read? Never waits. */
   protected gpPoll(c: number): boolean {
     const i32 = this.i32;
-    if (Atomics.load(i32, this.hw + R_GP_DONE) > c) return true;
-    if (Atomics.load(i32, this.hw + R_GP_SEQ) === c) Atomics.compareExchange(i32, this.hw + R_GP_SEQ, c, c + 1);
+    // Wrap-safe throughout: counters are compared by their signed difference (gpAfter).
+    if (gpAfter(Atomics.load(i32, this.hw + R_GP_DONE), c)) return true;
+    const next = gpNext(c);
+    if (Atomics.load(i32, this.hw + R_GP_SEQ) === c) Atomics.compareExchange(i32, this.hw + R_GP_SEQ, c, next);
+    // A reader that copied a snapshot up to c + 1 may have seen the world as of cookie c.
+    const last = (c + 1) | 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
       const snap = Atomics.load(i32, this.pcpOf(cpu) + C_RCU_SNAP);
-      if (snap !== 0 && snap <= c + 1) return false;
+      if (snap !== 0 && !gpAfter(snap, last)) return false;
     }
     for (;;) {
       const done = Atomics.load(i32, this.hw + R_GP_DONE);
-      if (done > c || Atomics.compareExchange(i32, this.hw + R_GP_DONE, done, c + 1) === done) break;
+      if (gpAfter(done, c) || Atomics.compareExchange(i32, this.hw + R_GP_DONE, done, last) === done) break;
     }
     if ((this.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
-      this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: c + 1 });
+      this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: last >>> 0 });
     }
     return true;
   }
@@ -179,14 +243,14 @@ export class RcuAllocator extends SlabAllocator {
   /** Wait until every agent that was inside a read-side section when this was called has left it. */
   synchronizeRcu(): void {
     this.assertLive();
+    if (this.agentInReadSection()) {
+      throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section (of any handle of this agent) would wait for itself");
+    }
     if (this.noBlock()) {
       throw new HeapError(
         ErrorCode.EAGAIN,
         `cpu ${this.cpu} must not block (a browser main thread, or noBlock): synchronizeRcu could wait for as long as a reader stays in its section; use await heap.synchronizeRcuAsync()`,
       );
-    }
-    if (this.rcuReadLockHeld()) {
-      throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section would wait for itself");
     }
     this.assertCanLock(LOCK.rcu);
     this.gpWait(this.gpCookie());
@@ -288,11 +352,19 @@ export class RcuAllocator extends SlabAllocator {
         this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
         this.vmInc(VM.pgalloc, 1);
       }
-      i32[(block >> 2) + RB_COUNT] = 0;
-      i32[(block >> 2) + RB_NEXT] = 0;
+      // this.i32: rmqueue may have rebuilt the views for a page added by growth.
+      this.i32[(block >> 2) + RB_COUNT] = 0;
+      this.i32[(block >> 2) + RB_NEXT] = 0;
       i32[p + C_RCU_BLOCK] = block;
       i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! + 1;
     }
+    return this.queueAt(block, addr, c);
+  }
+
+  /** Store `addr` (cookie `c`) in block `block`. krcp lock held. */
+  private queueAt(block: number, addr: number, c: number): boolean {
+    const i32 = this.i32;
+    const p = this.pcpuW;
     const bw = block >> 2;
     const n = i32[bw + RB_COUNT]!;
     i32[bw + RB_ADDRS + n] = addr;
@@ -320,7 +392,7 @@ export class RcuAllocator extends SlabAllocator {
    * the grace period by spinning (never Atomics.wait) and free with the nolock paths.
    */
   private kfreeRcuFallback(addr: number, c: number): void {
-    const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.rcuReadLockHeld();
+    const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.agentInReadSection();
     this.armRcuTimer(); // refills the spare block pages
     if (mayWait) {
       // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
@@ -352,8 +424,13 @@ export class RcuAllocator extends SlabAllocator {
     }
     // Nothing left to queue into: spin until the period is over (this agent is not in a read
     // section it could be waiting for, unless it is, in which case it must not ask this).
-    if (this.rcuReadLockHeld()) {
+    if (this.agentInReadSection()) {
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
+    }
+    // Nor while this agent holds an allocator lock (a hook): a reader that needs that lock could
+    // never end the period. The object stays allocated; the caller may free it later.
+    if (this.holdsFrom(LOCK.rcu)) {
+      throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) from a hook holding an allocator lock found no room and would wait for a grace period with it held`);
     }
     let since = -1;
     for (let round = 0; !this.gpPoll(c); round++) {
@@ -378,13 +455,18 @@ export class RcuAllocator extends SlabAllocator {
     const t = setTimeout(() => {
       this.rcuTimer = null;
       if (this.detached) return;
-      if (this.holdsFrom(LOCK.rcu)) {
-        this.armRcuTimer();
-        return;
+      // The library's own timer never throws: what it finds goes to onError.
+      try {
+        if (this.holdsFrom(LOCK.rcu)) {
+          this.armRcuTimer();
+          return;
+        }
+        this.rcuProcessOwn(false);
+        this.refillSpareBlocks();
+        if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
+      } catch (e) {
+        this.reportDeferred(e, 0);
       }
-      this.rcuProcessOwn(false);
-      this.refillSpareBlocks();
-      if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
     }, RCU_DELAY_MS);
     const maybe = t as unknown as { unref?: () => void };
     if (typeof maybe.unref === "function") maybe.unref();
@@ -394,16 +476,15 @@ export class RcuAllocator extends SlabAllocator {
   /** Free this slot's expired blocks (all of them, waiting as needed, when `all`). No lock held. */
   protected rcuProcessOwn(all: boolean): void {
     const krcp = this.pcpuW + C_KRCP_LOCK;
-    const out: Expired = { blocks: [], objects: [], count: 0 };
-    let cookie = -1;
+    const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
     // Only rcuBarrier or reclaimSlot of another agent holds it: a noBlock agent leaves the work for later.
     if (!this.lockIn(0, krcp, LOCK.rcu)) return;
     try {
-      cookie = this.takeExpired(this.pcpuW, out, all);
+      this.takeExpired(this.pcpuW, out, all);
     } finally {
       this.unlock(krcp, LOCK.rcu);
     }
-    if (cookie >= 0) this.gpWait(cookie);
+    if (out.wait) this.gpWait(out.cookie);
     this.freeExpired(out);
   }
 
@@ -464,7 +545,8 @@ export class RcuAllocator extends SlabAllocator {
     this.i32[p + C_RCU_SPARE] = 0;
     this.i32[p + C_RCU_NR_SPARE] = 0;
     this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
-    while (b !== 0) {
+    for (let n = 0; b !== 0; n++) {
+      if (n >= RCU_SPARE_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the spare block list at word ${p} holds more than ${RCU_SPARE_MAX} pages: it is broken`);
       const next = this.i32[(b >> 2) + RB_NEXT]!;
       this.freeBlockPage(b);
       b = next;
@@ -473,22 +555,27 @@ export class RcuAllocator extends SlabAllocator {
 
   /**
    * Unlink from slot block `p` the blocks and emergency entries whose period is over (all of them
-   * when `all`; returns then the newest cookie among them, which the caller must wait for, else -1).
-   * That slot's krcp lock held.
+   * when `all`; then out.wait is set and out.cookie is the newest cookie among them, which the
+   * caller must wait for). That slot's krcp lock held.
    */
-  private takeExpired(p: number, out: Expired, all: boolean): number {
+  private takeExpired(p: number, out: Expired, all: boolean): void {
     const i32 = this.i32;
-    let newest = -1;
     const take = (c: number): boolean => {
       if (all) {
-        if (c > newest) newest = c;
+        if (!out.wait || gpAfter(c, out.cookie)) out.cookie = c;
+        out.wait = true;
         return true;
       }
       return this.gpPoll(c);
     };
     let pending = 0;
+    const most = i32[p + C_RCU_BLOCKS]!;
     while (i32[p + C_RCU_WAIT] !== 0) {
       const b = i32[p + C_RCU_WAIT]!;
+      // Bounded and checked: a cycle or a stray block is ECORRUPT, never an endless walk.
+      if (out.blocks.length >= most || !this.isBlockPage(b)) {
+        throw new HeapError(ErrorCode.ECORRUPT, `the kfreeRcu wait chain at word ${p} is broken at ${hex(b)} (${out.blocks.length} of ${most} blocks)`);
+      }
       if (!take(i32[(b >> 2) + RB_GP]!)) break;
       i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
       if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
@@ -496,6 +583,7 @@ export class RcuAllocator extends SlabAllocator {
       pending += i32[(b >> 2) + RB_COUNT]!;
     }
     const cur = i32[p + C_RCU_BLOCK]!;
+    if (cur !== 0 && !this.isBlockPage(cur)) throw new HeapError(ErrorCode.ECORRUPT, `the current kfreeRcu block at word ${p} (${hex(cur)}) is not a block page`);
     if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
       i32[p + C_RCU_BLOCK] = 0;
       out.blocks.push(cur);
@@ -515,7 +603,14 @@ export class RcuAllocator extends SlabAllocator {
       i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! + pending;
     }
     out.count += pending;
-    return all ? newest : -1;
+  }
+
+  /** Is `b` a kfreeRcu block page holding a count in 0..RB_CAP? */
+  private isBlockPage(b: number): boolean {
+    const pfn = b >>> PAGE_SHIFT;
+    if ((b & (PAGE_SIZE - 1)) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return false;
+    const n = this.i32[(b >> 2) + RB_COUNT]!;
+    return this.u32[this.pd(pfn) + D_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
   }
 
   /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
@@ -535,30 +630,49 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   private freeExpiredObjects(out: Expired): number {
-    const i32 = this.i32;
     let freed = 0;
-    for (const b of out.blocks) {
-      const bw = b >> 2;
-      const n = i32[bw + RB_COUNT]!;
-      for (let k = 0; k < n; k++) this.freeQueued(i32[bw + RB_ADDRS + k]!);
-      freed += n;
-      if (!this.pushSpare(b)) this.freeBlockPage(b);
+    this.deferring++;
+    try {
+      for (const b of out.blocks) {
+        const bw = b >> 2;
+        const n = this.i32[bw + RB_COUNT]!;
+        for (let k = 0; k < n; k++) this.freeQueued(this.i32[bw + RB_ADDRS + k]!);
+        freed += n;
+        if (!this.pushSpare(b)) this.freeBlockPage(b);
+      }
+      for (const o of out.objects) this.freeQueued(o);
+      freed += out.objects.length;
+    } finally {
+      this.deferring--;
     }
-    for (const o of out.objects) this.freeQueued(o);
-    freed += out.objects.length;
     return freed;
   }
 
-  /** Free an object whose grace period is over. */
+  /**
+   * Free an object whose grace period is over. Deferred work: what the free finds wrong (a double
+   * free, a clobbered redzone) is reported, not thrown, and the batch goes on. A redzone the free
+   * found clobbered it has restored, the object still allocated: it is freed now.
+   */
   private freeQueued(addr: number): void {
-    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
-    this.kfree(addr);
+    try {
+      if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
+      this.kfree(addr);
+    } catch (e) {
+      this.reportDeferred(e, addr);
+      if (e instanceof HeapError && e.code === ErrorCode.ECORRUPT) {
+        try {
+          this.kfree(addr);
+        } catch (e2) {
+          this.reportDeferred(e2, addr);
+        }
+      }
+    }
   }
 
   /** Wait until every pending kfreeRcu of every agent has been freed. */
   rcuBarrier(): void {
     this.assertLive();
-    if (this.rcuReadLockHeld()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section would wait for itself");
+    if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section (of any handle of this agent) would wait for itself");
     this.assertCanLock(LOCK.rcu);
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
@@ -579,30 +693,29 @@ export class RcuAllocator extends SlabAllocator {
    * destroy() first waits for every pending kfreeRcu, as kmem_cache_destroy does (kvfree_rcu_barrier):
    * objects queued by kfreeRcu are not live, and must not keep the cache alive.
    */
-  protected override destroyCache(id: number): void {
+  protected override destroyCache(id: number, gen: number): void {
     let pending = false;
     for (let cpu = 0; cpu < this.cpus && !pending; cpu++) pending = this.i32[this.pcpOf(cpu) + C_RCU_PENDING] !== 0;
     if (pending) this.rcuBarrier();
-    super.destroyCache(id);
+    super.destroyCache(id, gen);
   }
 
   /** Take every pending kfreeRcu of slot `cpu`, wait for their grace period, free them here. */
   protected rcuFlushSlot(cpu: number): void {
     const p = this.pcpOf(cpu);
     if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
-    const out: Expired = { blocks: [], objects: [], count: 0 };
-    let cookie: number;
+    const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
     // An agent that must not block takes only what has expired, and gives up on the rest (EAGAIN).
     const all = !this.noBlock();
     this.lock(p + C_KRCP_LOCK, LOCK.rcu);
     let left = 0;
     try {
-      cookie = this.takeExpired(p, out, all);
+      this.takeExpired(p, out, all);
       left = this.i32[p + C_RCU_PENDING]!;
     } finally {
       this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     }
-    if (cookie >= 0) this.gpWait(cookie);
+    if (out.wait) this.gpWait(out.cookie);
     this.freeExpired(out);
     if (!all && left !== 0) this.gpBusy(left);
   }
@@ -692,7 +805,7 @@ export class RcuAllocator extends SlabAllocator {
       if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
     }
     waiting += Atomics.load(i32, this.hw + R_INFLIGHT);
-    return { rcu: { gracePeriods: Atomics.load(i32, this.hw + R_GP_DONE), waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
+    return { rcu: { gracePeriods: Atomics.load(i32, this.hw + R_GP_DONE) >>> 0, waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
   }
 
   /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
@@ -715,8 +828,8 @@ export class RcuAllocator extends SlabAllocator {
         blocks++;
       };
       for (let b = i32[p + C_RCU_WAIT]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
+        if (blocks >= i32[p + C_RCU_BLOCKS]!) bad(`cpu ${cpu}: kfreeRcu wait chain is longer than its count: circular`);
         check(b);
-        if (blocks > 1 << 20) bad(`cpu ${cpu}: kfreeRcu wait chain is circular`);
       }
       if (i32[p + C_RCU_BLOCK] !== 0) check(i32[p + C_RCU_BLOCK]!);
       const ne = i32[p + C_RCU_EMERG_NR]!;
@@ -744,4 +857,39 @@ export class RcuAllocator extends SlabAllocator {
       throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
     }
   }
+}
+
+/**
+ * For tests only (not exported by the package): start every counter that agents compare with one
+ * another at `value` — the grace-period sequence and its done mark, and the generation words of
+ * every free cache descriptor and every free slot — so that a test reaches their wrap at 2^31
+ * and 2^32 without running 2^31 grace periods. Call on a quiet heap: no reader inside a section,
+ * no kfreeRcu pending.
+ */
+export function startCountersAt(heap: { readonly i32: Int32Array; readonly offset: number }, value: number): void {
+  const i32 = heap.i32;
+  const v = value === -1 || (value | 0) === -1 ? -2 : value | 0;
+  // Word indices are absolute: the header page is at the heap's offset in its buffer.
+  const hw = heap.offset >>> 2;
+  const g = geometryWords(i32, hw);
+  Atomics.store(i32, hw + R_GP_SEQ, v);
+  Atomics.store(i32, hw + R_GP_DONE, v);
+  for (let id = 0; id < g.maxCaches; id++) {
+    const kw = g.cacheW + id * g.cacheWords;
+    if (Atomics.load(i32, kw + K_STATE) === CACHE_FREE) i32[kw + K_GEN] = v;
+  }
+  for (let cpu = 0; cpu < g.cpus; cpu++) {
+    const c = g.pcpuW + cpu * PCPU_WORDS;
+    if (Atomics.load(i32, c + C_STATE) === SLOT_FREE) i32[c + C_GEN] = v;
+  }
+}
+
+function geometryWords(i32: Int32Array, hw: number): { cpus: number; maxCaches: number; cacheW: number; cacheWords: number; pcpuW: number } {
+  return {
+    cpus: i32[hw + H_CPUS]!,
+    maxCaches: i32[hw + H_MAX_CACHES]!,
+    cacheW: hw + (i32[hw + H_CACHE_OFF]! >>> 2),
+    cacheWords: i32[hw + H_CACHE_BYTES]! >>> 2,
+    pcpuW: hw + (i32[hw + H_PCPU_OFF]! >>> 2),
+  };
 }

@@ -10,8 +10,9 @@
  *     slot alone. The fast paths (kmalloc, kfree, cache alloc and free hitting the main sheaf) read
  *     and write them with plain loads and stores and take no lock at all; they only test P_LOCKED.
  *   P_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
- *     swaps, refills or flushes the sheaves, so that a hook re-entering from inside sees the sheaves
- *     busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
+ *     swaps, refills or flushes the sheaves (every flush of this slot's sheaves too: shrink,
+ *     cache.shrink, destroy, detach, dying caches), so that a hook re-entering from inside sees the
+ *     sheaves busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
@@ -19,11 +20,25 @@
  *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
  *     built before the lock is taken; under it the maker takes its objects first and only then
  *     puts the slab on a list, so no other agent can empty it in between.
- *   CT_LOCK (class ctable) serialises createCache, destroy and the release of dying caches; the
- *     configuration line of a descriptor is written under it before K_STATE publishes it and is
- *     read-only afterwards.
+ *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
+ *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
+ *     it and is read-only afterwards. destroy checks the handle's generation under it.
+ *   P_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
+ *     an Atomics.add, then the state and generation are checked; cacheExit). A dying cache is
+ *     released (under CT_LOCK) only when no slot caches its objects and every P_USERS is 0, so no
+ *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
+ *     holds objects only while the cache is not released.
  *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
  *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
+ *
+ *   Debug heaps trust no metadata word: M_STATE must be one of OBJ_*, M_REQ within 1..K_OBJ_SIZE,
+ *     a slab descriptor's D_CACHE and D_HEAD in range, or the call throws ECORRUPT before acting on
+ *     them. Bytes 0..7 of a free debug object are the free tag and POISON_WORD whenever it is off a
+ *     linked list (every path that unlinks one writes the poison back over its link).
+ *
+ *   Every walk of a list is bounded by its count (deferred objects by C_DEFER_NR, the partial list
+ *     by K_NR_SLABS, a barn by BARN_MAX): a cycle or a stray link is ECORRUPT (reported to onError
+ *     by deferred work, which drops the broken list), never an endless walk.
  *
  *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
  *   one cache are never held together. The sheaf cache (KF_SHEAF_CACHE, no sheaves of its own) is
@@ -41,6 +56,7 @@ import { ErrorCode, HeapError, hex } from "./errors.js";
 import { GFP, GFP_TRYLOCK } from "./gfp.js";
 import {
   BARN_MAX,
+  POISON_WORD,
   C_DEFER_HEAD,
   C_DEFER_NR,
   C_RCU_WAIT,
@@ -110,6 +126,7 @@ import {
   P_LOCKED,
   P_MAIN,
   P_SPARE,
+  P_USERS,
   PAGE_SHIFT,
   PAGE_SIZE,
   MAX_ORDER,
@@ -233,7 +250,7 @@ export class SlabAllocator extends PageAllocator {
 
   protected updateFastOff(): void {
     const objEvents = (1 << TP.kmalloc) | (1 << TP.kfree) | (1 << TP.kmem_cache_alloc) | (1 << TP.kmem_cache_free);
-    this.fastOff = (this.detached ? 1 : 0) | this.debugFlags | (this.trace.mask & objEvents);
+    this.fastOff = (this.detached || this.closing ? 1 : 0) | this.debugFlags | (this.trace.mask & objEvents);
   }
 
   /** Word index of cache `id`'s descriptor. */
@@ -359,8 +376,41 @@ export class SlabAllocator extends PageAllocator {
     if ((this.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
       this.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
     }
-    if (mode !== 0) this.slabFreeNolock(id, addr);
-    else this.slabFreeSlow(id, addr);
+    if (id < FIRST_NAMED_ID) {
+      if (mode !== 0) this.slabFreeNolock(id, addr);
+      else this.slabFreeSlow(id, addr);
+      return;
+    }
+    // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
+    this.cacheEnter(id, 0, false, true);
+    try {
+      if (mode !== 0) this.slabFreeNolock(id, addr);
+      else this.slabFreeSlow(id, addr);
+    } finally {
+      this.cacheExit(id);
+    }
+  }
+
+  /**
+   * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
+   * not release a cache while any slot's is non-zero), then check that the cache is still the one the caller
+   * means: generation `gen` when `checkGen`, ACTIVE (or DYING when `dyingOk`: frees of objects
+   * that outlived a destroy). Throws EINVAL, not counted in, when it is not.
+   */
+  protected cacheEnter(id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    const users = this.pcsW(id) + P_USERS;
+    Atomics.add(i32, users, 1);
+    const st = Atomics.load(i32, kw + K_STATE);
+    if ((checkGen && Atomics.load(i32, kw + K_GEN) !== gen) || !(st === CACHE_ACTIVE || (dyingOk && st === CACHE_DYING))) {
+      Atomics.sub(i32, users, 1);
+      throw new HeapError(ErrorCode.EINVAL, `the cache in descriptor ${id} was destroyed`);
+    }
+  }
+
+  protected cacheExit(id: number): void {
+    Atomics.sub(this.i32, this.pcsW(id) + P_USERS, 1);
   }
 
   /**
@@ -378,10 +428,13 @@ export class SlabAllocator extends PageAllocator {
     const f = this.u32[d + D_FLAGS]!;
     if (f === PG_SLAB) {
       const id = this.u32[d + D_CACHE]!;
+      if (id >= this.maxCaches || this.u32[d + D_HEAD]! > pfn) {
+        throw new HeapError(ErrorCode.ECORRUPT, `the descriptor of page ${pfn} is broken (cache ${id}, head ${this.u32[d + D_HEAD]})`);
+      }
       const kw = this.cacheWOf(id);
       const off = addr - (this.u32[d + D_HEAD]! << PAGE_SHIFT);
       const size = this.i32[kw + K_SIZE]!;
-      if (off % size !== 0 || off / size >= this.i32[kw + K_OBJS]!) {
+      if (size <= 0 || off % size !== 0 || off / size >= this.i32[kw + K_OBJS]!) {
         throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is inside an object of ${this.cacheName(id)}, not at its start`);
       }
       if ((this.i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0) {
@@ -417,8 +470,10 @@ export class SlabAllocator extends PageAllocator {
       if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
     }
     const kw = this.cacheWOf(id);
-    for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) if (sheafHas(i32, s, addr)) return true;
-    for (let o = i32[this.pcpuW + C_DEFER_HEAD]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) if (o === addr) return true;
+    // Bounded walks: a broken list must not hang a free.
+    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
+    const nd = i32[this.pcpuW + C_DEFER_NR]!;
+    for (let o = i32[this.pcpuW + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === addr) return true;
     const head = this.u32[this.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
     for (let o = i32[this.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
       if (o === addr) return true;
@@ -481,6 +536,17 @@ export class SlabAllocator extends PageAllocator {
     if (i32[mw + M_STATE] !== OBJ_FREE) {
       this.slabError(ErrorCode.ECORRUPT, id, obj, -1, `object ${hex(obj)} of ${this.cacheName(id)} was handed out while not free (state ${hex(i32[mw + M_STATE]!)})`);
     }
+    // Bytes 0..7 of a free object: the free tag, and (with poisoning) the poison word, which every
+    // path that takes an object off a linked list writes back over its link.
+    const bad = this.firstBadHead(obj);
+    if (bad >= 0) {
+      const found = u8[obj + bad]!;
+      i32[obj >> 2] = obj ^ FREE_TAG;
+      if ((this.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
+      if (mode !== 0) this.slabFreeNolock(id, obj);
+      else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
+      this.slabError(ErrorCode.ECORRUPT, id, obj, bad, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${bad} (found ${hex(found)}); restored`);
+    }
     if ((this.debugFlags & DEBUG_POISON) !== 0) {
       for (let off = 8; off < inuse; off++) {
         if (u8[obj + off] !== POISON_FREE) {
@@ -501,13 +567,29 @@ export class SlabAllocator extends PageAllocator {
     return obj;
   }
 
+  /** Debug heaps: the offset of the first of bytes 0..7 of free object `obj` that is not as the allocator left it, or -1. */
+  private firstBadHead(obj: number): number {
+    const i32 = this.i32;
+    const tag = obj ^ FREE_TAG;
+    const w0 = i32[obj >> 2]!;
+    if (w0 !== tag) return firstDiffByte(w0, tag);
+    if ((this.debugFlags & DEBUG_POISON) === 0) return -1;
+    const w1 = i32[(obj >> 2) + 1]!;
+    return w1 === POISON_WORD ? -1 : 4 + firstDiffByte(w1, POISON_WORD);
+  }
+
+  /** Debug heaps: an object taken off a freelist or deferred list gets the poison word back over its link. */
+  protected debugUnlink(kw: number, obj: number): void {
+    if (this.i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0) this.i32[(obj >> 2) + O_NEXT] = POISON_WORD;
+  }
+
   /**
    * Debug checks when an object is freed: it must be allocated (EDOUBLEFREE if it is free or
    * waiting for kfreeRcu), its redzones intact (a write past the requested size is reported with
    * the cache, address and offset, the redzone restored and ECORRUPT thrown, the object still
    * allocated). With `commit`, the object is then marked free and poisoned.
    */
-  protected debugFree(id: number, addr: number, commit: boolean): void {
+  protected debugFree(id: number, addr: number, commit: boolean): number {
     const i32 = this.i32;
     const u8 = this.u8;
     const kw = this.cacheWOf(id);
@@ -518,17 +600,23 @@ export class SlabAllocator extends PageAllocator {
     if (state === OBJ_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already queued by kfreeRcu`);
     if (state !== OBJ_ALLOC) this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (state ${hex(state!)})`);
     const req = i32[mw + M_REQ]!;
+    // Never act on a size that is not the object's: a stray write below the next object lands here.
+    if (req < 1 || req > i32[kw + K_OBJ_SIZE]!) {
+      this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (requested size ${req} of a ${i32[kw + K_OBJ_SIZE]}-byte object)`);
+    }
     if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
       for (let off = req; off < inuse + DEBUG_RZ; off++) {
-        if (u8[addr + off] !== RED_ACTIVE) {
+        const found = u8[addr + off]!;
+        if (found !== RED_ACTIVE) {
           if (commit) u8.fill(RED_ACTIVE, addr + req, addr + inuse + DEBUG_RZ);
-          this.slabError(ErrorCode.ECORRUPT, id, addr, off, `write past the end of ${hex(addr)} of ${this.cacheName(id)} (${req} bytes asked for): redzone byte at offset ${off} is ${hex(u8[addr + off]!)}${commit ? "; redzone restored, object still allocated" : ""}`);
+          this.slabError(ErrorCode.ECORRUPT, id, addr, off, `write past the end of ${hex(addr)} of ${this.cacheName(id)} (${req} bytes asked for): redzone byte at offset ${off} is ${hex(found)}${commit ? "; redzone restored, object still allocated" : ""}`);
         }
       }
     }
-    if (!commit) return;
+    if (!commit) return req;
     i32[mw + M_STATE] = OBJ_FREE;
-    if ((this.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 8, addr + inuse);
+    if ((this.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
+    return req;
   }
 
   /** Set a debug object's state (kfreeRcu marks queued objects). */
@@ -541,7 +629,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** Report a debug finding: a slab_error trace event, then a HeapError. */
   private slabError(code: ErrorCode, id: number, addr: number, offset: number, message: string): never {
-    if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
+    if ((this.trace.mask & (1 << TP.slab_error)) !== 0 && this.deferring === 0) {
       const rec: TraceRecord = { event: "slab_error", cpu: this.cpu, addr, cache: this.cacheName(id), message };
       if (offset >= 0) rec.size = offset;
       this.trace.emit(TP.slab_error, rec);
@@ -647,6 +735,7 @@ export class SlabAllocator extends PageAllocator {
   /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
   private takeFromPartial(kw: number, sw: number, want: number): number {
     const i32 = this.i32;
+    const debug = i32[kw + K_META] !== 0;
     const base = i32[sw + S_SIZE]!;
     let got = 0;
     while (got < want) {
@@ -660,7 +749,9 @@ export class SlabAllocator extends PageAllocator {
         i32[sw + S_OBJS + base + got] = obj;
         got++;
         inuse++;
+        const taken = obj;
         obj = i32[(obj >> 2) + O_NEXT]!;
+        if (debug) this.debugUnlink(kw, taken);
       }
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = inuse;
@@ -681,6 +772,7 @@ export class SlabAllocator extends PageAllocator {
     if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
+    this.debugUnlink(kw, obj);
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
     if (next === 0) this.partialToFull(kw, pfn);
@@ -706,12 +798,13 @@ export class SlabAllocator extends PageAllocator {
    * list, so another agent's refill cannot empty the new slab between its creation and its use.
    */
   private newSlab(id: number, gfp: number, mode: number, sw: number): number {
-    const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    const order = i32[kw + K_ORDER]!;
+    const order = this.i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
     const pfn = this.rmqueue(order, pageGfp);
     if (pfn === 0) return 0;
+    // Read the views only now: rmqueue rebuilt them if the pages came from growth.
+    const i32 = this.i32;
     this.vmInc(VM.pgalloc, 1 << order);
     const size = i32[kw + K_SIZE]!;
     const objs = i32[kw + K_OBJS]!;
@@ -745,6 +838,7 @@ export class SlabAllocator extends PageAllocator {
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      this.debugUnlink(kw, result);
       taken = 1;
     } else {
       const at = i32[sw + S_SIZE]!;
@@ -752,7 +846,9 @@ export class SlabAllocator extends PageAllocator {
       while (obj !== 0 && taken < want) {
         i32[sw + S_OBJS + at + taken] = obj;
         taken++;
+        const t = obj;
         obj = i32[(obj >> 2) + O_NEXT]!;
+        if (meta !== 0) this.debugUnlink(kw, t);
       }
       i32[sw + S_SIZE] = at + taken;
       result = taken;
@@ -799,10 +895,12 @@ export class SlabAllocator extends PageAllocator {
       let sw = i32[pcs + P_MAIN]! >> 2;
       if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = this.replaceFullMain(id, pcs, 0);
       if (sw !== 0) {
-        const n = i32[sw + S_SIZE]!;
-        i32[sw + S_OBJS + n] = addr;
-        i32[sw + S_SIZE] = n + 1;
-        i32[addr >> 2] = addr ^ FREE_TAG;
+        // The new main may come from the barn, in pages added after `i32` was read.
+        const v = this.i32;
+        const n = v[sw + S_SIZE]!;
+        v[sw + S_OBJS + n] = addr;
+        v[sw + S_SIZE] = n + 1;
+        v[addr >> 2] = addr ^ FREE_TAG;
         return;
       }
     } finally {
@@ -1051,14 +1149,17 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_BARN_NR_FULL] = 0;
     i32[kw + K_BARN_NR_EMPTY] = 0;
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    while (full !== 0) {
-      const next = i32[(full >> 2) + S_NEXT]!;
+    // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
+    for (let n = 0; full !== 0; n++) {
+      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
+      const next = this.i32[(full >> 2) + S_NEXT]!;
       if (!this.flushSheaf(id, full >> 2, 0)) this.deferSheafObjects(full >> 2);
       this.freeSheaf(full, 0);
       full = next;
     }
-    while (empty !== 0) {
-      const next = i32[(empty >> 2) + S_NEXT]!;
+    for (let n = 0; empty !== 0; n++) {
+      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} empty sheaves: its list is broken`);
+      const next = this.i32[(empty >> 2) + S_NEXT]!;
       this.freeSheaf(empty, 0);
       empty = next;
     }
@@ -1104,7 +1205,7 @@ export class SlabAllocator extends PageAllocator {
     this.assertLive();
     checkSize(size);
     checkGfp(gfp);
-    if (size > KMALLOC_MAX_CACHE_SIZE) return 0;
+    if (size > KMALLOC_MAX_CACHE_SIZE || this.closing) return this.closing ? this.nolockFailed() : 0;
     let idx = SIZE_INDEX[(size + 7) >> 3]!;
     let id = KMALLOC_FIRST_ID + idx;
     if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
@@ -1142,9 +1243,10 @@ export class SlabAllocator extends PageAllocator {
     try {
       sw = this.replaceEmptyMain(id, pcs, gfp, GFP_TRYLOCK);
       if (sw !== 0) {
-        n = i32[sw + S_SIZE]! - 1;
-        i32[sw + S_SIZE] = n;
-        obj = i32[sw + S_OBJS + n]!;
+        const v = this.i32; // the new main may lie in pages added after `i32` was read
+        n = v[sw + S_SIZE]! - 1;
+        v[sw + S_SIZE] = n;
+        obj = v[sw + S_OBJS + n]!;
       }
     } finally {
       this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
@@ -1168,7 +1270,7 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const pcs = this.pcsW(id);
-    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0) {
+    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0 || this.closing) {
       this.deferObject(addr);
       return;
     }
@@ -1180,15 +1282,16 @@ export class SlabAllocator extends PageAllocator {
       } finally {
         this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
       }
-      if (sw === 0 || i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
+      if (sw === 0 || this.i32[sw + S_SIZE]! >= this.i32[sw + S_CAP]!) {
         this.deferObject(addr);
         return;
       }
     }
-    const n = i32[sw + S_SIZE]!;
-    i32[sw + S_OBJS + n] = addr;
-    i32[sw + S_SIZE] = n + 1;
-    i32[addr >> 2] = addr ^ FREE_TAG;
+    const v = this.i32; // replaceFullMain may have rebuilt the views
+    const n = v[sw + S_SIZE]!;
+    v[sw + S_OBJS + n] = addr;
+    v[sw + S_SIZE] = n + 1;
+    v[addr >> 2] = addr ^ FREE_TAG;
   }
 
   /** Push an object on this slot's deferred list (defer_free). */
@@ -1201,36 +1304,87 @@ export class SlabAllocator extends PageAllocator {
     this.vmInc(VM.objectsDeferred, 1);
   }
 
-  /** Free every object on slot `cpu`'s deferred list (this slot's: through the normal paths). */
-  protected drainDeferredObjects(cpu: number = this.cpu): void {
-    const i32 = this.i32;
+  /**
+   * Free every object on slot `cpu`'s deferred list: this slot's through the normal paths, a dead
+   * slot's (reclaimSlot) and, with `direct`, this slot's while it detaches straight to their slabs.
+   */
+  protected drainDeferredObjects(cpu: number = this.cpu, direct = false): void {
     const p = this.pcpOf(cpu);
-    const own = cpu === this.cpu;
+    const own = cpu === this.cpu && !direct;
     let gaveUp = false;
     // Bounded rounds: a noBlock agent that cannot have a list lock defers the object again.
-    for (let round = 0; round < DEFER_DRAIN_ROUNDS && i32[p + C_DEFER_HEAD] !== 0; round++) {
+    for (let round = 0; round < DEFER_DRAIN_ROUNDS && this.i32[p + C_DEFER_HEAD] !== 0; round++) {
+      // Read the views each round: the frees below take locks, which rebuild them after growth.
+      const i32 = this.i32;
       let obj = i32[p + C_DEFER_HEAD]!;
+      const nr = i32[p + C_DEFER_NR]!;
       i32[p + C_DEFER_HEAD] = 0;
       i32[p + C_DEFER_NR] = 0;
+      const broken = this.brokenDeferredList(obj, nr);
+      if (broken !== "") {
+        // Deferred work found broken metadata: report it, drop the list (its objects stay
+        // allocated, lost), and never walk a cycle.
+        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+        continue;
+      }
       while (obj !== 0) {
         const next = i32[(obj >> 2) + O_NEXT]!;
         const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
         i32[obj >> 2] = 0;
-        // A dead slot's objects (reclaimSlot) go straight to their slabs.
+        this.debugUnlink(this.cacheWOf(id), obj);
         if (gaveUp) {
           this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
-        } else if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
-          if (!this.freeToSlabs(id, obj, 0)) {
+          this.vmInc(VM.objectsUndeferred, 1);
+          obj = next;
+          continue;
+        }
+        // A dead slot's objects (reclaimSlot) go straight to their slabs.
+        const named = id >= FIRST_NAMED_ID;
+        // Deferred work: an error is reported (onError), and the rest of the list is still freed.
+        this.deferring++;
+        try {
+          if (named) this.cacheEnter(id, 0, false, true);
+          try {
+            if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
+              if (!this.freeToSlabs(id, obj, 0)) {
+                this.deferObject(obj);
+                gaveUp = true;
+              }
+            } else {
+              this.slabFreeSlow(id, obj);
+            }
+          } finally {
+            if (named) this.cacheExit(id);
+          }
+        } catch (e) {
+          // A noBlock agent that gave up on a lock changed nothing: the object waits for a later drain.
+          if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) {
             this.deferObject(obj);
             gaveUp = true;
+          } else {
+            this.reportDeferred(e, obj);
           }
-        } else {
-          this.slabFreeSlow(id, obj);
+        } finally {
+          this.deferring--;
         }
         this.vmInc(VM.objectsUndeferred, 1);
         obj = next;
       }
     }
+  }
+
+  /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
+  private brokenDeferredList(obj: number, nr: number): string {
+    const i32 = this.i32;
+    let n = 0;
+    for (let o = obj; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
+      if (++n > nr) return `longer than its count ${nr}: a cycle`;
+      const pfn = o >>> PAGE_SHIFT;
+      if ((o & 7) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return `${hex(o)} is not an object address`;
+      const d = this.pd(pfn);
+      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE]! >>> 0 >= this.maxCaches) return `${hex(o)} is not in a slab`;
+    }
+    return n === nr ? "" : `holds ${n} objects, counts ${nr}`;
   }
 
   /* ================================================================= more of the kmalloc family */
@@ -1247,7 +1401,8 @@ export class SlabAllocator extends PageAllocator {
     const id = this.objectCache(addr, -1);
     if (id < 0) return PAGE_SIZE << ((this.u32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
     const kw = this.cacheWOf(id);
-    if (this.i32[kw + K_META] !== 0) return this.i32[((addr + this.i32[kw + K_META]!) >> 2) + M_REQ]!;
+    // Debug: the requested size, once the object's metadata has been checked.
+    if (this.i32[kw + K_META] !== 0) return this.debugFree(id, addr, false);
     return this.i32[kw + K_SIZE]!;
   }
 
@@ -1265,13 +1420,15 @@ export class SlabAllocator extends PageAllocator {
       this.kfree(addr);
       return 0;
     }
+    // Every check kfree would make, before anything changes: a krealloc that throws leaves the
+    // heap exactly as it was (it must not keep a block it allocated, nor half-move one).
+    this.checkBulk([addr], -1, false);
     const id = this.objectCache(addr, -1);
     const kw = id >= 0 ? this.cacheWOf(id) : 0;
     if (id >= 0 && this.i32[kw + K_META] !== 0 && size <= this.i32[kw + K_OBJ_SIZE]!) {
       // Debug: move the requested size and its redzone; bytes that become usable are zeroed under GFP.ZERO.
-      this.debugFree(id, addr, false);
+      const old = this.debugFree(id, addr, false);
       const mw = (addr + this.i32[kw + K_META]!) >> 2;
-      const old = this.i32[mw + M_REQ]!;
       if (size > old) {
         this.u8.fill((gfp & GFP.ZERO) !== 0 ? 0 : RED_ACTIVE ^ 0xff, addr + old, addr + size);
       } else if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
@@ -1288,7 +1445,13 @@ export class SlabAllocator extends PageAllocator {
     const n = this.kmalloc(size, gfp);
     if (n === 0) return 0;
     this.u8.copyWithin(n, addr, addr + Math.min(ks, size));
-    this.kfree(addr);
+    try {
+      this.kfree(addr);
+    } catch (e) {
+      // Checked above; only a hook that freed `addr` meanwhile gets here. Keep nothing.
+      this.kfree(n);
+      throw e;
+    }
     return n;
   }
 
@@ -1338,6 +1501,12 @@ export class SlabAllocator extends PageAllocator {
     const given = readOptions("createCache options", options, ["align"]).align;
     const align = checkInt("align", given === undefined ? 8 : given, 1, PAGE_SIZE, " of bytes", `alignment is at most a page, ${PAGE_SIZE} bytes`);
     if ((align & (align - 1)) !== 0) einval(`align must be a power of two, not ${align}`);
+    const stride = cacheStride(objectSize, Math.max(8, align), this.debugFlags !== 0);
+    if (stride > MAX_OBJECT_SIZE) {
+      einval(
+        `objectSize ${objectSize} takes ${stride} bytes an object${this.debugFlags !== 0 ? " with its debug redzone and metadata" : ""}${align > 8 ? ` aligned to ${align}` : ""}, more than the ${MAX_OBJECT_SIZE} of the largest slab`,
+      );
+    }
     this.assertCanLock(LOCK.ctable);
     this.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
@@ -1359,23 +1528,53 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  /** The cache another agent created with this name, or null (also for a built-in cache's name: kmalloc serves those). */
+  /**
+   * The cache another agent created with this name, or null (also for a built-in cache's name:
+   * kmalloc serves those). Under the cache table lock: a descriptor that another agent destroys
+   * and reuses for a new cache meanwhile cannot pair this name with the new cache's generation.
+   * A noBlock agent that gives up on the lock reads the table without it (findCacheUnlocked).
+   */
   findCache(name: string): KmemCache | null {
     this.assertLive();
-    const id = this.findCacheId(cacheNameBytes(name));
-    return id < FIRST_NAMED_ID ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+    const bytes = cacheNameBytes(name);
+    this.assertCanLock(LOCK.ctable);
+    if (!this.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return this.findCacheUnlocked(bytes);
+    try {
+      const id = this.findCacheId(bytes);
+      return id < FIRST_NAMED_ID ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+    } finally {
+      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+    }
   }
 
   private findCacheId(bytes: Uint8Array): number {
-    for (let id = 0; id < this.maxCaches; id++) {
-      const kw = this.cacheWOf(id);
-      if (Atomics.load(this.i32, kw + K_STATE) !== CACHE_ACTIVE || this.i32[kw + K_NAME_LEN] !== bytes.length) continue;
-      let same = true;
-      const at = (kw + K_NAME) << 2;
-      for (let i = 0; i < bytes.length && same; i++) same = this.u8[at + i] === bytes[i];
-      if (same) return id;
-    }
+    for (let id = 0; id < this.maxCaches; id++) if (this.cacheNamed(id, bytes)) return id;
     return -1;
+  }
+
+  /** Is descriptor `id` an active cache named `bytes`? */
+  private cacheNamed(id: number, bytes: Uint8Array): boolean {
+    const kw = this.cacheWOf(id);
+    if (Atomics.load(this.i32, kw + K_STATE) !== CACHE_ACTIVE || this.i32[kw + K_NAME_LEN] !== bytes.length) return false;
+    const at = (kw + K_NAME) << 2;
+    for (let i = 0; i < bytes.length; i++) if (this.u8[at + i] !== bytes[i]) return false;
+    return true;
+  }
+
+  /**
+   * findCache without the table lock, for a noBlock agent that gave up on it: the generation is
+   * read before the name and again after it, with the state, so that a descriptor another agent
+   * destroyed and reused meanwhile is never paired with the new cache's generation.
+   */
+  private findCacheUnlocked(bytes: Uint8Array): KmemCache | null {
+    const i32 = this.i32;
+    for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) {
+      const kw = this.cacheWOf(id);
+      const gen = Atomics.load(i32, kw + K_GEN);
+      if (!this.cacheNamed(id, bytes)) continue;
+      if (Atomics.load(i32, kw + K_GEN) === gen && Atomics.load(i32, kw + K_STATE) === CACHE_ACTIVE) return new KmemCache(this, id, gen);
+    }
+    return null;
   }
 
   /** Write a cache descriptor's configuration and publish it (CT_LOCK held, or heap creation). */
@@ -1384,7 +1583,7 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     const debug = this.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
     const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
-    const size = Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
+    const size = cacheStride(objectSize, align, debug);
     const order = slabOrder(size);
     const gen = i32[kw + K_GEN]! + 1;
     i32.fill(0, kw, kw + this.cacheWords);
@@ -1423,8 +1622,11 @@ export class SlabAllocator extends PageAllocator {
     return s.activeObjects;
   }
 
-  /** cache.alloc. */
-  protected cacheAlloc(id: number, gfp: number): number {
+  /**
+   * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
+   * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
+   */
+  protected cacheAlloc(id: number, gen: number, gfp: number): number {
     const i32 = this.i32;
     if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
       const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
@@ -1432,7 +1634,13 @@ export class SlabAllocator extends PageAllocator {
     }
     this.assertLive();
     checkGfp(gfp);
-    const obj = this.slabAllocSlow(id, gfp, i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
+    this.cacheEnter(id, gen, true, false);
+    let obj: number;
+    try {
+      obj = this.slabAllocSlow(id, gfp, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
+    } finally {
+      this.cacheExit(id);
+    }
     if (obj === 0) return this.allocFailed(0, gfp);
     if ((this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
       this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
@@ -1458,18 +1666,36 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /**
-   * Flush slot `cpu`'s sheaves of cache `id` to the slabs and free them. False when a noBlock agent
-   * could not have the list lock: that sheaf stays where it was, whole.
+   * Flush slot `cpu`'s sheaves of cache `id` to the slabs and free them. This slot's sheaves are
+   * flushed under their local lock, so that a hook re-entering at a lock point of the flush finds
+   * them busy: kmallocNolock takes another class, kfreeNolock defers (it must not take an object
+   * the flush is about to free, nor put one where the flush has already looked). False when a
+   * noBlock agent could not have the list lock: that sheaf stays where it was, whole.
    */
   protected flushCpuSheaves(id: number, cpu: number, mode: number): boolean {
     const i32 = this.i32;
     const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-    for (const which of [P_MAIN, P_SPARE]) {
-      const s = i32[pcs + which]!;
-      if (s === 0 || s === (this.hw + EMPTY_SHEAF_W) << 2) continue;
-      if (!this.flushSheaf(id, s >> 2, mode)) return false;
-      i32[pcs + which] = which === P_MAIN ? (this.hw + EMPTY_SHEAF_W) << 2 : 0;
-      this.freeSheaf(s, mode);
+    const emptyW = (this.hw + EMPTY_SHEAF_W) << 2;
+    const own = cpu === this.cpu;
+    if (own) {
+      if (i32[pcs + P_LOCKED] !== 0) {
+        throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${this.cacheName(id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
+      }
+      if (i32[pcs + P_MAIN] === emptyW && i32[pcs + P_SPARE] === 0) return true;
+      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    }
+    try {
+      for (let which = P_MAIN; ; which = P_SPARE) {
+        const s = i32[pcs + which]!;
+        if (s !== 0 && s !== emptyW) {
+          if (!this.flushSheaf(id, s >> 2, mode)) return false;
+          i32[pcs + which] = which === P_MAIN ? emptyW : 0;
+          this.freeSheaf(s, mode);
+        }
+        if (which === P_SPARE) break;
+      }
+    } finally {
+      if (own) this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
     return true;
   }
@@ -1478,7 +1704,22 @@ export class SlabAllocator extends PageAllocator {
   protected flushAllSheavesOf(cpu: number): void {
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if ((st === CACHE_ACTIVE || st === CACHE_DYING) && !this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
+      if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+      if (!this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
+      // A reclaimed slot is inside no slow path any more, wherever it died.
+      if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_USERS, 0);
+    }
+  }
+
+  /** cache.shrink() of the handle of generation `gen`: the entry checks of a normal slab call, then shrinkCache. */
+  protected cacheShrink(id: number, gen: number): void {
+    this.assertLive();
+    this.slabSlowEntry(id);
+    this.cacheEnter(id, gen, true, false);
+    try {
+      this.shrinkCache(id);
+    } finally {
+      this.cacheExit(id);
     }
   }
 
@@ -1499,7 +1740,11 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     const discard: number[] = [];
     this.lock(kw + K_LIST_LOCK, LOCK.list);
+    // Bounded by the slab count: a cycle is reported after the unlock, never walked for ever.
+    let steps = 0;
+    const most = i32[kw + K_NR_SLABS]!;
     for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0; ) {
+      if (++steps > most) break;
       const next = i32[this.pd(pfn) + D_NEXT]!;
       if (i32[this.pd(pfn) + D_INUSE] === 0) {
         this.partialDel(kw, pfn);
@@ -1511,6 +1756,7 @@ export class SlabAllocator extends PageAllocator {
     }
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     for (const pfn of discard) this.releaseSlab(id, pfn, 0);
+    if (steps > most) throw new HeapError(ErrorCode.ECORRUPT, `the partial list of ${this.cacheName(id)} is longer than its ${most} slabs: a cycle`);
   }
 
   /** Flush this slot's sheaves of every dying cache, releasing caches no slot caches any more. */
@@ -1522,14 +1768,23 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  /** Destroy: refuse while objects are live; release now, or when every slot has flushed. */
-  protected destroyCache(id: number): void {
+  /**
+   * Destroy the cache of generation `gen`: refuse while objects are live; release now, or when
+   * every slot has flushed and no slow path is inside (P_USERS).
+   */
+  protected destroyCache(id: number, gen: number): void {
     this.assertCanLock(LOCK.ctable);
     this.slabSlowEntry(id);
     this.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
-      this.shrinkCache(id);
+      // Another agent may have destroyed it, and even made a new cache in the descriptor, since the handle checked.
+      const kw0 = this.cacheWOf(id);
+      if (this.i32[kw0 + K_GEN] !== gen || this.i32[kw0 + K_STATE] !== CACHE_ACTIVE) {
+        throw new HeapError(ErrorCode.EINVAL, `cache "${this.cacheName(id)}" was destroyed`);
+      }
+      // Count before anything moves: a refused destroy leaves the heap exactly as it was.
       const live = this.liveObjects(id);
+      if (live === 0) this.shrinkCache(id);
       if (live > 0) {
         const list = this.liveObjectList(id);
         for (const o of list) {
@@ -1553,10 +1808,7 @@ export class SlabAllocator extends PageAllocator {
   private tryReleaseDying(id: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-      if (i32[pcs + P_MAIN] !== (this.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0) return;
-    }
+    if (!this.noSlotUses(kw)) return;
     // A noBlock agent past its bound leaves the release to a later slow path.
     if (!this.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return;
     try {
@@ -1568,13 +1820,24 @@ export class SlabAllocator extends PageAllocator {
         if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) return;
         throw e;
       }
-      if (i32[kw + K_NR_SLABS] !== 0) return;
+      // A slow path inside (an allocation that began before the destroy, a free) keeps it.
+      if (i32[kw + K_NR_SLABS] !== 0 || !this.noSlotUses(kw)) return;
       i32[kw + K_NAME_LEN] = 0;
       Atomics.store(i32, kw + K_STATE, CACHE_FREE);
       Atomics.sub(i32, this.hw + G_NR_DYING, 1);
     } finally {
       this.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
+  }
+
+  /** Does no slot cache objects of the cache at `kw` (sheaves) nor work inside it (P_USERS)? */
+  private noSlotUses(kw: number): boolean {
+    const i32 = this.i32;
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      if (i32[pcs + P_MAIN] !== (this.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0 || Atomics.load(i32, pcs + P_USERS) !== 0) return false;
+    }
+    return true;
   }
 
   /* ================================================================= stats and validation */
@@ -1591,10 +1854,11 @@ export class SlabAllocator extends PageAllocator {
       if (spare !== 0) sheafObjects += i32[(spare >> 2) + S_SIZE]!;
     }
     let barnObjects = 0;
-    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < 1000; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
+    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
     let deferred = 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      for (let o = i32[this.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < 1 << 22; o = i32[(o >> 2) + O_NEXT]!, n++) {
+      const nd = i32[this.pcpOf(cpu) + C_DEFER_NR]!;
+      for (let o = i32[this.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
         if (i32[this.pd(o >>> PAGE_SHIFT) + D_CACHE] === id) deferred++;
       }
     }
@@ -1775,6 +2039,18 @@ function sheafHas(i32: Int32Array, s: number, addr: number): boolean {
   return false;
 }
 
+/** Stride of a cache's objects: the size rounded up to 8, with the debug redzone and metadata, rounded up to `align`. */
+function cacheStride(objectSize: number, align: number, debug: boolean): number {
+  const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
+  return Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
+}
+
+/** The offset (0..3) of the first byte in which words `a` and `b` differ; they differ. */
+function firstDiffByte(a: number, b: number): number {
+  const x = (a ^ b) >>> 0;
+  return x & 0xff ? 0 : x & 0xff00 ? 1 : x & 0xff0000 ? 2 : 3;
+}
+
 export function checkSize(size: number): void {
   checkInt("size", size, 1, KMALLOC_MAX_SIZE, " of bytes", `the largest kmalloc is ${KMALLOC_MAX_SIZE} bytes (4 MiB, a block of 2^${MAX_ORDER} pages)`);
 }
@@ -1796,13 +2072,14 @@ function cacheNameBytes(name: unknown): Uint8Array {
 /** What a KmemCache handle needs of its heap beyond the public calls. */
 interface CacheOps {
   readonly i32: Int32Array;
-  cacheAlloc(id: number, gfp: number): number;
+  assertLive(): void;
+  cacheAlloc(id: number, gen: number, gfp: number): number;
   cacheFree(id: number, addr: number): void;
   cacheName(id: number): string;
   cacheWOf(id: number): number;
   checkBulk(addrs: ArrayLike<number>, want: number): void;
-  shrinkCache(id: number): void;
-  destroyCache(id: number): void;
+  cacheShrink(id: number, gen: number): void;
+  destroyCache(id: number, gen: number): void;
   cacheStats(id: number): SlabStats;
 }
 
@@ -1829,6 +2106,8 @@ export class KmemCache {
   }
 
   private check(): void {
+    // A handle obtained through a heap handle that has since detached is dead with it.
+    this.ops.assertLive();
     const i32 = this.ops.i32;
     if (i32[this.kw + K_GEN] !== this.gen || i32[this.kw + K_STATE] !== CACHE_ACTIVE) {
       throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
@@ -1838,7 +2117,7 @@ export class KmemCache {
   /** One object, or 0. */
   alloc(gfp: number = GFP.KERNEL): number {
     this.check();
-    return this.ops.cacheAlloc(this.id, gfp);
+    return this.ops.cacheAlloc(this.id, this.gen, gfp);
   }
 
   free(addr: number): void {
@@ -1856,7 +2135,7 @@ export class KmemCache {
     // setter) then frees them all, as a failed allocation does.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     for (let i = 0; i < n; i++) {
-      const obj = this.ops.cacheAlloc(this.id, gfp);
+      const obj = this.ops.cacheAlloc(this.id, this.gen, gfp);
       if (obj === 0) {
         for (let j = 0; j < i; j++) this.ops.cacheFree(this.id, got[j]!);
         return 0;
@@ -1884,13 +2163,13 @@ export class KmemCache {
   /** Return this slot's cached objects and every empty slab to the page allocator. */
   shrink(): void {
     this.check();
-    this.ops.shrinkCache(this.id);
+    this.ops.cacheShrink(this.id, this.gen);
   }
 
   /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
   destroy(): void {
     this.check();
-    this.ops.destroyCache(this.id);
+    this.ops.destroyCache(this.id, this.gen);
   }
 
   stats(): SlabStats {

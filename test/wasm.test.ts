@@ -47,16 +47,17 @@ test("a heap on shared WebAssembly memory: Wasm in a worker reads and writes wha
     assert.equal(r.sumBefore, (n * (n - 1)) / 2, "Wasm summed the doubles JS wrote");
     assert.equal(r.strBytes, new TextEncoder().encode("shared with Wasm ✓").length, "Wasm's strlen at address + 4");
     for (let i = 0; i < n; i++) assert.equal(arr[i], 0.25);
-    // The worker's array, written by Wasm there, read and freed here (a cross-agent free).
-    assert.ok(r.mine! >= offset);
-    assert.equal(heap.f64[r.mine! / 8], 3);
-    heap.kfree(r.mine!);
-    // Growth: the worker grew the memory; this handle sees the new pages once it meets them.
+    // Growth: the worker grew the memory; this handle sees the new pages once it meets them (its
+    // next slow path or lock, or refreshViews). Checked before this handle calls anything.
     assert.ok(r.past! >= r.sizeBefore!, "the worker got a block in the new pages");
     assert.ok(r.sizeAfter! > r.sizeBefore! && (memory.buffer as SharedArrayBuffer).byteLength >= r.sizeAfter!);
     assert.equal(heap.f64[r.past! / 8], undefined, "this handle's views end where the heap did");
     assert.equal(heap.refreshViews(), true, "refreshViews rebuilds them");
     assert.equal(heap.f64[r.past! / 8], 7, "this handle's views reach the grown pages");
+    // The worker's array, written by Wasm there, read and freed here (a cross-agent free).
+    assert.ok(r.mine! >= offset);
+    assert.equal(heap.f64[r.mine! / 8], 3);
+    heap.kfree(r.mine!);
     heap.freePages(r.past!, 4);
     assert.equal(heap.buffer, memory.buffer, "the handle follows memory.buffer");
   } finally {
