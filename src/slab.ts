@@ -218,12 +218,15 @@ export class SlabAllocator extends PageAllocator {
   protected readonly kmPcs: Int32Array;
   /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
   protected fastOff: number;
+  /** True while drainDeferredObjects runs (it does not nest). */
+  private drainingDeferred: boolean;
 
   constructor(init: ConstructorParameters<typeof PageAllocator>[0]) {
     super(init);
     this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
     for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
     this.fastOff = this.debugFlags;
+    this.drainingDeferred = false;
   }
 
   protected override onReentryChange(): void {
@@ -1258,8 +1261,23 @@ export class SlabAllocator extends PageAllocator {
   protected drainDeferredObjects(cpu: number = this.cpu, direct = false): void {
     const p = this.pcpOf(cpu);
     const own = cpu === this.cpu && !direct;
-    while (this.i32[p + C_DEFER_HEAD] !== 0) {
-      // Read the views each round: the frees below take locks, which rebuild them after growth.
+    // One pass over what is on the list now, not nested (the frees below enter slow paths, whose
+    // entry drains): objects a hook defers meanwhile wait for the next normal call, so a hook that
+    // frees at every lock point cannot keep it going for ever. detach loops itself until its
+    // slot holds nothing.
+    if (this.i32[p + C_DEFER_HEAD] !== 0 && !this.drainingDeferred) {
+      this.drainingDeferred = true;
+      try {
+        this.drainDeferredOnce(p, cpu, own);
+      } finally {
+        this.drainingDeferred = false;
+      }
+    }
+  }
+
+  private drainDeferredOnce(p: number, cpu: number, own: boolean): void {
+    {
+      // Read the views now: the lock of an earlier call may have rebuilt them after growth.
       const i32 = this.i32;
       let obj = i32[p + C_DEFER_HEAD]!;
       const nr = i32[p + C_DEFER_NR]!;
@@ -1270,7 +1288,7 @@ export class SlabAllocator extends PageAllocator {
         // Deferred work found broken metadata: report it, drop the list (its objects stay
         // allocated, lost), and never walk a cycle.
         this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
-        continue;
+        return;
       }
       while (obj !== 0) {
         const next = i32[(obj >> 2) + O_NEXT]!;
