@@ -1275,48 +1275,48 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
+  /** drainDeferredObjects' pass over slot block `p`'s list (cpu `cpu`; `own`: through the normal paths). */
   private drainDeferredOnce(p: number, cpu: number, own: boolean): void {
-    {
-      // Read the views now: the lock of an earlier call may have rebuilt them after growth.
-      const i32 = this.i32;
-      let obj = i32[p + C_DEFER_HEAD]!;
-      const nr = i32[p + C_DEFER_NR]!;
-      i32[p + C_DEFER_HEAD] = 0;
-      i32[p + C_DEFER_NR] = 0;
-      const broken = this.brokenDeferredList(obj, nr);
-      if (broken !== "") {
-        // Deferred work found broken metadata: report it, drop the list (its objects stay
-        // allocated, lost), and never walk a cycle.
-        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
-        return;
-      }
-      while (obj !== 0) {
-        const next = i32[(obj >> 2) + O_NEXT]!;
-        const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
-        i32[obj >> 2] = 0;
-        this.debugUnlink(this.cacheWOf(id), obj);
-        // A dead slot's objects (reclaimSlot) go straight to their slabs.
-        const named = id >= FIRST_NAMED_ID;
-        // Deferred work: an error is reported (onError), and the rest of the list is still freed.
-        this.deferring++;
+    // Read the views now: the lock of an earlier call may have rebuilt them after growth.
+    const i32 = this.i32;
+    let obj = i32[p + C_DEFER_HEAD]!;
+    const nr = i32[p + C_DEFER_NR]!;
+    i32[p + C_DEFER_HEAD] = 0;
+    i32[p + C_DEFER_NR] = 0;
+    const broken = this.brokenDeferredList(obj, nr);
+    if (broken !== "") {
+      // Deferred work found broken metadata: report it, drop the list (its objects stay
+      // allocated, lost), and never walk a cycle.
+      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+      return;
+    }
+    while (obj !== 0) {
+      const next = i32[(obj >> 2) + O_NEXT]!;
+      const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
+      i32[obj >> 2] = 0;
+      this.debugUnlink(this.cacheWOf(id), obj);
+      // A dead slot's objects (reclaimSlot) go straight to their slabs.
+      const named = id >= FIRST_NAMED_ID;
+      // Deferred work: an error is reported (onError), and the rest of the list is still freed.
+      this.deferring++;
+      try {
+        if (named) this.cacheEnter(id, 0, false, true);
         try {
-          if (named) this.cacheEnter(id, 0, false, true);
-          try {
-            if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
-            else this.slabFreeSlow(id, obj);
-          } finally {
-            if (named) this.cacheExit(id);
-          }
-        } catch (e) {
-          this.reportDeferred(e, obj);
+          if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) this.freeToSlabs(id, obj, 0);
+          else this.slabFreeSlow(id, obj);
         } finally {
-          this.deferring--;
+          if (named) this.cacheExit(id);
         }
-        this.vmInc(VM.objectsUndeferred, 1);
-        obj = next;
+      } catch (e) {
+        this.reportDeferred(e, obj);
+      } finally {
+        this.deferring--;
       }
+      this.vmInc(VM.objectsUndeferred, 1);
+      obj = next;
     }
   }
+
 
   /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
   private brokenDeferredList(obj: number, nr: number): string {
