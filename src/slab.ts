@@ -1317,7 +1317,6 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-
   /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
   private brokenDeferredList(obj: number, nr: number): string {
     const i32 = this.i32;
