@@ -289,10 +289,9 @@ export class Heap extends RcuAllocator {
     try {
       for (;;) {
         this.rcuOffline();
-        this.drainDeferredObjects(this.cpu, true);
-        const p = this.pcpuW;
         // A noBlock agent that gave up on a list lock left objects deferred: the slot stays attached.
-        if (this.i32[p + C_DEFER_HEAD] !== 0 && this.noBlock()) this.detachBusy();
+        if (!this.drainDeferredObjects(this.cpu, true)) this.detachBusy();
+        const p = this.pcpuW;
         this.flushAllSheavesOf(this.cpu);
         if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
         // Last: everything above may free pages into this slot's pcp lists.

@@ -224,9 +224,6 @@ export interface SlabStats {
   sheafCapacity: number;
 }
 
-/** Rounds of drainDeferredObjects: objects deferred again while it runs wait for the next call. */
-const DEFER_DRAIN_ROUNDS = 4;
-
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder();
 
@@ -235,12 +232,15 @@ export class SlabAllocator extends PageAllocator {
   protected readonly kmPcs: Int32Array;
   /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
   protected fastOff: number;
+  /** True while drainDeferredObjects runs (it does not nest). */
+  private drainingDeferred: boolean;
 
   constructor(init: ConstructorParameters<typeof PageAllocator>[0]) {
     super(init);
     this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
     for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
     this.fastOff = this.debugFlags;
+    this.drainingDeferred = false;
   }
 
   protected override onReentryChange(): void {
@@ -1307,70 +1307,88 @@ export class SlabAllocator extends PageAllocator {
   /**
    * Free every object on slot `cpu`'s deferred list: this slot's through the normal paths, a dead
    * slot's (reclaimSlot) and, with `direct`, this slot's while it detaches straight to their slabs.
+   * False when a noBlock agent gave up on a list lock: what it could not free is deferred again.
    */
-  protected drainDeferredObjects(cpu: number = this.cpu, direct = false): void {
+  protected drainDeferredObjects(cpu: number = this.cpu, direct = false): boolean {
     const p = this.pcpOf(cpu);
     const own = cpu === this.cpu && !direct;
+    // One pass over what is on the list now, not nested (the frees below enter slow paths, whose
+    // entry drains): objects a hook defers meanwhile wait for the next normal call, so a hook that
+    // frees at every lock point cannot keep it going for ever. detach loops itself until its
+    // slot holds nothing.
+    if (this.i32[p + C_DEFER_HEAD] === 0 || this.drainingDeferred) return true;
+    this.drainingDeferred = true;
+    try {
+      return this.drainDeferredOnce(p, cpu, own);
+    } finally {
+      this.drainingDeferred = false;
+    }
+  }
+
+  /**
+   * drainDeferredObjects' pass over slot block `p`'s list (cpu `cpu`; `own`: through the normal
+   * paths). A noBlock agent that gives up on a list lock defers that object and the rest again
+   * (this slot's list) and returns false.
+   */
+  private drainDeferredOnce(p: number, cpu: number, own: boolean): boolean {
+    // Read the views now: the lock of an earlier call may have rebuilt them after growth.
+    const i32 = this.i32;
+    let obj = i32[p + C_DEFER_HEAD]!;
+    const nr = i32[p + C_DEFER_NR]!;
+    i32[p + C_DEFER_HEAD] = 0;
+    i32[p + C_DEFER_NR] = 0;
+    const broken = this.brokenDeferredList(obj, nr);
+    if (broken !== "") {
+      // Deferred work found broken metadata: report it, drop the list (its objects stay
+      // allocated, lost), and never walk a cycle.
+      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+      return true;
+    }
     let gaveUp = false;
-    // Bounded rounds: a noBlock agent that cannot have a list lock defers the object again.
-    for (let round = 0; round < DEFER_DRAIN_ROUNDS && this.i32[p + C_DEFER_HEAD] !== 0; round++) {
-      // Read the views each round: the frees below take locks, which rebuild them after growth.
-      const i32 = this.i32;
-      let obj = i32[p + C_DEFER_HEAD]!;
-      const nr = i32[p + C_DEFER_NR]!;
-      i32[p + C_DEFER_HEAD] = 0;
-      i32[p + C_DEFER_NR] = 0;
-      const broken = this.brokenDeferredList(obj, nr);
-      if (broken !== "") {
-        // Deferred work found broken metadata: report it, drop the list (its objects stay
-        // allocated, lost), and never walk a cycle.
-        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
-        continue;
-      }
-      while (obj !== 0) {
-        const next = i32[(obj >> 2) + O_NEXT]!;
-        const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
-        i32[obj >> 2] = 0;
-        this.debugUnlink(this.cacheWOf(id), obj);
-        if (gaveUp) {
-          this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
-          this.vmInc(VM.objectsUndeferred, 1);
-          obj = next;
-          continue;
-        }
-        // A dead slot's objects (reclaimSlot) go straight to their slabs.
-        const named = id >= FIRST_NAMED_ID;
-        // Deferred work: an error is reported (onError), and the rest of the list is still freed.
-        this.deferring++;
-        try {
-          if (named) this.cacheEnter(id, 0, false, true);
-          try {
-            if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
-              if (!this.freeToSlabs(id, obj, 0)) {
-                this.deferObject(obj);
-                gaveUp = true;
-              }
-            } else {
-              this.slabFreeSlow(id, obj);
-            }
-          } finally {
-            if (named) this.cacheExit(id);
-          }
-        } catch (e) {
-          // A noBlock agent that gave up on a lock changed nothing: the object waits for a later drain.
-          if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) {
-            this.deferObject(obj);
-            gaveUp = true;
-          } else {
-            this.reportDeferred(e, obj);
-          }
-        } finally {
-          this.deferring--;
-        }
+    while (obj !== 0) {
+      const next = i32[(obj >> 2) + O_NEXT]!;
+      const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
+      i32[obj >> 2] = 0;
+      this.debugUnlink(this.cacheWOf(id), obj);
+      if (gaveUp) {
+        this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
         this.vmInc(VM.objectsUndeferred, 1);
         obj = next;
+        continue;
       }
+      // A dead slot's objects (reclaimSlot) go straight to their slabs.
+      const named = id >= FIRST_NAMED_ID;
+      // Deferred work: an error is reported (onError), and the rest of the list is still freed.
+      this.deferring++;
+      try {
+        if (named) this.cacheEnter(id, 0, false, true);
+        try {
+          if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
+            if (!this.freeToSlabs(id, obj, 0)) {
+              this.deferObject(obj);
+              gaveUp = true;
+            }
+          } else {
+            this.slabFreeSlow(id, obj);
+          }
+        } finally {
+          if (named) this.cacheExit(id);
+        }
+      } catch (e) {
+        // A noBlock agent that gave up on a lock changed nothing: the object waits for a later drain.
+        if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) {
+          this.deferObject(obj);
+          gaveUp = true;
+        } else {
+          this.reportDeferred(e, obj);
+        }
+      } finally {
+        this.deferring--;
+      }
+      this.vmInc(VM.objectsUndeferred, 1);
+      obj = next;
     }
+    return !gaveUp;
   }
 
   /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */

@@ -17,4 +17,19 @@ describe("model-based fuzzer (short form)", () => {
       assert.equal(r.failure, null, `${r.failure}\n  seed ${seed}; repeat: ${repeatCommand(r)}`);
     });
   }
+
+  // Seeds that found bugs, kept as regressions (the fuzzer is deterministic for a seed).
+  const found: Array<[string, number, number, string]> = [
+    ["debug", 901, 7000, "a hook freeing at every lock point kept the deferred-object drain going for ever"],
+    ["small", 1, 300, "detach of a handle with kfreeRcu objects waiting spun while another handle of the agent read"],
+    ["small-growing", 502, 1300, "a block read through a handle whose views another handle's growth had not rebuilt"],
+  ];
+  for (const [name, s2, ops, what] of found) {
+    test(`regression: ${name} seed ${s2} (${what})`, () => {
+      const cfg = CONFIGS.find((c) => c.name === name)!;
+      const r = runFuzz(cfg, s2, ops, 250);
+      assert.equal(r.failure, null, `${r.failure}\n  repeat: ${repeatCommand(r)}`);
+    });
+  }
 });
+

@@ -398,7 +398,8 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
           // A reentry hook making nolock calls at every lock point of the next few operations' calls.
           const mine: number[] = [];
           let k = 0;
-          heap.setReentryHook(() => {
+          heap.setReentryHook((point) => {
+            if (TRACE) writeSync(2, `  hook at ${point}\n`);
             k++;
             if ((k & 1) === 1) {
               const size = pick([8, 64, 256, 1024]);
@@ -415,6 +416,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
           });
           try {
             const pickOne = rng.int(0, 3);
+            if (TRACE) writeSync(2, `  hooked call ${pickOne}, reading ${reading}\n`);
             if (pickOne === 0) heap.shrink();
             else if (pickOne === 1 && reading === 0) heap.rcuBarrier();
             else {
