@@ -24,7 +24,7 @@
 import { checkBool, checkInt, describe, einval, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { WasmMemory } from "./mm.js";
-import { assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
+import { assertNoLiveHeap, assertSharedMemory, isSharedArrayBuffer, locateHeap, resolvePlacement } from "./placement.js";
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./gfp.js";
 import {
@@ -37,6 +37,7 @@ import {
   C_PCP_COUNT,
   C_PCP_LOCK,
   C_STATE,
+  C_VIEW_PROBE,
   C_VMSTAT,
   CACHE_ACTIVE,
   CACHE_DYING,
@@ -193,6 +194,7 @@ export class Heap extends RcuAllocator {
       throw new HeapError(ErrorCode.EINVAL, `size ${size} leaves fewer than 32 pages after the metadata of ${cpus} cpus and maxSize ${maxSize}; use a larger size, fewer cpus or a smaller maxSize`);
     }
     const buffer = place.buffer;
+    if (place.memory !== null || o.buffer !== undefined) assertNoLiveHeap(buffer, offset, maxSize);
     // A caller's buffer or memory may hold anything: the metadata starts zeroed, as in a new buffer.
     if (place.memory !== null || o.buffer !== undefined) new Uint8Array(buffer, offset, g.zoneStart * PAGE_SIZE).fill(0);
     const u32 = new Uint32Array(buffer, offset, PAGE_SIZE >> 2);
@@ -298,7 +300,7 @@ export class Heap extends RcuAllocator {
 
   /** Free the allocation under a view from allocArray (any agent's); EINVAL for a view that is not one. */
   freeArray(view: ArrayBufferView): void {
-    freeArray(this, view);
+    freeArray(this, view, this.pcpuW + C_VIEW_PROBE);
   }
 
   /** Store `s` as a 32-bit byte length, its UTF-8 and a 0 byte; the address (free it with kfree), or 0 when memory ran out. */
@@ -493,9 +495,7 @@ export class Heap extends RcuAllocator {
 }
 
 function describeValue(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "object") return `a ${(v as object).constructor?.name ?? "object"}`;
-  return `${typeof v} ${String(v)}`;
+  return describe(v);
 }
 
 /*
@@ -536,13 +536,7 @@ function readGeometry(buffer: unknown, base: number): Geometry {
   const bad = (why: string): never => {
     throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: ${why}`);
   };
-  let isSab = false;
-  try {
-    isSab = buffer instanceof SharedArrayBuffer;
-  } catch {
-    // A Proxy whose getPrototypeOf trap throws is not a heap either.
-  }
-  if (!isSab) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
+  if (!isSharedArrayBuffer(buffer)) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
   const sab = buffer as SharedArrayBuffer;
   if (sab.byteLength < base + PAGE_SIZE) bad(`only ${sab.byteLength} bytes${base !== 0 ? ` (the heap's offset is ${base})` : ""}`);
   const u32 = new Uint32Array(sab, base, 16);
