@@ -263,7 +263,8 @@ export class Heap extends RcuAllocator {
     const i32 = this.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.canBlock ? CPUF_NOBLOCK : 0;
-    i32[c + C_GEN] = i32[c + C_GEN]! + 1;
+    this.gen = i32[c + C_GEN]! + 1;
+    i32[c + C_GEN] = this.gen;
     this.u32[c + C_FAIL_STATE] = (this.u32[this.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.rcuOnline();
     Atomics.store(i32, c + C_STATE, SLOT_ATTACHED);
@@ -288,7 +289,7 @@ export class Heap extends RcuAllocator {
 
   /** Is this handle still attached? */
   get attached(): boolean {
-    return !this.detached;
+    return !this.detached && this.i32[this.pcpuW + C_GEN] === this.gen;
   }
 
   /* ------------------------------------------------------------ typed views and strings (views.ts) */
@@ -332,6 +333,9 @@ export class Heap extends RcuAllocator {
     if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
       throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
     }
+    // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
+    // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
+    Atomics.add(this.i32, c + C_GEN, 1);
     try {
       this.recoverLocksOf(cpu);
       this.rcuReclaim(cpu);

@@ -132,7 +132,8 @@ export const PCPU_WORDS = PCPU_BYTES >> 2;
 /* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
 /** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING or SLOT_DEAD; claimed by CAS. */
 export const C_STATE = 0;
-/** Incremented at every attach, so a stale handle of an earlier attach can be recognised. */
+/** Incremented at every attach and every reclaimSlot, so a stale handle of an earlier attach can be
+ * recognised: its slow paths compare it with the value it claimed and throw EDETACHED. */
 export const C_GEN = 1;
 /** Slot flags (CPUF_*). */
 export const C_FLAGS = 2;
