@@ -28,6 +28,7 @@ import { assertNoLiveHeap, assertSharedMemory, isSharedArrayBuffer, locateHeap, 
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./gfp.js";
 import {
+  C_DEFER_HEAD,
   C_DEFER_NR,
   C_FLAGS,
   C_GEN,
@@ -276,8 +277,10 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     this.rcuOffline();
     this.drainDeferredObjects();
+    this.assertNoDeferred();
     this.flushAllSheavesOf(this.cpu);
     if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
+    this.assertNoDeferred();
     // Last: everything above may free pages into this slot's pcp lists.
     this.pcpDetach();
     this.hook = null;
@@ -285,6 +288,21 @@ export class Heap extends RcuAllocator {
     Atomics.store(this.i32, this.pcpuW + C_STATE, SLOT_FREE);
     this.detached = true;
     this.updateFastOff();
+  }
+
+  /**
+   * detach on a noBlock agent: objects it could not free (a list lock held past its bound; a
+   * kfreeRcu object whose grace period ended, freed by rcuOffline, can land here) are still on its
+   * deferred list. Detaching now would strand them on a free slot: EAGAIN, the handle attached and usable.
+   */
+  private assertNoDeferred(): void {
+    const n = this.i32[this.pcpuW + C_DEFER_NR]!;
+    if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) return;
+    throw new HeapError(
+      ErrorCode.EAGAIN,
+      `cpu ${this.cpu} must not block, and ${n} deferred object${n === 1 ? "" : "s"} could not be freed (a list lock held past its bound): ` +
+        "the handle is still attached; call detach again",
+    );
   }
 
   /** Is this handle still attached? */
@@ -328,6 +346,9 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
     const state = Atomics.load(this.i32, c + C_STATE);
+    // A free slot that still holds deferred objects (left by a detach of an earlier release):
+    // return them, and the slot stays free.
+    if (state === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) return this.reclaimDeferredOf(cpu);
     // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
     if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
     if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
@@ -355,6 +376,22 @@ export class Heap extends RcuAllocator {
     }
     for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
     Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+  }
+
+  /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
+  private reclaimDeferredOf(cpu: number): void {
+    const c = this.pcpOf(cpu);
+    if (Atomics.compareExchange(this.i32, c + C_STATE, SLOT_FREE, SLOT_RECLAIMING) !== SLOT_FREE) {
+      throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
+    }
+    try {
+      this.drainDeferredObjects(cpu);
+    } finally {
+      Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+    }
+    if (this.i32[c + C_DEFER_HEAD] !== 0) {
+      throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and a list lock was held past its bound while it freed cpu ${cpu}'s deferred objects: call again`);
+    }
   }
 
   /**
