@@ -6,6 +6,8 @@
  *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
  *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run).
+ *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
+ *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive).
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->

@@ -3,7 +3,8 @@
  *
  * CONTRACT
  *
- *   No state of its own in the heap: an array is one kmalloc allocation (every kmalloc address is
+ *   No state of its own in the heap but C_VIEW_PROBE, a word of each slot that only the slot's
+ *   handle writes (freeArray's same-memory probe, no lock). An array is one kmalloc allocation (every kmalloc address is
  *   8-byte aligned, so every element type gets its alignment), a string is one kmalloc allocation in
  *   the format below. Everything goes through the handle's public calls (kmalloc, kfree, ksize), so
  *   the locking is theirs. The scratch buffer is this agent's own, non-shared memory: Chrome's
