@@ -40,6 +40,7 @@ import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import {
   C_FLAGS,
+  C_GEN,
   C_HELD,
   C_STATE,
   C_VMSTAT,
@@ -166,6 +167,8 @@ export class MmBase {
   readonly trace: Trace;
   protected hook: ReentryHook | null;
   protected detached: boolean;
+  /** The slot's C_GEN when this handle claimed it; reclaimSlot moves the word on (see assertLive). */
+  protected gen: number;
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   protected reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
@@ -210,6 +213,7 @@ export class MmBase {
     this.trace.onChange = () => this.onReentryChange();
     this.hook = null;
     this.detached = false;
+    this.gen = 0;
     this.reentrant = false;
     this.inHook = false;
     this.gaveUpAt = -Infinity;
@@ -253,6 +257,20 @@ export class MmBase {
 
   protected assertLive(): void {
     if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
+    if (this.i32[this.pcpuW + C_GEN] !== this.gen) this.slotTaken();
+  }
+
+  /**
+   * The slot's generation moved on: another agent reclaimed it (reclaimSlot, as if this agent had
+   * died), and it may be attached again. This handle is detached from now on, so that it never
+   * shares the slot with the new one: its fast paths stop (the reclaim emptied its sheaves and took
+   * its pcp lock) and every slow path throws EDETACHED.
+   */
+  private slotTaken(): never {
+    this.detached = true;
+    this.hook = null;
+    this.onReentryChange();
+    throw new HeapError(ErrorCode.EDETACHED, `this handle's slot, cpu ${this.cpu}, was reclaimed by another agent (reclaimSlot): the handle is detached; attach again`);
   }
 
   /* ------------------------------------------------------------ held-lock bookkeeping */

@@ -397,7 +397,8 @@ export class PageAllocator extends MmBase {
    */
   grow(bytes: number): number {
     this.assertLive();
-    if ((this.buffer as { growable?: boolean }).growable !== true) {
+    // A heap on WebAssembly memory grows through memory.grow (its buffer reports growable false).
+    if (this.memory === null && (this.buffer as { growable?: boolean }).growable !== true) {
       einval(`this heap cannot grow: it was created without a maxSize above its size (${this.size} bytes), so its buffer is not growable; pass Heap.create({ size, maxSize }) to allow growth`);
     }
     checkInt("bytes", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
@@ -425,7 +426,10 @@ export class PageAllocator extends MmBase {
     if (size >= this.maxSize) return false;
     const block = PAGE_SIZE << order;
     const fit = Math.ceil(size / block) * block + block + this.u32[this.hw + Z_WMARK_HIGH]! * PAGE_SIZE;
-    this.growLocked(Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE)));
+    const want = Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE));
+    this.growLocked(want);
+    // The buffer may stop short of maxSize (a WebAssembly.Memory's maximum): try the least that fits.
+    if (this.u32[this.hw + Z_SIZE]! === size && fit < want) this.growLocked(fit);
     return true;
   }
 
