@@ -6,6 +6,8 @@
  *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
  *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run).
+ *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
+ *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive).
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
@@ -30,7 +32,7 @@
 import { checkBool, checkInt, describe, einval, isUint16Array, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { WasmMemory } from "./mm.js";
-import { assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
+import { assertNoLiveHeap, assertSharedMemory, isSharedArrayBuffer, locateHeap, resolvePlacement } from "./placement.js";
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./gfp.js";
 import {
@@ -46,6 +48,7 @@ import {
   C_RCU_NR_SPARE,
   C_RCU_PENDING,
   C_STATE,
+  C_VIEW_PROBE,
   C_VMSTAT,
   CACHE_ACTIVE,
   CACHE_DYING,
@@ -202,6 +205,7 @@ export class Heap extends RcuAllocator {
       throw new HeapError(ErrorCode.EINVAL, `size ${size} leaves fewer than 32 pages after the metadata of ${cpus} cpus and maxSize ${maxSize}; use a larger size, fewer cpus or a smaller maxSize`);
     }
     const buffer = place.buffer;
+    if (place.memory !== null || o.buffer !== undefined) assertNoLiveHeap(buffer, offset, maxSize);
     // A caller's buffer or memory may hold anything: the metadata starts zeroed, as in a new buffer.
     if (place.memory !== null || o.buffer !== undefined) new Uint8Array(buffer, offset, g.zoneStart * PAGE_SIZE).fill(0);
     const u32 = new Uint32Array(buffer, offset, PAGE_SIZE >> 2);
@@ -243,8 +247,10 @@ export class Heap extends RcuAllocator {
     assertSharedMemory();
     const ao = readOptions("Heap.attach options", options, ["noBlock", "offset"]);
     const noBlock = checkBool("option noBlock", ao.noBlock) === true;
-    const { buffer, memory, offset } = locateHeap(target, ao.offset);
-    const g = readGeometry(buffer, offset);
+    const placed = locateHeap(target, ao.offset);
+    const { memory, offset } = placed;
+    let buffer = placed.buffer;
+    const g = readGeometry(buffer, offset, memory !== null);
     if (memory === null && (buffer as unknown as { growable?: boolean }).growable !== true && buffer.byteLength < offset + g.size) {
       // A fixed-length buffer shorter than the heap may grow: memory.buffer of a WebAssembly.Memory.
       throw new HeapError(ErrorCode.EINVAL, `this heap may grow to byte ${offset + g.size}, past this buffer's ${buffer.byteLength} bytes: it lives in a WebAssembly.Memory; attach with the Memory itself, not its buffer`);
@@ -252,6 +258,10 @@ export class Heap extends RcuAllocator {
     const header = new Uint32Array(buffer, offset, PAGE_SIZE >> 2);
     const debug = header[H_DEBUG]!;
     const size = Atomics.load(header, Z_SIZE);
+    // Another agent may have grown the memory since its buffer was read above; Z_SIZE is published
+    // after memory.grow, so the memory's buffer read now covers it.
+    if (memory !== null && buffer.byteLength < size) buffer = memory.buffer as unknown as SharedArrayBuffer;
+    if (buffer.byteLength < size) throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: the memory holds ${buffer.byteLength} bytes, the heap ends at ${size}: truncated`);
     const i32 = new Int32Array(buffer, 0, size >> 2);
     for (let cpu = 0; cpu < g.cpus; cpu++) {
       const w = ((offset + g.pcpuOff) >> 2) + cpu * PCPU_WORDS + C_STATE;
@@ -270,7 +280,8 @@ export class Heap extends RcuAllocator {
     const i32 = this.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.canBlock ? CPUF_NOBLOCK : 0;
-    i32[c + C_GEN] = i32[c + C_GEN]! + 1;
+    this.gen = i32[c + C_GEN]! + 1;
+    i32[c + C_GEN] = this.gen;
     this.u32[c + C_FAIL_STATE] = (this.u32[this.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.rcuOnline();
     Atomics.store(i32, c + C_STATE, SLOT_ATTACHED);
@@ -322,7 +333,7 @@ export class Heap extends RcuAllocator {
 
   /** Is this handle still attached? */
   get attached(): boolean {
-    return !this.detached;
+    return !this.detached && this.i32[this.pcpuW + C_GEN] === this.gen;
   }
 
   /* ------------------------------------------------------------ typed views and strings (views.ts) */
@@ -334,7 +345,7 @@ export class Heap extends RcuAllocator {
 
   /** Free the allocation under a view from allocArray (any agent's); EINVAL for a view that is not one. */
   freeArray(view: ArrayBufferView): void {
-    freeArray(this, view);
+    freeArray(this, view, this.pcpuW + C_VIEW_PROBE);
   }
 
   /** Store `s` as a 32-bit byte length, its UTF-8 and a 0 byte; the address (free it with kfree), or 0 when memory ran out. */
@@ -362,11 +373,17 @@ export class Heap extends RcuAllocator {
     this.assertCanLock(LOCK.rcu);
     const c = this.pcpOf(cpu);
     const state = Atomics.load(this.i32, c + C_STATE);
+    // A free slot that still holds deferred objects (left by a detach of an earlier release):
+    // return them, and the slot stays free.
+    if (state === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) return this.reclaimDeferredOf(cpu);
     // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
     if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
     if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
       throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
     }
+    // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
+    // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
+    Atomics.add(this.i32, c + C_GEN, 1);
     try {
       this.recoverLocksOf(cpu);
       this.rcuReclaim(cpu);
@@ -386,6 +403,22 @@ export class Heap extends RcuAllocator {
     }
     for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
     Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+  }
+
+  /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
+  private reclaimDeferredOf(cpu: number): void {
+    const c = this.pcpOf(cpu);
+    if (Atomics.compareExchange(this.i32, c + C_STATE, SLOT_FREE, SLOT_RECLAIMING) !== SLOT_FREE) {
+      throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
+    }
+    try {
+      this.drainDeferredObjects(cpu);
+    } finally {
+      Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+    }
+    if (this.i32[c + C_DEFER_HEAD] !== 0) {
+      throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and a list lock was held past its bound while it freed cpu ${cpu}'s deferred objects: call again`);
+    }
   }
 
   /**
@@ -566,17 +599,15 @@ function debugFlags(d: unknown): number {
 }
 
 /** Check the header at byte `base` of a buffer and recompute its geometry; EBADHEAP when anything is off. */
-function readGeometry(buffer: unknown, base: number): Geometry {
+/**
+ * `inMemory`: the buffer is a WebAssembly.Memory's, read before another agent may have grown it, so a
+ * heap end past it is checked by attach against the memory's buffer read after Z_SIZE.
+ */
+function readGeometry(buffer: unknown, base: number, inMemory = false): Geometry {
   const bad = (why: string): never => {
     throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: ${why}`);
   };
-  let isSab = false;
-  try {
-    isSab = buffer instanceof SharedArrayBuffer;
-  } catch {
-    // A Proxy whose getPrototypeOf trap throws is not a heap either.
-  }
-  if (!isSab) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
+  if (!isSharedArrayBuffer(buffer)) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
   const sab = buffer as SharedArrayBuffer;
   if (sab.byteLength < base + PAGE_SIZE) bad(`only ${sab.byteLength} bytes${base !== 0 ? ` (the heap's offset is ${base})` : ""}`);
   const u32 = new Uint32Array(sab, base, 16);
@@ -585,7 +616,7 @@ function readGeometry(buffer: unknown, base: number): Geometry {
   if (Atomics.load(u32, H_CHECKSUM) !== headerChecksum(u32)) bad("header checksum mismatch");
   const maxSize = u32[H_SIZE]!;
   const size = Atomics.load(new Uint32Array(sab, base, PAGE_SIZE >> 2), Z_SIZE);
-  if (sab.byteLength < size || size < base + PAGE_SIZE || size > base + maxSize) bad(`the buffer holds ${sab.byteLength} bytes, the heap ends at ${size}: truncated`);
+  if ((!inMemory && sab.byteLength < size) || size < base + PAGE_SIZE || size > base + maxSize) bad(`the buffer holds ${sab.byteLength} bytes, the heap ends at ${size}: truncated`);
   if (u32[H_PAGE_SHIFT] !== PAGE_SHIFT) bad(`page shift ${u32[H_PAGE_SHIFT]}`);
   const g = computeGeometry(maxSize, u32[H_CPUS]!, u32[H_MAX_CACHES]!);
   if (

@@ -132,10 +132,14 @@ export const PCPU_WORDS = PCPU_BYTES >> 2;
 /* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
 /** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING or SLOT_DEAD; claimed by CAS. */
 export const C_STATE = 0;
-/** Incremented at every attach, so a stale handle of an earlier attach can be recognised. */
+/** Incremented at every attach and every reclaimSlot, so a stale handle of an earlier attach can be
+ * recognised: its slow paths compare it with the value it claimed and throw EDETACHED. */
 export const C_GEN = 1;
 /** Slot flags (CPUF_*). */
 export const C_FLAGS = 2;
+/** freeArray's probe: the slot's handle stores a new value and reads it back through a view's
+ * buffer to tell the same memory from a copy or another heap. Owner only. */
+export const C_VIEW_PROBE = 3;
 /** Locks this slot holds, by class (LOCK_CLASSES words); plain words, owner only (lockdep's held_locks). */
 export const C_HELD = 4;
 /** pcp lock (biased): the owner keeps it between calls; a remote drainer takes it when it is 0. Line 1. */

@@ -57,6 +57,7 @@ import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import {
   C_FLAGS,
+  C_GEN,
   C_HELD,
   C_STATE,
   C_VMSTAT,
@@ -208,6 +209,8 @@ export class MmBase {
   protected detached: boolean;
   /** True while detach() empties this slot: nolock allocations fail and nolock frees are deferred. */
   protected closing: boolean;
+  /** The slot's C_GEN when this handle claimed it; reclaimSlot moves the word on (see assertLive). */
+  protected gen: number;
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   protected reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
@@ -263,6 +266,7 @@ export class MmBase {
     this.hook = null;
     this.detached = false;
     this.closing = false;
+    this.gen = 0;
     this.reentrant = false;
     this.inHook = false;
     this.gaveUpAt = -Infinity;
@@ -327,6 +331,20 @@ export class MmBase {
     if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
     // Entry of every slow path: pages another agent added are covered before anything is read.
     if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
+    if (this.i32[this.pcpuW + C_GEN] !== this.gen) this.slotTaken();
+  }
+
+  /**
+   * The slot's generation moved on: another agent reclaimed it (reclaimSlot, as if this agent had
+   * died), and it may be attached again. This handle is detached from now on, so that it never
+   * shares the slot with the new one: its fast paths stop (the reclaim emptied its sheaves and took
+   * its pcp lock) and every slow path throws EDETACHED.
+   */
+  private slotTaken(): never {
+    this.detached = true;
+    this.hook = null;
+    this.onReentryChange();
+    throw new HeapError(ErrorCode.EDETACHED, `this handle's slot, cpu ${this.cpu}, was reclaimed by another agent (reclaimSlot): the handle is detached; attach again`);
   }
 
   /* ------------------------------------------------------------ held-lock bookkeeping */

@@ -434,7 +434,10 @@ export class PageAllocator extends MmBase {
     if (size >= this.maxSize) return false;
     const block = PAGE_SIZE << order;
     const fit = Math.ceil(size / block) * block + block + this.u32[this.hw + Z_WMARK_HIGH]! * PAGE_SIZE;
-    this.growLocked(Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE)));
+    const want = Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE));
+    this.growLocked(want);
+    // The buffer may stop short of maxSize (a WebAssembly.Memory's maximum): try the least that fits.
+    if (this.u32[this.hw + Z_SIZE]! === size && fit < want) this.growLocked(fit);
     return true;
   }
 

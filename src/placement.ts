@@ -13,7 +13,7 @@
  */
 import { checkInt, describe } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
-import { H_CHECKSUM, H_MAGIC, HEAP_MAGIC, headerChecksum, PAGE_SIZE } from "./layout.js";
+import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./layout.js";
 import type { WasmMemory } from "./mm.js";
 
 /** The largest end (offset + maxSize) of a heap: addresses stay positive 32-bit integers. */
@@ -34,20 +34,32 @@ export function assertSharedMemory(): void {
   if (typeof SharedArrayBuffer === "undefined") throw noSharedMemory();
 }
 
-/** Is `m` a WebAssembly.Memory (or an object shaped like one)? */
+/**
+ * Is `m` a WebAssembly.Memory? Its own buffer getter answers (it throws for anything else: a Proxy
+ * of a Memory, an object shaped like one), so no code of the caller's runs.
+ */
 export function isWasmMemory(m: unknown): m is WasmMemory {
+  const wa = (globalThis as { WebAssembly?: { Memory?: { prototype: object } } }).WebAssembly;
+  const get = wa?.Memory !== undefined ? Object.getOwnPropertyDescriptor(wa.Memory.prototype, "buffer")?.get : undefined;
+  if (get === undefined) return false;
   try {
-    return looksLikeWasmMemory(m);
+    get.call(m);
+    return true;
   } catch {
-    return false; // a Proxy whose traps throw is not a memory
+    return false;
   }
 }
 
-function looksLikeWasmMemory(m: unknown): boolean {
-  if (typeof m !== "object" || m === null) return false;
-  const wa = (globalThis as { WebAssembly?: { Memory?: new (...a: never[]) => unknown } }).WebAssembly;
-  if (wa?.Memory !== undefined && m instanceof wa.Memory) return true;
-  return typeof (m as { grow?: unknown }).grow === "function" && "buffer" in m && !(m instanceof SharedArrayBuffer);
+/** Is `v` a SharedArrayBuffer (growable or not)? Its own byteLength getter, which throws for anything else (a Proxy of one too). */
+export function isSharedArrayBuffer(v: unknown): v is SharedArrayBuffer {
+  if (typeof SharedArrayBuffer === "undefined") return false;
+  const get = Object.getOwnPropertyDescriptor(SharedArrayBuffer.prototype, "byteLength")!.get!;
+  try {
+    get.call(v);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A resolved placement for Heap.create. */
@@ -100,14 +112,14 @@ export function resolvePlacement(o: PlacementOptions, defaultSize: number): Plac
   let sab: SharedArrayBuffer;
   let mem: WasmMemory | null = null;
   if (memory !== undefined) {
-    if (!isWasmMemory(memory)) bad("memory must be a WebAssembly.Memory");
+    if (!isWasmMemory(memory)) bad(`memory must be a WebAssembly.Memory, not ${describe(memory)}`);
     mem = memory as WasmMemory;
-    if (!(mem.buffer instanceof SharedArrayBuffer)) {
+    if (!isSharedArrayBuffer(mem.buffer)) {
       bad("memory must be shared: new WebAssembly.Memory({ initial, maximum, shared: true }) (a Wasm module: its memory declared shared)");
     }
     sab = mem.buffer as SharedArrayBuffer;
   } else {
-    if (!(buffer instanceof SharedArrayBuffer)) bad(`buffer must be a SharedArrayBuffer, not ${describe(buffer)}`);
+    if (!isSharedArrayBuffer(buffer)) bad(`buffer must be a SharedArrayBuffer, not ${describe(buffer)}`);
     sab = buffer as SharedArrayBuffer;
   }
   const offset = whole("offset", o.offset, 0, 0, MAX_HEAP_END - PAGE_SIZE);
@@ -145,7 +157,7 @@ export function locateHeap(target: unknown, offset: unknown): { buffer: SharedAr
   const buf = sab as SharedArrayBuffer;
   if (offset !== undefined) {
     if (typeof offset !== "number" || !Number.isInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0) {
-      throw new HeapError(ErrorCode.EINVAL, `option offset must be a page-aligned whole number, not ${String(offset)}`);
+      throw new HeapError(ErrorCode.EINVAL, `option offset must be a page-aligned whole number, not ${describe(offset)}`);
     }
     return { buffer: buf, memory, offset };
   }
@@ -161,11 +173,37 @@ export function locateHeap(target: unknown, offset: unknown): { buffer: SharedAr
   return { buffer: buf, memory, offset: 0 };
 }
 
-/** `v instanceof SharedArrayBuffer`, false for a Proxy whose getPrototypeOf trap throws. */
-function isSharedArrayBuffer(v: unknown): v is SharedArrayBuffer {
-  try {
-    return v instanceof SharedArrayBuffer;
-  } catch {
-    return false;
+/**
+ * Heap.create in a caller's buffer or memory: EBUSY when the region [offset, offset + maxSize)
+ * overlaps a heap that is in use, one whose header (magic number and checksum) is valid and which has
+ * a slot that is not free (attached, being reclaimed, or dead). Creating there would wipe a live
+ * heap under its agents. A heap whose slots are all free (every agent detached) may be replaced;
+ * to reuse the region of a heap whose agents died, zero its header page first.
+ */
+export function assertNoLiveHeap(buf: SharedArrayBuffer, offset: number, maxSize: number): void {
+  const pages = Math.floor(buf.byteLength / PAGE_SIZE);
+  if (pages === 0) return;
+  const u32 = new Uint32Array(buf, 0, pages * (PAGE_SIZE >> 2));
+  const end = offset + maxSize;
+  for (let p = 0; p < pages && p * PAGE_SIZE < end; p++) {
+    const w = p * (PAGE_SIZE >> 2);
+    if (u32[w + H_MAGIC] !== HEAP_MAGIC) continue;
+    if (Atomics.load(u32, w + H_CHECKSUM) !== headerChecksum(u32.subarray(w, w + 16))) continue;
+    const at = p * PAGE_SIZE;
+    if (at + u32[w + H_SIZE]! <= offset) continue;
+    const cpus = u32[w + H_CPUS]!;
+    const c0 = (at + u32[w + H_PCPU_OFF]!) >>> 2;
+    let inUse = 0;
+    for (let cpu = 0; cpu < cpus; cpu++) {
+      const cw = c0 + cpu * PCPU_WORDS + C_STATE;
+      if (cw < u32.length && Atomics.load(u32, cw) !== SLOT_FREE) inUse++;
+    }
+    if (inUse !== 0) {
+      throw new HeapError(
+        ErrorCode.EBUSY,
+        `Heap.create would overwrite a heap in use: the heap at offset ${at} (${u32[w + H_SIZE]} bytes at most) overlaps bytes ${offset}..${end} ` +
+          `and has ${inUse} attached slot${inUse === 1 ? "" : "s"}; attach to it with Heap.attach, or place the new heap elsewhere (its agents must detach first)`,
+      );
+    }
   }
 }

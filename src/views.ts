@@ -3,7 +3,8 @@
  *
  * CONTRACT
  *
- *   No state of its own in the heap: an array is one kmalloc allocation (every kmalloc address is
+ *   No state of its own in the heap but C_VIEW_PROBE, a word of each slot that only the slot's
+ *   handle writes (freeArray's same-memory probe, no lock). An array is one kmalloc allocation (every kmalloc address is
  *   8-byte aligned, so every element type gets its alignment), a string is one kmalloc allocation in
  *   the format below. Everything goes through the handle's public calls (kmalloc, kfree, ksize), so
  *   the locking is theirs. The scratch buffer is this agent's own, non-shared memory: Chrome's
@@ -14,8 +15,11 @@
  *   then L bytes of UTF-8 at A + 4, then one 0 byte. So C reads a NUL-terminated string at A + 4,
  *   Rust a byte slice (A + 4, L); free it with kfree(A).
  */
+import { describe } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
-import { H_CHECKED_WORDS, PAGE_SIZE } from "./layout.js";
+import { PAGE_SIZE } from "./layout.js";
+import { isSharedArrayBuffer } from "./placement.js";
+import { KMALLOC_MAX_SIZE } from "./slab.js";
 
 /** Bytes before a string's UTF-8: its length. */
 export const STRING_HEADER = 4;
@@ -71,39 +75,64 @@ export function allocArray<C extends TypedArrayConstructor>(h: ViewHost, Ctor: C
     throw new HeapError(ErrorCode.EINVAL, `allocArray needs a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${describe(Ctor)}`);
   }
   const each = (Ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n * each > MAX_ARRAY_BYTES) {
-    throw new HeapError(ErrorCode.EINVAL, `allocArray: the length must be a whole number of elements in 1..${Math.floor(MAX_ARRAY_BYTES / each)}, not ${String(n)}`);
+  const most = Math.floor(KMALLOC_MAX_SIZE / each);
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
+    throw new HeapError(ErrorCode.EINVAL, `allocArray: n, the length, must be a whole number of elements in 1..${most}, not ${describe(n)}`);
+  }
+  if (n > most) {
+    throw new HeapError(ErrorCode.EINVAL, `allocArray: n ${n} is too large: ${n} elements of ${Ctor.name} are ${n * each} bytes, and the largest allocation is ${KMALLOC_MAX_SIZE} bytes (${most} elements)`);
   }
   const addr = h.kmalloc(n * each, gfp);
   if (addr === 0) return null;
   return new (Ctor as unknown as new (b: ArrayBufferLike, o: number, l: number) => InstanceType<C>)(h.buffer, addr, n);
 }
 
-/** heap.freeArray: free the allocation under a view that allocArray returned (in any agent). */
-export function freeArray(h: ViewHost, view: unknown): void {
-  if (!ArrayBuffer.isView(view)) throw new HeapError(ErrorCode.EINVAL, `freeArray needs a typed array from allocArray, not ${describe(view)}`);
-  if (!sameHeap(h, view.buffer)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this ${describe(view)} is not a view of this heap's memory`);
-  const addr = view.byteOffset;
+/*
+ * The typed-array intrinsics, read through %TypedArray%.prototype's own getters: a subclass or an
+ * object that only looks like a view cannot answer for them, and a Proxy, a DataView or anything
+ * else that is not a typed array gets undefined from the tag getter without running its code.
+ */
+const TYPED_ARRAY_PROTO = Object.getPrototypeOf(Int8Array.prototype) as object;
+function intrinsicGetter(name: PropertyKey): (this: unknown) => unknown {
+  return Object.getOwnPropertyDescriptor(TYPED_ARRAY_PROTO, name)!.get! as (this: unknown) => unknown;
+}
+const taTag = intrinsicGetter(Symbol.toStringTag);
+const taBuffer = intrinsicGetter("buffer");
+const taByteOffset = intrinsicGetter("byteOffset");
+const taByteLength = intrinsicGetter("byteLength");
+
+/**
+ * heap.freeArray: free the allocation under a view that allocArray returned (in any agent).
+ * `probeW` is a word of the caller's own slot that only it writes (C_VIEW_PROBE): see sameMemory.
+ */
+export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
+  if (taTag.call(view) === undefined) throw new HeapError(ErrorCode.EINVAL, `freeArray needs a typed array from allocArray, not ${describe(view)}`);
+  const buf = taBuffer.call(view) as ArrayBufferLike;
+  if (!sameMemory(h, buf, probeW)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (${describe(view)}) is not a view of this heap's memory (another heap's, a copy's, or another buffer's)`);
+  const addr = taByteOffset.call(view) as number;
+  const bytes = taByteLength.call(view) as number;
   // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation.
   const usable = h.ksize(addr);
-  if (view.byteLength > usable) {
-    throw new HeapError(ErrorCode.EINVAL, `freeArray: the view at ${hex(addr)} is ${view.byteLength} bytes long, the allocation there ${usable}: not a view from allocArray`);
+  if (bytes > usable) {
+    throw new HeapError(ErrorCode.EINVAL, `freeArray: the view at ${hex(addr)} is ${bytes} bytes long, the allocation there ${usable}: not a view from allocArray`);
   }
   h.kfree(addr);
 }
 
 /**
- * Is `buf` this heap's memory? The same object, or (a buffer another agent received, or memory.buffer
- * after a growth) a SharedArrayBuffer that holds this heap's header at the heap's offset.
+ * Is `buf` this heap's memory? The same object (a view this agent made through this handle), else
+ * a SharedArrayBuffer over the same memory: one another agent received, or memory.buffer of an
+ * earlier growth. Two heaps may have identical headers and a copy (buffer.slice) holds the same
+ * bytes, so contents prove nothing; instead this handle stores a new value in `probeW`, a word of
+ * its own slot no other agent writes, and reads it back through `buf`: only the same memory sees it.
  */
-function sameHeap(h: ViewHost, buf: ArrayBufferLike): boolean {
+function sameMemory(h: ViewHost, buf: ArrayBufferLike, probeW: number): boolean {
   if (buf === h.buffer) return true;
-  if (!(buf instanceof SharedArrayBuffer) || buf.byteLength < h.offset + PAGE_SIZE) return false;
-  const theirs = new Uint32Array(buf, h.offset, H_CHECKED_WORDS + 3);
-  const ours = h.u32;
-  const w = h.offset >>> 2;
-  for (let i = 0; i < theirs.length; i++) if (theirs[i] !== ours[w + i]) return false;
-  return true;
+  if (!isSharedArrayBuffer(buf) || buf.byteLength < (probeW + 1) * 4) return false;
+  const mine = h.u32;
+  const next = (mine[probeW]! + 1) >>> 0;
+  Atomics.store(mine, probeW, next);
+  return Atomics.load(new Uint32Array(buf, probeW * 4, 1), 0) === next;
 }
 
 /* ------------------------------------------------------------------------- strings */
@@ -149,12 +178,4 @@ export function readString(h: ViewHost, addr: unknown): string {
   const buf = scratchOf(len);
   buf.set(h.u8.subarray(addr + STRING_HEADER, addr + STRING_HEADER + len));
   return decoder.decode(buf.subarray(0, len));
-}
-
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (typeof v === "function") return v.name !== "" ? v.name : "a function";
-  if (typeof v === "object") return (v as object).constructor?.name ?? "an object";
-  if (typeof v === "string") return "a string";
-  return String(v);
 }
