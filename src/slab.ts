@@ -2126,20 +2126,32 @@ export class KmemCache {
   private check(): void {
     // A handle obtained through a heap handle that has since detached is dead with it.
     this.ops.assertLive();
+    this.checkAlive();
+  }
+
+  /**
+   * The descriptor still holds this cache (not destroyed, not reused): two plain loads. alloc and
+   * free need no more here: their fast paths are gated by the heap handle's fastOff, which a detach
+   * sets, and their slow paths call assertLive themselves.
+   */
+  private checkAlive(): void {
     const i32 = this.ops.i32;
-    if (i32[this.kw + K_GEN] !== this.gen || i32[this.kw + K_STATE] !== CACHE_ACTIVE) {
-      throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
-    }
+    if (i32[this.kw + K_GEN] !== this.gen || i32[this.kw + K_STATE] !== CACHE_ACTIVE) this.destroyed();
+  }
+
+  private destroyed(): never {
+    this.ops.assertLive();
+    throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
   }
 
   /** One object, or 0. */
   alloc(gfp: number = GFP.KERNEL): number {
-    this.check();
+    this.checkAlive();
     return this.ops.cacheAlloc(this.id, this.gen, gfp);
   }
 
   free(addr: number): void {
-    this.check();
+    this.checkAlive();
     this.ops.cacheFree(this.id, addr);
   }
 
