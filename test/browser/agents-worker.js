@@ -80,5 +80,5 @@ onmessage = (ev) => {
   for (const a of live) heap.kfree(a);
   for (let i = 0; i < pages.length; i += 2) heap.freePages(pages[i], pages[i + 1]);
   heap.detach();
-  postMessage({ done: true, ops: ops * 64, stalls, crossFrees });
+  postMessage({ done: true, ops, stalls, crossFrees });
 };
