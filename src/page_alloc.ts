@@ -322,7 +322,9 @@ export class PageAllocator extends MmBase {
     u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
-    u32[d + D_FLAGS] = 0;
+    // In hand: an allocated block of this slot's until prepNewBlock (see rmqueueSmallest).
+    u32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    u32[d + D_OWNER] = this.cpu;
     return pfn;
   }
 
@@ -508,7 +510,10 @@ export class PageAllocator extends MmBase {
       const pfn = u32[this.hw + Z_FREE_HEAD + o]!;
       if (pfn === 0) continue;
       this.buddyDel(pfn, o);
-      u32[this.pd(pfn) + D_FLAGS] = 0;
+      // A block in hand is this slot's until prepNewBlock says what it is: an agent stopped on the
+      // way and reclaimed leaves an allocated block, never pages that belong to nothing.
+      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+      u32[this.pd(pfn) + D_OWNER] = this.cpu;
       // expand(): hand the upper halves back, largest first.
       for (let high = o; high > order; ) {
         high--;

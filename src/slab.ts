@@ -73,6 +73,7 @@ import {
   D_HEAD,
   D_INUSE,
   D_NEXT,
+  D_OWNER,
   D_PREV,
   EMPTY_SHEAF_W,
   FREE_TAG,
@@ -874,7 +875,11 @@ export class SlabAllocator extends PageAllocator {
       this.i32[d + D_HEAD] = 0;
       this.i32[d + D_CACHE] = 0;
     }
-    this.i32[this.pd(pfn) + D_FLAGS] = 0;
+    // The head stays a block of this slot's until the page allocator lists it (freeBlock's
+    // contract): an agent stopped on the way, and reclaimed, leaves an allocated block, never pages
+    // that belong to nothing.
+    this.i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    this.i32[this.pd(pfn) + D_OWNER] = this.cpu;
     this.vmInc(VM.pgfree, 1 << order);
     this.freeBlock(pfn, order, mode);
   }
@@ -936,7 +941,10 @@ export class SlabAllocator extends PageAllocator {
       i32[pcs + P_SPARE] = main;
       return spare >> 2;
     }
-    // Trade the full main for an empty sheaf at the barn.
+    // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
+    // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
+    // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
+    i32[pcs + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
     const empty = this.barnPutFull(id, main, mode);
     if (empty > 0) {
       this.vmInc(VM.barnPut, 1);
@@ -950,7 +958,8 @@ export class SlabAllocator extends PageAllocator {
       i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
       return s >> 2;
     }
-    // The barn is full of full sheaves (or busy): flush the main sheaf to the slabs.
+    // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
+    i32[pcs + P_MAIN] = main;
     if (mode !== 0) return 0;
     // A noBlock agent that cannot have the list lock frees (defers) the object itself.
     return this.flushSheaf(id, main >> 2, 0) ? main >> 2 : 0;
@@ -1011,7 +1020,7 @@ export class SlabAllocator extends PageAllocator {
     if (inuse === 0) {
       if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MIN_PARTIAL]!) {
         this.partialDel(kw, head);
-        this.unaccountSlab(kw);
+        this.unaccountSlab(kw, head);
         return head;
       }
       i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
@@ -1044,9 +1053,23 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_NR_EMPTY] = empty;
   }
 
-  /** A slab left the cache's counts (it is off the partial list). List lock held. */
-  private unaccountSlab(kw: number): void {
+  /**
+   * Slab `pfn` left the cache's lists and counts (it is off the partial list), to be released after
+   * the unlock. Its pages become a block this slot holds, as allocPages leaves one: an agent stopped
+   * before releaseSlab and reclaimed leaves an allocated block that validate() accepts, never a slab
+   * that its cache does not count. List lock held.
+   */
+  private unaccountSlab(kw: number, pfn: number): void {
     const i32 = this.i32;
+    const order = i32[kw + K_ORDER]!;
+    for (let p = 1; p < 1 << order; p++) {
+      const d = this.pd(pfn + p);
+      i32[d + D_FLAGS] = 0;
+      i32[d + D_HEAD] = 0;
+      i32[d + D_CACHE] = 0;
+    }
+    i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    i32[this.pd(pfn) + D_OWNER] = this.cpu;
     const objs = i32[kw + K_OBJS]!;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
@@ -1766,7 +1789,7 @@ export class SlabAllocator extends PageAllocator {
       const next = i32[this.pd(pfn) + D_NEXT]!;
       if (i32[this.pd(pfn) + D_INUSE] === 0) {
         this.partialDel(kw, pfn);
-        this.unaccountSlab(kw);
+        this.unaccountSlab(kw, pfn);
         i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
         discard.push(pfn);
       }
