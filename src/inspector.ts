@@ -58,6 +58,45 @@ export interface InspectorExtra {
   counters?: Record<string, number>;
 }
 
+/**
+ * Checks extra()'s result (already plain JSON) against InspectorExtra: a field of the wrong shape
+ * is deleted and described in the list returned, so the pages only see what they can draw.
+ */
+function checkExtraShape(x: Record<string, unknown>): string[] {
+  const wrong: string[] = [];
+  const isNum = (v: unknown): boolean => typeof v === "number" && Number.isFinite(v);
+  const listOf = (field: "agents" | "sizes", key: string, num: string): void => {
+    const v = x[field];
+    if (v === undefined) return;
+    if (!Array.isArray(v)) {
+      wrong.push(`${field} that is not an array (${v === null ? "null" : typeof v})`);
+      delete x[field];
+      return;
+    }
+    const i = v.findIndex((e: unknown) => typeof e !== "object" || e === null || typeof (e as Record<string, unknown>)[key] !== "string" || !isNum((e as Record<string, unknown>)[num]));
+    if (i >= 0) {
+      wrong.push(`${field}[${i}] that is not { ${key}: string, ${num}: number } (${JSON.stringify(v[i])})`);
+      delete x[field];
+    }
+  };
+  listOf("agents", "name", "ops");
+  listOf("sizes", "label", "count");
+  const c = x["counters"];
+  if (c !== undefined) {
+    if (typeof c !== "object" || c === null || Array.isArray(c)) {
+      wrong.push(`counters that is not an object of numbers (${c === null ? "null" : Array.isArray(c) ? "an array" : typeof c})`);
+      delete x["counters"];
+    } else {
+      const k = Object.keys(c).find((n) => !isNum((c as Record<string, unknown>)[n]));
+      if (k !== undefined) {
+        wrong.push(`counters.${k} that is not a number (${JSON.stringify((c as Record<string, unknown>)[k])})`);
+        delete x["counters"];
+      }
+    }
+  }
+  return wrong;
+}
+
 export interface InspectorOptions {
   /** TCP port; 0 (default) picks a free one. */
   port?: number;
@@ -106,8 +145,9 @@ export interface InspectorSnapshot {
   extra: InspectorExtra | null;
   /**
    * Why extra is null although options.extra was given: what it threw, that its result cannot be
-   * sent as JSON, or that it returned a Promise (it must be synchronous). The rest of the snapshot
-   * is still true.
+   * sent as JSON, or that it returned a Promise (it must be synchronous); or which of its fields
+   * (agents, sizes, counters) is not of InspectorExtra's shape: that field is left out of extra,
+   * the others are sent. The rest of the snapshot is still true.
    */
   extraError?: string;
 }
@@ -332,7 +372,10 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
         return;
       }
       // Serialised on its own: a value JSON cannot hold fails here, not the whole snapshot.
-      snap.extra = JSON.parse(JSON.stringify(value)) as InspectorExtra;
+      const plain = JSON.parse(JSON.stringify(value)) as Record<string, unknown>;
+      const wrong = checkExtraShape(plain);
+      snap.extra = plain as InspectorExtra;
+      if (wrong.length > 0) snap.extraError = `extra returned ${wrong.join("; ")} (left out)`;
     } catch (e) {
       snap.extraError = `extra returned a value that cannot be sent as JSON: ${describeThrown(e)}`;
     }

@@ -480,3 +480,28 @@ test("the page draws base64 maps and keeps the last large map; slabtop shows the
     big.detach();
   }
 });
+
+test("extra of the wrong shape: extraError names the field, which is left out; the others are sent", async () => {
+  const heap = Heap.create({ size: 2 * MiB, cpus: 2 });
+  const cases: [string, unknown, string, Record<string, unknown>][] = [
+    ["agents a number", { agents: 5 }, "extra returned agents that is not an array (number) (left out)", {}],
+    ["agents with null", { agents: [{ name: "a", ops: 1 }, null], counters: { x: 1 } }, "extra returned agents[1] that is not { name: string, ops: number } (null) (left out)", { counters: { x: 1 } }],
+    ["sizes an object", { sizes: { a: 1 } }, "extra returned sizes that is not an array (object) (left out)", {}],
+    ["counters with a string", { counters: { a: "x" }, sizes: [{ label: "8", count: 2 }] }, 'extra returned counters.a that is not a number ("x") (left out)', { sizes: [{ label: "8", count: 2 }] }],
+    ["counters an array", { counters: [1] }, "extra returned counters that is not an object of numbers (an array) (left out)", {}],
+  ];
+  for (const [what, value, message, kept] of cases) {
+    const inspector = await serveInspector(heap, { extra: () => value as never });
+    try {
+      const snap = inspector.snapshot();
+      assert.equal(snap.extraError, message, what);
+      assert.deepEqual(snap.extra, kept, what);
+    } finally {
+      await inspector.close();
+    }
+  }
+  const inspector = await serveInspector(heap, { extra: () => ({ agents: [{ name: "a", ops: 3 }], sizes: [], counters: { n: 2 } }) });
+  assert.equal(inspector.snapshot().extraError, undefined);
+  await inspector.close();
+  heap.detach();
+});
