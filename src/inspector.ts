@@ -46,7 +46,9 @@ import { fileURLToPath } from "node:url";
 import { describe, isUint16Array, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { Heap, HeapStats } from "./heap.js";
+import { PAGE_SIZE } from "./layout.js";
 import { PAGE_STATE } from "./pagemap.js";
+import { MAX_HEAP_END } from "./placement.js";
 
 /** Figures the heap cannot know, supplied by the program that runs it (all counts are running totals). */
 export interface InspectorExtra {
@@ -251,19 +253,46 @@ export function encodePageMap(map: Uint16Array): EncodedPageMap {
 /** Pages per run below which base64 of the codes is smaller than their runs in JSON. */
 const RLE_MAX_PAGES_PER_RUN = 4;
 
-/** The page map an EncodedPageMap holds (what heap.pageMap() returned). */
+/** The most pages a page map can have: a heap ends by MAX_HEAP_END. */
+const MAX_MAP_PAGES = MAX_HEAP_END / PAGE_SIZE;
+
+/**
+ * The page map an EncodedPageMap holds (what heap.pageMap() returned). Anything encodePageMap
+ * cannot have produced (not an object, an unknown encoding, pages not a whole number up to the
+ * largest heap's, runs that do not add up to pages, codes not 16-bit, base64 of the wrong length)
+ * is EINVAL.
+ */
 export function decodePageMap(m: EncodedPageMap): Uint16Array {
-  const out = new Uint16Array(m.pages);
-  if (m.encoding === "rle") {
+  const no = (why: string): never => {
+    throw new HeapError(ErrorCode.EINVAL, `decodePageMap: ${why}`);
+  };
+  if (typeof m !== "object" || m === null) no(`m must be an EncodedPageMap (from encodePageMap or a snapshot's map), not ${describe(m)}`);
+  const { encoding, pages, data } = m as { encoding: unknown; pages: unknown; data: unknown };
+  if (encoding !== "rle" && encoding !== "u8" && encoding !== "u16") no(`encoding must be "rle", "u8" or "u16", not ${describe(encoding)}`);
+  if (typeof pages !== "number" || !Number.isInteger(pages) || pages < 0 || pages > MAX_MAP_PAGES)
+    no(`pages must be a whole number in 0..${MAX_MAP_PAGES} (a heap's pages), not ${describe(pages)}`);
+  const n = pages as number;
+  const out = new Uint16Array(n);
+  if (encoding === "rle") {
+    if (!Array.isArray(data) || data.length % 2 !== 0) no(`rle data must be an array of code, run pairs, not ${Array.isArray(data) ? `an array of ${data.length} numbers` : describe(data)}`);
+    const d = data as unknown[];
     let p = 0;
-    for (let i = 0; i < m.data.length; i += 2) {
-      out.fill(m.data[i]!, p, p + m.data[i + 1]!);
-      p += m.data[i + 1]!;
+    for (let i = 0; i < d.length; i += 2) {
+      const c = d[i];
+      const r = d[i + 1];
+      if (typeof c !== "number" || !Number.isInteger(c) || c < 0 || c > 0xffff) no(`rle data[${i}] must be a page state code in 0..65535, not ${describe(c)}`);
+      if (typeof r !== "number" || !Number.isInteger(r) || r < 1 || r > n - p) no(`rle data[${i + 1}] must be a run of 1..${n - p} pages (the pages left), not ${describe(r)}`);
+      out.fill(c as number, p, p + (r as number));
+      p += r as number;
     }
+    if (p !== n) no(`rle data covers ${p} pages, not the ${n} that pages says`);
   } else {
-    const bytes = Buffer.from(m.data, "base64");
-    if (m.encoding === "u8") out.set(bytes);
-    else out.set(new Uint16Array(bytes.buffer, bytes.byteOffset, m.pages));
+    if (typeof data !== "string") no(`${encoding} data must be a base64 string, not ${describe(data)}`);
+    const bytes = Buffer.from(data as string, "base64");
+    const want = encoding === "u8" ? n : 2 * n;
+    if (bytes.length !== want) no(`${encoding} data holds ${bytes.length} bytes, not the ${want} that ${n} pages take`);
+    if (encoding === "u8") out.set(bytes);
+    else out.set(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + want)));
   }
   return out;
 }

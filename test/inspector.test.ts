@@ -505,3 +505,20 @@ test("extra of the wrong shape: extraError names the field, which is left out; t
   await inspector.close();
   heap.detach();
 });
+
+test("decodePageMap refuses what encodePageMap cannot have produced (EINVAL)", () => {
+  const b64 = (n: number): string => Buffer.alloc(n).toString("base64");
+  const cases: [unknown, string][] = [
+    [null, "decodePageMap: m must be an EncodedPageMap (from encodePageMap or a snapshot's map), not null"],
+    [{}, 'decodePageMap: encoding must be "rle", "u8" or "u16", not undefined'],
+    [{ encoding: "rle", pages: 1e12, data: [] }, "decodePageMap: pages must be a whole number in 0..524287 (a heap's pages), not 1000000000000"],
+    [{ encoding: "rle", pages: 10, data: [0, 4] }, "decodePageMap: rle data covers 4 pages, not the 10 that pages says"],
+    [{ encoding: "rle", pages: 10, data: [0, 11] }, "decodePageMap: rle data[1] must be a run of 1..10 pages (the pages left), not 11"],
+    [{ encoding: "rle", pages: 10, data: [0] }, "decodePageMap: rle data must be an array of code, run pairs, not an array of 1 numbers"],
+    [{ encoding: "u8", pages: 10, data: b64(4) }, "decodePageMap: u8 data holds 4 bytes, not the 10 that 10 pages take"],
+    [{ encoding: "u16", pages: 10, data: b64(10) }, "decodePageMap: u16 data holds 10 bytes, not the 20 that 10 pages take"],
+  ];
+  for (const [m, message] of cases) {
+    assert.throws(() => decodePageMap(m as never), (e: HeapError) => e.code === "EINVAL" && e.message === `EINVAL: ${message}`, message);
+  }
+});
