@@ -175,8 +175,16 @@ export interface HeapStats extends PageStats, RcuStats {
   vmstat: Record<VmItem, number>;
 }
 
+/** The inits Heap.create and Heap.attach made: the constructor takes no other. */
+const heapInits = new WeakSet<MmInit>();
+function heapInit(init: MmInit): MmInit {
+  heapInits.add(init);
+  return init;
+}
+
 export class Heap extends RcuAllocator {
   private constructor(init: MmInit) {
+    if (!heapInits.has(init)) einval("a Heap comes from Heap.create or Heap.attach, not from new Heap()");
     super(init);
   }
 
@@ -224,7 +232,7 @@ export class Heap extends RcuAllocator {
     u32[H_DEBUG] = debug;
     u32[H_FAIL_RATE] = 0; // set after the built-in caches exist
     u32[H_FAIL_SEED] = failSeed;
-    const heap = new Heap({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug });
+    const heap = new Heap(heapInit({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug }));
     heap.initZone();
     const enc = new TextEncoder();
     heap.setupCache(SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
@@ -266,7 +274,7 @@ export class Heap extends RcuAllocator {
     for (let cpu = 0; cpu < g.cpus; cpu++) {
       const w = ((offset + g.pcpuOff) >> 2) + cpu * PCPU_WORDS + C_STATE;
       if (Atomics.load(i32, w) === SLOT_FREE && Atomics.compareExchange(i32, w, SLOT_FREE, SLOT_ATTACHED) === SLOT_FREE) {
-        const heap = new Heap({ buffer, memory, base: offset, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug });
+        const heap = new Heap(heapInit({ buffer, memory, base: offset, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug }));
         heap.claimSlot(cpu, noBlock);
         return heap;
       }

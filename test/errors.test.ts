@@ -329,3 +329,10 @@ describe("hostile objects", () => {
     assert.equal(h.stats().freePages, h.stats().totalPages);
   });
 });
+
+test("new Heap() is EINVAL: a Heap comes from Heap.create or Heap.attach", () => {
+  const NewHeap = Heap as unknown as new (...a: unknown[]) => Heap;
+  for (const args of [[], [{}], [5]]) {
+    assert.throws(() => new NewHeap(...args), (e: HeapError) => e.code === "EINVAL" && e.message === "EINVAL: a Heap comes from Heap.create or Heap.attach, not from new Heap()");
+  }
+});
