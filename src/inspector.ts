@@ -104,7 +104,8 @@ export interface InspectorOptions {
   port?: number;
   /**
    * Address to bind (default "127.0.0.1"): a loopback address ("127.x.y.z", "::1", "localhost")
-   * unless allowRemote is true.
+   * unless allowRemote is true. An IPv4-mapped IPv6 address ("::ffff:127.0.0.1") is refused: give
+   * the IPv4 address.
    */
   host?: string;
   /**
@@ -346,6 +347,11 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
   if (typeof host !== "string" || host === "") bad(`host must be a non-empty string, not ${describe(host)}`);
   const allowRemote = o.allowRemote ?? false;
   if (typeof allowRemote !== "boolean") bad(`allowRemote must be true or false, not ${describe(allowRemote)}`);
+  if (/^(0{0,4}:){0,5}:?ffff:\d/i.test(host) && host.includes("."))
+    bad(
+      `host ${JSON.stringify(host)} is an IPv4-mapped IPv6 address: browsers rewrite it in the page's URL (in hex: [::ffff:7f00:1] for 127.0.0.1), ` +
+        `so their requests would not match it; give the IPv4 address itself (${JSON.stringify(host.slice(host.lastIndexOf(":") + 1))})`,
+    );
   if (!allowRemote && !isLoopback(host))
     bad(
       `host ${JSON.stringify(host)} is not a loopback address: the page shows the heap to anyone who can reach it, ` +

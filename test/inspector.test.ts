@@ -328,6 +328,17 @@ test("the inspector serves loopback only unless allowRemote, and needs a Host he
       return true;
     });
   }
+  // An IPv4-mapped IPv6 host: browsers rewrite it in the URL, so the page's own requests would get 403.
+  for (const host of ["::ffff:127.0.0.1", "0:0:0:0:0:FFFF:127.0.0.1"]) {
+    await assert.rejects(serveInspector(heap, { host }), (e: HeapError) => {
+      assert.equal(e.code, "EINVAL");
+      assert.equal(
+        e.message,
+        `EINVAL: serveInspector: host ${JSON.stringify(host)} is an IPv4-mapped IPv6 address: browsers rewrite it in the page's URL (in hex: [::ffff:7f00:1] for 127.0.0.1), so their requests would not match it; give the IPv4 address itself ("127.0.0.1")`,
+      );
+      return true;
+    });
+  }
   await assert.rejects(serveInspector(heap, { allowRemote: "yes" as unknown as boolean }), /allowRemote must be true or false, not a string \("yes"\)/);
   const other = await serveInspector(heap, { host: "127.0.0.2" });
   assert.equal(other.url, `http://127.0.0.2:${other.port}/`);
