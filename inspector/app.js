@@ -57,6 +57,7 @@ const FIXED = {
   large: ["#7b4fa0", "large kmalloc"],
   rcuBlock: ["#9c755f", "kfreeRcu blocks"],
   unknown: ["#e0283c", "changing"],
+  outside: ["#d9d9d9", "not the heap's (below its offset)"],
 };
 /** A colour per cache id: hues spread by the golden angle, away from the free pages' greens. */
 function cacheColour(id) {

@@ -548,7 +548,8 @@ export class Heap extends RcuAllocator {
    * One PAGE_STATE code per page of the heap now (index = page frame number, address = index *
    * PAGE_SIZE), read from the page descriptors with no lock, like stats(). Fills `out` when it holds
    * enough pages (returning a view of its first ones), else returns a new array (the heap grew).
-   * `out` over the heap's own buffer is EINVAL.
+   * `out` over the heap's own buffer is EINVAL. On a heap placed at an offset, the pages below it
+   * (the buffer's other users') are PAGE_STATE.outside.
    */
   pageMap(out?: Uint16Array): Uint16Array {
     this.assertLive();
@@ -556,7 +557,7 @@ export class Heap extends RcuAllocator {
     if (out !== undefined && !isUint16Array(out)) throw new HeapError(ErrorCode.EINVAL, `pageMap: out must be a Uint16Array, not ${describe(out)}`);
     if (out !== undefined && out.buffer === this.buffer) throw new HeapError(ErrorCode.EINVAL, "pageMap: out must not be a view of the heap's own buffer (the map would be written over the heap)");
     const map = out !== undefined && out.length >= this.nrPages ? out.subarray(0, this.nrPages) : new Uint16Array(this.nrPages);
-    readPageMap(this.u32, this.descW, this.zoneStart, this.nrPages, map);
+    readPageMap(this.u32, this.descW, this.offset >>> PAGE_SHIFT, this.zoneStart, this.nrPages, map);
     return map;
   }
 

@@ -132,7 +132,8 @@ export interface InspectorSnapshot {
   /** Date.now() when it was taken. */
   time: number;
   title: string;
-  heap: { size: number; maxSize: number; pageSize: number };
+  /** offset: the heap's first byte in its buffer (the map's pages below it are PAGE_STATE.outside). */
+  heap: { size: number; maxSize: number; pageSize: number; offset: number };
   stats: HeapStats;
   /** heap.cacheNames(): the cache id of each PAGE_STATE.slab code. */
   caches: (string | null)[];
@@ -427,7 +428,7 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
       seq: ++seq,
       time: Date.now(),
       title,
-      heap: { size: heap.size, maxSize: heap.maxSize, pageSize: heap.pageSize },
+      heap: { size: heap.size, maxSize: heap.maxSize, pageSize: heap.pageSize, offset: heap.offset },
       stats,
       caches: heap.cacheNames(),
       map: encoded,
