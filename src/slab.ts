@@ -516,7 +516,8 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     if (this.i32[kw + K_META] !== 0) return this.debugAlloc(id, obj, gfp, req, mode);
     this.i32[obj >> 2] = 0;
-    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[kw + K_OBJ_SIZE]!);
+    // The whole usable size (ksize), so a zeroed object reads the same whatever its cache.
+    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[kw + K_SIZE]!);
     return obj;
   }
 
@@ -1411,6 +1412,12 @@ export class SlabAllocator extends PageAllocator {
   kzalloc(size: number, gfp: number = GFP.KERNEL): number {
     if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
     return this.kmalloc(size, gfp | GFP.ZERO);
+  }
+
+  /** readString's error path: is `addr`, an object ksize accepted, on a free list of its cache? @internal */
+  freedObject(addr: number): boolean {
+    const id = this.objectCache(addr, -1);
+    return id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr);
   }
 
   /** Usable size of an allocation. */

@@ -33,6 +33,8 @@ export interface ViewHost {
   kmalloc(size: number, gfp?: number): number;
   kfree(addr: number): void;
   ksize(addr: number): number;
+  /** Whether slab object `addr` is free (readString's message). */
+  freedObject(addr: number): boolean;
 }
 
 /** A typed-array constructor: Int8Array ... BigUint64Array (Float16Array where it exists). */
@@ -169,10 +171,14 @@ export function allocString(h: ViewHost, s: unknown, gfp: number): number {
 /** heap.readString: the string allocString stored at `addr` (any agent may have written it). */
 export function readString(h: ViewHost, addr: unknown): string {
   if (typeof addr !== "number") throw new HeapError(ErrorCode.EINVAL, `readString needs an address from allocString, not ${describe(addr)}`);
-  const usable = h.ksize(addr); // EINVAL unless addr starts a live allocation
-  if ((addr & 3) !== 0 || usable < STRING_HEADER + 1) throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString`);
+  const usable = h.ksize(addr); // EINVAL unless addr starts an allocation
+  if ((addr & 3) !== 0 || usable < STRING_HEADER + 1) {
+    throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString (an allocation of ${usable} bytes, too small for the length word and the NUL)`);
+  }
   const len = h.u32[addr >>> 2]!;
   if (STRING_HEADER + len + 1 > usable || h.u8[addr + STRING_HEADER + len] !== 0) {
+    // A freed object's first word is the free tag, never a length that fits: only here is it asked.
+    if (h.freedObject(addr)) throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a live allocation: it was freed`);
     throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString (length word ${len}, allocation of ${usable} bytes)`);
   }
   const buf = scratchOf(len);
