@@ -1545,7 +1545,7 @@ export class SlabAllocator extends PageAllocator {
           break;
         }
       }
-      if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use`);
+      if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use: destroy a cache, or create the heap with a larger maxCaches option (now ${this.maxCaches})`);
       this.setupCache(id, bytes, objectSize, Math.max(8, align), 0);
       return new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
     } finally {
@@ -2083,7 +2083,7 @@ export function checkSize(size: number): void {
 /** A cache name as UTF-8, or EINVAL: not a string, empty, not well-formed Unicode, too long. */
 function cacheNameBytes(name: unknown): Uint8Array {
   if (typeof name !== "string") einval(`a cache name must be a string, not ${describe(name)}`);
-  if (name.length === 0) einval(`a cache name must be a non-empty string, not ${describe(name)}`);
+  if (name.length === 0) einval("a cache name must be a non-empty string: the name given is empty (\"\")");
   if (/\p{Cs}/u.test(name)) einval(`a cache name must be well-formed Unicode, not ${describe(name)} (it holds a lone surrogate, which UTF-8 cannot keep)`);
   const bytes = utf8.encode(name);
   if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);

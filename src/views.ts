@@ -71,10 +71,22 @@ const CONSTRUCTORS: ReadonlySet<unknown> = new Set<unknown>(
 /** The most elements one allocArray may ask for (the heap's addresses stay below 2 GiB). */
 const MAX_ARRAY_BYTES = 2 ** 31 - PAGE_SIZE;
 
+/** What allocArray was given instead of a typed-array constructor: a function by its name. */
+function ctorName(v: unknown): string {
+  if (typeof v !== "function") return describe(v);
+  let name = "";
+  try {
+    name = String((v as { name?: unknown }).name ?? "");
+  } catch {
+    // A throwing name getter: say only that it is a function.
+  }
+  return name !== "" ? `${name} (a function that is not a typed-array constructor)` : "a function that is not a typed-array constructor";
+}
+
 /** heap.allocArray: a view of `n` elements over a new allocation, or null when memory ran out. */
 export function allocArray<C extends TypedArrayConstructor>(h: ViewHost, Ctor: C, n: number, gfp: number): InstanceType<C> | null {
   if (!CONSTRUCTORS.has(Ctor)) {
-    throw new HeapError(ErrorCode.EINVAL, `allocArray needs a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${describe(Ctor)}`);
+    throw new HeapError(ErrorCode.EINVAL, `allocArray: Ctor must be a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${ctorName(Ctor)}`);
   }
   const each = (Ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
   const most = Math.floor(KMALLOC_MAX_SIZE / each);
@@ -113,8 +125,16 @@ export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
   if (!sameMemory(h, buf, probeW)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (${describe(view)}) is not a view of this heap's memory (another heap's, a copy's, or another buffer's)`);
   const addr = taByteOffset.call(view) as number;
   const bytes = taByteLength.call(view) as number;
-  // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation.
-  const usable = h.ksize(addr);
+  // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation: said as freeArray's.
+  let usable: number;
+  try {
+    usable = h.ksize(addr);
+  } catch (e) {
+    if (e instanceof HeapError && e.code === ErrorCode.EINVAL) {
+      throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (a ${String(taTag.call(view))} of ${bytes} bytes at ${hex(addr)}) does not start an allocation from allocArray (a subarray or a view of part of one?): ${e.message.replace(/^EINVAL: /, "")}`);
+    }
+    throw e;
+  }
   if (bytes > usable) {
     throw new HeapError(ErrorCode.EINVAL, `freeArray: the view at ${hex(addr)} is ${bytes} bytes long, the allocation there ${usable}: not a view from allocArray`);
   }
