@@ -300,9 +300,10 @@ export class MmBase {
    * The heap grew since this handle built its views: rebuild them (fixed-length views are about 15
    * times faster than length-tracking ones). Returns whether the views changed. Calls that meet
    * new pages do this themselves; public for a reader of an address another agent got from pages
-   * it added (heap.u8 and the others are new objects after it).
+   * it added (heap.u8 and the others are new objects after it). EDETACHED on a detached handle.
    */
   refreshViews(): boolean {
+    if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
     const size = Atomics.load(this.u32, this.hw + Z_SIZE);
     if (size <= this.size) return false;
     // WebAssembly memory: memory.grow gave every agent a new, longer buffer object.

@@ -372,3 +372,10 @@ test("messages name what was given: an empty cache name, a constructor that is n
   assert.equal(msg(() => Heap.attach(new SharedArrayBuffer(1 << 20))), "EBADHEAP EBADHEAP: not a shmalloc heap: no magic number");
   h.detach();
 });
+
+test("refreshViews on a detached handle is EDETACHED", () => {
+  const h = Heap.create({ size: 1 << 20, cpus: 1 });
+  assert.equal(h.refreshViews(), false);
+  h.detach();
+  assert.throws(() => h.refreshViews(), (e: HeapError) => e.code === "EDETACHED");
+});
