@@ -533,3 +533,42 @@ test("decodePageMap refuses what encodePageMap cannot have produced (EINVAL)", (
     assert.throws(() => decodePageMap(m as never), (e: HeapError) => e.code === "EINVAL" && e.message === `EINVAL: ${message}`, message);
   }
 });
+
+test("the page: a heap at an offset shows its outside pages apart, and extra of the wrong shape never stops a draw", { timeout: 120_000 }, async () => {
+  const offset = 1 * MiB;
+  const heap = Heap.create({ buffer: new SharedArrayBuffer(8 * MiB), offset, cpus: 1 });
+  const inspector = await serveInspector(heap, { intervalMs: 100, extra: () => ({ agents: 5, counters: { ok: 1 } }) as never });
+  const browser = await launchChromium();
+  type Probe = { inspector: { received: number; status: string; tally: Map<number, number>; last: { extra: unknown; extraError?: string } | null } };
+  try {
+    const { page, errors } = await openPage(browser, inspector.url);
+    await page.waitForFunction(() => (globalThis as unknown as Probe).inspector.received >= 2, null, { timeout: 30_000 });
+    const seen = await page.evaluate(() => {
+      const s = (globalThis as unknown as Probe).inspector;
+      return { status: s.status, outside: s.tally.get(7) ?? 0, extra: s.last!.extra, extraError: s.last!.extraError };
+    });
+    assert.equal(PAGE_STATE.outside, 7);
+    assert.deepEqual(seen, { status: "live", outside: offset / 4096, extra: { counters: { ok: 1 } }, extraError: "extra returned agents that is not an array (number) (left out)" });
+    assert.match((await page.textContent("#map-legend")) ?? "", /not the heap's \(below its offset\) 256/);
+    assert.deepEqual(errors, []);
+
+    // A server that sends fields of the wrong shape anyway: the page drops them and draws the rest.
+    const bad = { ...inspector.snapshot(), extra: { agents: [{ name: "a", ops: 1 }, null], sizes: { a: 1 }, counters: [1] } };
+    const raw = await browser.newPage();
+    const rawErrors: string[] = [];
+    raw.on("pageerror", (e) => rawErrors.push(e.message));
+    await raw.route("**/events", (route) => route.fulfill({ status: 200, headers: { "content-type": "text/event-stream" }, body: `data: ${JSON.stringify(bad)}\n\n` }));
+    await raw.goto(inspector.url, { waitUntil: "load" });
+    await raw.waitForFunction(() => (globalThis as unknown as Probe).inspector.received >= 1, null, { timeout: 30_000 });
+    const drawn = await raw.evaluate(() => {
+      const s = (globalThis as unknown as Probe).inspector;
+      return { extra: s.last!.extra, failed: s.status === "failure" };
+    });
+    assert.deepEqual(drawn, { extra: {}, failed: false });
+    assert.deepEqual(rawErrors, []);
+  } finally {
+    await browser.close();
+    await inspector.close();
+    heap.detach();
+  }
+});
