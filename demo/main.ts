@@ -28,6 +28,28 @@ const DONE_TIMEOUT_MS = 60_000;
 /** The inspector's server (--web), closed when main ends, whichever way. */
 let inspector: Inspector | null = null;
 
+/** The smallest heap (a multiple of 64 KiB) Heap.create makes for `cpus` slots, or 0 if none up to 256 MiB. */
+function smallestSize(cpus: number): number {
+  const STEP = 64 * 1024;
+  const fits = (steps: number): boolean => {
+    try {
+      Heap.create({ size: steps * STEP, cpus }).detach();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let lo = 1;
+  let hi = (256 * 1024 * 1024) / STEP; // a demo heap needs far less; never try a huge buffer
+  if (!fits(hi)) return 0;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (fits(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo * STEP;
+}
+
 function errText(e: unknown): string {
   if (e instanceof HeapError) return e.message.startsWith(e.code) ? e.message : `${e.code}: ${e.message}`;
   return e instanceof Error ? e.message : String(e);
@@ -67,6 +89,21 @@ async function main(argv: string[]): Promise<number> {
   try {
     heap = Heap.create({ size: opts.size, cpus: opts.workers + 1 });
   } catch (e) {
+    // The allocator speaks of cpus and maxSize; the demo's user gave --size and --workers.
+    if (e instanceof HeapError && e.code === "EINVAL") {
+      const least = smallestSize(opts.workers + 1);
+      process.stderr.write(
+        usageMessage(
+          "demo",
+          "npm start --",
+          new UsageError(
+            `--size ${opts.size} bytes is too small for --workers ${opts.workers}: the heap's own metadata (per worker, and one for the main thread) would leave too few pages; ` +
+              (least !== 0 ? `give --size ${least} or more (${mib(least)}), or fewer --workers` : "give a larger --size or fewer --workers"),
+          ),
+        ),
+      );
+      return 2;
+    }
     process.stderr.write(`error: cannot make a heap of ${opts.size} bytes for ${opts.workers} workers: ${errText(e)}\n`);
     return 2;
   }

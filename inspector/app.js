@@ -57,6 +57,7 @@ const FIXED = {
   large: ["#7b4fa0", "large kmalloc"],
   rcuBlock: ["#9c755f", "kfreeRcu blocks"],
   unknown: ["#e0283c", "changing"],
+  outside: ["#d9d9d9", "not the heap's (below its offset)"],
 };
 /** A colour per cache id: hues spread by the golden angle, away from the free pages' greens. */
 function cacheColour(id) {
@@ -433,7 +434,26 @@ function drawSummary(snap) {
 }
 
 // ------------------------------------------------------------------ the stream
+/**
+ * The page draws only what it can: a field of extra that is not of the documented shape (the
+ * server leaves such a field out already) is dropped here too, so a bad value never stops a draw.
+ */
+function cleanExtra(snap) {
+  const x = snap.extra;
+  if (x === null || typeof x !== "object" || Array.isArray(x)) {
+    snap.extra = null;
+    return;
+  }
+  const num = (v) => typeof v === "number" && Number.isFinite(v);
+  const list = (v, key, n) => Array.isArray(v) && v.every((e) => e !== null && typeof e === "object" && typeof e[key] === "string" && num(e[n]));
+  if (x.agents !== undefined && !list(x.agents, "name", "ops")) delete x.agents;
+  if (x.sizes !== undefined && !list(x.sizes, "label", "count")) delete x.sizes;
+  const c = x.counters;
+  if (c !== undefined && (c === null || typeof c !== "object" || Array.isArray(c) || !Object.values(c).every(num))) delete x.counters;
+}
+
 function update(snap) {
+  cleanExtra(snap);
   const t = (performance.now() - t0) / 1000;
   $("title").textContent = snap.title;
   drawSummary(snap);

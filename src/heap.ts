@@ -175,8 +175,16 @@ export interface HeapStats extends PageStats, RcuStats {
   vmstat: Record<VmItem, number>;
 }
 
+/** The inits Heap.create and Heap.attach made: the constructor takes no other. */
+const heapInits = new WeakSet<MmInit>();
+function heapInit(init: MmInit): MmInit {
+  heapInits.add(init);
+  return init;
+}
+
 export class Heap extends RcuAllocator {
   private constructor(init: MmInit) {
+    if (!heapInits.has(init)) einval("a Heap comes from Heap.create or Heap.attach, not from new Heap()");
     super(init);
   }
 
@@ -224,7 +232,7 @@ export class Heap extends RcuAllocator {
     u32[H_DEBUG] = debug;
     u32[H_FAIL_RATE] = 0; // set after the built-in caches exist
     u32[H_FAIL_SEED] = failSeed;
-    const heap = new Heap({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug });
+    const heap = new Heap(heapInit({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug }));
     heap.initZone();
     const enc = new TextEncoder();
     heap.setupCache(SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
@@ -266,7 +274,7 @@ export class Heap extends RcuAllocator {
     for (let cpu = 0; cpu < g.cpus; cpu++) {
       const w = ((offset + g.pcpuOff) >> 2) + cpu * PCPU_WORDS + C_STATE;
       if (Atomics.load(i32, w) === SLOT_FREE && Atomics.compareExchange(i32, w, SLOT_FREE, SLOT_ATTACHED) === SLOT_FREE) {
-        const heap = new Heap({ buffer, memory, base: offset, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug });
+        const heap = new Heap(heapInit({ buffer, memory, base: offset, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug }));
         heap.claimSlot(cpu, noBlock);
         return heap;
       }
@@ -540,7 +548,8 @@ export class Heap extends RcuAllocator {
    * One PAGE_STATE code per page of the heap now (index = page frame number, address = index *
    * PAGE_SIZE), read from the page descriptors with no lock, like stats(). Fills `out` when it holds
    * enough pages (returning a view of its first ones), else returns a new array (the heap grew).
-   * `out` over the heap's own buffer is EINVAL.
+   * `out` over the heap's own buffer is EINVAL. On a heap placed at an offset, the pages below it
+   * (the buffer's other users') are PAGE_STATE.outside.
    */
   pageMap(out?: Uint16Array): Uint16Array {
     this.assertLive();
@@ -548,7 +557,7 @@ export class Heap extends RcuAllocator {
     if (out !== undefined && !isUint16Array(out)) throw new HeapError(ErrorCode.EINVAL, `pageMap: out must be a Uint16Array, not ${describe(out)}`);
     if (out !== undefined && out.buffer === this.buffer) throw new HeapError(ErrorCode.EINVAL, "pageMap: out must not be a view of the heap's own buffer (the map would be written over the heap)");
     const map = out !== undefined && out.length >= this.nrPages ? out.subarray(0, this.nrPages) : new Uint16Array(this.nrPages);
-    readPageMap(this.u32, this.descW, this.zoneStart, this.nrPages, map);
+    readPageMap(this.u32, this.descW, this.offset >>> PAGE_SHIFT, this.zoneStart, this.nrPages, map);
     return map;
   }
 

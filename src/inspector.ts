@@ -46,7 +46,9 @@ import { fileURLToPath } from "node:url";
 import { describe, isUint16Array, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { Heap, HeapStats } from "./heap.js";
+import { PAGE_SIZE } from "./layout.js";
 import { PAGE_STATE } from "./pagemap.js";
+import { MAX_HEAP_END } from "./placement.js";
 
 /** Figures the heap cannot know, supplied by the program that runs it (all counts are running totals). */
 export interface InspectorExtra {
@@ -58,12 +60,52 @@ export interface InspectorExtra {
   counters?: Record<string, number>;
 }
 
+/**
+ * Checks extra()'s result (already plain JSON) against InspectorExtra: a field of the wrong shape
+ * is deleted and described in the list returned, so the pages only see what they can draw.
+ */
+function checkExtraShape(x: Record<string, unknown>): string[] {
+  const wrong: string[] = [];
+  const isNum = (v: unknown): boolean => typeof v === "number" && Number.isFinite(v);
+  const listOf = (field: "agents" | "sizes", key: string, num: string): void => {
+    const v = x[field];
+    if (v === undefined) return;
+    if (!Array.isArray(v)) {
+      wrong.push(`${field} that is not an array (${v === null ? "null" : typeof v})`);
+      delete x[field];
+      return;
+    }
+    const i = v.findIndex((e: unknown) => typeof e !== "object" || e === null || typeof (e as Record<string, unknown>)[key] !== "string" || !isNum((e as Record<string, unknown>)[num]));
+    if (i >= 0) {
+      wrong.push(`${field}[${i}] that is not { ${key}: string, ${num}: number } (${JSON.stringify(v[i])})`);
+      delete x[field];
+    }
+  };
+  listOf("agents", "name", "ops");
+  listOf("sizes", "label", "count");
+  const c = x["counters"];
+  if (c !== undefined) {
+    if (typeof c !== "object" || c === null || Array.isArray(c)) {
+      wrong.push(`counters that is not an object of numbers (${c === null ? "null" : Array.isArray(c) ? "an array" : typeof c})`);
+      delete x["counters"];
+    } else {
+      const k = Object.keys(c).find((n) => !isNum((c as Record<string, unknown>)[n]));
+      if (k !== undefined) {
+        wrong.push(`counters.${k} that is not a number (${JSON.stringify((c as Record<string, unknown>)[k])})`);
+        delete x["counters"];
+      }
+    }
+  }
+  return wrong;
+}
+
 export interface InspectorOptions {
   /** TCP port; 0 (default) picks a free one. */
   port?: number;
   /**
    * Address to bind (default "127.0.0.1"): a loopback address ("127.x.y.z", "::1", "localhost")
-   * unless allowRemote is true.
+   * unless allowRemote is true. An IPv4-mapped IPv6 address ("::ffff:127.0.0.1") is refused: give
+   * the IPv4 address.
    */
   host?: string;
   /**
@@ -90,7 +132,8 @@ export interface InspectorSnapshot {
   /** Date.now() when it was taken. */
   time: number;
   title: string;
-  heap: { size: number; maxSize: number; pageSize: number };
+  /** offset: the heap's first byte in its buffer (the map's pages below it are PAGE_STATE.outside). */
+  heap: { size: number; maxSize: number; pageSize: number; offset: number };
   stats: HeapStats;
   /** heap.cacheNames(): the cache id of each PAGE_STATE.slab code. */
   caches: (string | null)[];
@@ -106,8 +149,9 @@ export interface InspectorSnapshot {
   extra: InspectorExtra | null;
   /**
    * Why extra is null although options.extra was given: what it threw, that its result cannot be
-   * sent as JSON, or that it returned a Promise (it must be synchronous). The rest of the snapshot
-   * is still true.
+   * sent as JSON, or that it returned a Promise (it must be synchronous); or which of its fields
+   * (agents, sizes, counters) is not of InspectorExtra's shape: that field is left out of extra,
+   * the others are sent. The rest of the snapshot is still true.
    */
   extraError?: string;
 }
@@ -211,19 +255,46 @@ export function encodePageMap(map: Uint16Array): EncodedPageMap {
 /** Pages per run below which base64 of the codes is smaller than their runs in JSON. */
 const RLE_MAX_PAGES_PER_RUN = 4;
 
-/** The page map an EncodedPageMap holds (what heap.pageMap() returned). */
+/** The most pages a page map can have: a heap ends by MAX_HEAP_END. */
+const MAX_MAP_PAGES = MAX_HEAP_END / PAGE_SIZE;
+
+/**
+ * The page map an EncodedPageMap holds (what heap.pageMap() returned). Anything encodePageMap
+ * cannot have produced (not an object, an unknown encoding, pages not a whole number up to the
+ * largest heap's, runs that do not add up to pages, codes not 16-bit, base64 of the wrong length)
+ * is EINVAL.
+ */
 export function decodePageMap(m: EncodedPageMap): Uint16Array {
-  const out = new Uint16Array(m.pages);
-  if (m.encoding === "rle") {
+  const no = (why: string): never => {
+    throw new HeapError(ErrorCode.EINVAL, `decodePageMap: ${why}`);
+  };
+  if (typeof m !== "object" || m === null) no(`m must be an EncodedPageMap (from encodePageMap or a snapshot's map), not ${describe(m)}`);
+  const { encoding, pages, data } = m as { encoding: unknown; pages: unknown; data: unknown };
+  if (encoding !== "rle" && encoding !== "u8" && encoding !== "u16") no(`encoding must be "rle", "u8" or "u16", not ${describe(encoding)}`);
+  if (typeof pages !== "number" || !Number.isInteger(pages) || pages < 0 || pages > MAX_MAP_PAGES)
+    no(`pages must be a whole number in 0..${MAX_MAP_PAGES} (a heap's pages), not ${describe(pages)}`);
+  const n = pages as number;
+  const out = new Uint16Array(n);
+  if (encoding === "rle") {
+    if (!Array.isArray(data) || data.length % 2 !== 0) no(`rle data must be an array of code, run pairs, not ${Array.isArray(data) ? `an array of ${data.length} numbers` : describe(data)}`);
+    const d = data as unknown[];
     let p = 0;
-    for (let i = 0; i < m.data.length; i += 2) {
-      out.fill(m.data[i]!, p, p + m.data[i + 1]!);
-      p += m.data[i + 1]!;
+    for (let i = 0; i < d.length; i += 2) {
+      const c = d[i];
+      const r = d[i + 1];
+      if (typeof c !== "number" || !Number.isInteger(c) || c < 0 || c > 0xffff) no(`rle data[${i}] must be a page state code in 0..65535, not ${describe(c)}`);
+      if (typeof r !== "number" || !Number.isInteger(r) || r < 1 || r > n - p) no(`rle data[${i + 1}] must be a run of 1..${n - p} pages (the pages left), not ${describe(r)}`);
+      out.fill(c as number, p, p + (r as number));
+      p += r as number;
     }
+    if (p !== n) no(`rle data covers ${p} pages, not the ${n} that pages says`);
   } else {
-    const bytes = Buffer.from(m.data, "base64");
-    if (m.encoding === "u8") out.set(bytes);
-    else out.set(new Uint16Array(bytes.buffer, bytes.byteOffset, m.pages));
+    if (typeof data !== "string") no(`${encoding} data must be a base64 string, not ${describe(data)}`);
+    const bytes = Buffer.from(data as string, "base64");
+    const want = encoding === "u8" ? n : 2 * n;
+    if (bytes.length !== want) no(`${encoding} data holds ${bytes.length} bytes, not the ${want} that ${n} pages take`);
+    if (encoding === "u8") out.set(bytes);
+    else out.set(new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + want)));
   }
   return out;
 }
@@ -277,6 +348,11 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
   if (typeof host !== "string" || host === "") bad(`host must be a non-empty string, not ${describe(host)}`);
   const allowRemote = o.allowRemote ?? false;
   if (typeof allowRemote !== "boolean") bad(`allowRemote must be true or false, not ${describe(allowRemote)}`);
+  if (/^(0{0,4}:){0,5}:?ffff:\d/i.test(host) && host.includes("."))
+    bad(
+      `host ${JSON.stringify(host)} is an IPv4-mapped IPv6 address: browsers rewrite it in the page's URL (in hex: [::ffff:7f00:1] for 127.0.0.1), ` +
+        `so their requests would not match it; give the IPv4 address itself (${JSON.stringify(host.slice(host.lastIndexOf(":") + 1))})`,
+    );
   if (!allowRemote && !isLoopback(host))
     bad(
       `host ${JSON.stringify(host)} is not a loopback address: the page shows the heap to anyone who can reach it, ` +
@@ -332,7 +408,10 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
         return;
       }
       // Serialised on its own: a value JSON cannot hold fails here, not the whole snapshot.
-      snap.extra = JSON.parse(JSON.stringify(value)) as InspectorExtra;
+      const plain = JSON.parse(JSON.stringify(value)) as Record<string, unknown>;
+      const wrong = checkExtraShape(plain);
+      snap.extra = plain as InspectorExtra;
+      if (wrong.length > 0) snap.extraError = `extra returned ${wrong.join("; ")} (left out)`;
     } catch (e) {
       snap.extraError = `extra returned a value that cannot be sent as JSON: ${describeThrown(e)}`;
     }
@@ -349,7 +428,7 @@ export async function serveInspector(heap: Heap, options: InspectorOptions = {})
       seq: ++seq,
       time: Date.now(),
       title,
-      heap: { size: heap.size, maxSize: heap.maxSize, pageSize: heap.pageSize },
+      heap: { size: heap.size, maxSize: heap.maxSize, pageSize: heap.pageSize, offset: heap.offset },
       stats,
       caches: heap.cacheNames(),
       map: encoded,

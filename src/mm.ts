@@ -200,9 +200,18 @@ export class MmBase {
   /**
    * What deferred work (kfreeRcu batches, deferred lists, the agent's timer) found wrong: it is
    * reported here, never thrown from a timer, and the rest of the work is done. The default logs
-   * the first error of this handle with console.error.
+   * the first error of this handle with console.error. Setting anything but a function is EINVAL
+   * (the handler is kept); null puts the default logger back.
    */
-  onError: (err: HeapError) => void;
+  get onError(): (err: HeapError) => void {
+    return this.errorHandler;
+  }
+  set onError(fn: ((err: HeapError) => void) | null) {
+    if (fn === null) fn = this.defaultErrorHandler();
+    else if (typeof fn !== "function") einval(`onError must be a function (err: HeapError) => void, or null for the default logger; not ${describe(fn)}`);
+    this.errorHandler = fn;
+  }
+  private errorHandler: (err: HeapError) => void;
   /** Non-zero while deferred work runs: its errors are reported by reportDeferred, once. */
   protected deferring: number;
   protected hook: ReentryHook | null;
@@ -256,12 +265,7 @@ export class MmBase {
     this.trace = new Trace();
     this.trace.onError = () => this.vmInc(VM.hookErrors, 1);
     this.trace.onChange = () => this.onReentryChange();
-    let logged = false;
-    this.onError = (err: HeapError): void => {
-      if (logged) return;
-      logged = true;
-      console.error(`shmalloc (cpu ${this.cpu}): deferred work found an error; later ones are not logged: ${err.message}`);
-    };
+    this.errorHandler = this.defaultErrorHandler();
     this.deferring = 0;
     this.hook = null;
     this.detached = false;
@@ -296,9 +300,10 @@ export class MmBase {
    * The heap grew since this handle built its views: rebuild them (fixed-length views are about 15
    * times faster than length-tracking ones). Returns whether the views changed. Calls that meet
    * new pages do this themselves; public for a reader of an address another agent got from pages
-   * it added (heap.u8 and the others are new objects after it).
+   * it added (heap.u8 and the others are new objects after it). EDETACHED on a detached handle.
    */
   refreshViews(): boolean {
+    if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
     const size = Atomics.load(this.u32, this.hw + Z_SIZE);
     if (size <= this.size) return false;
     // WebAssembly memory: memory.grow gave every agent a new, longer buffer object.
@@ -615,6 +620,16 @@ export class MmBase {
   }
 
   /* ------------------------------------------------------------ deferred errors */
+
+  /** onError's default: logs the first error it is given with console.error, then nothing. */
+  private defaultErrorHandler(): (err: HeapError) => void {
+    let logged = false;
+    return (err: HeapError): void => {
+      if (logged) return;
+      logged = true;
+      console.error(`shmalloc (cpu ${this.cpu}): deferred work found an error; later ones are not logged: ${err.message}`);
+    };
+  }
 
   /**
    * Deferred work found `e` about the object or block at `addr`: a slab_error trace event, then

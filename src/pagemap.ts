@@ -31,6 +31,8 @@ export const PAGE_STATE = {
   rcuBlock: 5,
   /** Changed while it was read: a tail page whose block head was not seen. */
   unknown: 6,
+  /** Not the heap's: a page of the buffer below the heap's offset (Heap.create's offset option). */
+  outside: 7,
   /** Free in the buddy lists: free + order. */
   free: 16,
   /** A page of a slab: slab + the cache's id. */
@@ -42,11 +44,14 @@ const SMALL_RUN = 16;
 
 /**
  * Fill `out[0..nrPages)` with one PAGE_STATE code per page. `u32` is a view of the heap, `descW`
- * the word index of page descriptor 0, `zoneStart` the first page the zone manages.
+ * the word index of page descriptor 0, `basePfn` the heap's first page (its header; the pages
+ * below are outside), `zoneStart` the first page the zone manages.
  */
-export function readPageMap(u32: Uint32Array, descW: number, zoneStart: number, nrPages: number, out: Uint16Array): void {
+export function readPageMap(u32: Uint32Array, descW: number, basePfn: number, zoneStart: number, nrPages: number, out: Uint16Array): void {
+  const outside = Math.min(basePfn, nrPages);
   const reserved = Math.min(zoneStart, nrPages);
-  out.fill(PAGE_STATE.reserved, 0, reserved);
+  out.fill(PAGE_STATE.outside, 0, outside);
+  out.fill(PAGE_STATE.reserved, outside, reserved);
   for (let pfn = reserved; pfn < nrPages; ) {
     const d = descW + pfn * PD_WORDS;
     const f = u32[d + D_FLAGS]!;

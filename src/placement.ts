@@ -50,6 +50,17 @@ export function isWasmMemory(m: unknown): m is WasmMemory {
   }
 }
 
+/** A (non-shared) ArrayBuffer: a brand check that runs no code of `v`'s (a Proxy's traps). */
+function isArrayBuffer(v: unknown): boolean {
+  const get = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength")!.get!;
+  try {
+    get.call(v);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Is `v` a SharedArrayBuffer (growable or not)? Its own byteLength getter, which throws for anything else (a Proxy of one too). */
 export function isSharedArrayBuffer(v: unknown): v is SharedArrayBuffer {
   if (typeof SharedArrayBuffer === "undefined") return false;
@@ -152,6 +163,10 @@ export function locateHeap(target: unknown, offset: unknown): { buffer: SharedAr
   if (isWasmMemory(target)) {
     memory = target;
     sab = target.buffer;
+  }
+  // A wrong type is EINVAL (the misuse table); a buffer or memory that holds no heap is EBADHEAP.
+  if (memory === null && !isSharedArrayBuffer(sab) && !isArrayBuffer(sab)) {
+    throw new HeapError(ErrorCode.EINVAL, `Heap.attach needs the heap's SharedArrayBuffer or shared WebAssembly.Memory, not ${describe(target)}`);
   }
   if (!isSharedArrayBuffer(sab)) return notHeap(memory !== null ? "the memory is not shared" : `Heap.attach needs the heap's SharedArrayBuffer or shared WebAssembly.Memory, not ${describe(target)}`);
   const buf = sab as SharedArrayBuffer;

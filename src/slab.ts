@@ -517,7 +517,8 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     if (this.i32[kw + K_META] !== 0) return this.debugAlloc(id, obj, gfp, req, mode);
     this.i32[obj >> 2] = 0;
-    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[kw + K_OBJ_SIZE]!);
+    // The whole usable size (ksize), so a zeroed object reads the same whatever its cache.
+    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[kw + K_SIZE]!);
     return obj;
   }
 
@@ -1436,6 +1437,12 @@ export class SlabAllocator extends PageAllocator {
     return this.kmalloc(size, gfp | GFP.ZERO);
   }
 
+  /** readString's error path: is `addr`, an object ksize accepted, on a free list of its cache? @internal */
+  freedObject(addr: number): boolean {
+    const id = this.objectCache(addr, -1);
+    return id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr);
+  }
+
   /** Usable size of an allocation. */
   ksize(addr: number): number {
     this.assertLive();
@@ -1561,7 +1568,7 @@ export class SlabAllocator extends PageAllocator {
           break;
         }
       }
-      if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use`);
+      if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use: destroy a cache, or create the heap with a larger maxCaches option (now ${this.maxCaches})`);
       this.setupCache(id, bytes, objectSize, Math.max(8, align), 0);
       return new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
     } finally {
@@ -2099,7 +2106,7 @@ export function checkSize(size: number): void {
 /** A cache name as UTF-8, or EINVAL: not a string, empty, not well-formed Unicode, too long. */
 function cacheNameBytes(name: unknown): Uint8Array {
   if (typeof name !== "string") einval(`a cache name must be a string, not ${describe(name)}`);
-  if (name.length === 0) einval(`a cache name must be a non-empty string, not ${describe(name)}`);
+  if (name.length === 0) einval("a cache name must be a non-empty string: the name given is empty (\"\")");
   if (/\p{Cs}/u.test(name)) einval(`a cache name must be well-formed Unicode, not ${describe(name)} (it holds a lone surrogate, which UTF-8 cannot keep)`);
   const bytes = utf8.encode(name);
   if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);

@@ -117,7 +117,7 @@ export class Trace {
 
 function eventId(event: unknown): number {
   if (typeof event !== "string") einval(`a trace event must be a string (${TRACE_EVENTS.join(", ")}), not ${describe(event)}`);
-  if (!Object.hasOwn(TP, event)) einval(`unknown trace event ${describe(event)}; known: ${TRACE_EVENTS.join(", ")}`);
+  if (!Object.hasOwn(TP, event)) einval(`unknown trace event ${typeof event === "string" ? JSON.stringify(event) : describe(event)}; known: ${TRACE_EVENTS.join(", ")}`);
   return (TP as Record<string, number>)[event]!;
 }
 

@@ -33,6 +33,8 @@ export interface ViewHost {
   kmalloc(size: number, gfp?: number): number;
   kfree(addr: number): void;
   ksize(addr: number): number;
+  /** Whether slab object `addr` is free (readString's message). */
+  freedObject(addr: number): boolean;
 }
 
 /** A typed-array constructor: Int8Array ... BigUint64Array (Float16Array where it exists). */
@@ -69,10 +71,22 @@ const CONSTRUCTORS: ReadonlySet<unknown> = new Set<unknown>(
 /** The most elements one allocArray may ask for (the heap's addresses stay below 2 GiB). */
 const MAX_ARRAY_BYTES = 2 ** 31 - PAGE_SIZE;
 
+/** What allocArray was given instead of a typed-array constructor: a function by its name. */
+function ctorName(v: unknown): string {
+  if (typeof v !== "function") return describe(v);
+  let name = "";
+  try {
+    name = String((v as { name?: unknown }).name ?? "");
+  } catch {
+    // A throwing name getter: say only that it is a function.
+  }
+  return name !== "" ? `${name} (a function that is not a typed-array constructor)` : "a function that is not a typed-array constructor";
+}
+
 /** heap.allocArray: a view of `n` elements over a new allocation, or null when memory ran out. */
 export function allocArray<C extends TypedArrayConstructor>(h: ViewHost, Ctor: C, n: number, gfp: number): InstanceType<C> | null {
   if (!CONSTRUCTORS.has(Ctor)) {
-    throw new HeapError(ErrorCode.EINVAL, `allocArray needs a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${describe(Ctor)}`);
+    throw new HeapError(ErrorCode.EINVAL, `allocArray: Ctor must be a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${ctorName(Ctor)}`);
   }
   const each = (Ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
   const most = Math.floor(KMALLOC_MAX_SIZE / each);
@@ -111,8 +125,16 @@ export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
   if (!sameMemory(h, buf, probeW)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (${describe(view)}) is not a view of this heap's memory (another heap's, a copy's, or another buffer's)`);
   const addr = taByteOffset.call(view) as number;
   const bytes = taByteLength.call(view) as number;
-  // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation.
-  const usable = h.ksize(addr);
+  // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation: said as freeArray's.
+  let usable: number;
+  try {
+    usable = h.ksize(addr);
+  } catch (e) {
+    if (e instanceof HeapError && e.code === ErrorCode.EINVAL) {
+      throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (a ${String(taTag.call(view))} of ${bytes} bytes at ${hex(addr)}) does not start an allocation from allocArray (a subarray or a view of part of one?): ${e.message.replace(/^EINVAL: /, "")}`);
+    }
+    throw e;
+  }
   if (bytes > usable) {
     throw new HeapError(ErrorCode.EINVAL, `freeArray: the view at ${hex(addr)} is ${bytes} bytes long, the allocation there ${usable}: not a view from allocArray`);
   }
@@ -169,10 +191,14 @@ export function allocString(h: ViewHost, s: unknown, gfp: number): number {
 /** heap.readString: the string allocString stored at `addr` (any agent may have written it). */
 export function readString(h: ViewHost, addr: unknown): string {
   if (typeof addr !== "number") throw new HeapError(ErrorCode.EINVAL, `readString needs an address from allocString, not ${describe(addr)}`);
-  const usable = h.ksize(addr); // EINVAL unless addr starts a live allocation
-  if ((addr & 3) !== 0 || usable < STRING_HEADER + 1) throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString`);
+  const usable = h.ksize(addr); // EINVAL unless addr starts an allocation
+  if ((addr & 3) !== 0 || usable < STRING_HEADER + 1) {
+    throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString (an allocation of ${usable} bytes, too small for the length word and the NUL)`);
+  }
   const len = h.u32[addr >>> 2]!;
   if (STRING_HEADER + len + 1 > usable || h.u8[addr + STRING_HEADER + len] !== 0) {
+    // A freed object's first word is the free tag, never a length that fits: only here is it asked.
+    if (h.freedObject(addr)) throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a live allocation: it was freed`);
     throw new HeapError(ErrorCode.EINVAL, `readString: ${hex(addr)} is not a string from allocString (length word ${len}, allocation of ${usable} bytes)`);
   }
   const buf = scratchOf(len);

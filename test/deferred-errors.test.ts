@@ -71,3 +71,26 @@ describe("errors found by deferred work", () => {
     h.validate();
   });
 });
+
+test("onError refuses anything but a function (the handler is kept); null puts the default logger back", () => {
+  const heap = Heap.create({ size: 1 << 20, cpus: 1 });
+  const mine = (): void => {};
+  heap.onError = mine;
+  for (const [bad, shown] of [[5, "not 5"], ["log", 'not a string ("log")'], [{}, "not an object"]] as const) {
+    let err: unknown;
+    try {
+      heap.onError = bad as never;
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof HeapError);
+    assert.equal(err.code, "EINVAL");
+    assert.match(err.message, /^EINVAL: onError must be a function/);
+    assert.ok(err.message.includes(shown), err.message);
+    assert.equal(heap.onError, mine);
+  }
+  heap.onError = null as never;
+  assert.notEqual(heap.onError, mine);
+  assert.equal(typeof heap.onError, "function");
+  heap.detach();
+});

@@ -53,6 +53,18 @@ describe("demo (npm start)", () => {
     assert.doesNotMatch(r.stdout, /validate:/, "--help runs nothing");
   });
 
+  test("a --size too small for --workers speaks of the demo's flags, not of cpus or maxSize", { timeout: 30_000 }, async () => {
+    const r = await runDemo(["--size", "100k", "--workers", "2"], 25_000);
+    assert.equal(r.code, 2);
+    assert.equal(
+      r.stderr,
+      "demo: --size 102400 bytes is too small for --workers 2: the heap's own metadata (per worker, and one for the main thread) would leave too few pages; give --size 196608 or more (192 KiB), or fewer --workers\n" +
+        'Run "npm start -- --help" for the options.\n',
+    );
+    assert.doesNotMatch(r.stderr, /cpus|maxSize/);
+    assert.equal((await runDemo(["--size", "192k", "--workers", "2", "--seconds", "0.2"], 25_000)).code, 0);
+  });
+
   test("a bad option exits 2 with a message", { timeout: 30_000 }, async () => {
     const r = await runDemo(["--size", "lots"], 25_000);
     assert.equal(r.code, 2);

@@ -78,6 +78,8 @@ interface Slot {
   run: (e: Env, x: unknown) => unknown;
   valid?: string[];
   code?: string;
+  /** Garbage this call describes in its own words: label -> what the message must hold instead. */
+  said?: Record<string, RegExp>;
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -110,11 +112,11 @@ const SLOTS: Slot[] = [
   { call: "krealloc(obj, 200, gfp)", name: /gfp/, run: (e, x) => e.h.krealloc(e.obj, 200, x as Any), valid: ["undefined"] },
   { call: "kfreeBulk(addrs)", name: /addrs/, run: (e, x) => e.h.kfreeBulk(x as Any) },
   { call: "kfreeBulk([obj, addr])", name: /addrs\[1\]/, run: (e, x) => e.h.kfreeBulk([e.obj, x as Any]) },
-  { call: "createCache(name, 8)", name: /cache name/, run: (e, x) => e.h.createCache(x as Any, 8), valid: ["a string"] },
+  { call: "createCache(name, 8)", name: /cache name/, run: (e, x) => e.h.createCache(x as Any, 8), valid: ["a string"], said: { "an empty string": /the name given is empty \(""\)/ } },
   { call: "createCache('c', objectSize)", name: /objectSize/, run: (e, x) => e.h.createCache("c", x as Any) },
   { call: "createCache('c', 8, options)", name: /createCache options/, run: (e, x) => e.h.createCache("c", 8, x as Any), valid: ["undefined", "an object"] },
   { call: "createCache('c', 8, { align })", name: /align/, run: (e, x) => e.h.createCache("c", 8, { align: x as Any }), valid: ["undefined"] },
-  { call: "findCache(name)", name: /cache name/, run: (e, x) => e.h.findCache(x as Any), valid: ["a string"] },
+  { call: "findCache(name)", name: /cache name/, run: (e, x) => e.h.findCache(x as Any), valid: ["a string"], said: { "an empty string": /the name given is empty \(""\)/ } },
   { call: "cache.alloc(gfp)", name: /gfp/, run: (e, x) => e.cache.alloc(x as Any), valid: ["undefined"] },
   { call: "cache.free(addr)", name: /addr/, run: (e, x) => e.cache.free(x as Any) },
   { call: "cache.allocBulk(count, [])", name: /count/, run: (e, x) => e.cache.allocBulk(x as Any, []) },
@@ -124,13 +126,13 @@ const SLOTS: Slot[] = [
   { call: "cache.freeBulk([addr])", name: /addrs\[0\]/, run: (e, x) => e.cache.freeBulk([x as Any]) },
   { call: "reclaimSlot(cpu)", name: /cpu/, run: (e, x) => e.h.reclaimSlot(x as Any) },
   { call: "grow(bytes)", name: /bytes/, run: (e, x) => e.h.grow(x as Any) },
-  { call: "trace.on(event, fn)", name: /trace event/, run: (e, x) => e.h.trace.on(x as Any, () => {}) },
+  { call: "trace.on(event, fn)", name: /trace event/, run: (e, x) => e.h.trace.on(x as Any, () => {}), said: { "a string": /unknown trace event "64"/, "an empty string": /unknown trace event ""/ } },
   { call: "trace.on('kmalloc', handler)", name: /trace handler/, run: (e, x) => e.h.trace.on("kmalloc", x as Any), valid: ["a function"] },
-  { call: "trace.off(event, fn)", name: /trace event/, run: (e, x) => e.h.trace.off(x as Any, () => {}) },
+  { call: "trace.off(event, fn)", name: /trace event/, run: (e, x) => e.h.trace.off(x as Any, () => {}), said: { "a string": /unknown trace event "64"/, "an empty string": /unknown trace event ""/ } },
   { call: "setReentryHook(fn)", name: /reentry hook/, run: (e, x) => e.h.setReentryHook(x as Any), valid: ["null", "a function"] },
   { call: "Heap.attach(buffer, options)", name: /Heap\.attach options/, run: (e, x) => Heap.attach(e.h.buffer, x as Any), valid: ["undefined", "an object"] },
   { call: "Heap.attach(buffer, { noBlock })", name: /noBlock/, run: (e, x) => Heap.attach(e.h.buffer, { noBlock: x as Any }), valid: ["undefined", "true"] },
-  { call: "Heap.attach(buffer)", name: /SharedArrayBuffer/, run: (_e, x) => Heap.attach(x as Any), code: "EBADHEAP" },
+  { call: "Heap.attach(buffer)", name: /SharedArrayBuffer/, run: (_e, x) => Heap.attach(x as Any) },
 ];
 
 /** Heap.create's options: no heap to compare, only the error. */
@@ -162,8 +164,9 @@ describe("every public call turns garbage into a HeapError that says what was wr
   for (const slot of SLOTS) {
     test(slot.call, () => {
       const e = setup();
-      for (const [label, value, fragment] of garbage()) {
+      for (const [label, value, given] of garbage()) {
         if (slot.valid?.includes(label)) continue;
+        const fragment = slot.said?.[label] ?? given;
         const before = JSON.stringify(e.h.stats());
         const err = thrown(() => slot.run(e, value), `${slot.call} with ${label}`);
         const where = `${slot.call} with ${label}: ${err.message}`;
@@ -205,7 +208,7 @@ describe("messages say what was wrong with what was given", () => {
     ["Heap.create({ debug: { posion: true } })", () => Heap.create({ debug: { posion: true } } as Any), /unknown option "posion" in option debug; did you mean "poison"\?/],
     ["createCache('x', 8, { aling: 8 })", () => h.createCache("x", 8, { aling: 8 } as Any), /unknown option "aling" in createCache options; did you mean "align"\?/],
     ["createCache('x', 8, { align: 3 })", () => h.createCache("x", 8, { align: 3 }), /^EINVAL: align must be a power of two, not 3$/],
-    ["trace.on('kmaloc', fn)", () => h.trace.on("kmaloc" as Any, () => {}), /unknown trace event a string \("kmaloc"\)/],
+    ["trace.on('kmaloc', fn)", () => h.trace.on("kmaloc" as Any, () => {}), /^EINVAL: unknown trace event "kmaloc"; known: kmalloc,/],
     ["trace.on('constructor', fn)", () => h.trace.on("constructor" as Any, () => {}), /unknown trace event/],
     ["reclaimSlot(2)", () => h.reclaimSlot(2), /^EINVAL: cpu 2 is too large: this heap's slots are 0\.\.1$/],
     ["grow() on a heap that cannot grow", () => h.grow(8 * MiB), /^EINVAL: this heap cannot grow: it was created without a maxSize above its size \(4194304 bytes\)/],
@@ -328,4 +331,51 @@ describe("hostile objects", () => {
     assert.deepEqual(h.attachedSlots(), [0]);
     assert.equal(h.stats().freePages, h.stats().totalPages);
   });
+});
+
+test("new Heap() is EINVAL: a Heap comes from Heap.create or Heap.attach", () => {
+  const NewHeap = Heap as unknown as new (...a: unknown[]) => Heap;
+  for (const args of [[], [{}], [5]]) {
+    assert.throws(() => new NewHeap(...args), (e: HeapError) => e.code === "EINVAL" && e.message === "EINVAL: a Heap comes from Heap.create or Heap.attach, not from new Heap()");
+  }
+});
+
+test("messages name what was given: an empty cache name, a constructor that is not a typed array, a subarray to freeArray, maxCaches, Heap.attach of a wrong type", () => {
+  const h = Heap.create({ size: 4 * 1024 * 1024, cpus: 1, maxCaches: 16 });
+  const msg = (fn: () => unknown): string => {
+    try {
+      fn();
+    } catch (e) {
+      return `${(e as HeapError).code} ${(e as HeapError).message}`;
+    }
+    return "no error";
+  };
+  assert.equal(msg(() => h.createCache("", 8)), 'EINVAL EINVAL: a cache name must be a non-empty string: the name given is empty ("")');
+  for (const [C, name] of [[DataView, "DataView"], [Array, "Array"]] as const) {
+    assert.equal(
+      msg(() => h.allocArray(C as never, 4)),
+      `EINVAL EINVAL: allocArray: Ctor must be a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${name} (a function that is not a typed-array constructor)`,
+    );
+  }
+  const view = h.allocArray(Uint8Array, 64)!;
+  const sub = view.subarray(8);
+  assert.equal(
+    msg(() => h.freeArray(sub)),
+    `EINVAL EINVAL: freeArray: this view (a Uint8Array of 56 bytes at 0x${sub.byteOffset.toString(16)}) does not start an allocation from allocArray (a subarray or a view of part of one?): 0x${sub.byteOffset.toString(16)} is inside an object of kmalloc-64, not at its start`,
+  );
+  h.freeArray(view);
+  for (let i = 0; i < 2; i++) h.createCache(`slot${i}`, 8);
+  assert.equal(msg(() => h.createCache("one more", 8)), "EINVAL EINVAL: all 2 named cache slots are in use: destroy a cache, or create the heap with a larger maxCaches option (now 16)");
+  for (const [v, shown] of [[5, "5"], [undefined, "undefined"]] as const) {
+    assert.equal(msg(() => Heap.attach(v as never)), `EINVAL EINVAL: Heap.attach needs the heap's SharedArrayBuffer or shared WebAssembly.Memory, not ${shown}`);
+  }
+  assert.equal(msg(() => Heap.attach(new SharedArrayBuffer(1 << 20))), "EBADHEAP EBADHEAP: not a shmalloc heap: no magic number");
+  h.detach();
+});
+
+test("refreshViews on a detached handle is EDETACHED", () => {
+  const h = Heap.create({ size: 1 << 20, cpus: 1 });
+  assert.equal(h.refreshViews(), false);
+  h.detach();
+  assert.throws(() => h.refreshViews(), (e: HeapError) => e.code === "EDETACHED");
 });

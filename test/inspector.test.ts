@@ -328,6 +328,17 @@ test("the inspector serves loopback only unless allowRemote, and needs a Host he
       return true;
     });
   }
+  // An IPv4-mapped IPv6 host: browsers rewrite it in the URL, so the page's own requests would get 403.
+  for (const host of ["::ffff:127.0.0.1", "0:0:0:0:0:FFFF:127.0.0.1"]) {
+    await assert.rejects(serveInspector(heap, { host }), (e: HeapError) => {
+      assert.equal(e.code, "EINVAL");
+      assert.equal(
+        e.message,
+        `EINVAL: serveInspector: host ${JSON.stringify(host)} is an IPv4-mapped IPv6 address: browsers rewrite it in the page's URL (in hex: [::ffff:7f00:1] for 127.0.0.1), so their requests would not match it; give the IPv4 address itself ("127.0.0.1")`,
+      );
+      return true;
+    });
+  }
   await assert.rejects(serveInspector(heap, { allowRemote: "yes" as unknown as boolean }), /allowRemote must be true or false, not a string \("yes"\)/);
   const other = await serveInspector(heap, { host: "127.0.0.2" });
   assert.equal(other.url, `http://127.0.0.2:${other.port}/`);
@@ -478,5 +489,86 @@ test("the page draws base64 maps and keeps the last large map; slabtop shows the
     await b.close();
     many.detach();
     big.detach();
+  }
+});
+
+test("extra of the wrong shape: extraError names the field, which is left out; the others are sent", async () => {
+  const heap = Heap.create({ size: 2 * MiB, cpus: 2 });
+  const cases: [string, unknown, string, Record<string, unknown>][] = [
+    ["agents a number", { agents: 5 }, "extra returned agents that is not an array (number) (left out)", {}],
+    ["agents with null", { agents: [{ name: "a", ops: 1 }, null], counters: { x: 1 } }, "extra returned agents[1] that is not { name: string, ops: number } (null) (left out)", { counters: { x: 1 } }],
+    ["sizes an object", { sizes: { a: 1 } }, "extra returned sizes that is not an array (object) (left out)", {}],
+    ["counters with a string", { counters: { a: "x" }, sizes: [{ label: "8", count: 2 }] }, 'extra returned counters.a that is not a number ("x") (left out)', { sizes: [{ label: "8", count: 2 }] }],
+    ["counters an array", { counters: [1] }, "extra returned counters that is not an object of numbers (an array) (left out)", {}],
+  ];
+  for (const [what, value, message, kept] of cases) {
+    const inspector = await serveInspector(heap, { extra: () => value as never });
+    try {
+      const snap = inspector.snapshot();
+      assert.equal(snap.extraError, message, what);
+      assert.deepEqual(snap.extra, kept, what);
+    } finally {
+      await inspector.close();
+    }
+  }
+  const inspector = await serveInspector(heap, { extra: () => ({ agents: [{ name: "a", ops: 3 }], sizes: [], counters: { n: 2 } }) });
+  assert.equal(inspector.snapshot().extraError, undefined);
+  await inspector.close();
+  heap.detach();
+});
+
+test("decodePageMap refuses what encodePageMap cannot have produced (EINVAL)", () => {
+  const b64 = (n: number): string => Buffer.alloc(n).toString("base64");
+  const cases: [unknown, string][] = [
+    [null, "decodePageMap: m must be an EncodedPageMap (from encodePageMap or a snapshot's map), not null"],
+    [{}, 'decodePageMap: encoding must be "rle", "u8" or "u16", not undefined'],
+    [{ encoding: "rle", pages: 1e12, data: [] }, "decodePageMap: pages must be a whole number in 0..524287 (a heap's pages), not 1000000000000"],
+    [{ encoding: "rle", pages: 10, data: [0, 4] }, "decodePageMap: rle data covers 4 pages, not the 10 that pages says"],
+    [{ encoding: "rle", pages: 10, data: [0, 11] }, "decodePageMap: rle data[1] must be a run of 1..10 pages (the pages left), not 11"],
+    [{ encoding: "rle", pages: 10, data: [0] }, "decodePageMap: rle data must be an array of code, run pairs, not an array of 1 numbers"],
+    [{ encoding: "u8", pages: 10, data: b64(4) }, "decodePageMap: u8 data holds 4 bytes, not the 10 that 10 pages take"],
+    [{ encoding: "u16", pages: 10, data: b64(10) }, "decodePageMap: u16 data holds 10 bytes, not the 20 that 10 pages take"],
+  ];
+  for (const [m, message] of cases) {
+    assert.throws(() => decodePageMap(m as never), (e: HeapError) => e.code === "EINVAL" && e.message === `EINVAL: ${message}`, message);
+  }
+});
+
+test("the page: a heap at an offset shows its outside pages apart, and extra of the wrong shape never stops a draw", { timeout: 120_000 }, async () => {
+  const offset = 1 * MiB;
+  const heap = Heap.create({ buffer: new SharedArrayBuffer(8 * MiB), offset, cpus: 1 });
+  const inspector = await serveInspector(heap, { intervalMs: 100, extra: () => ({ agents: 5, counters: { ok: 1 } }) as never });
+  const browser = await launchChromium();
+  type Probe = { inspector: { received: number; status: string; tally: Map<number, number>; last: { extra: unknown; extraError?: string } | null } };
+  try {
+    const { page, errors } = await openPage(browser, inspector.url);
+    await page.waitForFunction(() => (globalThis as unknown as Probe).inspector.received >= 2, null, { timeout: 30_000 });
+    const seen = await page.evaluate(() => {
+      const s = (globalThis as unknown as Probe).inspector;
+      return { status: s.status, outside: s.tally.get(7) ?? 0, extra: s.last!.extra, extraError: s.last!.extraError };
+    });
+    assert.equal(PAGE_STATE.outside, 7);
+    assert.deepEqual(seen, { status: "live", outside: offset / 4096, extra: { counters: { ok: 1 } }, extraError: "extra returned agents that is not an array (number) (left out)" });
+    assert.match((await page.textContent("#map-legend")) ?? "", /not the heap's \(below its offset\) 256/);
+    assert.deepEqual(errors, []);
+
+    // A server that sends fields of the wrong shape anyway: the page drops them and draws the rest.
+    const bad = { ...inspector.snapshot(), extra: { agents: [{ name: "a", ops: 1 }, null], sizes: { a: 1 }, counters: [1] } };
+    const raw = await browser.newPage();
+    const rawErrors: string[] = [];
+    raw.on("pageerror", (e) => rawErrors.push(e.message));
+    await raw.route("**/events", (route) => route.fulfill({ status: 200, headers: { "content-type": "text/event-stream" }, body: `data: ${JSON.stringify(bad)}\n\n` }));
+    await raw.goto(inspector.url, { waitUntil: "load" });
+    await raw.waitForFunction(() => (globalThis as unknown as Probe).inspector.received >= 1, null, { timeout: 30_000 });
+    const drawn = await raw.evaluate(() => {
+      const s = (globalThis as unknown as Probe).inspector;
+      return { extra: s.last!.extra, failed: s.status === "failure" };
+    });
+    assert.deepEqual(drawn, { extra: {}, failed: false });
+    assert.deepEqual(rawErrors, []);
+  } finally {
+    await browser.close();
+    await inspector.close();
+    heap.detach();
   }
 });

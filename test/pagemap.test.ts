@@ -94,3 +94,25 @@ test("pageMap follows a heap that grows, and checks what it is given", () => {
   heap.detach();
   assert.equal(code(() => heap.pageMap()), "EDETACHED");
 });
+
+test("pageMap of a heap placed at an offset: the caller's pages below it are PAGE_STATE.outside", async () => {
+  const offset = 1 << 20;
+  const heap = Heap.create({ buffer: new SharedArrayBuffer(8 << 20), offset });
+  const map = heap.pageMap();
+  const below = offset / PAGE_SIZE;
+  assert.equal(map.length, heap.size / PAGE_SIZE); // size is where the heap ends in the buffer
+  assert.equal(map.subarray(0, below).every((c) => c === PAGE_STATE.outside), true);
+  assert.equal(map[below], PAGE_STATE.reserved);
+  assert.equal(map.indexOf(PAGE_STATE.outside, below), -1);
+  const { serveInspector } = await import("../src/inspector.js");
+  const inspector = await serveInspector(heap);
+  try {
+    assert.equal(inspector.snapshot().heap.offset, offset);
+  } finally {
+    await inspector.close();
+  }
+  heap.detach();
+  const plain = Heap.create({ size: 1 << 20 });
+  assert.equal(plain.pageMap().indexOf(PAGE_STATE.outside), -1);
+  plain.detach();
+});

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Heap, HeapError, STRING_HEADER } from "../src/index.js";
+import { GFP, Heap, HeapError, STRING_HEADER } from "../src/index.js";
 import { errCode, MiB } from "./util.js";
 
 const CTORS = [Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array] as const;
@@ -140,4 +140,27 @@ test("Symbol.dispose detaches the handle (so `using` works), once", () => {
   assert.throws(() => other.kmalloc(8), (e: unknown) => e instanceof HeapError && e.code === "EDETACHED");
   heap.kfree(a);
   heap.validate();
+});
+
+test("readString: a freed string is 'not a live allocation'; a zeroed block reads \"\" whatever its cache once ksize has room for the length and the NUL", () => {
+  for (const debug of [false, true]) {
+    const h = Heap.create({ size: 4 << 20, cpus: 1, debug });
+    if (!debug) {
+      const z = h.allocString("x");
+      h.kfree(z);
+      assert.throws(() => h.readString(z), (e: HeapError) => e.code === "EINVAL" && e.message === `EINVAL: readString: 0x${z.toString(16)} is not a live allocation: it was freed`);
+    }
+    for (const n of [4, 5, 12, 100]) {
+      const c = h.createCache(`zeroed${n}`, n);
+      for (const addr of [c.alloc(GFP.ZERO), h.kzalloc(n)]) {
+        if (h.ksize(addr) >= 5) assert.equal(h.readString(addr), "", `${n} bytes, debug ${debug}`);
+        else
+          assert.throws(
+            () => h.readString(addr),
+            (e: HeapError) => e.message === `EINVAL: readString: 0x${addr.toString(16)} is not a string from allocString (an allocation of ${h.ksize(addr)} bytes, too small for the length word and the NUL)`,
+          );
+      }
+    }
+    h.detach();
+  }
 });
