@@ -12,7 +12,7 @@
  * which prints every seed, a summary table and the command that repeats a failure.
  */
 import { writeSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { type OptionTable, parseCommandLine, parseWhole, UsageError, usageMessage } from "../demo/args.js";
 import { pathToFileURL } from "node:url";
 import { GFP, Heap, HeapError, type KmemCache } from "../src/index.js";
 import { checkPattern, fillPattern, patternWord, Prng, signature } from "./util.js";
@@ -508,20 +508,51 @@ export function repeatCommand(r: FuzzResult): string {
 
 /* ================================================================= the long form */
 
+const FUZZ_OPTIONS = {
+  seed: { type: "string" },
+  ops: { type: "string" },
+  runs: { type: "string" },
+  config: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const satisfies OptionTable;
+
+const FUZZ_HELP = `Usage: npm run fuzz -- [options]      (or: node dist/test/fuzz.js [options])
+
+Random sequences over the whole public API against a shadow model of every live range; after every
+operation no two live ranges overlap and every block's contents are intact; validate() every few
+operations. Prints one line per run, a repeat command for each failure, and exits 1 on any.
+
+Options:
+  --ops N        operations per run (default 20000, at most 10000000)
+  --runs R       runs of each configuration, seeds seed, seed+1, ... (default 1, at most 100000)
+  --seed X       the first seed, a whole number (default random; printed)
+  --config NAME  one configuration: ${CONFIGS.map((c) => c.name).join(", ")} (default all)
+  --help, -h     show this help`;
+
 function main(): void {
-  const { values } = parseArgs({
-    options: {
-      seed: { type: "string" },
-      ops: { type: "string", default: "20000" },
-      runs: { type: "string", default: "1" },
-      config: { type: "string" },
-    },
-  });
-  const configs = values.config === undefined ? CONFIGS : CONFIGS.filter((c) => c.name === values.config);
-  if (configs.length === 0) throw new Error(`no config ${values.config}; configs: ${CONFIGS.map((c) => c.name).join(", ")}`);
-  const ops = Number(values.ops);
-  const runs = Number(values.runs);
-  const first = values.seed !== undefined ? Number(values.seed) >>> 0 : (Date.now() ^ (Math.random() * 0x100000000)) >>> 0;
+  let o: { ops: number; runs: number; seed: number | undefined; configs: typeof CONFIGS };
+  try {
+    const v = parseCommandLine(process.argv.slice(2), FUZZ_OPTIONS);
+    if (v.help === true) {
+      console.log(FUZZ_HELP);
+      return;
+    }
+    const configs = v.config === undefined ? CONFIGS : CONFIGS.filter((c) => c.name === v.config);
+    if (configs.length === 0) throw new UsageError(`--config: no configuration "${v.config}"; the configurations are ${CONFIGS.map((c) => c.name).join(", ")}`);
+    o = {
+      ops: v.ops === undefined ? 20000 : parseWhole(v.ops, "--ops", 1, 10_000_000),
+      runs: v.runs === undefined ? 1 : parseWhole(v.runs, "--runs", 1, 100_000),
+      seed: v.seed === undefined ? undefined : parseWhole(v.seed, "--seed", 0, 0xffffffff),
+      configs,
+    };
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(usageMessage("fuzz", "npm run fuzz --", e));
+    process.exitCode = 2;
+    return;
+  }
+  const { configs, ops, runs } = o;
+  const first = o.seed !== undefined ? o.seed >>> 0 : (Date.now() ^ (Math.random() * 0x100000000)) >>> 0;
   const rows: string[] = [];
   let failures = 0;
   for (let r = 0; r < runs; r++) {
