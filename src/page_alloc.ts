@@ -29,6 +29,10 @@
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
+ *   A block in hand (taken off a pcp or buddy list, not yet given its kind; or on its way back to
+ *     them) is PG_HEAD | order with D_OWNER this slot: at every lock point each page is in a list or
+ *     in an allocated block, so an agent stopped there and reclaimed leaks that block, never
+ *     leaves pages that belong to nothing (test/reclaim-points.test.ts).
  *
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)

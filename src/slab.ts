@@ -15,6 +15,10 @@
  *     sheaves busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
+ *     A sheaf is in one place at every lock point: a pcs line (P_MAIN, P_SPARE), a barn list, or
+ *     the hand of the slot moving it (a full main leaves its pcs line before the barn takes it), so
+ *     a reclaim of an agent stopped there never flushes a sheaf the barn also holds. A slab leaving
+ *     its cache becomes an allocated page block of the slot under the list lock (unaccountSlab).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS and, for every slab of the cache, its head descriptor's D_FREELIST,
  *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
