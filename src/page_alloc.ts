@@ -558,6 +558,10 @@ export class PageAllocator extends MmBase {
    */
   protected freeBlock(pfn: number, order: number, mode: number): void {
     const nolock = mode !== 0;
+    // In this slot's hand until a list takes it (see the contract): whatever the caller did to the
+    // flags, at every lock point below the block is an allocated block of this slot.
+    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
     if (order <= PCP_MAX_ORDER) {
       if (this.pcpEnter()) {
         const u32 = this.u32;

@@ -815,12 +815,6 @@ export class SlabAllocator extends PageAllocator {
     const size = i32[kw + K_SIZE]!;
     const objs = i32[kw + K_OBJS]!;
     const base = pfn << PAGE_SHIFT;
-    for (let p = 0; p < 1 << order; p++) {
-      const d = this.pd(pfn + p);
-      i32[d + D_FLAGS] = PG_SLAB;
-      i32[d + D_HEAD] = pfn;
-      i32[d + D_CACHE] = id;
-    }
     const meta = i32[kw + K_META]!;
     for (let i = 0; i < objs; i++) {
       const obj = base + i * size;
@@ -837,6 +831,15 @@ export class SlabAllocator extends PageAllocator {
     if (!this.lockIn(mode, listLock, LOCK.list)) {
       this.releaseSlabPages(pfn, order, mode);
       return 0;
+    }
+    // The pages become a slab of the cache only under the list lock, where it is also counted and
+    // listed: until then they are the block rmqueue left in this slot's hand (PG_HEAD), so an agent
+    // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
+    for (let p = 0; p < 1 << order; p++) {
+      const d = this.pd(pfn + p);
+      i32[d + D_FLAGS] = PG_SLAB;
+      i32[d + D_HEAD] = pfn;
+      i32[d + D_CACHE] = id;
     }
     let obj = base;
     let taken = 0;

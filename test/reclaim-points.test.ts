@@ -13,9 +13,9 @@ import { Heap } from "../src/index.js";
 const POINTS = ["sheaf", "barn", "list", "pcp", "zone"].flatMap((l) => [`${l}:acquire`, `${l}:release`]);
 const SIZES = [8, 64, 192, 512, 2048];
 
-async function parkAndKill(heap: Heap, point: string, mode: "free" | "alloc"): Promise<string | null> {
+async function parkAndKill(heap: Heap, point: string, mode: "free" | "alloc" | "large", nth: number): Promise<string | null> {
   const w = new Worker(new URL("./workers/parked.js", import.meta.url), {
-    workerData: { buffer: heap.buffer, flag: new SharedArrayBuffer(4), point, mode },
+    workerData: { buffer: heap.buffer, flag: new SharedArrayBuffer(4), point, mode, nth },
   });
   try {
     const m = await new Promise<{ parked: string | null; cpu: number }>((resolve, reject) => {
@@ -31,11 +31,12 @@ async function parkAndKill(heap: Heap, point: string, mode: "free" | "alloc"): P
   }
 }
 
-for (const mode of ["free", "alloc"] as const) {
+// The first occurrence of each point, and a later one (a new slab's list lock comes after a sheaf's).
+for (const [mode, nths] of [["free", [1, 4]], ["alloc", [1, 4]], ["large", [1, 3]]] as const) {
   test(`a worker terminated at every lock point of the ${mode} slow paths: reclaimSlot leaves a valid heap that hands out nothing twice`, async () => {
-    for (const point of POINTS) {
+    for (const point of POINTS) for (const nth of nths) {
       const heap = Heap.create({ size: 16 << 20, cpus: 4 });
-      const parked = await parkAndKill(heap, point, mode);
+      const parked = await parkAndKill(heap, point, mode, nth);
       heap.validate();
       // Everything the heap still has, once each: no two blocks overlap.
       const owner = new Map<number, number>();
@@ -46,12 +47,12 @@ for (const mode of ["free", "alloc"] as const) {
           if (a === 0) break;
           got.push(a);
           for (let w = a; w < a + size; w += 8) {
-            assert.equal(owner.get(w), undefined, `${point} (${mode}, parked at ${parked}): kmalloc(${size}) = ${a} overlaps the block at ${owner.get(w)}`);
+            assert.equal(owner.get(w), undefined, `${point} #${nth} (${mode}, parked at ${parked}): kmalloc(${size}) = ${a} overlaps the block at ${owner.get(w)}`);
             owner.set(w, a);
           }
         }
       }
-      assert.ok(got.length > 10_000, `${point} (${mode}): the heap goes on allocating (${got.length})`);
+      assert.ok(got.length > 10_000, `${point} #${nth} (${mode}): the heap goes on allocating (${got.length})`);
       heap.kfreeBulk(got);
       heap.shrink();
       heap.validate();
