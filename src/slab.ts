@@ -875,19 +875,12 @@ export class SlabAllocator extends PageAllocator {
     return result;
   }
 
-  /** Give a slab's pages back to the page allocator. No list lock needed: the slab is off every list. */
+  /**
+   * Give a slab's pages back to the page allocator. No list lock needed: the slab is off every list,
+   * and its descriptors are already those of a page block in this slot's hand (unaccountSlab, or
+   * newSlab before it made the pages a slab); freeBlock keeps it so until a list takes it.
+   */
   private releaseSlabPages(pfn: number, order: number, mode: number): void {
-    for (let p = 1; p < 1 << order; p++) {
-      const d = this.pd(pfn + p);
-      this.i32[d + D_FLAGS] = 0;
-      this.i32[d + D_HEAD] = 0;
-      this.i32[d + D_CACHE] = 0;
-    }
-    // The head stays a block of this slot's until the page allocator lists it (freeBlock's
-    // contract): an agent stopped on the way, and reclaimed, leaves an allocated block, never pages
-    // that belong to nothing.
-    this.i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-    this.i32[this.pd(pfn) + D_OWNER] = this.cpu;
     this.vmInc(VM.pgfree, 1 << order);
     this.freeBlock(pfn, order, mode);
   }
