@@ -67,6 +67,12 @@ export function checkInt(name: string, v: unknown, min: number, max: number, uni
 }
 
 /** A boolean or undefined. */
+/** An optional whole-number option: `dflt` when absent, else checkInt's rules under the name "option NAME". */
+export function intOption(name: string, v: unknown, dflt: number, min: number, max: number, tooLarge = ""): number {
+  if (v === undefined) return dflt;
+  return checkInt(`option ${name}`, v, min, max, "", tooLarge);
+}
+
 export function checkBool(name: string, v: unknown): boolean | undefined {
   if (v !== undefined && typeof v !== "boolean") einval(`${name} must be true or false, not ${describe(v)}`);
   return v;

@@ -29,7 +29,7 @@
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
  */
-import { checkBool, checkInt, describe, einval, isUint16Array, readOptions } from "./check.js";
+import { checkBool, checkInt, intOption, describe, einval, isUint16Array, readOptions } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import type { WasmMemory } from "./mm.js";
 import { assertNoLiveHeap, assertSharedMemory, isSharedArrayBuffer, locateHeap, resolvePlacement } from "./placement.js";
@@ -592,11 +592,6 @@ if (typeof DISPOSE === "symbol") {
 
 /** The keys Heap.create reads. */
 const CREATE_OPTIONS = ["size", "maxSize", "cpus", "debug", "maxCaches", "noBlock", "faultInjection", "memory", "buffer", "offset"] as const;
-
-function intOption(name: string, v: unknown, dflt: number, min: number, max: number, tooLarge = ""): number {
-  if (v === undefined) return dflt;
-  return checkInt(`option ${name}`, v, min, max, "", tooLarge);
-}
 
 function debugFlags(d: unknown): number {
   if (d === undefined || d === false) return 0;

@@ -11,7 +11,7 @@
  *   Every word index and address of the heap is absolute (a byte offset into the buffer), so an
  *   address is also a pointer a Wasm function can take. Offset plus maxSize stays below 2 GiB.
  */
-import { checkInt, describe } from "./check.js";
+import { describe, intOption } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";
 import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./layout.js";
 import type { WasmMemory } from "./mm.js";
@@ -99,11 +99,6 @@ function pagesUp(n: number): number {
   return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
 }
 
-function whole(name: string, v: unknown, dflt: number, min: number, max: number, tooLarge = ""): number {
-  if (v === undefined) return dflt;
-  return checkInt(`option ${name}`, v, min, max, "", tooLarge);
-}
-
 const TOO_LARGE = `a heap is at most ${MAX_HEAP_END} bytes (2 GiB - 4 KiB), so that every address is a positive 32-bit integer`;
 
 /** Resolve create's size, maxSize, memory, buffer and offset options (EINVAL for bad ones). */
@@ -112,8 +107,8 @@ export function resolvePlacement(o: PlacementOptions, defaultSize: number): Plac
   if (memory !== undefined && buffer !== undefined) bad("give either memory (a WebAssembly.Memory) or buffer (a SharedArrayBuffer), not both");
   if (memory === undefined && buffer === undefined) {
     if (o.offset !== undefined) bad("option offset needs a memory or a buffer to place the heap in");
-    const size = pagesUp(whole("size", o.size, defaultSize, PAGE_SIZE, MAX_HEAP_END, TOO_LARGE));
-    const maxSize = pagesUp(whole("maxSize", o.maxSize, size, size, MAX_HEAP_END, TOO_LARGE));
+    const size = pagesUp(intOption("size", o.size, defaultSize, PAGE_SIZE, MAX_HEAP_END, TOO_LARGE));
+    const maxSize = pagesUp(intOption("maxSize", o.maxSize, size, size, MAX_HEAP_END, TOO_LARGE));
     const sab =
       maxSize > size
         ? new (SharedArrayBuffer as unknown as new (n: number, x: { maxByteLength: number }) => SharedArrayBuffer)(size, { maxByteLength: maxSize })
@@ -133,11 +128,11 @@ export function resolvePlacement(o: PlacementOptions, defaultSize: number): Plac
     if (!isSharedArrayBuffer(buffer)) bad(`buffer must be a SharedArrayBuffer, not ${describe(buffer)}`);
     sab = buffer as SharedArrayBuffer;
   }
-  const offset = whole("offset", o.offset, 0, 0, MAX_HEAP_END - PAGE_SIZE);
+  const offset = intOption("offset", o.offset, 0, 0, MAX_HEAP_END - PAGE_SIZE);
   if (offset % PAGE_SIZE !== 0) bad(`offset ${offset} is not a multiple of the page size ${PAGE_SIZE}`);
   if (offset >= sab.byteLength) bad(`offset ${offset} is not below the buffer's ${sab.byteLength} bytes`);
   const room = Math.floor((sab.byteLength - offset) / PAGE_SIZE) * PAGE_SIZE;
-  const size = whole("size", o.size, room, PAGE_SIZE, room);
+  const size = intOption("size", o.size, room, PAGE_SIZE, room);
   if (size % PAGE_SIZE !== 0) bad(`size ${size} is not a multiple of the page size ${PAGE_SIZE}`);
   let limit = MAX_HEAP_END - offset;
   if (mem === null) {
@@ -145,7 +140,7 @@ export function resolvePlacement(o: PlacementOptions, defaultSize: number): Plac
     limit = Math.min(limit, Math.floor(((g.growable === true ? g.maxByteLength ?? sab.byteLength : sab.byteLength) - offset) / PAGE_SIZE) * PAGE_SIZE);
   }
   if (offset + size > MAX_HEAP_END) bad(`offset ${offset} + size ${size} passes the largest heap end, ${MAX_HEAP_END}`);
-  const maxSize = whole("maxSize", o.maxSize, size, size, Math.max(size, limit));
+  const maxSize = intOption("maxSize", o.maxSize, size, size, Math.max(size, limit));
   if (maxSize % PAGE_SIZE !== 0) bad(`maxSize ${maxSize} is not a multiple of the page size ${PAGE_SIZE}`);
   return { buffer: sab, memory: mem, offset, size, maxSize };
 }
