@@ -29,12 +29,12 @@
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
  */
-import { checkBool, checkInt, intOption, describe, einval, isUint16Array, readOptions } from "./check.js";
-import { ErrorCode, HeapError } from "./errors.js";
+import { checkBool, checkInt, intOption, describe, einval, isUint16Array, readOptions } from "./core/check.js";
+import { ErrorCode, HeapError } from "./core/errors.js";
 import type { WasmMemory } from "./mm.js";
 import { assertNoLiveHeap, assertSharedMemory, isSharedArrayBuffer, locateHeap, resolvePlacement } from "./placement.js";
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
-import { GFP } from "./gfp.js";
+import { GFP } from "./core/gfp.js";
 import {
   C_DEFER_HEAD,
   C_DEFER_NR,
@@ -103,7 +103,7 @@ import {
   type VmItem,
   Z_LOCK,
   Z_SIZE,
-} from "./layout.js";
+} from "./core/layout.js";
 import { agentCanBlock, C_FAIL_STATE, C_HELD_MASK, LOCK_OWNER_MASK, type MmInit } from "./mm.js";
 import type { PageStats } from "./page_alloc.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_SIZES, SHEAF_CACHE_ID, type SlabStats } from "./slab.js";

@@ -43,10 +43,10 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { describe, isUint16Array, readOptions } from "./check.js";
-import { ErrorCode, HeapError } from "./errors.js";
+import { describe, isUint16Array, readOptions } from "./core/check.js";
+import { ErrorCode, HeapError } from "./core/errors.js";
 import type { Heap, HeapStats } from "./heap.js";
-import { PAGE_SIZE } from "./layout.js";
+import { PAGE_SIZE } from "./core/layout.js";
 import { PAGE_STATE } from "./pagemap.js";
 import { MAX_HEAP_END } from "./placement.js";
 

@@ -53,8 +53,8 @@
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest).
  */
-import { describe, einval } from "./check.js";
-import { ErrorCode, HeapError, hex } from "./errors.js";
+import { describe, einval } from "./core/check.js";
+import { ErrorCode, HeapError, hex } from "./core/errors.js";
 import {
   C_FLAGS,
   C_GEN,
@@ -74,8 +74,8 @@ import {
   SLOT_FREE,
   VM,
   Z_SIZE,
-} from "./layout.js";
-import { type TraceRecord, Trace, TP, TRACE_EVENTS } from "./trace.js";
+} from "./core/layout.js";
+import { type TraceRecord, Trace, TP, TRACE_EVENTS } from "./core/trace.js";
 
 /** Owner field of a lock word: slot + 1. */
 export const LOCK_OWNER_MASK = 0xffff;

@@ -45,9 +45,9 @@
  *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
  *   costs plain loads and stores while no other agent asks for it.
  */
-import { checkInt, checkOut, describe, einval, storeOut } from "./check.js";
-import { ErrorCode, HeapError, hex } from "./errors.js";
-import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "./gfp.js";
+import { checkInt, checkOut, describe, einval, storeOut } from "./core/check.js";
+import { ErrorCode, HeapError, hex } from "./core/errors.js";
+import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "./core/gfp.js";
 import {
   C_PCP_COUNT,
   C_PCP_HEAD,
@@ -96,9 +96,9 @@ import {
   Z_WMARK_HIGH,
   Z_WMARK_LOW,
   Z_WMARK_MIN,
-} from "./layout.js";
+} from "./core/layout.js";
 import { MmBase } from "./mm.js";
-import { TP, TRACE_EVENTS, type TraceRecord } from "./trace.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "./core/trace.js";
 
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 const PCP_REMOTE_SPINS = 1 << 16;

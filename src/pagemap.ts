@@ -10,7 +10,7 @@
  *   heap, exact only while the heap is quiet. A tail page whose head it did not see (the block
  *   changed under it) is PAGE_STATE.unknown; a run never reaches past the pages it was given.
  */
-import { D_CACHE, D_FLAGS, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } from "./layout.js";
+import { D_CACHE, D_FLAGS, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } from "./core/layout.js";
 
 /**
  * State codes of heap.pageMap(). A free page in the buddy lists is `free + order` (orders

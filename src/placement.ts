@@ -11,9 +11,9 @@
  *   Every word index and address of the heap is absolute (a byte offset into the buffer), so an
  *   address is also a pointer a Wasm function can take. Offset plus maxSize stays below 2 GiB.
  */
-import { describe, intOption } from "./check.js";
-import { ErrorCode, HeapError } from "./errors.js";
-import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./layout.js";
+import { describe, intOption } from "./core/check.js";
+import { ErrorCode, HeapError } from "./core/errors.js";
+import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./core/layout.js";
 import type { WasmMemory } from "./mm.js";
 
 /** The largest end (offset + maxSize) of a heap: addresses stay positive 32-bit integers. */

@@ -42,8 +42,8 @@
  *     and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
  *     a module-level registry, read only by those checks; rcuReadLock is unchanged).
  */
-import { ErrorCode, HeapError, hex } from "./errors.js";
-import { GFP, GFP_TRYLOCK } from "./gfp.js";
+import { ErrorCode, HeapError, hex } from "./core/errors.js";
+import { GFP, GFP_TRYLOCK } from "./core/gfp.js";
 import {
   C_KRCP_LOCK,
   C_RCU_BLOCK,
@@ -93,10 +93,10 @@ import {
   RCU_SPARE_MAX,
   SLOT_ATTACHED,
   VM,
-} from "./layout.js";
+} from "./core/layout.js";
 import { LOCK_OWNER_MASK } from "./mm.js";
 import { SlabAllocator } from "./slab.js";
-import { TP } from "./trace.js";
+import { TP } from "./core/trace.js";
 
 /**
  * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words

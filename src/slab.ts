@@ -55,9 +55,9 @@
  *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
  *   destroy (lock()) throw EAGAIN with what they returned so far returned.
  */
-import { checkInt, checkOut, describe, einval, readAddrs, readOptions, storeOut } from "./check.js";
-import { ErrorCode, HeapError, hex } from "./errors.js";
-import { GFP, GFP_TRYLOCK } from "./gfp.js";
+import { checkInt, checkOut, describe, einval, readAddrs, readOptions, storeOut } from "./core/check.js";
+import { ErrorCode, HeapError, hex } from "./core/errors.js";
+import { GFP, GFP_TRYLOCK } from "./core/gfp.js";
 import {
   BARN_MAX,
   POISON_WORD,
@@ -150,9 +150,9 @@ import {
   SLOT_ATTACHED,
   C_STATE,
   VM,
-} from "./layout.js";
+} from "./core/layout.js";
 import { checkGfp, PAGE_WHERE, PageAllocator } from "./page_alloc.js";
-import { TP, TRACE_EVENTS, type TraceRecord } from "./trace.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "./core/trace.js";
 
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;

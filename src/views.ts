@@ -15,9 +15,9 @@
  *   then L bytes of UTF-8 at A + 4, then one 0 byte. So C reads a NUL-terminated string at A + 4,
  *   Rust a byte slice (A + 4, L); free it with kfree(A).
  */
-import { describe } from "./check.js";
-import { ErrorCode, HeapError, hex } from "./errors.js";
-import { PAGE_SIZE } from "./layout.js";
+import { describe } from "./core/check.js";
+import { ErrorCode, HeapError, hex } from "./core/errors.js";
+import { PAGE_SIZE } from "./core/layout.js";
 import { isSharedArrayBuffer } from "./placement.js";
 import { KMALLOC_MAX_SIZE } from "./slab.js";
 

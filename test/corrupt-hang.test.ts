@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, type HeapError } from "../src/index.js";
-import { C_DEFER_HEAD, C_DEFER_NR, C_RCU_BLOCKS, C_RCU_WAIT, H_PCPU_OFF, PCPU_WORDS, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../src/layout.js";
+import { C_DEFER_HEAD, C_DEFER_NR, C_RCU_BLOCKS, C_RCU_WAIT, H_PCPU_OFF, PCPU_WORDS, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../src/core/layout.js";
 import { caught } from "./check.js";
 
 const T = { timeout: 20_000 };

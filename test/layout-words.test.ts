@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import * as L from "../src/layout.js";
+import * as L from "../src/core/layout.js";
 import { C_FAIL_STATE, C_HELD_MASK } from "../src/mm.js";
 
 /** Claim words [at, at + n) for `name`; fails on a word claimed twice or outside 0..limit. */

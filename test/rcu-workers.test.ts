@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, type SlabStats } from "../src/index.js";
-import { R_GP_SEQ } from "../src/layout.js";
+import { R_GP_SEQ } from "../src/core/layout.js";
 import { type Agent, MiB, RCU, checkPattern, delay, fillPattern, setWord, signature, until, withAgents, baseSeed, seedNote, withSeedAsync, deriveSeed, errCode } from "./util.js";
 
 
