@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, type HeapError } from "../src/index.js";
 import { C_DEFER_HEAD, C_DEFER_NR, C_RCU_BLOCKS, C_RCU_WAIT, H_PCPU_OFF, PCPU_WORDS, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../src/core/layout.js";
+import { layersOf } from "../src/layers.js";
 import { caught } from "./check.js";
 
 const T = { timeout: 20_000 };
@@ -70,7 +71,7 @@ describe("corruption gives ECORRUPT, never a hang", () => {
     h.setReentryHook(null);
     const head = Atomics.load(h.i32, Z_DEFER_HEAD);
     assert.notEqual(head, 0, "a page is parked");
-    const pd = (h as unknown as { pd(pfn: number): number }).pd(head);
+    const pd = layersOf(h).mem.pd(head);
     h.i32[pd + 1] = head; // D_NEXT
     assert.equal(caught(() => h.validate()).code, "ECORRUPT");
     h.freePages(one, 0); // a normal free drains the list
@@ -85,7 +86,7 @@ describe("corruption gives ECORRUPT, never a hang", () => {
     for (let i = 0; i < 200; i++) objs.push(c.alloc());
     for (let i = 0; i < 200; i += 2) c.free(objs[i]!);
     h.shrink();
-    const g = h as unknown as { pd(pfn: number): number; cacheWOf(id: number): number };
+    const g = layersOf(h).mem;
     const st = c.stats();
     assert.ok(st.partialSlabs >= 2);
     // Find the cache's descriptor and link the second partial slab back to the first.

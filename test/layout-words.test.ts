@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as L from "../src/core/layout.js";
-import { C_FAIL_STATE, C_HELD_MASK } from "../src/mm.js";
+import { C_FAIL_STATE, C_HELD_MASK } from "../src/core/lock.js";
 
 /** Claim words [at, at + n) for `name`; fails on a word claimed twice or outside 0..limit. */
 function claimer(region: string, limit: number): (name: string, at: number, n?: number) => void {

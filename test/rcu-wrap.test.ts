@@ -6,14 +6,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap } from "../src/index.js";
-import { startCountersAt } from "../src/rcu.js";
+import { layersOf } from "../src/layers.js";
+import { startCountersAt } from "../src/rcu/rcu.js";
 import { delay } from "./util.js";
-
-/** The protected grace-period calls, reached for the test. */
-interface Gp {
-  gpCookie(): number;
-  gpPoll(c: number): boolean;
-}
 
 const STARTS: Array<[string, number]> = [
   ["2^31", 2 ** 31 - 6],
@@ -27,7 +22,7 @@ describe("grace-period counters across their wrap", () => {
       startCountersAt(h, start);
       const reader = Heap.attach(h.buffer);
       const late = Heap.attach(h.buffer);
-      const gp = h as unknown as Gp;
+      const gp = layersOf(h).rcu;
       let periods = 0;
       for (let i = 0; i < 24; i++) {
         // A reader that entered before the cookie holds the period up, however often it is polled.

@@ -42,8 +42,8 @@
  *     and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
  *     a module-level registry, read only by those checks; rcuReadLock is unchanged).
  */
-import { ErrorCode, HeapError, hex } from "./core/errors.js";
-import { GFP, GFP_TRYLOCK } from "./core/gfp.js";
+import { ErrorCode, HeapError, hex } from "../core/errors.js";
+import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   C_KRCP_LOCK,
   C_RCU_BLOCK,
@@ -93,10 +93,13 @@ import {
   RCU_SPARE_MAX,
   SLOT_ATTACHED,
   VM,
-} from "./core/layout.js";
-import { LOCK_OWNER_MASK } from "./mm.js";
-import { SlabAllocator } from "./slab.js";
-import { TP } from "./core/trace.js";
+} from "../core/layout.js";
+import { LOCK_OWNER_MASK } from "../core/lock.js";
+import { type Mem, MemView } from "../core/mem.js";
+import type { Locks } from "../core/lock.js";
+import type { PageAllocator } from "../page/page_alloc.js";
+import type { SlabAllocator } from "../slab/slab.js";
+import { TP } from "../core/trace.js";
 
 /**
  * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words
@@ -152,23 +155,39 @@ interface Expired {
   cookie: number;
 }
 
-export class RcuAllocator extends SlabAllocator {
+export class RcuAllocator extends MemView {
+  readonly mem: Mem;
+  readonly locks: Locks;
+  readonly pages: PageAllocator;
+  readonly slab: SlabAllocator;
+  /** Non-zero once the handle is detached (the read side's only check; updateFastOff keeps it). */
+  fastOff: number;
   /** This agent's pending-work timer (agent-local, like the kernel's kfree_rcu monitor work). */
   private rcuTimer: ReturnType<typeof setTimeout> | null;
   /** A private cell to sleep on while polling a grace period. */
   private readonly sleepCell: Int32Array;
 
-  constructor(init: ConstructorParameters<typeof SlabAllocator>[0]) {
-    super(init);
+  constructor(mem: Mem, locks: Locks, pages: PageAllocator, slab: SlabAllocator) {
+    super(mem);
+    this.mem = mem;
+    this.locks = locks;
+    this.pages = pages;
+    this.slab = slab;
+    this.fastOff = 0;
     this.rcuTimer = null;
     this.sleepCell = new Int32Array(new SharedArrayBuffer(4));
+  }
+
+  /** Recompute fastOff (Locks.onChange, installed by the facade, calls it). */
+  updateFastOff(): void {
+    this.fastOff = this.locks.detached ? 1 : 0;
   }
 
   /* ================================================================= read side */
 
   /** Enter a read-side section (nestable). Objects reachable now stay valid until the matching unlock. */
   rcuReadLock(): void {
-    if (this.detached) this.assertLive();
+    if (this.fastOff !== 0) this.locks.assertLive();
     const i32 = this.i32;
     const w = this.pcpuW + C_RCU_NEST;
     const n = i32[w]!;
@@ -180,7 +199,7 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   rcuReadUnlock(): void {
-    if (this.detached) this.assertLive();
+    if (this.fastOff !== 0) this.locks.assertLive();
     const i32 = this.i32;
     const w = this.pcpuW + C_RCU_NEST;
     const n = i32[w]! - 1;
@@ -191,15 +210,15 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   /** Is a handle of this agent on this heap (`self` too, unless false) inside a read-side section? */
-  protected agentInReadSection(self = true): boolean {
-    for (const h of this.agentHandles()) {
-      if ((self || h !== this) && h instanceof RcuAllocator && h.rcuReadLockHeld()) return true;
+  agentInReadSection(self = true): boolean {
+    for (const h of this.locks.agentHandles()) {
+      if ((self || h !== this.locks) && this.i32[h.pcpuW + C_RCU_NEST]! > 0) return true;
     }
     return false;
   }
 
   /** detach: EDEADLK, nothing changed, when it would wait for a grace period that another handle of this agent holds up. */
-  protected assertDetachCanWait(): void {
+  assertDetachCanWait(): void {
     if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0 && this.agentInReadSection(false)) {
       throw new HeapError(ErrorCode.EDEADLK, "detach would wait for a grace period while another handle of this agent is inside a read-side section");
     }
@@ -207,18 +226,18 @@ export class RcuAllocator extends SlabAllocator {
 
   /** Is this agent inside a read-side section? */
   rcuReadLockHeld(): boolean {
-    return !this.detached && this.i32[this.pcpuW + C_RCU_NEST]! > 0;
+    return !this.locks.detached && this.i32[this.pcpuW + C_RCU_NEST]! > 0;
   }
 
   /* ================================================================= grace periods */
 
   /** The cookie of a grace period that would cover everything unlinked so far. */
-  protected gpCookie(): number {
+  gpCookie(): number {
     return Atomics.load(this.i32, this.hw + R_GP_SEQ);
   }
 
   /** Has a full grace period passed since cookie `c` was read? Never waits. */
-  protected gpPoll(c: number): boolean {
+  gpPoll(c: number): boolean {
     const i32 = this.i32;
     // Wrap-safe throughout: counters are compared by their signed difference (gpAfter).
     if (gpAfter(Atomics.load(i32, this.hw + R_GP_DONE), c)) return true;
@@ -227,46 +246,46 @@ export class RcuAllocator extends SlabAllocator {
     // A reader that copied a snapshot up to c + 1 may have seen the world as of cookie c.
     const last = (c + 1) | 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const snap = Atomics.load(i32, this.pcpOf(cpu) + C_RCU_SNAP);
+      const snap = Atomics.load(i32, this.mem.pcpOf(cpu) + C_RCU_SNAP);
       if (snap !== 0 && !gpAfter(snap, last)) return false;
     }
     for (;;) {
       const done = Atomics.load(i32, this.hw + R_GP_DONE);
       if (gpAfter(done, c) || Atomics.compareExchange(i32, this.hw + R_GP_DONE, done, last) === done) break;
     }
-    if ((this.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
-      this.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: last >>> 0 });
+    if ((this.locks.trace.mask & (1 << TP.rcu_grace_period)) !== 0) {
+      this.locks.trace.emit(TP.rcu_grace_period, { event: "rcu_grace_period", cpu: this.cpu, gp: last >>> 0 });
     }
     return true;
   }
 
   /** Wait until every agent that was inside a read-side section when this was called has left it. */
   synchronizeRcu(): void {
-    this.assertLive();
+    this.locks.assertLive();
     if (this.agentInReadSection()) {
       throw new HeapError(ErrorCode.EDEADLK, "synchronizeRcu inside a read-side section (of any handle of this agent) would wait for itself");
     }
-    if (this.noBlock()) {
+    if (this.locks.noBlock()) {
       throw new HeapError(
         ErrorCode.EAGAIN,
         `cpu ${this.cpu} must not block (a browser main thread, or noBlock): synchronizeRcu could wait for as long as a reader stays in its section; use await heap.synchronizeRcuAsync()`,
       );
     }
-    this.assertCanLock(LOCK.rcu);
+    this.locks.assertCanLock(LOCK.rcu);
     this.gpWait(this.gpCookie());
   }
 
   /** Poll cookie `c` until its period is over: spin a little, then sleep (or keep spinning where the agent may not block). */
   private gpWait(c: number): void {
     for (let round = 0; !this.gpPoll(c); round++) {
-      if (round < 64 || this.noBlock()) continue;
+      if (round < 64 || this.locks.noBlock()) continue;
       Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
     }
   }
 
   /** synchronizeRcu for agents that must not block: resolves once a grace period has passed. */
   synchronizeRcuAsync(): Promise<void> {
-    this.assertLive();
+    this.locks.assertLive();
     const c = this.gpCookie();
     return new Promise((resolve) => {
       const poll = (): void => {
@@ -284,23 +303,23 @@ export class RcuAllocator extends SlabAllocator {
    * allowed; safe from hooks. 0 is a no-op, like kfree(0) and the kernel's kfree_rcu(NULL).
    */
   kfreeRcu(addr: number): void {
-    this.assertLive();
+    this.locks.assertLive();
     if (addr === 0) return;
-    const id = this.objectCache(addr, -1);
-    if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) {
-      this.debugFree(id, addr, false);
+    const id = this.slab.objectCache(addr, -1);
+    if (id >= 0 && this.i32[this.slab.cacheWOf(id) + K_META] !== 0) {
+      this.slab.debugFree(id, addr, false);
     } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
       // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
-      this.checkBulk([addr], -1, false);
+      this.slab.checkBulk([addr], -1, false);
     }
     const c = this.gpCookie();
     if (this.tryQueue(addr, c)) {
-      this.vmInc(VM.rcuQueued, 1);
+      this.locks.vmInc(VM.rcuQueued, 1);
       this.armRcuTimer();
       return;
     }
     this.kfreeRcuFallback(addr, c);
-    this.vmInc(VM.rcuQueued, 1);
+    this.locks.vmInc(VM.rcuQueued, 1);
   }
 
   /**
@@ -309,12 +328,12 @@ export class RcuAllocator extends SlabAllocator {
    * again; when this agent holds it (a hook re-entered) fail at once.
    */
   private krcpTrylock(w: number): boolean {
-    if (this.trylock(w, LOCK.rcu)) return true;
-    const spins = this.noBlock() ? KRCP_NOBLOCK_SPINS : KRCP_SPINS;
+    if (this.locks.trylock(w, LOCK.rcu)) return true;
+    const spins = this.locks.noBlock() ? KRCP_NOBLOCK_SPINS : KRCP_SPINS;
     for (let n = 0; n < spins; n++) {
       const v = Atomics.load(this.i32, w);
       if ((v & LOCK_OWNER_MASK) === this.me) return false;
-      if (v === 0 && this.trylock(w, LOCK.rcu)) return true;
+      if (v === 0 && this.locks.trylock(w, LOCK.rcu)) return true;
     }
     return false;
   }
@@ -324,7 +343,7 @@ export class RcuAllocator extends SlabAllocator {
     const krcp = this.pcpuW + C_KRCP_LOCK;
     if (!this.krcpTrylock(krcp)) return false;
     const queued = this.queueInBlock(addr, c);
-    this.unlock(krcp, LOCK.rcu);
+    this.locks.unlock(krcp, LOCK.rcu);
     return queued;
   }
 
@@ -346,11 +365,11 @@ export class RcuAllocator extends SlabAllocator {
         i32[p + C_RCU_SPARE] = i32[(block >> 2) + RB_NEXT]!;
         i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! - 1;
       } else {
-        const pfn = this.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
+        const pfn = this.pages.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
         if (pfn === 0) return false;
         block = pfn << PAGE_SHIFT;
-        this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
-        this.vmInc(VM.pgalloc, 1);
+        this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+        this.locks.vmInc(VM.pgalloc, 1);
       }
       // this.i32: rmqueue may have rebuilt the views for a page added by growth.
       this.i32[(block >> 2) + RB_COUNT] = 0;
@@ -369,7 +388,7 @@ export class RcuAllocator extends SlabAllocator {
     const n = i32[bw + RB_COUNT]!;
     i32[bw + RB_ADDRS + n] = addr;
     i32[bw + RB_COUNT] = n + 1;
-    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_RCU);
+    if (this.locks.debugFlags !== 0) this.slab.debugSetState(addr, OBJ_RCU);
     i32[bw + RB_GP] = c;
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
     return true;
@@ -392,19 +411,19 @@ export class RcuAllocator extends SlabAllocator {
    * the grace period by spinning (never Atomics.wait) and free with the nolock paths.
    */
   private kfreeRcuFallback(addr: number, c: number): void {
-    const mayWait = !this.noBlock() && !this.holdsFrom(LOCK.rcu) && !this.agentInReadSection();
+    const mayWait = !this.locks.noBlock() && !this.locks.holdsFrom(LOCK.rcu) && !this.agentInReadSection();
     this.armRcuTimer(); // refills the spare block pages
     if (mayWait) {
       // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
       this.refillSpareBlocks();
       if (this.tryQueue(addr, c)) return;
-      this.vmInc(VM.rcuSyncFallback, 1);
+      this.locks.vmInc(VM.rcuSyncFallback, 1);
       this.gpWait(c);
-      this.kfree(addr);
-      this.vmInc(VM.rcuFreed, 1);
+      this.slab.kfree(addr);
+      this.locks.vmInc(VM.rcuFreed, 1);
       return;
     }
-    this.vmInc(VM.rcuEmergency, 1);
+    this.locks.vmInc(VM.rcuEmergency, 1);
     const i32 = this.i32;
     const p = this.pcpuW;
     const krcp = p + C_KRCP_LOCK;
@@ -413,14 +432,14 @@ export class RcuAllocator extends SlabAllocator {
       if (n < RCU_EMERG_MAX) {
         i32[p + C_RCU_EMERG + n] = addr;
         i32[p + C_RCU_EMERG_NR] = n + 1;
-        if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_RCU);
+        if (this.locks.debugFlags !== 0) this.slab.debugSetState(addr, OBJ_RCU);
         i32[p + C_RCU_EMERG_GP] = c;
         i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
-        this.unlock(krcp, LOCK.rcu);
+        this.locks.unlock(krcp, LOCK.rcu);
         this.armRcuTimer();
         return;
       }
-      this.unlock(krcp, LOCK.rcu);
+      this.locks.unlock(krcp, LOCK.rcu);
     }
     // Nothing left to queue into: spin until the period is over (this agent is not in a read
     // section it could be waiting for, unless it is, in which case it must not ask this).
@@ -429,15 +448,15 @@ export class RcuAllocator extends SlabAllocator {
     }
     // Nor while this agent holds an allocator lock (a hook): a reader that needs that lock could
     // never end the period. The object stays allocated; the caller may free it later.
-    if (this.holdsFrom(LOCK.rcu)) {
+    if (this.locks.holdsFrom(LOCK.rcu)) {
       throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) from a hook holding an allocator lock found no room and would wait for a grace period with it held`);
     }
     let since = -1;
     for (let round = 0; !this.gpPoll(c); round++) {
       // An agent that must not block spins a bounded while, then gives the object back.
-      if (this.noBlock() && (round & 255) === 255) {
-        if (since < 0) since = this.clock();
-        else if (this.spinExpired(since)) {
+      if (this.locks.noBlock() && (round & 255) === 255) {
+        if (since < 0) since = this.locks.clock();
+        else if (this.locks.spinExpired(since)) {
           throw new HeapError(
             ErrorCode.EAGAIN,
             `kfreeRcu(${hex(addr)}) on cpu ${this.cpu}, which must not block, found no block page and no room left, and the grace period did not end within its bound: ` +
@@ -446,18 +465,18 @@ export class RcuAllocator extends SlabAllocator {
         }
       }
     }
-    this.kfreeSlow(addr, -1, GFP_TRYLOCK);
-    this.vmInc(VM.rcuFreed, 1);
+    this.slab.kfreeSlow(addr, -1, GFP_TRYLOCK);
+    this.locks.vmInc(VM.rcuFreed, 1);
   }
 
   private armRcuTimer(): void {
     if (this.rcuTimer !== null || typeof setTimeout !== "function") return;
     const t = setTimeout(() => {
       this.rcuTimer = null;
-      if (this.detached) return;
+      if (this.locks.detached) return;
       // The library's own timer never throws: what it finds goes to onError.
       try {
-        if (this.holdsFrom(LOCK.rcu)) {
+        if (this.locks.holdsFrom(LOCK.rcu)) {
           this.armRcuTimer();
           return;
         }
@@ -465,7 +484,7 @@ export class RcuAllocator extends SlabAllocator {
         this.refillSpareBlocks();
         if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
       } catch (e) {
-        this.reportDeferred(e, 0);
+        this.locks.reportDeferred(e, 0);
       }
     }, RCU_DELAY_MS);
     const maybe = t as unknown as { unref?: () => void };
@@ -474,23 +493,23 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   /** Free this slot's expired blocks (all of them, waiting as needed, when `all`). No lock held. */
-  protected rcuProcessOwn(all: boolean): void {
+  rcuProcessOwn(all: boolean): void {
     const krcp = this.pcpuW + C_KRCP_LOCK;
     const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
     // Only rcuBarrier or reclaimSlot of another agent holds it: a noBlock agent leaves the work for later.
-    if (!this.lockIn(0, krcp, LOCK.rcu)) return;
+    if (!this.locks.lockIn(0, krcp, LOCK.rcu)) return;
     try {
       this.takeExpired(this.pcpuW, out, all);
     } finally {
-      this.unlock(krcp, LOCK.rcu);
+      this.locks.unlock(krcp, LOCK.rcu);
     }
     if (out.wait) this.gpWait(out.cookie);
     this.freeExpired(out);
   }
 
   /** Called by the slab slow paths when this slot has blocks waiting. */
-  protected override rcuSlowWork(): void {
-    if (this.holdsFrom(LOCK.rcu)) return;
+  rcuSlowWork(): void {
+    if (this.locks.holdsFrom(LOCK.rcu)) return;
     const w = this.i32[this.pcpuW + C_RCU_WAIT]!;
     if (w !== 0 && this.gpPoll(this.i32[(w >> 2) + RB_GP]!)) this.rcuProcessOwn(false);
   }
@@ -500,10 +519,10 @@ export class RcuAllocator extends SlabAllocator {
     const i32 = this.i32;
     const p = this.pcpuW;
     while (i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX) {
-      const pfn = this.rmqueue(0, GFP.NOWAIT);
+      const pfn = this.pages.rmqueue(0, GFP.NOWAIT);
       if (pfn === 0) return;
-      this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
-      this.vmInc(VM.pgalloc, 1);
+      this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+      this.locks.vmInc(VM.pgalloc, 1);
       if (!this.pushSpare(pfn << PAGE_SHIFT)) {
         this.freeBlockPage(pfn << PAGE_SHIFT);
         return;
@@ -515,36 +534,36 @@ export class RcuAllocator extends SlabAllocator {
   private pushSpare(block: number): boolean {
     const i32 = this.i32;
     const p = this.pcpuW;
-    if (!this.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
+    if (!this.locks.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
     const kept = i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX;
     if (kept) {
       i32[(block >> 2) + RB_NEXT] = i32[p + C_RCU_SPARE]!;
       i32[p + C_RCU_SPARE] = block;
       i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! + 1;
     }
-    this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+    this.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     return kept;
   }
 
   private freeBlockPage(block: number): void {
     const pfn = block >>> PAGE_SHIFT;
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
-    this.vmInc(VM.pgfree, 1);
-    this.freeBlock(pfn, 0, 0);
+    this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
+    this.locks.vmInc(VM.pgfree, 1);
+    this.pages.freeBlock(pfn, 0, 0);
   }
 
   /** shrink(): this slot's spare block pages go back to the page allocator. */
-  protected rcuShrink(): void {
+  rcuShrink(): void {
     this.dropSpareBlocks(this.pcpuW);
   }
 
   /** Free slot `p`'s spare block pages (detach, reclaim). That slot's krcp lock is not held. */
   private dropSpareBlocks(p: number): void {
-    this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    this.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
     let b = this.i32[p + C_RCU_SPARE]!;
     this.i32[p + C_RCU_SPARE] = 0;
     this.i32[p + C_RCU_NR_SPARE] = 0;
-    this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+    this.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     for (let n = 0; b !== 0; n++) {
       if (n >= RCU_SPARE_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the spare block list at word ${p} holds more than ${RCU_SPARE_MAX} pages: it is broken`);
       const next = this.i32[(b >> 2) + RB_NEXT]!;
@@ -610,7 +629,7 @@ export class RcuAllocator extends SlabAllocator {
     const pfn = b >>> PAGE_SHIFT;
     if ((b & (PAGE_SIZE - 1)) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return false;
     const n = this.i32[(b >> 2) + RB_COUNT]!;
-    return this.u32[this.pd(pfn) + D_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
+    return this.u32[this.mem.pd(pfn) + D_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
   }
 
   /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
@@ -626,12 +645,12 @@ export class RcuAllocator extends SlabAllocator {
         Atomics.sub(i32, this.hw + R_INFLIGHT, out.count);
       }
     }
-    this.vmInc(VM.rcuFreed, freed);
+    this.locks.vmInc(VM.rcuFreed, freed);
   }
 
   private freeExpiredObjects(out: Expired): number {
     let freed = 0;
-    this.deferring++;
+    this.locks.deferring++;
     try {
       for (const b of out.blocks) {
         const bw = b >> 2;
@@ -643,7 +662,7 @@ export class RcuAllocator extends SlabAllocator {
       for (const o of out.objects) this.freeQueued(o);
       freed += out.objects.length;
     } finally {
-      this.deferring--;
+      this.locks.deferring--;
     }
     return freed;
   }
@@ -655,15 +674,15 @@ export class RcuAllocator extends SlabAllocator {
    */
   private freeQueued(addr: number): void {
     try {
-      if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_ALLOC);
-      this.kfree(addr);
+      if (this.locks.debugFlags !== 0) this.slab.debugSetState(addr, OBJ_ALLOC);
+      this.slab.kfree(addr);
     } catch (e) {
-      this.reportDeferred(e, addr);
+      this.locks.reportDeferred(e, addr);
       if (e instanceof HeapError && e.code === ErrorCode.ECORRUPT) {
         try {
-          this.kfree(addr);
+          this.slab.kfree(addr);
         } catch (e2) {
-          this.reportDeferred(e2, addr);
+          this.locks.reportDeferred(e2, addr);
         }
       }
     }
@@ -671,18 +690,18 @@ export class RcuAllocator extends SlabAllocator {
 
   /** Wait until every pending kfreeRcu of every agent has been freed. */
   rcuBarrier(): void {
-    this.assertLive();
+    this.locks.assertLive();
     if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section (of any handle of this agent) would wait for itself");
-    this.assertCanLock(LOCK.rcu);
+    this.locks.assertCanLock(LOCK.rcu);
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
     // agent after their grace period: wait for it, as rcu_barrier waits for every callback.
     let since = -1;
     for (let round = 0; Atomics.load(this.i32, this.hw + R_INFLIGHT) !== 0; round++) {
       if (round < 64) continue;
-      if (this.noBlock()) {
-        if (since < 0) since = this.clock();
-        else if ((round & 255) === 0 && this.spinExpired(since)) this.gpBusy(Atomics.load(this.i32, this.hw + R_INFLIGHT));
+      if (this.locks.noBlock()) {
+        if (since < 0) since = this.locks.clock();
+        else if ((round & 255) === 0 && this.locks.spinExpired(since)) this.gpBusy(Atomics.load(this.i32, this.hw + R_INFLIGHT));
         continue;
       }
       Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
@@ -690,30 +709,30 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   /**
-   * destroy() first waits for every pending kfreeRcu, as kmem_cache_destroy does (kvfree_rcu_barrier):
-   * objects queued by kfreeRcu are not live, and must not keep the cache alive.
+   * A cache's destroy() first waits for every pending kfreeRcu, as kmem_cache_destroy does
+   * (kvfree_rcu_barrier): objects queued by kfreeRcu are not live, and must not keep the cache
+   * alive. Installed as slab.beforeDestroy.
    */
-  protected override destroyCache(id: number, gen: number): void {
+  barrierIfPending(): void {
     let pending = false;
-    for (let cpu = 0; cpu < this.cpus && !pending; cpu++) pending = this.i32[this.pcpOf(cpu) + C_RCU_PENDING] !== 0;
+    for (let cpu = 0; cpu < this.cpus && !pending; cpu++) pending = this.i32[this.mem.pcpOf(cpu) + C_RCU_PENDING] !== 0;
     if (pending) this.rcuBarrier();
-    super.destroyCache(id, gen);
   }
 
   /** Take every pending kfreeRcu of slot `cpu`, wait for their grace period, free them here. */
-  protected rcuFlushSlot(cpu: number): void {
-    const p = this.pcpOf(cpu);
+  rcuFlushSlot(cpu: number): void {
+    const p = this.mem.pcpOf(cpu);
     if (this.i32[p + C_RCU_PENDING] === 0 && this.i32[p + C_RCU_BLOCK] === 0) return;
     const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
     // An agent that must not block takes only what has expired, and gives up on the rest (EAGAIN).
-    const all = !this.noBlock();
-    this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    const all = !this.locks.noBlock();
+    this.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
     let left = 0;
     try {
       this.takeExpired(p, out, all);
       left = this.i32[p + C_RCU_PENDING]!;
     } finally {
-      this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+      this.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     }
     if (out.wait) this.gpWait(out.cookie);
     this.freeExpired(out);
@@ -732,13 +751,13 @@ export class RcuAllocator extends SlabAllocator {
   /* ================================================================= slot lifecycle hooks */
 
   /** A slot is being attached: it starts outside any read section. */
-  protected rcuOnline(): void {
+  rcuOnline(): void {
     this.i32[this.pcpuW + C_RCU_NEST] = 0;
     Atomics.store(this.i32, this.pcpuW + C_RCU_SNAP, 0);
   }
 
   /** This slot detaches: it leaves any section and frees its pending kfreeRcu objects. */
-  protected rcuOffline(): void {
+  rcuOffline(): void {
     this.i32[this.pcpuW + C_RCU_NEST] = 0;
     Atomics.store(this.i32, this.pcpuW + C_RCU_SNAP, 0);
     if (this.rcuTimer !== null) {
@@ -754,8 +773,8 @@ export class RcuAllocator extends SlabAllocator {
    * it had taken off a slot and not freed are lost to it: they stay allocated (leaked), and leave
    * R_INFLIGHT, so that rcuBarrier does not wait for them for ever.
    */
-  protected rcuReclaim(cpu: number): void {
-    const p = this.pcpOf(cpu);
+  rcuReclaim(cpu: number): void {
+    const p = this.mem.pcpOf(cpu);
     this.i32[p + C_RCU_NEST] = 0;
     Atomics.store(this.i32, p + C_RCU_SNAP, 0);
     const inflight = this.i32[p + C_RCU_INFLIGHT]!;
@@ -771,7 +790,7 @@ export class RcuAllocator extends SlabAllocator {
    * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and
    * C_RCU_BLOCKS from the wait chain, the block being filled and the emergency array.
    */
-  protected rcuRecount(p: number): void {
+  rcuRecount(p: number): void {
     const i32 = this.i32;
     let objs = 0;
     let blocks = 0;
@@ -789,7 +808,7 @@ export class RcuAllocator extends SlabAllocator {
     i32[p + C_RCU_BLOCKS] = blocks;
   }
 
-  protected rcuStats(): RcuStats {
+  rcuStats(): RcuStats {
     const i32 = this.i32;
     let waiting = 0;
     let blocks = 0;
@@ -797,7 +816,7 @@ export class RcuAllocator extends SlabAllocator {
     let readers = 0;
     let spare = 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const p = this.pcpOf(cpu);
+      const p = this.mem.pcpOf(cpu);
       spare += i32[p + C_RCU_NR_SPARE]!;
       waiting += i32[p + C_RCU_PENDING]!;
       blocks += i32[p + C_RCU_BLOCKS]!;
@@ -809,18 +828,18 @@ export class RcuAllocator extends SlabAllocator {
   }
 
   /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
-  protected validateRcu(): void {
+  validateRcu(): void {
     const i32 = this.i32;
     const bad = (msg: string): never => {
       throw new HeapError(ErrorCode.ECORRUPT, msg);
     };
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const p = this.pcpOf(cpu);
+      const p = this.mem.pcpOf(cpu);
       if (i32[p + C_STATE] !== SLOT_ATTACHED && i32[p + C_RCU_PENDING] !== 0) bad(`detached cpu ${cpu} still has kfreeRcu objects`);
       let objs = 0;
       let blocks = 0;
       const check = (b: number): void => {
-        if (i32[this.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} is not a block page`);
+        if (i32[this.mem.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} is not a block page`);
         const n = i32[(b >> 2) + RB_COUNT]!;
         if (n < 0 || n > RB_CAP) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} counts ${n}`);
         for (let k = 0; k < n; k++) this.checkWaiting(i32[(b >> 2) + RB_ADDRS + k]!, cpu);
@@ -838,7 +857,7 @@ export class RcuAllocator extends SlabAllocator {
       if (objs !== i32[p + C_RCU_PENDING]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_PENDING]} kfreeRcu objects, holds ${objs}`);
       let spares = 0;
       for (let b = i32[p + C_RCU_SPARE]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
-        if (i32[this.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: spare block ${hex(b)} is not a block page`);
+        if (i32[this.mem.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: spare block ${hex(b)} is not a block page`);
         if (++spares > RCU_SPARE_MAX) bad(`cpu ${cpu}: more than ${RCU_SPARE_MAX} spare block pages`);
       }
       if (spares !== i32[p + C_RCU_NR_SPARE]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_NR_SPARE]} spare block pages, holds ${spares}`);
@@ -849,9 +868,9 @@ export class RcuAllocator extends SlabAllocator {
 
   private checkWaiting(addr: number, cpu: number): void {
     try {
-      const id = this.objectCache(addr, -1);
-      if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) {
-        if (this.i32[((addr + this.i32[this.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== OBJ_RCU) throw new Error("state");
+      const id = this.slab.objectCache(addr, -1);
+      if (id >= 0 && this.i32[this.slab.cacheWOf(id) + K_META] !== 0) {
+        if (this.i32[((addr + this.i32[this.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== OBJ_RCU) throw new Error("state");
       } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");
     } catch {
       throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);

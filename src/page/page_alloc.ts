@@ -45,9 +45,9 @@
  *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
  *   costs plain loads and stores while no other agent asks for it.
  */
-import { checkInt, checkOut, describe, einval, storeOut } from "./core/check.js";
-import { ErrorCode, HeapError, hex } from "./core/errors.js";
-import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "./core/gfp.js";
+import { checkInt, checkOut, describe, einval, storeOut } from "../core/check.js";
+import { ErrorCode, HeapError, hex } from "../core/errors.js";
+import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   C_PCP_COUNT,
   C_PCP_HEAD,
@@ -96,9 +96,10 @@ import {
   Z_WMARK_HIGH,
   Z_WMARK_LOW,
   Z_WMARK_MIN,
-} from "./core/layout.js";
-import { MmBase } from "./mm.js";
-import { TP, TRACE_EVENTS, type TraceRecord } from "./core/trace.js";
+} from "../core/layout.js";
+import type { Locks } from "../core/lock.js";
+import { type Mem, MemView } from "../core/mem.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 const PCP_REMOTE_SPINS = 1 << 16;
@@ -133,7 +134,24 @@ export const PAGE_WHERE = {
   allocated: 5,
 } as const;
 
-export class PageAllocator extends MmBase {
+export class PageAllocator extends MemView {
+  readonly mem: Mem;
+  readonly locks: Locks;
+  /** Non-zero while the pcp fast paths must not run: detached, or this agent can re-enter. */
+  fastOff: number;
+
+  constructor(mem: Mem, locks: Locks) {
+    super(mem);
+    this.mem = mem;
+    this.locks = locks;
+    this.fastOff = 0;
+  }
+
+  /** Recompute fastOff (Locks.onChange, installed by the facade, calls it). */
+  updateFastOff(): void {
+    this.fastOff = this.locks.reentrant || this.locks.detached ? 1 : 0;
+  }
+
   /* ================================================================= public entry points */
 
   /** 2^order contiguous pages aligned to their size, or 0. */
@@ -142,7 +160,7 @@ export class PageAllocator extends MmBase {
     const i32 = this.i32;
     const c = this.pcpuW;
     if (
-      typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
+      typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && this.fastOff === 0 &&
       i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
     ) {
       const pfn = i32[c + C_PCP_HEAD + order]!;
@@ -161,10 +179,10 @@ export class PageAllocator extends MmBase {
   }
 
   private allocPagesSlow(order: number, gfp: number): number {
-    this.assertLive();
+    this.locks.assertLive();
     checkOrder(order);
     checkGfp(gfp);
-    if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
+    if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
     const pfn = this.rmqueue(order, gfp);
     if (pfn === 0) return this.allocFailed(order, gfp);
     return this.prepNewBlock(pfn, order, PG_HEAD, gfp);
@@ -178,7 +196,7 @@ export class PageAllocator extends MmBase {
     if (
       typeof addr === "number" && typeof order === "number" &&
       addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_MAX_ORDER &&
-      !this.reentrant && !this.detached && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
+      this.fastOff === 0 && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
     ) {
       const pfn = addr >>> PAGE_SHIFT;
       const d = this.descW + pfn * PD_WORDS;
@@ -199,12 +217,12 @@ export class PageAllocator extends MmBase {
   }
 
   private freePagesSlow(addr: number, order: number): void {
-    this.assertLive();
+    this.locks.assertLive();
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
-    this.assertCanLock(LOCK.zone);
-    this.vmInc(VM.pgfree, 1 << order);
-    if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
+    this.locks.assertCanLock(LOCK.zone);
+    this.locks.vmInc(VM.pgfree, 1 << order);
+    if ((this.locks.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, 0);
   }
 
@@ -213,11 +231,11 @@ export class PageAllocator extends MmBase {
    * whole batch while the pcp lists can.
    */
   allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
-    this.assertLive();
+    this.locks.assertLive();
     checkInt("count", count, 0, 0x7fffffff, " of pages");
     checkOut("out", out, count);
     checkGfp(gfp);
-    if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
+    if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
     // A plain array is filled only after every page is taken and every lock dropped: a write it
     // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
@@ -252,18 +270,18 @@ export class PageAllocator extends MmBase {
    * PCP_MAX_ORDER give 0. Only GFP.ZERO is taken from `gfp`.
    */
   allocPagesNolock(order: number, gfp: number = 0): number {
-    this.assertLive();
+    this.locks.assertLive();
     checkOrder(order);
     checkGfp(gfp);
     if (order > PCP_MAX_ORDER) return 0;
-    if (this.closing) {
-      this.vmInc(VM.nolockFail, 1);
+    if (this.locks.closing) {
+      this.locks.vmInc(VM.nolockFail, 1);
       return 0;
     }
     const flags = (gfp & GFP.ZERO) | GFP_TRYLOCK | GFP.NOWAIT;
     const pfn = this.rmqueue(order, flags);
     if (pfn === 0) {
-      this.vmInc(VM.nolockFail, 1);
+      this.locks.vmInc(VM.nolockFail, 1);
       return 0;
     }
     return this.prepNewBlock(pfn, order, PG_HEAD, flags);
@@ -271,12 +289,12 @@ export class PageAllocator extends MmBase {
 
   /** freePages that is safe from any context: never spins, never waits; parks the block if it must. */
   freePagesNolock(addr: number, order: number): void {
-    this.assertLive();
+    this.locks.assertLive();
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
-    this.vmInc(VM.pgfree, 1 << order);
-    if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
+    this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
+    this.locks.vmInc(VM.pgfree, 1 << order);
+    if ((this.locks.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, GFP_TRYLOCK);
   }
 
@@ -286,25 +304,25 @@ export class PageAllocator extends MmBase {
    * Take a block of 2^order pages out of the allocator; returns its pfn with D_FLAGS 0, or 0.
    * The caller checked its mode against the locks it holds.
    */
-  protected rmqueue(order: number, gfp: number): number {
+  rmqueue(order: number, gfp: number): number {
     const pfn = this.rmqueueAny(order, gfp);
     // Memory hotplug: a block from pages added after this handle built its views.
-    if (pfn !== 0 && pfn + (1 << order) > this.nrPages) this.refreshViews();
+    if (pfn !== 0 && pfn + (1 << order) > this.nrPages) this.locks.refreshViews();
     return pfn;
   }
 
   private rmqueueAny(order: number, gfp: number): number {
-    if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
+    if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.locks.shouldFail()) return 0;
     if (order <= PCP_MAX_ORDER) {
       if (this.pcpEnter()) {
         const pfn = this.rmqueuePcp(order, gfp);
         this.pcpExit();
         if (pfn !== 0) return pfn;
       } else {
-        this.vmInc(VM.pcpTrylockFail, 1);
+        this.locks.vmInc(VM.pcpTrylockFail, 1);
       }
       if ((gfp & GFP.FAST_TRY) !== 0) {
-        this.vmInc(VM.fastTryFail, 1);
+        this.locks.vmInc(VM.fastTryFail, 1);
         return 0;
       }
     } else if ((gfp & GFP.FAST_TRY) !== 0) {
@@ -322,7 +340,7 @@ export class PageAllocator extends MmBase {
       if ((gfp & GFP.FAST_TRY) !== 0 || !this.pcpRefill(order, gfp)) return 0;
       pfn = u32[c + C_PCP_HEAD + order]!;
     }
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
@@ -334,8 +352,8 @@ export class PageAllocator extends MmBase {
 
   /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
   private pcpRefill(order: number, gfp: number): boolean {
-    if (!this.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
-      this.vmInc(VM.zoneTrylockFail, 1);
+    if (!this.locks.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
+      this.locks.vmInc(VM.zoneTrylockFail, 1);
       return false;
     }
     const u32 = this.u32;
@@ -348,38 +366,38 @@ export class PageAllocator extends MmBase {
       if (!this.watermarkOk(order, got === 0 ? wmarkFor(gfp) : WMARK_LOW)) break;
       const pfn = this.rmqueueSmallest(order);
       if (pfn === 0) break;
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
       u32[d + D_OWNER] = this.cpu;
       u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
       u32[c + C_PCP_HEAD + order] = pfn;
-      if ((this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
+      if ((this.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
         this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
       }
     }
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + got;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! + got * pages;
     const grown = u32[this.hw + Z_NR_PAGES]! > this.nrPages;
-    this.unlock(this.hw + Z_LOCK, LOCK.zone);
+    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
     // Pages on the list may come from pages added after this handle built its views.
-    if (grown) this.refreshViews();
-    if (got > 0) this.vmInc(VM.pcpRefill, 1);
+    if (grown) this.locks.refreshViews();
+    if (got > 0) this.locks.vmInc(VM.pcpRefill, 1);
     return got > 0;
   }
 
   /** Allocate from the buddy lists, with direct reclaim for GFP.KERNEL. */
   private rmqueueBuddy(order: number, gfp: number): number {
-    if (!this.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
-      this.vmInc(VM.zoneTrylockFail, 1);
+    if (!this.locks.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
+      this.locks.vmInc(VM.zoneTrylockFail, 1);
       return 0;
     }
     const kernel = (gfp & GFP_NOWAIT_MASK) === 0;
     let pfn = this.watermarkOk(order, kernel ? WMARK_LOW : wmarkFor(gfp)) ? this.rmqueueSmallest(order) : 0;
-    if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
+    if (pfn !== 0 && (this.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
-    this.unlock(this.hw + Z_LOCK, LOCK.zone);
-    if (pfn === 0 && kernel && !this.holdsFrom(LOCK.pcp)) pfn = this.allocSlowReclaim(order);
+    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
+    if (pfn === 0 && kernel && !this.locks.holdsFrom(LOCK.pcp)) pfn = this.allocSlowReclaim(order);
     return pfn;
   }
 
@@ -388,19 +406,19 @@ export class PageAllocator extends MmBase {
    * (memory hotplug); then allocate down to min.
    */
   private allocSlowReclaim(order: number): number {
-    this.vmInc(VM.directReclaim, 1);
+    this.locks.vmInc(VM.directReclaim, 1);
     this.drainAllPcp();
     // An agent that must not block gives up past its bound: the allocation returns 0.
-    if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return 0;
+    if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return 0;
     this.drainDeferredLocked();
     // Memory hotplug: grow rather than dip below low, and when no block of this order is free.
     if (!this.watermarkOk(order, WMARK_LOW)) this.growFor(order);
     let pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
     if (pfn === 0 && this.growFor(order)) pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
-    if (pfn !== 0 && (this.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
+    if (pfn !== 0 && (this.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
-    this.unlock(this.hw + Z_LOCK, LOCK.zone);
+    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
     return pfn;
   }
 
@@ -410,21 +428,21 @@ export class PageAllocator extends MmBase {
    * Other agents' handles rebuild their views when they meet the new pages.
    */
   grow(bytes: number): number {
-    this.assertLive();
+    this.locks.assertLive();
     // A heap on WebAssembly memory grows through memory.grow (its buffer reports growable false).
-    if (this.memory === null && (this.buffer as { growable?: boolean }).growable !== true) {
+    if (this.mem.memory === null && (this.mem.buffer as { growable?: boolean }).growable !== true) {
       einval(`this heap cannot grow: it was created without a maxSize above its size (${this.size} bytes), so its buffer is not growable; pass Heap.create({ size, maxSize }) to allow growth`);
     }
-    checkInt("bytes", bytes, 1, this.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.maxSize} bytes`);
+    checkInt("bytes", bytes, 1, this.mem.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.mem.maxSize} bytes`);
     const want = Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE;
-    this.assertCanLock(LOCK.zone);
-    this.lock(this.hw + Z_LOCK, LOCK.zone);
+    this.locks.assertCanLock(LOCK.zone);
+    this.locks.lock(this.hw + Z_LOCK, LOCK.zone);
     try {
       this.growLocked(want);
     } finally {
-      this.unlock(this.hw + Z_LOCK, LOCK.zone);
+      this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
     }
-    this.refreshViews();
+    this.locks.refreshViews();
     if (this.size < want) {
       throw new HeapError(ErrorCode.EINVAL, `the buffer could not grow to ${want} bytes (a WebAssembly.Memory's maximum, or the buffer's maxByteLength); the heap stays at ${this.size}`);
     }
@@ -437,10 +455,10 @@ export class PageAllocator extends MmBase {
    */
   private growFor(order: number): boolean {
     const size = this.u32[this.hw + Z_SIZE]!;
-    if (size >= this.maxSize) return false;
+    if (size >= this.mem.maxSize) return false;
     const block = PAGE_SIZE << order;
     const fit = Math.ceil(size / block) * block + block + this.u32[this.hw + Z_WMARK_HIGH]! * PAGE_SIZE;
-    const want = Math.min(this.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE));
+    const want = Math.min(this.mem.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE));
     this.growLocked(want);
     // The buffer may stop short of maxSize (a WebAssembly.Memory's maximum): try the least that fits.
     if (this.u32[this.hw + Z_SIZE]! === size && fit < want) this.growLocked(fit);
@@ -456,7 +474,7 @@ export class PageAllocator extends MmBase {
     const from = old >>> PAGE_SHIFT;
     const to = want >>> PAGE_SHIFT;
     u32[this.hw + Z_NR_PAGES] = to;
-    for (let pfn = from; pfn < to; pfn++) u32[this.pd(pfn) + D_FLAGS] = 0;
+    for (let pfn = from; pfn < to; pfn++) u32[this.mem.pd(pfn) + D_FLAGS] = 0;
     for (let pfn = from; pfn < to; ) {
       let order = MAX_ORDER;
       while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
@@ -467,7 +485,7 @@ export class PageAllocator extends MmBase {
     this.setWatermarks(u32[this.hw + Z_MANAGED]!);
     // Publication point: a handle that reads the new size finds the pages already in the zone.
     Atomics.store(u32, this.hw + Z_SIZE, want);
-    this.vmInc(VM.heapGrow, 1);
+    this.locks.vmInc(VM.heapGrow, 1);
   }
 
   /**
@@ -476,19 +494,19 @@ export class PageAllocator extends MmBase {
    * memory's maximum). Zone lock held.
    */
   private growBuffer(want: number): boolean {
-    if (this.buffer.byteLength >= want) return true;
+    if (this.mem.buffer.byteLength >= want) return true;
     try {
-      if (this.memory !== null) {
-        const have = this.memory.buffer.byteLength;
-        if (have < want) this.memory.grow(Math.ceil((want - have) / WASM_PAGE_SIZE));
-        this.buffer = this.memory.buffer as unknown as SharedArrayBuffer;
+      if (this.mem.memory !== null) {
+        const have = this.mem.memory.buffer.byteLength;
+        if (have < want) this.mem.memory.grow(Math.ceil((want - have) / WASM_PAGE_SIZE));
+        this.mem.buffer = this.mem.memory.buffer as unknown as SharedArrayBuffer;
       } else {
-        (this.buffer as unknown as { grow(n: number): void }).grow(want);
+        (this.mem.buffer as unknown as { grow(n: number): void }).grow(want);
       }
     } catch {
       return false;
     }
-    return this.buffer.byteLength >= want;
+    return this.mem.buffer.byteLength >= want;
   }
 
   /** min_free about sqrt(managed)/2 pages (the kernel: sqrt(lowmem_kbytes * 16)); low 5/4 min, high 3/2 min. */
@@ -516,13 +534,13 @@ export class PageAllocator extends MmBase {
       this.buddyDel(pfn, o);
       // A block in hand is this slot's until prepNewBlock says what it is: an agent stopped on the
       // way and reclaimed leaves an allocated block, never pages that belong to nothing.
-      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-      u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+      u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
       // expand(): hand the upper halves back, largest first.
       for (let high = o; high > order; ) {
         high--;
         const half = pfn + (1 << high);
-        u32[this.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
+        u32[this.mem.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
         this.buddyAdd(half, high);
       }
       u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! - (1 << order);
@@ -532,20 +550,20 @@ export class PageAllocator extends MmBase {
   }
 
   /** Turn a block taken by rmqueue into an allocation: head flags, owner, zeroing, counters, trace. */
-  protected prepNewBlock(pfn: number, order: number, kind: number, gfp: number): number {
-    const d = this.pd(pfn);
+  prepNewBlock(pfn: number, order: number, kind: number, gfp: number): number {
+    const d = this.mem.pd(pfn);
     this.u32[d + D_FLAGS] = kind | (order << ORDER_SHIFT);
     this.u32[d + D_OWNER] = this.cpu;
     const addr = pfn << PAGE_SHIFT;
     if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, addr, addr + (PAGE_SIZE << order));
-    this.vmInc(VM.pgalloc, 1 << order);
-    if ((this.trace.mask & (1 << TP.mm_page_alloc)) !== 0) this.emitPage(TP.mm_page_alloc, pfn, order, gfp);
+    this.locks.vmInc(VM.pgalloc, 1 << order);
+    if ((this.locks.trace.mask & (1 << TP.mm_page_alloc)) !== 0) this.emitPage(TP.mm_page_alloc, pfn, order, gfp);
     return addr;
   }
 
   /** Count a failed allocation (allocation failures are not errors; GFP.NOWARN keeps them quiet). */
-  protected allocFailed(order: number, gfp: number): number {
-    if ((gfp & GFP.NOWARN) === 0) this.vmInc(VM.allocFail, 1);
+  allocFailed(order: number, gfp: number): number {
+    if ((gfp & GFP.NOWARN) === 0) this.locks.vmInc(VM.allocFail, 1);
     return 0;
   }
 
@@ -556,17 +574,17 @@ export class PageAllocator extends MmBase {
    * normal free drains a batch when the list passes high), else to the buddy lists; a nolock free
    * that cannot have the zone lock parks the block on the deferred llist.
    */
-  protected freeBlock(pfn: number, order: number, mode: number): void {
+  freeBlock(pfn: number, order: number, mode: number): void {
     const nolock = mode !== 0;
     // In this slot's hand until a list takes it (see the contract): whatever the caller did to the
     // flags, at every lock point below the block is an allocated block of this slot.
-    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-    this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
     if (order <= PCP_MAX_ORDER) {
       if (this.pcpEnter()) {
         const u32 = this.u32;
         const c = this.pcpuW;
-        const d = this.pd(pfn);
+        const d = this.mem.pd(pfn);
         u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
         u32[d + D_OWNER] = this.cpu;
         u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
@@ -579,19 +597,19 @@ export class PageAllocator extends MmBase {
         if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) this.drainDeferred();
         return;
       }
-      this.vmInc(VM.pcpTrylockFail, 1);
+      this.locks.vmInc(VM.pcpTrylockFail, 1);
     }
     // The flags stay until the zone lock is held: an agent that dies waiting for it leaves an
     // allocated block behind, never pages that belong to nothing (reclaimSlot).
-    if (!this.lockIn(mode, this.hw + Z_LOCK, LOCK.zone)) {
-      this.vmInc(VM.zoneTrylockFail, 1);
+    if (!this.locks.lockIn(mode, this.hw + Z_LOCK, LOCK.zone)) {
+      this.locks.vmInc(VM.zoneTrylockFail, 1);
       this.deferPage(pfn, order);
       return;
     }
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
     this.freeOneBlock(pfn, order);
     if (!nolock) this.drainDeferredLocked();
-    this.unlock(this.hw + Z_LOCK, LOCK.zone);
+    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
   /** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
@@ -602,14 +620,14 @@ export class PageAllocator extends MmBase {
     while (order < MAX_ORDER) {
       const buddy = pfn ^ (1 << order);
       if (buddy < this.zoneStart || buddy >= end) break;
-      const bd = this.pd(buddy);
+      const bd = this.mem.pd(buddy);
       if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
       this.buddyDel(buddy, order);
       u32[bd + D_FLAGS] = 0;
       pfn &= buddy;
       order++;
     }
-    u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
+    u32[this.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
     this.buddyAdd(pfn, order);
   }
 
@@ -617,10 +635,10 @@ export class PageAllocator extends MmBase {
    * free_pcppages_bulk: give `count` pages of slot `cpu`'s lists back to the zone. That pcp lock
    * held. An agent that must not block drains nothing when the zone lock is held past its bound.
    */
-  protected pcpDrain(cpu: number, count: number): void {
+  pcpDrain(cpu: number, count: number): void {
     const u32 = this.u32;
-    const c = this.pcpOf(cpu);
-    if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return;
+    const c = this.mem.pcpOf(cpu);
+    if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return;
     let freed = 0;
     for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = (o + 1) & PCP_MAX_ORDER) {
       const pfn = u32[c + C_PCP_HEAD + o]!;
@@ -629,28 +647,28 @@ export class PageAllocator extends MmBase {
         continue;
       }
       idle = 0;
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
       u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
       u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
       u32[d + D_FLAGS] = 0;
-      if ((this.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) this.emitPage(TP.mm_page_pcpu_drain, pfn, o);
+      if ((this.locks.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) this.emitPage(TP.mm_page_pcpu_drain, pfn, o);
       this.freeOneBlock(pfn, o);
       freed += 1 << o;
     }
     this.drainDeferredLocked();
-    this.unlock(this.hw + Z_LOCK, LOCK.zone);
-    this.vmInc(VM.pcpDrain, 1);
+    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
+    this.locks.vmInc(VM.pcpDrain, 1);
   }
 
   /** Drain every slot's pcp lists (direct reclaim). Takes each pcp lock with lock(). */
-  protected drainAllPcp(): void {
+  drainAllPcp(): void {
     for (let cpu = 0; cpu < this.cpus; cpu++) this.drainPcpOf(cpu);
   }
 
   /** Empty slot `cpu`'s pcp lists into the zone (best effort for an idle owner, see pcpLockRemote). */
-  protected drainPcpOf(cpu: number): void {
-    const c = this.pcpOf(cpu);
+  drainPcpOf(cpu: number): void {
+    const c = this.mem.pcpOf(cpu);
     if (this.u32[c + C_PCP_COUNT] === 0) return;
     if (cpu === this.cpu) {
       if (!this.pcpEnter()) return;
@@ -673,7 +691,7 @@ export class PageAllocator extends MmBase {
    * slot's and cannot be had at once. While the owner keeps the lock word between calls, entering
    * and leaving cost two plain reads and two plain stores.
    */
-  protected pcpEnter(): boolean {
+  pcpEnter(): boolean {
     const i32 = this.i32;
     const c = this.pcpuW;
     if (i32[c + C_PCP_BUSY] !== 0) return false;
@@ -681,7 +699,7 @@ export class PageAllocator extends MmBase {
       if (!this.pcpRebias()) return false;
     }
     i32[c + C_PCP_BUSY] = 1;
-    this.acquired(LOCK.pcp);
+    this.locks.acquired(LOCK.pcp);
     return true;
   }
 
@@ -698,8 +716,8 @@ export class PageAllocator extends MmBase {
     return v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0);
   }
 
-  protected pcpExit(): void {
-    this.releasing(LOCK.pcp);
+  pcpExit(): void {
+    this.locks.releasing(LOCK.pcp);
     const i32 = this.i32;
     const c = this.pcpuW;
     i32[c + C_PCP_BUSY] = 0;
@@ -712,7 +730,7 @@ export class PageAllocator extends MmBase {
    * fail, so it waits (spinning read-only) while a remote drainer holds the word: a drainer's hold
    * is a bounded, short section.
    */
-  protected pcpDetach(): void {
+  pcpDetach(): void {
     const i32 = this.i32;
     const c = this.pcpuW;
     const w = c + C_PCP_LOCK;
@@ -720,17 +738,17 @@ export class PageAllocator extends MmBase {
     for (let n = 0; ; n++) {
       const v = Atomics.load(i32, w);
       if (v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0)) break;
-      if (!this.canBlock && n >= PCP_NOBLOCK_SPINS) {
-        if (since < 0) since = this.clock();
-        else if ((n & 255) === 0 && this.spinExpired(since)) this.pcpBusy(v);
+      if (!this.locks.canBlock && n >= PCP_NOBLOCK_SPINS) {
+        if (since < 0) since = this.locks.clock();
+        else if ((n & 255) === 0 && this.locks.spinExpired(since)) this.pcpBusy(v);
       }
     }
     i32[c + C_PCP_BUSY] = 1;
-    this.acquired(LOCK.pcp);
+    this.locks.acquired(LOCK.pcp);
     let count = this.u32[c + C_PCP_COUNT]!;
     if (count !== 0) this.pcpDrain(this.cpu, count);
     count = this.u32[c + C_PCP_COUNT]!;
-    this.releasing(LOCK.pcp);
+    this.locks.releasing(LOCK.pcp);
     i32[c + C_PCP_BUSY] = 0;
     // A noBlock agent that could not have the zone lock keeps its lists and its lock word.
     if (count !== 0) this.pcpBusy(Atomics.load(i32, this.hw + Z_LOCK));
@@ -751,20 +769,20 @@ export class PageAllocator extends MmBase {
    * `spins` rounds, for the owner to hand the lock over at its next pcp call. An idle owner never
    * does, so this is best effort; it never waits on a lock with Atomics.wait.
    */
-  protected pcpLockRemote(cpu: number, spins: number): boolean {
+  pcpLockRemote(cpu: number, spins: number): boolean {
     const i32 = this.i32;
-    const c = this.pcpOf(cpu);
+    const c = this.mem.pcpOf(cpu);
     const w = c + C_PCP_LOCK;
     Atomics.add(i32, c + C_PCP_REQ, 1);
     // An agent that must not block waits a fraction of its bound for each slot.
-    const limit = this.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
+    const limit = this.locks.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
     try {
       for (let n = 0; ; n++) {
         const v = Atomics.load(i32, w);
         if (v === 0) {
           if (Atomics.compareExchange(i32, w, 0, this.me) === 0) {
-            this.acquired(LOCK.pcp);
-            if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
+            this.locks.acquired(LOCK.pcp);
+            if (this.u32[this.hw + Z_SIZE] !== this.size) this.locks.refreshViews();
             return true;
           }
         } else if (n >= limit) {
@@ -776,17 +794,17 @@ export class PageAllocator extends MmBase {
     }
   }
 
-  protected pcpUnlockRemote(cpu: number): void {
-    this.releasing(LOCK.pcp);
-    Atomics.store(this.i32, this.pcpOf(cpu) + C_PCP_LOCK, 0);
+  pcpUnlockRemote(cpu: number): void {
+    this.locks.releasing(LOCK.pcp);
+    Atomics.store(this.i32, this.mem.pcpOf(cpu) + C_PCP_LOCK, 0);
   }
 
   /** Reclaim: take the pcp lock word of dead slot `cpu`, which held it outside any pcp section. */
-  protected pcpSteal(cpu: number): boolean {
-    const w = this.pcpOf(cpu) + C_PCP_LOCK;
+  pcpSteal(cpu: number): boolean {
+    const w = this.mem.pcpOf(cpu) + C_PCP_LOCK;
     const v = Atomics.load(this.i32, w);
     if ((v !== 0 && v !== cpu + 1) || Atomics.compareExchange(this.i32, w, v, this.me) !== v) return false;
-    this.acquired(LOCK.pcp);
+    this.locks.acquired(LOCK.pcp);
     return true;
   }
 
@@ -795,12 +813,12 @@ export class PageAllocator extends MmBase {
    * their counts from the page descriptors (every block whose head carries PG_BUDDY), merging
    * buddies as a free does. Whatever the dead agent had in hand stays out of the lists.
    */
-  protected rebuildBuddyLists(): void {
+  rebuildBuddyLists(): void {
     const u32 = this.u32;
     const blocks: number[] = [];
     const end = u32[this.hw + Z_NR_PAGES]!;
     for (let pfn = this.zoneStart; pfn < end; ) {
-      const f = u32[this.pd(pfn) + D_FLAGS]!;
+      const f = u32[this.mem.pd(pfn) + D_FLAGS]!;
       const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
       if ((f & ~ORDER_MASK) === PG_BUDDY) blocks.push(pfn, o);
       pfn += (f & (PG_BUDDY | PG_PCP | PG_DEFERRED | PG_HEAD | PG_LARGE | PG_RCU_BLOCK)) !== 0 ? 1 << o : 1;
@@ -810,18 +828,18 @@ export class PageAllocator extends MmBase {
       u32[this.hw + Z_NR_FREE + o] = 0;
     }
     u32[this.hw + Z_FREE_PAGES] = 0;
-    for (let i = 0; i < blocks.length; i += 2) u32[this.pd(blocks[i]!) + D_FLAGS] = 0;
+    for (let i = 0; i < blocks.length; i += 2) u32[this.mem.pd(blocks[i]!) + D_FLAGS] = 0;
     for (let i = 0; i < blocks.length; i += 2) this.freeOneBlock(blocks[i]!, blocks[i + 1]!);
   }
 
   /** reclaimSlot: recount slot `cpu`'s pcp lists (its pcp word held), which a dead agent may have left torn. */
-  protected recountPcp(cpu: number): void {
+  recountPcp(cpu: number): void {
     const u32 = this.u32;
-    const c = this.pcpOf(cpu);
+    const c = this.mem.pcpOf(cpu);
     let pages = 0;
     for (let o = 0; o <= PCP_MAX_ORDER; o++) {
       let n = 0;
-      for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= this.nrPages; pfn = u32[this.pd(pfn) + D_NEXT]!) n++;
+      for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= this.nrPages; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) n++;
       u32[c + C_PCP_NR + o] = n;
       pages += n << o;
     }
@@ -831,7 +849,7 @@ export class PageAllocator extends MmBase {
   /** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
   private deferPage(pfn: number, order: number): void {
     const i32 = this.i32;
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     this.u32[d + D_FLAGS] = PG_DEFERRED | (order << ORDER_SHIFT);
     for (;;) {
       const head = Atomics.load(i32, this.hw + Z_DEFER_HEAD);
@@ -840,14 +858,14 @@ export class PageAllocator extends MmBase {
       if (Atomics.compareExchange(i32, this.hw + Z_DEFER_HEAD, head, pfn) === head) break;
     }
     Atomics.add(i32, this.hw + Z_DEFER_PAGES, 1 << order);
-    this.vmInc(VM.pagesDeferred, 1 << order);
+    this.locks.vmInc(VM.pagesDeferred, 1 << order);
   }
 
   /** Take the zone lock and free the deferred llist (a normal caller found it non-empty). */
   private drainDeferred(): void {
-    if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return; // a noBlock agent leaves it to the next free
+    if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return; // a noBlock agent leaves it to the next free
     this.drainDeferredLocked();
-    this.unlock(this.hw + Z_LOCK, LOCK.zone);
+    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
   /** Free every block parked on the deferred llist. Zone lock held. */
@@ -862,11 +880,11 @@ export class PageAllocator extends MmBase {
     const limit = this.nrPages - this.zoneStart;
     let pages = 0;
     while (pfn !== 0) {
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       const f = pfn >= this.zoneStart && pfn < this.nrPages ? this.u32[d + D_FLAGS]! : 0;
       const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
       if ((f & ~ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
-        this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
+        this.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
         break;
       }
       const next = this.u32[d + D_NEXT]!;
@@ -876,7 +894,7 @@ export class PageAllocator extends MmBase {
       pfn = next;
     }
     Atomics.sub(i32, this.hw + Z_DEFER_PAGES, pages);
-    this.vmInc(VM.pagesUndeferred, pages);
+    this.locks.vmInc(VM.pagesUndeferred, pages);
   }
 
   /* ================================================================= buddy list primitives */
@@ -894,26 +912,26 @@ export class PageAllocator extends MmBase {
    * is at word `head` and length at word `count`: a buddy free list, a slab partial list. The
    * lock that guards the list is held.
    */
-  protected pdListAdd(head: number, count: number, pfn: number): void {
+  pdListAdd(head: number, count: number, pfn: number): void {
     const u32 = this.u32;
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     const first = u32[head]!;
     u32[d + D_NEXT] = first;
     u32[d + D_PREV] = 0;
-    if (first !== 0) u32[this.pd(first) + D_PREV] = pfn;
+    if (first !== 0) u32[this.mem.pd(first) + D_PREV] = pfn;
     u32[head] = pfn;
     u32[count] = u32[count]! + 1;
   }
 
   /** Unlink page `pfn` from the list at `head` / `count` (see pdListAdd). */
-  protected pdListDel(head: number, count: number, pfn: number): void {
+  pdListDel(head: number, count: number, pfn: number): void {
     const u32 = this.u32;
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     const next = u32[d + D_NEXT]!;
     const prev = u32[d + D_PREV]!;
-    if (prev !== 0) u32[this.pd(prev) + D_NEXT] = next;
+    if (prev !== 0) u32[this.mem.pd(prev) + D_NEXT] = next;
     else u32[head] = next;
-    if (next !== 0) u32[this.pd(next) + D_PREV] = prev;
+    if (next !== 0) u32[this.mem.pd(next) + D_PREV] = prev;
     u32[d + D_NEXT] = 0;
     u32[d + D_PREV] = 0;
     u32[count] = u32[count]! - 1;
@@ -926,16 +944,16 @@ export class PageAllocator extends MmBase {
    * The pfn of the block at `addr` if it is the head of a live block of kind `kind` and `order`;
    * otherwise throws EINVAL or EDOUBLEFREE and changes nothing.
    */
-  protected checkBlock(addr: number, order: number, kind: number): number {
+  checkBlock(addr: number, order: number, kind: number): number {
     if (typeof addr !== "number") einval(`addr must be a number (an address from allocPages), not ${describe(addr)}`);
-    if (addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
+    if (addr >>> 0 !== addr || (addr & (PAGE_SIZE - 1)) !== 0 || (addr >= this.size && !(this.locks.refreshViews() && addr < this.size))) {
       throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not a page address of this heap (a multiple of ${PAGE_SIZE} below ${this.size})`);
     }
     const pfn = addr >>> PAGE_SHIFT;
     if (pfn < this.zoneStart) {
       throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata, not an allocated block`);
     }
-    const f = this.u32[this.pd(pfn) + D_FLAGS]!;
+    const f = this.u32[this.mem.pd(pfn) + D_FLAGS]!;
     if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0 || (f === 0 && this.insideFreeBlock(pfn))) {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is already free`);
     }
@@ -955,7 +973,7 @@ export class PageAllocator extends MmBase {
     for (let o = 1; o <= MAX_ORDER; o++) {
       const head = pfn & ~((1 << o) - 1);
       if (head < this.zoneStart) return false;
-      const f = this.u32[this.pd(head) + D_FLAGS]!;
+      const f = this.u32[this.mem.pd(head) + D_FLAGS]!;
       if (f === 0) continue;
       const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
       return order >= o && (f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0;
@@ -966,9 +984,9 @@ export class PageAllocator extends MmBase {
   /* ================================================================= setup, stats, validation */
 
   /** Build the zone of a new heap: watermarks, pcp sizes, every zone page free. No other agent yet. */
-  protected initZone(): void {
+  initZone(): void {
     const u32 = this.u32;
-    for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) u32[this.pd(pfn) + D_FLAGS] = PG_RESERVED;
+    for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) u32[this.mem.pd(pfn) + D_FLAGS] = PG_RESERVED;
     const managed = this.nrPages - this.zoneStart;
     u32[this.hw + Z_MANAGED] = managed;
     u32[this.hw + Z_SIZE] = this.size;
@@ -984,19 +1002,19 @@ export class PageAllocator extends MmBase {
     while (pfn < this.nrPages) {
       let order = MAX_ORDER;
       while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > this.nrPages)) order--;
-      u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
+      u32[this.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
       this.buddyAdd(pfn, order);
       u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
       pfn += 1 << order;
     }
   }
 
-  protected pageStats(): PageStats {
+  pageStats(): PageStats {
     const u32 = this.u32;
     const buddy: number[] = [];
     for (let o = 0; o < NR_ORDERS; o++) buddy.push(u32[this.hw + Z_NR_FREE + o]!);
     const pcp: number[] = [];
-    for (let cpu = 0; cpu < this.cpus; cpu++) pcp.push(u32[this.pcpOf(cpu) + C_PCP_COUNT]!);
+    for (let cpu = 0; cpu < this.cpus; cpu++) pcp.push(u32[this.mem.pcpOf(cpu) + C_PCP_COUNT]!);
     return {
       totalPages: u32[this.hw + Z_MANAGED]!,
       freePages: Atomics.load(this.u32, this.hw + Z_FREE_PAGES),
@@ -1013,7 +1031,7 @@ export class PageAllocator extends MmBase {
    * Check every page-allocator invariant; returns where each page is (PAGE_WHERE per pfn) for the
    * layers above. Takes every pcp lock and the zone lock; the caller asserted it may.
    */
-  protected validatePages(): Uint8Array {
+  validatePages(): Uint8Array {
     // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
     const locked = new Uint8Array(this.cpus);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
@@ -1022,7 +1040,7 @@ export class PageAllocator extends MmBase {
     try {
       // The zone lock holds growth off: the map covers every page there is. EAGAIN on a noBlock
       // agent past its bound.
-      this.lock(this.hw + Z_LOCK, LOCK.zone);
+      this.locks.lock(this.hw + Z_LOCK, LOCK.zone);
     } catch (e) {
       this.unlockPcps(locked);
       throw e;
@@ -1038,25 +1056,25 @@ export class PageAllocator extends MmBase {
       for (let p = pfn; p < pfn + (1 << order); p++) {
         if (where[p] !== PAGE_WHERE.unseen) bad(`${what}: page ${p} is in two places`);
         where[p] = w;
-        if (p !== pfn && u32[this.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
+        if (p !== pfn && u32[this.mem.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
       }
     };
     try {
       for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) {
-        if (u32[this.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
+        if (u32[this.mem.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
         where[pfn] = PAGE_WHERE.reserved;
       }
       let free = 0;
       for (let o = 0; o < NR_ORDERS; o++) {
         let n = 0;
         let prev = 0;
-        for (let pfn = u32[this.hw + Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
-          const d = this.pd(pfn);
+        for (let pfn = u32[this.hw + Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) {
+          const d = this.mem.pd(pfn);
           if (u32[d + D_FLAGS] !== (PG_BUDDY | (o << ORDER_SHIFT))) bad(`free_area[${o}] holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
           if (u32[d + D_PREV] !== prev) bad(`free_area[${o}]: broken back link at page ${pfn}`);
           mark(pfn, o, PAGE_WHERE.buddy, `free_area[${o}]`);
           const buddy = pfn ^ (1 << o);
-          if (o < MAX_ORDER && buddy >= this.zoneStart && buddy < this.nrPages && u32[this.pd(buddy) + D_FLAGS] === (PG_BUDDY | (o << ORDER_SHIFT))) {
+          if (o < MAX_ORDER && buddy >= this.zoneStart && buddy < this.nrPages && u32[this.mem.pd(buddy) + D_FLAGS] === (PG_BUDDY | (o << ORDER_SHIFT))) {
             bad(`free buddies ${pfn} and ${buddy} of order ${o} were left unmerged`);
           }
           prev = pfn;
@@ -1068,13 +1086,13 @@ export class PageAllocator extends MmBase {
       }
       if (free !== u32[this.hw + Z_FREE_PAGES]) bad(`NR_FREE_PAGES is ${u32[this.hw + Z_FREE_PAGES]}, the free lists hold ${free}`);
       for (let cpu = 0; cpu < this.cpus; cpu++) {
-        const c = this.pcpOf(cpu);
+        const c = this.mem.pcpOf(cpu);
         let pages = 0;
         if (u32[c + C_STATE] === SLOT_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
         for (let o = 0; o <= PCP_MAX_ORDER; o++) {
           let n = 0;
-          for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
-            const d = this.pd(pfn);
+          for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) {
+            const d = this.mem.pd(pfn);
             if (u32[d + D_FLAGS] !== (PG_PCP | (o << ORDER_SHIFT))) bad(`pcp ${cpu} order ${o} holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
             if (u32[d + D_OWNER] !== cpu) bad(`pcp ${cpu} holds page ${pfn} owned by slot ${u32[d + D_OWNER]}`);
             mark(pfn, o, PAGE_WHERE.pcp, `pcp ${cpu}`);
@@ -1086,8 +1104,8 @@ export class PageAllocator extends MmBase {
         if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
       }
       let deferred = 0;
-      for (let pfn = Atomics.load(this.u32, this.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
-        const f = u32[this.pd(pfn) + D_FLAGS]!;
+      for (let pfn = Atomics.load(this.u32, this.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) {
+        const f = u32[this.mem.pd(pfn) + D_FLAGS]!;
         if ((f & ~ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
         const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
         mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
@@ -1100,7 +1118,7 @@ export class PageAllocator extends MmBase {
           pfn++;
           continue;
         }
-        const f = u32[this.pd(pfn) + D_FLAGS]!;
+        const f = u32[this.mem.pd(pfn) + D_FLAGS]!;
         const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
         if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK)) === 0) {
           const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
@@ -1114,7 +1132,7 @@ export class PageAllocator extends MmBase {
         }
       }
     } finally {
-      this.unlock(this.hw + Z_LOCK, LOCK.zone);
+      this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
       this.unlockPcps(locked);
     }
     return where;
@@ -1129,10 +1147,10 @@ export class PageAllocator extends MmBase {
     }
   }
 
-  protected emitPage(id: number, pfn: number, order: number, gfp = 0): void {
+  emitPage(id: number, pfn: number, order: number, gfp = 0): void {
     const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr: pfn << PAGE_SHIFT, order };
     if (gfp !== 0) rec.gfp = gfp & GFP_PUBLIC_MASK;
-    this.trace.emit(id, rec);
+    this.locks.trace.emit(id, rec);
   }
 }
 

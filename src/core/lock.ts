@@ -1,5 +1,11 @@
 /*
- * The bottom layer: one agent's handle on the heap's words, and the locks.
+ * The locks of one agent's handle, and its slot's state: lock words, lock order, held-lock
+ * accounting, the reentry hook, dead-owner and stray-store detection, deferred-error reporting.
+ *
+ * WORDS: the lock words themselves (whatever layer owns them: Z_LOCK, C_PCP_LOCK, K_LIST_LOCK,
+ * ...: their owner field and LOCK_WAITERS), this slot's C_HELD..C_HELD_MASK (owner only, plain),
+ * C_FAIL_STATE (owner only) and C_VMSTAT counters (owner only, plain). It reads other slots'
+ * C_STATE (Atomics.load) to tell a dead or free owner, and C_GEN of its own.
  *
  * LOCKING CONTRACT (this file implements the primitives; the layers above say what each guards)
  *
@@ -53,8 +59,8 @@
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest).
  */
-import { describe, einval } from "./core/check.js";
-import { ErrorCode, HeapError, hex } from "./core/errors.js";
+import { describe, einval } from "./check.js";
+import { ErrorCode, HeapError, hex } from "./errors.js";
 import {
   C_FLAGS,
   C_GEN,
@@ -62,20 +68,19 @@ import {
   C_STATE,
   C_VMSTAT,
   CPUF_NOBLOCK,
-  type Geometry,
   H_FAIL_RATE,
   LOCK,
   LOCK_CLASSES,
   LOCK_NAMES,
-  PAGE_SHIFT,
-  PCPU_WORDS,
-  PD_WORDS,
   SLOT_DEAD,
   SLOT_FREE,
   VM,
   Z_SIZE,
-} from "./core/layout.js";
-import { type TraceRecord, Trace, TP, TRACE_EVENTS } from "./core/trace.js";
+} from "./layout.js";
+import { type Mem, MemView, type MmInit } from "./mem.js";
+import { type TraceRecord, Trace, TP, TRACE_EVENTS } from "./trace.js";
+
+export { agentCanBlock, type MmInit, type WasmMemory } from "./mem.js";
 
 /** Owner field of a lock word: slot + 1. */
 export const LOCK_OWNER_MASK = 0xffff;
@@ -108,93 +113,34 @@ const RELEASE_POINTS = LOCK_NAMES.map((n) => `${n}:release`);
 
 export type ReentryHook = (point: string) => void;
 
-/** What the heap uses of a shared WebAssembly.Memory (typed here: the project's lib has no WebAssembly). */
-export interface WasmMemory {
-  readonly buffer: ArrayBufferLike;
-  grow(pages: number): number;
-}
-
-/** What attach or create resolved for this handle. */
-export interface MmInit {
-  readonly buffer: SharedArrayBuffer;
-  /** The shared WebAssembly.Memory whose buffer this is, or null (growth and views go through it). */
-  readonly memory: WasmMemory | null;
-  /** Byte offset of the heap's first page (its header) in the buffer; page-aligned. */
-  readonly base: number;
-  readonly geometry: Geometry;
-  /** The heap's size now (the geometry is laid out for its maximum). */
-  readonly size: number;
-  readonly cpu: number;
-  readonly canBlock: boolean;
-  readonly debug: number;
-}
-
-/** Does this agent allow Atomics.wait? (A browser's main thread throws.) */
-export function agentCanBlock(): boolean {
-  try {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+function noop(): void {}
 
 /**
  * This agent's live handles on each heap (module state is per agent): a wait on something another
  * handle of the same agent holds (a lock, a read-side section) would wait for itself. Registered
  * at create/attach; read only on slow paths (a contended lock, a grace-period wait).
  */
-const agentHandles = new WeakMap<object, Array<WeakRef<MmBase>>>();
+const agentHandles = new WeakMap<object, Array<WeakRef<Locks>>>();
 
 /** The key of a heap's entry in agentHandles: its WebAssembly.Memory (whose buffer object changes
  * when it grows) or its SharedArrayBuffer; handles on heaps at other offsets of it are told apart
  * by their offset. */
-function handlesKey(h: { memory: WasmMemory | null; buffer: SharedArrayBuffer }): object {
-  return h.memory ?? h.buffer;
+function handlesKey(h: Locks): object {
+  return h.mem.memory ?? h.mem.buffer;
 }
 
-export class MmBase {
-  /** The heap's buffer (for a heap on WebAssembly memory, memory.buffer as of the last growth this handle saw). */
-  buffer: SharedArrayBuffer;
-  /** Fixed-length views over the whole heap (rebuilt, as new objects, when the heap has grown). */
-  u8: Uint8Array;
-  i32: Int32Array;
-  u32: Uint32Array;
-  f64: Float64Array;
-  /** This handle's CPU slot. */
-  readonly cpu: number;
-  /** End of the heap in the buffer as this handle sees it: offset + bytes managed (grows with the heap; read-only for callers). */
-  size: number;
-  /** The size the heap may grow to. */
-  readonly maxSize: number;
-  /** Byte offset of the heap in its buffer: its header page; the bytes below belong to others. */
-  readonly offset: number;
-  /** The WebAssembly.Memory the heap lives in, or null. */
-  readonly memory: WasmMemory | null;
-  /** Word index of the heap's header page (offset / 4): page-0 layout words are relative to it. */
-  protected readonly hw: number;
-  /** 4096. */
-  readonly pageSize: number;
-  /** Lock owner value of this slot (cpu + 1). */
-  protected readonly me: number;
-  /** Word index of this slot's per-CPU block. */
-  protected readonly pcpuW: number;
-  /** Word index of per-CPU block 0. */
-  protected readonly pcpuBaseW: number;
-  /** Word index of page descriptor 0. */
-  protected readonly descW: number;
-  /** Word index of cache descriptor 0 and words per descriptor. */
-  protected readonly cacheW: number;
-  protected readonly cacheWords: number;
-  protected readonly zoneStart: number;
-  /** Pages covered by this handle's views (the heap's pages when it last looked). */
-  protected nrPages: number;
-  protected readonly cpus: number;
-  protected readonly maxCaches: number;
+export class Locks extends MemView {
+  /** This handle's memory: the views, rebuilt for every layer at once (refreshViews). */
+  readonly mem: Mem;
+  /**
+   * Called whenever what the fast paths depend on changed (the reentry hook, the trace handlers,
+   * detached, closing): the facade installs one that recomputes each layer's fast-path gate.
+   */
+  onChange: () => void;
   /** May this agent Atomics.wait? */
-  protected readonly canBlock: boolean;
+  readonly canBlock: boolean;
   /** DEBUG_* flags of the heap. */
-  protected readonly debugFlags: number;
+  readonly debugFlags: number;
   /** Tracepoints of this agent. */
   readonly trace: Trace;
   /**
@@ -213,15 +159,15 @@ export class MmBase {
   }
   private errorHandler: (err: HeapError) => void;
   /** Non-zero while deferred work runs: its errors are reported by reportDeferred, once. */
-  protected deferring: number;
-  protected hook: ReentryHook | null;
-  protected detached: boolean;
+  deferring: number;
+  hook: ReentryHook | null;
+  detached: boolean;
   /** True while detach() empties this slot: nolock allocations fail and nolock frees are deferred. */
-  protected closing: boolean;
+  closing: boolean;
   /** The slot's C_GEN when this handle claimed it; reclaimSlot moves the word on (see assertLive). */
-  protected gen: number;
+  gen: number;
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
-  protected reentrant: boolean;
+  reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
   private inHook: boolean;
   /** clockMs() when this noBlock agent last gave up on a lock (see NOBLOCK_BACKOFF_MS). */
@@ -232,34 +178,10 @@ export class MmBase {
   private suspectLock: number;
   private suspectValue: number;
 
-  constructor(init: MmInit) {
-    const g = init.geometry;
-    const base = init.base;
-    const basePfn = base >>> PAGE_SHIFT;
-    this.buffer = init.buffer;
-    this.memory = init.memory;
-    this.offset = base;
-    this.hw = base >>> 2;
-    this.u8 = new Uint8Array(init.buffer, 0, init.size);
-    this.i32 = new Int32Array(init.buffer, 0, init.size >>> 2);
-    this.u32 = new Uint32Array(init.buffer, 0, init.size >>> 2);
-    this.f64 = new Float64Array(init.buffer, 0, init.size >>> 3);
-    this.cpu = init.cpu;
-    this.size = init.size;
-    this.maxSize = base + g.size;
-    this.pageSize = 4096;
-    this.me = init.cpu + 1;
-    // Every word index and page frame number is absolute (from byte 0 of the buffer), so addresses
-    // are offsets into the buffer; descriptor 0 is the header page's.
-    this.pcpuBaseW = (base + g.pcpuOff) >>> 2;
-    this.pcpuW = this.pcpuBaseW + init.cpu * PCPU_WORDS;
-    this.descW = ((base + g.descOff) >>> 2) - basePfn * PD_WORDS;
-    this.cacheW = (base + g.cacheOff) >>> 2;
-    this.cacheWords = g.cacheBytes >>> 2;
-    this.zoneStart = basePfn + g.zoneStart;
-    this.nrPages = init.size >>> PAGE_SHIFT;
-    this.cpus = g.cpus;
-    this.maxCaches = g.maxCaches;
+  constructor(mem: Mem, init: MmInit) {
+    super(mem);
+    this.mem = mem;
+    this.onChange = noop;
     this.canBlock = init.canBlock;
     this.debugFlags = init.debug;
     this.trace = new Trace();
@@ -287,8 +209,8 @@ export class MmBase {
   }
 
   /** This agent's live handles on this heap, this one included. */
-  protected agentHandles(): MmBase[] {
-    const out: MmBase[] = [];
+  agentHandles(): Locks[] {
+    const out: Locks[] = [];
     for (const r of agentHandles.get(handlesKey(this)) ?? []) {
       const h = r.deref();
       if (h !== undefined && !h.detached && h.offset === this.offset) out.push(h);
@@ -304,35 +226,14 @@ export class MmBase {
    */
   refreshViews(): boolean {
     if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
-    const size = Atomics.load(this.u32, this.hw + Z_SIZE);
-    if (size <= this.size) return false;
-    // WebAssembly memory: memory.grow gave every agent a new, longer buffer object.
-    if (this.memory !== null && this.buffer.byteLength < size) this.buffer = this.memory.buffer as unknown as SharedArrayBuffer;
-    if (this.buffer.byteLength < size) return false;
-    this.u8 = new Uint8Array(this.buffer, 0, size);
-    this.i32 = new Int32Array(this.buffer, 0, size >>> 2);
-    this.u32 = new Uint32Array(this.buffer, 0, size >>> 2);
-    this.f64 = new Float64Array(this.buffer, 0, size >>> 3);
-    this.size = size;
-    this.nrPages = size >>> PAGE_SHIFT;
-    return true;
+    return this.mem.refresh();
   }
 
-  /** Word index of page frame `pfn`'s descriptor. */
-  protected pd(pfn: number): number {
-    return this.descW + pfn * PD_WORDS;
-  }
-
-  /** Word index of slot `cpu`'s per-CPU block. */
-  protected pcpOf(cpu: number): number {
-    return this.pcpuBaseW + cpu * PCPU_WORDS;
-  }
-
-  protected vmInc(item: number, n: number): void {
+  vmInc(item: number, n: number): void {
     this.u32[this.pcpuW + C_VMSTAT + item] = (this.u32[this.pcpuW + C_VMSTAT + item]! + n) >>> 0;
   }
 
-  protected assertLive(): void {
+  assertLive(): void {
     if (this.detached) throw new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`);
     // Entry of every slow path: pages another agent added are covered before anything is read.
     if (this.u32[this.hw + Z_SIZE] !== this.size) this.refreshViews();
@@ -355,7 +256,7 @@ export class MmBase {
   /* ------------------------------------------------------------ held-lock bookkeeping */
 
   /** Throw EDEADLK unless this agent holds no lock of class `cls` or later (lock order). */
-  protected assertCanLock(cls: number): void {
+  assertCanLock(cls: number): void {
     const mask = this.i32[this.pcpuW + C_HELD_MASK]!;
     if (mask >>> cls !== 0) this.deadlock(cls, mask);
   }
@@ -371,7 +272,7 @@ export class MmBase {
   }
 
   /** Does this agent hold any lock of class `cls` or later? */
-  protected holdsFrom(cls: number): boolean {
+  holdsFrom(cls: number): boolean {
     return this.i32[this.pcpuW + C_HELD_MASK]! >>> cls !== 0;
   }
 
@@ -380,7 +281,7 @@ export class MmBase {
    * reentry hook or a trace handler: without one no call can start while a lock is held, so there
    * is nothing for assertCanLock to catch. A release always uncounts what was counted.
    */
-  protected acquired(cls: number): void {
+  acquired(cls: number): void {
     if (!this.reentrant) return;
     const w = this.pcpuW + C_HELD + cls;
     this.i32[w] = this.i32[w]! + 1;
@@ -388,7 +289,7 @@ export class MmBase {
     if (this.hook !== null) this.callHook(ACQUIRE_POINTS[cls]!);
   }
 
-  protected releasing(cls: number): void {
+  releasing(cls: number): void {
     if (this.hook !== null) this.callHook(RELEASE_POINTS[cls]!);
     const w = this.pcpuW + C_HELD + cls;
     const n = this.i32[w]!;
@@ -398,8 +299,9 @@ export class MmBase {
   }
 
   /** Recompute `reentrant` after the hook or the trace handlers changed. */
-  protected onReentryChange(): void {
+  onReentryChange(): void {
     this.reentrant = this.hook !== null || this.trace.mask !== 0;
+    this.onChange();
   }
 
   /** Run the reentry hook; not again from inside it (an NMI does not nest either). */
@@ -418,7 +320,7 @@ export class MmBase {
   /* ------------------------------------------------------------ spinlocks */
 
   /** Take the lock at word `w` (class `cls`) if it is free; never spins. */
-  protected trylock(w: number, cls: number): boolean {
+  trylock(w: number, cls: number): boolean {
     const i32 = this.i32;
     if (Atomics.load(i32, w) !== 0 || Atomics.compareExchange(i32, w, 0, this.me) !== 0) return false;
     this.acquired(cls);
@@ -430,7 +332,7 @@ export class MmBase {
    * Take the lock at word `w`, spinning and then waiting (where allowed) while it is held. An agent
    * that must not block gives up past NOBLOCK_BOUND_MS with EAGAIN; the caller has changed nothing.
    */
-  protected lock(w: number, cls: number): void {
+  lock(w: number, cls: number): void {
     const v = Atomics.compareExchange(this.i32, w, 0, this.me);
     if (v !== 0 && !this.lockSlow(w, cls, v)) this.lockGaveUp(w, cls);
     this.acquired(cls);
@@ -443,7 +345,7 @@ export class MmBase {
    * where it gives up past NOBLOCK_BOUND_MS and returns false like a failed trylock. Never
    * trylock-then-lock.
    */
-  protected lockIn(mode: number, w: number, cls: number): boolean {
+  lockIn(mode: number, w: number, cls: number): boolean {
     if (mode !== 0) return this.trylock(w, cls);
     const v = Atomics.compareExchange(this.i32, w, 0, this.me);
     if (v !== 0 && !this.lockSlow(w, cls, v)) {
@@ -455,7 +357,7 @@ export class MmBase {
     return true;
   }
 
-  protected unlock(w: number, cls: number): void {
+  unlock(w: number, cls: number): void {
     this.releasing(cls);
     const v = Atomics.exchange(this.i32, w, 0);
     if ((v & LOCK_WAITERS) !== 0) Atomics.notify(this.i32, w, 1);
@@ -533,7 +435,7 @@ export class MmBase {
    * For noBlock agents, outside lock(): has the bounded spin that began at `since` (a clockMs()
    * value, taken after a read-only spin) run past NOBLOCK_BOUND_MS? Records the give-up.
    */
-  protected spinExpired(since: number): boolean {
+  spinExpired(since: number): boolean {
     const now = clockMs();
     if (now - since <= NOBLOCK_BOUND_MS && now - this.gaveUpAt >= NOBLOCK_BACKOFF_MS) return false;
     this.gaveUpAt = now;
@@ -541,7 +443,7 @@ export class MmBase {
     return true;
   }
 
-  protected clock(): number {
+  clock(): number {
     return clockMs();
   }
 
@@ -549,7 +451,7 @@ export class MmBase {
    * reclaimSlot: take over the lock at word `w` (class `cls`) if the dead slot `cpu` holds it,
    * keeping the waiters bit; true when this agent holds it now (release it with unlock()).
    */
-  protected takeOverLock(w: number, cls: number, cpu: number): boolean {
+  takeOverLock(w: number, cls: number, cpu: number): boolean {
     for (;;) {
       const v = Atomics.load(this.i32, w);
       if ((v & LOCK_OWNER_MASK) !== cpu + 1) return false;
@@ -572,7 +474,7 @@ export class MmBase {
     const owner = (v & LOCK_OWNER_MASK) - 1;
     this.checkLockWord(w, cls, v, owner);
     if (owner < 0 || owner >= this.cpus) return;
-    if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_DEAD) {
+    if (Atomics.load(this.i32, this.mem.pcpOf(owner) + C_STATE) === SLOT_DEAD) {
       throw new HeapError(
         ErrorCode.EOWNERDEAD,
         `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which died holding it`,
@@ -591,7 +493,7 @@ export class MmBase {
     let why = "";
     if ((v & ~(LOCK_OWNER_MASK | LOCK_WAITERS)) !== 0 || owner < 0 || owner >= this.cpus) {
       why = `names no slot of this heap (${this.cpus} slots)`;
-    } else if (Atomics.load(this.i32, this.pcpOf(owner) + C_STATE) === SLOT_FREE && Atomics.load(this.i32, w) === v) {
+    } else if (Atomics.load(this.i32, this.mem.pcpOf(owner) + C_STATE) === SLOT_FREE && Atomics.load(this.i32, w) === v) {
       if (this.suspectLock === w && this.suspectValue === v) why = `is held by cpu ${owner}, which is not attached`;
       this.suspectLock = w;
       this.suspectValue = v;
@@ -609,12 +511,12 @@ export class MmBase {
   /* ------------------------------------------------------------ local locks */
 
   /** Take a slot-local lock word (a sheaf's P_LOCKED): a plain store, owner only. */
-  protected localLock(w: number, cls: number): void {
+  localLock(w: number, cls: number): void {
     this.i32[w] = 1;
     this.acquired(cls);
   }
 
-  protected localUnlock(w: number, cls: number): void {
+  localUnlock(w: number, cls: number): void {
     this.releasing(cls);
     this.i32[w] = 0;
   }
@@ -635,7 +537,7 @@ export class MmBase {
    * Deferred work found `e` about the object or block at `addr`: a slab_error trace event, then
    * onError (a handler that throws is counted in hookErrors). Never throws.
    */
-  protected reportDeferred(e: unknown, addr: number): void {
+  reportDeferred(e: unknown, addr: number): void {
     const err = e instanceof HeapError ? e : new HeapError(ErrorCode.ECORRUPT, `deferred work failed at ${addr}: ${String(e)}`);
     try {
       if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
@@ -650,12 +552,12 @@ export class MmBase {
   /* ------------------------------------------------------------ misc shared helpers */
 
   /** Is this slot's agent marked as one that never blocks? */
-  protected noBlock(): boolean {
+  noBlock(): boolean {
     return !this.canBlock || (this.i32[this.pcpuW + C_FLAGS]! & CPUF_NOBLOCK) !== 0;
   }
 
   /** Fault injection: should this allocation fail on purpose? (fail_page_alloc / failslab) */
-  protected shouldFail(): boolean {
+  shouldFail(): boolean {
     const rate = this.u32[this.hw + H_FAIL_RATE]!;
     if (rate === 0) return false;
     const w = this.pcpuW + C_FAIL_STATE;

@@ -55,9 +55,9 @@
  *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
  *   destroy (lock()) throw EAGAIN with what they returned so far returned.
  */
-import { checkInt, checkOut, describe, einval, readAddrs, readOptions, storeOut } from "./core/check.js";
-import { ErrorCode, HeapError, hex } from "./core/errors.js";
-import { GFP, GFP_TRYLOCK } from "./core/gfp.js";
+import { checkInt, describe, einval, readAddrs, readOptions } from "../core/check.js";
+import { ErrorCode, HeapError, hex } from "../core/errors.js";
+import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   BARN_MAX,
   POISON_WORD,
@@ -150,9 +150,12 @@ import {
   SLOT_ATTACHED,
   C_STATE,
   VM,
-} from "./core/layout.js";
-import { checkGfp, PAGE_WHERE, PageAllocator } from "./page_alloc.js";
-import { TP, TRACE_EVENTS, type TraceRecord } from "./core/trace.js";
+} from "../core/layout.js";
+import type { Locks } from "../core/lock.js";
+import { type Mem, MemView } from "../core/mem.js";
+import { checkGfp, PAGE_WHERE, type PageAllocator } from "../page/page_alloc.js";
+import { type KmemCache, newKmemCache } from "./kmem_cache.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;
@@ -229,42 +232,54 @@ export interface SlabStats {
   sheafCapacity: number;
 }
 
+function noop(): void {}
+
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder();
 
-export class SlabAllocator extends PageAllocator {
+export class SlabAllocator extends MemView {
+  readonly mem: Mem;
+  readonly locks: Locks;
+  readonly pages: PageAllocator;
+  /**
+   * Work of the layers above on this slot's slow paths (the RCU layer frees expired kfreeRcu
+   * blocks): installed by the facade; slabSlowEntry calls it when C_RCU_WAIT is set.
+   */
+  rcuSlowWork: () => void;
+  /** Run first by destroyCache (the RCU layer's barrier for pending kfreeRcu objects): installed by the facade. */
+  beforeDestroy: () => void;
   /** Word index of this slot's pcs line for each kmalloc class: derived, read-only. */
-  protected readonly kmPcs: Int32Array;
+  readonly kmPcs: Int32Array;
   /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
-  protected fastOff: number;
+  fastOff: number;
   /** True while drainDeferredObjects runs (it does not nest). */
   private drainingDeferred: boolean;
 
-  constructor(init: ConstructorParameters<typeof PageAllocator>[0]) {
-    super(init);
+  constructor(mem: Mem, locks: Locks, pages: PageAllocator) {
+    super(mem);
+    this.mem = mem;
+    this.locks = locks;
+    this.pages = pages;
+    this.rcuSlowWork = noop;
+    this.beforeDestroy = noop;
     this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
     for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
-    this.fastOff = this.debugFlags;
+    this.fastOff = this.locks.debugFlags;
     this.drainingDeferred = false;
   }
 
-  protected override onReentryChange(): void {
-    super.onReentryChange();
-    this.updateFastOff();
-  }
-
-  protected updateFastOff(): void {
+  updateFastOff(): void {
     const objEvents = (1 << TP.kmalloc) | (1 << TP.kfree) | (1 << TP.kmem_cache_alloc) | (1 << TP.kmem_cache_free);
-    this.fastOff = (this.detached || this.closing ? 1 : 0) | this.debugFlags | (this.trace.mask & objEvents);
+    this.fastOff = (this.locks.detached || this.locks.closing ? 1 : 0) | this.locks.debugFlags | (this.locks.trace.mask & objEvents);
   }
 
   /** Word index of cache `id`'s descriptor. */
-  protected cacheWOf(id: number): number {
+  cacheWOf(id: number): number {
     return this.cacheW + id * this.cacheWords;
   }
 
   /** Word index of this slot's pcs line of cache `id`. */
-  protected pcsW(id: number): number {
+  pcsW(id: number): number {
     return this.cacheW + id * this.cacheWords + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
   }
 
@@ -285,7 +300,7 @@ export class SlabAllocator extends PageAllocator {
   kfree(addr: number): void {
     if (this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0 && this.pushFast(addr)) return;
     if (addr !== 0) this.kfreeSlow(addr, -1, 0);
-    else this.assertLive();
+    else this.locks.assertLive();
   }
 
   /**
@@ -332,26 +347,26 @@ export class SlabAllocator extends PageAllocator {
   /* ================================================================= kmalloc: slow paths */
 
   private kmallocSlow(size: number, gfp: number): number {
-    this.assertLive();
+    this.locks.assertLive();
     checkSize(size);
     checkGfp(gfp);
     if (size > KMALLOC_MAX_CACHE_SIZE) return this.kmallocLarge(size, gfp);
     const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
     const obj = this.slabAllocSlow(id, gfp, size);
-    if (obj === 0) return this.allocFailed(0, gfp);
-    if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
+    if (obj === 0) return this.pages.allocFailed(0, gfp);
+    if ((this.locks.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
     return obj;
   }
 
   private kmallocLarge(size: number, gfp: number): number {
     const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
-    if (order > 10) return this.allocFailed(order, gfp);
-    if ((gfp & GFP.FAST_TRY) === 0) this.assertCanLock(LOCK.zone);
-    const pfn = this.rmqueue(order, gfp);
-    if (pfn === 0) return this.allocFailed(order, gfp);
-    this.vmInc(VM.kmallocLarge, 1);
-    const addr = this.prepNewBlock(pfn, order, PG_LARGE, gfp);
-    if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, addr, size, -1);
+    if (order > 10) return this.pages.allocFailed(order, gfp);
+    if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
+    const pfn = this.pages.rmqueue(order, gfp);
+    if (pfn === 0) return this.pages.allocFailed(order, gfp);
+    this.locks.vmInc(VM.kmallocLarge, 1);
+    const addr = this.pages.prepNewBlock(pfn, order, PG_LARGE, gfp);
+    if ((this.locks.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, addr, size, -1);
     return addr;
   }
 
@@ -359,18 +374,18 @@ export class SlabAllocator extends PageAllocator {
    * Every kfree and cache free that left the fast path. `want` is the cache id a cache's free
    * requires (-1 for kfree); `mode` is GFP_TRYLOCK for kfreeNolock.
    */
-  protected kfreeSlow(addr: number, want: number, mode: number): void {
-    this.assertLive();
+  kfreeSlow(addr: number, want: number, mode: number): void {
+    this.locks.assertLive();
     const id = this.objectCache(addr, want);
     if (id < 0) {
       // A large kmalloc block.
       const pfn = addr >>> PAGE_SHIFT;
-      const order = (this.u32[this.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
-      if (mode === 0) this.assertCanLock(LOCK.zone);
-      this.u32[this.pd(pfn) + D_FLAGS] = 0;
-      this.vmInc(VM.pgfree, 1 << order);
-      if ((this.trace.mask & (1 << TP.kfree)) !== 0) this.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
-      this.freeBlock(pfn, order, mode);
+      const order = (this.u32[this.mem.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
+      if (mode === 0) this.locks.assertCanLock(LOCK.zone);
+      this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
+      this.locks.vmInc(VM.pgfree, 1 << order);
+      if ((this.locks.trace.mask & (1 << TP.kfree)) !== 0) this.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
+      this.pages.freeBlock(pfn, order, mode);
       return;
     }
     if (this.i32[this.cacheWOf(id) + K_META] !== 0) {
@@ -378,7 +393,7 @@ export class SlabAllocator extends PageAllocator {
     } else if (this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr)) {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already free`);
     }
-    if ((this.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
+    if ((this.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
       this.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
     }
     if (id < FIRST_NAMED_ID) {
@@ -402,7 +417,7 @@ export class SlabAllocator extends PageAllocator {
    * means: generation `gen` when `checkGen`, ACTIVE (or DYING when `dyingOk`: frees of objects
    * that outlived a destroy). Throws EINVAL, not counted in, when it is not.
    */
-  protected cacheEnter(id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
+  cacheEnter(id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const users = this.pcsW(id) + P_USERS;
@@ -414,7 +429,7 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  protected cacheExit(id: number): void {
+  cacheExit(id: number): void {
     Atomics.sub(this.i32, this.pcsW(id) + P_USERS, 1);
   }
 
@@ -422,14 +437,14 @@ export class SlabAllocator extends PageAllocator {
    * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
    * cheap check; throws EINVAL or EDOUBLEFREE. `want` >= 0 demands that cache.
    */
-  protected objectCache(addr: number, want: number): number {
+  objectCache(addr: number, want: number): number {
     if (typeof addr !== "number") einval(`addr must be a number (an address from kmalloc or a cache), not ${describe(addr)}`);
-    if (addr >>> 0 !== addr || addr < this.offset || addr === 0 || (addr >= this.size && !(this.refreshViews() && addr < this.size))) {
+    if (addr >>> 0 !== addr || addr < this.offset || addr === 0 || (addr >= this.size && !(this.locks.refreshViews() && addr < this.size))) {
       throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not an address of this heap (a whole number in ${Math.max(1, this.offset)}..${this.size - 1})`);
     }
     const pfn = addr >>> PAGE_SHIFT;
     if (pfn < this.zoneStart) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata`);
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     const f = this.u32[d + D_FLAGS]!;
     if (f === PG_SLAB) {
       const id = this.u32[d + D_CACHE]!;
@@ -458,7 +473,7 @@ export class SlabAllocator extends PageAllocator {
   }
 
   private describePage(pfn: number): string {
-    const f = this.u32[this.pd(pfn) + D_FLAGS]!;
+    const f = this.u32[this.mem.pd(pfn) + D_FLAGS]!;
     if (f === 0) return "inside a block, not at an object start";
     if ((f & PG_LARGE) !== 0) return "inside a large kmalloc block";
     if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0) return "a free page";
@@ -479,8 +494,8 @@ export class SlabAllocator extends PageAllocator {
     for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
     const nd = i32[this.pcpuW + C_DEFER_NR]!;
     for (let o = i32[this.pcpuW + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === addr) return true;
-    const head = this.u32[this.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
-    for (let o = i32[this.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
+    const head = this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
+    for (let o = i32[this.mem.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
       if (o === addr) return true;
     }
     return false;
@@ -489,7 +504,7 @@ export class SlabAllocator extends PageAllocator {
   /* ================================================================= object alloc: slow paths */
 
   /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
-  protected slabAllocSlow(id: number, gfp: number, req: number): number {
+  slabAllocSlow(id: number, gfp: number, req: number): number {
     this.slabSlowEntry(id);
     const kw = this.cacheWOf(id);
     let obj: number;
@@ -497,7 +512,7 @@ export class SlabAllocator extends PageAllocator {
       obj = this.allocFromSlabs(id, gfp, 0);
     } else {
       const pcs = this.pcsW(id);
-      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+      this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
       try {
         let sw = this.i32[pcs + P_MAIN]! >> 2;
         if (this.i32[sw + S_SIZE] === 0) sw = this.replaceEmptyMain(id, pcs, gfp, 0);
@@ -508,7 +523,7 @@ export class SlabAllocator extends PageAllocator {
           obj = this.i32[sw + S_OBJS + n]!;
         }
       } finally {
-        this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+        this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
       }
       if (obj === 0) obj = this.allocFromSlabs(id, gfp, 0);
     }
@@ -517,7 +532,7 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** An object leaves the allocator: clear its free tag, zero it when asked; debug checks. */
-  protected prepObject(id: number, obj: number, gfp: number, req: number, mode: number): number {
+  prepObject(id: number, obj: number, gfp: number, req: number, mode: number): number {
     const kw = this.cacheWOf(id);
     if (this.i32[kw + K_META] !== 0) return this.debugAlloc(id, obj, gfp, req, mode);
     this.i32[obj >> 2] = 0;
@@ -548,12 +563,12 @@ export class SlabAllocator extends PageAllocator {
     if (bad >= 0) {
       const found = u8[obj + bad]!;
       i32[obj >> 2] = obj ^ FREE_TAG;
-      if ((this.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
+      if ((this.locks.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
       if (mode !== 0) this.slabFreeNolock(id, obj);
       else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
       this.slabError(ErrorCode.ECORRUPT, id, obj, bad, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${bad} (found ${hex(found)}); restored`);
     }
-    if ((this.debugFlags & DEBUG_POISON) !== 0) {
+    if ((this.locks.debugFlags & DEBUG_POISON) !== 0) {
       for (let off = 8; off < inuse; off++) {
         if (u8[obj + off] !== POISON_FREE) {
           const found = u8[obj + off]!;
@@ -567,7 +582,7 @@ export class SlabAllocator extends PageAllocator {
     i32[obj >> 2] = 0;
     i32[(obj >> 2) + 1] = 0;
     if ((gfp & GFP.ZERO) !== 0) u8.fill(0, obj, obj + req);
-    if ((this.debugFlags & DEBUG_REDZONE) !== 0) u8.fill(RED_ACTIVE, obj + req, obj + inuse + DEBUG_RZ);
+    if ((this.locks.debugFlags & DEBUG_REDZONE) !== 0) u8.fill(RED_ACTIVE, obj + req, obj + inuse + DEBUG_RZ);
     i32[mw + M_STATE] = OBJ_ALLOC;
     i32[mw + M_REQ] = req;
     return obj;
@@ -579,14 +594,14 @@ export class SlabAllocator extends PageAllocator {
     const tag = obj ^ FREE_TAG;
     const w0 = i32[obj >> 2]!;
     if (w0 !== tag) return firstDiffByte(w0, tag);
-    if ((this.debugFlags & DEBUG_POISON) === 0) return -1;
+    if ((this.locks.debugFlags & DEBUG_POISON) === 0) return -1;
     const w1 = i32[(obj >> 2) + 1]!;
     return w1 === POISON_WORD ? -1 : 4 + firstDiffByte(w1, POISON_WORD);
   }
 
   /** Debug heaps: an object taken off a freelist or deferred list gets the poison word back over its link. */
-  protected debugUnlink(kw: number, obj: number): void {
-    if (this.i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0) this.i32[(obj >> 2) + O_NEXT] = POISON_WORD;
+  debugUnlink(kw: number, obj: number): void {
+    if (this.i32[kw + K_META] !== 0 && (this.locks.debugFlags & DEBUG_POISON) !== 0) this.i32[(obj >> 2) + O_NEXT] = POISON_WORD;
   }
 
   /**
@@ -595,7 +610,7 @@ export class SlabAllocator extends PageAllocator {
    * the cache, address and offset, the redzone restored and ECORRUPT thrown, the object still
    * allocated). With `commit`, the object is then marked free and poisoned.
    */
-  protected debugFree(id: number, addr: number, commit: boolean): number {
+  debugFree(id: number, addr: number, commit: boolean): number {
     const i32 = this.i32;
     const u8 = this.u8;
     const kw = this.cacheWOf(id);
@@ -610,7 +625,7 @@ export class SlabAllocator extends PageAllocator {
     if (req < 1 || req > i32[kw + K_OBJ_SIZE]!) {
       this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (requested size ${req} of a ${i32[kw + K_OBJ_SIZE]}-byte object)`);
     }
-    if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
+    if ((this.locks.debugFlags & DEBUG_REDZONE) !== 0) {
       for (let off = req; off < inuse + DEBUG_RZ; off++) {
         const found = u8[addr + off]!;
         if (found !== RED_ACTIVE) {
@@ -621,30 +636,30 @@ export class SlabAllocator extends PageAllocator {
     }
     if (!commit) return req;
     i32[mw + M_STATE] = OBJ_FREE;
-    if ((this.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
+    if ((this.locks.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
     return req;
   }
 
   /** Set a debug object's state (kfreeRcu marks queued objects). */
-  protected debugSetState(addr: number, state: number): void {
-    const id = this.i32[this.pd(addr >>> PAGE_SHIFT) + D_CACHE]!;
+  debugSetState(addr: number, state: number): void {
+    const id = this.i32[this.mem.pd(addr >>> PAGE_SHIFT) + D_CACHE]!;
     const kw = this.cacheWOf(id);
-    if (this.i32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS] !== PG_SLAB || this.i32[kw + K_META] === 0) return;
+    if (this.i32[this.mem.pd(addr >>> PAGE_SHIFT) + D_FLAGS] !== PG_SLAB || this.i32[kw + K_META] === 0) return;
     this.i32[((addr + this.i32[kw + K_META]!) >> 2) + M_STATE] = state;
   }
 
   /** Report a debug finding: a slab_error trace event, then a HeapError. */
   private slabError(code: ErrorCode, id: number, addr: number, offset: number, message: string): never {
-    if ((this.trace.mask & (1 << TP.slab_error)) !== 0 && this.deferring === 0) {
+    if ((this.locks.trace.mask & (1 << TP.slab_error)) !== 0 && this.locks.deferring === 0) {
       const rec: TraceRecord = { event: "slab_error", cpu: this.cpu, addr, cache: this.cacheName(id), message };
       if (offset >= 0) rec.size = offset;
-      this.trace.emit(TP.slab_error, rec);
+      this.locks.trace.emit(TP.slab_error, rec);
     }
     throw new HeapError(code, message);
   }
 
   /** Debug heaps: the live objects of cache `id` (walks its slabs). */
-  protected liveObjectList(id: number): number[] {
+  liveObjectList(id: number): number[] {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const out: number[] = [];
@@ -652,7 +667,7 @@ export class SlabAllocator extends PageAllocator {
     const size = i32[kw + K_SIZE]!;
     const objs = i32[kw + K_OBJS]!;
     for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
       for (let k = 0; k < objs; k++) {
         const o = (pfn << PAGE_SHIFT) + k * size;
@@ -668,21 +683,18 @@ export class SlabAllocator extends PageAllocator {
    * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
    * slot's housekeeping: deferred frees and dying caches.
    */
-  protected slabSlowEntry(id: number): void {
+  slabSlowEntry(id: number): void {
     if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
       throw new HeapError(
         ErrorCode.EDEADLK,
         `the sheaves of ${this.cacheName(id)} on cpu ${this.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
       );
     }
-    this.assertCanLock(LOCK.barn);
+    this.locks.assertCanLock(LOCK.barn);
     if (this.i32[this.pcpuW + C_DEFER_HEAD] !== 0) this.drainDeferredObjects();
     if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
     if (this.i32[this.pcpuW + C_RCU_WAIT] !== 0) this.rcuSlowWork();
   }
-
-  /** Work of the RCU layer on this slot's slow paths (free expired kfreeRcu blocks). */
-  protected rcuSlowWork(): void {}
 
   /**
    * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -700,7 +712,7 @@ export class SlabAllocator extends PageAllocator {
     }
     const full = this.barnGetFull(id, mode);
     if (full !== 0) {
-      this.vmInc(VM.barnGet, 1);
+      this.locks.vmInc(VM.barnGet, 1);
       i32[pcs + P_MAIN] = full;
       if (main !== (this.hw + EMPTY_SHEAF_W) << 2) {
         if (spare === 0) i32[pcs + P_SPARE] = main;
@@ -730,11 +742,11 @@ export class SlabAllocator extends PageAllocator {
     const want = i32[sw + S_CAP]! - i32[sw + S_SIZE]!;
     let got = 0;
     const listLock = kw + K_LIST_LOCK;
-    if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
+    if (!this.locks.lockIn(mode, listLock, LOCK.list)) return 0;
     got = this.takeFromPartial(kw, sw, want);
-    this.unlock(listLock, LOCK.list);
+    this.locks.unlock(listLock, LOCK.list);
     if (got === 0) got = this.newSlab(id, gfp, mode, sw);
-    if (got > 0) this.vmInc(VM.sheafRefill, 1);
+    if (got > 0) this.locks.vmInc(VM.sheafRefill, 1);
     return got;
   }
 
@@ -747,7 +759,7 @@ export class SlabAllocator extends PageAllocator {
     while (got < want) {
       const pfn = i32[kw + K_PARTIAL]!;
       if (pfn === 0) break;
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
       let obj = i32[d + D_FREELIST]!;
       let inuse = i32[d + D_INUSE]!;
@@ -773,7 +785,7 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const pfn = i32[kw + K_PARTIAL]!;
     if (pfn === 0) return 0;
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     const inuse = i32[d + D_INUSE]!;
     if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
     const obj = i32[d + D_FREELIST]!;
@@ -787,13 +799,13 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** One object straight from the slabs (caches without sheaves, and when no sheaf could be had). */
-  protected allocFromSlabs(id: number, gfp: number, mode: number): number {
+  allocFromSlabs(id: number, gfp: number, mode: number): number {
     const kw = this.cacheWOf(id);
     const listLock = kw + K_LIST_LOCK;
-    if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
+    if (!this.locks.lockIn(mode, listLock, LOCK.list)) return 0;
     // The object stays in a local across the unlock: a hook at list:release may re-enter.
     const obj = this.takeOneFromPartial(kw);
-    this.unlock(listLock, LOCK.list);
+    this.locks.unlock(listLock, LOCK.list);
     return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0);
   }
 
@@ -807,11 +819,11 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     const order = this.i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
-    const pfn = this.rmqueue(order, pageGfp);
+    const pfn = this.pages.rmqueue(order, pageGfp);
     if (pfn === 0) return 0;
     // Read the views only now: rmqueue rebuilt them if the pages came from growth.
     const i32 = this.i32;
-    this.vmInc(VM.pgalloc, 1 << order);
+    this.locks.vmInc(VM.pgalloc, 1 << order);
     const size = i32[kw + K_SIZE]!;
     const objs = i32[kw + K_OBJS]!;
     const base = pfn << PAGE_SHIFT;
@@ -828,7 +840,7 @@ export class SlabAllocator extends PageAllocator {
       i32[(obj >> 2) + O_NEXT] = i + 1 < objs ? obj + size : 0;
     }
     const listLock = kw + K_LIST_LOCK;
-    if (!this.lockIn(mode, listLock, LOCK.list)) {
+    if (!this.locks.lockIn(mode, listLock, LOCK.list)) {
       this.releaseSlabPages(pfn, order, mode);
       return 0;
     }
@@ -836,7 +848,7 @@ export class SlabAllocator extends PageAllocator {
     // listed: until then they are the block rmqueue left in this slot's hand (PG_HEAD), so an agent
     // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
     for (let p = 0; p < 1 << order; p++) {
-      const d = this.pd(pfn + p);
+      const d = this.mem.pd(pfn + p);
       i32[d + D_FLAGS] = PG_SLAB;
       i32[d + D_HEAD] = pfn;
       i32[d + D_CACHE] = id;
@@ -862,16 +874,16 @@ export class SlabAllocator extends PageAllocator {
       i32[sw + S_SIZE] = at + taken;
       result = taken;
     }
-    const d = this.pd(pfn);
+    const d = this.mem.pd(pfn);
     i32[d + D_FREELIST] = obj;
     i32[d + D_INUSE] = taken;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
     if (obj !== 0) this.partialAdd(kw, pfn);
-    else this.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
-    this.unlock(listLock, LOCK.list);
-    this.vmInc(VM.slabAlloc, 1);
+    else this.pages.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
+    this.locks.unlock(listLock, LOCK.list);
+    this.locks.vmInc(VM.slabAlloc, 1);
     return result;
   }
 
@@ -881,14 +893,14 @@ export class SlabAllocator extends PageAllocator {
    * newSlab before it made the pages a slab); freeBlock keeps it so until a list takes it.
    */
   private releaseSlabPages(pfn: number, order: number, mode: number): void {
-    this.vmInc(VM.pgfree, 1 << order);
-    this.freeBlock(pfn, order, mode);
+    this.locks.vmInc(VM.pgfree, 1 << order);
+    this.pages.freeBlock(pfn, order, mode);
   }
 
   /* ================================================================= object free: slow paths */
 
   /** Free into cache `id` in normal mode once the fast path could not. */
-  protected slabFreeSlow(id: number, addr: number): void {
+  slabFreeSlow(id: number, addr: number): void {
     this.slabSlowEntry(id);
     const i32 = this.i32;
     if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0) {
@@ -896,7 +908,7 @@ export class SlabAllocator extends PageAllocator {
       return;
     }
     const pcs = this.pcsW(id);
-    this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
     try {
       let sw = i32[pcs + P_MAIN]! >> 2;
       if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = this.replaceFullMain(id, pcs, 0);
@@ -910,7 +922,7 @@ export class SlabAllocator extends PageAllocator {
         return;
       }
     } finally {
-      this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
     if (!this.freeToSlabs(id, addr, 0)) this.deferObject(addr); // noBlock agent past its bound
   }
@@ -948,13 +960,13 @@ export class SlabAllocator extends PageAllocator {
     i32[pcs + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
     const empty = this.barnPutFull(id, main, mode);
     if (empty > 0) {
-      this.vmInc(VM.barnPut, 1);
+      this.locks.vmInc(VM.barnPut, 1);
       i32[pcs + P_MAIN] = empty;
       return empty >> 2;
     }
     if (empty === 0) {
       // The barn took the full sheaf but had no empty one: make one (normal mode only).
-      this.vmInc(VM.barnPut, 1);
+      this.locks.vmInc(VM.barnPut, 1);
       const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
       i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
       return s >> 2;
@@ -967,12 +979,12 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** Free the objects of sheaf `sw` back to their slabs; the sheaf is left empty. */
-  protected flushSheaf(id: number, sw: number, mode: number): boolean {
+  flushSheaf(id: number, sw: number, mode: number): boolean {
     const i32 = this.i32;
     const n = i32[sw + S_SIZE]!;
     if (n === 0) return true;
     const kw = this.cacheWOf(id);
-    if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
+    if (!this.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     let discard: number[] | null = null;
     // From the top, the size following each object: an agent stopped half-way (and reclaimed)
     // leaves a sheaf that holds exactly the objects not yet returned.
@@ -981,18 +993,18 @@ export class SlabAllocator extends PageAllocator {
       i32[sw + S_SIZE] = i;
       if (empty !== 0) (discard ??= []).push(empty);
     }
-    this.unlock(kw + K_LIST_LOCK, LOCK.list);
-    this.vmInc(VM.sheafFlush, 1);
+    this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
+    this.locks.vmInc(VM.sheafFlush, 1);
     if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, mode);
     return true;
   }
 
   /** Free one object straight to its slab. */
-  protected freeToSlabs(id: number, addr: number, mode: number): boolean {
+  freeToSlabs(id: number, addr: number, mode: number): boolean {
     const kw = this.cacheWOf(id);
-    if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
+    if (!this.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const empty = this.putObjectLocked(kw, addr);
-    this.unlock(kw + K_LIST_LOCK, LOCK.list);
+    this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     if (empty !== 0) this.releaseSlab(id, empty, mode);
     return true;
   }
@@ -1004,8 +1016,8 @@ export class SlabAllocator extends PageAllocator {
    */
   private putObjectLocked(kw: number, obj: number): number {
     const i32 = this.i32;
-    const head = i32[this.pd(obj >>> PAGE_SHIFT) + D_HEAD]!;
-    const d = this.pd(head);
+    const head = i32[this.mem.pd(obj >>> PAGE_SHIFT) + D_HEAD]!;
+    const d = this.mem.pd(head);
     const first = i32[d + D_FREELIST]!;
     i32[obj >> 2] = obj ^ FREE_TAG;
     i32[(obj >> 2) + O_NEXT] = first;
@@ -1015,7 +1027,7 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + 1;
     if (first === 0) {
       // A full slab has a free object again.
-      this.pdListDel(kw + K_FULL, kw + K_NR_FULL, head);
+      this.pages.pdListDel(kw + K_FULL, kw + K_NR_FULL, head);
       this.partialAdd(kw, head);
     }
     if (inuse === 0) {
@@ -1033,21 +1045,21 @@ export class SlabAllocator extends PageAllocator {
    * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
    * the free objects and the empty slabs from the slabs' descriptors (D_INUSE). List lock held.
    */
-  protected slabRecountLocked(id: number): void {
+  slabRecountLocked(id: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const objs = i32[kw + K_OBJS]!;
     let partial = 0;
     let empty = 0;
     let free = 0;
-    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) {
-      const inuse = i32[this.pd(pfn) + D_INUSE]!;
+    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.mem.pd(pfn) + D_NEXT]!) {
+      const inuse = i32[this.mem.pd(pfn) + D_INUSE]!;
       partial++;
       free += objs - inuse;
       if (inuse === 0) empty++;
     }
     let full = 0;
-    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) full++;
+    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.mem.pd(pfn) + D_NEXT]!) full++;
     i32[kw + K_NR_PARTIAL] = partial;
     i32[kw + K_NR_FULL] = full;
     i32[kw + K_FREE_OBJS] = free;
@@ -1064,13 +1076,13 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const order = i32[kw + K_ORDER]!;
     for (let p = 1; p < 1 << order; p++) {
-      const d = this.pd(pfn + p);
+      const d = this.mem.pd(pfn + p);
       i32[d + D_FLAGS] = 0;
       i32[d + D_HEAD] = 0;
       i32[d + D_CACHE] = 0;
     }
-    i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-    i32[this.pd(pfn) + D_OWNER] = this.cpu;
+    i32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    i32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
     const objs = i32[kw + K_OBJS]!;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
@@ -1079,21 +1091,21 @@ export class SlabAllocator extends PageAllocator {
 
   private releaseSlab(id: number, pfn: number, mode: number): void {
     this.releaseSlabPages(pfn, this.i32[this.cacheWOf(id) + K_ORDER]!, mode);
-    this.vmInc(VM.slabFree, 1);
+    this.locks.vmInc(VM.slabFree, 1);
   }
 
   private partialAdd(kw: number, pfn: number): void {
-    this.pdListAdd(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    this.pages.pdListAdd(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
   private partialDel(kw: number, pfn: number): void {
-    this.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    this.pages.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
   /** The slab's last free object was taken: from the partial list to the full list. */
   private partialToFull(kw: number, pfn: number): void {
-    this.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
-    this.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
+    this.pages.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    this.pages.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
   }
 
 
@@ -1104,9 +1116,9 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
-    if (!this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
+    if (!this.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
     const s = this.barnPop(kw + K_BARN_FULL);
-    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     return s;
   }
 
@@ -1117,13 +1129,13 @@ export class SlabAllocator extends PageAllocator {
   private barnPutFull(id: number, full: number, mode: number): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    if (!this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
+    if (!this.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
     let empty = -1;
     if (i32[kw + K_BARN_NR_FULL]! < BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
       this.barnPush(kw + K_BARN_FULL, full);
       empty = this.barnPop(kw + K_BARN_EMPTY);
     }
-    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     return empty;
   }
 
@@ -1151,28 +1163,28 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     let kept = false;
-    if (this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
+    if (this.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
       if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
         this.barnPush(kw + K_BARN_EMPTY, sheaf);
         kept = true;
       }
-      this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     }
     if (!kept) this.freeSheaf(sheaf, mode);
   }
 
   /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
-  protected barnShrink(id: number): void {
+  barnShrink(id: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    this.lock(kw + K_BARN_LOCK, LOCK.barn);
+    this.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
     let full = i32[kw + K_BARN_FULL]!;
     let empty = i32[kw + K_BARN_EMPTY]!;
     i32[kw + K_BARN_FULL] = 0;
     i32[kw + K_BARN_EMPTY] = 0;
     i32[kw + K_BARN_NR_FULL] = 0;
     i32[kw + K_BARN_NR_EMPTY] = 0;
-    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
     for (let n = 0; full !== 0; n++) {
       if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
@@ -1226,10 +1238,10 @@ export class SlabAllocator extends PageAllocator {
   }
 
   private kmallocNolockSlow(size: number, gfp: number): number {
-    this.assertLive();
+    this.locks.assertLive();
     checkSize(size);
     checkGfp(gfp);
-    if (size > KMALLOC_MAX_CACHE_SIZE || this.closing) return this.closing ? this.nolockFailed() : 0;
+    if (size > KMALLOC_MAX_CACHE_SIZE || this.locks.closing) return this.locks.closing ? this.nolockFailed() : 0;
     let idx = SIZE_INDEX[(size + 7) >> 3]!;
     let id = KMALLOC_FIRST_ID + idx;
     if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
@@ -1238,22 +1250,22 @@ export class SlabAllocator extends PageAllocator {
       if (idx + 1 >= KMALLOC_SIZES.length) return this.nolockFailed();
       idx++;
       id++;
-      this.vmInc(VM.nolockNextClass, 1);
+      this.locks.vmInc(VM.nolockNextClass, 1);
       if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) return this.nolockFailed();
     }
     const obj = this.slabAllocNolock(id, gfp);
     if (obj === 0) return this.nolockFailed();
-    if ((this.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
+    if ((this.locks.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
     return this.prepObject(id, obj, gfp, size, GFP_TRYLOCK);
   }
 
   private nolockFailed(): number {
-    this.vmInc(VM.nolockFail, 1);
+    this.locks.vmInc(VM.nolockFail, 1);
     return 0;
   }
 
   /** Allocate from cache `id` with trylocks only; its sheaves are not locally locked. */
-  protected slabAllocNolock(id: number, gfp: number): number {
+  slabAllocNolock(id: number, gfp: number): number {
     const i32 = this.i32;
     const pcs = this.pcsW(id);
     let sw = i32[pcs + P_MAIN]! >> 2;
@@ -1263,7 +1275,7 @@ export class SlabAllocator extends PageAllocator {
       return i32[sw + S_OBJS + n - 1]!;
     }
     let obj = 0;
-    this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
     try {
       sw = this.replaceEmptyMain(id, pcs, gfp, GFP_TRYLOCK);
       if (sw !== 0) {
@@ -1273,7 +1285,7 @@ export class SlabAllocator extends PageAllocator {
         obj = v[sw + S_OBJS + n]!;
       }
     } finally {
-      this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
     if (obj === 0) obj = this.allocFromSlabs(id, gfp, GFP_TRYLOCK);
     return obj;
@@ -1283,28 +1295,28 @@ export class SlabAllocator extends PageAllocator {
   kfreeNolock(addr: number): void {
     if (this.fastOff === 0 && this.pushFast(addr)) return;
     if (addr === 0) {
-      this.assertLive();
+      this.locks.assertLive();
       return;
     }
     this.kfreeSlow(addr, -1, GFP_TRYLOCK);
   }
 
   /** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */
-  protected slabFreeNolock(id: number, addr: number): void {
+  slabFreeNolock(id: number, addr: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const pcs = this.pcsW(id);
-    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0 || this.closing) {
+    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0 || this.locks.closing) {
       this.deferObject(addr);
       return;
     }
     let sw = i32[pcs + P_MAIN]! >> 2;
     if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
-      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+      this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
       try {
         sw = this.replaceFullMain(id, pcs, GFP_TRYLOCK);
       } finally {
-        this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+        this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
       }
       if (sw === 0 || this.i32[sw + S_SIZE]! >= this.i32[sw + S_CAP]!) {
         this.deferObject(addr);
@@ -1319,13 +1331,13 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** Push an object on this slot's deferred list (defer_free). */
-  protected deferObject(addr: number): void {
+  deferObject(addr: number): void {
     const i32 = this.i32;
     i32[addr >> 2] = addr ^ FREE_TAG;
     i32[(addr >> 2) + O_NEXT] = i32[this.pcpuW + C_DEFER_HEAD]!;
     i32[this.pcpuW + C_DEFER_HEAD] = addr;
     i32[this.pcpuW + C_DEFER_NR] = i32[this.pcpuW + C_DEFER_NR]! + 1;
-    this.vmInc(VM.objectsDeferred, 1);
+    this.locks.vmInc(VM.objectsDeferred, 1);
   }
 
   /**
@@ -1333,8 +1345,8 @@ export class SlabAllocator extends PageAllocator {
    * slot's (reclaimSlot) and, with `direct`, this slot's while it detaches straight to their slabs.
    * False when a noBlock agent gave up on a list lock: what it could not free is deferred again.
    */
-  protected drainDeferredObjects(cpu: number = this.cpu, direct = false): boolean {
-    const p = this.pcpOf(cpu);
+  drainDeferredObjects(cpu: number = this.cpu, direct = false): boolean {
+    const p = this.mem.pcpOf(cpu);
     const own = cpu === this.cpu && !direct;
     // One pass over what is on the list now, not nested (the frees below enter slow paths, whose
     // entry drains): objects a hook defers meanwhile wait for the next normal call, so a hook that
@@ -1365,25 +1377,25 @@ export class SlabAllocator extends PageAllocator {
     if (broken !== "") {
       // Deferred work found broken metadata: report it, drop the list (its objects stay
       // allocated, lost), and never walk a cycle.
-      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+      this.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
       return true;
     }
     let gaveUp = false;
     while (obj !== 0) {
       const next = i32[(obj >> 2) + O_NEXT]!;
-      const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
+      const id = i32[this.mem.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
       i32[obj >> 2] = 0;
       this.debugUnlink(this.cacheWOf(id), obj);
       if (gaveUp) {
         this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
-        this.vmInc(VM.objectsUndeferred, 1);
+        this.locks.vmInc(VM.objectsUndeferred, 1);
         obj = next;
         continue;
       }
       // A dead slot's objects (reclaimSlot) go straight to their slabs.
       const named = id >= FIRST_NAMED_ID;
       // Deferred work: an error is reported (onError), and the rest of the list is still freed.
-      this.deferring++;
+      this.locks.deferring++;
       try {
         if (named) this.cacheEnter(id, 0, false, true);
         try {
@@ -1404,12 +1416,12 @@ export class SlabAllocator extends PageAllocator {
           this.deferObject(obj);
           gaveUp = true;
         } else {
-          this.reportDeferred(e, obj);
+          this.locks.reportDeferred(e, obj);
         }
       } finally {
-        this.deferring--;
+        this.locks.deferring--;
       }
-      this.vmInc(VM.objectsUndeferred, 1);
+      this.locks.vmInc(VM.objectsUndeferred, 1);
       obj = next;
     }
     return !gaveUp;
@@ -1423,7 +1435,7 @@ export class SlabAllocator extends PageAllocator {
       if (++n > nr) return `longer than its count ${nr}: a cycle`;
       const pfn = o >>> PAGE_SHIFT;
       if ((o & 7) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return `${hex(o)} is not an object address`;
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE]! >>> 0 >= this.maxCaches) return `${hex(o)} is not in a slab`;
     }
     return n === nr ? "" : `holds ${n} objects, counts ${nr}`;
@@ -1445,9 +1457,9 @@ export class SlabAllocator extends PageAllocator {
 
   /** Usable size of an allocation. */
   ksize(addr: number): number {
-    this.assertLive();
+    this.locks.assertLive();
     const id = this.objectCache(addr, -1);
-    if (id < 0) return PAGE_SIZE << ((this.u32[this.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
+    if (id < 0) return PAGE_SIZE << ((this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
     const kw = this.cacheWOf(id);
     // Debug: the requested size, once the object's metadata has been checked.
     if (this.i32[kw + K_META] !== 0) return this.debugFree(id, addr, false);
@@ -1460,7 +1472,7 @@ export class SlabAllocator extends PageAllocator {
    * addr 0 allocates; size 0 frees and returns 0. Returns 0, keeping the old block, on failure.
    */
   krealloc(addr: number, size: number, gfp: number = GFP.KERNEL): number {
-    this.assertLive();
+    this.locks.assertLive();
     checkGfp(gfp);
     if (size !== 0) checkSize(size);
     if (addr === 0) return size === 0 ? 0 : this.kmalloc(size, gfp);
@@ -1479,7 +1491,7 @@ export class SlabAllocator extends PageAllocator {
       const mw = (addr + this.i32[kw + K_META]!) >> 2;
       if (size > old) {
         this.u8.fill((gfp & GFP.ZERO) !== 0 ? 0 : RED_ACTIVE ^ 0xff, addr + old, addr + size);
-      } else if ((this.debugFlags & DEBUG_REDZONE) !== 0) {
+      } else if ((this.locks.debugFlags & DEBUG_REDZONE) !== 0) {
         this.u8.fill(RED_ACTIVE, addr + size, addr + old);
       }
       this.i32[mw + M_REQ] = size;
@@ -1505,14 +1517,14 @@ export class SlabAllocator extends PageAllocator {
 
   /** Free many allocations; all are checked before any is freed. */
   kfreeBulk(addrs: ArrayLike<number>): void {
-    this.assertLive();
+    this.locks.assertLive();
     const list = readAddrs("addrs", addrs);
     this.checkBulk(list, -1);
     for (let i = 0; i < list.length; i++) this.kfree(list[i]!);
   }
 
   /** Throw, changing nothing, unless every address is a distinct live allocation (of cache `want`). */
-  protected checkBulk(addrs: ArrayLike<number>, want: number, label = true): void {
+  checkBulk(addrs: ArrayLike<number>, want: number, label = true): void {
     if (addrs === null || typeof addrs !== "object" || typeof addrs.length !== "number") {
       throw new HeapError(ErrorCode.EINVAL, "addrs must be an array of addresses");
     }
@@ -1536,27 +1548,27 @@ export class SlabAllocator extends PageAllocator {
     else if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${this.cacheName(id)} is already free`);
     }
-    if (id < 0) this.checkBlock(a, (this.u32[this.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
+    if (id < 0) this.pages.checkBlock(a, (this.u32[this.mem.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
   }
 
   /* ================================================================= named caches */
 
   /** Create a named cache of `objectSize`-byte objects; any agent finds it with findCache(name). */
   createCache(name: string, objectSize: number, options: CacheOptions = {}): KmemCache {
-    this.assertLive();
+    this.locks.assertLive();
     const bytes = cacheNameBytes(name);
     checkInt("objectSize", objectSize, 1, MAX_OBJECT_SIZE, " of bytes", `a cache's objects are at most ${MAX_OBJECT_SIZE} bytes (one object per slab of 2^${PCP_MAX_ORDER} pages); use kmalloc or allocPages for larger blocks`);
     const given = readOptions("createCache options", options, ["align"]).align;
     const align = checkInt("align", given === undefined ? 8 : given, 1, PAGE_SIZE, " of bytes", `alignment is at most a page, ${PAGE_SIZE} bytes`);
     if ((align & (align - 1)) !== 0) einval(`align must be a power of two, not ${align}`);
-    const stride = cacheStride(objectSize, Math.max(8, align), this.debugFlags !== 0);
+    const stride = cacheStride(objectSize, Math.max(8, align), this.locks.debugFlags !== 0);
     if (stride > MAX_OBJECT_SIZE) {
       einval(
-        `objectSize ${objectSize} takes ${stride} bytes an object${this.debugFlags !== 0 ? " with its debug redzone and metadata" : ""}${align > 8 ? ` aligned to ${align}` : ""}, more than the ${MAX_OBJECT_SIZE} of the largest slab`,
+        `objectSize ${objectSize} takes ${stride} bytes an object${this.locks.debugFlags !== 0 ? " with its debug redzone and metadata" : ""}${align > 8 ? ` aligned to ${align}` : ""}, more than the ${MAX_OBJECT_SIZE} of the largest slab`,
       );
     }
-    this.assertCanLock(LOCK.ctable);
-    this.lock(this.hw + CT_LOCK, LOCK.ctable);
+    this.locks.assertCanLock(LOCK.ctable);
+    this.locks.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
       const found = this.findCacheId(bytes);
       if (found >= FIRST_NAMED_ID) throw new HeapError(ErrorCode.EINVAL, `a cache named "${name}" exists: use findCache`);
@@ -1570,9 +1582,9 @@ export class SlabAllocator extends PageAllocator {
       }
       if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use: destroy a cache, or create the heap with a larger maxCaches option (now ${this.maxCaches})`);
       this.setupCache(id, bytes, objectSize, Math.max(8, align), 0);
-      return new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+      return newKmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
     } finally {
-      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
   }
 
@@ -1583,15 +1595,15 @@ export class SlabAllocator extends PageAllocator {
    * A noBlock agent that gives up on the lock reads the table without it (findCacheUnlocked).
    */
   findCache(name: string): KmemCache | null {
-    this.assertLive();
+    this.locks.assertLive();
     const bytes = cacheNameBytes(name);
-    this.assertCanLock(LOCK.ctable);
-    if (!this.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return this.findCacheUnlocked(bytes);
+    this.locks.assertCanLock(LOCK.ctable);
+    if (!this.locks.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return this.findCacheUnlocked(bytes);
     try {
       const id = this.findCacheId(bytes);
-      return id < FIRST_NAMED_ID ? null : new KmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
+      return id < FIRST_NAMED_ID ? null : newKmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
     } finally {
-      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
   }
 
@@ -1620,16 +1632,16 @@ export class SlabAllocator extends PageAllocator {
       const kw = this.cacheWOf(id);
       const gen = Atomics.load(i32, kw + K_GEN);
       if (!this.cacheNamed(id, bytes)) continue;
-      if (Atomics.load(i32, kw + K_GEN) === gen && Atomics.load(i32, kw + K_STATE) === CACHE_ACTIVE) return new KmemCache(this, id, gen);
+      if (Atomics.load(i32, kw + K_GEN) === gen && Atomics.load(i32, kw + K_STATE) === CACHE_ACTIVE) return newKmemCache(this, id, gen);
     }
     return null;
   }
 
   /** Write a cache descriptor's configuration and publish it (CT_LOCK held, or heap creation). */
-  protected setupCache(id: number, name: Uint8Array, objectSize: number, align: number, flags: number): void {
+  setupCache(id: number, name: Uint8Array, objectSize: number, align: number, flags: number): void {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    const debug = this.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
+    const debug = this.locks.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
     const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
     const size = cacheStride(objectSize, align, debug);
     const order = slabOrder(size);
@@ -1658,14 +1670,14 @@ export class SlabAllocator extends PageAllocator {
     if (id >= this.i32[this.hw + CT_NR]!) this.i32[this.hw + CT_NR] = id + 1;
   }
 
-  protected cacheName(id: number): string {
+  cacheName(id: number): string {
     const kw = this.cacheWOf(id);
     const at = (kw + K_NAME) << 2;
     return utf8d.decode(this.u8.slice(at, at + this.i32[kw + K_NAME_LEN]!));
   }
 
   /** Objects of cache `id` that callers hold: total minus every free place. Racy with other agents' fast paths. */
-  protected liveObjects(id: number): number {
+  liveObjects(id: number): number {
     const s = this.cacheStats(id);
     return s.activeObjects;
   }
@@ -1674,13 +1686,13 @@ export class SlabAllocator extends PageAllocator {
    * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
    * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
    */
-  protected cacheAlloc(id: number, gen: number, gfp: number): number {
+  cacheAlloc(id: number, gen: number, gfp: number): number {
     const i32 = this.i32;
     if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
       const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
       if (obj !== 0) return obj;
     }
-    this.assertLive();
+    this.locks.assertLive();
     checkGfp(gfp);
     this.cacheEnter(id, gen, true, false);
     let obj: number;
@@ -1689,15 +1701,15 @@ export class SlabAllocator extends PageAllocator {
     } finally {
       this.cacheExit(id);
     }
-    if (obj === 0) return this.allocFailed(0, gfp);
-    if ((this.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
+    if (obj === 0) return this.pages.allocFailed(0, gfp);
+    if ((this.locks.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
       this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
     }
     return obj;
   }
 
   /** cache.free: like kfree, but the object must belong to cache `id`. */
-  protected cacheFree(id: number, addr: number): void {
+  cacheFree(id: number, addr: number): void {
     const i32 = this.i32;
     if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
       const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
@@ -1707,7 +1719,7 @@ export class SlabAllocator extends PageAllocator {
       }
     }
     if (addr === 0) {
-      this.assertLive();
+      this.locks.assertLive();
       return;
     }
     this.kfreeSlow(addr, id, 0);
@@ -1720,7 +1732,7 @@ export class SlabAllocator extends PageAllocator {
    * the flush is about to free, nor put one where the flush has already looked). False when a
    * noBlock agent could not have the list lock: that sheaf stays where it was, whole.
    */
-  protected flushCpuSheaves(id: number, cpu: number, mode: number): boolean {
+  flushCpuSheaves(id: number, cpu: number, mode: number): boolean {
     const i32 = this.i32;
     const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
     const emptyW = (this.hw + EMPTY_SHEAF_W) << 2;
@@ -1730,7 +1742,7 @@ export class SlabAllocator extends PageAllocator {
         throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${this.cacheName(id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
       }
       if (i32[pcs + P_MAIN] === emptyW && i32[pcs + P_SPARE] === 0) return true;
-      this.localLock(pcs + P_LOCKED, LOCK.sheaf);
+      this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
     }
     try {
       for (let which = P_MAIN; ; which = P_SPARE) {
@@ -1743,13 +1755,13 @@ export class SlabAllocator extends PageAllocator {
         if (which === P_SPARE) break;
       }
     } finally {
-      if (own) this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      if (own) this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
     return true;
   }
 
   /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot); EAGAIN when a noBlock agent gave up. */
-  protected flushAllSheavesOf(cpu: number): void {
+  flushAllSheavesOf(cpu: number): void {
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
@@ -1760,8 +1772,8 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** cache.shrink() of the handle of generation `gen`: the entry checks of a normal slab call, then shrinkCache. */
-  protected cacheShrink(id: number, gen: number): void {
-    this.assertLive();
+  cacheShrink(id: number, gen: number): void {
+    this.locks.assertLive();
     this.slabSlowEntry(id);
     this.cacheEnter(id, gen, true, false);
     try {
@@ -1781,20 +1793,20 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
-  protected shrinkCache(id: number): void {
+  shrinkCache(id: number): void {
     if (!this.flushCpuSheaves(id, this.cpu, 0)) this.listBusy(id);
     this.barnShrink(id);
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const discard: number[] = [];
-    this.lock(kw + K_LIST_LOCK, LOCK.list);
+    this.locks.lock(kw + K_LIST_LOCK, LOCK.list);
     // Bounded by the slab count: a cycle is reported after the unlock, never walked for ever.
     let steps = 0;
     const most = i32[kw + K_NR_SLABS]!;
     for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0; ) {
       if (++steps > most) break;
-      const next = i32[this.pd(pfn) + D_NEXT]!;
-      if (i32[this.pd(pfn) + D_INUSE] === 0) {
+      const next = i32[this.mem.pd(pfn) + D_NEXT]!;
+      if (i32[this.mem.pd(pfn) + D_INUSE] === 0) {
         this.partialDel(kw, pfn);
         this.unaccountSlab(kw, pfn);
         i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
@@ -1802,13 +1814,13 @@ export class SlabAllocator extends PageAllocator {
       }
       pfn = next;
     }
-    this.unlock(kw + K_LIST_LOCK, LOCK.list);
+    this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     for (const pfn of discard) this.releaseSlab(id, pfn, 0);
     if (steps > most) throw new HeapError(ErrorCode.ECORRUPT, `the partial list of ${this.cacheName(id)} is longer than its ${most} slabs: a cycle`);
   }
 
   /** Flush this slot's sheaves of every dying cache, releasing caches no slot caches any more. */
-  protected flushDyingCaches(): void {
+  flushDyingCaches(): void {
     for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) {
       if (this.i32[this.cacheWOf(id) + K_STATE] !== CACHE_DYING) continue;
       if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) continue;
@@ -1820,10 +1832,11 @@ export class SlabAllocator extends PageAllocator {
    * Destroy the cache of generation `gen`: refuse while objects are live; release now, or when
    * every slot has flushed and no slow path is inside (P_USERS).
    */
-  protected destroyCache(id: number, gen: number): void {
-    this.assertCanLock(LOCK.ctable);
+  destroyCache(id: number, gen: number): void {
+    this.beforeDestroy();
+    this.locks.assertCanLock(LOCK.ctable);
     this.slabSlowEntry(id);
-    this.lock(this.hw + CT_LOCK, LOCK.ctable);
+    this.locks.lock(this.hw + CT_LOCK, LOCK.ctable);
     try {
       // Another agent may have destroyed it, and even made a new cache in the descriptor, since the handle checked.
       const kw0 = this.cacheWOf(id);
@@ -1836,8 +1849,8 @@ export class SlabAllocator extends PageAllocator {
       if (live > 0) {
         const list = this.liveObjectList(id);
         for (const o of list) {
-          if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
-            this.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr: o, cache: this.cacheName(id), message: `live object ${hex(o)} at destroy` });
+          if ((this.locks.trace.mask & (1 << TP.slab_error)) !== 0) {
+            this.locks.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr: o, cache: this.cacheName(id), message: `live object ${hex(o)} at destroy` });
           }
         }
         const shown = list.length > 0 ? `: ${list.slice(0, 16).map(hex).join(", ")}${list.length > 16 ? ", ..." : ""}` : "";
@@ -1847,7 +1860,7 @@ export class SlabAllocator extends PageAllocator {
       Atomics.store(this.i32, kw + K_STATE, CACHE_DYING);
       Atomics.add(this.i32, this.hw + G_NR_DYING, 1);
     } finally {
-      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
     this.tryReleaseDying(id);
   }
@@ -1858,7 +1871,7 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     if (!this.noSlotUses(kw)) return;
     // A noBlock agent past its bound leaves the release to a later slow path.
-    if (!this.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return;
+    if (!this.locks.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return;
     try {
       if (i32[kw + K_STATE] !== CACHE_DYING) return;
       try {
@@ -1874,7 +1887,7 @@ export class SlabAllocator extends PageAllocator {
       Atomics.store(i32, kw + K_STATE, CACHE_FREE);
       Atomics.sub(i32, this.hw + G_NR_DYING, 1);
     } finally {
-      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
     }
   }
 
@@ -1890,7 +1903,7 @@ export class SlabAllocator extends PageAllocator {
 
   /* ================================================================= stats and validation */
 
-  protected cacheStats(id: number): SlabStats {
+  cacheStats(id: number): SlabStats {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     let sheafObjects = 0;
@@ -1905,9 +1918,9 @@ export class SlabAllocator extends PageAllocator {
     for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
     let deferred = 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const nd = i32[this.pcpOf(cpu) + C_DEFER_NR]!;
-      for (let o = i32[this.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
-        if (i32[this.pd(o >>> PAGE_SHIFT) + D_CACHE] === id) deferred++;
+      const nd = i32[this.mem.pcpOf(cpu) + C_DEFER_NR]!;
+      for (let o = i32[this.mem.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
+        if (i32[this.mem.pd(o >>> PAGE_SHIFT) + D_CACHE] === id) deferred++;
       }
     }
     const total = i32[kw + K_TOTAL_OBJS]!;
@@ -1934,7 +1947,7 @@ export class SlabAllocator extends PageAllocator {
     };
   }
 
-  protected slabStats(): SlabStats[] {
+  slabStats(): SlabStats[] {
     const out: SlabStats[] = [];
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
@@ -1949,7 +1962,7 @@ export class SlabAllocator extends PageAllocator {
    * counts agree; no object is both on a freelist and in a sheaf; every sheaf object belongs to
    * its cache. Other slots' sheaves are read as they are: exact only while those agents are idle.
    */
-  protected validateSlabs(where: Uint8Array): void {
+  validateSlabs(where: Uint8Array): void {
     const i32 = this.i32;
     const bad = (msg: string): never => {
       throw new HeapError(ErrorCode.ECORRUPT, msg);
@@ -1961,7 +1974,7 @@ export class SlabAllocator extends PageAllocator {
         pfn++;
         continue;
       }
-      const d = this.pd(pfn);
+      const d = this.mem.pd(pfn);
       if (i32[d + D_FLAGS] !== PG_SLAB) bad(`page ${pfn} is in no place (flags ${hex(i32[d + D_FLAGS]!)})`);
       if (i32[d + D_HEAD] !== pfn) bad(`slab page ${pfn} is not the head its tail pages expect (head ${i32[d + D_HEAD]})`);
       const id = i32[d + D_CACHE]!;
@@ -1971,7 +1984,7 @@ export class SlabAllocator extends PageAllocator {
       if (state !== CACHE_ACTIVE && state !== CACHE_DYING) bad(`slab ${pfn} belongs to cache ${id}, which does not exist`);
       const order = i32[kw + K_ORDER]!;
       for (let p = 0; p < 1 << order; p++) {
-        const td = this.pd(pfn + p);
+        const td = this.mem.pd(pfn + p);
         if (i32[td + D_FLAGS] !== PG_SLAB || i32[td + D_HEAD] !== pfn || i32[td + D_CACHE] !== id) bad(`slab ${pfn}: page ${pfn + p} is not one of its pages`);
         if (where[pfn + p] !== PAGE_WHERE.unseen) bad(`slab ${pfn}: page ${pfn + p} is in two places`);
         where[pfn + p] = PAGE_WHERE.allocated;
@@ -2007,8 +2020,8 @@ export class SlabAllocator extends PageAllocator {
       if (c.slabs * i32[kw + K_OBJS]! !== i32[kw + K_TOTAL_OBJS]) bad(`${name}: total objects ${i32[kw + K_TOTAL_OBJS]} != slabs x objects`);
       if (c.empty !== i32[kw + K_NR_EMPTY]) bad(`${name}: counts ${i32[kw + K_NR_EMPTY]} empty slabs, has ${c.empty}`);
       let partial = 0;
-      for (let pfn = i32[kw + K_PARTIAL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.pd(pfn) + D_NEXT]!) {
-        const d = this.pd(pfn);
+      for (let pfn = i32[kw + K_PARTIAL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.mem.pd(pfn) + D_NEXT]!) {
+        const d = this.mem.pd(pfn);
         if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== id || i32[d + D_HEAD] !== pfn) bad(`${name}: partial list holds page ${pfn}, not one of its slabs`);
         if (i32[d + D_PREV] !== prev) bad(`${name}: partial list back link broken at ${pfn}`);
         if (i32[d + D_FREELIST] === 0) bad(`${name}: full slab ${pfn} on the partial list`);
@@ -2016,8 +2029,8 @@ export class SlabAllocator extends PageAllocator {
       }
       if (partial !== i32[kw + K_NR_PARTIAL]) bad(`${name}: counts ${i32[kw + K_NR_PARTIAL]} partial slabs, its list holds ${partial}`);
       let full = 0;
-      for (let pfn = i32[kw + K_FULL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.pd(pfn) + D_NEXT]!) {
-        const d = this.pd(pfn);
+      for (let pfn = i32[kw + K_FULL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.mem.pd(pfn) + D_NEXT]!) {
+        const d = this.mem.pd(pfn);
         if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== id || i32[d + D_HEAD] !== pfn) bad(`${name}: full list holds page ${pfn}, not one of its slabs`);
         if (i32[d + D_PREV] !== prev) bad(`${name}: full list back link broken at ${pfn}`);
         if (i32[d + D_FREELIST] !== 0) bad(`${name}: slab ${pfn} with free objects on the full list`);
@@ -2028,13 +2041,13 @@ export class SlabAllocator extends PageAllocator {
       const checkSheaf = (s: number, where2: string): void => {
         const sw = s >> 2;
         if (s === (this.hw + EMPTY_SHEAF_W) << 2) return;
-        if (i32[this.pd(s >>> PAGE_SHIFT) + D_CACHE] !== SHEAF_CACHE_ID) bad(`${name}: ${where2} sheaf ${hex(s)} is not a sheaf object`);
+        if (i32[this.mem.pd(s >>> PAGE_SHIFT) + D_CACHE] !== SHEAF_CACHE_ID) bad(`${name}: ${where2} sheaf ${hex(s)} is not a sheaf object`);
         if (i32[sw + S_CACHE] !== id) bad(`${name}: ${where2} sheaf ${hex(s)} serves cache ${i32[sw + S_CACHE]}`);
         const size = i32[sw + S_SIZE]!;
         if (size < 0 || size > i32[sw + S_CAP]!) bad(`${name}: ${where2} sheaf holds ${size} of ${i32[sw + S_CAP]}`);
         for (let k = 0; k < size; k++) {
           const o = i32[sw + S_OBJS + k]!;
-          const od = this.pd(o >>> PAGE_SHIFT);
+          const od = this.mem.pd(o >>> PAGE_SHIFT);
           if (o >>> PAGE_SHIFT >= this.nrPages || i32[od + D_FLAGS] !== PG_SLAB || i32[od + D_CACHE] !== id) bad(`${name}: ${where2} sheaf holds ${hex(o)}, not one of its objects`);
           if (freeObjs.has(o)) bad(`${name}: object ${hex(o)} is both free in its slab and in a ${where2} sheaf`);
           if (i32[kw + K_META] !== 0 && i32[((o + i32[kw + K_META]!) >> 2) + M_STATE] !== OBJ_FREE) bad(`${name}: ${where2} sheaf holds ${hex(o)}, which is not marked free`);
@@ -2060,7 +2073,7 @@ export class SlabAllocator extends PageAllocator {
       if (ne !== i32[kw + K_BARN_NR_EMPTY]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_EMPTY]} empty sheaves, holds ${ne}`);
     }
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const c = this.pcpOf(cpu);
+      const c = this.mem.pcpOf(cpu);
       let n = 0;
       for (let o = i32[c + C_DEFER_HEAD]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
         if (freeObjs.has(o)) bad(`object ${hex(o)} is on cpu ${cpu}'s deferred list and free elsewhere`);
@@ -2072,10 +2085,10 @@ export class SlabAllocator extends PageAllocator {
     }
   }
 
-  protected emitObj(id: number, addr: number, size: number, cache: number): void {
+  emitObj(id: number, addr: number, size: number, cache: number): void {
     const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr, size };
     if (cache >= 0) rec.cache = this.cacheName(cache);
-    this.trace.emit(id, rec);
+    this.locks.trace.emit(id, rec);
   }
 }
 
@@ -2113,127 +2126,3 @@ function cacheNameBytes(name: unknown): Uint8Array {
   return bytes;
 }
 
-/**
- * A named slab cache: a thin handle (heap, descriptor index, generation) valid in the agent that
- * made or found it. Objects may be freed by any agent.
- */
-/** What a KmemCache handle needs of its heap beyond the public calls. */
-interface CacheOps {
-  readonly i32: Int32Array;
-  assertLive(): void;
-  cacheAlloc(id: number, gen: number, gfp: number): number;
-  cacheFree(id: number, addr: number): void;
-  cacheName(id: number): string;
-  cacheWOf(id: number): number;
-  checkBulk(addrs: ArrayLike<number>, want: number): void;
-  cacheShrink(id: number, gen: number): void;
-  destroyCache(id: number, gen: number): void;
-  cacheStats(id: number): SlabStats;
-}
-
-export class KmemCache {
-  readonly name: string;
-  readonly objectSize: number;
-  private readonly ops: CacheOps;
-  private readonly id: number;
-  private readonly gen: number;
-  /** Word index of the descriptor's K_GEN and K_STATE, checked on every call. */
-  private readonly kw: number;
-
-  /** Made by heap.createCache and heap.findCache only. @internal */
-  constructor(heap: SlabAllocator, id: number, gen: number) {
-    if (!(heap instanceof SlabAllocator) || !Number.isInteger(id) || id < FIRST_NAMED_ID || !Number.isInteger(gen)) {
-      einval("a KmemCache comes from heap.createCache or heap.findCache, not from new KmemCache()");
-    }
-    this.ops = heap as unknown as CacheOps;
-    this.id = id;
-    this.gen = gen;
-    this.kw = this.ops.cacheWOf(id);
-    this.name = this.ops.cacheName(id);
-    this.objectSize = this.ops.i32[this.kw + K_OBJ_SIZE]!;
-  }
-
-  private check(): void {
-    // A handle obtained through a heap handle that has since detached is dead with it.
-    this.ops.assertLive();
-    this.checkAlive();
-  }
-
-  /**
-   * The descriptor still holds this cache (not destroyed, not reused): two plain loads. alloc and
-   * free need no more here: their fast paths are gated by the heap handle's fastOff, which a detach
-   * sets, and their slow paths call assertLive themselves.
-   */
-  private checkAlive(): void {
-    const i32 = this.ops.i32;
-    if (i32[this.kw + K_GEN] !== this.gen || i32[this.kw + K_STATE] !== CACHE_ACTIVE) this.destroyed();
-  }
-
-  private destroyed(): never {
-    this.ops.assertLive();
-    throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
-  }
-
-  /** One object, or 0. */
-  alloc(gfp: number = GFP.KERNEL): number {
-    this.checkAlive();
-    return this.ops.cacheAlloc(this.id, this.gen, gfp);
-  }
-
-  free(addr: number): void {
-    this.checkAlive();
-    this.ops.cacheFree(this.id, addr);
-  }
-
-  /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
-  allocBulk(n: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
-    this.check();
-    checkInt("count", n, 0, 0x7fffffff, " of objects");
-    checkOut("out", out, n);
-    checkGfp(gfp);
-    // Objects go to the caller's array only when all n are there: a write it refuses (a Proxy, a
-    // setter) then frees them all, as a failed allocation does.
-    const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
-    for (let i = 0; i < n; i++) {
-      const obj = this.ops.cacheAlloc(this.id, this.gen, gfp);
-      if (obj === 0) {
-        for (let j = 0; j < i; j++) this.ops.cacheFree(this.id, got[j]!);
-        return 0;
-      }
-      got[i] = obj;
-    }
-    if (got !== out) {
-      const refused = storeOut(out, got, n);
-      if (refused !== null) {
-        for (let j = 0; j < n; j++) this.ops.cacheFree(this.id, got[j]!);
-        einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
-      }
-    }
-    return n;
-  }
-
-  /** Free many objects of this cache; all are checked before any is freed. */
-  freeBulk(addrs: ArrayLike<number>): void {
-    this.check();
-    const list = readAddrs("addrs", addrs);
-    this.ops.checkBulk(list, this.id);
-    for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.ops.cacheFree(this.id, list[i]!);
-  }
-
-  /** Return this slot's cached objects and every empty slab to the page allocator. */
-  shrink(): void {
-    this.check();
-    this.ops.cacheShrink(this.id, this.gen);
-  }
-
-  /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
-  destroy(): void {
-    this.check();
-    this.ops.destroyCache(this.id, this.gen);
-  }
-
-  stats(): SlabStats {
-    this.check();
-    return this.ops.cacheStats(this.id);
-  }
-}

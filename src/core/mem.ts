@@ -1,0 +1,217 @@
+/*
+ * One agent's handle on the heap's memory: the buffer, the fixed-length typed views over it, and
+ * the geometry (where each region's words start) of this handle's slot.
+ *
+ * WORDS: this file owns no word of the heap. It reads Z_SIZE (written by the page layer's
+ * hotplug under the zone lock, published last with Atomics.store) to learn that the heap grew.
+ *
+ * LOCKS: none. refresh() may run with any lock held and from any layer.
+ *
+ * Views and growth: every layer keeps the views and the geometry words it reads on its fast paths
+ * in fields of its own (a property load less per access than reading them through this object),
+ * but only Mem builds them: each layer registers with bind() when it is constructed, and refresh()
+ * installs the new views in every registered layer at once. So growth seen by any layer (a lock
+ * acquisition, a slow path's entry, a block from new pages) can never leave another layer of the
+ * same handle with stale views. A function must not keep a view in a local across a call that
+ * may take a lock and then use it for an address that call produced: it reads this.i32 again.
+ *
+ * Stale reads: other agents grow the heap at any time; until refresh() runs, this handle's views
+ * end at the old size, which is still correct for every address this handle has met.
+ */
+import { type Geometry, PAGE_SHIFT, PCPU_WORDS, PD_WORDS, Z_SIZE } from "./layout.js";
+
+/** What the heap uses of a shared WebAssembly.Memory (typed here: the project's lib has no WebAssembly). */
+export interface WasmMemory {
+  readonly buffer: ArrayBufferLike;
+  grow(pages: number): number;
+}
+
+/** What attach or create resolved for this handle. */
+export interface MmInit {
+  readonly buffer: SharedArrayBuffer;
+  /** The shared WebAssembly.Memory whose buffer this is, or null (growth and views go through it). */
+  readonly memory: WasmMemory | null;
+  /** Byte offset of the heap's first page (its header) in the buffer; page-aligned. */
+  readonly base: number;
+  readonly geometry: Geometry;
+  /** The heap's size now (the geometry is laid out for its maximum). */
+  readonly size: number;
+  readonly cpu: number;
+  readonly canBlock: boolean;
+  readonly debug: number;
+}
+
+export class Mem {
+  /** The heap's buffer (for a heap on WebAssembly memory, memory.buffer as of the last growth this handle saw). */
+  buffer: SharedArrayBuffer;
+  /** The WebAssembly.Memory the heap lives in, or null. */
+  readonly memory: WasmMemory | null;
+  /** The size the heap may grow to (an end in the buffer). */
+  readonly maxSize: number;
+  u8: Uint8Array;
+  i32: Int32Array;
+  u32: Uint32Array;
+  f64: Float64Array;
+  size: number;
+  nrPages: number;
+  readonly hw: number;
+  readonly descW: number;
+  readonly cacheW: number;
+  readonly cacheWords: number;
+  readonly pcpuBaseW: number;
+  readonly pcpuW: number;
+  readonly cpu: number;
+  readonly me: number;
+  readonly zoneStart: number;
+  readonly offset: number;
+  readonly cpus: number;
+  readonly maxCaches: number;
+  /** The layers of this handle that keep views: refresh() rebuilds theirs. */
+  private readonly users: MemView[];
+
+
+  constructor(init: MmInit) {
+    const g = init.geometry;
+    const base = init.base;
+    const basePfn = base >>> PAGE_SHIFT;
+    this.buffer = init.buffer;
+    this.memory = init.memory;
+    this.maxSize = base + g.size;
+    this.u8 = new Uint8Array(init.buffer, 0, init.size);
+    this.i32 = new Int32Array(init.buffer, 0, init.size >>> 2);
+    this.u32 = new Uint32Array(init.buffer, 0, init.size >>> 2);
+    this.f64 = new Float64Array(init.buffer, 0, init.size >>> 3);
+    this.size = init.size;
+    this.nrPages = init.size >>> PAGE_SHIFT;
+    // Every word index and page frame number is absolute (from byte 0 of the buffer), so addresses
+    // are offsets into the buffer; descriptor 0 is the header page's.
+    this.hw = base >>> 2;
+    this.descW = ((base + g.descOff) >>> 2) - basePfn * PD_WORDS;
+    this.cacheW = (base + g.cacheOff) >>> 2;
+    this.cacheWords = g.cacheBytes >>> 2;
+    this.pcpuBaseW = (base + g.pcpuOff) >>> 2;
+    this.pcpuW = this.pcpuBaseW + init.cpu * PCPU_WORDS;
+    this.cpu = init.cpu;
+    this.me = init.cpu + 1;
+    this.zoneStart = basePfn + g.zoneStart;
+    this.offset = base;
+    this.cpus = g.cpus;
+    this.maxCaches = g.maxCaches;
+    this.users = [];
+  }
+
+  /** Keep `layer`'s views current on growth (MemView's constructor calls it). */
+  track(layer: MemView): void {
+    this.users.push(layer);
+  }
+
+  /**
+   * The heap grew since the views were built: rebuild them (fixed-length views are about 15 times
+   * faster than length-tracking ones) in this object and every bound layer. Returns whether they
+   * changed.
+   */
+  refresh(): boolean {
+    const size = Atomics.load(this.u32, this.hw + Z_SIZE);
+    if (size <= this.size) return false;
+    // WebAssembly memory: memory.grow gave every agent a new, longer buffer object.
+    if (this.memory !== null && this.buffer.byteLength < size) this.buffer = this.memory.buffer as unknown as SharedArrayBuffer;
+    if (this.buffer.byteLength < size) return false;
+    this.u8 = new Uint8Array(this.buffer, 0, size);
+    this.i32 = new Int32Array(this.buffer, 0, size >>> 2);
+    this.u32 = new Uint32Array(this.buffer, 0, size >>> 2);
+    this.f64 = new Float64Array(this.buffer, 0, size >>> 3);
+    this.size = size;
+    this.nrPages = size >>> PAGE_SHIFT;
+    for (const l of this.users) {
+      l.u8 = this.u8;
+      l.i32 = this.i32;
+      l.u32 = this.u32;
+      l.f64 = this.f64;
+      l.size = size;
+      l.nrPages = this.nrPages;
+    }
+    return true;
+  }
+
+  /** Word index of page frame `pfn`'s descriptor. */
+  pd(pfn: number): number {
+    return this.descW + pfn * PD_WORDS;
+  }
+
+  /** Word index of slot `cpu`'s per-CPU block. */
+  pcpOf(cpu: number): number {
+    return this.pcpuBaseW + cpu * PCPU_WORDS;
+  }
+
+  /** Word index of cache `id`'s descriptor. */
+  cacheWOf(id: number): number {
+    return this.cacheW + id * this.cacheWords;
+  }
+}
+
+/** Does this agent allow Atomics.wait? (A browser's main thread throws.) */
+export function agentCanBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The views and geometry words a layer keeps in fields of its own (see the file comment): the
+ * first six are rebuilt by Mem.refresh(), the rest never change. Each layer extends this and
+ * nothing else; a layer never extends another layer.
+ */
+export class MemView {
+  u8: Uint8Array;
+  i32: Int32Array;
+  u32: Uint32Array;
+  f64: Float64Array;
+  /** End of the heap in the buffer as this handle sees it. */
+  size: number;
+  /** Pages covered by the views. */
+  nrPages: number;
+  /** Word index of the heap's header page (offset / 4): page-0 layout words are relative to it. */
+  readonly hw: number;
+  /** Word index of page descriptor 0 (of byte 0 of the buffer). */
+  readonly descW: number;
+  /** Word index of cache descriptor 0, and words per descriptor. */
+  readonly cacheW: number;
+  readonly cacheWords: number;
+  /** Word index of per-CPU block 0, and of this slot's. */
+  readonly pcpuBaseW: number;
+  readonly pcpuW: number;
+  /** This handle's CPU slot, and its lock owner value (cpu + 1). */
+  readonly cpu: number;
+  readonly me: number;
+  /** First page frame of the zone. */
+  readonly zoneStart: number;
+  /** Byte offset of the heap in its buffer: its header page; the bytes below belong to others. */
+  readonly offset: number;
+  readonly cpus: number;
+  readonly maxCaches: number;
+
+  constructor(mem: Mem) {
+    this.u8 = mem.u8;
+    this.i32 = mem.i32;
+    this.u32 = mem.u32;
+    this.f64 = mem.f64;
+    this.size = mem.size;
+    this.nrPages = mem.nrPages;
+    this.hw = mem.hw;
+    this.descW = mem.descW;
+    this.cacheW = mem.cacheW;
+    this.cacheWords = mem.cacheWords;
+    this.pcpuBaseW = mem.pcpuBaseW;
+    this.pcpuW = mem.pcpuW;
+    this.cpu = mem.cpu;
+    this.me = mem.me;
+    this.zoneStart = mem.zoneStart;
+    this.offset = mem.offset;
+    this.cpus = mem.cpus;
+    this.maxCaches = mem.maxCaches;
+    mem.track(this);
+  }
+}

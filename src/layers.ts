@@ -1,0 +1,57 @@
+/*
+ * The layers of one heap handle, built in order and wired together: mem (views) -> locks ->
+ * pages -> slab -> rcu. A layer gets the layers below it in its constructor and never reaches
+ * upward; the few upward needs are callbacks installed here:
+ *   - locks.onChange: the reentry hook, the trace handlers, detached or closing changed: every
+ *     layer recomputes its fast-path gate (fastOff).
+ *   - slab.rcuSlowWork: a slab slow path of this slot found expired kfreeRcu blocks waiting.
+ *   - slab.beforeDestroy: a cache's destroy waits for pending kfreeRcu objects first.
+ *
+ * WORDS and LOCKS: none of its own; see each layer.
+ *
+ * Not part of the package's published exports: the facade (heap.ts) holds the layers privately,
+ * and layersOf() is the tests' way in.
+ */
+import { Locks } from "./core/lock.js";
+import { Mem, type MmInit } from "./core/mem.js";
+import { PageAllocator } from "./page/page_alloc.js";
+import { RcuAllocator } from "./rcu/rcu.js";
+import { SlabAllocator } from "./slab/slab.js";
+
+export interface Layers {
+  readonly mem: Mem;
+  readonly locks: Locks;
+  readonly pages: PageAllocator;
+  readonly slab: SlabAllocator;
+  readonly rcu: RcuAllocator;
+}
+
+export function buildLayers(init: MmInit): Layers {
+  const mem = new Mem(init);
+  const locks = new Locks(mem, init);
+  const pages = new PageAllocator(mem, locks);
+  const slab = new SlabAllocator(mem, locks, pages);
+  const rcu = new RcuAllocator(mem, locks, pages, slab);
+  locks.onChange = () => {
+    pages.updateFastOff();
+    slab.updateFastOff();
+    rcu.updateFastOff();
+  };
+  slab.rcuSlowWork = () => rcu.rcuSlowWork();
+  slab.beforeDestroy = () => rcu.barrierIfPending();
+  return { mem, locks, pages, slab, rcu };
+}
+
+/** Each Heap's layers (set by its constructor). */
+const heapLayers = new WeakMap<object, Layers>();
+
+export function registerLayers(heap: object, layers: Layers): void {
+  heapLayers.set(heap, layers);
+}
+
+/** The layers behind a Heap: for tests that check internals (corrupt words, counters near their wrap). */
+export function layersOf(heap: object): Layers {
+  const l = heapLayers.get(heap);
+  if (l === undefined) throw new TypeError("not a Heap");
+  return l;
+}
