@@ -104,6 +104,12 @@ import type { KmemCache } from "./slab/kmem_cache.js";
 import type { CacheOptions, SlabAllocator } from "./slab/slab.js";
 import type { AttachOptions, HeapOptions, HeapStats } from "./api.js";
 import { readPageMap } from "./pagemap.js";
+import { slabStats, validateSlabs } from "./slab/check.js";
+import { flushAllSheavesOf } from "./slab/sheaf.js";
+import { cacheName, flushDyingCaches, shrinkCache } from "./slab/cache.js";
+import { drainDeferredObjects } from "./slab/kmalloc.js";
+import { createCache, findCache, setupCache } from "./slab/cache.js";
+import { kfreeBulk, kfreeNolock, kmallocNolock, krealloc, kzalloc } from "./slab/kmalloc.js";
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -192,10 +198,10 @@ export class Heap {
     const heap = new Heap(heapInit({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug }));
     heap.#pages.initZone();
     const enc = new TextEncoder();
-    heap.#slab.setupCache(SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
+    setupCache(heap.#slab, SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
     KMALLOC_SIZES.forEach((s, i) => {
       const name = s >= 1024 ? `kmalloc-${s >> 10}k` : `kmalloc-${s}`;
-      heap.#slab.setupCache(KMALLOC_FIRST_ID + i, enc.encode(name), s, s === 96 || s === 192 ? 32 : Math.min(s, 8), KF_KMALLOC);
+      setupCache(heap.#slab, KMALLOC_FIRST_ID + i, enc.encode(name), s, s === 96 || s === 192 ? 32 : Math.min(s, 8), KF_KMALLOC);
     });
     heap.#claimSlot(0, noBlock);
     u32[H_FAIL_RATE] = failRate;
@@ -266,10 +272,10 @@ export class Heap {
       for (;;) {
         this.#rcu.rcuOffline();
         // A noBlock agent that gave up on a list lock left objects deferred: the slot stays attached.
-        if (!this.#slab.drainDeferredObjects(this.#mem.cpu, true)) this.#detachBusy();
+        if (!drainDeferredObjects(this.#slab, this.#mem.cpu, true)) this.#detachBusy();
         const p = this.#mem.pcpuW;
-        this.#slab.flushAllSheavesOf(this.#mem.cpu);
-        if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) this.#slab.flushDyingCaches();
+        flushAllSheavesOf(this.#slab, this.#mem.cpu);
+        if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) flushDyingCaches(this.#slab);
         // Last: everything above may free pages into this slot's pcp lists.
         this.#pages.pcpDetach();
         if (this.#mem.i32[p + C_DEFER_HEAD] === 0 && this.#mem.i32[p + C_RCU_PENDING] === 0 && this.#mem.i32[p + C_RCU_NR_SPARE] === 0) break;
@@ -397,28 +403,28 @@ export class Heap {
     this.#slab.kfree(addr);
   }
   kmallocNolock(size: number, gfp: number = 0): number {
-    return this.#slab.kmallocNolock(size, gfp);
+    return kmallocNolock(this.#slab, size, gfp);
   }
   kfreeNolock(addr: number): void {
-    this.#slab.kfreeNolock(addr);
+    kfreeNolock(this.#slab, addr);
   }
   kzalloc(size: number, gfp: number = GFP.KERNEL): number {
-    return this.#slab.kzalloc(size, gfp);
+    return kzalloc(this.#slab, size, gfp);
   }
   ksize(addr: number): number {
     return this.#slab.ksize(addr);
   }
   krealloc(addr: number, size: number, gfp: number = GFP.KERNEL): number {
-    return this.#slab.krealloc(addr, size, gfp);
+    return krealloc(this.#slab, addr, size, gfp);
   }
   kfreeBulk(addrs: ArrayLike<number>): void {
-    this.#slab.kfreeBulk(addrs);
+    kfreeBulk(this.#slab, addrs);
   }
   createCache(name: string, objectSize: number, options: CacheOptions = {}): KmemCache {
-    return this.#slab.createCache(name, objectSize, options);
+    return createCache(this.#slab, name, objectSize, options);
   }
   findCache(name: string): KmemCache | null {
-    return this.#slab.findCache(name);
+    return findCache(this.#slab, name);
   }
 
   /* ------------------------------------------------------------ RCU (rcu/) */
@@ -493,14 +499,14 @@ export class Heap {
   shrink(): void {
     this.#locks.assertLive();
     this.#locks.assertCanLock(LOCK.rcu);
-    this.#slab.drainDeferredObjects();
+    drainDeferredObjects(this.#slab);
     this.#rcu.rcuShrink();
     // This slot's sheaves of caches another agent destroyed go too (and such a cache is released
     // when no slot caches its objects any more).
-    if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) this.#slab.flushDyingCaches();
-    for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) this.#slab.shrinkCache(id);
-    for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) this.#slab.shrinkCache(id);
-    this.#slab.shrinkCache(SHEAF_CACHE_ID);
+    if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) flushDyingCaches(this.#slab);
+    for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) shrinkCache(this.#slab, id);
+    for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) shrinkCache(this.#slab, id);
+    shrinkCache(this.#slab, SHEAF_CACHE_ID);
     this.#pages.drainAllPcp();
   }
 
@@ -519,7 +525,7 @@ export class Heap {
       deferredObjects += this.#mem.i32[c + C_DEFER_NR]!;
       for (let k = 0; k < NR_VM; k++) vmstat[names[k]!] += this.#mem.u32[c + C_VMSTAT + k]!;
     }
-    return { ...this.#pages.pageStats(), ...this.#rcu.rcuStats(), attached, cpus: this.#mem.cpus, deferredObjects, slabs: this.#slab.slabStats(), vmstat };
+    return { ...this.#pages.pageStats(), ...this.#rcu.rcuStats(), attached, cpus: this.#mem.cpus, deferredObjects, slabs: slabStats(this.#slab), vmstat };
   }
 
   /** Walk every structure; throws ECORRUPT naming the first broken invariant. */
@@ -532,7 +538,7 @@ export class Heap {
     this.#locks.hook = null;
     try {
       const where = this.#pages.validatePages();
-      this.#slab.validateSlabs(where);
+      validateSlabs(this.#slab, where);
       this.#rcu.validateRcu();
     } finally {
       this.#locks.hook = hook;
@@ -565,7 +571,7 @@ export class Heap {
     const nr = Math.min(this.#mem.maxCaches, this.#mem.i32[this.#mem.hw + CT_NR]!);
     for (let id = 0; id < nr; id++) {
       const st = this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE];
-      names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? this.#slab.cacheName(id) : null);
+      names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? cacheName(this.#slab, id) : null);
     }
     return names;
   }

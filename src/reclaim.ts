@@ -44,6 +44,9 @@ import {
 } from "./core/layout.js";
 import { LOCK_OWNER_MASK } from "./core/lock.js";
 import type { Layers } from "./layers.js";
+import { slabRecountLocked } from "./slab/check.js";
+import { flushAllSheavesOf } from "./slab/sheaf.js";
+import { drainDeferredObjects } from "./slab/kmalloc.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -74,8 +77,8 @@ export function reclaimSlot(l: Layers, cpu: number): void {
   try {
     recoverLocksOf(l, cpu);
     l.rcu.rcuReclaim(cpu);
-    l.slab.drainDeferredObjects(cpu);
-    l.slab.flushAllSheavesOf(cpu);
+    drainDeferredObjects(l.slab, cpu);
+    flushAllSheavesOf(l.slab, cpu);
     if (l.pages.pcpSteal(cpu)) {
       const count = l.mem.u32[c + C_PCP_COUNT]!;
       if (count !== 0) l.pages.pcpDrain(cpu, count);
@@ -99,7 +102,7 @@ function reclaimDeferredOf(l: Layers, cpu: number): void {
     throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
   }
   try {
-    l.slab.drainDeferredObjects(cpu);
+    drainDeferredObjects(l.slab, cpu);
   } finally {
     Atomics.store(l.mem.i32, c + C_STATE, SLOT_FREE);
   }
@@ -132,7 +135,7 @@ function recoverLocksOf(l: Layers, cpu: number): void {
     i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] = 0;
     if (l.locks.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) l.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     if (l.locks.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
-      l.slab.slabRecountLocked(id);
+      slabRecountLocked(l.slab, id);
       l.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     }
   }

@@ -100,6 +100,8 @@ import type { Locks } from "../core/lock.js";
 import type { PageAllocator } from "../page/page_alloc.js";
 import type { SlabAllocator } from "../slab/slab.js";
 import { TP } from "../core/trace.js";
+import { checkBulk, debugFree, debugSetState, objectCache } from "../slab/debug.js";
+import { kfreeSlow } from "../slab/kmalloc.js";
 
 /**
  * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words
@@ -305,12 +307,12 @@ export class RcuAllocator extends MemView {
   kfreeRcu(addr: number): void {
     this.locks.assertLive();
     if (addr === 0) return;
-    const id = this.slab.objectCache(addr, -1);
+    const id = objectCache(this.slab, addr, -1);
     if (id >= 0 && this.i32[this.slab.cacheWOf(id) + K_META] !== 0) {
-      this.slab.debugFree(id, addr, false);
+      debugFree(this.slab, id, addr, false);
     } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
       // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
-      this.slab.checkBulk([addr], -1, false);
+      checkBulk(this.slab, [addr], -1, false);
     }
     const c = this.gpCookie();
     if (this.tryQueue(addr, c)) {
@@ -388,7 +390,7 @@ export class RcuAllocator extends MemView {
     const n = i32[bw + RB_COUNT]!;
     i32[bw + RB_ADDRS + n] = addr;
     i32[bw + RB_COUNT] = n + 1;
-    if (this.locks.debugFlags !== 0) this.slab.debugSetState(addr, OBJ_RCU);
+    if (this.locks.debugFlags !== 0) debugSetState(this.slab, addr, OBJ_RCU);
     i32[bw + RB_GP] = c;
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
     return true;
@@ -432,7 +434,7 @@ export class RcuAllocator extends MemView {
       if (n < RCU_EMERG_MAX) {
         i32[p + C_RCU_EMERG + n] = addr;
         i32[p + C_RCU_EMERG_NR] = n + 1;
-        if (this.locks.debugFlags !== 0) this.slab.debugSetState(addr, OBJ_RCU);
+        if (this.locks.debugFlags !== 0) debugSetState(this.slab, addr, OBJ_RCU);
         i32[p + C_RCU_EMERG_GP] = c;
         i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
         this.locks.unlock(krcp, LOCK.rcu);
@@ -465,7 +467,7 @@ export class RcuAllocator extends MemView {
         }
       }
     }
-    this.slab.kfreeSlow(addr, -1, GFP_TRYLOCK);
+    kfreeSlow(this.slab, addr, -1, GFP_TRYLOCK);
     this.locks.vmInc(VM.rcuFreed, 1);
   }
 
@@ -674,7 +676,7 @@ export class RcuAllocator extends MemView {
    */
   private freeQueued(addr: number): void {
     try {
-      if (this.locks.debugFlags !== 0) this.slab.debugSetState(addr, OBJ_ALLOC);
+      if (this.locks.debugFlags !== 0) debugSetState(this.slab, addr, OBJ_ALLOC);
       this.slab.kfree(addr);
     } catch (e) {
       this.locks.reportDeferred(e, addr);
@@ -868,7 +870,7 @@ export class RcuAllocator extends MemView {
 
   private checkWaiting(addr: number, cpu: number): void {
     try {
-      const id = this.slab.objectCache(addr, -1);
+      const id = objectCache(this.slab, addr, -1);
       if (id >= 0 && this.i32[this.slab.cacheWOf(id) + K_META] !== 0) {
         if (this.i32[((addr + this.i32[this.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== OBJ_RCU) throw new Error("state");
       } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");

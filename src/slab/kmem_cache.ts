@@ -14,6 +14,9 @@ import { GFP } from "../core/gfp.js";
 import { CACHE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
 import type { SlabAllocator, SlabStats } from "./slab.js";
+import { cacheStats } from "./check.js";
+import { checkBulk } from "./debug.js";
+import { cacheAlloc, cacheFree, cacheName, cacheShrink, destroyCache } from "./cache.js";
 
 /** True only while newKmemCache constructs one: `new KmemCache()` from anywhere else is EINVAL. */
 let making = false;
@@ -48,7 +51,7 @@ export class KmemCache {
     this.#id = id;
     this.#gen = gen;
     this.#kw = slab.cacheWOf(id);
-    this.name = slab.cacheName(id);
+    this.name = cacheName(slab, id);
     this.objectSize = slab.i32[this.#kw + K_OBJ_SIZE]!;
   }
 
@@ -76,12 +79,12 @@ export class KmemCache {
   /** One object, or 0. */
   alloc(gfp: number = GFP.KERNEL): number {
     this.#checkAlive();
-    return this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
+    return cacheAlloc(this.#slab, this.#id, this.#gen, gfp);
   }
 
   free(addr: number): void {
     this.#checkAlive();
-    this.#slab.cacheFree(this.#id, addr);
+    cacheFree(this.#slab, this.#id, addr);
   }
 
   /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
@@ -94,9 +97,9 @@ export class KmemCache {
     // setter) then frees them all, as a failed allocation does.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     for (let i = 0; i < n; i++) {
-      const obj = this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
+      const obj = cacheAlloc(this.#slab, this.#id, this.#gen, gfp);
       if (obj === 0) {
-        for (let j = 0; j < i; j++) this.#slab.cacheFree(this.#id, got[j]!);
+        for (let j = 0; j < i; j++) cacheFree(this.#slab, this.#id, got[j]!);
         return 0;
       }
       got[i] = obj;
@@ -104,7 +107,7 @@ export class KmemCache {
     if (got !== out) {
       const refused = storeOut(out, got, n);
       if (refused !== null) {
-        for (let j = 0; j < n; j++) this.#slab.cacheFree(this.#id, got[j]!);
+        for (let j = 0; j < n; j++) cacheFree(this.#slab, this.#id, got[j]!);
         einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
       }
     }
@@ -115,24 +118,24 @@ export class KmemCache {
   freeBulk(addrs: ArrayLike<number>): void {
     this.#check();
     const list = readAddrs("addrs", addrs);
-    this.#slab.checkBulk(list, this.#id);
-    for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.#slab.cacheFree(this.#id, list[i]!);
+    checkBulk(this.#slab, list, this.#id);
+    for (let i = 0; i < list.length; i++) if (list[i] !== 0) cacheFree(this.#slab, this.#id, list[i]!);
   }
 
   /** Return this slot's cached objects and every empty slab to the page allocator. */
   shrink(): void {
     this.#check();
-    this.#slab.cacheShrink(this.#id, this.#gen);
+    cacheShrink(this.#slab, this.#id, this.#gen);
   }
 
   /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
   destroy(): void {
     this.#check();
-    this.#slab.destroyCache(this.#id, this.#gen);
+    destroyCache(this.#slab, this.#id, this.#gen);
   }
 
   stats(): SlabStats {
     this.#check();
-    return this.#slab.cacheStats(this.#id);
+    return cacheStats(this.#slab, this.#id);
   }
 }

@@ -55,74 +55,42 @@
  *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
  *   destroy (lock()) throw EAGAIN with what they returned so far returned.
  */
-import { checkInt, describe, einval, readAddrs, readOptions } from "../core/check.js";
-import { ErrorCode, HeapError, hex } from "../core/errors.js";
+import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
-  BARN_MAX,
-  POISON_WORD,
   C_DEFER_HEAD,
-  C_DEFER_NR,
   C_RCU_WAIT,
-  CACHE_ACTIVE,
-  CACHE_DYING,
-  CACHE_FREE,
   CACHE_HDR_LINES,
-  CACHE_NAME_MAX,
-  CT_LOCK,
-  CT_NR,
   D_CACHE,
   D_FLAGS,
   D_FREELIST,
   D_HEAD,
   D_INUSE,
-  D_NEXT,
   D_OWNER,
-  D_PREV,
-  EMPTY_SHEAF_W,
   FREE_TAG,
   G_NR_DYING,
-  K_ALIGN,
-  K_BARN_EMPTY,
-  K_BARN_FULL,
-  K_BARN_LOCK,
-  K_BARN_NR_EMPTY,
-  K_BARN_NR_FULL,
-  K_FLAGS,
   K_FREE_OBJS,
-  K_GEN,
   K_INUSE,
   K_INV_SIZE,
   K_META,
   M_REQ,
   M_STATE,
-  OBJ_ALLOC,
   OBJ_FREE,
-  OBJ_RCU,
   POISON_FREE,
   RED_ACTIVE,
-  DEBUG_META_BYTES,
-  DEBUG_POISON,
-  DEBUG_REDZONE,
-  DEBUG_RZ,
   K_LIST_LOCK,
   K_MIN_PARTIAL,
-  K_NAME,
-  K_NAME_LEN,
   K_FULL,
   K_NR_EMPTY,
   K_NR_FULL,
   K_NR_PARTIAL,
   K_NR_SLABS,
-  K_OBJ_SIZE,
   K_OBJS,
   K_ORDER,
   K_PARTIAL,
   K_SHEAF_CAP,
   K_SIZE,
-  K_STATE,
   K_TOTAL_OBJS,
-  KF_SHEAF_CACHE,
   LINE_WORDS,
   LOCK,
   O_NEXT,
@@ -130,112 +98,31 @@ import {
   ORDER_SHIFT,
   P_LOCKED,
   P_MAIN,
-  P_SPARE,
-  P_USERS,
   PAGE_SHIFT,
   PAGE_SIZE,
-  MAX_ORDER,
-  PCP_MAX_ORDER,
-  PG_BUDDY,
-  PG_DEFERRED,
   PG_HEAD,
-  PG_LARGE,
-  PG_PCP,
   PG_SLAB,
-  S_CACHE,
   S_CAP,
-  S_NEXT,
   S_OBJS,
   S_SIZE,
-  SLOT_ATTACHED,
-  C_STATE,
   VM,
 } from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
-import { checkGfp, PAGE_WHERE, type PageAllocator } from "../page/page_alloc.js";
-import { type KmemCache, newKmemCache } from "./kmem_cache.js";
+import { type PageAllocator } from "../page/page_alloc.js";
 import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
+import { replaceEmptyMain, replaceFullMain } from "./sheaf.js";
+import { debugFree, debugUnlink, isFreeObject, objectCache, prepObject } from "./debug.js";
+import { cacheName, flushDyingCaches } from "./cache.js";
+import { deferObject, drainDeferredObjects, kmallocSlow } from "./kmalloc.js";
+import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES } from "./sizes.js";
+import { SIZE_INDEX } from "./sizes.js";
+import { kfreeSlow } from "./kmalloc.js";
 
-/** The kmalloc size classes (kernel-map.md). */
-export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;
-export const KMALLOC_MAX_CACHE_SIZE = 8192;
-/** The largest kmalloc: one block of 2^MAX_ORDER pages (4 MiB), as the kernel's KMALLOC_MAX_SIZE. */
-export const KMALLOC_MAX_SIZE = PAGE_SIZE << MAX_ORDER;
-/** Cache id of the sheaf cache; kmalloc class i is cache id KMALLOC_FIRST_ID + i. */
-export const SHEAF_CACHE_ID = 0;
-export const KMALLOC_FIRST_ID = 1;
-export const FIRST_NAMED_ID = KMALLOC_FIRST_ID + KMALLOC_SIZES.length;
-/** Largest object a named cache may have: one object per order-3 slab. */
-export const MAX_OBJECT_SIZE = PAGE_SIZE << PCP_MAX_ORDER;
-
-/** SIZE_INDEX[(size + 7) >> 3] is the kmalloc class of a size in 1..8192. */
-const SIZE_INDEX = new Uint8Array((KMALLOC_MAX_CACHE_SIZE >> 3) + 1);
-{
-  let c = 0;
-  for (let b = 1; b < SIZE_INDEX.length; b++) {
-    while (KMALLOC_SIZES[c]! < b << 3) c++;
-    SIZE_INDEX[b] = c;
-  }
-}
-
-/** Sheaf capacity by object size (kernel-map.md). */
-export function sheafCapacity(size: number): number {
-  if (size < 256) return 60;
-  if (size < 1024) return 26;
-  if (size < 4096) return 12;
-  return 4;
-}
-
-/** Slab order: the smallest order 0..3 whose waste stays under 1/8 with at least 8 objects (or as many as order 3 holds). */
-export function slabOrder(size: number): number {
-  const want = Math.min(8, Math.floor((PAGE_SIZE << PCP_MAX_ORDER) / size));
-  for (let order = 0; order <= PCP_MAX_ORDER; order++) {
-    const bytes = PAGE_SIZE << order;
-    const objs = Math.floor(bytes / size);
-    if (objs >= Math.max(1, want) && (bytes - objs * size) * 8 <= bytes) return order;
-  }
-  return PCP_MAX_ORDER;
-}
-
-export interface CacheOptions {
-  /** Alignment of every object: a power of two from 8 to 4096 (default 8). */
-  align?: number;
-}
-
-export interface SlabStats {
-  name: string;
-  /**
-   * True for the allocator's own caches (kmem_cache_sheaf, whose objects are the sheaves): their
-   * activeObjects are the allocator's, never a caller's. Leave them out when summing activeObjects
-   * to look for a leak.
-   */
-  internal: boolean;
-  objectSize: number;
-  /** Stride between objects in a slab. */
-  size: number;
-  order: number;
-  objectsPerSlab: number;
-  /** Objects held by callers (not in slab freelists, sheaves, the barn or a deferred list). */
-  activeObjects: number;
-  totalObjects: number;
-  slabs: number;
-  pages: number;
-  partialSlabs: number;
-  fullSlabs: number;
-  emptySlabs: number;
-  /** Free objects in the slots' sheaves and in the barn. */
-  sheafObjects: number;
-  barnObjects: number;
-  barnFull: number;
-  barnEmpty: number;
-  sheafCapacity: number;
-}
+export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
+export type { CacheOptions, SlabStats } from "./sizes.js";
 
 function noop(): void {}
-
-const utf8 = new TextEncoder();
-const utf8d = new TextDecoder();
 
 export class SlabAllocator extends MemView {
   readonly mem: Mem;
@@ -253,7 +140,7 @@ export class SlabAllocator extends MemView {
   /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
   fastOff: number;
   /** True while drainDeferredObjects runs (it does not nest). */
-  private drainingDeferred: boolean;
+  drainingDeferred: boolean;
 
   constructor(mem: Mem, locks: Locks, pages: PageAllocator) {
     super(mem);
@@ -293,13 +180,13 @@ export class SlabAllocator extends MemView {
         if (obj !== 0) return obj;
       }
     }
-    return this.kmallocSlow(size, gfp);
+    return kmallocSlow(this, size, gfp);
   }
 
   /** Free what kmalloc (or a cache) returned; 0 is a no-op. */
   kfree(addr: number): void {
     if (this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0 && this.pushFast(addr)) return;
-    if (addr !== 0) this.kfreeSlow(addr, -1, 0);
+    if (addr !== 0) kfreeSlow(this, addr, -1, 0);
     else this.locks.assertLive();
   }
 
@@ -307,7 +194,7 @@ export class SlabAllocator extends MemView {
    * The allocation fast path: pop the main sheaf of the pcs line at word `pcs`, unless a slow path
    * of this slot holds it (P_LOCKED) or it is empty. Plain loads and stores only; 0 if it cannot.
    */
-  private popFast(pcs: number): number {
+  popFast(pcs: number): number {
     const i32 = this.i32;
     if (i32[pcs + P_LOCKED] !== 0) return 0;
     const sw = i32[pcs + P_MAIN]! >> 2;
@@ -323,7 +210,7 @@ export class SlabAllocator extends MemView {
    * The free fast path: `addr` must be an object start of a slab page, not carry the free tag, and
    * its cache's main sheaf on this slot must be unlocked and not full. Plain loads and stores only.
    */
-  private pushFast(addr: number): boolean {
+  pushFast(addr: number): boolean {
     const i32 = this.i32;
     if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr < this.offset) return false;
     const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
@@ -346,161 +233,6 @@ export class SlabAllocator extends MemView {
 
   /* ================================================================= kmalloc: slow paths */
 
-  private kmallocSlow(size: number, gfp: number): number {
-    this.locks.assertLive();
-    checkSize(size);
-    checkGfp(gfp);
-    if (size > KMALLOC_MAX_CACHE_SIZE) return this.kmallocLarge(size, gfp);
-    const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
-    const obj = this.slabAllocSlow(id, gfp, size);
-    if (obj === 0) return this.pages.allocFailed(0, gfp);
-    if ((this.locks.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
-    return obj;
-  }
-
-  private kmallocLarge(size: number, gfp: number): number {
-    const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
-    if (order > 10) return this.pages.allocFailed(order, gfp);
-    if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
-    const pfn = this.pages.rmqueue(order, gfp);
-    if (pfn === 0) return this.pages.allocFailed(order, gfp);
-    this.locks.vmInc(VM.kmallocLarge, 1);
-    const addr = this.pages.prepNewBlock(pfn, order, PG_LARGE, gfp);
-    if ((this.locks.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, addr, size, -1);
-    return addr;
-  }
-
-  /**
-   * Every kfree and cache free that left the fast path. `want` is the cache id a cache's free
-   * requires (-1 for kfree); `mode` is GFP_TRYLOCK for kfreeNolock.
-   */
-  kfreeSlow(addr: number, want: number, mode: number): void {
-    this.locks.assertLive();
-    const id = this.objectCache(addr, want);
-    if (id < 0) {
-      // A large kmalloc block.
-      const pfn = addr >>> PAGE_SHIFT;
-      const order = (this.u32[this.mem.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
-      if (mode === 0) this.locks.assertCanLock(LOCK.zone);
-      this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
-      this.locks.vmInc(VM.pgfree, 1 << order);
-      if ((this.locks.trace.mask & (1 << TP.kfree)) !== 0) this.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
-      this.pages.freeBlock(pfn, order, mode);
-      return;
-    }
-    if (this.i32[this.cacheWOf(id) + K_META] !== 0) {
-      this.debugFree(id, addr, true);
-    } else if (this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr)) {
-      throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already free`);
-    }
-    if ((this.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
-      this.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
-    }
-    if (id < FIRST_NAMED_ID) {
-      if (mode !== 0) this.slabFreeNolock(id, addr);
-      else this.slabFreeSlow(id, addr);
-      return;
-    }
-    // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
-    this.cacheEnter(id, 0, false, true);
-    try {
-      if (mode !== 0) this.slabFreeNolock(id, addr);
-      else this.slabFreeSlow(id, addr);
-    } finally {
-      this.cacheExit(id);
-    }
-  }
-
-  /**
-   * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
-   * not release a cache while any slot's is non-zero), then check that the cache is still the one the caller
-   * means: generation `gen` when `checkGen`, ACTIVE (or DYING when `dyingOk`: frees of objects
-   * that outlived a destroy). Throws EINVAL, not counted in, when it is not.
-   */
-  cacheEnter(id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const users = this.pcsW(id) + P_USERS;
-    Atomics.add(i32, users, 1);
-    const st = Atomics.load(i32, kw + K_STATE);
-    if ((checkGen && Atomics.load(i32, kw + K_GEN) !== gen) || !(st === CACHE_ACTIVE || (dyingOk && st === CACHE_DYING))) {
-      Atomics.sub(i32, users, 1);
-      throw new HeapError(ErrorCode.EINVAL, `the cache in descriptor ${id} was destroyed`);
-    }
-  }
-
-  cacheExit(id: number): void {
-    Atomics.sub(this.i32, this.pcsW(id) + P_USERS, 1);
-  }
-
-  /**
-   * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
-   * cheap check; throws EINVAL or EDOUBLEFREE. `want` >= 0 demands that cache.
-   */
-  objectCache(addr: number, want: number): number {
-    if (typeof addr !== "number") einval(`addr must be a number (an address from kmalloc or a cache), not ${describe(addr)}`);
-    if (addr >>> 0 !== addr || addr < this.offset || addr === 0 || (addr >= this.size && !(this.locks.refreshViews() && addr < this.size))) {
-      throw new HeapError(ErrorCode.EINVAL, `addr ${String(addr)} is not an address of this heap (a whole number in ${Math.max(1, this.offset)}..${this.size - 1})`);
-    }
-    const pfn = addr >>> PAGE_SHIFT;
-    if (pfn < this.zoneStart) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata`);
-    const d = this.mem.pd(pfn);
-    const f = this.u32[d + D_FLAGS]!;
-    if (f === PG_SLAB) {
-      const id = this.u32[d + D_CACHE]!;
-      if (id >= this.maxCaches || this.u32[d + D_HEAD]! > pfn) {
-        throw new HeapError(ErrorCode.ECORRUPT, `the descriptor of page ${pfn} is broken (cache ${id}, head ${this.u32[d + D_HEAD]})`);
-      }
-      const kw = this.cacheWOf(id);
-      const off = addr - (this.u32[d + D_HEAD]! << PAGE_SHIFT);
-      const size = this.i32[kw + K_SIZE]!;
-      if (size <= 0 || off % size !== 0 || off / size >= this.i32[kw + K_OBJS]!) {
-        throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is inside an object of ${this.cacheName(id)}, not at its start`);
-      }
-      if ((this.i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0) {
-        throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is the allocator's own sheaf, not an allocation`);
-      }
-      if (want >= 0 && id !== want) {
-        throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} belongs to ${this.cacheName(id)}, not ${this.cacheName(want)}`);
-      }
-      return id;
-    }
-    if ((f & PG_LARGE) !== 0 && (addr & (PAGE_SIZE - 1)) === 0 && want < 0) return -1;
-    if ((f & PG_LARGE) !== 0 && want >= 0) {
-      throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is a large kmalloc block, not an object of ${this.cacheName(want)}`);
-    }
-    throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is not a live allocation (${this.describePage(pfn)})`);
-  }
-
-  private describePage(pfn: number): string {
-    const f = this.u32[this.mem.pd(pfn) + D_FLAGS]!;
-    if (f === 0) return "inside a block, not at an object start";
-    if ((f & PG_LARGE) !== 0) return "inside a large kmalloc block";
-    if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0) return "a free page";
-    if ((f & PG_HEAD) !== 0) return "a page block from allocPages: free it with freePages";
-    return `page flags ${hex(f)}`;
-  }
-
-  /** Is `addr`, whose first word carries the free tag, really free somewhere in cache `id`? */
-  private isFreeObject(id: number, addr: number): boolean {
-    const i32 = this.i32;
-    // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-      if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
-    }
-    const kw = this.cacheWOf(id);
-    // Bounded walks: a broken list must not hang a free.
-    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
-    const nd = i32[this.pcpuW + C_DEFER_NR]!;
-    for (let o = i32[this.pcpuW + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === addr) return true;
-    const head = this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
-    for (let o = i32[this.mem.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
-      if (o === addr) return true;
-    }
-    return false;
-  }
-
   /* ================================================================= object alloc: slow paths */
 
   /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
@@ -515,7 +247,7 @@ export class SlabAllocator extends MemView {
       this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
       try {
         let sw = this.i32[pcs + P_MAIN]! >> 2;
-        if (this.i32[sw + S_SIZE] === 0) sw = this.replaceEmptyMain(id, pcs, gfp, 0);
+        if (this.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(this, id, pcs, gfp, 0);
         obj = 0;
         if (sw !== 0) {
           const n = this.i32[sw + S_SIZE]! - 1;
@@ -528,155 +260,10 @@ export class SlabAllocator extends MemView {
       if (obj === 0) obj = this.allocFromSlabs(id, gfp, 0);
     }
     if (obj === 0) return 0;
-    return this.prepObject(id, obj, gfp, req, 0);
-  }
-
-  /** An object leaves the allocator: clear its free tag, zero it when asked; debug checks. */
-  prepObject(id: number, obj: number, gfp: number, req: number, mode: number): number {
-    const kw = this.cacheWOf(id);
-    if (this.i32[kw + K_META] !== 0) return this.debugAlloc(id, obj, gfp, req, mode);
-    this.i32[obj >> 2] = 0;
-    // The whole usable size (ksize), so a zeroed object reads the same whatever its cache.
-    if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, obj, obj + this.i32[kw + K_SIZE]!);
-    return obj;
+    return prepObject(this, id, obj, gfp, req, 0);
   }
 
   /* ================================================================= debug mode (SLUB debugging) */
-
-  /**
-   * Debug checks when an object is handed out: it must be free, its poison intact (a write after
-   * free is reported with the cache, address and offset, the poison restored, the object put back
-   * and ECORRUPT thrown); then its redzones are armed and its state set to allocated.
-   */
-  private debugAlloc(id: number, obj: number, gfp: number, req: number, mode: number): number {
-    const i32 = this.i32;
-    const u8 = this.u8;
-    const kw = this.cacheWOf(id);
-    const inuse = i32[kw + K_INUSE]!;
-    const mw = (obj + i32[kw + K_META]!) >> 2;
-    if (i32[mw + M_STATE] !== OBJ_FREE) {
-      this.slabError(ErrorCode.ECORRUPT, id, obj, -1, `object ${hex(obj)} of ${this.cacheName(id)} was handed out while not free (state ${hex(i32[mw + M_STATE]!)})`);
-    }
-    // Bytes 0..7 of a free object: the free tag, and (with poisoning) the poison word, which every
-    // path that takes an object off a linked list writes back over its link.
-    const bad = this.firstBadHead(obj);
-    if (bad >= 0) {
-      const found = u8[obj + bad]!;
-      i32[obj >> 2] = obj ^ FREE_TAG;
-      if ((this.locks.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
-      if (mode !== 0) this.slabFreeNolock(id, obj);
-      else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
-      this.slabError(ErrorCode.ECORRUPT, id, obj, bad, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${bad} (found ${hex(found)}); restored`);
-    }
-    if ((this.locks.debugFlags & DEBUG_POISON) !== 0) {
-      for (let off = 8; off < inuse; off++) {
-        if (u8[obj + off] !== POISON_FREE) {
-          const found = u8[obj + off]!;
-          u8.fill(POISON_FREE, obj + 8, obj + inuse);
-          if (mode !== 0) this.slabFreeNolock(id, obj);
-          else if (!this.freeToSlabs(id, obj, 0)) this.deferObject(obj);
-          this.slabError(ErrorCode.ECORRUPT, id, obj, off, `write to freed object ${hex(obj)} of ${this.cacheName(id)} at offset ${off} (found ${hex(found)}, poison ${hex(POISON_FREE)}); poison restored`);
-        }
-      }
-    }
-    i32[obj >> 2] = 0;
-    i32[(obj >> 2) + 1] = 0;
-    if ((gfp & GFP.ZERO) !== 0) u8.fill(0, obj, obj + req);
-    if ((this.locks.debugFlags & DEBUG_REDZONE) !== 0) u8.fill(RED_ACTIVE, obj + req, obj + inuse + DEBUG_RZ);
-    i32[mw + M_STATE] = OBJ_ALLOC;
-    i32[mw + M_REQ] = req;
-    return obj;
-  }
-
-  /** Debug heaps: the offset of the first of bytes 0..7 of free object `obj` that is not as the allocator left it, or -1. */
-  private firstBadHead(obj: number): number {
-    const i32 = this.i32;
-    const tag = obj ^ FREE_TAG;
-    const w0 = i32[obj >> 2]!;
-    if (w0 !== tag) return firstDiffByte(w0, tag);
-    if ((this.locks.debugFlags & DEBUG_POISON) === 0) return -1;
-    const w1 = i32[(obj >> 2) + 1]!;
-    return w1 === POISON_WORD ? -1 : 4 + firstDiffByte(w1, POISON_WORD);
-  }
-
-  /** Debug heaps: an object taken off a freelist or deferred list gets the poison word back over its link. */
-  debugUnlink(kw: number, obj: number): void {
-    if (this.i32[kw + K_META] !== 0 && (this.locks.debugFlags & DEBUG_POISON) !== 0) this.i32[(obj >> 2) + O_NEXT] = POISON_WORD;
-  }
-
-  /**
-   * Debug checks when an object is freed: it must be allocated (EDOUBLEFREE if it is free or
-   * waiting for kfreeRcu), its redzones intact (a write past the requested size is reported with
-   * the cache, address and offset, the redzone restored and ECORRUPT thrown, the object still
-   * allocated). With `commit`, the object is then marked free and poisoned.
-   */
-  debugFree(id: number, addr: number, commit: boolean): number {
-    const i32 = this.i32;
-    const u8 = this.u8;
-    const kw = this.cacheWOf(id);
-    const inuse = i32[kw + K_INUSE]!;
-    const mw = (addr + i32[kw + K_META]!) >> 2;
-    const state = i32[mw + M_STATE];
-    if (state === OBJ_FREE) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already free`);
-    if (state === OBJ_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${this.cacheName(id)} is already queued by kfreeRcu`);
-    if (state !== OBJ_ALLOC) this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (state ${hex(state!)})`);
-    const req = i32[mw + M_REQ]!;
-    // Never act on a size that is not the object's: a stray write below the next object lands here.
-    if (req < 1 || req > i32[kw + K_OBJ_SIZE]!) {
-      this.slabError(ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${this.cacheName(id)} is broken (requested size ${req} of a ${i32[kw + K_OBJ_SIZE]}-byte object)`);
-    }
-    if ((this.locks.debugFlags & DEBUG_REDZONE) !== 0) {
-      for (let off = req; off < inuse + DEBUG_RZ; off++) {
-        const found = u8[addr + off]!;
-        if (found !== RED_ACTIVE) {
-          if (commit) u8.fill(RED_ACTIVE, addr + req, addr + inuse + DEBUG_RZ);
-          this.slabError(ErrorCode.ECORRUPT, id, addr, off, `write past the end of ${hex(addr)} of ${this.cacheName(id)} (${req} bytes asked for): redzone byte at offset ${off} is ${hex(found)}${commit ? "; redzone restored, object still allocated" : ""}`);
-        }
-      }
-    }
-    if (!commit) return req;
-    i32[mw + M_STATE] = OBJ_FREE;
-    if ((this.locks.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
-    return req;
-  }
-
-  /** Set a debug object's state (kfreeRcu marks queued objects). */
-  debugSetState(addr: number, state: number): void {
-    const id = this.i32[this.mem.pd(addr >>> PAGE_SHIFT) + D_CACHE]!;
-    const kw = this.cacheWOf(id);
-    if (this.i32[this.mem.pd(addr >>> PAGE_SHIFT) + D_FLAGS] !== PG_SLAB || this.i32[kw + K_META] === 0) return;
-    this.i32[((addr + this.i32[kw + K_META]!) >> 2) + M_STATE] = state;
-  }
-
-  /** Report a debug finding: a slab_error trace event, then a HeapError. */
-  private slabError(code: ErrorCode, id: number, addr: number, offset: number, message: string): never {
-    if ((this.locks.trace.mask & (1 << TP.slab_error)) !== 0 && this.locks.deferring === 0) {
-      const rec: TraceRecord = { event: "slab_error", cpu: this.cpu, addr, cache: this.cacheName(id), message };
-      if (offset >= 0) rec.size = offset;
-      this.locks.trace.emit(TP.slab_error, rec);
-    }
-    throw new HeapError(code, message);
-  }
-
-  /** Debug heaps: the live objects of cache `id` (walks its slabs). */
-  liveObjectList(id: number): number[] {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const out: number[] = [];
-    if (i32[kw + K_META] === 0) return out;
-    const size = i32[kw + K_SIZE]!;
-    const objs = i32[kw + K_OBJS]!;
-    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
-      const d = this.mem.pd(pfn);
-      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
-      for (let k = 0; k < objs; k++) {
-        const o = (pfn << PAGE_SHIFT) + k * size;
-        const st = i32[((o + i32[kw + K_META]!) >> 2) + M_STATE];
-        if (st === OBJ_ALLOC || st === OBJ_RCU) out.push(o);
-      }
-    }
-    return out;
-  }
 
   /**
    * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
@@ -687,71 +274,17 @@ export class SlabAllocator extends MemView {
     if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
       throw new HeapError(
         ErrorCode.EDEADLK,
-        `the sheaves of ${this.cacheName(id)} on cpu ${this.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
+        `the sheaves of ${cacheName(this, id)} on cpu ${this.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
       );
     }
     this.locks.assertCanLock(LOCK.barn);
-    if (this.i32[this.pcpuW + C_DEFER_HEAD] !== 0) this.drainDeferredObjects();
-    if (this.i32[this.hw + G_NR_DYING] !== 0) this.flushDyingCaches();
+    if (this.i32[this.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(this);
+    if (this.i32[this.hw + G_NR_DYING] !== 0) flushDyingCaches(this);
     if (this.i32[this.pcpuW + C_RCU_WAIT] !== 0) this.rcuSlowWork();
   }
 
-  /**
-   * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
-   * full one, else refill it from the slabs. Returns the new main's word index (0 if nothing
-   * could be had). Local lock held.
-   */
-  private replaceEmptyMain(id: number, pcs: number, gfp: number, mode: number): number {
-    const i32 = this.i32;
-    const main = i32[pcs + P_MAIN]!;
-    const spare = i32[pcs + P_SPARE]!;
-    if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! > 0) {
-      i32[pcs + P_MAIN] = spare;
-      i32[pcs + P_SPARE] = main === (this.hw + EMPTY_SHEAF_W) << 2 ? 0 : main;
-      return spare >> 2;
-    }
-    const full = this.barnGetFull(id, mode);
-    if (full !== 0) {
-      this.locks.vmInc(VM.barnGet, 1);
-      i32[pcs + P_MAIN] = full;
-      if (main !== (this.hw + EMPTY_SHEAF_W) << 2) {
-        if (spare === 0) i32[pcs + P_SPARE] = main;
-        else this.barnPutEmpty(id, main, mode);
-      }
-      return full >> 2;
-    }
-    if (mode !== 0) {
-      // Nolock: refill only a real sheaf, from partial slabs under a trylock; never allocate one.
-      if (main === (this.hw + EMPTY_SHEAF_W) << 2) return 0;
-      return this.refillSheaf(id, main >> 2, gfp, mode) > 0 ? main >> 2 : 0;
-    }
-    let sw = main >> 2;
-    if (main === (this.hw + EMPTY_SHEAF_W) << 2) {
-      const s = this.allocSheaf(id, gfp);
-      if (s === 0) return 0;
-      i32[pcs + P_MAIN] = s;
-      sw = s >> 2;
-    }
-    return this.refillSheaf(id, sw, gfp, mode) > 0 ? sw : 0;
-  }
-
-  /** Fill sheaf `sw` from the partial slabs and, if they run dry, one new slab. Returns objects added. */
-  private refillSheaf(id: number, sw: number, gfp: number, mode: number): number {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const want = i32[sw + S_CAP]! - i32[sw + S_SIZE]!;
-    let got = 0;
-    const listLock = kw + K_LIST_LOCK;
-    if (!this.locks.lockIn(mode, listLock, LOCK.list)) return 0;
-    got = this.takeFromPartial(kw, sw, want);
-    this.locks.unlock(listLock, LOCK.list);
-    if (got === 0) got = this.newSlab(id, gfp, mode, sw);
-    if (got > 0) this.locks.vmInc(VM.sheafRefill, 1);
-    return got;
-  }
-
   /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
-  private takeFromPartial(kw: number, sw: number, want: number): number {
+  takeFromPartial(kw: number, sw: number, want: number): number {
     const i32 = this.i32;
     const debug = i32[kw + K_META] !== 0;
     const base = i32[sw + S_SIZE]!;
@@ -769,7 +302,7 @@ export class SlabAllocator extends MemView {
         inuse++;
         const taken = obj;
         obj = i32[(obj >> 2) + O_NEXT]!;
-        if (debug) this.debugUnlink(kw, taken);
+        if (debug) debugUnlink(this, kw, taken);
       }
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = inuse;
@@ -790,7 +323,7 @@ export class SlabAllocator extends MemView {
     if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
-    this.debugUnlink(kw, obj);
+    debugUnlink(this, kw, obj);
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
     if (next === 0) this.partialToFull(kw, pfn);
@@ -815,7 +348,7 @@ export class SlabAllocator extends MemView {
    * objects went in), or with `sw` 0 one object is returned. Only what is left goes on the partial
    * list, so another agent's refill cannot empty the new slab between its creation and its use.
    */
-  private newSlab(id: number, gfp: number, mode: number, sw: number): number {
+  newSlab(id: number, gfp: number, mode: number, sw: number): number {
     const kw = this.cacheWOf(id);
     const order = this.i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
@@ -859,7 +392,7 @@ export class SlabAllocator extends MemView {
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
-      this.debugUnlink(kw, result);
+      debugUnlink(this, kw, result);
       taken = 1;
     } else {
       const at = i32[sw + S_SIZE]!;
@@ -869,7 +402,7 @@ export class SlabAllocator extends MemView {
         taken++;
         const t = obj;
         obj = i32[(obj >> 2) + O_NEXT]!;
-        if (meta !== 0) this.debugUnlink(kw, t);
+        if (meta !== 0) debugUnlink(this, kw, t);
       }
       i32[sw + S_SIZE] = at + taken;
       result = taken;
@@ -904,14 +437,14 @@ export class SlabAllocator extends MemView {
     this.slabSlowEntry(id);
     const i32 = this.i32;
     if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0) {
-      if (!this.freeToSlabs(id, addr, 0)) this.deferObject(addr); // noBlock agent past its bound
+      if (!this.freeToSlabs(id, addr, 0)) deferObject(this, addr); // noBlock agent past its bound
       return;
     }
     const pcs = this.pcsW(id);
     this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
     try {
       let sw = i32[pcs + P_MAIN]! >> 2;
-      if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = this.replaceFullMain(id, pcs, 0);
+      if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(this, id, pcs, 0);
       if (sw !== 0) {
         // The new main may come from the barn, in pages added after `i32` was read.
         const v = this.i32;
@@ -924,79 +457,7 @@ export class SlabAllocator extends MemView {
     } finally {
       this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
-    if (!this.freeToSlabs(id, addr, 0)) this.deferObject(addr); // noBlock agent past its bound
-  }
-
-  /**
-   * The main sheaf is full (or the placeholder): swap with an empty spare, else hand it to the
-   * barn for an empty one, else flush it to the slabs. Returns the new main (0: free to the slabs
-   * directly). Local lock held.
-   */
-  private replaceFullMain(id: number, pcs: number, mode: number): number {
-    const i32 = this.i32;
-    const main = i32[pcs + P_MAIN]!;
-    const spare = i32[pcs + P_SPARE]!;
-    if (main === (this.hw + EMPTY_SHEAF_W) << 2) {
-      if (spare !== 0) {
-        i32[pcs + P_MAIN] = spare;
-        i32[pcs + P_SPARE] = 0;
-        if (i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) return spare >> 2;
-        return this.replaceFullMain(id, pcs, mode);
-      }
-      if (mode !== 0) return 0;
-      const s = this.allocSheaf(id, 0);
-      if (s === 0) return 0;
-      i32[pcs + P_MAIN] = s;
-      return s >> 2;
-    }
-    if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) {
-      i32[pcs + P_MAIN] = spare;
-      i32[pcs + P_SPARE] = main;
-      return spare >> 2;
-    }
-    // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
-    // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
-    // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
-    i32[pcs + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
-    const empty = this.barnPutFull(id, main, mode);
-    if (empty > 0) {
-      this.locks.vmInc(VM.barnPut, 1);
-      i32[pcs + P_MAIN] = empty;
-      return empty >> 2;
-    }
-    if (empty === 0) {
-      // The barn took the full sheaf but had no empty one: make one (normal mode only).
-      this.locks.vmInc(VM.barnPut, 1);
-      const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
-      i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
-      return s >> 2;
-    }
-    // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
-    i32[pcs + P_MAIN] = main;
-    if (mode !== 0) return 0;
-    // A noBlock agent that cannot have the list lock frees (defers) the object itself.
-    return this.flushSheaf(id, main >> 2, 0) ? main >> 2 : 0;
-  }
-
-  /** Free the objects of sheaf `sw` back to their slabs; the sheaf is left empty. */
-  flushSheaf(id: number, sw: number, mode: number): boolean {
-    const i32 = this.i32;
-    const n = i32[sw + S_SIZE]!;
-    if (n === 0) return true;
-    const kw = this.cacheWOf(id);
-    if (!this.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
-    let discard: number[] | null = null;
-    // From the top, the size following each object: an agent stopped half-way (and reclaimed)
-    // leaves a sheaf that holds exactly the objects not yet returned.
-    for (let i = n - 1; i >= 0; i--) {
-      const empty = this.putObjectLocked(kw, i32[sw + S_OBJS + i]!);
-      i32[sw + S_SIZE] = i;
-      if (empty !== 0) (discard ??= []).push(empty);
-    }
-    this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
-    this.locks.vmInc(VM.sheafFlush, 1);
-    if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, mode);
-    return true;
+    if (!this.freeToSlabs(id, addr, 0)) deferObject(this, addr); // noBlock agent past its bound
   }
 
   /** Free one object straight to its slab. */
@@ -1014,7 +475,7 @@ export class SlabAllocator extends MemView {
    * beyond min_partial and left the cache (the caller releases it after the unlock), else 0.
    * List lock held.
    */
-  private putObjectLocked(kw: number, obj: number): number {
+  putObjectLocked(kw: number, obj: number): number {
     const i32 = this.i32;
     const head = i32[this.mem.pd(obj >>> PAGE_SHIFT) + D_HEAD]!;
     const d = this.mem.pd(head);
@@ -1042,37 +503,12 @@ export class SlabAllocator extends MemView {
   }
 
   /**
-   * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
-   * the free objects and the empty slabs from the slabs' descriptors (D_INUSE). List lock held.
-   */
-  slabRecountLocked(id: number): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const objs = i32[kw + K_OBJS]!;
-    let partial = 0;
-    let empty = 0;
-    let free = 0;
-    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.mem.pd(pfn) + D_NEXT]!) {
-      const inuse = i32[this.mem.pd(pfn) + D_INUSE]!;
-      partial++;
-      free += objs - inuse;
-      if (inuse === 0) empty++;
-    }
-    let full = 0;
-    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.mem.pd(pfn) + D_NEXT]!) full++;
-    i32[kw + K_NR_PARTIAL] = partial;
-    i32[kw + K_NR_FULL] = full;
-    i32[kw + K_FREE_OBJS] = free;
-    i32[kw + K_NR_EMPTY] = empty;
-  }
-
-  /**
    * Slab `pfn` left the cache's lists and counts (it is off the partial list), to be released after
    * the unlock. Its pages become a block this slot holds, as allocPages leaves one: an agent stopped
    * before releaseSlab and reclaimed leaves an allocated block that validate() accepts, never a slab
    * that its cache does not count. List lock held.
    */
-  private unaccountSlab(kw: number, pfn: number): void {
+  unaccountSlab(kw: number, pfn: number): void {
     const i32 = this.i32;
     const order = i32[kw + K_ORDER]!;
     for (let p = 1; p < 1 << order; p++) {
@@ -1089,7 +525,7 @@ export class SlabAllocator extends MemView {
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - objs;
   }
 
-  private releaseSlab(id: number, pfn: number, mode: number): void {
+  releaseSlab(id: number, pfn: number, mode: number): void {
     this.releaseSlabPages(pfn, this.i32[this.cacheWOf(id) + K_ORDER]!, mode);
     this.locks.vmInc(VM.slabFree, 1);
   }
@@ -1098,7 +534,7 @@ export class SlabAllocator extends MemView {
     this.pages.pdListAdd(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
-  private partialDel(kw: number, pfn: number): void {
+  partialDel(kw: number, pfn: number): void {
     this.pages.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
@@ -1111,1018 +547,36 @@ export class SlabAllocator extends MemView {
 
   /* ================================================================= the barn */
 
-  /** Take a full sheaf from the barn (address, or 0). */
-  private barnGetFull(id: number, mode: number): number {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
-    if (!this.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
-    const s = this.barnPop(kw + K_BARN_FULL);
-    this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    return s;
-  }
-
-  /**
-   * Give a full sheaf to the barn and take an empty one: returns the empty sheaf's address, 0 if
-   * the barn took the full sheaf but had no empty one, -1 if it took nothing.
-   */
-  private barnPutFull(id: number, full: number, mode: number): number {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    if (!this.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
-    let empty = -1;
-    if (i32[kw + K_BARN_NR_FULL]! < BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
-      this.barnPush(kw + K_BARN_FULL, full);
-      empty = this.barnPop(kw + K_BARN_EMPTY);
-    }
-    this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    return empty;
-  }
-
-  /** Push sheaf `s` on the barn list headed at word `head` (its count is the next word). Barn lock held. */
-  private barnPush(head: number, s: number): void {
-    const i32 = this.i32;
-    i32[(s >> 2) + S_NEXT] = i32[head]!;
-    i32[head] = s;
-    i32[head + 1] = i32[head + 1]! + 1;
-  }
-
-  /** Pop the first sheaf of the barn list headed at word `head`, or 0. Barn lock held. */
-  private barnPop(head: number): number {
-    const i32 = this.i32;
-    const s = i32[head]!;
-    if (s !== 0) {
-      i32[head] = i32[(s >> 2) + S_NEXT]!;
-      i32[head + 1] = i32[head + 1]! - 1;
-    }
-    return s;
-  }
-
-  /** Give an empty sheaf to the barn, or free it when the barn has enough. */
-  private barnPutEmpty(id: number, sheaf: number, mode: number): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    let kept = false;
-    if (this.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
-      if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
-        this.barnPush(kw + K_BARN_EMPTY, sheaf);
-        kept = true;
-      }
-      this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    }
-    if (!kept) this.freeSheaf(sheaf, mode);
-  }
-
-  /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
-  barnShrink(id: number): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    this.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
-    let full = i32[kw + K_BARN_FULL]!;
-    let empty = i32[kw + K_BARN_EMPTY]!;
-    i32[kw + K_BARN_FULL] = 0;
-    i32[kw + K_BARN_EMPTY] = 0;
-    i32[kw + K_BARN_NR_FULL] = 0;
-    i32[kw + K_BARN_NR_EMPTY] = 0;
-    this.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
-    for (let n = 0; full !== 0; n++) {
-      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
-      const next = this.i32[(full >> 2) + S_NEXT]!;
-      if (!this.flushSheaf(id, full >> 2, 0)) this.deferSheafObjects(full >> 2);
-      this.freeSheaf(full, 0);
-      full = next;
-    }
-    for (let n = 0; empty !== 0; n++) {
-      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} empty sheaves: its list is broken`);
-      const next = this.i32[(empty >> 2) + S_NEXT]!;
-      this.freeSheaf(empty, 0);
-      empty = next;
-    }
-  }
-
-  /** A noBlock agent could not flush sheaf `sw`: its objects go on this slot's deferred list. */
-  private deferSheafObjects(sw: number): void {
-    const i32 = this.i32;
-    const n = i32[sw + S_SIZE]!;
-    for (let i = 0; i < n; i++) this.deferObject(i32[sw + S_OBJS + i]!);
-    i32[sw + S_SIZE] = 0;
-  }
-
-  /** A new empty sheaf for cache `id` from the sheaf cache (normal mode only). */
-  private allocSheaf(id: number, gfp: number): number {
-    const s = this.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0);
-    if (s === 0) return 0;
-    const i32 = this.i32;
-    const sw = s >> 2;
-    i32[sw] = 0; // clears the free tag (S_SIZE)
-    i32[sw + S_CAP] = i32[this.cacheWOf(id) + K_SHEAF_CAP]!;
-    i32[sw + S_NEXT] = 0;
-    i32[sw + S_CACHE] = id;
-    return s;
-  }
-
-  private freeSheaf(sheaf: number, mode: number): void {
-    if (!this.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode)) this.deferObject(sheaf);
-  }
-
   /* ================================================================= nolock object paths */
-
-  /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
-  kmallocNolock(size: number, gfp: number = 0): number {
-    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
-      const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
-      if (obj !== 0) return obj;
-    }
-    return this.kmallocNolockSlow(size, gfp);
-  }
-
-  private kmallocNolockSlow(size: number, gfp: number): number {
-    this.locks.assertLive();
-    checkSize(size);
-    checkGfp(gfp);
-    if (size > KMALLOC_MAX_CACHE_SIZE || this.locks.closing) return this.locks.closing ? this.nolockFailed() : 0;
-    let idx = SIZE_INDEX[(size + 7) >> 3]!;
-    let id = KMALLOC_FIRST_ID + idx;
-    if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
-      // This slot is inside the slow path of that class (we re-entered from a hook): one retry in
-      // the next larger class, which is almost certainly not the one locked.
-      if (idx + 1 >= KMALLOC_SIZES.length) return this.nolockFailed();
-      idx++;
-      id++;
-      this.locks.vmInc(VM.nolockNextClass, 1);
-      if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) return this.nolockFailed();
-    }
-    const obj = this.slabAllocNolock(id, gfp);
-    if (obj === 0) return this.nolockFailed();
-    if ((this.locks.trace.mask & (1 << TP.kmalloc)) !== 0) this.emitObj(TP.kmalloc, obj, size, id);
-    return this.prepObject(id, obj, gfp, size, GFP_TRYLOCK);
-  }
-
-  private nolockFailed(): number {
-    this.locks.vmInc(VM.nolockFail, 1);
-    return 0;
-  }
-
-  /** Allocate from cache `id` with trylocks only; its sheaves are not locally locked. */
-  slabAllocNolock(id: number, gfp: number): number {
-    const i32 = this.i32;
-    const pcs = this.pcsW(id);
-    let sw = i32[pcs + P_MAIN]! >> 2;
-    let n = i32[sw + S_SIZE]!;
-    if (n > 0) {
-      i32[sw + S_SIZE] = n - 1;
-      return i32[sw + S_OBJS + n - 1]!;
-    }
-    let obj = 0;
-    this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
-    try {
-      sw = this.replaceEmptyMain(id, pcs, gfp, GFP_TRYLOCK);
-      if (sw !== 0) {
-        const v = this.i32; // the new main may lie in pages added after `i32` was read
-        n = v[sw + S_SIZE]! - 1;
-        v[sw + S_SIZE] = n;
-        obj = v[sw + S_OBJS + n]!;
-      }
-    } finally {
-      this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
-    }
-    if (obj === 0) obj = this.allocFromSlabs(id, gfp, GFP_TRYLOCK);
-    return obj;
-  }
-
-  /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
-  kfreeNolock(addr: number): void {
-    if (this.fastOff === 0 && this.pushFast(addr)) return;
-    if (addr === 0) {
-      this.locks.assertLive();
-      return;
-    }
-    this.kfreeSlow(addr, -1, GFP_TRYLOCK);
-  }
-
-  /** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */
-  slabFreeNolock(id: number, addr: number): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const pcs = this.pcsW(id);
-    if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0 || this.locks.closing) {
-      this.deferObject(addr);
-      return;
-    }
-    let sw = i32[pcs + P_MAIN]! >> 2;
-    if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
-      this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
-      try {
-        sw = this.replaceFullMain(id, pcs, GFP_TRYLOCK);
-      } finally {
-        this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
-      }
-      if (sw === 0 || this.i32[sw + S_SIZE]! >= this.i32[sw + S_CAP]!) {
-        this.deferObject(addr);
-        return;
-      }
-    }
-    const v = this.i32; // replaceFullMain may have rebuilt the views
-    const n = v[sw + S_SIZE]!;
-    v[sw + S_OBJS + n] = addr;
-    v[sw + S_SIZE] = n + 1;
-    v[addr >> 2] = addr ^ FREE_TAG;
-  }
-
-  /** Push an object on this slot's deferred list (defer_free). */
-  deferObject(addr: number): void {
-    const i32 = this.i32;
-    i32[addr >> 2] = addr ^ FREE_TAG;
-    i32[(addr >> 2) + O_NEXT] = i32[this.pcpuW + C_DEFER_HEAD]!;
-    i32[this.pcpuW + C_DEFER_HEAD] = addr;
-    i32[this.pcpuW + C_DEFER_NR] = i32[this.pcpuW + C_DEFER_NR]! + 1;
-    this.locks.vmInc(VM.objectsDeferred, 1);
-  }
-
-  /**
-   * Free every object on slot `cpu`'s deferred list: this slot's through the normal paths, a dead
-   * slot's (reclaimSlot) and, with `direct`, this slot's while it detaches straight to their slabs.
-   * False when a noBlock agent gave up on a list lock: what it could not free is deferred again.
-   */
-  drainDeferredObjects(cpu: number = this.cpu, direct = false): boolean {
-    const p = this.mem.pcpOf(cpu);
-    const own = cpu === this.cpu && !direct;
-    // One pass over what is on the list now, not nested (the frees below enter slow paths, whose
-    // entry drains): objects a hook defers meanwhile wait for the next normal call, so a hook that
-    // frees at every lock point cannot keep it going for ever. detach loops itself until its
-    // slot holds nothing.
-    if (this.i32[p + C_DEFER_HEAD] === 0 || this.drainingDeferred) return true;
-    this.drainingDeferred = true;
-    try {
-      return this.drainDeferredOnce(p, cpu, own);
-    } finally {
-      this.drainingDeferred = false;
-    }
-  }
-
-  /**
-   * drainDeferredObjects' pass over slot block `p`'s list (cpu `cpu`; `own`: through the normal
-   * paths). A noBlock agent that gives up on a list lock defers that object and the rest again
-   * (this slot's list) and returns false.
-   */
-  private drainDeferredOnce(p: number, cpu: number, own: boolean): boolean {
-    // Read the views now: the lock of an earlier call may have rebuilt them after growth.
-    const i32 = this.i32;
-    let obj = i32[p + C_DEFER_HEAD]!;
-    const nr = i32[p + C_DEFER_NR]!;
-    i32[p + C_DEFER_HEAD] = 0;
-    i32[p + C_DEFER_NR] = 0;
-    const broken = this.brokenDeferredList(obj, nr);
-    if (broken !== "") {
-      // Deferred work found broken metadata: report it, drop the list (its objects stay
-      // allocated, lost), and never walk a cycle.
-      this.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
-      return true;
-    }
-    let gaveUp = false;
-    while (obj !== 0) {
-      const next = i32[(obj >> 2) + O_NEXT]!;
-      const id = i32[this.mem.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
-      i32[obj >> 2] = 0;
-      this.debugUnlink(this.cacheWOf(id), obj);
-      if (gaveUp) {
-        this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
-        this.locks.vmInc(VM.objectsUndeferred, 1);
-        obj = next;
-        continue;
-      }
-      // A dead slot's objects (reclaimSlot) go straight to their slabs.
-      const named = id >= FIRST_NAMED_ID;
-      // Deferred work: an error is reported (onError), and the rest of the list is still freed.
-      this.locks.deferring++;
-      try {
-        if (named) this.cacheEnter(id, 0, false, true);
-        try {
-          if (!own || i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[this.pcsW(id) + P_LOCKED] !== 0) {
-            if (!this.freeToSlabs(id, obj, 0)) {
-              this.deferObject(obj);
-              gaveUp = true;
-            }
-          } else {
-            this.slabFreeSlow(id, obj);
-          }
-        } finally {
-          if (named) this.cacheExit(id);
-        }
-      } catch (e) {
-        // A noBlock agent that gave up on a lock changed nothing: the object waits for a later drain.
-        if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) {
-          this.deferObject(obj);
-          gaveUp = true;
-        } else {
-          this.locks.reportDeferred(e, obj);
-        }
-      } finally {
-        this.locks.deferring--;
-      }
-      this.locks.vmInc(VM.objectsUndeferred, 1);
-      obj = next;
-    }
-    return !gaveUp;
-  }
-
-  /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
-  private brokenDeferredList(obj: number, nr: number): string {
-    const i32 = this.i32;
-    let n = 0;
-    for (let o = obj; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
-      if (++n > nr) return `longer than its count ${nr}: a cycle`;
-      const pfn = o >>> PAGE_SHIFT;
-      if ((o & 7) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return `${hex(o)} is not an object address`;
-      const d = this.mem.pd(pfn);
-      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE]! >>> 0 >= this.maxCaches) return `${hex(o)} is not in a slab`;
-    }
-    return n === nr ? "" : `holds ${n} objects, counts ${nr}`;
-  }
 
   /* ================================================================= more of the kmalloc family */
 
-  /** kmalloc with GFP.ZERO. */
-  kzalloc(size: number, gfp: number = GFP.KERNEL): number {
-    if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
-    return this.kmalloc(size, gfp | GFP.ZERO);
-  }
-
   /** readString's error path: is `addr`, an object ksize accepted, on a free list of its cache? @internal */
   freedObject(addr: number): boolean {
-    const id = this.objectCache(addr, -1);
-    return id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG) && this.isFreeObject(id, addr);
+    const id = objectCache(this, addr, -1);
+    return id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG) && isFreeObject(this, id, addr);
   }
 
   /** Usable size of an allocation. */
   ksize(addr: number): number {
     this.locks.assertLive();
-    const id = this.objectCache(addr, -1);
+    const id = objectCache(this, addr, -1);
     if (id < 0) return PAGE_SIZE << ((this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
     const kw = this.cacheWOf(id);
     // Debug: the requested size, once the object's metadata has been checked.
-    if (this.i32[kw + K_META] !== 0) return this.debugFree(id, addr, false);
+    if (this.i32[kw + K_META] !== 0) return debugFree(this, id, addr, false);
     return this.i32[kw + K_SIZE]!;
-  }
-
-  /**
-   * Resize an allocation: in place while it still fits its size class (with GFP.ZERO the slack
-   * past `size` is zeroed, so later growth in place reads zeros), else allocate, copy and free.
-   * addr 0 allocates; size 0 frees and returns 0. Returns 0, keeping the old block, on failure.
-   */
-  krealloc(addr: number, size: number, gfp: number = GFP.KERNEL): number {
-    this.locks.assertLive();
-    checkGfp(gfp);
-    if (size !== 0) checkSize(size);
-    if (addr === 0) return size === 0 ? 0 : this.kmalloc(size, gfp);
-    if (size === 0) {
-      this.kfree(addr);
-      return 0;
-    }
-    // Every check kfree would make, before anything changes: a krealloc that throws leaves the
-    // heap exactly as it was (it must not keep a block it allocated, nor half-move one).
-    this.checkBulk([addr], -1, false);
-    const id = this.objectCache(addr, -1);
-    const kw = id >= 0 ? this.cacheWOf(id) : 0;
-    if (id >= 0 && this.i32[kw + K_META] !== 0 && size <= this.i32[kw + K_OBJ_SIZE]!) {
-      // Debug: move the requested size and its redzone; bytes that become usable are zeroed under GFP.ZERO.
-      const old = this.debugFree(id, addr, false);
-      const mw = (addr + this.i32[kw + K_META]!) >> 2;
-      if (size > old) {
-        this.u8.fill((gfp & GFP.ZERO) !== 0 ? 0 : RED_ACTIVE ^ 0xff, addr + old, addr + size);
-      } else if ((this.locks.debugFlags & DEBUG_REDZONE) !== 0) {
-        this.u8.fill(RED_ACTIVE, addr + size, addr + old);
-      }
-      this.i32[mw + M_REQ] = size;
-      return addr;
-    }
-    const ks = this.ksize(addr);
-    if (size <= ks) {
-      if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, addr + size, addr + ks);
-      return addr;
-    }
-    const n = this.kmalloc(size, gfp);
-    if (n === 0) return 0;
-    this.u8.copyWithin(n, addr, addr + Math.min(ks, size));
-    try {
-      this.kfree(addr);
-    } catch (e) {
-      // Checked above; only a hook that freed `addr` meanwhile gets here. Keep nothing.
-      this.kfree(n);
-      throw e;
-    }
-    return n;
-  }
-
-  /** Free many allocations; all are checked before any is freed. */
-  kfreeBulk(addrs: ArrayLike<number>): void {
-    this.locks.assertLive();
-    const list = readAddrs("addrs", addrs);
-    this.checkBulk(list, -1);
-    for (let i = 0; i < list.length; i++) this.kfree(list[i]!);
-  }
-
-  /** Throw, changing nothing, unless every address is a distinct live allocation (of cache `want`). */
-  checkBulk(addrs: ArrayLike<number>, want: number, label = true): void {
-    if (addrs === null || typeof addrs !== "object" || typeof addrs.length !== "number") {
-      throw new HeapError(ErrorCode.EINVAL, "addrs must be an array of addresses");
-    }
-    const seen = new Set<number>();
-    let i = 0;
-    try {
-      for (; i < addrs.length; i++) this.checkBulkOne(addrs[i]!, want, seen);
-    } catch (e) {
-      // Say which entry: "addrs[3]: 0x5000 is not a live allocation (...)".
-      if (label && e instanceof HeapError) throw new HeapError(e.code, `addrs[${i}]: ${e.message.slice(e.code.length + 2)}`);
-      throw e;
-    }
-  }
-
-  private checkBulkOne(a: number, want: number, seen: Set<number>): void {
-    if (a === 0) return;
-    if (seen.has(a)) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} appears twice in one bulk free`);
-    seen.add(a);
-    const id = this.objectCache(a, want);
-    if (id >= 0 && this.i32[this.cacheWOf(id) + K_META] !== 0) this.debugFree(id, a, false);
-    else if (id >= 0 && this.i32[a >> 2] === (a ^ FREE_TAG) && this.isFreeObject(id, a)) {
-      throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${this.cacheName(id)} is already free`);
-    }
-    if (id < 0) this.pages.checkBlock(a, (this.u32[this.mem.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
   }
 
   /* ================================================================= named caches */
 
-  /** Create a named cache of `objectSize`-byte objects; any agent finds it with findCache(name). */
-  createCache(name: string, objectSize: number, options: CacheOptions = {}): KmemCache {
-    this.locks.assertLive();
-    const bytes = cacheNameBytes(name);
-    checkInt("objectSize", objectSize, 1, MAX_OBJECT_SIZE, " of bytes", `a cache's objects are at most ${MAX_OBJECT_SIZE} bytes (one object per slab of 2^${PCP_MAX_ORDER} pages); use kmalloc or allocPages for larger blocks`);
-    const given = readOptions("createCache options", options, ["align"]).align;
-    const align = checkInt("align", given === undefined ? 8 : given, 1, PAGE_SIZE, " of bytes", `alignment is at most a page, ${PAGE_SIZE} bytes`);
-    if ((align & (align - 1)) !== 0) einval(`align must be a power of two, not ${align}`);
-    const stride = cacheStride(objectSize, Math.max(8, align), this.locks.debugFlags !== 0);
-    if (stride > MAX_OBJECT_SIZE) {
-      einval(
-        `objectSize ${objectSize} takes ${stride} bytes an object${this.locks.debugFlags !== 0 ? " with its debug redzone and metadata" : ""}${align > 8 ? ` aligned to ${align}` : ""}, more than the ${MAX_OBJECT_SIZE} of the largest slab`,
-      );
-    }
-    this.locks.assertCanLock(LOCK.ctable);
-    this.locks.lock(this.hw + CT_LOCK, LOCK.ctable);
-    try {
-      const found = this.findCacheId(bytes);
-      if (found >= FIRST_NAMED_ID) throw new HeapError(ErrorCode.EINVAL, `a cache named "${name}" exists: use findCache`);
-      if (found >= 0) throw new HeapError(ErrorCode.EINVAL, `"${name}" is the name of a built-in cache (the kmalloc size classes and kmem_cache_sheaf): use kmalloc for memory of its size, or give your cache another name`);
-      let id = -1;
-      for (let i = FIRST_NAMED_ID; i < this.maxCaches; i++) {
-        if (this.i32[this.cacheWOf(i) + K_STATE] === CACHE_FREE) {
-          id = i;
-          break;
-        }
-      }
-      if (id < 0) throw new HeapError(ErrorCode.EINVAL, `all ${this.maxCaches - FIRST_NAMED_ID} named cache slots are in use: destroy a cache, or create the heap with a larger maxCaches option (now ${this.maxCaches})`);
-      this.setupCache(id, bytes, objectSize, Math.max(8, align), 0);
-      return newKmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
-    } finally {
-      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
-    }
-  }
-
-  /**
-   * The cache another agent created with this name, or null (also for a built-in cache's name:
-   * kmalloc serves those). Under the cache table lock: a descriptor that another agent destroys
-   * and reuses for a new cache meanwhile cannot pair this name with the new cache's generation.
-   * A noBlock agent that gives up on the lock reads the table without it (findCacheUnlocked).
-   */
-  findCache(name: string): KmemCache | null {
-    this.locks.assertLive();
-    const bytes = cacheNameBytes(name);
-    this.locks.assertCanLock(LOCK.ctable);
-    if (!this.locks.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return this.findCacheUnlocked(bytes);
-    try {
-      const id = this.findCacheId(bytes);
-      return id < FIRST_NAMED_ID ? null : newKmemCache(this, id, this.i32[this.cacheWOf(id) + K_GEN]!);
-    } finally {
-      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
-    }
-  }
-
-  private findCacheId(bytes: Uint8Array): number {
-    for (let id = 0; id < this.maxCaches; id++) if (this.cacheNamed(id, bytes)) return id;
-    return -1;
-  }
-
-  /** Is descriptor `id` an active cache named `bytes`? */
-  private cacheNamed(id: number, bytes: Uint8Array): boolean {
-    const kw = this.cacheWOf(id);
-    if (Atomics.load(this.i32, kw + K_STATE) !== CACHE_ACTIVE || this.i32[kw + K_NAME_LEN] !== bytes.length) return false;
-    const at = (kw + K_NAME) << 2;
-    for (let i = 0; i < bytes.length; i++) if (this.u8[at + i] !== bytes[i]) return false;
-    return true;
-  }
-
-  /**
-   * findCache without the table lock, for a noBlock agent that gave up on it: the generation is
-   * read before the name and again after it, with the state, so that a descriptor another agent
-   * destroyed and reused meanwhile is never paired with the new cache's generation.
-   */
-  private findCacheUnlocked(bytes: Uint8Array): KmemCache | null {
-    const i32 = this.i32;
-    for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) {
-      const kw = this.cacheWOf(id);
-      const gen = Atomics.load(i32, kw + K_GEN);
-      if (!this.cacheNamed(id, bytes)) continue;
-      if (Atomics.load(i32, kw + K_GEN) === gen && Atomics.load(i32, kw + K_STATE) === CACHE_ACTIVE) return newKmemCache(this, id, gen);
-    }
-    return null;
-  }
-
-  /** Write a cache descriptor's configuration and publish it (CT_LOCK held, or heap creation). */
-  setupCache(id: number, name: Uint8Array, objectSize: number, align: number, flags: number): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const debug = this.locks.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
-    const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
-    const size = cacheStride(objectSize, align, debug);
-    const order = slabOrder(size);
-    const gen = i32[kw + K_GEN]! + 1;
-    i32.fill(0, kw, kw + this.cacheWords);
-    i32[kw + K_GEN] = gen;
-    i32[kw + K_OBJ_SIZE] = objectSize;
-    i32[kw + K_SIZE] = size;
-    i32[kw + K_ALIGN] = align;
-    i32[kw + K_ORDER] = order;
-    i32[kw + K_OBJS] = Math.floor((PAGE_SIZE << order) / size);
-    i32[kw + K_SHEAF_CAP] = (flags & KF_SHEAF_CACHE) !== 0 ? 0 : sheafCapacity(size);
-    i32[kw + K_FLAGS] = flags;
-    i32[kw + K_NAME_LEN] = name.length;
-    // min_partial: ilog2(size) / 2, clamped to 5..10 as the kernel does.
-    i32[kw + K_MIN_PARTIAL] = Math.min(10, Math.max(5, Math.floor(Math.log2(size) / 2)));
-    this.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
-    i32[kw + K_META] = debug ? inuse + DEBUG_RZ : 0;
-    i32[kw + K_INUSE] = inuse;
-    this.u8.set(name, (kw + K_NAME) << 2);
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
-    }
-    // Publication point: the state store makes the configuration visible to findCache.
-    Atomics.store(i32, kw + K_STATE, CACHE_ACTIVE);
-    if (id >= this.i32[this.hw + CT_NR]!) this.i32[this.hw + CT_NR] = id + 1;
-  }
-
-  cacheName(id: number): string {
-    const kw = this.cacheWOf(id);
-    const at = (kw + K_NAME) << 2;
-    return utf8d.decode(this.u8.slice(at, at + this.i32[kw + K_NAME_LEN]!));
-  }
-
-  /** Objects of cache `id` that callers hold: total minus every free place. Racy with other agents' fast paths. */
-  liveObjects(id: number): number {
-    const s = this.cacheStats(id);
-    return s.activeObjects;
-  }
-
-  /**
-   * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
-   * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
-   */
-  cacheAlloc(id: number, gen: number, gfp: number): number {
-    const i32 = this.i32;
-    if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-      const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
-      if (obj !== 0) return obj;
-    }
-    this.locks.assertLive();
-    checkGfp(gfp);
-    this.cacheEnter(id, gen, true, false);
-    let obj: number;
-    try {
-      obj = this.slabAllocSlow(id, gfp, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!);
-    } finally {
-      this.cacheExit(id);
-    }
-    if (obj === 0) return this.pages.allocFailed(0, gfp);
-    if ((this.locks.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
-      this.emitObj(TP.kmem_cache_alloc, obj, this.i32[this.cacheWOf(id) + K_OBJ_SIZE]!, id);
-    }
-    return obj;
-  }
-
-  /** cache.free: like kfree, but the object must belong to cache `id`. */
-  cacheFree(id: number, addr: number): void {
-    const i32 = this.i32;
-    if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
-      const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
-      if (i32[d + D_FLAGS] === PG_SLAB && i32[d + D_CACHE] === id) {
-        this.kfree(addr);
-        return;
-      }
-    }
-    if (addr === 0) {
-      this.locks.assertLive();
-      return;
-    }
-    this.kfreeSlow(addr, id, 0);
-  }
-
-  /**
-   * Flush slot `cpu`'s sheaves of cache `id` to the slabs and free them. This slot's sheaves are
-   * flushed under their local lock, so that a hook re-entering at a lock point of the flush finds
-   * them busy: kmallocNolock takes another class, kfreeNolock defers (it must not take an object
-   * the flush is about to free, nor put one where the flush has already looked). False when a
-   * noBlock agent could not have the list lock: that sheaf stays where it was, whole.
-   */
-  flushCpuSheaves(id: number, cpu: number, mode: number): boolean {
-    const i32 = this.i32;
-    const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-    const emptyW = (this.hw + EMPTY_SHEAF_W) << 2;
-    const own = cpu === this.cpu;
-    if (own) {
-      if (i32[pcs + P_LOCKED] !== 0) {
-        throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${this.cacheName(id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
-      }
-      if (i32[pcs + P_MAIN] === emptyW && i32[pcs + P_SPARE] === 0) return true;
-      this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
-    }
-    try {
-      for (let which = P_MAIN; ; which = P_SPARE) {
-        const s = i32[pcs + which]!;
-        if (s !== 0 && s !== emptyW) {
-          if (!this.flushSheaf(id, s >> 2, mode)) return false;
-          i32[pcs + which] = which === P_MAIN ? emptyW : 0;
-          this.freeSheaf(s, mode);
-        }
-        if (which === P_SPARE) break;
-      }
-    } finally {
-      if (own) this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
-    }
-    return true;
-  }
-
-  /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot); EAGAIN when a noBlock agent gave up. */
-  flushAllSheavesOf(cpu: number): void {
-    for (let id = 0; id < this.maxCaches; id++) {
-      const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-      if (!this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
-      // A reclaimed slot is inside no slow path any more, wherever it died.
-      if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_USERS, 0);
-    }
-  }
-
-  /** cache.shrink() of the handle of generation `gen`: the entry checks of a normal slab call, then shrinkCache. */
-  cacheShrink(id: number, gen: number): void {
-    this.locks.assertLive();
-    this.slabSlowEntry(id);
-    this.cacheEnter(id, gen, true, false);
-    try {
-      this.shrinkCache(id);
-    } finally {
-      this.cacheExit(id);
-    }
-  }
-
-  /** A noBlock agent's detach, reclaimSlot or shrink found cache `id`'s list lock held past its bound. */
-  private listBusy(id: number): never {
-    throw new HeapError(
-      ErrorCode.EAGAIN,
-      `cpu ${this.cpu} must not block, and the list lock of ${this.cacheName(id)} was held past its bound: ` +
-        "the call gave up; what it returned so far stays returned: call again",
-    );
-  }
-
-  /** kmem_cache_shrink: flush this slot's sheaves and the barn, free every empty slab. */
-  shrinkCache(id: number): void {
-    if (!this.flushCpuSheaves(id, this.cpu, 0)) this.listBusy(id);
-    this.barnShrink(id);
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    const discard: number[] = [];
-    this.locks.lock(kw + K_LIST_LOCK, LOCK.list);
-    // Bounded by the slab count: a cycle is reported after the unlock, never walked for ever.
-    let steps = 0;
-    const most = i32[kw + K_NR_SLABS]!;
-    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0; ) {
-      if (++steps > most) break;
-      const next = i32[this.mem.pd(pfn) + D_NEXT]!;
-      if (i32[this.mem.pd(pfn) + D_INUSE] === 0) {
-        this.partialDel(kw, pfn);
-        this.unaccountSlab(kw, pfn);
-        i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
-        discard.push(pfn);
-      }
-      pfn = next;
-    }
-    this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
-    for (const pfn of discard) this.releaseSlab(id, pfn, 0);
-    if (steps > most) throw new HeapError(ErrorCode.ECORRUPT, `the partial list of ${this.cacheName(id)} is longer than its ${most} slabs: a cycle`);
-  }
-
-  /** Flush this slot's sheaves of every dying cache, releasing caches no slot caches any more. */
-  flushDyingCaches(): void {
-    for (let id = FIRST_NAMED_ID; id < this.maxCaches; id++) {
-      if (this.i32[this.cacheWOf(id) + K_STATE] !== CACHE_DYING) continue;
-      if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) continue;
-      if (this.flushCpuSheaves(id, this.cpu, 0)) this.tryReleaseDying(id);
-    }
-  }
-
-  /**
-   * Destroy the cache of generation `gen`: refuse while objects are live; release now, or when
-   * every slot has flushed and no slow path is inside (P_USERS).
-   */
-  destroyCache(id: number, gen: number): void {
-    this.beforeDestroy();
-    this.locks.assertCanLock(LOCK.ctable);
-    this.slabSlowEntry(id);
-    this.locks.lock(this.hw + CT_LOCK, LOCK.ctable);
-    try {
-      // Another agent may have destroyed it, and even made a new cache in the descriptor, since the handle checked.
-      const kw0 = this.cacheWOf(id);
-      if (this.i32[kw0 + K_GEN] !== gen || this.i32[kw0 + K_STATE] !== CACHE_ACTIVE) {
-        throw new HeapError(ErrorCode.EINVAL, `cache "${this.cacheName(id)}" was destroyed`);
-      }
-      // Count before anything moves: a refused destroy leaves the heap exactly as it was.
-      const live = this.liveObjects(id);
-      if (live === 0) this.shrinkCache(id);
-      if (live > 0) {
-        const list = this.liveObjectList(id);
-        for (const o of list) {
-          if ((this.locks.trace.mask & (1 << TP.slab_error)) !== 0) {
-            this.locks.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr: o, cache: this.cacheName(id), message: `live object ${hex(o)} at destroy` });
-          }
-        }
-        const shown = list.length > 0 ? `: ${list.slice(0, 16).map(hex).join(", ")}${list.length > 16 ? ", ..." : ""}` : "";
-        throw new HeapError(ErrorCode.EBUSY, `cache ${this.cacheName(id)} still has ${live} live object${live === 1 ? "" : "s"}${shown}; free them first`);
-      }
-      const kw = this.cacheWOf(id);
-      Atomics.store(this.i32, kw + K_STATE, CACHE_DYING);
-      Atomics.add(this.i32, this.hw + G_NR_DYING, 1);
-    } finally {
-      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
-    }
-    this.tryReleaseDying(id);
-  }
-
-  /** Release a dying cache whose objects are all back in its slabs. */
-  private tryReleaseDying(id: number): void {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    if (!this.noSlotUses(kw)) return;
-    // A noBlock agent past its bound leaves the release to a later slow path.
-    if (!this.locks.lockIn(0, this.hw + CT_LOCK, LOCK.ctable)) return;
-    try {
-      if (i32[kw + K_STATE] !== CACHE_DYING) return;
-      try {
-        this.shrinkCache(id);
-      } catch (e) {
-        // A noBlock agent gave up on a lock: what it shrank stays shrunk; a later slow path retries.
-        if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) return;
-        throw e;
-      }
-      // A slow path inside (an allocation that began before the destroy, a free) keeps it.
-      if (i32[kw + K_NR_SLABS] !== 0 || !this.noSlotUses(kw)) return;
-      i32[kw + K_NAME_LEN] = 0;
-      Atomics.store(i32, kw + K_STATE, CACHE_FREE);
-      Atomics.sub(i32, this.hw + G_NR_DYING, 1);
-    } finally {
-      this.locks.unlock(this.hw + CT_LOCK, LOCK.ctable);
-    }
-  }
-
-  /** Does no slot cache objects of the cache at `kw` (sheaves) nor work inside it (P_USERS)? */
-  private noSlotUses(kw: number): boolean {
-    const i32 = this.i32;
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-      if (i32[pcs + P_MAIN] !== (this.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0 || Atomics.load(i32, pcs + P_USERS) !== 0) return false;
-    }
-    return true;
-  }
-
   /* ================================================================= stats and validation */
-
-  cacheStats(id: number): SlabStats {
-    const i32 = this.i32;
-    const kw = this.cacheWOf(id);
-    let sheafObjects = 0;
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-      const main = i32[pcs + P_MAIN]!;
-      const spare = i32[pcs + P_SPARE]!;
-      sheafObjects += i32[(main >> 2) + S_SIZE]!;
-      if (spare !== 0) sheafObjects += i32[(spare >> 2) + S_SIZE]!;
-    }
-    let barnObjects = 0;
-    for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
-    let deferred = 0;
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const nd = i32[this.mem.pcpOf(cpu) + C_DEFER_NR]!;
-      for (let o = i32[this.mem.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
-        if (i32[this.mem.pd(o >>> PAGE_SHIFT) + D_CACHE] === id) deferred++;
-      }
-    }
-    const total = i32[kw + K_TOTAL_OBJS]!;
-    const slabs = i32[kw + K_NR_SLABS]!;
-    return {
-      name: this.cacheName(id),
-      internal: (i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0,
-      objectSize: i32[kw + K_OBJ_SIZE]!,
-      size: i32[kw + K_SIZE]!,
-      order: i32[kw + K_ORDER]!,
-      objectsPerSlab: i32[kw + K_OBJS]!,
-      activeObjects: total - i32[kw + K_FREE_OBJS]! - sheafObjects - barnObjects - deferred,
-      totalObjects: total,
-      slabs,
-      pages: slabs << i32[kw + K_ORDER]!,
-      partialSlabs: i32[kw + K_NR_PARTIAL]!,
-      fullSlabs: i32[kw + K_NR_FULL]!,
-      emptySlabs: i32[kw + K_NR_EMPTY]!,
-      sheafObjects,
-      barnObjects,
-      barnFull: i32[kw + K_BARN_NR_FULL]!,
-      barnEmpty: i32[kw + K_BARN_NR_EMPTY]!,
-      sheafCapacity: i32[kw + K_SHEAF_CAP]!,
-    };
-  }
-
-  slabStats(): SlabStats[] {
-    const out: SlabStats[] = [];
-    for (let id = 0; id < this.maxCaches; id++) {
-      const st = this.i32[this.cacheWOf(id) + K_STATE];
-      if (st === CACHE_ACTIVE || st === CACHE_DYING) out.push(this.cacheStats(id));
-    }
-    return out;
-  }
-
-  /**
-   * Check every slab invariant on top of validatePages' map: each slab page belongs to one live
-   * cache and its head; freelist length plus in-use equals objects per slab; partial-list and
-   * counts agree; no object is both on a freelist and in a sheaf; every sheaf object belongs to
-   * its cache. Other slots' sheaves are read as they are: exact only while those agents are idle.
-   */
-  validateSlabs(where: Uint8Array): void {
-    const i32 = this.i32;
-    const bad = (msg: string): never => {
-      throw new HeapError(ErrorCode.ECORRUPT, msg);
-    };
-    const freeObjs = new Set<number>();
-    const perCache = new Map<number, { slabs: number; free: number; empty: number }>();
-    for (let pfn = this.zoneStart; pfn < this.nrPages; ) {
-      if (where[pfn] !== PAGE_WHERE.unseen) {
-        pfn++;
-        continue;
-      }
-      const d = this.mem.pd(pfn);
-      if (i32[d + D_FLAGS] !== PG_SLAB) bad(`page ${pfn} is in no place (flags ${hex(i32[d + D_FLAGS]!)})`);
-      if (i32[d + D_HEAD] !== pfn) bad(`slab page ${pfn} is not the head its tail pages expect (head ${i32[d + D_HEAD]})`);
-      const id = i32[d + D_CACHE]!;
-      if (id < 0 || id >= this.maxCaches) bad(`slab ${pfn} names cache ${id}`);
-      const kw = this.cacheWOf(id);
-      const state = i32[kw + K_STATE];
-      if (state !== CACHE_ACTIVE && state !== CACHE_DYING) bad(`slab ${pfn} belongs to cache ${id}, which does not exist`);
-      const order = i32[kw + K_ORDER]!;
-      for (let p = 0; p < 1 << order; p++) {
-        const td = this.mem.pd(pfn + p);
-        if (i32[td + D_FLAGS] !== PG_SLAB || i32[td + D_HEAD] !== pfn || i32[td + D_CACHE] !== id) bad(`slab ${pfn}: page ${pfn + p} is not one of its pages`);
-        if (where[pfn + p] !== PAGE_WHERE.unseen) bad(`slab ${pfn}: page ${pfn + p} is in two places`);
-        where[pfn + p] = PAGE_WHERE.allocated;
-      }
-      const size = i32[kw + K_SIZE]!;
-      const objs = i32[kw + K_OBJS]!;
-      const base = pfn << PAGE_SHIFT;
-      let n = 0;
-      for (let o = i32[d + D_FREELIST]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
-        if (o < base || o >= base + objs * size || (o - base) % size !== 0) bad(`slab ${pfn} of ${this.cacheName(id)}: freelist holds ${hex(o)}, not one of its objects`);
-        if (freeObjs.has(o)) bad(`object ${hex(o)} is twice on a freelist`);
-        if (i32[o >> 2] !== (o ^ FREE_TAG)) bad(`free object ${hex(o)} of ${this.cacheName(id)} was written after free (word 0 is ${hex(i32[o >> 2]!)})`);
-        if (i32[kw + K_META] !== 0 && i32[((o + i32[kw + K_META]!) >> 2) + M_STATE] !== OBJ_FREE) bad(`free object ${hex(o)} of ${this.cacheName(id)} is not marked free`);
-        freeObjs.add(o);
-        if (++n > objs) bad(`slab ${pfn}: freelist longer than the slab`);
-      }
-      if (n + i32[d + D_INUSE]! !== objs) bad(`slab ${pfn} of ${this.cacheName(id)}: ${n} free + ${i32[d + D_INUSE]} in use != ${objs} objects`);
-      const c = perCache.get(id) ?? { slabs: 0, free: 0, empty: 0 };
-      c.slabs++;
-      c.free += n;
-      if (n === objs) c.empty++;
-      perCache.set(id, c);
-      pfn += 1 << order;
-    }
-    for (let id = 0; id < this.maxCaches; id++) {
-      const kw = this.cacheWOf(id);
-      const state = i32[kw + K_STATE];
-      if (state !== CACHE_ACTIVE && state !== CACHE_DYING) continue;
-      const name = this.cacheName(id);
-      const c = perCache.get(id) ?? { slabs: 0, free: 0, empty: 0 };
-      if (c.slabs !== i32[kw + K_NR_SLABS]) bad(`${name}: counts ${i32[kw + K_NR_SLABS]} slabs, has ${c.slabs}`);
-      if (c.free !== i32[kw + K_FREE_OBJS]) bad(`${name}: counts ${i32[kw + K_FREE_OBJS]} free objects on slabs, has ${c.free}`);
-      if (c.slabs * i32[kw + K_OBJS]! !== i32[kw + K_TOTAL_OBJS]) bad(`${name}: total objects ${i32[kw + K_TOTAL_OBJS]} != slabs x objects`);
-      if (c.empty !== i32[kw + K_NR_EMPTY]) bad(`${name}: counts ${i32[kw + K_NR_EMPTY]} empty slabs, has ${c.empty}`);
-      let partial = 0;
-      for (let pfn = i32[kw + K_PARTIAL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.mem.pd(pfn) + D_NEXT]!) {
-        const d = this.mem.pd(pfn);
-        if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== id || i32[d + D_HEAD] !== pfn) bad(`${name}: partial list holds page ${pfn}, not one of its slabs`);
-        if (i32[d + D_PREV] !== prev) bad(`${name}: partial list back link broken at ${pfn}`);
-        if (i32[d + D_FREELIST] === 0) bad(`${name}: full slab ${pfn} on the partial list`);
-        if (++partial > c.slabs) bad(`${name}: partial list is circular`);
-      }
-      if (partial !== i32[kw + K_NR_PARTIAL]) bad(`${name}: counts ${i32[kw + K_NR_PARTIAL]} partial slabs, its list holds ${partial}`);
-      let full = 0;
-      for (let pfn = i32[kw + K_FULL]!, prev = 0; pfn !== 0; prev = pfn, pfn = i32[this.mem.pd(pfn) + D_NEXT]!) {
-        const d = this.mem.pd(pfn);
-        if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== id || i32[d + D_HEAD] !== pfn) bad(`${name}: full list holds page ${pfn}, not one of its slabs`);
-        if (i32[d + D_PREV] !== prev) bad(`${name}: full list back link broken at ${pfn}`);
-        if (i32[d + D_FREELIST] !== 0) bad(`${name}: slab ${pfn} with free objects on the full list`);
-        if (++full > c.slabs) bad(`${name}: full list is circular`);
-      }
-      if (full !== i32[kw + K_NR_FULL]) bad(`${name}: counts ${i32[kw + K_NR_FULL]} full slabs, its list holds ${full}`);
-      if (partial + full !== c.slabs) bad(`${name}: ${partial} partial + ${full} full slabs != ${c.slabs} slabs`);
-      const checkSheaf = (s: number, where2: string): void => {
-        const sw = s >> 2;
-        if (s === (this.hw + EMPTY_SHEAF_W) << 2) return;
-        if (i32[this.mem.pd(s >>> PAGE_SHIFT) + D_CACHE] !== SHEAF_CACHE_ID) bad(`${name}: ${where2} sheaf ${hex(s)} is not a sheaf object`);
-        if (i32[sw + S_CACHE] !== id) bad(`${name}: ${where2} sheaf ${hex(s)} serves cache ${i32[sw + S_CACHE]}`);
-        const size = i32[sw + S_SIZE]!;
-        if (size < 0 || size > i32[sw + S_CAP]!) bad(`${name}: ${where2} sheaf holds ${size} of ${i32[sw + S_CAP]}`);
-        for (let k = 0; k < size; k++) {
-          const o = i32[sw + S_OBJS + k]!;
-          const od = this.mem.pd(o >>> PAGE_SHIFT);
-          if (o >>> PAGE_SHIFT >= this.nrPages || i32[od + D_FLAGS] !== PG_SLAB || i32[od + D_CACHE] !== id) bad(`${name}: ${where2} sheaf holds ${hex(o)}, not one of its objects`);
-          if (freeObjs.has(o)) bad(`${name}: object ${hex(o)} is both free in its slab and in a ${where2} sheaf`);
-          if (i32[kw + K_META] !== 0 && i32[((o + i32[kw + K_META]!) >> 2) + M_STATE] !== OBJ_FREE) bad(`${name}: ${where2} sheaf holds ${hex(o)}, which is not marked free`);
-          freeObjs.add(o);
-        }
-      };
-      for (let cpu = 0; cpu < this.cpus; cpu++) {
-        const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
-        checkSheaf(i32[pcs + P_MAIN]!, `cpu ${cpu} main`);
-        if (i32[pcs + P_SPARE] !== 0) checkSheaf(i32[pcs + P_SPARE]!, `cpu ${cpu} spare`);
-      }
-      let nf = 0;
-      for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
-        checkSheaf(s, "barn");
-        if (++nf > BARN_MAX) bad(`${name}: barn holds more than ${BARN_MAX} full sheaves`);
-      }
-      if (nf !== i32[kw + K_BARN_NR_FULL]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_FULL]} full sheaves, holds ${nf}`);
-      let ne = 0;
-      for (let s = i32[kw + K_BARN_EMPTY]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
-        if (i32[(s >> 2) + S_SIZE] !== 0) bad(`${name}: barn's empty list holds a sheaf with objects`);
-        if (++ne > BARN_MAX) bad(`${name}: barn holds more than ${BARN_MAX} empty sheaves`);
-      }
-      if (ne !== i32[kw + K_BARN_NR_EMPTY]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_EMPTY]} empty sheaves, holds ${ne}`);
-    }
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const c = this.mem.pcpOf(cpu);
-      let n = 0;
-      for (let o = i32[c + C_DEFER_HEAD]!; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
-        if (freeObjs.has(o)) bad(`object ${hex(o)} is on cpu ${cpu}'s deferred list and free elsewhere`);
-        freeObjs.add(o);
-        if (++n > 1 << 22) bad(`cpu ${cpu}'s deferred list is circular`);
-      }
-      if (n !== i32[c + C_DEFER_NR]) bad(`cpu ${cpu} counts ${i32[c + C_DEFER_NR]} deferred objects, holds ${n}`);
-      if (i32[c + C_STATE] !== SLOT_ATTACHED && n !== 0) bad(`detached cpu ${cpu} still has deferred objects`);
-    }
-  }
 
   emitObj(id: number, addr: number, size: number, cache: number): void {
     const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr, size };
-    if (cache >= 0) rec.cache = this.cacheName(cache);
+    if (cache >= 0) rec.cache = cacheName(this, cache);
     this.locks.trace.emit(id, rec);
   }
 }
 
-function sheafHas(i32: Int32Array, s: number, addr: number): boolean {
-  if (s === 0) return false;
-  const sw = s >> 2;
-  const n = i32[sw + S_SIZE]!;
-  for (let k = 0; k < n && k < 64; k++) if (i32[sw + S_OBJS + k] === addr) return true;
-  return false;
-}
-
-/** Stride of a cache's objects: the size rounded up to 8, with the debug redzone and metadata, rounded up to `align`. */
-function cacheStride(objectSize: number, align: number, debug: boolean): number {
-  const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
-  return Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
-}
-
-/** The offset (0..3) of the first byte in which words `a` and `b` differ; they differ. */
-function firstDiffByte(a: number, b: number): number {
-  const x = (a ^ b) >>> 0;
-  return x & 0xff ? 0 : x & 0xff00 ? 1 : x & 0xff0000 ? 2 : 3;
-}
-
-export function checkSize(size: number): void {
-  checkInt("size", size, 1, KMALLOC_MAX_SIZE, " of bytes", `the largest kmalloc is ${KMALLOC_MAX_SIZE} bytes (4 MiB, a block of 2^${MAX_ORDER} pages)`);
-}
-
-/** A cache name as UTF-8, or EINVAL: not a string, empty, not well-formed Unicode, too long. */
-function cacheNameBytes(name: unknown): Uint8Array {
-  if (typeof name !== "string") einval(`a cache name must be a string, not ${describe(name)}`);
-  if (name.length === 0) einval("a cache name must be a non-empty string: the name given is empty (\"\")");
-  if (/\p{Cs}/u.test(name)) einval(`a cache name must be well-formed Unicode, not ${describe(name)} (it holds a lone surrogate, which UTF-8 cannot keep)`);
-  const bytes = utf8.encode(name);
-  if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);
-  return bytes;
-}
 
