@@ -32,7 +32,7 @@
 import { checkBool, intOption, describe, einval, isUint16Array, readOptions } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
 import type { WasmMemory } from "./core/lock.js";
-import { assertNoLiveHeap, assertSharedMemory, isSharedArrayBuffer, locateHeap, resolvePlacement } from "./placement.js";
+import { assertNoLiveHeap, assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./core/gfp.js";
 import {
@@ -51,10 +51,6 @@ import {
   CPUF_NOBLOCK,
   computeGeometry,
   CT_NR,
-  DEBUG_POISON,
-  DEBUG_REDZONE,
-  DEBUG_TRACK,
-  type Geometry,
   H_CACHE_BYTES,
   H_CACHE_OFF,
   H_CHECKSUM,
@@ -109,7 +105,15 @@ import { flushAllSheavesOf } from "./slab/sheaf.js";
 import { cacheName, flushDyingCaches, shrinkCache } from "./slab/cache.js";
 import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { createCache, findCache, setupCache } from "./slab/cache.js";
-import { kfreeBulk, kfreeNolock, kmallocNolock, krealloc, kzalloc } from "./slab/kmalloc.js";
+import { kfreeBulk, krealloc, kzalloc } from "./slab/kmalloc.js";
+import { drainAllPcp, pcpDetach } from "./page/pcp.js";
+import { grow } from "./page/hotplug.js";
+import { validatePages } from "./page/check.js";
+import { initZone } from "./page/hotplug.js";
+import { pageStats } from "./page/check.js";
+import { kfreeRcu, rcuShrink } from "./rcu/kfree_rcu.js";
+import { rcuStats, validateRcu } from "./rcu/check.js";
+import { CREATE_OPTIONS, debugFlags, readGeometry } from "./header.js";
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -196,7 +200,7 @@ export class Heap {
     u32[H_FAIL_RATE] = 0; // set after the built-in caches exist
     u32[H_FAIL_SEED] = failSeed;
     const heap = new Heap(heapInit({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug }));
-    heap.#pages.initZone();
+    initZone(heap.#pages);
     const enc = new TextEncoder();
     setupCache(heap.#slab, SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
     KMALLOC_SIZES.forEach((s, i) => {
@@ -277,7 +281,7 @@ export class Heap {
         flushAllSheavesOf(this.#slab, this.#mem.cpu);
         if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) flushDyingCaches(this.#slab);
         // Last: everything above may free pages into this slot's pcp lists.
-        this.#pages.pcpDetach();
+        pcpDetach(this.#pages);
         if (this.#mem.i32[p + C_DEFER_HEAD] === 0 && this.#mem.i32[p + C_RCU_PENDING] === 0 && this.#mem.i32[p + C_RCU_NR_SPARE] === 0) break;
       }
     } catch (e) {
@@ -391,7 +395,7 @@ export class Heap {
   }
   /** Grow the heap (memory hotplug) up to maxSize; returns the new size. */
   grow(bytes: number): number {
-    return this.#pages.grow(bytes);
+    return grow(this.#pages, bytes);
   }
 
   /* ------------------------------------------------------------ objects (slab/) */
@@ -403,10 +407,10 @@ export class Heap {
     this.#slab.kfree(addr);
   }
   kmallocNolock(size: number, gfp: number = 0): number {
-    return kmallocNolock(this.#slab, size, gfp);
+    return this.#slab.kmallocNolock(size, gfp);
   }
   kfreeNolock(addr: number): void {
-    kfreeNolock(this.#slab, addr);
+    this.#slab.kfreeNolock(addr);
   }
   kzalloc(size: number, gfp: number = GFP.KERNEL): number {
     return kzalloc(this.#slab, size, gfp);
@@ -445,7 +449,7 @@ export class Heap {
     return this.#rcu.synchronizeRcuAsync();
   }
   kfreeRcu(addr: number): void {
-    this.#rcu.kfreeRcu(addr);
+    kfreeRcu(this.#rcu, addr);
   }
   rcuBarrier(): void {
     this.#rcu.rcuBarrier();
@@ -500,14 +504,14 @@ export class Heap {
     this.#locks.assertLive();
     this.#locks.assertCanLock(LOCK.rcu);
     drainDeferredObjects(this.#slab);
-    this.#rcu.rcuShrink();
+    rcuShrink(this.#rcu);
     // This slot's sheaves of caches another agent destroyed go too (and such a cache is released
     // when no slot caches its objects any more).
     if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) flushDyingCaches(this.#slab);
     for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) shrinkCache(this.#slab, id);
     for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) shrinkCache(this.#slab, id);
     shrinkCache(this.#slab, SHEAF_CACHE_ID);
-    this.#pages.drainAllPcp();
+    drainAllPcp(this.#pages);
   }
 
   /** A plain object of figures: pages, pcp lists, caches (like /proc/slabinfo), vmstat counters. */
@@ -525,7 +529,7 @@ export class Heap {
       deferredObjects += this.#mem.i32[c + C_DEFER_NR]!;
       for (let k = 0; k < NR_VM; k++) vmstat[names[k]!] += this.#mem.u32[c + C_VMSTAT + k]!;
     }
-    return { ...this.#pages.pageStats(), ...this.#rcu.rcuStats(), attached, cpus: this.#mem.cpus, deferredObjects, slabs: slabStats(this.#slab), vmstat };
+    return { ...pageStats(this.#pages), ...rcuStats(this.#rcu), attached, cpus: this.#mem.cpus, deferredObjects, slabs: slabStats(this.#slab), vmstat };
   }
 
   /** Walk every structure; throws ECORRUPT naming the first broken invariant. */
@@ -537,9 +541,9 @@ export class Heap {
     const hook = this.#locks.hook;
     this.#locks.hook = null;
     try {
-      const where = this.#pages.validatePages();
+      const where = validatePages(this.#pages);
       validateSlabs(this.#slab, where);
-      this.#rcu.validateRcu();
+      validateRcu(this.#rcu);
     } finally {
       this.#locks.hook = hook;
     }
@@ -591,50 +595,4 @@ if (typeof DISPOSE === "symbol") {
     writable: true,
     configurable: true,
   });
-}
-
-/** The keys Heap.create reads. */
-const CREATE_OPTIONS = ["size", "maxSize", "cpus", "debug", "maxCaches", "noBlock", "faultInjection", "memory", "buffer", "offset"] as const;
-
-function debugFlags(d: unknown): number {
-  if (d === undefined || d === false) return 0;
-  if (d === true) return DEBUG_POISON | DEBUG_REDZONE | DEBUG_TRACK;
-  if (typeof d !== "object" || d === null) einval(`option debug must be true, false or an object of checks (poison, redzone, track), not ${describe(d)}`);
-  const o = readOptions("option debug", d, ["poison", "redzone", "track"]);
-  const on = (k: string): boolean => checkBool(`option debug.${k}`, o[k]) === true;
-  return (on("poison") ? DEBUG_POISON : 0) | (on("redzone") ? DEBUG_REDZONE : 0) | (on("track") ? DEBUG_TRACK : 0);
-}
-
-/** Check the header at byte `base` of a buffer and recompute its geometry; EBADHEAP when anything is off. */
-/**
- * `inMemory`: the buffer is a WebAssembly.Memory's, read before another agent may have grown it, so a
- * heap end past it is checked by attach against the memory's buffer read after Z_SIZE.
- */
-function readGeometry(buffer: unknown, base: number, inMemory = false): Geometry {
-  const bad = (why: string): never => {
-    throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: ${why}`);
-  };
-  if (!isSharedArrayBuffer(buffer)) bad(`Heap.attach needs the heap's SharedArrayBuffer, not ${describe(buffer)}`);
-  const sab = buffer as SharedArrayBuffer;
-  if (sab.byteLength < base + PAGE_SIZE) bad(`only ${sab.byteLength} bytes${base !== 0 ? ` (the heap's offset is ${base})` : ""}`);
-  const u32 = new Uint32Array(sab, base, 16);
-  if (u32[H_MAGIC] !== HEAP_MAGIC) bad("no magic number");
-  if (u32[H_VERSION] !== LAYOUT_VERSION) bad(`layout version ${u32[H_VERSION]}, this shmalloc reads version ${LAYOUT_VERSION}`);
-  if (Atomics.load(u32, H_CHECKSUM) !== headerChecksum(u32)) bad("header checksum mismatch");
-  const maxSize = u32[H_SIZE]!;
-  const size = Atomics.load(new Uint32Array(sab, base, PAGE_SIZE >> 2), Z_SIZE);
-  if ((!inMemory && sab.byteLength < size) || size < base + PAGE_SIZE || size > base + maxSize) bad(`the buffer holds ${sab.byteLength} bytes, the heap ends at ${size}: truncated`);
-  if (u32[H_PAGE_SHIFT] !== PAGE_SHIFT) bad(`page shift ${u32[H_PAGE_SHIFT]}`);
-  const g = computeGeometry(maxSize, u32[H_CPUS]!, u32[H_MAX_CACHES]!);
-  if (
-    g.nrPages !== u32[H_NR_PAGES] ||
-    g.zoneStart !== u32[H_ZONE_START] ||
-    g.pcpuOff !== u32[H_PCPU_OFF] ||
-    g.cacheOff !== u32[H_CACHE_OFF] ||
-    g.cacheBytes !== u32[H_CACHE_BYTES] ||
-    g.descOff !== u32[H_DESC_OFF]
-  ) {
-    bad("region offsets do not match the layout");
-  }
-  return g;
 }

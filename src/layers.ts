@@ -17,6 +17,7 @@ import { Mem, type MmInit } from "./core/mem.js";
 import { PageAllocator } from "./page/page_alloc.js";
 import { RcuAllocator } from "./rcu/rcu.js";
 import { SlabAllocator } from "./slab/slab.js";
+import { rcuSlowWork } from "./rcu/kfree_rcu.js";
 
 export interface Layers {
   readonly mem: Mem;
@@ -37,7 +38,7 @@ export function buildLayers(init: MmInit): Layers {
     slab.updateFastOff();
     rcu.updateFastOff();
   };
-  slab.rcuSlowWork = () => rcu.rcuSlowWork();
+  slab.rcuSlowWork = () => rcuSlowWork(rcu);
   slab.beforeDestroy = () => rcu.barrierIfPending();
   return { mem, locks, pages, slab, rcu };
 }

@@ -47,6 +47,9 @@ import type { Layers } from "./layers.js";
 import { slabRecountLocked } from "./slab/check.js";
 import { flushAllSheavesOf } from "./slab/sheaf.js";
 import { drainDeferredObjects } from "./slab/kmalloc.js";
+import { pcpDrain, pcpSteal, pcpUnlockRemote, recountPcp } from "./page/pcp.js";
+import { rebuildBuddyLists } from "./page/check.js";
+import { rcuRecount } from "./rcu/check.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -79,11 +82,11 @@ export function reclaimSlot(l: Layers, cpu: number): void {
     l.rcu.rcuReclaim(cpu);
     drainDeferredObjects(l.slab, cpu);
     flushAllSheavesOf(l.slab, cpu);
-    if (l.pages.pcpSteal(cpu)) {
+    if (pcpSteal(l.pages, cpu)) {
       const count = l.mem.u32[c + C_PCP_COUNT]!;
-      if (count !== 0) l.pages.pcpDrain(cpu, count);
+      if (count !== 0) pcpDrain(l.pages, cpu, count);
       const left = l.mem.u32[c + C_PCP_COUNT]!;
-      l.pages.pcpUnlockRemote(cpu);
+      pcpUnlockRemote(l.pages, cpu);
       if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${l.mem.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
     }
   } catch (e) {
@@ -124,7 +127,7 @@ function recoverLocksOf(l: Layers, cpu: number): void {
   const i32 = l.mem.i32;
   for (let s = 0; s < l.mem.cpus; s++) {
     if (!l.locks.takeOverLock(l.mem.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
-    l.rcu.rcuRecount(l.mem.pcpOf(s));
+    rcuRecount(l.rcu, l.mem.pcpOf(s));
     l.locks.unlock(l.mem.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
   }
   if (l.locks.takeOverLock(l.mem.hw + CT_LOCK, LOCK.ctable, cpu)) l.locks.unlock(l.mem.hw + CT_LOCK, LOCK.ctable);
@@ -146,17 +149,17 @@ function recoverLocksOf(l: Layers, cpu: number): void {
     if ((Atomics.load(i32, w) & LOCK_OWNER_MASK) !== cpu + 1) continue;
     if (Atomics.compareExchange(i32, w, cpu + 1, l.mem.me) !== cpu + 1) continue;
     l.locks.acquired(LOCK.pcp);
-    l.pages.recountPcp(s);
-    l.pages.pcpUnlockRemote(s);
+    recountPcp(l.pages, s);
+    pcpUnlockRemote(l.pages, s);
   }
   const own = l.mem.pcpOf(cpu);
   if (i32[own + C_PCP_BUSY] !== 0) {
     // It died inside its own pcp section: the lists may be torn; pcpSteal takes the word next.
     i32[own + C_PCP_BUSY] = 0;
-    if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) l.pages.recountPcp(cpu);
+    if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) recountPcp(l.pages, cpu);
   }
   if (l.locks.takeOverLock(l.mem.hw + Z_LOCK, LOCK.zone, cpu)) {
-    l.pages.rebuildBuddyLists();
+    rebuildBuddyLists(l.pages);
     l.locks.unlock(l.mem.hw + Z_LOCK, LOCK.zone);
   }
 }

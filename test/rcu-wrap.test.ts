@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap } from "../src/index.js";
 import { layersOf } from "../src/layers.js";
-import { startCountersAt } from "../src/rcu/rcu.js";
+import { startCountersAt } from "../src/rcu/check.js";
 import { delay } from "./util.js";
 
 const STARTS: Array<[string, number]> = [

@@ -55,17 +55,13 @@ import {
   C_PCP_LOCK,
   C_PCP_REQ,
   C_PCP_NR,
-  C_STATE,
   C_VMSTAT,
   D_FLAGS,
   D_NEXT,
   D_OWNER,
-  D_PREV,
   H_FAIL_RATE,
   LOCK,
   MAX_ORDER,
-  NR_ORDERS,
-  NR_PCP_ORDERS,
   ORDER_MASK,
   ORDER_SHIFT,
   PAGE_SHIFT,
@@ -78,40 +74,27 @@ import {
   PG_LARGE,
   PG_PCP,
   PG_RCU_BLOCK,
-  PG_RESERVED,
   PG_SLAB,
-  SLOT_FREE,
   VM,
   Z_DEFER_HEAD,
-  Z_DEFER_PAGES,
-  Z_FREE_HEAD,
   Z_FREE_PAGES,
   Z_LOCK,
-  Z_MANAGED,
-  Z_NR_FREE,
   Z_PCP_BATCH,
   Z_PCP_HIGH,
-  Z_NR_PAGES,
-  Z_SIZE,
-  Z_WMARK_HIGH,
   Z_WMARK_LOW,
   Z_WMARK_MIN,
 } from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
 import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
-
-/** Rounds a remote agent waits for a pcp owner to hand its lock over. */
-const PCP_REMOTE_SPINS = 1 << 16;
-/** WebAssembly's page size: memory.grow counts in these. */
-const WASM_PAGE_SIZE = 65536;
-/** Read-only spins of a noBlock agent on another slot's pcp word (a few µs). */
-const PCP_NOBLOCK_SPINS = 1 << 10;
+import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
+import { growFor } from "./hotplug.js";
+import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 
 /** Which watermark an allocation must leave free. */
-const WMARK_MIN = 0;
-const WMARK_LOW = 1;
-const WMARK_RESERVE = 2; // GFP.ATOMIC: half of min
+export const WMARK_MIN = 0;
+export const WMARK_LOW = 1;
+export const WMARK_RESERVE = 2; // GFP.ATOMIC: half of min
 
 export interface PageStats {
   totalPages: number;
@@ -240,13 +223,13 @@ export class PageAllocator extends MemView {
     // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     let n = 0;
-    if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && this.pcpEnter()) {
+    if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && pcpEnter(this)) {
       for (; n < count; n++) {
-        const pfn = this.rmqueuePcp(0, gfp);
+        const pfn = rmqueuePcp(this, 0, gfp);
         if (pfn === 0) break;
         got[n] = pfn;
       }
-      this.pcpExit();
+      pcpExit(this);
     }
     for (; n < count; n++) {
       const pfn = this.rmqueue(0, gfp);
@@ -314,9 +297,9 @@ export class PageAllocator extends MemView {
   private rmqueueAny(order: number, gfp: number): number {
     if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.locks.shouldFail()) return 0;
     if (order <= PCP_MAX_ORDER) {
-      if (this.pcpEnter()) {
-        const pfn = this.rmqueuePcp(order, gfp);
-        this.pcpExit();
+      if (pcpEnter(this)) {
+        const pfn = rmqueuePcp(this, order, gfp);
+        pcpExit(this);
         if (pfn !== 0) return pfn;
       } else {
         this.locks.vmInc(VM.pcpTrylockFail, 1);
@@ -331,60 +314,6 @@ export class PageAllocator extends MemView {
     return this.rmqueueBuddy(order, gfp);
   }
 
-  /** Pop a block from this slot's pcp list, refilling the list from the zone. pcp lock held. */
-  private rmqueuePcp(order: number, gfp: number): number {
-    const u32 = this.u32;
-    const c = this.pcpuW;
-    let pfn = u32[c + C_PCP_HEAD + order]!;
-    if (pfn === 0) {
-      if ((gfp & GFP.FAST_TRY) !== 0 || !this.pcpRefill(order, gfp)) return 0;
-      pfn = u32[c + C_PCP_HEAD + order]!;
-    }
-    const d = this.mem.pd(pfn);
-    u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
-    u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
-    u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
-    // In hand: an allocated block of this slot's until prepNewBlock (see rmqueueSmallest).
-    u32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-    u32[d + D_OWNER] = this.cpu;
-    return pfn;
-  }
-
-  /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
-  private pcpRefill(order: number, gfp: number): boolean {
-    if (!this.locks.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
-      this.locks.vmInc(VM.zoneTrylockFail, 1);
-      return false;
-    }
-    const u32 = this.u32;
-    const c = this.pcpuW;
-    const want = Math.max(1, u32[this.hw + Z_PCP_BATCH]! >>> order);
-    const pages = 1 << order;
-    let got = 0;
-    for (; got < want; got++) {
-      // The first block needs only the request's watermark; extra blocks must leave `low` free.
-      if (!this.watermarkOk(order, got === 0 ? wmarkFor(gfp) : WMARK_LOW)) break;
-      const pfn = this.rmqueueSmallest(order);
-      if (pfn === 0) break;
-      const d = this.mem.pd(pfn);
-      u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
-      u32[d + D_OWNER] = this.cpu;
-      u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
-      u32[c + C_PCP_HEAD + order] = pfn;
-      if ((this.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
-        this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
-      }
-    }
-    u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + got;
-    u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! + got * pages;
-    const grown = u32[this.hw + Z_NR_PAGES]! > this.nrPages;
-    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
-    // Pages on the list may come from pages added after this handle built its views.
-    if (grown) this.locks.refreshViews();
-    if (got > 0) this.locks.vmInc(VM.pcpRefill, 1);
-    return got > 0;
-  }
-
   /** Allocate from the buddy lists, with direct reclaim for GFP.KERNEL. */
   private rmqueueBuddy(order: number, gfp: number): number {
     if (!this.locks.lockIn(gfp & GFP_TRYLOCK, this.hw + Z_LOCK, LOCK.zone)) {
@@ -392,7 +321,7 @@ export class PageAllocator extends MemView {
       return 0;
     }
     const kernel = (gfp & GFP_NOWAIT_MASK) === 0;
-    let pfn = this.watermarkOk(order, kernel ? WMARK_LOW : wmarkFor(gfp)) ? this.rmqueueSmallest(order) : 0;
+    let pfn = this.watermarkOk(order, kernel ? WMARK_LOW : wmarkFor(gfp)) ? rmqueueSmallest(this, order) : 0;
     if (pfn !== 0 && (this.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
@@ -407,14 +336,14 @@ export class PageAllocator extends MemView {
    */
   private allocSlowReclaim(order: number): number {
     this.locks.vmInc(VM.directReclaim, 1);
-    this.drainAllPcp();
+    drainAllPcp(this);
     // An agent that must not block gives up past its bound: the allocation returns 0.
     if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return 0;
-    this.drainDeferredLocked();
+    drainDeferredLocked(this);
     // Memory hotplug: grow rather than dip below low, and when no block of this order is free.
-    if (!this.watermarkOk(order, WMARK_LOW)) this.growFor(order);
-    let pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
-    if (pfn === 0 && this.growFor(order)) pfn = this.watermarkOk(order, WMARK_MIN) ? this.rmqueueSmallest(order) : 0;
+    if (!this.watermarkOk(order, WMARK_LOW)) growFor(this, order);
+    let pfn = this.watermarkOk(order, WMARK_MIN) ? rmqueueSmallest(this, order) : 0;
+    if (pfn === 0 && growFor(this, order)) pfn = this.watermarkOk(order, WMARK_MIN) ? rmqueueSmallest(this, order) : 0;
     if (pfn !== 0 && (this.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       this.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
@@ -422,131 +351,12 @@ export class PageAllocator extends MemView {
     return pfn;
   }
 
-  /**
-   * Grow the heap to `bytes` (rounded up to pages, at most maxSize): the buffer grows and the new
-   * pages join the zone, merged with their free buddies (memory hotplug). Returns the new size.
-   * Other agents' handles rebuild their views when they meet the new pages.
-   */
-  grow(bytes: number): number {
-    this.locks.assertLive();
-    // A heap on WebAssembly memory grows through memory.grow (its buffer reports growable false).
-    if (this.mem.memory === null && (this.mem.buffer as { growable?: boolean }).growable !== true) {
-      einval(`this heap cannot grow: it was created without a maxSize above its size (${this.size} bytes), so its buffer is not growable; pass Heap.create({ size, maxSize }) to allow growth`);
-    }
-    checkInt("bytes", bytes, 1, this.mem.maxSize, " of bytes", `this heap grows to at most its maxSize, ${this.mem.maxSize} bytes`);
-    const want = Math.ceil(bytes / PAGE_SIZE) * PAGE_SIZE;
-    this.locks.assertCanLock(LOCK.zone);
-    this.locks.lock(this.hw + Z_LOCK, LOCK.zone);
-    try {
-      this.growLocked(want);
-    } finally {
-      this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
-    }
-    this.locks.refreshViews();
-    if (this.size < want) {
-      throw new HeapError(ErrorCode.EINVAL, `the buffer could not grow to ${want} bytes (a WebAssembly.Memory's maximum, or the buffer's maxByteLength); the heap stays at ${this.size}`);
-    }
-    return this.size;
-  }
-
-  /**
-   * Grow by a quarter of the heap at least, and far enough that a block of `order` fits, aligned,
-   * in the new pages with the high watermark on top; false when the heap is at maxSize. Zone lock held.
-   */
-  private growFor(order: number): boolean {
-    const size = this.u32[this.hw + Z_SIZE]!;
-    if (size >= this.mem.maxSize) return false;
-    const block = PAGE_SIZE << order;
-    const fit = Math.ceil(size / block) * block + block + this.u32[this.hw + Z_WMARK_HIGH]! * PAGE_SIZE;
-    const want = Math.min(this.mem.maxSize, Math.max(fit, size + Math.ceil(size / 4 / PAGE_SIZE) * PAGE_SIZE));
-    this.growLocked(want);
-    // The buffer may stop short of maxSize (a WebAssembly.Memory's maximum): try the least that fits.
-    if (this.u32[this.hw + Z_SIZE]! === size && fit < want) this.growLocked(fit);
-    return true;
-  }
-
-  /** Grow to `want` bytes if larger than now. Zone lock held. */
-  private growLocked(want: number): void {
-    const u32 = this.u32;
-    const old = u32[this.hw + Z_SIZE]!;
-    if (want <= old) return;
-    if (!this.growBuffer(want)) return;
-    const from = old >>> PAGE_SHIFT;
-    const to = want >>> PAGE_SHIFT;
-    u32[this.hw + Z_NR_PAGES] = to;
-    for (let pfn = from; pfn < to; pfn++) u32[this.mem.pd(pfn) + D_FLAGS] = 0;
-    for (let pfn = from; pfn < to; ) {
-      let order = MAX_ORDER;
-      while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
-      this.freeOneBlock(pfn, order);
-      pfn += 1 << order;
-    }
-    u32[this.hw + Z_MANAGED] = u32[this.hw + Z_MANAGED]! + (to - from);
-    this.setWatermarks(u32[this.hw + Z_MANAGED]!);
-    // Publication point: a handle that reads the new size finds the pages already in the zone.
-    Atomics.store(u32, this.hw + Z_SIZE, want);
-    this.locks.vmInc(VM.heapGrow, 1);
-  }
-
-  /**
-   * Make the buffer at least `want` bytes long: SharedArrayBuffer.grow, or memory.grow for a heap on
-   * WebAssembly memory (then this handle takes the new buffer). False when it cannot grow (the
-   * memory's maximum). Zone lock held.
-   */
-  private growBuffer(want: number): boolean {
-    if (this.mem.buffer.byteLength >= want) return true;
-    try {
-      if (this.mem.memory !== null) {
-        const have = this.mem.memory.buffer.byteLength;
-        if (have < want) this.mem.memory.grow(Math.ceil((want - have) / WASM_PAGE_SIZE));
-        this.mem.buffer = this.mem.memory.buffer as unknown as SharedArrayBuffer;
-      } else {
-        (this.mem.buffer as unknown as { grow(n: number): void }).grow(want);
-      }
-    } catch {
-      return false;
-    }
-    return this.mem.buffer.byteLength >= want;
-  }
-
-  /** min_free about sqrt(managed)/2 pages (the kernel: sqrt(lowmem_kbytes * 16)); low 5/4 min, high 3/2 min. */
-  private setWatermarks(managed: number): void {
-    const min = Math.max(1, Math.floor(Math.sqrt(managed) / 2));
-    this.u32[this.hw + Z_WMARK_MIN] = min;
-    this.u32[this.hw + Z_WMARK_LOW] = min + (min >>> 2);
-    this.u32[this.hw + Z_WMARK_HIGH] = min + (min >>> 1);
-  }
-
   /** Would taking 2^order pages leave the watermark free? Zone lock held. */
-  private watermarkOk(order: number, which: number): boolean {
+  watermarkOk(order: number, which: number): boolean {
     const u32 = this.u32;
     const min = u32[this.hw + Z_WMARK_MIN]!;
     const mark = which === WMARK_LOW ? u32[this.hw + Z_WMARK_LOW]! : which === WMARK_MIN ? min : min >>> 1;
     return u32[this.hw + Z_FREE_PAGES]! - (1 << order) >= mark;
-  }
-
-  /** __rmqueue_smallest: the first free block of order >= `order`, split down. Zone lock held. */
-  private rmqueueSmallest(order: number): number {
-    const u32 = this.u32;
-    for (let o = order; o <= MAX_ORDER; o++) {
-      const pfn = u32[this.hw + Z_FREE_HEAD + o]!;
-      if (pfn === 0) continue;
-      this.buddyDel(pfn, o);
-      // A block in hand is this slot's until prepNewBlock says what it is: an agent stopped on the
-      // way and reclaimed leaves an allocated block, never pages that belong to nothing.
-      u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-      u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
-      // expand(): hand the upper halves back, largest first.
-      for (let high = o; high > order; ) {
-        high--;
-        const half = pfn + (1 << high);
-        u32[this.mem.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
-        this.buddyAdd(half, high);
-      }
-      u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! - (1 << order);
-      return pfn;
-    }
-    return 0;
   }
 
   /** Turn a block taken by rmqueue into an allocation: head flags, owner, zeroing, counters, trace. */
@@ -581,7 +391,7 @@ export class PageAllocator extends MemView {
     this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
     if (order <= PCP_MAX_ORDER) {
-      if (this.pcpEnter()) {
+      if (pcpEnter(this)) {
         const u32 = this.u32;
         const c = this.pcpuW;
         const d = this.mem.pd(pfn);
@@ -592,9 +402,9 @@ export class PageAllocator extends MemView {
         u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + 1;
         const count = u32[c + C_PCP_COUNT]! + (1 << order);
         u32[c + C_PCP_COUNT] = count;
-        if (!nolock && count > u32[this.hw + Z_PCP_HIGH]!) this.pcpDrain(this.cpu, u32[this.hw + Z_PCP_BATCH]!);
-        this.pcpExit();
-        if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) this.drainDeferred();
+        if (!nolock && count > u32[this.hw + Z_PCP_HIGH]!) pcpDrain(this, this.cpu, u32[this.hw + Z_PCP_BATCH]!);
+        pcpExit(this);
+        if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) drainDeferred(this);
         return;
       }
       this.locks.vmInc(VM.pcpTrylockFail, 1);
@@ -603,339 +413,18 @@ export class PageAllocator extends MemView {
     // allocated block behind, never pages that belong to nothing (reclaimSlot).
     if (!this.locks.lockIn(mode, this.hw + Z_LOCK, LOCK.zone)) {
       this.locks.vmInc(VM.zoneTrylockFail, 1);
-      this.deferPage(pfn, order);
+      deferPage(this, pfn, order);
       return;
     }
     this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
-    this.freeOneBlock(pfn, order);
-    if (!nolock) this.drainDeferredLocked();
+    freeOneBlock(this, pfn, order);
+    if (!nolock) drainDeferredLocked(this);
     this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
-  }
-
-  /** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
-  private freeOneBlock(pfn: number, order: number): void {
-    const u32 = this.u32;
-    u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
-    const end = u32[this.hw + Z_NR_PAGES]!;
-    while (order < MAX_ORDER) {
-      const buddy = pfn ^ (1 << order);
-      if (buddy < this.zoneStart || buddy >= end) break;
-      const bd = this.mem.pd(buddy);
-      if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
-      this.buddyDel(buddy, order);
-      u32[bd + D_FLAGS] = 0;
-      pfn &= buddy;
-      order++;
-    }
-    u32[this.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
-    this.buddyAdd(pfn, order);
-  }
-
-  /**
-   * free_pcppages_bulk: give `count` pages of slot `cpu`'s lists back to the zone. That pcp lock
-   * held. An agent that must not block drains nothing when the zone lock is held past its bound.
-   */
-  pcpDrain(cpu: number, count: number): void {
-    const u32 = this.u32;
-    const c = this.mem.pcpOf(cpu);
-    if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return;
-    let freed = 0;
-    for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = (o + 1) & PCP_MAX_ORDER) {
-      const pfn = u32[c + C_PCP_HEAD + o]!;
-      if (pfn === 0) {
-        idle++;
-        continue;
-      }
-      idle = 0;
-      const d = this.mem.pd(pfn);
-      u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
-      u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
-      u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
-      u32[d + D_FLAGS] = 0;
-      if ((this.locks.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) this.emitPage(TP.mm_page_pcpu_drain, pfn, o);
-      this.freeOneBlock(pfn, o);
-      freed += 1 << o;
-    }
-    this.drainDeferredLocked();
-    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
-    this.locks.vmInc(VM.pcpDrain, 1);
-  }
-
-  /** Drain every slot's pcp lists (direct reclaim). Takes each pcp lock with lock(). */
-  drainAllPcp(): void {
-    for (let cpu = 0; cpu < this.cpus; cpu++) this.drainPcpOf(cpu);
-  }
-
-  /** Empty slot `cpu`'s pcp lists into the zone (best effort for an idle owner, see pcpLockRemote). */
-  drainPcpOf(cpu: number): void {
-    const c = this.mem.pcpOf(cpu);
-    if (this.u32[c + C_PCP_COUNT] === 0) return;
-    if (cpu === this.cpu) {
-      if (!this.pcpEnter()) return;
-      const count = this.u32[c + C_PCP_COUNT]!;
-      if (count !== 0) this.pcpDrain(cpu, count);
-      this.pcpExit();
-      return;
-    }
-    if (!this.pcpLockRemote(cpu, PCP_REMOTE_SPINS)) return;
-    const count = this.u32[c + C_PCP_COUNT]!;
-    if (count !== 0) this.pcpDrain(cpu, count);
-    this.pcpUnlockRemote(cpu);
   }
 
   /* ================================================================= the biased pcp lock */
 
-  /**
-   * Enter this slot's pcp section: the local trylock. It fails when this agent is already inside
-   * (re-entry from a hook: seed 004, also with one agent), or when the lock word is not this
-   * slot's and cannot be had at once. While the owner keeps the lock word between calls, entering
-   * and leaving cost two plain reads and two plain stores.
-   */
-  pcpEnter(): boolean {
-    const i32 = this.i32;
-    const c = this.pcpuW;
-    if (i32[c + C_PCP_BUSY] !== 0) return false;
-    if (i32[c + C_PCP_LOCK] !== this.me || i32[c + C_PCP_REQ] !== 0) {
-      if (!this.pcpRebias()) return false;
-    }
-    i32[c + C_PCP_BUSY] = 1;
-    this.locks.acquired(LOCK.pcp);
-    return true;
-  }
-
-  /** The lock word is not ours to keep: hand it over if someone waits, else try to take it. */
-  private pcpRebias(): boolean {
-    const i32 = this.i32;
-    const w = this.pcpuW + C_PCP_LOCK;
-    if (Atomics.load(i32, this.pcpuW + C_PCP_REQ) !== 0) {
-      // A remote agent waits for it: release, and take the buddy path this time.
-      if (Atomics.load(i32, w) === this.me) Atomics.store(i32, w, 0);
-      return false;
-    }
-    const v = Atomics.load(i32, w);
-    return v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0);
-  }
-
-  pcpExit(): void {
-    this.locks.releasing(LOCK.pcp);
-    const i32 = this.i32;
-    const c = this.pcpuW;
-    i32[c + C_PCP_BUSY] = 0;
-    // Publication point for a waiting drainer: the store releases everything written above.
-    if (i32[c + C_PCP_REQ] !== 0 && Atomics.load(i32, c + C_PCP_LOCK) === this.me) Atomics.store(i32, c + C_PCP_LOCK, 0);
-  }
-
-  /**
-   * detach(): empty this slot's pcp lists and give up its lock word. Unlike pcpEnter this must not
-   * fail, so it waits (spinning read-only) while a remote drainer holds the word: a drainer's hold
-   * is a bounded, short section.
-   */
-  pcpDetach(): void {
-    const i32 = this.i32;
-    const c = this.pcpuW;
-    const w = c + C_PCP_LOCK;
-    let since = -1;
-    for (let n = 0; ; n++) {
-      const v = Atomics.load(i32, w);
-      if (v === this.me || (v === 0 && Atomics.compareExchange(i32, w, 0, this.me) === 0)) break;
-      if (!this.locks.canBlock && n >= PCP_NOBLOCK_SPINS) {
-        if (since < 0) since = this.locks.clock();
-        else if ((n & 255) === 0 && this.locks.spinExpired(since)) this.pcpBusy(v);
-      }
-    }
-    i32[c + C_PCP_BUSY] = 1;
-    this.locks.acquired(LOCK.pcp);
-    let count = this.u32[c + C_PCP_COUNT]!;
-    if (count !== 0) this.pcpDrain(this.cpu, count);
-    count = this.u32[c + C_PCP_COUNT]!;
-    this.locks.releasing(LOCK.pcp);
-    i32[c + C_PCP_BUSY] = 0;
-    // A noBlock agent that could not have the zone lock keeps its lists and its lock word.
-    if (count !== 0) this.pcpBusy(Atomics.load(i32, this.hw + Z_LOCK));
-    Atomics.store(i32, w, 0);
-  }
-
-  /** A noBlock agent's detach found a lock (pcp word or zone) held past its bound. */
-  private pcpBusy(v: number): never {
-    throw new HeapError(
-      ErrorCode.EAGAIN,
-      `cpu ${this.cpu} must not block, and cpu ${(v & 0xffff) - 1} held a lock it needs for more than its bound: ` +
-        "the call gave up; what it returned so far stays returned, and the handle is still attached: call again",
-    );
-  }
-
-  /**
-   * Take slot `cpu`'s pcp lock from another slot: raise its request count and wait, at most
-   * `spins` rounds, for the owner to hand the lock over at its next pcp call. An idle owner never
-   * does, so this is best effort; it never waits on a lock with Atomics.wait.
-   */
-  pcpLockRemote(cpu: number, spins: number): boolean {
-    const i32 = this.i32;
-    const c = this.mem.pcpOf(cpu);
-    const w = c + C_PCP_LOCK;
-    Atomics.add(i32, c + C_PCP_REQ, 1);
-    // An agent that must not block waits a fraction of its bound for each slot.
-    const limit = this.locks.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
-    try {
-      for (let n = 0; ; n++) {
-        const v = Atomics.load(i32, w);
-        if (v === 0) {
-          if (Atomics.compareExchange(i32, w, 0, this.me) === 0) {
-            this.locks.acquired(LOCK.pcp);
-            if (this.u32[this.hw + Z_SIZE] !== this.size) this.locks.refreshViews();
-            return true;
-          }
-        } else if (n >= limit) {
-          return false;
-        }
-      }
-    } finally {
-      Atomics.sub(i32, c + C_PCP_REQ, 1);
-    }
-  }
-
-  pcpUnlockRemote(cpu: number): void {
-    this.locks.releasing(LOCK.pcp);
-    Atomics.store(this.i32, this.mem.pcpOf(cpu) + C_PCP_LOCK, 0);
-  }
-
-  /** Reclaim: take the pcp lock word of dead slot `cpu`, which held it outside any pcp section. */
-  pcpSteal(cpu: number): boolean {
-    const w = this.mem.pcpOf(cpu) + C_PCP_LOCK;
-    const v = Atomics.load(this.i32, w);
-    if ((v !== 0 && v !== cpu + 1) || Atomics.compareExchange(this.i32, w, v, this.me) !== v) return false;
-    this.locks.acquired(LOCK.pcp);
-    return true;
-  }
-
-  /**
-   * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and
-   * their counts from the page descriptors (every block whose head carries PG_BUDDY), merging
-   * buddies as a free does. Whatever the dead agent had in hand stays out of the lists.
-   */
-  rebuildBuddyLists(): void {
-    const u32 = this.u32;
-    const blocks: number[] = [];
-    const end = u32[this.hw + Z_NR_PAGES]!;
-    for (let pfn = this.zoneStart; pfn < end; ) {
-      const f = u32[this.mem.pd(pfn) + D_FLAGS]!;
-      const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
-      if ((f & ~ORDER_MASK) === PG_BUDDY) blocks.push(pfn, o);
-      pfn += (f & (PG_BUDDY | PG_PCP | PG_DEFERRED | PG_HEAD | PG_LARGE | PG_RCU_BLOCK)) !== 0 ? 1 << o : 1;
-    }
-    for (let o = 0; o < NR_ORDERS; o++) {
-      u32[this.hw + Z_FREE_HEAD + o] = 0;
-      u32[this.hw + Z_NR_FREE + o] = 0;
-    }
-    u32[this.hw + Z_FREE_PAGES] = 0;
-    for (let i = 0; i < blocks.length; i += 2) u32[this.mem.pd(blocks[i]!) + D_FLAGS] = 0;
-    for (let i = 0; i < blocks.length; i += 2) this.freeOneBlock(blocks[i]!, blocks[i + 1]!);
-  }
-
-  /** reclaimSlot: recount slot `cpu`'s pcp lists (its pcp word held), which a dead agent may have left torn. */
-  recountPcp(cpu: number): void {
-    const u32 = this.u32;
-    const c = this.mem.pcpOf(cpu);
-    let pages = 0;
-    for (let o = 0; o <= PCP_MAX_ORDER; o++) {
-      let n = 0;
-      for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= this.nrPages; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) n++;
-      u32[c + C_PCP_NR + o] = n;
-      pages += n << o;
-    }
-    u32[c + C_PCP_COUNT] = pages;
-  }
-
-  /** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
-  private deferPage(pfn: number, order: number): void {
-    const i32 = this.i32;
-    const d = this.mem.pd(pfn);
-    this.u32[d + D_FLAGS] = PG_DEFERRED | (order << ORDER_SHIFT);
-    for (;;) {
-      const head = Atomics.load(i32, this.hw + Z_DEFER_HEAD);
-      this.u32[d + D_NEXT] = head;
-      // Publication point: the compareExchange makes D_NEXT and D_FLAGS visible to the drainer.
-      if (Atomics.compareExchange(i32, this.hw + Z_DEFER_HEAD, head, pfn) === head) break;
-    }
-    Atomics.add(i32, this.hw + Z_DEFER_PAGES, 1 << order);
-    this.locks.vmInc(VM.pagesDeferred, 1 << order);
-  }
-
-  /** Take the zone lock and free the deferred llist (a normal caller found it non-empty). */
-  private drainDeferred(): void {
-    if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return; // a noBlock agent leaves it to the next free
-    this.drainDeferredLocked();
-    this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
-  }
-
-  /** Free every block parked on the deferred llist. Zone lock held. */
-  private drainDeferredLocked(): void {
-    const i32 = this.i32;
-    if (Atomics.load(i32, this.hw + Z_DEFER_HEAD) === 0) return;
-    let pfn = Atomics.exchange(i32, this.hw + Z_DEFER_HEAD, 0);
-    // Bounded, and every entry checked before it is freed: a cycle or a stray pfn is reported and
-    // the rest of the list is dropped, never walked for ever nor merged into the buddy lists. The
-    // bound is the zone's size in pages (zoneStart and nrPages are absolute): Z_DEFER_PAGES may
-    // lag, a pusher adds to it after publishing.
-    const limit = this.nrPages - this.zoneStart;
-    let pages = 0;
-    while (pfn !== 0) {
-      const d = this.mem.pd(pfn);
-      const f = pfn >= this.zoneStart && pfn < this.nrPages ? this.u32[d + D_FLAGS]! : 0;
-      const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
-      if ((f & ~ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
-        this.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
-        break;
-      }
-      const next = this.u32[d + D_NEXT]!;
-      this.u32[d + D_FLAGS] = 0;
-      this.freeOneBlock(pfn, order);
-      pages += 1 << order;
-      pfn = next;
-    }
-    Atomics.sub(i32, this.hw + Z_DEFER_PAGES, pages);
-    this.locks.vmInc(VM.pagesUndeferred, pages);
-  }
-
   /* ================================================================= buddy list primitives */
-
-  private buddyAdd(pfn: number, order: number): void {
-    this.pdListAdd(this.hw + Z_FREE_HEAD + order, this.hw + Z_NR_FREE + order, pfn);
-  }
-
-  private buddyDel(pfn: number, order: number): void {
-    this.pdListDel(this.hw + Z_FREE_HEAD + order, this.hw + Z_NR_FREE + order, pfn);
-  }
-
-  /**
-   * Push page `pfn` on the doubly linked list of page descriptors (D_NEXT, D_PREV) whose head pfn
-   * is at word `head` and length at word `count`: a buddy free list, a slab partial list. The
-   * lock that guards the list is held.
-   */
-  pdListAdd(head: number, count: number, pfn: number): void {
-    const u32 = this.u32;
-    const d = this.mem.pd(pfn);
-    const first = u32[head]!;
-    u32[d + D_NEXT] = first;
-    u32[d + D_PREV] = 0;
-    if (first !== 0) u32[this.mem.pd(first) + D_PREV] = pfn;
-    u32[head] = pfn;
-    u32[count] = u32[count]! + 1;
-  }
-
-  /** Unlink page `pfn` from the list at `head` / `count` (see pdListAdd). */
-  pdListDel(head: number, count: number, pfn: number): void {
-    const u32 = this.u32;
-    const d = this.mem.pd(pfn);
-    const next = u32[d + D_NEXT]!;
-    const prev = u32[d + D_PREV]!;
-    if (prev !== 0) u32[this.mem.pd(prev) + D_NEXT] = next;
-    else u32[head] = next;
-    if (next !== 0) u32[this.mem.pd(next) + D_PREV] = prev;
-    u32[d + D_NEXT] = 0;
-    u32[d + D_PREV] = 0;
-    u32[count] = u32[count]! - 1;
-  }
 
 
   /* ================================================================= checks */
@@ -983,170 +472,6 @@ export class PageAllocator extends MemView {
 
   /* ================================================================= setup, stats, validation */
 
-  /** Build the zone of a new heap: watermarks, pcp sizes, every zone page free. No other agent yet. */
-  initZone(): void {
-    const u32 = this.u32;
-    for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) u32[this.mem.pd(pfn) + D_FLAGS] = PG_RESERVED;
-    const managed = this.nrPages - this.zoneStart;
-    u32[this.hw + Z_MANAGED] = managed;
-    u32[this.hw + Z_SIZE] = this.size;
-    u32[this.hw + Z_NR_PAGES] = this.nrPages;
-    this.setWatermarks(managed);
-    // zone_batchsize: about managed / (16 * cpus), as 2^n - 1 in 1..63; high = 4 * batch.
-    const share = Math.floor(managed / (16 * this.cpus));
-    const batch = Math.max(1, Math.min(63, (1 << Math.floor(Math.log2(Math.max(2, share)))) - 1));
-    u32[this.hw + Z_PCP_BATCH] = batch;
-    u32[this.hw + Z_PCP_HIGH] = 4 * batch;
-    u32[this.hw + Z_FREE_PAGES] = 0;
-    let pfn = this.zoneStart;
-    while (pfn < this.nrPages) {
-      let order = MAX_ORDER;
-      while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > this.nrPages)) order--;
-      u32[this.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
-      this.buddyAdd(pfn, order);
-      u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
-      pfn += 1 << order;
-    }
-  }
-
-  pageStats(): PageStats {
-    const u32 = this.u32;
-    const buddy: number[] = [];
-    for (let o = 0; o < NR_ORDERS; o++) buddy.push(u32[this.hw + Z_NR_FREE + o]!);
-    const pcp: number[] = [];
-    for (let cpu = 0; cpu < this.cpus; cpu++) pcp.push(u32[this.mem.pcpOf(cpu) + C_PCP_COUNT]!);
-    return {
-      totalPages: u32[this.hw + Z_MANAGED]!,
-      freePages: Atomics.load(this.u32, this.hw + Z_FREE_PAGES),
-      buddy,
-      pcp,
-      deferredPages: Atomics.load(this.u32, this.hw + Z_DEFER_PAGES),
-      watermarks: { min: u32[this.hw + Z_WMARK_MIN]!, low: u32[this.hw + Z_WMARK_LOW]!, high: u32[this.hw + Z_WMARK_HIGH]! },
-      pcpBatch: u32[this.hw + Z_PCP_BATCH]!,
-      pcpHigh: u32[this.hw + Z_PCP_HIGH]!,
-    };
-  }
-
-  /**
-   * Check every page-allocator invariant; returns where each page is (PAGE_WHERE per pfn) for the
-   * layers above. Takes every pcp lock and the zone lock; the caller asserted it may.
-   */
-  validatePages(): Uint8Array {
-    // Every pcp lock that can be had; an idle owner keeps its own, and its lists are read as they are.
-    const locked = new Uint8Array(this.cpus);
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      locked[cpu] = (cpu === this.cpu ? this.pcpEnter() : this.pcpLockRemote(cpu, PCP_REMOTE_SPINS >> 4)) ? 1 : 0;
-    }
-    try {
-      // The zone lock holds growth off: the map covers every page there is. EAGAIN on a noBlock
-      // agent past its bound.
-      this.locks.lock(this.hw + Z_LOCK, LOCK.zone);
-    } catch (e) {
-      this.unlockPcps(locked);
-      throw e;
-    }
-    const where = new Uint8Array(this.nrPages);
-    const u32 = this.u32;
-    const bad = (msg: string): never => {
-      throw new HeapError(ErrorCode.ECORRUPT, msg);
-    };
-    const mark = (pfn: number, order: number, w: number, what: string): void => {
-      if (pfn < this.zoneStart || pfn + (1 << order) > this.nrPages) bad(`${what}: block ${pfn} order ${order} is outside the zone`);
-      if ((pfn & ((1 << order) - 1)) !== 0) bad(`${what}: block ${pfn} is not aligned to order ${order}`);
-      for (let p = pfn; p < pfn + (1 << order); p++) {
-        if (where[p] !== PAGE_WHERE.unseen) bad(`${what}: page ${p} is in two places`);
-        where[p] = w;
-        if (p !== pfn && u32[this.mem.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
-      }
-    };
-    try {
-      for (let pfn = this.offset >>> PAGE_SHIFT; pfn < this.zoneStart; pfn++) {
-        if (u32[this.mem.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
-        where[pfn] = PAGE_WHERE.reserved;
-      }
-      let free = 0;
-      for (let o = 0; o < NR_ORDERS; o++) {
-        let n = 0;
-        let prev = 0;
-        for (let pfn = u32[this.hw + Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) {
-          const d = this.mem.pd(pfn);
-          if (u32[d + D_FLAGS] !== (PG_BUDDY | (o << ORDER_SHIFT))) bad(`free_area[${o}] holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
-          if (u32[d + D_PREV] !== prev) bad(`free_area[${o}]: broken back link at page ${pfn}`);
-          mark(pfn, o, PAGE_WHERE.buddy, `free_area[${o}]`);
-          const buddy = pfn ^ (1 << o);
-          if (o < MAX_ORDER && buddy >= this.zoneStart && buddy < this.nrPages && u32[this.mem.pd(buddy) + D_FLAGS] === (PG_BUDDY | (o << ORDER_SHIFT))) {
-            bad(`free buddies ${pfn} and ${buddy} of order ${o} were left unmerged`);
-          }
-          prev = pfn;
-          n++;
-          free += 1 << o;
-          if (n > this.nrPages) bad(`free_area[${o}] is circular`);
-        }
-        if (n !== u32[this.hw + Z_NR_FREE + o]) bad(`free_area[${o}].nr_free is ${u32[this.hw + Z_NR_FREE + o]}, the list holds ${n}`);
-      }
-      if (free !== u32[this.hw + Z_FREE_PAGES]) bad(`NR_FREE_PAGES is ${u32[this.hw + Z_FREE_PAGES]}, the free lists hold ${free}`);
-      for (let cpu = 0; cpu < this.cpus; cpu++) {
-        const c = this.mem.pcpOf(cpu);
-        let pages = 0;
-        if (u32[c + C_STATE] === SLOT_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
-        for (let o = 0; o <= PCP_MAX_ORDER; o++) {
-          let n = 0;
-          for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) {
-            const d = this.mem.pd(pfn);
-            if (u32[d + D_FLAGS] !== (PG_PCP | (o << ORDER_SHIFT))) bad(`pcp ${cpu} order ${o} holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
-            if (u32[d + D_OWNER] !== cpu) bad(`pcp ${cpu} holds page ${pfn} owned by slot ${u32[d + D_OWNER]}`);
-            mark(pfn, o, PAGE_WHERE.pcp, `pcp ${cpu}`);
-            n++;
-            pages += 1 << o;
-          }
-          if (n !== u32[c + C_PCP_NR + o]) bad(`pcp ${cpu} order ${o} counts ${u32[c + C_PCP_NR + o]}, its list holds ${n}`);
-        }
-        if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
-      }
-      let deferred = 0;
-      for (let pfn = Atomics.load(this.u32, this.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[this.mem.pd(pfn) + D_NEXT]!) {
-        const f = u32[this.mem.pd(pfn) + D_FLAGS]!;
-        if ((f & ~ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
-        const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
-        mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
-        deferred += 1 << o;
-      }
-      if (deferred !== Atomics.load(this.u32, this.hw + Z_DEFER_PAGES)) bad(`deferred list counts ${Atomics.load(this.u32, this.hw + Z_DEFER_PAGES)} pages, holds ${deferred}`);
-      // Every other zone page must be the head or part of an allocated block.
-      for (let pfn = this.zoneStart; pfn < this.nrPages; ) {
-        if (where[pfn] !== PAGE_WHERE.unseen) {
-          pfn++;
-          continue;
-        }
-        const f = u32[this.mem.pd(pfn) + D_FLAGS]!;
-        const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
-        if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK)) === 0) {
-          const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
-          mark(pfn, o, PAGE_WHERE.allocated, `allocated block ${pfn}`);
-          pfn += 1 << o;
-        } else if ((f & PG_SLAB) !== 0) {
-          // Slab pages are checked, and marked, by the slab layer.
-          pfn++;
-        } else {
-          bad(`page ${pfn} (flags ${hex(f)}) is in no free list, no pcp list and no allocated block`);
-        }
-      }
-    } finally {
-      this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
-      this.unlockPcps(locked);
-    }
-    return where;
-  }
-
-  /** Release the pcp locks validatePages took (`locked[cpu]` non-zero). */
-  private unlockPcps(locked: Uint8Array): void {
-    for (let cpu = this.cpus - 1; cpu >= 0; cpu--) {
-      if (locked[cpu] === 0) continue;
-      if (cpu === this.cpu) this.pcpExit();
-      else this.pcpUnlockRemote(cpu);
-    }
-  }
-
   emitPage(id: number, pfn: number, order: number, gfp = 0): void {
     const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr: pfn << PAGE_SHIFT, order };
     if (gfp !== 0) rec.gfp = gfp & GFP_PUBLIC_MASK;
@@ -1165,7 +490,7 @@ export function checkGfp(gfp: number): void {
   }
 }
 
-function wmarkFor(gfp: number): number {
+export function wmarkFor(gfp: number): number {
   return (gfp & GFP.ATOMIC) !== 0 ? WMARK_RESERVE : WMARK_MIN;
 }
 

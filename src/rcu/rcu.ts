@@ -42,66 +42,26 @@
  *     and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
  *     a module-level registry, read only by those checks; rcuReadLock is unchanged).
  */
-import { ErrorCode, HeapError, hex } from "../core/errors.js";
-import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
+import { ErrorCode, HeapError } from "../core/errors.js";
 import {
   C_KRCP_LOCK,
   C_RCU_BLOCK,
-  C_RCU_BLOCKS,
-  C_RCU_EMERG,
-  C_RCU_EMERG_GP,
-  C_RCU_EMERG_NR,
   C_RCU_NEST,
   C_RCU_PENDING,
   C_RCU_INFLIGHT,
-  C_RCU_NR_SPARE,
   C_RCU_SNAP,
-  C_RCU_SPARE,
-  C_RCU_WAIT,
-  C_RCU_WAIT_TAIL,
-  C_GEN,
-  C_STATE,
-  CACHE_FREE,
-  D_FLAGS,
-  FREE_TAG,
-  H_CACHE_BYTES,
-  H_CACHE_OFF,
-  H_CPUS,
-  H_MAX_CACHES,
-  H_PCPU_OFF,
-  K_GEN,
-  K_META,
-  K_STATE,
-  PCPU_WORDS,
-  SLOT_FREE,
-  M_STATE,
-  OBJ_ALLOC,
-  OBJ_RCU,
   LOCK,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PG_RCU_BLOCK,
   R_GP_DONE,
   R_INFLIGHT,
   R_GP_SEQ,
-  RB_ADDRS,
-  RB_CAP,
-  RB_COUNT,
-  RB_GP,
-  RB_NEXT,
-  RCU_EMERG_MAX,
-  RCU_SPARE_MAX,
-  SLOT_ATTACHED,
-  VM,
 } from "../core/layout.js";
-import { LOCK_OWNER_MASK } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
 import type { Locks } from "../core/lock.js";
 import type { PageAllocator } from "../page/page_alloc.js";
 import type { SlabAllocator } from "../slab/slab.js";
 import { TP } from "../core/trace.js";
-import { checkBulk, debugFree, debugSetState, objectCache } from "../slab/debug.js";
-import { kfreeSlow } from "../slab/kmalloc.js";
+import { dropSpareBlocks, freeExpired, takeExpired } from "./kfree_rcu.js";
+import { Expired } from "./kfree_rcu.js";
 
 /**
  * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words
@@ -118,13 +78,6 @@ export function gpNext(c: number): number {
   const n = (c + 1) | 0;
   return n === -1 ? 0 : n;
 }
-
-
-
-/** Read-only rounds kfreeRcu spins while another agent holds this slot's krcp lock. */
-const KRCP_SPINS = 1 << 16;
-/** The same for an agent that must not block (a few µs). */
-const KRCP_NOBLOCK_SPINS = 1 << 10;
 
 /** How long queued kfreeRcu objects wait before the agent's timer looks at them (ms). */
 export const RCU_DELAY_MS = 4;
@@ -146,16 +99,6 @@ export interface RcuStats {
   };
 }
 
-/** A list of objects to free once the krcp lock is dropped. */
-interface Expired {
-  blocks: number[];
-  objects: number[];
-  /** Objects taken, counted in R_INFLIGHT until they are freed. */
-  count: number;
-  /** takeExpired with `all`: whether anything was taken, and the newest cookie to wait for. */
-  wait: boolean;
-  cookie: number;
-}
 
 export class RcuAllocator extends MemView {
   readonly mem: Mem;
@@ -165,7 +108,7 @@ export class RcuAllocator extends MemView {
   /** Non-zero once the handle is detached (the read side's only check; updateFastOff keeps it). */
   fastOff: number;
   /** This agent's pending-work timer (agent-local, like the kernel's kfree_rcu monitor work). */
-  private rcuTimer: ReturnType<typeof setTimeout> | null;
+  rcuTimer: ReturnType<typeof setTimeout> | null;
   /** A private cell to sleep on while polling a grace period. */
   private readonly sleepCell: Int32Array;
 
@@ -278,7 +221,7 @@ export class RcuAllocator extends MemView {
   }
 
   /** Poll cookie `c` until its period is over: spin a little, then sleep (or keep spinning where the agent may not block). */
-  private gpWait(c: number): void {
+  gpWait(c: number): void {
     for (let round = 0; !this.gpPoll(c); round++) {
       if (round < 64 || this.locks.noBlock()) continue;
       Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
@@ -299,396 +242,6 @@ export class RcuAllocator extends MemView {
   }
 
   /* ================================================================= kfreeRcu */
-
-  /**
-   * Free `addr` (from kmalloc or a cache) after a grace period. Never waits where waiting is not
-   * allowed; safe from hooks. 0 is a no-op, like kfree(0) and the kernel's kfree_rcu(NULL).
-   */
-  kfreeRcu(addr: number): void {
-    this.locks.assertLive();
-    if (addr === 0) return;
-    const id = objectCache(this.slab, addr, -1);
-    if (id >= 0 && this.i32[this.slab.cacheWOf(id) + K_META] !== 0) {
-      debugFree(this.slab, id, addr, false);
-    } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) {
-      // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
-      checkBulk(this.slab, [addr], -1, false);
-    }
-    const c = this.gpCookie();
-    if (this.tryQueue(addr, c)) {
-      this.locks.vmInc(VM.rcuQueued, 1);
-      this.armRcuTimer();
-      return;
-    }
-    this.kfreeRcuFallback(addr, c);
-    this.locks.vmInc(VM.rcuQueued, 1);
-  }
-
-  /**
-   * Take this slot's krcp lock without waiting on it: when another agent holds it (rcuBarrier or
-   * reclaimSlot, for a short section that never waits), spin read-only a bounded while and try
-   * again; when this agent holds it (a hook re-entered) fail at once.
-   */
-  private krcpTrylock(w: number): boolean {
-    if (this.locks.trylock(w, LOCK.rcu)) return true;
-    const spins = this.locks.noBlock() ? KRCP_NOBLOCK_SPINS : KRCP_SPINS;
-    for (let n = 0; n < spins; n++) {
-      const v = Atomics.load(this.i32, w);
-      if ((v & LOCK_OWNER_MASK) === this.me) return false;
-      if (v === 0 && this.locks.trylock(w, LOCK.rcu)) return true;
-    }
-    return false;
-  }
-
-  /** Queue `addr` (cookie `c`) in this slot's blocks if the krcp lock and a block can be had. */
-  private tryQueue(addr: number, c: number): boolean {
-    const krcp = this.pcpuW + C_KRCP_LOCK;
-    if (!this.krcpTrylock(krcp)) return false;
-    const queued = this.queueInBlock(addr, c);
-    this.locks.unlock(krcp, LOCK.rcu);
-    return queued;
-  }
-
-  /** Add `addr` to this slot's current block, starting a new block if needed. krcp lock held. */
-  private queueInBlock(addr: number, c: number): boolean {
-    const i32 = this.i32;
-    const p = this.pcpuW;
-    let block = i32[p + C_RCU_BLOCK]!;
-    if (block !== 0 && i32[(block >> 2) + RB_COUNT]! >= RB_CAP) {
-      this.chainBlock(block);
-      block = 0;
-      i32[p + C_RCU_BLOCK] = 0;
-    }
-    if (block === 0) {
-      // A spare block page; else, seed 003: a page only from this slot's pcp list, never the
-      // zone lock; may fail.
-      block = i32[p + C_RCU_SPARE]!;
-      if (block !== 0) {
-        i32[p + C_RCU_SPARE] = i32[(block >> 2) + RB_NEXT]!;
-        i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! - 1;
-      } else {
-        const pfn = this.pages.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
-        if (pfn === 0) return false;
-        block = pfn << PAGE_SHIFT;
-        this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
-        this.locks.vmInc(VM.pgalloc, 1);
-      }
-      // this.i32: rmqueue may have rebuilt the views for a page added by growth.
-      this.i32[(block >> 2) + RB_COUNT] = 0;
-      this.i32[(block >> 2) + RB_NEXT] = 0;
-      i32[p + C_RCU_BLOCK] = block;
-      i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! + 1;
-    }
-    return this.queueAt(block, addr, c);
-  }
-
-  /** Store `addr` (cookie `c`) in block `block`. krcp lock held. */
-  private queueAt(block: number, addr: number, c: number): boolean {
-    const i32 = this.i32;
-    const p = this.pcpuW;
-    const bw = block >> 2;
-    const n = i32[bw + RB_COUNT]!;
-    i32[bw + RB_ADDRS + n] = addr;
-    i32[bw + RB_COUNT] = n + 1;
-    if (this.locks.debugFlags !== 0) debugSetState(this.slab, addr, OBJ_RCU);
-    i32[bw + RB_GP] = c;
-    i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
-    return true;
-  }
-
-  /** Move a full block to the tail of the wait chain. krcp lock held. */
-  private chainBlock(block: number): void {
-    const i32 = this.i32;
-    const p = this.pcpuW;
-    i32[(block >> 2) + RB_NEXT] = 0;
-    const tail = i32[p + C_RCU_WAIT_TAIL]!;
-    if (tail === 0) i32[p + C_RCU_WAIT] = block;
-    else i32[(tail >> 2) + RB_NEXT] = block;
-    i32[p + C_RCU_WAIT_TAIL] = block;
-  }
-
-  /**
-   * No block could be had. Where the agent may block and holds no lock: wait for a grace period and
-   * free now (the kernel's fallback). Otherwise: the emergency array; when that is full too, poll
-   * the grace period by spinning (never Atomics.wait) and free with the nolock paths.
-   */
-  private kfreeRcuFallback(addr: number, c: number): void {
-    const mayWait = !this.locks.noBlock() && !this.locks.holdsFrom(LOCK.rcu) && !this.agentInReadSection();
-    this.armRcuTimer(); // refills the spare block pages
-    if (mayWait) {
-      // No lock held and allowed to wait: a NOWAIT page from the zone beats a grace period.
-      this.refillSpareBlocks();
-      if (this.tryQueue(addr, c)) return;
-      this.locks.vmInc(VM.rcuSyncFallback, 1);
-      this.gpWait(c);
-      this.slab.kfree(addr);
-      this.locks.vmInc(VM.rcuFreed, 1);
-      return;
-    }
-    this.locks.vmInc(VM.rcuEmergency, 1);
-    const i32 = this.i32;
-    const p = this.pcpuW;
-    const krcp = p + C_KRCP_LOCK;
-    if (this.krcpTrylock(krcp)) {
-      const n = i32[p + C_RCU_EMERG_NR]!;
-      if (n < RCU_EMERG_MAX) {
-        i32[p + C_RCU_EMERG + n] = addr;
-        i32[p + C_RCU_EMERG_NR] = n + 1;
-        if (this.locks.debugFlags !== 0) debugSetState(this.slab, addr, OBJ_RCU);
-        i32[p + C_RCU_EMERG_GP] = c;
-        i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
-        this.locks.unlock(krcp, LOCK.rcu);
-        this.armRcuTimer();
-        return;
-      }
-      this.locks.unlock(krcp, LOCK.rcu);
-    }
-    // Nothing left to queue into: spin until the period is over (this agent is not in a read
-    // section it could be waiting for, unless it is, in which case it must not ask this).
-    if (this.agentInReadSection()) {
-      throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) inside a read-side section found no room and would wait for itself`);
-    }
-    // Nor while this agent holds an allocator lock (a hook): a reader that needs that lock could
-    // never end the period. The object stays allocated; the caller may free it later.
-    if (this.locks.holdsFrom(LOCK.rcu)) {
-      throw new HeapError(ErrorCode.EDEADLK, `kfreeRcu(${hex(addr)}) from a hook holding an allocator lock found no room and would wait for a grace period with it held`);
-    }
-    let since = -1;
-    for (let round = 0; !this.gpPoll(c); round++) {
-      // An agent that must not block spins a bounded while, then gives the object back.
-      if (this.locks.noBlock() && (round & 255) === 255) {
-        if (since < 0) since = this.locks.clock();
-        else if (this.locks.spinExpired(since)) {
-          throw new HeapError(
-            ErrorCode.EAGAIN,
-            `kfreeRcu(${hex(addr)}) on cpu ${this.cpu}, which must not block, found no block page and no room left, and the grace period did not end within its bound: ` +
-              "the object is still yours; await heap.synchronizeRcuAsync() and kfree it, or call kfreeRcu again later",
-          );
-        }
-      }
-    }
-    kfreeSlow(this.slab, addr, -1, GFP_TRYLOCK);
-    this.locks.vmInc(VM.rcuFreed, 1);
-  }
-
-  private armRcuTimer(): void {
-    if (this.rcuTimer !== null || typeof setTimeout !== "function") return;
-    const t = setTimeout(() => {
-      this.rcuTimer = null;
-      if (this.locks.detached) return;
-      // The library's own timer never throws: what it finds goes to onError.
-      try {
-        if (this.locks.holdsFrom(LOCK.rcu)) {
-          this.armRcuTimer();
-          return;
-        }
-        this.rcuProcessOwn(false);
-        this.refillSpareBlocks();
-        if (this.i32[this.pcpuW + C_RCU_PENDING] !== 0) this.armRcuTimer();
-      } catch (e) {
-        this.locks.reportDeferred(e, 0);
-      }
-    }, RCU_DELAY_MS);
-    const maybe = t as unknown as { unref?: () => void };
-    if (typeof maybe.unref === "function") maybe.unref();
-    this.rcuTimer = t;
-  }
-
-  /** Free this slot's expired blocks (all of them, waiting as needed, when `all`). No lock held. */
-  rcuProcessOwn(all: boolean): void {
-    const krcp = this.pcpuW + C_KRCP_LOCK;
-    const out: Expired = { blocks: [], objects: [], count: 0, wait: false, cookie: 0 };
-    // Only rcuBarrier or reclaimSlot of another agent holds it: a noBlock agent leaves the work for later.
-    if (!this.locks.lockIn(0, krcp, LOCK.rcu)) return;
-    try {
-      this.takeExpired(this.pcpuW, out, all);
-    } finally {
-      this.locks.unlock(krcp, LOCK.rcu);
-    }
-    if (out.wait) this.gpWait(out.cookie);
-    this.freeExpired(out);
-  }
-
-  /** Called by the slab slow paths when this slot has blocks waiting. */
-  rcuSlowWork(): void {
-    if (this.locks.holdsFrom(LOCK.rcu)) return;
-    const w = this.i32[this.pcpuW + C_RCU_WAIT]!;
-    if (w !== 0 && this.gpPoll(this.i32[(w >> 2) + RB_GP]!)) this.rcuProcessOwn(false);
-  }
-
-  /** Bring this slot's spare block pages up to RCU_SPARE_MAX with NOWAIT allocations. No lock held. */
-  private refillSpareBlocks(): void {
-    const i32 = this.i32;
-    const p = this.pcpuW;
-    while (i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX) {
-      const pfn = this.pages.rmqueue(0, GFP.NOWAIT);
-      if (pfn === 0) return;
-      this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
-      this.locks.vmInc(VM.pgalloc, 1);
-      if (!this.pushSpare(pfn << PAGE_SHIFT)) {
-        this.freeBlockPage(pfn << PAGE_SHIFT);
-        return;
-      }
-    }
-  }
-
-  /** Keep a block page as a spare if there is room (krcp trylock); false if it was not kept. */
-  private pushSpare(block: number): boolean {
-    const i32 = this.i32;
-    const p = this.pcpuW;
-    if (!this.locks.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
-    const kept = i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX;
-    if (kept) {
-      i32[(block >> 2) + RB_NEXT] = i32[p + C_RCU_SPARE]!;
-      i32[p + C_RCU_SPARE] = block;
-      i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! + 1;
-    }
-    this.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
-    return kept;
-  }
-
-  private freeBlockPage(block: number): void {
-    const pfn = block >>> PAGE_SHIFT;
-    this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
-    this.locks.vmInc(VM.pgfree, 1);
-    this.pages.freeBlock(pfn, 0, 0);
-  }
-
-  /** shrink(): this slot's spare block pages go back to the page allocator. */
-  rcuShrink(): void {
-    this.dropSpareBlocks(this.pcpuW);
-  }
-
-  /** Free slot `p`'s spare block pages (detach, reclaim). That slot's krcp lock is not held. */
-  private dropSpareBlocks(p: number): void {
-    this.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
-    let b = this.i32[p + C_RCU_SPARE]!;
-    this.i32[p + C_RCU_SPARE] = 0;
-    this.i32[p + C_RCU_NR_SPARE] = 0;
-    this.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
-    for (let n = 0; b !== 0; n++) {
-      if (n >= RCU_SPARE_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the spare block list at word ${p} holds more than ${RCU_SPARE_MAX} pages: it is broken`);
-      const next = this.i32[(b >> 2) + RB_NEXT]!;
-      this.freeBlockPage(b);
-      b = next;
-    }
-  }
-
-  /**
-   * Unlink from slot block `p` the blocks and emergency entries whose period is over (all of them
-   * when `all`; then out.wait is set and out.cookie is the newest cookie among them, which the
-   * caller must wait for). That slot's krcp lock held.
-   */
-  private takeExpired(p: number, out: Expired, all: boolean): void {
-    const i32 = this.i32;
-    const take = (c: number): boolean => {
-      if (all) {
-        if (!out.wait || gpAfter(c, out.cookie)) out.cookie = c;
-        out.wait = true;
-        return true;
-      }
-      return this.gpPoll(c);
-    };
-    let pending = 0;
-    const most = i32[p + C_RCU_BLOCKS]!;
-    while (i32[p + C_RCU_WAIT] !== 0) {
-      const b = i32[p + C_RCU_WAIT]!;
-      // Bounded and checked: a cycle or a stray block is ECORRUPT, never an endless walk.
-      if (out.blocks.length >= most || !this.isBlockPage(b)) {
-        throw new HeapError(ErrorCode.ECORRUPT, `the kfreeRcu wait chain at word ${p} is broken at ${hex(b)} (${out.blocks.length} of ${most} blocks)`);
-      }
-      if (!take(i32[(b >> 2) + RB_GP]!)) break;
-      i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
-      if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
-      out.blocks.push(b);
-      pending += i32[(b >> 2) + RB_COUNT]!;
-    }
-    const cur = i32[p + C_RCU_BLOCK]!;
-    if (cur !== 0 && !this.isBlockPage(cur)) throw new HeapError(ErrorCode.ECORRUPT, `the current kfreeRcu block at word ${p} (${hex(cur)}) is not a block page`);
-    if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
-      i32[p + C_RCU_BLOCK] = 0;
-      out.blocks.push(cur);
-      pending += i32[(cur >> 2) + RB_COUNT]!;
-    }
-    const ne = i32[p + C_RCU_EMERG_NR]!;
-    if (ne > 0 && take(i32[p + C_RCU_EMERG_GP]!)) {
-      for (let k = 0; k < ne; k++) out.objects.push(i32[p + C_RCU_EMERG + k]!);
-      i32[p + C_RCU_EMERG_NR] = 0;
-      pending += ne;
-    }
-    i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! - pending;
-    i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! - out.blocks.length;
-    // In flight until freeExpired: rcuBarrier and stats still see them.
-    if (pending !== 0) {
-      Atomics.add(i32, this.hw + R_INFLIGHT, pending);
-      i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! + pending;
-    }
-    out.count += pending;
-  }
-
-  /** Is `b` a kfreeRcu block page holding a count in 0..RB_CAP? */
-  private isBlockPage(b: number): boolean {
-    const pfn = b >>> PAGE_SHIFT;
-    if ((b & (PAGE_SIZE - 1)) !== 0 || pfn < this.zoneStart || pfn >= this.nrPages) return false;
-    const n = this.i32[(b >> 2) + RB_COUNT]!;
-    return this.u32[this.mem.pd(pfn) + D_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
-  }
-
-  /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
-  private freeExpired(out: Expired): void {
-    const i32 = this.i32;
-    let freed = 0;
-    try {
-      freed = this.freeExpiredObjects(out);
-    } finally {
-      // Publication point for rcuBarrier: these objects are freed (or the agent is unwinding).
-      if (out.count !== 0) {
-        i32[this.pcpuW + C_RCU_INFLIGHT] = i32[this.pcpuW + C_RCU_INFLIGHT]! - out.count;
-        Atomics.sub(i32, this.hw + R_INFLIGHT, out.count);
-      }
-    }
-    this.locks.vmInc(VM.rcuFreed, freed);
-  }
-
-  private freeExpiredObjects(out: Expired): number {
-    let freed = 0;
-    this.locks.deferring++;
-    try {
-      for (const b of out.blocks) {
-        const bw = b >> 2;
-        const n = this.i32[bw + RB_COUNT]!;
-        for (let k = 0; k < n; k++) this.freeQueued(this.i32[bw + RB_ADDRS + k]!);
-        freed += n;
-        if (!this.pushSpare(b)) this.freeBlockPage(b);
-      }
-      for (const o of out.objects) this.freeQueued(o);
-      freed += out.objects.length;
-    } finally {
-      this.locks.deferring--;
-    }
-    return freed;
-  }
-
-  /**
-   * Free an object whose grace period is over. Deferred work: what the free finds wrong (a double
-   * free, a clobbered redzone) is reported, not thrown, and the batch goes on. A redzone the free
-   * found clobbered it has restored, the object still allocated: it is freed now.
-   */
-  private freeQueued(addr: number): void {
-    try {
-      if (this.locks.debugFlags !== 0) debugSetState(this.slab, addr, OBJ_ALLOC);
-      this.slab.kfree(addr);
-    } catch (e) {
-      this.locks.reportDeferred(e, addr);
-      if (e instanceof HeapError && e.code === ErrorCode.ECORRUPT) {
-        try {
-          this.slab.kfree(addr);
-        } catch (e2) {
-          this.locks.reportDeferred(e2, addr);
-        }
-      }
-    }
-  }
 
   /** Wait until every pending kfreeRcu of every agent has been freed. */
   rcuBarrier(): void {
@@ -731,13 +284,13 @@ export class RcuAllocator extends MemView {
     this.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
     let left = 0;
     try {
-      this.takeExpired(p, out, all);
+      takeExpired(this, p, out, all);
       left = this.i32[p + C_RCU_PENDING]!;
     } finally {
       this.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
     }
     if (out.wait) this.gpWait(out.cookie);
-    this.freeExpired(out);
+    freeExpired(this, out);
     if (!all && left !== 0) this.gpBusy(left);
   }
 
@@ -767,7 +320,7 @@ export class RcuAllocator extends MemView {
       this.rcuTimer = null;
     }
     this.rcuFlushSlot(this.cpu);
-    this.dropSpareBlocks(this.pcpuW);
+    dropSpareBlocks(this, this.pcpuW);
   }
 
   /**
@@ -785,132 +338,7 @@ export class RcuAllocator extends MemView {
       Atomics.sub(this.i32, this.hw + R_INFLIGHT, inflight);
     }
     this.rcuFlushSlot(cpu);
-    this.dropSpareBlocks(p);
+    dropSpareBlocks(this, p);
   }
 
-  /**
-   * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and
-   * C_RCU_BLOCKS from the wait chain, the block being filled and the emergency array.
-   */
-  rcuRecount(p: number): void {
-    const i32 = this.i32;
-    let objs = 0;
-    let blocks = 0;
-    for (let b = i32[p + C_RCU_WAIT]!; b !== 0 && blocks <= this.nrPages; b = i32[(b >> 2) + RB_NEXT]!) {
-      objs += i32[(b >> 2) + RB_COUNT]!;
-      blocks++;
-    }
-    const cur = i32[p + C_RCU_BLOCK]!;
-    if (cur !== 0) {
-      objs += i32[(cur >> 2) + RB_COUNT]!;
-      blocks++;
-    }
-    objs += i32[p + C_RCU_EMERG_NR]!;
-    i32[p + C_RCU_PENDING] = objs;
-    i32[p + C_RCU_BLOCKS] = blocks;
-  }
-
-  rcuStats(): RcuStats {
-    const i32 = this.i32;
-    let waiting = 0;
-    let blocks = 0;
-    let emergency = 0;
-    let readers = 0;
-    let spare = 0;
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const p = this.mem.pcpOf(cpu);
-      spare += i32[p + C_RCU_NR_SPARE]!;
-      waiting += i32[p + C_RCU_PENDING]!;
-      blocks += i32[p + C_RCU_BLOCKS]!;
-      emergency += i32[p + C_RCU_EMERG_NR]!;
-      if (Atomics.load(i32, p + C_RCU_SNAP) !== 0) readers++;
-    }
-    waiting += Atomics.load(i32, this.hw + R_INFLIGHT);
-    return { rcu: { gracePeriods: Atomics.load(i32, this.hw + R_GP_DONE) >>> 0, waitingObjects: waiting, blocks, spareBlocks: spare, emergency, readers } };
-  }
-
-  /** Every slot's blocks are block pages; counts match; every waiting object is a live allocation. */
-  validateRcu(): void {
-    const i32 = this.i32;
-    const bad = (msg: string): never => {
-      throw new HeapError(ErrorCode.ECORRUPT, msg);
-    };
-    for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const p = this.mem.pcpOf(cpu);
-      if (i32[p + C_STATE] !== SLOT_ATTACHED && i32[p + C_RCU_PENDING] !== 0) bad(`detached cpu ${cpu} still has kfreeRcu objects`);
-      let objs = 0;
-      let blocks = 0;
-      const check = (b: number): void => {
-        if (i32[this.mem.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} is not a block page`);
-        const n = i32[(b >> 2) + RB_COUNT]!;
-        if (n < 0 || n > RB_CAP) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} counts ${n}`);
-        for (let k = 0; k < n; k++) this.checkWaiting(i32[(b >> 2) + RB_ADDRS + k]!, cpu);
-        objs += n;
-        blocks++;
-      };
-      for (let b = i32[p + C_RCU_WAIT]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
-        if (blocks >= i32[p + C_RCU_BLOCKS]!) bad(`cpu ${cpu}: kfreeRcu wait chain is longer than its count: circular`);
-        check(b);
-      }
-      if (i32[p + C_RCU_BLOCK] !== 0) check(i32[p + C_RCU_BLOCK]!);
-      const ne = i32[p + C_RCU_EMERG_NR]!;
-      for (let k = 0; k < ne; k++) this.checkWaiting(i32[p + C_RCU_EMERG + k]!, cpu);
-      objs += ne;
-      if (objs !== i32[p + C_RCU_PENDING]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_PENDING]} kfreeRcu objects, holds ${objs}`);
-      let spares = 0;
-      for (let b = i32[p + C_RCU_SPARE]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
-        if (i32[this.mem.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: spare block ${hex(b)} is not a block page`);
-        if (++spares > RCU_SPARE_MAX) bad(`cpu ${cpu}: more than ${RCU_SPARE_MAX} spare block pages`);
-      }
-      if (spares !== i32[p + C_RCU_NR_SPARE]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_NR_SPARE]} spare block pages, holds ${spares}`);
-      if (i32[p + C_STATE] !== SLOT_ATTACHED && spares !== 0) bad(`detached cpu ${cpu} still keeps spare block pages`);
-      if (blocks !== i32[p + C_RCU_BLOCKS]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_BLOCKS]} kfreeRcu blocks, holds ${blocks}`);
-    }
-  }
-
-  private checkWaiting(addr: number, cpu: number): void {
-    try {
-      const id = objectCache(this.slab, addr, -1);
-      if (id >= 0 && this.i32[this.slab.cacheWOf(id) + K_META] !== 0) {
-        if (this.i32[((addr + this.i32[this.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== OBJ_RCU) throw new Error("state");
-      } else if (id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");
-    } catch {
-      throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
-    }
-  }
-}
-
-/**
- * For tests only (not exported by the package): start every counter that agents compare with one
- * another at `value` — the grace-period sequence and its done mark, and the generation words of
- * every free cache descriptor and every free slot — so that a test reaches their wrap at 2^31
- * and 2^32 without running 2^31 grace periods. Call on a quiet heap: no reader inside a section,
- * no kfreeRcu pending.
- */
-export function startCountersAt(heap: { readonly i32: Int32Array; readonly offset: number }, value: number): void {
-  const i32 = heap.i32;
-  const v = value === -1 || (value | 0) === -1 ? -2 : value | 0;
-  // Word indices are absolute: the header page is at the heap's offset in its buffer.
-  const hw = heap.offset >>> 2;
-  const g = geometryWords(i32, hw);
-  Atomics.store(i32, hw + R_GP_SEQ, v);
-  Atomics.store(i32, hw + R_GP_DONE, v);
-  for (let id = 0; id < g.maxCaches; id++) {
-    const kw = g.cacheW + id * g.cacheWords;
-    if (Atomics.load(i32, kw + K_STATE) === CACHE_FREE) i32[kw + K_GEN] = v;
-  }
-  for (let cpu = 0; cpu < g.cpus; cpu++) {
-    const c = g.pcpuW + cpu * PCPU_WORDS;
-    if (Atomics.load(i32, c + C_STATE) === SLOT_FREE) i32[c + C_GEN] = v;
-  }
-}
-
-function geometryWords(i32: Int32Array, hw: number): { cpus: number; maxCaches: number; cacheW: number; cacheWords: number; pcpuW: number } {
-  return {
-    cpus: i32[hw + H_CPUS]!,
-    maxCaches: i32[hw + H_MAX_CACHES]!,
-    cacheW: hw + (i32[hw + H_CACHE_OFF]! >>> 2),
-    cacheWords: i32[hw + H_CACHE_BYTES]! >>> 2,
-    pcpuW: hw + (i32[hw + H_PCPU_OFF]! >>> 2),
-  };
 }

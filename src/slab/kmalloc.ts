@@ -75,15 +75,6 @@ export function kmallocLarge(slab: SlabAllocator, size: number, gfp: number): nu
   return addr;
 }
 
-/** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
-export function kmallocNolock(slab: SlabAllocator, size: number, gfp: number = 0): number {
-  if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && slab.fastOff === 0) {
-    const obj = slab.popFast(slab.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
-    if (obj !== 0) return obj;
-  }
-  return kmallocNolockSlow(slab, size, gfp);
-}
-
 export function kmallocNolockSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
   checkSize(size);
@@ -136,16 +127,6 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
   }
   if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK);
   return obj;
-}
-
-/** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
-export function kfreeNolock(slab: SlabAllocator, addr: number): void {
-  if (slab.fastOff === 0 && slab.pushFast(addr)) return;
-  if (addr === 0) {
-    slab.locks.assertLive();
-    return;
-  }
-  kfreeSlow(slab, addr, -1, GFP_TRYLOCK);
 }
 
 /** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */

@@ -118,6 +118,8 @@ import { deferObject, drainDeferredObjects, kmallocSlow } from "./kmalloc.js";
 import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES } from "./sizes.js";
 import { SIZE_INDEX } from "./sizes.js";
 import { kfreeSlow } from "./kmalloc.js";
+import { pdListAdd, pdListDel } from "../page/buddy.js";
+import { kmallocNolockSlow } from "./kmalloc.js";
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
@@ -188,6 +190,25 @@ export class SlabAllocator extends MemView {
     if (this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0 && this.pushFast(addr)) return;
     if (addr !== 0) kfreeSlow(this, addr, -1, 0);
     else this.locks.assertLive();
+  }
+
+  /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
+  kmallocNolock(size: number, gfp: number = 0): number {
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+      const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
+      if (obj !== 0) return obj;
+    }
+    return kmallocNolockSlow(this, size, gfp);
+  }
+
+  /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
+  kfreeNolock(addr: number): void {
+    if (this.fastOff === 0 && this.pushFast(addr)) return;
+    if (addr === 0) {
+      this.locks.assertLive();
+      return;
+    }
+    kfreeSlow(this, addr, -1, GFP_TRYLOCK);
   }
 
   /**
@@ -414,7 +435,7 @@ export class SlabAllocator extends MemView {
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
     if (obj !== 0) this.partialAdd(kw, pfn);
-    else this.pages.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
+    else pdListAdd(this.pages, kw + K_FULL, kw + K_NR_FULL, pfn);
     this.locks.unlock(listLock, LOCK.list);
     this.locks.vmInc(VM.slabAlloc, 1);
     return result;
@@ -488,7 +509,7 @@ export class SlabAllocator extends MemView {
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + 1;
     if (first === 0) {
       // A full slab has a free object again.
-      this.pages.pdListDel(kw + K_FULL, kw + K_NR_FULL, head);
+      pdListDel(this.pages, kw + K_FULL, kw + K_NR_FULL, head);
       this.partialAdd(kw, head);
     }
     if (inuse === 0) {
@@ -531,17 +552,17 @@ export class SlabAllocator extends MemView {
   }
 
   private partialAdd(kw: number, pfn: number): void {
-    this.pages.pdListAdd(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    pdListAdd(this.pages, kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
   partialDel(kw: number, pfn: number): void {
-    this.pages.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    pdListDel(this.pages, kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
   }
 
   /** The slab's last free object was taken: from the partial list to the full list. */
   private partialToFull(kw: number, pfn: number): void {
-    this.pages.pdListDel(kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
-    this.pages.pdListAdd(kw + K_FULL, kw + K_NR_FULL, pfn);
+    pdListDel(this.pages, kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    pdListAdd(this.pages, kw + K_FULL, kw + K_NR_FULL, pfn);
   }
 
 
