@@ -16,7 +16,7 @@ export function mix32(a: number, b: number): number {
 }
 
 /** The workers' generator: one stream per (seed, stream). */
-export { Prng as Rng } from "./prng.js";
+export { Prng as Rng } from "../test/support/common.js";
 
 /* ------------------------------------------------------------------ signatures */
 

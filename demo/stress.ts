@@ -35,7 +35,7 @@ import {
   zeroCounters,
 } from "./stress-shared.js";
 import { nonEmpty, type OptionTable, parseCommandLine, parseFraction, parseSeconds, parseSize, parseWhole, UsageError, usageMessage } from "./args.js";
-import { parseSeed } from "./prng.js";
+import { parseSeed } from "../test/support/common.js";
 
 /* ------------------------------------------------------------------ options */
 

@@ -183,14 +183,14 @@ describe("debug mode", () => {
       const live: { a: number; n: number; v: number }[] = [];
       for (let i = 0; i < 4000; i++) {
         if (live.length === 0 || rng.next() < 0.5) {
-          const n = rng.int(1, rng.next() < 0.9 ? 600 : 20000);
+          const n = rng.range(1, rng.next() < 0.9 ? 600 : 20000);
           const a = rng.next() < 0.5 ? h.kmalloc(n) : h.kmallocNolock(n);
           if (a === 0) continue;
-          const v = rng.int(0, 255);
+          const v = rng.range(0, 255);
           h.u8.fill(v, a, a + n);
           live.push({ a, n, v });
         } else {
-          const k = rng.int(0, live.length - 1);
+          const k = rng.range(0, live.length - 1);
           const b = live[k]!;
           live[k] = live[live.length - 1]!;
           live.pop();
@@ -223,19 +223,19 @@ describe("fault injection", () => {
           let a = 0;
           let kind = 0;
           let order = 0;
-          if (r < 0.6) a = h.kmalloc(rng.int(1, rng.next() < 0.95 ? 4096 : 30000));
+          if (r < 0.6) a = h.kmalloc(rng.range(1, rng.next() < 0.95 ? 4096 : 30000));
           else if (r < 0.8) {
             kind = 1;
             a = cache.alloc();
           } else {
             kind = 2;
-            order = rng.int(0, 5);
+            order = rng.range(0, 5);
             a = h.allocPages(order, rng.pick([0, GFP.NOWAIT, GFP.ATOMIC]));
           }
           if (a === 0) failed++;
           else live.push({ a, kind, order });
         } else {
-          const k = rng.int(0, live.length - 1);
+          const k = rng.range(0, live.length - 1);
           const b = live[k]!;
           live[k] = live[live.length - 1]!;
           live.pop();

@@ -120,7 +120,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
   const fail = (msg: string): never => {
     throw new Error(`op ${op} (${last}): ${msg}`);
   };
-  const pick = <T>(xs: readonly T[]): T => xs[rng.int(0, xs.length - 1)]!;
+  const pick = <T>(xs: readonly T[]): T => xs[rng.range(0, xs.length - 1)]!;
   const h = (): Heap => (rng.chance(0.25) ? other : heap);
   // A handle's views cover the heap as that handle last saw it: read through the one that saw most.
   const views = (): Heap => (other.u8.length > heap.u8.length ? other : heap);
@@ -232,18 +232,18 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         }
         case 6: {
           last = "allocPages";
-          const order = rng.int(0, 5);
+          const order = rng.range(0, 5);
           add(by.allocPages(order, rng.chance(0.3) ? GFP.ZERO : 0), 4096 << order, K_PAGES, order, -1, false, by);
           break;
         }
         case 7: {
           last = "allocPagesNolock/Bulk";
           if (rng.chance(0.5)) {
-            const order = rng.int(0, 3);
+            const order = rng.range(0, 3);
             add(by.allocPagesNolock(order), 4096 << order, K_PAGES, order, -1, false, by);
           } else {
             const out: number[] = [];
-            const n = by.allocPagesBulk(rng.int(1, 6), out);
+            const n = by.allocPagesBulk(rng.range(1, 6), out);
             for (let k = 0; k < n; k++) add(out[k]!, 4096, K_PAGES, 0, -1, false, by);
           }
           break;
@@ -260,7 +260,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         case 9: {
           last = "createCache";
           if (caches.length >= 4) break;
-          const size = rng.int(1, 3000);
+          const size = rng.range(1, 3000);
           const name = `fuzz-${cacheSerial++}`;
           const handle = heap.createCache(name, size, { align: pick([8, 8, 16, 64]) });
           caches.push({ name, size, handle, gen: 0 });
@@ -269,13 +269,13 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         case 10: {
           last = "cache.alloc";
           if (caches.length === 0) break;
-          const k = rng.int(0, caches.length - 1);
+          const k = rng.range(0, caches.length - 1);
           const c = caches[k]!;
           const handle = by === heap ? c.handle : other.findCache(c.name);
           if (handle === null) fail(`findCache(${c.name}) found nothing`);
           if (rng.chance(0.3)) {
             const out: number[] = [];
-            if (handle!.allocBulk(rng.int(1, 5), out) > 0) for (const a of out) add(a, c.size, K_CACHE, 0, k, false, by);
+            if (handle!.allocBulk(rng.range(1, 5), out) > 0) for (const a of out) add(a, c.size, K_CACHE, 0, k, false, by);
           } else {
             add(handle!.alloc(), c.size, K_CACHE, 0, k, false, by);
           }
@@ -294,7 +294,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         case 12: {
           last = "cache.destroy";
           if (caches.length === 0) break;
-          const k = rng.int(0, caches.length - 1);
+          const k = rng.range(0, caches.length - 1);
           const c = caches[k]!;
           const mine = [...live.values()].filter((l) => l.kind === K_CACHE && l.cache === k);
           if (reading > 0 && heap.stats().rcu.waitingObjects > 0) {
@@ -317,7 +317,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         }
         case 13: {
           last = "kfreeBulk/freeBulk";
-          const ls = [...live.values()].filter((l) => l.kind !== K_PAGES).slice(0, rng.int(1, 6));
+          const ls = [...live.values()].filter((l) => l.kind !== K_PAGES).slice(0, rng.range(1, 6));
           if (ls.length === 0) break;
           for (const l of ls) take(l);
           by.kfreeBulk(ls.map((l) => l.addr));
@@ -346,7 +346,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         }
         case 16: {
           last = "shrink";
-          const pickOne = rng.int(0, 2);
+          const pickOne = rng.range(0, 2);
           if (pickOne === 0) heap.shrink();
           else if (pickOne === 1) other.shrink();
           else if (caches.length > 0) pick(caches).handle.shrink();
@@ -354,7 +354,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
         }
         case 17: {
           last = "grow";
-          if (heap.size < heap.maxSize) heap.grow(Math.min(heap.maxSize, heap.size + rng.int(1, 64) * 4096));
+          if (heap.size < heap.maxSize) heap.grow(Math.min(heap.maxSize, heap.size + rng.range(1, 64) * 4096));
           break;
         }
         case 18: {
@@ -380,7 +380,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
           last = "misuse";
           const l = anyLive();
           if (l === null) break;
-          const m = rng.int(0, 3);
+          const m = rng.range(0, 3);
           if (m === 0 && l.kind !== K_PAGES && l.size >= 16) refused("EINVAL", () => heap.kfree(l.addr + 8));
           else if (m === 1 && l.kind === K_PAGES) refused("EINVAL", () => heap.freePages(l.addr, l.order === 0 ? 1 : l.order - 1));
           else if (m === 2 && l.kind === K_OBJ) {
@@ -415,7 +415,7 @@ export function runFuzz(cfg: FuzzConfig, seed: number, ops: number, validateEver
             }
           });
           try {
-            const pickOne = rng.int(0, 3);
+            const pickOne = rng.range(0, 3);
             if (TRACE) writeSync(2, `  hooked call ${pickOne}, reading ${reading}\n`);
             if (pickOne === 0) heap.shrink();
             else if (pickOne === 1 && reading === 0) heap.rcuBarrier();

@@ -218,21 +218,21 @@ describe("re-entry", () => {
           const addr = h.kmallocNolock(size);
           if (addr === 0) nolockFails++;
           else {
-            const b: Blk = { addr, kind: 0, order: 0, size: Math.max(8, size & ~3), sig: rng.int(1, 1 << 30) };
+            const b: Blk = { addr, kind: 0, order: 0, size: Math.max(8, size & ~3), sig: rng.range(1, 1 << 30) };
             sign(b);
             hooked.push(b);
           }
         } else if (r < 0.55) {
-          const order = rng.int(0, 3);
+          const order = rng.range(0, 3);
           const addr = h.allocPagesNolock(order);
           if (addr === 0) nolockFails++;
           else {
-            const b: Blk = { addr, kind: 1, order, size: 0, sig: rng.int(1, 1 << 30) };
+            const b: Blk = { addr, kind: 1, order, size: 0, sig: rng.range(1, 1 << 30) };
             sign(b);
             hooked.push(b);
           }
         } else if (hooked.length > 0) {
-          const i = rng.int(0, hooked.length - 1);
+          const i = rng.range(0, hooked.length - 1);
           const b = hooked[i]!;
           hooked[i] = hooked[hooked.length - 1]!;
           hooked.pop();
@@ -252,22 +252,22 @@ describe("re-entry", () => {
       for (let op = 0; op < 100_000; op++) {
         if (live.length < 50 || (live.length < 3000 && rng.next() < 0.5)) {
           if (rng.next() < 0.85) {
-            const size = rng.next() < 0.95 ? rng.int(1, 2048) : rng.int(2049, 20000);
+            const size = rng.next() < 0.95 ? rng.range(1, 2048) : rng.range(2049, 20000);
             const addr = h.kmalloc(size);
             if (addr === 0) continue;
-            const b: Blk = { addr, kind: 0, order: 0, size: Math.max(8, size & ~3), sig: rng.int(1, 1 << 30) };
+            const b: Blk = { addr, kind: 0, order: 0, size: Math.max(8, size & ~3), sig: rng.range(1, 1 << 30) };
             sign(b);
             live.push(b);
           } else {
-            const order = rng.next() < 0.9 ? rng.int(0, 3) : rng.int(4, 6);
+            const order = rng.next() < 0.9 ? rng.range(0, 3) : rng.range(4, 6);
             const addr = h.allocPages(order);
             if (addr === 0) continue;
-            const b: Blk = { addr, kind: 1, order, size: 0, sig: rng.int(1, 1 << 30) };
+            const b: Blk = { addr, kind: 1, order, size: 0, sig: rng.range(1, 1 << 30) };
             sign(b);
             live.push(b);
           }
         } else {
-          const i = rng.int(0, live.length - 1);
+          const i = rng.range(0, live.length - 1);
           const b = live[i]!;
           live[i] = live[live.length - 1]!;
           live.pop();

@@ -216,17 +216,17 @@ describe("buddy allocator", () => {
       const live: { addr: number; order: number; sig: number }[] = [];
       for (let step = 0; step < 3000; step++) {
         if (live.length === 0 || rng.next() < 0.55) {
-          const order = rng.next() < 0.8 ? rng.int(0, 3) : rng.int(4, 7);
+          const order = rng.next() < 0.8 ? rng.range(0, 3) : rng.range(4, 7);
           const gfp = rng.pick([GFP.KERNEL, GFP.NOWAIT, GFP.ATOMIC, GFP.ZERO]);
           const addr = h.allocPages(order, gfp);
           if (addr !== 0) {
             assert.equal(addr % (4096 << order), 0);
-            const sig = rng.int(1, 0x7fffffff);
+            const sig = rng.range(1, 0x7fffffff);
             for (let p = addr; p < addr + (4096 << order); p += 4096) h.i32[p >> 2] = sig;
             live.push({ addr, order, sig });
           }
         } else {
-          const i = rng.int(0, live.length - 1);
+          const i = rng.range(0, live.length - 1);
           const b = live[i]!;
           live[i] = live[live.length - 1]!;
           live.pop();

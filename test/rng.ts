@@ -1,12 +1,9 @@
-/** The seeded generator of the single-agent randomised tests: util.ts's Prng, seeded from SHMALLOC_SEED or fresh. */
+/** The seeded generator of the single-agent randomised tests: the shared Prng (support/common.ts), seeded from SHMALLOC_SEED or fresh. */
 import { baseSeed, Prng, seedNote } from "./util.js";
 
 export class Rng extends Prng {
   constructor(seed?: number) {
     super(seed ?? baseSeed());
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)]!;
   }
 }
 

@@ -187,15 +187,15 @@ describe("kmalloc", () => {
       const live: { addr: number; size: number; sig: number }[] = [];
       for (let step = 0; step < 6000; step++) {
         if (live.length === 0 || rng.next() < 0.52) {
-          const size = rng.next() < 0.9 ? rng.int(1, 1024) : rng.int(1025, 65536);
+          const size = rng.next() < 0.9 ? rng.range(1, 1024) : rng.range(1025, 65536);
           const addr = rng.next() < 0.1 ? h.kzalloc(size) : h.kmalloc(size);
           if (addr === 0) continue;
           assert.ok(h.ksize(addr) >= size);
-          const sig = rng.int(1, 255);
+          const sig = rng.range(1, 255);
           h.u8.fill(sig, addr, addr + size);
           live.push({ addr, size, sig });
         } else {
-          const i = rng.int(0, live.length - 1);
+          const i = rng.range(0, live.length - 1);
           const b = live[i]!;
           live[i] = live[live.length - 1]!;
           live.pop();

@@ -142,7 +142,7 @@ runWorker<AttachData>(async (data) => {
         enocpu++;
         Atomics.add(ctrl, ATTACH.ENOCPU, 1);
         if (Date.now() > end) throw new Error("no slot came free for 20 s");
-        if (rng.chance(0.5)) sleepMs(rng.int(0, 2) * 0.1);
+        if (rng.chance(0.5)) sleepMs(rng.range(0, 2) * 0.1);
       }
     }
   };
@@ -167,14 +167,14 @@ runWorker<AttachData>(async (data) => {
     }
     carried = keep;
     // Blocks other workers handed over.
-    for (let k = rng.int(0, 6); k > 0 && ring.pop(entry); k--) {
+    for (let k = rng.range(0, 6); k > 0 && ring.pop(entry); k--) {
       const b = { addr: entry[0]!, size: entry[1]!, sig: entry[2]! };
       check(b, "a block from another worker");
       heap.kfree(b.addr);
     }
-    const n = rng.int(1, 12);
+    const n = rng.range(1, 12);
     for (let k = 0; k < n; k++) {
-      const size = rng.chance(0.1) ? rng.int(8193, 20000) : rng.int(8, 2048);
+      const size = rng.chance(0.1) ? rng.range(8193, 20000) : rng.range(8, 2048);
       const addr = rng.chance(0.3) ? heap.kmalloc(size, GFP.ZERO) : heap.kmalloc(size);
       if (addr === 0) throw new Error(`kmalloc(${size}) failed`);
       const b = { addr, size, sig: signature(me, counter++) };
@@ -186,7 +186,7 @@ runWorker<AttachData>(async (data) => {
       }
     }
     if (rng.chance(0.3)) {
-      const order = rng.int(0, 3);
+      const order = rng.range(0, 3);
       const p = heap.allocPages(order);
       if (p === 0) throw new Error(`allocPages(${order}) failed`);
       heap.freePages(p, order);

@@ -93,7 +93,7 @@ export function startStress(data: Base & { workers: number; rings: SharedArrayBu
   const rings = data.rings.map((b) => new SharedRing(b));
   const rng = new Prng(data.seed);
   const outbox = (): SharedRing => {
-    const k = rng.int(0, data.workers - 2);
+    const k = rng.range(0, data.workers - 2);
     return rings[k >= data.id ? k + 1 : k]!;
   };
   return { ctrl: new Int32Array(data.ctrl), inbox: rings[data.id]!, outbox, rng, heap: Heap.attach(data.buffer) };

@@ -60,19 +60,19 @@ runWorker<HammerData>((data) => {
     // The number of live objects swings slowly, so the heap fills and empties.
     const target = 1500 + 1300 * Math.sin(n / 40000 + data.id);
     if (addrs.length > 0 && (addrs.length > target || rng.chance(0.35))) {
-      free(rng.int(0, addrs.length - 1));
+      free(rng.range(0, addrs.length - 1));
     } else {
       const pick = rng.weighted([72, 24, 4]);
       let a = 0;
       let kind = KIND_KMALLOC;
       if (pick === 0) {
-        const size = rng.chance(0.03) ? rng.int(5000, 20000) : 1 << rng.int(4, 11);
-        a = heap.kmalloc(rng.int(size >> 1, size));
+        const size = rng.chance(0.03) ? rng.range(5000, 20000) : 1 << rng.range(4, 11);
+        a = heap.kmalloc(rng.range(size >> 1, size));
       } else if (pick === 1) {
         a = cache.alloc();
         kind = KIND_CACHE;
       } else {
-        const order = rng.int(0, 2);
+        const order = rng.range(0, 2);
         a = heap.allocPages(order);
         kind = 2 + order;
       }

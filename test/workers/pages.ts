@@ -116,17 +116,17 @@ runWorker<PagesData>((data) => {
         else {
           // Out of memory: give something back, as a real user would.
           stats.allocFails++;
-          if (held.length > 0) free(removeAt(rng.int(0, held.length - 1)), "after a failed allocation");
+          if (held.length > 0) free(removeAt(rng.range(0, held.length - 1)), "after a failed allocation");
         }
       }
     } else if (r < 0.47 && held.length + 8 <= data.maxHeld) {
-      const n = heap.allocPagesBulk(rng.int(1, 8), bulkOut);
+      const n = heap.allocPagesBulk(rng.range(1, 8), bulkOut);
       for (let k = 0; k < n; k++) held.push(take(bulkOut[k]!, 0));
       stats.bulk++;
     } else if (r < 0.75) {
-      free(removeAt(rng.int(0, held.length - 1)), "before freePages");
+      free(removeAt(rng.range(0, held.length - 1)), "before freePages");
     } else if (r < 0.87) {
-      const b = removeAt(rng.int(0, held.length - 1));
+      const b = removeAt(rng.range(0, held.length - 1));
       check(b, "before handing it on");
       if (outbox().push(b.addr, b.order, b.sig, b.from)) stats.handedOut++;
       else free(b, "inbox full");

@@ -102,7 +102,7 @@ runWorker<ListData>(async (data) => {
     heap.rcuReadLock();
     try {
       const long = holdMs > 0;
-      traverse(rng.chance(0.1) ? rng.int(0, 20) : -1, long);
+      traverse(rng.chance(0.1) ? rng.range(0, 20) : -1, long);
       if (long) {
         sleepMs(holdMs);
         for (const p of seen) {
@@ -141,7 +141,7 @@ runWorker<ListData>(async (data) => {
       unlock();
       return 0;
     }
-    const k = rng.int(0, Math.min(len - 1, 40));
+    const k = rng.range(0, Math.min(len - 1, 40));
     let prev = r + L_HEAD;
     let p = Atomics.load(i32, prev);
     for (let j = 0; j < k; j++) {
@@ -188,7 +188,7 @@ runWorker<ListData>(async (data) => {
     } else if (x < 0.9875) {
       read(0.2);
     } else if (x < 0.99) {
-      read(rng.int(4, 8)); // longer than the 4 ms kfreeRcu timer
+      read(rng.range(4, 8)); // longer than the 4 ms kfreeRcu timer
     } else if (x < 0.997) {
       heap.synchronizeRcu();
       st.syncs++;

@@ -33,7 +33,7 @@ runWorker<ReclaimData>((data) => {
   // Pages: many allocated and freed (they stay on this slot's pcp lists), a few kept live.
   const pages: number[][] = [];
   for (let k = 0; k < 60; k++) {
-    const order = rng.int(0, 3);
+    const order = rng.range(0, 3);
     const addr = heap.allocPages(order);
     if (addr === 0) throw new Error("allocPages failed");
     pages.push([addr, order]);
@@ -43,7 +43,7 @@ runWorker<ReclaimData>((data) => {
 
   // kmalloc objects of 8..1024 B: most freed (into this slot's sheaves), some live, one large.
   const objs: number[] = [];
-  for (let k = 0; k < 400; k++) objs.push(heap.kmalloc(rng.int(8, 1024)));
+  for (let k = 0; k < 400; k++) objs.push(heap.kmalloc(rng.range(8, 1024)));
   if (objs.includes(0)) throw new Error("kmalloc failed");
   for (const o of objs.splice(40)) heap.kfree(o);
   for (const o of objs) live.objs.push(mark(o, heap.ksize(o)));
@@ -59,7 +59,7 @@ runWorker<ReclaimData>((data) => {
 
   // kfreeRcu inside an open read section: the grace period cannot end while this slot is inside.
   const rcuObjs: number[] = [];
-  for (let k = 0; k < 12; k++) rcuObjs.push(heap.kmalloc(rng.int(8, 512)));
+  for (let k = 0; k < 12; k++) rcuObjs.push(heap.kmalloc(rng.range(8, 512)));
   for (let k = 0; k < 6; k++) rcuObjs.push(cache.alloc());
   heap.rcuReadLock();
   for (const o of rcuObjs) heap.kfreeRcu(o);

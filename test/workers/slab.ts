@@ -69,7 +69,7 @@ runWorker<SlabData>((data) => {
     } else {
       kind = KMALLOC;
       const [lo, hi] = RANGES[rng.weighted(WEIGHTS)]!;
-      size = rng.int(lo, hi);
+      size = rng.range(lo, hi);
       if (size <= 8192 && rng.chance(data.nolockShare)) {
         addr = heap.kmallocNolock(size);
         if (addr === 0) {
@@ -124,8 +124,8 @@ runWorker<SlabData>((data) => {
     if (r < 0.03) {
       // Hand a slice of live blocks to another worker.
       const dest = outbox();
-      const start = rng.int(0, data.slots - 1);
-      const len = rng.int(1, 16);
+      const start = rng.range(0, data.slots - 1);
+      const len = rng.range(1, 16);
       for (let k = start; k < start + len && k < data.slots; k++) {
         const b = slots[k];
         if (b === null || b === undefined) continue;
@@ -136,14 +136,14 @@ runWorker<SlabData>((data) => {
       }
     } else if (r < 0.08) {
       // Take a few blocks: free some at once, keep the others in random slots.
-      const n = rng.int(1, 16);
+      const n = rng.range(1, 16);
       for (let k = 0; k < n; k++) {
         const b = receive();
         if (b === null) break;
         if (rng.chance(0.5)) {
           free(b, "freeing a received block");
         } else {
-          const i = rng.int(0, data.slots - 1);
+          const i = rng.range(0, data.slots - 1);
           const old = slots[i];
           if (old !== null && old !== undefined) free(old, "before replacing it");
           slots[i] = b;
@@ -151,7 +151,7 @@ runWorker<SlabData>((data) => {
       }
     } else if (r < 0.085) {
       // kfreeBulk of a run of kmalloc blocks.
-      const start = rng.int(0, data.slots - 1);
+      const start = rng.range(0, data.slots - 1);
       const addrs: number[] = [];
       for (let k = start; k < start + 8 && k < data.slots; k++) {
         const b = slots[k];
@@ -168,12 +168,12 @@ runWorker<SlabData>((data) => {
       stats.bulkFrees += addrs.length;
     } else if (r < 0.1) {
       // krealloc keeps the old contents up to the smaller size.
-      const i = rng.int(0, data.slots - 1);
+      const i = rng.range(0, data.slots - 1);
       const b = slots[i];
       if (b === null || b === undefined || b.kind !== KMALLOC) continue;
       check(b, "before krealloc");
       const [lo, hi] = RANGES[rng.weighted(WEIGHTS)]!;
-      const size = rng.int(lo, hi);
+      const size = rng.range(lo, hi);
       const addr = heap.krealloc(b.addr, size);
       if (addr === 0) throw new Error(`krealloc(0x${b.addr.toString(16)}, ${size}) failed`);
       if (heap.ksize(addr) < size) throw new Error(`ksize(krealloc(.., ${size})) = ${heap.ksize(addr)}`);
@@ -185,7 +185,7 @@ runWorker<SlabData>((data) => {
       slots[i] = nb;
       stats.reallocs++;
     } else {
-      const i = rng.int(0, data.slots - 1);
+      const i = rng.range(0, data.slots - 1);
       const old = slots[i];
       if (old !== null && old !== undefined) free(old, "before kfree");
       slots[i] = alloc();
