@@ -422,11 +422,6 @@ export class PageAllocator extends MemView {
     this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
-  /* ================================================================= the biased pcp lock */
-
-  /* ================================================================= buddy list primitives */
-
-
   /* ================================================================= checks */
 
   /**
@@ -470,7 +465,7 @@ export class PageAllocator extends MemView {
     return false;
   }
 
-  /* ================================================================= setup, stats, validation */
+  /* ================================================================= tracing */
 
   emitPage(id: number, pfn: number, order: number, gfp = 0): void {
     const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr: pfn << PAGE_SHIFT, order };

@@ -99,7 +99,6 @@ export interface RcuStats {
   };
 }
 
-
 export class RcuAllocator extends MemView {
   readonly mem: Mem;
   readonly locks: Locks;
@@ -241,7 +240,7 @@ export class RcuAllocator extends MemView {
     });
   }
 
-  /* ================================================================= kfreeRcu */
+  /* ================================================================= barrier (kfree_rcu.ts has the queueing) */
 
   /** Wait until every pending kfreeRcu of every agent has been freed. */
   rcuBarrier(): void {

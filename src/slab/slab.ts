@@ -252,8 +252,6 @@ export class SlabAllocator extends MemView {
     return true;
   }
 
-  /* ================================================================= kmalloc: slow paths */
-
   /* ================================================================= object alloc: slow paths */
 
   /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
@@ -284,7 +282,7 @@ export class SlabAllocator extends MemView {
     return prepObject(this, id, obj, gfp, req, 0);
   }
 
-  /* ================================================================= debug mode (SLUB debugging) */
+  /* ================================================================= slow-path entry and slabs */
 
   /**
    * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
@@ -565,12 +563,7 @@ export class SlabAllocator extends MemView {
     pdListAdd(this.pages, kw + K_FULL, kw + K_NR_FULL, pfn);
   }
 
-
-  /* ================================================================= the barn */
-
-  /* ================================================================= nolock object paths */
-
-  /* ================================================================= more of the kmalloc family */
+  /* ================================================================= ksize and its helper */
 
   /** readString's error path: is `addr`, an object ksize accepted, on a free list of its cache? @internal */
   freedObject(addr: number): boolean {
@@ -589,9 +582,7 @@ export class SlabAllocator extends MemView {
     return this.i32[kw + K_SIZE]!;
   }
 
-  /* ================================================================= named caches */
-
-  /* ================================================================= stats and validation */
+  /* ================================================================= tracing */
 
   emitObj(id: number, addr: number, size: number, cache: number): void {
     const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr, size };
@@ -599,5 +590,4 @@ export class SlabAllocator extends MemView {
     this.locks.trace.emit(id, rec);
   }
 }
-
 
