@@ -41,66 +41,114 @@ export interface MmInit {
   readonly debug: number;
 }
 
-export class Mem {
+/**
+ * The views and geometry words a layer keeps in fields of its own (see the file comment): the
+ * first six are rebuilt by Mem.refresh(), the rest never change. Each layer extends this and
+ * nothing else; a layer never extends another layer.
+ */
+export class MemView {
+  u8: Uint8Array;
+  i32: Int32Array;
+  u32: Uint32Array;
+  f64: Float64Array;
+  /** End of the heap in the buffer as this handle sees it. */
+  size: number;
+  /** Pages covered by the views. */
+  nrPages: number;
+  /** Word index of the heap's header page (offset / 4): page-0 layout words are relative to it. */
+  readonly hw: number;
+  /** Word index of page descriptor 0 (of byte 0 of the buffer). */
+  readonly descW: number;
+  /** Word index of cache descriptor 0, and words per descriptor. */
+  readonly cacheW: number;
+  readonly cacheWords: number;
+  /** Word index of per-CPU block 0, and of this slot's. */
+  readonly pcpuBaseW: number;
+  readonly pcpuW: number;
+  /** This handle's CPU slot, and its lock owner value (cpu + 1). */
+  readonly cpu: number;
+  readonly me: number;
+  /** First page frame of the zone. */
+  readonly zoneStart: number;
+  /** Byte offset of the heap in its buffer: its header page; the bytes below belong to others. */
+  readonly offset: number;
+  readonly cpus: number;
+  readonly maxCaches: number;
+
+  /** Copy `mem`'s views and geometry; a Mem keeps them current from then on (Mem.track). */
+  constructor(mem: MemView) {
+    this.u8 = mem.u8;
+    this.i32 = mem.i32;
+    this.u32 = mem.u32;
+    this.f64 = mem.f64;
+    this.size = mem.size;
+    this.nrPages = mem.nrPages;
+    this.hw = mem.hw;
+    this.descW = mem.descW;
+    this.cacheW = mem.cacheW;
+    this.cacheWords = mem.cacheWords;
+    this.pcpuBaseW = mem.pcpuBaseW;
+    this.pcpuW = mem.pcpuW;
+    this.cpu = mem.cpu;
+    this.me = mem.me;
+    this.zoneStart = mem.zoneStart;
+    this.offset = mem.offset;
+    this.cpus = mem.cpus;
+    this.maxCaches = mem.maxCaches;
+    if (mem instanceof Mem) mem.track(this);
+  }
+}
+
+/** The views and geometry of a new handle (what Mem starts from). */
+function firstView(init: MmInit): MemView {
+  const g = init.geometry;
+  const base = init.base;
+  const basePfn = base >>> PAGE_SHIFT;
+  const pcpuBaseW = (base + g.pcpuOff) >>> 2;
+  // Every word index and page frame number is absolute (from byte 0 of the buffer), so addresses
+  // are offsets into the buffer; descriptor 0 is the header page's.
+  return {
+    u8: new Uint8Array(init.buffer, 0, init.size),
+    i32: new Int32Array(init.buffer, 0, init.size >>> 2),
+    u32: new Uint32Array(init.buffer, 0, init.size >>> 2),
+    f64: new Float64Array(init.buffer, 0, init.size >>> 3),
+    size: init.size,
+    nrPages: init.size >>> PAGE_SHIFT,
+    hw: base >>> 2,
+    descW: ((base + g.descOff) >>> 2) - basePfn * PD_WORDS,
+    cacheW: (base + g.cacheOff) >>> 2,
+    cacheWords: g.cacheBytes >>> 2,
+    pcpuBaseW,
+    pcpuW: pcpuBaseW + init.cpu * PCPU_WORDS,
+    cpu: init.cpu,
+    me: init.cpu + 1,
+    zoneStart: basePfn + g.zoneStart,
+    offset: base,
+    cpus: g.cpus,
+    maxCaches: g.maxCaches,
+  };
+}
+
+/** The views, the geometry and the buffer of one handle: the one object that builds views. */
+export class Mem extends MemView {
   /** The heap's buffer (for a heap on WebAssembly memory, memory.buffer as of the last growth this handle saw). */
   buffer: SharedArrayBuffer;
   /** The WebAssembly.Memory the heap lives in, or null. */
   readonly memory: WasmMemory | null;
   /** The size the heap may grow to (an end in the buffer). */
   readonly maxSize: number;
-  u8: Uint8Array;
-  i32: Int32Array;
-  u32: Uint32Array;
-  f64: Float64Array;
-  size: number;
-  nrPages: number;
-  readonly hw: number;
-  readonly descW: number;
-  readonly cacheW: number;
-  readonly cacheWords: number;
-  readonly pcpuBaseW: number;
-  readonly pcpuW: number;
-  readonly cpu: number;
-  readonly me: number;
-  readonly zoneStart: number;
-  readonly offset: number;
-  readonly cpus: number;
-  readonly maxCaches: number;
   /** The layers of this handle that keep views: refresh() rebuilds theirs. */
   private readonly users: MemView[];
 
-
   constructor(init: MmInit) {
-    const g = init.geometry;
-    const base = init.base;
-    const basePfn = base >>> PAGE_SHIFT;
+    super(firstView(init));
     this.buffer = init.buffer;
     this.memory = init.memory;
-    this.maxSize = base + g.size;
-    this.u8 = new Uint8Array(init.buffer, 0, init.size);
-    this.i32 = new Int32Array(init.buffer, 0, init.size >>> 2);
-    this.u32 = new Uint32Array(init.buffer, 0, init.size >>> 2);
-    this.f64 = new Float64Array(init.buffer, 0, init.size >>> 3);
-    this.size = init.size;
-    this.nrPages = init.size >>> PAGE_SHIFT;
-    // Every word index and page frame number is absolute (from byte 0 of the buffer), so addresses
-    // are offsets into the buffer; descriptor 0 is the header page's.
-    this.hw = base >>> 2;
-    this.descW = ((base + g.descOff) >>> 2) - basePfn * PD_WORDS;
-    this.cacheW = (base + g.cacheOff) >>> 2;
-    this.cacheWords = g.cacheBytes >>> 2;
-    this.pcpuBaseW = (base + g.pcpuOff) >>> 2;
-    this.pcpuW = this.pcpuBaseW + init.cpu * PCPU_WORDS;
-    this.cpu = init.cpu;
-    this.me = init.cpu + 1;
-    this.zoneStart = basePfn + g.zoneStart;
-    this.offset = base;
-    this.cpus = g.cpus;
-    this.maxCaches = g.maxCaches;
+    this.maxSize = init.base + init.geometry.size;
     this.users = [];
   }
 
-  /** Keep `layer`'s views current on growth (MemView's constructor calls it). */
+  /** Keep `layer`'s views current on growth (MemView's constructor calls it for a layer made from this). */
   track(layer: MemView): void {
     this.users.push(layer);
   }
@@ -156,62 +204,5 @@ export function agentCanBlock(): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-/**
- * The views and geometry words a layer keeps in fields of its own (see the file comment): the
- * first six are rebuilt by Mem.refresh(), the rest never change. Each layer extends this and
- * nothing else; a layer never extends another layer.
- */
-export class MemView {
-  u8: Uint8Array;
-  i32: Int32Array;
-  u32: Uint32Array;
-  f64: Float64Array;
-  /** End of the heap in the buffer as this handle sees it. */
-  size: number;
-  /** Pages covered by the views. */
-  nrPages: number;
-  /** Word index of the heap's header page (offset / 4): page-0 layout words are relative to it. */
-  readonly hw: number;
-  /** Word index of page descriptor 0 (of byte 0 of the buffer). */
-  readonly descW: number;
-  /** Word index of cache descriptor 0, and words per descriptor. */
-  readonly cacheW: number;
-  readonly cacheWords: number;
-  /** Word index of per-CPU block 0, and of this slot's. */
-  readonly pcpuBaseW: number;
-  readonly pcpuW: number;
-  /** This handle's CPU slot, and its lock owner value (cpu + 1). */
-  readonly cpu: number;
-  readonly me: number;
-  /** First page frame of the zone. */
-  readonly zoneStart: number;
-  /** Byte offset of the heap in its buffer: its header page; the bytes below belong to others. */
-  readonly offset: number;
-  readonly cpus: number;
-  readonly maxCaches: number;
-
-  constructor(mem: Mem) {
-    this.u8 = mem.u8;
-    this.i32 = mem.i32;
-    this.u32 = mem.u32;
-    this.f64 = mem.f64;
-    this.size = mem.size;
-    this.nrPages = mem.nrPages;
-    this.hw = mem.hw;
-    this.descW = mem.descW;
-    this.cacheW = mem.cacheW;
-    this.cacheWords = mem.cacheWords;
-    this.pcpuBaseW = mem.pcpuBaseW;
-    this.pcpuW = mem.pcpuW;
-    this.cpu = mem.cpu;
-    this.me = mem.me;
-    this.zoneStart = mem.zoneStart;
-    this.offset = mem.offset;
-    this.cpus = mem.cpus;
-    this.maxCaches = mem.maxCaches;
-    mem.track(this);
   }
 }
