@@ -13,15 +13,12 @@
 import { checkInt, describe, einval, readOptions } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {
-  C_DEFER_HEAD,
   CACHE_ACTIVE,
   CACHE_DYING,
   CACHE_FREE,
   CACHE_HDR_LINES,
   CT_LOCK,
   CT_NR,
-  D_CACHE,
-  D_FLAGS,
   D_INUSE,
   D_NEXT,
   EMPTY_SHEAF_W,
@@ -53,10 +50,8 @@ import {
   P_MAIN,
   P_SPARE,
   P_USERS,
-  PAGE_SHIFT,
   PAGE_SIZE,
   PCP_MAX_ORDER,
-  PG_SLAB,
 } from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
 import { type KmemCache, newKmemCache } from "./kmem_cache.js";
@@ -67,7 +62,7 @@ import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
 import { CACHE_NAME_MAX, DEBUG_META_BYTES } from "../core/layout.js";
-import { kfreeSlow } from "./kmalloc.js";
+import { slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
@@ -223,22 +218,14 @@ export function liveObjects(slab: SlabAllocator, id: number): number {
   return s.activeObjects;
 }
 
-/**
- * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
- * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
- */
-export function cacheAlloc(slab: SlabAllocator, id: number, gen: number, gfp: number): number {
-  const i32 = slab.i32;
-  if (gfp === 0 && slab.fastOff === 0 && i32[slab.pcpuW + C_DEFER_HEAD] === 0) {
-    const obj = slab.popFast(slab.cacheWOf(id) + (CACHE_HDR_LINES + slab.cpu) * LINE_WORDS);
-    if (obj !== 0) return obj;
-  }
+/** cacheAlloc past its fast path (slab.ts): the slow path of a named cache, counted in (cacheEnter). */
+export function cacheAllocSlow(slab: SlabAllocator, id: number, gen: number, gfp: number): number {
   slab.locks.assertLive();
   checkGfp(gfp);
   cacheEnter(slab, id, gen, true, false);
   let obj: number;
   try {
-    obj = slab.slabAllocSlow(id, gfp, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!);
+    obj = slabAllocSlow(slab, id, gfp, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!);
   } finally {
     cacheExit(slab, id);
   }
@@ -249,27 +236,10 @@ export function cacheAlloc(slab: SlabAllocator, id: number, gen: number, gfp: nu
   return obj;
 }
 
-/** cache.free: like kfree, but the object must belong to cache `id`. */
-export function cacheFree(slab: SlabAllocator, id: number, addr: number): void {
-  const i32 = slab.i32;
-  if (typeof addr === "number" && addr >>> 0 === addr && addr < slab.size && slab.fastOff === 0) {
-    const d = slab.descW + (addr >>> PAGE_SHIFT) * 8;
-    if (i32[d + D_FLAGS] === PG_SLAB && i32[d + D_CACHE] === id) {
-      slab.kfree(addr);
-      return;
-    }
-  }
-  if (addr === 0) {
-    slab.locks.assertLive();
-    return;
-  }
-  kfreeSlow(slab, addr, id, 0);
-}
-
 /** cache.shrink() of the handle of generation `gen`: the entry checks of a normal slab call, then shrinkCache. */
 export function cacheShrink(slab: SlabAllocator, id: number, gen: number): void {
   slab.locks.assertLive();
-  slab.slabSlowEntry(id);
+  slabSlowEntry(slab, id);
   cacheEnter(slab, id, gen, true, false);
   try {
     shrinkCache(slab, id);
@@ -330,7 +300,7 @@ export function flushDyingCaches(slab: SlabAllocator): void {
 export function destroyCache(slab: SlabAllocator, id: number, gen: number): void {
   slab.beforeDestroy();
   slab.locks.assertCanLock(LOCK.ctable);
-  slab.slabSlowEntry(id);
+  slabSlowEntry(slab, id);
   slab.locks.lock(slab.hw + CT_LOCK, LOCK.ctable);
   try {
     // Another agent may have destroyed it, and even made a new cache in the descriptor, since the handle checked.

@@ -1,7 +1,8 @@
 /*
- * The kmalloc family past its fast paths: the slow paths of kmalloc (a size class, or pages for
- * a large size), the nolock entry points (kmallocNolock, kfreeNolock and the slot's deferred
- * object list), and kzalloc, krealloc, kfreeBulk.
+ * The object slow paths: of every cache (slabAllocSlow, slabFreeSlow, and their entry checks and
+ * housekeeping), of kmalloc (a size class, or pages for a large size), the nolock paths (past the
+ * fast paths of kmallocNolock and kfreeNolock; the slot's deferred object list), and kzalloc,
+ * krealloc, kfreeBulk.
  *
  * WORDS: this slot's deferred object list, C_DEFER_HEAD and C_DEFER_NR (the slot alone: a
  * kfreeNolock that found the sheaves or the list lock busy pushes, the next normal slab call of
@@ -50,6 +51,8 @@ import { SIZE_INDEX } from "./sizes.js";
 import { ORDER_MASK, ORDER_SHIFT } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { isFreeObject } from "./debug.js";
+import { C_RCU_WAIT, G_NR_DYING } from "../core/layout.js";
+import { flushDyingCaches } from "./cache.js";
 
 export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
@@ -57,7 +60,7 @@ export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): num
   checkGfp(gfp);
   if (size > KMALLOC_MAX_CACHE_SIZE) return kmallocLarge(slab, size, gfp);
   const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
-  const obj = slab.slabAllocSlow(id, gfp, size);
+  const obj = slabAllocSlow(slab, id, gfp, size);
   if (obj === 0) return slab.pages.allocFailed(0, gfp);
   if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, obj, size, id);
   return obj;
@@ -233,7 +236,7 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
             gaveUp = true;
           }
         } else {
-          slab.slabFreeSlow(id, obj);
+          slabFreeSlow(slab, id, obj);
         }
       } finally {
         if (named) cacheExit(slab, id);
@@ -360,15 +363,89 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   }
   if (id < FIRST_NAMED_ID) {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
-    else slab.slabFreeSlow(id, addr);
+    else slabFreeSlow(slab, id, addr);
     return;
   }
   // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
   cacheEnter(slab, id, 0, false, true);
   try {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
-    else slab.slabFreeSlow(id, addr);
+    else slabFreeSlow(slab, id, addr);
   } finally {
     cacheExit(slab, id);
   }
+}
+
+/** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
+export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req: number): number {
+  slabSlowEntry(slab, id);
+  const kw = slab.cacheWOf(id);
+  let obj: number;
+  if (slab.i32[kw + K_SHEAF_CAP] === 0) {
+    obj = slab.allocFromSlabs(id, gfp, 0);
+  } else {
+    const pcs = slab.pcsW(id);
+    slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    try {
+      let sw = slab.i32[pcs + P_MAIN]! >> 2;
+      if (slab.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(slab, id, pcs, gfp, 0);
+      obj = 0;
+      if (sw !== 0) {
+        const n = slab.i32[sw + S_SIZE]! - 1;
+        slab.i32[sw + S_SIZE] = n;
+        obj = slab.i32[sw + S_OBJS + n]!;
+      }
+    } finally {
+      slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+    }
+    if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0);
+  }
+  if (obj === 0) return 0;
+  return prepObject(slab, id, obj, gfp, req, 0);
+}
+
+/**
+ * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
+ * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
+ * slot's housekeeping: deferred frees and dying caches.
+ */
+export function slabSlowEntry(slab: SlabAllocator, id: number): void {
+  if (slab.i32[slab.pcsW(id) + P_LOCKED] !== 0) {
+    throw new HeapError(
+      ErrorCode.EDEADLK,
+      `the sheaves of ${cacheName(slab, id)} on cpu ${slab.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
+    );
+  }
+  slab.locks.assertCanLock(LOCK.barn);
+  if (slab.i32[slab.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(slab);
+  if (slab.i32[slab.hw + G_NR_DYING] !== 0) flushDyingCaches(slab);
+  if (slab.i32[slab.pcpuW + C_RCU_WAIT] !== 0) slab.rcuSlowWork();
+}
+
+/** Free into cache `id` in normal mode once the fast path could not. */
+export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): void {
+  slabSlowEntry(slab, id);
+  const i32 = slab.i32;
+  if (i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0) {
+    if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
+    return;
+  }
+  const pcs = slab.pcsW(id);
+  slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+  try {
+    let sw = i32[pcs + P_MAIN]! >> 2;
+    if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
+    if (sw !== 0) {
+      // The new main may come from the barn, in pages added after `i32` was read.
+      const v = slab.i32;
+      const n = v[sw + S_SIZE]!;
+      v[sw + S_OBJS + n] = addr;
+      v[sw + S_SIZE] = n + 1;
+      v[addr >> 2] = addr ^ FREE_TAG;
+      return;
+    }
+  } finally {
+    slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+  }
+  if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
 }

@@ -16,7 +16,7 @@ import { checkGfp } from "../page/page_alloc.js";
 import type { SlabAllocator, SlabStats } from "./slab.js";
 import { cacheStats } from "./check.js";
 import { checkBulk } from "./debug.js";
-import { cacheAlloc, cacheFree, cacheName, cacheShrink, destroyCache } from "./cache.js";
+import { cacheName, cacheShrink, destroyCache } from "./cache.js";
 
 /** True only while newKmemCache constructs one: `new KmemCache()` from anywhere else is EINVAL. */
 let making = false;
@@ -79,12 +79,12 @@ export class KmemCache {
   /** One object, or 0. */
   alloc(gfp: number = GFP.KERNEL): number {
     this.#checkAlive();
-    return cacheAlloc(this.#slab, this.#id, this.#gen, gfp);
+    return this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
   }
 
   free(addr: number): void {
     this.#checkAlive();
-    cacheFree(this.#slab, this.#id, addr);
+    this.#slab.cacheFree(this.#id, addr);
   }
 
   /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
@@ -97,9 +97,9 @@ export class KmemCache {
     // setter) then frees them all, as a failed allocation does.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     for (let i = 0; i < n; i++) {
-      const obj = cacheAlloc(this.#slab, this.#id, this.#gen, gfp);
+      const obj = this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
       if (obj === 0) {
-        for (let j = 0; j < i; j++) cacheFree(this.#slab, this.#id, got[j]!);
+        for (let j = 0; j < i; j++) this.#slab.cacheFree(this.#id, got[j]!);
         return 0;
       }
       got[i] = obj;
@@ -107,7 +107,7 @@ export class KmemCache {
     if (got !== out) {
       const refused = storeOut(out, got, n);
       if (refused !== null) {
-        for (let j = 0; j < n; j++) cacheFree(this.#slab, this.#id, got[j]!);
+        for (let j = 0; j < n; j++) this.#slab.cacheFree(this.#id, got[j]!);
         einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
       }
     }
@@ -119,7 +119,7 @@ export class KmemCache {
     this.#check();
     const list = readAddrs("addrs", addrs);
     checkBulk(this.#slab, list, this.#id);
-    for (let i = 0; i < list.length; i++) if (list[i] !== 0) cacheFree(this.#slab, this.#id, list[i]!);
+    for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.#slab.cacheFree(this.#id, list[i]!);
   }
 
   /** Return this slot's cached objects and every empty slab to the page allocator. */

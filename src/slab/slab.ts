@@ -55,11 +55,9 @@
  *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
  *   destroy (lock()) throw EAGAIN with what they returned so far returned.
  */
-import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   C_DEFER_HEAD,
-  C_RCU_WAIT,
   CACHE_HDR_LINES,
   D_CACHE,
   D_FLAGS,
@@ -68,7 +66,6 @@ import {
   D_INUSE,
   D_OWNER,
   FREE_TAG,
-  G_NR_DYING,
   K_FREE_OBJS,
   K_INUSE,
   K_INV_SIZE,
@@ -88,7 +85,6 @@ import {
   K_OBJS,
   K_ORDER,
   K_PARTIAL,
-  K_SHEAF_CAP,
   K_SIZE,
   K_TOTAL_OBJS,
   LINE_WORDS,
@@ -111,15 +107,20 @@ import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
 import { type PageAllocator } from "../page/page_alloc.js";
 import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
-import { replaceEmptyMain, replaceFullMain } from "./sheaf.js";
-import { debugFree, debugUnlink, isFreeObject, objectCache, prepObject } from "./debug.js";
-import { cacheName, flushDyingCaches } from "./cache.js";
-import { deferObject, drainDeferredObjects, kmallocSlow } from "./kmalloc.js";
+import { debugFree, debugUnlink, isFreeObject, objectCache } from "./debug.js";
+import { cacheName } from "./cache.js";
+import { kmallocSlow } from "./kmalloc.js";
 import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES } from "./sizes.js";
 import { SIZE_INDEX } from "./sizes.js";
+
+/* The fast paths read module constants (which the compiler folds), not imported bindings. */
+const SIZE_CLASS = SIZE_INDEX;
+const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
 import { kfreeSlow } from "./kmalloc.js";
 import { pdListAdd, pdListDel } from "../page/buddy.js";
 import { kmallocNolockSlow } from "./kmalloc.js";
+import { PD_WORDS } from "../core/layout.js";
+import { cacheAllocSlow } from "./cache.js";
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
@@ -176,9 +177,9 @@ export class SlabAllocator extends MemView {
 
   /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
   kmalloc(size: number, gfp: number = GFP.KERNEL): number {
-    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
       if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-        const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
+        const obj = this.popFast(this.kmPcs[SIZE_CLASS[(size + 7) >> 3]!]!);
         if (obj !== 0) return obj;
       }
     }
@@ -194,8 +195,8 @@ export class SlabAllocator extends MemView {
 
   /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
   kmallocNolock(size: number, gfp: number = 0): number {
-    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= KMALLOC_MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
-      const obj = this.popFast(this.kmPcs[SIZE_INDEX[(size + 7) >> 3]!]!);
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+      const obj = this.popFast(this.kmPcs[SIZE_CLASS[(size + 7) >> 3]!]!);
       if (obj !== 0) return obj;
     }
     return kmallocNolockSlow(this, size, gfp);
@@ -209,6 +210,35 @@ export class SlabAllocator extends MemView {
       return;
     }
     kfreeSlow(this, addr, -1, GFP_TRYLOCK);
+  }
+
+  /**
+   * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
+   * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
+   */
+  cacheAlloc(id: number, gen: number, gfp: number): number {
+    if (gfp === 0 && this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+      const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
+      if (obj !== 0) return obj;
+    }
+    return cacheAllocSlow(this, id, gen, gfp);
+  }
+
+  /** cache.free: like kfree, but the object must belong to cache `id`. */
+  cacheFree(id: number, addr: number): void {
+    const i32 = this.i32;
+    if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
+      const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
+      if (i32[d + D_FLAGS] === PG_SLAB && i32[d + D_CACHE] === id) {
+        this.kfree(addr);
+        return;
+      }
+    }
+    if (addr === 0) {
+      this.locks.assertLive();
+      return;
+    }
+    kfreeSlow(this, addr, id, 0);
   }
 
   /**
@@ -234,7 +264,7 @@ export class SlabAllocator extends MemView {
   pushFast(addr: number): boolean {
     const i32 = this.i32;
     if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr < this.offset) return false;
-    const d = this.descW + (addr >>> PAGE_SHIFT) * 8;
+    const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
     if (i32[d + D_FLAGS] !== PG_SLAB) return false;
     const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
     const off = addr - (i32[d + D_HEAD]! << PAGE_SHIFT);
@@ -254,53 +284,7 @@ export class SlabAllocator extends MemView {
 
   /* ================================================================= object alloc: slow paths */
 
-  /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
-  slabAllocSlow(id: number, gfp: number, req: number): number {
-    this.slabSlowEntry(id);
-    const kw = this.cacheWOf(id);
-    let obj: number;
-    if (this.i32[kw + K_SHEAF_CAP] === 0) {
-      obj = this.allocFromSlabs(id, gfp, 0);
-    } else {
-      const pcs = this.pcsW(id);
-      this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
-      try {
-        let sw = this.i32[pcs + P_MAIN]! >> 2;
-        if (this.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(this, id, pcs, gfp, 0);
-        obj = 0;
-        if (sw !== 0) {
-          const n = this.i32[sw + S_SIZE]! - 1;
-          this.i32[sw + S_SIZE] = n;
-          obj = this.i32[sw + S_OBJS + n]!;
-        }
-      } finally {
-        this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
-      }
-      if (obj === 0) obj = this.allocFromSlabs(id, gfp, 0);
-    }
-    if (obj === 0) return 0;
-    return prepObject(this, id, obj, gfp, req, 0);
-  }
-
   /* ================================================================= slow-path entry and slabs */
-
-  /**
-   * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
-   * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
-   * slot's housekeeping: deferred frees and dying caches.
-   */
-  slabSlowEntry(id: number): void {
-    if (this.i32[this.pcsW(id) + P_LOCKED] !== 0) {
-      throw new HeapError(
-        ErrorCode.EDEADLK,
-        `the sheaves of ${cacheName(this, id)} on cpu ${this.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
-      );
-    }
-    this.locks.assertCanLock(LOCK.barn);
-    if (this.i32[this.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(this);
-    if (this.i32[this.hw + G_NR_DYING] !== 0) flushDyingCaches(this);
-    if (this.i32[this.pcpuW + C_RCU_WAIT] !== 0) this.rcuSlowWork();
-  }
 
   /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
   takeFromPartial(kw: number, sw: number, want: number): number {
@@ -450,34 +434,6 @@ export class SlabAllocator extends MemView {
   }
 
   /* ================================================================= object free: slow paths */
-
-  /** Free into cache `id` in normal mode once the fast path could not. */
-  slabFreeSlow(id: number, addr: number): void {
-    this.slabSlowEntry(id);
-    const i32 = this.i32;
-    if (i32[this.cacheWOf(id) + K_SHEAF_CAP] === 0) {
-      if (!this.freeToSlabs(id, addr, 0)) deferObject(this, addr); // noBlock agent past its bound
-      return;
-    }
-    const pcs = this.pcsW(id);
-    this.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
-    try {
-      let sw = i32[pcs + P_MAIN]! >> 2;
-      if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(this, id, pcs, 0);
-      if (sw !== 0) {
-        // The new main may come from the barn, in pages added after `i32` was read.
-        const v = this.i32;
-        const n = v[sw + S_SIZE]!;
-        v[sw + S_OBJS + n] = addr;
-        v[sw + S_SIZE] = n + 1;
-        v[addr >> 2] = addr ^ FREE_TAG;
-        return;
-      }
-    } finally {
-      this.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
-    }
-    if (!this.freeToSlabs(id, addr, 0)) deferObject(this, addr); // noBlock agent past its bound
-  }
 
   /** Free one object straight to its slab. */
   freeToSlabs(id: number, addr: number, mode: number): boolean {
