@@ -146,19 +146,50 @@ export class PageAllocator extends MemView {
       typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && this.fastOff === 0 &&
       i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
     ) {
-      const pfn = i32[c + C_PCP_HEAD + order]!;
-      if (pfn !== 0) {
-        const d = this.descW + pfn * PD_WORDS;
-        i32[c + C_PCP_HEAD + order] = i32[d + D_NEXT]!;
-        i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! - 1;
-        i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
-        i32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-        i32[d + D_OWNER] = this.cpu;
+      if (i32[c + C_PCP_HEAD + order] !== 0) {
+        const pfn = this.pcpPop(order);
         i32[c + C_VMSTAT + VM.pgalloc] = i32[c + C_VMSTAT + VM.pgalloc]! + (1 << order);
         return pfn << PAGE_SHIFT;
       }
     }
     return this.allocPagesSlow(order, gfp);
+  }
+
+  /**
+   * Pop the first block of this slot's pcp list of `order`, which is not empty: it is in hand,
+   * an allocated block of this slot (PG_HEAD | order), until its caller gives it a kind. The one
+   * pop of a pcp list (the fast path, rmqueuePcp). This slot's pcp lock held.
+   */
+  pcpPop(order: number): number {
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    const pfn = i32[c + C_PCP_HEAD + order]!;
+    const d = this.descW + pfn * PD_WORDS;
+    i32[c + C_PCP_HEAD + order] = i32[d + D_NEXT]!;
+    i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! - 1;
+    i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
+    i32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    i32[d + D_OWNER] = this.cpu;
+    return pfn;
+  }
+
+  /**
+   * Push block `pfn` of `order` on this slot's pcp list (it becomes this slot's, whoever allocated
+   * it); returns the pages on the lists now. The one push of a pcp list (the fast path, freeBlock,
+   * pcpRefill). This slot's pcp lock held.
+   */
+  pcpPush(pfn: number, order: number): number {
+    const i32 = this.i32;
+    const c = this.pcpuW;
+    const d = this.descW + pfn * PD_WORDS;
+    i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
+    i32[d + D_OWNER] = this.cpu;
+    i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
+    i32[c + C_PCP_HEAD + order] = pfn;
+    i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
+    const count = i32[c + C_PCP_COUNT]! + (1 << order);
+    i32[c + C_PCP_COUNT] = count;
+    return count;
   }
 
   private allocPagesSlow(order: number, gfp: number): number {
@@ -185,13 +216,8 @@ export class PageAllocator extends MemView {
       const d = this.descW + pfn * PD_WORDS;
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
       if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0) {
-        i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
         // The block may have been allocated by another slot: it is this slot's now.
-        i32[d + D_OWNER] = this.cpu;
-        i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
-        i32[c + C_PCP_HEAD + order] = pfn;
-        i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
-        i32[c + C_PCP_COUNT] = count;
+        this.pcpPush(pfn, order);
         i32[c + C_VMSTAT + VM.pgfree] = i32[c + C_VMSTAT + VM.pgfree]! + (1 << order);
         return;
       }
@@ -392,17 +418,8 @@ export class PageAllocator extends MemView {
     this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
     if (order <= PCP_MAX_ORDER) {
       if (pcpEnter(this)) {
-        const u32 = this.u32;
-        const c = this.pcpuW;
-        const d = this.mem.pd(pfn);
-        u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
-        u32[d + D_OWNER] = this.cpu;
-        u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
-        u32[c + C_PCP_HEAD + order] = pfn;
-        u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + 1;
-        const count = u32[c + C_PCP_COUNT]! + (1 << order);
-        u32[c + C_PCP_COUNT] = count;
-        if (!nolock && count > u32[this.hw + Z_PCP_HIGH]!) pcpDrain(this, this.cpu, u32[this.hw + Z_PCP_BATCH]!);
+        const count = this.pcpPush(pfn, order);
+        if (!nolock && count > this.u32[this.hw + Z_PCP_HIGH]!) pcpDrain(this, this.cpu, this.u32[this.hw + Z_PCP_BATCH]!);
         pcpExit(this);
         if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) drainDeferred(this);
         return;

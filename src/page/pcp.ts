@@ -20,13 +20,9 @@ import {
   C_PCP_NR,
   D_FLAGS,
   D_NEXT,
-  D_OWNER,
   LOCK,
   NR_PCP_ORDERS,
-  ORDER_SHIFT,
   PCP_MAX_ORDER,
-  PG_HEAD,
-  PG_PCP,
   VM,
   Z_LOCK,
   Z_PCP_BATCH,
@@ -45,21 +41,9 @@ export const PCP_REMOTE_SPINS = 1 << 16;
 const PCP_NOBLOCK_SPINS = 1 << 10;
 
 export function rmqueuePcp(pa: PageAllocator, order: number, gfp: number): number {
-  const u32 = pa.u32;
-  const c = pa.pcpuW;
-  let pfn = u32[c + C_PCP_HEAD + order]!;
-  if (pfn === 0) {
-    if ((gfp & GFP.FAST_TRY) !== 0 || !pcpRefill(pa, order, gfp)) return 0;
-    pfn = u32[c + C_PCP_HEAD + order]!;
-  }
-  const d = pa.mem.pd(pfn);
-  u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
-  u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
-  u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
+  if (pa.u32[pa.pcpuW + C_PCP_HEAD + order] === 0 && ((gfp & GFP.FAST_TRY) !== 0 || !pcpRefill(pa, order, gfp))) return 0;
   // In hand: an allocated block of this slot's until prepNewBlock (see rmqueueSmallest).
-  u32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
-  u32[d + D_OWNER] = pa.cpu;
-  return pfn;
+  return pa.pcpPop(order);
 }
 
 /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
@@ -69,26 +53,18 @@ export function pcpRefill(pa: PageAllocator, order: number, gfp: number): boolea
     return false;
   }
   const u32 = pa.u32;
-  const c = pa.pcpuW;
   const want = Math.max(1, u32[pa.hw + Z_PCP_BATCH]! >>> order);
-  const pages = 1 << order;
   let got = 0;
   for (; got < want; got++) {
     // The first block needs only the request's watermark; extra blocks must leave `low` free.
     if (!pa.watermarkOk(order, got === 0 ? wmarkFor(gfp) : WMARK_LOW)) break;
     const pfn = rmqueueSmallest(pa, order);
     if (pfn === 0) break;
-    const d = pa.mem.pd(pfn);
-    u32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
-    u32[d + D_OWNER] = pa.cpu;
-    u32[d + D_NEXT] = u32[c + C_PCP_HEAD + order]!;
-    u32[c + C_PCP_HEAD + order] = pfn;
+    pa.pcpPush(pfn, order);
     if ((pa.locks.trace.mask & (1 << TP.mm_page_alloc_zone_locked)) !== 0) {
       pa.emitPage(TP.mm_page_alloc_zone_locked, pfn, order);
     }
   }
-  u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + got;
-  u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! + got * pages;
   const grown = u32[pa.hw + Z_NR_PAGES]! > pa.nrPages;
   pa.locks.unlock(pa.hw + Z_LOCK, LOCK.zone);
   // Pages on the list may come from pages added after this handle built its views.

@@ -36,7 +36,6 @@ import {
   PG_LARGE,
   PG_SLAB,
   S_CAP,
-  S_OBJS,
   S_SIZE,
   VM,
 } from "../core/layout.js";
@@ -53,6 +52,7 @@ import { cacheName } from "./cache.js";
 import { isFreeObject } from "./debug.js";
 import { C_RCU_WAIT, G_NR_DYING } from "../core/layout.js";
 import { flushDyingCaches } from "./cache.js";
+import { sheafPop, sheafPush } from "./slab.js";
 
 export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
@@ -110,20 +110,13 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
   const i32 = slab.i32;
   const pcs = slab.pcsW(id);
   let sw = i32[pcs + P_MAIN]! >> 2;
-  let n = i32[sw + S_SIZE]!;
-  if (n > 0) {
-    i32[sw + S_SIZE] = n - 1;
-    return i32[sw + S_OBJS + n - 1]!;
-  }
+  if (i32[sw + S_SIZE]! > 0) return sheafPop(i32, sw);
   let obj = 0;
   slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
   try {
     sw = replaceEmptyMain(slab, id, pcs, gfp, GFP_TRYLOCK);
     if (sw !== 0) {
-      const v = slab.i32; // the new main may lie in pages added after `i32` was read
-      n = v[sw + S_SIZE]! - 1;
-      v[sw + S_SIZE] = n;
-      obj = v[sw + S_OBJS + n]!;
+      obj = sheafPop(slab.i32, sw); // the new main may lie in pages added after `i32` was read
     }
   } finally {
     slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
@@ -154,11 +147,7 @@ export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): v
       return;
     }
   }
-  const v = slab.i32; // replaceFullMain may have rebuilt the views
-  const n = v[sw + S_SIZE]!;
-  v[sw + S_OBJS + n] = addr;
-  v[sw + S_SIZE] = n + 1;
-  v[addr >> 2] = addr ^ FREE_TAG;
+  sheafPush(slab.i32, sw, addr); // replaceFullMain may have rebuilt the views
 }
 
 /** Push an object on this slot's deferred list (defer_free). */
@@ -391,9 +380,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
       if (slab.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(slab, id, pcs, gfp, 0);
       obj = 0;
       if (sw !== 0) {
-        const n = slab.i32[sw + S_SIZE]! - 1;
-        slab.i32[sw + S_SIZE] = n;
-        obj = slab.i32[sw + S_OBJS + n]!;
+        obj = sheafPop(slab.i32, sw);
       }
     } finally {
       slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
@@ -437,11 +424,7 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
     if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
     if (sw !== 0) {
       // The new main may come from the barn, in pages added after `i32` was read.
-      const v = slab.i32;
-      const n = v[sw + S_SIZE]!;
-      v[sw + S_OBJS + n] = addr;
-      v[sw + S_SIZE] = n + 1;
-      v[addr >> 2] = addr ^ FREE_TAG;
+      sheafPush(slab.i32, sw, addr);
       return;
     }
   } finally {

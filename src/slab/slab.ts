@@ -127,6 +127,29 @@ export type { CacheOptions, SlabStats } from "./sizes.js";
 
 function noop(): void {}
 
+/**
+ * Pop the last object of the sheaf at word `sw`, which is not empty; its free tag stays until the
+ * caller hands it out. The one pop of a sheaf on the slow and nolock allocations (popFast writes
+ * it out: a call there costs the nolock pair 5%). The sheaf's owner, under its local lock.
+ */
+export function sheafPop(i32: Int32Array, sw: number): number {
+  const n = i32[sw + S_SIZE]! - 1;
+  i32[sw + S_SIZE] = n;
+  return i32[sw + S_OBJS + n]!;
+}
+
+/**
+ * Push free object `addr` on the sheaf at word `sw`, which is not full, and tag it free. The one
+ * push of a sheaf on the slow and nolock frees (pushFast writes it out, as popFast does). The
+ * sheaf's owner, under its local lock.
+ */
+export function sheafPush(i32: Int32Array, sw: number, addr: number): void {
+  const n = i32[sw + S_SIZE]!;
+  i32[sw + S_OBJS + n] = addr;
+  i32[sw + S_SIZE] = n + 1;
+  i32[addr >> 2] = addr ^ FREE_TAG;
+}
+
 export class SlabAllocator extends MemView {
   readonly mem: Mem;
   readonly locks: Locks;
@@ -249,6 +272,7 @@ export class SlabAllocator extends MemView {
     const i32 = this.i32;
     if (i32[pcs + P_LOCKED] !== 0) return 0;
     const sw = i32[pcs + P_MAIN]! >> 2;
+    // sheafPop, written out (see there).
     const n = i32[sw + S_SIZE]! - 1;
     if (n < 0) return 0;
     i32[sw + S_SIZE] = n;
@@ -276,6 +300,7 @@ export class SlabAllocator extends MemView {
     const sw = i32[pcs + P_MAIN]! >> 2;
     const n = i32[sw + S_SIZE]!;
     if (n >= i32[sw + S_CAP]!) return false;
+    // sheafPush, written out (see sheafPop).
     i32[sw + S_OBJS + n] = addr;
     i32[sw + S_SIZE] = n + 1;
     i32[addr >> 2] = addr ^ FREE_TAG;
