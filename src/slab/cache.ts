@@ -63,6 +63,7 @@ import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
 import { CACHE_NAME_MAX, DEBUG_META_BYTES } from "../core/layout.js";
 import { slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
+import { objectInuse } from "./sizes.js";
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
@@ -178,7 +179,7 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
   const debug = slab.locks.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
-  const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
+  const inuse = objectInuse(objectSize);
   const size = cacheStride(objectSize, align, debug);
   const order = slabOrder(size);
   const gen = i32[kw + K_GEN]! + 1;
@@ -366,9 +367,9 @@ export function noSlotUses(slab: SlabAllocator, kw: number): boolean {
   return true;
 }
 
-/** Stride of a cache's objects: the size rounded up to 8, with the debug redzone and metadata, rounded up to `align`. */
+/** Stride of a cache's objects: the size rounded up to OBJ_ALIGN, with the debug redzone and metadata, rounded up to `align`. */
 export function cacheStride(objectSize: number, align: number, debug: boolean): number {
-  const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
+  const inuse = objectInuse(objectSize);
   return Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
 }
 

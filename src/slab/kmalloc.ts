@@ -53,6 +53,7 @@ import { isFreeObject } from "./debug.js";
 import { C_RCU_WAIT, G_NR_DYING } from "../core/layout.js";
 import { flushDyingCaches } from "./cache.js";
 import { sheafPop, sheafPush } from "./slab.js";
+import { MAX_ORDER } from "../core/layout.js";
 
 export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
@@ -68,7 +69,7 @@ export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): num
 
 export function kmallocLarge(slab: SlabAllocator, size: number, gfp: number): number {
   const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
-  if (order > 10) return slab.pages.allocFailed(order, gfp);
+  if (order > MAX_ORDER) return slab.pages.allocFailed(order, gfp);
   if ((gfp & GFP.FAST_TRY) === 0) slab.locks.assertCanLock(LOCK.zone);
   const pfn = slab.pages.rmqueue(order, gfp);
   if (pfn === 0) return slab.pages.allocFailed(order, gfp);

@@ -22,6 +22,14 @@ export const FIRST_NAMED_ID = KMALLOC_FIRST_ID + KMALLOC_SIZES.length;
 /** Largest object a named cache may have: one object per order-3 slab. */
 export const MAX_OBJECT_SIZE = PAGE_SIZE << PCP_MAX_ORDER;
 
+/** Every object is aligned to and padded to this: its first two words hold the free tag and the freelist link. */
+export const OBJ_ALIGN = 8;
+
+/** Bytes an object of `objectSize` takes before any debug redzone: the size rounded up to OBJ_ALIGN. */
+export function objectInuse(objectSize: number): number {
+  return Math.ceil(Math.max(objectSize, OBJ_ALIGN) / OBJ_ALIGN) * OBJ_ALIGN;
+}
+
 /** SIZE_INDEX[(size + 7) >> 3] is the kmalloc class of a size in 1..8192. */
 export const SIZE_INDEX = new Uint8Array((KMALLOC_MAX_CACHE_SIZE >> 3) + 1);
 {
