@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-const script = fileURLToPath(new URL("../demo/stress.js", import.meta.url));
+const script = fileURLToPath(new URL("../tools/stress/stress.js", import.meta.url));
 
 function runStress(args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {

@@ -21,7 +21,7 @@ import { cacheName, cacheShrink, destroyCache } from "./cache.js";
 /** True only while newKmemCache constructs one: `new KmemCache()` from anywhere else is EINVAL. */
 let making = false;
 
-/** A KmemCache for cache `id` of generation `gen` (the slab layer's createCache and findCache). */
+/** A KmemCache for cache `id` of generation `gen` (the slab layer's createCache and findCache). @internal */
 export function newKmemCache(slab: SlabAllocator, id: number, gen: number): KmemCache {
   making = true;
   try {

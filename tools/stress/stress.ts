@@ -13,7 +13,7 @@
  */
 import { availableParallelism, cpus as osCpus } from "node:os";
 import { Worker } from "node:worker_threads";
-import { Heap, HeapError, type HeapStats } from "../src/index.js";
+import { Heap, HeapError, type HeapStats } from "../../src/index.js";
 import {
   controlBytes,
   CTL_STOP,
@@ -34,8 +34,8 @@ import {
   XKIND_PAGES,
   zeroCounters,
 } from "./stress-shared.js";
-import { nonEmpty, type OptionTable, parseCommandLine, parseFraction, parseSeconds, parseSize, parseWhole, UsageError, usageMessage } from "./args.js";
-import { parseSeed } from "../test/support/common.js";
+import { nonEmpty, type OptionTable, parseCommandLine, parseFraction, parseSeconds, parseSize, parseWhole, UsageError, usageMessage } from "../../demo/args.js";
+import { parseSeed } from "../../test/support/common.js";
 
 /* ------------------------------------------------------------------ options */
 
@@ -65,7 +65,7 @@ function defaultWorkers(): number {
 }
 
 const HELP = `Usage: npm run stress -- [options]
-       node dist/demo/stress.js [options]
+       node dist/tools/stress/stress.js [options]
 
 Runs worker_threads against one shmalloc heap, checking every block they free, then checks that the
 heap is intact and every page came back. Prints a summary table and a PASS or FAIL line. Exit code:

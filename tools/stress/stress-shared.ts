@@ -3,7 +3,7 @@
  * generator, block signatures, the cross-worker rings, the RCU-published table and the control
  * words, plus the shape of what a worker reports.
  */
-import type { Heap } from "../src/index.js";
+import type { Heap } from "../../src/index.js";
 
 /* ------------------------------------------------------------------ seeded generator */
 
@@ -16,7 +16,7 @@ export function mix32(a: number, b: number): number {
 }
 
 /** The workers' generator: one stream per (seed, stream). */
-export { Prng as Rng } from "../test/support/common.js";
+export { Prng as Rng } from "../../test/support/common.js";
 
 /* ------------------------------------------------------------------ signatures */
 

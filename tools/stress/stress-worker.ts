@@ -5,7 +5,7 @@
  * random lock points. At the end it frees everything it holds, detaches and reports its counters.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { GFP, Heap, HeapError, type KmemCache, type TraceRecord } from "../src/index.js";
+import { GFP, Heap, HeapError, type KmemCache, type TraceRecord } from "../../src/index.js";
 import {
   CTL_DONE,
   CTL_FAILED,
