@@ -52,7 +52,7 @@ import {
   C_VMSTAT,
   CACHE_ACTIVE,
   CACHE_DYING,
-  CACHE_HDR_LINES,
+  CACHE_HDR_WORDS,
   CPUF_NOBLOCK,
   computeGeometry,
   CT_LOCK,
@@ -85,7 +85,7 @@ import {
   KF_KMALLOC,
   KF_SHEAF_CACHE,
   LAYOUT_VERSION,
-  LINE_WORDS,
+  PCS_WORDS,
   LOCK,
   LOCK_CLASSES,
   NR_VM,
@@ -462,7 +462,7 @@ export class Heap extends RcuAllocator {
       const kw = this.cacheWOf(id);
       const st = i32[kw + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] = 0;
+      i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED] = 0;
       if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) this.unlock(kw + K_BARN_LOCK, LOCK.barn);
       if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
         this.slabRecountLocked(id);

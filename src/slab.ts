@@ -67,7 +67,7 @@ import {
   CACHE_ACTIVE,
   CACHE_DYING,
   CACHE_FREE,
-  CACHE_HDR_LINES,
+  CACHE_HDR_WORDS,
   CACHE_NAME_MAX,
   CT_LOCK,
   CT_NR,
@@ -123,7 +123,7 @@ import {
   K_STATE,
   K_TOTAL_OBJS,
   KF_SHEAF_CACHE,
-  LINE_WORDS,
+  PCS_WORDS,
   LOCK,
   O_NEXT,
   ORDER_MASK,
@@ -265,7 +265,7 @@ export class SlabAllocator extends PageAllocator {
 
   /** Word index of this slot's pcs line of cache `id`. */
   protected pcsW(id: number): number {
-    return this.cacheW + id * this.cacheWords + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+    return this.cacheW + id * this.cacheWords + CACHE_HDR_WORDS + this.cpu * PCS_WORDS;
   }
 
   /* ================================================================= kmalloc: fast paths */
@@ -318,7 +318,7 @@ export class SlabAllocator extends PageAllocator {
     const size = i32[kw + K_SIZE]!;
     const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
     if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ FREE_TAG)) return false;
-    const pcs = kw + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+    const pcs = kw + CACHE_HDR_WORDS + this.cpu * PCS_WORDS;
     if (i32[pcs + P_LOCKED] !== 0) return false;
     const sw = i32[pcs + P_MAIN]! >> 2;
     const n = i32[sw + S_SIZE]!;
@@ -471,7 +471,7 @@ export class SlabAllocator extends PageAllocator {
     const i32 = this.i32;
     // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
       if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
     }
     const kw = this.cacheWOf(id);
@@ -1651,7 +1651,7 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_INUSE] = inuse;
     this.u8.set(name, (kw + K_NAME) << 2);
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
+      i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
     }
     // Publication point: the state store makes the configuration visible to findCache.
     Atomics.store(i32, kw + K_STATE, CACHE_ACTIVE);
@@ -1677,7 +1677,7 @@ export class SlabAllocator extends PageAllocator {
   protected cacheAlloc(id: number, gen: number, gfp: number): number {
     const i32 = this.i32;
     if (gfp === 0 && this.fastOff === 0 && i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-      const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
+      const obj = this.popFast(this.cacheWOf(id) + CACHE_HDR_WORDS + this.cpu * PCS_WORDS);
       if (obj !== 0) return obj;
     }
     this.assertLive();
@@ -1722,7 +1722,7 @@ export class SlabAllocator extends PageAllocator {
    */
   protected flushCpuSheaves(id: number, cpu: number, mode: number): boolean {
     const i32 = this.i32;
-    const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+    const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
     const emptyW = (this.hw + EMPTY_SHEAF_W) << 2;
     const own = cpu === this.cpu;
     if (own) {
@@ -1755,7 +1755,7 @@ export class SlabAllocator extends PageAllocator {
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
       if (!this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
       // A reclaimed slot is inside no slow path any more, wherever it died.
-      if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_USERS, 0);
+      if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_USERS, 0);
     }
   }
 
@@ -1882,7 +1882,7 @@ export class SlabAllocator extends PageAllocator {
   private noSlotUses(kw: number): boolean {
     const i32 = this.i32;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
       if (i32[pcs + P_MAIN] !== (this.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0 || Atomics.load(i32, pcs + P_USERS) !== 0) return false;
     }
     return true;
@@ -1895,7 +1895,7 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     let sheafObjects = 0;
     for (let cpu = 0; cpu < this.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
       const main = i32[pcs + P_MAIN]!;
       const spare = i32[pcs + P_SPARE]!;
       sheafObjects += i32[(main >> 2) + S_SIZE]!;
@@ -2042,7 +2042,7 @@ export class SlabAllocator extends PageAllocator {
         }
       };
       for (let cpu = 0; cpu < this.cpus; cpu++) {
-        const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+        const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
         checkSheaf(i32[pcs + P_MAIN]!, `cpu ${cpu} main`);
         if (i32[pcs + P_SPARE] !== 0) checkSheaf(i32[pcs + P_SPARE]!, `cpu ${cpu} spare`);
       }
