@@ -31,9 +31,14 @@ export const PAGE_SIZE = 1 << PAGE_SHIFT;
 /** Highest buddy order: blocks of 2^0 .. 2^10 pages (4 KiB .. 4 MiB). */
 export const MAX_ORDER = 10;
 export const NR_ORDERS = MAX_ORDER + 1;
-/** PAGE_ALLOC_COSTLY_ORDER: the pcp lists and the nolock page calls serve orders 0..3. */
+/** PAGE_ALLOC_COSTLY_ORDER: the nolock page calls serve orders 0..3, and slabs are at most order 3. */
 export const PCP_MAX_ORDER = 3;
-export const NR_PCP_ORDERS = PCP_MAX_ORDER + 1;
+/** The pcp lists serve orders 0..PCP_LIST_MAX_ORDER (4 KiB .. 128 KiB): the costly orders too, as
+ * the kernel keeps a pcp list for the pageblock order, so that pairs of order 4 and 5 (large
+ * kmalloc sizes, page buffers) do not take the zone lock each time. A slot's lists still hold at
+ * most about `high` pages in all (Z_PCP_HIGH), whatever the orders. */
+export const PCP_LIST_MAX_ORDER = 5;
+export const NR_PCP_ORDERS = PCP_LIST_MAX_ORDER + 1;
 /** A cache line, in bytes and in 32-bit words. */
 export const LINE_BYTES = 64;
 export const LINE_WORDS = 16;
@@ -45,7 +50,7 @@ export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 7;
+export const LAYOUT_VERSION = 8;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */

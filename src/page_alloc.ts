@@ -1,5 +1,6 @@
 /*
- * The page allocator: one zone of buddy free lists (orders 0..10) with per-CPU page lists (pcp).
+ * The page allocator: one zone of buddy free lists (orders 0..10) with per-CPU page lists (pcp)
+ * for orders 0..PCP_LIST_MAX_ORDER (5); the nolock calls serve orders 0..PCP_MAX_ORDER (3).
  *
  * LOCKING CONTRACT
  *
@@ -70,6 +71,7 @@ import {
   ORDER_SHIFT,
   PAGE_SHIFT,
   PAGE_SIZE,
+  PCP_LIST_MAX_ORDER,
   PCP_MAX_ORDER,
   PD_WORDS,
   PG_BUDDY,
@@ -142,7 +144,7 @@ export class PageAllocator extends MmBase {
     const i32 = this.i32;
     const c = this.pcpuW;
     if (
-      typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
+      typeof order === "number" && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER && gfp === 0 && !this.reentrant && !this.detached &&
       i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
     ) {
       const pfn = i32[c + C_PCP_HEAD + order]!;
@@ -177,7 +179,7 @@ export class PageAllocator extends MmBase {
     const c = this.pcpuW;
     if (
       typeof addr === "number" && typeof order === "number" &&
-      addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_MAX_ORDER &&
+      addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER &&
       !this.reentrant && !this.detached && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
     ) {
       const pfn = addr >>> PAGE_SHIFT;
@@ -295,7 +297,7 @@ export class PageAllocator extends MmBase {
 
   private rmqueueAny(order: number, gfp: number): number {
     if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.shouldFail()) return 0;
-    if (order <= PCP_MAX_ORDER) {
+    if (order <= PCP_LIST_MAX_ORDER) {
       if (this.pcpEnter()) {
         const pfn = this.rmqueuePcp(order, gfp);
         this.pcpExit();
@@ -562,7 +564,7 @@ export class PageAllocator extends MmBase {
     // flags, at every lock point below the block is an allocated block of this slot.
     this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
-    if (order <= PCP_MAX_ORDER) {
+    if (order <= PCP_LIST_MAX_ORDER) {
       if (this.pcpEnter()) {
         const u32 = this.u32;
         const c = this.pcpuW;
@@ -574,7 +576,9 @@ export class PageAllocator extends MmBase {
         u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! + 1;
         const count = u32[c + C_PCP_COUNT]! + (1 << order);
         u32[c + C_PCP_COUNT] = count;
-        if (!nolock && count > u32[this.hw + Z_PCP_HIGH]!) this.pcpDrain(this.cpu, u32[this.hw + Z_PCP_BATCH]!);
+        // A block of a high order can pass high by more than a batch: drain down to high at least.
+        const high = u32[this.hw + Z_PCP_HIGH]!;
+        if (!nolock && count > high) this.pcpDrain(this.cpu, Math.max(u32[this.hw + Z_PCP_BATCH]!, count - high));
         this.pcpExit();
         if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) this.drainDeferred();
         return;
@@ -622,7 +626,7 @@ export class PageAllocator extends MmBase {
     const c = this.pcpOf(cpu);
     if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return;
     let freed = 0;
-    for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = (o + 1) & PCP_MAX_ORDER) {
+    for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = o === PCP_LIST_MAX_ORDER ? 0 : o + 1) {
       const pfn = u32[c + C_PCP_HEAD + o]!;
       if (pfn === 0) {
         idle++;
@@ -819,7 +823,7 @@ export class PageAllocator extends MmBase {
     const u32 = this.u32;
     const c = this.pcpOf(cpu);
     let pages = 0;
-    for (let o = 0; o <= PCP_MAX_ORDER; o++) {
+    for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
       let n = 0;
       for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= this.nrPages; pfn = u32[this.pd(pfn) + D_NEXT]!) n++;
       u32[c + C_PCP_NR + o] = n;
@@ -1071,7 +1075,7 @@ export class PageAllocator extends MmBase {
         const c = this.pcpOf(cpu);
         let pages = 0;
         if (u32[c + C_STATE] === SLOT_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
-        for (let o = 0; o <= PCP_MAX_ORDER; o++) {
+        for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
           let n = 0;
           for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[this.pd(pfn) + D_NEXT]!) {
             const d = this.pd(pfn);
