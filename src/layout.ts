@@ -50,7 +50,7 @@ export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 8;
+export const LAYOUT_VERSION = 9;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -316,10 +316,13 @@ export const K_SHEAF_CAP = 6;
 export const K_FLAGS = 7;
 /** Bytes of the UTF-8 name in line 1. */
 export const K_NAME_LEN = 8;
-/** Empty slabs kept on the partial list before they go back to the page allocator. */
+/** Empty slabs the slab decay keeps on the partial list (min_partial); shrink keeps none. */
 export const K_MIN_PARTIAL = 9;
 /** Incremented at every createCache in this descriptor, so stale KmemCache handles are refused. */
 export const K_GEN = 10;
+/** Most empty slabs the partial list keeps (at least K_MIN_PARTIAL): an empty slab beyond it goes
+ * back to the page allocator at once; the slab decay brings the count back to K_MIN_PARTIAL. */
+export const K_MAX_EMPTY = 11;
 /** 1 / K_SIZE as a float64 at this (even) word: the fast free path divides with a multiply. */
 export const K_INV_SIZE = 12;
 /** Debug heaps: byte offset, inside each object's stride, of its two metadata words (0: none). */
@@ -347,6 +350,16 @@ export const K_NR_EMPTY = 53;
 /** Head pfn of the full list (slabs with no free object) and its length. */
 export const K_FULL = 54;
 export const K_NR_FULL = 55;
+/** Slab decay: the fewest empty slabs the cache had since the last decay step. Those were not
+ * needed by any allocation during the whole period: the next step releases half of them above
+ * K_MIN_PARTIAL (jemalloc's and mimalloc's decay, in steps of list-lock holds instead of time). */
+export const K_EMPTY_LOW = 56;
+/** Frees to the slabs (list-lock holds that put objects back) since the last decay step. */
+export const K_DECAY_TICKS = 57;
+/** Frees to the slabs between two decay steps of a cache. */
+export const SLAB_DECAY_TICKS = 128;
+/** Pages of empty slabs a cache keeps at most (K_MAX_EMPTY), and at most 1/64 of the zone. */
+export const SLAB_EMPTY_MAX_PAGES = 256;
 
 /** Line 5: the barn lock (line 4 holds nothing). */
 export const K_BARN_LOCK = 80;

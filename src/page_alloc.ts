@@ -386,11 +386,13 @@ export class PageAllocator extends MmBase {
   }
 
   /**
-   * GFP.KERNEL below the low watermark: drain every slot's pcp lists; grow the heap if it may grow
-   * (memory hotplug); then allocate down to min.
+   * GFP.KERNEL below the low watermark: take back the slab caches' kept empty slabs, drain every
+   * slot's pcp lists; grow the heap if it may grow (memory hotplug); then allocate down to min.
    */
   private allocSlowReclaim(order: number): number {
     this.vmInc(VM.directReclaim, 1);
+    // The slab caches' kept empty slabs first, so that the pcp drain below takes their pages too.
+    this.reclaimSlabs();
     this.drainAllPcp();
     // An agent that must not block gives up past its bound: the allocation returns 0.
     if (!this.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return 0;
@@ -646,6 +648,9 @@ export class PageAllocator extends MmBase {
     this.unlock(this.hw + Z_LOCK, LOCK.zone);
     this.vmInc(VM.pcpDrain, 1);
   }
+
+  /** Direct reclaim's shrinker: the slab allocator gives back the empty slabs it keeps (slab.ts). */
+  protected reclaimSlabs(): void {}
 
   /** Drain every slot's pcp lists (direct reclaim). Takes each pcp lock with lock(). */
   protected drainAllPcp(): void {

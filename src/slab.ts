@@ -20,10 +20,18 @@
  *     a reclaim of an agent stopped there never flushes a sheaf the barn also holds. A slab leaving
  *     its cache becomes an allocated page block of the slot under the list lock (unaccountSlab).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
- *     K_TOTAL_OBJS, K_FREE_OBJS and, for every slab of the cache, its head descriptor's D_FREELIST,
- *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
- *     built before the lock is taken; under it the maker takes its objects first and only then
- *     puts the slab on a list, so no other agent can empty it in between.
+ *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
+ *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
+ *     on its freelist (words 0 and 1). A new slab is built before the lock is taken; under it the
+ *     maker takes its objects first and only then puts the slab on a list, so no other agent can
+ *     empty it in between.
+ *   Empty slabs stay on the partial list up to K_MAX_EMPTY; one beyond goes back to the page
+ *     allocator at once. Every SLAB_DECAY_TICKS frees to the slabs, a decay step (under the list
+ *     lock that free holds) takes off half of the empty slabs above K_MIN_PARTIAL that no
+ *     allocation needed since the step before (K_EMPTY_LOW), and releases them after the unlock,
+ *     as every slab leaving its cache is (unaccountSlab). Direct reclaim in the page allocator
+ *     (reclaimSlabs) takes back every empty slab above K_MIN_PARTIAL, with trylock only: a list
+ *     lock that is held, by anyone, is skipped. shrink keeps no empty slab.
  *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
@@ -106,6 +114,9 @@ import {
   DEBUG_REDZONE,
   DEBUG_RZ,
   K_LIST_LOCK,
+  K_DECAY_TICKS,
+  K_EMPTY_LOW,
+  K_MAX_EMPTY,
   K_MIN_PARTIAL,
   K_NAME,
   K_NAME_LEN,
@@ -123,6 +134,9 @@ import {
   K_STATE,
   K_TOTAL_OBJS,
   KF_SHEAF_CACHE,
+  SLAB_DECAY_TICKS,
+  SLAB_EMPTY_MAX_PAGES,
+  Z_MANAGED,
   PCS_WORDS,
   LOCK,
   O_NEXT,
@@ -748,7 +762,7 @@ export class SlabAllocator extends PageAllocator {
       const pfn = i32[kw + K_PARTIAL]!;
       if (pfn === 0) break;
       const d = this.pd(pfn);
-      if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+      if (i32[d + D_INUSE] === 0) this.emptySlabTaken(kw);
       let obj = i32[d + D_FREELIST]!;
       let inuse = i32[d + D_INUSE]!;
       while (obj !== 0 && got < want) {
@@ -768,6 +782,14 @@ export class SlabAllocator extends PageAllocator {
     return got;
   }
 
+  /** An empty slab of the partial list gets objects taken: count it, and lower the decay's low-water mark. List lock held. */
+  private emptySlabTaken(kw: number): void {
+    const i32 = this.i32;
+    const empty = i32[kw + K_NR_EMPTY]! - 1;
+    i32[kw + K_NR_EMPTY] = empty;
+    if (empty < i32[kw + K_EMPTY_LOW]!) i32[kw + K_EMPTY_LOW] = empty;
+  }
+
   /** Take one object off the first partial slab, or 0. List lock held. */
   private takeOneFromPartial(kw: number): number {
     const i32 = this.i32;
@@ -775,7 +797,7 @@ export class SlabAllocator extends PageAllocator {
     if (pfn === 0) return 0;
     const d = this.pd(pfn);
     const inuse = i32[d + D_INUSE]!;
-    if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+    if (inuse === 0) this.emptySlabTaken(kw);
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
     this.debugUnlink(kw, obj);
@@ -981,6 +1003,7 @@ export class SlabAllocator extends PageAllocator {
       i32[sw + S_SIZE] = i;
       if (empty !== 0) (discard ??= []).push(empty);
     }
+    discard = this.slabDecayLocked(kw, discard);
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     this.vmInc(VM.sheafFlush, 1);
     if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, mode);
@@ -992,14 +1015,78 @@ export class SlabAllocator extends PageAllocator {
     const kw = this.cacheWOf(id);
     if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const empty = this.putObjectLocked(kw, addr);
+    const decayed = this.slabDecayLocked(kw, null);
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     if (empty !== 0) this.releaseSlab(id, empty, mode);
+    if (decayed !== null) for (const pfn of decayed) this.releaseSlab(id, pfn, mode);
     return true;
   }
 
   /**
+   * Slab decay, at every free to the slabs: every SLAB_DECAY_TICKS of them, a step releases half of
+   * the empty slabs above min_partial that no allocation needed since the last step (K_EMPTY_LOW),
+   * adding their head pfns to `discard` for release after the unlock. A churn that empties slabs
+   * and fills them again (a batch freed, the next one allocated) keeps its slabs, where releasing
+   * every empty slab beyond min_partial at once had the next batch build them again. List lock held.
+   */
+  private slabDecayLocked(kw: number, discard: number[] | null): number[] | null {
+    const ticks = this.i32[kw + K_DECAY_TICKS]! + 1;
+    if (ticks < SLAB_DECAY_TICKS) {
+      this.i32[kw + K_DECAY_TICKS] = ticks;
+      return discard;
+    }
+    return this.slabDecayStep(kw, discard, false);
+  }
+
+  /**
+   * One decay step (`all`: direct reclaim, every empty slab above min_partial). The partial list
+   * walk is bounded by the slab count. List lock held.
+   */
+  private slabDecayStep(kw: number, discard: number[] | null, all: boolean): number[] | null {
+    const i32 = this.i32;
+    i32[kw + K_DECAY_TICKS] = 0;
+    const empty = i32[kw + K_NR_EMPTY]!;
+    const surplus = (all ? empty : Math.min(i32[kw + K_EMPTY_LOW]!, empty)) - i32[kw + K_MIN_PARTIAL]!;
+    if (surplus > 0) {
+      let n = all ? surplus : (surplus + 1) >> 1;
+      const most = i32[kw + K_NR_SLABS]!;
+      for (let pfn = i32[kw + K_PARTIAL]!, steps = 0; pfn !== 0 && n > 0 && ++steps <= most; ) {
+        const next = i32[this.pd(pfn) + D_NEXT]!;
+        if (i32[this.pd(pfn) + D_INUSE] === 0) {
+          this.partialDel(kw, pfn);
+          this.unaccountSlab(kw, pfn);
+          i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+          (discard ??= []).push(pfn);
+          n--;
+        }
+        pfn = next;
+      }
+    }
+    i32[kw + K_EMPTY_LOW] = i32[kw + K_NR_EMPTY]!;
+    return discard;
+  }
+
+  /**
+   * Direct reclaim (the page allocator found no block): every cache gives back its empty slabs above
+   * min_partial. The list locks are only tried, never waited for: a cache whose lock is held, by
+   * another agent or by this one, is skipped.
+   */
+  protected override reclaimSlabs(): void {
+    const i32 = this.i32;
+    const nr = Math.min(i32[this.hw + CT_NR]!, this.maxCaches);
+    for (let id = 0; id < nr; id++) {
+      const kw = this.cacheWOf(id);
+      if (Atomics.load(i32, kw + K_STATE) === CACHE_FREE || i32[kw + K_NR_EMPTY]! <= i32[kw + K_MIN_PARTIAL]!) continue;
+      if (!this.trylock(kw + K_LIST_LOCK, LOCK.list)) continue;
+      const discard = this.slabDecayStep(kw, null, true);
+      this.unlock(kw + K_LIST_LOCK, LOCK.list);
+      if (discard !== null) for (const pfn of discard) this.releaseSlab(id, pfn, 0);
+    }
+  }
+
+  /**
    * Put an object on its slab's freelist. Returns the slab's head pfn when the slab became empty
-   * beyond min_partial and left the cache (the caller releases it after the unlock), else 0.
+   * beyond K_MAX_EMPTY and left the cache (the caller releases it after the unlock), else 0.
    * List lock held.
    */
   private putObjectLocked(kw: number, obj: number): number {
@@ -1019,7 +1106,7 @@ export class SlabAllocator extends PageAllocator {
       this.partialAdd(kw, head);
     }
     if (inuse === 0) {
-      if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MIN_PARTIAL]!) {
+      if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MAX_EMPTY]!) {
         this.partialDel(kw, head);
         this.unaccountSlab(kw, head);
         return head;
@@ -1052,6 +1139,7 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_NR_FULL] = full;
     i32[kw + K_FREE_OBJS] = free;
     i32[kw + K_NR_EMPTY] = empty;
+    i32[kw + K_EMPTY_LOW] = empty;
   }
 
   /**
@@ -1645,7 +1733,11 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_FLAGS] = flags;
     i32[kw + K_NAME_LEN] = name.length;
     // min_partial: ilog2(size) / 2, clamped to 5..10 as the kernel does.
-    i32[kw + K_MIN_PARTIAL] = Math.min(10, Math.max(5, Math.floor(Math.log2(size) / 2)));
+    const minPartial = Math.min(10, Math.max(5, Math.floor(Math.log2(size) / 2)));
+    i32[kw + K_MIN_PARTIAL] = minPartial;
+    // Empty slabs kept for the decay: up to SLAB_EMPTY_MAX_PAGES pages, at most 1/64 of the zone.
+    const keepPages = Math.min(SLAB_EMPTY_MAX_PAGES, this.u32[this.hw + Z_MANAGED]! >>> 6);
+    i32[kw + K_MAX_EMPTY] = Math.max(minPartial, keepPages >>> order);
     this.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
     i32[kw + K_META] = debug ? inuse + DEBUG_RZ : 0;
     i32[kw + K_INUSE] = inuse;
@@ -1802,6 +1894,7 @@ export class SlabAllocator extends PageAllocator {
       }
       pfn = next;
     }
+    i32[kw + K_EMPTY_LOW] = i32[kw + K_NR_EMPTY]!;
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     for (const pfn of discard) this.releaseSlab(id, pfn, 0);
     if (steps > most) throw new HeapError(ErrorCode.ECORRUPT, `the partial list of ${this.cacheName(id)} is longer than its ${most} slabs: a cycle`);
