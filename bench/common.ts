@@ -5,14 +5,21 @@
  * small statistics.
  */
 
-/** The three allocators every workload is run against. */
-export type AllocKind = "shmalloc" | "thing" | "js";
+/** The three allocators every workload is run against, and the optional Wasm peers (peers.ts). */
+export type AllocKind = "shmalloc" | "thing" | "js" | "mimalloc" | "dlmalloc";
 export const ALLOC_KINDS: readonly AllocKind[] = ["shmalloc", "thing", "js"];
+export const PEER_KINDS: readonly AllocKind[] = ["mimalloc", "dlmalloc"];
 export const ALLOC_LABEL: Record<AllocKind, string> = {
   shmalloc: "shmalloc",
   thing: "@thi.ng/malloc",
   js: "plain JS",
+  mimalloc: "Wasm mimalloc",
+  dlmalloc: "Wasm dlmalloc",
 };
+/** Is this allocator one of the Wasm peers? */
+export function isPeer(a: AllocKind): boolean {
+  return a === "mimalloc" || a === "dlmalloc";
+}
 
 /** What one worker is asked to do. Everything here is structured-clone friendly. */
 export interface TaskSpec {
@@ -39,6 +46,10 @@ export interface TaskSpec {
   shared?: SharedArrayBuffer;
   /** Addresses handed to the workers by the main thread (cache-scratch). */
   handoff?: number[];
+  /** Wasm peers: the folder of their loader, the run's shared memory and the compiled module. */
+  peersDir?: string;
+  memory?: unknown;
+  module?: unknown;
 }
 
 /** One timed sample: operations done and nanoseconds taken. */

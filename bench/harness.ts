@@ -6,7 +6,8 @@
 import { Worker } from "node:worker_threads";
 import { MemPool } from "@thi.ng/malloc";
 import { Heap } from "../src/index.js";
-import { type AllocKind, CTL_WORDS, type Sample, type TaskSpec, type WorkerResult } from "./common.js";
+import { type AllocKind, CTL_WORDS, isPeer, type Sample, type TaskSpec, type WorkerResult } from "./common.js";
+import { loadPeersKit } from "./peers.js";
 
 export interface GroupOptions {
   kind: string;
@@ -26,6 +27,8 @@ export interface GroupOptions {
   poolBytes?: number;
   /** shmalloc heap size (default 64 MiB). */
   heapBytes?: number;
+  /** Wasm peers: the folder of wasm-peers.mjs (findPeers accepted it). */
+  peersDir?: string;
   /** Progress units this run reports (one per warm-up and per sample). */
   units: number;
 }
@@ -67,7 +70,20 @@ export async function runGroup(o: GroupOptions, progress: Progress): Promise<Gro
   let pool: SharedArrayBuffer | undefined;
   let lock: SharedArrayBuffer | undefined;
   const handoff: number[] = [];
-  if (o.alloc === "shmalloc") {
+  let peerMemory: unknown;
+  let peerModule: unknown;
+  if (isPeer(o.alloc)) {
+    // One fresh shared memory per run; the main thread is agent 0 (it allocates the handoff
+    // objects), worker w is agent w + 1.
+    const kit = await loadPeersKit(o.peersDir!);
+    const memory = kit.createMemory();
+    peerMemory = memory;
+    peerModule = kit.peerModule(o.alloc);
+    if (o.handoffSize !== undefined) {
+      const main = kit.loadPeer(o.alloc, { memory, module: peerModule, index: 0 });
+      for (let w = 0; w < o.workers; w++) handoff.push(main.malloc(o.handoffSize));
+    }
+  } else if (o.alloc === "shmalloc") {
     heap = Heap.create({ size: o.heapBytes ?? 64 << 20, cpus: 8 });
     if (o.handoffSize !== undefined) for (let w = 0; w < o.workers; w++) handoff.push(heap.kmalloc(o.handoffSize));
   } else if (o.alloc === "thing" && o.poolBytes !== undefined) {
@@ -92,6 +108,11 @@ export async function runGroup(o: GroupOptions, progress: Progress): Promise<Gro
   if (lock !== undefined) base.lock = lock;
   if (shared !== undefined) base.shared = shared;
   if (handoff.length > 0) base.handoff = handoff;
+  if (peerMemory !== undefined) {
+    base.peersDir = o.peersDir!;
+    base.memory = peerMemory;
+    base.module = peerModule;
+  }
 
   const workers: Worker[] = [];
   const results: (WorkerResult | undefined)[] = new Array<WorkerResult | undefined>(o.workers);

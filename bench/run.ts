@@ -9,6 +9,8 @@
  *   node dist/bench/run.js --out DIR    write latest.json / latest.md to DIR instead of bench/results
  *   node dist/bench/run.js --only P,Q   only the runs whose id starts with P or Q, e.g.
  *                                       --only pages,glibc-simple/shmalloc (files written only with --out)
+ *   node dist/bench/run.js --peers DIR  also run the Wasm peers (mimalloc, dlmalloc) from DIR, the folder
+ *                                       of their loader wasm-peers.mjs (e.g. ../shared/peers)
  *   node dist/bench/run.js --help       the options (a bad one exits with status 2)
  *
  * The suite starts many workers over a few minutes, each loading the compiled allocator. So that a

@@ -13,6 +13,7 @@
 import { MemPool } from "@thi.ng/malloc";
 import type { Heap } from "../src/index.js";
 import { FutexLock } from "./common.js";
+import type { Peer } from "./peers.js";
 
 /** First bytes of a pattern-filled block hold its size (for blocks identified by address). */
 const COOKIE = 0x5a;
@@ -55,9 +56,14 @@ const RETRIES = 3;
 /** Stores whose blocks are byte addresses in one buffer. */
 abstract class AddrStore implements Store<Int32Array> {
   abstract readonly name: string;
-  protected readonly u8: Uint8Array;
-  protected readonly i32: Int32Array;
+  protected u8: Uint8Array;
+  protected i32: Int32Array;
   constructor(buf: ArrayBufferLike) {
+    this.u8 = new Uint8Array(buf);
+    this.i32 = new Int32Array(buf, 0, buf.byteLength >>> 2);
+  }
+  /** New views after the memory grew (a Wasm peer's memory.grow). */
+  protected remap(buf: ArrayBufferLike): void {
     this.u8 = new Uint8Array(buf);
     this.i32 = new Int32Array(buf, 0, buf.byteLength >>> 2);
   }
@@ -182,6 +188,31 @@ export class LockedThingStore extends AddrStore {
     this.lk.lock();
     this.pool.free(addr);
     this.lk.unlock();
+  }
+}
+
+/**
+ * A Wasm peer (mimalloc or dlmalloc compiled to WebAssembly, peers.ts): its raw malloc and free
+ * exports on this agent's instance, over the run's shared memory.
+ */
+export class PeerStore extends AddrStore {
+  private readonly m: (size: number) => number;
+  private readonly f: (addr: number) => void;
+  constructor(
+    readonly name: string,
+    private readonly peer: Peer,
+  ) {
+    super(peer.memory.buffer);
+    this.m = peer.malloc;
+    this.f = peer.free;
+  }
+  protected malloc(size: number): number {
+    const a = this.m(size);
+    if (a + size > this.u8.length) this.remap(this.peer.memory.buffer);
+    return a;
+  }
+  protected mfree(addr: number): void {
+    this.f(addr);
   }
 }
 

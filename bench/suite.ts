@@ -11,9 +11,10 @@ import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { nonEmpty, type OptionTable, parseCommandLine, UsageError, usageMessage } from "../demo/args.js";
-import { ALLOC_KINDS, type AllocKind, best, groupRates, median } from "./common.js";
+import { ALLOC_KINDS, ALLOC_LABEL, type AllocKind, best, groupRates, median, PEER_KINDS } from "./common.js";
 import { type GroupOptions, type GroupResult, type LeakCheck, runGroup } from "./harness.js";
 import type { StormResult } from "./micro.js";
+import { findPeers } from "./peers.js";
 import { xmallocPairWords } from "./workloads.js";
 import {
   fmtNs,
@@ -37,9 +38,10 @@ const BENCH_OPTIONS = {
   json: { type: "boolean" },
   out: { type: "string" },
   only: { type: "string" },
+  peers: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const satisfies OptionTable;
-const USAGE = `usage: node dist/bench/run.js [--quick | --smoke] [--json] [--out DIR] [--only PREFIX,...]
+const USAGE = `usage: node dist/bench/run.js [--quick | --smoke] [--json] [--out DIR] [--only PREFIX,...] [--peers DIR]
   --quick            a much shorter pass (writes latest-quick.* instead of latest.*)
   --smoke            the shortest pass that still runs every section end to end, with one machine
                      check and its leak checks (a few seconds; the test suite's; writes no files
@@ -48,12 +50,17 @@ const USAGE = `usage: node dist/bench/run.js [--quick | --smoke] [--json] [--out
   --out DIR          write the result files to DIR instead of bench/results/
   --only P,Q         only the runs whose id starts with P or Q (files written only with --out);
                      a prefix that matches no run exits 2 listing the sections
+  --peers DIR        also run the Wasm peers (mimalloc and dlmalloc on shared WebAssembly memory)
+                     on every workload, from DIR, the folder of their loader wasm-peers.mjs
+                     (e.g. ../shared/peers); without it, or when DIR has no loader, they are
+                     skipped with a note
   -h, --help         this text`;
 let opts: ReturnType<typeof parseCommandLine<typeof BENCH_OPTIONS>>;
 try {
   opts = parseCommandLine(process.argv.slice(2), BENCH_OPTIONS);
   if (opts.out !== undefined) nonEmpty(opts.out, "--out");
   if (opts.only !== undefined) nonEmpty(opts.only, "--only");
+  if (opts.peers !== undefined) nonEmpty(opts.peers, "--peers");
   if (opts.quick === true && opts.smoke === true) throw new UsageError("--quick and --smoke are two lengths of pass: give one of them");
 } catch (e) {
   if (!(e instanceof UsageError)) throw e;
@@ -74,6 +81,12 @@ const OUT_ARG = opts.out;
 const REPO = process.env.SHMALLOC_BENCH_REPO ?? resolve(here, "../..");
 const OUT_DIR = OUT_ARG !== undefined ? resolve(OUT_ARG) : join(REPO, "bench", "results");
 const ONLY = opts.only?.split(",").filter((x) => x !== "");
+/** The Wasm peers: run on every workload when --peers names their folder (peers.ts). */
+const PEERS = findPeers(opts.peers);
+const PEERS_DIR = PEERS.dir ?? undefined;
+/** Every allocator of this run: the three of every run, then the peers when they are here. */
+const KINDS: readonly AllocKind[] = PEERS.dir !== null ? [...ALLOC_KINDS, ...PEER_KINDS] : ALLOC_KINDS;
+const RAN_PEERS: readonly AllocKind[] = PEERS.dir !== null ? PEER_KINDS : [];
 
 interface Timing {
   sampleMs: number;
@@ -153,9 +166,10 @@ function job(id: string, o: Omit<GroupOptions, "units" | "label"> & { units?: nu
 }
 
 const micro = CFG.micro;
-// Pages: order 0 uses the pcp lists; order 4 is above the pcp orders 0..3, so it always goes to
-// the buddy lists under the zone lock.
-for (const order of [0, 4]) {
+// Pages: orders 0 and 4 use the pcp lists (orders 0..5); order 6 is above them, so it always goes
+// to the buddy lists under the zone lock.
+const PAGE_ORDERS = [0, 4, 6];
+for (const order of PAGE_ORDERS) {
   for (const T of THREADS) job(`pages/o${order}/T${T}`, { kind: "pages", alloc: "shmalloc", workers: T, params: { order }, ...micro });
 }
 for (const T of THREADS) job(`kmalloc/lifo/T${T}`, { kind: "kmalloc-lifo", alloc: "shmalloc", workers: T, params: { size: 64 }, ...micro });
@@ -177,11 +191,12 @@ const glibcParams = {
   n3: GLIBC_COUNTS[3]!,
   poolBytes: 16 << 20,
 };
-for (const alloc of ALLOC_KINDS) {
+for (const alloc of KINDS) {
   job(`glibc-simple/${alloc}`, {
     kind: "glibc",
     alloc,
     workers: 1,
+    ...(PEERS_DIR !== undefined ? { peersDir: PEERS_DIR } : {}),
     params: glibcParams,
     ...CFG.glibc,
     units: GLIBC_SIZES.length * GLIBC_COUNTS.length * (CFG.glibc.samples + 1),
@@ -197,6 +212,7 @@ interface WorkloadDef {
   handoffSize?: number;
 }
 const WORKLOADS: WorkloadDef[] = [
+  { name: "pair-64", kind: "pair", params: { size: 64 } },
   { name: "larson", kind: "larson", params: { ...CFG.larson, seed: SEED }, shared: (T) => T * CFG.larson.slots * 4 },
   {
     name: "xmalloc-test",
@@ -210,8 +226,9 @@ const WORKLOADS: WorkloadDef[] = [
 ];
 for (const wl of WORKLOADS) {
   for (const T of THREADS) {
-    for (const alloc of ALLOC_KINDS) {
+    for (const alloc of KINDS) {
       const o: Omit<GroupOptions, "units" | "label"> = { kind: wl.kind, alloc, workers: T, params: wl.params, ...CFG.work };
+      if (PEERS_DIR !== undefined) o.peersDir = PEERS_DIR;
       if (wl.shared !== undefined) o.sharedBytes = wl.shared(T);
       if (wl.handoffSize !== undefined) o.handoffSize = wl.handoffSize;
       if (alloc === "thing") o.poolBytes = POOL_BYTES;
@@ -337,8 +354,8 @@ function scalingNote(id: string): string | undefined {
 {
   const rows: string[][] = [];
   const data: Record<string, unknown>[] = [];
-  for (const order of [0, 4]) {
-    const path = order === 0 ? "order 0 via the pcp lists" : "order 4 via the buddy lists (zone lock)";
+  for (const order of PAGE_ORDERS) {
+    const path = order <= 5 ? `order ${order} via the pcp lists` : `order ${order} via the buddy lists (zone lock)`;
     const m1 = measure(`pages/o${order}/T1`);
     const m2 = measure(`pages/o${order}/T2`);
     const ns1 = 1e9 / m1.value;
@@ -347,7 +364,12 @@ function scalingNote(id: string): string | undefined {
     const t1 = order === 0 ? target("pages", "order-0 pcp pair, 1 worker", "< 40 ns", `${fmtNs(ns1)} ns`, ns1, ns1 < 40) : "";
     const id2 = `pages/o${order}/T2`;
     const mach = machineScaling(id2);
-    const t2 = order === 0 ? target("pages", "order-0 pcp pairs, 2 workers / 1 worker", ">= 1.8x", fmtRatio(scaling), scaling, scaling >= 1.8, scalingNote(id2)) : "no target: one zone lock";
+    const t2 =
+      order === 0
+        ? target("pages", "order-0 pcp pairs, 2 workers / 1 worker", ">= 1.8x", fmtRatio(scaling), scaling, scaling >= 1.8, scalingNote(id2))
+        : order === 4
+          ? target("pages", "order-4 pcp pairs, 2 workers / 1 worker", ">= 1.5x", fmtRatio(scaling), scaling, scaling >= 1.5, scalingNote(id2))
+          : "no target: one zone lock";
     rows.push([path, "1", fmtRate(m1.value), fmtNs(ns1), "", "", t1]);
     rows.push([path, "2", fmtRate(m2.value), fmtNs(ns2), fmtRatio(scaling), fmtRatio(mach), t2]);
     data.push({ order, workers: 1, pairsPerSec: m1, nsPerPair: ns1 }, { order, workers: 2, pairsPerSec: m2, nsPerPairPerWorker: ns2, scaling, machineScaling: mach });
@@ -361,7 +383,7 @@ function scalingNote(id: string): string | undefined {
         columns: ["path", "workers", "pairs/s", "ns/pair/worker", "scaling 2/1", "machine 2/1", "target"],
         rows,
         notes: [
-          "order 4 is above the pcp orders 0..3, so every order-4 pair takes the zone lock and the buddy lists",
+          "orders 0..5 have per-CPU page lists; order 6 is above them, so every order-6 pair takes the zone lock and the buddy lists",
           statNote(micro),
         ],
       },
@@ -495,16 +517,23 @@ function scalingNote(id: string): string | undefined {
 }
 
 /* --- glibc-simple */
+/** Peer columns of a table: each peer's figure, then shmalloc over the best of them (none without peers). */
+const peerColumns = (): string[] => (RAN_PEERS.length > 0 ? [...RAN_PEERS.map((k) => ALLOC_LABEL[k]), "shmalloc/best peer"] : []);
+function peerCells(m: Record<string, Measure>): string[] {
+  if (RAN_PEERS.length === 0) return [];
+  const bestPeer = Math.max(...RAN_PEERS.map((k) => m[k]?.value ?? NaN));
+  return [...RAN_PEERS.map((k) => fmtRate(m[k]?.value ?? NaN)), fmtRatio((m.shmalloc?.value ?? NaN) / bestPeer)];
+}
 {
   const rows: string[][] = [];
   const data: Record<string, unknown>[] = [];
   for (const size of GLIBC_SIZES) {
     for (const n of GLIBC_COUNTS) {
-      const m = Object.fromEntries(ALLOC_KINDS.map((k) => [k, measure(`glibc-simple/${k}`, `${size}/${n}`)])) as Record<AllocKind, Measure>;
+      const m = Object.fromEntries(KINDS.map((k) => [k, measure(`glibc-simple/${k}`, `${size}/${n}`)])) as Record<AllocKind, Measure>;
       const vsThing = m.shmalloc.value / m.thing.value;
       const vsJs = m.shmalloc.value / m.js.value;
       const t = n === 1600 ? target("glibc-simple", `${size} B, n = 1600: shmalloc / MemPool`, ">= 20x", fmtRatio(vsThing), vsThing, vsThing >= 20) : "";
-      rows.push([`${size} B`, String(n), fmtRate(m.shmalloc.value), fmtRate(m.thing.value), fmtRate(m.js.value), fmtRatio(vsThing), fmtRatio(vsJs), t]);
+      rows.push([`${size} B`, String(n), fmtRate(m.shmalloc.value), fmtRate(m.thing.value), fmtRate(m.js.value), ...peerCells(m), fmtRatio(vsThing), fmtRatio(vsJs), t]);
       data.push({ size, n, opsPerSec: m, shmallocOverThing: vsThing, shmallocOverJs: vsJs });
     }
   }
@@ -514,11 +543,12 @@ function scalingNote(id: string): string | undefined {
     tables: [
       {
         title: "glibc-simple, 1 agent: ops/s (an op is one allocation or one free)",
-        columns: ["size", "n", "shmalloc", "@thi.ng/malloc", "plain JS", "shmalloc/thi.ng", "shmalloc/JS", "target"],
+        columns: ["size", "n", "shmalloc", "@thi.ng/malloc", "plain JS", ...peerColumns(), "shmalloc/thi.ng", "shmalloc/JS", "target"],
         rows,
         notes: [
           "allocate n blocks, write every byte of each, free the first half FIFO and the rest LIFO; repeat",
           "@thi.ng/malloc: a bare MemPool on an ArrayBuffer; plain JS: new Uint8Array(size) per block, dropped for the GC",
+          PEERS.note,
           statNote(CFG.glibc),
         ],
       },
@@ -528,46 +558,106 @@ function scalingNote(id: string): string | undefined {
 
 /* --- workloads */
 const WORKLOAD_TEXT: Record<string, string> = {
+  "pair-64": "allocate a 64 B block and free it at once, in a loop (each worker alone on its blocks); through the same Store interface for every allocator",
   larson: `sizes 8..1000 B, ${CFG.larson.slots} live blocks per worker in a shared array whose slices rotate between the workers every ${CFG.larson.epochMs} ms (a worker frees blocks another allocated)`,
   "xmalloc-test": `producers allocate 64 B objects in batches of ${CFG.xmalloc.batch}, consumers free them; batches go through a ${CFG.xmalloc.ringSlots}-batch ring in a SharedArrayBuffer (T = 1: one worker produces and consumes in turn)`,
   mstress: `short- and long-lived objects of 8..128 B, 1% large (x100) and 0.1% huge (x1000); a fill pattern written on allocation and checked on free; exchange through 1000 shared slots (Atomics.exchange); ${CFG.mstress.dataSlots} short-lived and ${CFG.mstress.retainSlots} long-lived slots per worker`,
   "cache-scratch": `each worker frees an 8 B object the main thread allocated next to the others', then allocates 8 B objects, increments each byte ${CFG.scratch.reps} times and frees them; an op is one such iteration; the ideal is a T-fold speedup`,
   "alloc-test": `${CFG.allocTest.live} live blocks per worker (8 B..2 KiB, power law), each op pair replaces one; 80% of the picks fall on the hot fifth of the set`,
 };
+/** Per workload and worker count, every allocator's measure (for the peers summary). */
+const workloadMeasures = new Map<string, Map<number, Record<AllocKind, Measure>>>();
 for (const wl of WORKLOADS) {
   const rows: string[][] = [];
   const data: Record<string, unknown>[] = [];
   const byT = new Map<number, Record<AllocKind, Measure>>();
+  workloadMeasures.set(wl.name, byT);
   for (const T of THREADS) {
-    const m = Object.fromEntries(ALLOC_KINDS.map((k) => [k, measure(`${wl.name}/${k}/T${T}`)])) as Record<AllocKind, Measure>;
+    const m = Object.fromEntries(KINDS.map((k) => [k, measure(`${wl.name}/${k}/T${T}`)])) as Record<AllocKind, Measure>;
     byT.set(T, m);
     const vsThing = m.shmalloc.value / m.thing.value;
     const vsJs = m.shmalloc.value / m.js.value;
-    rows.push([String(T), fmtRate(m.shmalloc.value), fmtRate(m.thing.value), fmtRate(m.js.value), fmtRatio(vsThing), fmtRatio(vsJs)]);
+    rows.push([String(T), fmtRate(m.shmalloc.value), fmtRate(m.thing.value), fmtRate(m.js.value), ...peerCells(m), fmtRatio(vsThing), fmtRatio(vsJs)]);
     data.push({ workers: T, opsPerSec: m, shmallocOverThing: vsThing, shmallocOverJs: vsJs });
   }
   const tMax = THREADS[THREADS.length - 1]!;
-  const scale = Object.fromEntries(ALLOC_KINDS.map((k) => [k, byT.get(tMax)![k].value / byT.get(1)![k].value])) as Record<AllocKind, number>;
+  const scale = Object.fromEntries(KINDS.map((k) => [k, byT.get(tMax)![k].value / byT.get(1)![k].value])) as Record<AllocKind, number>;
   const isScratch = wl.name === "cache-scratch";
+  const blank = (): string[] => (RAN_PEERS.length > 0 ? ["", ""] : []).concat(["", ""]);
   rows.push([
     isScratch ? `speedup 1->${tMax} (ideal ${tMax}.00x)` : `scaling 1->${tMax}`,
     fmtRatio(scale.shmalloc),
     fmtRatio(scale.thing),
     fmtRatio(scale.js),
-    "",
-    "",
+    ...RAN_PEERS.map((k) => fmtRatio(scale[k])),
+    ...blank(),
   ]);
-  const mach = Object.fromEntries(ALLOC_KINDS.map((k) => [k, machineScaling(`${wl.name}/${k}/T${tMax}`)])) as Record<AllocKind, number>;
-  rows.push([`machine 1->${tMax} (lower check)`, fmtRatio(mach.shmalloc), fmtRatio(mach.thing), fmtRatio(mach.js), "", ""]);
+  const mach = Object.fromEntries(KINDS.map((k) => [k, machineScaling(`${wl.name}/${k}/T${tMax}`)])) as Record<AllocKind, number>;
+  rows.push([`machine 1->${tMax} (lower check)`, fmtRatio(mach.shmalloc), fmtRatio(mach.thing), fmtRatio(mach.js), ...RAN_PEERS.map((k) => fmtRatio(mach[k])), ...blank()]);
   sections[wl.name] = {
     title: wl.name,
     data: { rows: data, scaling: scale, machineScaling: mach },
     tables: [
       {
         title: `${wl.name}: ops/s by workers`,
-        columns: ["workers", "shmalloc", "@thi.ng/malloc", "plain JS", "shmalloc/thi.ng", "shmalloc/JS"],
+        columns: ["workers", "shmalloc", "@thi.ng/malloc", "plain JS", ...peerColumns(), "shmalloc/thi.ng", "shmalloc/JS"],
         rows,
         notes: [WORKLOAD_TEXT[wl.name]!, statNote(CFG.work)],
+      },
+    ],
+  };
+}
+
+/* --- peers: every workload side by side, ns per operation per worker */
+{
+  const rows: string[][] = [];
+  const data: Record<string, unknown>[] = [];
+  /** ns per operation per worker of a measure run with T workers. */
+  const nsPerOp = (m: Measure | undefined, T: number): number => (m === undefined ? NaN : (T * 1e9) / m.value);
+  const cols = [...KINDS];
+  /** The scaling column: shmalloc and the peers (the targets compare those). */
+  const scaleKinds: AllocKind[] = ["shmalloc", ...RAN_PEERS];
+  const add = (what: string, T: number, m: Record<AllocKind, Measure>, scaleNote: string): void => {
+    const ns = Object.fromEntries(cols.map((k) => [k, nsPerOp(m[k], T)])) as Record<AllocKind, number>;
+    let cell = "";
+    if (RAN_PEERS.length > 0) {
+      const bestPeer = Math.min(...RAN_PEERS.map((k) => ns[k]));
+      cell = target("peers", `${what}, ${T} worker${T > 1 ? "s" : ""}: shmalloc ns/op <= best Wasm peer`, "<= best peer", `${fmtNs(ns.shmalloc)} vs ${fmtNs(bestPeer)}`, ns.shmalloc, ns.shmalloc <= bestPeer);
+    }
+    rows.push([what, String(T), ...cols.map((k) => fmtNs(ns[k])), scaleNote, cell]);
+    data.push({ workload: what, workers: T, nsPerOpPerWorker: ns });
+  };
+  for (const size of GLIBC_SIZES) {
+    for (const n of [100, 1600]) {
+      const m = Object.fromEntries(KINDS.map((k) => [k, measure(`glibc-simple/${k}`, `${size}/${n}`)])) as Record<AllocKind, Measure>;
+      add(`glibc-simple ${size} B, n = ${n}`, 1, m, "");
+    }
+  }
+  for (const wl of WORKLOADS) {
+    const byT = workloadMeasures.get(wl.name)!;
+    for (const T of THREADS) {
+      const m = byT.get(T)!;
+      let scaleNote = "";
+      if (T > 1) {
+        const one = byT.get(1)!;
+        scaleNote = scaleKinds.map((k) => fmtRatio(m[k].value / one[k].value)).join(" / ") + ` (machine ${fmtRatio(machineScaling(`${wl.name}/shmalloc/T${T}`))})`;
+      }
+      add(wl.name, T, m, scaleNote);
+    }
+  }
+  sections.peers = {
+    title: "Side by side with the Wasm peers",
+    data: { ran: RAN_PEERS.length > 0, note: PEERS.note, rows: data },
+    tables: [
+      {
+        title: `Every workload side by side: ns per operation per worker (lower is better)${RAN_PEERS.length > 0 ? "" : " (Wasm peers not run)"}`,
+        columns: ["workload", "workers", ...cols.map((k) => ALLOC_LABEL[k]), `scaling 1->2 (${scaleKinds.map((k) => ALLOC_LABEL[k]).join(" / ")})`, "target"],
+        rows,
+        notes: [
+          PEERS.note,
+          "an operation is one allocation or one free (cache-scratch: one allocate-write-free iteration); ns per op per worker = workers x 1e9 / (ops/s of the group)",
+          "the scaling column gives the 2-worker over the 1-worker rate of shmalloc and of each peer, and the lower machine check around shmalloc's 2-worker run",
+        ],
       },
     ],
   };
@@ -584,6 +674,8 @@ const meta = {
   platform: `${os.platform()} ${os.arch()}`,
   quick: QUICK,
   smoke: SMOKE,
+  /** The Wasm peers: run or not, and from where. */
+  peers: { ran: RAN_PEERS.length > 0, note: PEERS.note },
   /** 1-minute load average at the start and the end of the run: other processes on the machine. */
   loadavg1: { start: loadAtStart[0], end: Math.round(os.loadavg()[0]! * 100) / 100 },
   statistic: STATISTIC,
@@ -595,6 +687,7 @@ const GENERAL_NOTES = [
   "Plain JS with workers: each worker uses new Uint8Array; a Uint8Array cannot cross workers, so a free of a block another worker allocated is a dropped reference.",
   "After every shmalloc run: heap.validate(), heap.shrink(), and freePages === totalPages (leak checks below).",
   "The machine is shared: just before and just after each 2-worker run, a machine check (an arithmetic loop in 1, then 2 workers) measures the parallelism the machine gave; the lower of the two is shown next to each scaling figure.",
+  PEERS.note,
 ];
 
 /** Allocations that returned 0 although the heap was far from full (retried by the workloads). */
@@ -630,7 +723,7 @@ const targetTable: Table = {
   notes: ["a 2-worker scaling target missed while a machine check just before or after it did not reach 1.8x either is marked inconclusive"],
 };
 
-const SECTION_ORDER = ["machine", "pages", "kmalloc", "nolock", "storm", "rcu", "glibc-simple", "larson", "xmalloc-test", "mstress", "cache-scratch", "alloc-test"];
+const SECTION_ORDER = ["machine", "pages", "kmalloc", "nolock", "storm", "rcu", "glibc-simple", "pair-64", "larson", "xmalloc-test", "mstress", "cache-scratch", "alloc-test", "peers"];
 const allLeaksOk = leakChecks.every((l) => l.ok) && (leakChecks.length > 0 || ONLY !== undefined);
 const doc = {
   meta,

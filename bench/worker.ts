@@ -8,13 +8,16 @@ import { MemPool } from "@thi.ng/malloc";
 import { Heap } from "../src/index.js";
 import { Barrier, nowNs, type Sample, type TaskSpec, type WorkerResult } from "./common.js";
 import { KfreeRcuVsKfree, KmallocBatch, KmallocPairs, nolockStorm, NolockVsNormal, PagePairs, type Paired, RcuPairs } from "./micro.js";
-import { JsStore, LockedThingStore, ShmStore, type Store, ThingStore } from "./stores.js";
-import { AllocTest, CacheScratch, CpuLoop, GlibcSimple, Larson, MStress, type Workload, XMalloc } from "./workloads.js";
+import { loadPeersKit, type WasmMemory } from "./peers.js";
+import { JsStore, LockedThingStore, PeerStore, ShmStore, type Store, ThingStore } from "./stores.js";
+import { AllocTest, CacheScratch, CpuLoop, GlibcSimple, Larson, MStress, Pair, type Workload, XMalloc } from "./workloads.js";
 
 const spec = workerData as TaskSpec;
 const port = parentPort!;
 const barrier = new Barrier(spec.ctl, spec.workers);
 const p = spec.params;
+/** A Wasm peer's loader, when this worker runs one (worker w is the peer's agent w + 1). */
+const peersKit = spec.peersDir !== undefined ? await loadPeersKit(spec.peersDir) : null;
 
 function num(name: string): number {
   const v = p[name];
@@ -82,6 +85,11 @@ function newStore(heap: Heap | null): Store<unknown> {
       return new ThingStore(new MemPool({ buf: new ArrayBuffer(num("poolBytes")) })) as Store<unknown>;
     case "js":
       return new JsStore() as Store<unknown>;
+    case "mimalloc":
+    case "dlmalloc": {
+      const peer = peersKit!.loadPeer(spec.alloc, { memory: spec.memory as WasmMemory, module: spec.module, index: spec.index + 1 });
+      return new PeerStore(spec.alloc, peer) as Store<unknown>;
+    }
   }
 }
 
@@ -168,6 +176,11 @@ function main(): WorkerResult {
       const store = makeStore(heap);
       const wl = new CacheScratch(store, spec.handoff?.[spec.index] ?? 0, num("size"), num("reps"));
       series.main = runWorkload(wl, cleanup);
+      break;
+    }
+    case "pair": {
+      const store = makeStore(heap);
+      series.main = runWorkload(new Pair(store, num("size")), cleanup);
       break;
     }
     case "alloc-test": {

@@ -83,6 +83,35 @@ export class GlibcSimple<Tab> implements Workload {
   }
 }
 
+/* ------------------------------------------------------------------ pair */
+
+/** The 64 B pair through the Store interface: allocate one block and free it at once (LIFO). */
+export class Pair<Tab> extends SimpleWorkload {
+  private readonly t: Tab;
+  constructor(
+    private readonly s: Store<Tab>,
+    private readonly size: number,
+  ) {
+    super();
+    this.t = s.newTable(1);
+  }
+  run(ms: number): number {
+    const s = this.s;
+    const t = this.t;
+    const size = this.size;
+    const end = performance.now() + ms;
+    let ops = 0;
+    do {
+      for (let i = 0; i < 1024; i++) {
+        if (!s.alloc(t, 0, size)) oom("pair");
+        s.free(t, 0);
+      }
+      ops += 2048;
+    } while (performance.now() < end);
+    return ops;
+  }
+}
+
 /* ------------------------------------------------------------------ larson */
 
 /**

@@ -6,6 +6,7 @@
  *     layer recomputes its fast-path gate (fastOff).
  *   - slab.rcuSlowWork: a slab slow path of this slot found expired kfreeRcu blocks waiting.
  *   - slab.beforeDestroy: a cache's destroy waits for pending kfreeRcu objects first.
+ *   - pages.reclaimSlabs: direct reclaim takes back the empty slabs the caches keep (slab decay).
  *
  * WORDS and LOCKS: none of its own; see each layer.
  *
@@ -16,6 +17,7 @@ import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";
 import { PageAllocator } from "./page/page_alloc.js";
 import { RcuAllocator } from "./rcu/rcu.js";
+import { reclaimSlabs } from "./slab/decay.js";
 import { SlabAllocator } from "./slab/slab.js";
 import { rcuSlowWork } from "./rcu/kfree_rcu.js";
 
@@ -40,6 +42,7 @@ export function buildLayers(init: MmInit): Layers {
   };
   slab.rcuSlowWork = () => rcuSlowWork(rcu);
   slab.beforeDestroy = () => rcu.barrierIfPending();
+  pages.reclaimSlabs = () => reclaimSlabs(slab);
   return { mem, locks, pages, slab, rcu };
 }
 

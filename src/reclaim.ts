@@ -19,7 +19,6 @@ import { ErrorCode, HeapError } from "./core/errors.js";
 import {
   CACHE_ACTIVE,
   CACHE_DYING,
-  CACHE_HDR_LINES,
   CT_LOCK,
   C_DEFER_HEAD,
   C_GEN,
@@ -32,7 +31,6 @@ import {
   K_BARN_LOCK,
   K_LIST_LOCK,
   K_STATE,
-  LINE_WORDS,
   LOCK,
   LOCK_CLASSES,
   P_LOCKED,
@@ -50,6 +48,7 @@ import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { pcpDrain, pcpSteal, pcpUnlockRemote, recountPcp } from "./page/pcp.js";
 import { rebuildBuddyLists } from "./page/check.js";
 import { rcuRecount } from "./rcu/check.js";
+import { CACHE_HDR_WORDS, PCS_WORDS } from "./core/layout.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -135,7 +134,7 @@ function recoverLocksOf(l: Layers, cpu: number): void {
     const kw = l.slab.cacheWOf(id);
     const st = i32[kw + K_STATE];
     if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-    i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] = 0;
+    i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED] = 0;
     if (l.locks.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) l.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     if (l.locks.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
       slabRecountLocked(l.slab, id);

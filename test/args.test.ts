@@ -91,8 +91,9 @@ for (const [prog, script, args, message] of [
   ["stress", "../tools/stress/stress.js", ["--size", "1.5"], /--size: "1\.5" is not a whole number of bytes/],
   ["stress", "../tools/stress/stress.js", ["--debug", "--no-debug"], /--debug and --no-debug contradict each other/],
   ["bench", "../bench/run.js", ["--quick", "--smoke"], /--quick and --smoke are two lengths of pass: give one of them/],
-  ["bench", "../bench/run.js", ["--only", "nosuchrun"], /--only "nosuchrun" matches no run; run ids start with one of pages, machine, kmalloc, nolock, storm, rcu, glibc-simple, larson, xmalloc-test, mstress, cache-scratch, alloc-test \(e\.g\. /],
+  ["bench", "../bench/run.js", ["--only", "nosuchrun"], /--only "nosuchrun" matches no run; run ids start with one of pages, machine, kmalloc, nolock, storm, rcu, glibc-simple, pair-64, larson, xmalloc-test, mstress, cache-scratch, alloc-test \(e\.g\. /],
   ["bench", "../bench/run.js", ["--only", ","], /--only "," names no run/],
+  ["bench", "../bench/run.js", ["--peers", " "], /--peers needs a value/],
 ] as const) {
   test(`${prog} ${args.join(" ")}: exit status 2 and a message`, () => {
     const r = spawnSync(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], { encoding: "utf8", timeout: 30_000 });

@@ -7,6 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -27,10 +29,11 @@ const SECTIONS = [
   "mstress",
   "cache-scratch",
   "alloc-test",
+  "peers",
 ];
 
 interface BenchDoc {
-  meta: { node: string; v8: string; cpu: string; cores: number; quick: boolean; smoke: boolean };
+  meta: { node: string; v8: string; cpu: string; cores: number; quick: boolean; smoke: boolean; peers: { ran: boolean; note: string } };
   sections: Record<string, { title: string; data: unknown }>;
   targets: { pass: boolean | null }[];
   leakChecks: { run: string; ok: boolean; detail: string; validate: string }[];
@@ -73,4 +76,59 @@ test("bench --smoke --json runs every section and passes its leak checks", { tim
     assert.ok(l.ok, `leak check of ${l.run} failed: validate: ${l.validate}; ${l.detail}`);
   }
   assert.equal(doc.leaksOk, true);
+  // No --peers: the Wasm peers are skipped, with a note saying how to run them.
+  assert.equal(doc.meta.peers.ran, false);
+  assert.match(doc.meta.peers.note, /not run: give --peers DIR/);
+  assert.deepEqual((doc.sections.peers!.data as { ran: boolean }).ran, false);
+});
+
+/** The Wasm peers' folder: SHMALLOC_PEERS, or ../shared/peers beside the repository or one level up. */
+function peersDir(): string | null {
+  const candidates = [process.env.SHMALLOC_PEERS, resolve(repo, "../shared/peers"), resolve(repo, "../../shared/peers")];
+  for (const c of candidates) if (c !== undefined && c !== "" && existsSync(join(c, "wasm-peers.mjs"))) return c;
+  return null;
+}
+
+interface WorkloadRows {
+  rows: { workers: number; opsPerSec: Record<string, { value: number } | null> }[];
+}
+
+test("bench --peers DIR: with the loader there, mimalloc and dlmalloc run every workload; without it, a note", { timeout: 180_000 }, async (t) => {
+  // A folder without the loader: the peers are skipped with a note naming it, the rest runs.
+  const empty = mkdtempSync(join(tmpdir(), "shmalloc-no-peers-"));
+  try {
+    const r = await runBench(["--smoke", "--json", "--only", "pair-64", "--peers", empty]);
+    assert.equal(r.code, 0, r.stderr.slice(-2000));
+    const doc = JSON.parse(r.stdout) as BenchDoc;
+    assert.equal(doc.meta.peers.ran, false);
+    assert.equal(doc.meta.peers.note, `Wasm peers not run: ${empty} has no wasm-peers.mjs`);
+    const rows = (doc.sections["pair-64"]!.data as WorkloadRows).rows;
+    assert.equal(rows[0]!.opsPerSec.mimalloc, undefined, "no mimalloc column without the peers");
+  } finally {
+    rmSync(empty, { recursive: true, force: true });
+  }
+  const dir = peersDir();
+  if (dir === null) {
+    t.skip("no Wasm peers folder here (set SHMALLOC_PEERS to the folder of wasm-peers.mjs)");
+    return;
+  }
+  const r = await runBench(["--smoke", "--json", "--only", "pair-64,cache-scratch,glibc-simple", "--peers", dir]);
+  assert.equal(r.code, 0, r.stderr.slice(-4000));
+  const doc = JSON.parse(r.stdout) as BenchDoc;
+  assert.deepEqual(doc.errors, []);
+  assert.equal(doc.meta.peers.ran, true);
+  for (const section of ["pair-64", "cache-scratch"]) {
+    const rows = (doc.sections[section]!.data as WorkloadRows).rows;
+    assert.deepEqual(rows.map((x) => x.workers), [1, 2], `${section}: 1 and 2 workers`);
+    for (const row of rows) {
+      for (const kind of ["shmalloc", "mimalloc", "dlmalloc"]) {
+        const v = row.opsPerSec[kind]?.value;
+        assert.ok(typeof v === "number" && v > 0, `${section}, ${row.workers} worker(s): ${kind} measured (${String(v)})`);
+      }
+    }
+  }
+  const peers = doc.sections.peers!.data as { ran: boolean; rows: { workload: string; workers: number; nsPerOpPerWorker: Record<string, number> }[] };
+  assert.equal(peers.ran, true);
+  const pair2 = peers.rows.find((x) => x.workload === "pair-64" && x.workers === 2)!;
+  assert.deepEqual(Object.keys(pair2.nsPerOpPerWorker), ["shmalloc", "thing", "js", "mimalloc", "dlmalloc"]);
 });

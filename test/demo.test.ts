@@ -58,11 +58,11 @@ describe("demo (npm start)", () => {
     assert.equal(r.code, 2);
     assert.equal(
       r.stderr,
-      "demo: --size 102400 bytes is too small for --workers 2: the heap's own metadata (per worker, and one for the main thread) would leave too few pages; give --size 196608 or more (192 KiB), or fewer --workers\n" +
+      "demo: --size 102400 bytes is too small for --workers 2: the heap's own metadata (per worker, and one for the main thread) would leave too few pages; give --size 262144 or more (256 KiB), or fewer --workers\n" +
         'Run "npm start -- --help" for the options.\n',
     );
     assert.doesNotMatch(r.stderr, /cpus|maxSize/);
-    assert.equal((await runDemo(["--size", "192k", "--workers", "2", "--seconds", "0.2"], 25_000)).code, 0);
+    assert.equal((await runDemo(["--size", "256k", "--workers", "2", "--seconds", "0.2"], 25_000)).code, 0);
   });
 
   test("a bad option exits 2 with a message", { timeout: 30_000 }, async () => {

@@ -58,18 +58,21 @@ test("per-CPU block words are distinct and fit PCPU_WORDS", () => {
 });
 
 test("cache descriptor words are distinct: the header lines, and each slot's pcs line", () => {
-  const claim = claimer("cache descriptor header", L.CACHE_HDR_LINES * L.LINE_WORDS);
+  const claim = claimer("cache descriptor header", L.CACHE_HDR_WORDS);
   for (const [name, w] of Object.entries({
     K_STATE: L.K_STATE, K_OBJ_SIZE: L.K_OBJ_SIZE, K_SIZE: L.K_SIZE, K_ALIGN: L.K_ALIGN, K_ORDER: L.K_ORDER, K_OBJS: L.K_OBJS,
     K_SHEAF_CAP: L.K_SHEAF_CAP, K_FLAGS: L.K_FLAGS, K_NAME_LEN: L.K_NAME_LEN, K_MIN_PARTIAL: L.K_MIN_PARTIAL, K_GEN: L.K_GEN,
     K_META: L.K_META, K_INUSE: L.K_INUSE, K_LIST_LOCK: L.K_LIST_LOCK, K_PARTIAL: L.K_PARTIAL, K_NR_PARTIAL: L.K_NR_PARTIAL,
     K_NR_SLABS: L.K_NR_SLABS, K_TOTAL_OBJS: L.K_TOTAL_OBJS, K_FREE_OBJS: L.K_FREE_OBJS, K_NR_EMPTY: L.K_NR_EMPTY, K_FULL: L.K_FULL,
     K_NR_FULL: L.K_NR_FULL, K_BARN_LOCK: L.K_BARN_LOCK, K_BARN_FULL: L.K_BARN_FULL, K_BARN_NR_FULL: L.K_BARN_NR_FULL,
-    K_BARN_EMPTY: L.K_BARN_EMPTY, K_BARN_NR_EMPTY: L.K_BARN_NR_EMPTY,
+    K_BARN_EMPTY: L.K_BARN_EMPTY, K_BARN_NR_EMPTY: L.K_BARN_NR_EMPTY, K_MAX_EMPTY: L.K_MAX_EMPTY, K_EMPTY_LOW: L.K_EMPTY_LOW,
+    K_DECAY_TICKS: L.K_DECAY_TICKS,
   })) claim(name, w);
   claim("K_INV_SIZE (a float64)", L.K_INV_SIZE, 2);
   assert.equal(L.K_INV_SIZE % 2, 0, "K_INV_SIZE is 8-byte aligned");
   claim("K_NAME", L.K_NAME, L.CACHE_NAME_MAX / 4);
+  // The pcs words sit in the first line of each slot's PCS_WORDS span; the second line stays free.
+  assert.equal(L.PCS_WORDS, L.HOT_SPAN_WORDS, "pcs spans are HOT_SPAN_WORDS apart");
   const pcs = claimer("pcs line", L.LINE_WORDS);
   pcs("P_MAIN", L.P_MAIN);
   pcs("P_SPARE", L.P_SPARE);

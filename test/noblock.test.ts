@@ -55,7 +55,8 @@ function timed<T>(fn: () => T): { r: T | string; ms: number } {
 
 test("noBlock, the zone lock held by a paused worker: allocations give 0, frees are deferred, the rest is EAGAIN; nothing waits", async () => {
   const heap = Heap.create({ size: 16 * MiB, maxSize: 32 * MiB, cpus: 4, noBlock: true });
-  const early = heap.allocPages(5);
+  // Order 6 is above the pcp list orders (0..5): its free needs the zone lock.
+  const early = heap.allocPages(6);
   const early0 = heap.allocPages(0);
   const h = await holdLock(heap, "zone:acquire", "pages");
   try {
@@ -63,7 +64,7 @@ test("noBlock, the zone lock held by a paused worker: allocations give 0, frees 
       "allocPages(5)": timed(() => heap.allocPages(5)),
       "allocPages(0) (pcp list: refill needs the zone)": timed(() => heap.allocPages(6)),
       "kmalloc(20000)": timed(() => heap.kmalloc(20000)),
-      "freePages(order 5)": timed(() => heap.freePages(early, 5)),
+      "freePages(order 6)": timed(() => heap.freePages(early, 6)),
       "grow": timed(() => heap.grow(heap.size + 4096)),
       "validate": timed(() => heap.validate()),
       "synchronizeRcu": timed(() => heap.synchronizeRcu()),
@@ -72,8 +73,8 @@ test("noBlock, the zone lock held by a paused worker: allocations give 0, frees 
     assert.equal(calls["allocPages(5)"].r, 0);
     assert.equal(calls["allocPages(0) (pcp list: refill needs the zone)"].r, 0);
     assert.equal(calls["kmalloc(20000)"].r, 0);
-    assert.equal(calls["freePages(order 5)"].r, undefined);
-    assert.equal(heap.stats().deferredPages, 32, "the free was parked on the deferred list");
+    assert.equal(calls["freePages(order 6)"].r, undefined);
+    assert.equal(heap.stats().deferredPages, 64, "the free was parked on the deferred list");
     assert.equal(calls.grow.r, "EAGAIN");
     assert.equal(calls.validate.r, "EAGAIN");
     assert.equal(calls.synchronizeRcu.r, "EAGAIN");

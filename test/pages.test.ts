@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GFP, Heap } from "../src/index.js";
+import { PCP_LIST_MAX_ORDER } from "../src/core/layout.js";
 import { Rng, withSeed } from "./rng.js";
 import { code, unchanged } from "./check.js";
 
@@ -74,24 +75,27 @@ describe("buddy allocator", () => {
     const s0 = h.stats();
     assert.equal(s0.freePages, s0.totalPages);
     assert.equal(s0.buddy.reduce((a, n, o) => a + (n << o), 0), s0.totalPages);
-    // An order-4 block (above the pcp orders) splits the smallest free block of order >= 4 that
-    // exists: one block at each order from 4 up to below it remains.
-    let from = 4;
+    // A block of order O (the lowest above the pcp list orders 0..PCP_LIST_MAX_ORDER) splits the
+    // smallest free block of order >= O that exists: one block at each order from O up to below
+    // it remains.
+    const O = PCP_LIST_MAX_ORDER + 1;
+    const pages = 1 << O;
+    let from = O;
     while (s0.buddy[from] === 0) from++;
-    const a = h.allocPages(4);
-    assert.equal(a % (16 * 4096), 0, "blocks are aligned to their size");
+    const a = h.allocPages(O);
+    assert.equal(a % (pages * 4096), 0, "blocks are aligned to their size");
     const s1 = h.stats();
-    assert.equal(s1.freePages, s0.totalPages - 16);
+    assert.equal(s1.freePages, s0.totalPages - pages);
     assert.equal(s1.buddy[from], s0.buddy[from]! - 1);
-    for (let o = 4; o < from; o++) assert.equal(s1.buddy[o], s0.buddy[o]! + 1, `order ${o}`);
-    if (from > 4) {
-      const b = h.allocPages(4); // its buddy: no further split
-      assert.equal(b ^ a, 16 * 4096, "the second order-4 block is the first one's buddy");
-      assert.equal(h.stats().buddy[4], s0.buddy[4]);
+    for (let o = O; o < from; o++) assert.equal(s1.buddy[o], s0.buddy[o]! + 1, `order ${o}`);
+    if (from > O) {
+      const b = h.allocPages(O); // its buddy: no further split
+      assert.equal(b ^ a, pages * 4096, "the second block is the first one's buddy");
+      assert.equal(h.stats().buddy[O], s0.buddy[O]);
       h.validate();
-      h.freePages(b, 4);
+      h.freePages(b, O);
     }
-    h.freePages(a, 4); // merges all the way up
+    h.freePages(a, O); // merges all the way up
     assert.deepEqual(h.stats().buddy, s0.buddy);
     assert.equal(h.stats().freePages, s0.totalPages);
     h.validate();

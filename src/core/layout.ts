@@ -5,10 +5,20 @@
  * it. Offsets are 32-bit word indices (into Int32Array/Uint32Array views) unless a name ends in
  * _OFF, which is a byte offset. Words that different agents write sit on their own 64-byte lines.
  *
+ * HOT SPACING. Node places a SharedArrayBuffer 16 bytes past a 64-byte boundary (a write-conflict
+ * sweep finds the hardware lines of a 64 MiB buffer starting at offset 48), and the base of a
+ * buffer cannot be known from JavaScript. So a 64-byte "line" of this layout may straddle two
+ * hardware lines. Every group of words that one agent writes often (a slot's pcs line, its pcp
+ * lock and lists, its deferred list and vmstat, its RCU read-side words, its krcp lock and
+ * kfreeRcu state, a sheaf) is therefore followed and preceded by at least one 64-byte line that
+ * no other agent writes: groups of at most 64 bytes start HOT_SPAN_BYTES (128) apart, the
+ * x86-64 choice of crossbeam's CachePadded. Whatever the base, two such groups never share a
+ * hardware line of 64 bytes. Page 0's words are shared by all agents and keep their own lines.
+ *
  *   page 0            header, zone, deferred-page llist, cache table lock, RCU state
  *   per-CPU blocks    cpus x PCPU_BYTES: slot state, pcp lock, pcp lists, deferred objects, vmstat,
  *                     RCU reader snapshot, kfreeRcu blocks and emergency array
- *   cache descriptors maxCaches x cacheBytes: config, list lock, partial list, barn, one pcs line a slot
+ *   cache descriptors maxCaches x cacheBytes: config, list lock, partial list, barn, one pcs span a slot
  *   page descriptors  one PD_WORDS record per page of the heap (struct page)
  *   ...               the zone: every page from zoneStart to nrPages, managed by the buddy allocator
  *
@@ -21,17 +31,26 @@ export const PAGE_SIZE = 1 << PAGE_SHIFT;
 /** Highest buddy order: blocks of 2^0 .. 2^10 pages (4 KiB .. 4 MiB). */
 export const MAX_ORDER = 10;
 export const NR_ORDERS = MAX_ORDER + 1;
-/** PAGE_ALLOC_COSTLY_ORDER: the pcp lists and the nolock page calls serve orders 0..3. */
+/** PAGE_ALLOC_COSTLY_ORDER: the nolock page calls serve orders 0..3, and slabs are at most order 3. */
 export const PCP_MAX_ORDER = 3;
-export const NR_PCP_ORDERS = PCP_MAX_ORDER + 1;
+/** The pcp lists serve orders 0..PCP_LIST_MAX_ORDER (4 KiB .. 128 KiB): the costly orders too, as
+ * the kernel keeps a pcp list for the pageblock order, so that pairs of order 4 and 5 (large
+ * kmalloc sizes, page buffers) do not take the zone lock each time. A slot's lists still hold at
+ * most about `high` pages in all (Z_PCP_HIGH), whatever the orders. */
+export const PCP_LIST_MAX_ORDER = 5;
+export const NR_PCP_ORDERS = PCP_LIST_MAX_ORDER + 1;
 /** A cache line, in bytes and in 32-bit words. */
 export const LINE_BYTES = 64;
 export const LINE_WORDS = 16;
+/** The span of one agent's hot word group: two lines, so that whatever the buffer's base, no
+ * hardware line holds words of two such groups (see HOT SPACING above). */
+export const HOT_SPAN_BYTES = 128;
+export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 6;
+export const LAYOUT_VERSION = 9;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -126,8 +145,11 @@ export const R_INFLIGHT = 208;
 export const HEADER_WORDS = 224;
 
 /* ---------------------------------------------------------------- per-CPU block */
-/** Bytes per CPU slot block: 16 lines. */
-export const PCPU_BYTES = 1024;
+/** Bytes per CPU slot block: 22 lines. Groups that another agent reads or writes (line 0, the pcp
+ * lock and lists, the RCU read side, the krcp lock and state) are kept a free line away from the
+ * groups the owner writes on its own (deferred list, vmstat) and from each other (HOT SPACING):
+ * lines 1, 4, 8, 10, 20 and 21 hold nothing. */
+export const PCPU_BYTES = 1408;
 export const PCPU_WORDS = PCPU_BYTES >> 2;
 /* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
 /** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING or SLOT_DEAD; claimed by CAS. */
@@ -142,57 +164,57 @@ export const C_FLAGS = 2;
 export const C_VIEW_PROBE = 3;
 /** Locks this slot holds, by class (LOCK_CLASSES words); plain words, owner only (lockdep's held_locks). */
 export const C_HELD = 4;
-/** pcp lock (biased): the owner keeps it between calls; a remote drainer takes it when it is 0. Line 1. */
-export const C_PCP_LOCK = 16;
+/** pcp lock (biased): the owner keeps it between calls; a remote drainer takes it when it is 0. Line 2. */
+export const C_PCP_LOCK = 32;
 /** Remote agents waiting for the pcp lock (Atomics.add/sub): the owner hands the lock over when non-zero. */
-export const C_PCP_REQ = 17;
-/* line 2: the pcp lists, protected by C_PCP_LOCK. */
+export const C_PCP_REQ = 33;
+/* line 3: the pcp lists, protected by C_PCP_LOCK. */
 /** Pages on this slot's pcp lists, all orders. */
-export const C_PCP_COUNT = 32;
-/** List heads, one per order 0..3: pfn of the first block, 0 for none. */
-export const C_PCP_HEAD = 33;
+export const C_PCP_COUNT = 48;
+/** List heads, one per pcp order (NR_PCP_ORDERS): pfn of the first block, 0 for none. */
+export const C_PCP_HEAD = 49;
 /** Blocks on each order's list. */
-export const C_PCP_NR = 37;
+export const C_PCP_NR = C_PCP_HEAD + NR_PCP_ORDERS;
 /** 1 while the owner is inside a pcp section (the local trylock that re-entry finds held). Owner only. */
-export const C_PCP_BUSY = 41;
-/* line 3: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
+export const C_PCP_BUSY = C_PCP_NR + NR_PCP_ORDERS;
+/* line 5: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
  * drains it for a dead owner. */
 /** Head address of the deferred object llist (linked through each object's first word). */
-export const C_DEFER_HEAD = 48;
+export const C_DEFER_HEAD = 80;
 /** Objects on it. */
-export const C_DEFER_NR = 49;
-/* lines 4..5: vmstat event counters, VM_* indices; owner only, plain increments. */
-export const C_VMSTAT = 64;
-/* line 6: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */
+export const C_DEFER_NR = 81;
+/* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
+export const C_VMSTAT = 96;
+/* line 9: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */
 /** Read-side nesting depth (rcu_read_lock_nesting); plain, owner only. */
-export const C_RCU_NEST = 96;
+export const C_RCU_NEST = 144;
 /** G + 1 as read at the outermost rcuReadLock, 0 outside any section (Atomics.store by the owner). */
-export const C_RCU_SNAP = 97;
-/** line 7: the krcp lock (class rcu), guarding line 8 and the emergency array. Own line. */
-export const C_KRCP_LOCK = 112;
-/* line 8: kfreeRcu state (kfree_rcu_cpu), protected by C_KRCP_LOCK */
+export const C_RCU_SNAP = 145;
+/** line 11: the krcp lock (class rcu), next to line 12 and the emergency array that it guards. */
+export const C_KRCP_LOCK = 176;
+/* line 12: kfreeRcu state (kfree_rcu_cpu), protected by C_KRCP_LOCK */
 /** Address of the block page being filled, 0 for none. */
-export const C_RCU_BLOCK = 128;
+export const C_RCU_BLOCK = 192;
 /** First and last block page waiting for its grace period (chained through the block's RB_NEXT). */
-export const C_RCU_WAIT = 129;
-export const C_RCU_WAIT_TAIL = 130;
+export const C_RCU_WAIT = 193;
+export const C_RCU_WAIT_TAIL = 194;
 /** Objects waiting in this slot's blocks and emergency array. */
-export const C_RCU_PENDING = 131;
+export const C_RCU_PENDING = 195;
 /** Block pages this slot holds. */
-export const C_RCU_BLOCKS = 132;
+export const C_RCU_BLOCKS = 196;
 /** Entries in the emergency array, and the cookie they wait for. */
-export const C_RCU_EMERG_NR = 133;
-export const C_RCU_EMERG_GP = 134;
+export const C_RCU_EMERG_NR = 197;
+export const C_RCU_EMERG_GP = 198;
 /** Spare block pages (chained through RB_NEXT) and their number: the kernel's bkvcache, refilled
  * outside kfreeRcu so that a new block rarely needs the pcp list. */
-export const C_RCU_SPARE = 135;
-export const C_RCU_NR_SPARE = 136;
+export const C_RCU_SPARE = 199;
+export const C_RCU_NR_SPARE = 200;
 /** Objects this slot took off some slot (takeExpired) and has not freed yet: its share of
  * R_INFLIGHT, which reclaimSlot gives back when the slot died holding them. Owner only. */
-export const C_RCU_INFLIGHT = 137;
+export const C_RCU_INFLIGHT = 201;
 export const RCU_SPARE_MAX = 4;
-/** lines 9..15: the emergency array: objects queued when no block page could be had. */
-export const C_RCU_EMERG = 144;
+/** lines 13..19: the emergency array: objects queued when no block page could be had. */
+export const C_RCU_EMERG = 208;
 export const RCU_EMERG_MAX = 112;
 
 /* kfree_rcu block page: a header and the addresses waiting for one grace period */
@@ -268,8 +290,13 @@ export const LOCK_CLASSES = 7;
 export const LOCK_NAMES = ["rcu", "ctable", "sheaf", "barn", "list", "pcp", "zone"] as const;
 
 /* ---------------------------------------------------------------- cache descriptor */
-/** Header lines before the per-slot pcs lines. */
-export const CACHE_HDR_LINES = 6;
+/** Header lines before the per-slot pcs lines: configuration, name, list lock and lists, a free
+ * line, barn lock and barn, a free line (HOT SPACING: the list and barn groups are written by any
+ * slot, each pcs line by its slot alone, the configuration line read by every fast path). */
+export const CACHE_HDR_LINES = 8;
+export const CACHE_HDR_WORDS = CACHE_HDR_LINES * LINE_WORDS;
+/** Stride of the per-slot pcs lines: one line of words and one free line (HOT SPACING). */
+export const PCS_WORDS = HOT_SPAN_WORDS;
 /* line 0: configuration, written once at createCache under CT_LOCK, read-only afterwards. */
 /** CACHE_FREE, CACHE_ACTIVE or CACHE_DYING. */
 export const K_STATE = 0;
@@ -289,10 +316,13 @@ export const K_SHEAF_CAP = 6;
 export const K_FLAGS = 7;
 /** Bytes of the UTF-8 name in line 1. */
 export const K_NAME_LEN = 8;
-/** Empty slabs kept on the partial list before they go back to the page allocator. */
+/** Empty slabs the slab decay keeps on the partial list (min_partial); shrink keeps none. */
 export const K_MIN_PARTIAL = 9;
 /** Incremented at every createCache in this descriptor, so stale KmemCache handles are refused. */
 export const K_GEN = 10;
+/** Most empty slabs the partial list keeps (at least K_MIN_PARTIAL): an empty slab beyond it goes
+ * back to the page allocator at once; the slab decay brings the count back to K_MIN_PARTIAL. */
+export const K_MAX_EMPTY = 11;
 /** 1 / K_SIZE as a float64 at this (even) word: the fast free path divides with a multiply. */
 export const K_INV_SIZE = 12;
 /** Debug heaps: byte offset, inside each object's stride, of its two metadata words (0: none). */
@@ -320,20 +350,31 @@ export const K_NR_EMPTY = 53;
 /** Head pfn of the full list (slabs with no free object) and its length. */
 export const K_FULL = 54;
 export const K_NR_FULL = 55;
+/** Slab decay: the fewest empty slabs the cache had since the last decay step. Those were not
+ * needed by any allocation during the whole period: the next step releases half of them above
+ * K_MIN_PARTIAL (jemalloc's and mimalloc's decay, in steps of list-lock holds instead of time). */
+export const K_EMPTY_LOW = 56;
+/** Frees to the slabs (list-lock holds that put objects back) since the last decay step. */
+export const K_DECAY_TICKS = 57;
+/** Frees to the slabs between two decay steps of a cache. */
+export const SLAB_DECAY_TICKS = 128;
+/** Pages of empty slabs a cache keeps at most (K_MAX_EMPTY), and at most 1/64 of the zone. */
+export const SLAB_EMPTY_MAX_PAGES = 256;
 
-/** Line 4: the barn lock. */
-export const K_BARN_LOCK = 64;
-/* line 5: the barn, protected by K_BARN_LOCK; each list's count is the word after its head */
+/** Line 5: the barn lock (line 4 holds nothing). */
+export const K_BARN_LOCK = 80;
+/* line 6: the barn, protected by K_BARN_LOCK; each list's count is the word after its head */
 /** Head address of the full sheaves (linked through S_NEXT). */
-export const K_BARN_FULL = 80;
-export const K_BARN_NR_FULL = 81;
+export const K_BARN_FULL = 96;
+export const K_BARN_NR_FULL = 97;
 /** Head address of the empty sheaves. */
-export const K_BARN_EMPTY = 82;
-export const K_BARN_NR_EMPTY = 83;
+export const K_BARN_EMPTY = 98;
+export const K_BARN_NR_EMPTY = 99;
 /** Most full sheaves and most empty sheaves a barn keeps. */
 export const BARN_MAX = 10;
 
-/* pcs: one line a slot after the header, owner only except when the slot is reclaimed */
+/* pcs: one line a slot after the header, PCS_WORDS apart (word CACHE_HDR_WORDS + cpu * PCS_WORDS),
+ * owner only except when the slot is reclaimed */
 /** Address of the main sheaf (0 before first use). */
 export const P_MAIN = 0;
 /** Address of the spare sheaf (0 for none). */
@@ -374,8 +415,10 @@ export const S_CACHE = 3;
 export const S_OBJS = 4;
 /** Largest sheaf capacity (kernel-map: 60 objects below 256 B). */
 export const SHEAF_MAX_CAP = 60;
-/** Bytes of a sheaf object. */
-export const SHEAF_BYTES = (S_OBJS + SHEAF_MAX_CAP) * 4;
+/** Bytes of a sheaf object: its words, then one line nobody writes, so that two slots' sheaves
+ * side by side in one slab never share a hardware line (HOT SPACING; the sheaf cache aligns its
+ * objects to LINE_BYTES). */
+export const SHEAF_BYTES = (S_OBJS + SHEAF_MAX_CAP) * 4 + LINE_BYTES;
 
 /* ---------------------------------------------------------------- page descriptor (struct page) */
 export const PD_WORDS = 8;
@@ -453,7 +496,7 @@ export function alignUp(n: number, a: number): number {
 }
 
 export function cacheBytesFor(cpus: number): number {
-  return (CACHE_HDR_LINES + cpus) * LINE_BYTES;
+  return (CACHE_HDR_WORDS + cpus * PCS_WORDS) * 4;
 }
 
 /** Place the metadata regions for a heap of `size` bytes (a multiple of PAGE_SIZE). */

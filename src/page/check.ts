@@ -26,7 +26,6 @@ import {
   ORDER_MASK,
   ORDER_SHIFT,
   PAGE_SHIFT,
-  PCP_MAX_ORDER,
   PG_BUDDY,
   PG_DEFERRED,
   PG_HEAD,
@@ -55,6 +54,7 @@ import { PAGE_WHERE, PageStats } from "./page_alloc.js";
 import { pcpEnter, pcpExit, pcpLockRemote, pcpUnlockRemote } from "./pcp.js";
 import { PCP_REMOTE_SPINS } from "./pcp.js";
 import { freeOneBlock } from "./buddy.js";
+import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 
 /**
  * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and
@@ -160,7 +160,7 @@ export function validatePages(pa: PageAllocator): Uint8Array {
       const c = pa.mem.pcpOf(cpu);
       let pages = 0;
       if (u32[c + C_STATE] === SLOT_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
-      for (let o = 0; o <= PCP_MAX_ORDER; o++) {
+      for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
         let n = 0;
         for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + D_NEXT]!) {
           const d = pa.mem.pd(pfn);

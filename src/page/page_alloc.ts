@@ -1,5 +1,6 @@
 /*
- * The page allocator: one zone of buddy free lists (orders 0..10) with per-CPU page lists (pcp).
+ * The page allocator: one zone of buddy free lists (orders 0..10) with per-CPU page lists (pcp)
+ * for orders 0..PCP_LIST_MAX_ORDER (5); the nolock calls serve orders 0..PCP_MAX_ORDER (3).
  *
  * LOCKING CONTRACT
  *
@@ -90,6 +91,7 @@ import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
+import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -117,17 +119,25 @@ export const PAGE_WHERE = {
   allocated: 5,
 } as const;
 
+function noop(): void {}
+
 export class PageAllocator extends MemView {
   readonly mem: Mem;
   readonly locks: Locks;
   /** Non-zero while the pcp fast paths must not run: detached, or this agent can re-enter. */
   fastOff: number;
+  /**
+   * Direct reclaim's shrinker: the slab layer gives back the empty slabs it keeps (slab/decay.ts).
+   * Installed by the facade (layers.ts); nothing until then.
+   */
+  reclaimSlabs: () => void;
 
   constructor(mem: Mem, locks: Locks) {
     super(mem);
     this.mem = mem;
     this.locks = locks;
     this.fastOff = 0;
+    this.reclaimSlabs = noop;
   }
 
   /** Recompute fastOff (Locks.onChange, installed by the facade, calls it). */
@@ -143,7 +153,7 @@ export class PageAllocator extends MemView {
     const i32 = this.i32;
     const c = this.pcpuW;
     if (
-      typeof order === "number" && order >>> 0 === order && order <= PCP_MAX_ORDER && gfp === 0 && this.fastOff === 0 &&
+      typeof order === "number" && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER && gfp === 0 && this.fastOff === 0 &&
       i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
     ) {
       if (i32[c + C_PCP_HEAD + order] !== 0) {
@@ -209,7 +219,7 @@ export class PageAllocator extends MemView {
     const c = this.pcpuW;
     if (
       typeof addr === "number" && typeof order === "number" &&
-      addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_MAX_ORDER &&
+      addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER &&
       this.fastOff === 0 && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
     ) {
       const pfn = addr >>> PAGE_SHIFT;
@@ -322,7 +332,7 @@ export class PageAllocator extends MemView {
 
   private rmqueueAny(order: number, gfp: number): number {
     if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.locks.shouldFail()) return 0;
-    if (order <= PCP_MAX_ORDER) {
+    if (order <= PCP_LIST_MAX_ORDER) {
       if (pcpEnter(this)) {
         const pfn = rmqueuePcp(this, order, gfp);
         pcpExit(this);
@@ -357,11 +367,13 @@ export class PageAllocator extends MemView {
   }
 
   /**
-   * GFP.KERNEL below the low watermark: drain every slot's pcp lists; grow the heap if it may grow
-   * (memory hotplug); then allocate down to min.
+   * GFP.KERNEL below the low watermark: take back the slab caches' kept empty slabs, drain every
+   * slot's pcp lists; grow the heap if it may grow (memory hotplug); then allocate down to min.
    */
   private allocSlowReclaim(order: number): number {
     this.locks.vmInc(VM.directReclaim, 1);
+    // The slab caches' kept empty slabs first, so that the pcp drain below takes their pages too.
+    this.reclaimSlabs();
     drainAllPcp(this);
     // An agent that must not block gives up past its bound: the allocation returns 0.
     if (!this.locks.lockIn(0, this.hw + Z_LOCK, LOCK.zone)) return 0;
@@ -416,10 +428,12 @@ export class PageAllocator extends MemView {
     // flags, at every lock point below the block is an allocated block of this slot.
     this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
-    if (order <= PCP_MAX_ORDER) {
+    if (order <= PCP_LIST_MAX_ORDER) {
       if (pcpEnter(this)) {
         const count = this.pcpPush(pfn, order);
-        if (!nolock && count > this.u32[this.hw + Z_PCP_HIGH]!) pcpDrain(this, this.cpu, this.u32[this.hw + Z_PCP_BATCH]!);
+        // A block of a high order can pass high by more than a batch: drain down to high at least.
+        const high = this.u32[this.hw + Z_PCP_HIGH]!;
+        if (!nolock && count > high) pcpDrain(this, this.cpu, Math.max(this.u32[this.hw + Z_PCP_BATCH]!, count - high));
         pcpExit(this);
         if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) drainDeferred(this);
         return;

@@ -22,7 +22,6 @@ import {
   D_NEXT,
   LOCK,
   NR_PCP_ORDERS,
-  PCP_MAX_ORDER,
   VM,
   Z_LOCK,
   Z_PCP_BATCH,
@@ -33,6 +32,7 @@ import { TP } from "../core/trace.js";
 import type { PageAllocator } from "./page_alloc.js";
 import { WMARK_LOW, wmarkFor } from "./page_alloc.js";
 import { drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
+import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 
 /** Pop a block from this slot's pcp list, refilling the list from the zone. pcp lock held. */
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
@@ -82,7 +82,7 @@ export function pcpDrain(pa: PageAllocator, cpu: number, count: number): void {
   const c = pa.mem.pcpOf(cpu);
   if (!pa.locks.lockIn(0, pa.hw + Z_LOCK, LOCK.zone)) return;
   let freed = 0;
-  for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = (o + 1) & PCP_MAX_ORDER) {
+  for (let o = 0, idle = 0; freed < count && idle < NR_PCP_ORDERS; o = o === PCP_LIST_MAX_ORDER ? 0 : o + 1) {
     const pfn = u32[c + C_PCP_HEAD + o]!;
     if (pfn === 0) {
       idle++;
@@ -253,7 +253,7 @@ export function recountPcp(pa: PageAllocator, cpu: number): void {
   const u32 = pa.u32;
   const c = pa.mem.pcpOf(cpu);
   let pages = 0;
-  for (let o = 0; o <= PCP_MAX_ORDER; o++) {
+  for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
     let n = 0;
     for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= pa.nrPages; pfn = u32[pa.mem.pd(pfn) + D_NEXT]!) n++;
     u32[c + C_PCP_NR + o] = n;

@@ -16,7 +16,6 @@ import {
   CACHE_ACTIVE,
   CACHE_DYING,
   CACHE_FREE,
-  CACHE_HDR_LINES,
   CT_LOCK,
   CT_NR,
   D_INUSE,
@@ -44,7 +43,6 @@ import {
   K_SIZE,
   K_STATE,
   KF_SHEAF_CACHE,
-  LINE_WORDS,
   LOCK,
   P_LOCKED,
   P_MAIN,
@@ -64,6 +62,7 @@ import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder
 import { CACHE_NAME_MAX, DEBUG_META_BYTES } from "../core/layout.js";
 import { slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 import { objectInuse } from "./sizes.js";
+import { CACHE_HDR_WORDS, K_EMPTY_LOW, K_MAX_EMPTY, PCS_WORDS, SLAB_EMPTY_MAX_PAGES, Z_MANAGED } from "../core/layout.js";
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
@@ -194,13 +193,17 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   i32[kw + K_FLAGS] = flags;
   i32[kw + K_NAME_LEN] = name.length;
   // min_partial: ilog2(size) / 2, clamped to 5..10 as the kernel does.
-  i32[kw + K_MIN_PARTIAL] = Math.min(10, Math.max(5, Math.floor(Math.log2(size) / 2)));
+  const minPartial = Math.min(10, Math.max(5, Math.floor(Math.log2(size) / 2)));
+  i32[kw + K_MIN_PARTIAL] = minPartial;
+  // Empty slabs kept for the decay: up to SLAB_EMPTY_MAX_PAGES pages, at most 1/64 of the zone.
+  const keepPages = Math.min(SLAB_EMPTY_MAX_PAGES, slab.u32[slab.hw + Z_MANAGED]! >>> 6);
+  i32[kw + K_MAX_EMPTY] = Math.max(minPartial, keepPages >>> order);
   slab.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
   i32[kw + K_META] = debug ? inuse + DEBUG_RZ : 0;
   i32[kw + K_INUSE] = inuse;
   slab.u8.set(name, (kw + K_NAME) << 2);
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_MAIN] = (slab.hw + EMPTY_SHEAF_W) << 2;
+    i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_MAIN] = (slab.hw + EMPTY_SHEAF_W) << 2;
   }
   // Publication point: the state store makes the configuration visible to findCache.
   Atomics.store(i32, kw + K_STATE, CACHE_ACTIVE);
@@ -280,6 +283,7 @@ export function shrinkCache(slab: SlabAllocator, id: number): void {
     }
     pfn = next;
   }
+  i32[kw + K_EMPTY_LOW] = i32[kw + K_NR_EMPTY]!;
   slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
   for (const pfn of discard) slab.releaseSlab(id, pfn, 0);
   if (steps > most) throw new HeapError(ErrorCode.ECORRUPT, `the partial list of ${cacheName(slab, id)} is longer than its ${most} slabs: a cycle`);
@@ -361,7 +365,7 @@ export function tryReleaseDying(slab: SlabAllocator, id: number): void {
 export function noSlotUses(slab: SlabAllocator, kw: number): boolean {
   const i32 = slab.i32;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+    const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
     if (i32[pcs + P_MAIN] !== (slab.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0 || Atomics.load(i32, pcs + P_USERS) !== 0) return false;
   }
   return true;

@@ -16,7 +16,6 @@ import {
   C_DEFER_NR,
   CACHE_ACTIVE,
   CACHE_DYING,
-  CACHE_HDR_LINES,
   D_CACHE,
   D_FLAGS,
   D_FREELIST,
@@ -49,7 +48,6 @@ import {
   K_STATE,
   K_TOTAL_OBJS,
   KF_SHEAF_CACHE,
-  LINE_WORDS,
   O_NEXT,
   P_MAIN,
   P_SPARE,
@@ -67,6 +65,7 @@ import { PAGE_WHERE } from "../page/page_alloc.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID, SlabStats } from "./slab.js";
 import { cacheName } from "./cache.js";
+import { CACHE_HDR_WORDS, K_EMPTY_LOW, PCS_WORDS } from "../core/layout.js";
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
@@ -91,6 +90,7 @@ export function slabRecountLocked(slab: SlabAllocator, id: number): void {
   i32[kw + K_NR_FULL] = full;
   i32[kw + K_FREE_OBJS] = free;
   i32[kw + K_NR_EMPTY] = empty;
+  i32[kw + K_EMPTY_LOW] = empty;
 }
 
 export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
@@ -98,7 +98,7 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
   const kw = slab.cacheWOf(id);
   let sheafObjects = 0;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+    const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
     const main = i32[pcs + P_MAIN]!;
     const spare = i32[pcs + P_SPARE]!;
     sheafObjects += i32[(main >> 2) + S_SIZE]!;
@@ -245,7 +245,7 @@ export function validateSlabs(slab: SlabAllocator, where: Uint8Array): void {
       }
     };
     for (let cpu = 0; cpu < slab.cpus; cpu++) {
-      const pcs = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
       checkSheaf(i32[pcs + P_MAIN]!, `cpu ${cpu} main`);
       if (i32[pcs + P_SPARE] !== 0) checkSheaf(i32[pcs + P_SPARE]!, `cpu ${cpu} spare`);
     }

@@ -17,7 +17,6 @@ import {
   POISON_WORD,
   C_DEFER_HEAD,
   C_DEFER_NR,
-  CACHE_HDR_LINES,
   D_CACHE,
   D_FLAGS,
   D_FREELIST,
@@ -41,7 +40,6 @@ import {
   K_OBJS,
   K_SIZE,
   KF_SHEAF_CACHE,
-  LINE_WORDS,
   O_NEXT,
   ORDER_MASK,
   ORDER_SHIFT,
@@ -62,6 +60,7 @@ import type { SlabAllocator } from "./slab.js";
 import { S_OBJS, S_SIZE } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { deferObject, slabFreeNolock } from "./kmalloc.js";
+import { CACHE_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -116,7 +115,7 @@ export function isFreeObject(slab: SlabAllocator, id: number, addr: number): boo
   const i32 = slab.i32;
   // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    const pcs = slab.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+    const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
     if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
   }
   const kw = slab.cacheWOf(id);

@@ -16,7 +16,6 @@ import {
   BARN_MAX,
   CACHE_ACTIVE,
   CACHE_DYING,
-  CACHE_HDR_LINES,
   EMPTY_SHEAF_W,
   K_BARN_EMPTY,
   K_BARN_FULL,
@@ -26,7 +25,6 @@ import {
   K_LIST_LOCK,
   K_SHEAF_CAP,
   K_STATE,
-  LINE_WORDS,
   LOCK,
   P_LOCKED,
   P_MAIN,
@@ -43,6 +41,8 @@ import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./slab.js";
 import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
+import { CACHE_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
+import { slabDecayLocked } from "./decay.js";
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -164,6 +164,7 @@ export function flushSheaf(slab: SlabAllocator, id: number, sw: number, mode: nu
     i32[sw + S_SIZE] = i;
     if (empty !== 0) (discard ??= []).push(empty);
   }
+  discard = slabDecayLocked(slab, kw, discard);
   slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
   slab.locks.vmInc(VM.sheafFlush, 1);
   if (discard !== null) for (const pfn of discard) slab.releaseSlab(id, pfn, mode);
@@ -294,7 +295,7 @@ export function freeSheaf(slab: SlabAllocator, sheaf: number, mode: number): voi
  */
 export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mode: number): boolean {
   const i32 = slab.i32;
-  const pcs = slab.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+  const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
   const emptyW = (slab.hw + EMPTY_SHEAF_W) << 2;
   const own = cpu === slab.cpu;
   if (own) {
@@ -327,6 +328,6 @@ export function flushAllSheavesOf(slab: SlabAllocator, cpu: number): void {
     if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
     if (!flushCpuSheaves(slab, id, cpu, 0)) listBusy(slab, id);
     // A reclaimed slot is inside no slow path any more, wherever it died.
-    if (cpu !== slab.cpu) Atomics.store(slab.i32, slab.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_USERS, 0);
+    if (cpu !== slab.cpu) Atomics.store(slab.i32, slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_USERS, 0);
   }
 }

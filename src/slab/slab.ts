@@ -20,10 +20,18 @@
  *     a reclaim of an agent stopped there never flushes a sheaf the barn also holds. A slab leaving
  *     its cache becomes an allocated page block of the slot under the list lock (unaccountSlab).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
- *     K_TOTAL_OBJS, K_FREE_OBJS and, for every slab of the cache, its head descriptor's D_FREELIST,
- *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
- *     built before the lock is taken; under it the maker takes its objects first and only then
- *     puts the slab on a list, so no other agent can empty it in between.
+ *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
+ *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
+ *     on its freelist (words 0 and 1). A new slab is built before the lock is taken; under it the
+ *     maker takes its objects first and only then puts the slab on a list, so no other agent can
+ *     empty it in between.
+ *   Empty slabs stay on the partial list up to K_MAX_EMPTY; one beyond goes back to the page
+ *     allocator at once. Every SLAB_DECAY_TICKS frees to the slabs, a decay step (under the list
+ *     lock that free holds) takes off half of the empty slabs above K_MIN_PARTIAL that no
+ *     allocation needed since the step before (K_EMPTY_LOW), and releases them after the unlock,
+ *     as every slab leaving its cache is (unaccountSlab). Direct reclaim in the page allocator
+ *     (reclaimSlabs) takes back every empty slab above K_MIN_PARTIAL, with trylock only: a list
+ *     lock that is held, by anyone, is skipped. shrink keeps no empty slab. (slab/decay.ts)
  *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
@@ -58,7 +66,6 @@
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   C_DEFER_HEAD,
-  CACHE_HDR_LINES,
   D_CACHE,
   D_FLAGS,
   D_FREELIST,
@@ -76,7 +83,6 @@ import {
   POISON_FREE,
   RED_ACTIVE,
   K_LIST_LOCK,
-  K_MIN_PARTIAL,
   K_FULL,
   K_NR_EMPTY,
   K_NR_FULL,
@@ -87,7 +93,6 @@ import {
   K_PARTIAL,
   K_SIZE,
   K_TOTAL_OBJS,
-  LINE_WORDS,
   LOCK,
   O_NEXT,
   ORDER_MASK,
@@ -121,6 +126,8 @@ import { pdListAdd, pdListDel } from "../page/buddy.js";
 import { kmallocNolockSlow } from "./kmalloc.js";
 import { PD_WORDS } from "../core/layout.js";
 import { cacheAllocSlow } from "./cache.js";
+import { CACHE_HDR_WORDS, K_MAX_EMPTY, PCS_WORDS } from "../core/layout.js";
+import { emptySlabTaken, slabDecayLocked } from "./decay.js";
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
@@ -193,7 +200,7 @@ export class SlabAllocator extends MemView {
 
   /** Word index of this slot's pcs line of cache `id`. */
   pcsW(id: number): number {
-    return this.cacheW + id * this.cacheWords + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+    return this.cacheW + id * this.cacheWords + CACHE_HDR_WORDS + this.cpu * PCS_WORDS;
   }
 
   /* ================================================================= kmalloc: fast paths */
@@ -241,7 +248,7 @@ export class SlabAllocator extends MemView {
    */
   cacheAlloc(id: number, gen: number, gfp: number): number {
     if (gfp === 0 && this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-      const obj = this.popFast(this.cacheWOf(id) + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS);
+      const obj = this.popFast(this.cacheWOf(id) + CACHE_HDR_WORDS + this.cpu * PCS_WORDS);
       if (obj !== 0) return obj;
     }
     return cacheAllocSlow(this, id, gen, gfp);
@@ -295,7 +302,7 @@ export class SlabAllocator extends MemView {
     const size = i32[kw + K_SIZE]!;
     const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
     if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ FREE_TAG)) return false;
-    const pcs = kw + (CACHE_HDR_LINES + this.cpu) * LINE_WORDS;
+    const pcs = kw + CACHE_HDR_WORDS + this.cpu * PCS_WORDS;
     if (i32[pcs + P_LOCKED] !== 0) return false;
     const sw = i32[pcs + P_MAIN]! >> 2;
     const n = i32[sw + S_SIZE]!;
@@ -321,7 +328,7 @@ export class SlabAllocator extends MemView {
       const pfn = i32[kw + K_PARTIAL]!;
       if (pfn === 0) break;
       const d = this.mem.pd(pfn);
-      if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+      if (i32[d + D_INUSE] === 0) emptySlabTaken(this, kw);
       let obj = i32[d + D_FREELIST]!;
       let inuse = i32[d + D_INUSE]!;
       while (obj !== 0 && got < want) {
@@ -348,7 +355,7 @@ export class SlabAllocator extends MemView {
     if (pfn === 0) return 0;
     const d = this.mem.pd(pfn);
     const inuse = i32[d + D_INUSE]!;
-    if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+    if (inuse === 0) emptySlabTaken(this, kw);
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
     debugUnlink(this, kw, obj);
@@ -465,14 +472,16 @@ export class SlabAllocator extends MemView {
     const kw = this.cacheWOf(id);
     if (!this.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const empty = this.putObjectLocked(kw, addr);
+    const decayed = slabDecayLocked(this, kw, null);
     this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     if (empty !== 0) this.releaseSlab(id, empty, mode);
+    if (decayed !== null) for (const pfn of decayed) this.releaseSlab(id, pfn, mode);
     return true;
   }
 
   /**
    * Put an object on its slab's freelist. Returns the slab's head pfn when the slab became empty
-   * beyond min_partial and left the cache (the caller releases it after the unlock), else 0.
+   * beyond K_MAX_EMPTY and left the cache (the caller releases it after the unlock), else 0.
    * List lock held.
    */
   putObjectLocked(kw: number, obj: number): number {
@@ -492,7 +501,7 @@ export class SlabAllocator extends MemView {
       this.partialAdd(kw, head);
     }
     if (inuse === 0) {
-      if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MIN_PARTIAL]!) {
+      if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MAX_EMPTY]!) {
         this.partialDel(kw, head);
         this.unaccountSlab(kw, head);
         return head;
