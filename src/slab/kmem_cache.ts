@@ -78,13 +78,16 @@ export class KmemCache {
 
   /** One object, or 0. */
   alloc(gfp: number = GFP.KERNEL): number {
-    this.#checkAlive();
-    return this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
+    // #checkAlive written out: calling the private method measured a few per cent on the pair.
+    const slab = this.#slab;
+    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== CACHE_ACTIVE) this.#destroyed();
+    return slab.cacheAlloc(this.#id, this.#gen, gfp);
   }
 
   free(addr: number): void {
-    this.#checkAlive();
-    this.#slab.cacheFree(this.#id, addr);
+    const slab = this.#slab;
+    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== CACHE_ACTIVE) this.#destroyed();
+    slab.cacheFree(this.#id, addr);
   }
 
   /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
