@@ -413,6 +413,11 @@ export const PG_DEFERRED = 32;
 export const PG_RESERVED = 64;
 /** Head of a block that holds kfree_rcu pointers (a kfreeRcu block page). */
 export const PG_RCU_BLOCK = 128;
+/** With PG_HEAD: a block in the hands of slot D_OWNER inside the allocator (taken off a list and not
+ * yet given its kind, or on its way back to a list; a slab leaving its cache; a block being merged).
+ * Never a caller's: reclaimSlot of that slot returns every such block to the free lists. Bit 12,
+ * above the order. */
+export const PG_INHAND = 1 << 12;
 
 /* ---------------------------------------------------------------- debug flags */
 export const DEBUG_POISON = 1;

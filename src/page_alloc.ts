@@ -75,6 +75,7 @@ import {
   PG_BUDDY,
   PG_DEFERRED,
   PG_HEAD,
+  PG_INHAND,
   PG_LARGE,
   PG_PCP,
   PG_RCU_BLOCK,
@@ -326,9 +327,9 @@ export class PageAllocator extends MmBase {
     u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
-    // In hand: an allocated block of this slot's until prepNewBlock (see rmqueueSmallest).
-    u32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    // In hand: this slot's until prepNewBlock (see rmqueueSmallest). The owner is written first.
     u32[d + D_OWNER] = this.cpu;
+    u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     return pfn;
   }
 
@@ -455,15 +456,23 @@ export class PageAllocator extends MmBase {
     if (!this.growBuffer(want)) return;
     const from = old >>> PAGE_SHIFT;
     const to = want >>> PAGE_SHIFT;
-    u32[this.hw + Z_NR_PAGES] = to;
+    // The new pages are blocks in this slot's hand before the zone reaches them: an agent killed
+    // from here on leaves blocks that reclaimSlot frees (rebuildBuddyLists first finishes the
+    // growth: Z_MANAGED and Z_SIZE follow Z_NR_PAGES), never pages that belong to nothing.
     for (let pfn = from; pfn < to; pfn++) u32[this.pd(pfn) + D_FLAGS] = 0;
     for (let pfn = from; pfn < to; ) {
-      let order = MAX_ORDER;
-      while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+      const order = growOrder(pfn, to);
+      u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+      pfn += 1 << order;
+    }
+    u32[this.hw + Z_NR_PAGES] = to;
+    for (let pfn = from; pfn < to; ) {
+      const order = growOrder(pfn, to);
       this.freeOneBlock(pfn, order);
       pfn += 1 << order;
     }
-    u32[this.hw + Z_MANAGED] = u32[this.hw + Z_MANAGED]! + (to - from);
+    u32[this.hw + Z_MANAGED] = to - this.zoneStart;
     this.setWatermarks(u32[this.hw + Z_MANAGED]!);
     // Publication point: a handle that reads the new size finds the pages already in the zone.
     Atomics.store(u32, this.hw + Z_SIZE, want);
@@ -514,10 +523,10 @@ export class PageAllocator extends MmBase {
       const pfn = u32[this.hw + Z_FREE_HEAD + o]!;
       if (pfn === 0) continue;
       this.buddyDel(pfn, o);
-      // A block in hand is this slot's until prepNewBlock says what it is: an agent stopped on the
-      // way and reclaimed leaves an allocated block, never pages that belong to nothing.
-      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+      // A block in hand is this slot's until prepNewBlock says what it is: an agent killed on the
+      // way is found by reclaimSlot (PG_INHAND, D_OWNER, written first) and the block freed.
       u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
       // expand(): hand the upper halves back, largest first.
       for (let high = o; high > order; ) {
         high--;
@@ -560,8 +569,8 @@ export class PageAllocator extends MmBase {
     const nolock = mode !== 0;
     // In this slot's hand until a list takes it (see the contract): whatever the caller did to the
     // flags, at every lock point below the block is an allocated block of this slot.
-    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     if (order <= PCP_MAX_ORDER) {
       if (this.pcpEnter()) {
         const u32 = this.u32;
@@ -588,13 +597,17 @@ export class PageAllocator extends MmBase {
       this.deferPage(pfn, order);
       return;
     }
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
     this.freeOneBlock(pfn, order);
     if (!nolock) this.drainDeferredLocked();
     this.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
-  /** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
+  /**
+   * __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held.
+   * Between any two statements every page is in a block a reader can walk: the merged block is a
+   * block in this slot's hand (PG_INHAND) before the half that stops being a head is cleared, so a
+   * reclaim of an agent killed here (rebuildBuddyLists, then the blocks in hand) loses no page.
+   */
   private freeOneBlock(pfn: number, order: number): void {
     const u32 = this.u32;
     u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
@@ -605,8 +618,11 @@ export class PageAllocator extends MmBase {
       const bd = this.pd(buddy);
       if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
       this.buddyDel(buddy, order);
-      u32[bd + D_FLAGS] = 0;
-      pfn &= buddy;
+      const merged = pfn & buddy;
+      u32[this.pd(merged) + D_OWNER] = this.cpu;
+      u32[this.pd(merged) + D_FLAGS] = PG_HEAD | PG_INHAND | ((order + 1) << ORDER_SHIFT);
+      u32[this.pd(merged === pfn ? buddy : pfn) + D_FLAGS] = 0;
+      pfn = merged;
       order++;
     }
     u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
@@ -633,7 +649,8 @@ export class PageAllocator extends MmBase {
       u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
       u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
       u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
-      u32[d + D_FLAGS] = 0;
+      u32[d + D_OWNER] = this.cpu;
+      u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
       if ((this.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) this.emitPage(TP.mm_page_pcpu_drain, pfn, o);
       this.freeOneBlock(pfn, o);
       freed += 1 << o;
@@ -797,6 +814,15 @@ export class PageAllocator extends MmBase {
    */
   protected rebuildBuddyLists(): void {
     const u32 = this.u32;
+    // A growth stopped after the zone took its pages (Z_NR_PAGES) and before it published them:
+    // finish it, so that every handle (this one first) sees the pages the dead agent had in hand.
+    const nr = u32[this.hw + Z_NR_PAGES]!;
+    if (nr << PAGE_SHIFT !== u32[this.hw + Z_SIZE]!) {
+      u32[this.hw + Z_MANAGED] = nr - this.zoneStart;
+      this.setWatermarks(nr - this.zoneStart);
+      Atomics.store(u32, this.hw + Z_SIZE, nr << PAGE_SHIFT);
+      this.refreshViews();
+    }
     const blocks: number[] = [];
     const end = u32[this.hw + Z_NR_PAGES]!;
     for (let pfn = this.zoneStart; pfn < end; ) {
@@ -812,6 +838,30 @@ export class PageAllocator extends MmBase {
     u32[this.hw + Z_FREE_PAGES] = 0;
     for (let i = 0; i < blocks.length; i += 2) u32[this.pd(blocks[i]!) + D_FLAGS] = 0;
     for (let i = 0; i < blocks.length; i += 2) this.freeOneBlock(blocks[i]!, blocks[i + 1]!);
+  }
+
+  /**
+   * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with D_OWNER
+   * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
+   * a block being merged). Their tail descriptors are cleared first (a merge stopped half-way can
+   * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
+   * pages freed; `blocks` (if given) counts the blocks.
+   */
+  protected freeBlocksInHand(cpu: number, blocks?: { n: number }): number {
+    let pages = 0;
+    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
+      const d = this.pd(pfn);
+      const f = this.u32[d + D_FLAGS]!;
+      if ((f & ~ORDER_MASK) !== (PG_HEAD | PG_INHAND) || this.u32[d + D_OWNER] !== cpu) continue;
+      const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > this.nrPages) continue;
+      for (let p = 1; p < 1 << order; p++) this.u32[this.pd(pfn + p) + D_FLAGS] = 0;
+      this.freeBlock(pfn, order, 0);
+      pages += 1 << order;
+      if (blocks !== undefined) blocks.n++;
+      pfn += (1 << order) - 1;
+    }
+    return pages;
   }
 
   /** reclaimSlot: recount slot `cpu`'s pcp lists (its pcp word held), which a dead agent may have left torn. */
@@ -870,7 +920,8 @@ export class PageAllocator extends MmBase {
         break;
       }
       const next = this.u32[d + D_NEXT]!;
-      this.u32[d + D_FLAGS] = 0;
+      this.u32[d + D_OWNER] = this.cpu;
+      this.u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
       this.freeOneBlock(pfn, order);
       pages += 1 << order;
       pfn = next;
@@ -1102,7 +1153,7 @@ export class PageAllocator extends MmBase {
         }
         const f = u32[this.pd(pfn) + D_FLAGS]!;
         const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
-        if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK)) === 0) {
+        if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK | PG_INHAND)) === 0) {
           const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
           mark(pfn, o, PAGE_WHERE.allocated, `allocated block ${pfn}`);
           pfn += 1 << o;
@@ -1157,4 +1208,11 @@ function describeKind(f: number): string {
   if ((f & PG_RCU_BLOCK) !== 0) return "a kfreeRcu block page";
   if ((f & PG_HEAD) !== 0) return "a page block";
   return `a block with flags ${hex(f)}`;
+}
+
+/** The order of the block that starts at `pfn` when pages up to `to` join the zone: aligned, within. */
+function growOrder(pfn: number, to: number): number {
+  let order = MAX_ORDER;
+  while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+  return order;
 }
