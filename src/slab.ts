@@ -139,6 +139,7 @@ import {
   PG_BUDDY,
   PG_DEFERRED,
   PG_HEAD,
+  PG_INHAND,
   PG_LARGE,
   PG_PCP,
   PG_SLAB,
@@ -750,20 +751,21 @@ export class SlabAllocator extends PageAllocator {
       const d = this.pd(pfn);
       if (i32[d + D_INUSE] === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
       let obj = i32[d + D_FREELIST]!;
-      let inuse = i32[d + D_INUSE]!;
+      // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
+      // statements leaves the object at worst on both, at the top of its sheaf, which
+      // slabRebuildLocked drops from the sheaf; never on neither.
       while (obj !== 0 && got < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
         i32[sw + S_OBJS + base + got] = obj;
         got++;
-        inuse++;
-        const taken = obj;
-        obj = i32[(obj >> 2) + O_NEXT]!;
-        if (debug) this.debugUnlink(kw, taken);
+        i32[sw + S_SIZE] = base + got;
+        i32[d + D_FREELIST] = next;
+        i32[d + D_INUSE] = i32[d + D_INUSE]! + 1;
+        if (debug) this.debugUnlink(kw, obj);
+        obj = next;
       }
-      i32[d + D_FREELIST] = obj;
-      i32[d + D_INUSE] = inuse;
       if (obj === 0) this.partialToFull(kw, pfn);
     }
-    i32[sw + S_SIZE] = base + got;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
     return got;
   }
@@ -778,9 +780,10 @@ export class SlabAllocator extends PageAllocator {
     if (inuse === 0) i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
-    this.debugUnlink(kw, obj);
+    // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
+    this.debugUnlink(kw, obj);
     if (next === 0) this.partialToFull(kw, pfn);
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
     return obj;
@@ -835,6 +838,10 @@ export class SlabAllocator extends PageAllocator {
     // The pages become a slab of the cache only under the list lock, where it is also counted and
     // listed: until then they are the block rmqueue left in this slot's hand (PG_HEAD), so an agent
     // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
+    // The head's freelist and count are right before the pages become a slab, so that a reclaim
+    // (slabRebuildLocked) of an agent killed from here on finds a whole slab.
+    i32[this.pd(pfn) + D_FREELIST] = base;
+    i32[this.pd(pfn) + D_INUSE] = 0;
     for (let p = 0; p < 1 << order; p++) {
       const d = this.pd(pfn + p);
       i32[d + D_FLAGS] = PG_SLAB;
@@ -844,27 +851,30 @@ export class SlabAllocator extends PageAllocator {
     let obj = base;
     let taken = 0;
     let result: number;
+    const d = this.pd(pfn);
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      i32[d + D_FREELIST] = obj;
+      i32[d + D_INUSE] = 1;
       this.debugUnlink(kw, result);
       taken = 1;
     } else {
+      // As takeFromPartial: into the sheaf, then off the freelist, object by object.
       const at = i32[sw + S_SIZE]!;
       const want = i32[sw + S_CAP]! - at;
       while (obj !== 0 && taken < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
         i32[sw + S_OBJS + at + taken] = obj;
         taken++;
-        const t = obj;
-        obj = i32[(obj >> 2) + O_NEXT]!;
-        if (meta !== 0) this.debugUnlink(kw, t);
+        i32[sw + S_SIZE] = at + taken;
+        i32[d + D_FREELIST] = next;
+        i32[d + D_INUSE] = taken;
+        if (meta !== 0) this.debugUnlink(kw, obj);
+        obj = next;
       }
-      i32[sw + S_SIZE] = at + taken;
       result = taken;
     }
-    const d = this.pd(pfn);
-    i32[d + D_FREELIST] = obj;
-    i32[d + D_INUSE] = taken;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
@@ -1030,28 +1040,88 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /**
-   * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
-   * the free objects and the empty slabs from the slabs' descriptors (D_INUSE). List lock held.
+   * reclaimSlot took cache `id`'s list lock over from dead slot `cpu`, which may have stopped
+   * between any two statements of a list-locked section: rebuild the partial and full lists and
+   * every count from the slab descriptors, the source of truth. Each slab head of the cache
+   * (PG_SLAB, D_HEAD itself) gets its tails marked again (unaccountSlab clears them first), its
+   * freelist walked (a link outside the slab, or one seen twice, cuts it there) and D_INUSE set to
+   * the objects not on it. The dead slot's sheaves of the cache may hold at their top an object
+   * that is also on its freelist (stopped between the two stores of a refill or a flush): the
+   * sheaf drops it. A slab the dead slot had already turned into a block in its hand
+   * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
    */
-  protected slabRecountLocked(id: number): void {
+  protected slabRebuildLocked(id: number, cpu: number): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const objs = i32[kw + K_OBJS]!;
+    const size = i32[kw + K_SIZE]!;
+    const npages = 1 << i32[kw + K_ORDER]!;
+    const poison = i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0;
+    const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+    const tops: number[] = [];
+    for (const at of [P_MAIN, P_SPARE]) {
+      const s = i32[pcs + at]!;
+      if (s !== 0 && s !== (this.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0) tops.push(s >> 2);
+    }
+    const seen = new Uint8Array(objs);
     let partial = 0;
+    let full = 0;
     let empty = 0;
     let free = 0;
-    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) {
-      const inuse = i32[this.pd(pfn) + D_INUSE]!;
-      partial++;
-      free += objs - inuse;
-      if (inuse === 0) empty++;
+    let slabs = 0;
+    i32[kw + K_PARTIAL] = 0;
+    i32[kw + K_FULL] = 0;
+    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
+      const d = this.pd(pfn);
+      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
+      for (let p = 1; p < npages; p++) {
+        const t = this.pd(pfn + p);
+        i32[t + D_FLAGS] = PG_SLAB;
+        i32[t + D_HEAD] = pfn;
+        i32[t + D_CACHE] = id;
+      }
+      const base = pfn << PAGE_SHIFT;
+      seen.fill(0);
+      let f = 0;
+      let link = d + D_FREELIST;
+      for (let obj = i32[link]!; obj !== 0; obj = i32[link]!) {
+        const k = (obj - base) / size;
+        if (!Number.isInteger(k) || k < 0 || k >= objs || seen[k] !== 0) {
+          i32[link] = 0;
+          break;
+        }
+        seen[k] = 1;
+        f++;
+        link = (obj >> 2) + O_NEXT;
+      }
+      for (const sw of tops) {
+        const top = i32[sw + S_OBJS + i32[sw + S_SIZE]! - 1]!;
+        const k = (top - base) / size;
+        if (!Number.isInteger(k) || k < 0 || k >= objs) continue;
+        if (seen[k] !== 0) i32[sw + S_SIZE] = i32[sw + S_SIZE]! - 1;
+        else if (poison) this.debugUnlink(kw, top);
+      }
+      i32[d + D_INUSE] = objs - f;
+      const list = f === 0 ? kw + K_FULL : kw + K_PARTIAL;
+      const first = i32[list]!;
+      i32[d + D_NEXT] = first;
+      i32[d + D_PREV] = 0;
+      if (first !== 0) i32[this.pd(first) + D_PREV] = pfn;
+      i32[list] = pfn;
+      if (f === 0) full++;
+      else partial++;
+      if (f === objs) empty++;
+      free += f;
+      slabs++;
+      pfn += npages - 1;
     }
-    let full = 0;
-    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) full++;
     i32[kw + K_NR_PARTIAL] = partial;
     i32[kw + K_NR_FULL] = full;
-    i32[kw + K_FREE_OBJS] = free;
     i32[kw + K_NR_EMPTY] = empty;
+    i32[kw + K_FREE_OBJS] = free;
+    i32[kw + K_NR_SLABS] = slabs;
+    i32[kw + K_TOTAL_OBJS] = slabs * objs;
+    return slabs;
   }
 
   /**
@@ -1069,8 +1139,8 @@ export class SlabAllocator extends PageAllocator {
       i32[d + D_HEAD] = 0;
       i32[d + D_CACHE] = 0;
     }
-    i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     i32[this.pd(pfn) + D_OWNER] = this.cpu;
+    i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     const objs = i32[kw + K_OBJS]!;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
@@ -1144,6 +1214,29 @@ export class SlabAllocator extends PageAllocator {
       i32[head + 1] = i32[head + 1]! - 1;
     }
     return s;
+  }
+
+  /**
+   * reclaimSlot took cache `id`'s barn lock over from a dead holder, which may have stopped between
+   * the stores of a push or a pop: recount both barn lists by walking them (a list longer than
+   * BARN_MAX, a cycle, is cut there). Barn lock held.
+   */
+  protected barnRecountLocked(id: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+      let n = 0;
+      let link = head;
+      for (let s = i32[link]!; s !== 0; s = i32[link]!) {
+        if (n === BARN_MAX) {
+          i32[link] = 0;
+          break;
+        }
+        n++;
+        link = (s >> 2) + S_NEXT;
+      }
+      i32[head + 1] = n;
+    }
   }
 
   /** Give an empty sheaf to the barn, or free it when the barn has enough. */
@@ -1746,6 +1839,22 @@ export class SlabAllocator extends PageAllocator {
       if (own) this.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
     }
     return true;
+  }
+
+  /** Objects in slot `cpu`'s sheaves (main and spare) of every live or dying cache: for reclaimSlot's report. */
+  protected sheafObjectsOf(cpu: number): number {
+    const i32 = this.i32;
+    let n = 0;
+    for (let id = 0; id < this.maxCaches; id++) {
+      const st = i32[this.cacheWOf(id) + K_STATE];
+      if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+      const pcs = this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS;
+      for (const at of [P_MAIN, P_SPARE]) {
+        const sh = i32[pcs + at]!;
+        if (sh !== 0 && sh !== (this.hw + EMPTY_SHEAF_W) << 2) n += i32[(sh >> 2) + S_SIZE]!;
+      }
+    }
+    return n;
   }
 
   /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot); EAGAIN when a noBlock agent gave up. */
