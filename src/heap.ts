@@ -165,6 +165,25 @@ export interface AttachOptions {
   offset?: number;
 }
 
+/**
+ * What reclaimSlot found and did (a plain object). `locks` names each lock the dead agent held
+ * ("zone", "pcp cpu 3", "list kmalloc-64", "barn kmalloc-64", "sheaf kmalloc-64", "ctable",
+ * "rcu cpu 2"); `rebuilt` each structure rebuilt from the descriptors under such a lock ("buddy
+ * lists", "pcp lists of cpu 3", "slab lists of kmalloc-64 (12 slabs)", "barn of kmalloc-64",
+ * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
+ * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
+ * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
+ * `inHand` the page blocks and kfreeRcu block pages it had in its hands inside the allocator.
+ */
+export interface ReclaimReport {
+  cpu: number;
+  locks: string[];
+  rebuilt: string[];
+  pages: number;
+  objects: number;
+  inHand: number;
+}
+
 export interface HeapStats extends PageStats, RcuStats {
   /** Slots attached now. */
   attached: number;
@@ -373,7 +392,7 @@ export class Heap extends RcuAllocator {
    * the heap goes on working. A noBlock caller that meets a lock held past its bound gets EAGAIN,
    * the slot still attached: call again.
    */
-  reclaimSlot(cpu: number): void {
+  reclaimSlot(cpu: number): ReclaimReport {
     this.assertLive();
     checkInt("cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
     if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
@@ -383,7 +402,11 @@ export class Heap extends RcuAllocator {
     const state = Atomics.load(this.i32, c + C_STATE);
     // A free slot that still holds deferred objects (left by a detach of an earlier release):
     // return them, and the slot stays free.
-    if (state === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) return this.reclaimDeferredOf(cpu);
+    if (state === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) {
+      const objects = this.i32[c + C_DEFER_NR]!;
+      this.reclaimDeferredOf(cpu);
+      return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
+    }
     // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
     if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
     if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
@@ -392,13 +415,22 @@ export class Heap extends RcuAllocator {
     // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
     // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
     Atomics.add(this.i32, c + C_GEN, 1);
+    const report: ReclaimReport = { cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 };
     try {
-      this.recoverLocksOf(cpu);
-      this.rcuReclaim(cpu);
+      this.recoverLocksOf(cpu, report);
+      // What it had in its hands inside the allocator goes back to the free lists.
+      const blocks = { n: 0 };
+      report.pages += this.freeBlocksInHand(cpu, blocks);
+      report.inHand += blocks.n;
+      report.objects += this.i32[c + C_RCU_PENDING]! + this.i32[c + C_DEFER_NR]!;
+      report.pages += this.i32[c + C_RCU_NR_SPARE]!;
+      report.inHand += this.rcuReclaim(cpu);
       this.drainDeferredObjects(cpu);
+      report.objects += this.sheafObjectsOf(cpu);
       this.flushAllSheavesOf(cpu);
       if (this.pcpSteal(cpu)) {
         const count = this.u32[c + C_PCP_COUNT]!;
+        report.pages += count;
         if (count !== 0) this.pcpDrain(cpu, count);
         const left = this.u32[c + C_PCP_COUNT]!;
         this.pcpUnlockRemote(cpu);
@@ -411,6 +443,7 @@ export class Heap extends RcuAllocator {
     }
     for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
     Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+    return report;
   }
 
   /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
@@ -450,22 +483,37 @@ export class Heap extends RcuAllocator {
    * and the pcp lists' counts (recountPcp). A block the dead agent had in hand (taken out of a
    * list, not yet handed back) stays allocated: leaked, never handed out twice.
    */
-  private recoverLocksOf(cpu: number): void {
+  private recoverLocksOf(cpu: number, report: ReclaimReport): void {
     const i32 = this.i32;
     for (let s = 0; s < this.cpus; s++) {
       if (!this.takeOverLock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
+      report.locks.push(`rcu cpu ${s}`);
       this.rcuRecount(this.pcpOf(s));
+      report.rebuilt.push(`kfreeRcu counts of cpu ${s}`);
       this.unlock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
     }
-    if (this.takeOverLock(this.hw + CT_LOCK, LOCK.ctable, cpu)) this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+    if (this.takeOverLock(this.hw + CT_LOCK, LOCK.ctable, cpu)) {
+      report.locks.push("ctable");
+      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+    }
     for (let id = 0; id < this.maxCaches; id++) {
       const kw = this.cacheWOf(id);
       const st = i32[kw + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-      i32[kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED] = 0;
-      if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      const name = this.cacheName(id);
+      const local = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_LOCKED;
+      if (i32[local] !== 0) report.locks.push(`sheaf ${name}`);
+      i32[local] = 0;
+      if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) {
+        report.locks.push(`barn ${name}`);
+        this.barnRecountLocked(id);
+        report.rebuilt.push(`barn of ${name}`);
+        this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      }
       if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
-        this.slabRecountLocked(id);
+        report.locks.push(`list ${name}`);
+        const slabs = this.slabRebuildLocked(id, cpu);
+        report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
         this.unlock(kw + K_LIST_LOCK, LOCK.list);
       }
     }
@@ -476,17 +524,25 @@ export class Heap extends RcuAllocator {
       if ((Atomics.load(i32, w) & LOCK_OWNER_MASK) !== cpu + 1) continue;
       if (Atomics.compareExchange(i32, w, cpu + 1, this.me) !== cpu + 1) continue;
       this.acquired(LOCK.pcp);
+      report.locks.push(`pcp cpu ${s}`);
       this.recountPcp(s);
+      report.rebuilt.push(`pcp lists of cpu ${s}`);
       this.pcpUnlockRemote(s);
     }
     const own = this.pcpOf(cpu);
     if (i32[own + C_PCP_BUSY] !== 0) {
       // It died inside its own pcp section: the lists may be torn; pcpSteal takes the word next.
       i32[own + C_PCP_BUSY] = 0;
-      if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) this.recountPcp(cpu);
+      if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) {
+        report.locks.push(`pcp cpu ${cpu}`);
+        this.recountPcp(cpu);
+        report.rebuilt.push(`pcp lists of cpu ${cpu}`);
+      }
     }
     if (this.takeOverLock(this.hw + Z_LOCK, LOCK.zone, cpu)) {
+      report.locks.push("zone");
       this.rebuildBuddyLists();
+      report.rebuilt.push("buddy lists");
       this.unlock(this.hw + Z_LOCK, LOCK.zone);
     }
   }
