@@ -390,60 +390,95 @@ export class Heap extends RcuAllocator {
    * slot `cpu`'s cached pages, objects, deferred frees and pending kfreeRcu objects to the heap and
    * free the slot. Locks the worker died holding are taken over and released (recoverLocksOf), so
    * the heap goes on working. A noBlock caller that meets a lock held past its bound gets EAGAIN,
-   * the slot still attached: call again.
+   * the slot still attached: call again. Several workers that died together are reclaimed
+   * together (an array of slots): every lock any of them holds is taken over before any of their
+   * memory is returned, so the reclaim never waits on a lock another dead slot holds.
    */
-  reclaimSlot(cpu: number): ReclaimReport {
+  reclaimSlot(cpu: number): ReclaimReport;
+  reclaimSlot(cpus: readonly number[]): ReclaimReport[];
+  reclaimSlot(arg: number | readonly number[]): ReclaimReport | ReclaimReport[] {
     this.assertLive();
-    checkInt("cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
-    if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+    const many = Array.isArray(arg);
+    const cpus: number[] = many ? Array.from(arg as readonly number[]) : [arg as number];
+    const seen = new Set<number>();
+    for (let k = 0; k < cpus.length; k++) {
+      const cpu = cpus[k];
+      checkInt(many ? `cpus[${k}]` : "cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
+      if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+      if (seen.has(cpu!)) throw new HeapError(ErrorCode.EINVAL, `cpus: slot ${cpu} is given twice`);
+      seen.add(cpu!);
+    }
     if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
     this.assertCanLock(LOCK.rcu);
-    const c = this.pcpOf(cpu);
-    const state = Atomics.load(this.i32, c + C_STATE);
-    // A free slot that still holds deferred objects (left by a detach of an earlier release):
-    // return them, and the slot stays free.
-    if (state === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) {
-      const objects = this.i32[c + C_DEFER_NR]!;
-      this.reclaimDeferredOf(cpu);
-      return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
-    }
-    // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
-    if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
-    if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
-      throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
-    }
-    // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
-    // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
-    Atomics.add(this.i32, c + C_GEN, 1);
-    const report: ReclaimReport = { cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 };
-    try {
-      this.recoverLocksOf(cpu, report);
-      // What it had in its hands inside the allocator goes back to the free lists.
-      const blocks = { n: 0 };
-      report.pages += this.freeBlocksInHand(cpu, blocks);
-      report.inHand += blocks.n;
-      report.objects += this.i32[c + C_RCU_PENDING]! + this.i32[c + C_DEFER_NR]!;
-      report.pages += this.i32[c + C_RCU_NR_SPARE]!;
-      report.inHand += this.rcuReclaim(cpu);
-      this.drainDeferredObjects(cpu);
-      report.objects += this.sheafObjectsOf(cpu);
-      this.flushAllSheavesOf(cpu);
-      if (this.pcpSteal(cpu)) {
-        const count = this.u32[c + C_PCP_COUNT]!;
-        report.pages += count;
-        if (count !== 0) this.pcpDrain(cpu, count);
-        const left = this.u32[c + C_PCP_COUNT]!;
-        this.pcpUnlockRemote(cpu);
-        if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+    if (!many) {
+      const cpu = cpus[0]!;
+      const c = this.pcpOf(cpu);
+      // A free slot that still holds deferred objects (left by a detach of an earlier release):
+      // return them, and the slot stays free.
+      if (Atomics.load(this.i32, c + C_STATE) === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) {
+        const objects = this.i32[c + C_DEFER_NR]!;
+        this.reclaimDeferredOf(cpu);
+        return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
       }
+    }
+    // Claim every slot (SLOT_RECLAIMING) before anything changes; SLOT_DEAD: a heap of an earlier
+    // release marked the slot dead, and it is reclaimed the same way.
+    const before: number[] = [];
+    for (const cpu of cpus) {
+      const c = this.pcpOf(cpu);
+      const state = Atomics.load(this.i32, c + C_STATE);
+      const why =
+        state !== SLOT_ATTACHED && state !== SLOT_DEAD ? `cpu ${cpu} is not attached`
+        : Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
+        : null;
+      if (why !== null) {
+        for (let k = 0; k < before.length; k++) Atomics.store(this.i32, this.pcpOf(cpus[k]!) + C_STATE, before[k]!);
+        throw new HeapError(ErrorCode.EINVAL, why);
+      }
+      before.push(state);
+    }
+    // A handle still using a slot (a host that reclaimed a live worker's slot) finds the
+    // generation moved on at its next slow path and is detached (EDETACHED), never sharing it.
+    for (const cpu of cpus) Atomics.add(this.i32, this.pcpOf(cpu) + C_GEN, 1);
+    const reports = cpus.map((cpu): ReclaimReport => ({ cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 }));
+    try {
+      // No waiting here: only the locks these slots hold are taken over.
+      for (let k = 0; k < cpus.length; k++) this.recoverLocksOf(cpus[k]!, reports[k]!);
+      for (let k = 0; k < cpus.length; k++) this.returnSlotMemory(cpus[k]!, reports[k]!);
     } catch (e) {
-      // Nothing is lost: what was returned stays returned, the rest stays the slot's; call again.
-      Atomics.store(this.i32, c + C_STATE, SLOT_ATTACHED);
+      // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
+      for (const cpu of cpus) Atomics.store(this.i32, this.pcpOf(cpu) + C_STATE, SLOT_ATTACHED);
       throw e;
     }
-    for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
-    Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
-    return report;
+    for (const cpu of cpus) {
+      const c = this.pcpOf(cpu);
+      for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
+      Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+    }
+    return many ? reports : reports[0]!;
+  }
+
+  /** reclaimSlot, once the dead slot's locks are recovered: everything it held goes back. */
+  private returnSlotMemory(cpu: number, report: ReclaimReport): void {
+    const c = this.pcpOf(cpu);
+    // What it had in its hands inside the allocator goes back to the free lists.
+    const blocks = { n: 0 };
+    report.pages += this.freeBlocksInHand(cpu, blocks);
+    report.inHand += blocks.n;
+    report.objects += this.i32[c + C_RCU_PENDING]! + this.i32[c + C_DEFER_NR]!;
+    report.pages += this.i32[c + C_RCU_NR_SPARE]!;
+    report.inHand += this.rcuReclaim(cpu);
+    this.drainDeferredObjects(cpu);
+    report.objects += this.sheafObjectsOf(cpu);
+    this.flushAllSheavesOf(cpu);
+    if (this.pcpSteal(cpu)) {
+      const count = this.u32[c + C_PCP_COUNT]!;
+      report.pages += count;
+      if (count !== 0) this.pcpDrain(cpu, count);
+      const left = this.u32[c + C_PCP_COUNT]!;
+      this.pcpUnlockRemote(cpu);
+      if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+    }
   }
 
   /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
