@@ -15,6 +15,9 @@
 export const G_STOP = 0;
 export const G_PAUSE = 1;
 export const G_BEAT = 2;
+/** What the host is doing (an index into HOST_PHASES), for the report of a hang. */
+export const G_PHASE = 3;
+export const HOST_PHASES = ["start", "sleep", "terminate", "reclaimSlot", "orphans", "pause", "rcuBarrier", "settle", "validate", "spawn", "finish", "final checks"] as const;
 export const G_WORDS = 16;
 
 export const W_CPU = 0;
@@ -38,7 +41,11 @@ export const W_DRAINS = 13;
 export const W_CHURN = 14;
 /** 1 while the worker is inside a drain (shrink, cache.shrink, detach + attach, rcuBarrier). */
 export const W_INDRAIN = 15;
-export const W_WORDS = 16;
+/** 1 from just before Heap.attach until its slot is in W_CPU (the slot it claims is unknown meanwhile). */
+export const W_ATTACHING = 16;
+/** What the worker is doing in a drain: 1 shrink, 2 cache.shrink, 3 detach + attach, 4 rcuBarrier. */
+export const W_DRAINOP = 17;
+export const W_WORDS = 20;
 
 export function wBase(id: number): number {
   return G_WORDS + id * W_WORDS;
@@ -139,6 +146,8 @@ export interface KillSummary {
   pendingResolved: number;
   /** Kills that landed between an object allocation and its recording (the caller's window): the most objects that can stay allocated. */
   objectWindow: number;
+  /** Kills of a worker that was freeing a kfreeRcu batch (it may leak the one object it was freeing). */
+  rcuBatchKills: number;
   /** What reclaimSlot reported, summed. */
   reclaimLocks: number;
   reclaimRebuilt: number;

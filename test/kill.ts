@@ -13,7 +13,7 @@
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { parseCommandLine, parseSeconds, parseWhole, UsageError, usageMessage } from "../demo/args.js";
-import { G_BEAT, G_WORDS, W_WORDS, type KillOptions, type KillSummary } from "./kill-proto.js";
+import { G_BEAT, G_PHASE, G_WORDS, HOST_PHASES, W_WORDS, type KillOptions, type KillSummary } from "./kill-proto.js";
 
 export type { KillOptions, KillSummary } from "./kill-proto.js";
 
@@ -36,7 +36,7 @@ export function runKills(opts: KillOptions, onLine: (line: string) => void = () 
         lastChange = Date.now();
       } else if (Date.now() - lastChange > HANG_MS) {
         clearInterval(watch);
-        onLine(`failure: the host made no progress for ${HANG_MS / 1000} s: a hang`);
+        onLine(`failure: the host made no progress for ${HANG_MS / 1000} s, in its ${HOST_PHASES[Atomics.load(ctrl, G_PHASE)] ?? "?"} phase: a hang`);
         void host.terminate();
       }
     }, 1000);
@@ -59,7 +59,7 @@ function emptySummary(opts: KillOptions, why: string): KillSummary {
   return {
     seed: opts.seed, seconds: opts.seconds, workers: opts.workers, kills: 0, doubleKills: 0, killsInDrain: 0, spawned: 0, ops: 0,
     hookActions: 0, grows: 0, drains: 0, churn: 0, validates: 0, hostFreed: 0, inFlightRecovered: 0, pendingResolved: 0,
-    objectWindow: 0, reclaimLocks: 0, reclaimRebuilt: 0, reclaimPages: 0, reclaimObjects: 0, reclaimInHand: 0, leftObjects: 0,
+    objectWindow: 0, rcuBatchKills: 0, reclaimLocks: 0, reclaimRebuilt: 0, reclaimPages: 0, reclaimObjects: 0, reclaimInHand: 0, leftObjects: 0,
     startPages: 0, endPages: 0, failures: [why],
   };
 }
@@ -78,7 +78,7 @@ export function summaryTable(s: KillSummary): string {
     ["reentry hook actions", n(s.hookActions)],
     ["growths / drains / cache churn", `${n(s.grows)} / ${n(s.drains)} / ${n(s.churn)} caches created`],
     ["heap pages", `${n(s.startPages)} at the start, ${n(s.endPages)} at the end`],
-    ["objects left", `${n(s.leftObjects)} (kills in an object allocation's caller window: ${n(s.objectWindow)})`],
+    ["objects left", `${n(s.leftObjects)} (at most: kills in an object allocation's caller window ${n(s.objectWindow)} + kills inside a kfreeRcu batch free ${n(s.rcuBatchKills)})`],
     ["failures", n(s.failures.length)],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));

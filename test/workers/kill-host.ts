@@ -8,7 +8,7 @@
  */
 import { parentPort, Worker, workerData } from "node:worker_threads";
 import { Heap, HeapError } from "../../src/index.js";
-import { D_FLAGS, D_OWNER, H_DESC_OFF, H_ZONE_START, Z_NR_PAGES, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../src/layout.js";
+import { C_RCU_INFLIGHT, D_FLAGS, D_OWNER, H_DESC_OFF, H_PCPU_OFF, PCPU_WORDS, H_ZONE_START, Z_NR_PAGES, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../src/layout.js";
 import { checkPattern, deriveSeed, Prng } from "../util.js";
 import {
   churnName,
@@ -20,6 +20,8 @@ import {
   E_WORDS,
   ENTRIES_PER_WORKER,
   G_BEAT,
+  G_PHASE,
+  HOST_PHASES,
   G_PAUSE,
   G_STOP,
   HANDOFF,
@@ -27,6 +29,8 @@ import {
   OP,
   SHARED_CACHES,
   W_ACK,
+  W_ATTACHING,
+  W_DRAINOP,
   W_CHURN,
   W_CPU,
   W_DRAINS,
@@ -41,6 +45,7 @@ import {
   W_PKIND,
   W_POP,
   W_PSIZE,
+  W_WORDS,
   wBase,
   type KilleeData,
   type KillOptions,
@@ -51,6 +56,10 @@ const { opts, ctrlBuf } = workerData as { opts: KillOptions; ctrlBuf: SharedArra
 const ctrl = new Int32Array(ctrlBuf);
 const say = (line: string): void => parentPort!.postMessage({ type: "line", line });
 const beat = (): void => void Atomics.add(ctrl, G_BEAT, 1);
+const phase = (p: (typeof HOST_PHASES)[number]): void => {
+  Atomics.store(ctrl, G_PHASE, HOST_PHASES.indexOf(p));
+  beat();
+};
 
 const MiB = 1 << 20;
 const size = opts.growth ? 3 * MiB : 32 * MiB;
@@ -81,6 +90,7 @@ const sum: KillSummary = {
   inFlightRecovered: 0,
   pendingResolved: 0,
   objectWindow: 0,
+  rcuBatchKills: 0,
   reclaimLocks: 0,
   reclaimRebuilt: 0,
   reclaimPages: 0,
@@ -110,7 +120,7 @@ function fail(msg: string): void {
 
 function spawn(id: number): Promise<void> {
   const wb = wBase(id);
-  for (let k = 0; k < 16; k++) if (k !== W_OPS && k !== W_HOOKS && k !== W_GROWS && k !== W_DRAINS && k !== W_CHURN) ctrl[wb + k] = 0;
+  for (let k = 0; k < W_WORDS; k++) if (k !== W_OPS && k !== W_HOOKS && k !== W_GROWS && k !== W_DRAINS && k !== W_CHURN) ctrl[wb + k] = 0;
   ctrl[wb + W_CPU] = -1;
   ctrl[wb + W_INCARN] = ++incarn[id]!;
   const data: KilleeData = {
@@ -169,14 +179,19 @@ function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Pause every live worker at an operation boundary; a deadline on each. */
+let pauseRound = 0;
 async function pauseAll(): Promise<void> {
-  Atomics.store(ctrl, G_PAUSE, 1);
+  const round = ++pauseRound;
+  Atomics.store(ctrl, G_PAUSE, round);
   const end = Date.now() + 30_000;
   for (const w of live) {
     if (w === null || w.failed !== null) continue;
-    while (Atomics.load(ctrl, wBase(w.id) + W_ACK) !== 1) {
+    while (Atomics.load(ctrl, wBase(w.id) + W_ACK) !== round) {
       if (w.failed !== null) break;
-      if (Date.now() > end) throw new Error(`worker ${w.id} did not reach an operation boundary within 30 s (hang?)`);
+      if (Date.now() > end) {
+        const wb = wBase(w.id);
+        throw new Error(`worker ${w.id} (cpu ${ctrl[wb + W_CPU]}) did not reach an operation boundary within 30 s (hang?): pending op ${ctrl[wb + W_POP]}, in drain ${ctrl[wb + W_INDRAIN]} (drain op ${ctrl[wb + W_DRAINOP]}), attaching ${ctrl[wb + W_ATTACHING]}; attached slots ${heap.attachedSlots().join(",")}`);
+      }
       beat();
       await sleep(1);
     }
@@ -257,6 +272,11 @@ function census(): Census {
     pfn += n;
   }
   return c;
+}
+
+/** The kfreeRcu objects slot `cpu` had taken off a slot to free and had not freed yet. */
+function inFlightOf(cpu: number): number {
+  return heap.i32[(heap.u32[H_PCPU_OFF]! >>> 2) + cpu * PCPU_WORDS + C_RCU_INFLIGHT]!;
 }
 
 function isPageKind(kind: number): boolean {
@@ -427,8 +447,10 @@ function settle(dead: Dead[]): void {
       }
     }
   }
+  phase("validate");
   heap.validate();
   sum.validates++;
+  phase("settle");
   // The sum: every page is free, cached, or held by a live worker (or the handoff pool).
   c = census();
   const after = checkRecorded(c, [], new Set());
@@ -451,6 +473,7 @@ async function killRound(): Promise<void> {
   }
   let inDrain = false;
   for (const w of alive) if (!victims.includes(w) && Atomics.load(ctrl, wBase(w.id) + W_INDRAIN) !== 0) inDrain = true;
+  phase("terminate");
   await deadline(Promise.all(victims.map((v) => v.worker.terminate())), 20_000, "terminate()");
   await deadline(Promise.all(victims.map((v) => v.exited)), 20_000, "the killed workers' exit");
   sum.kills += victims.length;
@@ -471,24 +494,51 @@ async function killRound(): Promise<void> {
     };
   });
   for (const v of victims) live[v.id] = null;
+  // A dead worker that was freeing a kfreeRcu batch may leak the one object it was freeing.
+  for (const d of dead) if (d.cpu >= 0 && inFlightOf(d.cpu) > 0) sum.rcuBatchKills++;
   // reclaimSlot with the survivors running, as a host would.
-  for (const d of dead) if (d.cpu >= 0) reclaimReport(heap.reclaimSlot(d.cpu));
-  beat();
-  await pauseAll();
-  // Slots claimed by a worker killed inside attach (it had not published its slot yet).
-  const known = new Set<number>([heap.cpu]);
-  for (const w of live) if (w !== null) known.add(ctrl[wBase(w.id) + W_CPU]!);
-  for (const cpu of heap.attachedSlots()) {
-    if (known.has(cpu)) continue;
-    reclaimReport(heap.reclaimSlot(cpu));
-    for (const d of dead) if (d.cpu < 0) d.cpu = cpu;
+  phase("reclaimSlot");
+  // Two killed at once are reclaimed together: neither reclaim may wait on a lock the other holds.
+  const cpus = dead.filter((d) => d.cpu >= 0).map((d) => d.cpu);
+  if (cpus.length === 1) reclaimReport(heap.reclaimSlot(cpus[0]!));
+  else if (cpus.length > 1) for (const r of heap.reclaimSlot(cpus)) reclaimReport(r);
+  phase("orphans");
+  // A worker killed inside Heap.attach claimed a slot it had not published: once no survivor is
+  // attaching, that slot is the one no live worker names (a host's attachedSlots() check).
+  if (dead.some((d) => d.cpu < 0)) {
+    const end = Date.now() + 20_000;
+    for (;;) {
+      let attaching = false;
+      for (const w of live) if (w !== null && Atomics.load(ctrl, wBase(w.id) + W_ATTACHING) !== 0) attaching = true;
+      if (!attaching) {
+        const known = new Set<number>([heap.cpu]);
+        for (const w of live) if (w !== null) known.add(Atomics.load(ctrl, wBase(w.id) + W_CPU));
+        let again = false;
+        for (const w of live) if (w !== null && Atomics.load(ctrl, wBase(w.id) + W_ATTACHING) !== 0) again = true;
+        if (!again) {
+          for (const cpu of heap.attachedSlots()) {
+            if (known.has(cpu)) continue;
+            reclaimReport(heap.reclaimSlot(cpu));
+            for (const d of dead) if (d.cpu < 0) d.cpu = cpu;
+          }
+          break;
+        }
+      }
+      if (Date.now() > end) throw new Error("a survivor stayed inside Heap.attach for 20 s");
+      await sleep(1);
+    }
   }
+  phase("pause");
+  await pauseAll();
   // The dead's kfreeRcu objects are freed for good before their entries are looked at.
+  phase("rcuBarrier");
   heap.rcuBarrier();
+  phase("settle");
   if (opts.verbose) say(`kill ${sum.kills}: ${dead.map((d) => `worker ${d.id} (cpu ${d.cpu}, op ${d.op}, hook ${d.hop})`).join(", ")}${inDrain ? ", during another's drain" : ""}`);
   settle(dead);
   beat();
   resumeAll();
+  phase("spawn");
   for (const d of dead) await spawn(d.id);
 }
 
@@ -499,10 +549,16 @@ async function main(): Promise<void> {
   let nextReport = t0 + 30_000;
   while (Date.now() < endAt && sum.failures.length === 0) {
     beat();
+    phase("sleep");
     await sleep(rng.int(3, 60));
     if (opts.kills) await killRound();
     else {
+      phase("pause");
       await pauseAll();
+      // Blocks given to kfreeRcu are allocated until their grace period ends: freed first.
+      phase("rcuBarrier");
+      heap.rcuBarrier();
+      phase("settle");
       settle([]);
       resumeAll();
     }
@@ -512,6 +568,7 @@ async function main(): Promise<void> {
     }
   }
   // The end: every worker frees what it holds and detaches.
+  phase("finish");
   Atomics.store(ctrl, G_STOP, 1);
   resumeAll();
   for (const w of live) {
@@ -532,6 +589,7 @@ async function main(): Promise<void> {
     sum.drains += ctrl[wb + W_DRAINS]!;
     sum.churn += ctrl[wb + W_CHURN]!;
   }
+  phase("final checks");
   // Slots left by workers that failed.
   for (const cpu of heap.attachedSlots()) if (cpu !== heap.cpu) reclaimReport(heap.reclaimSlot(cpu));
   const total = E.length / E_WORDS;
@@ -563,7 +621,7 @@ async function main(): Promise<void> {
   for (const s of st.slabs) active += s.activeObjects;
   sum.leftObjects = active;
   sum.endPages = st.totalPages;
-  if (active > sum.objectWindow) fail(`${active} objects still allocated at the end, but only ${sum.objectWindow} kills landed in an object allocation's window`);
+  if (active > sum.objectWindow + sum.rcuBatchKills) fail(`${active} objects still allocated at the end, but only ${sum.objectWindow} kills landed in an object allocation's window and ${sum.rcuBatchKills} inside a kfreeRcu batch free`);
   const c = census();
   if (c.allocated !== 0 || c.pcp !== 0 || c.deferred !== 0 || c.rcu !== 0) fail(`at the end: ${c.allocated} pages still allocated, ${c.pcp} on pcp lists, ${c.deferred} deferred, ${c.rcu} in kfreeRcu blocks`);
   if (active === 0 && st.freePages !== st.totalPages) fail(`at the end ${st.freePages} of ${st.totalPages} pages are free`);

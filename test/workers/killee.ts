@@ -34,6 +34,8 @@ import {
   W_HOP,
   W_HSIZE,
   W_INCARN,
+  W_ATTACHING,
+  W_DRAINOP,
   W_INDRAIN,
   W_OPS,
   W_PENTRY,
@@ -55,8 +57,10 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
   const hookRng = new Prng(data.seed ^ 0x5bd1e995);
   const first = data.id * ENTRIES_PER_WORKER;
   let serial = 0;
+  Atomics.store(ctrl, wb + W_ATTACHING, 1);
   let heap = Heap.attach(data.buffer);
   Atomics.store(ctrl, wb + W_CPU, heap.cpu);
+  Atomics.store(ctrl, wb + W_ATTACHING, 0);
   const shared: KmemCache[] = [];
   for (const c of SHARED_CACHES) {
     const h = heap.findCache(c.name);
@@ -150,16 +154,17 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
   };
   if (data.reentry) heap.setReentryHook(hook);
 
+  // G_PAUSE holds the pause round's number (0: run); the acknowledgement names the round.
   const pauseIfAsked = (): void => {
-    if (Atomics.load(ctrl, G_PAUSE) === 0) return;
-    Atomics.store(ctrl, wb + W_ACK, 1);
+    const round = Atomics.load(ctrl, G_PAUSE);
+    if (round === 0) return;
+    Atomics.store(ctrl, wb + W_ACK, round);
     Atomics.notify(ctrl, wb + W_ACK);
     const end = Date.now() + 60_000;
-    while (Atomics.load(ctrl, G_PAUSE) !== 0) {
+    while (Atomics.load(ctrl, G_PAUSE) === round) {
       if (Date.now() > end) throw new Error(`worker ${data.id}: paused for more than 60 s`);
-      Atomics.wait(ctrl, G_PAUSE, 1, 50);
+      Atomics.wait(ctrl, G_PAUSE, round, 50);
     }
-    Atomics.store(ctrl, wb + W_ACK, 0);
   };
 
   const allocObj = (): void => {
@@ -219,6 +224,9 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
     const e = ownEntry((1 << KIND.obj) | (1 << KIND.cobj) | (1 << KIND.large));
     if (e < 0) return;
     const w = e * E_WORDS;
+    // Not the objects of a churn cache: a kill inside a kfreeRcu batch free may leak the one object
+    // being freed (documented), and a churn cache with a leaked object could not be destroyed.
+    if (E[w + E_KIND] === KIND.cobj && E[w + E_CACHE] !== -1) return;
     check(e);
     const inSection = rng.chance(0.3);
     pend(OP.rcuFree, e, E[w + E_KIND]!, E[w + E_SIZE]!);
@@ -348,15 +356,19 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
   };
   const drainOnce = (): void => {
     const r = rng.int(0, 3);
+    ctrl[wb + W_DRAINOP] = r + 1;
     if (r === 0) heap.shrink();
     else if (r === 1) shared[rng.int(0, shared.length - 1)]!.shrink();
     else if (r === 2 && churn.size === 0) {
       // Detach and attach again: every block stays ours (blocks belong to no slot).
-      Atomics.store(ctrl, wb + W_CPU, -1);
+      // W_CPU keeps the old slot until detach returns; W_ATTACHING covers the attach.
       heap.detach();
+      Atomics.store(ctrl, wb + W_ATTACHING, 1);
+      Atomics.store(ctrl, wb + W_CPU, -1);
       heap = Heap.attach(data.buffer);
-      if (data.reentry) heap.setReentryHook(hook);
       Atomics.store(ctrl, wb + W_CPU, heap.cpu);
+      Atomics.store(ctrl, wb + W_ATTACHING, 0);
+      if (data.reentry) heap.setReentryHook(hook);
       shared.length = 0;
       for (const c of SHARED_CACHES) shared.push(heap.findCache(c.name)!);
     } else if (r === 3) {
