@@ -275,7 +275,9 @@ export class PageAllocator extends MmBase {
     this.assertLive();
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+    this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     this.vmInc(VM.pgfree, 1 << order);
     if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, GFP_TRYLOCK);

@@ -368,7 +368,9 @@ export class SlabAllocator extends PageAllocator {
       const pfn = addr >>> PAGE_SHIFT;
       const order = (this.u32[this.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
       if (mode === 0) this.assertCanLock(LOCK.zone);
-      this.u32[this.pd(pfn) + D_FLAGS] = 0;
+      // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+      this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
       this.vmInc(VM.pgfree, 1 << order);
       if ((this.trace.mask & (1 << TP.kfree)) !== 0) this.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
       this.freeBlock(pfn, order, mode);
