@@ -1450,31 +1450,31 @@ export class SlabAllocator extends PageAllocator {
    * (this slot's list) and returns false.
    */
   private drainDeferredOnce(p: number, cpu: number, own: boolean): boolean {
-    // Read the views now: the lock of an earlier call may have rebuilt them after growth.
-    const i32 = this.i32;
-    let obj = i32[p + C_DEFER_HEAD]!;
-    const nr = i32[p + C_DEFER_NR]!;
-    i32[p + C_DEFER_HEAD] = 0;
-    i32[p + C_DEFER_NR] = 0;
-    const broken = this.brokenDeferredList(obj, nr);
+    const nr = this.i32[p + C_DEFER_NR]!;
+    const first = this.i32[p + C_DEFER_HEAD]!;
+    const broken = this.brokenDeferredList(first, nr);
     if (broken !== "") {
       // Deferred work found broken metadata: report it, drop the list (its objects stay
       // allocated, lost), and never walk a cycle.
-      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+      this.i32[p + C_DEFER_HEAD] = 0;
+      this.i32[p + C_DEFER_NR] = 0;
+      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), first);
       return true;
     }
     let gaveUp = false;
-    while (obj !== 0) {
-      const next = i32[(obj >> 2) + O_NEXT]!;
+    // One object at a time off the list, in place (at most `nr`: what a hook defers meanwhile may be
+    // among them, the rest waits for the next drain): an agent killed here leaves at most the
+    // object being freed in its hands, and the rest on its list for reclaimSlot.
+    for (let k = 0; k < nr && !gaveUp; k++) {
+      // Read the views each time: a free below may have rebuilt them after growth.
+      const i32 = this.i32;
+      const obj = i32[p + C_DEFER_HEAD]!;
+      if (obj === 0) break;
+      i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
+      i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
       const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
       i32[obj >> 2] = 0;
       this.debugUnlink(this.cacheWOf(id), obj);
-      if (gaveUp) {
-        this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
-        this.vmInc(VM.objectsUndeferred, 1);
-        obj = next;
-        continue;
-      }
       // A dead slot's objects (reclaimSlot) go straight to their slabs.
       const named = id >= FIRST_NAMED_ID;
       // Deferred work: an error is reported (onError), and the rest of the list is still freed.
@@ -1505,7 +1505,6 @@ export class SlabAllocator extends PageAllocator {
         this.deferring--;
       }
       this.vmInc(VM.objectsUndeferred, 1);
-      obj = next;
     }
     return !gaveUp;
   }
