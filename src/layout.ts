@@ -344,6 +344,10 @@ export const P_LOCKED = 2;
  * releaser; reclaimSlot clears a dead slot's): a dying cache is not released while any is non-zero,
  * so no slow path works on a descriptor that is being reused. */
 export const P_USERS = 3;
+/** A sheaf this slot has in its hands: taken off the barn (a trade, a barn shrink) or leaving the pcs
+ * line for the barn, 0 for none. Owner only; reclaimSlot flushes a dead slot's (unless the sheaf
+ * is on the pcs line or a barn list by then), so no sheaf in transit is lost with its objects. */
+export const P_HAND = 4;
 
 export const CACHE_FREE = 0;
 export const CACHE_ACTIVE = 1;

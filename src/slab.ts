@@ -129,6 +129,7 @@ import {
   ORDER_MASK,
   ORDER_SHIFT,
   P_LOCKED,
+  P_HAND,
   P_MAIN,
   P_SPARE,
   P_USERS,
@@ -705,6 +706,7 @@ export class SlabAllocator extends PageAllocator {
     if (full !== 0) {
       this.vmInc(VM.barnGet, 1);
       i32[pcs + P_MAIN] = full;
+      i32[pcs + P_HAND] = 0;
       if (main !== (this.hw + EMPTY_SHEAF_W) << 2) {
         if (spare === 0) i32[pcs + P_SPARE] = main;
         else this.barnPutEmpty(id, main, mode);
@@ -957,22 +959,27 @@ export class SlabAllocator extends PageAllocator {
     // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
     // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
     // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
+    // In hand (P_HAND) from here until the barn has it or it is back on the pcs line.
+    i32[pcs + P_HAND] = main;
     i32[pcs + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
     const empty = this.barnPutFull(id, main, mode);
     if (empty > 0) {
       this.vmInc(VM.barnPut, 1);
+      i32[pcs + P_HAND] = 0;
       i32[pcs + P_MAIN] = empty;
       return empty >> 2;
     }
     if (empty === 0) {
       // The barn took the full sheaf but had no empty one: make one (normal mode only).
       this.vmInc(VM.barnPut, 1);
+      i32[pcs + P_HAND] = 0;
       const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
       i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
       return s >> 2;
     }
     // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
     i32[pcs + P_MAIN] = main;
+    i32[pcs + P_HAND] = 0;
     if (mode !== 0) return 0;
     // A noBlock agent that cannot have the list lock frees (defers) the object itself.
     return this.flushSheaf(id, main >> 2, 0) ? main >> 2 : 0;
@@ -1178,6 +1185,8 @@ export class SlabAllocator extends PageAllocator {
     if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
     if (!this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
     const s = this.barnPop(kw + K_BARN_FULL);
+    // In this slot's hand (P_HAND) until the caller puts it on the pcs line and clears the word.
+    i32[this.pcsW(id) + P_HAND] = s;
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
     return s;
   }
@@ -1258,29 +1267,22 @@ export class SlabAllocator extends PageAllocator {
 
   /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
   protected barnShrink(id: number): void {
-    const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    this.lock(kw + K_BARN_LOCK, LOCK.barn);
-    let full = i32[kw + K_BARN_FULL]!;
-    let empty = i32[kw + K_BARN_EMPTY]!;
-    i32[kw + K_BARN_FULL] = 0;
-    i32[kw + K_BARN_EMPTY] = 0;
-    i32[kw + K_BARN_NR_FULL] = 0;
-    i32[kw + K_BARN_NR_EMPTY] = 0;
-    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
-    for (let n = 0; full !== 0; n++) {
-      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
-      const next = this.i32[(full >> 2) + S_NEXT]!;
-      if (!this.flushSheaf(id, full >> 2, 0)) this.deferSheafObjects(full >> 2);
-      this.freeSheaf(full, 0);
-      full = next;
-    }
-    for (let n = 0; empty !== 0; n++) {
-      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} empty sheaves: its list is broken`);
-      const next = this.i32[(empty >> 2) + S_NEXT]!;
-      this.freeSheaf(empty, 0);
-      empty = next;
+    const hand = this.pcsW(id) + P_HAND;
+    // One sheaf at a time off the barn, in this slot's hand (P_HAND) while it is flushed: an agent
+    // killed here leaves at most that sheaf, which reclaimSlot flushes, and the rest in the barn.
+    for (let n = 0; ; n++) {
+      if (n >= 2 * BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${2 * BARN_MAX} sheaves: its lists are broken`);
+      this.lock(kw + K_BARN_LOCK, LOCK.barn);
+      // this.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
+      let s = this.barnPop(kw + K_BARN_FULL);
+      if (s === 0) s = this.barnPop(kw + K_BARN_EMPTY);
+      this.i32[hand] = s;
+      this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      if (s === 0) return;
+      if (!this.flushSheaf(id, s >> 2, 0)) this.deferSheafObjects(s >> 2);
+      this.i32[hand] = 0;
+      this.freeSheaf(s, 0);
     }
   }
 
@@ -1842,6 +1844,35 @@ export class SlabAllocator extends PageAllocator {
     return true;
   }
 
+  /**
+   * reclaimSlot: the sheaf dead slot `cpu` had in its hands (P_HAND) for cache `id`. It is flushed
+   * and freed only if it is nowhere else: on no slot's pcs line (a trade that finished, or another
+   * agent took it from the barn), on neither barn list (the barn took it before the kill), and it
+   * is still a sheaf of this cache (not freed by a barn shrink meanwhile). No lock held.
+   */
+  private flushHandSheaf(id: number, cpu: number): void {
+    const kw = this.cacheWOf(id);
+    const hand = kw + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_HAND;
+    const s = this.i32[hand]!;
+    if (s === 0) return;
+    this.i32[hand] = 0;
+    for (let c = 0; c < this.cpus; c++) {
+      const pcs = kw + (CACHE_HDR_LINES + c) * LINE_WORDS;
+      if (this.i32[pcs + P_MAIN] === s || this.i32[pcs + P_SPARE] === s || this.i32[pcs + P_HAND] === s) return;
+    }
+    this.lock(kw + K_BARN_LOCK, LOCK.barn);
+    let found = false;
+    for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+      for (let b = this.i32[head]!, n = 0; b !== 0 && n <= BARN_MAX; b = this.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+    }
+    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    const sw = s >> 2;
+    const i32 = this.i32;
+    if (found || i32[sw + S_CACHE] !== id || i32[sw + S_CAP] !== i32[kw + K_SHEAF_CAP] || i32[sw + S_SIZE]! >>> 0 > i32[sw + S_CAP]!) return;
+    if (!this.flushSheaf(id, sw, 0)) this.listBusy(id);
+    this.freeSheaf(s, 0);
+  }
+
   /** Objects in slot `cpu`'s sheaves (main and spare) of every live or dying cache: for reclaimSlot's report. */
   protected sheafObjectsOf(cpu: number): number {
     const i32 = this.i32;
@@ -1863,6 +1894,7 @@ export class SlabAllocator extends PageAllocator {
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+      if (cpu !== this.cpu) this.flushHandSheaf(id, cpu);
       if (!this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
       // A reclaimed slot is inside no slow path any more, wherever it died.
       if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + (CACHE_HDR_LINES + cpu) * LINE_WORDS + P_USERS, 0);
