@@ -194,6 +194,18 @@ export interface HeapStats extends PageStats, RcuStats {
   vmstat: Record<VmItem, number>;
 }
 
+/** reclaimSlot's array of slots, read once; anything that cannot be read is EINVAL. */
+function readSlots(a: readonly unknown[]): unknown[] {
+  try {
+    const n = a.length;
+    const out: unknown[] = [];
+    for (let i = 0; i < n; i++) out.push(a[i]);
+    return out;
+  } catch (e) {
+    return einval(`cpus could not be read: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 /** The inits Heap.create and Heap.attach made: the constructor takes no other. */
 const heapInits = new WeakSet<MmInit>();
 function heapInit(init: MmInit): MmInit {
@@ -398,16 +410,25 @@ export class Heap extends RcuAllocator {
   reclaimSlot(cpus: readonly number[]): ReclaimReport[];
   reclaimSlot(arg: number | readonly number[]): ReclaimReport | ReclaimReport[] {
     this.assertLive();
-    const many = Array.isArray(arg);
-    const cpus: number[] = many ? Array.from(arg as readonly number[]) : [arg as number];
+    let many = false;
+    try {
+      many = Array.isArray(arg);
+    } catch {
+      einval(`cpu must be a slot number or an array of them, not ${describe(arg)}`);
+    }
+    const cpus: unknown[] = many ? readSlots(arg as readonly unknown[]) : [arg];
     const seen = new Set<number>();
     for (let k = 0; k < cpus.length; k++) {
       const cpu = cpus[k];
       checkInt(many ? `cpus[${k}]` : "cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
       if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
-      if (seen.has(cpu!)) throw new HeapError(ErrorCode.EINVAL, `cpus: slot ${cpu} is given twice`);
-      seen.add(cpu!);
+      if (seen.has(cpu as number)) throw new HeapError(ErrorCode.EINVAL, `cpus: slot ${cpu} is given twice`);
+      seen.add(cpu as number);
     }
+    return this.reclaimChecked(cpus as number[], many);
+  }
+
+  private reclaimChecked(cpus: number[], many: boolean): ReclaimReport | ReclaimReport[] {
     if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
     this.assertCanLock(LOCK.rcu);
     if (!many) {
