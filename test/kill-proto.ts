@@ -154,8 +154,10 @@ export interface KillSummary {
   reclaimPages: number;
   reclaimObjects: number;
   reclaimInHand: number;
-  /** Objects still allocated at the end (at most objectWindow). */
+  /** Objects still allocated at the end (at most objectWindow + rcuBatchKills). */
   leftObjects: number;
+  /** The allocator's own sheaf objects still allocated at the end (at most one a kill). */
+  leftSheaves: number;
   startPages: number;
   endPages: number;
   failures: string[];

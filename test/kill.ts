@@ -59,7 +59,7 @@ function emptySummary(opts: KillOptions, why: string): KillSummary {
   return {
     seed: opts.seed, seconds: opts.seconds, workers: opts.workers, kills: 0, doubleKills: 0, killsInDrain: 0, spawned: 0, ops: 0,
     hookActions: 0, grows: 0, drains: 0, churn: 0, validates: 0, hostFreed: 0, inFlightRecovered: 0, pendingResolved: 0,
-    objectWindow: 0, rcuBatchKills: 0, reclaimLocks: 0, reclaimRebuilt: 0, reclaimPages: 0, reclaimObjects: 0, reclaimInHand: 0, leftObjects: 0,
+    objectWindow: 0, rcuBatchKills: 0, reclaimLocks: 0, reclaimRebuilt: 0, reclaimPages: 0, reclaimObjects: 0, reclaimInHand: 0, leftObjects: 0, leftSheaves: 0,
     startPages: 0, endPages: 0, failures: [why],
   };
 }
@@ -79,6 +79,7 @@ export function summaryTable(s: KillSummary): string {
     ["growths / drains / cache churn", `${n(s.grows)} / ${n(s.drains)} / ${n(s.churn)} caches created`],
     ["heap pages", `${n(s.startPages)} at the start, ${n(s.endPages)} at the end`],
     ["objects left", `${n(s.leftObjects)} (at most: kills in an object allocation's caller window ${n(s.objectWindow)} + kills inside a kfreeRcu batch free ${n(s.rcuBatchKills)})`],
+    ["sheaf objects left", `${n(s.leftSheaves)} (the allocator's own; at most one a kill)`],
     ["failures", n(s.failures.length)],
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
