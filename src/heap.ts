@@ -14,8 +14,13 @@
  *     pcp -> zone) and assert first that the caller holds none of them. reclaimSlot first takes
  *     over every lock word the dead slot holds (compareExchange owner -> this slot, waiters bit
  *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
- *     kfreeRcu counts, a cache's list counts) and releases it (recoverLocksOf). On a noBlock
- *     caller, detach and reclaimSlot may stop with EAGAIN; the slot then stays attached.
+ *     kfreeRcu counts, a cache's slab lists and counts, a barn's counts) and releases it
+ *     (recoverLocksOf); then it frees the blocks the slot had in its hands (PG_INHAND, kfreeRcu
+ *     block pages on no chain, its P_HAND sheaves) and returns its memory, and reports all of it
+ *     (ReclaimReport). Slots that died together are reclaimed together (an array): all are claimed
+ *     and all their locks taken over before any memory is returned, so no reclaim waits on a lock
+ *     another dead slot holds. On a noBlock caller, detach and reclaimSlot may stop with EAGAIN;
+ *     the slot then stays attached.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
  *     frees go to the deferred list, which detach drains again until the slot holds nothing.
  *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is

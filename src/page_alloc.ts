@@ -29,10 +29,16 @@
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
- *   A block in hand (taken off a pcp or buddy list, not yet given its kind; or on its way back to
- *     them) is PG_HEAD | order with D_OWNER this slot: at every lock point each page is in a list or
- *     in an allocated block, so an agent stopped there and reclaimed leaks that block, never
- *     leaves pages that belong to nothing (test/reclaim-points.test.ts).
+ *   A block in hand (taken off a pcp or buddy list, not yet given its kind; on its way back to
+ *     them; a slab leaving its cache; a block being merged; pages a growth adds) is PG_HEAD |
+ *     PG_INHAND | order with D_OWNER this slot, the owner written before the flags: between any two
+ *     statements each page is in a list or in a block a reader can walk, and reclaimSlot of a dead
+ *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
+ *     (test/reclaim-points.test.ts, test/reclaim-trust.test.ts, test/kill.test.ts). reclaimSlot,
+ *     taking the zone lock over, rebuilds the buddy lists from the descriptors and finishes a
+ *     growth that had not published Z_SIZE. Residual: a nolock free parked on the deferred llist
+ *     by an agent killed between its compareExchange and its Z_DEFER_PAGES add leaves that count
+ *     off by the block.
  *
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)

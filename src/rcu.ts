@@ -23,6 +23,13 @@
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
  *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
  *     R_INFLIGHT for a slot that died holding objects.
+ *   A kfreeRcu block page belongs to the slot in D_OWNER while it is on no chain: the taker writes
+ *     it (under the krcp lock) before a block leaves a wait chain or the current word, and so does
+ *     whoever drops spares; a batch is freed from the top, RB_COUNT lowered before each free.
+ *     reclaimSlot finds a dead slot's block pages on no slot's chain, current word or spare list
+ *     (rcuBlocksInHand) and puts those with objects on the dead slot's wait chain (freed after
+ *     their grace period) or frees them. Residual: the one object being freed when the agent was
+ *     killed stays allocated.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
  *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
  *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu

@@ -16,9 +16,20 @@
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
  *     A sheaf is in one place at every lock point: a pcs line (P_MAIN, P_SPARE), a barn list, or
- *     the hand of the slot moving it (a full main leaves its pcs line before the barn takes it), so
- *     a reclaim of an agent stopped there never flushes a sheaf the barn also holds. A slab leaving
- *     its cache becomes an allocated page block of the slot under the list lock (unaccountSlab).
+ *     the hand of the slot moving it (P_HAND of its pcs line: a full main leaves P_MAIN for P_HAND
+ *     before the barn takes it, a sheaf taken off the barn is in P_HAND until it is on the pcs
+ *     line, barnShrink takes one sheaf at a time into P_HAND), so a reclaim of an agent killed
+ *     there flushes the hand sheaf unless a pcs line or a barn list holds it, and never flushes a
+ *     sheaf twice. A slab leaving its cache becomes a block in the slot's hand (PG_INHAND) under
+ *     the list lock (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it.
+ *   Under the list lock every statement leaves the slabs rebuildable from their descriptors: an
+ *     object moves into a sheaf (counted) before it leaves its freelist, a new slab's head has its
+ *     freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list lock over,
+ *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
+ *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
+ *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
+ *     object at a time in place. Residual: a kill between an object leaving a list and its free
+ *     or its caller leaks that one object (and a sheaf object between its last use and its free).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS and, for every slab of the cache, its head descriptor's D_FREELIST,
  *     D_INUSE, D_NEXT, D_PREV and the free objects on its freelist (words 0 and 1). A new slab is
