@@ -546,6 +546,8 @@ export class Heap extends RcuAllocator {
    */
   private recoverLocksOf(cpu: number, report: ReclaimReport): void {
     const i32 = this.i32;
+    // A request it raised on another slot's pcp lock while it waited for it.
+    this.pcpDropRequestOf(cpu);
     for (let s = 0; s < this.cpus; s++) {
       if (!this.takeOverLock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
       report.locks.push(`rcu cpu ${s}`);

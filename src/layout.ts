@@ -155,6 +155,10 @@ export const C_PCP_HEAD = 33;
 export const C_PCP_NR = 37;
 /** 1 while the owner is inside a pcp section (the local trylock that re-entry finds held). Owner only. */
 export const C_PCP_BUSY = 41;
+/** The slot + 1 whose C_PCP_REQ this slot has raised as a remote drainer (pcpLockRemote), 0 for
+ * none. Owner only; reclaimSlot lowers that request for a slot that died waiting, so the other
+ * slot keeps its fast path. */
+export const C_PCP_REQ_AT = 42;
 /* line 3: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
  * drains it for a dead owner. */
 /** Head address of the deferred object llist (linked through each object's first word). */

@@ -60,6 +60,7 @@ import {
   C_PCP_BUSY,
   C_PCP_LOCK,
   C_PCP_REQ,
+  C_PCP_REQ_AT,
   C_PCP_NR,
   C_STATE,
   C_VMSTAT,
@@ -781,6 +782,7 @@ export class PageAllocator extends MmBase {
     const c = this.pcpOf(cpu);
     const w = c + C_PCP_LOCK;
     Atomics.add(i32, c + C_PCP_REQ, 1);
+    i32[this.pcpuW + C_PCP_REQ_AT] = cpu + 1;
     // An agent that must not block waits a fraction of its bound for each slot.
     const limit = this.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
     try {
@@ -797,8 +799,18 @@ export class PageAllocator extends MmBase {
         }
       }
     } finally {
+      i32[this.pcpuW + C_PCP_REQ_AT] = 0;
       Atomics.sub(i32, c + C_PCP_REQ, 1);
     }
+  }
+
+  /** reclaimSlot: dead slot `cpu` died waiting for another slot's pcp lock; lower its request. */
+  protected pcpDropRequestOf(cpu: number): void {
+    const c = this.pcpOf(cpu);
+    const at = this.i32[c + C_PCP_REQ_AT]!;
+    if (at === 0) return;
+    this.i32[c + C_PCP_REQ_AT] = 0;
+    if (at - 1 >= 0 && at - 1 < this.cpus && Atomics.load(this.i32, this.pcpOf(at - 1) + C_PCP_REQ) > 0) Atomics.sub(this.i32, this.pcpOf(at - 1) + C_PCP_REQ, 1);
   }
 
   protected pcpUnlockRemote(cpu: number): void {
