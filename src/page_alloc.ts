@@ -533,15 +533,19 @@ export class PageAllocator extends MmBase {
       if (pfn === 0) continue;
       this.buddyDel(pfn, o);
       // A block in hand is this slot's until prepNewBlock says what it is: an agent killed on the
-      // way is found by reclaimSlot (PG_INHAND, D_OWNER, written first) and the block freed.
+      // way is found by reclaimSlot (PG_INHAND, D_OWNER, written first) and the block freed. The
+      // whole block is in hand first, and shrinks after each half goes back, so that no page of
+      // it is ever outside a block (a half listed and still inside the block in hand is dropped
+      // by rebuildBuddyLists, which walks past it, and freed with the block).
       u32[this.pd(pfn) + D_OWNER] = this.cpu;
-      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
       // expand(): hand the upper halves back, largest first.
       for (let high = o; high > order; ) {
         high--;
         const half = pfn + (1 << high);
         u32[this.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
         this.buddyAdd(half, high);
+        u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (high << ORDER_SHIFT);
       }
       u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! - (1 << order);
       return pfn;
