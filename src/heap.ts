@@ -14,8 +14,13 @@
  *     pcp -> zone) and assert first that the caller holds none of them. reclaimSlot first takes
  *     over every lock word the dead slot holds (compareExchange owner -> this slot, waiters bit
  *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
- *     kfreeRcu counts, a cache's list counts) and releases it (recoverLocksOf). On a noBlock
- *     caller, detach and reclaimSlot may stop with EAGAIN; the slot then stays attached.
+ *     kfreeRcu counts, a cache's slab lists and counts, a barn's counts) and releases it
+ *     (recoverLocksOf); then it frees the blocks the slot had in its hands (PG_INHAND, kfreeRcu
+ *     block pages on no chain, its P_HAND sheaves) and returns its memory, and reports all of it
+ *     (ReclaimReport). Slots that died together are reclaimed together (an array): all are claimed
+ *     and all their locks taken over before any memory is returned, so no reclaim waits on a lock
+ *     another dead slot holds. On a noBlock caller, detach and reclaimSlot may stop with EAGAIN;
+ *     the slot then stays attached.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
  *     frees go to the deferred list, which detach drains again until the slot holds nothing.
  *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
@@ -165,6 +170,25 @@ export interface AttachOptions {
   offset?: number;
 }
 
+/**
+ * What reclaimSlot found and did (a plain object). `locks` names each lock the dead agent held
+ * ("zone", "pcp cpu 3", "list kmalloc-64", "barn kmalloc-64", "sheaf kmalloc-64", "ctable",
+ * "rcu cpu 2"); `rebuilt` each structure rebuilt from the descriptors under such a lock ("buddy
+ * lists", "pcp lists of cpu 3", "slab lists of kmalloc-64 (12 slabs)", "barn of kmalloc-64",
+ * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
+ * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
+ * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
+ * `inHand` the page blocks and kfreeRcu block pages it had in its hands inside the allocator.
+ */
+export interface ReclaimReport {
+  cpu: number;
+  locks: string[];
+  rebuilt: string[];
+  pages: number;
+  objects: number;
+  inHand: number;
+}
+
 export interface HeapStats extends PageStats, RcuStats {
   /** Slots attached now. */
   attached: number;
@@ -173,6 +197,18 @@ export interface HeapStats extends PageStats, RcuStats {
   deferredObjects: number;
   slabs: SlabStats[];
   vmstat: Record<VmItem, number>;
+}
+
+/** reclaimSlot's array of slots, read once; anything that cannot be read is EINVAL. */
+function readSlots(a: readonly unknown[]): unknown[] {
+  try {
+    const n = a.length;
+    const out: unknown[] = [];
+    for (let i = 0; i < n; i++) out.push(a[i]);
+    return out;
+  } catch (e) {
+    return einval(`cpus could not be read: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 /** The inits Heap.create and Heap.attach made: the constructor takes no other. */
@@ -371,46 +407,104 @@ export class Heap extends RcuAllocator {
    * slot `cpu`'s cached pages, objects, deferred frees and pending kfreeRcu objects to the heap and
    * free the slot. Locks the worker died holding are taken over and released (recoverLocksOf), so
    * the heap goes on working. A noBlock caller that meets a lock held past its bound gets EAGAIN,
-   * the slot still attached: call again.
+   * the slot still attached: call again. Several workers that died together are reclaimed
+   * together (an array of slots): every lock any of them holds is taken over before any of their
+   * memory is returned, so the reclaim never waits on a lock another dead slot holds.
    */
-  reclaimSlot(cpu: number): void {
+  reclaimSlot(cpu: number): ReclaimReport;
+  reclaimSlot(cpus: readonly number[]): ReclaimReport[];
+  reclaimSlot(arg: number | readonly number[]): ReclaimReport | ReclaimReport[] {
     this.assertLive();
-    checkInt("cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
-    if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+    let many = false;
+    try {
+      many = Array.isArray(arg);
+    } catch {
+      einval(`cpu must be a slot number or an array of them, not ${describe(arg)}`);
+    }
+    const cpus: unknown[] = many ? readSlots(arg as readonly unknown[]) : [arg];
+    const seen = new Set<number>();
+    for (let k = 0; k < cpus.length; k++) {
+      const cpu = cpus[k];
+      checkInt(many ? `cpus[${k}]` : "cpu", cpu, 0, this.cpus - 1, "", `this heap's slots are 0..${this.cpus - 1}`);
+      if (cpu === this.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+      if (seen.has(cpu as number)) throw new HeapError(ErrorCode.EINVAL, `cpus: slot ${cpu} is given twice`);
+      seen.add(cpu as number);
+    }
+    return this.reclaimChecked(cpus as number[], many);
+  }
+
+  private reclaimChecked(cpus: number[], many: boolean): ReclaimReport | ReclaimReport[] {
     if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
     this.assertCanLock(LOCK.rcu);
-    const c = this.pcpOf(cpu);
-    const state = Atomics.load(this.i32, c + C_STATE);
-    // A free slot that still holds deferred objects (left by a detach of an earlier release):
-    // return them, and the slot stays free.
-    if (state === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) return this.reclaimDeferredOf(cpu);
-    // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
-    if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
-    if (Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
-      throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
-    }
-    // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
-    // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
-    Atomics.add(this.i32, c + C_GEN, 1);
-    try {
-      this.recoverLocksOf(cpu);
-      this.rcuReclaim(cpu);
-      this.drainDeferredObjects(cpu);
-      this.flushAllSheavesOf(cpu);
-      if (this.pcpSteal(cpu)) {
-        const count = this.u32[c + C_PCP_COUNT]!;
-        if (count !== 0) this.pcpDrain(cpu, count);
-        const left = this.u32[c + C_PCP_COUNT]!;
-        this.pcpUnlockRemote(cpu);
-        if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+    if (!many) {
+      const cpu = cpus[0]!;
+      const c = this.pcpOf(cpu);
+      // A free slot that still holds deferred objects (left by a detach of an earlier release):
+      // return them, and the slot stays free.
+      if (Atomics.load(this.i32, c + C_STATE) === SLOT_FREE && this.i32[c + C_DEFER_HEAD] !== 0) {
+        const objects = this.i32[c + C_DEFER_NR]!;
+        this.reclaimDeferredOf(cpu);
+        return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
       }
+    }
+    // Claim every slot (SLOT_RECLAIMING) before anything changes; SLOT_DEAD: a heap of an earlier
+    // release marked the slot dead, and it is reclaimed the same way.
+    const before: number[] = [];
+    for (const cpu of cpus) {
+      const c = this.pcpOf(cpu);
+      const state = Atomics.load(this.i32, c + C_STATE);
+      const why =
+        state !== SLOT_ATTACHED && state !== SLOT_DEAD ? `cpu ${cpu} is not attached`
+        : Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
+        : null;
+      if (why !== null) {
+        for (let k = 0; k < before.length; k++) Atomics.store(this.i32, this.pcpOf(cpus[k]!) + C_STATE, before[k]!);
+        throw new HeapError(ErrorCode.EINVAL, why);
+      }
+      before.push(state);
+    }
+    // A handle still using a slot (a host that reclaimed a live worker's slot) finds the
+    // generation moved on at its next slow path and is detached (EDETACHED), never sharing it.
+    for (const cpu of cpus) Atomics.add(this.i32, this.pcpOf(cpu) + C_GEN, 1);
+    const reports = cpus.map((cpu): ReclaimReport => ({ cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 }));
+    try {
+      // No waiting here: only the locks these slots hold are taken over.
+      for (let k = 0; k < cpus.length; k++) this.recoverLocksOf(cpus[k]!, reports[k]!);
+      for (let k = 0; k < cpus.length; k++) this.returnSlotMemory(cpus[k]!, reports[k]!);
     } catch (e) {
-      // Nothing is lost: what was returned stays returned, the rest stays the slot's; call again.
-      Atomics.store(this.i32, c + C_STATE, SLOT_ATTACHED);
+      // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
+      for (const cpu of cpus) Atomics.store(this.i32, this.pcpOf(cpu) + C_STATE, SLOT_ATTACHED);
       throw e;
     }
-    for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
-    Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+    for (const cpu of cpus) {
+      const c = this.pcpOf(cpu);
+      for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
+      Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
+    }
+    return many ? reports : reports[0]!;
+  }
+
+  /** reclaimSlot, once the dead slot's locks are recovered: everything it held goes back. */
+  private returnSlotMemory(cpu: number, report: ReclaimReport): void {
+    const c = this.pcpOf(cpu);
+    // What it had in its hands inside the allocator goes back to the free lists.
+    const blocks = { n: 0 };
+    report.pages += this.freeBlocksInHand(cpu, blocks);
+    report.inHand += blocks.n;
+    report.objects += this.i32[c + C_RCU_PENDING]! + this.i32[c + C_DEFER_NR]!;
+    report.pages += this.i32[c + C_RCU_NR_SPARE]!;
+    report.inHand += this.rcuReclaim(cpu);
+    this.drainDeferredObjects(cpu);
+    report.objects += this.sheafObjectsOf(cpu);
+    this.flushAllSheavesOf(cpu);
+    if (this.pcpSteal(cpu)) {
+      const count = this.u32[c + C_PCP_COUNT]!;
+      report.pages += count;
+      if (count !== 0) this.pcpDrain(cpu, count);
+      const left = this.u32[c + C_PCP_COUNT]!;
+      this.pcpUnlockRemote(cpu);
+      if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${this.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+    }
   }
 
   /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
@@ -450,22 +544,39 @@ export class Heap extends RcuAllocator {
    * and the pcp lists' counts (recountPcp). A block the dead agent had in hand (taken out of a
    * list, not yet handed back) stays allocated: leaked, never handed out twice.
    */
-  private recoverLocksOf(cpu: number): void {
+  private recoverLocksOf(cpu: number, report: ReclaimReport): void {
     const i32 = this.i32;
+    // A request it raised on another slot's pcp lock while it waited for it.
+    this.pcpDropRequestOf(cpu);
     for (let s = 0; s < this.cpus; s++) {
       if (!this.takeOverLock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
+      report.locks.push(`rcu cpu ${s}`);
       this.rcuRecount(this.pcpOf(s));
+      report.rebuilt.push(`kfreeRcu counts of cpu ${s}`);
       this.unlock(this.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
     }
-    if (this.takeOverLock(this.hw + CT_LOCK, LOCK.ctable, cpu)) this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+    if (this.takeOverLock(this.hw + CT_LOCK, LOCK.ctable, cpu)) {
+      report.locks.push("ctable");
+      this.unlock(this.hw + CT_LOCK, LOCK.ctable);
+    }
     for (let id = 0; id < this.maxCaches; id++) {
       const kw = this.cacheWOf(id);
       const st = i32[kw + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-      i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED] = 0;
-      if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      const name = this.cacheName(id);
+      const local = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED;
+      if (i32[local] !== 0) report.locks.push(`sheaf ${name}`);
+      i32[local] = 0;
+      if (this.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) {
+        report.locks.push(`barn ${name}`);
+        this.barnRecountLocked(id);
+        report.rebuilt.push(`barn of ${name}`);
+        this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      }
       if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
-        this.slabRecountLocked(id);
+        report.locks.push(`list ${name}`);
+        const slabs = this.slabRebuildLocked(id, cpu);
+        report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
         this.unlock(kw + K_LIST_LOCK, LOCK.list);
       }
     }
@@ -476,17 +587,25 @@ export class Heap extends RcuAllocator {
       if ((Atomics.load(i32, w) & LOCK_OWNER_MASK) !== cpu + 1) continue;
       if (Atomics.compareExchange(i32, w, cpu + 1, this.me) !== cpu + 1) continue;
       this.acquired(LOCK.pcp);
+      report.locks.push(`pcp cpu ${s}`);
       this.recountPcp(s);
+      report.rebuilt.push(`pcp lists of cpu ${s}`);
       this.pcpUnlockRemote(s);
     }
     const own = this.pcpOf(cpu);
     if (i32[own + C_PCP_BUSY] !== 0) {
       // It died inside its own pcp section: the lists may be torn; pcpSteal takes the word next.
       i32[own + C_PCP_BUSY] = 0;
-      if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) this.recountPcp(cpu);
+      if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) {
+        report.locks.push(`pcp cpu ${cpu}`);
+        this.recountPcp(cpu);
+        report.rebuilt.push(`pcp lists of cpu ${cpu}`);
+      }
     }
     if (this.takeOverLock(this.hw + Z_LOCK, LOCK.zone, cpu)) {
+      report.locks.push("zone");
       this.rebuildBuddyLists();
+      report.rebuilt.push("buddy lists");
       this.unlock(this.hw + Z_LOCK, LOCK.zone);
     }
   }

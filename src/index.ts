@@ -3,7 +3,7 @@
  * JavaScript agents. See README.md.
  */
 export { Heap, DEFAULT_SIZE, DEFAULT_CPUS, MAX_HEAP_SIZE } from "./heap.js";
-export type { HeapOptions, AttachOptions, DebugOptions, FaultInjection, HeapStats } from "./heap.js";
+export type { HeapOptions, AttachOptions, DebugOptions, FaultInjection, HeapStats, ReclaimReport } from "./heap.js";
 export { HeapError, ErrorCode } from "./errors.js";
 export { GFP } from "./gfp.js";
 export type { Gfp } from "./gfp.js";

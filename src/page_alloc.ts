@@ -30,10 +30,16 @@
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
- *   A block in hand (taken off a pcp or buddy list, not yet given its kind; or on its way back to
- *     them) is PG_HEAD | order with D_OWNER this slot: at every lock point each page is in a list or
- *     in an allocated block, so an agent stopped there and reclaimed leaks that block, never
- *     leaves pages that belong to nothing (test/reclaim-points.test.ts).
+ *   A block in hand (taken off a pcp or buddy list, not yet given its kind; on its way back to
+ *     them; a slab leaving its cache; a block being merged; pages a growth adds) is PG_HEAD |
+ *     PG_INHAND | order with D_OWNER this slot, the owner written before the flags: between any two
+ *     statements each page is in a list or in a block a reader can walk, and reclaimSlot of a dead
+ *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
+ *     (test/reclaim-points.test.ts, test/reclaim-trust.test.ts, test/kill.test.ts). reclaimSlot,
+ *     taking the zone lock over, rebuilds the buddy lists from the descriptors and finishes a
+ *     growth that had not published Z_SIZE. Residual: a nolock free parked on the deferred llist
+ *     by an agent killed between its compareExchange and its Z_DEFER_PAGES add leaves that count
+ *     off by the block.
  *
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
@@ -55,6 +61,7 @@ import {
   C_PCP_BUSY,
   C_PCP_LOCK,
   C_PCP_REQ,
+  C_PCP_REQ_AT,
   C_PCP_NR,
   C_STATE,
   C_VMSTAT,
@@ -77,6 +84,7 @@ import {
   PG_BUDDY,
   PG_DEFERRED,
   PG_HEAD,
+  PG_INHAND,
   PG_LARGE,
   PG_PCP,
   PG_RCU_BLOCK,
@@ -276,7 +284,9 @@ export class PageAllocator extends MmBase {
     this.assertLive();
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+    this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     this.vmInc(VM.pgfree, 1 << order);
     if ((this.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, GFP_TRYLOCK);
@@ -328,9 +338,9 @@ export class PageAllocator extends MmBase {
     u32[c + C_PCP_HEAD + order] = u32[d + D_NEXT]!;
     u32[c + C_PCP_NR + order] = u32[c + C_PCP_NR + order]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << order);
-    // In hand: an allocated block of this slot's until prepNewBlock (see rmqueueSmallest).
-    u32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    // In hand: this slot's until prepNewBlock (see rmqueueSmallest). The owner is written first.
     u32[d + D_OWNER] = this.cpu;
+    u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     return pfn;
   }
 
@@ -459,15 +469,23 @@ export class PageAllocator extends MmBase {
     if (!this.growBuffer(want)) return;
     const from = old >>> PAGE_SHIFT;
     const to = want >>> PAGE_SHIFT;
-    u32[this.hw + Z_NR_PAGES] = to;
+    // The new pages are blocks in this slot's hand before the zone reaches them: an agent killed
+    // from here on leaves blocks that reclaimSlot frees (rebuildBuddyLists first finishes the
+    // growth: Z_MANAGED and Z_SIZE follow Z_NR_PAGES), never pages that belong to nothing.
     for (let pfn = from; pfn < to; pfn++) u32[this.pd(pfn) + D_FLAGS] = 0;
     for (let pfn = from; pfn < to; ) {
-      let order = MAX_ORDER;
-      while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+      const order = growOrder(pfn, to);
+      u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+      pfn += 1 << order;
+    }
+    u32[this.hw + Z_NR_PAGES] = to;
+    for (let pfn = from; pfn < to; ) {
+      const order = growOrder(pfn, to);
       this.freeOneBlock(pfn, order);
       pfn += 1 << order;
     }
-    u32[this.hw + Z_MANAGED] = u32[this.hw + Z_MANAGED]! + (to - from);
+    u32[this.hw + Z_MANAGED] = to - this.zoneStart;
     this.setWatermarks(u32[this.hw + Z_MANAGED]!);
     // Publication point: a handle that reads the new size finds the pages already in the zone.
     Atomics.store(u32, this.hw + Z_SIZE, want);
@@ -518,16 +536,20 @@ export class PageAllocator extends MmBase {
       const pfn = u32[this.hw + Z_FREE_HEAD + o]!;
       if (pfn === 0) continue;
       this.buddyDel(pfn, o);
-      // A block in hand is this slot's until prepNewBlock says what it is: an agent stopped on the
-      // way and reclaimed leaves an allocated block, never pages that belong to nothing.
-      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+      // A block in hand is this slot's until prepNewBlock says what it is: an agent killed on the
+      // way is found by reclaimSlot (PG_INHAND, D_OWNER, written first) and the block freed. The
+      // whole block is in hand first, and shrinks after each half goes back, so that no page of
+      // it is ever outside a block (a half listed and still inside the block in hand is dropped
+      // by rebuildBuddyLists, which walks past it, and freed with the block).
       u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
       // expand(): hand the upper halves back, largest first.
       for (let high = o; high > order; ) {
         high--;
         const half = pfn + (1 << high);
         u32[this.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
         this.buddyAdd(half, high);
+        u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (high << ORDER_SHIFT);
       }
       u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! - (1 << order);
       return pfn;
@@ -564,8 +586,8 @@ export class PageAllocator extends MmBase {
     const nolock = mode !== 0;
     // In this slot's hand until a list takes it (see the contract): whatever the caller did to the
     // flags, at every lock point below the block is an allocated block of this slot.
-    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     if (order <= PCP_LIST_MAX_ORDER) {
       if (this.pcpEnter()) {
         const u32 = this.u32;
@@ -594,13 +616,17 @@ export class PageAllocator extends MmBase {
       this.deferPage(pfn, order);
       return;
     }
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
     this.freeOneBlock(pfn, order);
     if (!nolock) this.drainDeferredLocked();
     this.unlock(this.hw + Z_LOCK, LOCK.zone);
   }
 
-  /** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
+  /**
+   * __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held.
+   * Between any two statements every page is in a block a reader can walk: the merged block is a
+   * block in this slot's hand (PG_INHAND) before the half that stops being a head is cleared, so a
+   * reclaim of an agent killed here (rebuildBuddyLists, then the blocks in hand) loses no page.
+   */
   private freeOneBlock(pfn: number, order: number): void {
     const u32 = this.u32;
     u32[this.hw + Z_FREE_PAGES] = u32[this.hw + Z_FREE_PAGES]! + (1 << order);
@@ -611,8 +637,11 @@ export class PageAllocator extends MmBase {
       const bd = this.pd(buddy);
       if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
       this.buddyDel(buddy, order);
-      u32[bd + D_FLAGS] = 0;
-      pfn &= buddy;
+      const merged = pfn & buddy;
+      u32[this.pd(merged) + D_OWNER] = this.cpu;
+      u32[this.pd(merged) + D_FLAGS] = PG_HEAD | PG_INHAND | ((order + 1) << ORDER_SHIFT);
+      u32[this.pd(merged === pfn ? buddy : pfn) + D_FLAGS] = 0;
+      pfn = merged;
       order++;
     }
     u32[this.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
@@ -639,7 +668,8 @@ export class PageAllocator extends MmBase {
       u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
       u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
       u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
-      u32[d + D_FLAGS] = 0;
+      u32[d + D_OWNER] = this.cpu;
+      u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
       if ((this.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) this.emitPage(TP.mm_page_pcpu_drain, pfn, o);
       this.freeOneBlock(pfn, o);
       freed += 1 << o;
@@ -765,6 +795,7 @@ export class PageAllocator extends MmBase {
     const c = this.pcpOf(cpu);
     const w = c + C_PCP_LOCK;
     Atomics.add(i32, c + C_PCP_REQ, 1);
+    i32[this.pcpuW + C_PCP_REQ_AT] = cpu + 1;
     // An agent that must not block waits a fraction of its bound for each slot.
     const limit = this.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
     try {
@@ -781,8 +812,18 @@ export class PageAllocator extends MmBase {
         }
       }
     } finally {
+      i32[this.pcpuW + C_PCP_REQ_AT] = 0;
       Atomics.sub(i32, c + C_PCP_REQ, 1);
     }
+  }
+
+  /** reclaimSlot: dead slot `cpu` died waiting for another slot's pcp lock; lower its request. */
+  protected pcpDropRequestOf(cpu: number): void {
+    const c = this.pcpOf(cpu);
+    const at = this.i32[c + C_PCP_REQ_AT]!;
+    if (at === 0) return;
+    this.i32[c + C_PCP_REQ_AT] = 0;
+    if (at - 1 >= 0 && at - 1 < this.cpus && Atomics.load(this.i32, this.pcpOf(at - 1) + C_PCP_REQ) > 0) Atomics.sub(this.i32, this.pcpOf(at - 1) + C_PCP_REQ, 1);
   }
 
   protected pcpUnlockRemote(cpu: number): void {
@@ -806,6 +847,15 @@ export class PageAllocator extends MmBase {
    */
   protected rebuildBuddyLists(): void {
     const u32 = this.u32;
+    // A growth stopped after the zone took its pages (Z_NR_PAGES) and before it published them:
+    // finish it, so that every handle (this one first) sees the pages the dead agent had in hand.
+    const nr = u32[this.hw + Z_NR_PAGES]!;
+    if (nr << PAGE_SHIFT !== u32[this.hw + Z_SIZE]!) {
+      u32[this.hw + Z_MANAGED] = nr - this.zoneStart;
+      this.setWatermarks(nr - this.zoneStart);
+      Atomics.store(u32, this.hw + Z_SIZE, nr << PAGE_SHIFT);
+      this.refreshViews();
+    }
     const blocks: number[] = [];
     const end = u32[this.hw + Z_NR_PAGES]!;
     for (let pfn = this.zoneStart; pfn < end; ) {
@@ -821,6 +871,30 @@ export class PageAllocator extends MmBase {
     u32[this.hw + Z_FREE_PAGES] = 0;
     for (let i = 0; i < blocks.length; i += 2) u32[this.pd(blocks[i]!) + D_FLAGS] = 0;
     for (let i = 0; i < blocks.length; i += 2) this.freeOneBlock(blocks[i]!, blocks[i + 1]!);
+  }
+
+  /**
+   * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with D_OWNER
+   * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
+   * a block being merged). Their tail descriptors are cleared first (a merge stopped half-way can
+   * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
+   * pages freed; `blocks` (if given) counts the blocks.
+   */
+  protected freeBlocksInHand(cpu: number, blocks?: { n: number }): number {
+    let pages = 0;
+    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
+      const d = this.pd(pfn);
+      const f = this.u32[d + D_FLAGS]!;
+      if ((f & ~ORDER_MASK) !== (PG_HEAD | PG_INHAND) || this.u32[d + D_OWNER] !== cpu) continue;
+      const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > this.nrPages) continue;
+      for (let p = 1; p < 1 << order; p++) this.u32[this.pd(pfn + p) + D_FLAGS] = 0;
+      this.freeBlock(pfn, order, 0);
+      pages += 1 << order;
+      if (blocks !== undefined) blocks.n++;
+      pfn += (1 << order) - 1;
+    }
+    return pages;
   }
 
   /** reclaimSlot: recount slot `cpu`'s pcp lists (its pcp word held), which a dead agent may have left torn. */
@@ -879,7 +953,8 @@ export class PageAllocator extends MmBase {
         break;
       }
       const next = this.u32[d + D_NEXT]!;
-      this.u32[d + D_FLAGS] = 0;
+      this.u32[d + D_OWNER] = this.cpu;
+      this.u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
       this.freeOneBlock(pfn, order);
       pages += 1 << order;
       pfn = next;
@@ -1111,7 +1186,7 @@ export class PageAllocator extends MmBase {
         }
         const f = u32[this.pd(pfn) + D_FLAGS]!;
         const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
-        if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK)) === 0) {
+        if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK | PG_INHAND)) === 0) {
           const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
           mark(pfn, o, PAGE_WHERE.allocated, `allocated block ${pfn}`);
           pfn += 1 << o;
@@ -1166,4 +1241,11 @@ function describeKind(f: number): string {
   if ((f & PG_RCU_BLOCK) !== 0) return "a kfreeRcu block page";
   if ((f & PG_HEAD) !== 0) return "a page block";
   return `a block with flags ${hex(f)}`;
+}
+
+/** The order of the block that starts at `pfn` when pages up to `to` join the zone: aligned, within. */
+function growOrder(pfn: number, to: number): number {
+  let order = MAX_ORDER;
+  while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+  return order;
 }

@@ -23,6 +23,13 @@
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
  *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
  *     R_INFLIGHT for a slot that died holding objects.
+ *   A kfreeRcu block page belongs to the slot in D_OWNER while it is on no chain: the taker writes
+ *     it (under the krcp lock) before a block leaves a wait chain or the current word, and so does
+ *     whoever drops spares; a batch is freed from the top, RB_COUNT lowered before each free.
+ *     reclaimSlot finds a dead slot's block pages on no slot's chain, current word or spare list
+ *     (rcuBlocksInHand) and puts those with objects on the dead slot's wait chain (freed after
+ *     their grace period) or frees them. Residual: the one object being freed when the agent was
+ *     killed stays allocated.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
  *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
  *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
@@ -63,6 +70,7 @@ import {
   C_STATE,
   CACHE_FREE,
   D_FLAGS,
+  D_OWNER,
   FREE_TAG,
   H_CACHE_BYTES,
   H_CACHE_OFF,
@@ -334,9 +342,10 @@ export class RcuAllocator extends SlabAllocator {
     const p = this.pcpuW;
     let block = i32[p + C_RCU_BLOCK]!;
     if (block !== 0 && i32[(block >> 2) + RB_COUNT]! >= RB_CAP) {
+      // Off the current word first: killed in between, the block is in hand (found by reclaimSlot), never in two places.
+      i32[p + C_RCU_BLOCK] = 0;
       this.chainBlock(block);
       block = 0;
-      i32[p + C_RCU_BLOCK] = 0;
     }
     if (block === 0) {
       // A spare block page; else, seed 003: a page only from this slot's pcp list, never the
@@ -349,6 +358,8 @@ export class RcuAllocator extends SlabAllocator {
         const pfn = this.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
         if (pfn === 0) return false;
         block = pfn << PAGE_SHIFT;
+        // A block page's count is valid before the page is one (reclaimSlot reads the blocks in hand).
+        this.i32[(block >> 2) + RB_COUNT] = 0;
         this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
         this.vmInc(VM.pgalloc, 1);
       }
@@ -367,10 +378,11 @@ export class RcuAllocator extends SlabAllocator {
     const p = this.pcpuW;
     const bw = block >> 2;
     const n = i32[bw + RB_COUNT]!;
-    i32[bw + RB_ADDRS + n] = addr;
-    i32[bw + RB_COUNT] = n + 1;
-    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_RCU);
+    // The cookie first: an object is never counted in a block whose cookie is older than its own.
     i32[bw + RB_GP] = c;
+    i32[bw + RB_ADDRS + n] = addr;
+    if (this.debugFlags !== 0) this.debugSetState(addr, OBJ_RCU);
+    i32[bw + RB_COUNT] = n + 1;
     i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
     return true;
   }
@@ -502,6 +514,7 @@ export class RcuAllocator extends SlabAllocator {
     while (i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX) {
       const pfn = this.rmqueue(0, GFP.NOWAIT);
       if (pfn === 0) return;
+      this.i32[(pfn << (PAGE_SHIFT - 2)) + RB_COUNT] = 0;
       this.u32[this.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
       this.vmInc(VM.pgalloc, 1);
       if (!this.pushSpare(pfn << PAGE_SHIFT)) {
@@ -518,6 +531,7 @@ export class RcuAllocator extends SlabAllocator {
     if (!this.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
     const kept = i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX;
     if (kept) {
+      this.u32[this.pd(block >>> PAGE_SHIFT) + D_OWNER] = this.cpu;
       i32[(block >> 2) + RB_NEXT] = i32[p + C_RCU_SPARE]!;
       i32[p + C_RCU_SPARE] = block;
       i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! + 1;
@@ -528,7 +542,7 @@ export class RcuAllocator extends SlabAllocator {
 
   private freeBlockPage(block: number): void {
     const pfn = block >>> PAGE_SHIFT;
-    this.u32[this.pd(pfn) + D_FLAGS] = 0;
+    // freeBlock makes it a block in hand itself: no store here may leave the page belonging to nothing.
     this.vmInc(VM.pgfree, 1);
     this.freeBlock(pfn, 0, 0);
   }
@@ -542,6 +556,11 @@ export class RcuAllocator extends SlabAllocator {
   private dropSpareBlocks(p: number): void {
     this.lock(p + C_KRCP_LOCK, LOCK.rcu);
     let b = this.i32[p + C_RCU_SPARE]!;
+    // Ours before they leave the list: a kill below leaves blocks in hand that our reclaim finds.
+    for (let s = b, n = 0; s !== 0 && n < RCU_SPARE_MAX; s = this.i32[(s >> 2) + RB_NEXT]!, n++) {
+      this.u32[this.pd(s >>> PAGE_SHIFT) + D_OWNER] = this.cpu;
+      this.i32[(s >> 2) + RB_COUNT] = 0;
+    }
     this.i32[p + C_RCU_SPARE] = 0;
     this.i32[p + C_RCU_NR_SPARE] = 0;
     this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
@@ -577,6 +596,8 @@ export class RcuAllocator extends SlabAllocator {
         throw new HeapError(ErrorCode.ECORRUPT, `the kfreeRcu wait chain at word ${p} is broken at ${hex(b)} (${out.blocks.length} of ${most} blocks)`);
       }
       if (!take(i32[(b >> 2) + RB_GP]!)) break;
+      // The taker's before it leaves the chain: a block in hand is found by its owner's reclaim.
+      this.u32[this.pd(b >>> PAGE_SHIFT) + D_OWNER] = this.cpu;
       i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
       if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
       out.blocks.push(b);
@@ -585,6 +606,7 @@ export class RcuAllocator extends SlabAllocator {
     const cur = i32[p + C_RCU_BLOCK]!;
     if (cur !== 0 && !this.isBlockPage(cur)) throw new HeapError(ErrorCode.ECORRUPT, `the current kfreeRcu block at word ${p} (${hex(cur)}) is not a block page`);
     if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
+      this.u32[this.pd(cur >>> PAGE_SHIFT) + D_OWNER] = this.cpu;
       i32[p + C_RCU_BLOCK] = 0;
       out.blocks.push(cur);
       pending += i32[(cur >> 2) + RB_COUNT]!;
@@ -636,7 +658,13 @@ export class RcuAllocator extends SlabAllocator {
       for (const b of out.blocks) {
         const bw = b >> 2;
         const n = this.i32[bw + RB_COUNT]!;
-        for (let k = 0; k < n; k++) this.freeQueued(this.i32[bw + RB_ADDRS + k]!);
+        // From the top, the count lowered before each free: a block in hand (D_OWNER this slot)
+        // always counts exactly the objects not yet given to kfree, and reclaimSlot frees those
+        // (a kill between the two statements leaks that one object, never frees it twice).
+        for (let k = n - 1; k >= 0; k--) {
+          this.i32[bw + RB_COUNT] = k;
+          this.freeQueued(this.i32[bw + RB_ADDRS + k]!);
+        }
         freed += n;
         if (!this.pushSpare(b)) this.freeBlockPage(b);
       }
@@ -754,7 +782,7 @@ export class RcuAllocator extends SlabAllocator {
    * it had taken off a slot and not freed are lost to it: they stay allocated (leaked), and leave
    * R_INFLIGHT, so that rcuBarrier does not wait for them for ever.
    */
-  protected rcuReclaim(cpu: number): void {
+  protected rcuReclaim(cpu: number): number {
     const p = this.pcpOf(cpu);
     this.i32[p + C_RCU_NEST] = 0;
     Atomics.store(this.i32, p + C_RCU_SNAP, 0);
@@ -763,8 +791,57 @@ export class RcuAllocator extends SlabAllocator {
       this.i32[p + C_RCU_INFLIGHT] = 0;
       Atomics.sub(this.i32, this.hw + R_INFLIGHT, inflight);
     }
+    const inHand = this.rcuBlocksInHand(cpu);
     this.rcuFlushSlot(cpu);
     this.dropSpareBlocks(p);
+    return inHand;
+  }
+
+  /**
+   * reclaimSlot: the kfreeRcu block pages dead slot `cpu` had in its hands (D_OWNER `cpu`, on no
+   * slot's chain, current word or spare list: a batch it was freeing, a spare it was dropping or
+   * refilling, a block between two lists). Those with objects go on the dead slot's wait chain,
+   * freed after their grace period by the flush that follows; empty ones are freed. Takes each
+   * slot's krcp lock in turn. Returns how many were found.
+   */
+  private rcuBlocksInHand(cpu: number): number {
+    const i32 = this.i32;
+    const u32 = this.u32;
+    const reach = new Set<number>();
+    for (let s = 0; s < this.cpus; s++) {
+      const q = this.pcpOf(s);
+      this.lock(q + C_KRCP_LOCK, LOCK.rcu);
+      for (let b = i32[q + C_RCU_WAIT]!, n = 0; b !== 0 && n <= this.nrPages; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
+      if (i32[q + C_RCU_BLOCK] !== 0) reach.add(i32[q + C_RCU_BLOCK]!);
+      for (let b = i32[q + C_RCU_SPARE]!, n = 0; b !== 0 && n <= RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
+      this.unlock(q + C_KRCP_LOCK, LOCK.rcu);
+    }
+    const found: number[] = [];
+    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
+      const d = this.pd(pfn);
+      if (u32[d + D_FLAGS] === PG_RCU_BLOCK && u32[d + D_OWNER] === cpu && !reach.has(pfn << PAGE_SHIFT)) found.push(pfn << PAGE_SHIFT);
+    }
+    if (found.length === 0) return 0;
+    const p = this.pcpOf(cpu);
+    const empty: number[] = [];
+    this.lock(p + C_KRCP_LOCK, LOCK.rcu);
+    for (const b of found) {
+      const n = i32[(b >> 2) + RB_COUNT]!;
+      if (n <= 0 || n > RB_CAP) {
+        empty.push(b);
+        continue;
+      }
+      i32[(b >> 2) + RB_NEXT] = 0;
+      const tail = i32[p + C_RCU_WAIT_TAIL]!;
+      if (tail === 0) i32[p + C_RCU_WAIT] = b;
+      else i32[(tail >> 2) + RB_NEXT] = b;
+      i32[p + C_RCU_WAIT_TAIL] = b;
+      i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + n;
+      i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! + 1;
+    }
+    this.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+    for (const b of empty) this.freeBlockPage(b);
+    return found.length;
   }
 
   /**
@@ -775,10 +852,16 @@ export class RcuAllocator extends SlabAllocator {
     const i32 = this.i32;
     let objs = 0;
     let blocks = 0;
+    let tail = 0;
     for (let b = i32[p + C_RCU_WAIT]!; b !== 0 && blocks <= this.nrPages; b = i32[(b >> 2) + RB_NEXT]!) {
       objs += i32[(b >> 2) + RB_COUNT]!;
       blocks++;
+      tail = b;
     }
+    i32[p + C_RCU_WAIT_TAIL] = tail;
+    let spare = 0;
+    for (let b = i32[p + C_RCU_SPARE]!; b !== 0 && spare < RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!) spare++;
+    i32[p + C_RCU_NR_SPARE] = spare;
     const cur = i32[p + C_RCU_BLOCK]!;
     if (cur !== 0) {
       objs += i32[(cur >> 2) + RB_COUNT]!;

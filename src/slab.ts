@@ -16,9 +16,20 @@
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
  *     A sheaf is in one place at every lock point: a pcs line (P_MAIN, P_SPARE), a barn list, or
- *     the hand of the slot moving it (a full main leaves its pcs line before the barn takes it), so
- *     a reclaim of an agent stopped there never flushes a sheaf the barn also holds. A slab leaving
- *     its cache becomes an allocated page block of the slot under the list lock (unaccountSlab).
+ *     the hand of the slot moving it (P_HAND of its pcs line: a full main leaves P_MAIN for P_HAND
+ *     before the barn takes it, a sheaf taken off the barn is in P_HAND until it is on the pcs
+ *     line, barnShrink takes one sheaf at a time into P_HAND), so a reclaim of an agent killed
+ *     there flushes the hand sheaf unless a pcs line or a barn list holds it, and never flushes a
+ *     sheaf twice. A slab leaving its cache becomes a block in the slot's hand (PG_INHAND) under
+ *     the list lock (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it.
+ *   Under the list lock every statement leaves the slabs rebuildable from their descriptors: an
+ *     object moves into a sheaf (counted) before it leaves its freelist, a new slab's head has its
+ *     freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list lock over,
+ *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
+ *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
+ *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
+ *     object at a time in place. Residual: a kill between an object leaving a list and its free
+ *     or its caller leaks that one object (and a sheaf object between its last use and its free).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
  *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
@@ -143,6 +154,7 @@ import {
   ORDER_MASK,
   ORDER_SHIFT,
   P_LOCKED,
+  P_HAND,
   P_MAIN,
   P_SPARE,
   P_USERS,
@@ -153,6 +165,7 @@ import {
   PG_BUDDY,
   PG_DEFERRED,
   PG_HEAD,
+  PG_INHAND,
   PG_LARGE,
   PG_PCP,
   PG_SLAB,
@@ -381,7 +394,9 @@ export class SlabAllocator extends PageAllocator {
       const pfn = addr >>> PAGE_SHIFT;
       const order = (this.u32[this.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
       if (mode === 0) this.assertCanLock(LOCK.zone);
-      this.u32[this.pd(pfn) + D_FLAGS] = 0;
+      // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+      this.u32[this.pd(pfn) + D_OWNER] = this.cpu;
+      this.u32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
       this.vmInc(VM.pgfree, 1 << order);
       if ((this.trace.mask & (1 << TP.kfree)) !== 0) this.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
       this.freeBlock(pfn, order, mode);
@@ -716,6 +731,7 @@ export class SlabAllocator extends PageAllocator {
     if (full !== 0) {
       this.vmInc(VM.barnGet, 1);
       i32[pcs + P_MAIN] = full;
+      i32[pcs + P_HAND] = 0;
       if (main !== (this.hw + EMPTY_SHEAF_W) << 2) {
         if (spare === 0) i32[pcs + P_SPARE] = main;
         else this.barnPutEmpty(id, main, mode);
@@ -764,20 +780,21 @@ export class SlabAllocator extends PageAllocator {
       const d = this.pd(pfn);
       if (i32[d + D_INUSE] === 0) this.emptySlabTaken(kw);
       let obj = i32[d + D_FREELIST]!;
-      let inuse = i32[d + D_INUSE]!;
+      // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
+      // statements leaves the object at worst on both, at the top of its sheaf, which
+      // slabRebuildLocked drops from the sheaf; never on neither.
       while (obj !== 0 && got < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
         i32[sw + S_OBJS + base + got] = obj;
         got++;
-        inuse++;
-        const taken = obj;
-        obj = i32[(obj >> 2) + O_NEXT]!;
-        if (debug) this.debugUnlink(kw, taken);
+        i32[sw + S_SIZE] = base + got;
+        i32[d + D_FREELIST] = next;
+        i32[d + D_INUSE] = i32[d + D_INUSE]! + 1;
+        if (debug) this.debugUnlink(kw, obj);
+        obj = next;
       }
-      i32[d + D_FREELIST] = obj;
-      i32[d + D_INUSE] = inuse;
       if (obj === 0) this.partialToFull(kw, pfn);
     }
-    i32[sw + S_SIZE] = base + got;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
     return got;
   }
@@ -800,9 +817,10 @@ export class SlabAllocator extends PageAllocator {
     if (inuse === 0) this.emptySlabTaken(kw);
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
-    this.debugUnlink(kw, obj);
+    // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
+    this.debugUnlink(kw, obj);
     if (next === 0) this.partialToFull(kw, pfn);
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
     return obj;
@@ -857,6 +875,10 @@ export class SlabAllocator extends PageAllocator {
     // The pages become a slab of the cache only under the list lock, where it is also counted and
     // listed: until then they are the block rmqueue left in this slot's hand (PG_HEAD), so an agent
     // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
+    // The head's freelist and count are right before the pages become a slab, so that a reclaim
+    // (slabRebuildLocked) of an agent killed from here on finds a whole slab.
+    i32[this.pd(pfn) + D_FREELIST] = base;
+    i32[this.pd(pfn) + D_INUSE] = 0;
     for (let p = 0; p < 1 << order; p++) {
       const d = this.pd(pfn + p);
       i32[d + D_FLAGS] = PG_SLAB;
@@ -866,27 +888,30 @@ export class SlabAllocator extends PageAllocator {
     let obj = base;
     let taken = 0;
     let result: number;
+    const d = this.pd(pfn);
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      i32[d + D_FREELIST] = obj;
+      i32[d + D_INUSE] = 1;
       this.debugUnlink(kw, result);
       taken = 1;
     } else {
+      // As takeFromPartial: into the sheaf, then off the freelist, object by object.
       const at = i32[sw + S_SIZE]!;
       const want = i32[sw + S_CAP]! - at;
       while (obj !== 0 && taken < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
         i32[sw + S_OBJS + at + taken] = obj;
         taken++;
-        const t = obj;
-        obj = i32[(obj >> 2) + O_NEXT]!;
-        if (meta !== 0) this.debugUnlink(kw, t);
+        i32[sw + S_SIZE] = at + taken;
+        i32[d + D_FREELIST] = next;
+        i32[d + D_INUSE] = taken;
+        if (meta !== 0) this.debugUnlink(kw, obj);
+        obj = next;
       }
-      i32[sw + S_SIZE] = at + taken;
       result = taken;
     }
-    const d = this.pd(pfn);
-    i32[d + D_FREELIST] = obj;
-    i32[d + D_INUSE] = taken;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
@@ -967,22 +992,27 @@ export class SlabAllocator extends PageAllocator {
     // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
     // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
     // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
+    // In hand (P_HAND) from here until the barn has it or it is back on the pcs line.
+    i32[pcs + P_HAND] = main;
     i32[pcs + P_MAIN] = (this.hw + EMPTY_SHEAF_W) << 2;
     const empty = this.barnPutFull(id, main, mode);
     if (empty > 0) {
       this.vmInc(VM.barnPut, 1);
+      i32[pcs + P_HAND] = 0;
       i32[pcs + P_MAIN] = empty;
       return empty >> 2;
     }
     if (empty === 0) {
       // The barn took the full sheaf but had no empty one: make one (normal mode only).
       this.vmInc(VM.barnPut, 1);
+      i32[pcs + P_HAND] = 0;
       const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
       i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
       return s >> 2;
     }
     // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
     i32[pcs + P_MAIN] = main;
+    i32[pcs + P_HAND] = 0;
     if (mode !== 0) return 0;
     // A noBlock agent that cannot have the list lock frees (defers) the object itself.
     return this.flushSheaf(id, main >> 2, 0) ? main >> 2 : 0;
@@ -1117,29 +1147,89 @@ export class SlabAllocator extends PageAllocator {
   }
 
   /**
-   * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
-   * the free objects and the empty slabs from the slabs' descriptors (D_INUSE). List lock held.
+   * reclaimSlot took cache `id`'s list lock over from dead slot `cpu`, which may have stopped
+   * between any two statements of a list-locked section: rebuild the partial and full lists and
+   * every count from the slab descriptors, the source of truth. Each slab head of the cache
+   * (PG_SLAB, D_HEAD itself) gets its tails marked again (unaccountSlab clears them first), its
+   * freelist walked (a link outside the slab, or one seen twice, cuts it there) and D_INUSE set to
+   * the objects not on it. The dead slot's sheaves of the cache may hold at their top an object
+   * that is also on its freelist (stopped between the two stores of a refill or a flush): the
+   * sheaf drops it. A slab the dead slot had already turned into a block in its hand
+   * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
    */
-  protected slabRecountLocked(id: number): void {
+  protected slabRebuildLocked(id: number, cpu: number): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const objs = i32[kw + K_OBJS]!;
+    const size = i32[kw + K_SIZE]!;
+    const npages = 1 << i32[kw + K_ORDER]!;
+    const poison = i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0;
+    const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+    const tops: number[] = [];
+    for (const at of [P_MAIN, P_SPARE]) {
+      const s = i32[pcs + at]!;
+      if (s !== 0 && s !== (this.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0) tops.push(s >> 2);
+    }
+    const seen = new Uint8Array(objs);
     let partial = 0;
+    let full = 0;
     let empty = 0;
     let free = 0;
-    for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0 && partial <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) {
-      const inuse = i32[this.pd(pfn) + D_INUSE]!;
-      partial++;
-      free += objs - inuse;
-      if (inuse === 0) empty++;
+    let slabs = 0;
+    i32[kw + K_PARTIAL] = 0;
+    i32[kw + K_FULL] = 0;
+    for (let pfn = this.zoneStart; pfn < this.nrPages; pfn++) {
+      const d = this.pd(pfn);
+      if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
+      for (let p = 1; p < npages; p++) {
+        const t = this.pd(pfn + p);
+        i32[t + D_FLAGS] = PG_SLAB;
+        i32[t + D_HEAD] = pfn;
+        i32[t + D_CACHE] = id;
+      }
+      const base = pfn << PAGE_SHIFT;
+      seen.fill(0);
+      let f = 0;
+      let link = d + D_FREELIST;
+      for (let obj = i32[link]!; obj !== 0; obj = i32[link]!) {
+        const k = (obj - base) / size;
+        if (!Number.isInteger(k) || k < 0 || k >= objs || seen[k] !== 0) {
+          i32[link] = 0;
+          break;
+        }
+        seen[k] = 1;
+        f++;
+        link = (obj >> 2) + O_NEXT;
+      }
+      for (const sw of tops) {
+        const top = i32[sw + S_OBJS + i32[sw + S_SIZE]! - 1]!;
+        const k = (top - base) / size;
+        if (!Number.isInteger(k) || k < 0 || k >= objs) continue;
+        if (seen[k] !== 0) i32[sw + S_SIZE] = i32[sw + S_SIZE]! - 1;
+        else if (poison) this.debugUnlink(kw, top);
+      }
+      i32[d + D_INUSE] = objs - f;
+      const list = f === 0 ? kw + K_FULL : kw + K_PARTIAL;
+      const first = i32[list]!;
+      i32[d + D_NEXT] = first;
+      i32[d + D_PREV] = 0;
+      if (first !== 0) i32[this.pd(first) + D_PREV] = pfn;
+      i32[list] = pfn;
+      if (f === 0) full++;
+      else partial++;
+      if (f === objs) empty++;
+      free += f;
+      slabs++;
+      pfn += npages - 1;
     }
-    let full = 0;
-    for (let pfn = i32[kw + K_FULL]!; pfn !== 0 && full <= this.nrPages; pfn = i32[this.pd(pfn) + D_NEXT]!) full++;
     i32[kw + K_NR_PARTIAL] = partial;
     i32[kw + K_NR_FULL] = full;
-    i32[kw + K_FREE_OBJS] = free;
     i32[kw + K_NR_EMPTY] = empty;
     i32[kw + K_EMPTY_LOW] = empty;
+    i32[kw + K_FREE_OBJS] = free;
+    i32[kw + K_NR_SLABS] = slabs;
+    i32[kw + K_TOTAL_OBJS] = slabs * objs;
+    return slabs;
   }
 
   /**
@@ -1157,8 +1247,8 @@ export class SlabAllocator extends PageAllocator {
       i32[d + D_HEAD] = 0;
       i32[d + D_CACHE] = 0;
     }
-    i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     i32[this.pd(pfn) + D_OWNER] = this.cpu;
+    i32[this.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     const objs = i32[kw + K_OBJS]!;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
@@ -1194,6 +1284,8 @@ export class SlabAllocator extends PageAllocator {
     if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
     if (!this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
     const s = this.barnPop(kw + K_BARN_FULL);
+    // In this slot's hand (P_HAND) until the caller puts it on the pcs line and clears the word.
+    i32[this.pcsW(id) + P_HAND] = s;
     this.unlock(kw + K_BARN_LOCK, LOCK.barn);
     return s;
   }
@@ -1234,6 +1326,29 @@ export class SlabAllocator extends PageAllocator {
     return s;
   }
 
+  /**
+   * reclaimSlot took cache `id`'s barn lock over from a dead holder, which may have stopped between
+   * the stores of a push or a pop: recount both barn lists by walking them (a list longer than
+   * BARN_MAX, a cycle, is cut there). Barn lock held.
+   */
+  protected barnRecountLocked(id: number): void {
+    const i32 = this.i32;
+    const kw = this.cacheWOf(id);
+    for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+      let n = 0;
+      let link = head;
+      for (let s = i32[link]!; s !== 0; s = i32[link]!) {
+        if (n === BARN_MAX) {
+          i32[link] = 0;
+          break;
+        }
+        n++;
+        link = (s >> 2) + S_NEXT;
+      }
+      i32[head + 1] = n;
+    }
+  }
+
   /** Give an empty sheaf to the barn, or free it when the barn has enough. */
   private barnPutEmpty(id: number, sheaf: number, mode: number): void {
     const i32 = this.i32;
@@ -1251,29 +1366,22 @@ export class SlabAllocator extends PageAllocator {
 
   /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
   protected barnShrink(id: number): void {
-    const i32 = this.i32;
     const kw = this.cacheWOf(id);
-    this.lock(kw + K_BARN_LOCK, LOCK.barn);
-    let full = i32[kw + K_BARN_FULL]!;
-    let empty = i32[kw + K_BARN_EMPTY]!;
-    i32[kw + K_BARN_FULL] = 0;
-    i32[kw + K_BARN_EMPTY] = 0;
-    i32[kw + K_BARN_NR_FULL] = 0;
-    i32[kw + K_BARN_NR_EMPTY] = 0;
-    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
-    // this.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
-    for (let n = 0; full !== 0; n++) {
-      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
-      const next = this.i32[(full >> 2) + S_NEXT]!;
-      if (!this.flushSheaf(id, full >> 2, 0)) this.deferSheafObjects(full >> 2);
-      this.freeSheaf(full, 0);
-      full = next;
-    }
-    for (let n = 0; empty !== 0; n++) {
-      if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${BARN_MAX} empty sheaves: its list is broken`);
-      const next = this.i32[(empty >> 2) + S_NEXT]!;
-      this.freeSheaf(empty, 0);
-      empty = next;
+    const hand = this.pcsW(id) + P_HAND;
+    // One sheaf at a time off the barn, in this slot's hand (P_HAND) while it is flushed: an agent
+    // killed here leaves at most that sheaf, which reclaimSlot flushes, and the rest in the barn.
+    for (let n = 0; ; n++) {
+      if (n >= 2 * BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${this.cacheName(id)} holds more than ${2 * BARN_MAX} sheaves: its lists are broken`);
+      this.lock(kw + K_BARN_LOCK, LOCK.barn);
+      // this.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
+      let s = this.barnPop(kw + K_BARN_FULL);
+      if (s === 0) s = this.barnPop(kw + K_BARN_EMPTY);
+      this.i32[hand] = s;
+      this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      if (s === 0) return;
+      if (!this.flushSheaf(id, s >> 2, 0)) this.deferSheafObjects(s >> 2);
+      this.i32[hand] = 0;
+      this.freeSheaf(s, 0);
     }
   }
 
@@ -1443,31 +1551,31 @@ export class SlabAllocator extends PageAllocator {
    * (this slot's list) and returns false.
    */
   private drainDeferredOnce(p: number, cpu: number, own: boolean): boolean {
-    // Read the views now: the lock of an earlier call may have rebuilt them after growth.
-    const i32 = this.i32;
-    let obj = i32[p + C_DEFER_HEAD]!;
-    const nr = i32[p + C_DEFER_NR]!;
-    i32[p + C_DEFER_HEAD] = 0;
-    i32[p + C_DEFER_NR] = 0;
-    const broken = this.brokenDeferredList(obj, nr);
+    const nr = this.i32[p + C_DEFER_NR]!;
+    const first = this.i32[p + C_DEFER_HEAD]!;
+    const broken = this.brokenDeferredList(first, nr);
     if (broken !== "") {
       // Deferred work found broken metadata: report it, drop the list (its objects stay
       // allocated, lost), and never walk a cycle.
-      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+      this.i32[p + C_DEFER_HEAD] = 0;
+      this.i32[p + C_DEFER_NR] = 0;
+      this.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), first);
       return true;
     }
     let gaveUp = false;
-    while (obj !== 0) {
-      const next = i32[(obj >> 2) + O_NEXT]!;
+    // One object at a time off the list, in place (at most `nr`: what a hook defers meanwhile may be
+    // among them, the rest waits for the next drain): an agent killed here leaves at most the
+    // object being freed in its hands, and the rest on its list for reclaimSlot.
+    for (let k = 0; k < nr && !gaveUp; k++) {
+      // Read the views each time: a free below may have rebuilt them after growth.
+      const i32 = this.i32;
+      const obj = i32[p + C_DEFER_HEAD]!;
+      if (obj === 0) break;
+      i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
+      i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
       const id = i32[this.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
       i32[obj >> 2] = 0;
       this.debugUnlink(this.cacheWOf(id), obj);
-      if (gaveUp) {
-        this.deferObject(obj); // a noBlock agent that gave up once tries no more in this call
-        this.vmInc(VM.objectsUndeferred, 1);
-        obj = next;
-        continue;
-      }
       // A dead slot's objects (reclaimSlot) go straight to their slabs.
       const named = id >= FIRST_NAMED_ID;
       // Deferred work: an error is reported (onError), and the rest of the list is still freed.
@@ -1498,7 +1606,6 @@ export class SlabAllocator extends PageAllocator {
         this.deferring--;
       }
       this.vmInc(VM.objectsUndeferred, 1);
-      obj = next;
     }
     return !gaveUp;
   }
@@ -1840,11 +1947,57 @@ export class SlabAllocator extends PageAllocator {
     return true;
   }
 
+  /**
+   * reclaimSlot: the sheaf dead slot `cpu` had in its hands (P_HAND) for cache `id`. It is flushed
+   * and freed only if it is nowhere else: on no slot's pcs line (a trade that finished, or another
+   * agent took it from the barn), on neither barn list (the barn took it before the kill), and it
+   * is still a sheaf of this cache (not freed by a barn shrink meanwhile). No lock held.
+   */
+  private flushHandSheaf(id: number, cpu: number): void {
+    const kw = this.cacheWOf(id);
+    const hand = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_HAND;
+    const s = this.i32[hand]!;
+    if (s === 0) return;
+    this.i32[hand] = 0;
+    for (let c = 0; c < this.cpus; c++) {
+      const pcs = kw + CACHE_HDR_WORDS + c * PCS_WORDS;
+      if (this.i32[pcs + P_MAIN] === s || this.i32[pcs + P_SPARE] === s || this.i32[pcs + P_HAND] === s) return;
+    }
+    this.lock(kw + K_BARN_LOCK, LOCK.barn);
+    let found = false;
+    for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+      for (let b = this.i32[head]!, n = 0; b !== 0 && n <= BARN_MAX; b = this.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+    }
+    this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    const sw = s >> 2;
+    const i32 = this.i32;
+    if (found || i32[sw + S_CACHE] !== id || i32[sw + S_CAP] !== i32[kw + K_SHEAF_CAP] || i32[sw + S_SIZE]! >>> 0 > i32[sw + S_CAP]!) return;
+    if (!this.flushSheaf(id, sw, 0)) this.listBusy(id);
+    this.freeSheaf(s, 0);
+  }
+
+  /** Objects in slot `cpu`'s sheaves (main and spare) of every live or dying cache: for reclaimSlot's report. */
+  protected sheafObjectsOf(cpu: number): number {
+    const i32 = this.i32;
+    let n = 0;
+    for (let id = 0; id < this.maxCaches; id++) {
+      const st = i32[this.cacheWOf(id) + K_STATE];
+      if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+      const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+      for (const at of [P_MAIN, P_SPARE]) {
+        const sh = i32[pcs + at]!;
+        if (sh !== 0 && sh !== (this.hw + EMPTY_SHEAF_W) << 2) n += i32[(sh >> 2) + S_SIZE]!;
+      }
+    }
+    return n;
+  }
+
   /** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot); EAGAIN when a noBlock agent gave up. */
   protected flushAllSheavesOf(cpu: number): void {
     for (let id = 0; id < this.maxCaches; id++) {
       const st = this.i32[this.cacheWOf(id) + K_STATE];
       if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+      if (cpu !== this.cpu) this.flushHandSheaf(id, cpu);
       if (!this.flushCpuSheaves(id, cpu, 0)) this.listBusy(id);
       // A reclaimed slot is inside no slow path any more, wherever it died.
       if (cpu !== this.cpu) Atomics.store(this.i32, this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_USERS, 0);
