@@ -56,6 +56,25 @@ export interface AttachOptions {
   offset?: number;
 }
 
+/**
+ * What reclaimSlot found and did (a plain object). `locks` names each lock the dead agent held
+ * ("zone", "pcp cpu 3", "list kmalloc-64", "barn kmalloc-64", "sheaf kmalloc-64", "ctable",
+ * "rcu cpu 2"); `rebuilt` each structure rebuilt from the descriptors under such a lock ("buddy
+ * lists", "pcp lists of cpu 3", "slab lists of kmalloc-64 (12 slabs)", "barn of kmalloc-64",
+ * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
+ * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
+ * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
+ * `inHand` the page blocks and kfreeRcu block pages it had in its hands inside the allocator.
+ */
+export interface ReclaimReport {
+  cpu: number;
+  locks: string[];
+  rebuilt: string[];
+  pages: number;
+  objects: number;
+  inHand: number;
+}
+
 export interface HeapStats extends PageStats, RcuStats {
   /** Slots attached now. */
   attached: number;

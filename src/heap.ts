@@ -14,8 +14,13 @@
  *     pcp -> zone) and assert first that the caller holds none of them. reclaimSlot first takes
  *     over every lock word the dead slot holds (compareExchange owner -> this slot, waiters bit
  *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
- *     kfreeRcu counts, a cache's list counts) and releases it (recoverLocksOf). On a noBlock
- *     caller, detach and reclaimSlot may stop with EAGAIN; the slot then stays attached.
+ *     kfreeRcu counts, a cache's slab lists and counts, a barn's counts) and releases it
+ *     (recoverLocksOf, reclaim.ts); then it frees the blocks the slot had in its hands (PG_INHAND, kfreeRcu
+ *     block pages on no chain, its P_HAND sheaves) and returns its memory, and reports all of it
+ *     (ReclaimReport). Slots that died together are reclaimed together (an array): all are claimed
+ *     and all their locks taken over before any memory is returned, so no reclaim waits on a lock
+ *     another dead slot holds. On a noBlock caller, detach and reclaimSlot may stop with EAGAIN;
+ *     the slot then stays attached.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
  *     frees go to the deferred list, which detach drains again until the slot holds nothing.
  *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
@@ -47,10 +52,8 @@ import {
   C_VIEW_PROBE,
   C_VMSTAT,
   CACHE_ACTIVE,
-  CACHE_DYING,
   CPUF_NOBLOCK,
   computeGeometry,
-  CT_NR,
   H_CACHE_BYTES,
   H_CACHE_OFF,
   H_CHECKSUM,
@@ -98,11 +101,11 @@ import type { RcuAllocator } from "./rcu/rcu.js";
 import { reclaimSlot } from "./reclaim.js";
 import type { KmemCache } from "./slab/kmem_cache.js";
 import type { CacheOptions, SlabAllocator } from "./slab/slab.js";
-import type { AttachOptions, HeapOptions, HeapStats } from "./api.js";
+import type { AttachOptions, HeapOptions, HeapStats, ReclaimReport } from "./api.js";
 import { readPageMap } from "./pagemap.js";
 import { slabStats, validateSlabs } from "./slab/check.js";
 import { flushAllSheavesOf } from "./slab/sheaf.js";
-import { cacheName, flushDyingCaches, shrinkCache } from "./slab/cache.js";
+import { flushDyingCaches, shrinkCache } from "./slab/cache.js";
 import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { createCache, findCache, setupCache } from "./slab/cache.js";
 import { kfreeBulk, krealloc, kzalloc } from "./slab/kmalloc.js";
@@ -114,6 +117,7 @@ import { pageStats } from "./page/check.js";
 import { kfreeRcu, rcuShrink } from "./rcu/kfree_rcu.js";
 import { rcuStats, validateRcu } from "./rcu/check.js";
 import { CREATE_OPTIONS, debugFlags, readGeometry } from "./header.js";
+import { cacheNames } from "./slab/cache.js";
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -480,11 +484,15 @@ export class Heap {
   /**
    * For the host, after a worker exited without detaching (returned, crashed, terminated): return
    * slot `cpu`'s cached pages, objects, deferred frees and pending kfreeRcu objects to the heap and
-   * free the slot (reclaim.ts).
+   * free the slot; what it found and did comes back as a ReclaimReport. Several workers that died
+   * together are reclaimed together (an array of slots, an array of reports). See reclaim.ts.
    */
-  reclaimSlot(cpu: number): void {
-    reclaimSlot(this.#layers, cpu);
+  reclaimSlot(cpu: number): ReclaimReport;
+  reclaimSlot(cpus: readonly number[]): ReclaimReport[];
+  reclaimSlot(arg: number | readonly number[]): ReclaimReport | ReclaimReport[] {
+    return reclaimSlot(this.#layers, arg);
   }
+
 
   /**
    * The CPU slots attached now, this handle's included, in increasing order: for a host that
@@ -570,14 +578,7 @@ export class Heap {
 
   /** The name of each cache id in use (null for a free descriptor): the ids of PAGE_STATE.slab codes. */
   cacheNames(): (string | null)[] {
-    this.#locks.assertLive();
-    const names: (string | null)[] = [];
-    const nr = Math.min(this.#mem.maxCaches, this.#mem.i32[this.#mem.hw + CT_NR]!);
-    for (let id = 0; id < nr; id++) {
-      const st = this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE];
-      names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? cacheName(this.#slab, id) : null);
-    }
-    return names;
+    return cacheNames(this.#slab);
   }
 }
 

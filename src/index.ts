@@ -3,7 +3,7 @@
  * JavaScript agents. See README.md.
  */
 export { Heap, DEFAULT_SIZE, DEFAULT_CPUS, MAX_HEAP_SIZE } from "./heap.js";
-export type { HeapOptions, AttachOptions, DebugOptions, FaultInjection, HeapStats } from "./api.js";
+export type { HeapOptions, AttachOptions, DebugOptions, FaultInjection, HeapStats, ReclaimReport } from "./api.js";
 export { HeapError, ErrorCode } from "./core/errors.js";
 export { GFP } from "./core/gfp.js";
 export type { Gfp } from "./core/gfp.js";

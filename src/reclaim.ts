@@ -41,60 +41,49 @@ import {
   Z_LOCK,
 } from "./core/layout.js";
 import { LOCK_OWNER_MASK } from "./core/lock.js";
+import type { ReclaimReport } from "./api.js";
 import type { Layers } from "./layers.js";
-import { slabRecountLocked } from "./slab/check.js";
 import { flushAllSheavesOf } from "./slab/sheaf.js";
 import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { pcpDrain, pcpSteal, pcpUnlockRemote, recountPcp } from "./page/pcp.js";
 import { rebuildBuddyLists } from "./page/check.js";
 import { rcuRecount } from "./rcu/check.js";
 import { CACHE_HDR_WORDS, PCS_WORDS } from "./core/layout.js";
+import { C_DEFER_NR, C_RCU_NR_SPARE, C_RCU_PENDING } from "./core/layout.js";
+import { freeBlocksInHand } from "./page/check.js";
+import { sheafObjectsOf } from "./slab/check.js";
+import { barnRecountLocked, slabRebuildLocked } from "./slab/check.js";
+import { cacheName } from "./slab/cache.js";
+import { describe, einval } from "./core/check.js";
+import { pcpDropRequestOf } from "./page/pcp.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
  * slot `cpu`'s cached pages, objects, deferred frees and pending kfreeRcu objects to the heap and
  * free the slot. Locks the worker died holding are taken over and released (recoverLocksOf), so
  * the heap goes on working. A noBlock caller that meets a lock held past its bound gets EAGAIN,
- * the slot still attached: call again.
+ * the slot still attached: call again. Several workers that died together are reclaimed
+ * together (an array of slots): every lock any of them holds is taken over before any of their
+ * memory is returned, so the reclaim never waits on a lock another dead slot holds.
  */
-export function reclaimSlot(l: Layers, cpu: number): void {
+export function reclaimSlot(l: Layers, arg: number | readonly number[]): ReclaimReport | ReclaimReport[] {
   l.locks.assertLive();
-  checkInt("cpu", cpu, 0, l.mem.cpus - 1, "", `this heap's slots are 0..${l.mem.cpus - 1}`);
-  if (cpu === l.mem.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
-  if (l.rcu.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
-  l.locks.assertCanLock(LOCK.rcu);
-  const c = l.mem.pcpOf(cpu);
-  const state = Atomics.load(l.mem.i32, c + C_STATE);
-  // A free slot that still holds deferred objects (left by a detach of an earlier release):
-  // return them, and the slot stays free.
-  if (state === SLOT_FREE && l.mem.i32[c + C_DEFER_HEAD] !== 0) return reclaimDeferredOf(l, cpu);
-  // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
-  if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
-  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
-    throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
-  }
-  // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
-  // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
-  Atomics.add(l.mem.i32, c + C_GEN, 1);
+  let many = false;
   try {
-    recoverLocksOf(l, cpu);
-    l.rcu.rcuReclaim(cpu);
-    drainDeferredObjects(l.slab, cpu);
-    flushAllSheavesOf(l.slab, cpu);
-    if (pcpSteal(l.pages, cpu)) {
-      const count = l.mem.u32[c + C_PCP_COUNT]!;
-      if (count !== 0) pcpDrain(l.pages, cpu, count);
-      const left = l.mem.u32[c + C_PCP_COUNT]!;
-      pcpUnlockRemote(l.pages, cpu);
-      if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${l.mem.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
-    }
-  } catch (e) {
-    // Nothing is lost: what was returned stays returned, the rest stays the slot's; call again.
-    Atomics.store(l.mem.i32, c + C_STATE, SLOT_ATTACHED);
-    throw e;
+    many = Array.isArray(arg);
+  } catch {
+    einval(`cpu must be a slot number or an array of them, not ${describe(arg)}`);
   }
-  for (let k = 0; k <= LOCK_CLASSES; k++) l.mem.i32[c + C_HELD + k] = 0;
-  Atomics.store(l.mem.i32, c + C_STATE, SLOT_FREE);
+  const cpus: unknown[] = many ? readSlots(arg as readonly unknown[]) : [arg];
+  const seen = new Set<number>();
+  for (let k = 0; k < cpus.length; k++) {
+    const cpu = cpus[k];
+    checkInt(many ? `cpus[${k}]` : "cpu", cpu, 0, l.mem.cpus - 1, "", `this heap's slots are 0..${l.mem.cpus - 1}`);
+    if (cpu === l.mem.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+    if (seen.has(cpu as number)) throw new HeapError(ErrorCode.EINVAL, `cpus: slot ${cpu} is given twice`);
+    seen.add(cpu as number);
+  }
+  return reclaimChecked(l, cpus as number[], many);
 }
 
 /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
@@ -122,22 +111,39 @@ function reclaimDeferredOf(l: Layers, cpu: number): void {
  * and the pcp lists' counts (recountPcp). A block the dead agent had in hand (taken out of a
  * list, not yet handed back) stays allocated: leaked, never handed out twice.
  */
-function recoverLocksOf(l: Layers, cpu: number): void {
+function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport): void {
   const i32 = l.mem.i32;
+  // A request it raised on another slot's pcp lock while it waited for it.
+  pcpDropRequestOf(l.pages, cpu);
   for (let s = 0; s < l.mem.cpus; s++) {
     if (!l.locks.takeOverLock(l.mem.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu, cpu)) continue;
+    report.locks.push(`rcu cpu ${s}`);
     rcuRecount(l.rcu, l.mem.pcpOf(s));
+    report.rebuilt.push(`kfreeRcu counts of cpu ${s}`);
     l.locks.unlock(l.mem.pcpOf(s) + C_KRCP_LOCK, LOCK.rcu);
   }
-  if (l.locks.takeOverLock(l.mem.hw + CT_LOCK, LOCK.ctable, cpu)) l.locks.unlock(l.mem.hw + CT_LOCK, LOCK.ctable);
+  if (l.locks.takeOverLock(l.mem.hw + CT_LOCK, LOCK.ctable, cpu)) {
+    report.locks.push("ctable");
+    l.locks.unlock(l.mem.hw + CT_LOCK, LOCK.ctable);
+  }
   for (let id = 0; id < l.mem.maxCaches; id++) {
     const kw = l.slab.cacheWOf(id);
     const st = i32[kw + K_STATE];
     if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
-    i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED] = 0;
-    if (l.locks.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) l.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    const name = cacheName(l.slab, id);
+    const local = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED;
+    if (i32[local] !== 0) report.locks.push(`sheaf ${name}`);
+    i32[local] = 0;
+    if (l.locks.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) {
+      report.locks.push(`barn ${name}`);
+      barnRecountLocked(l.slab, id);
+      report.rebuilt.push(`barn of ${name}`);
+      l.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    }
     if (l.locks.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
-      slabRecountLocked(l.slab, id);
+      report.locks.push(`list ${name}`);
+      const slabs = slabRebuildLocked(l.slab, id, cpu);
+      report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
       l.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     }
   }
@@ -148,18 +154,111 @@ function recoverLocksOf(l: Layers, cpu: number): void {
     if ((Atomics.load(i32, w) & LOCK_OWNER_MASK) !== cpu + 1) continue;
     if (Atomics.compareExchange(i32, w, cpu + 1, l.mem.me) !== cpu + 1) continue;
     l.locks.acquired(LOCK.pcp);
+    report.locks.push(`pcp cpu ${s}`);
     recountPcp(l.pages, s);
+    report.rebuilt.push(`pcp lists of cpu ${s}`);
     pcpUnlockRemote(l.pages, s);
   }
   const own = l.mem.pcpOf(cpu);
   if (i32[own + C_PCP_BUSY] !== 0) {
     // It died inside its own pcp section: the lists may be torn; pcpSteal takes the word next.
     i32[own + C_PCP_BUSY] = 0;
-    if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) recountPcp(l.pages, cpu);
+    if ((Atomics.load(i32, own + C_PCP_LOCK) & LOCK_OWNER_MASK) === cpu + 1) {
+      report.locks.push(`pcp cpu ${cpu}`);
+      recountPcp(l.pages, cpu);
+      report.rebuilt.push(`pcp lists of cpu ${cpu}`);
+    }
   }
   if (l.locks.takeOverLock(l.mem.hw + Z_LOCK, LOCK.zone, cpu)) {
+    report.locks.push("zone");
     rebuildBuddyLists(l.pages);
+    report.rebuilt.push("buddy lists");
     l.locks.unlock(l.mem.hw + Z_LOCK, LOCK.zone);
   }
 }
 
+/** reclaimSlot, once the dead slot's locks are recovered: everything it held goes back. */
+export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport): void {
+  const c = l.mem.pcpOf(cpu);
+  // What it had in its hands inside the allocator goes back to the free lists.
+  const blocks = { n: 0 };
+  report.pages += freeBlocksInHand(l.pages, cpu, blocks);
+  report.inHand += blocks.n;
+  report.objects += l.mem.i32[c + C_RCU_PENDING]! + l.mem.i32[c + C_DEFER_NR]!;
+  report.pages += l.mem.i32[c + C_RCU_NR_SPARE]!;
+  report.inHand += l.rcu.rcuReclaim(cpu);
+  drainDeferredObjects(l.slab, cpu);
+  report.objects += sheafObjectsOf(l.slab, cpu);
+  flushAllSheavesOf(l.slab, cpu);
+  if (pcpSteal(l.pages, cpu)) {
+    const count = l.mem.u32[c + C_PCP_COUNT]!;
+    report.pages += count;
+    if (count !== 0) pcpDrain(l.pages, cpu, count);
+    const left = l.mem.u32[c + C_PCP_COUNT]!;
+    pcpUnlockRemote(l.pages, cpu);
+    if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${l.mem.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+  }
+}
+
+/** reclaimSlot's array of slots, read once; anything that cannot be read is EINVAL. */
+function readSlots(a: readonly unknown[]): unknown[] {
+try {
+  const n = a.length;
+  const out: unknown[] = [];
+  for (let i = 0; i < n; i++) out.push(a[i]);
+  return out;
+} catch (e) {
+  return einval(`cpus could not be read: ${e instanceof Error ? e.message : String(e)}`);
+}
+}
+
+export function reclaimChecked(l: Layers, cpus: number[], many: boolean): ReclaimReport | ReclaimReport[] {
+  if (l.rcu.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
+  l.locks.assertCanLock(LOCK.rcu);
+  if (!many) {
+    const cpu = cpus[0]!;
+    const c = l.mem.pcpOf(cpu);
+    // A free slot that still holds deferred objects (left by a detach of an earlier release):
+    // return them, and the slot stays free.
+    if (Atomics.load(l.mem.i32, c + C_STATE) === SLOT_FREE && l.mem.i32[c + C_DEFER_HEAD] !== 0) {
+      const objects = l.mem.i32[c + C_DEFER_NR]!;
+      reclaimDeferredOf(l, cpu);
+      return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
+    }
+  }
+  // Claim every slot (SLOT_RECLAIMING) before anything changes; SLOT_DEAD: a heap of an earlier
+  // release marked the slot dead, and it is reclaimed the same way.
+  const before: number[] = [];
+  for (const cpu of cpus) {
+    const c = l.mem.pcpOf(cpu);
+    const state = Atomics.load(l.mem.i32, c + C_STATE);
+    const why =
+      state !== SLOT_ATTACHED && state !== SLOT_DEAD ? `cpu ${cpu} is not attached`
+      : Atomics.compareExchange(l.mem.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
+      : null;
+    if (why !== null) {
+      for (let k = 0; k < before.length; k++) Atomics.store(l.mem.i32, l.mem.pcpOf(cpus[k]!) + C_STATE, before[k]!);
+      throw new HeapError(ErrorCode.EINVAL, why);
+    }
+    before.push(state);
+  }
+  // A handle still using a slot (a host that reclaimed a live worker's slot) finds the
+  // generation moved on at its next slow path and is detached (EDETACHED), never sharing it.
+  for (const cpu of cpus) Atomics.add(l.mem.i32, l.mem.pcpOf(cpu) + C_GEN, 1);
+  const reports = cpus.map((cpu): ReclaimReport => ({ cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 }));
+  try {
+    // No waiting here: only the locks these slots hold are taken over.
+    for (let k = 0; k < cpus.length; k++) recoverLocksOf(l, cpus[k]!, reports[k]!);
+    for (let k = 0; k < cpus.length; k++) returnSlotMemory(l, cpus[k]!, reports[k]!);
+  } catch (e) {
+    // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
+    for (const cpu of cpus) Atomics.store(l.mem.i32, l.mem.pcpOf(cpu) + C_STATE, SLOT_ATTACHED);
+    throw e;
+  }
+  for (const cpu of cpus) {
+    const c = l.mem.pcpOf(cpu);
+    for (let k = 0; k <= LOCK_CLASSES; k++) l.mem.i32[c + C_HELD + k] = 0;
+    Atomics.store(l.mem.i32, c + C_STATE, SLOT_FREE);
+  }
+  return many ? reports : reports[0]!;
+}

@@ -34,6 +34,7 @@ test("per-CPU block words are distinct and fit PCPU_WORDS", () => {
   claim("C_PCP_HEAD", L.C_PCP_HEAD, L.NR_PCP_ORDERS);
   claim("C_PCP_NR", L.C_PCP_NR, L.NR_PCP_ORDERS);
   claim("C_PCP_BUSY", L.C_PCP_BUSY);
+  claim("C_PCP_REQ_AT", L.C_PCP_REQ_AT);
   claim("C_DEFER_HEAD", L.C_DEFER_HEAD);
   claim("C_DEFER_NR", L.C_DEFER_NR);
   claim("C_VMSTAT", L.C_VMSTAT, L.NR_VM);
@@ -78,6 +79,7 @@ test("cache descriptor words are distinct: the header lines, and each slot's pcs
   pcs("P_SPARE", L.P_SPARE);
   pcs("P_LOCKED", L.P_LOCKED);
   pcs("P_USERS", L.P_USERS);
+  pcs("P_HAND", L.P_HAND);
 });
 
 test("header page words are distinct and fit the header", () => {

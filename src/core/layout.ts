@@ -177,6 +177,10 @@ export const C_PCP_HEAD = 49;
 export const C_PCP_NR = C_PCP_HEAD + NR_PCP_ORDERS;
 /** 1 while the owner is inside a pcp section (the local trylock that re-entry finds held). Owner only. */
 export const C_PCP_BUSY = C_PCP_NR + NR_PCP_ORDERS;
+/** The slot + 1 whose C_PCP_REQ this slot has raised as a remote drainer (pcpLockRemote), 0 for
+ * none. Owner only; reclaimSlot lowers that request for a slot that died waiting, so the other
+ * slot keeps its fast path. */
+export const C_PCP_REQ_AT = C_PCP_BUSY + 1;
 /* line 5: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
  * drains it for a dead owner. */
 /** Head address of the deferred object llist (linked through each object's first word). */
@@ -385,6 +389,10 @@ export const P_LOCKED = 2;
  * releaser; reclaimSlot clears a dead slot's): a dying cache is not released while any is non-zero,
  * so no slow path works on a descriptor that is being reused. */
 export const P_USERS = 3;
+/** A sheaf this slot has in its hands: taken off the barn (a trade, a barn shrink) or leaving the pcs
+ * line for the barn, 0 for none. Owner only; reclaimSlot flushes a dead slot's (unless the sheaf
+ * is on the pcs line or a barn list by then), so no sheaf in transit is lost with its objects. */
+export const P_HAND = 4;
 
 export const CACHE_FREE = 0;
 export const CACHE_ACTIVE = 1;
@@ -456,6 +464,11 @@ export const PG_DEFERRED = 32;
 export const PG_RESERVED = 64;
 /** Head of a block that holds kfree_rcu pointers (a kfreeRcu block page). */
 export const PG_RCU_BLOCK = 128;
+/** With PG_HEAD: a block in the hands of slot D_OWNER inside the allocator (taken off a list and not
+ * yet given its kind, or on its way back to a list; a slab leaving its cache; a block being merged).
+ * Never a caller's: reclaimSlot of that slot returns every such block to the free lists. Bit 12,
+ * above the order. */
+export const PG_INHAND = 1 << 12;
 
 /* ---------------------------------------------------------------- debug flags */
 export const DEBUG_POISON = 1;

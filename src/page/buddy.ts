@@ -35,6 +35,7 @@ import {
   Z_NR_PAGES,
 } from "../core/layout.js";
 import type { PageAllocator } from "./page_alloc.js";
+import { PG_INHAND } from "../core/layout.js";
 
 /** __rmqueue_smallest: the first free block of order >= `order`, split down. Zone lock held. */
 export function rmqueueSmallest(pa: PageAllocator, order: number): number {
@@ -43,16 +44,20 @@ export function rmqueueSmallest(pa: PageAllocator, order: number): number {
     const pfn = u32[pa.hw + Z_FREE_HEAD + o]!;
     if (pfn === 0) continue;
     buddyDel(pa, pfn, o);
-    // A block in hand is this slot's until prepNewBlock says what it is: an agent stopped on the
-    // way and reclaimed leaves an allocated block, never pages that belong to nothing.
-    u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
+    // A block in hand is this slot's until prepNewBlock says what it is: an agent killed on the
+    // way is found by reclaimSlot (PG_INHAND, D_OWNER, written first) and the block freed. The
+    // whole block is in hand first, and shrinks after each half goes back, so that no page of
+    // it is ever outside a block (a half listed and still inside the block in hand is dropped
+    // by rebuildBuddyLists, which walks past it, and freed with the block).
     u32[pa.mem.pd(pfn) + D_OWNER] = pa.cpu;
+    u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
     // expand(): hand the upper halves back, largest first.
     for (let high = o; high > order; ) {
       high--;
       const half = pfn + (1 << high);
       u32[pa.mem.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
       buddyAdd(pa, half, high);
+      u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (high << ORDER_SHIFT);
     }
     u32[pa.hw + Z_FREE_PAGES] = u32[pa.hw + Z_FREE_PAGES]! - (1 << order);
     return pfn;
@@ -60,7 +65,12 @@ export function rmqueueSmallest(pa: PageAllocator, order: number): number {
   return 0;
 }
 
-/** __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held. */
+/**
+ * __free_one_page: merge with free buddies while they exist, then list the block. Zone lock held.
+ * Between any two statements every page is in a block a reader can walk: the merged block is a
+ * block in this slot's hand (PG_INHAND) before the half that stops being a head is cleared, so a
+ * reclaim of an agent killed here (rebuildBuddyLists, then the blocks in hand) loses no page.
+ */
 export function freeOneBlock(pa: PageAllocator, pfn: number, order: number): void {
   const u32 = pa.u32;
   u32[pa.hw + Z_FREE_PAGES] = u32[pa.hw + Z_FREE_PAGES]! + (1 << order);
@@ -71,8 +81,11 @@ export function freeOneBlock(pa: PageAllocator, pfn: number, order: number): voi
     const bd = pa.mem.pd(buddy);
     if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
     buddyDel(pa, buddy, order);
-    u32[bd + D_FLAGS] = 0;
-    pfn &= buddy;
+    const merged = pfn & buddy;
+    u32[pa.mem.pd(merged) + D_OWNER] = pa.cpu;
+    u32[pa.mem.pd(merged) + D_FLAGS] = PG_HEAD | PG_INHAND | ((order + 1) << ORDER_SHIFT);
+    u32[pa.mem.pd(merged === pfn ? buddy : pfn) + D_FLAGS] = 0;
+    pfn = merged;
     order++;
   }
   u32[pa.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
@@ -121,7 +134,8 @@ export function drainDeferredLocked(pa: PageAllocator): void {
       break;
     }
     const next = pa.u32[d + D_NEXT]!;
-    pa.u32[d + D_FLAGS] = 0;
+    pa.u32[d + D_OWNER] = pa.cpu;
+    pa.u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     freeOneBlock(pa, pfn, order);
     pages += 1 << order;
     pfn = next;

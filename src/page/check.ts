@@ -55,6 +55,9 @@ import { pcpEnter, pcpExit, pcpLockRemote, pcpUnlockRemote } from "./pcp.js";
 import { PCP_REMOTE_SPINS } from "./pcp.js";
 import { freeOneBlock } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
+import { Z_SIZE } from "../core/layout.js";
+import { setWatermarks } from "./hotplug.js";
+import { PG_INHAND } from "../core/layout.js";
 
 /**
  * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and
@@ -63,6 +66,15 @@ import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
  */
 export function rebuildBuddyLists(pa: PageAllocator): void {
   const u32 = pa.u32;
+  // A growth stopped after the zone took its pages (Z_NR_PAGES) and before it published them:
+  // finish it, so that every handle (this one first) sees the pages the dead agent had in hand.
+  const nr = u32[pa.hw + Z_NR_PAGES]!;
+  if (nr << PAGE_SHIFT !== u32[pa.hw + Z_SIZE]!) {
+    u32[pa.hw + Z_MANAGED] = nr - pa.zoneStart;
+    setWatermarks(pa, nr - pa.zoneStart);
+    Atomics.store(u32, pa.hw + Z_SIZE, nr << PAGE_SHIFT);
+    pa.locks.refreshViews();
+  }
   const blocks: number[] = [];
   const end = u32[pa.hw + Z_NR_PAGES]!;
   for (let pfn = pa.zoneStart; pfn < end; ) {
@@ -191,7 +203,7 @@ export function validatePages(pa: PageAllocator): Uint8Array {
       }
       const f = u32[pa.mem.pd(pfn) + D_FLAGS]!;
       const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
-      if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK)) === 0) {
+      if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK | PG_INHAND)) === 0) {
         const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
         mark(pfn, o, PAGE_WHERE.allocated, `allocated block ${pfn}`);
         pfn += 1 << o;
@@ -216,4 +228,28 @@ export function unlockPcps(pa: PageAllocator, locked: Uint8Array): void {
     if (cpu === pa.cpu) pcpExit(pa);
     else pcpUnlockRemote(pa, cpu);
   }
+}
+
+/**
+ * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with D_OWNER
+ * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
+ * a block being merged). Their tail descriptors are cleared first (a merge stopped half-way can
+ * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
+ * pages freed; `blocks` (if given) counts the blocks.
+ */
+export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: number }): number {
+  let pages = 0;
+  for (let pfn = pa.zoneStart; pfn < pa.nrPages; pfn++) {
+    const d = pa.mem.pd(pfn);
+    const f = pa.u32[d + D_FLAGS]!;
+    if ((f & ~ORDER_MASK) !== (PG_HEAD | PG_INHAND) || pa.u32[d + D_OWNER] !== cpu) continue;
+    const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages) continue;
+    for (let p = 1; p < 1 << order; p++) pa.u32[pa.mem.pd(pfn + p) + D_FLAGS] = 0;
+    pa.freeBlock(pfn, order, 0);
+    pages += 1 << order;
+    if (blocks !== undefined) blocks.n++;
+    pfn += (1 << order) - 1;
+  }
+  return pages;
 }

@@ -34,6 +34,8 @@ import {
 } from "../core/layout.js";
 import type { PageAllocator } from "./page_alloc.js";
 import { buddyAdd, freeOneBlock } from "./buddy.js";
+import { D_OWNER, PG_HEAD } from "../core/layout.js";
+import { PG_INHAND } from "../core/layout.js";
 
 /**
  * Grow the heap to `bytes` (rounded up to pages, at most maxSize): the buffer grows and the new
@@ -89,15 +91,23 @@ export function growLocked(pa: PageAllocator, want: number): void {
   if (!growBuffer(pa, want)) return;
   const from = old >>> PAGE_SHIFT;
   const to = want >>> PAGE_SHIFT;
-  u32[pa.hw + Z_NR_PAGES] = to;
+  // The new pages are blocks in this slot's hand before the zone reaches them: an agent killed
+  // from here on leaves blocks that reclaimSlot frees (rebuildBuddyLists first finishes the
+  // growth: Z_MANAGED and Z_SIZE follow Z_NR_PAGES), never pages that belong to nothing.
   for (let pfn = from; pfn < to; pfn++) u32[pa.mem.pd(pfn) + D_FLAGS] = 0;
   for (let pfn = from; pfn < to; ) {
-    let order = MAX_ORDER;
-    while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+    const order = growOrder(pfn, to);
+    u32[pa.mem.pd(pfn) + D_OWNER] = pa.cpu;
+    u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    pfn += 1 << order;
+  }
+  u32[pa.hw + Z_NR_PAGES] = to;
+  for (let pfn = from; pfn < to; ) {
+    const order = growOrder(pfn, to);
     freeOneBlock(pa, pfn, order);
     pfn += 1 << order;
   }
-  u32[pa.hw + Z_MANAGED] = u32[pa.hw + Z_MANAGED]! + (to - from);
+  u32[pa.hw + Z_MANAGED] = to - pa.zoneStart;
   setWatermarks(pa, u32[pa.hw + Z_MANAGED]!);
   // Publication point: a handle that reads the new size finds the pages already in the zone.
   Atomics.store(u32, pa.hw + Z_SIZE, want);
@@ -157,4 +167,11 @@ export function initZone(pa: PageAllocator): void {
     u32[pa.hw + Z_FREE_PAGES] = u32[pa.hw + Z_FREE_PAGES]! + (1 << order);
     pfn += 1 << order;
   }
+}
+
+/** The order of the block that starts at `pfn` when pages up to `to` join the zone: aligned, within. */
+export function growOrder(pfn: number, to: number): number {
+  let order = MAX_ORDER;
+  while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > to)) order--;
+  return order;
 }

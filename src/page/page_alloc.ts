@@ -30,10 +30,16 @@
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
- *   A block in hand (taken off a pcp or buddy list, not yet given its kind; or on its way back to
- *     them) is PG_HEAD | order with D_OWNER this slot: at every lock point each page is in a list or
- *     in an allocated block, so an agent stopped there and reclaimed leaks that block, never
- *     leaves pages that belong to nothing (test/reclaim-points.test.ts).
+ *   A block in hand (taken off a pcp or buddy list, not yet given its kind; on its way back to
+ *     them; a slab leaving its cache; a block being merged; pages a growth adds) is PG_HEAD |
+ *     PG_INHAND | order with D_OWNER this slot, the owner written before the flags: between any two
+ *     statements each page is in a list or in a block a reader can walk, and reclaimSlot of a dead
+ *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
+ *     (test/reclaim-points.test.ts, test/reclaim-trust.test.ts, test/kill.test.ts). reclaimSlot,
+ *     taking the zone lock over, rebuilds the buddy lists from the descriptors and finishes a
+ *     growth that had not published Z_SIZE. Residual: a nolock free parked on the deferred llist
+ *     by an agent killed between its compareExchange and its Z_DEFER_PAGES add leaves that count
+ *     off by the block.
  *
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
@@ -92,6 +98,7 @@ import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
+import { PG_INHAND } from "../core/layout.js";
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -157,7 +164,7 @@ export class PageAllocator extends MemView {
       i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
     ) {
       if (i32[c + C_PCP_HEAD + order] !== 0) {
-        const pfn = this.pcpPop(order);
+        const pfn = this.pcpPop(order, PG_HEAD);
         i32[c + C_VMSTAT + VM.pgalloc] = i32[c + C_VMSTAT + VM.pgalloc]! + (1 << order);
         return pfn << PAGE_SHIFT;
       }
@@ -166,11 +173,12 @@ export class PageAllocator extends MemView {
   }
 
   /**
-   * Pop the first block of this slot's pcp list of `order`, which is not empty: it is in hand,
-   * an allocated block of this slot (PG_HEAD | order), until its caller gives it a kind. The one
-   * pop of a pcp list (the fast path, rmqueuePcp). This slot's pcp lock held.
+   * Pop the first block of this slot's pcp list of `order`, which is not empty, and give it
+   * `flags` (with its order): PG_HEAD for the fast path, which hands it out; PG_HEAD | PG_INHAND
+   * for rmqueuePcp, whose caller gives it its kind (a block in this slot's hand until then: the
+   * owner is written first). The one pop of a pcp list. This slot's pcp lock held.
    */
-  pcpPop(order: number): number {
+  pcpPop(order: number, flags: number): number {
     const i32 = this.i32;
     const c = this.pcpuW;
     const pfn = i32[c + C_PCP_HEAD + order]!;
@@ -178,8 +186,8 @@ export class PageAllocator extends MemView {
     i32[c + C_PCP_HEAD + order] = i32[d + D_NEXT]!;
     i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! - 1;
     i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
-    i32[d + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     i32[d + D_OWNER] = this.cpu;
+    i32[d + D_FLAGS] = flags | (order << ORDER_SHIFT);
     return pfn;
   }
 
@@ -311,7 +319,9 @@ export class PageAllocator extends MemView {
     this.locks.assertLive();
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
-    this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
+    // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+    this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     this.locks.vmInc(VM.pgfree, 1 << order);
     if ((this.locks.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, GFP_TRYLOCK);
@@ -426,8 +436,8 @@ export class PageAllocator extends MemView {
     const nolock = mode !== 0;
     // In this slot's hand until a list takes it (see the contract): whatever the caller did to the
     // flags, at every lock point below the block is an allocated block of this slot.
-    this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     if (order <= PCP_LIST_MAX_ORDER) {
       if (pcpEnter(this)) {
         const count = this.pcpPush(pfn, order);
@@ -447,7 +457,6 @@ export class PageAllocator extends MemView {
       deferPage(this, pfn, order);
       return;
     }
-    this.u32[this.mem.pd(pfn) + D_FLAGS] = 0;
     freeOneBlock(this, pfn, order);
     if (!nolock) drainDeferredLocked(this);
     this.locks.unlock(this.hw + Z_LOCK, LOCK.zone);

@@ -33,6 +33,9 @@ import type { PageAllocator } from "./page_alloc.js";
 import { WMARK_LOW, wmarkFor } from "./page_alloc.js";
 import { drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
+import { D_OWNER, ORDER_SHIFT, PG_HEAD } from "../core/layout.js";
+import { PG_INHAND } from "../core/layout.js";
+import { C_PCP_REQ_AT } from "../core/layout.js";
 
 /** Pop a block from this slot's pcp list, refilling the list from the zone. pcp lock held. */
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
@@ -42,8 +45,8 @@ const PCP_NOBLOCK_SPINS = 1 << 10;
 
 export function rmqueuePcp(pa: PageAllocator, order: number, gfp: number): number {
   if (pa.u32[pa.pcpuW + C_PCP_HEAD + order] === 0 && ((gfp & GFP.FAST_TRY) !== 0 || !pcpRefill(pa, order, gfp))) return 0;
-  // In hand: an allocated block of this slot's until prepNewBlock (see rmqueueSmallest).
-  return pa.pcpPop(order);
+  // In hand: this slot's until prepNewBlock (see rmqueueSmallest).
+  return pa.pcpPop(order, PG_HEAD | PG_INHAND);
 }
 
 /** rmqueue_bulk: move up to `batch` pages of `order` blocks from the zone to this slot's list. */
@@ -93,7 +96,8 @@ export function pcpDrain(pa: PageAllocator, cpu: number, count: number): void {
     u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
     u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
-    u32[d + D_FLAGS] = 0;
+    u32[d + D_OWNER] = pa.cpu;
+    u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
     if ((pa.locks.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) pa.emitPage(TP.mm_page_pcpu_drain, pfn, o);
     freeOneBlock(pa, pfn, o);
     freed += 1 << o;
@@ -214,6 +218,7 @@ export function pcpLockRemote(pa: PageAllocator, cpu: number, spins: number): bo
   const c = pa.mem.pcpOf(cpu);
   const w = c + C_PCP_LOCK;
   Atomics.add(i32, c + C_PCP_REQ, 1);
+  i32[pa.pcpuW + C_PCP_REQ_AT] = cpu + 1;
   // An agent that must not block waits a fraction of its bound for each slot.
   const limit = pa.locks.canBlock ? spins : Math.min(spins, PCP_NOBLOCK_SPINS);
   try {
@@ -230,6 +235,7 @@ export function pcpLockRemote(pa: PageAllocator, cpu: number, spins: number): bo
       }
     }
   } finally {
+    i32[pa.pcpuW + C_PCP_REQ_AT] = 0;
     Atomics.sub(i32, c + C_PCP_REQ, 1);
   }
 }
@@ -260,4 +266,13 @@ export function recountPcp(pa: PageAllocator, cpu: number): void {
     pages += n << o;
   }
   u32[c + C_PCP_COUNT] = pages;
+}
+
+/** reclaimSlot: dead slot `cpu` died waiting for another slot's pcp lock; lower its request. */
+export function pcpDropRequestOf(pa: PageAllocator, cpu: number): void {
+  const c = pa.mem.pcpOf(cpu);
+  const at = pa.i32[c + C_PCP_REQ_AT]!;
+  if (at === 0) return;
+  pa.i32[c + C_PCP_REQ_AT] = 0;
+  if (at - 1 >= 0 && at - 1 < pa.cpus && Atomics.load(pa.i32, pa.mem.pcpOf(at - 1) + C_PCP_REQ) > 0) Atomics.sub(pa.i32, pa.mem.pcpOf(at - 1) + C_PCP_REQ, 1);
 }

@@ -52,6 +52,7 @@ import {
 import { objectCache } from "../slab/debug.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RcuStats } from "./rcu.js";
+import { C_RCU_WAIT_TAIL } from "../core/layout.js";
 
 /**
  * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and
@@ -61,10 +62,16 @@ export function rcuRecount(rcu: RcuAllocator, p: number): void {
   const i32 = rcu.i32;
   let objs = 0;
   let blocks = 0;
+  let tail = 0;
   for (let b = i32[p + C_RCU_WAIT]!; b !== 0 && blocks <= rcu.nrPages; b = i32[(b >> 2) + RB_NEXT]!) {
     objs += i32[(b >> 2) + RB_COUNT]!;
     blocks++;
+    tail = b;
   }
+  i32[p + C_RCU_WAIT_TAIL] = tail;
+  let spare = 0;
+  for (let b = i32[p + C_RCU_SPARE]!; b !== 0 && spare < RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!) spare++;
+  i32[p + C_RCU_NR_SPARE] = spare;
   const cur = i32[p + C_RCU_BLOCK]!;
   if (cur !== 0) {
     objs += i32[(cur >> 2) + RB_COUNT]!;

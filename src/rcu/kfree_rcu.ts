@@ -52,6 +52,7 @@ import { checkBulk, debugFree, debugSetState, objectCache } from "../slab/debug.
 import { kfreeSlow } from "../slab/kmalloc.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RCU_DELAY_MS, gpAfter } from "./rcu.js";
+import { D_OWNER } from "../core/layout.js";
 
 /**
  * Free `addr` (from kmalloc or a cache) after a grace period. Never waits where waiting is not
@@ -124,9 +125,10 @@ export function queueInBlock(rcu: RcuAllocator, addr: number, c: number): boolea
   const p = rcu.pcpuW;
   let block = i32[p + C_RCU_BLOCK]!;
   if (block !== 0 && i32[(block >> 2) + RB_COUNT]! >= RB_CAP) {
+    // Off the current word first: killed in between, the block is in hand (found by reclaimSlot), never in two places.
+    i32[p + C_RCU_BLOCK] = 0;
     chainBlock(rcu, block);
     block = 0;
-    i32[p + C_RCU_BLOCK] = 0;
   }
   if (block === 0) {
     // A spare block page; else, seed 003: a page only from this slot's pcp list, never the
@@ -139,6 +141,8 @@ export function queueInBlock(rcu: RcuAllocator, addr: number, c: number): boolea
       const pfn = rcu.pages.rmqueue(0, GFP.FAST_TRY | GFP.NOWAIT | GFP_TRYLOCK);
       if (pfn === 0) return false;
       block = pfn << PAGE_SHIFT;
+      // A block page's count is valid before the page is one (reclaimSlot reads the blocks in hand).
+      rcu.i32[(block >> 2) + RB_COUNT] = 0;
       rcu.u32[rcu.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
       rcu.locks.vmInc(VM.pgalloc, 1);
     }
@@ -157,10 +161,11 @@ export function queueAt(rcu: RcuAllocator, block: number, addr: number, c: numbe
   const p = rcu.pcpuW;
   const bw = block >> 2;
   const n = i32[bw + RB_COUNT]!;
-  i32[bw + RB_ADDRS + n] = addr;
-  i32[bw + RB_COUNT] = n + 1;
-  if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, OBJ_RCU);
+  // The cookie first: an object is never counted in a block whose cookie is older than its own.
   i32[bw + RB_GP] = c;
+  i32[bw + RB_ADDRS + n] = addr;
+  if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, OBJ_RCU);
+  i32[bw + RB_COUNT] = n + 1;
   i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
   return true;
 }
@@ -292,6 +297,7 @@ export function refillSpareBlocks(rcu: RcuAllocator): void {
   while (i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX) {
     const pfn = rcu.pages.rmqueue(0, GFP.NOWAIT);
     if (pfn === 0) return;
+    rcu.i32[(pfn << (PAGE_SHIFT - 2)) + RB_COUNT] = 0;
     rcu.u32[rcu.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
     rcu.locks.vmInc(VM.pgalloc, 1);
     if (!pushSpare(rcu, pfn << PAGE_SHIFT)) {
@@ -308,6 +314,7 @@ export function pushSpare(rcu: RcuAllocator, block: number): boolean {
   if (!rcu.locks.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
   const kept = i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX;
   if (kept) {
+    rcu.u32[rcu.mem.pd(block >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
     i32[(block >> 2) + RB_NEXT] = i32[p + C_RCU_SPARE]!;
     i32[p + C_RCU_SPARE] = block;
     i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! + 1;
@@ -318,7 +325,7 @@ export function pushSpare(rcu: RcuAllocator, block: number): boolean {
 
 export function freeBlockPage(rcu: RcuAllocator, block: number): void {
   const pfn = block >>> PAGE_SHIFT;
-  rcu.u32[rcu.mem.pd(pfn) + D_FLAGS] = 0;
+  // freeBlock makes it a block in hand itself: no store here may leave the page belonging to nothing.
   rcu.locks.vmInc(VM.pgfree, 1);
   rcu.pages.freeBlock(pfn, 0, 0);
 }
@@ -332,6 +339,11 @@ export function rcuShrink(rcu: RcuAllocator): void {
 export function dropSpareBlocks(rcu: RcuAllocator, p: number): void {
   rcu.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
   let b = rcu.i32[p + C_RCU_SPARE]!;
+  // Ours before they leave the list: a kill below leaves blocks in hand that our reclaim finds.
+  for (let s = b, n = 0; s !== 0 && n < RCU_SPARE_MAX; s = rcu.i32[(s >> 2) + RB_NEXT]!, n++) {
+    rcu.u32[rcu.mem.pd(s >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
+    rcu.i32[(s >> 2) + RB_COUNT] = 0;
+  }
   rcu.i32[p + C_RCU_SPARE] = 0;
   rcu.i32[p + C_RCU_NR_SPARE] = 0;
   rcu.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
@@ -367,6 +379,8 @@ export function takeExpired(rcu: RcuAllocator, p: number, out: Expired, all: boo
       throw new HeapError(ErrorCode.ECORRUPT, `the kfreeRcu wait chain at word ${p} is broken at ${hex(b)} (${out.blocks.length} of ${most} blocks)`);
     }
     if (!take(i32[(b >> 2) + RB_GP]!)) break;
+    // The taker's before it leaves the chain: a block in hand is found by its owner's reclaim.
+    rcu.u32[rcu.mem.pd(b >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
     i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
     if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
     out.blocks.push(b);
@@ -375,6 +389,7 @@ export function takeExpired(rcu: RcuAllocator, p: number, out: Expired, all: boo
   const cur = i32[p + C_RCU_BLOCK]!;
   if (cur !== 0 && !isBlockPage(rcu, cur)) throw new HeapError(ErrorCode.ECORRUPT, `the current kfreeRcu block at word ${p} (${hex(cur)}) is not a block page`);
   if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
+    rcu.u32[rcu.mem.pd(cur >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
     i32[p + C_RCU_BLOCK] = 0;
     out.blocks.push(cur);
     pending += i32[(cur >> 2) + RB_COUNT]!;
@@ -426,7 +441,13 @@ export function freeExpiredObjects(rcu: RcuAllocator, out: Expired): number {
     for (const b of out.blocks) {
       const bw = b >> 2;
       const n = rcu.i32[bw + RB_COUNT]!;
-      for (let k = 0; k < n; k++) freeQueued(rcu, rcu.i32[bw + RB_ADDRS + k]!);
+      // From the top, the count lowered before each free: a block in hand (D_OWNER this slot)
+      // always counts exactly the objects not yet given to kfree, and reclaimSlot frees those
+      // (a kill between the two statements leaks that one object, never frees it twice).
+      for (let k = n - 1; k >= 0; k--) {
+        rcu.i32[bw + RB_COUNT] = k;
+        freeQueued(rcu, rcu.i32[bw + RB_ADDRS + k]!);
+      }
       freed += n;
       if (!pushSpare(rcu, b)) freeBlockPage(rcu, b);
     }
@@ -457,4 +478,51 @@ export function freeQueued(rcu: RcuAllocator, addr: number): void {
       }
     }
   }
+}
+
+/**
+ * reclaimSlot: the kfreeRcu block pages dead slot `cpu` had in its hands (D_OWNER `cpu`, on no
+ * slot's chain, current word or spare list: a batch it was freeing, a spare it was dropping or
+ * refilling, a block between two lists). Those with objects go on the dead slot's wait chain,
+ * freed after their grace period by the flush that follows; empty ones are freed. Takes each
+ * slot's krcp lock in turn. Returns how many were found.
+ */
+export function rcuBlocksInHand(rcu: RcuAllocator, cpu: number): number {
+  const i32 = rcu.i32;
+  const u32 = rcu.u32;
+  const reach = new Set<number>();
+  for (let s = 0; s < rcu.cpus; s++) {
+    const q = rcu.mem.pcpOf(s);
+    rcu.locks.lock(q + C_KRCP_LOCK, LOCK.rcu);
+    for (let b = i32[q + C_RCU_WAIT]!, n = 0; b !== 0 && n <= rcu.nrPages; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
+    if (i32[q + C_RCU_BLOCK] !== 0) reach.add(i32[q + C_RCU_BLOCK]!);
+    for (let b = i32[q + C_RCU_SPARE]!, n = 0; b !== 0 && n <= RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
+    rcu.locks.unlock(q + C_KRCP_LOCK, LOCK.rcu);
+  }
+  const found: number[] = [];
+  for (let pfn = rcu.zoneStart; pfn < rcu.nrPages; pfn++) {
+    const d = rcu.mem.pd(pfn);
+    if (u32[d + D_FLAGS] === PG_RCU_BLOCK && u32[d + D_OWNER] === cpu && !reach.has(pfn << PAGE_SHIFT)) found.push(pfn << PAGE_SHIFT);
+  }
+  if (found.length === 0) return 0;
+  const p = rcu.mem.pcpOf(cpu);
+  const empty: number[] = [];
+  rcu.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
+  for (const b of found) {
+    const n = i32[(b >> 2) + RB_COUNT]!;
+    if (n <= 0 || n > RB_CAP) {
+      empty.push(b);
+      continue;
+    }
+    i32[(b >> 2) + RB_NEXT] = 0;
+    const tail = i32[p + C_RCU_WAIT_TAIL]!;
+    if (tail === 0) i32[p + C_RCU_WAIT] = b;
+    else i32[(tail >> 2) + RB_NEXT] = b;
+    i32[p + C_RCU_WAIT_TAIL] = b;
+    i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + n;
+    i32[p + C_RCU_BLOCKS] = i32[p + C_RCU_BLOCKS]! + 1;
+  }
+  rcu.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
+  for (const b of empty) freeBlockPage(rcu, b);
+  return found.length;
 }

@@ -23,6 +23,13 @@
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
  *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
  *     R_INFLIGHT for a slot that died holding objects.
+ *   A kfreeRcu block page belongs to the slot in D_OWNER while it is on no chain: the taker writes
+ *     it (under the krcp lock) before a block leaves a wait chain or the current word, and so does
+ *     whoever drops spares; a batch is freed from the top, RB_COUNT lowered before each free.
+ *     reclaimSlot finds a dead slot's block pages on no slot's chain, current word or spare list
+ *     (rcuBlocksInHand) and puts those with objects on the dead slot's wait chain (freed after
+ *     their grace period) or frees them. Residual: the one object being freed when the agent was
+ *     killed stays allocated.
  *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
  *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
  *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
@@ -62,6 +69,7 @@ import type { SlabAllocator } from "../slab/slab.js";
 import { TP } from "../core/trace.js";
 import { dropSpareBlocks, freeExpired, takeExpired } from "./kfree_rcu.js";
 import { Expired } from "./kfree_rcu.js";
+import { rcuBlocksInHand } from "./kfree_rcu.js";
 
 /**
  * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words
@@ -327,7 +335,7 @@ export class RcuAllocator extends MemView {
    * it had taken off a slot and not freed are lost to it: they stay allocated (leaked), and leave
    * R_INFLIGHT, so that rcuBarrier does not wait for them for ever.
    */
-  rcuReclaim(cpu: number): void {
+  rcuReclaim(cpu: number): number {
     const p = this.mem.pcpOf(cpu);
     this.i32[p + C_RCU_NEST] = 0;
     Atomics.store(this.i32, p + C_RCU_SNAP, 0);
@@ -336,8 +344,10 @@ export class RcuAllocator extends MemView {
       this.i32[p + C_RCU_INFLIGHT] = 0;
       Atomics.sub(this.i32, this.hw + R_INFLIGHT, inflight);
     }
+    const inHand = rcuBlocksInHand(this, cpu);
     this.rcuFlushSlot(cpu);
     dropSpareBlocks(this, p);
+    return inHand;
   }
 
 }

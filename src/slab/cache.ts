@@ -386,3 +386,18 @@ export function cacheNameBytes(name: unknown): Uint8Array {
   if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);
   return bytes;
 }
+
+/**
+ * heap.cacheNames(): the name of each cache id in use (null for a free descriptor), read without
+ * a lock like stats() (a cache's name is written before its K_STATE is stored).
+ */
+export function cacheNames(slab: SlabAllocator): (string | null)[] {
+  slab.locks.assertLive();
+  const names: (string | null)[] = [];
+  const nr = Math.min(slab.maxCaches, slab.i32[slab.hw + CT_NR]!);
+  for (let id = 0; id < nr; id++) {
+    const st = slab.i32[slab.cacheWOf(id) + K_STATE];
+    names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? cacheName(slab, id) : null);
+  }
+  return names;
+}

@@ -66,6 +66,8 @@ import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID, SlabStats } from "./slab.js";
 import { cacheName } from "./cache.js";
 import { CACHE_HDR_WORDS, K_EMPTY_LOW, PCS_WORDS } from "../core/layout.js";
+import { DEBUG_POISON } from "../core/layout.js";
+import { debugUnlink } from "./debug.js";
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
@@ -273,4 +275,129 @@ export function validateSlabs(slab: SlabAllocator, where: Uint8Array): void {
     if (n !== i32[c + C_DEFER_NR]) bad(`cpu ${cpu} counts ${i32[c + C_DEFER_NR]} deferred objects, holds ${n}`);
     if (i32[c + C_STATE] !== SLOT_ATTACHED && n !== 0) bad(`detached cpu ${cpu} still has deferred objects`);
   }
+}
+
+/**
+ * reclaimSlot took cache `id`'s barn lock over from a dead holder, which may have stopped between
+ * the stores of a push or a pop: recount both barn lists by walking them (a list longer than
+ * BARN_MAX, a cycle, is cut there). Barn lock held.
+ */
+export function barnRecountLocked(slab: SlabAllocator, id: number): void {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+    let n = 0;
+    let link = head;
+    for (let s = i32[link]!; s !== 0; s = i32[link]!) {
+      if (n === BARN_MAX) {
+        i32[link] = 0;
+        break;
+      }
+      n++;
+      link = (s >> 2) + S_NEXT;
+    }
+    i32[head + 1] = n;
+  }
+}
+
+/** Objects in slot `cpu`'s sheaves (main and spare) of every live or dying cache: for reclaimSlot's report. */
+export function sheafObjectsOf(slab: SlabAllocator, cpu: number): number {
+  const i32 = slab.i32;
+  let n = 0;
+  for (let id = 0; id < slab.maxCaches; id++) {
+    const st = i32[slab.cacheWOf(id) + K_STATE];
+    if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+    const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+    for (const at of [P_MAIN, P_SPARE]) {
+      const sh = i32[pcs + at]!;
+      if (sh !== 0 && sh !== (slab.hw + EMPTY_SHEAF_W) << 2) n += i32[(sh >> 2) + S_SIZE]!;
+    }
+  }
+  return n;
+}
+
+/**
+ * reclaimSlot took cache `id`'s list lock over from dead slot `cpu`, which may have stopped
+ * between any two statements of a list-locked section: rebuild the partial and full lists and
+ * every count from the slab descriptors, the source of truth. Each slab head of the cache
+ * (PG_SLAB, D_HEAD itself) gets its tails marked again (unaccountSlab clears them first), its
+ * freelist walked (a link outside the slab, or one seen twice, cuts it there) and D_INUSE set to
+ * the objects not on it. The dead slot's sheaves of the cache may hold at their top an object
+ * that is also on its freelist (stopped between the two stores of a refill or a flush): the
+ * sheaf drops it. A slab the dead slot had already turned into a block in its hand
+ * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
+ */
+export function slabRebuildLocked(slab: SlabAllocator, id: number, cpu: number): number {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  const objs = i32[kw + K_OBJS]!;
+  const size = i32[kw + K_SIZE]!;
+  const npages = 1 << i32[kw + K_ORDER]!;
+  const poison = i32[kw + K_META] !== 0 && (slab.locks.debugFlags & DEBUG_POISON) !== 0;
+  const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+  const tops: number[] = [];
+  for (const at of [P_MAIN, P_SPARE]) {
+    const s = i32[pcs + at]!;
+    if (s !== 0 && s !== (slab.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0) tops.push(s >> 2);
+  }
+  const seen = new Uint8Array(objs);
+  let partial = 0;
+  let full = 0;
+  let empty = 0;
+  let free = 0;
+  let slabs = 0;
+  i32[kw + K_PARTIAL] = 0;
+  i32[kw + K_FULL] = 0;
+  for (let pfn = slab.zoneStart; pfn < slab.nrPages; pfn++) {
+    const d = slab.mem.pd(pfn);
+    if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
+    for (let p = 1; p < npages; p++) {
+      const t = slab.mem.pd(pfn + p);
+      i32[t + D_FLAGS] = PG_SLAB;
+      i32[t + D_HEAD] = pfn;
+      i32[t + D_CACHE] = id;
+    }
+    const base = pfn << PAGE_SHIFT;
+    seen.fill(0);
+    let f = 0;
+    let link = d + D_FREELIST;
+    for (let obj = i32[link]!; obj !== 0; obj = i32[link]!) {
+      const k = (obj - base) / size;
+      if (!Number.isInteger(k) || k < 0 || k >= objs || seen[k] !== 0) {
+        i32[link] = 0;
+        break;
+      }
+      seen[k] = 1;
+      f++;
+      link = (obj >> 2) + O_NEXT;
+    }
+    for (const sw of tops) {
+      const top = i32[sw + S_OBJS + i32[sw + S_SIZE]! - 1]!;
+      const k = (top - base) / size;
+      if (!Number.isInteger(k) || k < 0 || k >= objs) continue;
+      if (seen[k] !== 0) i32[sw + S_SIZE] = i32[sw + S_SIZE]! - 1;
+      else if (poison) debugUnlink(slab, kw, top);
+    }
+    i32[d + D_INUSE] = objs - f;
+    const list = f === 0 ? kw + K_FULL : kw + K_PARTIAL;
+    const first = i32[list]!;
+    i32[d + D_NEXT] = first;
+    i32[d + D_PREV] = 0;
+    if (first !== 0) i32[slab.mem.pd(first) + D_PREV] = pfn;
+    i32[list] = pfn;
+    if (f === 0) full++;
+    else partial++;
+    if (f === objs) empty++;
+    free += f;
+    slabs++;
+    pfn += npages - 1;
+  }
+  i32[kw + K_NR_PARTIAL] = partial;
+  i32[kw + K_NR_FULL] = full;
+  i32[kw + K_NR_EMPTY] = empty;
+  i32[kw + K_EMPTY_LOW] = empty;
+  i32[kw + K_FREE_OBJS] = free;
+  i32[kw + K_NR_SLABS] = slabs;
+  i32[kw + K_TOTAL_OBJS] = slabs * objs;
+  return slabs;
 }

@@ -52,8 +52,11 @@ import { cacheName } from "./cache.js";
 import { isFreeObject } from "./debug.js";
 import { C_RCU_WAIT, G_NR_DYING } from "../core/layout.js";
 import { flushDyingCaches } from "./cache.js";
-import { sheafPop, sheafPush } from "./slab.js";
+
 import { MAX_ORDER } from "../core/layout.js";
+import { D_OWNER, PG_HEAD } from "../core/layout.js";
+import { PG_INHAND } from "../core/layout.js";
+import { sheafPop, sheafPush } from "./sheaf.js";
 
 export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
@@ -126,6 +129,15 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
   return obj;
 }
 
+/** kfreeNolock past its fast path (slab.ts): 0 is a no-op; else the nolock free of kfreeSlow. */
+export function kfreeNolockSlow(slab: SlabAllocator, addr: number): void {
+  if (addr === 0) {
+    slab.locks.assertLive();
+    return;
+  }
+  kfreeSlow(slab, addr, -1, GFP_TRYLOCK);
+}
+
 /** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */
 export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): void {
   const i32 = slab.i32;
@@ -188,31 +200,31 @@ export function drainDeferredObjects(slab: SlabAllocator, cpu: number = slab.cpu
  * (this slot's list) and returns false.
  */
 export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, own: boolean): boolean {
-  // Read the views now: the lock of an earlier call may have rebuilt them after growth.
-  const i32 = slab.i32;
-  let obj = i32[p + C_DEFER_HEAD]!;
-  const nr = i32[p + C_DEFER_NR]!;
-  i32[p + C_DEFER_HEAD] = 0;
-  i32[p + C_DEFER_NR] = 0;
-  const broken = brokenDeferredList(slab, obj, nr);
+  const nr = slab.i32[p + C_DEFER_NR]!;
+  const first = slab.i32[p + C_DEFER_HEAD]!;
+  const broken = brokenDeferredList(slab, first, nr);
   if (broken !== "") {
     // Deferred work found broken metadata: report it, drop the list (its objects stay
     // allocated, lost), and never walk a cycle.
-    slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), obj);
+    slab.i32[p + C_DEFER_HEAD] = 0;
+    slab.i32[p + C_DEFER_NR] = 0;
+    slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), first);
     return true;
   }
   let gaveUp = false;
-  while (obj !== 0) {
-    const next = i32[(obj >> 2) + O_NEXT]!;
+  // One object at a time off the list, in place (at most `nr`: what a hook defers meanwhile may be
+  // among them, the rest waits for the next drain): an agent killed here leaves at most the
+  // object being freed in its hands, and the rest on its list for reclaimSlot.
+  for (let k = 0; k < nr && !gaveUp; k++) {
+    // Read the views each time: a free below may have rebuilt them after growth.
+    const i32 = slab.i32;
+    const obj = i32[p + C_DEFER_HEAD]!;
+    if (obj === 0) break;
+    i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
+    i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
     const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
     i32[obj >> 2] = 0;
     debugUnlink(slab, slab.cacheWOf(id), obj);
-    if (gaveUp) {
-      deferObject(slab, obj); // a noBlock agent that gave up once tries no more in this call
-      slab.locks.vmInc(VM.objectsUndeferred, 1);
-      obj = next;
-      continue;
-    }
     // A dead slot's objects (reclaimSlot) go straight to their slabs.
     const named = id >= FIRST_NAMED_ID;
     // Deferred work: an error is reported (onError), and the rest of the list is still freed.
@@ -243,7 +255,6 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
       slab.locks.deferring--;
     }
     slab.locks.vmInc(VM.objectsUndeferred, 1);
-    obj = next;
   }
   return !gaveUp;
 }
@@ -337,7 +348,9 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
     const pfn = addr >>> PAGE_SHIFT;
     const order = (slab.u32[slab.mem.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
     if (mode === 0) slab.locks.assertCanLock(LOCK.zone);
-    slab.u32[slab.mem.pd(pfn) + D_FLAGS] = 0;
+    // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+    slab.u32[slab.mem.pd(pfn) + D_OWNER] = slab.cpu;
+    slab.u32[slab.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     slab.locks.vmInc(VM.pgfree, 1 << order);
     if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) slab.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
     slab.pages.freeBlock(pfn, order, mode);

@@ -43,6 +43,8 @@ import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
 import { CACHE_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 import { slabDecayLocked } from "./decay.js";
+import { P_HAND } from "../core/layout.js";
+import { FREE_TAG } from "../core/layout.js";
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -62,6 +64,7 @@ export function replaceEmptyMain(slab: SlabAllocator, id: number, pcs: number, g
   if (full !== 0) {
     slab.locks.vmInc(VM.barnGet, 1);
     i32[pcs + P_MAIN] = full;
+    i32[pcs + P_HAND] = 0;
     if (main !== (slab.hw + EMPTY_SHEAF_W) << 2) {
       if (spare === 0) i32[pcs + P_SPARE] = main;
       else barnPutEmpty(slab, id, main, mode);
@@ -128,22 +131,27 @@ export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mo
   // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
   // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
   // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
+  // In hand (P_HAND) from here until the barn has it or it is back on the pcs line.
+  i32[pcs + P_HAND] = main;
   i32[pcs + P_MAIN] = (slab.hw + EMPTY_SHEAF_W) << 2;
   const empty = barnPutFull(slab, id, main, mode);
   if (empty > 0) {
     slab.locks.vmInc(VM.barnPut, 1);
+    i32[pcs + P_HAND] = 0;
     i32[pcs + P_MAIN] = empty;
     return empty >> 2;
   }
   if (empty === 0) {
     // The barn took the full sheaf but had no empty one: make one (normal mode only).
     slab.locks.vmInc(VM.barnPut, 1);
+    i32[pcs + P_HAND] = 0;
     const s = mode === 0 ? allocSheaf(slab, id, 0) : 0;
     i32[pcs + P_MAIN] = s === 0 ? (slab.hw + EMPTY_SHEAF_W) << 2 : s;
     return s >> 2;
   }
   // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
   i32[pcs + P_MAIN] = main;
+  i32[pcs + P_HAND] = 0;
   if (mode !== 0) return 0;
   // A noBlock agent that cannot have the list lock frees (defers) the object itself.
   return flushSheaf(slab, id, main >> 2, 0) ? main >> 2 : 0;
@@ -178,6 +186,8 @@ export function barnGetFull(slab: SlabAllocator, id: number, mode: number): numb
   if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
   if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
   const s = barnPop(slab, kw + K_BARN_FULL);
+  // In this slot's hand (P_HAND) until the caller puts it on the pcs line and clears the word.
+  i32[slab.pcsW(id) + P_HAND] = s;
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   return s;
 }
@@ -235,29 +245,22 @@ export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mod
 
 /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
 export function barnShrink(slab: SlabAllocator, id: number): void {
-  const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
-  slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
-  let full = i32[kw + K_BARN_FULL]!;
-  let empty = i32[kw + K_BARN_EMPTY]!;
-  i32[kw + K_BARN_FULL] = 0;
-  i32[kw + K_BARN_EMPTY] = 0;
-  i32[kw + K_BARN_NR_FULL] = 0;
-  i32[kw + K_BARN_NR_EMPTY] = 0;
-  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-  // slab.i32, not `i32`: the barn lock may have rebuilt the views, and the sheaves may lie in new pages.
-  for (let n = 0; full !== 0; n++) {
-    if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${BARN_MAX} full sheaves: its list is broken`);
-    const next = slab.i32[(full >> 2) + S_NEXT]!;
-    if (!flushSheaf(slab, id, full >> 2, 0)) deferSheafObjects(slab, full >> 2);
-    freeSheaf(slab, full, 0);
-    full = next;
-  }
-  for (let n = 0; empty !== 0; n++) {
-    if (n >= BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${BARN_MAX} empty sheaves: its list is broken`);
-    const next = slab.i32[(empty >> 2) + S_NEXT]!;
-    freeSheaf(slab, empty, 0);
-    empty = next;
+  const hand = slab.pcsW(id) + P_HAND;
+  // One sheaf at a time off the barn, in this slot's hand (P_HAND) while it is flushed: an agent
+  // killed here leaves at most that sheaf, which reclaimSlot flushes, and the rest in the barn.
+  for (let n = 0; ; n++) {
+    if (n >= 2 * BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${2 * BARN_MAX} sheaves: its lists are broken`);
+    slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
+    // slab.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
+    let s = barnPop(slab, kw + K_BARN_FULL);
+    if (s === 0) s = barnPop(slab, kw + K_BARN_EMPTY);
+    slab.i32[hand] = s;
+    slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    if (s === 0) return;
+    if (!flushSheaf(slab, id, s >> 2, 0)) deferSheafObjects(slab, s >> 2);
+    slab.i32[hand] = 0;
+    freeSheaf(slab, s, 0);
   }
 }
 
@@ -326,8 +329,61 @@ export function flushAllSheavesOf(slab: SlabAllocator, cpu: number): void {
   for (let id = 0; id < slab.maxCaches; id++) {
     const st = slab.i32[slab.cacheWOf(id) + K_STATE];
     if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+    if (cpu !== slab.cpu) flushHandSheaf(slab, id, cpu);
     if (!flushCpuSheaves(slab, id, cpu, 0)) listBusy(slab, id);
     // A reclaimed slot is inside no slow path any more, wherever it died.
     if (cpu !== slab.cpu) Atomics.store(slab.i32, slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_USERS, 0);
   }
+}
+
+/**
+ * reclaimSlot: the sheaf dead slot `cpu` had in its hands (P_HAND) for cache `id`. It is flushed
+ * and freed only if it is nowhere else: on no slot's pcs line (a trade that finished, or another
+ * agent took it from the barn), on neither barn list (the barn took it before the kill), and it
+ * is still a sheaf of this cache (not freed by a barn shrink meanwhile). No lock held.
+ */
+export function flushHandSheaf(slab: SlabAllocator, id: number, cpu: number): void {
+  const kw = slab.cacheWOf(id);
+  const hand = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_HAND;
+  const s = slab.i32[hand]!;
+  if (s === 0) return;
+  slab.i32[hand] = 0;
+  for (let c = 0; c < slab.cpus; c++) {
+    const pcs = kw + CACHE_HDR_WORDS + c * PCS_WORDS;
+    if (slab.i32[pcs + P_MAIN] === s || slab.i32[pcs + P_SPARE] === s || slab.i32[pcs + P_HAND] === s) return;
+  }
+  slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
+  let found = false;
+  for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+    for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+  }
+  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  const sw = s >> 2;
+  const i32 = slab.i32;
+  if (found || i32[sw + S_CACHE] !== id || i32[sw + S_CAP] !== i32[kw + K_SHEAF_CAP] || i32[sw + S_SIZE]! >>> 0 > i32[sw + S_CAP]!) return;
+  if (!flushSheaf(slab, id, sw, 0)) listBusy(slab, id);
+  freeSheaf(slab, s, 0);
+}
+
+/**
+ * Pop the last object of the sheaf at word `sw`, which is not empty; its free tag stays until the
+ * caller hands it out. The one pop of a sheaf on the slow and nolock allocations (popFast writes
+ * it out: a call there costs the nolock pair 5%). The sheaf's owner, under its local lock.
+ */
+export function sheafPop(i32: Int32Array, sw: number): number {
+  const n = i32[sw + S_SIZE]! - 1;
+  i32[sw + S_SIZE] = n;
+  return i32[sw + S_OBJS + n]!;
+}
+
+/**
+ * Push free object `addr` on the sheaf at word `sw`, which is not full, and tag it free. The one
+ * push of a sheaf on the slow and nolock frees (pushFast writes it out, as popFast does). The
+ * sheaf's owner, under its local lock.
+ */
+export function sheafPush(i32: Int32Array, sw: number, addr: number): void {
+  const n = i32[sw + S_SIZE]!;
+  i32[sw + S_OBJS + n] = addr;
+  i32[sw + S_SIZE] = n + 1;
+  i32[addr >> 2] = addr ^ FREE_TAG;
 }

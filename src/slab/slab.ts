@@ -16,9 +16,20 @@
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
  *     A sheaf is in one place at every lock point: a pcs line (P_MAIN, P_SPARE), a barn list, or
- *     the hand of the slot moving it (a full main leaves its pcs line before the barn takes it), so
- *     a reclaim of an agent stopped there never flushes a sheaf the barn also holds. A slab leaving
- *     its cache becomes an allocated page block of the slot under the list lock (unaccountSlab).
+ *     the hand of the slot moving it (P_HAND of its pcs line: a full main leaves P_MAIN for P_HAND
+ *     before the barn takes it, a sheaf taken off the barn is in P_HAND until it is on the pcs
+ *     line, barnShrink takes one sheaf at a time into P_HAND), so a reclaim of an agent killed
+ *     there flushes the hand sheaf unless a pcs line or a barn list holds it, and never flushes a
+ *     sheaf twice. A slab leaving its cache becomes a block in the slot's hand (PG_INHAND) under
+ *     the list lock (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it.
+ *   Under the list lock every statement leaves the slabs rebuildable from their descriptors: an
+ *     object moves into a sheaf (counted) before it leaves its freelist, a new slab's head has its
+ *     freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list lock over,
+ *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
+ *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
+ *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
+ *     object at a time in place. Residual: a kill between an object leaving a list and its free
+ *     or its caller leaks that one object (and a sheaf object between its last use and its free).
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
  *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
@@ -119,7 +130,6 @@ import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES } from "./sizes
 import { SIZE_INDEX } from "./sizes.js";
 
 /* The fast paths read module constants (which the compiler folds), not imported bindings. */
-const SIZE_CLASS = SIZE_INDEX;
 const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
 import { kfreeSlow } from "./kmalloc.js";
 import { pdListAdd, pdListDel } from "../page/buddy.js";
@@ -128,34 +138,13 @@ import { PD_WORDS } from "../core/layout.js";
 import { cacheAllocSlow } from "./cache.js";
 import { CACHE_HDR_WORDS, K_MAX_EMPTY, PCS_WORDS } from "../core/layout.js";
 import { emptySlabTaken, slabDecayLocked } from "./decay.js";
+import { PG_INHAND } from "../core/layout.js";
+import { kfreeNolockSlow } from "./kmalloc.js";
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
 
 function noop(): void {}
-
-/**
- * Pop the last object of the sheaf at word `sw`, which is not empty; its free tag stays until the
- * caller hands it out. The one pop of a sheaf on the slow and nolock allocations (popFast writes
- * it out: a call there costs the nolock pair 5%). The sheaf's owner, under its local lock.
- */
-export function sheafPop(i32: Int32Array, sw: number): number {
-  const n = i32[sw + S_SIZE]! - 1;
-  i32[sw + S_SIZE] = n;
-  return i32[sw + S_OBJS + n]!;
-}
-
-/**
- * Push free object `addr` on the sheaf at word `sw`, which is not full, and tag it free. The one
- * push of a sheaf on the slow and nolock frees (pushFast writes it out, as popFast does). The
- * sheaf's owner, under its local lock.
- */
-export function sheafPush(i32: Int32Array, sw: number, addr: number): void {
-  const n = i32[sw + S_SIZE]!;
-  i32[sw + S_OBJS + n] = addr;
-  i32[sw + S_SIZE] = n + 1;
-  i32[addr >> 2] = addr ^ FREE_TAG;
-}
 
 export class SlabAllocator extends MemView {
   readonly mem: Mem;
@@ -170,6 +159,11 @@ export class SlabAllocator extends MemView {
   beforeDestroy: () => void;
   /** Word index of this slot's pcs line for each kmalloc class: derived, read-only. */
   readonly kmPcs: Int32Array;
+  /**
+   * The same by size: pcsBySize[(size + 7) >> 3] is the pcs line of size's kmalloc class (one
+   * load on the kmalloc fast paths instead of two: SIZE_INDEX, then kmPcs). Derived, read-only.
+   */
+  readonly pcsBySize: Int32Array;
   /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
   fastOff: number;
   /** True while drainDeferredObjects runs (it does not nest). */
@@ -184,6 +178,8 @@ export class SlabAllocator extends MemView {
     this.beforeDestroy = noop;
     this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
     for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
+    this.pcsBySize = new Int32Array(SIZE_INDEX.length);
+    for (let i = 0; i < SIZE_INDEX.length; i++) this.pcsBySize[i] = this.kmPcs[SIZE_INDEX[i]!]!;
     this.fastOff = this.locks.debugFlags;
     this.drainingDeferred = false;
   }
@@ -209,7 +205,7 @@ export class SlabAllocator extends MemView {
   kmalloc(size: number, gfp: number = GFP.KERNEL): number {
     if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
       if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-        const obj = this.popFast(this.kmPcs[SIZE_CLASS[(size + 7) >> 3]!]!);
+        const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
         if (obj !== 0) return obj;
       }
     }
@@ -224,9 +220,9 @@ export class SlabAllocator extends MemView {
   }
 
   /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
-  kmallocNolock(size: number, gfp: number = 0): number {
+  kmallocNolock(size: number, gfp: number): number {
     if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
-      const obj = this.popFast(this.kmPcs[SIZE_CLASS[(size + 7) >> 3]!]!);
+      const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
       if (obj !== 0) return obj;
     }
     return kmallocNolockSlow(this, size, gfp);
@@ -235,11 +231,7 @@ export class SlabAllocator extends MemView {
   /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
   kfreeNolock(addr: number): void {
     if (this.fastOff === 0 && this.pushFast(addr)) return;
-    if (addr === 0) {
-      this.locks.assertLive();
-      return;
-    }
-    kfreeSlow(this, addr, -1, GFP_TRYLOCK);
+    kfreeNolockSlow(this, addr);
   }
 
   /**
@@ -279,7 +271,7 @@ export class SlabAllocator extends MemView {
     const i32 = this.i32;
     if (i32[pcs + P_LOCKED] !== 0) return 0;
     const sw = i32[pcs + P_MAIN]! >> 2;
-    // sheafPop, written out (see there).
+    // sheafPop (sheaf.ts), written out (see there).
     const n = i32[sw + S_SIZE]! - 1;
     if (n < 0) return 0;
     i32[sw + S_SIZE] = n;
@@ -307,7 +299,7 @@ export class SlabAllocator extends MemView {
     const sw = i32[pcs + P_MAIN]! >> 2;
     const n = i32[sw + S_SIZE]!;
     if (n >= i32[sw + S_CAP]!) return false;
-    // sheafPush, written out (see sheafPop).
+    // sheafPush (sheaf.ts), written out (see sheafPop).
     i32[sw + S_OBJS + n] = addr;
     i32[sw + S_SIZE] = n + 1;
     i32[addr >> 2] = addr ^ FREE_TAG;
@@ -330,20 +322,21 @@ export class SlabAllocator extends MemView {
       const d = this.mem.pd(pfn);
       if (i32[d + D_INUSE] === 0) emptySlabTaken(this, kw);
       let obj = i32[d + D_FREELIST]!;
-      let inuse = i32[d + D_INUSE]!;
+      // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
+      // statements leaves the object at worst on both, at the top of its sheaf, which
+      // slabRebuildLocked drops from the sheaf; never on neither.
       while (obj !== 0 && got < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
         i32[sw + S_OBJS + base + got] = obj;
         got++;
-        inuse++;
-        const taken = obj;
-        obj = i32[(obj >> 2) + O_NEXT]!;
-        if (debug) debugUnlink(this, kw, taken);
+        i32[sw + S_SIZE] = base + got;
+        i32[d + D_FREELIST] = next;
+        i32[d + D_INUSE] = i32[d + D_INUSE]! + 1;
+        if (debug) debugUnlink(this, kw, obj);
+        obj = next;
       }
-      i32[d + D_FREELIST] = obj;
-      i32[d + D_INUSE] = inuse;
       if (obj === 0) this.partialToFull(kw, pfn);
     }
-    i32[sw + S_SIZE] = base + got;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
     return got;
   }
@@ -358,9 +351,10 @@ export class SlabAllocator extends MemView {
     if (inuse === 0) emptySlabTaken(this, kw);
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
-    debugUnlink(this, kw, obj);
+    // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
+    debugUnlink(this, kw, obj);
     if (next === 0) this.partialToFull(kw, pfn);
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
     return obj;
@@ -415,6 +409,10 @@ export class SlabAllocator extends MemView {
     // The pages become a slab of the cache only under the list lock, where it is also counted and
     // listed: until then they are the block rmqueue left in this slot's hand (PG_HEAD), so an agent
     // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
+    // The head's freelist and count are right before the pages become a slab, so that a reclaim
+    // (slabRebuildLocked) of an agent killed from here on finds a whole slab.
+    i32[this.mem.pd(pfn) + D_FREELIST] = base;
+    i32[this.mem.pd(pfn) + D_INUSE] = 0;
     for (let p = 0; p < 1 << order; p++) {
       const d = this.mem.pd(pfn + p);
       i32[d + D_FLAGS] = PG_SLAB;
@@ -424,27 +422,30 @@ export class SlabAllocator extends MemView {
     let obj = base;
     let taken = 0;
     let result: number;
+    const d = this.mem.pd(pfn);
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      i32[d + D_FREELIST] = obj;
+      i32[d + D_INUSE] = 1;
       debugUnlink(this, kw, result);
       taken = 1;
     } else {
+      // As takeFromPartial: into the sheaf, then off the freelist, object by object.
       const at = i32[sw + S_SIZE]!;
       const want = i32[sw + S_CAP]! - at;
       while (obj !== 0 && taken < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
         i32[sw + S_OBJS + at + taken] = obj;
         taken++;
-        const t = obj;
-        obj = i32[(obj >> 2) + O_NEXT]!;
-        if (meta !== 0) debugUnlink(this, kw, t);
+        i32[sw + S_SIZE] = at + taken;
+        i32[d + D_FREELIST] = next;
+        i32[d + D_INUSE] = taken;
+        if (meta !== 0) debugUnlink(this, kw, obj);
+        obj = next;
       }
-      i32[sw + S_SIZE] = at + taken;
       result = taken;
     }
-    const d = this.mem.pd(pfn);
-    i32[d + D_FREELIST] = obj;
-    i32[d + D_INUSE] = taken;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
@@ -526,8 +527,8 @@ export class SlabAllocator extends MemView {
       i32[d + D_HEAD] = 0;
       i32[d + D_CACHE] = 0;
     }
-    i32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | (order << ORDER_SHIFT);
     i32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
+    i32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
     const objs = i32[kw + K_OBJS]!;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
