@@ -21,6 +21,8 @@ async function park(heap: Heap, scenario: HandScenario, point = "", nth = 1): Pr
   const worker = new Worker(new URL("./workers/hand.js", import.meta.url), {
     workerData: { buffer: heap.buffer, flag: new SharedArrayBuffer(4), scenario, point, nth },
   });
+  // A worker a failed assertion left parked must not keep the test process alive.
+  worker.unref();
   const m = await new Promise<{ parked: string | null; cpu: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the ${scenario} worker never reached ${point || "its end"} within 20 s`)), 20_000);
     worker.once("message", (msg) => {
@@ -59,7 +61,7 @@ test("reclaimSlot of a worker that did nothing returns an empty report, a plain 
 });
 
 for (const [scenario, point, nth, what] of [
-  ["pages", "zone:acquire", 1, "an order-5 block on its way back to the buddy lists"],
+  ["pages", "zone:acquire", 1, "an order-6 block on its way back to the buddy lists"],
   ["large", "zone:acquire", 1, "a 1 MiB kmalloc block on its way back"],
   ["shrink", "list:release", 1, "the empty slabs shrink() had taken off a cache"],
 ] as const) {
