@@ -91,7 +91,7 @@ import { agentCanBlock, C_FAIL_STATE, C_HELD_MASK, type MmInit } from "./core/lo
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_SIZES, SHEAF_CACHE_ID } from "./slab/slab.js";
 import type { Locks, ReentryHook } from "./core/lock.js";
 import type { Mem } from "./core/mem.js";
-import type { Trace } from "./core/trace.js";
+import { makeTrace, type Trace } from "./core/trace.js";
 import { buildLayers, type Layers, registerLayers } from "./layers.js";
 import type { PageAllocator } from "./page/page_alloc.js";
 import type { RcuAllocator } from "./rcu/rcu.js";
@@ -142,6 +142,7 @@ export class Heap {
   readonly #slab: SlabAllocator;
   readonly #rcu: RcuAllocator;
   readonly #layers: Layers;
+  readonly #trace: Trace;
 
   private constructor(init: MmInit) {
     if (!heapInits.has(init)) einval("a Heap comes from Heap.create or Heap.attach, not from new Heap()");
@@ -152,6 +153,7 @@ export class Heap {
     this.#slab = l.slab;
     this.#rcu = l.rcu;
     this.#layers = l;
+    this.#trace = makeTrace(l.locks.trace);
     registerLayers(this, l);
   }
 
@@ -319,16 +321,16 @@ export class Heap {
   }
   /** Fixed-length views over the whole heap (new objects after the heap grew). */
   get u8(): Uint8Array {
-    return this.#mem.u8;
+    return this.#mem.pubU8;
   }
   get i32(): Int32Array {
-    return this.#mem.i32;
+    return this.#mem.pubI32;
   }
   get u32(): Uint32Array {
-    return this.#mem.u32;
+    return this.#mem.pubU32;
   }
   get f64(): Float64Array {
-    return this.#mem.f64;
+    return this.#mem.pubF64;
   }
   /** This handle's CPU slot. */
   get cpu(): number {
@@ -356,7 +358,7 @@ export class Heap {
   }
   /** Tracepoints of this agent. */
   get trace(): Trace {
-    return this.#locks.trace;
+    return this.#trace;
   }
   /** What deferred work found wrong (see Locks.onError): a function, or null for the default logger. */
   get onError(): (err: HeapError) => void {

@@ -48,14 +48,18 @@ export function buildLayers(init: MmInit): Layers {
 
 /** Each Heap's layers (set by its constructor). */
 const heapLayers = new WeakMap<object, Layers>();
+/** Captured at load: a WeakMap.prototype.set patched later never receives a Layers record. */
+const apply = Reflect.apply;
+const weakMapSet = WeakMap.prototype.set;
+const weakMapGet = WeakMap.prototype.get;
 
 export function registerLayers(heap: object, layers: Layers): void {
-  heapLayers.set(heap, layers);
+  apply(weakMapSet, heapLayers, [heap, layers]);
 }
 
 /** The layers behind a Heap: for tests that check internals (corrupt words, counters near their wrap). */
 export function layersOf(heap: object): Layers {
-  const l = heapLayers.get(heap);
+  const l = apply(weakMapGet, heapLayers, [heap]) as Layers | undefined;
   if (l === undefined) throw new TypeError("not a Heap");
   return l;
 }

@@ -287,7 +287,7 @@ export const LOCK = {
   zone: 6, // Z_LOCK
 } as const;
 export const LOCK_CLASSES = 7;
-export const LOCK_NAMES = ["rcu", "ctable", "sheaf", "barn", "list", "pcp", "zone"] as const;
+export const LOCK_NAMES = Object.freeze(["rcu", "ctable", "sheaf", "barn", "list", "pcp", "zone"] as const);
 
 /* ---------------------------------------------------------------- cache descriptor */
 /** Header lines before the per-slot pcs lines: configuration, name, list lock and lists, a free
