@@ -56,8 +56,8 @@ export class TraceState {
   mask = 0;
   /** Events not delivered because a handler of this agent was already running (recursion protection). */
   dropped = 0;
-  private depth = 0;
-  private readonly handlers: TraceHandler[][];
+  #depth = 0;
+  readonly #handlers: TraceHandler[][];
   /** Set by the heap: counts handler exceptions. */
   onError: () => void = () => {};
   /** Set by the heap: the set of events with handlers changed. */
@@ -66,14 +66,14 @@ export class TraceState {
   detached: string | null = null;
 
   constructor() {
-    this.handlers = TRACE_EVENT_IDS.map(() => []);
+    this.#handlers = TRACE_EVENT_IDS.map(() => []);
   }
 
   on(event: TraceEvent, handler: TraceHandler): void {
     if (this.detached !== null) throw new HeapError(ErrorCode.EDETACHED, this.detached);
     const id = eventId(event);
     checkHandler(handler);
-    const list = this.handlers[id]!;
+    const list = this.#handlers[id]!;
     if (!list.includes(handler)) list.push(handler);
     this.mask |= 1 << id;
     this.onChange();
@@ -82,7 +82,7 @@ export class TraceState {
   off(event: TraceEvent, handler: TraceHandler): void {
     const id = eventId(event);
     checkHandler(handler);
-    const list = this.handlers[id]!;
+    const list = this.#handlers[id]!;
     const i = list.indexOf(handler);
     if (i >= 0) list.splice(i, 1);
     if (list.length === 0) this.mask &= ~(1 << id);
@@ -90,20 +90,20 @@ export class TraceState {
   }
 
   clear(): void {
-    for (const list of this.handlers) list.length = 0;
+    for (const list of this.#handlers) list.length = 0;
     this.mask = 0;
     this.onChange();
   }
 
   /** Deliver a record to the event's handlers (callers test `mask` first). @internal */
   emit(id: number, record: TraceRecord): void {
-    const list = this.handlers[id];
+    const list = this.#handlers[id];
     if (list === undefined) return;
-    if (this.depth !== 0) {
+    if (this.#depth !== 0) {
       this.dropped++;
       return;
     }
-    this.depth = 1;
+    this.#depth = 1;
     try {
       for (let i = 0; i < list.length; i++) {
         // A plain call: the handler's `this` is undefined, never the internal handler list.
@@ -115,7 +115,7 @@ export class TraceState {
         }
       }
     } finally {
-      this.depth = 0;
+      this.#depth = 0;
     }
   }
 }
