@@ -75,6 +75,7 @@ import {
   LAYOUT_VERSION,
   LOCK,
   LOCK_CLASSES,
+  MAX_HEAP_END,
   NR_VM,
   PCPU_WORDS,
   G_NR_DYING,
@@ -119,7 +120,7 @@ export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
 export const DEFAULT_MAX_CACHES = 64;
 /** Addresses stay positive 32-bit integers. */
-export const MAX_HEAP_SIZE = 2 ** 31 - PAGE_SIZE;
+export const MAX_HEAP_SIZE = MAX_HEAP_END;
 export const MAX_CPUS = 1024;
 
 /** The inits Heap.create and Heap.attach made: the constructor takes no other. */

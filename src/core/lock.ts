@@ -62,6 +62,8 @@
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import {
+  C_FAIL_STATE,
+  C_HELD_MASK,
   C_FLAGS,
   C_GEN,
   C_HELD,
@@ -103,10 +105,7 @@ const NOBLOCK_BACKOFF_SPINS = 64;
 const clockMs: () => number =
   typeof performance !== "undefined" && typeof performance.now === "function" ? () => performance.now() : () => Date.now();
 
-/** Word after the per-class held counts: a bitmask of the classes held. */
-export const C_HELD_MASK = C_HELD + LOCK_CLASSES;
-/** Per-slot xorshift32 state for fault injection. */
-export const C_FAIL_STATE = C_HELD_MASK + 1;
+export { C_FAIL_STATE, C_HELD_MASK } from "./layout.js";
 
 const ACQUIRE_POINTS = LOCK_NAMES.map((n) => `${n}:acquire`);
 const RELEASE_POINTS = LOCK_NAMES.map((n) => `${n}:release`);
