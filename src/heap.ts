@@ -92,7 +92,7 @@ import { agentCanBlock, C_FAIL_STATE, C_HELD_MASK, type MmInit } from "./core/lo
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_SIZES, SHEAF_CACHE_ID } from "./slab/slab.js";
 import type { Locks, ReentryHook } from "./core/lock.js";
 import type { Mem } from "./core/mem.js";
-import { makeTrace, type Trace } from "./core/trace.js";
+import type { Trace } from "./core/trace.js";
 import { buildLayers, type Layers, registerLayers } from "./layers.js";
 import type { PageAllocator } from "./page/page_alloc.js";
 import type { RcuAllocator } from "./rcu/rcu.js";
@@ -143,7 +143,6 @@ export class Heap {
   readonly #slab: SlabAllocator;
   readonly #rcu: RcuAllocator;
   readonly #layers: Layers;
-  readonly #trace: Trace;
 
   private constructor(init: MmInit) {
     if (!heapInits.has(init)) einval("a Heap comes from Heap.create or Heap.attach, not from new Heap()");
@@ -154,7 +153,6 @@ export class Heap {
     this.#slab = l.slab;
     this.#rcu = l.rcu;
     this.#layers = l;
-    this.#trace = makeTrace(l.locks.trace);
     registerLayers(this, l);
   }
 
@@ -359,7 +357,7 @@ export class Heap {
   }
   /** Tracepoints of this agent. */
   get trace(): Trace {
-    return this.#trace;
+    return this.#layers.trace;
   }
   /** What deferred work found wrong (see Locks.onError): a function, or null for the default logger. */
   get onError(): (err: HeapError) => void {

@@ -15,6 +15,7 @@
  */
 import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";
+import { makeTrace, type Trace } from "./core/trace.js";
 import { PageAllocator } from "./page/page_alloc.js";
 import { RcuAllocator } from "./rcu/rcu.js";
 import { reclaimSlabs } from "./slab/decay.js";
@@ -27,6 +28,8 @@ export interface Layers {
   readonly pages: PageAllocator;
   readonly slab: SlabAllocator;
   readonly rcu: RcuAllocator;
+  /** The public facade over locks.trace (heap.trace): users get this, never the state. */
+  readonly trace: Trace;
 }
 
 export function buildLayers(init: MmInit): Layers {
@@ -43,7 +46,7 @@ export function buildLayers(init: MmInit): Layers {
   slab.rcuSlowWork = () => rcuSlowWork(rcu);
   slab.beforeDestroy = () => rcu.barrierIfPending();
   pages.reclaimSlabs = () => reclaimSlabs(slab);
-  return { mem, locks, pages, slab, rcu };
+  return { mem, locks, pages, slab, rcu, trace: makeTrace(locks.trace) };
 }
 
 /** Each Heap's layers (set by its constructor). */
@@ -52,9 +55,15 @@ const heapLayers = new WeakMap<object, Layers>();
 const apply = Reflect.apply;
 const weakMapSet = WeakMap.prototype.set;
 const weakMapGet = WeakMap.prototype.get;
+const weakMapHas = WeakMap.prototype.has;
 
 export function registerLayers(heap: object, layers: Layers): void {
   apply(weakMapSet, heapLayers, [heap, layers]);
+}
+
+/** Is `x` a Heap that Heap.create or Heap.attach made (not a Proxy of one, nor an object inheriting from one)? */
+export function isHeap(x: unknown): boolean {
+  return x !== null && typeof x === "object" && (apply(weakMapHas, heapLayers, [x]) as boolean);
 }
 
 /** The layers behind a Heap: for tests that check internals (corrupt words, counters near their wrap). */

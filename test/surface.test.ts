@@ -218,3 +218,17 @@ test("builtins patched after the library loaded never receive a layer", () => {
   h2.detach();
   h.detach();
 });
+
+test("serveInspector refuses a Proxy of a Heap and an object inheriting from one with EINVAL", async () => {
+  const { serveInspector } = await import("../src/inspector.js");
+  const h = Heap.create({ size: 4 << 20, cpus: 2 });
+  for (const fake of [new Proxy(h, {}), Object.create(h) as Heap]) {
+    const e = await serveInspector(fake).then(
+      () => assert.fail("served a fake heap"),
+      (err: unknown) => err,
+    );
+    assert.ok(e instanceof HeapError);
+    assert.equal(e.message, "EINVAL: serveInspector: the first argument must be a Heap, not an object");
+  }
+  h.detach();
+});
