@@ -11,7 +11,10 @@
  * WORDS and LOCKS: none of its own; see each layer.
  *
  * Not part of the package's published exports: the facade (heap.ts) holds the layers privately,
- * and layersOf() is the tests' way in.
+ * and layersOf() is the tests' way in. The record also holds the public Trace facade over
+ * locks.trace (what heap.trace returns), and isHeap() is the brand check serveInspector uses.
+ * The registry's WeakMap methods are captured at load, so a WeakMap.prototype patched later never
+ * receives a Layers record.
  */
 import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";

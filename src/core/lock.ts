@@ -57,7 +57,8 @@
  *
  * Hook points: after every acquire and before every release, while the lock is held, the reentry
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
- * the calls the hook itself makes do not call it again (an NMI does not nest).
+ * the calls the hook itself makes do not call it again (an NMI does not nest). The hook and onError
+ * are called as plain functions (`this` undefined): no user code ever receives this object.
  */
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
