@@ -78,6 +78,7 @@ import {
   LAYOUT_VERSION,
   LOCK,
   LOCK_CLASSES,
+  MAX_HEAP_END,
   NR_VM,
   PCPU_WORDS,
   G_NR_DYING,
@@ -123,7 +124,7 @@ export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
 export const DEFAULT_MAX_CACHES = 64;
 /** Addresses stay positive 32-bit integers. */
-export const MAX_HEAP_SIZE = 2 ** 31 - PAGE_SIZE;
+export const MAX_HEAP_SIZE = MAX_HEAP_END;
 export const MAX_CPUS = 1024;
 
 /** The inits Heap.create and Heap.attach made: the constructor takes no other. */
@@ -323,16 +324,16 @@ export class Heap {
   }
   /** Fixed-length views over the whole heap (new objects after the heap grew). */
   get u8(): Uint8Array {
-    return this.#mem.u8;
+    return this.#mem.pubU8;
   }
   get i32(): Int32Array {
-    return this.#mem.i32;
+    return this.#mem.pubI32;
   }
   get u32(): Uint32Array {
-    return this.#mem.u32;
+    return this.#mem.pubU32;
   }
   get f64(): Float64Array {
-    return this.#mem.f64;
+    return this.#mem.pubF64;
   }
   /** This handle's CPU slot. */
   get cpu(): number {
@@ -360,7 +361,7 @@ export class Heap {
   }
   /** Tracepoints of this agent. */
   get trace(): Trace {
-    return this.#locks.trace;
+    return this.#layers.trace;
   }
   /** What deferred work found wrong (see Locks.onError): a function, or null for the default logger. */
   get onError(): (err: HeapError) => void {

@@ -48,6 +48,7 @@ import type { HeapStats } from "./api.js";
 import type { Heap } from "./heap.js";
 import { PAGE_STATE } from "./pagemap.js";
 import { encodePageMap, type EncodedPageMap } from "./inspector_map.js";
+import { isHeap } from "./layers.js";
 
 export { decodePageMap, encodePageMap, type EncodedPageMap } from "./inspector_map.js";
 
@@ -241,13 +242,9 @@ function isLoopback(address: string): boolean {
  * rejects with the reason when it cannot (a port in use names itself).
  */
 export async function serveInspector(heap: Heap, options: InspectorOptions = {}): Promise<Inspector> {
-  let isHeap = false;
-  try {
-    isHeap = heap !== null && typeof heap === "object" && typeof (heap as Heap).pageMap === "function";
-  } catch {
-    // A Proxy whose get trap throws is not a Heap either.
-  }
-  if (!isHeap) bad(`the first argument must be a Heap, not ${describe(heap)}`);
+  // A brand check: a Proxy of a Heap or an object inheriting from one is not a Heap (and its
+  // calls would throw a TypeError about a private member, not a HeapError).
+  if (!isHeap(heap)) bad(`the first argument must be a Heap, not ${describe(heap)}`);
   let o: Record<string, unknown>;
   try {
     o = readOptions("options", options, INSPECTOR_OPTIONS);

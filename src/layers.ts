@@ -11,10 +11,14 @@
  * WORDS and LOCKS: none of its own; see each layer.
  *
  * Not part of the package's published exports: the facade (heap.ts) holds the layers privately,
- * and layersOf() is the tests' way in.
+ * and layersOf() is the tests' way in. The record also holds the public Trace facade over
+ * locks.trace (what heap.trace returns), and isHeap() is the brand check serveInspector uses.
+ * The registry's WeakMap methods are captured at load, so a WeakMap.prototype patched later never
+ * receives a Layers record.
  */
 import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";
+import { makeTrace, type Trace } from "./core/trace.js";
 import { PageAllocator } from "./page/page_alloc.js";
 import { RcuAllocator } from "./rcu/rcu.js";
 import { reclaimSlabs } from "./slab/decay.js";
@@ -27,6 +31,8 @@ export interface Layers {
   readonly pages: PageAllocator;
   readonly slab: SlabAllocator;
   readonly rcu: RcuAllocator;
+  /** The public facade over locks.trace (heap.trace): users get this, never the state. */
+  readonly trace: Trace;
 }
 
 export function buildLayers(init: MmInit): Layers {
@@ -43,19 +49,29 @@ export function buildLayers(init: MmInit): Layers {
   slab.rcuSlowWork = () => rcuSlowWork(rcu);
   slab.beforeDestroy = () => rcu.barrierIfPending();
   pages.reclaimSlabs = () => reclaimSlabs(slab);
-  return { mem, locks, pages, slab, rcu };
+  return { mem, locks, pages, slab, rcu, trace: makeTrace(locks.trace) };
 }
 
 /** Each Heap's layers (set by its constructor). */
 const heapLayers = new WeakMap<object, Layers>();
+/** Captured at load: a WeakMap.prototype.set patched later never receives a Layers record. */
+const apply = Reflect.apply;
+const weakMapSet = WeakMap.prototype.set;
+const weakMapGet = WeakMap.prototype.get;
+const weakMapHas = WeakMap.prototype.has;
 
 export function registerLayers(heap: object, layers: Layers): void {
-  heapLayers.set(heap, layers);
+  apply(weakMapSet, heapLayers, [heap, layers]);
+}
+
+/** Is `x` a Heap that Heap.create or Heap.attach made (not a Proxy of one, nor an object inheriting from one)? */
+export function isHeap(x: unknown): boolean {
+  return x !== null && typeof x === "object" && (apply(weakMapHas, heapLayers, [x]) as boolean);
 }
 
 /** The layers behind a Heap: for tests that check internals (corrupt words, counters near their wrap). */
 export function layersOf(heap: object): Layers {
-  const l = heapLayers.get(heap);
+  const l = apply(weakMapGet, heapLayers, [heap]) as Layers | undefined;
   if (l === undefined) throw new TypeError("not a Heap");
   return l;
 }

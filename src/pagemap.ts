@@ -16,7 +16,7 @@ import { D_CACHE, D_FLAGS, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFER
  * State codes of heap.pageMap(). A free page in the buddy lists is `free + order` (orders
  * 0..MAX_ORDER); a slab page is `slab + cacheId` (heap.cacheNames() names the ids).
  */
-export const PAGE_STATE = {
+export const PAGE_STATE = Object.freeze({
   /** Metadata in front of the zone (header, per-CPU blocks, cache and page descriptors). */
   reserved: 0,
   /** On a slot's per-CPU page list. */
@@ -37,7 +37,7 @@ export const PAGE_STATE = {
   free: 16,
   /** A page of a slab: slab + the cache's id. */
   slab: 32,
-} as const;
+} as const);
 
 /** Blocks of up to this many pages are written page by page rather than with fill(). */
 const SMALL_RUN = 16;

@@ -13,11 +13,11 @@
  */
 import { describe, intOption } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
-import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./core/layout.js";
+import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, MAX_HEAP_END, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./core/layout.js";
 import type { WasmMemory } from "./core/lock.js";
 
 /** The largest end (offset + maxSize) of a heap: addresses stay positive 32-bit integers. */
-export const MAX_HEAP_END = 2 ** 31 - PAGE_SIZE;
+export { MAX_HEAP_END };
 
 /** Thrown where SharedArrayBuffer does not exist: a page that is not cross-origin isolated. */
 export function noSharedMemory(): HeapError {

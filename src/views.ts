@@ -17,7 +17,7 @@
  */
 import { describe } from "./core/check.js";
 import { ErrorCode, HeapError, hex } from "./core/errors.js";
-import { PAGE_SIZE } from "./core/layout.js";
+import { MAX_HEAP_END } from "./core/layout.js";
 import { isSharedArrayBuffer } from "./placement.js";
 import { KMALLOC_MAX_SIZE } from "./slab/slab.js";
 
@@ -69,7 +69,7 @@ const CONSTRUCTORS: ReadonlySet<unknown> = new Set<unknown>(
 );
 
 /** The most elements one allocArray may ask for (the heap's addresses stay below 2 GiB). */
-const MAX_ARRAY_BYTES = 2 ** 31 - PAGE_SIZE;
+const MAX_ARRAY_BYTES = MAX_HEAP_END;
 
 /** What allocArray was given instead of a typed-array constructor: a function by its name. */
 function ctorName(v: unknown): string {

@@ -42,9 +42,12 @@ test("the layers of one handle are distinct objects that share one Mem", () => {
   assert.equal(l.slab.pages, l.pages);
   assert.equal(l.rcu.slab, l.slab);
   assert.equal(l.slab.locks, l.locks);
-  // The views a layer reads are the ones Mem built.
-  assert.equal(l.pages.i32, h.i32);
-  assert.equal(l.slab.i32, h.i32);
+  // The views a layer reads are the ones Mem built; the user's are other objects over the same bytes.
+  assert.equal(l.pages.i32, l.mem.i32);
+  assert.equal(l.slab.i32, l.mem.i32);
+  assert.notEqual(h.i32, l.mem.i32);
+  assert.equal(h.i32.buffer, l.mem.i32.buffer);
+  assert.equal(h.i32.length, l.mem.i32.length);
   h.detach();
 });
 

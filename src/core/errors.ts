@@ -1,5 +1,5 @@
-/** Error codes of HeapError (api.md). */
-export const ErrorCode = {
+/** Error codes of HeapError (api.md). Frozen: the library reads it at run time. */
+export const ErrorCode = Object.freeze({
   EINVAL: "EINVAL", // a bad argument: size, order, an address that is not a live allocation
   EDOUBLEFREE: "EDOUBLEFREE", // the block or object is already free
   ECORRUPT: "ECORRUPT", // a check found broken metadata
@@ -11,7 +11,7 @@ export const ErrorCode = {
   EBUSY: "EBUSY", // the object is in use (a cache with live objects)
   EAGAIN: "EAGAIN", // an agent that must not block met a lock or grace period held past its bound; try again
   ENOSHARED: "ENOSHARED", // no SharedArrayBuffer here (a page that is not cross-origin isolated)
-} as const;
+} as const);
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** The one error type shmalloc throws. A call that throws leaves the heap exactly as it was. */

@@ -5,14 +5,14 @@
  * other slots' cached pages. NOWAIT never waits; ATOMIC never waits and may dip into the reserve
  * below the min watermark. FAST_TRY takes pages from this slot's pcp lists only.
  */
-export const GFP = {
+export const GFP = Object.freeze({
   KERNEL: 0,
   NOWAIT: 1 << 0,
   ATOMIC: 1 << 1,
   ZERO: 1 << 2,
   NOWARN: 1 << 3,
   FAST_TRY: 1 << 4,
-} as const;
+} as const);
 export type Gfp = number;
 
 /** Every public flag bit. */

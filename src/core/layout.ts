@@ -28,6 +28,9 @@
 
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/** The largest end (offset + size) of a heap in its buffer, and so the largest heap and allocation:
+ * addresses stay positive 32-bit integers. */
+export const MAX_HEAP_END = 2 ** 31 - PAGE_SIZE;
 /** Highest buddy order: blocks of 2^0 .. 2^10 pages (4 KiB .. 4 MiB). */
 export const MAX_ORDER = 10;
 export const NR_ORDERS = MAX_ORDER + 1;
@@ -162,7 +165,8 @@ export const C_FLAGS = 2;
 /** freeArray's probe: the slot's handle stores a new value and reads it back through a view's
  * buffer to tell the same memory from a copy or another heap. Owner only. */
 export const C_VIEW_PROBE = 3;
-/** Locks this slot holds, by class (LOCK_CLASSES words); plain words, owner only (lockdep's held_locks). */
+/** Locks this slot holds, by class (LOCK_CLASSES words); plain words, owner only (lockdep's held_locks).
+ * C_HELD_MASK and C_FAIL_STATE follow them (defined after LOCK_CLASSES, below). */
 export const C_HELD = 4;
 /** pcp lock (biased): the owner keeps it between calls; a remote drainer takes it when it is 0. Line 2. */
 export const C_PCP_LOCK = 32;
@@ -291,7 +295,12 @@ export const LOCK = {
   zone: 6, // Z_LOCK
 } as const;
 export const LOCK_CLASSES = 7;
-export const LOCK_NAMES = ["rcu", "ctable", "sheaf", "barn", "list", "pcp", "zone"] as const;
+/* Per-CPU line 0 again (after C_HELD, defined here because they count LOCK_CLASSES words). */
+/** Word after the per-class held counts: a bitmask of the classes held. Owner only, plain. */
+export const C_HELD_MASK = C_HELD + LOCK_CLASSES;
+/** Per-slot xorshift32 state for fault injection. Owner only, plain. */
+export const C_FAIL_STATE = C_HELD_MASK + 1;
+export const LOCK_NAMES = Object.freeze(["rcu", "ctable", "sheaf", "barn", "list", "pcp", "zone"] as const);
 
 /* ---------------------------------------------------------------- cache descriptor */
 /** Header lines before the per-slot pcs lines: configuration, name, list lock and lists, a free

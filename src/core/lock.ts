@@ -57,11 +57,14 @@
  *
  * Hook points: after every acquire and before every release, while the lock is held, the reentry
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
- * the calls the hook itself makes do not call it again (an NMI does not nest).
+ * the calls the hook itself makes do not call it again (an NMI does not nest). The hook and onError
+ * are called as plain functions (`this` undefined): no user code ever receives this object.
  */
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import {
+  C_FAIL_STATE,
+  C_HELD_MASK,
   C_FLAGS,
   C_GEN,
   C_HELD,
@@ -78,7 +81,7 @@ import {
   Z_SIZE,
 } from "./layout.js";
 import { type Mem, MemView, type MmInit } from "./mem.js";
-import { type TraceRecord, Trace, TP, TRACE_EVENTS } from "./trace.js";
+import { type TraceRecord, TraceState, TP, TRACE_EVENTS } from "./trace.js";
 
 export { agentCanBlock, type MmInit, type WasmMemory } from "./mem.js";
 
@@ -103,10 +106,7 @@ const NOBLOCK_BACKOFF_SPINS = 64;
 const clockMs: () => number =
   typeof performance !== "undefined" && typeof performance.now === "function" ? () => performance.now() : () => Date.now();
 
-/** Word after the per-class held counts: a bitmask of the classes held. */
-export const C_HELD_MASK = C_HELD + LOCK_CLASSES;
-/** Per-slot xorshift32 state for fault injection. */
-export const C_FAIL_STATE = C_HELD_MASK + 1;
+export { C_FAIL_STATE, C_HELD_MASK } from "./layout.js";
 
 const ACQUIRE_POINTS = LOCK_NAMES.map((n) => `${n}:acquire`);
 const RELEASE_POINTS = LOCK_NAMES.map((n) => `${n}:release`);
@@ -142,7 +142,7 @@ export class Locks extends MemView {
   /** DEBUG_* flags of the heap. */
   readonly debugFlags: number;
   /** Tracepoints of this agent. */
-  readonly trace: Trace;
+  readonly trace: TraceState;
   /**
    * What deferred work (kfreeRcu batches, deferred lists, the agent's timer) found wrong: it is
    * reported here, never thrown from a timer, and the rest of the work is done. The default logs
@@ -184,7 +184,7 @@ export class Locks extends MemView {
     this.onChange = noop;
     this.canBlock = init.canBlock;
     this.debugFlags = init.debug;
-    this.trace = new Trace();
+    this.trace = new TraceState();
     this.trace.onError = () => this.vmInc(VM.hookErrors, 1);
     this.trace.onChange = () => this.onReentryChange();
     this.errorHandler = this.defaultErrorHandler();
@@ -309,7 +309,9 @@ export class Locks extends MemView {
     if (this.inHook) return;
     this.inHook = true;
     try {
-      this.hook!(point);
+      // A plain call: the hook's `this` is undefined, never this internal object.
+      const hook = this.hook!;
+      hook(point);
     } catch {
       this.vmInc(VM.hookErrors, 1);
     } finally {
@@ -543,7 +545,9 @@ export class Locks extends MemView {
       if ((this.trace.mask & (1 << TP.slab_error)) !== 0) {
         this.trace.emit(TP.slab_error, { event: "slab_error", cpu: this.cpu, addr, message: err.message });
       }
-      this.onError(err);
+      // A plain call: the handler's `this` is undefined, never this internal object.
+      const handler = this.errorHandler;
+      handler(err);
     } catch {
       this.vmInc(VM.hookErrors, 1);
     }

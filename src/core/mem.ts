@@ -15,6 +15,9 @@
  * same handle with stale views. A function must not keep a view in a local across a call that
  * may take a lock and then use it for an address that call produced: it reads this.i32 again.
  *
+ * The views a user gets (heap.u8, ...) are separate objects over the same bytes (pubU8, ...),
+ * rebuilt with the layers' ones: a property a user sets on them cannot reach the allocator.
+ *
  * Stale reads: other agents grow the heap at any time; until refresh() runs, this handle's views
  * end at the old size, which is still correct for every address this handle has met.
  */
@@ -139,18 +142,33 @@ export class Mem extends MemView {
   readonly maxSize: number;
   /** The layers of this handle that keep views: refresh() rebuilds theirs. */
   private readonly users: MemView[];
+  /**
+   * The views the facade hands to users (heap.u8, ...): other objects over the same bytes, rebuilt
+   * with the layers' ones, so that what a user sets on them (an own `fill`, `copyWithin`, ...)
+   * never changes what the allocator calls.
+   */
+  pubU8: Uint8Array;
+  pubI32: Int32Array;
+  pubU32: Uint32Array;
+  pubF64: Float64Array;
 
   constructor(init: MmInit) {
     super(firstView(init));
     this.buffer = init.buffer;
     this.memory = init.memory;
     this.maxSize = init.base + init.geometry.size;
-    this.users = [];
+    // No prototype: storing a layer here calls nothing a user could have patched (Array.prototype.push, an index setter).
+    this.users = Object.setPrototypeOf([], null) as MemView[];
+    this.pubU8 = new Uint8Array(this.buffer, 0, this.size);
+    this.pubI32 = new Int32Array(this.buffer, 0, this.size >>> 2);
+    this.pubU32 = new Uint32Array(this.buffer, 0, this.size >>> 2);
+    this.pubF64 = new Float64Array(this.buffer, 0, this.size >>> 3);
   }
 
   /** Keep `layer`'s views current on growth (MemView's constructor calls it for a layer made from this). */
   track(layer: MemView): void {
-    this.users.push(layer);
+    const users = this.users;
+    users[users.length] = layer;
   }
 
   /**
@@ -168,9 +186,15 @@ export class Mem extends MemView {
     this.i32 = new Int32Array(this.buffer, 0, size >>> 2);
     this.u32 = new Uint32Array(this.buffer, 0, size >>> 2);
     this.f64 = new Float64Array(this.buffer, 0, size >>> 3);
+    this.pubU8 = new Uint8Array(this.buffer, 0, size);
+    this.pubI32 = new Int32Array(this.buffer, 0, size >>> 2);
+    this.pubU32 = new Uint32Array(this.buffer, 0, size >>> 2);
+    this.pubF64 = new Float64Array(this.buffer, 0, size >>> 3);
     this.size = size;
     this.nrPages = size >>> PAGE_SHIFT;
-    for (const l of this.users) {
+    const users = this.users;
+    for (let i = 0; i < users.length; i++) {
+      const l = users[i]!;
       l.u8 = this.u8;
       l.i32 = this.i32;
       l.u32 = this.u32;

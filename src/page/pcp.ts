@@ -1,5 +1,5 @@
 /*
- * The per-CPU page lists (pcp): each slot's lists of free blocks of orders 0..PCP_MAX_ORDER, in
+ * The per-CPU page lists (pcp): each slot's lists of free blocks of orders 0..PCP_LIST_MAX_ORDER, in
  * front of the zone, and the biased lock that guards them.
  *
  * WORDS: a slot's C_PCP_* words (C_PCP_HEAD[], C_PCP_NR[], C_PCP_COUNT, C_PCP_BUSY, C_PCP_REQ)
@@ -37,12 +37,12 @@ import { D_OWNER, ORDER_SHIFT, PG_HEAD } from "../core/layout.js";
 import { PG_INHAND } from "../core/layout.js";
 import { C_PCP_REQ_AT } from "../core/layout.js";
 
-/** Pop a block from this slot's pcp list, refilling the list from the zone. pcp lock held. */
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 export const PCP_REMOTE_SPINS = 1 << 16;
 /** Read-only spins of a noBlock agent on another slot's pcp word (a few µs). */
 const PCP_NOBLOCK_SPINS = 1 << 10;
 
+/** Pop a block from this slot's pcp list, refilling the list from the zone. pcp lock held. */
 export function rmqueuePcp(pa: PageAllocator, order: number, gfp: number): number {
   if (pa.u32[pa.pcpuW + C_PCP_HEAD + order] === 0 && ((gfp & GFP.FAST_TRY) !== 0 || !pcpRefill(pa, order, gfp))) return 0;
   // In hand: this slot's until prepNewBlock (see rmqueueSmallest).

@@ -18,17 +18,12 @@ import { cacheStats } from "./check.js";
 import { checkBulk } from "./debug.js";
 import { cacheName, cacheShrink, destroyCache } from "./cache.js";
 
-/** True only while newKmemCache constructs one: `new KmemCache()` from anywhere else is EINVAL. */
-let making = false;
+/** Only newKmemCache passes it: `new KmemCache()` from anywhere else (even while the library makes one) is EINVAL. */
+const KMEM_CACHE_TOKEN: object = Object.freeze({});
 
 /** A KmemCache for cache `id` of generation `gen` (the slab layer's createCache and findCache). @internal */
 export function newKmemCache(slab: SlabAllocator, id: number, gen: number): KmemCache {
-  making = true;
-  try {
-    return new (KmemCache as unknown as new (s: SlabAllocator, i: number, g: number) => KmemCache)(slab, id, gen);
-  } finally {
-    making = false;
-  }
+  return new (KmemCache as unknown as new (t: object, s: SlabAllocator, i: number, g: number) => KmemCache)(KMEM_CACHE_TOKEN, slab, id, gen);
 }
 
 /**
@@ -45,8 +40,8 @@ export class KmemCache {
   readonly #kw: number;
 
   /** Made by heap.createCache and heap.findCache only (newKmemCache). */
-  private constructor(slab: SlabAllocator, id: number, gen: number) {
-    if (!making) einval("a KmemCache comes from heap.createCache or heap.findCache, not from new KmemCache()");
+  private constructor(token: object, slab: SlabAllocator, id: number, gen: number) {
+    if (token !== KMEM_CACHE_TOKEN) einval("a KmemCache comes from heap.createCache or heap.findCache, not from new KmemCache()");
     this.#slab = slab;
     this.#id = id;
     this.#gen = gen;

@@ -11,7 +11,7 @@ import {
 } from "../core/layout.js";
 
 /** The kmalloc size classes (kernel-map.md). */
-export const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const;
+export const KMALLOC_SIZES = Object.freeze([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const);
 export const KMALLOC_MAX_CACHE_SIZE = 8192;
 /** The largest kmalloc: one block of 2^MAX_ORDER pages (4 MiB), as the kernel's KMALLOC_MAX_SIZE. */
 export const KMALLOC_MAX_SIZE = PAGE_SIZE << MAX_ORDER;
