@@ -64,7 +64,7 @@ export interface AttachOptions {
  * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
  * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
  * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
- * `inHand` the page blocks and kfreeRcu block pages it had in its hands inside the allocator.
+ * `inHand` the page blocks, kfreeRcu block pages and sheaf objects it had in its hands inside the allocator.
  */
 export interface ReclaimReport {
   cpu: number;

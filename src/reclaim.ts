@@ -56,6 +56,7 @@ import { barnRecountLocked, slabRebuildLocked } from "./slab/check.js";
 import { cacheName } from "./slab/cache.js";
 import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
+import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -187,6 +188,8 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   report.objects += l.mem.i32[c + C_RCU_PENDING]! + l.mem.i32[c + C_DEFER_NR]!;
   report.pages += l.mem.i32[c + C_RCU_NR_SPARE]!;
   report.inHand += l.rcu.rcuReclaim(cpu);
+  // The sheaf object it was allocating or freeing, before its deferred list goes back.
+  report.inHand += freeSheafObjectInHand(l.slab, cpu);
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);

@@ -68,6 +68,7 @@ import { cacheName } from "./cache.js";
 import { CACHE_HDR_WORDS, K_EMPTY_LOW, PCS_WORDS } from "../core/layout.js";
 import { DEBUG_POISON } from "../core/layout.js";
 import { debugUnlink } from "./debug.js";
+import { sheafHandRebuilt } from "./sheaf_hand.js";
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
@@ -399,5 +400,6 @@ export function slabRebuildLocked(slab: SlabAllocator, id: number, cpu: number):
   i32[kw + K_FREE_OBJS] = free;
   i32[kw + K_NR_SLABS] = slabs;
   i32[kw + K_TOTAL_OBJS] = slabs * objs;
+  if (id === SHEAF_CACHE_ID) sheafHandRebuilt(slab, cpu);
   return slabs;
 }

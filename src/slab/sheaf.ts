@@ -45,6 +45,7 @@ import { CACHE_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 import { slabDecayLocked } from "./decay.js";
 import { P_HAND } from "../core/layout.js";
 import { FREE_TAG } from "../core/layout.js";
+import { holdSheaf, sheafHandOf, unholdSheaf } from "./sheaf_hand.js";
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -63,6 +64,8 @@ export function replaceEmptyMain(slab: SlabAllocator, id: number, pcs: number, g
   const full = barnGetFull(slab, id, mode);
   if (full !== 0) {
     slab.locks.vmInc(VM.barnGet, 1);
+    // The empty main goes to the barn (or is freed): held from before it leaves the pcs line.
+    if (main !== (slab.hw + EMPTY_SHEAF_W) << 2 && spare !== 0) holdSheaf(slab, main);
     i32[pcs + P_MAIN] = full;
     i32[pcs + P_HAND] = 0;
     if (main !== (slab.hw + EMPTY_SHEAF_W) << 2) {
@@ -81,6 +84,7 @@ export function replaceEmptyMain(slab: SlabAllocator, id: number, pcs: number, g
     const s = allocSheaf(slab, id, gfp);
     if (s === 0) return 0;
     i32[pcs + P_MAIN] = s;
+    unholdSheaf(slab, s);
     sw = s >> 2;
   }
   return refillSheaf(slab, id, sw, gfp, mode) > 0 ? sw : 0;
@@ -121,6 +125,7 @@ export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mo
     const s = allocSheaf(slab, id, 0);
     if (s === 0) return 0;
     i32[pcs + P_MAIN] = s;
+    unholdSheaf(slab, s);
     return s >> 2;
   }
   if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) {
@@ -147,6 +152,7 @@ export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mo
     i32[pcs + P_HAND] = 0;
     const s = mode === 0 ? allocSheaf(slab, id, 0) : 0;
     i32[pcs + P_MAIN] = s === 0 ? (slab.hw + EMPTY_SHEAF_W) << 2 : s;
+    if (s !== 0) unholdSheaf(slab, s);
     return s >> 2;
   }
   // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
@@ -236,6 +242,7 @@ export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mod
   if (slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
     if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
       barnPush(slab, kw + K_BARN_EMPTY, sheaf);
+      unholdSheaf(slab, sheaf);
       kept = true;
     }
     slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
@@ -259,6 +266,7 @@ export function barnShrink(slab: SlabAllocator, id: number): void {
     slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     if (s === 0) return;
     if (!flushSheaf(slab, id, s >> 2, 0)) deferSheafObjects(slab, s >> 2);
+    holdSheaf(slab, s);
     slab.i32[hand] = 0;
     freeSheaf(slab, s, 0);
   }
@@ -272,9 +280,14 @@ export function deferSheafObjects(slab: SlabAllocator, sw: number): void {
   i32[sw + S_SIZE] = 0;
 }
 
-/** A new empty sheaf for cache `id` from the sheaf cache (normal mode only). */
+/**
+ * A new empty sheaf for cache `id` from the sheaf cache (normal mode only). It is held
+ * (sheaf_hand.ts) from before it leaves its freelist; the caller puts it on the pcs line, then
+ * unholdSheaf.
+ */
 export function allocSheaf(slab: SlabAllocator, id: number, gfp: number): number {
-  const s = slab.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0);
+  const hand = sheafHandOf(slab, slab.cpu);
+  const s = slab.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0, slab.i32[hand] === 0 ? hand : 0);
   if (s === 0) return 0;
   const i32 = slab.i32;
   const sw = s >> 2;
@@ -285,8 +298,13 @@ export function allocSheaf(slab: SlabAllocator, id: number, gfp: number): number
   return s;
 }
 
+/** Free a sheaf object; it is held (sheaf_hand.ts) until its freelist or this slot's deferred list has it. */
 export function freeSheaf(slab: SlabAllocator, sheaf: number, mode: number): void {
-  if (!slab.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode)) deferObject(slab, sheaf);
+  holdSheaf(slab, sheaf);
+  if (!slab.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode, sheafHandOf(slab, slab.cpu))) {
+    deferObject(slab, sheaf);
+    unholdSheaf(slab, sheaf);
+  }
 }
 
 /**
@@ -313,6 +331,7 @@ export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mo
       const s = i32[pcs + which]!;
       if (s !== 0 && s !== emptyW) {
         if (!flushSheaf(slab, id, s >> 2, mode)) return false;
+        holdSheaf(slab, s);
         i32[pcs + which] = which === P_MAIN ? emptyW : 0;
         freeSheaf(slab, s, mode);
       }

@@ -28,8 +28,9 @@
  *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
  *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
  *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
- *     object at a time in place. Residual: a kill between an object leaving a list and its free
- *     or its caller leaks that one object (and a sheaf object between its last use and its free).
+ *     object at a time in place. A sheaf object being allocated or freed is in the slot's sheaf
+ *     hand (slab/sheaf_hand.ts), so reclaimSlot frees it. Residual: a kill between an object
+ *     leaving a list and its free or its caller leaks that one object.
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
  *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
@@ -341,8 +342,8 @@ export class SlabAllocator extends MemView {
     return got;
   }
 
-  /** Take one object off the first partial slab, or 0. List lock held. */
-  private takeOneFromPartial(kw: number): number {
+  /** Take one object off the first partial slab, or 0; into word `hand` first if not 0. List lock held. */
+  private takeOneFromPartial(kw: number, hand: number): number {
     const i32 = this.i32;
     const pfn = i32[kw + K_PARTIAL]!;
     if (pfn === 0) return 0;
@@ -351,6 +352,7 @@ export class SlabAllocator extends MemView {
     if (inuse === 0) emptySlabTaken(this, kw);
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
+    if (hand !== 0) i32[hand] = obj;
     // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
@@ -360,15 +362,19 @@ export class SlabAllocator extends MemView {
     return obj;
   }
 
-  /** One object straight from the slabs (caches without sheaves, and when no sheaf could be had). */
-  allocFromSlabs(id: number, gfp: number, mode: number): number {
+  /**
+   * One object straight from the slabs (caches without sheaves, and when no sheaf could be had).
+   * `hand` (a new sheaf object, see sheaf_hand.ts): the word that takes the object, under the list
+   * lock, before it leaves its freelist.
+   */
+  allocFromSlabs(id: number, gfp: number, mode: number, hand = 0): number {
     const kw = this.cacheWOf(id);
     const listLock = kw + K_LIST_LOCK;
     if (!this.locks.lockIn(mode, listLock, LOCK.list)) return 0;
     // The object stays in a local across the unlock: a hook at list:release may re-enter.
-    const obj = this.takeOneFromPartial(kw);
+    const obj = this.takeOneFromPartial(kw, hand);
     this.locks.unlock(listLock, LOCK.list);
-    return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0);
+    return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0, hand);
   }
 
   /**
@@ -377,7 +383,7 @@ export class SlabAllocator extends MemView {
    * objects went in), or with `sw` 0 one object is returned. Only what is left goes on the partial
    * list, so another agent's refill cannot empty the new slab between its creation and its use.
    */
-  newSlab(id: number, gfp: number, mode: number, sw: number): number {
+  newSlab(id: number, gfp: number, mode: number, sw: number, hand = 0): number {
     const kw = this.cacheWOf(id);
     const order = this.i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
@@ -426,6 +432,7 @@ export class SlabAllocator extends MemView {
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      if (hand !== 0) i32[hand] = result;
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = 1;
       debugUnlink(this, kw, result);
@@ -468,11 +475,15 @@ export class SlabAllocator extends MemView {
 
   /* ================================================================= object free: slow paths */
 
-  /** Free one object straight to its slab. */
-  freeToSlabs(id: number, addr: number, mode: number): boolean {
+  /**
+   * Free one object straight to its slab. `hand` (a sheaf object being freed, see sheaf_hand.ts):
+   * the word that holds it, cleared under the list lock once the object is on its freelist.
+   */
+  freeToSlabs(id: number, addr: number, mode: number, hand = 0): boolean {
     const kw = this.cacheWOf(id);
     if (!this.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const empty = this.putObjectLocked(kw, addr);
+    if (hand !== 0 && this.i32[hand] === addr) this.i32[hand] = 0;
     const decayed = slabDecayLocked(this, kw, null);
     this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     if (empty !== 0) this.releaseSlab(id, empty, mode);
