@@ -181,7 +181,7 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   const inuse = objectInuse(objectSize);
   const size = cacheStride(objectSize, align, debug);
   const order = slabOrder(size);
-  const gen = i32[kw + K_GEN]! + 1;
+  const gen = (i32[kw + K_GEN]! + 1) | 0; // as the word stores it: handles compare it for equality
   i32.fill(0, kw, kw + slab.cacheWords);
   i32[kw + K_GEN] = gen;
   i32[kw + K_OBJ_SIZE] = objectSize;
