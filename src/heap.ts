@@ -25,7 +25,8 @@
  *     is released once no slot caches its objects.
  *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
- *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
+ *     exact only while the heap is quiet. validate() refuses (EDEADLK) while its agent holds any
+ *     lock (from a hook or trace handler), and takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
@@ -538,7 +539,9 @@ export class Heap {
   validate(): void {
     this.#locks.assertLive();
     this.#locks.refreshViews();
-    this.#locks.assertCanLock(LOCK.pcp);
+    // From a hook or trace handler that holds any lock (a sheaf, list, barn or rcu lock too): the
+    // walk would read the structure its own agent is changing, and takes the pcp and zone locks.
+    this.#locks.assertCanLock(LOCK.rcu);
     // The walk must see one state: no reentry hook may run at validate's own lock points.
     const hook = this.#locks.hook;
     this.#locks.hook = null;
