@@ -5,7 +5,9 @@
  *
  *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
- *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run).
+ *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run). The
+ *     claimant is in the same word (slotReclaimingBy): a reclaimer killed mid-reclaim leaves its
+ *     claims, and reclaimSlot of the reclaimer finishes them with it (reclaim.ts).
  *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
  *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive),
  *     for equality only, the value kept as the word stores it ((gen + 1) | 0), so it wraps at 2^31.

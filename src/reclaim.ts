@@ -2,8 +2,10 @@
  * reclaimSlot: the host returns what a worker that exited without detaching left in its slot,
  * and takes over and releases the locks it died holding.
  *
- * WORDS: the dead slot's C_STATE (compareExchange ATTACHED or DEAD -> RECLAIMING, then
- * Atomics.store FREE or back to ATTACHED on failure), its C_GEN (Atomics.add: a handle still
+ * WORDS: the dead slot's C_STATE (compareExchange ATTACHED or DEAD -> RECLAIMING by this slot,
+ * slotReclaimingBy, then Atomics.store FREE or back to ATTACHED on failure; a reclaimer killed
+ * mid-reclaim leaves its claims, and reclaimSlot of the reclaimer claims them again,
+ * claimOrphansOf, and finishes them with it; a claim whose claimant is free is taken over), its C_GEN (Atomics.add: a handle still
  * using the slot is detached at its next slow path) and C_HELD counts (cleared at the end).
  * Everything else it returns goes through the layers' own paths.
  *
@@ -38,6 +40,9 @@ import {
   SLOT_DEAD,
   SLOT_FREE,
   SLOT_RECLAIMING,
+  SLOT_STATE_MASK,
+  slotReclaimer,
+  slotReclaimingBy,
   Z_LOCK,
 } from "./core/layout.js";
 import { LOCK_OWNER_MASK } from "./core/lock.js";
@@ -69,38 +74,82 @@ export function reclaimSlot(l: Layers, cpu: number): void {
   // return them, and the slot stays free.
   if (state === SLOT_FREE && l.mem.i32[c + C_DEFER_HEAD] !== 0) return reclaimDeferredOf(l, cpu);
   // SLOT_DEAD: a heap of an earlier release marked the slot dead; it is reclaimed the same way.
-  if (state !== SLOT_ATTACHED && state !== SLOT_DEAD) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is not attached`);
-  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state) {
+  // A slot whose claimant died mid-reclaim (the claimant no longer attached) is claimed again.
+  const by = slotReclaimer(state);
+  const orphan = (state & SLOT_STATE_MASK) === SLOT_RECLAIMING && by !== l.mem.cpu && (by < 0 || by >= l.mem.cpus || slotGone(l, by));
+  if (state !== SLOT_ATTACHED && state !== SLOT_DEAD && !orphan) {
+    throw new HeapError(
+      ErrorCode.EINVAL,
+      (state & SLOT_STATE_MASK) !== SLOT_RECLAIMING ? `cpu ${cpu} is not attached`
+      : `cpu ${cpu} is being reclaimed by cpu ${by}${by === l.mem.cpu ? " (this handle's slot)" : `: if cpu ${by}'s agent died, reclaimSlot(${by}) finishes both`}`,
+    );
+  }
+  const mine = slotReclaimingBy(l.mem.cpu);
+  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, state, mine) !== state) {
     throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is being reclaimed or detached by another agent`);
   }
+  // The slots this one was reclaiming when it died are finished with it.
+  const cpus = [cpu];
+  claimOrphansOf(l, cpus);
   // A handle still using the slot (a host that reclaimed a live worker's slot) finds the
   // generation moved on at its next slow path and is detached (EDETACHED), never sharing the slot.
-  Atomics.add(l.mem.i32, c + C_GEN, 1);
+  for (const s of cpus) Atomics.add(l.mem.i32, l.mem.pcpOf(s) + C_GEN, 1);
   try {
-    recoverLocksOf(l, cpu);
-    l.rcu.rcuReclaim(cpu);
-    drainDeferredObjects(l.slab, cpu);
-    flushAllSheavesOf(l.slab, cpu);
-    if (pcpSteal(l.pages, cpu)) {
-      const count = l.mem.u32[c + C_PCP_COUNT]!;
-      if (count !== 0) pcpDrain(l.pages, cpu, count);
-      const left = l.mem.u32[c + C_PCP_COUNT]!;
-      pcpUnlockRemote(l.pages, cpu);
-      if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${l.mem.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
-    }
+    for (const s of cpus) recoverLocksOf(l, s);
+    for (const s of cpus) returnSlotMemory(l, s);
   } catch (e) {
-    // Nothing is lost: what was returned stays returned, the rest stays the slot's; call again.
-    Atomics.store(l.mem.i32, c + C_STATE, SLOT_ATTACHED);
+    // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
+    for (const s of cpus) Atomics.store(l.mem.i32, l.mem.pcpOf(s) + C_STATE, SLOT_ATTACHED);
     throw e;
   }
-  for (let k = 0; k <= LOCK_CLASSES; k++) l.mem.i32[c + C_HELD + k] = 0;
-  Atomics.store(l.mem.i32, c + C_STATE, SLOT_FREE);
+  for (const s of cpus) {
+    const w = l.mem.pcpOf(s);
+    for (let k = 0; k <= LOCK_CLASSES; k++) l.mem.i32[w + C_HELD + k] = 0;
+    Atomics.store(l.mem.i32, w + C_STATE, SLOT_FREE);
+  }
+}
+
+/** reclaimSlot, once the dead slot's locks are recovered: everything it held goes back. */
+function returnSlotMemory(l: Layers, cpu: number): void {
+  const c = l.mem.pcpOf(cpu);
+  l.rcu.rcuReclaim(cpu);
+  drainDeferredObjects(l.slab, cpu);
+  flushAllSheavesOf(l.slab, cpu);
+  if (pcpSteal(l.pages, cpu)) {
+    const count = l.mem.u32[c + C_PCP_COUNT]!;
+    if (count !== 0) pcpDrain(l.pages, cpu, count);
+    const left = l.mem.u32[c + C_PCP_COUNT]!;
+    pcpUnlockRemote(l.pages, cpu);
+    if (left !== 0) throw new HeapError(ErrorCode.EAGAIN, `cpu ${l.mem.cpu} must not block, and the zone lock was held past its bound while it drained cpu ${cpu}'s pcp lists: call again`);
+  }
+}
+
+/** Is slot `cpu`'s agent gone for good: the slot free, or marked dead by an earlier release? */
+function slotGone(l: Layers, cpu: number): boolean {
+  const st = Atomics.load(l.mem.i32, l.mem.pcpOf(cpu) + C_STATE);
+  return st === SLOT_FREE || st === SLOT_DEAD;
+}
+
+/**
+ * reclaimSlot: the slots that the dead slots in `cpus` had claimed (SLOT_RECLAIMING by one of
+ * them) when they died are claimed by this slot and appended to `cpus`, and so on for theirs, so
+ * that their reclaim is finished with their claimant's.
+ */
+function claimOrphansOf(l: Layers, cpus: number[]): void {
+  const mine = slotReclaimingBy(l.mem.cpu);
+  for (let k = 0; k < cpus.length; k++) {
+    const theirs = slotReclaimingBy(cpus[k]!);
+    for (let s = 0; s < l.mem.cpus; s++) {
+      if (s === l.mem.cpu || cpus.includes(s)) continue;
+      if (Atomics.compareExchange(l.mem.i32, l.mem.pcpOf(s) + C_STATE, theirs, mine) === theirs) cpus.push(s);
+    }
+  }
 }
 
 /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
 function reclaimDeferredOf(l: Layers, cpu: number): void {
   const c = l.mem.pcpOf(cpu);
-  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, SLOT_FREE, SLOT_RECLAIMING) !== SLOT_FREE) {
+  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, SLOT_FREE, slotReclaimingBy(l.mem.cpu)) !== SLOT_FREE) {
     throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
   }
   try {
