@@ -5,12 +5,10 @@
  *
  *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
- *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run). The
- *     claimant is in the same word (slotReclaimingBy): a reclaimer killed mid-reclaim leaves its
- *     claims, and reclaimSlot of the reclaimer finishes them with it (reclaim.ts).
+ *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run; with
+ *     its claimant, so that reclaimSlot of a reclaimer killed mid-reclaim finishes its claims).
  *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
- *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive),
- *     for equality only, the value kept as the word stores it ((gen + 1) | 0), so it wraps at 2^31.
+ *     reclaimSlot; a handle compares it for equality, as the word stores it ((gen + 1) | 0).
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
@@ -259,7 +257,6 @@ export class Heap {
     const i32 = this.#mem.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.#locks.canBlock ? CPUF_NOBLOCK : 0;
-    // Wrap-safe: a stored generation is a signed 32-bit word, compared only for equality.
     this.#locks.gen = (i32[c + C_GEN]! + 1) | 0;
     i32[c + C_GEN] = this.#locks.gen;
     this.#mem.u32[c + C_FAIL_STATE] = (this.#mem.u32[this.#mem.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
@@ -541,8 +538,6 @@ export class Heap {
   validate(): void {
     this.#locks.assertLive();
     this.#locks.refreshViews();
-    // From a hook or trace handler that holds any lock (a sheaf, list, barn or rcu lock too): the
-    // walk would read the structure its own agent is changing, and takes the pcp and zone locks.
     this.#locks.assertCanLock(LOCK.rcu);
     // The walk must see one state: no reentry hook may run at validate's own lock points.
     const hook = this.#locks.hook;
