@@ -64,7 +64,9 @@ export interface AttachOptions {
  * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
  * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
  * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
- * `inHand` the page blocks, kfreeRcu block pages and sheaf objects it had in its hands inside the allocator.
+ * `inHand` the page blocks, kfreeRcu block pages and sheaf objects it had in its hands inside the allocator;
+ * `finished`, only when the dead agent died inside reclaimSlot, the reports of the slots it was
+ * reclaiming, whose reclaim this one finished.
  */
 export interface ReclaimReport {
   cpu: number;
@@ -73,6 +75,8 @@ export interface ReclaimReport {
   pages: number;
   objects: number;
   inHand: number;
+  /** Present when the dead agent was itself reclaiming slots when it died: their reports, finished now. */
+  finished?: ReclaimReport[];
 }
 
 export interface HeapStats extends PageStats, RcuStats {

@@ -5,9 +5,10 @@
  *
  *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
- *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run).
+ *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run; with
+ *     its claimant, so that reclaimSlot of a reclaimer killed mid-reclaim finishes its claims).
  *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
- *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive).
+ *     reclaimSlot; a handle compares it for equality, as the word stores it ((gen + 1) | 0).
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
@@ -29,7 +30,8 @@
  *     is released once no slot caches its objects.
  *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
- *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
+ *     exact only while the heap is quiet. validate() refuses (EDEADLK) while its agent holds any
+ *     lock (from a hook or trace handler), and takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
@@ -260,7 +262,7 @@ export class Heap {
     const i32 = this.#mem.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.#locks.canBlock ? CPUF_NOBLOCK : 0;
-    this.#locks.gen = i32[c + C_GEN]! + 1;
+    this.#locks.gen = (i32[c + C_GEN]! + 1) | 0;
     i32[c + C_GEN] = this.#locks.gen;
     this.#mem.u32[c + C_FAIL_STATE] = (this.#mem.u32[this.#mem.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.#rcu.rcuOnline();
@@ -545,7 +547,7 @@ export class Heap {
   validate(): void {
     this.#locks.assertLive();
     this.#locks.refreshViews();
-    this.#locks.assertCanLock(LOCK.pcp);
+    this.#locks.assertCanLock(LOCK.rcu);
     // The walk must see one state: no reentry hook may run at validate's own lock points.
     const hook = this.#locks.hook;
     this.#locks.hook = null;

@@ -2,10 +2,15 @@
  * reclaimSlot: the host returns what a worker that exited without detaching left in its slot,
  * and takes over and releases the locks it died holding.
  *
- * WORDS: the dead slot's C_STATE (compareExchange ATTACHED or DEAD -> RECLAIMING, then
- * Atomics.store FREE or back to ATTACHED on failure), its C_GEN (Atomics.add: a handle still
- * using the slot is detached at its next slow path) and C_HELD counts (cleared at the end).
- * Everything else it returns goes through the layers' own paths.
+ * WORDS: the dead slot's C_STATE (compareExchange ATTACHED or DEAD -> slotReclaimingBy(this
+ * slot), then Atomics.store FREE or back to ATTACHED on failure; the claimant is recorded so that
+ * a reclaimer killed mid-reclaim is known, and reclaimSlot of that reclaimer claims its slots
+ * again (claimOrphansOf) and finishes them with it; a claim whose claimant is given too, or free,
+ * is taken over directly), its C_GEN (Atomics.add: a handle still using the slot is detached at
+ * its next slow path), its read-side words C_RCU_NEST and C_RCU_SNAP (cleared before any grace
+ * period is waited for: a slot killed inside a section must not hold up the others' kfreeRcu
+ * flush) and C_HELD counts (cleared at the end). Everything else it returns goes through the
+ * layers' own paths.
  *
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
  * this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp counts,
@@ -38,7 +43,12 @@ import {
   SLOT_DEAD,
   SLOT_FREE,
   SLOT_RECLAIMING,
+  SLOT_STATE_MASK,
+  C_RCU_NEST,
+  C_RCU_SNAP,
   Z_LOCK,
+  slotReclaimer,
+  slotReclaimingBy,
 } from "./core/layout.js";
 import { LOCK_OWNER_MASK } from "./core/lock.js";
 import type { ReclaimReport } from "./api.js";
@@ -90,7 +100,7 @@ export function reclaimSlot(l: Layers, arg: number | readonly number[]): Reclaim
 /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
 function reclaimDeferredOf(l: Layers, cpu: number): void {
   const c = l.mem.pcpOf(cpu);
-  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, SLOT_FREE, SLOT_RECLAIMING) !== SLOT_FREE) {
+  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, SLOT_FREE, slotReclaimingBy(l.mem.cpu)) !== SLOT_FREE) {
     throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
   }
   try {
@@ -112,7 +122,7 @@ function reclaimDeferredOf(l: Layers, cpu: number): void {
  * and the pcp lists' counts (recountPcp). A block the dead agent had in hand (taken out of a
  * list, not yet handed back) stays allocated: leaked, never handed out twice.
  */
-function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport): void {
+function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: readonly number[]): void {
   const i32 = l.mem.i32;
   // A request it raised on another slot's pcp lock while it waited for it.
   pcpDropRequestOf(l.pages, cpu);
@@ -143,7 +153,7 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport): void {
     }
     if (l.locks.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
       report.locks.push(`list ${name}`);
-      const slabs = slabRebuildLocked(l.slab, id, cpu);
+      const slabs = slabRebuildLocked(l.slab, id, group);
       report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
       l.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     }
@@ -218,50 +228,100 @@ try {
 export function reclaimChecked(l: Layers, cpus: number[], many: boolean): ReclaimReport | ReclaimReport[] {
   if (l.rcu.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "reclaimSlot inside a read-side section (of any handle of this agent) would wait for itself: the dead slot's kfreeRcu objects wait for a grace period");
   l.locks.assertCanLock(LOCK.rcu);
+  const i32 = l.mem.i32;
   if (!many) {
     const cpu = cpus[0]!;
     const c = l.mem.pcpOf(cpu);
     // A free slot that still holds deferred objects (left by a detach of an earlier release):
     // return them, and the slot stays free.
-    if (Atomics.load(l.mem.i32, c + C_STATE) === SLOT_FREE && l.mem.i32[c + C_DEFER_HEAD] !== 0) {
-      const objects = l.mem.i32[c + C_DEFER_NR]!;
+    if (Atomics.load(i32, c + C_STATE) === SLOT_FREE && i32[c + C_DEFER_HEAD] !== 0) {
+      const objects = i32[c + C_DEFER_NR]!;
       reclaimDeferredOf(l, cpu);
       return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
     }
   }
-  // Claim every slot (SLOT_RECLAIMING) before anything changes; SLOT_DEAD: a heap of an earlier
-  // release marked the slot dead, and it is reclaimed the same way.
+  // Claim every slot (SLOT_RECLAIMING, with this slot as claimant) before anything changes;
+  // SLOT_DEAD: a heap of an earlier release marked the slot dead, and it is reclaimed the same
+  // way. A slot whose claimant died mid-reclaim (the claimant is given too, or no longer
+  // attached) is claimed again: this reclaim finishes the job.
+  const me = l.mem.cpu;
+  const mine = slotReclaimingBy(me);
   const before: number[] = [];
   for (const cpu of cpus) {
     const c = l.mem.pcpOf(cpu);
-    const state = Atomics.load(l.mem.i32, c + C_STATE);
+    const state = Atomics.load(i32, c + C_STATE);
+    const by = slotReclaimer(state);
+    const orphan = (state & SLOT_STATE_MASK) === SLOT_RECLAIMING && by !== me && (by < 0 || by >= l.mem.cpus || cpus.includes(by) || slotGone(l, by));
     const why =
-      state !== SLOT_ATTACHED && state !== SLOT_DEAD ? `cpu ${cpu} is not attached`
-      : Atomics.compareExchange(l.mem.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
+      state !== SLOT_ATTACHED && state !== SLOT_DEAD && !orphan
+        ? (state & SLOT_STATE_MASK) === SLOT_RECLAIMING
+          ? `cpu ${cpu} is being reclaimed by cpu ${by}${by === me ? " (this handle's slot)" : `: if cpu ${by}'s agent died, reclaimSlot(${by}) finishes both`}`
+          : `cpu ${cpu} is not attached`
+      : Atomics.compareExchange(i32, c + C_STATE, state, mine) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
       : null;
     if (why !== null) {
-      for (let k = 0; k < before.length; k++) Atomics.store(l.mem.i32, l.mem.pcpOf(cpus[k]!) + C_STATE, before[k]!);
+      for (let k = 0; k < before.length; k++) Atomics.store(i32, l.mem.pcpOf(cpus[k]!) + C_STATE, before[k]!);
       throw new HeapError(ErrorCode.EINVAL, why);
     }
     before.push(state);
   }
+  const given = cpus.length;
+  const claimants = claimOrphansOf(l, cpus);
   // A handle still using a slot (a host that reclaimed a live worker's slot) finds the
   // generation moved on at its next slow path and is detached (EDETACHED), never sharing it.
-  for (const cpu of cpus) Atomics.add(l.mem.i32, l.mem.pcpOf(cpu) + C_GEN, 1);
+  for (const cpu of cpus) Atomics.add(i32, l.mem.pcpOf(cpu) + C_GEN, 1);
+  // Every dead slot is outside any read-side section before any grace period is waited for
+  // below: one killed inside a section would otherwise hold up the others' kfreeRcu flush.
+  for (const cpu of cpus) {
+    i32[l.mem.pcpOf(cpu) + C_RCU_NEST] = 0;
+    Atomics.store(i32, l.mem.pcpOf(cpu) + C_RCU_SNAP, 0);
+  }
   const reports = cpus.map((cpu): ReclaimReport => ({ cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 }));
   try {
     // No waiting here: only the locks these slots hold are taken over.
-    for (let k = 0; k < cpus.length; k++) recoverLocksOf(l, cpus[k]!, reports[k]!);
+    for (let k = 0; k < cpus.length; k++) recoverLocksOf(l, cpus[k]!, reports[k]!, cpus);
     for (let k = 0; k < cpus.length; k++) returnSlotMemory(l, cpus[k]!, reports[k]!);
   } catch (e) {
     // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
-    for (const cpu of cpus) Atomics.store(l.mem.i32, l.mem.pcpOf(cpu) + C_STATE, SLOT_ATTACHED);
+    for (const cpu of cpus) Atomics.store(i32, l.mem.pcpOf(cpu) + C_STATE, SLOT_ATTACHED);
     throw e;
   }
   for (const cpu of cpus) {
     const c = l.mem.pcpOf(cpu);
-    for (let k = 0; k <= LOCK_CLASSES; k++) l.mem.i32[c + C_HELD + k] = 0;
-    Atomics.store(l.mem.i32, c + C_STATE, SLOT_FREE);
+    for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
+    Atomics.store(i32, c + C_STATE, SLOT_FREE);
   }
-  return many ? reports : reports[0]!;
+  // The report of a slot a dead claimant was reclaiming goes with its claimant's.
+  for (let k = given; k < cpus.length; k++) {
+    const r = reports[cpus.indexOf(claimants[k - given]!)]!;
+    (r.finished ??= []).push(reports[k]!);
+  }
+  return many ? reports.slice(0, given) : reports[0]!;
+}
+
+/** Is slot `cpu`'s agent gone for good: the slot free, or marked dead by an earlier release? */
+function slotGone(l: Layers, cpu: number): boolean {
+  const st = Atomics.load(l.mem.i32, l.mem.pcpOf(cpu) + C_STATE);
+  return st === SLOT_FREE || st === SLOT_DEAD;
+}
+
+/**
+ * reclaimSlot: the slots that the dead slots in `cpus` had claimed (SLOT_RECLAIMING by one of
+ * them) when they died are claimed by this slot and appended to `cpus`, and so on for theirs,
+ * so that their reclaim is finished with their claimant's. Returns each one's claimant.
+ */
+function claimOrphansOf(l: Layers, cpus: number[]): number[] {
+  const claimants: number[] = [];
+  const mine = slotReclaimingBy(l.mem.cpu);
+  for (let k = 0; k < cpus.length; k++) {
+    const by = cpus[k]!;
+    const theirs = slotReclaimingBy(by);
+    for (let s = 0; s < l.mem.cpus; s++) {
+      if (s === l.mem.cpu || cpus.includes(s)) continue;
+      if (Atomics.compareExchange(l.mem.i32, l.mem.pcpOf(s) + C_STATE, theirs, mine) !== theirs) continue;
+      cpus.push(s);
+      claimants.push(by);
+    }
+  }
+  return claimants;
 }

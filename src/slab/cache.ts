@@ -181,8 +181,18 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   const inuse = objectInuse(objectSize);
   const size = cacheStride(objectSize, align, debug);
   const order = slabOrder(size);
-  const gen = i32[kw + K_GEN]! + 1;
-  i32.fill(0, kw, kw + slab.cacheWords);
+  const gen = (i32[kw + K_GEN]! + 1) | 0; // as the word stores it: handles compare it for equality
+  // Every word but the slots' P_USERS: a slot's slow path counts itself in and out of this
+  // descriptor without CT_LOCK (cacheEnter of a stale handle, refused once it sees the state),
+  // so zeroing its count here made the slot's later Atomics.sub leave it at -1 for good, and
+  // the new cache could never be released.
+  i32.fill(0, kw, kw + CACHE_HDR_WORDS);
+  for (let cpu = 0; cpu < slab.cpus; cpu++) {
+    const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+    i32.fill(0, pcs, pcs + P_USERS);
+    i32.fill(0, pcs + P_USERS + 1, pcs + PCS_WORDS);
+  }
+  i32.fill(0, kw + CACHE_HDR_WORDS + slab.cpus * PCS_WORDS, kw + slab.cacheWords);
   i32[kw + K_GEN] = gen;
   i32[kw + K_OBJ_SIZE] = objectSize;
   i32[kw + K_SIZE] = size;

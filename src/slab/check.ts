@@ -328,18 +328,20 @@ export function sheafObjectsOf(slab: SlabAllocator, cpu: number): number {
  * sheaf drops it. A slab the dead slot had already turned into a block in its hand
  * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
  */
-export function slabRebuildLocked(slab: SlabAllocator, id: number, cpu: number): number {
+export function slabRebuildLocked(slab: SlabAllocator, id: number, cpus: readonly number[]): number {
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
   const objs = i32[kw + K_OBJS]!;
   const size = i32[kw + K_SIZE]!;
   const npages = 1 << i32[kw + K_ORDER]!;
   const poison = i32[kw + K_META] !== 0 && (slab.locks.debugFlags & DEBUG_POISON) !== 0;
-  const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
   const tops: number[] = [];
-  for (const at of [P_MAIN, P_SPARE]) {
-    const s = i32[pcs + at]!;
-    if (s !== 0 && s !== (slab.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0) tops.push(s >> 2);
+  for (const cpu of cpus) {
+    const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+    for (const at of [P_MAIN, P_SPARE]) {
+      const s = i32[pcs + at]!;
+      if (s !== 0 && s !== (slab.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0 && !tops.includes(s >> 2)) tops.push(s >> 2);
+    }
   }
   const seen = new Uint8Array(objs);
   let partial = 0;
@@ -400,6 +402,6 @@ export function slabRebuildLocked(slab: SlabAllocator, id: number, cpu: number):
   i32[kw + K_FREE_OBJS] = free;
   i32[kw + K_NR_SLABS] = slabs;
   i32[kw + K_TOTAL_OBJS] = slabs * objs;
-  if (id === SHEAF_CACHE_ID) sheafHandRebuilt(slab, cpu);
+  if (id === SHEAF_CACHE_ID) for (const cpu of cpus) sheafHandRebuilt(slab, cpu);
   return slabs;
 }

@@ -48,7 +48,8 @@
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
  *   P_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
- *     an Atomics.add, then the state and generation are checked; cacheExit). A dying cache is
+ *     an Atomics.add, then the state and generation are checked; cacheExit); setupCache of a new
+ *     cache in the descriptor leaves it as it is (a stale handle may be counting itself in). A dying cache is
  *     released (under CT_LOCK) only when no slot caches its objects and every P_USERS is 0, so no
  *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
  *     holds objects only while the cache is not released.
