@@ -295,6 +295,8 @@ interface Dead {
   size: number;
   hop: number;
   hkind: number;
+  /** It died freeing a kfreeRcu batch: the one object it was freeing (a large kmalloc too) may be left. */
+  rcuBatch: boolean;
 }
 
 function pendingEntryOf(d: Dead): number {
@@ -386,8 +388,17 @@ function settle(dead: Dead[]): void {
     const pe = pendingEntryOf(d);
     if (pe >= 0 && Atomics.load(E, pe * E_WORDS + E_OWNER) !== 0) recorded.add(E[pe * E_WORDS + E_ADDR]!);
   }
+  let rcuLarge = dead.filter((d) => d.rcuBatch).length;
   for (const [addr, h] of c.heads) {
     if (recorded.has(addr)) continue;
+    if (h.large && rcuLarge > 0) {
+      // The large kmalloc a dead worker was freeing from a kfreeRcu batch: it was given to
+      // kfreeRcu, so the host frees it (counted in rcuBatchKills).
+      rcuLarge--;
+      heap.kfree(addr);
+      sum.inFlightRecovered++;
+      continue;
+    }
     if (deadCpus.has(h.owner) && allowance > 0) {
       allowance--;
       if (h.large) heap.kfree(addr);
@@ -492,11 +503,15 @@ async function killRound(): Promise<void> {
       size: ctrl[wb + W_PSIZE]!,
       hop: ctrl[wb + W_HOP]!,
       hkind: ctrl[wb + W_HKIND]!,
+      rcuBatch: false,
     };
   });
   for (const v of victims) live[v.id] = null;
   // A dead worker that was freeing a kfreeRcu batch may leak the one object it was freeing.
-  for (const d of dead) if (d.cpu >= 0 && inFlightOf(d.cpu) > 0) sum.rcuBatchKills++;
+  for (const d of dead) if (d.cpu >= 0 && inFlightOf(d.cpu) > 0) {
+    sum.rcuBatchKills++;
+    d.rcuBatch = true;
+  }
   // reclaimSlot with the survivors running, as a host would.
   phase("reclaimSlot");
   // Two killed at once are reclaimed together: neither reclaim may wait on a lock the other holds.
