@@ -8,8 +8,9 @@
  */
 import { parentPort, Worker, workerData } from "node:worker_threads";
 import { Heap, HeapError } from "../../src/index.js";
-import { C_KRCP_LOCK, C_PCP_LOCK, C_PCP_REQ, CT_LOCK, C_RCU_INFLIGHT, D_FLAGS, D_OWNER, H_CACHE_BYTES, H_CACHE_OFF, H_DESC_OFF, H_MAX_CACHES, K_BARN_LOCK, K_LIST_LOCK, K_STATE, Z_LOCK, H_PCPU_OFF, PCPU_WORDS, H_ZONE_START, Z_NR_PAGES, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../src/layout.js";
+import { C_RCU_INFLIGHT, D_FLAGS, D_OWNER, H_DESC_OFF, H_PCPU_OFF, PCPU_WORDS, H_ZONE_START, Z_NR_PAGES, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../src/layout.js";
 import { checkPattern, deriveSeed, Prng } from "../util.js";
+import { heldLockWords } from "../kill-locks.js";
 import {
   churnName,
   E_ADDR,
@@ -68,6 +69,7 @@ const heap = Heap.create({ size, maxSize, cpus: 24, debug: opts.debug });
 const buffer = heap.buffer;
 const entriesBuf = new SharedArrayBuffer(opts.workers * ENTRIES_PER_WORKER * E_WORDS * 4);
 const E = new Int32Array(entriesBuf);
+parentPort!.postMessage({ type: "buffer", buffer });
 const caches = SHARED_CACHES.map((c) => heap.createCache(c.name, c.size, { align: c.align }));
 const rng = new Prng(opts.seed);
 const totalStart = heap.stats().totalPages;
@@ -199,30 +201,8 @@ async function pauseAll(): Promise<void> {
   }
 }
 
-/** Every lock word held now, with its owner slot (for the report of a hang). */
 function heldLocks(): string {
-  const i32 = heap.i32;
-  const u32 = heap.u32;
-  const out: string[] = [];
-  const owner = (v: number): string => `cpu ${(v & 0xffff) - 1}${(v & ~0xffff) !== 0 ? " +waiters" : ""}`;
-  if (i32[Z_LOCK]! !== 0) out.push(`zone ${owner(i32[Z_LOCK]!)}`);
-  if (i32[CT_LOCK]! !== 0) out.push(`ctable ${owner(i32[CT_LOCK]!)}`);
-  const pcpu = u32[H_PCPU_OFF]! >>> 2;
-  for (let c = 0; c < 24; c++) {
-    const p = pcpu + c * PCPU_WORDS;
-    if (i32[p + C_KRCP_LOCK]! !== 0) out.push(`rcu of cpu ${c} ${owner(i32[p + C_KRCP_LOCK]!)}`);
-    if (i32[p + C_PCP_LOCK]! !== 0 && (i32[p + C_PCP_LOCK]! & 0xffff) !== c + 1) out.push(`pcp of cpu ${c} ${owner(i32[p + C_PCP_LOCK]!)}`);
-    if (i32[p + C_PCP_REQ]! !== 0) out.push(`pcp request on cpu ${c}: ${i32[p + C_PCP_REQ]}`);
-  }
-  const cw = u32[H_CACHE_OFF]! >>> 2;
-  const words = u32[H_CACHE_BYTES]! >>> 2;
-  for (let id = 0; id < u32[H_MAX_CACHES]!; id++) {
-    const kw = cw + id * words;
-    const name = heap.cacheNames()[id] ?? `cache ${id} (state ${i32[kw + K_STATE]})`;
-    if (i32[kw + K_LIST_LOCK]! !== 0) out.push(`list ${name} ${owner(i32[kw + K_LIST_LOCK]!)}`);
-    if (i32[kw + K_BARN_LOCK]! !== 0) out.push(`barn ${name} ${owner(i32[kw + K_BARN_LOCK]!)}`);
-  }
-  return out.length === 0 ? "none" : out.join(", ");
+  return heldLockWords(heap.buffer);
 }
 
 function resumeAll(): void {
