@@ -3,7 +3,7 @@
  * prints it when a worker or the host stops making progress, read from the buffer alone (the main
  * thread has no handle).
  */
-import { C_KRCP_LOCK, C_PCP_LOCK, C_PCP_REQ, CT_LOCK, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_BARN_LOCK, K_LIST_LOCK, K_STATE, PCPU_WORDS, Z_LOCK } from "../src/layout.js";
+import { C_KRCP_LOCK, C_PCP_LOCK, C_PCP_REQ, C_RCU_INFLIGHT, C_RCU_PENDING, C_RCU_SNAP, C_STATE, CT_LOCK, R_INFLIGHT, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_BARN_LOCK, K_LIST_LOCK, K_STATE, PCPU_WORDS, Z_LOCK } from "../src/layout.js";
 
 export function heldLockWords(buffer: SharedArrayBuffer): string {
   const i32 = new Int32Array(buffer);
@@ -26,5 +26,13 @@ export function heldLockWords(buffer: SharedArrayBuffer): string {
     if (i32[kw + K_LIST_LOCK]! !== 0) out.push(`list of cache ${id} (state ${i32[kw + K_STATE]}) ${owner(i32[kw + K_LIST_LOCK]!)}`);
     if (i32[kw + K_BARN_LOCK]! !== 0) out.push(`barn of cache ${id} (state ${i32[kw + K_STATE]}) ${owner(i32[kw + K_BARN_LOCK]!)}`);
   }
-  return out.length === 0 ? "none" : out.join(", ");
+  // What an rcuBarrier or a grace period could be waiting for.
+  const rcu: string[] = [`R_INFLIGHT ${i32[R_INFLIGHT]}`];
+  for (let c = 0; c < u32[H_CPUS]!; c++) {
+    const p = pcpu + c * PCPU_WORDS;
+    if (i32[p + C_RCU_SNAP]! !== 0 || i32[p + C_RCU_INFLIGHT]! !== 0 || i32[p + C_RCU_PENDING]! !== 0) {
+      rcu.push(`cpu ${c} (state ${i32[p + C_STATE]}): snapshot ${i32[p + C_RCU_SNAP]}, in flight ${i32[p + C_RCU_INFLIGHT]}, pending ${i32[p + C_RCU_PENDING]}`);
+    }
+  }
+  return `${out.length === 0 ? "none" : out.join(", ")}; rcu: ${rcu.join(", ")}`;
 }
