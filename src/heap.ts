@@ -51,7 +51,9 @@ import {
   C_PCP_COUNT,
   C_PCP_LOCK,
   C_RCU_NR_SPARE,
+  C_RCU_NEST,
   C_RCU_PENDING,
+  C_RCU_SNAP,
   C_STATE,
   C_VIEW_PROBE,
   C_VMSTAT,
@@ -466,6 +468,12 @@ export class Heap extends RcuAllocator {
     // A handle still using a slot (a host that reclaimed a live worker's slot) finds the
     // generation moved on at its next slow path and is detached (EDETACHED), never sharing it.
     for (const cpu of cpus) Atomics.add(this.i32, this.pcpOf(cpu) + C_GEN, 1);
+    // Every dead slot is outside any read-side section before any grace period is waited for
+    // below: one killed inside a section would otherwise hold up the others' kfreeRcu flush.
+    for (const cpu of cpus) {
+      this.i32[this.pcpOf(cpu) + C_RCU_NEST] = 0;
+      Atomics.store(this.i32, this.pcpOf(cpu) + C_RCU_SNAP, 0);
+    }
     const reports = cpus.map((cpu): ReclaimReport => ({ cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 }));
     try {
       // No waiting here: only the locks these slots hold are taken over.

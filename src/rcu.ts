@@ -19,6 +19,8 @@
  *   Errors that freeing a batch finds (the agent's timer, rcuBarrier, detach, reclaim) are deferred
  *     work's: reported through reportDeferred (slab_error event, onError), the batch goes on, and
  *     the timer never throws.
+ *   rcuBarrier waits for the sum of every slot's C_RCU_INFLIGHT (below) to reach 0, not for
+ *     R_INFLIGHT, which a kill between the two updates can leave off; R_INFLIGHT is kept for stats.
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
  *     when taken, Atomics.sub when freed); rcuBarrier waits for it to reach 0. The taker keeps its
  *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
@@ -706,15 +708,27 @@ export class RcuAllocator extends SlabAllocator {
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
     // agent after their grace period: wait for it, as rcu_barrier waits for every callback.
     let since = -1;
-    for (let round = 0; Atomics.load(this.i32, this.hw + R_INFLIGHT) !== 0; round++) {
+    for (let round = 0; this.objectsInFlight() !== 0; round++) {
       if (round < 64) continue;
       if (this.noBlock()) {
         if (since < 0) since = this.clock();
-        else if ((round & 255) === 0 && this.spinExpired(since)) this.gpBusy(Atomics.load(this.i32, this.hw + R_INFLIGHT));
+        else if ((round & 255) === 0 && this.spinExpired(since)) this.gpBusy(this.objectsInFlight());
         continue;
       }
       Atomics.wait(this.sleepCell, 0, 0, round < 256 ? 0.05 : 1);
     }
+  }
+
+  /**
+   * The kfreeRcu objects taken off a slot and not yet freed, all agents: the sum of every slot's
+   * own share (C_RCU_INFLIGHT), which is exact between any two statements, where R_INFLIGHT and a
+   * share updated one after the other are not (a kill between them left R_INFLIGHT off for good,
+   * and every later rcuBarrier and destroy waited for ever).
+   */
+  private objectsInFlight(): number {
+    let n = 0;
+    for (let cpu = 0; cpu < this.cpus; cpu++) n += Atomics.load(this.i32, this.pcpOf(cpu) + C_RCU_INFLIGHT);
+    return n;
   }
 
   /**
