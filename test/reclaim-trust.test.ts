@@ -59,7 +59,7 @@ test("reclaimSlot of a worker that did nothing returns an empty report, a plain 
 });
 
 for (const [scenario, point, nth, what] of [
-  ["pages", "zone:acquire", 1, "an order-5 block on its way back to the buddy lists"],
+  ["pages", "zone:acquire", 1, "an order-6 block on its way back to the buddy lists"],
   ["large", "zone:acquire", 1, "a 1 MiB kmalloc block on its way back"],
   ["shrink", "list:release", 1, "the empty slabs shrink() had taken off a cache"],
 ] as const) {
