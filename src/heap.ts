@@ -180,7 +180,7 @@ export interface AttachOptions {
  * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
  * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
  * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
- * `inHand` the page blocks and kfreeRcu block pages it had in its hands inside the allocator.
+ * `inHand` the page blocks, kfreeRcu block pages and sheaf objects it had in its hands inside the allocator.
  */
 export interface ReclaimReport {
   cpu: number;
@@ -502,6 +502,8 @@ export class Heap extends RcuAllocator {
     report.objects += this.i32[c + C_RCU_PENDING]! + this.i32[c + C_DEFER_NR]!;
     report.pages += this.i32[c + C_RCU_NR_SPARE]!;
     report.inHand += this.rcuReclaim(cpu);
+    // The sheaf object it was allocating or freeing, before its deferred list goes back.
+    report.inHand += this.freeSheafObjectInHand(cpu);
     this.drainDeferredObjects(cpu);
     report.objects += this.sheafObjectsOf(cpu);
     this.flushAllSheavesOf(cpu);

@@ -391,7 +391,9 @@ export const P_LOCKED = 2;
 export const P_USERS = 3;
 /** A sheaf this slot has in its hands: taken off the barn (a trade, a barn shrink) or leaving the pcs
  * line for the barn, 0 for none. Owner only; reclaimSlot flushes a dead slot's (unless the sheaf
- * is on the pcs line or a barn list by then), so no sheaf in transit is lost with its objects. */
+ * is on the pcs line or a barn list by then), so no sheaf in transit is lost with its objects.
+ * On the sheaf cache's lines (it has no sheaves): the sheaf object this slot is allocating or
+ * freeing (slab.ts, holdSheaf), which reclaimSlot frees unless something else holds it. */
 export const P_HAND = 4;
 
 export const CACHE_FREE = 0;

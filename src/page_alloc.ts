@@ -557,15 +557,20 @@ export class PageAllocator extends MmBase {
     return 0;
   }
 
-  /** Turn a block taken by rmqueue into an allocation: head flags, owner, zeroing, counters, trace. */
+  /**
+   * Turn a block taken by rmqueue into an allocation: zeroing, counters, trace, then head flags and
+   * owner. The block stays in this slot's hand (PG_INHAND) until the last statement: after it
+   * nothing runs before the caller has the address, so an agent killed anywhere before leaves a
+   * block reclaimSlot frees, never an allocated block nobody was given.
+   */
   protected prepNewBlock(pfn: number, order: number, kind: number, gfp: number): number {
-    const d = this.pd(pfn);
-    this.u32[d + D_FLAGS] = kind | (order << ORDER_SHIFT);
-    this.u32[d + D_OWNER] = this.cpu;
     const addr = pfn << PAGE_SHIFT;
     if ((gfp & GFP.ZERO) !== 0) this.u8.fill(0, addr, addr + (PAGE_SIZE << order));
     this.vmInc(VM.pgalloc, 1 << order);
     if ((this.trace.mask & (1 << TP.mm_page_alloc)) !== 0) this.emitPage(TP.mm_page_alloc, pfn, order, gfp);
+    const d = this.pd(pfn);
+    this.u32[d + D_OWNER] = this.cpu;
+    this.u32[d + D_FLAGS] = kind | (order << ORDER_SHIFT);
     return addr;
   }
 

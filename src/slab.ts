@@ -28,8 +28,13 @@
  *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
  *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
  *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
- *     object at a time in place. Residual: a kill between an object leaving a list and its free
- *     or its caller leaks that one object (and a sheaf object between its last use and its free).
+ *     object at a time in place. A sheaf object being allocated or freed is in the slot's sheaf
+ *     hand (P_HAND of its line of the sheaf cache, which has no sheaves: holdSheaf) from before it
+ *     leaves its freelist, pcs line or hand until a pcs line, the barn, its freelist or the
+ *     deferred list has it; the word is written and cleared under the sheaf cache's list lock on
+ *     the freelist side, so reclaimSlot, taking that lock over, drops a held object that is on its
+ *     freelist, and afterwards frees one that nothing else holds (freeSheafObjectInHand). Residual:
+ *     a kill between an object leaving a list and its free or its caller leaks that one object.
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
  *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
@@ -730,6 +735,8 @@ export class SlabAllocator extends PageAllocator {
     const full = this.barnGetFull(id, mode);
     if (full !== 0) {
       this.vmInc(VM.barnGet, 1);
+      // The empty main goes to the barn (or is freed): held from before it leaves the pcs line.
+      if (main !== (this.hw + EMPTY_SHEAF_W) << 2 && spare !== 0) this.holdSheaf(main);
       i32[pcs + P_MAIN] = full;
       i32[pcs + P_HAND] = 0;
       if (main !== (this.hw + EMPTY_SHEAF_W) << 2) {
@@ -748,6 +755,7 @@ export class SlabAllocator extends PageAllocator {
       const s = this.allocSheaf(id, gfp);
       if (s === 0) return 0;
       i32[pcs + P_MAIN] = s;
+      this.unholdSheaf(s);
       sw = s >> 2;
     }
     return this.refillSheaf(id, sw, gfp, mode) > 0 ? sw : 0;
@@ -807,8 +815,8 @@ export class SlabAllocator extends PageAllocator {
     if (empty < i32[kw + K_EMPTY_LOW]!) i32[kw + K_EMPTY_LOW] = empty;
   }
 
-  /** Take one object off the first partial slab, or 0. List lock held. */
-  private takeOneFromPartial(kw: number): number {
+  /** Take one object off the first partial slab, or 0; into word `hand` first if not 0. List lock held. */
+  private takeOneFromPartial(kw: number, hand: number): number {
     const i32 = this.i32;
     const pfn = i32[kw + K_PARTIAL]!;
     if (pfn === 0) return 0;
@@ -817,6 +825,7 @@ export class SlabAllocator extends PageAllocator {
     if (inuse === 0) this.emptySlabTaken(kw);
     const obj = i32[d + D_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
+    if (hand !== 0) i32[hand] = obj;
     // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
     i32[d + D_FREELIST] = next;
     i32[d + D_INUSE] = inuse + 1;
@@ -826,15 +835,19 @@ export class SlabAllocator extends PageAllocator {
     return obj;
   }
 
-  /** One object straight from the slabs (caches without sheaves, and when no sheaf could be had). */
-  protected allocFromSlabs(id: number, gfp: number, mode: number): number {
+  /**
+   * One object straight from the slabs (caches without sheaves, and when no sheaf could be had).
+   * `hand` (a new sheaf object, see holdSheaf): the word that takes the object, under the list
+   * lock, before it leaves its freelist.
+   */
+  protected allocFromSlabs(id: number, gfp: number, mode: number, hand = 0): number {
     const kw = this.cacheWOf(id);
     const listLock = kw + K_LIST_LOCK;
     if (!this.lockIn(mode, listLock, LOCK.list)) return 0;
     // The object stays in a local across the unlock: a hook at list:release may re-enter.
-    const obj = this.takeOneFromPartial(kw);
+    const obj = this.takeOneFromPartial(kw, hand);
     this.unlock(listLock, LOCK.list);
-    return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0);
+    return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0, hand);
   }
 
   /**
@@ -843,7 +856,7 @@ export class SlabAllocator extends PageAllocator {
    * objects went in), or with `sw` 0 one object is returned. Only what is left goes on the partial
    * list, so another agent's refill cannot empty the new slab between its creation and its use.
    */
-  private newSlab(id: number, gfp: number, mode: number, sw: number): number {
+  private newSlab(id: number, gfp: number, mode: number, sw: number, hand = 0): number {
     const kw = this.cacheWOf(id);
     const order = this.i32[kw + K_ORDER]!;
     const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
@@ -892,6 +905,7 @@ export class SlabAllocator extends PageAllocator {
     if (sw === 0) {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
+      if (hand !== 0) i32[hand] = result;
       i32[d + D_FREELIST] = obj;
       i32[d + D_INUSE] = 1;
       this.debugUnlink(kw, result);
@@ -982,6 +996,7 @@ export class SlabAllocator extends PageAllocator {
       const s = this.allocSheaf(id, 0);
       if (s === 0) return 0;
       i32[pcs + P_MAIN] = s;
+      this.unholdSheaf(s);
       return s >> 2;
     }
     if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) {
@@ -1008,6 +1023,7 @@ export class SlabAllocator extends PageAllocator {
       i32[pcs + P_HAND] = 0;
       const s = mode === 0 ? this.allocSheaf(id, 0) : 0;
       i32[pcs + P_MAIN] = s === 0 ? (this.hw + EMPTY_SHEAF_W) << 2 : s;
+      if (s !== 0) this.unholdSheaf(s);
       return s >> 2;
     }
     // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
@@ -1040,11 +1056,15 @@ export class SlabAllocator extends PageAllocator {
     return true;
   }
 
-  /** Free one object straight to its slab. */
-  protected freeToSlabs(id: number, addr: number, mode: number): boolean {
+  /**
+   * Free one object straight to its slab. `hand` (a sheaf object being freed, see holdSheaf): the
+   * word that holds it, cleared under the list lock once the object is on its freelist.
+   */
+  protected freeToSlabs(id: number, addr: number, mode: number, hand = 0): boolean {
     const kw = this.cacheWOf(id);
     if (!this.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
     const empty = this.putObjectLocked(kw, addr);
+    if (hand !== 0 && this.i32[hand] === addr) this.i32[hand] = 0;
     const decayed = this.slabDecayLocked(kw, null);
     this.unlock(kw + K_LIST_LOCK, LOCK.list);
     if (empty !== 0) this.releaseSlab(id, empty, mode);
@@ -1229,6 +1249,7 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_FREE_OBJS] = free;
     i32[kw + K_NR_SLABS] = slabs;
     i32[kw + K_TOTAL_OBJS] = slabs * objs;
+    if (id === SHEAF_CACHE_ID) this.sheafHandRebuilt(cpu);
     return slabs;
   }
 
@@ -1357,6 +1378,7 @@ export class SlabAllocator extends PageAllocator {
     if (this.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
       if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
         this.barnPush(kw + K_BARN_EMPTY, sheaf);
+        this.unholdSheaf(sheaf);
         kept = true;
       }
       this.unlock(kw + K_BARN_LOCK, LOCK.barn);
@@ -1380,6 +1402,7 @@ export class SlabAllocator extends PageAllocator {
       this.unlock(kw + K_BARN_LOCK, LOCK.barn);
       if (s === 0) return;
       if (!this.flushSheaf(id, s >> 2, 0)) this.deferSheafObjects(s >> 2);
+      this.holdSheaf(s);
       this.i32[hand] = 0;
       this.freeSheaf(s, 0);
     }
@@ -1393,9 +1416,14 @@ export class SlabAllocator extends PageAllocator {
     i32[sw + S_SIZE] = 0;
   }
 
-  /** A new empty sheaf for cache `id` from the sheaf cache (normal mode only). */
+  /**
+   * A new empty sheaf for cache `id` from the sheaf cache (normal mode only). It is held (see
+   * holdSheaf) from before it leaves its freelist; the caller puts it on the pcs line, then
+   * unholdSheaf.
+   */
   private allocSheaf(id: number, gfp: number): number {
-    const s = this.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0);
+    const hand = this.sheafHandOf(this.cpu);
+    const s = this.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0, this.i32[hand] === 0 ? hand : 0);
     if (s === 0) return 0;
     const i32 = this.i32;
     const sw = s >> 2;
@@ -1406,8 +1434,102 @@ export class SlabAllocator extends PageAllocator {
     return s;
   }
 
+  /** Free a sheaf object; it is held (see holdSheaf) until its freelist or this slot's deferred list has it. */
   private freeSheaf(sheaf: number, mode: number): void {
-    if (!this.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode)) this.deferObject(sheaf);
+    this.holdSheaf(sheaf);
+    if (!this.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode, this.sheafHandOf(this.cpu))) {
+      this.deferObject(sheaf);
+      this.unholdSheaf(sheaf);
+    }
+  }
+
+  /** The sheaf object slot `cpu` is allocating or freeing: P_HAND of its line of the sheaf cache, which has no sheaves. */
+  private sheafHandOf(cpu: number): number {
+    return this.cacheWOf(SHEAF_CACHE_ID) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_HAND;
+  }
+
+  /**
+   * Hold sheaf object `s` in this slot's sheaf hand (unless it holds one already: a re-entered
+   * path) from before it leaves the place that holds it (a pcs line, P_HAND, a local on its way to
+   * the barn) until its freelist, the barn, a pcs line or this slot's deferred list has it. A
+   * sheaf object is then in some place at every statement: reclaimSlot frees a dead slot's held
+   * sheaf object unless it is in one of those places (freeSheafObjectInHand).
+   */
+  private holdSheaf(s: number): void {
+    const hand = this.sheafHandOf(this.cpu);
+    if (this.i32[hand] === 0) this.i32[hand] = s;
+  }
+
+  private unholdSheaf(s: number): void {
+    const hand = this.sheafHandOf(this.cpu);
+    if (this.i32[hand] === s) this.i32[hand] = 0;
+  }
+
+  /**
+   * reclaimSlot, the sheaf cache's list lock taken over from dead slot `cpu` and its lists rebuilt:
+   * a sheaf object the slot held and that is on its slab's freelist (it stopped before taking it,
+   * or after freeing it) is not the slot's. List lock held.
+   */
+  private sheafHandRebuilt(cpu: number): void {
+    const hand = this.sheafHandOf(cpu);
+    const s = this.i32[hand]!;
+    if (s !== 0 && this.sheafObjectFree(s) !== false) this.i32[hand] = 0;
+  }
+
+  /** Sheaf object `s`: on its slab's freelist (true), allocated (false), or not a sheaf object at all (null). */
+  private sheafObjectFree(s: number): boolean | null {
+    const i32 = this.i32;
+    if ((s & 3) !== 0 || s >>> 0 >= this.size || s >>> PAGE_SHIFT < this.zoneStart) return null;
+    const d = this.pd(s >>> PAGE_SHIFT);
+    if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== SHEAF_CACHE_ID) return null;
+    const head = i32[d + D_HEAD]!;
+    const kw = this.cacheWOf(SHEAF_CACHE_ID);
+    const objs = i32[kw + K_OBJS]!;
+    const k = (s - (head << PAGE_SHIFT)) / i32[kw + K_SIZE]!;
+    if (!Number.isInteger(k) || k < 0 || k >= objs) return null;
+    for (let o = i32[this.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < objs; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return true;
+    return false;
+  }
+
+  /**
+   * reclaimSlot, before the dead slot's deferred objects and sheaves go back: the sheaf object dead
+   * slot `cpu` held (holdSheaf) is freed unless something else holds it: a pcs line or hand of any
+   * slot, the barn of its cache, the slot's deferred list, or its freelist (or it is no sheaf
+   * object). Returns 1 if it freed one. No lock held.
+   */
+  protected freeSheafObjectInHand(cpu: number): number {
+    const i32 = this.i32;
+    const hand = this.sheafHandOf(cpu);
+    const s = i32[hand]!;
+    if (s === 0) return 0;
+    i32[hand] = 0;
+    if (this.sheafObjectFree(s) !== false) return 0;
+    for (let id = 0; id < this.maxCaches; id++) {
+      for (let c = 0; c < this.cpus; c++) {
+        const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + c * PCS_WORDS;
+        if (i32[pcs + P_MAIN] === s || i32[pcs + P_SPARE] === s || i32[pcs + P_HAND] === s) return 0;
+      }
+    }
+    const c = this.pcpOf(cpu);
+    const nd = i32[c + C_DEFER_NR]!;
+    for (let o = i32[c + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return 0;
+    // An empty sheaf on its way to the barn: the barn may have it.
+    const id = i32[(s >> 2) + S_CACHE]!;
+    if (id > SHEAF_CACHE_ID && id < this.maxCaches) {
+      const kw = this.cacheWOf(id);
+      const st = i32[kw + K_STATE];
+      if (st === CACHE_ACTIVE || st === CACHE_DYING) {
+        this.lock(kw + K_BARN_LOCK, LOCK.barn);
+        let found = false;
+        for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+          for (let b = i32[head]!, n = 0; b !== 0 && n <= BARN_MAX; b = i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+        }
+        this.unlock(kw + K_BARN_LOCK, LOCK.barn);
+        if (found) return 0;
+      }
+    }
+    this.freeSheaf(s, 0);
+    return 1;
   }
 
   /* ================================================================= nolock object paths */
@@ -1936,6 +2058,7 @@ export class SlabAllocator extends PageAllocator {
         const s = i32[pcs + which]!;
         if (s !== 0 && s !== emptyW) {
           if (!this.flushSheaf(id, s >> 2, mode)) return false;
+          this.holdSheaf(s);
           i32[pcs + which] = which === P_MAIN ? emptyW : 0;
           this.freeSheaf(s, mode);
         }
