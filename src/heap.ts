@@ -7,7 +7,8 @@
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
  *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run).
  *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
- *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive).
+ *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive),
+ *     for equality only, the value kept as the word stores it ((gen + 1) | 0), so it wraps at 2^31.
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
@@ -324,7 +325,8 @@ export class Heap extends RcuAllocator {
     const i32 = this.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.canBlock ? CPUF_NOBLOCK : 0;
-    this.gen = i32[c + C_GEN]! + 1;
+    // Wrap-safe: a stored generation is a signed 32-bit word, compared only for equality.
+    this.gen = (i32[c + C_GEN]! + 1) | 0;
     i32[c + C_GEN] = this.gen;
     this.u32[c + C_FAIL_STATE] = (this.u32[this.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.rcuOnline();

@@ -1828,7 +1828,7 @@ export class SlabAllocator extends PageAllocator {
     const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
     const size = cacheStride(objectSize, align, debug);
     const order = slabOrder(size);
-    const gen = i32[kw + K_GEN]! + 1;
+    const gen = (i32[kw + K_GEN]! + 1) | 0; // as the word stores it: handles compare it for equality
     i32.fill(0, kw, kw + this.cacheWords);
     i32[kw + K_GEN] = gen;
     i32[kw + K_OBJ_SIZE] = objectSize;
