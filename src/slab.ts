@@ -1152,23 +1152,26 @@ export class SlabAllocator extends PageAllocator {
    * every count from the slab descriptors, the source of truth. Each slab head of the cache
    * (PG_SLAB, D_HEAD itself) gets its tails marked again (unaccountSlab clears them first), its
    * freelist walked (a link outside the slab, or one seen twice, cuts it there) and D_INUSE set to
-   * the objects not on it. The dead slot's sheaves of the cache may hold at their top an object
-   * that is also on its freelist (stopped between the two stores of a refill or a flush): the
-   * sheaf drops it. A slab the dead slot had already turned into a block in its hand
-   * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
+   * the objects not on it. The sheaves of the cache of the dead slots being reclaimed (`cpus`:
+   * the dead slot, and the slots it was itself reclaiming, whose sheaves it flushed) may hold at
+   * their top an object that is also on its freelist (stopped between the two stores of a refill
+   * or a flush): the sheaf drops it. A slab the dead slot had already turned into a block in its
+   * hand (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
    */
-  protected slabRebuildLocked(id: number, cpu: number): number {
+  protected slabRebuildLocked(id: number, cpus: readonly number[]): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const objs = i32[kw + K_OBJS]!;
     const size = i32[kw + K_SIZE]!;
     const npages = 1 << i32[kw + K_ORDER]!;
     const poison = i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0;
-    const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
     const tops: number[] = [];
-    for (const at of [P_MAIN, P_SPARE]) {
-      const s = i32[pcs + at]!;
-      if (s !== 0 && s !== (this.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0) tops.push(s >> 2);
+    for (const cpu of cpus) {
+      const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+      for (const at of [P_MAIN, P_SPARE]) {
+        const s = i32[pcs + at]!;
+        if (s !== 0 && s !== (this.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0 && !tops.includes(s >> 2)) tops.push(s >> 2);
+      }
     }
     const seen = new Uint8Array(objs);
     let partial = 0;
