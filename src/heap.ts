@@ -33,7 +33,8 @@
  *     is released once no slot caches its objects.
  *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
- *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
+ *     exact only while the heap is quiet. validate() refuses (EDEADLK) while its agent holds any
+ *     lock (from a hook or trace handler), and takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
@@ -702,7 +703,9 @@ export class Heap extends RcuAllocator {
   validate(): void {
     this.assertLive();
     this.refreshViews();
-    this.assertCanLock(LOCK.pcp);
+    // From a hook or trace handler that holds any lock (a sheaf, list, barn or rcu lock too): the
+    // walk would read the structure its own agent is changing, and takes the pcp and zone locks.
+    this.assertCanLock(LOCK.rcu);
     // The walk must see one state: no reentry hook may run at validate's own lock points.
     const hook = this.hook;
     this.hook = null;
