@@ -47,7 +47,8 @@
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
  *   P_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
- *     an Atomics.add, then the state and generation are checked; cacheExit). A dying cache is
+ *     an Atomics.add, then the state and generation are checked; cacheExit); setupCache of a new
+ *     cache in the descriptor leaves it as it is (a stale handle may be counting itself in). A dying cache is
  *     released (under CT_LOCK) only when no slot caches its objects and every P_USERS is 0, so no
  *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
  *     holds objects only while the cache is not released.
@@ -1832,7 +1833,17 @@ export class SlabAllocator extends PageAllocator {
     const size = cacheStride(objectSize, align, debug);
     const order = slabOrder(size);
     const gen = (i32[kw + K_GEN]! + 1) | 0; // as the word stores it: handles compare it for equality
-    i32.fill(0, kw, kw + this.cacheWords);
+    // Every word but the slots' P_USERS: a slot's slow path counts itself in and out of this
+    // descriptor without CT_LOCK (cacheEnter of a stale handle, refused once it sees the state),
+    // so zeroing its count here made the slot's later Atomics.sub leave it at -1 for good, and
+    // the new cache could never be released.
+    i32.fill(0, kw, kw + CACHE_HDR_WORDS);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+      i32.fill(0, pcs, pcs + P_USERS);
+      i32.fill(0, pcs + P_USERS + 1, pcs + PCS_WORDS);
+    }
+    i32.fill(0, kw + CACHE_HDR_WORDS + this.cpus * PCS_WORDS, kw + this.cacheWords);
     i32[kw + K_GEN] = gen;
     i32[kw + K_OBJ_SIZE] = objectSize;
     i32[kw + K_SIZE] = size;
