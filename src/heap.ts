@@ -5,9 +5,13 @@
  *
  *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
  *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
- *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run).
+ *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run). The
+ *     claimant is in the same word (slotReclaimingBy): a reclaimer killed mid-reclaim leaves its
+ *     claims, and reclaimSlot of the reclaimer claims them again (claimOrphansOf) and finishes
+ *     them with it; a claim whose claimant is given too, or free, is taken over directly.
  *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
- *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive).
+ *     reclaimSlot; a handle compares it with the value it claimed on its slow paths (assertLive),
+ *     for equality only, the value kept as the word stores it ((gen + 1) | 0), so it wraps at 2^31.
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
  *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
@@ -29,7 +33,8 @@
  *     is released once no slot caches its objects.
  *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
  *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
- *     exact only while the heap is quiet. validate() takes every pcp lock and the zone lock; the
+ *     exact only while the heap is quiet. validate() refuses (EDEADLK) while its agent holds any
+ *     lock (from a hook or trace handler), and takes every pcp lock and the zone lock; the
  *     sheaves of other slots it reads as they are (exact while those agents are idle).
  *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
  *     stats() reads counters (a cache's name is written before its K_STATE is stored).
@@ -106,6 +111,9 @@ import {
   SLOT_DEAD,
   SLOT_FREE,
   SLOT_RECLAIMING,
+  SLOT_STATE_MASK,
+  slotReclaimer,
+  slotReclaimingBy,
   VM,
   type VmItem,
   Z_LOCK,
@@ -180,7 +188,9 @@ export interface AttachOptions {
  * "kfreeRcu counts of cpu 2"); `pages` the pages returned to the free lists (its pcp lists, the
  * blocks in its hands, its spare kfreeRcu block pages); `objects` the objects returned (its
  * sheaves, its deferred frees, its kfreeRcu objects, freed after their grace period);
- * `inHand` the page blocks, kfreeRcu block pages and sheaf objects it had in its hands inside the allocator.
+ * `inHand` the page blocks, kfreeRcu block pages and sheaf objects it had in its hands inside the allocator;
+ * `finished`, only when the dead agent died inside reclaimSlot, the reports of the slots it was
+ * reclaiming, whose reclaim this one finished.
  */
 export interface ReclaimReport {
   cpu: number;
@@ -189,6 +199,8 @@ export interface ReclaimReport {
   pages: number;
   objects: number;
   inHand: number;
+  /** Present when the dead agent was itself reclaiming slots when it died: their reports, finished now. */
+  finished?: ReclaimReport[];
 }
 
 export interface HeapStats extends PageStats, RcuStats {
@@ -326,7 +338,8 @@ export class Heap extends RcuAllocator {
     const i32 = this.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
     i32[c + C_FLAGS] = noBlock || !this.canBlock ? CPUF_NOBLOCK : 0;
-    this.gen = i32[c + C_GEN]! + 1;
+    // Wrap-safe: a stored generation is a signed 32-bit word, compared only for equality.
+    this.gen = (i32[c + C_GEN]! + 1) | 0;
     i32[c + C_GEN] = this.gen;
     this.u32[c + C_FAIL_STATE] = (this.u32[this.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.rcuOnline();
@@ -449,15 +462,23 @@ export class Heap extends RcuAllocator {
         return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
       }
     }
-    // Claim every slot (SLOT_RECLAIMING) before anything changes; SLOT_DEAD: a heap of an earlier
-    // release marked the slot dead, and it is reclaimed the same way.
+    // Claim every slot (SLOT_RECLAIMING, with this slot as claimant) before anything changes;
+    // SLOT_DEAD: a heap of an earlier release marked the slot dead, and it is reclaimed the same
+    // way. A slot whose claimant died mid-reclaim (the claimant is given too, or no longer
+    // attached) is claimed again: this reclaim finishes the job.
+    const mine = slotReclaimingBy(this.cpu);
     const before: number[] = [];
     for (const cpu of cpus) {
       const c = this.pcpOf(cpu);
       const state = Atomics.load(this.i32, c + C_STATE);
+      const by = slotReclaimer(state);
+      const orphan = (state & SLOT_STATE_MASK) === SLOT_RECLAIMING && by !== this.cpu && (by < 0 || by >= this.cpus || cpus.includes(by) || this.slotGone(by));
       const why =
-        state !== SLOT_ATTACHED && state !== SLOT_DEAD ? `cpu ${cpu} is not attached`
-        : Atomics.compareExchange(this.i32, c + C_STATE, state, SLOT_RECLAIMING) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
+        state !== SLOT_ATTACHED && state !== SLOT_DEAD && !orphan
+          ? (state & SLOT_STATE_MASK) === SLOT_RECLAIMING
+            ? `cpu ${cpu} is being reclaimed by cpu ${by}${by === this.cpu ? " (this handle's slot)" : `: if cpu ${by}'s agent died, reclaimSlot(${by}) finishes both`}`
+            : `cpu ${cpu} is not attached`
+        : Atomics.compareExchange(this.i32, c + C_STATE, state, mine) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
         : null;
       if (why !== null) {
         for (let k = 0; k < before.length; k++) Atomics.store(this.i32, this.pcpOf(cpus[k]!) + C_STATE, before[k]!);
@@ -465,6 +486,8 @@ export class Heap extends RcuAllocator {
       }
       before.push(state);
     }
+    const given = cpus.length;
+    const claimants = this.claimOrphansOf(cpus);
     // A handle still using a slot (a host that reclaimed a live worker's slot) finds the
     // generation moved on at its next slow path and is detached (EDETACHED), never sharing it.
     for (const cpu of cpus) Atomics.add(this.i32, this.pcpOf(cpu) + C_GEN, 1);
@@ -477,7 +500,7 @@ export class Heap extends RcuAllocator {
     const reports = cpus.map((cpu): ReclaimReport => ({ cpu, locks: [], rebuilt: [], pages: 0, objects: 0, inHand: 0 }));
     try {
       // No waiting here: only the locks these slots hold are taken over.
-      for (let k = 0; k < cpus.length; k++) this.recoverLocksOf(cpus[k]!, reports[k]!);
+      for (let k = 0; k < cpus.length; k++) this.recoverLocksOf(cpus[k]!, reports[k]!, cpus);
       for (let k = 0; k < cpus.length; k++) this.returnSlotMemory(cpus[k]!, reports[k]!);
     } catch (e) {
       // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
@@ -489,7 +512,39 @@ export class Heap extends RcuAllocator {
       for (let k = 0; k <= LOCK_CLASSES; k++) this.i32[c + C_HELD + k] = 0;
       Atomics.store(this.i32, c + C_STATE, SLOT_FREE);
     }
-    return many ? reports : reports[0]!;
+    // The report of a slot a dead claimant was reclaiming goes with its claimant's.
+    for (let k = given; k < cpus.length; k++) {
+      const r = reports[cpus.indexOf(claimants[k - given]!)]!;
+      (r.finished ??= []).push(reports[k]!);
+    }
+    return many ? reports.slice(0, given) : reports[0]!;
+  }
+
+  /** Is slot `cpu`'s agent gone for good: the slot free, or marked dead by an earlier release? */
+  private slotGone(cpu: number): boolean {
+    const st = Atomics.load(this.i32, this.pcpOf(cpu) + C_STATE);
+    return st === SLOT_FREE || st === SLOT_DEAD;
+  }
+
+  /**
+   * reclaimSlot: the slots that the dead slots in `cpus` had claimed (SLOT_RECLAIMING by one of
+   * them) when they died are claimed by this slot and appended to `cpus`, and so on for theirs,
+   * so that their reclaim is finished with their claimant's. Returns each one's claimant.
+   */
+  private claimOrphansOf(cpus: number[]): number[] {
+    const claimants: number[] = [];
+    const mine = slotReclaimingBy(this.cpu);
+    for (let k = 0; k < cpus.length; k++) {
+      const by = cpus[k]!;
+      const theirs = slotReclaimingBy(by);
+      for (let s = 0; s < this.cpus; s++) {
+        if (s === this.cpu || cpus.includes(s)) continue;
+        if (Atomics.compareExchange(this.i32, this.pcpOf(s) + C_STATE, theirs, mine) !== theirs) continue;
+        cpus.push(s);
+        claimants.push(by);
+      }
+    }
+    return claimants;
   }
 
   /** reclaimSlot, once the dead slot's locks are recovered: everything it held goes back. */
@@ -520,7 +575,7 @@ export class Heap extends RcuAllocator {
   /** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
   private reclaimDeferredOf(cpu: number): void {
     const c = this.pcpOf(cpu);
-    if (Atomics.compareExchange(this.i32, c + C_STATE, SLOT_FREE, SLOT_RECLAIMING) !== SLOT_FREE) {
+    if (Atomics.compareExchange(this.i32, c + C_STATE, SLOT_FREE, slotReclaimingBy(this.cpu)) !== SLOT_FREE) {
       throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
     }
     try {
@@ -554,7 +609,7 @@ export class Heap extends RcuAllocator {
    * and the pcp lists' counts (recountPcp). A block the dead agent had in hand (taken out of a
    * list, not yet handed back) stays allocated: leaked, never handed out twice.
    */
-  private recoverLocksOf(cpu: number, report: ReclaimReport): void {
+  private recoverLocksOf(cpu: number, report: ReclaimReport, group: readonly number[]): void {
     const i32 = this.i32;
     // A request it raised on another slot's pcp lock while it waited for it.
     this.pcpDropRequestOf(cpu);
@@ -585,7 +640,7 @@ export class Heap extends RcuAllocator {
       }
       if (this.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
         report.locks.push(`list ${name}`);
-        const slabs = this.slabRebuildLocked(id, cpu);
+        const slabs = this.slabRebuildLocked(id, group);
         report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
         this.unlock(kw + K_LIST_LOCK, LOCK.list);
       }
@@ -658,7 +713,9 @@ export class Heap extends RcuAllocator {
   validate(): void {
     this.assertLive();
     this.refreshViews();
-    this.assertCanLock(LOCK.pcp);
+    // From a hook or trace handler that holds any lock (a sheaf, list, barn or rcu lock too): the
+    // walk would read the structure its own agent is changing, and takes the pcp and zone locks.
+    this.assertCanLock(LOCK.rcu);
     // The walk must see one state: no reentry hook may run at validate's own lock points.
     const hook = this.hook;
     this.hook = null;

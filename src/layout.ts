@@ -152,7 +152,7 @@ export const HEADER_WORDS = 224;
 export const PCPU_BYTES = 1408;
 export const PCPU_WORDS = PCPU_BYTES >> 2;
 /* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
-/** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING or SLOT_DEAD; claimed by CAS. */
+/** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING (with its claimant, slotReclaimingBy) or SLOT_DEAD; claimed by CAS. */
 export const C_STATE = 0;
 /** Incremented at every attach and every reclaimSlot, so a stale handle of an earlier attach can be
  * recognised: its slow paths compare it with the value it claimed and throw EDETACHED. */
@@ -233,7 +233,21 @@ export const RB_CAP = (4096 >> 2) - RB_ADDRS;
 
 export const SLOT_FREE = 0;
 export const SLOT_ATTACHED = 1;
+/** A slot reclaimSlot has claimed. The claimant's slot + 1 is stored above SLOT_RECLAIMER_SHIFT in
+ * the same word (slotReclaimingBy), so that a reclaimer killed mid-reclaim is known: reclaimSlot
+ * of the claimant finishes the job. Read the state with SLOT_STATE_MASK. */
 export const SLOT_RECLAIMING = 2;
+export const SLOT_RECLAIMER_SHIFT = 8;
+export const SLOT_STATE_MASK = (1 << SLOT_RECLAIMER_SHIFT) - 1;
+/** C_STATE of a slot that slot `by` is reclaiming. */
+export function slotReclaimingBy(by: number): number {
+  return SLOT_RECLAIMING | ((by + 1) << SLOT_RECLAIMER_SHIFT);
+}
+/** The slot reclaiming a slot of state `state`: -1 when none is recorded (an earlier release's
+ * plain SLOT_RECLAIMING), or when the slot is not being reclaimed (then also see the state). */
+export function slotReclaimer(state: number): number {
+  return (state & SLOT_STATE_MASK) === SLOT_RECLAIMING ? (state >>> SLOT_RECLAIMER_SHIFT) - 1 : -1;
+}
 /** A slot an earlier release marked dead (its agent died holding a lock; waiters on its locks get
  * EOWNERDEAD). reclaimSlot now takes such locks over and reclaims the slot instead; kept so that a
  * heap marked by the earlier release can still be reclaimed. */

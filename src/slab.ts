@@ -52,7 +52,8 @@
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
  *   P_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
- *     an Atomics.add, then the state and generation are checked; cacheExit). A dying cache is
+ *     an Atomics.add, then the state and generation are checked; cacheExit); setupCache of a new
+ *     cache in the descriptor leaves it as it is (a stale handle may be counting itself in). A dying cache is
  *     released (under CT_LOCK) only when no slot caches its objects and every P_USERS is 0, so no
  *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
  *     holds objects only while the cache is not released.
@@ -1172,23 +1173,26 @@ export class SlabAllocator extends PageAllocator {
    * every count from the slab descriptors, the source of truth. Each slab head of the cache
    * (PG_SLAB, D_HEAD itself) gets its tails marked again (unaccountSlab clears them first), its
    * freelist walked (a link outside the slab, or one seen twice, cuts it there) and D_INUSE set to
-   * the objects not on it. The dead slot's sheaves of the cache may hold at their top an object
-   * that is also on its freelist (stopped between the two stores of a refill or a flush): the
-   * sheaf drops it. A slab the dead slot had already turned into a block in its hand
-   * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
+   * the objects not on it. The sheaves of the cache of the dead slots being reclaimed (`cpus`:
+   * the dead slot, and the slots it was itself reclaiming, whose sheaves it flushed) may hold at
+   * their top an object that is also on its freelist (stopped between the two stores of a refill
+   * or a flush): the sheaf drops it. A slab the dead slot had already turned into a block in its
+   * hand (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
    */
-  protected slabRebuildLocked(id: number, cpu: number): number {
+  protected slabRebuildLocked(id: number, cpus: readonly number[]): number {
     const i32 = this.i32;
     const kw = this.cacheWOf(id);
     const objs = i32[kw + K_OBJS]!;
     const size = i32[kw + K_SIZE]!;
     const npages = 1 << i32[kw + K_ORDER]!;
     const poison = i32[kw + K_META] !== 0 && (this.debugFlags & DEBUG_POISON) !== 0;
-    const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
     const tops: number[] = [];
-    for (const at of [P_MAIN, P_SPARE]) {
-      const s = i32[pcs + at]!;
-      if (s !== 0 && s !== (this.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0) tops.push(s >> 2);
+    for (const cpu of cpus) {
+      const pcs = this.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+      for (const at of [P_MAIN, P_SPARE]) {
+        const s = i32[pcs + at]!;
+        if (s !== 0 && s !== (this.hw + EMPTY_SHEAF_W) << 2 && i32[(s >> 2) + S_SIZE]! > 0 && !tops.includes(s >> 2)) tops.push(s >> 2);
+      }
     }
     const seen = new Uint8Array(objs);
     let partial = 0;
@@ -1249,7 +1253,7 @@ export class SlabAllocator extends PageAllocator {
     i32[kw + K_FREE_OBJS] = free;
     i32[kw + K_NR_SLABS] = slabs;
     i32[kw + K_TOTAL_OBJS] = slabs * objs;
-    if (id === SHEAF_CACHE_ID) this.sheafHandRebuilt(cpu);
+    if (id === SHEAF_CACHE_ID) for (const cpu of cpus) this.sheafHandRebuilt(cpu);
     return slabs;
   }
 
@@ -1950,8 +1954,18 @@ export class SlabAllocator extends PageAllocator {
     const inuse = Math.ceil(Math.max(objectSize, 8) / 8) * 8;
     const size = cacheStride(objectSize, align, debug);
     const order = slabOrder(size);
-    const gen = i32[kw + K_GEN]! + 1;
-    i32.fill(0, kw, kw + this.cacheWords);
+    const gen = (i32[kw + K_GEN]! + 1) | 0; // as the word stores it: handles compare it for equality
+    // Every word but the slots' P_USERS: a slot's slow path counts itself in and out of this
+    // descriptor without CT_LOCK (cacheEnter of a stale handle, refused once it sees the state),
+    // so zeroing its count here made the slot's later Atomics.sub leave it at -1 for good, and
+    // the new cache could never be released.
+    i32.fill(0, kw, kw + CACHE_HDR_WORDS);
+    for (let cpu = 0; cpu < this.cpus; cpu++) {
+      const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
+      i32.fill(0, pcs, pcs + P_USERS);
+      i32.fill(0, pcs + P_USERS + 1, pcs + PCS_WORDS);
+    }
+    i32.fill(0, kw + CACHE_HDR_WORDS + this.cpus * PCS_WORDS, kw + this.cacheWords);
     i32[kw + K_GEN] = gen;
     i32[kw + K_OBJ_SIZE] = objectSize;
     i32[kw + K_SIZE] = size;
