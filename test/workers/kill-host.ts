@@ -478,6 +478,26 @@ function settle(dead: Dead[]): void {
   if (sumPages !== c.total) fail(`pages: free ${c.free} + pcp ${c.pcp} + deferred ${c.deferred} + slab ${c.slab} + rcu blocks ${c.rcu} + held ${c.allocated} = ${sumPages}, not the ${c.total} the zone manages`);
 }
 
+/**
+ * The attached slots no survivor names, read when no survivor is inside Heap.attach: the slots
+ * list is read first, so a survivor that claims a slot after it was read names a slot not in it.
+ */
+async function deadSlots(): Promise<Set<number>> {
+  const end = Date.now() + 20_000;
+  for (;;) {
+    const slots = heap.attachedSlots();
+    let attaching = false;
+    for (const w of live) if (w !== null && Atomics.load(ctrl, wBase(w.id) + W_ATTACHING) !== 0) attaching = true;
+    if (!attaching) {
+      const known = new Set<number>([heap.cpu]);
+      for (const w of live) if (w !== null) known.add(Atomics.load(ctrl, wBase(w.id) + W_CPU));
+      return new Set(slots.filter((cpu) => !known.has(cpu)));
+    }
+    if (Date.now() > end) throw new Error("a survivor stayed inside Heap.attach for 20 s");
+    await sleep(1);
+  }
+}
+
 async function killRound(): Promise<void> {
   const alive = live.filter((w): w is Live => w !== null && w.failed === null);
   if (alive.length === 0) return;
@@ -521,6 +541,11 @@ async function killRound(): Promise<void> {
   // reclaimSlot with the survivors running, as a host would.
   phase("reclaimSlot");
   // Two killed at once are reclaimed together: neither reclaim may wait on a lock the other holds.
+  // A worker killed inside its own detach() after the slot was freed still names that slot (its
+  // W_CPU is cleared after detach returns): such a slot is no longer attached, or a survivor has
+  // attached to it since. Only slots still attached and named by no survivor are the dead's.
+  const held = await deadSlots();
+  for (const d of dead) if (d.cpu >= 0 && !held.has(d.cpu)) d.cpu = -1;
   const cpus = dead.filter((d) => d.cpu >= 0).map((d) => d.cpu);
   if (cpus.length === 1) reclaimReport(heap.reclaimSlot(cpus[0]!));
   else if (cpus.length > 1) for (const r of heap.reclaimSlot(cpus)) reclaimReport(r);
