@@ -10,6 +10,7 @@ import { Worker } from "node:worker_threads";
 import { Heap, type ReclaimReport } from "../src/index.js";
 import { C_PCP_LOCK, C_PCP_REQ, H_PCPU_OFF, PCPU_WORDS } from "../src/layout.js";
 import type { HandScenario } from "./workers/hand.js";
+import { firstMessage } from "./util.js";
 
 interface Parked {
   worker: Worker;
@@ -26,17 +27,7 @@ async function park(heap: Heap, scenario: HandScenario, point = "", nth = 1): Pr
   });
   // A worker a failed assertion left parked must not keep the test process alive.
   worker.unref();
-  const m = await new Promise<{ parked: string | null; cpu: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the ${scenario} worker never reached ${point || "its end"} within 20 s`)), 20_000);
-    worker.once("message", (msg) => {
-      clearTimeout(timer);
-      resolve(msg as { parked: string | null; cpu: number });
-    });
-    worker.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
+  const m = await firstMessage<{ parked: string | null; cpu: number }>(worker, `the ${scenario} worker never reached ${point || "its end"}`);
   return { worker, cpu: m.cpu, parked: m.parked, flag: new Int32Array(flag) };
 }
 
