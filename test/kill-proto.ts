@@ -122,6 +122,8 @@ export interface KillOptions {
   seed: number;
   /** Print a line per kill. */
   verbose: boolean;
+  /** Objects left beyond the one-object windows are a failure (default); false: a note in the output. */
+  strictObjects?: boolean;
 }
 
 export interface KillSummary {

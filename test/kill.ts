@@ -13,7 +13,8 @@
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { parseCommandLine, parseSeconds, parseWhole, UsageError, usageMessage } from "../demo/args.js";
-import { G_BEAT, G_PHASE, G_WORDS, HOST_PHASES, W_WORDS, type KillOptions, type KillSummary } from "./kill-proto.js";
+import { heldLockWords } from "./kill-locks.js";
+import { G_BEAT, G_PHASE, G_WORDS, HOST_PHASES, W_CPU, W_POP, W_WORDS, wBase, type KillOptions, type KillSummary } from "./kill-proto.js";
 
 export type { KillOptions, KillSummary } from "./kill-proto.js";
 
@@ -27,6 +28,7 @@ export function runKills(opts: KillOptions, onLine: (line: string) => void = () 
   const host = new Worker(new URL("./workers/kill-host.js", import.meta.url), { workerData: { opts, ctrlBuf } });
   return new Promise((resolve) => {
     let summary: KillSummary | null = null;
+    let heapBuffer: SharedArrayBuffer | null = null;
     let lastBeat = -1;
     let lastChange = Date.now();
     const watch = setInterval(() => {
@@ -37,11 +39,14 @@ export function runKills(opts: KillOptions, onLine: (line: string) => void = () 
       } else if (Date.now() - lastChange > HANG_MS) {
         clearInterval(watch);
         onLine(`failure: the host made no progress for ${HANG_MS / 1000} s, in its ${HOST_PHASES[Atomics.load(ctrl, G_PHASE)] ?? "?"} phase: a hang`);
+        if (heapBuffer !== null) onLine(`  held lock words: ${heldLockWords(heapBuffer)}`);
+        for (let id = 0; id < opts.workers; id++) onLine(`  worker ${id}: cpu ${ctrl[wBase(id) + W_CPU]}, pending op ${ctrl[wBase(id) + W_POP]}`);
         void host.terminate();
       }
     }, 1000);
     host.on("message", (m: { type: string; line?: string; summary?: KillSummary }) => {
       if (m.type === "line") onLine(m.line!);
+      else if (m.type === "buffer") heapBuffer = (m as unknown as { buffer: SharedArrayBuffer }).buffer;
       else if (m.type === "summary") summary = m.summary!;
     });
     host.on("error", (e) => onLine(`failure: host crashed: ${e.message}`));

@@ -10,6 +10,7 @@ import { test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { Heap } from "../src/index.js";
 import type { AllocKind } from "./workers/alloc-traced.js";
+import { firstMessage } from "./util.js";
 
 interface Stopped {
   worker: Worker;
@@ -21,17 +22,7 @@ interface Stopped {
 /** Start a worker on `kind` and wait, with a deadline, until it stops inside the allocation. */
 async function stopInside(heap: Heap, kind: AllocKind): Promise<Stopped> {
   const worker = new Worker(new URL("./workers/alloc-traced.js", import.meta.url), { workerData: { buffer: heap.buffer, kind } });
-  const m = await new Promise<{ cpu: number; addr: number; order: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the ${kind} worker did not stop inside its allocation within 20 s`)), 20_000);
-    worker.once("message", (msg) => {
-      clearTimeout(timer);
-      resolve(msg as { cpu: number; addr: number; order: number });
-    });
-    worker.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
+  const m = await firstMessage<{ cpu: number; addr: number; order: number }>(worker, `the ${kind} worker did not stop inside its allocation`);
   return { worker, ...m };
 }
 

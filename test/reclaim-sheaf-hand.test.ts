@@ -11,20 +11,11 @@ import { test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { Heap } from "../src/index.js";
 import type { SheafScenario } from "./workers/sheaf-hand.js";
+import { firstMessage } from "./util.js";
 
 async function stopAt(heap: Heap, scenario: SheafScenario, point: string, nth: number): Promise<{ worker: Worker; cpu: number; parked: string | null }> {
   const worker = new Worker(new URL("./workers/sheaf-hand.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario, point, nth } });
-  const m = await new Promise<{ parked: string | null; cpu: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the ${scenario} worker never reached ${point} #${nth} within 20 s`)), 20_000);
-    worker.once("message", (msg) => {
-      clearTimeout(timer);
-      resolve(msg as { parked: string | null; cpu: number });
-    });
-    worker.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
+  const m = await firstMessage<{ parked: string | null; cpu: number }>(worker, `the ${scenario} worker never reached ${point} #${nth}`);
   return { worker, ...m };
 }
 

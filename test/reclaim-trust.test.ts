@@ -8,33 +8,27 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { Heap, type ReclaimReport } from "../src/index.js";
+import { C_PCP_LOCK, C_PCP_REQ, H_PCPU_OFF, PCPU_WORDS } from "../src/core/layout.js";
 import type { HandScenario } from "./workers/hand.js";
+import { firstMessage } from "./util.js";
 
 interface Parked {
   worker: Worker;
   cpu: number;
   parked: string | null;
+  flag: Int32Array;
 }
 
 /** Start a worker on `scenario` and wait (with a deadline) until it parks at `point` (or finishes). */
 async function park(heap: Heap, scenario: HandScenario, point = "", nth = 1): Promise<Parked> {
+  const flag = new SharedArrayBuffer(8);
   const worker = new Worker(new URL("./workers/hand.js", import.meta.url), {
-    workerData: { buffer: heap.buffer, flag: new SharedArrayBuffer(4), scenario, point, nth },
+    workerData: { buffer: heap.buffer, flag, scenario, point, nth },
   });
   // A worker a failed assertion left parked must not keep the test process alive.
   worker.unref();
-  const m = await new Promise<{ parked: string | null; cpu: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the ${scenario} worker never reached ${point || "its end"} within 20 s`)), 20_000);
-    worker.once("message", (msg) => {
-      clearTimeout(timer);
-      resolve(msg as { parked: string | null; cpu: number });
-    });
-    worker.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-  return { worker, cpu: m.cpu, parked: m.parked };
+  const m = await firstMessage<{ parked: string | null; cpu: number }>(worker, `the ${scenario} worker never reached ${point || "its end"}`);
+  return { worker, cpu: m.cpu, parked: m.parked, flag: new Int32Array(flag) };
 }
 
 /** After the reclaim: the heap is valid, and every page is free but for `leak` objects at most. */
@@ -123,5 +117,42 @@ test("reclaimSlot([...]) checks every slot before it changes anything", () => {
   assert.throws(() => heap.reclaimSlot([1]), /EINVAL: cpu 1 is not attached/);
   assert.deepEqual(heap.reclaimSlot([]), []);
   heap.validate();
+  heap.detach();
+});
+
+test("a worker killed while it drained another slot's pcp lists (holding that slot's pcp word, its request raised): reclaimSlot releases the word and lowers the request, and that slot goes on and detaches", async () => {
+  const heap = Heap.create({ size: 16 << 20, cpus: 4 });
+  const busy = await park(heap, "pcploop");
+  // The drainer takes the busy slot's word only when the busy slot hands it over in time: try
+  // again (a drainer that finished without it detaches nothing; its slot is reclaimed) until it does.
+  let p = await park(heap, "drain", "pcp:acquire", 1);
+  for (let tries = 1; p.parked === null && tries < 50; tries++) {
+    await p.worker.terminate();
+    heap.reclaimSlot(p.cpu);
+    p = await park(heap, "drain", "pcp:acquire", 1);
+  }
+  assert.equal(p.parked, "pcp:acquire");
+  await p.worker.terminate();
+  const pcp = (cpu: number): number => (heap.u32[H_PCPU_OFF]! >>> 2) + cpu * PCPU_WORDS;
+  const r = heap.reclaimSlot(p.cpu);
+  assert.ok(r.locks.includes(`pcp cpu ${busy.cpu}`), `it held the busy slot's pcp word: ${JSON.stringify(r)}`);
+  assert.equal(Atomics.load(heap.i32, pcp(busy.cpu) + C_PCP_REQ), 0, "no request left raised on the busy slot");
+  assert.notEqual(Atomics.load(heap.i32, pcp(busy.cpu) + C_PCP_LOCK) & 0xffff, p.cpu + 1);
+  // The busy slot goes on, then detaches (it would spin for ever on a word the dead worker held).
+  const detached = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the busy slot did not detach within 20 s")), 20_000);
+    busy.worker.on("message", (m: { detached?: boolean }) => {
+      if (m.detached === true) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  Atomics.store(busy.flag, 1, 1);
+  await detached;
+  await busy.worker.terminate();
+  heap.shrink();
+  heap.validate();
+  assert.equal(heap.stats().freePages, heap.stats().totalPages);
   heap.detach();
 });

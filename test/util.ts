@@ -87,6 +87,21 @@ export async function until(pred: () => boolean, what: string, timeoutMs = 20_00
   }
 }
 
+/** The first message `worker` posts, or a rejection with `what` if none comes within the deadline (or it fails). */
+export function firstMessage<T>(worker: Worker, what: string, timeoutMs = 20_000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} within ${timeoutMs / 1000} s`)), timeoutMs);
+    worker.once("message", (msg) => {
+      clearTimeout(timer);
+      resolve(msg as T);
+    });
+    worker.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
 export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -7,7 +7,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../src/index.js";
 
-export type HandScenario = "idle" | "pages" | "large" | "shrink" | "rcu" | "list";
+export type HandScenario = "idle" | "pages" | "large" | "shrink" | "rcu" | "list" | "drain" | "pcploop";
 
 const { buffer, flag, scenario, point, nth } = workerData as {
   buffer: SharedArrayBuffer;
@@ -60,6 +60,21 @@ switch (scenario) {
     for (const a of objs) heap.kfreeRcu(a);
     armed = true;
     heap.rcuBarrier();
+    break;
+  }
+  case "pcploop": {
+    // A slot busy on its pcp lists: it hands its pcp word over when another slot asks for it.
+    parentPort!.postMessage({ parked: null, cpu: heap.cpu });
+    while (Atomics.load(stop, 1) === 0) heap.freePages(heap.allocPages(0), 0);
+    heap.detach();
+    parentPort!.postMessage({ detached: true });
+    Atomics.wait(stop, 0, 0);
+    break;
+  }
+  case "drain": {
+    // shrink() drains every other slot's pcp lists: it takes their pcp words as a remote drainer.
+    armed = true;
+    heap.shrink();
     break;
   }
   case "list": {
