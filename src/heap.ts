@@ -11,17 +11,9 @@
  *     reclaimSlot; a handle compares it for equality, as the word stores it ((gen + 1) | 0).
  *   The header is written once by create before the handle is returned; H_CHECKSUM is written
  *     last and is what attach trusts.
- *   detach and reclaimSlot take the same locks as the paths they drain (sheaf -> barn -> list ->
- *     pcp -> zone) and assert first that the caller holds none of them. reclaimSlot first takes
- *     over every lock word the dead slot holds (compareExchange owner -> this slot, waiters bit
- *     kept), repairs what can be rebuilt from the descriptors under it (buddy lists, pcp counts,
- *     kfreeRcu counts, a cache's slab lists and counts, a barn's counts) and releases it
- *     (recoverLocksOf, reclaim.ts); then it frees the blocks the slot had in its hands (PG_INHAND, kfreeRcu
- *     block pages on no chain, its P_HAND sheaves) and returns its memory, and reports all of it
- *     (ReclaimReport). Slots that died together are reclaimed together (an array): all are claimed
- *     and all their locks taken over before any memory is returned, so no reclaim waits on a lock
- *     another dead slot holds. On a noBlock caller, detach and reclaimSlot may stop with EAGAIN;
- *     the slot then stays attached.
+ *   detach takes the same locks as the paths it drains (sheaf -> barn -> list -> pcp -> zone)
+ *     and asserts first that the caller holds none of them; on a noBlock caller it may stop with
+ *     EAGAIN, the slot still attached. reclaimSlot's words and locks are in reclaim.ts's contract.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
  *     frees go to the deferred list, which detach drains again until the slot holds nothing.
  *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
