@@ -3,9 +3,9 @@
  *
  * LOCKING CONTRACT
  *
- *   C_STATE of a slot is claimed by compareExchange(SLOT_FREE -> SLOT_ATTACHED) in attach, and set
- *     back to SLOT_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
- *     via SLOT_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run; with
+ *   C_STATE of a slot is claimed by compareExchange(C_STATE_FREE -> C_STATE_ATTACHED) in attach, and set
+ *     back to C_STATE_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
+ *     via C_STATE_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run; with
  *     its claimant, so that reclaimSlot of a reclaimer killed mid-reclaim finishes its claims).
  *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
  *     reclaimSlot; a handle compares it for equality, as the word stores it ((gen + 1) | 0).
@@ -45,8 +45,8 @@ import {
   C_STATE,
   C_VIEW_PROBE,
   C_VMSTAT,
-  CACHE_ACTIVE,
-  CPUF_NOBLOCK,
+  K_STATE_ACTIVE,
+  C_FLAG_NOBLOCK,
   computeGeometry,
   H_CACHE_BYTES,
   H_CACHE_OFF,
@@ -67,20 +67,20 @@ import {
   HEAP_MAGIC,
   headerChecksum,
   K_STATE,
-  KF_KMALLOC,
-  KF_SHEAF_CACHE,
+  K_FLAG_KMALLOC,
+  K_FLAG_SHEAF_CACHE,
   LAYOUT_VERSION,
   LOCK,
   LOCK_CLASSES,
   MAX_HEAP_END,
   NR_VM,
-  PCPU_WORDS,
-  G_NR_DYING,
+  C_WORDS,
+  CT_NR_DYING,
   PAGE_SHIFT,
   PAGE_SIZE,
-  SHEAF_BYTES,
-  SLOT_ATTACHED,
-  SLOT_FREE,
+  S_BYTES,
+  C_STATE_ATTACHED,
+  C_STATE_FREE,
   VM,
   type VmItem,
   Z_SIZE,
@@ -201,10 +201,10 @@ export class Heap {
     const heap = new Heap(heapInit({ buffer, memory: place.memory, base: offset, geometry: g, size: offset + size, cpu: 0, canBlock: !noBlock && agentCanBlock(), debug }));
     initZone(heap.#pages);
     const enc = new TextEncoder();
-    setupCache(heap.#slab, SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), SHEAF_BYTES, 64, KF_SHEAF_CACHE);
+    setupCache(heap.#slab, SHEAF_CACHE_ID, enc.encode("kmem_cache_sheaf"), S_BYTES, 64, K_FLAG_SHEAF_CACHE);
     KMALLOC_SIZES.forEach((s, i) => {
       const name = s >= 1024 ? `kmalloc-${s >> 10}k` : `kmalloc-${s}`;
-      setupCache(heap.#slab, KMALLOC_FIRST_ID + i, enc.encode(name), s, s === 96 || s === 192 ? 32 : Math.min(s, 8), KF_KMALLOC);
+      setupCache(heap.#slab, KMALLOC_FIRST_ID + i, enc.encode(name), s, s === 96 || s === 192 ? 32 : Math.min(s, 8), K_FLAG_KMALLOC);
     });
     heap.#claimSlot(0, noBlock);
     u32[H_FAIL_RATE] = failRate;
@@ -238,8 +238,8 @@ export class Heap {
     if (buffer.byteLength < size) throw new HeapError(ErrorCode.EBADHEAP, `not a shmalloc heap: the memory holds ${buffer.byteLength} bytes, the heap ends at ${size}: truncated`);
     const i32 = new Int32Array(buffer, 0, size >> 2);
     for (let cpu = 0; cpu < g.cpus; cpu++) {
-      const w = ((offset + g.pcpuOff) >> 2) + cpu * PCPU_WORDS + C_STATE;
-      if (Atomics.load(i32, w) === SLOT_FREE && Atomics.compareExchange(i32, w, SLOT_FREE, SLOT_ATTACHED) === SLOT_FREE) {
+      const w = ((offset + g.pcpuOff) >> 2) + cpu * C_WORDS + C_STATE;
+      if (Atomics.load(i32, w) === C_STATE_FREE && Atomics.compareExchange(i32, w, C_STATE_FREE, C_STATE_ATTACHED) === C_STATE_FREE) {
         const heap = new Heap(heapInit({ buffer, memory, base: offset, geometry: g, size, cpu, canBlock: !noBlock && agentCanBlock(), debug }));
         heap.#claimSlot(cpu, noBlock);
         return heap;
@@ -253,12 +253,12 @@ export class Heap {
     const c = this.#mem.pcpOf(cpu);
     const i32 = this.#mem.i32;
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
-    i32[c + C_FLAGS] = noBlock || !this.#locks.canBlock ? CPUF_NOBLOCK : 0;
+    i32[c + C_FLAGS] = noBlock || !this.#locks.canBlock ? C_FLAG_NOBLOCK : 0;
     this.#locks.gen = (i32[c + C_GEN]! + 1) | 0;
     i32[c + C_GEN] = this.#locks.gen;
     this.#mem.u32[c + C_FAIL_STATE] = (this.#mem.u32[this.#mem.hw + H_FAIL_SEED]! ^ Math.imul(cpu + 1, 0x9e3779b9)) >>> 0 || 1;
     this.#rcu.rcuOnline();
-    Atomics.store(i32, c + C_STATE, SLOT_ATTACHED);
+    Atomics.store(i32, c + C_STATE, C_STATE_ATTACHED);
   }
 
   /** Drain this slot's caches back to the shared heap and free the slot. The handle is dead after. */
@@ -278,7 +278,7 @@ export class Heap {
         if (!drainDeferredObjects(this.#slab, this.#mem.cpu, true)) this.#detachBusy();
         const p = this.#mem.pcpuW;
         flushAllSheavesOf(this.#slab, this.#mem.cpu);
-        if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) flushDyingCaches(this.#slab);
+        if (this.#mem.i32[this.#mem.hw + CT_NR_DYING] !== 0) flushDyingCaches(this.#slab);
         // Last: everything above may free pages into this slot's pcp lists.
         pcpDetach(this.#pages);
         if (this.#mem.i32[p + C_DEFER_HEAD] === 0 && this.#mem.i32[p + C_RCU_PENDING] === 0 && this.#mem.i32[p + C_RCU_NR_SPARE] === 0) break;
@@ -291,7 +291,7 @@ export class Heap {
     this.#locks.hook = null;
     this.#locks.trace.clear();
     this.#locks.trace.detached = `this handle (cpu ${this.#mem.cpu}) was detached`;
-    Atomics.store(this.#mem.i32, this.#mem.pcpuW + C_STATE, SLOT_FREE);
+    Atomics.store(this.#mem.i32, this.#mem.pcpuW + C_STATE, C_STATE_FREE);
     this.#locks.detached = true;
     this.#locks.onChange();
   }
@@ -497,7 +497,7 @@ export class Heap {
   attachedSlots(): number[] {
     this.#locks.assertLive();
     const out: number[] = [];
-    for (let cpu = 0; cpu < this.#mem.cpus; cpu++) if (Atomics.load(this.#mem.i32, this.#mem.pcpOf(cpu) + C_STATE) === SLOT_ATTACHED) out.push(cpu);
+    for (let cpu = 0; cpu < this.#mem.cpus; cpu++) if (Atomics.load(this.#mem.i32, this.#mem.pcpOf(cpu) + C_STATE) === C_STATE_ATTACHED) out.push(cpu);
     return out;
   }
 
@@ -510,8 +510,8 @@ export class Heap {
     rcuShrink(this.#rcu);
     // This slot's sheaves of caches another agent destroyed go too (and such a cache is released
     // when no slot caches its objects any more).
-    if (this.#mem.i32[this.#mem.hw + G_NR_DYING] !== 0) flushDyingCaches(this.#slab);
-    for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === CACHE_ACTIVE) shrinkCache(this.#slab, id);
+    if (this.#mem.i32[this.#mem.hw + CT_NR_DYING] !== 0) flushDyingCaches(this.#slab);
+    for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === K_STATE_ACTIVE) shrinkCache(this.#slab, id);
     for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) shrinkCache(this.#slab, id);
     shrinkCache(this.#slab, SHEAF_CACHE_ID);
     drainAllPcp(this.#pages);
@@ -528,7 +528,7 @@ export class Heap {
     let deferredObjects = 0;
     for (let cpu = 0; cpu < this.#mem.cpus; cpu++) {
       const c = this.#mem.pcpOf(cpu);
-      if (this.#mem.i32[c + C_STATE] === SLOT_ATTACHED) attached++;
+      if (this.#mem.i32[c + C_STATE] === C_STATE_ATTACHED) attached++;
       deferredObjects += this.#mem.i32[c + C_DEFER_NR]!;
       for (let k = 0; k < NR_VM; k++) vmstat[names[k]!] += this.#mem.u32[c + C_VMSTAT + k]!;
     }

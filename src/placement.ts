@@ -13,7 +13,7 @@
  */
 import { describe, intOption } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
-import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, MAX_HEAP_END, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./core/layout.js";
+import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, MAX_HEAP_END, PAGE_SIZE, C_WORDS, C_STATE_FREE } from "./core/layout.js";
 import type { WasmMemory } from "./core/lock.js";
 
 /** The largest end (offset + maxSize) of a heap: addresses stay positive 32-bit integers. */
@@ -205,8 +205,8 @@ export function assertNoLiveHeap(buf: SharedArrayBuffer, offset: number, maxSize
     const c0 = (at + u32[w + H_PCPU_OFF]!) >>> 2;
     let inUse = 0;
     for (let cpu = 0; cpu < cpus; cpu++) {
-      const cw = c0 + cpu * PCPU_WORDS + C_STATE;
-      if (cw < u32.length && Atomics.load(u32, cw) !== SLOT_FREE) inUse++;
+      const cw = c0 + cpu * C_WORDS + C_STATE;
+      if (cw < u32.length && Atomics.load(u32, cw) !== C_STATE_FREE) inUse++;
     }
     if (inUse !== 0) {
       throw new HeapError(

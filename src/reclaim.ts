@@ -22,8 +22,8 @@
 import { checkInt } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
 import {
-  CACHE_ACTIVE,
-  CACHE_DYING,
+  K_STATE_ACTIVE,
+  K_STATE_DYING,
   CT_LOCK,
   C_DEFER_HEAD,
   C_GEN,
@@ -38,12 +38,12 @@ import {
   K_STATE,
   LOCK,
   LOCK_CLASSES,
-  P_LOCKED,
-  SLOT_ATTACHED,
-  SLOT_DEAD,
-  SLOT_FREE,
-  SLOT_RECLAIMING,
-  SLOT_STATE_MASK,
+  PCS_LOCKED,
+  C_STATE_ATTACHED,
+  C_STATE_DEAD,
+  C_STATE_FREE,
+  C_STATE_RECLAIMING,
+  C_STATE_MASK,
   C_RCU_NEST,
   C_RCU_SNAP,
   Z_LOCK,
@@ -58,7 +58,7 @@ import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { pcpDrain, pcpSteal, pcpUnlockRemote, recountPcp } from "./page/pcp.js";
 import { rebuildBuddyLists } from "./page/check.js";
 import { rcuRecount } from "./rcu/check.js";
-import { CACHE_HDR_WORDS, PCS_WORDS } from "./core/layout.js";
+import { K_HDR_WORDS, PCS_WORDS } from "./core/layout.js";
 import { C_DEFER_NR, C_RCU_NR_SPARE, C_RCU_PENDING } from "./core/layout.js";
 import { freeBlocksInHand } from "./page/check.js";
 import { sheafObjectsOf } from "./slab/check.js";
@@ -97,16 +97,16 @@ export function reclaimSlot(l: Layers, arg: number | readonly number[]): Reclaim
   return reclaimChecked(l, cpus as number[], many);
 }
 
-/** reclaimSlot of a free slot with deferred objects: claim it (SLOT_RECLAIMING) while they go back. */
+/** reclaimSlot of a free slot with deferred objects: claim it (C_STATE_RECLAIMING) while they go back. */
 function reclaimDeferredOf(l: Layers, cpu: number): void {
   const c = l.mem.pcpOf(cpu);
-  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, SLOT_FREE, slotReclaimingBy(l.mem.cpu)) !== SLOT_FREE) {
+  if (Atomics.compareExchange(l.mem.i32, c + C_STATE, C_STATE_FREE, slotReclaimingBy(l.mem.cpu)) !== C_STATE_FREE) {
     throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} was attached meanwhile: its agent frees its deferred objects`);
   }
   try {
     drainDeferredObjects(l.slab, cpu);
   } finally {
-    Atomics.store(l.mem.i32, c + C_STATE, SLOT_FREE);
+    Atomics.store(l.mem.i32, c + C_STATE, C_STATE_FREE);
   }
   if (l.mem.i32[c + C_DEFER_HEAD] !== 0) {
     throw new HeapError(ErrorCode.EAGAIN, `cpu ${l.mem.cpu} must not block, and a list lock was held past its bound while it freed cpu ${cpu}'s deferred objects: call again`);
@@ -140,9 +140,9 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: re
   for (let id = 0; id < l.mem.maxCaches; id++) {
     const kw = l.slab.cacheWOf(id);
     const st = i32[kw + K_STATE];
-    if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+    if (st !== K_STATE_ACTIVE && st !== K_STATE_DYING) continue;
     const name = cacheName(l.slab, id);
-    const local = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_LOCKED;
+    const local = kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_LOCKED;
     if (i32[local] !== 0) report.locks.push(`sheaf ${name}`);
     i32[local] = 0;
     if (l.locks.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) {
@@ -234,14 +234,14 @@ export function reclaimChecked(l: Layers, cpus: number[], many: boolean): Reclai
     const c = l.mem.pcpOf(cpu);
     // A free slot that still holds deferred objects (left by a detach of an earlier release):
     // return them, and the slot stays free.
-    if (Atomics.load(i32, c + C_STATE) === SLOT_FREE && i32[c + C_DEFER_HEAD] !== 0) {
+    if (Atomics.load(i32, c + C_STATE) === C_STATE_FREE && i32[c + C_DEFER_HEAD] !== 0) {
       const objects = i32[c + C_DEFER_NR]!;
       reclaimDeferredOf(l, cpu);
       return { cpu, locks: [], rebuilt: [], pages: 0, objects, inHand: 0 };
     }
   }
-  // Claim every slot (SLOT_RECLAIMING, with this slot as claimant) before anything changes;
-  // SLOT_DEAD: a heap of an earlier release marked the slot dead, and it is reclaimed the same
+  // Claim every slot (C_STATE_RECLAIMING, with this slot as claimant) before anything changes;
+  // C_STATE_DEAD: a heap of an earlier release marked the slot dead, and it is reclaimed the same
   // way. A slot whose claimant died mid-reclaim (the claimant is given too, or no longer
   // attached) is claimed again: this reclaim finishes the job.
   const me = l.mem.cpu;
@@ -251,10 +251,10 @@ export function reclaimChecked(l: Layers, cpus: number[], many: boolean): Reclai
     const c = l.mem.pcpOf(cpu);
     const state = Atomics.load(i32, c + C_STATE);
     const by = slotReclaimer(state);
-    const orphan = (state & SLOT_STATE_MASK) === SLOT_RECLAIMING && by !== me && (by < 0 || by >= l.mem.cpus || cpus.includes(by) || slotGone(l, by));
+    const orphan = (state & C_STATE_MASK) === C_STATE_RECLAIMING && by !== me && (by < 0 || by >= l.mem.cpus || cpus.includes(by) || slotGone(l, by));
     const why =
-      state !== SLOT_ATTACHED && state !== SLOT_DEAD && !orphan
-        ? (state & SLOT_STATE_MASK) === SLOT_RECLAIMING
+      state !== C_STATE_ATTACHED && state !== C_STATE_DEAD && !orphan
+        ? (state & C_STATE_MASK) === C_STATE_RECLAIMING
           ? `cpu ${cpu} is being reclaimed by cpu ${by}${by === me ? " (this handle's slot)" : `: if cpu ${by}'s agent died, reclaimSlot(${by}) finishes both`}`
           : `cpu ${cpu} is not attached`
       : Atomics.compareExchange(i32, c + C_STATE, state, mine) !== state ? `cpu ${cpu} is being reclaimed or detached by another agent`
@@ -283,13 +283,13 @@ export function reclaimChecked(l: Layers, cpus: number[], many: boolean): Reclai
     for (let k = 0; k < cpus.length; k++) returnSlotMemory(l, cpus[k]!, reports[k]!);
   } catch (e) {
     // Nothing is lost: what was returned stays returned, the rest stays the slots'; call again.
-    for (const cpu of cpus) Atomics.store(i32, l.mem.pcpOf(cpu) + C_STATE, SLOT_ATTACHED);
+    for (const cpu of cpus) Atomics.store(i32, l.mem.pcpOf(cpu) + C_STATE, C_STATE_ATTACHED);
     throw e;
   }
   for (const cpu of cpus) {
     const c = l.mem.pcpOf(cpu);
     for (let k = 0; k <= LOCK_CLASSES; k++) i32[c + C_HELD + k] = 0;
-    Atomics.store(i32, c + C_STATE, SLOT_FREE);
+    Atomics.store(i32, c + C_STATE, C_STATE_FREE);
   }
   // The report of a slot a dead claimant was reclaiming goes with its claimant's.
   for (let k = given; k < cpus.length; k++) {
@@ -302,11 +302,11 @@ export function reclaimChecked(l: Layers, cpus: number[], many: boolean): Reclai
 /** Is slot `cpu`'s agent gone for good: the slot free, or marked dead by an earlier release? */
 function slotGone(l: Layers, cpu: number): boolean {
   const st = Atomics.load(l.mem.i32, l.mem.pcpOf(cpu) + C_STATE);
-  return st === SLOT_FREE || st === SLOT_DEAD;
+  return st === C_STATE_FREE || st === C_STATE_DEAD;
 }
 
 /**
- * reclaimSlot: the slots that the dead slots in `cpus` had claimed (SLOT_RECLAIMING by one of
+ * reclaimSlot: the slots that the dead slots in `cpus` had claimed (C_STATE_RECLAIMING by one of
  * them) when they died are claimed by this slot and appended to `cpus`, and so on for theirs,
  * so that their reclaim is finished with their claimant's. Returns each one's claimant.
  */

@@ -1,5 +1,5 @@
 /*
- * A stale cache handle's slow path counts its slot in and out of the descriptor (P_USERS) without
+ * A stale cache handle's slow path counts its slot in and out of the descriptor (PCS_USERS) without
  * the cache-table lock, and another agent may make a new cache in that descriptor in between.
  * createCache zeroed the whole descriptor, the slot's count with it, so the stale path's
  * decrement left -1 for good: the new cache, once destroyed, was never released (it stayed in
@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Heap } from "../src/index.js";
-import { CACHE_HDR_WORDS, P_USERS, PCS_WORDS } from "../src/core/layout.js";
+import { K_HDR_WORDS, PCS_USERS, PCS_WORDS } from "../src/core/layout.js";
 import { layersOf } from "../src/layers.js";
 
 test("a slot counted in a descriptor while another agent creates a cache there: the new cache is released after its destroy", () => {
@@ -27,7 +27,7 @@ test("a slot counted in a descriptor while another agent creates a cache there: 
     fa.destroy();
     assert.equal(heap.cacheNames().includes("fa"), false, `round ${round}: fa released`);
     // The stale handle's slot counts itself in (cacheEnter's Atomics.add) ...
-    const users = inner.cacheWOf(id) + CACHE_HDR_WORDS + other.cpu * PCS_WORDS + P_USERS;
+    const users = inner.cacheWOf(id) + K_HDR_WORDS + other.cpu * PCS_WORDS + PCS_USERS;
     Atomics.add(inner.i32, users, 1);
     // ... another agent makes a cache in the same descriptor ...
     const fb = heap.createCache("fb", 200);

@@ -7,14 +7,14 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, type HeapError } from "../src/index.js";
-import { C_DEFER_HEAD, C_DEFER_NR, C_RCU_BLOCKS, C_RCU_WAIT, H_PCPU_OFF, PCPU_WORDS, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../src/core/layout.js";
+import { C_DEFER_HEAD, C_DEFER_NR, C_RCU_BLOCKS, C_RCU_WAIT, H_PCPU_OFF, C_WORDS, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../src/core/layout.js";
 import { layersOf } from "../src/layers.js";
 import { caught } from "./check.js";
 
 const T = { timeout: 20_000 };
 
 function pcpu(h: Heap): number {
-  return (h.u32[H_PCPU_OFF]! >>> 2) + h.cpu * PCPU_WORDS;
+  return (h.u32[H_PCPU_OFF]! >>> 2) + h.cpu * C_WORDS;
 }
 
 describe("corruption gives ECORRUPT, never a hang", () => {
@@ -72,7 +72,7 @@ describe("corruption gives ECORRUPT, never a hang", () => {
     const head = Atomics.load(h.i32, Z_DEFER_HEAD);
     assert.notEqual(head, 0, "a page is parked");
     const pd = layersOf(h).mem.pd(head);
-    h.i32[pd + 1] = head; // D_NEXT
+    h.i32[pd + 1] = head; // PD_NEXT
     assert.equal(caught(() => h.validate()).code, "ECORRUPT");
     h.freePages(one, 0); // a normal free drains the list
     assert.equal(errors.length, 1, "reported once");
@@ -93,7 +93,7 @@ describe("corruption gives ECORRUPT, never a hang", () => {
     let kw = -1;
     for (let id = 14; id < 64; id++) if (h.i32[g.cacheWOf(id) + 1] === 512) kw = g.cacheWOf(id);
     const first = h.i32[kw + 48]!; // K_PARTIAL
-    const second = h.i32[g.pd(first) + 1]!; // D_NEXT
+    const second = h.i32[g.pd(first) + 1]!; // PD_NEXT
     h.i32[g.pd(second) + 1] = first;
     assert.equal(caught(() => c.shrink()).code, "ECORRUPT");
     assert.equal(caught(() => h.validate()).code, "ECORRUPT");

@@ -37,17 +37,17 @@ function assertApart(groups: Group[]): void {
 test("the per-CPU groups of two neighbouring slots never share a hardware line", () => {
   const groups: Group[] = [];
   for (const slot of [0, 1]) {
-    const at = slot * L.PCPU_BYTES;
+    const at = slot * L.C_BYTES;
     groups.push(
       words(`slot ${slot} state and held locks`, L.C_STATE, C_FAIL_STATE, at),
       // The pcp lock sits next to the lists it protects (as the kernel keeps a lock with its data).
       words(`slot ${slot} pcp lock, request and lists`, L.C_PCP_LOCK, L.C_PCP_BUSY, at),
       words(`slot ${slot} deferred list and vmstat (owner only)`, L.C_DEFER_HEAD, L.C_VMSTAT + L.NR_VM - 1, at),
       words(`slot ${slot} RCU read side`, L.C_RCU_NEST, L.C_RCU_SNAP, at),
-      words(`slot ${slot} krcp lock, kfreeRcu state and emergency array`, L.C_KRCP_LOCK, L.C_RCU_EMERG + L.RCU_EMERG_MAX - 1, at),
+      words(`slot ${slot} krcp lock, kfreeRcu state and emergency array`, L.C_KRCP_LOCK, L.C_RCU_EMERG + L.C_RCU_EMERG_MAX - 1, at),
     );
   }
-  assert.equal(L.PCPU_BYTES % L.LINE_BYTES, 0);
+  assert.equal(L.C_BYTES % L.LINE_BYTES, 0);
   assertApart(groups);
 });
 
@@ -63,15 +63,15 @@ test("a cache descriptor's header groups and every slot's pcs words never share 
       words(`cache ${id} barn lock and barn`, L.K_BARN_LOCK, L.K_BARN_NR_EMPTY, at),
     );
     for (let cpu = 0; cpu < cpus; cpu++) {
-      groups.push(words(`cache ${id} pcs of slot ${cpu}`, L.P_MAIN, L.P_USERS, at + (L.CACHE_HDR_WORDS + cpu * L.PCS_WORDS) * 4));
+      groups.push(words(`cache ${id} pcs of slot ${cpu}`, L.PCS_MAIN, L.PCS_USERS, at + (L.K_HDR_WORDS + cpu * L.PCS_WORDS) * 4));
     }
   }
   assertApart(groups);
 });
 
 test("two sheaves side by side in a slab never share a hardware line", () => {
-  assert.equal(L.SHEAF_BYTES % L.LINE_BYTES, 0, "sheaves stay line-aligned in their slab");
+  assert.equal(L.S_BYTES % L.LINE_BYTES, 0, "sheaves stay line-aligned in their slab");
   const groups: Group[] = [];
-  for (let i = 0; i < 3; i++) groups.push(words(`sheaf ${i}`, L.S_SIZE, L.S_OBJS + L.SHEAF_MAX_CAP - 1, i * L.SHEAF_BYTES));
+  for (let i = 0; i < 3; i++) groups.push(words(`sheaf ${i}`, L.S_SIZE, L.S_OBJS + L.S_MAX_CAP - 1, i * L.S_BYTES));
   assertApart(groups);
 });

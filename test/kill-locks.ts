@@ -3,7 +3,7 @@
  * prints it when a worker or the host stops making progress, read from the buffer alone (the main
  * thread has no handle).
  */
-import { C_KRCP_LOCK, C_PCP_LOCK, C_PCP_REQ, C_RCU_INFLIGHT, C_RCU_PENDING, C_RCU_SNAP, C_STATE, CT_LOCK, R_INFLIGHT, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_BARN_LOCK, K_LIST_LOCK, K_STATE, PCPU_WORDS, Z_LOCK } from "../src/core/layout.js";
+import { C_KRCP_LOCK, C_PCP_LOCK, C_PCP_REQ, C_RCU_INFLIGHT, C_RCU_PENDING, C_RCU_SNAP, C_STATE, CT_LOCK, R_INFLIGHT, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_BARN_LOCK, K_LIST_LOCK, K_STATE, C_WORDS, Z_LOCK } from "../src/core/layout.js";
 
 export function heldLockWords(buffer: SharedArrayBuffer): string {
   const i32 = new Int32Array(buffer);
@@ -14,7 +14,7 @@ export function heldLockWords(buffer: SharedArrayBuffer): string {
   if (i32[CT_LOCK]! !== 0) out.push(`ctable ${owner(i32[CT_LOCK]!)}`);
   const pcpu = u32[H_PCPU_OFF]! >>> 2;
   for (let c = 0; c < u32[H_CPUS]!; c++) {
-    const p = pcpu + c * PCPU_WORDS;
+    const p = pcpu + c * C_WORDS;
     if (i32[p + C_KRCP_LOCK]! !== 0) out.push(`rcu of cpu ${c} ${owner(i32[p + C_KRCP_LOCK]!)}`);
     if (i32[p + C_PCP_LOCK]! !== 0 && (i32[p + C_PCP_LOCK]! & 0xffff) !== c + 1) out.push(`pcp of cpu ${c} ${owner(i32[p + C_PCP_LOCK]!)}`);
     if (i32[p + C_PCP_REQ]! !== 0) out.push(`pcp request on cpu ${c}: ${i32[p + C_PCP_REQ]}`);
@@ -29,7 +29,7 @@ export function heldLockWords(buffer: SharedArrayBuffer): string {
   // What an rcuBarrier or a grace period could be waiting for.
   const rcu: string[] = [`R_INFLIGHT ${i32[R_INFLIGHT]}`];
   for (let c = 0; c < u32[H_CPUS]!; c++) {
-    const p = pcpu + c * PCPU_WORDS;
+    const p = pcpu + c * C_WORDS;
     if (i32[p + C_RCU_SNAP]! !== 0 || i32[p + C_RCU_INFLIGHT]! !== 0 || i32[p + C_RCU_PENDING]! !== 0) {
       rcu.push(`cpu ${c} (state ${i32[p + C_STATE]}): snapshot ${i32[p + C_RCU_SNAP]}, in flight ${i32[p + C_RCU_INFLIGHT]}, pending ${i32[p + C_RCU_PENDING]}`);
     }

@@ -1,7 +1,7 @@
 /*
  * The layout's word constants: within each region (the per-CPU block, a cache descriptor's header
  * lines, a slot's pcs line) every word has one name, and every name fits its region. Words added
- * by different changes (C_RCU_INFLIGHT, P_USERS, VM.lockGiveUp) must not land on one another.
+ * by different changes (C_RCU_INFLIGHT, PCS_USERS, VM.lockGiveUp) must not land on one another.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -20,8 +20,8 @@ function claimer(region: string, limit: number): (name: string, at: number, n?: 
   };
 }
 
-test("per-CPU block words are distinct and fit PCPU_WORDS", () => {
-  const claim = claimer("per-CPU block", L.PCPU_WORDS);
+test("per-CPU block words are distinct and fit C_WORDS", () => {
+  const claim = claimer("per-CPU block", L.C_WORDS);
   claim("C_STATE", L.C_STATE);
   claim("C_GEN", L.C_GEN);
   claim("C_FLAGS", L.C_FLAGS);
@@ -51,7 +51,7 @@ test("per-CPU block words are distinct and fit PCPU_WORDS", () => {
   claim("C_RCU_SPARE", L.C_RCU_SPARE);
   claim("C_RCU_NR_SPARE", L.C_RCU_NR_SPARE);
   claim("C_RCU_INFLIGHT", L.C_RCU_INFLIGHT);
-  claim("C_RCU_EMERG", L.C_RCU_EMERG, L.RCU_EMERG_MAX);
+  claim("C_RCU_EMERG", L.C_RCU_EMERG, L.C_RCU_EMERG_MAX);
   // Every VM item has its own counter word.
   const items = Object.values(L.VM);
   assert.equal(new Set(items).size, items.length, "two VM items share a counter");
@@ -59,7 +59,7 @@ test("per-CPU block words are distinct and fit PCPU_WORDS", () => {
 });
 
 test("cache descriptor words are distinct: the header lines, and each slot's pcs line", () => {
-  const claim = claimer("cache descriptor header", L.CACHE_HDR_WORDS);
+  const claim = claimer("cache descriptor header", L.K_HDR_WORDS);
   for (const [name, w] of Object.entries({
     K_STATE: L.K_STATE, K_OBJ_SIZE: L.K_OBJ_SIZE, K_SIZE: L.K_SIZE, K_ALIGN: L.K_ALIGN, K_ORDER: L.K_ORDER, K_OBJS: L.K_OBJS,
     K_SHEAF_CAP: L.K_SHEAF_CAP, K_FLAGS: L.K_FLAGS, K_NAME_LEN: L.K_NAME_LEN, K_MIN_PARTIAL: L.K_MIN_PARTIAL, K_GEN: L.K_GEN,
@@ -71,19 +71,19 @@ test("cache descriptor words are distinct: the header lines, and each slot's pcs
   })) claim(name, w);
   claim("K_INV_SIZE (a float64)", L.K_INV_SIZE, 2);
   assert.equal(L.K_INV_SIZE % 2, 0, "K_INV_SIZE is 8-byte aligned");
-  claim("K_NAME", L.K_NAME, L.CACHE_NAME_MAX / 4);
+  claim("K_NAME", L.K_NAME, L.K_NAME_MAX / 4);
   // The pcs words sit in the first line of each slot's PCS_WORDS span; the second line stays free.
   assert.equal(L.PCS_WORDS, L.HOT_SPAN_WORDS, "pcs spans are HOT_SPAN_WORDS apart");
   const pcs = claimer("pcs line", L.LINE_WORDS);
-  pcs("P_MAIN", L.P_MAIN);
-  pcs("P_SPARE", L.P_SPARE);
-  pcs("P_LOCKED", L.P_LOCKED);
-  pcs("P_USERS", L.P_USERS);
-  pcs("P_HAND", L.P_HAND);
+  pcs("PCS_MAIN", L.PCS_MAIN);
+  pcs("PCS_SPARE", L.PCS_SPARE);
+  pcs("PCS_LOCKED", L.PCS_LOCKED);
+  pcs("PCS_USERS", L.PCS_USERS);
+  pcs("PCS_HAND", L.PCS_HAND);
 });
 
 test("header page words are distinct and fit the header", () => {
-  const claim = claimer("header page", L.HEADER_WORDS);
+  const claim = claimer("header page", L.H_WORDS);
   for (const [name, w] of Object.entries(L)) {
     if (typeof w !== "number" || !/^H_/.test(name) || name === "H_CHECKED_WORDS") continue;
     claim(name, w);
@@ -92,5 +92,5 @@ test("header page words are distinct and fit the header", () => {
   for (const name of ["Z_FREE_PAGES", "Z_MANAGED", "Z_WMARK_MIN", "Z_WMARK_LOW", "Z_WMARK_HIGH", "Z_PCP_BATCH", "Z_PCP_HIGH", "Z_SIZE", "Z_NR_PAGES", "Z_DEFER_HEAD", "Z_DEFER_PAGES"] as const) claim(name, L[name]);
   claim("Z_FREE_HEAD", L.Z_FREE_HEAD, L.NR_ORDERS);
   claim("Z_NR_FREE", L.Z_NR_FREE, L.NR_ORDERS);
-  for (const name of ["CT_LOCK", "CT_NR", "R_GP_SEQ", "R_GP_DONE", "EMPTY_SHEAF_W", "G_NR_DYING", "R_INFLIGHT"] as const) claim(name, L[name]);
+  for (const name of ["CT_LOCK", "CT_NR", "R_GP_SEQ", "R_GP_DONE", "H_EMPTY_SHEAF", "CT_NR_DYING", "R_INFLIGHT"] as const) claim(name, L[name]);
 });

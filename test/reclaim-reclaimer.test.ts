@@ -1,7 +1,7 @@
 /*
  * A reclaimer killed inside reclaimSlot. Worker A dies holding sheaves, deferred frees, kfreeRcu
  * objects and pcp pages; worker B calls reclaimSlot(A) and is terminated while its reentry hook
- * holds it at a lock point inside that reclaim. A's slot records its claimant (SLOT_RECLAIMING by
+ * holds it at a lock point inside that reclaim. A's slot records its claimant (C_STATE_RECLAIMING by
  * B): reclaimSlot(A) alone is refused while B is not reclaimed (EINVAL, nothing changed), and
  * reclaimSlot(B) or reclaimSlot([A, B]) finishes A's reclaim too. Until then A's slot was lost for
  * good: not attached, refused by reclaimSlot, and validate failed for ever.

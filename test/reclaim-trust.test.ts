@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Worker } from "node:worker_threads";
 import { Heap, type ReclaimReport } from "../src/index.js";
-import { C_PCP_LOCK, C_PCP_REQ, H_PCPU_OFF, PCPU_WORDS } from "../src/core/layout.js";
+import { C_PCP_LOCK, C_PCP_REQ, H_PCPU_OFF, C_WORDS } from "../src/core/layout.js";
 import type { HandScenario } from "./workers/hand.js";
 import { firstMessage } from "./util.js";
 
@@ -133,7 +133,7 @@ test("a worker killed while it drained another slot's pcp lists (holding that sl
   }
   assert.equal(p.parked, "pcp:acquire");
   await p.worker.terminate();
-  const pcp = (cpu: number): number => (heap.u32[H_PCPU_OFF]! >>> 2) + cpu * PCPU_WORDS;
+  const pcp = (cpu: number): number => (heap.u32[H_PCPU_OFF]! >>> 2) + cpu * C_WORDS;
   const r = heap.reclaimSlot(p.cpu);
   assert.ok(r.locks.includes(`pcp cpu ${busy.cpu}`), `it held the busy slot's pcp word: ${JSON.stringify(r)}`);
   assert.equal(Atomics.load(heap.i32, pcp(busy.cpu) + C_PCP_REQ), 0, "no request left raised on the busy slot");

@@ -16,7 +16,7 @@
  * hardware line of 64 bytes. Page 0's words are shared by all agents and keep their own lines.
  *
  *   page 0            header, zone, deferred-page llist, cache table lock, RCU state
- *   per-CPU blocks    cpus x PCPU_BYTES: slot state, pcp lock, pcp lists, deferred objects, vmstat,
+ *   per-CPU blocks    cpus x C_BYTES: slot state, pcp lock, pcp lists, deferred objects, vmstat,
  *                     RCU reader snapshot, kfreeRcu blocks and emergency array
  *   cache descriptors maxCaches x cacheBytes: config, list lock, partial list, barn, one pcs span a slot
  *   page descriptors  one PD_WORDS record per page of the heap (struct page)
@@ -24,6 +24,27 @@
  *
  * The metadata pages in front of the zone are reserved: their descriptors carry PG_RESERVED and
  * they are never handed out.
+ *
+ * NAMES. Each structure has one prefix, for its words, its size and the values its words hold
+ * (a value of word X_Y is named X_Y_VALUE):
+ *
+ *   H_    the header (page 0, line 0 and its read-only words)     writer: create; H_EMPTY_SHEAF never
+ *   Z_    the zone: buddy lists, counts, watermarks, deferred pages   writer: zone lock holder
+ *   CT_   the cache table: its lock, count, dying caches                writer: CT_LOCK holder
+ *   R_    the global RCU state: grace-period counters, in-flight count  writer: any agent, atomics
+ *   C_    a CPU slot (C_BYTES each): state (C_STATE_*), flags (C_FLAG_*), pcp lists (C_PCP_*),
+ *         deferred objects, vmstat, RCU reader and kfreeRcu words (C_RCU_*, C_KRCP_LOCK)
+ *                                                              writer: the slot's agent, unless noted
+ *   RB_   a kfreeRcu block page                                  writer: the krcp lock holder
+ *   K_    a cache descriptor: config, state (K_STATE_*), flags (K_FLAG_*), list lock and lists,
+ *         barn (K_BARN_*), K_HDR_WORDS in all before its pcs lines      writer: per word, below
+ *   PCS_  a slot's line of a cache (PCS_WORDS): its sheaves, local lock, users, hand
+ *                                                              writer: the slot's agent
+ *   S_    a sheaf (S_BYTES): size, capacity, next, cache, objects   writer: whoever holds it
+ *   PD_   a page descriptor (PD_WORDS); PG_ are the flags in PD_FLAGS (the kernel's page flags)
+ *                                                              writer: the lock holder of its list
+ *   O_    a free object's words                                  writer: whoever frees it
+ *   M_    a debug object's metadata after its redzone (M_BYTES)  writer: its allocator or freer
  */
 
 export const PAGE_SHIFT = 12;
@@ -136,26 +157,26 @@ export const R_GP_DONE = 160;
 /* ---------------------------------------------------------------- page 0, line 11: read-only words */
 /** A sheaf with size 0 and capacity 0 that every unused pcs main points at: the fast paths find it
  * both empty and full and go to the slow path, which installs a real sheaf. Never written. */
-export const EMPTY_SHEAF_W = 176;
-/** Caches in the CACHE_DYING state (the slow paths of every slot flush their sheaves of them). */
-export const G_NR_DYING = 192;
+export const H_EMPTY_SHEAF = 176;
+/** Caches in the K_STATE_DYING state (the slow paths of every slot flush their sheaves of them). */
+export const CT_NR_DYING = 192;
 
 /** kfreeRcu objects taken off a slot for freeing and not yet freed, all agents (Atomics.add/sub):
  * rcuBarrier waits for it to reach 0. Own line. */
 export const R_INFLIGHT = 208;
 
 /** Words of page 0 in use. */
-export const HEADER_WORDS = 224;
+export const H_WORDS = 224;
 
 /* ---------------------------------------------------------------- per-CPU block */
 /** Bytes per CPU slot block: 22 lines. Groups that another agent reads or writes (line 0, the pcp
  * lock and lists, the RCU read side, the krcp lock and state) are kept a free line away from the
  * groups the owner writes on its own (deferred list, vmstat) and from each other (HOT SPACING):
  * lines 1, 4, 8, 10, 20 and 21 hold nothing. */
-export const PCPU_BYTES = 1408;
-export const PCPU_WORDS = PCPU_BYTES >> 2;
+export const C_BYTES = 1408;
+export const C_WORDS = C_BYTES >> 2;
 /* line 0: slot state; read by other agents when they attach, written by the owner otherwise. */
-/** SLOT_FREE, SLOT_ATTACHED, SLOT_RECLAIMING (with its claimant, slotReclaimingBy) or SLOT_DEAD; claimed by CAS. */
+/** C_STATE_FREE, C_STATE_ATTACHED, C_STATE_RECLAIMING (with its claimant, slotReclaimingBy) or C_STATE_DEAD; claimed by CAS. */
 export const C_STATE = 0;
 /** Incremented at every attach and every reclaimSlot, so a stale handle of an earlier attach can be
  * recognised: its slow paths compare it with the value it claimed and throw EDETACHED. */
@@ -220,10 +241,10 @@ export const C_RCU_NR_SPARE = 200;
 /** Objects this slot took off some slot (takeExpired) and has not freed yet: its share of
  * R_INFLIGHT, which reclaimSlot gives back when the slot died holding them. Owner only. */
 export const C_RCU_INFLIGHT = 201;
-export const RCU_SPARE_MAX = 4;
+export const C_RCU_SPARE_MAX = 4;
 /** lines 13..19: the emergency array: objects queued when no block page could be had. */
 export const C_RCU_EMERG = 208;
-export const RCU_EMERG_MAX = 112;
+export const C_RCU_EMERG_MAX = 112;
 
 /* kfree_rcu block page: a header and the addresses waiting for one grace period */
 /** Addresses in the block. */
@@ -235,30 +256,30 @@ export const RB_NEXT = 2;
 export const RB_ADDRS = 4;
 export const RB_CAP = (4096 >> 2) - RB_ADDRS;
 
-export const SLOT_FREE = 0;
-export const SLOT_ATTACHED = 1;
-/** A slot reclaimSlot has claimed. The claimant's slot + 1 is stored above SLOT_RECLAIMER_SHIFT in
+export const C_STATE_FREE = 0;
+export const C_STATE_ATTACHED = 1;
+/** A slot reclaimSlot has claimed. The claimant's slot + 1 is stored above C_STATE_RECLAIMER_SHIFT in
  * the same word (slotReclaimingBy), so that a reclaimer killed mid-reclaim is known: reclaimSlot
- * of the claimant finishes the job. Read the state with SLOT_STATE_MASK. */
-export const SLOT_RECLAIMING = 2;
-export const SLOT_RECLAIMER_SHIFT = 8;
-export const SLOT_STATE_MASK = (1 << SLOT_RECLAIMER_SHIFT) - 1;
+ * of the claimant finishes the job. Read the state with C_STATE_MASK. */
+export const C_STATE_RECLAIMING = 2;
+export const C_STATE_RECLAIMER_SHIFT = 8;
+export const C_STATE_MASK = (1 << C_STATE_RECLAIMER_SHIFT) - 1;
 /** C_STATE of a slot that slot `by` is reclaiming. */
 export function slotReclaimingBy(by: number): number {
-  return SLOT_RECLAIMING | ((by + 1) << SLOT_RECLAIMER_SHIFT);
+  return C_STATE_RECLAIMING | ((by + 1) << C_STATE_RECLAIMER_SHIFT);
 }
 /** The slot reclaiming a slot of state `state`: -1 when none is recorded (an earlier release's
- * plain SLOT_RECLAIMING), or when the slot is not being reclaimed (then also see the state). */
+ * plain C_STATE_RECLAIMING), or when the slot is not being reclaimed (then also see the state). */
 export function slotReclaimer(state: number): number {
-  return (state & SLOT_STATE_MASK) === SLOT_RECLAIMING ? (state >>> SLOT_RECLAIMER_SHIFT) - 1 : -1;
+  return (state & C_STATE_MASK) === C_STATE_RECLAIMING ? (state >>> C_STATE_RECLAIMER_SHIFT) - 1 : -1;
 }
 /** A slot an earlier release marked dead (its agent died holding a lock; waiters on its locks get
  * EOWNERDEAD). reclaimSlot now takes such locks over and reclaims the slot instead; kept so that a
  * heap marked by the earlier release can still be reclaimed. */
-export const SLOT_DEAD = 3;
+export const C_STATE_DEAD = 3;
 
 /** The slot's agent must never block: GFP.KERNEL spins instead of Atomics.wait. */
-export const CPUF_NOBLOCK = 1;
+export const C_FLAG_NOBLOCK = 1;
 
 /* ---------------------------------------------------------------- vmstat counters (per slot) */
 export const VM = {
@@ -302,7 +323,7 @@ export type VmItem = keyof typeof VM;
 export const LOCK = {
   rcu: 0, // a slot's C_KRCP_LOCK
   ctable: 1, // CT_LOCK
-  sheaf: 2, // a slot's per-cache local lock (pcs P_LOCKED): plain flag, owner only
+  sheaf: 2, // a slot's per-cache local lock (pcs PCS_LOCKED): plain flag, owner only
   barn: 3, // a cache's K_BARN_LOCK
   list: 4, // a cache's K_LIST_LOCK (kmem_cache_node.list_lock)
   pcp: 5, // a slot's C_PCP_LOCK
@@ -320,12 +341,12 @@ export const LOCK_NAMES = Object.freeze(["rcu", "ctable", "sheaf", "barn", "list
 /** Header lines before the per-slot pcs lines: configuration, name, list lock and lists, a free
  * line, barn lock and barn, a free line (HOT SPACING: the list and barn groups are written by any
  * slot, each pcs line by its slot alone, the configuration line read by every fast path). */
-export const CACHE_HDR_LINES = 8;
-export const CACHE_HDR_WORDS = CACHE_HDR_LINES * LINE_WORDS;
+export const K_HDR_LINES = 8;
+export const K_HDR_WORDS = K_HDR_LINES * LINE_WORDS;
 /** Stride of the per-slot pcs lines: one line of words and one free line (HOT SPACING). */
 export const PCS_WORDS = HOT_SPAN_WORDS;
 /* line 0: configuration, written once at createCache under CT_LOCK, read-only afterwards. */
-/** CACHE_FREE, CACHE_ACTIVE or CACHE_DYING. */
+/** K_STATE_FREE, K_STATE_ACTIVE or K_STATE_DYING. */
 export const K_STATE = 0;
 /** The object size the creator asked for. */
 export const K_OBJ_SIZE = 1;
@@ -356,9 +377,9 @@ export const K_INV_SIZE = 12;
 export const K_META = 14;
 /** Debug heaps: bytes of each object that poisoning covers (the object size rounded up to 8). */
 export const K_INUSE = 15;
-/** Line 1: the name, up to CACHE_NAME_MAX UTF-8 bytes. */
+/** Line 1: the name, up to K_NAME_MAX UTF-8 bytes. */
 export const K_NAME = 16;
-export const CACHE_NAME_MAX = 64;
+export const K_NAME_MAX = 64;
 /** Line 2: the list lock (kmem_cache_node.list_lock). */
 export const K_LIST_LOCK = 32;
 
@@ -398,40 +419,40 @@ export const K_BARN_NR_FULL = 97;
 export const K_BARN_EMPTY = 98;
 export const K_BARN_NR_EMPTY = 99;
 /** Most full sheaves and most empty sheaves a barn keeps. */
-export const BARN_MAX = 10;
+export const K_BARN_MAX = 10;
 
-/* pcs: one line a slot after the header, PCS_WORDS apart (word CACHE_HDR_WORDS + cpu * PCS_WORDS),
+/* pcs: one line a slot after the header, PCS_WORDS apart (word K_HDR_WORDS + cpu * PCS_WORDS),
  * owner only except when the slot is reclaimed */
 /** Address of the main sheaf (0 before first use). */
-export const P_MAIN = 0;
+export const PCS_MAIN = 0;
 /** Address of the spare sheaf (0 for none). */
-export const P_SPARE = 1;
+export const PCS_SPARE = 1;
 /** The local lock: 1 while a slow path of this slot works on these sheaves. */
-export const P_LOCKED = 2;
+export const PCS_LOCKED = 2;
 /** Slow paths of this slot inside this named cache (Atomics.add/sub by the slot, Atomics.load by a
  * releaser; reclaimSlot clears a dead slot's): a dying cache is not released while any is non-zero,
  * so no slow path works on a descriptor that is being reused. */
-export const P_USERS = 3;
+export const PCS_USERS = 3;
 /** A sheaf this slot has in its hands: taken off the barn (a trade, a barn shrink) or leaving the pcs
  * line for the barn, 0 for none. Owner only; reclaimSlot flushes a dead slot's (unless the sheaf
  * is on the pcs line or a barn list by then), so no sheaf in transit is lost with its objects.
  * On the sheaf cache's lines (it has no sheaves): the sheaf object this slot is allocating or
  * freeing (slab/sheaf_hand.ts), which reclaimSlot frees unless something else holds it. */
-export const P_HAND = 4;
+export const PCS_HAND = 4;
 
-export const CACHE_FREE = 0;
-export const CACHE_ACTIVE = 1;
-export const CACHE_DYING = 2;
+export const K_STATE_FREE = 0;
+export const K_STATE_ACTIVE = 1;
+export const K_STATE_DYING = 2;
 
 /** A kmalloc size-class cache. */
-export const KF_KMALLOC = 1;
+export const K_FLAG_KMALLOC = 1;
 /** The cache that sheaves themselves come from. */
-export const KF_SHEAF_CACHE = 2;
+export const K_FLAG_SHEAF_CACHE = 2;
 
 /* ---------------------------------------------------------------- a free object's words */
 /** Word 0 of every free object (in a slab freelist, a sheaf, the barn or a deferred list) holds
- * its address xor FREE_TAG: kfree of an object that still carries it is checked for a double free. */
-export const FREE_TAG = 0x6b6b1e55;
+ * its address xor O_FREE_TAG: kfree of an object that still carries it is checked for a double free. */
+export const O_FREE_TAG = 0x6b6b1e55;
 /** Word 1 of a free object on a slab freelist or a deferred list: the next object's address. */
 export const O_NEXT = 1;
 
@@ -447,32 +468,32 @@ export const S_CACHE = 3;
 /** First object address. */
 export const S_OBJS = 4;
 /** Largest sheaf capacity (kernel-map: 60 objects below 256 B). */
-export const SHEAF_MAX_CAP = 60;
+export const S_MAX_CAP = 60;
 /** Bytes of a sheaf object: its words, then one line nobody writes, so that two slots' sheaves
  * side by side in one slab never share a hardware line (HOT SPACING; the sheaf cache aligns its
  * objects to LINE_BYTES). */
-export const SHEAF_BYTES = (S_OBJS + SHEAF_MAX_CAP) * 4 + LINE_BYTES;
+export const S_BYTES = (S_OBJS + S_MAX_CAP) * 4 + LINE_BYTES;
 
 /* ---------------------------------------------------------------- page descriptor (struct page) */
 export const PD_WORDS = 8;
 /** PG_* flags in bits 0..7, order in bits 8..11. Zero for a page that is not the head of a block. */
-export const D_FLAGS = 0;
+export const PD_FLAGS = 0;
 /** List links (buddy free list, pcp list, partial list, deferred llist): pfns, 0 for none. */
-export const D_NEXT = 1;
-export const D_PREV = 2;
+export const PD_NEXT = 1;
+export const PD_PREV = 2;
 /** Slab pages: pfn of the slab's head page. */
-export const D_HEAD = 3;
+export const PD_HEAD = 3;
 /** Slab pages: cache id. */
-export const D_CACHE = 4;
+export const PD_CACHE = 4;
 /** Slab head: address of the first free object, 0 for none. */
-export const D_FREELIST = 5;
+export const PD_FREELIST = 5;
 /** Slab head: objects handed out of the slab (to callers, sheaves or the barn). */
-export const D_INUSE = 6;
+export const PD_INUSE = 6;
 /** pcp pages: slot whose list holds them. Allocated blocks: slot that allocated them. */
-export const D_OWNER = 7;
+export const PD_OWNER = 7;
 
-export const ORDER_SHIFT = 8;
-export const ORDER_MASK = 0xf << ORDER_SHIFT;
+export const PG_ORDER_SHIFT = 8;
+export const PG_ORDER_MASK = 0xf << PG_ORDER_SHIFT;
 /** Head of a free block in the buddy lists. */
 export const PG_BUDDY = 1;
 /** Head of a block handed out by allocPages. */
@@ -489,7 +510,7 @@ export const PG_DEFERRED = 32;
 export const PG_RESERVED = 64;
 /** Head of a block that holds kfree_rcu pointers (a kfreeRcu block page). */
 export const PG_RCU_BLOCK = 128;
-/** With PG_HEAD: a block in the hands of slot D_OWNER inside the allocator (taken off a list and not
+/** With PG_HEAD: a block in the hands of slot PD_OWNER inside the allocator (taken off a list and not
  * yet given its kind, or on its way back to a list; a slab leaving its cache; a block being merged).
  * Never a caller's: reclaimSlot of that slot returns every such block to the free lists. Bit 12,
  * above the order. */
@@ -504,11 +525,11 @@ export const DEBUG_RZ = 8;
 /** Debug heaps: metadata words after the redzone: M_STATE and M_REQ. */
 export const M_STATE = 0;
 export const M_REQ = 1;
-export const DEBUG_META_BYTES = 8;
+export const M_BYTES = 8;
 /** M_STATE values. */
-export const OBJ_FREE = 0x46524545;
-export const OBJ_ALLOC = 0x414c4c4f;
-export const OBJ_RCU = 0x52435521;
+export const M_STATE_FREE = 0x46524545;
+export const M_STATE_ALLOC = 0x414c4c4f;
+export const M_STATE_RCU = 0x52435521;
 /** Poison of a free object's bytes 8.. (POISON_FREE) and of a live object's redzones (SLUB_RED_ACTIVE). */
 export const POISON_FREE = 0x6b;
 /** POISON_FREE in all four bytes of a word: word 1 of a free debug object off any list. */
@@ -534,14 +555,14 @@ export function alignUp(n: number, a: number): number {
 }
 
 export function cacheBytesFor(cpus: number): number {
-  return (CACHE_HDR_WORDS + cpus * PCS_WORDS) * 4;
+  return (K_HDR_WORDS + cpus * PCS_WORDS) * 4;
 }
 
 /** Place the metadata regions for a heap of `size` bytes (a multiple of PAGE_SIZE). */
 export function computeGeometry(size: number, cpus: number, maxCaches: number): Geometry {
   const nrPages = size >>> PAGE_SHIFT;
   const pcpuOff = PAGE_SIZE;
-  const cacheOff = alignUp(pcpuOff + cpus * PCPU_BYTES, LINE_BYTES);
+  const cacheOff = alignUp(pcpuOff + cpus * C_BYTES, LINE_BYTES);
   const cacheBytes = cacheBytesFor(cpus);
   const descOff = alignUp(cacheOff + maxCaches * cacheBytes, LINE_BYTES);
   const metaEnd = descOff + nrPages * PD_WORDS * 4;

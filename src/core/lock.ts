@@ -19,7 +19,7 @@
  *     degrades as a nolock call does (another path, 0, or a deferred free). After giving up, the
  *     agent gives up again at once (after the read-only spin) for NOBLOCK_BACKOFF_MS, so that one
  *     call meeting several held locks stays bounded too. A lock whose owner slot reclaimSlot found
- *     dead (SLOT_DEAD) throws EOWNERDEAD instead of waiting for ever.
+ *     dead (C_STATE_DEAD) throws EOWNERDEAD instead of waiting for ever.
  *   - A waiter checks the word it waits on (checkLockWord, at entry, at every wait slice and when
  *     a noBlock agent gives up): stray bits, an owner that is no slot, or an owner slot that is
  *     free (seen twice with the same word) mean a stray store overwrote it: ECORRUPT, never an
@@ -31,7 +31,7 @@
  *   Callers decide the mode first and then call either trylock or lock, never trylock-then-lock
  *   (seed 000).
  *
- * A local lock (a sheaf's P_LOCKED) is a plain word written only by its slot: it detects re-entry
+ * A local lock (a sheaf's PCS_LOCKED) is a plain word written only by its slot: it detects re-entry
  * by this agent (from a hook) and nothing else.
  *
  * A lock held by another handle of this agent (a hook of one handle calling another) is never
@@ -70,13 +70,13 @@ import {
   C_HELD,
   C_STATE,
   C_VMSTAT,
-  CPUF_NOBLOCK,
+  C_FLAG_NOBLOCK,
   H_FAIL_RATE,
   LOCK,
   LOCK_CLASSES,
   LOCK_NAMES,
-  SLOT_DEAD,
-  SLOT_FREE,
+  C_STATE_DEAD,
+  C_STATE_FREE,
   VM,
   Z_SIZE,
 } from "./layout.js";
@@ -467,7 +467,7 @@ export class Locks extends MemView {
 
   /**
    * Throw EOWNERDEAD if the lock at word `w` is held by a slot that reclaimSlot found dead. Only
-   * SLOT_DEAD counts: a slot that detached normally held no lock, and a free slot may already
+   * C_STATE_DEAD counts: a slot that detached normally held no lock, and a free slot may already
    * belong to a new agent that holds the lock under the same owner value (the slot's number); a
    * dead slot is never attached again.
    */
@@ -476,7 +476,7 @@ export class Locks extends MemView {
     const owner = (v & LOCK_OWNER_MASK) - 1;
     this.checkLockWord(w, cls, v, owner);
     if (owner < 0 || owner >= this.cpus) return;
-    if (Atomics.load(this.i32, this.mem.pcpOf(owner) + C_STATE) === SLOT_DEAD) {
+    if (Atomics.load(this.i32, this.mem.pcpOf(owner) + C_STATE) === C_STATE_DEAD) {
       throw new HeapError(
         ErrorCode.EOWNERDEAD,
         `the ${LOCK_NAMES[cls]} lock is held by cpu ${owner}, which died holding it`,
@@ -495,7 +495,7 @@ export class Locks extends MemView {
     let why = "";
     if ((v & ~(LOCK_OWNER_MASK | LOCK_WAITERS)) !== 0 || owner < 0 || owner >= this.cpus) {
       why = `names no slot of this heap (${this.cpus} slots)`;
-    } else if (Atomics.load(this.i32, this.mem.pcpOf(owner) + C_STATE) === SLOT_FREE && Atomics.load(this.i32, w) === v) {
+    } else if (Atomics.load(this.i32, this.mem.pcpOf(owner) + C_STATE) === C_STATE_FREE && Atomics.load(this.i32, w) === v) {
       if (this.suspectLock === w && this.suspectValue === v) why = `is held by cpu ${owner}, which is not attached`;
       this.suspectLock = w;
       this.suspectValue = v;
@@ -512,7 +512,7 @@ export class Locks extends MemView {
 
   /* ------------------------------------------------------------ local locks */
 
-  /** Take a slot-local lock word (a sheaf's P_LOCKED): a plain store, owner only. */
+  /** Take a slot-local lock word (a sheaf's PCS_LOCKED): a plain store, owner only. */
   localLock(w: number, cls: number): void {
     this.i32[w] = 1;
     this.acquired(cls);
@@ -557,7 +557,7 @@ export class Locks extends MemView {
 
   /** Is this slot's agent marked as one that never blocks? */
   noBlock(): boolean {
-    return !this.canBlock || (this.i32[this.pcpuW + C_FLAGS]! & CPUF_NOBLOCK) !== 0;
+    return !this.canBlock || (this.i32[this.pcpuW + C_FLAGS]! & C_FLAG_NOBLOCK) !== 0;
   }
 
   /** Fault injection: should this allocation fail on purpose? (fail_page_alloc / failslab) */

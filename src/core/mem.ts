@@ -21,7 +21,7 @@
  * Stale reads: other agents grow the heap at any time; until refresh() runs, this handle's views
  * end at the old size, which is still correct for every address this handle has met.
  */
-import { type Geometry, PAGE_SHIFT, PCPU_WORDS, PD_WORDS, Z_SIZE } from "./layout.js";
+import { type Geometry, PAGE_SHIFT, C_WORDS, PD_WORDS, Z_SIZE } from "./layout.js";
 
 /** What the heap uses of a shared WebAssembly.Memory (typed here: the project's lib has no WebAssembly). */
 export interface WasmMemory {
@@ -122,7 +122,7 @@ function firstView(init: MmInit): MemView {
     cacheW: (base + g.cacheOff) >>> 2,
     cacheWords: g.cacheBytes >>> 2,
     pcpuBaseW,
-    pcpuW: pcpuBaseW + init.cpu * PCPU_WORDS,
+    pcpuW: pcpuBaseW + init.cpu * C_WORDS,
     cpu: init.cpu,
     me: init.cpu + 1,
     zoneStart: basePfn + g.zoneStart,
@@ -212,7 +212,7 @@ export class Mem extends MemView {
 
   /** Word index of slot `cpu`'s per-CPU block. */
   pcpOf(cpu: number): number {
-    return this.pcpuBaseW + cpu * PCPU_WORDS;
+    return this.pcpuBaseW + cpu * C_WORDS;
   }
 
   /** Word index of cache `id`'s descriptor. */

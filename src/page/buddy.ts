@@ -3,24 +3,24 @@
  * (rmqueueSmallest) and merged with their buddies on free (freeOneBlock), and the lock-free
  * deferred list of blocks parked by frees that could not take the zone lock.
  *
- * WORDS: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES and the D_FLAGS/D_NEXT/D_PREV words of every
+ * WORDS: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES and the PD_FLAGS/PD_NEXT/PD_PREV words of every
  * block on a buddy list, under Z_LOCK (the caller holds it for every function here except
  * deferPage). Z_DEFER_HEAD is an llist: any agent pushes with compareExchange (deferPage); only a
  * holder of Z_LOCK takes the whole list (exchange with 0) and frees it (drainDeferredLocked).
- * A parked block's descriptor (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
+ * A parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
  * LOCKS: none taken here but the zone lock by drainDeferred; the callers (page_alloc.ts, pcp.ts,
  * hotplug.ts) take it, after a pcp lock if any.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {
-  D_FLAGS,
-  D_NEXT,
-  D_OWNER,
-  D_PREV,
+  PD_FLAGS,
+  PD_NEXT,
+  PD_OWNER,
+  PD_PREV,
   LOCK,
   MAX_ORDER,
-  ORDER_MASK,
-  ORDER_SHIFT,
+  PG_ORDER_MASK,
+  PG_ORDER_SHIFT,
   PAGE_SHIFT,
   PG_BUDDY,
   PG_DEFERRED,
@@ -45,19 +45,19 @@ export function rmqueueSmallest(pa: PageAllocator, order: number): number {
     if (pfn === 0) continue;
     buddyDel(pa, pfn, o);
     // A block in hand is this slot's until prepNewBlock says what it is: an agent killed on the
-    // way is found by reclaimSlot (PG_INHAND, D_OWNER, written first) and the block freed. The
+    // way is found by reclaimSlot (PG_INHAND, PD_OWNER, written first) and the block freed. The
     // whole block is in hand first, and shrinks after each half goes back, so that no page of
     // it is ever outside a block (a half listed and still inside the block in hand is dropped
     // by rebuildBuddyLists, which walks past it, and freed with the block).
-    u32[pa.mem.pd(pfn) + D_OWNER] = pa.cpu;
-    u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
+    u32[pa.mem.pd(pfn) + PD_OWNER] = pa.cpu;
+    u32[pa.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (o << PG_ORDER_SHIFT);
     // expand(): hand the upper halves back, largest first.
     for (let high = o; high > order; ) {
       high--;
       const half = pfn + (1 << high);
-      u32[pa.mem.pd(half) + D_FLAGS] = PG_BUDDY | (high << ORDER_SHIFT);
+      u32[pa.mem.pd(half) + PD_FLAGS] = PG_BUDDY | (high << PG_ORDER_SHIFT);
       buddyAdd(pa, half, high);
-      u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (high << ORDER_SHIFT);
+      u32[pa.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (high << PG_ORDER_SHIFT);
     }
     u32[pa.hw + Z_FREE_PAGES] = u32[pa.hw + Z_FREE_PAGES]! - (1 << order);
     return pfn;
@@ -79,16 +79,16 @@ export function freeOneBlock(pa: PageAllocator, pfn: number, order: number): voi
     const buddy = pfn ^ (1 << order);
     if (buddy < pa.zoneStart || buddy >= end) break;
     const bd = pa.mem.pd(buddy);
-    if (u32[bd + D_FLAGS] !== (PG_BUDDY | (order << ORDER_SHIFT))) break;
+    if (u32[bd + PD_FLAGS] !== (PG_BUDDY | (order << PG_ORDER_SHIFT))) break;
     buddyDel(pa, buddy, order);
     const merged = pfn & buddy;
-    u32[pa.mem.pd(merged) + D_OWNER] = pa.cpu;
-    u32[pa.mem.pd(merged) + D_FLAGS] = PG_HEAD | PG_INHAND | ((order + 1) << ORDER_SHIFT);
-    u32[pa.mem.pd(merged === pfn ? buddy : pfn) + D_FLAGS] = 0;
+    u32[pa.mem.pd(merged) + PD_OWNER] = pa.cpu;
+    u32[pa.mem.pd(merged) + PD_FLAGS] = PG_HEAD | PG_INHAND | ((order + 1) << PG_ORDER_SHIFT);
+    u32[pa.mem.pd(merged === pfn ? buddy : pfn) + PD_FLAGS] = 0;
     pfn = merged;
     order++;
   }
-  u32[pa.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
+  u32[pa.mem.pd(pfn) + PD_FLAGS] = PG_BUDDY | (order << PG_ORDER_SHIFT);
   buddyAdd(pa, pfn, order);
 }
 
@@ -96,11 +96,11 @@ export function freeOneBlock(pa: PageAllocator, pfn: number, order: number): voi
 export function deferPage(pa: PageAllocator, pfn: number, order: number): void {
   const i32 = pa.i32;
   const d = pa.mem.pd(pfn);
-  pa.u32[d + D_FLAGS] = PG_DEFERRED | (order << ORDER_SHIFT);
+  pa.u32[d + PD_FLAGS] = PG_DEFERRED | (order << PG_ORDER_SHIFT);
   for (;;) {
     const head = Atomics.load(i32, pa.hw + Z_DEFER_HEAD);
-    pa.u32[d + D_NEXT] = head;
-    // Publication point: the compareExchange makes D_NEXT and D_FLAGS visible to the drainer.
+    pa.u32[d + PD_NEXT] = head;
+    // Publication point: the compareExchange makes PD_NEXT and PD_FLAGS visible to the drainer.
     if (Atomics.compareExchange(i32, pa.hw + Z_DEFER_HEAD, head, pfn) === head) break;
   }
   Atomics.add(i32, pa.hw + Z_DEFER_PAGES, 1 << order);
@@ -127,15 +127,15 @@ export function drainDeferredLocked(pa: PageAllocator): void {
   let pages = 0;
   while (pfn !== 0) {
     const d = pa.mem.pd(pfn);
-    const f = pfn >= pa.zoneStart && pfn < pa.nrPages ? pa.u32[d + D_FLAGS]! : 0;
-    const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
-    if ((f & ~ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
+    const f = pfn >= pa.zoneStart && pfn < pa.nrPages ? pa.u32[d + PD_FLAGS]! : 0;
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
+    if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
       pa.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
       break;
     }
-    const next = pa.u32[d + D_NEXT]!;
-    pa.u32[d + D_OWNER] = pa.cpu;
-    pa.u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    const next = pa.u32[d + PD_NEXT]!;
+    pa.u32[d + PD_OWNER] = pa.cpu;
+    pa.u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     freeOneBlock(pa, pfn, order);
     pages += 1 << order;
     pfn = next;
@@ -153,7 +153,7 @@ export function buddyDel(pa: PageAllocator, pfn: number, order: number): void {
 }
 
 /**
- * Push page `pfn` on the doubly linked list of page descriptors (D_NEXT, D_PREV) whose head pfn
+ * Push page `pfn` on the doubly linked list of page descriptors (PD_NEXT, PD_PREV) whose head pfn
  * is at word `head` and length at word `count`: a buddy free list, a slab partial list. The
  * lock that guards the list is held.
  */
@@ -161,9 +161,9 @@ export function pdListAdd(pa: PageAllocator, head: number, count: number, pfn: n
   const u32 = pa.u32;
   const d = pa.mem.pd(pfn);
   const first = u32[head]!;
-  u32[d + D_NEXT] = first;
-  u32[d + D_PREV] = 0;
-  if (first !== 0) u32[pa.mem.pd(first) + D_PREV] = pfn;
+  u32[d + PD_NEXT] = first;
+  u32[d + PD_PREV] = 0;
+  if (first !== 0) u32[pa.mem.pd(first) + PD_PREV] = pfn;
   u32[head] = pfn;
   u32[count] = u32[count]! + 1;
 }
@@ -172,12 +172,12 @@ export function pdListAdd(pa: PageAllocator, head: number, count: number, pfn: n
 export function pdListDel(pa: PageAllocator, head: number, count: number, pfn: number): void {
   const u32 = pa.u32;
   const d = pa.mem.pd(pfn);
-  const next = u32[d + D_NEXT]!;
-  const prev = u32[d + D_PREV]!;
-  if (prev !== 0) u32[pa.mem.pd(prev) + D_NEXT] = next;
+  const next = u32[d + PD_NEXT]!;
+  const prev = u32[d + PD_PREV]!;
+  if (prev !== 0) u32[pa.mem.pd(prev) + PD_NEXT] = next;
   else u32[head] = next;
-  if (next !== 0) u32[pa.mem.pd(next) + D_PREV] = prev;
-  u32[d + D_NEXT] = 0;
-  u32[d + D_PREV] = 0;
+  if (next !== 0) u32[pa.mem.pd(next) + PD_PREV] = prev;
+  u32[d + PD_NEXT] = 0;
+  u32[d + PD_PREV] = 0;
   u32[count] = u32[count]! - 1;
 }

@@ -16,15 +16,15 @@ import {
   C_PCP_HEAD,
   C_PCP_NR,
   C_STATE,
-  D_FLAGS,
-  D_NEXT,
-  D_OWNER,
-  D_PREV,
+  PD_FLAGS,
+  PD_NEXT,
+  PD_OWNER,
+  PD_PREV,
   LOCK,
   MAX_ORDER,
   NR_ORDERS,
-  ORDER_MASK,
-  ORDER_SHIFT,
+  PG_ORDER_MASK,
+  PG_ORDER_SHIFT,
   PAGE_SHIFT,
   PG_BUDDY,
   PG_DEFERRED,
@@ -34,7 +34,7 @@ import {
   PG_RCU_BLOCK,
   PG_RESERVED,
   PG_SLAB,
-  SLOT_FREE,
+  C_STATE_FREE,
   Z_DEFER_HEAD,
   Z_DEFER_PAGES,
   Z_FREE_HEAD,
@@ -78,9 +78,9 @@ export function rebuildBuddyLists(pa: PageAllocator): void {
   const blocks: number[] = [];
   const end = u32[pa.hw + Z_NR_PAGES]!;
   for (let pfn = pa.zoneStart; pfn < end; ) {
-    const f = u32[pa.mem.pd(pfn) + D_FLAGS]!;
-    const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
-    if ((f & ~ORDER_MASK) === PG_BUDDY) blocks.push(pfn, o);
+    const f = u32[pa.mem.pd(pfn) + PD_FLAGS]!;
+    const o = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
+    if ((f & ~PG_ORDER_MASK) === PG_BUDDY) blocks.push(pfn, o);
     pfn += (f & (PG_BUDDY | PG_PCP | PG_DEFERRED | PG_HEAD | PG_LARGE | PG_RCU_BLOCK)) !== 0 ? 1 << o : 1;
   }
   for (let o = 0; o < NR_ORDERS; o++) {
@@ -88,7 +88,7 @@ export function rebuildBuddyLists(pa: PageAllocator): void {
     u32[pa.hw + Z_NR_FREE + o] = 0;
   }
   u32[pa.hw + Z_FREE_PAGES] = 0;
-  for (let i = 0; i < blocks.length; i += 2) u32[pa.mem.pd(blocks[i]!) + D_FLAGS] = 0;
+  for (let i = 0; i < blocks.length; i += 2) u32[pa.mem.pd(blocks[i]!) + PD_FLAGS] = 0;
   for (let i = 0; i < blocks.length; i += 2) freeOneBlock(pa, blocks[i]!, blocks[i + 1]!);
 }
 
@@ -139,25 +139,25 @@ export function validatePages(pa: PageAllocator): Uint8Array {
     for (let p = pfn; p < pfn + (1 << order); p++) {
       if (where[p] !== PAGE_WHERE.unseen) bad(`${what}: page ${p} is in two places`);
       where[p] = w;
-      if (p !== pfn && u32[pa.mem.pd(p) + D_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
+      if (p !== pfn && u32[pa.mem.pd(p) + PD_FLAGS] !== 0) bad(`${what}: tail page ${p} of block ${pfn} has flags`);
     }
   };
   try {
     for (let pfn = pa.offset >>> PAGE_SHIFT; pfn < pa.zoneStart; pfn++) {
-      if (u32[pa.mem.pd(pfn) + D_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
+      if (u32[pa.mem.pd(pfn) + PD_FLAGS] !== PG_RESERVED) bad(`metadata page ${pfn} lost PG_RESERVED`);
       where[pfn] = PAGE_WHERE.reserved;
     }
     let free = 0;
     for (let o = 0; o < NR_ORDERS; o++) {
       let n = 0;
       let prev = 0;
-      for (let pfn = u32[pa.hw + Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + D_NEXT]!) {
+      for (let pfn = u32[pa.hw + Z_FREE_HEAD + o]!; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
         const d = pa.mem.pd(pfn);
-        if (u32[d + D_FLAGS] !== (PG_BUDDY | (o << ORDER_SHIFT))) bad(`free_area[${o}] holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
-        if (u32[d + D_PREV] !== prev) bad(`free_area[${o}]: broken back link at page ${pfn}`);
+        if (u32[d + PD_FLAGS] !== (PG_BUDDY | (o << PG_ORDER_SHIFT))) bad(`free_area[${o}] holds page ${pfn} with flags ${hex(u32[d + PD_FLAGS]!)}`);
+        if (u32[d + PD_PREV] !== prev) bad(`free_area[${o}]: broken back link at page ${pfn}`);
         mark(pfn, o, PAGE_WHERE.buddy, `free_area[${o}]`);
         const buddy = pfn ^ (1 << o);
-        if (o < MAX_ORDER && buddy >= pa.zoneStart && buddy < pa.nrPages && u32[pa.mem.pd(buddy) + D_FLAGS] === (PG_BUDDY | (o << ORDER_SHIFT))) {
+        if (o < MAX_ORDER && buddy >= pa.zoneStart && buddy < pa.nrPages && u32[pa.mem.pd(buddy) + PD_FLAGS] === (PG_BUDDY | (o << PG_ORDER_SHIFT))) {
           bad(`free buddies ${pfn} and ${buddy} of order ${o} were left unmerged`);
         }
         prev = pfn;
@@ -171,13 +171,13 @@ export function validatePages(pa: PageAllocator): Uint8Array {
     for (let cpu = 0; cpu < pa.cpus; cpu++) {
       const c = pa.mem.pcpOf(cpu);
       let pages = 0;
-      if (u32[c + C_STATE] === SLOT_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
+      if (u32[c + C_STATE] === C_STATE_FREE && u32[c + C_PCP_COUNT] !== 0) bad(`free slot ${cpu} still caches pages`);
       for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
         let n = 0;
-        for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + D_NEXT]!) {
+        for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
           const d = pa.mem.pd(pfn);
-          if (u32[d + D_FLAGS] !== (PG_PCP | (o << ORDER_SHIFT))) bad(`pcp ${cpu} order ${o} holds page ${pfn} with flags ${hex(u32[d + D_FLAGS]!)}`);
-          if (u32[d + D_OWNER] !== cpu) bad(`pcp ${cpu} holds page ${pfn} owned by slot ${u32[d + D_OWNER]}`);
+          if (u32[d + PD_FLAGS] !== (PG_PCP | (o << PG_ORDER_SHIFT))) bad(`pcp ${cpu} order ${o} holds page ${pfn} with flags ${hex(u32[d + PD_FLAGS]!)}`);
+          if (u32[d + PD_OWNER] !== cpu) bad(`pcp ${cpu} holds page ${pfn} owned by slot ${u32[d + PD_OWNER]}`);
           mark(pfn, o, PAGE_WHERE.pcp, `pcp ${cpu}`);
           n++;
           pages += 1 << o;
@@ -187,10 +187,10 @@ export function validatePages(pa: PageAllocator): Uint8Array {
       if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
     }
     let deferred = 0;
-    for (let pfn = Atomics.load(pa.u32, pa.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[pa.mem.pd(pfn) + D_NEXT]!) {
-      const f = u32[pa.mem.pd(pfn) + D_FLAGS]!;
-      if ((f & ~ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
-      const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    for (let pfn = Atomics.load(pa.u32, pa.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
+      const f = u32[pa.mem.pd(pfn) + PD_FLAGS]!;
+      if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
+      const o = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
       mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
       deferred += 1 << o;
     }
@@ -201,10 +201,10 @@ export function validatePages(pa: PageAllocator): Uint8Array {
         pfn++;
         continue;
       }
-      const f = u32[pa.mem.pd(pfn) + D_FLAGS]!;
+      const f = u32[pa.mem.pd(pfn) + PD_FLAGS]!;
       const kinds = PG_HEAD | PG_LARGE | PG_RCU_BLOCK;
-      if ((f & kinds) !== 0 && (f & ~(kinds | ORDER_MASK | PG_INHAND)) === 0) {
-        const o = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      if ((f & kinds) !== 0 && (f & ~(kinds | PG_ORDER_MASK | PG_INHAND)) === 0) {
+        const o = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
         mark(pfn, o, PAGE_WHERE.allocated, `allocated block ${pfn}`);
         pfn += 1 << o;
       } else if ((f & PG_SLAB) !== 0) {
@@ -231,7 +231,7 @@ export function unlockPcps(pa: PageAllocator, locked: Uint8Array): void {
 }
 
 /**
- * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with D_OWNER
+ * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with PD_OWNER
  * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
  * a block being merged). Their tail descriptors are cleared first (a merge stopped half-way can
  * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
@@ -241,11 +241,11 @@ export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: n
   let pages = 0;
   for (let pfn = pa.zoneStart; pfn < pa.nrPages; pfn++) {
     const d = pa.mem.pd(pfn);
-    const f = pa.u32[d + D_FLAGS]!;
-    if ((f & ~ORDER_MASK) !== (PG_HEAD | PG_INHAND) || pa.u32[d + D_OWNER] !== cpu) continue;
-    const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    const f = pa.u32[d + PD_FLAGS]!;
+    if ((f & ~PG_ORDER_MASK) !== (PG_HEAD | PG_INHAND) || pa.u32[d + PD_OWNER] !== cpu) continue;
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages) continue;
-    for (let p = 1; p < 1 << order; p++) pa.u32[pa.mem.pd(pfn + p) + D_FLAGS] = 0;
+    for (let p = 1; p < 1 << order; p++) pa.u32[pa.mem.pd(pfn + p) + PD_FLAGS] = 0;
     pa.freeBlock(pfn, order, 0);
     pages += 1 << order;
     if (blocks !== undefined) blocks.n++;

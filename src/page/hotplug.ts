@@ -12,10 +12,10 @@
 import { checkInt, einval } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
 import {
-  D_FLAGS,
+  PD_FLAGS,
   LOCK,
   MAX_ORDER,
-  ORDER_SHIFT,
+  PG_ORDER_SHIFT,
   PAGE_SHIFT,
   PAGE_SIZE,
   PG_BUDDY,
@@ -34,7 +34,7 @@ import {
 } from "../core/layout.js";
 import type { PageAllocator } from "./page_alloc.js";
 import { buddyAdd, freeOneBlock } from "./buddy.js";
-import { D_OWNER, PG_HEAD } from "../core/layout.js";
+import { PD_OWNER, PG_HEAD } from "../core/layout.js";
 import { PG_INHAND } from "../core/layout.js";
 
 /**
@@ -94,11 +94,11 @@ export function growLocked(pa: PageAllocator, want: number): void {
   // The new pages are blocks in this slot's hand before the zone reaches them: an agent killed
   // from here on leaves blocks that reclaimSlot frees (rebuildBuddyLists first finishes the
   // growth: Z_MANAGED and Z_SIZE follow Z_NR_PAGES), never pages that belong to nothing.
-  for (let pfn = from; pfn < to; pfn++) u32[pa.mem.pd(pfn) + D_FLAGS] = 0;
+  for (let pfn = from; pfn < to; pfn++) u32[pa.mem.pd(pfn) + PD_FLAGS] = 0;
   for (let pfn = from; pfn < to; ) {
     const order = growOrder(pfn, to);
-    u32[pa.mem.pd(pfn) + D_OWNER] = pa.cpu;
-    u32[pa.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    u32[pa.mem.pd(pfn) + PD_OWNER] = pa.cpu;
+    u32[pa.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     pfn += 1 << order;
   }
   u32[pa.hw + Z_NR_PAGES] = to;
@@ -146,7 +146,7 @@ export function setWatermarks(pa: PageAllocator, managed: number): void {
 /** Build the zone of a new heap: watermarks, pcp sizes, every zone page free. No other agent yet. */
 export function initZone(pa: PageAllocator): void {
   const u32 = pa.u32;
-  for (let pfn = pa.offset >>> PAGE_SHIFT; pfn < pa.zoneStart; pfn++) u32[pa.mem.pd(pfn) + D_FLAGS] = PG_RESERVED;
+  for (let pfn = pa.offset >>> PAGE_SHIFT; pfn < pa.zoneStart; pfn++) u32[pa.mem.pd(pfn) + PD_FLAGS] = PG_RESERVED;
   const managed = pa.nrPages - pa.zoneStart;
   u32[pa.hw + Z_MANAGED] = managed;
   u32[pa.hw + Z_SIZE] = pa.size;
@@ -162,7 +162,7 @@ export function initZone(pa: PageAllocator): void {
   while (pfn < pa.nrPages) {
     let order = MAX_ORDER;
     while (order > 0 && ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages)) order--;
-    u32[pa.mem.pd(pfn) + D_FLAGS] = PG_BUDDY | (order << ORDER_SHIFT);
+    u32[pa.mem.pd(pfn) + PD_FLAGS] = PG_BUDDY | (order << PG_ORDER_SHIFT);
     buddyAdd(pa, pfn, order);
     u32[pa.hw + Z_FREE_PAGES] = u32[pa.hw + Z_FREE_PAGES]! + (1 << order);
     pfn += 1 << order;

@@ -7,7 +7,7 @@
  *   Z_LOCK (class zone) protects the zone's words: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES, the
  *     watermarks, Z_MANAGED, Z_SIZE and Z_NR_PAGES (memory hotplug grows the buffer and adds pages
  *     under it; handles read Z_SIZE with Atomics.load to rebuild their views), and the
- *     D_FLAGS/D_NEXT/D_PREV words of every block on a buddy free list. It is taken after a pcp
+ *     PD_FLAGS/PD_NEXT/PD_PREV words of every block on a buddy free list. It is taken after a pcp
  *     lock, never before one.
  *   C_PCP_LOCK of a slot (class pcp) protects that slot's C_PCP_* list words and the descriptors of
  *     the blocks on its lists. It is a biased lock: the owner slot takes the word once
@@ -25,14 +25,14 @@
  *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
- *     parked block's descriptor (PG_DEFERRED | order, D_NEXT) belongs to the llist until then.
+ *     parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
  *     The drain is bounded by the zone's size and checks every entry: a broken list is reported to
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
  *   A block in hand (taken off a pcp or buddy list, not yet given its kind; on its way back to
  *     them; a slab leaving its cache; a block being merged; pages a growth adds) is PG_HEAD |
- *     PG_INHAND | order with D_OWNER this slot, the owner written before the flags: between any two
+ *     PG_INHAND | order with PD_OWNER this slot, the owner written before the flags: between any two
  *     statements each page is in a list or in a block a reader can walk, and reclaimSlot of a dead
  *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
  *     (test/reclaim-points.test.ts, test/reclaim-trust.test.ts, test/kill.test.ts). reclaimSlot,
@@ -63,14 +63,14 @@ import {
   C_PCP_REQ,
   C_PCP_NR,
   C_VMSTAT,
-  D_FLAGS,
-  D_NEXT,
-  D_OWNER,
+  PD_FLAGS,
+  PD_NEXT,
+  PD_OWNER,
   H_FAIL_RATE,
   LOCK,
   MAX_ORDER,
-  ORDER_MASK,
-  ORDER_SHIFT,
+  PG_ORDER_MASK,
+  PG_ORDER_SHIFT,
   PAGE_SHIFT,
   PAGE_SIZE,
   PCP_MAX_ORDER,
@@ -183,11 +183,11 @@ export class PageAllocator extends MemView {
     const c = this.pcpuW;
     const pfn = i32[c + C_PCP_HEAD + order]!;
     const d = this.descW + pfn * PD_WORDS;
-    i32[c + C_PCP_HEAD + order] = i32[d + D_NEXT]!;
+    i32[c + C_PCP_HEAD + order] = i32[d + PD_NEXT]!;
     i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! - 1;
     i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
-    i32[d + D_OWNER] = this.cpu;
-    i32[d + D_FLAGS] = flags | (order << ORDER_SHIFT);
+    i32[d + PD_OWNER] = this.cpu;
+    i32[d + PD_FLAGS] = flags | (order << PG_ORDER_SHIFT);
     return pfn;
   }
 
@@ -200,9 +200,9 @@ export class PageAllocator extends MemView {
     const i32 = this.i32;
     const c = this.pcpuW;
     const d = this.descW + pfn * PD_WORDS;
-    i32[d + D_FLAGS] = PG_PCP | (order << ORDER_SHIFT);
-    i32[d + D_OWNER] = this.cpu;
-    i32[d + D_NEXT] = i32[c + C_PCP_HEAD + order]!;
+    i32[d + PD_FLAGS] = PG_PCP | (order << PG_ORDER_SHIFT);
+    i32[d + PD_OWNER] = this.cpu;
+    i32[d + PD_NEXT] = i32[c + C_PCP_HEAD + order]!;
     i32[c + C_PCP_HEAD + order] = pfn;
     i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
     const count = i32[c + C_PCP_COUNT]! + (1 << order);
@@ -233,7 +233,7 @@ export class PageAllocator extends MemView {
       const pfn = addr >>> PAGE_SHIFT;
       const d = this.descW + pfn * PD_WORDS;
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
-      if (pfn >= this.zoneStart && i32[d + D_FLAGS] === (PG_HEAD | (order << ORDER_SHIFT)) && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0) {
+      if (pfn >= this.zoneStart && i32[d + PD_FLAGS] === (PG_HEAD | (order << PG_ORDER_SHIFT)) && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0) {
         // The block may have been allocated by another slot: it is this slot's now.
         this.pcpPush(pfn, order);
         i32[c + C_VMSTAT + VM.pgfree] = i32[c + C_VMSTAT + VM.pgfree]! + (1 << order);
@@ -320,8 +320,8 @@ export class PageAllocator extends MemView {
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
     // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
-    this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
-    this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    this.u32[this.mem.pd(pfn) + PD_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     this.locks.vmInc(VM.pgfree, 1 << order);
     if ((this.locks.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, GFP_TRYLOCK);
@@ -330,7 +330,7 @@ export class PageAllocator extends MemView {
   /* ================================================================= allocation internals */
 
   /**
-   * Take a block of 2^order pages out of the allocator; returns its pfn with D_FLAGS 0, or 0.
+   * Take a block of 2^order pages out of the allocator; returns its pfn with PD_FLAGS 0, or 0.
    * The caller checked its mode against the locks it holds.
    */
   rmqueue(order: number, gfp: number): number {
@@ -419,8 +419,8 @@ export class PageAllocator extends MemView {
     this.locks.vmInc(VM.pgalloc, 1 << order);
     if ((this.locks.trace.mask & (1 << TP.mm_page_alloc)) !== 0) this.emitPage(TP.mm_page_alloc, pfn, order, gfp);
     const d = this.mem.pd(pfn);
-    this.u32[d + D_OWNER] = this.cpu;
-    this.u32[d + D_FLAGS] = kind | (order << ORDER_SHIFT);
+    this.u32[d + PD_OWNER] = this.cpu;
+    this.u32[d + PD_FLAGS] = kind | (order << PG_ORDER_SHIFT);
     return addr;
   }
 
@@ -433,7 +433,7 @@ export class PageAllocator extends MemView {
   /* ================================================================= free internals */
 
   /**
-   * Give a block back (its D_FLAGS are rewritten here): to this slot's pcp list when its trylock succeeds (a
+   * Give a block back (its PD_FLAGS are rewritten here): to this slot's pcp list when its trylock succeeds (a
    * normal free drains a batch when the list passes high), else to the buddy lists; a nolock free
    * that cannot have the zone lock parks the block on the deferred llist.
    */
@@ -441,8 +441,8 @@ export class PageAllocator extends MemView {
     const nolock = mode !== 0;
     // In this slot's hand until a list takes it (see the contract): whatever the caller did to the
     // flags, at every lock point below the block is an allocated block of this slot.
-    this.u32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
-    this.u32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    this.u32[this.mem.pd(pfn) + PD_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     if (order <= PCP_LIST_MAX_ORDER) {
       if (pcpEnter(this)) {
         const count = this.pcpPush(pfn, order);
@@ -482,7 +482,7 @@ export class PageAllocator extends MemView {
     if (pfn < this.zoneStart) {
       throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata, not an allocated block`);
     }
-    const f = this.u32[this.mem.pd(pfn) + D_FLAGS]!;
+    const f = this.u32[this.mem.pd(pfn) + PD_FLAGS]!;
     if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0 || (f === 0 && this.insideFreeBlock(pfn))) {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is already free`);
     }
@@ -490,7 +490,7 @@ export class PageAllocator extends MemView {
     if ((f & kind) === 0) {
       throw new HeapError(ErrorCode.EINVAL, `the block at ${hex(addr)} is ${describeKind(f)}, not ${describeKind(kind)}`);
     }
-    const got = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    const got = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     if (got !== order) {
       throw new HeapError(ErrorCode.EINVAL, `the block at ${hex(addr)} has order ${got}, not ${order}`);
     }
@@ -502,9 +502,9 @@ export class PageAllocator extends MemView {
     for (let o = 1; o <= MAX_ORDER; o++) {
       const head = pfn & ~((1 << o) - 1);
       if (head < this.zoneStart) return false;
-      const f = this.u32[this.mem.pd(head) + D_FLAGS]!;
+      const f = this.u32[this.mem.pd(head) + PD_FLAGS]!;
       if (f === 0) continue;
-      const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+      const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
       return order >= o && (f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0;
     }
     return false;

@@ -18,8 +18,8 @@ import {
   C_PCP_LOCK,
   C_PCP_REQ,
   C_PCP_NR,
-  D_FLAGS,
-  D_NEXT,
+  PD_FLAGS,
+  PD_NEXT,
   LOCK,
   NR_PCP_ORDERS,
   VM,
@@ -33,7 +33,7 @@ import type { PageAllocator } from "./page_alloc.js";
 import { WMARK_LOW, wmarkFor } from "./page_alloc.js";
 import { drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
-import { D_OWNER, ORDER_SHIFT, PG_HEAD } from "../core/layout.js";
+import { PD_OWNER, PG_ORDER_SHIFT, PG_HEAD } from "../core/layout.js";
 import { PG_INHAND } from "../core/layout.js";
 import { C_PCP_REQ_AT } from "../core/layout.js";
 
@@ -93,11 +93,11 @@ export function pcpDrain(pa: PageAllocator, cpu: number, count: number): void {
     }
     idle = 0;
     const d = pa.mem.pd(pfn);
-    u32[c + C_PCP_HEAD + o] = u32[d + D_NEXT]!;
+    u32[c + C_PCP_HEAD + o] = u32[d + PD_NEXT]!;
     u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
-    u32[d + D_OWNER] = pa.cpu;
-    u32[d + D_FLAGS] = PG_HEAD | PG_INHAND | (o << ORDER_SHIFT);
+    u32[d + PD_OWNER] = pa.cpu;
+    u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND | (o << PG_ORDER_SHIFT);
     if ((pa.locks.trace.mask & (1 << TP.mm_page_pcpu_drain)) !== 0) pa.emitPage(TP.mm_page_pcpu_drain, pfn, o);
     freeOneBlock(pa, pfn, o);
     freed += 1 << o;
@@ -261,7 +261,7 @@ export function recountPcp(pa: PageAllocator, cpu: number): void {
   let pages = 0;
   for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
     let n = 0;
-    for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= pa.nrPages; pfn = u32[pa.mem.pd(pfn) + D_NEXT]!) n++;
+    for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= pa.nrPages; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) n++;
     u32[c + C_PCP_NR + o] = n;
     pages += n << o;
   }

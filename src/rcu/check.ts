@@ -22,9 +22,9 @@ import {
   C_RCU_WAIT,
   C_GEN,
   C_STATE,
-  CACHE_FREE,
-  D_FLAGS,
-  FREE_TAG,
+  K_STATE_FREE,
+  PD_FLAGS,
+  O_FREE_TAG,
   H_CACHE_BYTES,
   H_CACHE_OFF,
   H_CPUS,
@@ -33,10 +33,10 @@ import {
   K_GEN,
   K_META,
   K_STATE,
-  PCPU_WORDS,
-  SLOT_FREE,
+  C_WORDS,
+  C_STATE_FREE,
   M_STATE,
-  OBJ_RCU,
+  M_STATE_RCU,
   PAGE_SHIFT,
   PG_RCU_BLOCK,
   R_GP_DONE,
@@ -46,8 +46,8 @@ import {
   RB_CAP,
   RB_COUNT,
   RB_NEXT,
-  RCU_SPARE_MAX,
-  SLOT_ATTACHED,
+  C_RCU_SPARE_MAX,
+  C_STATE_ATTACHED,
 } from "../core/layout.js";
 import { objectCache } from "../slab/debug.js";
 import type { RcuAllocator } from "./rcu.js";
@@ -70,7 +70,7 @@ export function rcuRecount(rcu: RcuAllocator, p: number): void {
   }
   i32[p + C_RCU_WAIT_TAIL] = tail;
   let spare = 0;
-  for (let b = i32[p + C_RCU_SPARE]!; b !== 0 && spare < RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!) spare++;
+  for (let b = i32[p + C_RCU_SPARE]!; b !== 0 && spare < C_RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!) spare++;
   i32[p + C_RCU_NR_SPARE] = spare;
   const cur = i32[p + C_RCU_BLOCK]!;
   if (cur !== 0) {
@@ -109,11 +109,11 @@ export function validateRcu(rcu: RcuAllocator): void {
   };
   for (let cpu = 0; cpu < rcu.cpus; cpu++) {
     const p = rcu.mem.pcpOf(cpu);
-    if (i32[p + C_STATE] !== SLOT_ATTACHED && i32[p + C_RCU_PENDING] !== 0) bad(`detached cpu ${cpu} still has kfreeRcu objects`);
+    if (i32[p + C_STATE] !== C_STATE_ATTACHED && i32[p + C_RCU_PENDING] !== 0) bad(`detached cpu ${cpu} still has kfreeRcu objects`);
     let objs = 0;
     let blocks = 0;
     const check = (b: number): void => {
-      if (i32[rcu.mem.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} is not a block page`);
+      if (i32[rcu.mem.pd(b >>> PAGE_SHIFT) + PD_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} is not a block page`);
       const n = i32[(b >> 2) + RB_COUNT]!;
       if (n < 0 || n > RB_CAP) bad(`cpu ${cpu}: kfreeRcu block ${hex(b)} counts ${n}`);
       for (let k = 0; k < n; k++) checkWaiting(rcu, i32[(b >> 2) + RB_ADDRS + k]!, cpu);
@@ -131,11 +131,11 @@ export function validateRcu(rcu: RcuAllocator): void {
     if (objs !== i32[p + C_RCU_PENDING]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_PENDING]} kfreeRcu objects, holds ${objs}`);
     let spares = 0;
     for (let b = i32[p + C_RCU_SPARE]!; b !== 0; b = i32[(b >> 2) + RB_NEXT]!) {
-      if (i32[rcu.mem.pd(b >>> PAGE_SHIFT) + D_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: spare block ${hex(b)} is not a block page`);
-      if (++spares > RCU_SPARE_MAX) bad(`cpu ${cpu}: more than ${RCU_SPARE_MAX} spare block pages`);
+      if (i32[rcu.mem.pd(b >>> PAGE_SHIFT) + PD_FLAGS] !== PG_RCU_BLOCK) bad(`cpu ${cpu}: spare block ${hex(b)} is not a block page`);
+      if (++spares > C_RCU_SPARE_MAX) bad(`cpu ${cpu}: more than ${C_RCU_SPARE_MAX} spare block pages`);
     }
     if (spares !== i32[p + C_RCU_NR_SPARE]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_NR_SPARE]} spare block pages, holds ${spares}`);
-    if (i32[p + C_STATE] !== SLOT_ATTACHED && spares !== 0) bad(`detached cpu ${cpu} still keeps spare block pages`);
+    if (i32[p + C_STATE] !== C_STATE_ATTACHED && spares !== 0) bad(`detached cpu ${cpu} still keeps spare block pages`);
     if (blocks !== i32[p + C_RCU_BLOCKS]) bad(`cpu ${cpu}: counts ${i32[p + C_RCU_BLOCKS]} kfreeRcu blocks, holds ${blocks}`);
   }
 }
@@ -144,8 +144,8 @@ export function checkWaiting(rcu: RcuAllocator, addr: number, cpu: number): void
   try {
     const id = objectCache(rcu.slab, addr, -1);
     if (id >= 0 && rcu.i32[rcu.slab.cacheWOf(id) + K_META] !== 0) {
-      if (rcu.i32[((addr + rcu.i32[rcu.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== OBJ_RCU) throw new Error("state");
-    } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ FREE_TAG)) throw new Error("free");
+      if (rcu.i32[((addr + rcu.i32[rcu.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== M_STATE_RCU) throw new Error("state");
+    } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ O_FREE_TAG)) throw new Error("free");
   } catch {
     throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
   }
@@ -168,11 +168,11 @@ export function startCountersAt(heap: { readonly i32: Int32Array; readonly offse
   Atomics.store(i32, hw + R_GP_DONE, v);
   for (let id = 0; id < g.maxCaches; id++) {
     const kw = g.cacheW + id * g.cacheWords;
-    if (Atomics.load(i32, kw + K_STATE) === CACHE_FREE) i32[kw + K_GEN] = v;
+    if (Atomics.load(i32, kw + K_STATE) === K_STATE_FREE) i32[kw + K_GEN] = v;
   }
   for (let cpu = 0; cpu < g.cpus; cpu++) {
-    const c = g.pcpuW + cpu * PCPU_WORDS;
-    if (Atomics.load(i32, c + C_STATE) === SLOT_FREE) i32[c + C_GEN] = v;
+    const c = g.pcpuW + cpu * C_WORDS;
+    if (Atomics.load(i32, c + C_STATE) === C_STATE_FREE) i32[c + C_GEN] = v;
   }
 }
 

@@ -28,11 +28,11 @@ import {
   C_RCU_SPARE,
   C_RCU_WAIT,
   C_RCU_WAIT_TAIL,
-  D_FLAGS,
-  FREE_TAG,
+  PD_FLAGS,
+  O_FREE_TAG,
   K_META,
-  OBJ_ALLOC,
-  OBJ_RCU,
+  M_STATE_ALLOC,
+  M_STATE_RCU,
   LOCK,
   PAGE_SHIFT,
   PAGE_SIZE,
@@ -43,8 +43,8 @@ import {
   RB_COUNT,
   RB_GP,
   RB_NEXT,
-  RCU_EMERG_MAX,
-  RCU_SPARE_MAX,
+  C_RCU_EMERG_MAX,
+  C_RCU_SPARE_MAX,
   VM,
 } from "../core/layout.js";
 import { LOCK_OWNER_MASK } from "../core/lock.js";
@@ -52,7 +52,7 @@ import { checkBulk, debugFree, debugSetState, objectCache } from "../slab/debug.
 import { kfreeSlow } from "../slab/kmalloc.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RCU_DELAY_MS, gpAfter } from "./rcu.js";
-import { D_OWNER } from "../core/layout.js";
+import { PD_OWNER } from "../core/layout.js";
 
 /**
  * Free `addr` (from kmalloc or a cache) after a grace period. Never waits where waiting is not
@@ -80,7 +80,7 @@ export function kfreeRcu(rcu: RcuAllocator, addr: number): void {
   const id = objectCache(rcu.slab, addr, -1);
   if (id >= 0 && rcu.i32[rcu.slab.cacheWOf(id) + K_META] !== 0) {
     debugFree(rcu.slab, id, addr, false);
-  } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ FREE_TAG)) {
+  } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ O_FREE_TAG)) {
     // Reuse kfree's full check: it throws EDOUBLEFREE for an object that really is free.
     checkBulk(rcu.slab, [addr], -1, false);
   }
@@ -143,7 +143,7 @@ export function queueInBlock(rcu: RcuAllocator, addr: number, c: number): boolea
       block = pfn << PAGE_SHIFT;
       // A block page's count is valid before the page is one (reclaimSlot reads the blocks in hand).
       rcu.i32[(block >> 2) + RB_COUNT] = 0;
-      rcu.u32[rcu.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+      rcu.u32[rcu.mem.pd(pfn) + PD_FLAGS] = PG_RCU_BLOCK;
       rcu.locks.vmInc(VM.pgalloc, 1);
     }
     // rcu.i32: rmqueue may have rebuilt the views for a page added by growth.
@@ -164,7 +164,7 @@ export function queueAt(rcu: RcuAllocator, block: number, addr: number, c: numbe
   // The cookie first: an object is never counted in a block whose cookie is older than its own.
   i32[bw + RB_GP] = c;
   i32[bw + RB_ADDRS + n] = addr;
-  if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, OBJ_RCU);
+  if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, M_STATE_RCU);
   i32[bw + RB_COUNT] = n + 1;
   i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
   return true;
@@ -205,10 +205,10 @@ export function kfreeRcuFallback(rcu: RcuAllocator, addr: number, c: number): vo
   const krcp = p + C_KRCP_LOCK;
   if (krcpTrylock(rcu, krcp)) {
     const n = i32[p + C_RCU_EMERG_NR]!;
-    if (n < RCU_EMERG_MAX) {
+    if (n < C_RCU_EMERG_MAX) {
       i32[p + C_RCU_EMERG + n] = addr;
       i32[p + C_RCU_EMERG_NR] = n + 1;
-      if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, OBJ_RCU);
+      if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, M_STATE_RCU);
       i32[p + C_RCU_EMERG_GP] = c;
       i32[p + C_RCU_PENDING] = i32[p + C_RCU_PENDING]! + 1;
       rcu.locks.unlock(krcp, LOCK.rcu);
@@ -290,15 +290,15 @@ export function rcuSlowWork(rcu: RcuAllocator): void {
   if (w !== 0 && rcu.gpPoll(rcu.i32[(w >> 2) + RB_GP]!)) rcuProcessOwn(rcu, false);
 }
 
-/** Bring this slot's spare block pages up to RCU_SPARE_MAX with NOWAIT allocations. No lock held. */
+/** Bring this slot's spare block pages up to C_RCU_SPARE_MAX with NOWAIT allocations. No lock held. */
 export function refillSpareBlocks(rcu: RcuAllocator): void {
   const i32 = rcu.i32;
   const p = rcu.pcpuW;
-  while (i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX) {
+  while (i32[p + C_RCU_NR_SPARE]! < C_RCU_SPARE_MAX) {
     const pfn = rcu.pages.rmqueue(0, GFP.NOWAIT);
     if (pfn === 0) return;
     rcu.i32[(pfn << (PAGE_SHIFT - 2)) + RB_COUNT] = 0;
-    rcu.u32[rcu.mem.pd(pfn) + D_FLAGS] = PG_RCU_BLOCK;
+    rcu.u32[rcu.mem.pd(pfn) + PD_FLAGS] = PG_RCU_BLOCK;
     rcu.locks.vmInc(VM.pgalloc, 1);
     if (!pushSpare(rcu, pfn << PAGE_SHIFT)) {
       freeBlockPage(rcu, pfn << PAGE_SHIFT);
@@ -312,9 +312,9 @@ export function pushSpare(rcu: RcuAllocator, block: number): boolean {
   const i32 = rcu.i32;
   const p = rcu.pcpuW;
   if (!rcu.locks.trylock(p + C_KRCP_LOCK, LOCK.rcu)) return false;
-  const kept = i32[p + C_RCU_NR_SPARE]! < RCU_SPARE_MAX;
+  const kept = i32[p + C_RCU_NR_SPARE]! < C_RCU_SPARE_MAX;
   if (kept) {
-    rcu.u32[rcu.mem.pd(block >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
+    rcu.u32[rcu.mem.pd(block >>> PAGE_SHIFT) + PD_OWNER] = rcu.cpu;
     i32[(block >> 2) + RB_NEXT] = i32[p + C_RCU_SPARE]!;
     i32[p + C_RCU_SPARE] = block;
     i32[p + C_RCU_NR_SPARE] = i32[p + C_RCU_NR_SPARE]! + 1;
@@ -340,15 +340,15 @@ export function dropSpareBlocks(rcu: RcuAllocator, p: number): void {
   rcu.locks.lock(p + C_KRCP_LOCK, LOCK.rcu);
   let b = rcu.i32[p + C_RCU_SPARE]!;
   // Ours before they leave the list: a kill below leaves blocks in hand that our reclaim finds.
-  for (let s = b, n = 0; s !== 0 && n < RCU_SPARE_MAX; s = rcu.i32[(s >> 2) + RB_NEXT]!, n++) {
-    rcu.u32[rcu.mem.pd(s >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
+  for (let s = b, n = 0; s !== 0 && n < C_RCU_SPARE_MAX; s = rcu.i32[(s >> 2) + RB_NEXT]!, n++) {
+    rcu.u32[rcu.mem.pd(s >>> PAGE_SHIFT) + PD_OWNER] = rcu.cpu;
     rcu.i32[(s >> 2) + RB_COUNT] = 0;
   }
   rcu.i32[p + C_RCU_SPARE] = 0;
   rcu.i32[p + C_RCU_NR_SPARE] = 0;
   rcu.locks.unlock(p + C_KRCP_LOCK, LOCK.rcu);
   for (let n = 0; b !== 0; n++) {
-    if (n >= RCU_SPARE_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the spare block list at word ${p} holds more than ${RCU_SPARE_MAX} pages: it is broken`);
+    if (n >= C_RCU_SPARE_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the spare block list at word ${p} holds more than ${C_RCU_SPARE_MAX} pages: it is broken`);
     const next = rcu.i32[(b >> 2) + RB_NEXT]!;
     freeBlockPage(rcu, b);
     b = next;
@@ -380,7 +380,7 @@ export function takeExpired(rcu: RcuAllocator, p: number, out: Expired, all: boo
     }
     if (!take(i32[(b >> 2) + RB_GP]!)) break;
     // The taker's before it leaves the chain: a block in hand is found by its owner's reclaim.
-    rcu.u32[rcu.mem.pd(b >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
+    rcu.u32[rcu.mem.pd(b >>> PAGE_SHIFT) + PD_OWNER] = rcu.cpu;
     i32[p + C_RCU_WAIT] = i32[(b >> 2) + RB_NEXT]!;
     if (i32[p + C_RCU_WAIT] === 0) i32[p + C_RCU_WAIT_TAIL] = 0;
     out.blocks.push(b);
@@ -389,7 +389,7 @@ export function takeExpired(rcu: RcuAllocator, p: number, out: Expired, all: boo
   const cur = i32[p + C_RCU_BLOCK]!;
   if (cur !== 0 && !isBlockPage(rcu, cur)) throw new HeapError(ErrorCode.ECORRUPT, `the current kfreeRcu block at word ${p} (${hex(cur)}) is not a block page`);
   if (cur !== 0 && i32[p + C_RCU_WAIT] === 0 && take(i32[(cur >> 2) + RB_GP]!)) {
-    rcu.u32[rcu.mem.pd(cur >>> PAGE_SHIFT) + D_OWNER] = rcu.cpu;
+    rcu.u32[rcu.mem.pd(cur >>> PAGE_SHIFT) + PD_OWNER] = rcu.cpu;
     i32[p + C_RCU_BLOCK] = 0;
     out.blocks.push(cur);
     pending += i32[(cur >> 2) + RB_COUNT]!;
@@ -415,7 +415,7 @@ export function isBlockPage(rcu: RcuAllocator, b: number): boolean {
   const pfn = b >>> PAGE_SHIFT;
   if ((b & (PAGE_SIZE - 1)) !== 0 || pfn < rcu.zoneStart || pfn >= rcu.nrPages) return false;
   const n = rcu.i32[(b >> 2) + RB_COUNT]!;
-  return rcu.u32[rcu.mem.pd(pfn) + D_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
+  return rcu.u32[rcu.mem.pd(pfn) + PD_FLAGS] === PG_RCU_BLOCK && n >= 0 && n <= RB_CAP;
 }
 
 /** Free what takeExpired unlinked: every object, then the block pages. No lock held. */
@@ -441,7 +441,7 @@ export function freeExpiredObjects(rcu: RcuAllocator, out: Expired): number {
     for (const b of out.blocks) {
       const bw = b >> 2;
       const n = rcu.i32[bw + RB_COUNT]!;
-      // From the top, the count lowered before each free: a block in hand (D_OWNER this slot)
+      // From the top, the count lowered before each free: a block in hand (PD_OWNER this slot)
       // always counts exactly the objects not yet given to kfree, and reclaimSlot frees those
       // (a kill between the two statements leaks that one object, never frees it twice).
       for (let k = n - 1; k >= 0; k--) {
@@ -466,7 +466,7 @@ export function freeExpiredObjects(rcu: RcuAllocator, out: Expired): number {
  */
 export function freeQueued(rcu: RcuAllocator, addr: number): void {
   try {
-    if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, OBJ_ALLOC);
+    if (rcu.locks.debugFlags !== 0) debugSetState(rcu.slab, addr, M_STATE_ALLOC);
     rcu.slab.kfree(addr);
   } catch (e) {
     rcu.locks.reportDeferred(e, addr);
@@ -481,7 +481,7 @@ export function freeQueued(rcu: RcuAllocator, addr: number): void {
 }
 
 /**
- * reclaimSlot: the kfreeRcu block pages dead slot `cpu` had in its hands (D_OWNER `cpu`, on no
+ * reclaimSlot: the kfreeRcu block pages dead slot `cpu` had in its hands (PD_OWNER `cpu`, on no
  * slot's chain, current word or spare list: a batch it was freeing, a spare it was dropping or
  * refilling, a block between two lists). Those with objects go on the dead slot's wait chain,
  * freed after their grace period by the flush that follows; empty ones are freed. Takes each
@@ -496,13 +496,13 @@ export function rcuBlocksInHand(rcu: RcuAllocator, cpu: number): number {
     rcu.locks.lock(q + C_KRCP_LOCK, LOCK.rcu);
     for (let b = i32[q + C_RCU_WAIT]!, n = 0; b !== 0 && n <= rcu.nrPages; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
     if (i32[q + C_RCU_BLOCK] !== 0) reach.add(i32[q + C_RCU_BLOCK]!);
-    for (let b = i32[q + C_RCU_SPARE]!, n = 0; b !== 0 && n <= RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
+    for (let b = i32[q + C_RCU_SPARE]!, n = 0; b !== 0 && n <= C_RCU_SPARE_MAX; b = i32[(b >> 2) + RB_NEXT]!, n++) reach.add(b);
     rcu.locks.unlock(q + C_KRCP_LOCK, LOCK.rcu);
   }
   const found: number[] = [];
   for (let pfn = rcu.zoneStart; pfn < rcu.nrPages; pfn++) {
     const d = rcu.mem.pd(pfn);
-    if (u32[d + D_FLAGS] === PG_RCU_BLOCK && u32[d + D_OWNER] === cpu && !reach.has(pfn << PAGE_SHIFT)) found.push(pfn << PAGE_SHIFT);
+    if (u32[d + PD_FLAGS] === PG_RCU_BLOCK && u32[d + PD_OWNER] === cpu && !reach.has(pfn << PAGE_SHIFT)) found.push(pfn << PAGE_SHIFT);
   }
   if (found.length === 0) return 0;
   const p = rcu.mem.pcpOf(cpu);

@@ -25,7 +25,7 @@
  *     R_INFLIGHT for a slot that died holding objects. rcuBarrier waits for the sum of every
  *     slot's C_RCU_INFLIGHT to reach 0, not for R_INFLIGHT, which a kill between the two updates
  *     can leave off.
- *   A kfreeRcu block page belongs to the slot in D_OWNER while it is on no chain: the taker writes
+ *   A kfreeRcu block page belongs to the slot in PD_OWNER while it is on no chain: the taker writes
  *     it (under the krcp lock) before a block leaves a wait chain or the current word, and so does
  *     whoever drops spares; a batch is freed from the top, RB_COUNT lowered before each free.
  *     reclaimSlot finds a dead slot's block pages on no slot's chain, current word or spare list
@@ -41,7 +41,7 @@
  *     locks with lock(). Objects are never freed with a krcp lock held: the expired blocks are
  *     unlinked under it and freed after.
  *   Block pages come from the slot's spare block pages (C_RCU_SPARE, under the krcp lock; up to
- *     RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
+ *     C_RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
  *     else from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp list
  *     only, under its trylock. Only when both fail does an agent that may wait, and holds no
  *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period. An agent

@@ -4,7 +4,7 @@
  *
  * WORDS: the cache table (CT_NR) and each descriptor's configuration line, written under
  * CT_LOCK before K_STATE publishes it and read-only afterwards; K_STATE and K_GEN (under CT_LOCK,
- * Atomics.store); a slot's P_USERS (Atomics.add and sub, see slab.ts); G_NR_DYING.
+ * Atomics.store); a slot's PCS_USERS (Atomics.add and sub, see slab.ts); CT_NR_DYING.
  * LOCKS, in order: ctable -> sheaf (this slot's local lock, to flush its sheaves) -> barn ->
  * list -> pcp -> zone. findCache reads the table without CT_LOCK first (checking a cache's
  * generation before and after its name) and takes it only to be sure of a miss. The caller of a
@@ -13,15 +13,15 @@
 import { checkInt, describe, einval, readOptions } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {
-  CACHE_ACTIVE,
-  CACHE_DYING,
-  CACHE_FREE,
+  K_STATE_ACTIVE,
+  K_STATE_DYING,
+  K_STATE_FREE,
   CT_LOCK,
   CT_NR,
-  D_INUSE,
-  D_NEXT,
-  EMPTY_SHEAF_W,
-  G_NR_DYING,
+  PD_INUSE,
+  PD_NEXT,
+  H_EMPTY_SHEAF,
+  CT_NR_DYING,
   K_ALIGN,
   K_FLAGS,
   K_GEN,
@@ -42,12 +42,12 @@ import {
   K_SHEAF_CAP,
   K_SIZE,
   K_STATE,
-  KF_SHEAF_CACHE,
+  K_FLAG_SHEAF_CACHE,
   LOCK,
-  P_LOCKED,
-  P_MAIN,
-  P_SPARE,
-  P_USERS,
+  PCS_LOCKED,
+  PCS_MAIN,
+  PCS_SPARE,
+  PCS_USERS,
   PAGE_SIZE,
   PCP_MAX_ORDER,
 } from "../core/layout.js";
@@ -59,13 +59,13 @@ import { barnShrink, flushCpuSheaves } from "./sheaf.js";
 import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
-import { CACHE_NAME_MAX, DEBUG_META_BYTES } from "../core/layout.js";
+import { K_NAME_MAX, M_BYTES } from "../core/layout.js";
 import { slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 import { objectInuse } from "./sizes.js";
-import { CACHE_HDR_WORDS, K_EMPTY_LOW, K_MAX_EMPTY, PCS_WORDS, SLAB_EMPTY_MAX_PAGES, Z_MANAGED } from "../core/layout.js";
+import { K_HDR_WORDS, K_EMPTY_LOW, K_MAX_EMPTY, PCS_WORDS, SLAB_EMPTY_MAX_PAGES, Z_MANAGED } from "../core/layout.js";
 
 /**
- * Enter a slow path of named cache `id`: count this slot in its P_USERS (tryReleaseDying does
+ * Enter a slow path of named cache `id`: count this slot in its PCS_USERS (tryReleaseDying does
  * not release a cache while any slot's is non-zero), then check that the cache is still the one the caller
  * means: generation `gen` when `checkGen`, ACTIVE (or DYING when `dyingOk`: frees of objects
  * that outlived a destroy). Throws EINVAL, not counted in, when it is not.
@@ -76,17 +76,17 @@ const utf8d = new TextDecoder();
 export function cacheEnter(slab: SlabAllocator, id: number, gen: number, checkGen: boolean, dyingOk: boolean): void {
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
-  const users = slab.pcsW(id) + P_USERS;
+  const users = slab.pcsW(id) + PCS_USERS;
   Atomics.add(i32, users, 1);
   const st = Atomics.load(i32, kw + K_STATE);
-  if ((checkGen && Atomics.load(i32, kw + K_GEN) !== gen) || !(st === CACHE_ACTIVE || (dyingOk && st === CACHE_DYING))) {
+  if ((checkGen && Atomics.load(i32, kw + K_GEN) !== gen) || !(st === K_STATE_ACTIVE || (dyingOk && st === K_STATE_DYING))) {
     Atomics.sub(i32, users, 1);
     throw new HeapError(ErrorCode.EINVAL, `the cache in descriptor ${id} was destroyed`);
   }
 }
 
 export function cacheExit(slab: SlabAllocator, id: number): void {
-  Atomics.sub(slab.i32, slab.pcsW(id) + P_USERS, 1);
+  Atomics.sub(slab.i32, slab.pcsW(id) + PCS_USERS, 1);
 }
 
 /** Create a named cache of `objectSize`-byte objects; any agent finds it with findCache(name). */
@@ -111,7 +111,7 @@ export function createCache(slab: SlabAllocator, name: string, objectSize: numbe
     if (found >= 0) throw new HeapError(ErrorCode.EINVAL, `"${name}" is the name of a built-in cache (the kmalloc size classes and kmem_cache_sheaf): use kmalloc for memory of its size, or give your cache another name`);
     let id = -1;
     for (let i = FIRST_NAMED_ID; i < slab.maxCaches; i++) {
-      if (slab.i32[slab.cacheWOf(i) + K_STATE] === CACHE_FREE) {
+      if (slab.i32[slab.cacheWOf(i) + K_STATE] === K_STATE_FREE) {
         id = i;
         break;
       }
@@ -151,7 +151,7 @@ export function findCacheId(slab: SlabAllocator, bytes: Uint8Array): number {
 /** Is descriptor `id` an active cache named `bytes`? */
 export function cacheNamed(slab: SlabAllocator, id: number, bytes: Uint8Array): boolean {
   const kw = slab.cacheWOf(id);
-  if (Atomics.load(slab.i32, kw + K_STATE) !== CACHE_ACTIVE || slab.i32[kw + K_NAME_LEN] !== bytes.length) return false;
+  if (Atomics.load(slab.i32, kw + K_STATE) !== K_STATE_ACTIVE || slab.i32[kw + K_NAME_LEN] !== bytes.length) return false;
   const at = (kw + K_NAME) << 2;
   for (let i = 0; i < bytes.length; i++) if (slab.u8[at + i] !== bytes[i]) return false;
   return true;
@@ -168,7 +168,7 @@ export function findCacheUnlocked(slab: SlabAllocator, bytes: Uint8Array): KmemC
     const kw = slab.cacheWOf(id);
     const gen = Atomics.load(i32, kw + K_GEN);
     if (!cacheNamed(slab, id, bytes)) continue;
-    if (Atomics.load(i32, kw + K_GEN) === gen && Atomics.load(i32, kw + K_STATE) === CACHE_ACTIVE) return newKmemCache(slab, id, gen);
+    if (Atomics.load(i32, kw + K_GEN) === gen && Atomics.load(i32, kw + K_STATE) === K_STATE_ACTIVE) return newKmemCache(slab, id, gen);
   }
   return null;
 }
@@ -177,29 +177,29 @@ export function findCacheUnlocked(slab: SlabAllocator, bytes: Uint8Array): KmemC
 export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, objectSize: number, align: number, flags: number): void {
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
-  const debug = slab.locks.debugFlags !== 0 && (flags & KF_SHEAF_CACHE) === 0;
+  const debug = slab.locks.debugFlags !== 0 && (flags & K_FLAG_SHEAF_CACHE) === 0;
   const inuse = objectInuse(objectSize);
   const size = cacheStride(objectSize, align, debug);
   const order = slabOrder(size);
   const gen = (i32[kw + K_GEN]! + 1) | 0; // as the word stores it: handles compare it for equality
-  // Every word but the slots' P_USERS: a slot's slow path counts itself in and out of this
+  // Every word but the slots' PCS_USERS: a slot's slow path counts itself in and out of this
   // descriptor without CT_LOCK (cacheEnter of a stale handle, refused once it sees the state),
   // so zeroing its count here made the slot's later Atomics.sub leave it at -1 for good, and
   // the new cache could never be released.
-  i32.fill(0, kw, kw + CACHE_HDR_WORDS);
+  i32.fill(0, kw, kw + K_HDR_WORDS);
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
-    i32.fill(0, pcs, pcs + P_USERS);
-    i32.fill(0, pcs + P_USERS + 1, pcs + PCS_WORDS);
+    const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
+    i32.fill(0, pcs, pcs + PCS_USERS);
+    i32.fill(0, pcs + PCS_USERS + 1, pcs + PCS_WORDS);
   }
-  i32.fill(0, kw + CACHE_HDR_WORDS + slab.cpus * PCS_WORDS, kw + slab.cacheWords);
+  i32.fill(0, kw + K_HDR_WORDS + slab.cpus * PCS_WORDS, kw + slab.cacheWords);
   i32[kw + K_GEN] = gen;
   i32[kw + K_OBJ_SIZE] = objectSize;
   i32[kw + K_SIZE] = size;
   i32[kw + K_ALIGN] = align;
   i32[kw + K_ORDER] = order;
   i32[kw + K_OBJS] = Math.floor((PAGE_SIZE << order) / size);
-  i32[kw + K_SHEAF_CAP] = (flags & KF_SHEAF_CACHE) !== 0 ? 0 : sheafCapacity(size);
+  i32[kw + K_SHEAF_CAP] = (flags & K_FLAG_SHEAF_CACHE) !== 0 ? 0 : sheafCapacity(size);
   i32[kw + K_FLAGS] = flags;
   i32[kw + K_NAME_LEN] = name.length;
   // min_partial: ilog2(size) / 2, clamped to 5..10 as the kernel does.
@@ -213,10 +213,10 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   i32[kw + K_INUSE] = inuse;
   slab.u8.set(name, (kw + K_NAME) << 2);
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    i32[kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_MAIN] = (slab.hw + EMPTY_SHEAF_W) << 2;
+    i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
   }
   // Publication point: the state store makes the configuration visible to findCache.
-  Atomics.store(i32, kw + K_STATE, CACHE_ACTIVE);
+  Atomics.store(i32, kw + K_STATE, K_STATE_ACTIVE);
   if (id >= slab.i32[slab.hw + CT_NR]!) slab.i32[slab.hw + CT_NR] = id + 1;
 }
 
@@ -284,8 +284,8 @@ export function shrinkCache(slab: SlabAllocator, id: number): void {
   const most = i32[kw + K_NR_SLABS]!;
   for (let pfn = i32[kw + K_PARTIAL]!; pfn !== 0; ) {
     if (++steps > most) break;
-    const next = i32[slab.mem.pd(pfn) + D_NEXT]!;
-    if (i32[slab.mem.pd(pfn) + D_INUSE] === 0) {
+    const next = i32[slab.mem.pd(pfn) + PD_NEXT]!;
+    if (i32[slab.mem.pd(pfn) + PD_INUSE] === 0) {
       slab.partialDel(kw, pfn);
       slab.unaccountSlab(kw, pfn);
       i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
@@ -302,15 +302,15 @@ export function shrinkCache(slab: SlabAllocator, id: number): void {
 /** Flush this slot's sheaves of every dying cache, releasing caches no slot caches any more. */
 export function flushDyingCaches(slab: SlabAllocator): void {
   for (let id = FIRST_NAMED_ID; id < slab.maxCaches; id++) {
-    if (slab.i32[slab.cacheWOf(id) + K_STATE] !== CACHE_DYING) continue;
-    if (slab.i32[slab.pcsW(id) + P_LOCKED] !== 0) continue;
+    if (slab.i32[slab.cacheWOf(id) + K_STATE] !== K_STATE_DYING) continue;
+    if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) continue;
     if (flushCpuSheaves(slab, id, slab.cpu, 0)) tryReleaseDying(slab, id);
   }
 }
 
 /**
  * Destroy the cache of generation `gen`: refuse while objects are live; release now, or when
- * every slot has flushed and no slow path is inside (P_USERS).
+ * every slot has flushed and no slow path is inside (PCS_USERS).
  */
 export function destroyCache(slab: SlabAllocator, id: number, gen: number): void {
   slab.beforeDestroy();
@@ -320,7 +320,7 @@ export function destroyCache(slab: SlabAllocator, id: number, gen: number): void
   try {
     // Another agent may have destroyed it, and even made a new cache in the descriptor, since the handle checked.
     const kw0 = slab.cacheWOf(id);
-    if (slab.i32[kw0 + K_GEN] !== gen || slab.i32[kw0 + K_STATE] !== CACHE_ACTIVE) {
+    if (slab.i32[kw0 + K_GEN] !== gen || slab.i32[kw0 + K_STATE] !== K_STATE_ACTIVE) {
       throw new HeapError(ErrorCode.EINVAL, `cache "${cacheName(slab, id)}" was destroyed`);
     }
     // Count before anything moves: a refused destroy leaves the heap exactly as it was.
@@ -337,8 +337,8 @@ export function destroyCache(slab: SlabAllocator, id: number, gen: number): void
       throw new HeapError(ErrorCode.EBUSY, `cache ${cacheName(slab, id)} still has ${live} live object${live === 1 ? "" : "s"}${shown}; free them first`);
     }
     const kw = slab.cacheWOf(id);
-    Atomics.store(slab.i32, kw + K_STATE, CACHE_DYING);
-    Atomics.add(slab.i32, slab.hw + G_NR_DYING, 1);
+    Atomics.store(slab.i32, kw + K_STATE, K_STATE_DYING);
+    Atomics.add(slab.i32, slab.hw + CT_NR_DYING, 1);
   } finally {
     slab.locks.unlock(slab.hw + CT_LOCK, LOCK.ctable);
   }
@@ -353,7 +353,7 @@ export function tryReleaseDying(slab: SlabAllocator, id: number): void {
   // A noBlock agent past its bound leaves the release to a later slow path.
   if (!slab.locks.lockIn(0, slab.hw + CT_LOCK, LOCK.ctable)) return;
   try {
-    if (i32[kw + K_STATE] !== CACHE_DYING) return;
+    if (i32[kw + K_STATE] !== K_STATE_DYING) return;
     try {
       shrinkCache(slab, id);
     } catch (e) {
@@ -364,19 +364,19 @@ export function tryReleaseDying(slab: SlabAllocator, id: number): void {
     // A slow path inside (an allocation that began before the destroy, a free) keeps it.
     if (i32[kw + K_NR_SLABS] !== 0 || !noSlotUses(slab, kw)) return;
     i32[kw + K_NAME_LEN] = 0;
-    Atomics.store(i32, kw + K_STATE, CACHE_FREE);
-    Atomics.sub(i32, slab.hw + G_NR_DYING, 1);
+    Atomics.store(i32, kw + K_STATE, K_STATE_FREE);
+    Atomics.sub(i32, slab.hw + CT_NR_DYING, 1);
   } finally {
     slab.locks.unlock(slab.hw + CT_LOCK, LOCK.ctable);
   }
 }
 
-/** Does no slot cache objects of the cache at `kw` (sheaves) nor work inside it (P_USERS)? */
+/** Does no slot cache objects of the cache at `kw` (sheaves) nor work inside it (PCS_USERS)? */
 export function noSlotUses(slab: SlabAllocator, kw: number): boolean {
   const i32 = slab.i32;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    const pcs = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS;
-    if (i32[pcs + P_MAIN] !== (slab.hw + EMPTY_SHEAF_W) << 2 || i32[pcs + P_SPARE] !== 0 || Atomics.load(i32, pcs + P_USERS) !== 0) return false;
+    const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
+    if (i32[pcs + PCS_MAIN] !== (slab.hw + H_EMPTY_SHEAF) << 2 || i32[pcs + PCS_SPARE] !== 0 || Atomics.load(i32, pcs + PCS_USERS) !== 0) return false;
   }
   return true;
 }
@@ -384,7 +384,7 @@ export function noSlotUses(slab: SlabAllocator, kw: number): boolean {
 /** Stride of a cache's objects: the size rounded up to OBJ_ALIGN, with the debug redzone and metadata, rounded up to `align`. */
 export function cacheStride(objectSize: number, align: number, debug: boolean): number {
   const inuse = objectInuse(objectSize);
-  return Math.ceil((debug ? inuse + DEBUG_RZ + DEBUG_META_BYTES : inuse) / align) * align;
+  return Math.ceil((debug ? inuse + DEBUG_RZ + M_BYTES : inuse) / align) * align;
 }
 
 /** A cache name as UTF-8, or EINVAL: not a string, empty, not well-formed Unicode, too long. */
@@ -393,7 +393,7 @@ export function cacheNameBytes(name: unknown): Uint8Array {
   if (name.length === 0) einval("a cache name must be a non-empty string: the name given is empty (\"\")");
   if (/\p{Cs}/u.test(name)) einval(`a cache name must be well-formed Unicode, not ${describe(name)} (it holds a lone surrogate, which UTF-8 cannot keep)`);
   const bytes = utf8.encode(name);
-  if (bytes.length > CACHE_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${CACHE_NAME_MAX} allowed`);
+  if (bytes.length > K_NAME_MAX) einval(`cache name ${describe(name)} is ${bytes.length} bytes of UTF-8, more than the ${K_NAME_MAX} allowed`);
   return bytes;
 }
 
@@ -407,7 +407,7 @@ export function cacheNames(slab: SlabAllocator): (string | null)[] {
   const nr = Math.min(slab.maxCaches, slab.i32[slab.hw + CT_NR]!);
   for (let id = 0; id < nr; id++) {
     const st = slab.i32[slab.cacheWOf(id) + K_STATE];
-    names.push(st === CACHE_ACTIVE || st === CACHE_DYING ? cacheName(slab, id) : null);
+    names.push(st === K_STATE_ACTIVE || st === K_STATE_DYING ? cacheName(slab, id) : null);
   }
   return names;
 }

@@ -13,24 +13,24 @@ import { describe, einval } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
 import {
-  BARN_MAX,
+  K_BARN_MAX,
   POISON_WORD,
   C_DEFER_HEAD,
   C_DEFER_NR,
-  D_CACHE,
-  D_FLAGS,
-  D_FREELIST,
-  D_HEAD,
-  FREE_TAG,
+  PD_CACHE,
+  PD_FLAGS,
+  PD_FREELIST,
+  PD_HEAD,
+  O_FREE_TAG,
   K_BARN_FULL,
   K_FLAGS,
   K_INUSE,
   K_META,
   M_REQ,
   M_STATE,
-  OBJ_ALLOC,
-  OBJ_FREE,
-  OBJ_RCU,
+  M_STATE_ALLOC,
+  M_STATE_FREE,
+  M_STATE_RCU,
   POISON_FREE,
   RED_ACTIVE,
   DEBUG_POISON,
@@ -39,12 +39,12 @@ import {
   K_OBJ_SIZE,
   K_OBJS,
   K_SIZE,
-  KF_SHEAF_CACHE,
+  K_FLAG_SHEAF_CACHE,
   O_NEXT,
-  ORDER_MASK,
-  ORDER_SHIFT,
-  P_MAIN,
-  P_SPARE,
+  PG_ORDER_MASK,
+  PG_ORDER_SHIFT,
+  PCS_MAIN,
+  PCS_SPARE,
   PAGE_SHIFT,
   PAGE_SIZE,
   PG_BUDDY,
@@ -60,7 +60,7 @@ import type { SlabAllocator } from "./slab.js";
 import { S_OBJS, S_SIZE } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { deferObject, slabFreeNolock } from "./kmalloc.js";
-import { CACHE_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
+import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -74,19 +74,19 @@ export function objectCache(slab: SlabAllocator, addr: number, want: number): nu
   const pfn = addr >>> PAGE_SHIFT;
   if (pfn < slab.zoneStart) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is in the heap's metadata`);
   const d = slab.mem.pd(pfn);
-  const f = slab.u32[d + D_FLAGS]!;
+  const f = slab.u32[d + PD_FLAGS]!;
   if (f === PG_SLAB) {
-    const id = slab.u32[d + D_CACHE]!;
-    if (id >= slab.maxCaches || slab.u32[d + D_HEAD]! > pfn) {
-      throw new HeapError(ErrorCode.ECORRUPT, `the descriptor of page ${pfn} is broken (cache ${id}, head ${slab.u32[d + D_HEAD]})`);
+    const id = slab.u32[d + PD_CACHE]!;
+    if (id >= slab.maxCaches || slab.u32[d + PD_HEAD]! > pfn) {
+      throw new HeapError(ErrorCode.ECORRUPT, `the descriptor of page ${pfn} is broken (cache ${id}, head ${slab.u32[d + PD_HEAD]})`);
     }
     const kw = slab.cacheWOf(id);
-    const off = addr - (slab.u32[d + D_HEAD]! << PAGE_SHIFT);
+    const off = addr - (slab.u32[d + PD_HEAD]! << PAGE_SHIFT);
     const size = slab.i32[kw + K_SIZE]!;
     if (size <= 0 || off % size !== 0 || off / size >= slab.i32[kw + K_OBJS]!) {
       throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is inside an object of ${cacheName(slab, id)}, not at its start`);
     }
-    if ((slab.i32[kw + K_FLAGS]! & KF_SHEAF_CACHE) !== 0) {
+    if ((slab.i32[kw + K_FLAGS]! & K_FLAG_SHEAF_CACHE) !== 0) {
       throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is the allocator's own sheaf, not an allocation`);
     }
     if (want >= 0 && id !== want) {
@@ -102,7 +102,7 @@ export function objectCache(slab: SlabAllocator, addr: number, want: number): nu
 }
 
 export function describePage(slab: SlabAllocator, pfn: number): string {
-  const f = slab.u32[slab.mem.pd(pfn) + D_FLAGS]!;
+  const f = slab.u32[slab.mem.pd(pfn) + PD_FLAGS]!;
   if (f === 0) return "inside a block, not at an object start";
   if ((f & PG_LARGE) !== 0) return "inside a large kmalloc block";
   if ((f & (PG_BUDDY | PG_PCP | PG_DEFERRED)) !== 0) return "a free page";
@@ -115,16 +115,16 @@ export function isFreeObject(slab: SlabAllocator, id: number, addr: number): boo
   const i32 = slab.i32;
   // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
-    const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
-    if (sheafHas(i32, i32[pcs + P_MAIN]!, addr) || sheafHas(i32, i32[pcs + P_SPARE]!, addr)) return true;
+    const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
+    if (sheafHas(i32, i32[pcs + PCS_MAIN]!, addr) || sheafHas(i32, i32[pcs + PCS_SPARE]!, addr)) return true;
   }
   const kw = slab.cacheWOf(id);
   // Bounded walks: a broken list must not hang a free.
-  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
+  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
   const nd = i32[slab.pcpuW + C_DEFER_NR]!;
   for (let o = i32[slab.pcpuW + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === addr) return true;
-  const head = slab.u32[slab.mem.pd(addr >>> PAGE_SHIFT) + D_HEAD]!;
-  for (let o = i32[slab.mem.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
+  const head = slab.u32[slab.mem.pd(addr >>> PAGE_SHIFT) + PD_HEAD]!;
+  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
     if (o === addr) return true;
   }
   return false;
@@ -151,7 +151,7 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
   const kw = slab.cacheWOf(id);
   const inuse = i32[kw + K_INUSE]!;
   const mw = (obj + i32[kw + K_META]!) >> 2;
-  if (i32[mw + M_STATE] !== OBJ_FREE) {
+  if (i32[mw + M_STATE] !== M_STATE_FREE) {
     slabError(slab, ErrorCode.ECORRUPT, id, obj, -1, `object ${hex(obj)} of ${cacheName(slab, id)} was handed out while not free (state ${hex(i32[mw + M_STATE]!)})`);
   }
   // Bytes 0..7 of a free object: the free tag, and (with poisoning) the poison word, which every
@@ -159,7 +159,7 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
   const bad = firstBadHead(slab, obj);
   if (bad >= 0) {
     const found = u8[obj + bad]!;
-    i32[obj >> 2] = obj ^ FREE_TAG;
+    i32[obj >> 2] = obj ^ O_FREE_TAG;
     if ((slab.locks.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
     if (mode !== 0) slabFreeNolock(slab, id, obj);
     else if (!slab.freeToSlabs(id, obj, 0)) deferObject(slab, obj);
@@ -180,7 +180,7 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
   i32[(obj >> 2) + 1] = 0;
   if ((gfp & GFP.ZERO) !== 0) u8.fill(0, obj, obj + req);
   if ((slab.locks.debugFlags & DEBUG_REDZONE) !== 0) u8.fill(RED_ACTIVE, obj + req, obj + inuse + DEBUG_RZ);
-  i32[mw + M_STATE] = OBJ_ALLOC;
+  i32[mw + M_STATE] = M_STATE_ALLOC;
   i32[mw + M_REQ] = req;
   return obj;
 }
@@ -188,7 +188,7 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
 /** Debug heaps: the offset of the first of bytes 0..7 of free object `obj` that is not as the allocator left it, or -1. */
 export function firstBadHead(slab: SlabAllocator, obj: number): number {
   const i32 = slab.i32;
-  const tag = obj ^ FREE_TAG;
+  const tag = obj ^ O_FREE_TAG;
   const w0 = i32[obj >> 2]!;
   if (w0 !== tag) return firstDiffByte(w0, tag);
   if ((slab.locks.debugFlags & DEBUG_POISON) === 0) return -1;
@@ -214,9 +214,9 @@ export function debugFree(slab: SlabAllocator, id: number, addr: number, commit:
   const inuse = i32[kw + K_INUSE]!;
   const mw = (addr + i32[kw + K_META]!) >> 2;
   const state = i32[mw + M_STATE];
-  if (state === OBJ_FREE) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
-  if (state === OBJ_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already queued by kfreeRcu`);
-  if (state !== OBJ_ALLOC) slabError(slab, ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${cacheName(slab, id)} is broken (state ${hex(state!)})`);
+  if (state === M_STATE_FREE) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
+  if (state === M_STATE_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already queued by kfreeRcu`);
+  if (state !== M_STATE_ALLOC) slabError(slab, ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${cacheName(slab, id)} is broken (state ${hex(state!)})`);
   const req = i32[mw + M_REQ]!;
   // Never act on a size that is not the object's: a stray write below the next object lands here.
   if (req < 1 || req > i32[kw + K_OBJ_SIZE]!) {
@@ -232,16 +232,16 @@ export function debugFree(slab: SlabAllocator, id: number, addr: number, commit:
     }
   }
   if (!commit) return req;
-  i32[mw + M_STATE] = OBJ_FREE;
+  i32[mw + M_STATE] = M_STATE_FREE;
   if ((slab.locks.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
   return req;
 }
 
 /** Set a debug object's state (kfreeRcu marks queued objects). */
 export function debugSetState(slab: SlabAllocator, addr: number, state: number): void {
-  const id = slab.i32[slab.mem.pd(addr >>> PAGE_SHIFT) + D_CACHE]!;
+  const id = slab.i32[slab.mem.pd(addr >>> PAGE_SHIFT) + PD_CACHE]!;
   const kw = slab.cacheWOf(id);
-  if (slab.i32[slab.mem.pd(addr >>> PAGE_SHIFT) + D_FLAGS] !== PG_SLAB || slab.i32[kw + K_META] === 0) return;
+  if (slab.i32[slab.mem.pd(addr >>> PAGE_SHIFT) + PD_FLAGS] !== PG_SLAB || slab.i32[kw + K_META] === 0) return;
   slab.i32[((addr + slab.i32[kw + K_META]!) >> 2) + M_STATE] = state;
 }
 
@@ -265,11 +265,11 @@ export function liveObjectList(slab: SlabAllocator, id: number): number[] {
   const objs = i32[kw + K_OBJS]!;
   for (let pfn = slab.zoneStart; pfn < slab.nrPages; pfn++) {
     const d = slab.mem.pd(pfn);
-    if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_HEAD] !== pfn || i32[d + D_CACHE] !== id) continue;
+    if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_HEAD] !== pfn || i32[d + PD_CACHE] !== id) continue;
     for (let k = 0; k < objs; k++) {
       const o = (pfn << PAGE_SHIFT) + k * size;
       const st = i32[((o + i32[kw + K_META]!) >> 2) + M_STATE];
-      if (st === OBJ_ALLOC || st === OBJ_RCU) out.push(o);
+      if (st === M_STATE_ALLOC || st === M_STATE_RCU) out.push(o);
     }
   }
   return out;
@@ -297,10 +297,10 @@ export function checkBulkOne(slab: SlabAllocator, a: number, want: number, seen:
   seen.add(a);
   const id = objectCache(slab, a, want);
   if (id >= 0 && slab.i32[slab.cacheWOf(id) + K_META] !== 0) debugFree(slab, id, a, false);
-  else if (id >= 0 && slab.i32[a >> 2] === (a ^ FREE_TAG) && isFreeObject(slab, id, a)) {
+  else if (id >= 0 && slab.i32[a >> 2] === (a ^ O_FREE_TAG) && isFreeObject(slab, id, a)) {
     throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(a)} of ${cacheName(slab, id)} is already free`);
   }
-  if (id < 0) slab.pages.checkBlock(a, (slab.u32[slab.mem.pd(a >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT, PG_LARGE);
+  if (id < 0) slab.pages.checkBlock(a, (slab.u32[slab.mem.pd(a >>> PAGE_SHIFT) + PD_FLAGS]! & PG_ORDER_MASK) >>> PG_ORDER_SHIFT, PG_LARGE);
 }
 
 export function sheafHas(i32: Int32Array, s: number, addr: number): boolean {

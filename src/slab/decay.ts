@@ -12,7 +12,7 @@
  * took off after the unlock (slab -> pcp -> zone).
  */
 import {
-  D_INUSE,
+  PD_INUSE,
   K_LIST_LOCK,
   K_NR_EMPTY,
   K_NR_SLABS,
@@ -20,7 +20,7 @@ import {
   LOCK,
 } from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
-import { CACHE_FREE, CT_NR, D_NEXT, K_DECAY_TICKS, K_EMPTY_LOW, K_MIN_PARTIAL, K_STATE, SLAB_DECAY_TICKS } from "../core/layout.js";
+import { K_STATE_FREE, CT_NR, PD_NEXT, K_DECAY_TICKS, K_EMPTY_LOW, K_MIN_PARTIAL, K_STATE, SLAB_DECAY_TICKS } from "../core/layout.js";
 
 /** An empty slab of the partial list gets objects taken: count it, and lower the decay's low-water mark. List lock held. */
 export function emptySlabTaken(slab: SlabAllocator, kw: number): void {
@@ -59,8 +59,8 @@ export function slabDecayStep(slab: SlabAllocator, kw: number, discard: number[]
     let n = all ? surplus : (surplus + 1) >> 1;
     const most = i32[kw + K_NR_SLABS]!;
     for (let pfn = i32[kw + K_PARTIAL]!, steps = 0; pfn !== 0 && n > 0 && ++steps <= most; ) {
-      const next = i32[slab.mem.pd(pfn) + D_NEXT]!;
-      if (i32[slab.mem.pd(pfn) + D_INUSE] === 0) {
+      const next = i32[slab.mem.pd(pfn) + PD_NEXT]!;
+      if (i32[slab.mem.pd(pfn) + PD_INUSE] === 0) {
         slab.partialDel(kw, pfn);
         slab.unaccountSlab(kw, pfn);
         i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
@@ -84,7 +84,7 @@ export function reclaimSlabs(slab: SlabAllocator): void {
   const nr = Math.min(i32[slab.hw + CT_NR]!, slab.maxCaches);
   for (let id = 0; id < nr; id++) {
     const kw = slab.cacheWOf(id);
-    if (Atomics.load(i32, kw + K_STATE) === CACHE_FREE || i32[kw + K_NR_EMPTY]! <= i32[kw + K_MIN_PARTIAL]!) continue;
+    if (Atomics.load(i32, kw + K_STATE) === K_STATE_FREE || i32[kw + K_NR_EMPTY]! <= i32[kw + K_MIN_PARTIAL]!) continue;
     if (!slab.locks.trylock(kw + K_LIST_LOCK, LOCK.list)) continue;
     const discard = slabDecayStep(slab, kw, null, true);
     slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);

@@ -18,9 +18,9 @@ import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   C_DEFER_HEAD,
   C_DEFER_NR,
-  D_CACHE,
-  D_FLAGS,
-  FREE_TAG,
+  PD_CACHE,
+  PD_FLAGS,
+  O_FREE_TAG,
   K_META,
   M_REQ,
   RED_ACTIVE,
@@ -29,8 +29,8 @@ import {
   K_SHEAF_CAP,
   LOCK,
   O_NEXT,
-  P_LOCKED,
-  P_MAIN,
+  PCS_LOCKED,
+  PCS_MAIN,
   PAGE_SHIFT,
   PAGE_SIZE,
   PG_LARGE,
@@ -47,14 +47,14 @@ import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, checkSize } from "./slab.js";
 import { cacheEnter, cacheExit } from "./cache.js";
 import { SIZE_INDEX } from "./sizes.js";
-import { ORDER_MASK, ORDER_SHIFT } from "../core/layout.js";
+import { PG_ORDER_MASK, PG_ORDER_SHIFT } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { isFreeObject } from "./debug.js";
-import { C_RCU_WAIT, G_NR_DYING } from "../core/layout.js";
+import { C_RCU_WAIT, CT_NR_DYING } from "../core/layout.js";
 import { flushDyingCaches } from "./cache.js";
 
 import { MAX_ORDER } from "../core/layout.js";
-import { D_OWNER, PG_HEAD } from "../core/layout.js";
+import { PD_OWNER, PG_HEAD } from "../core/layout.js";
 import { PG_INHAND } from "../core/layout.js";
 import { sheafPop, sheafPush } from "./sheaf.js";
 
@@ -89,14 +89,14 @@ export function kmallocNolockSlow(slab: SlabAllocator, size: number, gfp: number
   if (size > KMALLOC_MAX_CACHE_SIZE || slab.locks.closing) return slab.locks.closing ? nolockFailed(slab) : 0;
   let idx = SIZE_INDEX[(size + 7) >> 3]!;
   let id = KMALLOC_FIRST_ID + idx;
-  if (slab.i32[slab.pcsW(id) + P_LOCKED] !== 0) {
+  if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
     // This slot is inside the slow path of that class (we re-entered from a hook): one retry in
     // the next larger class, which is almost certainly not the one locked.
     if (idx + 1 >= KMALLOC_SIZES.length) return nolockFailed(slab);
     idx++;
     id++;
     slab.locks.vmInc(VM.nolockNextClass, 1);
-    if (slab.i32[slab.pcsW(id) + P_LOCKED] !== 0) return nolockFailed(slab);
+    if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) return nolockFailed(slab);
   }
   const obj = slabAllocNolock(slab, id, gfp);
   if (obj === 0) return nolockFailed(slab);
@@ -113,17 +113,17 @@ export function nolockFailed(slab: SlabAllocator): number {
 export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): number {
   const i32 = slab.i32;
   const pcs = slab.pcsW(id);
-  let sw = i32[pcs + P_MAIN]! >> 2;
+  let sw = i32[pcs + PCS_MAIN]! >> 2;
   if (i32[sw + S_SIZE]! > 0) return sheafPop(i32, sw);
   let obj = 0;
-  slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+  slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
   try {
     sw = replaceEmptyMain(slab, id, pcs, gfp, GFP_TRYLOCK);
     if (sw !== 0) {
       obj = sheafPop(slab.i32, sw); // the new main may lie in pages added after `i32` was read
     }
   } finally {
-    slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+    slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
   }
   if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK);
   return obj;
@@ -143,17 +143,17 @@ export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): v
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
   const pcs = slab.pcsW(id);
-  if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + P_LOCKED] !== 0 || slab.locks.closing) {
+  if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + PCS_LOCKED] !== 0 || slab.locks.closing) {
     deferObject(slab, addr);
     return;
   }
-  let sw = i32[pcs + P_MAIN]! >> 2;
+  let sw = i32[pcs + PCS_MAIN]! >> 2;
   if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
-    slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
     try {
       sw = replaceFullMain(slab, id, pcs, GFP_TRYLOCK);
     } finally {
-      slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
     }
     if (sw === 0 || slab.i32[sw + S_SIZE]! >= slab.i32[sw + S_CAP]!) {
       deferObject(slab, addr);
@@ -166,7 +166,7 @@ export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): v
 /** Push an object on this slot's deferred list (defer_free). */
 export function deferObject(slab: SlabAllocator, addr: number): void {
   const i32 = slab.i32;
-  i32[addr >> 2] = addr ^ FREE_TAG;
+  i32[addr >> 2] = addr ^ O_FREE_TAG;
   i32[(addr >> 2) + O_NEXT] = i32[slab.pcpuW + C_DEFER_HEAD]!;
   i32[slab.pcpuW + C_DEFER_HEAD] = addr;
   i32[slab.pcpuW + C_DEFER_NR] = i32[slab.pcpuW + C_DEFER_NR]! + 1;
@@ -222,7 +222,7 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
     if (obj === 0) break;
     i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
     i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
-    const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + D_CACHE]!;
+    const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
     i32[obj >> 2] = 0;
     debugUnlink(slab, slab.cacheWOf(id), obj);
     // A dead slot's objects (reclaimSlot) go straight to their slabs.
@@ -232,7 +232,7 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
     try {
       if (named) cacheEnter(slab, id, 0, false, true);
       try {
-        if (!own || i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[slab.pcsW(id) + P_LOCKED] !== 0) {
+        if (!own || i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
           if (!slab.freeToSlabs(id, obj, 0)) {
             deferObject(slab, obj);
             gaveUp = true;
@@ -268,7 +268,7 @@ export function brokenDeferredList(slab: SlabAllocator, obj: number, nr: number)
     const pfn = o >>> PAGE_SHIFT;
     if ((o & 7) !== 0 || pfn < slab.zoneStart || pfn >= slab.nrPages) return `${hex(o)} is not an object address`;
     const d = slab.mem.pd(pfn);
-    if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE]! >>> 0 >= slab.maxCaches) return `${hex(o)} is not in a slab`;
+    if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE]! >>> 0 >= slab.maxCaches) return `${hex(o)} is not in a slab`;
   }
   return n === nr ? "" : `holds ${n} objects, counts ${nr}`;
 }
@@ -346,11 +346,11 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   if (id < 0) {
     // A large kmalloc block.
     const pfn = addr >>> PAGE_SHIFT;
-    const order = (slab.u32[slab.mem.pd(pfn) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT;
+    const order = (slab.u32[slab.mem.pd(pfn) + PD_FLAGS]! & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     if (mode === 0) slab.locks.assertCanLock(LOCK.zone);
     // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
-    slab.u32[slab.mem.pd(pfn) + D_OWNER] = slab.cpu;
-    slab.u32[slab.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    slab.u32[slab.mem.pd(pfn) + PD_OWNER] = slab.cpu;
+    slab.u32[slab.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     slab.locks.vmInc(VM.pgfree, 1 << order);
     if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) slab.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
     slab.pages.freeBlock(pfn, order, mode);
@@ -358,7 +358,7 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   }
   if (slab.i32[slab.cacheWOf(id) + K_META] !== 0) {
     debugFree(slab, id, addr, true);
-  } else if (slab.i32[addr >> 2] === (addr ^ FREE_TAG) && isFreeObject(slab, id, addr)) {
+  } else if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
     throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
   }
   if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
@@ -388,16 +388,16 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
     obj = slab.allocFromSlabs(id, gfp, 0);
   } else {
     const pcs = slab.pcsW(id);
-    slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
     try {
-      let sw = slab.i32[pcs + P_MAIN]! >> 2;
+      let sw = slab.i32[pcs + PCS_MAIN]! >> 2;
       if (slab.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(slab, id, pcs, gfp, 0);
       obj = 0;
       if (sw !== 0) {
         obj = sheafPop(slab.i32, sw);
       }
     } finally {
-      slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+      slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
     }
     if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0);
   }
@@ -411,7 +411,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
  * slot's housekeeping: deferred frees and dying caches.
  */
 export function slabSlowEntry(slab: SlabAllocator, id: number): void {
-  if (slab.i32[slab.pcsW(id) + P_LOCKED] !== 0) {
+  if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
     throw new HeapError(
       ErrorCode.EDEADLK,
       `the sheaves of ${cacheName(slab, id)} on cpu ${slab.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
@@ -419,7 +419,7 @@ export function slabSlowEntry(slab: SlabAllocator, id: number): void {
   }
   slab.locks.assertCanLock(LOCK.barn);
   if (slab.i32[slab.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(slab);
-  if (slab.i32[slab.hw + G_NR_DYING] !== 0) flushDyingCaches(slab);
+  if (slab.i32[slab.hw + CT_NR_DYING] !== 0) flushDyingCaches(slab);
   if (slab.i32[slab.pcpuW + C_RCU_WAIT] !== 0) slab.rcuSlowWork();
 }
 
@@ -432,9 +432,9 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
     return;
   }
   const pcs = slab.pcsW(id);
-  slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+  slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
   try {
-    let sw = i32[pcs + P_MAIN]! >> 2;
+    let sw = i32[pcs + PCS_MAIN]! >> 2;
     if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
     if (sw !== 0) {
       // The new main may come from the barn, in pages added after `i32` was read.
@@ -442,7 +442,7 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
       return;
     }
   } finally {
-    slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+    slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
   }
   if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
 }

@@ -11,7 +11,7 @@
 import { checkInt, checkOut, einval, readAddrs, storeOut } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
-import { CACHE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
+import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
 import type { SlabAllocator, SlabStats } from "./slab.js";
 import { cacheStats } from "./check.js";
@@ -63,7 +63,7 @@ export class KmemCache {
    */
   #checkAlive(): void {
     const i32 = this.#slab.i32;
-    if (i32[this.#kw + K_GEN] !== this.#gen || i32[this.#kw + K_STATE] !== CACHE_ACTIVE) this.#destroyed();
+    if (i32[this.#kw + K_GEN] !== this.#gen || i32[this.#kw + K_STATE] !== K_STATE_ACTIVE) this.#destroyed();
   }
 
   #destroyed(): never {
@@ -75,13 +75,13 @@ export class KmemCache {
   alloc(gfp: number = GFP.KERNEL): number {
     // #checkAlive written out: calling the private method measured a few per cent on the pair.
     const slab = this.#slab;
-    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== CACHE_ACTIVE) this.#destroyed();
+    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== K_STATE_ACTIVE) this.#destroyed();
     return slab.cacheAlloc(this.#id, this.#gen, gfp);
   }
 
   free(addr: number): void {
     const slab = this.#slab;
-    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== CACHE_ACTIVE) this.#destroyed();
+    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== K_STATE_ACTIVE) this.#destroyed();
     slab.cacheFree(this.#id, addr);
   }
 

@@ -2,8 +2,8 @@
  * Sheaves and the barn: the per-slot arrays of free objects in front of a cache, and the shared
  * stock of full and empty sheaves behind them (SLUB sheaves, 2025-26).
  *
- * WORDS: a slot's pcs line (P_MAIN, P_SPARE) and the sheaves it points at (the slot alone,
- * under its local lock P_LOCKED on these slow paths); K_BARN_* and the sheaves on the barn lists
+ * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE) and the sheaves it points at (the slot alone,
+ * under its local lock PCS_LOCKED on these slow paths); K_BARN_* and the sheaves on the barn lists
  * (K_BARN_LOCK). See slab.ts for the whole contract.
  * LOCKS, in order: sheaf (the local lock, taken by the caller: every flush of this slot's sheaves
  * runs under it) -> barn -> list (refills and flushes reach the slabs through slab.ts) -> pcp ->
@@ -13,10 +13,10 @@
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
 import {
-  BARN_MAX,
-  CACHE_ACTIVE,
-  CACHE_DYING,
-  EMPTY_SHEAF_W,
+  K_BARN_MAX,
+  K_STATE_ACTIVE,
+  K_STATE_DYING,
+  H_EMPTY_SHEAF,
   K_BARN_EMPTY,
   K_BARN_FULL,
   K_BARN_LOCK,
@@ -26,10 +26,10 @@ import {
   K_SHEAF_CAP,
   K_STATE,
   LOCK,
-  P_LOCKED,
-  P_MAIN,
-  P_SPARE,
-  P_USERS,
+  PCS_LOCKED,
+  PCS_MAIN,
+  PCS_SPARE,
+  PCS_USERS,
   S_CACHE,
   S_CAP,
   S_NEXT,
@@ -41,10 +41,10 @@ import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./slab.js";
 import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
-import { CACHE_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
+import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 import { slabDecayLocked } from "./decay.js";
-import { P_HAND } from "../core/layout.js";
-import { FREE_TAG } from "../core/layout.js";
+import { PCS_HAND } from "../core/layout.js";
+import { O_FREE_TAG } from "../core/layout.js";
 import { holdSheaf, sheafHandOf, unholdSheaf } from "./sheaf_hand.js";
 
 /**
@@ -54,36 +54,36 @@ import { holdSheaf, sheafHandOf, unholdSheaf } from "./sheaf_hand.js";
  */
 export function replaceEmptyMain(slab: SlabAllocator, id: number, pcs: number, gfp: number, mode: number): number {
   const i32 = slab.i32;
-  const main = i32[pcs + P_MAIN]!;
-  const spare = i32[pcs + P_SPARE]!;
+  const main = i32[pcs + PCS_MAIN]!;
+  const spare = i32[pcs + PCS_SPARE]!;
   if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! > 0) {
-    i32[pcs + P_MAIN] = spare;
-    i32[pcs + P_SPARE] = main === (slab.hw + EMPTY_SHEAF_W) << 2 ? 0 : main;
+    i32[pcs + PCS_MAIN] = spare;
+    i32[pcs + PCS_SPARE] = main === (slab.hw + H_EMPTY_SHEAF) << 2 ? 0 : main;
     return spare >> 2;
   }
   const full = barnGetFull(slab, id, mode);
   if (full !== 0) {
     slab.locks.vmInc(VM.barnGet, 1);
     // The empty main goes to the barn (or is freed): held from before it leaves the pcs line.
-    if (main !== (slab.hw + EMPTY_SHEAF_W) << 2 && spare !== 0) holdSheaf(slab, main);
-    i32[pcs + P_MAIN] = full;
-    i32[pcs + P_HAND] = 0;
-    if (main !== (slab.hw + EMPTY_SHEAF_W) << 2) {
-      if (spare === 0) i32[pcs + P_SPARE] = main;
+    if (main !== (slab.hw + H_EMPTY_SHEAF) << 2 && spare !== 0) holdSheaf(slab, main);
+    i32[pcs + PCS_MAIN] = full;
+    i32[pcs + PCS_HAND] = 0;
+    if (main !== (slab.hw + H_EMPTY_SHEAF) << 2) {
+      if (spare === 0) i32[pcs + PCS_SPARE] = main;
       else barnPutEmpty(slab, id, main, mode);
     }
     return full >> 2;
   }
   if (mode !== 0) {
     // Nolock: refill only a real sheaf, from partial slabs under a trylock; never allocate one.
-    if (main === (slab.hw + EMPTY_SHEAF_W) << 2) return 0;
+    if (main === (slab.hw + H_EMPTY_SHEAF) << 2) return 0;
     return refillSheaf(slab, id, main >> 2, gfp, mode) > 0 ? main >> 2 : 0;
   }
   let sw = main >> 2;
-  if (main === (slab.hw + EMPTY_SHEAF_W) << 2) {
+  if (main === (slab.hw + H_EMPTY_SHEAF) << 2) {
     const s = allocSheaf(slab, id, gfp);
     if (s === 0) return 0;
-    i32[pcs + P_MAIN] = s;
+    i32[pcs + PCS_MAIN] = s;
     unholdSheaf(slab, s);
     sw = s >> 2;
   }
@@ -112,52 +112,52 @@ export function refillSheaf(slab: SlabAllocator, id: number, sw: number, gfp: nu
  */
 export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mode: number): number {
   const i32 = slab.i32;
-  const main = i32[pcs + P_MAIN]!;
-  const spare = i32[pcs + P_SPARE]!;
-  if (main === (slab.hw + EMPTY_SHEAF_W) << 2) {
+  const main = i32[pcs + PCS_MAIN]!;
+  const spare = i32[pcs + PCS_SPARE]!;
+  if (main === (slab.hw + H_EMPTY_SHEAF) << 2) {
     if (spare !== 0) {
-      i32[pcs + P_MAIN] = spare;
-      i32[pcs + P_SPARE] = 0;
+      i32[pcs + PCS_MAIN] = spare;
+      i32[pcs + PCS_SPARE] = 0;
       if (i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) return spare >> 2;
       return replaceFullMain(slab, id, pcs, mode);
     }
     if (mode !== 0) return 0;
     const s = allocSheaf(slab, id, 0);
     if (s === 0) return 0;
-    i32[pcs + P_MAIN] = s;
+    i32[pcs + PCS_MAIN] = s;
     unholdSheaf(slab, s);
     return s >> 2;
   }
   if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) {
-    i32[pcs + P_MAIN] = spare;
-    i32[pcs + P_SPARE] = main;
+    i32[pcs + PCS_MAIN] = spare;
+    i32[pcs + PCS_SPARE] = main;
     return spare >> 2;
   }
   // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
   // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
   // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
-  // In hand (P_HAND) from here until the barn has it or it is back on the pcs line.
-  i32[pcs + P_HAND] = main;
-  i32[pcs + P_MAIN] = (slab.hw + EMPTY_SHEAF_W) << 2;
+  // In hand (PCS_HAND) from here until the barn has it or it is back on the pcs line.
+  i32[pcs + PCS_HAND] = main;
+  i32[pcs + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
   const empty = barnPutFull(slab, id, main, mode);
   if (empty > 0) {
     slab.locks.vmInc(VM.barnPut, 1);
-    i32[pcs + P_HAND] = 0;
-    i32[pcs + P_MAIN] = empty;
+    i32[pcs + PCS_HAND] = 0;
+    i32[pcs + PCS_MAIN] = empty;
     return empty >> 2;
   }
   if (empty === 0) {
     // The barn took the full sheaf but had no empty one: make one (normal mode only).
     slab.locks.vmInc(VM.barnPut, 1);
-    i32[pcs + P_HAND] = 0;
+    i32[pcs + PCS_HAND] = 0;
     const s = mode === 0 ? allocSheaf(slab, id, 0) : 0;
-    i32[pcs + P_MAIN] = s === 0 ? (slab.hw + EMPTY_SHEAF_W) << 2 : s;
+    i32[pcs + PCS_MAIN] = s === 0 ? (slab.hw + H_EMPTY_SHEAF) << 2 : s;
     if (s !== 0) unholdSheaf(slab, s);
     return s >> 2;
   }
   // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
-  i32[pcs + P_MAIN] = main;
-  i32[pcs + P_HAND] = 0;
+  i32[pcs + PCS_MAIN] = main;
+  i32[pcs + PCS_HAND] = 0;
   if (mode !== 0) return 0;
   // A noBlock agent that cannot have the list lock frees (defers) the object itself.
   return flushSheaf(slab, id, main >> 2, 0) ? main >> 2 : 0;
@@ -192,8 +192,8 @@ export function barnGetFull(slab: SlabAllocator, id: number, mode: number): numb
   if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
   if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
   const s = barnPop(slab, kw + K_BARN_FULL);
-  // In this slot's hand (P_HAND) until the caller puts it on the pcs line and clears the word.
-  i32[slab.pcsW(id) + P_HAND] = s;
+  // In this slot's hand (PCS_HAND) until the caller puts it on the pcs line and clears the word.
+  i32[slab.pcsW(id) + PCS_HAND] = s;
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   return s;
 }
@@ -207,7 +207,7 @@ export function barnPutFull(slab: SlabAllocator, id: number, full: number, mode:
   const kw = slab.cacheWOf(id);
   if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
   let empty = -1;
-  if (i32[kw + K_BARN_NR_FULL]! < BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
+  if (i32[kw + K_BARN_NR_FULL]! < K_BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
     barnPush(slab, kw + K_BARN_FULL, full);
     empty = barnPop(slab, kw + K_BARN_EMPTY);
   }
@@ -240,7 +240,7 @@ export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mod
   const kw = slab.cacheWOf(id);
   let kept = false;
   if (slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
-    if (i32[kw + K_BARN_NR_EMPTY]! < BARN_MAX) {
+    if (i32[kw + K_BARN_NR_EMPTY]! < K_BARN_MAX) {
       barnPush(slab, kw + K_BARN_EMPTY, sheaf);
       unholdSheaf(slab, sheaf);
       kept = true;
@@ -253,11 +253,11 @@ export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mod
 /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
 export function barnShrink(slab: SlabAllocator, id: number): void {
   const kw = slab.cacheWOf(id);
-  const hand = slab.pcsW(id) + P_HAND;
-  // One sheaf at a time off the barn, in this slot's hand (P_HAND) while it is flushed: an agent
+  const hand = slab.pcsW(id) + PCS_HAND;
+  // One sheaf at a time off the barn, in this slot's hand (PCS_HAND) while it is flushed: an agent
   // killed here leaves at most that sheaf, which reclaimSlot flushes, and the rest in the barn.
   for (let n = 0; ; n++) {
-    if (n >= 2 * BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${2 * BARN_MAX} sheaves: its lists are broken`);
+    if (n >= 2 * K_BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${2 * K_BARN_MAX} sheaves: its lists are broken`);
     slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
     // slab.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
     let s = barnPop(slab, kw + K_BARN_FULL);
@@ -316,29 +316,29 @@ export function freeSheaf(slab: SlabAllocator, sheaf: number, mode: number): voi
  */
 export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mode: number): boolean {
   const i32 = slab.i32;
-  const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS;
-  const emptyW = (slab.hw + EMPTY_SHEAF_W) << 2;
+  const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
+  const emptyW = (slab.hw + H_EMPTY_SHEAF) << 2;
   const own = cpu === slab.cpu;
   if (own) {
-    if (i32[pcs + P_LOCKED] !== 0) {
+    if (i32[pcs + PCS_LOCKED] !== 0) {
       throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${cacheName(slab, id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
     }
-    if (i32[pcs + P_MAIN] === emptyW && i32[pcs + P_SPARE] === 0) return true;
-    slab.locks.localLock(pcs + P_LOCKED, LOCK.sheaf);
+    if (i32[pcs + PCS_MAIN] === emptyW && i32[pcs + PCS_SPARE] === 0) return true;
+    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
   }
   try {
-    for (let which = P_MAIN; ; which = P_SPARE) {
+    for (let which = PCS_MAIN; ; which = PCS_SPARE) {
       const s = i32[pcs + which]!;
       if (s !== 0 && s !== emptyW) {
         if (!flushSheaf(slab, id, s >> 2, mode)) return false;
         holdSheaf(slab, s);
-        i32[pcs + which] = which === P_MAIN ? emptyW : 0;
+        i32[pcs + which] = which === PCS_MAIN ? emptyW : 0;
         freeSheaf(slab, s, mode);
       }
-      if (which === P_SPARE) break;
+      if (which === PCS_SPARE) break;
     }
   } finally {
-    if (own) slab.locks.localUnlock(pcs + P_LOCKED, LOCK.sheaf);
+    if (own) slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
   }
   return true;
 }
@@ -347,34 +347,34 @@ export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mo
 export function flushAllSheavesOf(slab: SlabAllocator, cpu: number): void {
   for (let id = 0; id < slab.maxCaches; id++) {
     const st = slab.i32[slab.cacheWOf(id) + K_STATE];
-    if (st !== CACHE_ACTIVE && st !== CACHE_DYING) continue;
+    if (st !== K_STATE_ACTIVE && st !== K_STATE_DYING) continue;
     if (cpu !== slab.cpu) flushHandSheaf(slab, id, cpu);
     if (!flushCpuSheaves(slab, id, cpu, 0)) listBusy(slab, id);
     // A reclaimed slot is inside no slow path any more, wherever it died.
-    if (cpu !== slab.cpu) Atomics.store(slab.i32, slab.cacheWOf(id) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_USERS, 0);
+    if (cpu !== slab.cpu) Atomics.store(slab.i32, slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS + PCS_USERS, 0);
   }
 }
 
 /**
- * reclaimSlot: the sheaf dead slot `cpu` had in its hands (P_HAND) for cache `id`. It is flushed
+ * reclaimSlot: the sheaf dead slot `cpu` had in its hands (PCS_HAND) for cache `id`. It is flushed
  * and freed only if it is nowhere else: on no slot's pcs line (a trade that finished, or another
  * agent took it from the barn), on neither barn list (the barn took it before the kill), and it
  * is still a sheaf of this cache (not freed by a barn shrink meanwhile). No lock held.
  */
 export function flushHandSheaf(slab: SlabAllocator, id: number, cpu: number): void {
   const kw = slab.cacheWOf(id);
-  const hand = kw + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_HAND;
+  const hand = kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND;
   const s = slab.i32[hand]!;
   if (s === 0) return;
   slab.i32[hand] = 0;
   for (let c = 0; c < slab.cpus; c++) {
-    const pcs = kw + CACHE_HDR_WORDS + c * PCS_WORDS;
-    if (slab.i32[pcs + P_MAIN] === s || slab.i32[pcs + P_SPARE] === s || slab.i32[pcs + P_HAND] === s) return;
+    const pcs = kw + K_HDR_WORDS + c * PCS_WORDS;
+    if (slab.i32[pcs + PCS_MAIN] === s || slab.i32[pcs + PCS_SPARE] === s || slab.i32[pcs + PCS_HAND] === s) return;
   }
   slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
   let found = false;
   for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
-    for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+    for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
   }
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   const sw = s >> 2;
@@ -404,5 +404,5 @@ export function sheafPush(i32: Int32Array, sw: number, addr: number): void {
   const n = i32[sw + S_SIZE]!;
   i32[sw + S_OBJS + n] = addr;
   i32[sw + S_SIZE] = n + 1;
-  i32[addr >> 2] = addr ^ FREE_TAG;
+  i32[addr >> 2] = addr ^ O_FREE_TAG;
 }

@@ -2,11 +2,11 @@
  * The sheaf hand: the sheaf object a slot is allocating or freeing, so that a slot killed on the
  * way loses no sheaf object (and the page of the sheaf cache it keeps).
  *
- * WORDS: P_HAND of the slot's line of the sheaf cache (SHEAF_CACHE_ID has no sheaves, so the word
+ * WORDS: PCS_HAND of the slot's line of the sheaf cache (SHEAF_CACHE_ID has no sheaves, so the word
  *   is free for this). The slot alone writes it (holdSheaf, unholdSheaf; allocFromSlabs and
  *   freeToSlabs under the sheaf cache's list lock); reclaimSlot reads and clears a dead slot's.
  * A sheaf object is held from before it leaves its freelist (allocSheaf: written under the list
- *   lock before the object is unlinked), its pcs line (flushCpuSheaves), its P_HAND (barnShrink) or
+ *   lock before the object is unlinked), its pcs line (flushCpuSheaves), its PCS_HAND (barnShrink) or
  *   the pcs line on its way to the barn (replaceEmptyMain), until a pcs line, the barn, its
  *   freelist (cleared under the list lock once it is linked) or the slot's deferred list has it.
  *   So at every statement a sheaf object is in one of those places, the hand included, and a held
@@ -18,16 +18,16 @@
  * Locks: the barn lock of the sheaf's cache, briefly, to look for it on the barn. No other.
  */
 import {
-  BARN_MAX,
+  K_BARN_MAX,
   C_DEFER_HEAD,
   C_DEFER_NR,
-  CACHE_ACTIVE,
-  CACHE_DYING,
-  CACHE_HDR_WORDS,
-  D_CACHE,
-  D_FLAGS,
-  D_FREELIST,
-  D_HEAD,
+  K_STATE_ACTIVE,
+  K_STATE_DYING,
+  K_HDR_WORDS,
+  PD_CACHE,
+  PD_FLAGS,
+  PD_FREELIST,
+  PD_HEAD,
   K_BARN_EMPTY,
   K_BARN_FULL,
   K_BARN_LOCK,
@@ -36,9 +36,9 @@ import {
   K_STATE,
   LOCK,
   O_NEXT,
-  P_HAND,
-  P_MAIN,
-  P_SPARE,
+  PCS_HAND,
+  PCS_MAIN,
+  PCS_SPARE,
   PAGE_SHIFT,
   PCS_WORDS,
   PG_SLAB,
@@ -51,7 +51,7 @@ import { freeSheaf } from "./sheaf.js";
 
 /** The word of slot `cpu`'s sheaf hand. */
 export function sheafHandOf(slab: SlabAllocator, cpu: number): number {
-  return slab.cacheWOf(SHEAF_CACHE_ID) + CACHE_HDR_WORDS + cpu * PCS_WORDS + P_HAND;
+  return slab.cacheWOf(SHEAF_CACHE_ID) + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND;
 }
 
 /** Hold sheaf object `s` in this slot's hand, unless it holds one already (a re-entered path). */
@@ -82,13 +82,13 @@ function sheafObjectFree(slab: SlabAllocator, s: number): boolean | null {
   const i32 = slab.i32;
   if ((s & 3) !== 0 || s >>> 0 >= slab.size || s >>> PAGE_SHIFT < slab.zoneStart) return null;
   const d = slab.mem.pd(s >>> PAGE_SHIFT);
-  if (i32[d + D_FLAGS] !== PG_SLAB || i32[d + D_CACHE] !== SHEAF_CACHE_ID) return null;
-  const head = i32[d + D_HEAD]!;
+  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== SHEAF_CACHE_ID) return null;
+  const head = i32[d + PD_HEAD]!;
   const kw = slab.cacheWOf(SHEAF_CACHE_ID);
   const objs = i32[kw + K_OBJS]!;
   const k = (s - (head << PAGE_SHIFT)) / i32[kw + K_SIZE]!;
   if (!Number.isInteger(k) || k < 0 || k >= objs) return null;
-  for (let o = i32[slab.mem.pd(head) + D_FREELIST]!, n = 0; o !== 0 && n < objs; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return true;
+  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < objs; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return true;
   return false;
 }
 
@@ -107,8 +107,8 @@ export function freeSheafObjectInHand(slab: SlabAllocator, cpu: number): number 
   if (sheafObjectFree(slab, s) !== false) return 0;
   for (let id = 0; id < slab.maxCaches; id++) {
     for (let c = 0; c < slab.cpus; c++) {
-      const pcs = slab.cacheWOf(id) + CACHE_HDR_WORDS + c * PCS_WORDS;
-      if (i32[pcs + P_MAIN] === s || i32[pcs + P_SPARE] === s || i32[pcs + P_HAND] === s) return 0;
+      const pcs = slab.cacheWOf(id) + K_HDR_WORDS + c * PCS_WORDS;
+      if (i32[pcs + PCS_MAIN] === s || i32[pcs + PCS_SPARE] === s || i32[pcs + PCS_HAND] === s) return 0;
     }
   }
   const c = slab.mem.pcpOf(cpu);
@@ -119,11 +119,11 @@ export function freeSheafObjectInHand(slab: SlabAllocator, cpu: number): number 
   if (id > SHEAF_CACHE_ID && id < slab.maxCaches) {
     const kw = slab.cacheWOf(id);
     const st = i32[kw + K_STATE];
-    if (st === CACHE_ACTIVE || st === CACHE_DYING) {
+    if (st === K_STATE_ACTIVE || st === K_STATE_DYING) {
       slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
       let found = false;
       for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
-        for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+        for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
       }
       slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
       if (found) return 0;

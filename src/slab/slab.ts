@@ -6,19 +6,19 @@
  *
  * LOCKING CONTRACT
  *
- *   The pcs line of (cache, slot): P_MAIN, P_SPARE and the sheaves they point at belong to that
+ *   The pcs line of (cache, slot): PCS_MAIN, PCS_SPARE and the sheaves they point at belong to that
  *     slot alone. The fast paths (kmalloc, kfree, cache alloc and free hitting the main sheaf) read
- *     and write them with plain loads and stores and take no lock at all; they only test P_LOCKED.
- *   P_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
+ *     and write them with plain loads and stores and take no lock at all; they only test PCS_LOCKED.
+ *   PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
  *     swaps, refills or flushes the sheaves (every flush of this slot's sheaves too: shrink,
  *     cache.shrink, destroy, detach, dying caches), so that a hook re-entering from inside sees the
  *     sheaves busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
  *     deferred list (kfreeNolock); a normal call throws EDEADLK.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
- *     A sheaf is in one place at every lock point: a pcs line (P_MAIN, P_SPARE), a barn list, or
- *     the hand of the slot moving it (P_HAND of its pcs line: a full main leaves P_MAIN for P_HAND
- *     before the barn takes it, a sheaf taken off the barn is in P_HAND until it is on the pcs
- *     line, barnShrink takes one sheaf at a time into P_HAND), so a reclaim of an agent killed
+ *     A sheaf is in one place at every lock point: a pcs line (PCS_MAIN, PCS_SPARE), a barn list, or
+ *     the hand of the slot moving it (PCS_HAND of its pcs line: a full main leaves PCS_MAIN for PCS_HAND
+ *     before the barn takes it, a sheaf taken off the barn is in PCS_HAND until it is on the pcs
+ *     line, barnShrink takes one sheaf at a time into PCS_HAND), so a reclaim of an agent killed
  *     there flushes the hand sheaf unless a pcs line or a barn list holds it, and never flushes a
  *     sheaf twice. A slab leaving its cache becomes a block in the slot's hand (PG_INHAND) under
  *     the list lock (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it.
@@ -33,7 +33,7 @@
  *     leaving a list and its free or its caller leaks that one object.
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
- *     of the cache, its head descriptor's D_FREELIST, D_INUSE, D_NEXT, D_PREV and the free objects
+ *     of the cache, its head descriptor's PD_FREELIST, PD_INUSE, PD_NEXT, PD_PREV and the free objects
  *     on its freelist (words 0 and 1). A new slab is built before the lock is taken; under it the
  *     maker takes its objects first and only then puts the slab on a list, so no other agent can
  *     empty it in between.
@@ -47,26 +47,26 @@
  *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
  *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
  *     it and is read-only afterwards. destroy checks the handle's generation under it.
- *   P_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
+ *   PCS_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
  *     an Atomics.add, then the state and generation are checked; cacheExit); setupCache of a new
  *     cache in the descriptor leaves it as it is (a stale handle may be counting itself in). A dying cache is
- *     released (under CT_LOCK) only when no slot caches its objects and every P_USERS is 0, so no
+ *     released (under CT_LOCK) only when no slot caches its objects and every PCS_USERS is 0, so no
  *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
  *     holds objects only while the cache is not released.
  *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
  *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
  *
  *   Debug heaps trust no metadata word: M_STATE must be one of OBJ_*, M_REQ within 1..K_OBJ_SIZE,
- *     a slab descriptor's D_CACHE and D_HEAD in range, or the call throws ECORRUPT before acting on
+ *     a slab descriptor's PD_CACHE and PD_HEAD in range, or the call throws ECORRUPT before acting on
  *     them. Bytes 0..7 of a free debug object are the free tag and POISON_WORD whenever it is off a
  *     linked list (every path that unlinks one writes the poison back over its link).
  *
  *   Every walk of a list is bounded by its count (deferred objects by C_DEFER_NR, the partial list
- *     by K_NR_SLABS, a barn by BARN_MAX): a cycle or a stray link is ECORRUPT (reported to onError
+ *     by K_NR_SLABS, a barn by K_BARN_MAX): a cycle or a stray link is ECORRUPT (reported to onError
  *     by deferred work, which drops the broken list), never an endless walk.
  *
  *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
- *   one cache are never held together. The sheaf cache (KF_SHEAF_CACHE, no sheaves of its own) is
+ *   one cache are never held together. The sheaf cache (K_FLAG_SHEAF_CACHE, no sheaves of its own) is
  *   used with only a sheaf local lock held, never with a barn or list lock held.
  *   Normal slow paths assert at entry that this slot holds no barn, list, pcp or zone lock and
  *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
@@ -79,20 +79,20 @@
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
   C_DEFER_HEAD,
-  D_CACHE,
-  D_FLAGS,
-  D_FREELIST,
-  D_HEAD,
-  D_INUSE,
-  D_OWNER,
-  FREE_TAG,
+  PD_CACHE,
+  PD_FLAGS,
+  PD_FREELIST,
+  PD_HEAD,
+  PD_INUSE,
+  PD_OWNER,
+  O_FREE_TAG,
   K_FREE_OBJS,
   K_INUSE,
   K_INV_SIZE,
   K_META,
   M_REQ,
   M_STATE,
-  OBJ_FREE,
+  M_STATE_FREE,
   POISON_FREE,
   RED_ACTIVE,
   K_LIST_LOCK,
@@ -108,10 +108,10 @@ import {
   K_TOTAL_OBJS,
   LOCK,
   O_NEXT,
-  ORDER_MASK,
-  ORDER_SHIFT,
-  P_LOCKED,
-  P_MAIN,
+  PG_ORDER_MASK,
+  PG_ORDER_SHIFT,
+  PCS_LOCKED,
+  PCS_MAIN,
   PAGE_SHIFT,
   PAGE_SIZE,
   PG_HEAD,
@@ -138,7 +138,7 @@ import { pdListAdd, pdListDel } from "../page/buddy.js";
 import { kmallocNolockSlow } from "./kmalloc.js";
 import { PD_WORDS } from "../core/layout.js";
 import { cacheAllocSlow } from "./cache.js";
-import { CACHE_HDR_WORDS, K_MAX_EMPTY, PCS_WORDS } from "../core/layout.js";
+import { K_HDR_WORDS, K_MAX_EMPTY, PCS_WORDS } from "../core/layout.js";
 import { emptySlabTaken, slabDecayLocked } from "./decay.js";
 import { PG_INHAND } from "../core/layout.js";
 import { kfreeNolockSlow } from "./kmalloc.js";
@@ -198,7 +198,7 @@ export class SlabAllocator extends MemView {
 
   /** Word index of this slot's pcs line of cache `id`. */
   pcsW(id: number): number {
-    return this.cacheW + id * this.cacheWords + CACHE_HDR_WORDS + this.cpu * PCS_WORDS;
+    return this.cacheW + id * this.cacheWords + K_HDR_WORDS + this.cpu * PCS_WORDS;
   }
 
   /* ================================================================= kmalloc: fast paths */
@@ -242,7 +242,7 @@ export class SlabAllocator extends MemView {
    */
   cacheAlloc(id: number, gen: number, gfp: number): number {
     if (gfp === 0 && this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-      const obj = this.popFast(this.cacheWOf(id) + CACHE_HDR_WORDS + this.cpu * PCS_WORDS);
+      const obj = this.popFast(this.cacheWOf(id) + K_HDR_WORDS + this.cpu * PCS_WORDS);
       if (obj !== 0) return obj;
     }
     return cacheAllocSlow(this, id, gen, gfp);
@@ -253,7 +253,7 @@ export class SlabAllocator extends MemView {
     const i32 = this.i32;
     if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
       const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
-      if (i32[d + D_FLAGS] === PG_SLAB && i32[d + D_CACHE] === id) {
+      if (i32[d + PD_FLAGS] === PG_SLAB && i32[d + PD_CACHE] === id) {
         this.kfree(addr);
         return;
       }
@@ -267,12 +267,12 @@ export class SlabAllocator extends MemView {
 
   /**
    * The allocation fast path: pop the main sheaf of the pcs line at word `pcs`, unless a slow path
-   * of this slot holds it (P_LOCKED) or it is empty. Plain loads and stores only; 0 if it cannot.
+   * of this slot holds it (PCS_LOCKED) or it is empty. Plain loads and stores only; 0 if it cannot.
    */
   popFast(pcs: number): number {
     const i32 = this.i32;
-    if (i32[pcs + P_LOCKED] !== 0) return 0;
-    const sw = i32[pcs + P_MAIN]! >> 2;
+    if (i32[pcs + PCS_LOCKED] !== 0) return 0;
+    const sw = i32[pcs + PCS_MAIN]! >> 2;
     // sheafPop (sheaf.ts), written out (see there).
     const n = i32[sw + S_SIZE]! - 1;
     if (n < 0) return 0;
@@ -290,21 +290,21 @@ export class SlabAllocator extends MemView {
     const i32 = this.i32;
     if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr < this.offset) return false;
     const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
-    if (i32[d + D_FLAGS] !== PG_SLAB) return false;
-    const kw = this.cacheW + i32[d + D_CACHE]! * this.cacheWords;
-    const off = addr - (i32[d + D_HEAD]! << PAGE_SHIFT);
+    if (i32[d + PD_FLAGS] !== PG_SLAB) return false;
+    const kw = this.cacheW + i32[d + PD_CACHE]! * this.cacheWords;
+    const off = addr - (i32[d + PD_HEAD]! << PAGE_SHIFT);
     const size = i32[kw + K_SIZE]!;
     const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
-    if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ FREE_TAG)) return false;
-    const pcs = kw + CACHE_HDR_WORDS + this.cpu * PCS_WORDS;
-    if (i32[pcs + P_LOCKED] !== 0) return false;
-    const sw = i32[pcs + P_MAIN]! >> 2;
+    if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ O_FREE_TAG)) return false;
+    const pcs = kw + K_HDR_WORDS + this.cpu * PCS_WORDS;
+    if (i32[pcs + PCS_LOCKED] !== 0) return false;
+    const sw = i32[pcs + PCS_MAIN]! >> 2;
     const n = i32[sw + S_SIZE]!;
     if (n >= i32[sw + S_CAP]!) return false;
     // sheafPush (sheaf.ts), written out (see sheafPop).
     i32[sw + S_OBJS + n] = addr;
     i32[sw + S_SIZE] = n + 1;
-    i32[addr >> 2] = addr ^ FREE_TAG;
+    i32[addr >> 2] = addr ^ O_FREE_TAG;
     return true;
   }
 
@@ -322,8 +322,8 @@ export class SlabAllocator extends MemView {
       const pfn = i32[kw + K_PARTIAL]!;
       if (pfn === 0) break;
       const d = this.mem.pd(pfn);
-      if (i32[d + D_INUSE] === 0) emptySlabTaken(this, kw);
-      let obj = i32[d + D_FREELIST]!;
+      if (i32[d + PD_INUSE] === 0) emptySlabTaken(this, kw);
+      let obj = i32[d + PD_FREELIST]!;
       // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
       // statements leaves the object at worst on both, at the top of its sheaf, which
       // slabRebuildLocked drops from the sheaf; never on neither.
@@ -332,8 +332,8 @@ export class SlabAllocator extends MemView {
         i32[sw + S_OBJS + base + got] = obj;
         got++;
         i32[sw + S_SIZE] = base + got;
-        i32[d + D_FREELIST] = next;
-        i32[d + D_INUSE] = i32[d + D_INUSE]! + 1;
+        i32[d + PD_FREELIST] = next;
+        i32[d + PD_INUSE] = i32[d + PD_INUSE]! + 1;
         if (debug) debugUnlink(this, kw, obj);
         obj = next;
       }
@@ -349,14 +349,14 @@ export class SlabAllocator extends MemView {
     const pfn = i32[kw + K_PARTIAL]!;
     if (pfn === 0) return 0;
     const d = this.mem.pd(pfn);
-    const inuse = i32[d + D_INUSE]!;
+    const inuse = i32[d + PD_INUSE]!;
     if (inuse === 0) emptySlabTaken(this, kw);
-    const obj = i32[d + D_FREELIST]!;
+    const obj = i32[d + PD_FREELIST]!;
     const next = i32[(obj >> 2) + O_NEXT]!;
     if (hand !== 0) i32[hand] = obj;
     // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
-    i32[d + D_FREELIST] = next;
-    i32[d + D_INUSE] = inuse + 1;
+    i32[d + PD_FREELIST] = next;
+    i32[d + PD_INUSE] = inuse + 1;
     debugUnlink(this, kw, obj);
     if (next === 0) this.partialToFull(kw, pfn);
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
@@ -402,10 +402,10 @@ export class SlabAllocator extends MemView {
       if (meta !== 0) {
         this.u8.fill(POISON_FREE, obj + 8, obj + i32[kw + K_INUSE]!);
         this.u8.fill(RED_ACTIVE, obj + i32[kw + K_INUSE]!, obj + meta);
-        i32[((obj + meta) >> 2) + M_STATE] = OBJ_FREE;
+        i32[((obj + meta) >> 2) + M_STATE] = M_STATE_FREE;
         i32[((obj + meta) >> 2) + M_REQ] = 0;
       }
-      i32[obj >> 2] = obj ^ FREE_TAG;
+      i32[obj >> 2] = obj ^ O_FREE_TAG;
       i32[(obj >> 2) + O_NEXT] = i + 1 < objs ? obj + size : 0;
     }
     const listLock = kw + K_LIST_LOCK;
@@ -418,13 +418,13 @@ export class SlabAllocator extends MemView {
     // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
     // The head's freelist and count are right before the pages become a slab, so that a reclaim
     // (slabRebuildLocked) of an agent killed from here on finds a whole slab.
-    i32[this.mem.pd(pfn) + D_FREELIST] = base;
-    i32[this.mem.pd(pfn) + D_INUSE] = 0;
+    i32[this.mem.pd(pfn) + PD_FREELIST] = base;
+    i32[this.mem.pd(pfn) + PD_INUSE] = 0;
     for (let p = 0; p < 1 << order; p++) {
       const d = this.mem.pd(pfn + p);
-      i32[d + D_FLAGS] = PG_SLAB;
-      i32[d + D_HEAD] = pfn;
-      i32[d + D_CACHE] = id;
+      i32[d + PD_FLAGS] = PG_SLAB;
+      i32[d + PD_HEAD] = pfn;
+      i32[d + PD_CACHE] = id;
     }
     let obj = base;
     let taken = 0;
@@ -434,8 +434,8 @@ export class SlabAllocator extends MemView {
       result = obj;
       obj = i32[(obj >> 2) + O_NEXT]!;
       if (hand !== 0) i32[hand] = result;
-      i32[d + D_FREELIST] = obj;
-      i32[d + D_INUSE] = 1;
+      i32[d + PD_FREELIST] = obj;
+      i32[d + PD_INUSE] = 1;
       debugUnlink(this, kw, result);
       taken = 1;
     } else {
@@ -447,8 +447,8 @@ export class SlabAllocator extends MemView {
         i32[sw + S_OBJS + at + taken] = obj;
         taken++;
         i32[sw + S_SIZE] = at + taken;
-        i32[d + D_FREELIST] = next;
-        i32[d + D_INUSE] = taken;
+        i32[d + PD_FREELIST] = next;
+        i32[d + PD_INUSE] = taken;
         if (meta !== 0) debugUnlink(this, kw, obj);
         obj = next;
       }
@@ -499,14 +499,14 @@ export class SlabAllocator extends MemView {
    */
   putObjectLocked(kw: number, obj: number): number {
     const i32 = this.i32;
-    const head = i32[this.mem.pd(obj >>> PAGE_SHIFT) + D_HEAD]!;
+    const head = i32[this.mem.pd(obj >>> PAGE_SHIFT) + PD_HEAD]!;
     const d = this.mem.pd(head);
-    const first = i32[d + D_FREELIST]!;
-    i32[obj >> 2] = obj ^ FREE_TAG;
+    const first = i32[d + PD_FREELIST]!;
+    i32[obj >> 2] = obj ^ O_FREE_TAG;
     i32[(obj >> 2) + O_NEXT] = first;
-    i32[d + D_FREELIST] = obj;
-    const inuse = i32[d + D_INUSE]! - 1;
-    i32[d + D_INUSE] = inuse;
+    i32[d + PD_FREELIST] = obj;
+    const inuse = i32[d + PD_INUSE]! - 1;
+    i32[d + PD_INUSE] = inuse;
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + 1;
     if (first === 0) {
       // A full slab has a free object again.
@@ -535,12 +535,12 @@ export class SlabAllocator extends MemView {
     const order = i32[kw + K_ORDER]!;
     for (let p = 1; p < 1 << order; p++) {
       const d = this.mem.pd(pfn + p);
-      i32[d + D_FLAGS] = 0;
-      i32[d + D_HEAD] = 0;
-      i32[d + D_CACHE] = 0;
+      i32[d + PD_FLAGS] = 0;
+      i32[d + PD_HEAD] = 0;
+      i32[d + PD_CACHE] = 0;
     }
-    i32[this.mem.pd(pfn) + D_OWNER] = this.cpu;
-    i32[this.mem.pd(pfn) + D_FLAGS] = PG_HEAD | PG_INHAND | (order << ORDER_SHIFT);
+    i32[this.mem.pd(pfn) + PD_OWNER] = this.cpu;
+    i32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     const objs = i32[kw + K_OBJS]!;
     i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
     i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
@@ -571,14 +571,14 @@ export class SlabAllocator extends MemView {
   /** readString's error path: is `addr`, an object ksize accepted, on a free list of its cache? @internal */
   freedObject(addr: number): boolean {
     const id = objectCache(this, addr, -1);
-    return id >= 0 && this.i32[addr >> 2] === (addr ^ FREE_TAG) && isFreeObject(this, id, addr);
+    return id >= 0 && this.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(this, id, addr);
   }
 
   /** Usable size of an allocation. */
   ksize(addr: number): number {
     this.locks.assertLive();
     const id = objectCache(this, addr, -1);
-    if (id < 0) return PAGE_SIZE << ((this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + D_FLAGS]! & ORDER_MASK) >>> ORDER_SHIFT);
+    if (id < 0) return PAGE_SIZE << ((this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + PD_FLAGS]! & PG_ORDER_MASK) >>> PG_ORDER_SHIFT);
     const kw = this.cacheWOf(id);
     // Debug: the requested size, once the object's metadata has been checked.
     if (this.i32[kw + K_META] !== 0) return debugFree(this, id, addr, false);

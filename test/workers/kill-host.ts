@@ -8,7 +8,7 @@
  */
 import { parentPort, Worker, workerData } from "node:worker_threads";
 import { Heap, HeapError } from "../../src/index.js";
-import { C_RCU_INFLIGHT, D_FLAGS, D_OWNER, H_DESC_OFF, H_PCPU_OFF, PCPU_WORDS, H_ZONE_START, Z_NR_PAGES, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../src/core/layout.js";
+import { C_RCU_INFLIGHT, PD_FLAGS, PD_OWNER, H_DESC_OFF, H_PCPU_OFF, C_WORDS, H_ZONE_START, Z_NR_PAGES, PG_ORDER_MASK, PG_ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../src/core/layout.js";
 import { checkPattern, deriveSeed, Prng } from "../util.js";
 import { heldLockWords } from "../kill-locks.js";
 import {
@@ -253,13 +253,13 @@ function census(): Census {
   const c: Census = { heads: new Map(), free: 0, pcp: 0, deferred: 0, slab: 0, rcu: 0, allocated: 0, total: nr - zs };
   for (let pfn = zs; pfn < nr; ) {
     const d = descW + pfn * PD_WORDS;
-    const f = u32[d + D_FLAGS]!;
+    const f = u32[d + PD_FLAGS]!;
     if ((f & PG_SLAB) !== 0) {
       c.slab++;
       pfn++;
       continue;
     }
-    const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     const n = 1 << order;
     if ((f & PG_BUDDY) !== 0) c.free += n;
     else if ((f & PG_PCP) !== 0) c.pcp += n;
@@ -267,10 +267,10 @@ function census(): Census {
     else if ((f & PG_RCU_BLOCK) !== 0) c.rcu += n;
     else if ((f & (PG_HEAD | PG_LARGE)) !== 0) {
       c.allocated += n;
-      c.heads.set(pfn * 4096, { order, large: (f & PG_LARGE) !== 0, owner: u32[d + D_OWNER]! });
+      c.heads.set(pfn * 4096, { order, large: (f & PG_LARGE) !== 0, owner: u32[d + PD_OWNER]! });
     } else {
       let prev = "";
-      for (let q = Math.max(zs, pfn - 4); q < pfn; q++) prev += ` ${q}:0x${u32[descW + q * PD_WORDS + D_FLAGS]!.toString(16)}`;
+      for (let q = Math.max(zs, pfn - 4); q < pfn; q++) prev += ` ${q}:0x${u32[descW + q * PD_WORDS + PD_FLAGS]!.toString(16)}`;
       fail(`page ${pfn} (0x${(pfn * 4096).toString(16)}) belongs to nothing: flags 0x${f.toString(16)} (before it:${prev})`);
       return c;
       pfn++;
@@ -283,7 +283,7 @@ function census(): Census {
 
 /** The kfreeRcu objects slot `cpu` had taken off a slot to free and had not freed yet. */
 function inFlightOf(cpu: number): number {
-  return heap.i32[(heap.u32[H_PCPU_OFF]! >>> 2) + cpu * PCPU_WORDS + C_RCU_INFLIGHT]!;
+  return heap.i32[(heap.u32[H_PCPU_OFF]! >>> 2) + cpu * C_WORDS + C_RCU_INFLIGHT]!;
 }
 
 function isPageKind(kind: number): boolean {
