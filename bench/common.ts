@@ -72,31 +72,6 @@ export function nowNs(): number {
   return Number(process.hrtime.bigint());
 }
 
-/** xorshift32: a small seeded generator for the measured loops (no allocation per call). */
-export class XorShift {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 0x9e3779b9;
-  }
-  /** A 32-bit unsigned integer. */
-  u32(): number {
-    let x = this.s;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return this.s;
-  }
-  /** An integer in [0, n). */
-  below(n: number): number {
-    return this.u32() % n;
-  }
-  /** A float in [0, 1). */
-  next(): number {
-    return this.u32() / 4294967296;
-  }
-}
-
 /**
  * A futex-style mutex in one Int32 word (Drepper's "mutex 3": 0 free, 1 held, 2 held with
  * waiters), with a short read-only spin before Atomics.wait. This is the one global lock that

@@ -4,7 +4,8 @@
  * per chunk of iterations.
  */
 import { GFP, type Heap } from "../src/index.js";
-import { nowNs, type Sample, XorShift } from "./common.js";
+import { Prng } from "../test/support/common.js";
+import { nowNs, type Sample } from "./common.js";
 import { SimpleWorkload } from "./workloads.js";
 
 const CHUNK = 1024;
@@ -243,8 +244,8 @@ const STORM_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 200, 256, 512, 1000, 2048, 
  * many returned 0. Everything the hook allocated is freed (by the hook or afterwards).
  */
 export function nolockStorm(heap: Heap, iterations: number, seed: number, fireRate: number, maxBurst: number): StormResult {
-  const rng = new XorShift(seed);
-  const hookRng = new XorShift(seed ^ 0x5bd1e995);
+  const rng = new Prng(seed);
+  const hookRng = new Prng(seed, 1);
   const HELD_MAX = 2048;
   const held = new Int32Array(HELD_MAX);
   let nHeld = 0;

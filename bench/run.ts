@@ -15,7 +15,8 @@
  *
  * The suite starts many workers over a few minutes, each loading the compiled allocator. So that a
  * rebuild of dist/ during a run cannot mix two versions of the heap layout in one run, this
- * launcher copies the compiled src/ and bench/ into a private directory and runs everything from
+ * launcher copies the compiled src/ and bench/ (and the demo's and tests' shared modules they
+ * import) into a private directory and runs everything from
  * there; the copy is removed at exit.
  */
 import { cpSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
@@ -33,6 +34,8 @@ cpSync(join(dist, "src"), join(snap, "src"), { recursive: true, filter: jsOnly }
 cpSync(here, join(snap, "bench"), { recursive: true, filter: jsOnly });
 // The command-line parser the suite shares with the demo and the stress command.
 cpSync(join(dist, "demo", "args.js"), join(snap, "demo", "args.js"));
+// The seeded generator the suite shares with the tests and the demo.
+cpSync(join(dist, "test", "support", "common.js"), join(snap, "test", "support", "common.js"));
 symlinkSync(join(repo, "node_modules"), join(snap, "node_modules"), "dir");
 process.env.SHMALLOC_BENCH_REPO = repo;
 await import(pathToFileURL(join(snap, "bench", "suite.js")).href);

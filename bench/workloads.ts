@@ -4,7 +4,8 @@
  * (an operation is one allocation or one free, except in cache-scratch where it is one
  * allocate-write-free iteration). The driver times each call.
  */
-import { Barrier, CTL_USER, XorShift } from "./common.js";
+import { Prng } from "../test/support/common.js";
+import { Barrier, CTL_USER } from "./common.js";
 
 /** Control word of the larson epoch flag (set by worker 0 when an epoch is over). */
 const CTL_ROTATE = CTL_USER;
@@ -125,7 +126,7 @@ export class Pair<Tab> extends SimpleWorkload {
  */
 export class Larson<Tab> implements Workload {
   private readonly t: Tab;
-  private readonly rng: XorShift;
+  private readonly rng: Prng;
   private epoch = 0;
   constructor(
     private readonly s: Store<Tab>,
@@ -138,7 +139,7 @@ export class Larson<Tab> implements Workload {
     seed: number,
   ) {
     this.t = s.sharedTable(shared);
-    this.rng = new XorShift(seed + index * 7919);
+    this.rng = new Prng(seed, index);
   }
   private static readonly MIN = 8;
   private static readonly MAX = 1000;
@@ -321,7 +322,7 @@ export class MStress<Tab> implements Workload {
   private readonly data: Tab;
   private readonly retained: Tab;
   private readonly transfer: Tab;
-  private readonly rng: XorShift;
+  private readonly rng: Prng;
   private large = 0;
   constructor(
     private readonly s: Store<Tab>,
@@ -334,7 +335,7 @@ export class MStress<Tab> implements Workload {
     this.data = s.newTable(dataSlots);
     this.retained = s.newTable(retainSlots);
     this.transfer = s.sharedTable(transferWords);
-    this.rng = new XorShift(seed + index * 104729);
+    this.rng = new Prng(seed, index);
   }
   private sizeFor(): number {
     const rng = this.rng;
@@ -457,7 +458,7 @@ export class CacheScratch<Tab> implements Workload {
  */
 export class AllocTest<Tab> implements Workload {
   private readonly t: Tab;
-  private readonly rng: XorShift;
+  private readonly rng: Prng;
   constructor(
     private readonly s: Store<Tab>,
     index: number,
@@ -465,7 +466,7 @@ export class AllocTest<Tab> implements Workload {
     seed: number,
   ) {
     this.t = s.newTable(live);
-    this.rng = new XorShift(seed + index * 31337);
+    this.rng = new Prng(seed, index);
   }
   private sizeFor(): number {
     const r = this.rng.u32();

@@ -1,5 +1,5 @@
 /*
- * The command lines of the demo (demo/cli.ts), the stress command (demo/stress.ts) and the
+ * The command lines of the demo (demo/cli.ts), the stress command (tools/stress/stress.ts) and the
  * benchmarks (bench/suite.ts): one parser, node:util's parseArgs, over each program's table of
  * options, and one reader for each kind of value. A bad command line is a UsageError, which each
  * program prints with usageMessage (`<command>: <message>`, then one line pointing at --help) and

@@ -1,7 +1,7 @@
 /** Command-line options of the demo (`npm start -- --help`). */
 import { availableParallelism } from "node:os";
 import { nonEmpty, type OptionTable, parseCommandLine, parseSeconds, parseSize, parseWhole, UsageError } from "./args.js";
-import { parseSeed } from "./prng.js";
+import { parseSeed } from "../test/support/common.js";
 
 export interface DemoOptions {
   workers: number;

@@ -29,7 +29,7 @@
  *     the allocator): it is counted and reported, and the run fails.
  */
 import { GFP, type Heap, type KmemCache } from "../src/index.js";
-import type { Prng } from "./prng.js";
+import type { Prng } from "../test/support/common.js";
 
 export const NODE_CACHE = "ht_node";
 export const NODE_SIZE = 32;

@@ -8,7 +8,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { Heap, type TraceRecord } from "../src/index.js";
 import { C, type MainMessage, openControl, ROW, sizeBucket, STOP, type WorkerData, type WorkerMessage } from "./ht_control.js";
 import { NODE_CACHE, SharedTable } from "./ht_table.js";
-import { Prng } from "./prng.js";
+import { Prng } from "../test/support/common.js";
 
 if (parentPort === null) throw new Error("ht_worker.js runs as a worker thread of main.js");
 const port = parentPort;

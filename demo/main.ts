@@ -18,7 +18,7 @@ import { parseArgs, USAGE, type DemoOptions } from "./cli.js";
 import { C, makeControl, type MainMessage, ROW, SIZE_LABELS, STOP, type WorkerData, type WorkerMessage } from "./ht_control.js";
 import { NODE_CACHE, NODE_SIZE, SharedTable, MAIN_OWNER } from "./ht_table.js";
 import { count, frameLines, mib, plainLine, total, TtyFrame, type ViewInput } from "./live_view.js";
-import { hex32 } from "./prng.js";
+import { hex32 } from "../test/support/common.js";
 
 const KEY_SPACE = 1 << 16;
 const READY_TIMEOUT_MS = 60_000;

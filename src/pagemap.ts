@@ -4,19 +4,19 @@
  *
  * CONTRACT
  *
- *   Owns no words of the heap; writes nothing in it. readPageMap reads the descriptors' D_FLAGS and
- *   D_CACHE words with plain loads and takes no lock, like stats(): while other agents allocate and
+ *   Owns no words of the heap; writes nothing in it. readPageMap reads the descriptors' PD_FLAGS and
+ *   PD_CACHE words with plain loads and takes no lock, like stats(): while other agents allocate and
  *   free, a block may be split or merged between two reads, so the map is a picture of a moving
  *   heap, exact only while the heap is quiet. A tail page whose head it did not see (the block
  *   changed under it) is PAGE_STATE.unknown; a run never reaches past the pages it was given.
  */
-import { D_CACHE, D_FLAGS, ORDER_MASK, ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } from "./layout.js";
+import { PD_CACHE, PD_FLAGS, PG_ORDER_MASK, PG_ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } from "./core/layout.js";
 
 /**
  * State codes of heap.pageMap(). A free page in the buddy lists is `free + order` (orders
  * 0..MAX_ORDER); a slab page is `slab + cacheId` (heap.cacheNames() names the ids).
  */
-export const PAGE_STATE = {
+export const PAGE_STATE = Object.freeze({
   /** Metadata in front of the zone (header, per-CPU blocks, cache and page descriptors). */
   reserved: 0,
   /** On a slot's per-CPU page list. */
@@ -37,7 +37,7 @@ export const PAGE_STATE = {
   free: 16,
   /** A page of a slab: slab + the cache's id. */
   slab: 32,
-} as const;
+} as const);
 
 /** Blocks of up to this many pages are written page by page rather than with fill(). */
 const SMALL_RUN = 16;
@@ -54,12 +54,12 @@ export function readPageMap(u32: Uint32Array, descW: number, basePfn: number, zo
   out.fill(PAGE_STATE.reserved, outside, reserved);
   for (let pfn = reserved; pfn < nrPages; ) {
     const d = descW + pfn * PD_WORDS;
-    const f = u32[d + D_FLAGS]!;
+    const f = u32[d + PD_FLAGS]!;
     if ((f & PG_SLAB) !== 0) {
-      out[pfn++] = PAGE_STATE.slab + (u32[d + D_CACHE]! & 0xfff);
+      out[pfn++] = PAGE_STATE.slab + (u32[d + PD_CACHE]! & 0xfff);
       continue;
     }
-    const order = (f & ORDER_MASK) >>> ORDER_SHIFT;
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     let code: number;
     if ((f & PG_BUDDY) !== 0) code = PAGE_STATE.free + order;
     else if ((f & PG_PCP) !== 0) code = PAGE_STATE.pcp;

@@ -11,13 +11,13 @@
  *   Every word index and address of the heap is absolute (a byte offset into the buffer), so an
  *   address is also a pointer a Wasm function can take. Offset plus maxSize stays below 2 GiB.
  */
-import { describe, intOption } from "./check.js";
-import { ErrorCode, HeapError } from "./errors.js";
-import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, PAGE_SIZE, PCPU_WORDS, SLOT_FREE } from "./layout.js";
-import type { WasmMemory } from "./mm.js";
+import { describe, intOption } from "./core/check.js";
+import { ErrorCode, HeapError } from "./core/errors.js";
+import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, MAX_HEAP_END, PAGE_SIZE, C_WORDS, C_STATE_FREE } from "./core/layout.js";
+import type { WasmMemory } from "./core/lock.js";
 
 /** The largest end (offset + maxSize) of a heap: addresses stay positive 32-bit integers. */
-export const MAX_HEAP_END = 2 ** 31 - PAGE_SIZE;
+export { MAX_HEAP_END };
 
 /** Thrown where SharedArrayBuffer does not exist: a page that is not cross-origin isolated. */
 export function noSharedMemory(): HeapError {
@@ -205,8 +205,8 @@ export function assertNoLiveHeap(buf: SharedArrayBuffer, offset: number, maxSize
     const c0 = (at + u32[w + H_PCPU_OFF]!) >>> 2;
     let inUse = 0;
     for (let cpu = 0; cpu < cpus; cpu++) {
-      const cw = c0 + cpu * PCPU_WORDS + C_STATE;
-      if (cw < u32.length && Atomics.load(u32, cw) !== SLOT_FREE) inUse++;
+      const cw = c0 + cpu * C_WORDS + C_STATE;
+      if (cw < u32.length && Atomics.load(u32, cw) !== C_STATE_FREE) inUse++;
     }
     if (inUse !== 0) {
       throw new HeapError(

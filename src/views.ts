@@ -15,18 +15,18 @@
  *   then L bytes of UTF-8 at A + 4, then one 0 byte. So C reads a NUL-terminated string at A + 4,
  *   Rust a byte slice (A + 4, L); free it with kfree(A).
  */
-import { describe } from "./check.js";
-import { ErrorCode, HeapError, hex } from "./errors.js";
-import { PAGE_SIZE } from "./layout.js";
+import { describe } from "./core/check.js";
+import { ErrorCode, HeapError, hex } from "./core/errors.js";
+import { MAX_HEAP_END } from "./core/layout.js";
 import { isSharedArrayBuffer } from "./placement.js";
-import { KMALLOC_MAX_SIZE } from "./slab.js";
+import { KMALLOC_MAX_SIZE } from "./slab/slab.js";
 
 /** Bytes before a string's UTF-8: its length. */
 export const STRING_HEADER = 4;
 
-/** What of the heap these helpers use (the Heap's public calls). */
+/** What of the heap these helpers use: the slab layer's calls. */
 export interface ViewHost {
-  readonly buffer: SharedArrayBuffer;
+  readonly mem: { readonly buffer: SharedArrayBuffer };
   readonly offset: number;
   readonly u8: Uint8Array;
   readonly u32: Uint32Array;
@@ -69,7 +69,7 @@ const CONSTRUCTORS: ReadonlySet<unknown> = new Set<unknown>(
 );
 
 /** The most elements one allocArray may ask for (the heap's addresses stay below 2 GiB). */
-const MAX_ARRAY_BYTES = 2 ** 31 - PAGE_SIZE;
+const MAX_ARRAY_BYTES = MAX_HEAP_END;
 
 /** What allocArray was given instead of a typed-array constructor: a function by its name. */
 function ctorName(v: unknown): string {
@@ -98,7 +98,7 @@ export function allocArray<C extends TypedArrayConstructor>(h: ViewHost, Ctor: C
   }
   const addr = h.kmalloc(n * each, gfp);
   if (addr === 0) return null;
-  return new (Ctor as unknown as new (b: ArrayBufferLike, o: number, l: number) => InstanceType<C>)(h.buffer, addr, n);
+  return new (Ctor as unknown as new (b: ArrayBufferLike, o: number, l: number) => InstanceType<C>)(h.mem.buffer, addr, n);
 }
 
 /*
@@ -149,7 +149,7 @@ export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
  * its own slot no other agent writes, and reads it back through `buf`: only the same memory sees it.
  */
 function sameMemory(h: ViewHost, buf: ArrayBufferLike, probeW: number): boolean {
-  if (buf === h.buffer) return true;
+  if (buf === h.mem.buffer) return true;
   if (!isSharedArrayBuffer(buf) || buf.byteLength < (probeW + 1) * 4) return false;
   const mine = h.u32;
   const next = (mine[probeW]! + 1) >>> 0;

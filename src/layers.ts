@@ -1,0 +1,77 @@
+/*
+ * The layers of one heap handle, built in order and wired together: mem (views) -> locks ->
+ * pages -> slab -> rcu. A layer gets the layers below it in its constructor and never reaches
+ * upward; the few upward needs are callbacks installed here:
+ *   - locks.onChange: the reentry hook, the trace handlers, detached or closing changed: every
+ *     layer recomputes its fast-path gate (fastOff).
+ *   - slab.rcuSlowWork: a slab slow path of this slot found expired kfreeRcu blocks waiting.
+ *   - slab.beforeDestroy: a cache's destroy waits for pending kfreeRcu objects first.
+ *   - pages.reclaimSlabs: direct reclaim takes back the empty slabs the caches keep (slab decay).
+ *
+ * WORDS and LOCKS: none of its own; see each layer.
+ *
+ * Not part of the package's published exports: the facade (heap.ts) holds the layers privately,
+ * and layersOf() is the tests' way in. The record also holds the public Trace facade over
+ * locks.trace (what heap.trace returns), and isHeap() is the brand check serveInspector uses.
+ * The registry's WeakMap methods are captured at load, so a WeakMap.prototype patched later never
+ * receives a Layers record.
+ */
+import { Locks } from "./core/lock.js";
+import { Mem, type MmInit } from "./core/mem.js";
+import { makeTrace, type Trace } from "./core/trace.js";
+import { PageAllocator } from "./page/page_alloc.js";
+import { RcuAllocator } from "./rcu/rcu.js";
+import { reclaimSlabs } from "./slab/decay.js";
+import { SlabAllocator } from "./slab/slab.js";
+import { rcuSlowWork } from "./rcu/kfree_rcu.js";
+
+export interface Layers {
+  readonly mem: Mem;
+  readonly locks: Locks;
+  readonly pages: PageAllocator;
+  readonly slab: SlabAllocator;
+  readonly rcu: RcuAllocator;
+  /** The public facade over locks.trace (heap.trace): users get this, never the state. */
+  readonly trace: Trace;
+}
+
+export function buildLayers(init: MmInit): Layers {
+  const mem = new Mem(init);
+  const locks = new Locks(mem, init);
+  const pages = new PageAllocator(mem, locks);
+  const slab = new SlabAllocator(mem, locks, pages);
+  const rcu = new RcuAllocator(mem, locks, pages, slab);
+  locks.onChange = () => {
+    pages.updateFastOff();
+    slab.updateFastOff();
+    rcu.updateFastOff();
+  };
+  slab.rcuSlowWork = () => rcuSlowWork(rcu);
+  slab.beforeDestroy = () => rcu.barrierIfPending();
+  pages.reclaimSlabs = () => reclaimSlabs(slab);
+  return { mem, locks, pages, slab, rcu, trace: makeTrace(locks.trace) };
+}
+
+/** Each Heap's layers (set by its constructor). */
+const heapLayers = new WeakMap<object, Layers>();
+/** Captured at load: a WeakMap.prototype.set patched later never receives a Layers record. */
+const apply = Reflect.apply;
+const weakMapSet = WeakMap.prototype.set;
+const weakMapGet = WeakMap.prototype.get;
+const weakMapHas = WeakMap.prototype.has;
+
+export function registerLayers(heap: object, layers: Layers): void {
+  apply(weakMapSet, heapLayers, [heap, layers]);
+}
+
+/** Is `x` a Heap that Heap.create or Heap.attach made (not a Proxy of one, nor an object inheriting from one)? */
+export function isHeap(x: unknown): boolean {
+  return x !== null && typeof x === "object" && (apply(weakMapHas, heapLayers, [x]) as boolean);
+}
+
+/** The layers behind a Heap: for tests that check internals (corrupt words, counters near their wrap). */
+export function layersOf(heap: object): Layers {
+  const l = apply(weakMapGet, heapLayers, [heap]) as Layers | undefined;
+  if (l === undefined) throw new TypeError("not a Heap");
+  return l;
+}

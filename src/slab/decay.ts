@@ -1,0 +1,93 @@
+/*
+ * Slab decay: the empty slabs a cache keeps (up to K_MAX_EMPTY), and the steps that give back
+ * the ones no allocation needed. Every SLAB_DECAY_TICKS frees to the slabs, a step (under the list
+ * lock that free holds) takes off half of the empty slabs above K_MIN_PARTIAL that no allocation
+ * needed since the step before (K_EMPTY_LOW); direct reclaim in the page layer (reclaimSlabs,
+ * installed as pages.reclaimSlabs) takes back every empty slab above K_MIN_PARTIAL.
+ *
+ * WORDS: a cache's K_NR_EMPTY, K_EMPTY_LOW and K_DECAY_TICKS, and its partial list, under its
+ * K_LIST_LOCK (see slab.ts).
+ * LOCKS: the caller holds the list lock, except reclaimSlabs, which only tries each cache's list
+ * lock (a lock held by anyone, this agent included, skips the cache) and releases the slabs it
+ * took off after the unlock (slab -> pcp -> zone).
+ */
+import {
+  PD_INUSE,
+  K_LIST_LOCK,
+  K_NR_EMPTY,
+  K_NR_SLABS,
+  K_PARTIAL,
+  LOCK,
+} from "../core/layout.js";
+import type { SlabAllocator } from "./slab.js";
+import { K_STATE_FREE, CT_NR, PD_NEXT, K_DECAY_TICKS, K_EMPTY_LOW, K_MIN_PARTIAL, K_STATE, SLAB_DECAY_TICKS } from "../core/layout.js";
+
+/** An empty slab of the partial list gets objects taken: count it, and lower the decay's low-water mark. List lock held. */
+export function emptySlabTaken(slab: SlabAllocator, kw: number): void {
+  const i32 = slab.i32;
+  const empty = i32[kw + K_NR_EMPTY]! - 1;
+  i32[kw + K_NR_EMPTY] = empty;
+  if (empty < i32[kw + K_EMPTY_LOW]!) i32[kw + K_EMPTY_LOW] = empty;
+}
+
+/**
+ * Slab decay, at every free to the slabs: every SLAB_DECAY_TICKS of them, a step releases half of
+ * the empty slabs above min_partial that no allocation needed since the last step (K_EMPTY_LOW),
+ * adding their head pfns to `discard` for release after the unlock. A churn that empties slabs
+ * and fills them again (a batch freed, the next one allocated) keeps its slabs, where releasing
+ * every empty slab beyond min_partial at once had the next batch build them again. List lock held.
+ */
+export function slabDecayLocked(slab: SlabAllocator, kw: number, discard: number[] | null): number[] | null {
+  const ticks = slab.i32[kw + K_DECAY_TICKS]! + 1;
+  if (ticks < SLAB_DECAY_TICKS) {
+    slab.i32[kw + K_DECAY_TICKS] = ticks;
+    return discard;
+  }
+  return slabDecayStep(slab, kw, discard, false);
+}
+
+/**
+ * One decay step (`all`: direct reclaim, every empty slab above min_partial). The partial list
+ * walk is bounded by the slab count. List lock held.
+ */
+export function slabDecayStep(slab: SlabAllocator, kw: number, discard: number[] | null, all: boolean): number[] | null {
+  const i32 = slab.i32;
+  i32[kw + K_DECAY_TICKS] = 0;
+  const empty = i32[kw + K_NR_EMPTY]!;
+  const surplus = (all ? empty : Math.min(i32[kw + K_EMPTY_LOW]!, empty)) - i32[kw + K_MIN_PARTIAL]!;
+  if (surplus > 0) {
+    let n = all ? surplus : (surplus + 1) >> 1;
+    const most = i32[kw + K_NR_SLABS]!;
+    for (let pfn = i32[kw + K_PARTIAL]!, steps = 0; pfn !== 0 && n > 0 && ++steps <= most; ) {
+      const next = i32[slab.mem.pd(pfn) + PD_NEXT]!;
+      if (i32[slab.mem.pd(pfn) + PD_INUSE] === 0) {
+        slab.partialDel(kw, pfn);
+        slab.unaccountSlab(kw, pfn);
+        i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! - 1;
+        (discard ??= []).push(pfn);
+        n--;
+      }
+      pfn = next;
+    }
+  }
+  i32[kw + K_EMPTY_LOW] = i32[kw + K_NR_EMPTY]!;
+  return discard;
+}
+
+/**
+ * Direct reclaim (the page allocator found no block): every cache gives back its empty slabs above
+ * min_partial. The list locks are only tried, never waited for: a cache whose lock is held, by
+ * another agent or by this one, is skipped.
+ */
+export function reclaimSlabs(slab: SlabAllocator): void {
+  const i32 = slab.i32;
+  const nr = Math.min(i32[slab.hw + CT_NR]!, slab.maxCaches);
+  for (let id = 0; id < nr; id++) {
+    const kw = slab.cacheWOf(id);
+    if (Atomics.load(i32, kw + K_STATE) === K_STATE_FREE || i32[kw + K_NR_EMPTY]! <= i32[kw + K_MIN_PARTIAL]!) continue;
+    if (!slab.locks.trylock(kw + K_LIST_LOCK, LOCK.list)) continue;
+    const discard = slabDecayStep(slab, kw, null, true);
+    slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
+    if (discard !== null) for (const pfn of discard) slab.releaseSlab(id, pfn, 0);
+  }
+}

@@ -1,0 +1,448 @@
+/*
+ * The object slow paths: of every cache (slabAllocSlow, slabFreeSlow, and their entry checks and
+ * housekeeping), of kmalloc (a size class, or pages for a large size), the nolock paths (past the
+ * fast paths of kmallocNolock and kfreeNolock; the slot's deferred object list), and kzalloc,
+ * krealloc, kfreeBulk.
+ *
+ * WORDS: this slot's deferred object list, C_DEFER_HEAD and C_DEFER_NR (the slot alone: a
+ * kfreeNolock that found the sheaves or the list lock busy pushes, the next normal slab call of
+ * the slot, detach or reclaimSlot drains), and the objects on it (words 0 and 1). Everything
+ * else through the slab and page calls; see slab.ts.
+ * LOCKS: the nolock paths take the sheaf local lock only when it is free (a hook never waits for
+ * its own agent) and only trylock barn, list, pcp and zone; they never allocate a sheaf and never
+ * loop on a lock. The normal paths take the locks of slab.ts in its order.
+ */
+import { readAddrs } from "../core/check.js";
+import { ErrorCode, HeapError, hex } from "../core/errors.js";
+import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
+import {
+  C_DEFER_HEAD,
+  C_DEFER_NR,
+  PD_CACHE,
+  PD_FLAGS,
+  O_FREE_TAG,
+  K_META,
+  M_REQ,
+  RED_ACTIVE,
+  DEBUG_REDZONE,
+  K_OBJ_SIZE,
+  K_SHEAF_CAP,
+  LOCK,
+  O_NEXT,
+  PCS_LOCKED,
+  PCS_MAIN,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PG_LARGE,
+  PG_SLAB,
+  S_CAP,
+  S_SIZE,
+  VM,
+} from "../core/layout.js";
+import { checkGfp } from "../page/page_alloc.js";
+import { TP } from "../core/trace.js";
+import { replaceEmptyMain, replaceFullMain } from "./sheaf.js";
+import { checkBulk, debugFree, debugUnlink, objectCache, prepObject } from "./debug.js";
+import type { SlabAllocator } from "./slab.js";
+import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, checkSize } from "./slab.js";
+import { cacheEnter, cacheExit } from "./cache.js";
+import { SIZE_INDEX } from "./sizes.js";
+import { PG_ORDER_MASK, PG_ORDER_SHIFT } from "../core/layout.js";
+import { cacheName } from "./cache.js";
+import { isFreeObject } from "./debug.js";
+import { C_RCU_WAIT, CT_NR_DYING } from "../core/layout.js";
+import { flushDyingCaches } from "./cache.js";
+
+import { MAX_ORDER } from "../core/layout.js";
+import { PD_OWNER, PG_HEAD } from "../core/layout.js";
+import { PG_INHAND } from "../core/layout.js";
+import { sheafPop, sheafPush } from "./sheaf.js";
+
+export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
+  slab.locks.assertLive();
+  checkSize(size);
+  checkGfp(gfp);
+  if (size > KMALLOC_MAX_CACHE_SIZE) return kmallocLarge(slab, size, gfp);
+  const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
+  const obj = slabAllocSlow(slab, id, gfp, size);
+  if (obj === 0) return slab.pages.allocFailed(0, gfp);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, obj, size, id);
+  return obj;
+}
+
+export function kmallocLarge(slab: SlabAllocator, size: number, gfp: number): number {
+  const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
+  if (order > MAX_ORDER) return slab.pages.allocFailed(order, gfp);
+  if ((gfp & GFP.FAST_TRY) === 0) slab.locks.assertCanLock(LOCK.zone);
+  const pfn = slab.pages.rmqueue(order, gfp);
+  if (pfn === 0) return slab.pages.allocFailed(order, gfp);
+  slab.locks.vmInc(VM.kmallocLarge, 1);
+  const addr = slab.pages.prepNewBlock(pfn, order, PG_LARGE, gfp);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, addr, size, -1);
+  return addr;
+}
+
+export function kmallocNolockSlow(slab: SlabAllocator, size: number, gfp: number): number {
+  slab.locks.assertLive();
+  checkSize(size);
+  checkGfp(gfp);
+  if (size > KMALLOC_MAX_CACHE_SIZE || slab.locks.closing) return slab.locks.closing ? nolockFailed(slab) : 0;
+  let idx = SIZE_INDEX[(size + 7) >> 3]!;
+  let id = KMALLOC_FIRST_ID + idx;
+  if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
+    // This slot is inside the slow path of that class (we re-entered from a hook): one retry in
+    // the next larger class, which is almost certainly not the one locked.
+    if (idx + 1 >= KMALLOC_SIZES.length) return nolockFailed(slab);
+    idx++;
+    id++;
+    slab.locks.vmInc(VM.nolockNextClass, 1);
+    if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) return nolockFailed(slab);
+  }
+  const obj = slabAllocNolock(slab, id, gfp);
+  if (obj === 0) return nolockFailed(slab);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, obj, size, id);
+  return prepObject(slab, id, obj, gfp, size, GFP_TRYLOCK);
+}
+
+export function nolockFailed(slab: SlabAllocator): number {
+  slab.locks.vmInc(VM.nolockFail, 1);
+  return 0;
+}
+
+/** Allocate from cache `id` with trylocks only; its sheaves are not locally locked. */
+export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): number {
+  const i32 = slab.i32;
+  const pcs = slab.pcsW(id);
+  let sw = i32[pcs + PCS_MAIN]! >> 2;
+  if (i32[sw + S_SIZE]! > 0) return sheafPop(i32, sw);
+  let obj = 0;
+  slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+  try {
+    sw = replaceEmptyMain(slab, id, pcs, gfp, GFP_TRYLOCK);
+    if (sw !== 0) {
+      obj = sheafPop(slab.i32, sw); // the new main may lie in pages added after `i32` was read
+    }
+  } finally {
+    slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+  }
+  if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK);
+  return obj;
+}
+
+/** kfreeNolock past its fast path (slab.ts): 0 is a no-op; else the nolock free of kfreeSlow. */
+export function kfreeNolockSlow(slab: SlabAllocator, addr: number): void {
+  if (addr === 0) {
+    slab.locks.assertLive();
+    return;
+  }
+  kfreeSlow(slab, addr, -1, GFP_TRYLOCK);
+}
+
+/** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */
+export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): void {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  const pcs = slab.pcsW(id);
+  if (i32[kw + K_SHEAF_CAP] === 0 || i32[pcs + PCS_LOCKED] !== 0 || slab.locks.closing) {
+    deferObject(slab, addr);
+    return;
+  }
+  let sw = i32[pcs + PCS_MAIN]! >> 2;
+  if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
+    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+    try {
+      sw = replaceFullMain(slab, id, pcs, GFP_TRYLOCK);
+    } finally {
+      slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+    }
+    if (sw === 0 || slab.i32[sw + S_SIZE]! >= slab.i32[sw + S_CAP]!) {
+      deferObject(slab, addr);
+      return;
+    }
+  }
+  sheafPush(slab.i32, sw, addr); // replaceFullMain may have rebuilt the views
+}
+
+/** Push an object on this slot's deferred list (defer_free). */
+export function deferObject(slab: SlabAllocator, addr: number): void {
+  const i32 = slab.i32;
+  i32[addr >> 2] = addr ^ O_FREE_TAG;
+  i32[(addr >> 2) + O_NEXT] = i32[slab.pcpuW + C_DEFER_HEAD]!;
+  i32[slab.pcpuW + C_DEFER_HEAD] = addr;
+  i32[slab.pcpuW + C_DEFER_NR] = i32[slab.pcpuW + C_DEFER_NR]! + 1;
+  slab.locks.vmInc(VM.objectsDeferred, 1);
+}
+
+/**
+ * Free every object on slot `cpu`'s deferred list: this slot's through the normal paths, a dead
+ * slot's (reclaimSlot) and, with `direct`, this slot's while it detaches straight to their slabs.
+ * False when a noBlock agent gave up on a list lock: what it could not free is deferred again.
+ */
+export function drainDeferredObjects(slab: SlabAllocator, cpu: number = slab.cpu, direct = false): boolean {
+  const p = slab.mem.pcpOf(cpu);
+  const own = cpu === slab.cpu && !direct;
+  // One pass over what is on the list now, not nested (the frees below enter slow paths, whose
+  // entry drains): objects a hook defers meanwhile wait for the next normal call, so a hook that
+  // frees at every lock point cannot keep it going for ever. detach loops itself until its
+  // slot holds nothing.
+  if (slab.i32[p + C_DEFER_HEAD] === 0 || slab.drainingDeferred) return true;
+  slab.drainingDeferred = true;
+  try {
+    return drainDeferredOnce(slab, p, cpu, own);
+  } finally {
+    slab.drainingDeferred = false;
+  }
+}
+
+/**
+ * drainDeferredObjects' pass over slot block `p`'s list (cpu `cpu`; `own`: through the normal
+ * paths). A noBlock agent that gives up on a list lock defers that object and the rest again
+ * (this slot's list) and returns false.
+ */
+export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, own: boolean): boolean {
+  const nr = slab.i32[p + C_DEFER_NR]!;
+  const first = slab.i32[p + C_DEFER_HEAD]!;
+  const broken = brokenDeferredList(slab, first, nr);
+  if (broken !== "") {
+    // Deferred work found broken metadata: report it, drop the list (its objects stay
+    // allocated, lost), and never walk a cycle.
+    slab.i32[p + C_DEFER_HEAD] = 0;
+    slab.i32[p + C_DEFER_NR] = 0;
+    slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), first);
+    return true;
+  }
+  let gaveUp = false;
+  // One object at a time off the list, in place (at most `nr`: what a hook defers meanwhile may be
+  // among them, the rest waits for the next drain): an agent killed here leaves at most the
+  // object being freed in its hands, and the rest on its list for reclaimSlot.
+  for (let k = 0; k < nr && !gaveUp; k++) {
+    // Read the views each time: a free below may have rebuilt them after growth.
+    const i32 = slab.i32;
+    const obj = i32[p + C_DEFER_HEAD]!;
+    if (obj === 0) break;
+    i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
+    i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
+    const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
+    i32[obj >> 2] = 0;
+    debugUnlink(slab, slab.cacheWOf(id), obj);
+    // A dead slot's objects (reclaimSlot) go straight to their slabs.
+    const named = id >= FIRST_NAMED_ID;
+    // Deferred work: an error is reported (onError), and the rest of the list is still freed.
+    slab.locks.deferring++;
+    try {
+      if (named) cacheEnter(slab, id, 0, false, true);
+      try {
+        if (!own || i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0 || i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
+          if (!slab.freeToSlabs(id, obj, 0)) {
+            deferObject(slab, obj);
+            gaveUp = true;
+          }
+        } else {
+          slabFreeSlow(slab, id, obj);
+        }
+      } finally {
+        if (named) cacheExit(slab, id);
+      }
+    } catch (e) {
+      // A noBlock agent that gave up on a lock changed nothing: the object waits for a later drain.
+      if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) {
+        deferObject(slab, obj);
+        gaveUp = true;
+      } else {
+        slab.locks.reportDeferred(e, obj);
+      }
+    } finally {
+      slab.locks.deferring--;
+    }
+    slab.locks.vmInc(VM.objectsUndeferred, 1);
+  }
+  return !gaveUp;
+}
+
+/** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
+export function brokenDeferredList(slab: SlabAllocator, obj: number, nr: number): string {
+  const i32 = slab.i32;
+  let n = 0;
+  for (let o = obj; o !== 0; o = i32[(o >> 2) + O_NEXT]!) {
+    if (++n > nr) return `longer than its count ${nr}: a cycle`;
+    const pfn = o >>> PAGE_SHIFT;
+    if ((o & 7) !== 0 || pfn < slab.zoneStart || pfn >= slab.nrPages) return `${hex(o)} is not an object address`;
+    const d = slab.mem.pd(pfn);
+    if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE]! >>> 0 >= slab.maxCaches) return `${hex(o)} is not in a slab`;
+  }
+  return n === nr ? "" : `holds ${n} objects, counts ${nr}`;
+}
+
+/** kmalloc with GFP.ZERO. */
+export function kzalloc(slab: SlabAllocator, size: number, gfp: number = GFP.KERNEL): number {
+  if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
+  return slab.kmalloc(size, gfp | GFP.ZERO);
+}
+
+/**
+ * Resize an allocation: in place while it still fits its size class (with GFP.ZERO the slack
+ * past `size` is zeroed, so later growth in place reads zeros), else allocate, copy and free.
+ * addr 0 allocates; size 0 frees and returns 0. Returns 0, keeping the old block, on failure.
+ */
+export function krealloc(slab: SlabAllocator, addr: number, size: number, gfp: number = GFP.KERNEL): number {
+  slab.locks.assertLive();
+  checkGfp(gfp);
+  if (size !== 0) checkSize(size);
+  if (addr === 0) return size === 0 ? 0 : slab.kmalloc(size, gfp);
+  if (size === 0) {
+    slab.kfree(addr);
+    return 0;
+  }
+  // Every check kfree would make, before anything changes: a krealloc that throws leaves the
+  // heap exactly as it was (it must not keep a block it allocated, nor half-move one).
+  checkBulk(slab, [addr], -1, false);
+  const id = objectCache(slab, addr, -1);
+  const kw = id >= 0 ? slab.cacheWOf(id) : 0;
+  if (id >= 0 && slab.i32[kw + K_META] !== 0 && size <= slab.i32[kw + K_OBJ_SIZE]!) {
+    // Debug: move the requested size and its redzone; bytes that become usable are zeroed under GFP.ZERO.
+    const old = debugFree(slab, id, addr, false);
+    const mw = (addr + slab.i32[kw + K_META]!) >> 2;
+    if (size > old) {
+      slab.u8.fill((gfp & GFP.ZERO) !== 0 ? 0 : RED_ACTIVE ^ 0xff, addr + old, addr + size);
+    } else if ((slab.locks.debugFlags & DEBUG_REDZONE) !== 0) {
+      slab.u8.fill(RED_ACTIVE, addr + size, addr + old);
+    }
+    slab.i32[mw + M_REQ] = size;
+    return addr;
+  }
+  const ks = slab.ksize(addr);
+  if (size <= ks) {
+    if ((gfp & GFP.ZERO) !== 0) slab.u8.fill(0, addr + size, addr + ks);
+    return addr;
+  }
+  const n = slab.kmalloc(size, gfp);
+  if (n === 0) return 0;
+  slab.u8.copyWithin(n, addr, addr + Math.min(ks, size));
+  try {
+    slab.kfree(addr);
+  } catch (e) {
+    // Checked above; only a hook that freed `addr` meanwhile gets here. Keep nothing.
+    slab.kfree(n);
+    throw e;
+  }
+  return n;
+}
+
+/** Free many allocations; all are checked before any is freed. */
+export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
+  slab.locks.assertLive();
+  const list = readAddrs("addrs", addrs);
+  checkBulk(slab, list, -1);
+  for (let i = 0; i < list.length; i++) slab.kfree(list[i]!);
+}
+
+/**
+ * Every kfree and cache free that left the fast path. `want` is the cache id a cache's free
+ * requires (-1 for kfree); `mode` is GFP_TRYLOCK for kfreeNolock.
+ */
+export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode: number): void {
+  slab.locks.assertLive();
+  const id = objectCache(slab, addr, want);
+  if (id < 0) {
+    // A large kmalloc block.
+    const pfn = addr >>> PAGE_SHIFT;
+    const order = (slab.u32[slab.mem.pd(pfn) + PD_FLAGS]! & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
+    if (mode === 0) slab.locks.assertCanLock(LOCK.zone);
+    // In hand from here (a second free of it is refused; a kill leaves it to reclaimSlot).
+    slab.u32[slab.mem.pd(pfn) + PD_OWNER] = slab.cpu;
+    slab.u32[slab.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
+    slab.locks.vmInc(VM.pgfree, 1 << order);
+    if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) slab.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
+    slab.pages.freeBlock(pfn, order, mode);
+    return;
+  }
+  if (slab.i32[slab.cacheWOf(id) + K_META] !== 0) {
+    debugFree(slab, id, addr, true);
+  } else if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
+    throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
+  }
+  if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
+    slab.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+  }
+  if (id < FIRST_NAMED_ID) {
+    if (mode !== 0) slabFreeNolock(slab, id, addr);
+    else slabFreeSlow(slab, id, addr);
+    return;
+  }
+  // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
+  cacheEnter(slab, id, 0, false, true);
+  try {
+    if (mode !== 0) slabFreeNolock(slab, id, addr);
+    else slabFreeSlow(slab, id, addr);
+  } finally {
+    cacheExit(slab, id);
+  }
+}
+
+/** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
+export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req: number): number {
+  slabSlowEntry(slab, id);
+  const kw = slab.cacheWOf(id);
+  let obj: number;
+  if (slab.i32[kw + K_SHEAF_CAP] === 0) {
+    obj = slab.allocFromSlabs(id, gfp, 0);
+  } else {
+    const pcs = slab.pcsW(id);
+    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+    try {
+      let sw = slab.i32[pcs + PCS_MAIN]! >> 2;
+      if (slab.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(slab, id, pcs, gfp, 0);
+      obj = 0;
+      if (sw !== 0) {
+        obj = sheafPop(slab.i32, sw);
+      }
+    } finally {
+      slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+    }
+    if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0);
+  }
+  if (obj === 0) return 0;
+  return prepObject(slab, id, obj, gfp, req, 0);
+}
+
+/**
+ * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
+ * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
+ * slot's housekeeping: deferred frees and dying caches.
+ */
+export function slabSlowEntry(slab: SlabAllocator, id: number): void {
+  if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
+    throw new HeapError(
+      ErrorCode.EDEADLK,
+      `the sheaves of ${cacheName(slab, id)} on cpu ${slab.cpu} are locked by this agent: use kmallocNolock/kfreeNolock from hooks`,
+    );
+  }
+  slab.locks.assertCanLock(LOCK.barn);
+  if (slab.i32[slab.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(slab);
+  if (slab.i32[slab.hw + CT_NR_DYING] !== 0) flushDyingCaches(slab);
+  if (slab.i32[slab.pcpuW + C_RCU_WAIT] !== 0) slab.rcuSlowWork();
+}
+
+/** Free into cache `id` in normal mode once the fast path could not. */
+export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): void {
+  slabSlowEntry(slab, id);
+  const i32 = slab.i32;
+  if (i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0) {
+    if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
+    return;
+  }
+  const pcs = slab.pcsW(id);
+  slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+  try {
+    let sw = i32[pcs + PCS_MAIN]! >> 2;
+    if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
+    if (sw !== 0) {
+      // The new main may come from the barn, in pages added after `i32` was read.
+      sheafPush(slab.i32, sw, addr);
+      return;
+    }
+  } finally {
+    slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+  }
+  if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
+}

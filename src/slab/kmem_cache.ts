@@ -1,0 +1,139 @@
+/*
+ * KmemCache: the handle of a named slab cache, valid in the agent that made or found it (objects
+ * may be freed by any agent). A thin handle: the slab layer, the descriptor index and the
+ * generation it was made for, all private; it has no public constructor.
+ *
+ * WORDS: it reads its descriptor's K_GEN, K_STATE and K_OBJ_SIZE (plain loads: a destroy by
+ * another agent is seen at the latest by the slab layer's checks under the locks); it writes none.
+ * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts), which take
+ * them.
+ */
+import { checkInt, checkOut, einval, readAddrs, storeOut } from "../core/check.js";
+import { ErrorCode, HeapError } from "../core/errors.js";
+import { GFP } from "../core/gfp.js";
+import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
+import { checkGfp } from "../page/page_alloc.js";
+import type { SlabAllocator, SlabStats } from "./slab.js";
+import { cacheStats } from "./check.js";
+import { checkBulk } from "./debug.js";
+import { cacheName, cacheShrink, destroyCache } from "./cache.js";
+
+/** Only newKmemCache passes it: `new KmemCache()` from anywhere else (even while the library makes one) is EINVAL. */
+const KMEM_CACHE_TOKEN: object = Object.freeze({});
+
+/** A KmemCache for cache `id` of generation `gen` (the slab layer's createCache and findCache). @internal */
+export function newKmemCache(slab: SlabAllocator, id: number, gen: number): KmemCache {
+  return new (KmemCache as unknown as new (t: object, s: SlabAllocator, i: number, g: number) => KmemCache)(KMEM_CACHE_TOKEN, slab, id, gen);
+}
+
+/**
+ * A named slab cache: a thin handle (heap, descriptor index, generation) valid in the agent that
+ * made or found it. Objects may be freed by any agent.
+ */
+export class KmemCache {
+  readonly name: string;
+  readonly objectSize: number;
+  readonly #slab: SlabAllocator;
+  readonly #id: number;
+  readonly #gen: number;
+  /** Word index of the descriptor's K_GEN and K_STATE, checked on every call. */
+  readonly #kw: number;
+
+  /** Made by heap.createCache and heap.findCache only (newKmemCache). */
+  private constructor(token: object, slab: SlabAllocator, id: number, gen: number) {
+    if (token !== KMEM_CACHE_TOKEN) einval("a KmemCache comes from heap.createCache or heap.findCache, not from new KmemCache()");
+    this.#slab = slab;
+    this.#id = id;
+    this.#gen = gen;
+    this.#kw = slab.cacheWOf(id);
+    this.name = cacheName(slab, id);
+    this.objectSize = slab.i32[this.#kw + K_OBJ_SIZE]!;
+  }
+
+  #check(): void {
+    // A handle obtained through a heap handle that has since detached is dead with it.
+    this.#slab.locks.assertLive();
+    this.#checkAlive();
+  }
+
+  /**
+   * The descriptor still holds this cache (not destroyed, not reused): two plain loads. alloc and
+   * free need no more here: their fast paths are gated by the heap handle's fastOff, which a detach
+   * sets, and their slow paths call assertLive themselves.
+   */
+  #checkAlive(): void {
+    const i32 = this.#slab.i32;
+    if (i32[this.#kw + K_GEN] !== this.#gen || i32[this.#kw + K_STATE] !== K_STATE_ACTIVE) this.#destroyed();
+  }
+
+  #destroyed(): never {
+    this.#slab.locks.assertLive();
+    throw new HeapError(ErrorCode.EINVAL, `cache "${this.name}" was destroyed`);
+  }
+
+  /** One object, or 0. */
+  alloc(gfp: number = GFP.KERNEL): number {
+    // #checkAlive written out: calling the private method measured a few per cent on the pair.
+    const slab = this.#slab;
+    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== K_STATE_ACTIVE) this.#destroyed();
+    return slab.cacheAlloc(this.#id, this.#gen, gfp);
+  }
+
+  free(addr: number): void {
+    const slab = this.#slab;
+    if (slab.i32[this.#kw + K_GEN] !== this.#gen || slab.i32[this.#kw + K_STATE] !== K_STATE_ACTIVE) this.#destroyed();
+    slab.cacheFree(this.#id, addr);
+  }
+
+  /** Fill out[0..n) with n objects and return n, or return 0 and allocate nothing. */
+  allocBulk(n: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
+    this.#check();
+    checkInt("count", n, 0, 0x7fffffff, " of objects");
+    checkOut("out", out, n);
+    checkGfp(gfp);
+    // Objects go to the caller's array only when all n are there: a write it refuses (a Proxy, a
+    // setter) then frees them all, as a failed allocation does.
+    const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
+    for (let i = 0; i < n; i++) {
+      const obj = this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
+      if (obj === 0) {
+        for (let j = 0; j < i; j++) this.#slab.cacheFree(this.#id, got[j]!);
+        return 0;
+      }
+      got[i] = obj;
+    }
+    if (got !== out) {
+      const refused = storeOut(out, got, n);
+      if (refused !== null) {
+        for (let j = 0; j < n; j++) this.#slab.cacheFree(this.#id, got[j]!);
+        einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
+      }
+    }
+    return n;
+  }
+
+  /** Free many objects of this cache; all are checked before any is freed. */
+  freeBulk(addrs: ArrayLike<number>): void {
+    this.#check();
+    const list = readAddrs("addrs", addrs);
+    checkBulk(this.#slab, list, this.#id);
+    for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.#slab.cacheFree(this.#id, list[i]!);
+  }
+
+  /** Return this slot's cached objects and every empty slab to the page allocator. */
+  shrink(): void {
+    this.#check();
+    cacheShrink(this.#slab, this.#id, this.#gen);
+  }
+
+  /** Destroy the cache; refused with EBUSY, the cache still working, while objects are live. */
+  destroy(): void {
+    this.#check();
+    destroyCache(this.#slab, this.#id, this.#gen);
+  }
+
+  stats(): SlabStats {
+    this.#check();
+    return cacheStats(this.#slab, this.#id);
+  }
+}

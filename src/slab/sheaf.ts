@@ -1,0 +1,408 @@
+/*
+ * Sheaves and the barn: the per-slot arrays of free objects in front of a cache, and the shared
+ * stock of full and empty sheaves behind them (SLUB sheaves, 2025-26).
+ *
+ * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE) and the sheaves it points at (the slot alone,
+ * under its local lock PCS_LOCKED on these slow paths); K_BARN_* and the sheaves on the barn lists
+ * (K_BARN_LOCK). See slab.ts for the whole contract.
+ * LOCKS, in order: sheaf (the local lock, taken by the caller: every flush of this slot's sheaves
+ * runs under it) -> barn -> list (refills and flushes reach the slabs through slab.ts) -> pcp ->
+ * zone (a new sheaf object or slab). The barn and list locks of one cache are never held
+ * together. Nolock callers (mode GFP_TRYLOCK) only trylock and never allocate a sheaf.
+ */
+import { ErrorCode, HeapError } from "../core/errors.js";
+import { GFP } from "../core/gfp.js";
+import {
+  K_BARN_MAX,
+  K_STATE_ACTIVE,
+  K_STATE_DYING,
+  H_EMPTY_SHEAF,
+  K_BARN_EMPTY,
+  K_BARN_FULL,
+  K_BARN_LOCK,
+  K_BARN_NR_EMPTY,
+  K_BARN_NR_FULL,
+  K_LIST_LOCK,
+  K_SHEAF_CAP,
+  K_STATE,
+  LOCK,
+  PCS_LOCKED,
+  PCS_MAIN,
+  PCS_SPARE,
+  PCS_USERS,
+  S_CACHE,
+  S_CAP,
+  S_NEXT,
+  S_OBJS,
+  S_SIZE,
+  VM,
+} from "../core/layout.js";
+import type { SlabAllocator } from "./slab.js";
+import { SHEAF_CACHE_ID } from "./slab.js";
+import { cacheName, listBusy } from "./cache.js";
+import { deferObject } from "./kmalloc.js";
+import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
+import { slabDecayLocked } from "./decay.js";
+import { PCS_HAND } from "../core/layout.js";
+import { O_FREE_TAG } from "../core/layout.js";
+import { holdSheaf, sheafHandOf, unholdSheaf } from "./sheaf_hand.js";
+
+/**
+ * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
+ * full one, else refill it from the slabs. Returns the new main's word index (0 if nothing
+ * could be had). Local lock held.
+ */
+export function replaceEmptyMain(slab: SlabAllocator, id: number, pcs: number, gfp: number, mode: number): number {
+  const i32 = slab.i32;
+  const main = i32[pcs + PCS_MAIN]!;
+  const spare = i32[pcs + PCS_SPARE]!;
+  if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! > 0) {
+    i32[pcs + PCS_MAIN] = spare;
+    i32[pcs + PCS_SPARE] = main === (slab.hw + H_EMPTY_SHEAF) << 2 ? 0 : main;
+    return spare >> 2;
+  }
+  const full = barnGetFull(slab, id, mode);
+  if (full !== 0) {
+    slab.locks.vmInc(VM.barnGet, 1);
+    // The empty main goes to the barn (or is freed): held from before it leaves the pcs line.
+    if (main !== (slab.hw + H_EMPTY_SHEAF) << 2 && spare !== 0) holdSheaf(slab, main);
+    i32[pcs + PCS_MAIN] = full;
+    i32[pcs + PCS_HAND] = 0;
+    if (main !== (slab.hw + H_EMPTY_SHEAF) << 2) {
+      if (spare === 0) i32[pcs + PCS_SPARE] = main;
+      else barnPutEmpty(slab, id, main, mode);
+    }
+    return full >> 2;
+  }
+  if (mode !== 0) {
+    // Nolock: refill only a real sheaf, from partial slabs under a trylock; never allocate one.
+    if (main === (slab.hw + H_EMPTY_SHEAF) << 2) return 0;
+    return refillSheaf(slab, id, main >> 2, gfp, mode) > 0 ? main >> 2 : 0;
+  }
+  let sw = main >> 2;
+  if (main === (slab.hw + H_EMPTY_SHEAF) << 2) {
+    const s = allocSheaf(slab, id, gfp);
+    if (s === 0) return 0;
+    i32[pcs + PCS_MAIN] = s;
+    unholdSheaf(slab, s);
+    sw = s >> 2;
+  }
+  return refillSheaf(slab, id, sw, gfp, mode) > 0 ? sw : 0;
+}
+
+/** Fill sheaf `sw` from the partial slabs and, if they run dry, one new slab. Returns objects added. */
+export function refillSheaf(slab: SlabAllocator, id: number, sw: number, gfp: number, mode: number): number {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  const want = i32[sw + S_CAP]! - i32[sw + S_SIZE]!;
+  let got = 0;
+  const listLock = kw + K_LIST_LOCK;
+  if (!slab.locks.lockIn(mode, listLock, LOCK.list)) return 0;
+  got = slab.takeFromPartial(kw, sw, want);
+  slab.locks.unlock(listLock, LOCK.list);
+  if (got === 0) got = slab.newSlab(id, gfp, mode, sw);
+  if (got > 0) slab.locks.vmInc(VM.sheafRefill, 1);
+  return got;
+}
+
+/**
+ * The main sheaf is full (or the placeholder): swap with an empty spare, else hand it to the
+ * barn for an empty one, else flush it to the slabs. Returns the new main (0: free to the slabs
+ * directly). Local lock held.
+ */
+export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mode: number): number {
+  const i32 = slab.i32;
+  const main = i32[pcs + PCS_MAIN]!;
+  const spare = i32[pcs + PCS_SPARE]!;
+  if (main === (slab.hw + H_EMPTY_SHEAF) << 2) {
+    if (spare !== 0) {
+      i32[pcs + PCS_MAIN] = spare;
+      i32[pcs + PCS_SPARE] = 0;
+      if (i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) return spare >> 2;
+      return replaceFullMain(slab, id, pcs, mode);
+    }
+    if (mode !== 0) return 0;
+    const s = allocSheaf(slab, id, 0);
+    if (s === 0) return 0;
+    i32[pcs + PCS_MAIN] = s;
+    unholdSheaf(slab, s);
+    return s >> 2;
+  }
+  if (spare !== 0 && i32[(spare >> 2) + S_SIZE]! < i32[(spare >> 2) + S_CAP]!) {
+    i32[pcs + PCS_MAIN] = spare;
+    i32[pcs + PCS_SPARE] = main;
+    return spare >> 2;
+  }
+  // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
+  // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
+  // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
+  // In hand (PCS_HAND) from here until the barn has it or it is back on the pcs line.
+  i32[pcs + PCS_HAND] = main;
+  i32[pcs + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
+  const empty = barnPutFull(slab, id, main, mode);
+  if (empty > 0) {
+    slab.locks.vmInc(VM.barnPut, 1);
+    i32[pcs + PCS_HAND] = 0;
+    i32[pcs + PCS_MAIN] = empty;
+    return empty >> 2;
+  }
+  if (empty === 0) {
+    // The barn took the full sheaf but had no empty one: make one (normal mode only).
+    slab.locks.vmInc(VM.barnPut, 1);
+    i32[pcs + PCS_HAND] = 0;
+    const s = mode === 0 ? allocSheaf(slab, id, 0) : 0;
+    i32[pcs + PCS_MAIN] = s === 0 ? (slab.hw + H_EMPTY_SHEAF) << 2 : s;
+    if (s !== 0) unholdSheaf(slab, s);
+    return s >> 2;
+  }
+  // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
+  i32[pcs + PCS_MAIN] = main;
+  i32[pcs + PCS_HAND] = 0;
+  if (mode !== 0) return 0;
+  // A noBlock agent that cannot have the list lock frees (defers) the object itself.
+  return flushSheaf(slab, id, main >> 2, 0) ? main >> 2 : 0;
+}
+
+/** Free the objects of sheaf `sw` back to their slabs; the sheaf is left empty. */
+export function flushSheaf(slab: SlabAllocator, id: number, sw: number, mode: number): boolean {
+  const i32 = slab.i32;
+  const n = i32[sw + S_SIZE]!;
+  if (n === 0) return true;
+  const kw = slab.cacheWOf(id);
+  if (!slab.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
+  let discard: number[] | null = null;
+  // From the top, the size following each object: an agent stopped half-way (and reclaimed)
+  // leaves a sheaf that holds exactly the objects not yet returned.
+  for (let i = n - 1; i >= 0; i--) {
+    const empty = slab.putObjectLocked(kw, i32[sw + S_OBJS + i]!);
+    i32[sw + S_SIZE] = i;
+    if (empty !== 0) (discard ??= []).push(empty);
+  }
+  discard = slabDecayLocked(slab, kw, discard);
+  slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
+  slab.locks.vmInc(VM.sheafFlush, 1);
+  if (discard !== null) for (const pfn of discard) slab.releaseSlab(id, pfn, mode);
+  return true;
+}
+
+/** Take a full sheaf from the barn (address, or 0). */
+export function barnGetFull(slab: SlabAllocator, id: number, mode: number): number {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
+  if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
+  const s = barnPop(slab, kw + K_BARN_FULL);
+  // In this slot's hand (PCS_HAND) until the caller puts it on the pcs line and clears the word.
+  i32[slab.pcsW(id) + PCS_HAND] = s;
+  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  return s;
+}
+
+/**
+ * Give a full sheaf to the barn and take an empty one: returns the empty sheaf's address, 0 if
+ * the barn took the full sheaf but had no empty one, -1 if it took nothing.
+ */
+export function barnPutFull(slab: SlabAllocator, id: number, full: number, mode: number): number {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
+  let empty = -1;
+  if (i32[kw + K_BARN_NR_FULL]! < K_BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
+    barnPush(slab, kw + K_BARN_FULL, full);
+    empty = barnPop(slab, kw + K_BARN_EMPTY);
+  }
+  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  return empty;
+}
+
+/** Push sheaf `s` on the barn list headed at word `head` (its count is the next word). Barn lock held. */
+export function barnPush(slab: SlabAllocator, head: number, s: number): void {
+  const i32 = slab.i32;
+  i32[(s >> 2) + S_NEXT] = i32[head]!;
+  i32[head] = s;
+  i32[head + 1] = i32[head + 1]! + 1;
+}
+
+/** Pop the first sheaf of the barn list headed at word `head`, or 0. Barn lock held. */
+export function barnPop(slab: SlabAllocator, head: number): number {
+  const i32 = slab.i32;
+  const s = i32[head]!;
+  if (s !== 0) {
+    i32[head] = i32[(s >> 2) + S_NEXT]!;
+    i32[head + 1] = i32[head + 1]! - 1;
+  }
+  return s;
+}
+
+/** Give an empty sheaf to the barn, or free it when the barn has enough. */
+export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mode: number): void {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  let kept = false;
+  if (slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
+    if (i32[kw + K_BARN_NR_EMPTY]! < K_BARN_MAX) {
+      barnPush(slab, kw + K_BARN_EMPTY, sheaf);
+      unholdSheaf(slab, sheaf);
+      kept = true;
+    }
+    slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  }
+  if (!kept) freeSheaf(slab, sheaf, mode);
+}
+
+/** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
+export function barnShrink(slab: SlabAllocator, id: number): void {
+  const kw = slab.cacheWOf(id);
+  const hand = slab.pcsW(id) + PCS_HAND;
+  // One sheaf at a time off the barn, in this slot's hand (PCS_HAND) while it is flushed: an agent
+  // killed here leaves at most that sheaf, which reclaimSlot flushes, and the rest in the barn.
+  for (let n = 0; ; n++) {
+    if (n >= 2 * K_BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${2 * K_BARN_MAX} sheaves: its lists are broken`);
+    slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
+    // slab.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
+    let s = barnPop(slab, kw + K_BARN_FULL);
+    if (s === 0) s = barnPop(slab, kw + K_BARN_EMPTY);
+    slab.i32[hand] = s;
+    slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+    if (s === 0) return;
+    if (!flushSheaf(slab, id, s >> 2, 0)) deferSheafObjects(slab, s >> 2);
+    holdSheaf(slab, s);
+    slab.i32[hand] = 0;
+    freeSheaf(slab, s, 0);
+  }
+}
+
+/** A noBlock agent could not flush sheaf `sw`: its objects go on this slot's deferred list. */
+export function deferSheafObjects(slab: SlabAllocator, sw: number): void {
+  const i32 = slab.i32;
+  const n = i32[sw + S_SIZE]!;
+  for (let i = 0; i < n; i++) deferObject(slab, i32[sw + S_OBJS + i]!);
+  i32[sw + S_SIZE] = 0;
+}
+
+/**
+ * A new empty sheaf for cache `id` from the sheaf cache (normal mode only). It is held
+ * (sheaf_hand.ts) from before it leaves its freelist; the caller puts it on the pcs line, then
+ * unholdSheaf.
+ */
+export function allocSheaf(slab: SlabAllocator, id: number, gfp: number): number {
+  const hand = sheafHandOf(slab, slab.cpu);
+  const s = slab.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0, slab.i32[hand] === 0 ? hand : 0);
+  if (s === 0) return 0;
+  const i32 = slab.i32;
+  const sw = s >> 2;
+  i32[sw] = 0; // clears the free tag (S_SIZE)
+  i32[sw + S_CAP] = i32[slab.cacheWOf(id) + K_SHEAF_CAP]!;
+  i32[sw + S_NEXT] = 0;
+  i32[sw + S_CACHE] = id;
+  return s;
+}
+
+/** Free a sheaf object; it is held (sheaf_hand.ts) until its freelist or this slot's deferred list has it. */
+export function freeSheaf(slab: SlabAllocator, sheaf: number, mode: number): void {
+  holdSheaf(slab, sheaf);
+  if (!slab.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode, sheafHandOf(slab, slab.cpu))) {
+    deferObject(slab, sheaf);
+    unholdSheaf(slab, sheaf);
+  }
+}
+
+/**
+ * Flush slot `cpu`'s sheaves of cache `id` to the slabs and free them. This slot's sheaves are
+ * flushed under their local lock, so that a hook re-entering at a lock point of the flush finds
+ * them busy: kmallocNolock takes another class, kfreeNolock defers (it must not take an object
+ * the flush is about to free, nor put one where the flush has already looked). False when a
+ * noBlock agent could not have the list lock: that sheaf stays where it was, whole.
+ */
+export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mode: number): boolean {
+  const i32 = slab.i32;
+  const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
+  const emptyW = (slab.hw + H_EMPTY_SHEAF) << 2;
+  const own = cpu === slab.cpu;
+  if (own) {
+    if (i32[pcs + PCS_LOCKED] !== 0) {
+      throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${cacheName(slab, id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
+    }
+    if (i32[pcs + PCS_MAIN] === emptyW && i32[pcs + PCS_SPARE] === 0) return true;
+    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+  }
+  try {
+    for (let which = PCS_MAIN; ; which = PCS_SPARE) {
+      const s = i32[pcs + which]!;
+      if (s !== 0 && s !== emptyW) {
+        if (!flushSheaf(slab, id, s >> 2, mode)) return false;
+        holdSheaf(slab, s);
+        i32[pcs + which] = which === PCS_MAIN ? emptyW : 0;
+        freeSheaf(slab, s, mode);
+      }
+      if (which === PCS_SPARE) break;
+    }
+  } finally {
+    if (own) slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+  }
+  return true;
+}
+
+/** Flush slot `cpu`'s sheaves of every live or dying cache (detach, reclaimSlot); EAGAIN when a noBlock agent gave up. */
+export function flushAllSheavesOf(slab: SlabAllocator, cpu: number): void {
+  for (let id = 0; id < slab.maxCaches; id++) {
+    const st = slab.i32[slab.cacheWOf(id) + K_STATE];
+    if (st !== K_STATE_ACTIVE && st !== K_STATE_DYING) continue;
+    if (cpu !== slab.cpu) flushHandSheaf(slab, id, cpu);
+    if (!flushCpuSheaves(slab, id, cpu, 0)) listBusy(slab, id);
+    // A reclaimed slot is inside no slow path any more, wherever it died.
+    if (cpu !== slab.cpu) Atomics.store(slab.i32, slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS + PCS_USERS, 0);
+  }
+}
+
+/**
+ * reclaimSlot: the sheaf dead slot `cpu` had in its hands (PCS_HAND) for cache `id`. It is flushed
+ * and freed only if it is nowhere else: on no slot's pcs line (a trade that finished, or another
+ * agent took it from the barn), on neither barn list (the barn took it before the kill), and it
+ * is still a sheaf of this cache (not freed by a barn shrink meanwhile). No lock held.
+ */
+export function flushHandSheaf(slab: SlabAllocator, id: number, cpu: number): void {
+  const kw = slab.cacheWOf(id);
+  const hand = kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND;
+  const s = slab.i32[hand]!;
+  if (s === 0) return;
+  slab.i32[hand] = 0;
+  for (let c = 0; c < slab.cpus; c++) {
+    const pcs = kw + K_HDR_WORDS + c * PCS_WORDS;
+    if (slab.i32[pcs + PCS_MAIN] === s || slab.i32[pcs + PCS_SPARE] === s || slab.i32[pcs + PCS_HAND] === s) return;
+  }
+  slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
+  let found = false;
+  for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+    for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+  }
+  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  const sw = s >> 2;
+  const i32 = slab.i32;
+  if (found || i32[sw + S_CACHE] !== id || i32[sw + S_CAP] !== i32[kw + K_SHEAF_CAP] || i32[sw + S_SIZE]! >>> 0 > i32[sw + S_CAP]!) return;
+  if (!flushSheaf(slab, id, sw, 0)) listBusy(slab, id);
+  freeSheaf(slab, s, 0);
+}
+
+/**
+ * Pop the last object of the sheaf at word `sw`, which is not empty; its free tag stays until the
+ * caller hands it out. The one pop of a sheaf on the slow and nolock allocations (popFast writes
+ * it out: a call there costs the nolock pair 5%). The sheaf's owner, under its local lock.
+ */
+export function sheafPop(i32: Int32Array, sw: number): number {
+  const n = i32[sw + S_SIZE]! - 1;
+  i32[sw + S_SIZE] = n;
+  return i32[sw + S_OBJS + n]!;
+}
+
+/**
+ * Push free object `addr` on the sheaf at word `sw`, which is not full, and tag it free. The one
+ * push of a sheaf on the slow and nolock frees (pushFast writes it out, as popFast does). The
+ * sheaf's owner, under its local lock.
+ */
+export function sheafPush(i32: Int32Array, sw: number, addr: number): void {
+  const n = i32[sw + S_SIZE]!;
+  i32[sw + S_OBJS + n] = addr;
+  i32[sw + S_SIZE] = n + 1;
+  i32[addr >> 2] = addr ^ O_FREE_TAG;
+}

@@ -1,0 +1,134 @@
+/*
+ * The sheaf hand: the sheaf object a slot is allocating or freeing, so that a slot killed on the
+ * way loses no sheaf object (and the page of the sheaf cache it keeps).
+ *
+ * WORDS: PCS_HAND of the slot's line of the sheaf cache (SHEAF_CACHE_ID has no sheaves, so the word
+ *   is free for this). The slot alone writes it (holdSheaf, unholdSheaf; allocFromSlabs and
+ *   freeToSlabs under the sheaf cache's list lock); reclaimSlot reads and clears a dead slot's.
+ * A sheaf object is held from before it leaves its freelist (allocSheaf: written under the list
+ *   lock before the object is unlinked), its pcs line (flushCpuSheaves), its PCS_HAND (barnShrink) or
+ *   the pcs line on its way to the barn (replaceEmptyMain), until a pcs line, the barn, its
+ *   freelist (cleared under the list lock once it is linked) or the slot's deferred list has it.
+ *   So at every statement a sheaf object is in one of those places, the hand included, and a held
+ *   object can be free on its freelist only while the holder has the sheaf cache's list lock.
+ * reclaimSlot: taking that list lock over from a dead slot (slabRebuildLocked), it drops a held
+ *   object that is on its freelist; afterwards (freeSheafObjectInHand, before the slot's deferred
+ *   objects go back) it frees a held object that no pcs line, hand, barn, deferred list or freelist
+ *   holds. A re-entered path that finds the hand taken holds nothing (a residual one-object window).
+ * Locks: the barn lock of the sheaf's cache, briefly, to look for it on the barn. No other.
+ */
+import {
+  K_BARN_MAX,
+  C_DEFER_HEAD,
+  C_DEFER_NR,
+  K_STATE_ACTIVE,
+  K_STATE_DYING,
+  K_HDR_WORDS,
+  PD_CACHE,
+  PD_FLAGS,
+  PD_FREELIST,
+  PD_HEAD,
+  K_BARN_EMPTY,
+  K_BARN_FULL,
+  K_BARN_LOCK,
+  K_OBJS,
+  K_SIZE,
+  K_STATE,
+  LOCK,
+  O_NEXT,
+  PCS_HAND,
+  PCS_MAIN,
+  PCS_SPARE,
+  PAGE_SHIFT,
+  PCS_WORDS,
+  PG_SLAB,
+  S_CACHE,
+  S_NEXT,
+} from "../core/layout.js";
+import type { SlabAllocator } from "./slab.js";
+import { SHEAF_CACHE_ID } from "./sizes.js";
+import { freeSheaf } from "./sheaf.js";
+
+/** The word of slot `cpu`'s sheaf hand. */
+export function sheafHandOf(slab: SlabAllocator, cpu: number): number {
+  return slab.cacheWOf(SHEAF_CACHE_ID) + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND;
+}
+
+/** Hold sheaf object `s` in this slot's hand, unless it holds one already (a re-entered path). */
+export function holdSheaf(slab: SlabAllocator, s: number): void {
+  const hand = sheafHandOf(slab, slab.cpu);
+  if (slab.i32[hand] === 0) slab.i32[hand] = s;
+}
+
+/** A pcs line, the barn or the deferred list has sheaf object `s` now. */
+export function unholdSheaf(slab: SlabAllocator, s: number): void {
+  const hand = sheafHandOf(slab, slab.cpu);
+  if (slab.i32[hand] === s) slab.i32[hand] = 0;
+}
+
+/**
+ * reclaimSlot, the sheaf cache's list lock taken over from dead slot `cpu` and its lists rebuilt:
+ * a held sheaf object on its slab's freelist (the slot stopped before taking it, or after freeing
+ * it) is not the slot's. List lock held.
+ */
+export function sheafHandRebuilt(slab: SlabAllocator, cpu: number): void {
+  const hand = sheafHandOf(slab, cpu);
+  const s = slab.i32[hand]!;
+  if (s !== 0 && sheafObjectFree(slab, s) !== false) slab.i32[hand] = 0;
+}
+
+/** Sheaf object `s`: on its slab's freelist (true), allocated (false), or not a sheaf object at all (null). */
+function sheafObjectFree(slab: SlabAllocator, s: number): boolean | null {
+  const i32 = slab.i32;
+  if ((s & 3) !== 0 || s >>> 0 >= slab.size || s >>> PAGE_SHIFT < slab.zoneStart) return null;
+  const d = slab.mem.pd(s >>> PAGE_SHIFT);
+  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== SHEAF_CACHE_ID) return null;
+  const head = i32[d + PD_HEAD]!;
+  const kw = slab.cacheWOf(SHEAF_CACHE_ID);
+  const objs = i32[kw + K_OBJS]!;
+  const k = (s - (head << PAGE_SHIFT)) / i32[kw + K_SIZE]!;
+  if (!Number.isInteger(k) || k < 0 || k >= objs) return null;
+  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < objs; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return true;
+  return false;
+}
+
+/**
+ * reclaimSlot, before the dead slot's deferred objects and sheaves go back: the sheaf object dead
+ * slot `cpu` held is freed unless something else holds it: a pcs line or hand of any slot, the
+ * barn of its cache, the slot's deferred list, or its freelist (or it is no sheaf object).
+ * Returns 1 if it freed one. No lock held.
+ */
+export function freeSheafObjectInHand(slab: SlabAllocator, cpu: number): number {
+  const i32 = slab.i32;
+  const hand = sheafHandOf(slab, cpu);
+  const s = i32[hand]!;
+  if (s === 0) return 0;
+  i32[hand] = 0;
+  if (sheafObjectFree(slab, s) !== false) return 0;
+  for (let id = 0; id < slab.maxCaches; id++) {
+    for (let c = 0; c < slab.cpus; c++) {
+      const pcs = slab.cacheWOf(id) + K_HDR_WORDS + c * PCS_WORDS;
+      if (i32[pcs + PCS_MAIN] === s || i32[pcs + PCS_SPARE] === s || i32[pcs + PCS_HAND] === s) return 0;
+    }
+  }
+  const c = slab.mem.pcpOf(cpu);
+  const nd = i32[c + C_DEFER_NR]!;
+  for (let o = i32[c + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return 0;
+  // An empty sheaf on its way to the barn: the barn may have it.
+  const id = i32[(s >> 2) + S_CACHE]!;
+  if (id > SHEAF_CACHE_ID && id < slab.maxCaches) {
+    const kw = slab.cacheWOf(id);
+    const st = i32[kw + K_STATE];
+    if (st === K_STATE_ACTIVE || st === K_STATE_DYING) {
+      slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
+      let found = false;
+      for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+        for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
+      }
+      slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+      if (found) return 0;
+    }
+  }
+  freeSheaf(slab, s, 0);
+  return 1;
+}

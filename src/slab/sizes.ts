@@ -1,0 +1,98 @@
+/*
+ * Sizes of the slab layer: the kmalloc size classes and the table from a size to its class, the
+ * built-in cache ids, how many objects a sheaf holds and what order a slab of a size gets, and
+ * the public CacheOptions and SlabStats types. Constants and pure functions: no word, no lock.
+ */
+import { checkInt } from "../core/check.js";
+import {
+  PAGE_SIZE,
+  MAX_ORDER,
+  PCP_MAX_ORDER,
+} from "../core/layout.js";
+
+/** The kmalloc size classes (kernel-map.md). */
+export const KMALLOC_SIZES = Object.freeze([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const);
+export const KMALLOC_MAX_CACHE_SIZE = 8192;
+/** The largest kmalloc: one block of 2^MAX_ORDER pages (4 MiB), as the kernel's KMALLOC_MAX_SIZE. */
+export const KMALLOC_MAX_SIZE = PAGE_SIZE << MAX_ORDER;
+/** Cache id of the sheaf cache; kmalloc class i is cache id KMALLOC_FIRST_ID + i. */
+export const SHEAF_CACHE_ID = 0;
+export const KMALLOC_FIRST_ID = 1;
+export const FIRST_NAMED_ID = KMALLOC_FIRST_ID + KMALLOC_SIZES.length;
+/** Largest object a named cache may have: one object per order-3 slab. */
+export const MAX_OBJECT_SIZE = PAGE_SIZE << PCP_MAX_ORDER;
+
+/** Every object is aligned to and padded to this: its first two words hold the free tag and the freelist link. */
+export const OBJ_ALIGN = 8;
+
+/** Bytes an object of `objectSize` takes before any debug redzone: the size rounded up to OBJ_ALIGN. */
+export function objectInuse(objectSize: number): number {
+  return Math.ceil(Math.max(objectSize, OBJ_ALIGN) / OBJ_ALIGN) * OBJ_ALIGN;
+}
+
+/** SIZE_INDEX[(size + 7) >> 3] is the kmalloc class of a size in 1..8192. */
+export const SIZE_INDEX = new Uint8Array((KMALLOC_MAX_CACHE_SIZE >> 3) + 1);
+{
+  let c = 0;
+  for (let b = 1; b < SIZE_INDEX.length; b++) {
+    while (KMALLOC_SIZES[c]! < b << 3) c++;
+    SIZE_INDEX[b] = c;
+  }
+}
+
+/** Sheaf capacity by object size (kernel-map.md). */
+export function sheafCapacity(size: number): number {
+  if (size < 256) return 60;
+  if (size < 1024) return 26;
+  if (size < 4096) return 12;
+  return 4;
+}
+
+/** Slab order: the smallest order 0..3 whose waste stays under 1/8 with at least 8 objects (or as many as order 3 holds). */
+export function slabOrder(size: number): number {
+  const want = Math.min(8, Math.floor((PAGE_SIZE << PCP_MAX_ORDER) / size));
+  for (let order = 0; order <= PCP_MAX_ORDER; order++) {
+    const bytes = PAGE_SIZE << order;
+    const objs = Math.floor(bytes / size);
+    if (objs >= Math.max(1, want) && (bytes - objs * size) * 8 <= bytes) return order;
+  }
+  return PCP_MAX_ORDER;
+}
+
+export interface CacheOptions {
+  /** Alignment of every object: a power of two from 8 to 4096 (default 8). */
+  align?: number;
+}
+
+export interface SlabStats {
+  name: string;
+  /**
+   * True for the allocator's own caches (kmem_cache_sheaf, whose objects are the sheaves): their
+   * activeObjects are the allocator's, never a caller's. Leave them out when summing activeObjects
+   * to look for a leak.
+   */
+  internal: boolean;
+  objectSize: number;
+  /** Stride between objects in a slab. */
+  size: number;
+  order: number;
+  objectsPerSlab: number;
+  /** Objects held by callers (not in slab freelists, sheaves, the barn or a deferred list). */
+  activeObjects: number;
+  totalObjects: number;
+  slabs: number;
+  pages: number;
+  partialSlabs: number;
+  fullSlabs: number;
+  emptySlabs: number;
+  /** Free objects in the slots' sheaves and in the barn. */
+  sheafObjects: number;
+  barnObjects: number;
+  barnFull: number;
+  barnEmpty: number;
+  sheafCapacity: number;
+}
+
+export function checkSize(size: number): void {
+  checkInt("size", size, 1, KMALLOC_MAX_SIZE, " of bytes", `the largest kmalloc is ${KMALLOC_MAX_SIZE} bytes (4 MiB, a block of 2^${MAX_ORDER} pages)`);
+}

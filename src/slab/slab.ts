@@ -1,0 +1,596 @@
+/*
+ * The slab allocator: caches of same-sized objects carved from slabs of 2^order pages, with
+ * per-slot sheaves (arrays of free objects) in front and a shared barn of full and empty sheaves
+ * behind them (SLUB as of 2025-26). kmalloc serves sizes 8..8192 from size-class caches and larger
+ * sizes straight from the page allocator.
+ *
+ * LOCKING CONTRACT
+ *
+ *   The pcs line of (cache, slot): PCS_MAIN, PCS_SPARE and the sheaves they point at belong to that
+ *     slot alone. The fast paths (kmalloc, kfree, cache alloc and free hitting the main sheaf) read
+ *     and write them with plain loads and stores and take no lock at all; they only test PCS_LOCKED.
+ *   PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
+ *     swaps, refills or flushes the sheaves (every flush of this slot's sheaves too: shrink,
+ *     cache.shrink, destroy, detach, dying caches), so that a hook re-entering from inside sees the
+ *     sheaves busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
+ *     deferred list (kfreeNolock); a normal call throws EDEADLK.
+ *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
+ *     A sheaf is in one place at every lock point: a pcs line (PCS_MAIN, PCS_SPARE), a barn list, or
+ *     the hand of the slot moving it (PCS_HAND of its pcs line: a full main leaves PCS_MAIN for PCS_HAND
+ *     before the barn takes it, a sheaf taken off the barn is in PCS_HAND until it is on the pcs
+ *     line, barnShrink takes one sheaf at a time into PCS_HAND), so a reclaim of an agent killed
+ *     there flushes the hand sheaf unless a pcs line or a barn list holds it, and never flushes a
+ *     sheaf twice. A slab leaving its cache becomes a block in the slot's hand (PG_INHAND) under
+ *     the list lock (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it.
+ *   Under the list lock every statement leaves the slabs rebuildable from their descriptors: an
+ *     object moves into a sheaf (counted) before it leaves its freelist, a new slab's head has its
+ *     freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list lock over,
+ *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
+ *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
+ *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
+ *     object at a time in place. A sheaf object being allocated or freed is in the slot's sheaf
+ *     hand (slab/sheaf_hand.ts), so reclaimSlot frees it. Residual: a kill between an object
+ *     leaving a list and its free or its caller leaks that one object.
+ *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
+ *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
+ *     of the cache, its head descriptor's PD_FREELIST, PD_INUSE, PD_NEXT, PD_PREV and the free objects
+ *     on its freelist (words 0 and 1). A new slab is built before the lock is taken; under it the
+ *     maker takes its objects first and only then puts the slab on a list, so no other agent can
+ *     empty it in between.
+ *   Empty slabs stay on the partial list up to K_MAX_EMPTY; one beyond goes back to the page
+ *     allocator at once. Every SLAB_DECAY_TICKS frees to the slabs, a decay step (under the list
+ *     lock that free holds) takes off half of the empty slabs above K_MIN_PARTIAL that no
+ *     allocation needed since the step before (K_EMPTY_LOW), and releases them after the unlock,
+ *     as every slab leaving its cache is (unaccountSlab). Direct reclaim in the page allocator
+ *     (reclaimSlabs) takes back every empty slab above K_MIN_PARTIAL, with trylock only: a list
+ *     lock that is held, by anyone, is skipped. shrink keeps no empty slab. (slab/decay.ts)
+ *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
+ *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
+ *     it and is read-only afterwards. destroy checks the handle's generation under it.
+ *   PCS_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
+ *     an Atomics.add, then the state and generation are checked; cacheExit); setupCache of a new
+ *     cache in the descriptor leaves it as it is (a stale handle may be counting itself in). A dying cache is
+ *     released (under CT_LOCK) only when no slot caches its objects and every PCS_USERS is 0, so no
+ *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
+ *     holds objects only while the cache is not released.
+ *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
+ *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
+ *
+ *   Debug heaps trust no metadata word: M_STATE must be one of OBJ_*, M_REQ within 1..K_OBJ_SIZE,
+ *     a slab descriptor's PD_CACHE and PD_HEAD in range, or the call throws ECORRUPT before acting on
+ *     them. Bytes 0..7 of a free debug object are the free tag and POISON_WORD whenever it is off a
+ *     linked list (every path that unlinks one writes the poison back over its link).
+ *
+ *   Every walk of a list is bounded by its count (deferred objects by C_DEFER_NR, the partial list
+ *     by K_NR_SLABS, a barn by K_BARN_MAX): a cycle or a stray link is ECORRUPT (reported to onError
+ *     by deferred work, which drops the broken list), never an endless walk.
+ *
+ *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
+ *   one cache are never held together. The sheaf cache (K_FLAG_SHEAF_CACHE, no sheaves of its own) is
+ *   used with only a sheaf local lock held, never with a barn or list lock held.
+ *   Normal slow paths assert at entry that this slot holds no barn, list, pcp or zone lock and
+ *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
+ *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock. On an
+ *   agent that must not block, normal paths take barn, list and ctable with lockIn(0, ...), which
+ *   gives up past NOBLOCK_BOUND_MS like a trylock: an allocation takes the next source or returns
+ *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
+ *   destroy (lock()) throw EAGAIN with what they returned so far returned.
+ */
+import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
+import {
+  C_DEFER_HEAD,
+  PD_CACHE,
+  PD_FLAGS,
+  PD_FREELIST,
+  PD_HEAD,
+  PD_INUSE,
+  PD_OWNER,
+  O_FREE_TAG,
+  K_FREE_OBJS,
+  K_INUSE,
+  K_INV_SIZE,
+  K_META,
+  M_REQ,
+  M_STATE,
+  M_STATE_FREE,
+  POISON_FREE,
+  RED_ACTIVE,
+  K_LIST_LOCK,
+  K_FULL,
+  K_NR_EMPTY,
+  K_NR_FULL,
+  K_NR_PARTIAL,
+  K_NR_SLABS,
+  K_OBJS,
+  K_ORDER,
+  K_PARTIAL,
+  K_SIZE,
+  K_TOTAL_OBJS,
+  LOCK,
+  O_NEXT,
+  PG_ORDER_MASK,
+  PG_ORDER_SHIFT,
+  PCS_LOCKED,
+  PCS_MAIN,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PG_HEAD,
+  PG_SLAB,
+  S_CAP,
+  S_OBJS,
+  S_SIZE,
+  VM,
+} from "../core/layout.js";
+import type { Locks } from "../core/lock.js";
+import { type Mem, MemView } from "../core/mem.js";
+import { type PageAllocator } from "../page/page_alloc.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
+import { debugFree, debugUnlink, isFreeObject, objectCache } from "./debug.js";
+import { cacheName } from "./cache.js";
+import { kmallocSlow } from "./kmalloc.js";
+import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES } from "./sizes.js";
+import { SIZE_INDEX } from "./sizes.js";
+
+/* The fast paths read module constants (which the compiler folds), not imported bindings. */
+const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
+import { kfreeSlow } from "./kmalloc.js";
+import { pdListAdd, pdListDel } from "../page/buddy.js";
+import { kmallocNolockSlow } from "./kmalloc.js";
+import { PD_WORDS } from "../core/layout.js";
+import { cacheAllocSlow } from "./cache.js";
+import { K_HDR_WORDS, K_MAX_EMPTY, PCS_WORDS } from "../core/layout.js";
+import { emptySlabTaken, slabDecayLocked } from "./decay.js";
+import { PG_INHAND } from "../core/layout.js";
+import { kfreeNolockSlow } from "./kmalloc.js";
+
+export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
+export type { CacheOptions, SlabStats } from "./sizes.js";
+
+function noop(): void {}
+
+export class SlabAllocator extends MemView {
+  readonly mem: Mem;
+  readonly locks: Locks;
+  readonly pages: PageAllocator;
+  /**
+   * Work of the layers above on this slot's slow paths (the RCU layer frees expired kfreeRcu
+   * blocks): installed by the facade; slabSlowEntry calls it when C_RCU_WAIT is set.
+   */
+  rcuSlowWork: () => void;
+  /** Run first by destroyCache (the RCU layer's barrier for pending kfreeRcu objects): installed by the facade. */
+  beforeDestroy: () => void;
+  /** Word index of this slot's pcs line for each kmalloc class: derived, read-only. */
+  readonly kmPcs: Int32Array;
+  /**
+   * The same by size: pcsBySize[(size + 7) >> 3] is the pcs line of size's kmalloc class (one
+   * load on the kmalloc fast paths instead of two: SIZE_INDEX, then kmPcs). Derived, read-only.
+   */
+  readonly pcsBySize: Int32Array;
+  /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
+  fastOff: number;
+  /** True while drainDeferredObjects runs (it does not nest). */
+  drainingDeferred: boolean;
+
+  constructor(mem: Mem, locks: Locks, pages: PageAllocator) {
+    super(mem);
+    this.mem = mem;
+    this.locks = locks;
+    this.pages = pages;
+    this.rcuSlowWork = noop;
+    this.beforeDestroy = noop;
+    this.kmPcs = new Int32Array(KMALLOC_SIZES.length);
+    for (let i = 0; i < KMALLOC_SIZES.length; i++) this.kmPcs[i] = this.pcsW(KMALLOC_FIRST_ID + i);
+    this.pcsBySize = new Int32Array(SIZE_INDEX.length);
+    for (let i = 0; i < SIZE_INDEX.length; i++) this.pcsBySize[i] = this.kmPcs[SIZE_INDEX[i]!]!;
+    this.fastOff = this.locks.debugFlags;
+    this.drainingDeferred = false;
+  }
+
+  updateFastOff(): void {
+    const objEvents = (1 << TP.kmalloc) | (1 << TP.kfree) | (1 << TP.kmem_cache_alloc) | (1 << TP.kmem_cache_free);
+    this.fastOff = (this.locks.detached || this.locks.closing ? 1 : 0) | this.locks.debugFlags | (this.locks.trace.mask & objEvents);
+  }
+
+  /** Word index of cache `id`'s descriptor. */
+  cacheWOf(id: number): number {
+    return this.cacheW + id * this.cacheWords;
+  }
+
+  /** Word index of this slot's pcs line of cache `id`. */
+  pcsW(id: number): number {
+    return this.cacheW + id * this.cacheWords + K_HDR_WORDS + this.cpu * PCS_WORDS;
+  }
+
+  /* ================================================================= kmalloc: fast paths */
+
+  /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
+  kmalloc(size: number, gfp: number = GFP.KERNEL): number {
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+      if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+        const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
+        if (obj !== 0) return obj;
+      }
+    }
+    return kmallocSlow(this, size, gfp);
+  }
+
+  /** Free what kmalloc (or a cache) returned; 0 is a no-op. */
+  kfree(addr: number): void {
+    if (this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0 && this.pushFast(addr)) return;
+    if (addr !== 0) kfreeSlow(this, addr, -1, 0);
+    else this.locks.assertLive();
+  }
+
+  /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
+  kmallocNolock(size: number, gfp: number): number {
+    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+      const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
+      if (obj !== 0) return obj;
+    }
+    return kmallocNolockSlow(this, size, gfp);
+  }
+
+  /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
+  kfreeNolock(addr: number): void {
+    if (this.fastOff === 0 && this.pushFast(addr)) return;
+    kfreeNolockSlow(this, addr);
+  }
+
+  /**
+   * cache.alloc of the handle of generation `gen`. The fast path pops this slot's own sheaf, which
+   * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
+   */
+  cacheAlloc(id: number, gen: number, gfp: number): number {
+    if (gfp === 0 && this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+      const obj = this.popFast(this.cacheWOf(id) + K_HDR_WORDS + this.cpu * PCS_WORDS);
+      if (obj !== 0) return obj;
+    }
+    return cacheAllocSlow(this, id, gen, gfp);
+  }
+
+  /** cache.free: like kfree, but the object must belong to cache `id`. */
+  cacheFree(id: number, addr: number): void {
+    const i32 = this.i32;
+    if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
+      const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
+      if (i32[d + PD_FLAGS] === PG_SLAB && i32[d + PD_CACHE] === id) {
+        this.kfree(addr);
+        return;
+      }
+    }
+    if (addr === 0) {
+      this.locks.assertLive();
+      return;
+    }
+    kfreeSlow(this, addr, id, 0);
+  }
+
+  /**
+   * The allocation fast path: pop the main sheaf of the pcs line at word `pcs`, unless a slow path
+   * of this slot holds it (PCS_LOCKED) or it is empty. Plain loads and stores only; 0 if it cannot.
+   */
+  popFast(pcs: number): number {
+    const i32 = this.i32;
+    if (i32[pcs + PCS_LOCKED] !== 0) return 0;
+    const sw = i32[pcs + PCS_MAIN]! >> 2;
+    // sheafPop (sheaf.ts), written out (see there).
+    const n = i32[sw + S_SIZE]! - 1;
+    if (n < 0) return 0;
+    i32[sw + S_SIZE] = n;
+    const obj = i32[sw + S_OBJS + n]!;
+    i32[obj >> 2] = 0;
+    return obj;
+  }
+
+  /**
+   * The free fast path: `addr` must be an object start of a slab page, not carry the free tag, and
+   * its cache's main sheaf on this slot must be unlocked and not full. Plain loads and stores only.
+   */
+  pushFast(addr: number): boolean {
+    const i32 = this.i32;
+    if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr < this.offset) return false;
+    const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
+    if (i32[d + PD_FLAGS] !== PG_SLAB) return false;
+    const kw = this.cacheW + i32[d + PD_CACHE]! * this.cacheWords;
+    const off = addr - (i32[d + PD_HEAD]! << PAGE_SHIFT);
+    const size = i32[kw + K_SIZE]!;
+    const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
+    if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ O_FREE_TAG)) return false;
+    const pcs = kw + K_HDR_WORDS + this.cpu * PCS_WORDS;
+    if (i32[pcs + PCS_LOCKED] !== 0) return false;
+    const sw = i32[pcs + PCS_MAIN]! >> 2;
+    const n = i32[sw + S_SIZE]!;
+    if (n >= i32[sw + S_CAP]!) return false;
+    // sheafPush (sheaf.ts), written out (see sheafPop).
+    i32[sw + S_OBJS + n] = addr;
+    i32[sw + S_SIZE] = n + 1;
+    i32[addr >> 2] = addr ^ O_FREE_TAG;
+    return true;
+  }
+
+  /* ================================================================= object alloc: slow paths */
+
+  /* ================================================================= slow-path entry and slabs */
+
+  /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
+  takeFromPartial(kw: number, sw: number, want: number): number {
+    const i32 = this.i32;
+    const debug = i32[kw + K_META] !== 0;
+    const base = i32[sw + S_SIZE]!;
+    let got = 0;
+    while (got < want) {
+      const pfn = i32[kw + K_PARTIAL]!;
+      if (pfn === 0) break;
+      const d = this.mem.pd(pfn);
+      if (i32[d + PD_INUSE] === 0) emptySlabTaken(this, kw);
+      let obj = i32[d + PD_FREELIST]!;
+      // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
+      // statements leaves the object at worst on both, at the top of its sheaf, which
+      // slabRebuildLocked drops from the sheaf; never on neither.
+      while (obj !== 0 && got < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
+        i32[sw + S_OBJS + base + got] = obj;
+        got++;
+        i32[sw + S_SIZE] = base + got;
+        i32[d + PD_FREELIST] = next;
+        i32[d + PD_INUSE] = i32[d + PD_INUSE]! + 1;
+        if (debug) debugUnlink(this, kw, obj);
+        obj = next;
+      }
+      if (obj === 0) this.partialToFull(kw, pfn);
+    }
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
+    return got;
+  }
+
+  /** Take one object off the first partial slab, or 0; into word `hand` first if not 0. List lock held. */
+  private takeOneFromPartial(kw: number, hand: number): number {
+    const i32 = this.i32;
+    const pfn = i32[kw + K_PARTIAL]!;
+    if (pfn === 0) return 0;
+    const d = this.mem.pd(pfn);
+    const inuse = i32[d + PD_INUSE]!;
+    if (inuse === 0) emptySlabTaken(this, kw);
+    const obj = i32[d + PD_FREELIST]!;
+    const next = i32[(obj >> 2) + O_NEXT]!;
+    if (hand !== 0) i32[hand] = obj;
+    // Off the freelist before its link is poisoned: the freelist is whole between any two statements.
+    i32[d + PD_FREELIST] = next;
+    i32[d + PD_INUSE] = inuse + 1;
+    debugUnlink(this, kw, obj);
+    if (next === 0) this.partialToFull(kw, pfn);
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - 1;
+    return obj;
+  }
+
+  /**
+   * One object straight from the slabs (caches without sheaves, and when no sheaf could be had).
+   * `hand` (a new sheaf object, see sheaf_hand.ts): the word that takes the object, under the list
+   * lock, before it leaves its freelist.
+   */
+  allocFromSlabs(id: number, gfp: number, mode: number, hand = 0): number {
+    const kw = this.cacheWOf(id);
+    const listLock = kw + K_LIST_LOCK;
+    if (!this.locks.lockIn(mode, listLock, LOCK.list)) return 0;
+    // The object stays in a local across the unlock: a hook at list:release may re-enter.
+    const obj = this.takeOneFromPartial(kw, hand);
+    this.locks.unlock(listLock, LOCK.list);
+    return obj !== 0 ? obj : this.newSlab(id, gfp, mode, 0, hand);
+  }
+
+  /**
+   * allocate_slab: take pages and build the freelist; then, under the list lock and before the
+   * slab is on any list, take this caller's objects from it: sheaf `sw` is filled (returns how many
+   * objects went in), or with `sw` 0 one object is returned. Only what is left goes on the partial
+   * list, so another agent's refill cannot empty the new slab between its creation and its use.
+   */
+  newSlab(id: number, gfp: number, mode: number, sw: number, hand = 0): number {
+    const kw = this.cacheWOf(id);
+    const order = this.i32[kw + K_ORDER]!;
+    const pageGfp = mode !== 0 ? GFP_TRYLOCK | GFP.NOWAIT : gfp & (GFP.NOWAIT | GFP.ATOMIC);
+    const pfn = this.pages.rmqueue(order, pageGfp);
+    if (pfn === 0) return 0;
+    // Read the views only now: rmqueue rebuilt them if the pages came from growth.
+    const i32 = this.i32;
+    this.locks.vmInc(VM.pgalloc, 1 << order);
+    const size = i32[kw + K_SIZE]!;
+    const objs = i32[kw + K_OBJS]!;
+    const base = pfn << PAGE_SHIFT;
+    const meta = i32[kw + K_META]!;
+    for (let i = 0; i < objs; i++) {
+      const obj = base + i * size;
+      if (meta !== 0) {
+        this.u8.fill(POISON_FREE, obj + 8, obj + i32[kw + K_INUSE]!);
+        this.u8.fill(RED_ACTIVE, obj + i32[kw + K_INUSE]!, obj + meta);
+        i32[((obj + meta) >> 2) + M_STATE] = M_STATE_FREE;
+        i32[((obj + meta) >> 2) + M_REQ] = 0;
+      }
+      i32[obj >> 2] = obj ^ O_FREE_TAG;
+      i32[(obj >> 2) + O_NEXT] = i + 1 < objs ? obj + size : 0;
+    }
+    const listLock = kw + K_LIST_LOCK;
+    if (!this.locks.lockIn(mode, listLock, LOCK.list)) {
+      this.releaseSlabPages(pfn, order, mode);
+      return 0;
+    }
+    // The pages become a slab of the cache only under the list lock, where it is also counted and
+    // listed: until then they are the block rmqueue left in this slot's hand (PG_HEAD), so an agent
+    // stopped at the lock point above and reclaimed leaks an allocated block, not an uncounted slab.
+    // The head's freelist and count are right before the pages become a slab, so that a reclaim
+    // (slabRebuildLocked) of an agent killed from here on finds a whole slab.
+    i32[this.mem.pd(pfn) + PD_FREELIST] = base;
+    i32[this.mem.pd(pfn) + PD_INUSE] = 0;
+    for (let p = 0; p < 1 << order; p++) {
+      const d = this.mem.pd(pfn + p);
+      i32[d + PD_FLAGS] = PG_SLAB;
+      i32[d + PD_HEAD] = pfn;
+      i32[d + PD_CACHE] = id;
+    }
+    let obj = base;
+    let taken = 0;
+    let result: number;
+    const d = this.mem.pd(pfn);
+    if (sw === 0) {
+      result = obj;
+      obj = i32[(obj >> 2) + O_NEXT]!;
+      if (hand !== 0) i32[hand] = result;
+      i32[d + PD_FREELIST] = obj;
+      i32[d + PD_INUSE] = 1;
+      debugUnlink(this, kw, result);
+      taken = 1;
+    } else {
+      // As takeFromPartial: into the sheaf, then off the freelist, object by object.
+      const at = i32[sw + S_SIZE]!;
+      const want = i32[sw + S_CAP]! - at;
+      while (obj !== 0 && taken < want) {
+        const next = i32[(obj >> 2) + O_NEXT]!;
+        i32[sw + S_OBJS + at + taken] = obj;
+        taken++;
+        i32[sw + S_SIZE] = at + taken;
+        i32[d + PD_FREELIST] = next;
+        i32[d + PD_INUSE] = taken;
+        if (meta !== 0) debugUnlink(this, kw, obj);
+        obj = next;
+      }
+      result = taken;
+    }
+    i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! + 1;
+    i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! + objs;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + objs - taken;
+    if (obj !== 0) this.partialAdd(kw, pfn);
+    else pdListAdd(this.pages, kw + K_FULL, kw + K_NR_FULL, pfn);
+    this.locks.unlock(listLock, LOCK.list);
+    this.locks.vmInc(VM.slabAlloc, 1);
+    return result;
+  }
+
+  /**
+   * Give a slab's pages back to the page allocator. No list lock needed: the slab is off every list,
+   * and its descriptors are already those of a page block in this slot's hand (unaccountSlab, or
+   * newSlab before it made the pages a slab); freeBlock keeps it so until a list takes it.
+   */
+  private releaseSlabPages(pfn: number, order: number, mode: number): void {
+    this.locks.vmInc(VM.pgfree, 1 << order);
+    this.pages.freeBlock(pfn, order, mode);
+  }
+
+  /* ================================================================= object free: slow paths */
+
+  /**
+   * Free one object straight to its slab. `hand` (a sheaf object being freed, see sheaf_hand.ts):
+   * the word that holds it, cleared under the list lock once the object is on its freelist.
+   */
+  freeToSlabs(id: number, addr: number, mode: number, hand = 0): boolean {
+    const kw = this.cacheWOf(id);
+    if (!this.locks.lockIn(mode, kw + K_LIST_LOCK, LOCK.list)) return false;
+    const empty = this.putObjectLocked(kw, addr);
+    if (hand !== 0 && this.i32[hand] === addr) this.i32[hand] = 0;
+    const decayed = slabDecayLocked(this, kw, null);
+    this.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
+    if (empty !== 0) this.releaseSlab(id, empty, mode);
+    if (decayed !== null) for (const pfn of decayed) this.releaseSlab(id, pfn, mode);
+    return true;
+  }
+
+  /**
+   * Put an object on its slab's freelist. Returns the slab's head pfn when the slab became empty
+   * beyond K_MAX_EMPTY and left the cache (the caller releases it after the unlock), else 0.
+   * List lock held.
+   */
+  putObjectLocked(kw: number, obj: number): number {
+    const i32 = this.i32;
+    const head = i32[this.mem.pd(obj >>> PAGE_SHIFT) + PD_HEAD]!;
+    const d = this.mem.pd(head);
+    const first = i32[d + PD_FREELIST]!;
+    i32[obj >> 2] = obj ^ O_FREE_TAG;
+    i32[(obj >> 2) + O_NEXT] = first;
+    i32[d + PD_FREELIST] = obj;
+    const inuse = i32[d + PD_INUSE]! - 1;
+    i32[d + PD_INUSE] = inuse;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! + 1;
+    if (first === 0) {
+      // A full slab has a free object again.
+      pdListDel(this.pages, kw + K_FULL, kw + K_NR_FULL, head);
+      this.partialAdd(kw, head);
+    }
+    if (inuse === 0) {
+      if (i32[kw + K_NR_EMPTY]! >= i32[kw + K_MAX_EMPTY]!) {
+        this.partialDel(kw, head);
+        this.unaccountSlab(kw, head);
+        return head;
+      }
+      i32[kw + K_NR_EMPTY] = i32[kw + K_NR_EMPTY]! + 1;
+    }
+    return 0;
+  }
+
+  /**
+   * Slab `pfn` left the cache's lists and counts (it is off the partial list), to be released after
+   * the unlock. Its pages become a block this slot holds, as allocPages leaves one: an agent stopped
+   * before releaseSlab and reclaimed leaves an allocated block that validate() accepts, never a slab
+   * that its cache does not count. List lock held.
+   */
+  unaccountSlab(kw: number, pfn: number): void {
+    const i32 = this.i32;
+    const order = i32[kw + K_ORDER]!;
+    for (let p = 1; p < 1 << order; p++) {
+      const d = this.mem.pd(pfn + p);
+      i32[d + PD_FLAGS] = 0;
+      i32[d + PD_HEAD] = 0;
+      i32[d + PD_CACHE] = 0;
+    }
+    i32[this.mem.pd(pfn) + PD_OWNER] = this.cpu;
+    i32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
+    const objs = i32[kw + K_OBJS]!;
+    i32[kw + K_NR_SLABS] = i32[kw + K_NR_SLABS]! - 1;
+    i32[kw + K_TOTAL_OBJS] = i32[kw + K_TOTAL_OBJS]! - objs;
+    i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - objs;
+  }
+
+  releaseSlab(id: number, pfn: number, mode: number): void {
+    this.releaseSlabPages(pfn, this.i32[this.cacheWOf(id) + K_ORDER]!, mode);
+    this.locks.vmInc(VM.slabFree, 1);
+  }
+
+  private partialAdd(kw: number, pfn: number): void {
+    pdListAdd(this.pages, kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+  }
+
+  partialDel(kw: number, pfn: number): void {
+    pdListDel(this.pages, kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+  }
+
+  /** The slab's last free object was taken: from the partial list to the full list. */
+  private partialToFull(kw: number, pfn: number): void {
+    pdListDel(this.pages, kw + K_PARTIAL, kw + K_NR_PARTIAL, pfn);
+    pdListAdd(this.pages, kw + K_FULL, kw + K_NR_FULL, pfn);
+  }
+
+  /* ================================================================= ksize and its helper */
+
+  /** readString's error path: is `addr`, an object ksize accepted, on a free list of its cache? @internal */
+  freedObject(addr: number): boolean {
+    const id = objectCache(this, addr, -1);
+    return id >= 0 && this.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(this, id, addr);
+  }
+
+  /** Usable size of an allocation. */
+  ksize(addr: number): number {
+    this.locks.assertLive();
+    const id = objectCache(this, addr, -1);
+    if (id < 0) return PAGE_SIZE << ((this.u32[this.mem.pd(addr >>> PAGE_SHIFT) + PD_FLAGS]! & PG_ORDER_MASK) >>> PG_ORDER_SHIFT);
+    const kw = this.cacheWOf(id);
+    // Debug: the requested size, once the object's metadata has been checked.
+    if (this.i32[kw + K_META] !== 0) return debugFree(this, id, addr, false);
+    return this.i32[kw + K_SIZE]!;
+  }
+
+  /* ================================================================= tracing */
+
+  emitObj(id: number, addr: number, size: number, cache: number): void {
+    const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr, size };
+    if (cache >= 0) rec.cache = cacheName(this, cache);
+    this.locks.trace.emit(id, rec);
+  }
+}
+

@@ -1,0 +1,691 @@
+/*
+ * The host of the kill harness (test/kill.ts runs it in a worker and watches its heartbeat, so a
+ * hang anywhere, the host's own calls included, is caught by a deadline): it creates the heap,
+ * starts the workers, terminates them at seeded random instants (one, or two at once), and after
+ * each kill reclaims the dead slots, pauses the survivors at an operation boundary, checks that
+ * every page is accounted for and every live block is intact and alone, frees what the dead held,
+ * runs validate(), and starts replacements.
+ */
+import { parentPort, Worker, workerData } from "node:worker_threads";
+import { Heap, HeapError } from "../../../src/index.js";
+import { C_RCU_INFLIGHT, PD_FLAGS, PD_OWNER, H_DESC_OFF, H_PCPU_OFF, C_WORDS, H_ZONE_START, Z_NR_PAGES, PG_ORDER_MASK, PG_ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_SLAB } from "../../../src/core/layout.js";
+import { checkPattern, deriveSeed, Prng } from "../../support/util.js";
+import { heldLockWords } from "../kill-locks.js";
+import {
+  churnName,
+  E_ADDR,
+  E_KIND,
+  E_OWNER,
+  E_SIG,
+  E_SIZE,
+  E_WORDS,
+  ENTRIES_PER_WORKER,
+  G_BEAT,
+  G_PHASE,
+  HOST_PHASES,
+  G_PAUSE,
+  G_STOP,
+  HANDOFF,
+  KIND,
+  OP,
+  SHARED_CACHES,
+  W_ACK,
+  W_ATTACHING,
+  W_DRAINOP,
+  W_CHURN,
+  W_CPU,
+  W_DRAINS,
+  W_GROWS,
+  W_HKIND,
+  W_HOOKS,
+  W_HOP,
+  W_INCARN,
+  W_INDRAIN,
+  W_OPS,
+  W_PENTRY,
+  W_PKIND,
+  W_POP,
+  W_PSIZE,
+  W_WORDS,
+  wBase,
+  type KilleeData,
+  type KillOptions,
+  type KillSummary,
+} from "../kill-proto.js";
+
+const { opts, ctrlBuf } = workerData as { opts: KillOptions; ctrlBuf: SharedArrayBuffer };
+const ctrl = new Int32Array(ctrlBuf);
+const say = (line: string): void => parentPort!.postMessage({ type: "line", line });
+const beat = (): void => void Atomics.add(ctrl, G_BEAT, 1);
+const phase = (p: (typeof HOST_PHASES)[number]): void => {
+  Atomics.store(ctrl, G_PHASE, HOST_PHASES.indexOf(p));
+  beat();
+};
+
+const MiB = 1 << 20;
+const size = opts.growth ? 3 * MiB : 32 * MiB;
+const maxSize = opts.growth ? 48 * MiB : size;
+const heap = Heap.create({ size, maxSize, cpus: 24, debug: opts.debug });
+const buffer = heap.buffer;
+const entriesBuf = new SharedArrayBuffer(opts.workers * ENTRIES_PER_WORKER * E_WORDS * 4);
+const E = new Int32Array(entriesBuf);
+parentPort!.postMessage({ type: "buffer", buffer });
+const caches = SHARED_CACHES.map((c) => heap.createCache(c.name, c.size, { align: c.align }));
+const rng = new Prng(opts.seed);
+const totalStart = heap.stats().totalPages;
+
+const sum: KillSummary = {
+  seed: opts.seed,
+  seconds: opts.seconds,
+  workers: opts.workers,
+  kills: 0,
+  doubleKills: 0,
+  killsInDrain: 0,
+  spawned: 0,
+  ops: 0,
+  hookActions: 0,
+  grows: 0,
+  drains: 0,
+  churn: 0,
+  validates: 0,
+  hostFreed: 0,
+  inFlightRecovered: 0,
+  pendingResolved: 0,
+  objectWindow: 0,
+  rcuBatchKills: 0,
+  reclaimLocks: 0,
+  reclaimRebuilt: 0,
+  reclaimPages: 0,
+  reclaimObjects: 0,
+  reclaimInHand: 0,
+  leftObjects: 0,
+  leftSheaves: 0,
+  startPages: totalStart,
+  endPages: 0,
+  failures: [],
+};
+
+interface Live {
+  id: number;
+  worker: Worker;
+  exited: Promise<number>;
+  failed: string | null;
+  done: boolean;
+}
+const live: (Live | null)[] = new Array(opts.workers).fill(null);
+const incarn: number[] = new Array(opts.workers).fill(0);
+const workerUrl = new URL("./killee.js", import.meta.url);
+
+function fail(msg: string): void {
+  if (sum.failures.length < 20) say(`failure: ${msg}`);
+  sum.failures.push(msg);
+}
+
+function spawn(id: number): Promise<void> {
+  const wb = wBase(id);
+  for (let k = 0; k < W_WORDS; k++) if (k !== W_OPS && k !== W_HOOKS && k !== W_GROWS && k !== W_DRAINS && k !== W_CHURN) ctrl[wb + k] = 0;
+  ctrl[wb + W_CPU] = -1;
+  ctrl[wb + W_INCARN] = ++incarn[id]!;
+  const data: KilleeData = {
+    buffer,
+    ctrl: ctrlBuf,
+    entries: entriesBuf,
+    id,
+    seed: deriveSeed(opts.seed, id * 100_003 + incarn[id]!),
+    reentry: opts.reentry,
+    growth: opts.growth,
+    debug: opts.debug,
+    maxSize,
+  };
+  const worker = new Worker(workerUrl, { workerData: data });
+  const rec: Live = { id, worker, exited: new Promise((r) => worker.once("exit", r)), failed: null, done: false };
+  live[id] = rec;
+  sum.spawned++;
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`worker ${id} did not start within 20 s`)), 20_000);
+    worker.on("message", (m: { type: string; message?: string }) => {
+      if (m.type === "up") {
+        clearTimeout(t);
+        resolve();
+      } else if (m.type === "done") rec.done = true;
+      else if (m.type === "error") {
+        rec.failed = m.message ?? "error";
+        fail(`worker ${id} (incarnation ${incarn[id]}): ${m.message}`);
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    worker.once("error", (e) => {
+      fail(`worker ${id} crashed: ${e.message}`);
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Pause every live worker at an operation boundary; a deadline on each. */
+let pauseRound = 0;
+async function pauseAll(): Promise<void> {
+  const round = ++pauseRound;
+  Atomics.store(ctrl, G_PAUSE, round);
+  const end = Date.now() + 30_000;
+  for (const w of live) {
+    if (w === null || w.failed !== null) continue;
+    while (Atomics.load(ctrl, wBase(w.id) + W_ACK) !== round) {
+      if (w.failed !== null) break;
+      if (Date.now() > end) {
+        const wb = wBase(w.id);
+        throw new Error(`worker ${w.id} (cpu ${ctrl[wb + W_CPU]}) did not reach an operation boundary within 30 s (hang?): pending op ${ctrl[wb + W_POP]}, in drain ${ctrl[wb + W_INDRAIN]} (drain op ${ctrl[wb + W_DRAINOP]}), attaching ${ctrl[wb + W_ATTACHING]}; attached slots ${heap.attachedSlots().join(",")}; held lock words: ${heldLocks()}`);
+      }
+      beat();
+      await sleep(1);
+    }
+  }
+}
+
+function heldLocks(): string {
+  return heldLockWords(heap.buffer);
+}
+
+function resumeAll(): void {
+  Atomics.store(ctrl, G_PAUSE, 0);
+  Atomics.notify(ctrl, G_PAUSE);
+}
+
+interface Block {
+  addr: number;
+  end: number;
+  entry: number;
+}
+
+function bytesOf(kind: number, sizeOrOrder: number): number {
+  return kind === KIND.pages ? 4096 << sizeOrOrder : sizeOrOrder;
+}
+
+function orderOfBytes(bytes: number): number {
+  let o = 0;
+  while (4096 << o < bytes) o++;
+  return o;
+}
+
+interface HeadInfo {
+  order: number;
+  large: boolean;
+  owner: number;
+}
+
+interface Census {
+  heads: Map<number, HeadInfo>;
+  free: number;
+  pcp: number;
+  deferred: number;
+  slab: number;
+  rcu: number;
+  allocated: number;
+  total: number;
+}
+
+/** Walk the page descriptors (the heap is quiet: survivors paused, the dead reclaimed). */
+function census(): Census {
+  heap.refreshViews();
+  const u32 = heap.u32;
+  const descW = u32[H_DESC_OFF]! >>> 2;
+  const nr = u32[Z_NR_PAGES]!;
+  const zs = u32[H_ZONE_START]!;
+  const c: Census = { heads: new Map(), free: 0, pcp: 0, deferred: 0, slab: 0, rcu: 0, allocated: 0, total: nr - zs };
+  for (let pfn = zs; pfn < nr; ) {
+    const d = descW + pfn * PD_WORDS;
+    const f = u32[d + PD_FLAGS]!;
+    if ((f & PG_SLAB) !== 0) {
+      c.slab++;
+      pfn++;
+      continue;
+    }
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
+    const n = 1 << order;
+    if ((f & PG_BUDDY) !== 0) c.free += n;
+    else if ((f & PG_PCP) !== 0) c.pcp += n;
+    else if ((f & PG_DEFERRED) !== 0) c.deferred += n;
+    else if ((f & PG_RCU_BLOCK) !== 0) c.rcu += n;
+    else if ((f & (PG_HEAD | PG_LARGE)) !== 0) {
+      c.allocated += n;
+      c.heads.set(pfn * 4096, { order, large: (f & PG_LARGE) !== 0, owner: u32[d + PD_OWNER]! });
+    } else {
+      let prev = "";
+      for (let q = Math.max(zs, pfn - 4); q < pfn; q++) prev += ` ${q}:0x${u32[descW + q * PD_WORDS + PD_FLAGS]!.toString(16)}`;
+      fail(`page ${pfn} (0x${(pfn * 4096).toString(16)}) belongs to nothing: flags 0x${f.toString(16)} (before it:${prev})`);
+      return c;
+      pfn++;
+      continue;
+    }
+    pfn += n;
+  }
+  return c;
+}
+
+/** The kfreeRcu objects slot `cpu` had taken off a slot to free and had not freed yet. */
+function inFlightOf(cpu: number): number {
+  return heap.i32[(heap.u32[H_PCPU_OFF]! >>> 2) + cpu * C_WORDS + C_RCU_INFLIGHT]!;
+}
+
+function isPageKind(kind: number): boolean {
+  return kind === KIND.pages || kind === KIND.large;
+}
+
+/** A dead worker: its id, slot and what it was doing when it died. */
+interface Dead {
+  id: number;
+  cpu: number;
+  incarn: number;
+  op: number;
+  entry: number;
+  kind: number;
+  size: number;
+  hop: number;
+  hkind: number;
+  /** It died freeing a kfreeRcu batch: the one object it was freeing (a large kmalloc too) may be left. */
+  rcuBatch: boolean;
+}
+
+function pendingEntryOf(d: Dead): number {
+  return d.op === OP.free || d.op === OP.rcuFree || d.op === OP.realloc ? d.entry : -1;
+}
+
+/** Ranges of every recorded block but the dead's pending ones; overlap and placement checks. */
+function checkRecorded(c: Census, dead: Dead[], skip: Set<number>): Block[] {
+  const blocks: Block[] = [];
+  const total = E.length / E_WORDS;
+  for (let e = 0; e < total; e++) {
+    const w = e * E_WORDS;
+    const owner = Atomics.load(E, w + E_OWNER);
+    if (owner === 0 || skip.has(e)) continue;
+    const kind = E[w + E_KIND]!;
+    if (kind === KIND.cache) continue;
+    const addr = E[w + E_ADDR]!;
+    const bytes = bytesOf(kind, E[w + E_SIZE]!);
+    blocks.push({ addr, end: addr + bytes, entry: e });
+    const bad = checkPattern(heap.i32, heap.u8, addr, bytes, E[w + E_SIG]!);
+    if (bad !== null) fail(`entry ${e} (owner ${owner}): a live block's contents changed: ${bad}`);
+    if (isPageKind(kind)) {
+      const h = c.heads.get(addr);
+      const order = kind === KIND.pages ? E[w + E_SIZE]! : orderOfBytes(bytes);
+      if (h === undefined) fail(`entry ${e} (owner ${owner}): live ${kind === KIND.pages ? "page block" : "large kmalloc"} 0x${addr.toString(16)} is not an allocated block in the descriptors`);
+      else if ((kind === KIND.pages ? h.order !== order : h.order < order) || h.large !== (kind === KIND.large)) fail(`entry ${e}: block 0x${addr.toString(16)} has order ${h.order}${h.large ? " (large)" : ""}, want ${order}`);
+    }
+  }
+  blocks.sort((a, b) => a.addr - b.addr);
+  for (let k = 1; k < blocks.length; k++) {
+    if (blocks[k]!.addr < blocks[k - 1]!.end) fail(`live blocks overlap: entry ${blocks[k - 1]!.entry} 0x${blocks[k - 1]!.addr.toString(16)}..0x${blocks[k - 1]!.end.toString(16)} and entry ${blocks[k]!.entry} at 0x${blocks[k]!.addr.toString(16)}`);
+  }
+  void dead;
+  return blocks;
+}
+
+function inside(blocks: Block[], addr: number, exceptEntry: number): boolean {
+  for (const b of blocks) if (b.entry !== exceptEntry && addr >= b.addr && addr < b.end) return true;
+  return false;
+}
+
+/** Free entry e's block (kind by E_KIND): false when it was free already (the dead's free had happened). */
+function hostRelease(e: number): boolean {
+  const w = e * E_WORDS;
+  const kind = E[w + E_KIND]!;
+  const addr = E[w + E_ADDR]!;
+  try {
+    if (kind === KIND.pages) heap.freePages(addr, E[w + E_SIZE]!);
+    else heap.kfree(addr);
+    return true;
+  } catch (err) {
+    if (err instanceof HeapError && (err.code === "EDOUBLEFREE" || err.code === "EINVAL")) return false;
+    throw err;
+  }
+}
+
+function reclaimReport(r: unknown): void {
+  if (r === null || typeof r !== "object") return;
+  const o = r as { locks?: unknown[]; rebuilt?: unknown[]; pages?: number; objects?: number; inHand?: number };
+  sum.reclaimLocks += o.locks?.length ?? 0;
+  sum.reclaimRebuilt += o.rebuilt?.length ?? 0;
+  sum.reclaimPages += o.pages ?? 0;
+  sum.reclaimObjects += o.objects ?? 0;
+  sum.reclaimInHand += o.inHand ?? 0;
+  if (opts.verbose && ((o.locks?.length ?? 0) > 0 || (o.inHand ?? 0) > 0)) say(`  reclaimSlot: ${JSON.stringify(r)}`);
+}
+
+/** After a kill: everything of the dead, checked and freed; survivors paused. */
+function settle(dead: Dead[]): void {
+  const deadCpus = new Set(dead.map((d) => d.cpu).filter((c) => c >= 0));
+  const skip = new Set<number>();
+  for (const d of dead) {
+    const pe = pendingEntryOf(d);
+    if (pe >= 0) skip.add(pe);
+    if (d.op === OP.destroyCache) skip.add(d.entry);
+  }
+  let c = census();
+  const blocks = checkRecorded(c, dead, skip);
+  // Allocated blocks nobody recorded: only a dead worker's allocation in flight may be one.
+  let allowance = 0;
+  for (const d of dead) {
+    if (d.op === OP.alloc && isPageKind(d.kind)) allowance++;
+    if (d.op === OP.bulkPages) allowance += d.size;
+    if (d.op === OP.realloc) allowance++;
+    if (d.hop === OP.alloc && d.hkind === KIND.pages) allowance++;
+  }
+  const recorded = new Set(blocks.map((b) => b.addr));
+  for (const d of dead) {
+    const pe = pendingEntryOf(d);
+    if (pe >= 0 && Atomics.load(E, pe * E_WORDS + E_OWNER) !== 0) recorded.add(E[pe * E_WORDS + E_ADDR]!);
+  }
+  let rcuLarge = dead.filter((d) => d.rcuBatch).length;
+  for (const [addr, h] of c.heads) {
+    if (recorded.has(addr)) continue;
+    if (h.large && rcuLarge > 0) {
+      // The large kmalloc a dead worker was freeing from a kfreeRcu batch: it was given to
+      // kfreeRcu, so the host frees it (counted in rcuBatchKills).
+      rcuLarge--;
+      heap.kfree(addr);
+      sum.inFlightRecovered++;
+      continue;
+    }
+    if (deadCpus.has(h.owner) && allowance > 0) {
+      allowance--;
+      if (h.large) heap.kfree(addr);
+      else heap.freePages(addr, h.order);
+      sum.inFlightRecovered++;
+      continue;
+    }
+    fail(`page block 0x${addr.toString(16)} (order ${h.order}${h.large ? ", large kmalloc" : ""}, owner slot ${h.owner}${deadCpus.has(h.owner) ? ", a dead slot" : ""}) is allocated but nobody holds it: lost`);
+  }
+  // The dead's pending frees: done or not? A block a survivor holds now was freed (and reused).
+  for (const d of dead) {
+    const pe = pendingEntryOf(d);
+    if (pe >= 0 && Atomics.load(E, pe * E_WORDS + E_OWNER) === d.id + 1) {
+      const w = pe * E_WORDS;
+      const kind = E[w + E_KIND]!;
+      if (inside(blocks, E[w + E_ADDR]!, pe)) {
+        /* freed, and someone has it now */
+      } else if (!opts.debug && (kind === KIND.obj || kind === KIND.cobj)) {
+        sum.objectWindow++; // without debug mode a second kfree of an object is not always caught: leave it
+      } else {
+        hostRelease(pe);
+      }
+      Atomics.store(E, w + E_OWNER, 0);
+      sum.pendingResolved++;
+    }
+    if ((d.op === OP.alloc && (d.kind === KIND.obj || d.kind === KIND.cobj)) || d.op === OP.cacheBulk) sum.objectWindow += d.op === OP.cacheBulk ? d.size : 1;
+    if (d.op === OP.realloc && d.kind === KIND.obj) sum.objectWindow++;
+    if (d.hop === OP.alloc && d.hkind === KIND.obj) sum.objectWindow++;
+  }
+  // Everything else the dead held: checked above, freed now; then their caches.
+  const total = E.length / E_WORDS;
+  for (const d of dead) {
+    for (let e = 0; e < total; e++) {
+      const w = e * E_WORDS;
+      if (Atomics.load(E, w + E_OWNER) !== d.id + 1 || E[w + E_KIND] === KIND.cache) continue;
+      if (!hostRelease(e)) fail(`entry ${e} of dead worker ${d.id}: its block 0x${E[w + E_ADDR]!.toString(16)} was already free`);
+      Atomics.store(E, w + E_OWNER, 0);
+      sum.hostFreed++;
+    }
+    const names = new Set<number>();
+    for (let e = d.id * ENTRIES_PER_WORKER; e < (d.id + 1) * ENTRIES_PER_WORKER; e++) {
+      const w = e * E_WORDS;
+      if (Atomics.load(E, w + E_OWNER) === d.id + 1 && E[w + E_KIND] === KIND.cache) {
+        names.add(E[w + E_ADDR]!);
+        Atomics.store(E, w + E_OWNER, 0);
+      }
+    }
+    if (d.op === OP.createCache) names.add(d.size);
+    if (d.op === OP.destroyCache) names.add(E[d.entry * E_WORDS + E_ADDR]!);
+    for (const n of names) {
+      const cache = heap.findCache(churnName(d.id, d.incarn, n));
+      if (cache === null) continue;
+      try {
+        cache.destroy();
+      } catch (err) {
+        if (!(err instanceof HeapError && err.code === "EBUSY")) throw err;
+        say(`note: cache ${churnName(d.id, d.incarn, n)} keeps an object allocated in the caller's window: ${err.message}`);
+      }
+    }
+  }
+  phase("validate");
+  heap.validate();
+  sum.validates++;
+  phase("settle");
+  // The sum: every page is free, cached, or held by a live worker (or the handoff pool).
+  c = census();
+  const after = checkRecorded(c, [], new Set());
+  const held = new Set(after.map((b) => b.addr));
+  for (const [addr, h] of c.heads) if (!held.has(addr)) fail(`after the host freed the dead workers' blocks, block 0x${addr.toString(16)} (order ${h.order}, owner ${h.owner}) is held by nobody`);
+  const sumPages = c.free + c.pcp + c.deferred + c.slab + c.rcu + c.allocated;
+  if (sumPages !== c.total) fail(`pages: free ${c.free} + pcp ${c.pcp} + deferred ${c.deferred} + slab ${c.slab} + rcu blocks ${c.rcu} + held ${c.allocated} = ${sumPages}, not the ${c.total} the zone manages`);
+}
+
+/**
+ * The attached slots no survivor names, read when no survivor is inside Heap.attach: the slots
+ * list is read first, so a survivor that claims a slot after it was read names a slot not in it.
+ */
+async function deadSlots(): Promise<Set<number>> {
+  const end = Date.now() + 20_000;
+  for (;;) {
+    const slots = heap.attachedSlots();
+    let attaching = false;
+    for (const w of live) if (w !== null && Atomics.load(ctrl, wBase(w.id) + W_ATTACHING) !== 0) attaching = true;
+    if (!attaching) {
+      const known = new Set<number>([heap.cpu]);
+      for (const w of live) if (w !== null) known.add(Atomics.load(ctrl, wBase(w.id) + W_CPU));
+      return new Set(slots.filter((cpu) => !known.has(cpu)));
+    }
+    if (Date.now() > end) throw new Error("a survivor stayed inside Heap.attach for 20 s");
+    await sleep(1);
+  }
+}
+
+async function killRound(): Promise<void> {
+  const alive = live.filter((w): w is Live => w !== null && w.failed === null);
+  if (alive.length === 0) return;
+  const two = alive.length >= 2 && rng.chance(0.2);
+  const victims: Live[] = [];
+  const first = alive[rng.range(0, alive.length - 1)]!;
+  victims.push(first);
+  if (two) {
+    const rest = alive.filter((w) => w !== first);
+    victims.push(rest[rng.range(0, rest.length - 1)]!);
+  }
+  let inDrain = false;
+  for (const w of alive) if (!victims.includes(w) && Atomics.load(ctrl, wBase(w.id) + W_INDRAIN) !== 0) inDrain = true;
+  phase("terminate");
+  await deadline(Promise.all(victims.map((v) => v.worker.terminate())), 20_000, "terminate()");
+  await deadline(Promise.all(victims.map((v) => v.exited)), 20_000, "the killed workers' exit");
+  sum.kills += victims.length;
+  if (two) sum.doubleKills++;
+  if (inDrain) sum.killsInDrain++;
+  const dead: Dead[] = victims.map((v) => {
+    const wb = wBase(v.id);
+    return {
+      id: v.id,
+      cpu: ctrl[wb + W_CPU]!,
+      incarn: incarn[v.id]!,
+      op: ctrl[wb + W_POP]!,
+      entry: ctrl[wb + W_PENTRY]!,
+      kind: ctrl[wb + W_PKIND]!,
+      size: ctrl[wb + W_PSIZE]!,
+      hop: ctrl[wb + W_HOP]!,
+      hkind: ctrl[wb + W_HKIND]!,
+      rcuBatch: false,
+    };
+  });
+  for (const v of victims) live[v.id] = null;
+  // A dead worker that was freeing a kfreeRcu batch may leak the one object it was freeing.
+  for (const d of dead) if (d.cpu >= 0 && inFlightOf(d.cpu) > 0) {
+    sum.rcuBatchKills++;
+    d.rcuBatch = true;
+  }
+  // reclaimSlot with the survivors running, as a host would.
+  phase("reclaimSlot");
+  // Two killed at once are reclaimed together: neither reclaim may wait on a lock the other holds.
+  // A worker killed inside its own detach() after the slot was freed still names that slot (its
+  // W_CPU is cleared after detach returns): such a slot is no longer attached, or a survivor has
+  // attached to it since. Only slots still attached and named by no survivor are the dead's.
+  const held = await deadSlots();
+  for (const d of dead) if (d.cpu >= 0 && !held.has(d.cpu)) d.cpu = -1;
+  const cpus = dead.filter((d) => d.cpu >= 0).map((d) => d.cpu);
+  if (cpus.length === 1) reclaimReport(heap.reclaimSlot(cpus[0]!));
+  else if (cpus.length > 1) for (const r of heap.reclaimSlot(cpus)) reclaimReport(r);
+  phase("orphans");
+  // A worker killed inside Heap.attach claimed a slot it had not published: once no survivor is
+  // attaching, that slot is the one no live worker names (a host's attachedSlots() check).
+  if (dead.some((d) => d.cpu < 0)) {
+    const end = Date.now() + 20_000;
+    for (;;) {
+      let attaching = false;
+      for (const w of live) if (w !== null && Atomics.load(ctrl, wBase(w.id) + W_ATTACHING) !== 0) attaching = true;
+      if (!attaching) {
+        const known = new Set<number>([heap.cpu]);
+        for (const w of live) if (w !== null) known.add(Atomics.load(ctrl, wBase(w.id) + W_CPU));
+        let again = false;
+        for (const w of live) if (w !== null && Atomics.load(ctrl, wBase(w.id) + W_ATTACHING) !== 0) again = true;
+        if (!again) {
+          for (const cpu of heap.attachedSlots()) {
+            if (known.has(cpu)) continue;
+            reclaimReport(heap.reclaimSlot(cpu));
+            for (const d of dead) if (d.cpu < 0) d.cpu = cpu;
+          }
+          break;
+        }
+      }
+      if (Date.now() > end) throw new Error("a survivor stayed inside Heap.attach for 20 s");
+      await sleep(1);
+    }
+  }
+  phase("pause");
+  await pauseAll();
+  // The dead's kfreeRcu objects are freed for good before their entries are looked at.
+  phase("rcuBarrier");
+  heap.rcuBarrier();
+  phase("settle");
+  if (opts.verbose) say(`kill ${sum.kills}: ${dead.map((d) => `worker ${d.id} (cpu ${d.cpu}, op ${d.op}, hook ${d.hop})`).join(", ")}${inDrain ? ", during another's drain" : ""}`);
+  settle(dead);
+  beat();
+  resumeAll();
+  phase("spawn");
+  for (const d of dead) await spawn(d.id);
+}
+
+async function main(): Promise<void> {
+  for (let id = 0; id < opts.workers; id++) await spawn(id);
+  const t0 = Date.now();
+  const endAt = t0 + opts.seconds * 1000;
+  let nextReport = t0 + 30_000;
+  while (Date.now() < endAt && sum.failures.length === 0) {
+    beat();
+    phase("sleep");
+    await sleep(rng.range(3, 60));
+    if (opts.kills) await killRound();
+    else {
+      phase("pause");
+      await pauseAll();
+      // Blocks given to kfreeRcu are allocated until their grace period ends: freed first.
+      phase("rcuBarrier");
+      heap.rcuBarrier();
+      phase("settle");
+      settle([]);
+      resumeAll();
+    }
+    if (Date.now() >= nextReport) {
+      nextReport += 30_000;
+      say(`  ${Math.round((Date.now() - t0) / 1000)} s: ${sum.kills} kills, ${sum.validates} validates, heap ${(heap.size / MiB).toFixed(0)} MiB`);
+    }
+  }
+  // The end: every worker frees what it holds and detaches.
+  phase("finish");
+  Atomics.store(ctrl, G_STOP, 1);
+  resumeAll();
+  for (const w of live) {
+    if (w === null) continue;
+    try {
+      await deadline(w.exited, 60_000, `worker ${w.id} to finish`);
+    } catch (e) {
+      fail((e as Error).message);
+      await w.worker.terminate();
+    }
+    if (!w.done && w.failed === null) fail(`worker ${w.id} exited without finishing`);
+  }
+  for (let id = 0; id < opts.workers; id++) {
+    const wb = wBase(id);
+    sum.ops += ctrl[wb + W_OPS]!;
+    sum.hookActions += ctrl[wb + W_HOOKS]!;
+    sum.grows += ctrl[wb + W_GROWS]!;
+    sum.drains += ctrl[wb + W_DRAINS]!;
+    sum.churn += ctrl[wb + W_CHURN]!;
+  }
+  phase("final checks");
+  // Slots left by workers that failed.
+  for (const cpu of heap.attachedSlots()) if (cpu !== heap.cpu) reclaimReport(heap.reclaimSlot(cpu));
+  const total = E.length / E_WORDS;
+  for (let e = 0; e < total; e++) {
+    const w = e * E_WORDS;
+    const owner = Atomics.load(E, w + E_OWNER);
+    if (owner === 0) continue;
+    if (owner !== HANDOFF && sum.failures.length === 0) fail(`entry ${e} still owned by worker ${owner - 1} after it finished`);
+    if (E[w + E_KIND] !== KIND.cache) {
+      const bad = checkPattern(heap.i32, heap.u8, E[w + E_ADDR]!, bytesOf(E[w + E_KIND]!, E[w + E_SIZE]!), E[w + E_SIG]!);
+      if (bad !== null) fail(`handed-off entry ${e}: ${bad}`);
+      hostRelease(e);
+    }
+    Atomics.store(E, w + E_OWNER, 0);
+  }
+  heap.rcuBarrier();
+  for (const c of caches) {
+    try {
+      c.destroy();
+    } catch (err) {
+      if (!(err instanceof HeapError && err.code === "EBUSY")) throw err;
+    }
+  }
+  heap.shrink();
+  heap.validate();
+  sum.validates++;
+  const st = heap.stats();
+  let active = 0;
+  for (const s of st.slabs) {
+    if (s.name === "kmem_cache_sheaf") sum.leftSheaves += s.activeObjects;
+    else active += s.activeObjects;
+  }
+  sum.leftObjects = active;
+  // A sheaf object (the allocator's own) leaves with a kill between its last use and its free.
+  if (sum.leftSheaves > sum.kills) fail(`${sum.leftSheaves} sheaf objects still allocated at the end, more than the ${sum.kills} kills`);
+  sum.endPages = st.totalPages;
+  if (active > sum.objectWindow + sum.rcuBatchKills && opts.strictObjects === false) say(`note: ${active} objects still allocated at the end, more than the ${sum.objectWindow} kills in an object allocation's window and ${sum.rcuBatchKills} inside a kfreeRcu batch free (an open finding: a window that holds more than one object)`);
+  else if (active > sum.objectWindow + sum.rcuBatchKills) fail(`${active} objects still allocated at the end, but only ${sum.objectWindow} kills landed in an object allocation's window and ${sum.rcuBatchKills} inside a kfreeRcu batch free`);
+  const c = census();
+  if (c.allocated !== 0 || c.pcp !== 0 || c.deferred !== 0 || c.rcu !== 0) fail(`at the end: ${c.allocated} pages still allocated, ${c.pcp} on pcp lists, ${c.deferred} deferred, ${c.rcu} in kfreeRcu blocks`);
+  if (active + sum.leftSheaves === 0 && st.freePages !== st.totalPages) fail(`at the end ${st.freePages} of ${st.totalPages} pages are free`);
+  if (active + sum.leftSheaves === 0 && c.slab !== 0) fail(`at the end ${c.slab} slab pages are left with no object allocated`);
+  const names = heap.cacheNames().filter((n) => n !== null && !n.startsWith("kmalloc") && n !== "kmem_cache_sheaf");
+  if (active === 0 && names.length > 0) fail(`named caches left: ${names.join(", ")}`);
+}
+
+main()
+  .catch((e: unknown) => fail(`host: ${(e as Error).stack ?? String(e)}`))
+  .finally(() => {
+    for (const w of live) if (w !== null) void w.worker.terminate();
+    parentPort!.postMessage({ type: "summary", summary: sum });
+  });

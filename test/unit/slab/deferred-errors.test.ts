@@ -1,0 +1,96 @@
+/*
+ * Finding 8 of the trust issue: errors that deferred work finds (kfreeRcu batches freed by the
+ * agent's timer, rcuBarrier, detach; deferred object lists) go to heap.onError and a slab_error
+ * trace event; the rest of the batch is freed; nothing is thrown from the library's timer.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { Heap, HeapError, type TraceRecord } from "../../../src/index.js";
+import { delay, until } from "../../support/util.js";
+
+describe("errors found by deferred work", () => {
+  test("a double free found while the timer frees a kfreeRcu batch goes to onError; the rest of the batch is freed", async () => {
+    const h = Heap.create({ size: 4 << 20, cpus: 2 });
+    const errors: HeapError[] = [];
+    h.onError = (e) => errors.push(e);
+    const events: TraceRecord[] = [];
+    h.trace.on("slab_error", (r) => events.push(r));
+    const objs: number[] = [];
+    for (let i = 0; i < 20; i++) objs.push(h.kmalloc(64));
+    for (const o of objs) h.kfreeRcu(o);
+    // Misuse: the caller frees one of them itself while it waits for its grace period.
+    h.kfree(objs[5]!);
+    // The timer frees the batch (no uncaught exception: node:test would fail the run).
+    await until(() => h.stats().rcu.waitingObjects === 0, "the kfreeRcu timer to free the batch", 10_000);
+    await delay(10);
+    assert.equal(errors.length, 1, "one error reported");
+    assert.equal(errors[0]!.code, "EDOUBLEFREE");
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.addr, objs[5]);
+    h.trace.clear();
+    h.shrink();
+    const s = h.stats();
+    assert.equal(s.slabs.find((c) => c.name === "kmalloc-64")!.activeObjects, 0, "the other 19 objects were freed");
+    h.validate();
+  });
+
+  test("a clobbered redzone found while rcuBarrier frees a debug batch is reported, restored, and the object freed with the rest", () => {
+    const h = Heap.create({ size: 4 << 20, cpus: 2, debug: true });
+    const errors: HeapError[] = [];
+    h.onError = (e) => errors.push(e);
+    const objs: number[] = [];
+    for (let i = 0; i < 10; i++) objs.push(h.kmalloc(40));
+    for (const o of objs) h.kfreeRcu(o);
+    h.u8[objs[3]! + 40] = 0x5a; // a write past the end after kfreeRcu
+    h.rcuBarrier();
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0]!.code, "ECORRUPT");
+    assert.equal(h.stats().rcu.waitingObjects, 0);
+    h.shrink();
+    assert.equal(h.stats().slabs.find((c) => c.name === "kmalloc-64")!.activeObjects, 0, "every object of the batch was freed");
+    h.validate();
+  });
+
+  test("the default onError logs the first error once", async () => {
+    const h = Heap.create({ size: 4 << 20, cpus: 2 });
+    const logged: unknown[] = [];
+    const orig = console.error;
+    console.error = (...a: unknown[]) => logged.push(a.join(" "));
+    try {
+      for (let round = 0; round < 2; round++) {
+        const a = h.kmalloc(32);
+        h.kfreeRcu(a);
+        h.kfree(a);
+        h.rcuBarrier();
+      }
+    } finally {
+      console.error = orig;
+    }
+    assert.equal(logged.length, 1);
+    assert.match(String(logged[0]), /EDOUBLEFREE/);
+    h.validate();
+  });
+});
+
+test("onError refuses anything but a function (the handler is kept); null puts the default logger back", () => {
+  const heap = Heap.create({ size: 1 << 20, cpus: 1 });
+  const mine = (): void => {};
+  heap.onError = mine;
+  for (const [bad, shown] of [[5, "not 5"], ["log", 'not a string ("log")'], [{}, "not an object"]] as const) {
+    let err: unknown;
+    try {
+      heap.onError = bad as never;
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof HeapError);
+    assert.equal(err.code, "EINVAL");
+    assert.match(err.message, /^EINVAL: onError must be a function/);
+    assert.ok(err.message.includes(shown), err.message);
+    assert.equal(heap.onError, mine);
+  }
+  heap.onError = null as never;
+  assert.notEqual(heap.onError, mine);
+  assert.equal(typeof heap.onError, "function");
+  heap.detach();
+});
