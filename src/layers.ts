@@ -10,11 +10,15 @@
  *
  * WORDS and LOCKS: none of its own; see each layer.
  *
- * Not part of the package's published exports: the facade (heap.ts) holds the layers privately,
- * and layersOf() is the tests' way in. The record also holds the public Trace facade over
- * locks.trace (what heap.trace returns), and isHeap() is the brand check serveInspector uses.
- * The registry's WeakMap methods are captured at load, so a WeakMap.prototype patched later never
- * receives a Layers record.
+ * Not part of the package's published exports: the facade (heap.ts) holds the layers privately.
+ * The record also holds the public Trace facade over locks.trace (what heap.trace returns), and
+ * isHeap() is the brand check serveInspector uses (a WeakSet of the Heaps made here).
+ * layersOf() is the tests' way in, and only in a process started with SHMALLOC_EXPOSE_LAYERS=1 in
+ * its environment (read once, when this module loads; npm test sets it), as Node's own tests
+ * reach its internals only with --expose-internals. Otherwise no Layers record is kept anywhere
+ * but in its Heap's private fields, so a user who imports this file by its path still reaches
+ * no layer of any heap. The registry's WeakMap and WeakSet methods are captured at load, so a
+ * prototype patched later never receives a Heap or a Layers record.
  */
 import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";
@@ -52,25 +56,42 @@ export function buildLayers(init: MmInit): Layers {
   return { mem, locks, pages, slab, rcu, trace: makeTrace(locks.trace) };
 }
 
-/** Each Heap's layers (set by its constructor). */
+/** Read once at load: may tests reach the layers of a Heap (layersOf)? Never in a browser. */
+const EXPOSE_LAYERS = ((): boolean => {
+  try {
+    const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+    return env?.SHMALLOC_EXPOSE_LAYERS === "1";
+  } catch {
+    return false;
+  }
+})();
+/** Every Heap the facade made: the brand check. */
+const heaps = new WeakSet<object>();
+/** Each Heap's layers, kept only when EXPOSE_LAYERS (tests). */
 const heapLayers = new WeakMap<object, Layers>();
-/** Captured at load: a WeakMap.prototype.set patched later never receives a Layers record. */
+/** Captured at load: a WeakMap or WeakSet prototype patched later receives nothing. */
 const apply = Reflect.apply;
+const weakSetAdd = WeakSet.prototype.add;
+const weakSetHas = WeakSet.prototype.has;
 const weakMapSet = WeakMap.prototype.set;
 const weakMapGet = WeakMap.prototype.get;
-const weakMapHas = WeakMap.prototype.has;
 
 export function registerLayers(heap: object, layers: Layers): void {
-  apply(weakMapSet, heapLayers, [heap, layers]);
+  apply(weakSetAdd, heaps, [heap]);
+  if (EXPOSE_LAYERS) apply(weakMapSet, heapLayers, [heap, layers]);
 }
 
 /** Is `x` a Heap that Heap.create or Heap.attach made (not a Proxy of one, nor an object inheriting from one)? */
 export function isHeap(x: unknown): boolean {
-  return x !== null && typeof x === "object" && (apply(weakMapHas, heapLayers, [x]) as boolean);
+  return x !== null && typeof x === "object" && (apply(weakSetHas, heaps, [x]) as boolean);
 }
 
-/** The layers behind a Heap: for tests that check internals (corrupt words, counters near their wrap). */
+/**
+ * The layers behind a Heap: for tests that check internals (corrupt words, counters near their
+ * wrap). Only in a process started with SHMALLOC_EXPOSE_LAYERS=1; otherwise it throws.
+ */
 export function layersOf(heap: object): Layers {
+  if (!EXPOSE_LAYERS) throw new TypeError("layersOf is for shmalloc's own tests: start the process with SHMALLOC_EXPOSE_LAYERS=1 in its environment (npm test does)");
   const l = apply(weakMapGet, heapLayers, [heap]) as Layers | undefined;
   if (l === undefined) throw new TypeError("not a Heap");
   return l;

@@ -5,6 +5,7 @@
  * file of the allocator is over 600 lines.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
@@ -81,4 +82,24 @@ test("no source file of the allocator is over 600 lines", () => {
     .map((f) => [f.slice(root.length + 1), readFileSync(f, "utf8").split("\n").length - 1] as const)
     .filter(([, n]) => n > 600);
   assert.deepEqual(long, []);
+});
+
+test("without SHMALLOC_EXPOSE_LAYERS=1, a user who imports layers.js by its path reaches no layer of any heap", () => {
+  const layersJs = fileURLToPath(new URL("../../src/layers.js", import.meta.url));
+  const indexJs = fileURLToPath(new URL("../../src/index.js", import.meta.url));
+  const script = `
+    const { Heap } = await import(${JSON.stringify(indexJs)});
+    const m = await import(${JSON.stringify(layersJs)});
+    const h = Heap.create({ size: 1 << 20, cpus: 2 });
+    let got = "nothing";
+    try { got = typeof m.layersOf(h); } catch (e) { got = e.message; }
+    process.stdout.write(JSON.stringify({ got, isHeap: m.isHeap(h), exported: Object.keys(m).sort() }));`;
+  const env = { ...process.env };
+  delete env.SHMALLOC_EXPOSE_LAYERS;
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env, timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { got: string; isHeap: boolean; exported: string[] };
+  assert.match(out.got, /^layersOf is for shmalloc's own tests: start the process with SHMALLOC_EXPOSE_LAYERS=1/);
+  assert.equal(out.isHeap, true);
+  assert.deepEqual(out.exported, ["buildLayers", "isHeap", "layersOf", "registerLayers"]);
 });
