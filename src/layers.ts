@@ -7,14 +7,17 @@
  *   - slab.rcuSlowWork: a slab slow path of this slot found expired kfreeRcu blocks waiting.
  *   - slab.beforeDestroy: a cache's destroy waits for pending kfreeRcu objects first.
  *   - pages.reclaimSlabs: direct reclaim takes back the empty slabs the caches keep (slab decay).
- *
- * WORDS and LOCKS: none of its own; see each layer.
- *
  * Not part of the package's published exports: the facade (heap.ts) holds the layers privately,
  * and layersOf() is the tests' way in. The record also holds the public Trace facade over
  * locks.trace (what heap.trace returns), and isHeap() is the brand check serveInspector uses.
  * The registry's WeakMap methods are captured at load, so a WeakMap.prototype patched later never
  * receives a Layers record.
+ *
+ * WORDS: none of the heap; the registry (a module-level WeakMap of this agent) and the callbacks,
+ *   written by this agent when it builds a handle.
+ * LOCKS: none of its own; each callback takes the locks of the layer it calls (see each layer).
+ * NO LOCK: building the layers and the registry lookups.
+ * STALE: nothing: the registry is this agent's own memory.
  */
 import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";
