@@ -1,4 +1,4 @@
-/*
+/**
  * Error codes of HeapError (api.md). Frozen: the library reads it at run time.
  *
  * WORDS: none. LOCKS: none. NO LOCK: everything (constants and the error class).
