@@ -1,6 +1,11 @@
 /*
  * The public types of the package: the options Heap.create and Heap.attach read and the figures
- * heap.stats() returns. Types only: no word, no lock, no code.
+ * heap.stats() returns. Types only, no code.
+ *
+ * WORDS: none (no word of the heap is named or written here).
+ * LOCKS: none.
+ * NO LOCK: nothing runs here.
+ * STALE: nothing: types only.
  */
 import type { VmItem } from "./core/layout.js";
 import type { WasmMemory } from "./core/mem.js";

@@ -2,9 +2,13 @@
  * The header page as Heap.create and Heap.attach see it: the options create reads into it and
  * the checks attach makes of it (magic, layout version, checksum, geometry) before it trusts it.
  *
- * WORDS: reads the header's words (H_*) and Z_SIZE; writes none (create writes the header, with
- * H_CHECKSUM last).
+ * WORDS: none written here; create (heap.ts) writes the header words (H_*) with plain stores
+ *   before any other agent can see the heap, and H_CHECKSUM last with Atomics.store.
  * LOCKS: none.
+ * NO LOCK: readGeometry reads H_CHECKSUM and Z_SIZE with Atomics.load, the other H_ words plain.
+ * STALE: nothing that matters: the H_ words are read-only once H_CHECKSUM publishes them, and a
+ *   Z_SIZE read before another agent's growth only gives a smaller heap, which the views follow
+ *   later (core/mem.ts refresh).
  */
 import { checkBool, describe, einval, readOptions } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";

@@ -1,32 +1,29 @@
 /*
  * The public Heap: creation, attach and detach of CPU slots, stats, validate, shrink, reclaim.
  *
- * LOCKING CONTRACT
- *
- *   C_STATE of a slot is claimed by compareExchange(C_STATE_FREE -> C_STATE_ATTACHED) in attach, and set
- *     back to C_STATE_FREE with Atomics.store by detach (its own slot) or reclaimSlot (a dead slot's,
- *     via C_STATE_RECLAIMING, claimed by compareExchange so two reclaimers cannot both run; with
- *     its claimant, so that reclaimSlot of a reclaimer killed mid-reclaim finishes its claims).
- *   C_GEN of a slot: written by the agent that claims it (attach) and moved on with Atomics.add by
- *     reclaimSlot; a handle compares it for equality, as the word stores it ((gen + 1) | 0).
- *   The header is written once by create before the handle is returned; H_CHECKSUM is written
- *     last and is what attach trusts.
- *   detach takes the same locks as the paths it drains (sheaf -> barn -> list -> pcp -> zone)
- *     and asserts first that the caller holds none of them; on a noBlock caller it may stop with
- *     EAGAIN, the slot still attached. reclaimSlot's words and locks are in reclaim.ts's contract.
+ * WORDS: the header, plain stores by create before the handle is returned, H_CHECKSUM last
+ *   (Atomics.store): what attach trusts. C_STATE of a slot: attach claims it by compareExchange
+ *   (FREE -> ATTACHED; create's slot 0 by Atomics.store), detach stores FREE with Atomics.store.
+ *   C_GEN, C_HELD, C_FLAGS, C_FAIL_STATE of a claimed slot: plain stores by the claimant before
+ *   its C_STATE store; a handle compares C_GEN for equality, as the word stores it ((gen + 1) | 0).
+ *   reclaimSlot's words (C_STATE_RECLAIMING claims, C_GEN moved on with Atomics.add) and locks
+ *   are in reclaim.ts's contract.
+ * LOCKS: detach, shrink and validate assert first that the caller holds no lock (EDEADLK). detach
+ *   and shrink take the locks of the paths they drain: rcu (kfreeRcu) -> ctable (dying caches) ->
+ *   sheaf -> barn -> list -> pcp -> zone; on a noBlock caller they may stop with EAGAIN, detach's
+ *   slot still attached. validate takes every pcp lock it can have, then the zone lock. reclaimSlot
+ *   refuses (EDEADLK, nothing changed) while a handle of this agent is inside a read-side section:
+ *   the dead slot's kfreeRcu objects wait for a grace period.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
- *     frees go to the deferred list, which detach drains again until the slot holds nothing.
- *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
- *     inside a read-side section: the dead slot's kfreeRcu objects wait for a grace period.
- *   shrink() also flushes this slot's sheaves of dying caches, so a cache another agent destroyed
- *     is released once no slot caches its objects.
- *   attachedSlots() takes no lock: one Atomics.load of each slot's C_STATE, a snapshot.
- *   stats() takes no lock: it reads counters that other agents may be changing, so its figures are
- *     exact only while the heap is quiet. validate() refuses (EDEADLK) while its agent holds any
- *     lock (from a hook or trace handler), and takes every pcp lock and the zone lock; the
- *     sheaves of other slots it reads as they are (exact while those agents are idle).
- *   pageMap() and cacheNames() take no lock either, and read the page and cache descriptors as
- *     stats() reads counters (a cache's name is written before its K_STATE is stored).
+ *   frees go to the deferred list, which detach drains again until the slot holds nothing. shrink
+ *   also flushes this slot's sheaves of dying caches, so a cache another agent destroyed is
+ *   released once no slot caches its objects.
+ * NO LOCK: attachedSlots (one Atomics.load of each slot's C_STATE), stats, pageMap, cacheNames
+ *   (the page and cache descriptors read as stats() reads counters; a cache's name is written
+ *   before its K_STATE is stored); every other call is one-line delegation to a layer.
+ * STALE: stats() reads counters that other agents may be changing: exact only while the heap is
+ *   quiet; attachedSlots is a snapshot; validate reads other slots' sheaves, and the pcp lists of
+ *   those whose lock it could not have, as they are (exact while those agents are idle).
  */
 import { checkBool, intOption, describe, einval, isUint16Array, readOptions } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";

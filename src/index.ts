@@ -1,6 +1,8 @@
 /**
  * shmalloc: the Linux kernel's memory allocator for one SharedArrayBuffer shared by many
  * JavaScript agents. See README.md.
+ *
+ * WORDS: none; LOCKS: none; NO LOCK: nothing runs here (re-exports only); STALE: nothing.
  */
 export { Heap, DEFAULT_SIZE, DEFAULT_CPUS, MAX_HEAP_SIZE } from "./heap.js";
 export type { HeapOptions, AttachOptions, DebugOptions, FaultInjection, HeapStats, ReclaimReport } from "./api.js";

@@ -11,8 +11,7 @@
  *   the same no-lock reads as stats(), and sends what it read:
  *   - true: each snapshot is one stats() and one pageMap() taken back to back in one turn of this
  *     agent's event loop, straight from the buffer the workers write; nothing is cached or
- *     recomputed on the way. The figures are as racy as stats() while agents run, and exact when
- *     the heap is quiet (the browser test checks that).
+ *     recomputed on the way.
  *   - cheap: one snapshot per interval, serialised once and written to every open page; none at
  *     all while no page is open. The page map goes run-length coded while runs are long (the
  *     demo's 16384 pages in mid-run: about 1600 runs, 8 KB), else as base64 of the codes, a byte
@@ -20,21 +19,23 @@
  *     runs); a map of more than LARGE_MAP_PAGES pages goes to the pages at most once a second,
  *     the snapshots between carry the figures and no map. A page too slow to take a snapshot
  *     skips it and gets the next one, so a stalled tab never makes the server buffer without
- *     bound. The reads take no lock, so watching never makes an allocation wait.
+ *     bound.
  *   - server-sent events rather than a WebSocket: the stream is one way, Node's http serves it
  *     with no dependency, and EventSource reconnects by itself.
- *
- * CONTRACT
- *
- *   Owns no words of the heap and writes none: it calls heap.stats(), heap.pageMap() and
- *   heap.cacheNames() on the handle it was given, on the thread that owns that handle (between the
- *   thread's own allocator calls, never inside one). Takes no lock. When the handle is detached the
- *   stream ends with an "end" event and the server keeps serving the page until close().
  *   Binds a loopback address (127.0.0.1 by default; another host is EINVAL unless allowRemote),
  *   answers only peers on loopback, and only requests that carry a Host header naming it by that
  *   address or localhost (a page of another site cannot read the heap through DNS rebinding).
  *   options.extra runs in the snapshot and is serialised on its own: its failures are reported in
- *   extraError and never cost the heap's figures.
+ *   extraError and never cost the heap's figures. When the handle is detached the stream ends
+ *   with an "end" event and the server keeps serving the page until close().
+ *
+ * WORDS: none owned, none written: it calls heap.stats(), heap.pageMap() and heap.cacheNames() on
+ *   the handle it was given, on the thread that owns that handle (between the thread's own
+ *   allocator calls, never inside one).
+ * LOCKS: none, so watching never makes an allocation wait.
+ * NO LOCK: every snapshot (the reads of stats(), pageMap() and cacheNames()).
+ * STALE: every figure and page state: as racy as stats() while agents run, and exact when the
+ *   heap is quiet (the browser test checks that). Safe: the inspector only shows them.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { existsSync } from "node:fs";

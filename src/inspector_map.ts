@@ -1,7 +1,11 @@
 /*
  * The inspector's wire format of a page map (encodePageMap, decodePageMap): runs of codes, or
  * base64 of one byte or one 16-bit word per page, whichever is smaller. Node only, like the
- * inspector that re-exports it. No word of the heap, no lock: it reads a pageMap() result.
+ * inspector that re-exports it.
+ *
+ * WORDS: none of the heap; it reads a pageMap() result, an array of this agent's own.
+ * LOCKS: none. NO LOCK: everything.
+ * STALE: nothing here; the map it encodes is as stale as pageMap() made it (see pagemap.ts).
  */
 import { Buffer } from "node:buffer";
 import { describe, isUint16Array } from "./core/check.js";

@@ -8,8 +8,6 @@
  *   - slab.beforeDestroy: a cache's destroy waits for pending kfreeRcu objects first.
  *   - pages.reclaimSlabs: direct reclaim takes back the empty slabs the caches keep (slab decay).
  *
- * WORDS and LOCKS: none of its own; see each layer.
- *
  * Not part of the package's published exports: the facade (heap.ts) holds the layers privately.
  * The record also holds the public Trace facade over locks.trace (what heap.trace returns), and
  * isHeap() is the brand check serveInspector uses (a WeakSet of the Heaps made here).
@@ -19,6 +17,12 @@
  * but in its Heap's private fields, so a user who imports this file by its path still reaches
  * no layer of any heap. The registry's WeakMap and WeakSet methods are captured at load, so a
  * prototype patched later never receives a Heap or a Layers record.
+ *
+ * WORDS: none of the heap; the registry (module-level WeakSet and WeakMap of this agent) and the
+ *   callbacks, written by this agent when it builds a handle.
+ * LOCKS: none of its own; each callback takes the locks of the layer it calls (see each layer).
+ * NO LOCK: building the layers and the registry lookups.
+ * STALE: nothing: the registry is this agent's own memory.
  */
 import { Locks } from "./core/lock.js";
 import { Mem, type MmInit } from "./core/mem.js";

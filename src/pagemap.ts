@@ -2,13 +2,14 @@
  * The page map: one state code per page of the heap, read from the page descriptors, for pictures
  * of the zone (the inspector's map) and for tools that want to see fragmentation.
  *
- * CONTRACT
- *
- *   Owns no words of the heap; writes nothing in it. readPageMap reads the descriptors' PD_FLAGS and
- *   PD_CACHE words with plain loads and takes no lock, like stats(): while other agents allocate and
- *   free, a block may be split or merged between two reads, so the map is a picture of a moving
- *   heap, exact only while the heap is quiet. A tail page whose head it did not see (the block
- *   changed under it) is PAGE_STATE.unknown; a run never reaches past the pages it was given.
+ * WORDS: none owned; writes nothing in the heap (the map is an array of the caller's).
+ * LOCKS: none.
+ * NO LOCK: readPageMap reads the descriptors' PD_FLAGS and PD_CACHE words with plain loads, like
+ *   stats().
+ * STALE: every descriptor: while other agents allocate and free, a block may be split or merged
+ *   between two reads, so the map is a picture of a moving heap, exact only while the heap is
+ *   quiet. Safe because nothing acts on it: a tail page whose head it did not see (the block
+ *   changed under it) is PAGE_STATE.unknown, and a run never reaches past the pages it was given.
  */
 import { PD_CACHE, PD_FLAGS, PG_ORDER_MASK, PG_ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } from "./core/layout.js";
 

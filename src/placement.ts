@@ -1,15 +1,19 @@
 /*
  * Where a heap lives: a new SharedArrayBuffer, a caller's SharedArrayBuffer, or a shared
  * WebAssembly.Memory, from a page-aligned byte offset upward (Heap.create and Heap.attach).
+ * Every word index and address of the heap is absolute (a byte offset into the buffer), so an
+ * address is also a pointer a Wasm function can take. Offset plus maxSize stays below 2 GiB.
  *
- * CONTRACT
- *
- *   Nothing here touches a live heap: create resolves the placement before it writes the header,
- *   attach finds the header (at the offset given, else the first page whose magic number and
- *   checksum match) before it claims a slot. The bytes below the offset are never read or written
- *   by the allocator: they stay the caller's (a Wasm module's data and stack).
- *   Every word index and address of the heap is absolute (a byte offset into the buffer), so an
- *   address is also a pointer a Wasm function can take. Offset plus maxSize stays below 2 GiB.
+ * WORDS: none written. Nothing here touches a live heap: create resolves the placement before it
+ *   writes the header, attach finds the header (at the offset given, else the first page whose
+ *   magic number and checksum match) before it claims a slot. The bytes below the offset are
+ *   never read or written by the allocator: they stay the caller's (a Wasm module's data and stack).
+ * LOCKS: none.
+ * NO LOCK: the header search (H_CHECKSUM with Atomics.load, the other header words plain) and
+ *   assertNoLiveHeap's look at each slot's C_STATE (Atomics.load).
+ * STALE: C_STATE of the slots may change right after the look (an agent attaches): create's
+ *   EBUSY check is a guard against wiping a heap in use, not a lock; a caller that creates over a
+ *   heap whose agents attach at the same time has lost the region anyway.
  */
 import { describe, intOption } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";

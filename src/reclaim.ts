@@ -3,21 +3,28 @@
  * and takes over and releases the locks it died holding.
  *
  * WORDS: the dead slot's C_STATE (compareExchange ATTACHED or DEAD -> slotReclaimingBy(this
- * slot), then Atomics.store FREE or back to ATTACHED on failure; the claimant is recorded so that
- * a reclaimer killed mid-reclaim is known, and reclaimSlot of that reclaimer claims its slots
- * again (claimOrphansOf) and finishes them with it; a claim whose claimant is given too, or free,
- * is taken over directly), its C_GEN (Atomics.add: a handle still using the slot is detached at
- * its next slow path), its read-side words C_RCU_NEST and C_RCU_SNAP (cleared before any grace
- * period is waited for: a slot killed inside a section must not hold up the others' kfreeRcu
- * flush) and C_HELD counts (cleared at the end). Everything else it returns goes through the
- * layers' own paths.
- *
+ *   slot), then Atomics.store FREE, or back to ATTACHED on failure; the claimant is recorded so
+ *   that a reclaimer killed mid-reclaim is known, and reclaimSlot of that reclaimer claims its
+ *   slots again (claimOrphansOf, compareExchange) and finishes them with it; a claim whose
+ *   claimant is given too, or free, is taken over directly; a free slot that still holds deferred
+ *   objects is claimed FREE -> RECLAIMING while they go back), its C_GEN (Atomics.add: a handle
+ *   still using the slot is detached at its next slow path), its read-side words C_RCU_NEST
+ *   (plain) and C_RCU_SNAP (Atomics.store), cleared before any grace period is waited for (a slot
+ *   killed inside a section must not hold up the others' kfreeRcu flush), and, plain, its local
+ *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end). No other agent
+ *   writes a claimed slot's words. Everything else it returns goes through the layers' own paths.
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
- * this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp counts,
- * a cache's list counts, pcp counts, the buddy lists) and released: rcu, ctable, barn, list, pcp,
- * zone. Then the layers drain the slot: rcu (its kfreeRcu objects, after a grace period), the
- * deferred objects and sheaves (sheaf -> barn -> list -> pcp -> zone), the pcp lists (pcp ->
- * zone). The caller holds no lock (assertCanLock(rcu)) and is in no read-side section.
+ *   this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp
+ *   counts, a cache's barn and list, pcp counts, the buddy lists) and released: rcu, ctable,
+ *   barn, list, pcp, zone. Then the layers drain the slot: rcu (its kfreeRcu objects, after a
+ *   grace period), the sheaf object in its hand, the deferred objects and sheaves (barn -> list ->
+ *   pcp -> zone), the pcp lists (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and
+ *   is in no read-side section (EDEADLK otherwise, before anything changes).
+ * NO LOCK: the claims (C_STATE by compareExchange, before anything changes) and the clearing of
+ *   the dead slot's own words; the lock words are read with Atomics.load before a takeover.
+ * STALE: a slot's C_STATE read before its compareExchange (a slot attached or claimed meanwhile
+ *   makes the compareExchange fail: EINVAL, every claim made so far undone); the dead slot's words
+ *   are its last stores, which is what the repairs above are for.
  */
 import { checkInt } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";

@@ -1,19 +1,22 @@
 /*
  * Typed views and strings on heap allocations (heap.allocArray, freeArray, allocString, readString).
+ * An array is one kmalloc allocation (every kmalloc address is 8-byte aligned, so every element
+ * type gets its alignment), a string is one kmalloc allocation in the format below. The scratch
+ * buffer is this agent's own, non-shared memory: Chrome's TextEncoder.encodeInto and
+ * TextDecoder.decode refuse views of shared memory, so text is encoded into it and copied into the
+ * heap, and copied out of the heap into it to be decoded.
  *
- * CONTRACT
+ * String format (allocString): at address A, a 32-bit little-endian byte length L (heap.u32[A >> 2]),
+ * then L bytes of UTF-8 at A + 4, then one 0 byte. So C reads a NUL-terminated string at A + 4,
+ * Rust a byte slice (A + 4, L); free it with kfree(A).
  *
- *   No state of its own in the heap but C_VIEW_PROBE, a word of each slot that only the slot's
- *   handle writes (freeArray's same-memory probe, no lock). An array is one kmalloc allocation (every kmalloc address is
- *   8-byte aligned, so every element type gets its alignment), a string is one kmalloc allocation in
- *   the format below. Everything goes through the handle's public calls (kmalloc, kfree, ksize), so
- *   the locking is theirs. The scratch buffer is this agent's own, non-shared memory: Chrome's
- *   TextEncoder.encodeInto and TextDecoder.decode refuse views of shared memory, so text is encoded
- *   into it and copied into the heap, and copied out of the heap into it to be decoded.
- *
- *   String format (allocString): at address A, a 32-bit little-endian byte length L (heap.u32[A >> 2]),
- *   then L bytes of UTF-8 at A + 4, then one 0 byte. So C reads a NUL-terminated string at A + 4,
- *   Rust a byte slice (A + 4, L); free it with kfree(A).
+ * WORDS: C_VIEW_PROBE of this handle's slot, written by the slot's handle alone (Atomics.store in
+ *   freeArray's same-memory probe, read back with Atomics.load through the other buffer); the
+ *   bytes of the caller's own allocations. No other state of its own in the heap.
+ * LOCKS: none of its own: everything goes through the handle's public calls (kmalloc, kfree,
+ *   ksize), so the locking is theirs.
+ * NO LOCK: the probe, the copies into and out of an allocation.
+ * STALE: nothing of the allocator's: the bytes of an allocation are its owner's to order.
  */
 import { describe } from "./core/check.js";
 import { ErrorCode, HeapError, hex } from "./core/errors.js";

@@ -5,6 +5,11 @@
  * into a HeapError EINVAL whose message names the argument, says what was given and states the
  * rule. Nothing here is on a fast path: the fast paths test `typeof x === "number"` and fall
  * through to the slow path, which calls these.
+ *
+ * WORDS: none; the checks look at the caller's values only, never at the heap.
+ * LOCKS: none; a caller may hold any lock (the checks run before the slow paths take theirs).
+ * NO LOCK: everything here (pure functions of their arguments).
+ * STALE: nothing: no shared word is read.
  */
 import { ErrorCode, HeapError } from "./errors.js";
 

@@ -1,4 +1,9 @@
-/** Error codes of HeapError (api.md). Frozen: the library reads it at run time. */
+/**
+ * Error codes of HeapError (api.md). Frozen: the library reads it at run time.
+ *
+ * WORDS: none. LOCKS: none. NO LOCK: everything (constants and the error class).
+ * STALE: nothing: no shared word is read.
+ */
 export const ErrorCode = Object.freeze({
   EINVAL: "EINVAL", // a bad argument: size, order, an address that is not a live allocation
   EDOUBLEFREE: "EDOUBLEFREE", // the block or object is already free

@@ -4,6 +4,9 @@
  * KERNEL is the default and has no bits: it may spin, wait (where the agent can block) and reclaim
  * other slots' cached pages. NOWAIT never waits; ATOMIC never waits and may dip into the reserve
  * below the min watermark. FAST_TRY takes pages from this slot's pcp lists only.
+ *
+ * WORDS: none. LOCKS: none (the flags choose which locks the page and slab layers may take).
+ * NO LOCK: everything (constants). STALE: nothing: no shared word is read.
  */
 export const GFP = Object.freeze({
   KERNEL: 0,

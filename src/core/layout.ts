@@ -1,13 +1,11 @@
 /*
- * The memory layout of a shmalloc heap.
- *
- * Every piece of allocator state lives in the SharedArrayBuffer; this module names each word of
- * it. Offsets are 32-bit word indices (into Int32Array/Uint32Array views) unless a name ends in
- * _OFF, which is a byte offset. Words that different agents write sit on their own 64-byte lines.
+ * The memory layout of a shmalloc heap: every piece of allocator state lives in the
+ * SharedArrayBuffer, and this module names each word of it. Offsets are 32-bit word indices (into
+ * Int32Array/Uint32Array views) unless a name ends in _OFF, a byte offset.
  *
  * HOT SPACING. Node places a SharedArrayBuffer 16 bytes past a 64-byte boundary (a write-conflict
  * sweep finds the hardware lines of a 64 MiB buffer starting at offset 48), and the base of a
- * buffer cannot be known from JavaScript. So a 64-byte "line" of this layout may straddle two
+ * buffer cannot be known from JavaScript, so a 64-byte "line" of this layout may straddle two
  * hardware lines. Every group of words that one agent writes often (a slot's pcs line, its pcp
  * lock and lists, its deferred list and vmstat, its RCU read-side words, its krcp lock and
  * kfreeRcu state, a sheaf) is therefore followed and preceded by at least one 64-byte line that
@@ -21,30 +19,31 @@
  *   cache descriptors maxCaches x cacheBytes: config, list lock, partial list, barn, one pcs span a slot
  *   page descriptors  one PD_WORDS record per page of the heap (struct page)
  *   ...               the zone: every page from zoneStart to nrPages, managed by the buddy allocator
+ * The metadata pages in front of the zone are reserved (PG_RESERVED): never handed out.
  *
- * The metadata pages in front of the zone are reserved: their descriptors carry PG_RESERVED and
- * they are never handed out.
- *
- * NAMES. Each structure has one prefix, for its words, its size and the values its words hold
- * (a value of word X_Y is named X_Y_VALUE):
- *
+ * WORDS (NAMES): each structure has one prefix, for its words, its size and the values its words
+ * hold (a value of word X_Y is named X_Y_VALUE); its writer (each module's contract says more):
  *   H_    the header (page 0, line 0 and its read-only words)     writer: create; H_EMPTY_SHEAF never
- *   Z_    the zone: buddy lists, counts, watermarks, deferred pages   writer: zone lock holder
+ *   Z_    the zone: buddy lists, counts, watermarks, deferred pages   writer: zone lock holder;
+ *         Z_DEFER_HEAD and Z_DEFER_PAGES: any agent, atomics (the lock-free llist)
  *   CT_   the cache table: its lock, count, dying caches                writer: CT_LOCK holder
  *   R_    the global RCU state: grace-period counters, in-flight count  writer: any agent, atomics
  *   C_    a CPU slot (C_BYTES each): state (C_STATE_*), flags (C_FLAG_*), pcp lists (C_PCP_*),
  *         deferred objects, vmstat, RCU reader and kfreeRcu words (C_RCU_*, C_KRCP_LOCK)
- *                                                              writer: the slot's agent, unless noted
- *   RB_   a kfreeRcu block page                                  writer: the krcp lock holder
+ *         writer: the slot's agent, unless noted (C_STATE: attach, reclaimSlot; C_PCP_*: the pcp
+ *         lock holder, C_PCP_REQ any drainer; the kfreeRcu state: the krcp lock holder)
+ *   RB_   a kfreeRcu block page                 writer: the krcp lock holder, or the slot holding it
  *   K_    a cache descriptor: config, state (K_STATE_*), flags (K_FLAG_*), list lock and lists,
  *         barn (K_BARN_*), K_HDR_WORDS in all before its pcs lines      writer: per word, below
  *   PCS_  a slot's line of a cache (PCS_WORDS): its sheaves, local lock, users, hand
  *                                                              writer: the slot's agent
  *   S_    a sheaf (S_BYTES): size, capacity, next, cache, objects   writer: whoever holds it
  *   PD_   a page descriptor (PD_WORDS); PG_ are the flags in PD_FLAGS (the kernel's page flags)
- *                                                              writer: the lock holder of its list
- *   O_    a free object's words                                  writer: whoever frees it
+ *         writer: the lock holder of its list, else its block's owner (PD_OWNER, in hand)
+ *   O_    a free object's words                     writer: whoever frees it, then its list's lock
  *   M_    a debug object's metadata after its redzone (M_BYTES)  writer: its allocator or freer
+ * LOCKS: none; LOCK names the classes in their order (core/lock.ts takes them).
+ * NO LOCK: constants only. STALE: nothing: no word is read here.
  */
 
 export const PAGE_SHIFT = 12;

@@ -1,64 +1,53 @@
 /*
  * The locks of one agent's handle, and its slot's state: lock words, lock order, held-lock
  * accounting, the reentry hook, dead-owner and stray-store detection, deferred-error reporting.
+ * This file implements the primitives; the layers above say what each lock guards.
  *
- * WORDS: the lock words themselves (whatever layer owns them: Z_LOCK, C_PCP_LOCK, K_LIST_LOCK,
- * ...: their owner field and LOCK_WAITERS), this slot's C_HELD..C_HELD_MASK (owner only, plain),
- * C_FAIL_STATE (owner only) and C_VMSTAT counters (owner only, plain). It reads other slots'
- * C_STATE (Atomics.load) to tell a dead or free owner, and C_GEN of its own.
- *
- * LOCKING CONTRACT (this file implements the primitives; the layers above say what each guards)
- *
- * A spinlock is one 32-bit word: 0 when free, else the owner's slot + 1 in bits 0..15 and
- * LOCK_WAITERS set while some agent sleeps in Atomics.wait on it.
+ * WORDS: the lock words themselves, whatever layer owns them (Z_LOCK, C_PCP_LOCK, K_LIST_LOCK,
+ *   ...): 0 when free, else the owner's slot + 1 in bits 0..15 and LOCK_WAITERS set while some
+ *   agent sleeps in Atomics.wait on it; written only with compareExchange and exchange (the biased
+ *   pcp word's protocol is page/pcp.ts's). A local lock (a sheaf's PCS_LOCKED) is a plain word
+ *   written only by its slot: it detects re-entry by this agent (from a hook) and nothing else.
+ *   This slot's C_HELD..C_HELD_MASK, C_FAIL_STATE and C_VMSTAT counters: the owner only, plain.
+ * LOCKS: the order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone.
+ *   While this agent can re-enter (it has a reentry hook or a trace handler), every lock it takes is
+ *   counted per class in C_HELD (lockdep's held_locks); a normal call that would take a lock of
+ *   class c while this agent holds any lock of class c or later throws EDEADLK before it changes
+ *   anything (assertCanLock). Nolock calls only trylock, so they may run in any state. A lock held
+ *   by this slot, or by another handle of this agent (a hook of one handle calling another), is
+ *   never waited for: EDEADLK at once (agentHandles, the agent's handles on each heap).
  *   - lock(): compareExchange(0 -> owner); on failure spin read-only (test-and-test-and-set) for
- *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An agent
- *     that must never block (noBlock: set, or detected because Atomics.wait throws) spins on for
- *     NOBLOCK_BOUND_MS at most (performance.now() is read only after the read-only spin) and then
- *     gives up: lock() throws EAGAIN, and lockIn() in normal mode returns false, so the caller
- *     degrades as a nolock call does (another path, 0, or a deferred free). After giving up, the
- *     agent gives up again at once (after the read-only spin) for NOBLOCK_BACKOFF_MS, so that one
- *     call meeting several held locks stays bounded too. A lock whose owner slot reclaimSlot found
- *     dead (C_STATE_DEAD) throws EOWNERDEAD instead of waiting for ever.
- *   - A waiter checks the word it waits on (checkLockWord, at entry, at every wait slice and when
- *     a noBlock agent gives up): stray bits, an owner that is no slot, or an owner slot that is
- *     free (seen twice with the same word) mean a stray store overwrote it: ECORRUPT, never an
- *     endless wait.
+ *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An
+ *     agent that must never block (noBlock: set, or detected because Atomics.wait throws) spins on
+ *     for NOBLOCK_BOUND_MS at most (the clock is read only after the read-only spin) and gives up:
+ *     lock() throws EAGAIN, lockIn() in normal mode returns false, so the caller degrades as a
+ *     nolock call does. After giving up it gives up again at once (after the read-only spin) for
+ *     NOBLOCK_BACKOFF_MS, so one call meeting several held locks stays bounded too. A lock whose
+ *     owner reclaimSlot found dead (C_STATE_DEAD) throws EOWNERDEAD instead of waiting for ever.
  *   - trylock(): one read, then one compareExchange only if the word was 0. It fails on any held
- *     lock, also when this agent holds it and also with a single agent (seed 004): the state is
- *     never optimised away.
+ *     lock, also when this agent holds it and also with a single agent (seed 004).
  *   - unlock(): exchange(0); Atomics.notify only when LOCK_WAITERS was set.
+ *   - takeOverLock() (reclaimSlot): compareExchange dead owner -> this slot, LOCK_WAITERS kept.
  *   Callers decide the mode first and then call either trylock or lock, never trylock-then-lock
- *   (seed 000).
- *
- * A local lock (a sheaf's PCS_LOCKED) is a plain word written only by its slot: it detects re-entry
- * by this agent (from a hook) and nothing else.
- *
- * A lock held by another handle of this agent (a hook of one handle calling another) is never
- * waited for: EDEADLK at once (agentHandles, the agent's handles on each heap).
- *
- * Lock order is the LOCK class order in layout.ts: rcu, ctable, sheaf, barn, list, pcp, zone. While
- * this agent can re-enter (it has a reentry hook or a trace handler), every lock it takes is counted
- * per class in the slot's C_HELD words (lockdep's held_locks). A normal call
- * that would take a lock of class c while this agent holds any lock of class c or later throws
- * EDEADLK before it changes anything (assertCanLock): that is the only way a hook that re-enters
- * the allocator with a lock held could otherwise hang or corrupt. Nolock calls only trylock, so
- * they may run in any state.
- *
- * Views and growth: the views (u8, i32, u32, f64) are fixed-length and cover the heap as this
- * handle last saw it. Another agent's grow() adds pages under the zone lock and publishes Z_SIZE
- * last. Every page and object address this handle can meet comes either from its caller (checked
- * against the views, which are rebuilt first when the address is beyond them) or from a shared list
- * read under a lock; so the views are rebuilt (refreshViews) at the entry of every slow path
- * (assertLive) and after every lock acquisition (lock, lockIn, trylock, pcpLockRemote, takeOverLock)
- * when Z_SIZE moved.
- * A function must not keep a view in a local across a call that takes a lock and then use it for
- * an address that call produced: it reads this.i32 again.
- *
- * Hook points: after every acquire and before every release, while the lock is held, the reentry
- * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
- * the calls the hook itself makes do not call it again (an NMI does not nest). The hook and onError
- * are called as plain functions (`this` undefined): no user code ever receives this object.
+ *   (seed 000). Hook points: after every acquire and before every release, while the lock is
+ *   held, the reentry hook (setReentryHook) is called with the point's name, e.g. "zone:acquire";
+ *   the lock points of the calls the hook itself makes do not call it again (an NMI does not
+ *   nest). The hook and onError are called as plain functions (`this` undefined): no user code
+ *   ever receives this object.
+ * NO LOCK: the held-lock bookkeeping, vmInc and shouldFail (this slot's own words); the read-only
+ *   spin; assertLive's reads of Z_SIZE and of this slot's C_GEN.
+ * STALE: a waiter reads the lock word and the owner slot's C_STATE (Atomics.load) while they
+ *   change, and checks the word it waits on (checkLockWord, at entry, at every wait slice and when
+ *   a noBlock agent gives up): stray bits, an owner that is no slot, or an owner slot that is free
+ *   (seen twice with the same word) mean a stray store overwrote it: ECORRUPT, never an endless
+ *   wait. Views and growth: the views (u8, i32, u32, f64) are fixed-length and cover the heap as
+ *   this handle last saw it. Another agent's grow() adds pages under the zone lock and publishes
+ *   Z_SIZE last. Every page and object address this handle can meet comes either from its caller
+ *   (checked against the views, which are rebuilt first when the address is beyond them) or from a
+ *   shared list read under a lock; so the views are rebuilt (refreshViews) at the entry of every
+ *   slow path (assertLive) and after every lock acquisition (lock, lockIn, trylock, pcpLockRemote,
+ *   takeOverLock) when Z_SIZE moved. A function must not keep a view in a local across a call that
+ *   takes a lock and then use it for an address that call produced: it reads this.i32 again.
  */
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";

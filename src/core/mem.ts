@@ -1,25 +1,24 @@
 /*
  * One agent's handle on the heap's memory: the buffer, the fixed-length typed views over it, and
  * the geometry (where each region's words start) of this handle's slot.
- *
- * WORDS: this file owns no word of the heap. It reads Z_SIZE (written by the page layer's
- * hotplug under the zone lock, published last with Atomics.store) to learn that the heap grew.
- *
- * LOCKS: none. refresh() may run with any lock held and from any layer.
- *
- * Views and growth: every layer keeps the views and the geometry words it reads on its fast paths
- * in fields of its own (a property load less per access than reading them through this object),
- * but only Mem builds them: each layer registers with bind() when it is constructed, and refresh()
- * installs the new views in every registered layer at once. So growth seen by any layer (a lock
+ * Every layer keeps the views and the geometry words it reads on its fast paths in fields of its
+ * own (a property load less per access than reading them through this object), but only Mem
+ * builds them: each layer registers with bind() when it is constructed, and refresh() installs
+ * the new views in every registered layer at once. So growth seen by any layer (a lock
  * acquisition, a slow path's entry, a block from new pages) can never leave another layer of the
  * same handle with stale views. A function must not keep a view in a local across a call that
  * may take a lock and then use it for an address that call produced: it reads this.i32 again.
- *
  * The views a user gets (heap.u8, ...) are separate objects over the same bytes (pubU8, ...),
  * rebuilt with the layers' ones: a property a user sets on them cannot reach the allocator.
  *
- * Stale reads: other agents grow the heap at any time; until refresh() runs, this handle's views
- * end at the old size, which is still correct for every address this handle has met.
+ * WORDS: none of the heap. It reads Z_SIZE (written by the page layer's hotplug under the zone
+ *   lock, published last with Atomics.store) with Atomics.load to learn that the heap grew.
+ * LOCKS: none. refresh() may run with any lock held and from any layer.
+ * NO LOCK: everything here (refresh, the geometry, agentCanBlock's probe on a private buffer).
+ * STALE: Z_SIZE, and so the views: other agents grow the heap at any time; until refresh() runs,
+ *   this handle's views end at the old size, which is still correct for every address this
+ *   handle has met (the lock and slow-path entries refresh before any address from a shared list
+ *   or a caller beyond them is used).
  */
 import { type Geometry, PAGE_SHIFT, C_WORDS, PD_WORDS, Z_SIZE } from "./layout.js";
 

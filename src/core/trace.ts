@@ -5,11 +5,16 @@
  * counted in vmstat.hookErrors: it cannot unwind through a locked section. Events raised while a
  * handler of this agent is running (by the allocator calls that handler makes) are not delivered,
  * as the kernel's trace recursion protection does; `dropped` counts them.
- *
  * Two objects per handle: TraceState (mask, handlers, emit: the layers read and call it; a user
  * never gets it) and Trace, the public facade (heap.trace) holding the state in a #private field,
  * with only dropped, on, off and clear. Handlers are called as plain functions (`this` undefined).
- * Owner: the handle's agent only; nothing here is in the shared buffer.
+ *
+ * WORDS: none in the shared buffer; the mask, handlers and `dropped` are the handle's own objects,
+ *   written by its agent only (on, off, clear, emit).
+ * LOCKS: none taken; emit runs with whatever locks its caller holds (any class), which is why a
+ *   handler may make nolock calls only.
+ * NO LOCK: everything here.
+ * STALE: nothing: no other agent reads this state.
  */
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError } from "./errors.js";

@@ -3,13 +3,21 @@
  * (rmqueueSmallest) and merged with their buddies on free (freeOneBlock), and the lock-free
  * deferred list of blocks parked by frees that could not take the zone lock.
  *
- * WORDS: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES and the PD_FLAGS/PD_NEXT/PD_PREV words of every
- * block on a buddy list, under Z_LOCK (the caller holds it for every function here except
- * deferPage). Z_DEFER_HEAD is an llist: any agent pushes with compareExchange (deferPage); only a
- * holder of Z_LOCK takes the whole list (exchange with 0) and frees it (drainDeferredLocked).
- * A parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
- * LOCKS: none taken here but the zone lock by drainDeferred; the callers (page_alloc.ts, pcp.ts,
- * hotplug.ts) take it, after a pcp lock if any.
+ * WORDS: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES and the PD_FLAGS/PD_OWNER/PD_NEXT/PD_PREV words
+ *   of every block on a buddy list or in hand between two lists (PG_HEAD | PG_INHAND, PD_OWNER this
+ *   slot, written before the flags), plain stores under Z_LOCK. Z_DEFER_HEAD is an llist: any
+ *   agent pushes with compareExchange (deferPage); only a holder of Z_LOCK takes the whole list
+ *   (Atomics.exchange with 0) and frees it (drainDeferredLocked). Z_DEFER_PAGES: Atomics.add by
+ *   the pusher, Atomics.sub by the drainer. A parked block's descriptor (PG_DEFERRED | order,
+ *   PD_NEXT) belongs to the llist until then, written by the pusher before its compareExchange.
+ *   pdListAdd and pdListDel also serve the slab partial lists, under that cache's list lock.
+ * LOCKS: the zone lock only, taken by drainDeferred (lockIn(0, ...): a noBlock agent past its
+ *   bound leaves the list to the next free). Every other function here runs with Z_LOCK held by
+ *   its caller (page_alloc.ts, pcp.ts, hotplug.ts, page/check.ts), after a pcp lock if any.
+ * NO LOCK: deferPage (the llist push: a nolock free with the pcp and zone locks busy).
+ * STALE: Z_DEFER_HEAD and Z_DEFER_PAGES are read by stats() and validate as they are: a push may
+ *   land between the head and the count (Z_DEFER_PAGES trails the list by at most the blocks
+ *   being pushed). Nothing here is read stale for a decision: the buddy words under Z_LOCK only.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {

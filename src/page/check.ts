@@ -1,14 +1,22 @@
 /*
  * The page layer's figures and checks: pageStats (like /proc/buddyinfo), validatePages (every
  * page is reserved, free in the buddy lists, on a pcp list, parked on the deferred list, or in an
- * allocated block, exactly once), and the buddy-list rebuild reclaimSlot runs for a zone lock a
- * dead slot held.
+ * allocated block, exactly once), and what reclaimSlot runs for the page layer of a dead slot:
+ * the buddy-list rebuild for a zone lock it held, and the free of the blocks in its hand.
  *
- * WORDS: reads every descriptor and the zone and pcp words; rebuildBuddyLists rewrites the buddy
- * lists and counts from the descriptors (Z_LOCK held by the caller).
- * LOCKS: pageStats takes none (exact only while the heap is quiet). validatePages takes every
- * slot's pcp lock (remote, bounded) and then the zone lock, and releases them all before it
- * returns.
+ * WORDS: reads every descriptor and the zone and pcp words. rebuildBuddyLists (Z_LOCK taken over
+ *   by its caller) rewrites Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES and the free blocks'
+ *   descriptors from the descriptors, and finishes a growth that had not published: Z_MANAGED
+ *   plain, Z_SIZE with Atomics.store. freeBlocksInHand clears the tail descriptors of a dead
+ *   slot's blocks in hand (no other agent touches a block in another slot's hand) and frees them.
+ * LOCKS: validatePages takes every pcp lock it can have (its own with pcpEnter, others' with a
+ *   short pcpLockRemote; an idle owner keeps its word) and then the zone lock with lock() (EAGAIN
+ *   on a noBlock agent past its bound), and releases them all before it returns; its caller holds
+ *   none. freeBlocksInHand takes none itself: freeBlock takes pcp -> zone.
+ * NO LOCK: pageStats (Z_FREE_PAGES and Z_DEFER_PAGES with Atomics.load, the rest plain).
+ * STALE: pageStats' figures while other agents run (exact only while the heap is quiet); in
+ *   validatePages, the pcp lists of a slot whose lock it could not have are read as they are
+ *   (exact while that agent is idle, which is when its owner keeps the word).
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {

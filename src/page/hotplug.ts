@@ -3,11 +3,17 @@
  * at the end of the heap (the buffer or WebAssembly memory grows first), frees them into the
  * buddy lists and moves the watermarks.
  *
- * WORDS: Z_SIZE, Z_NR_PAGES, Z_MANAGED and the watermarks (under Z_LOCK; Z_SIZE is published
- * last with Atomics.store, and every handle rebuilds its views when it sees it move), and the
- * descriptors of the new pages.
- * LOCKS: zone only. grow asserts first that the caller holds no zone lock; a noBlock caller that
- * meets the zone lock held past its bound gets EAGAIN, the heap unchanged.
+ * WORDS: Z_SIZE, Z_NR_PAGES, Z_MANAGED, the watermarks Z_WMARK_*, plain stores under Z_LOCK, but
+ *   Z_SIZE is published last with Atomics.store (every handle rebuilds its views when it sees it
+ *   move); the descriptors of the new pages (blocks in this slot's hand, PD_OWNER before PD_FLAGS,
+ *   until freeOneBlock lists them). initZone writes the whole zone, Z_PCP_BATCH and Z_PCP_HIGH
+ *   with plain stores before any other agent can attach.
+ * LOCKS: zone only. grow asserts first that the caller holds no zone lock and takes it with
+ *   lock(): a noBlock caller that meets it held past its bound gets EAGAIN, the heap unchanged.
+ *   growFor and growLocked run with Z_LOCK held by their caller (rmqueue's slow path).
+ * NO LOCK: initZone (no other agent yet); the buffer's own growth happens under the zone lock.
+ * STALE: Z_SIZE, read with no lock by other handles: until they see the new value their views end
+ *   at the old size, which covers every address they can have met (see core/mem.ts).
  */
 import { checkInt, einval } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";

@@ -2,32 +2,29 @@
  * The page allocator: one zone of buddy free lists (orders 0..10) with per-CPU page lists (pcp)
  * for orders 0..PCP_LIST_MAX_ORDER (5); the nolock calls serve orders 0..PCP_MAX_ORDER (3).
  *
- * LOCKING CONTRACT
- *
+ * WORDS
  *   Z_LOCK (class zone) protects the zone's words: Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES, the
  *     watermarks, Z_MANAGED, Z_SIZE and Z_NR_PAGES (memory hotplug grows the buffer and adds pages
  *     under it; handles read Z_SIZE with Atomics.load to rebuild their views), and the
- *     PD_FLAGS/PD_NEXT/PD_PREV words of every block on a buddy free list. It is taken after a pcp
- *     lock, never before one.
+ *     PD_FLAGS/PD_NEXT/PD_PREV words of every block on a buddy free list: plain stores by its holder.
  *   C_PCP_LOCK of a slot (class pcp) protects that slot's C_PCP_* list words and the descriptors of
  *     the blocks on its lists. It is a biased lock: the owner slot takes the word once
  *     (compareExchange 0 -> owner) and keeps it between calls, so a pcp section costs it no atomic.
  *     Entering is a trylock (pcpEnter, seed 002): it fails when C_PCP_BUSY shows this agent is
  *     already inside (a hook re-entered; seed 004: also with one agent) or when the word is not
  *     the owner's; then allocation and free go straight to the buddy lists. Another agent that
- *     needs the lists (GFP.KERNEL direct reclaim, validate, shrink) raises C_PCP_REQ and spins,
- *     bounded, until the word is 0, then takes it with compareExchange; the owner hands the word
- *     over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero. An owner
- *     that makes no pcp call keeps its lists (at most `high` pages): remote drains are best effort.
+ *     needs the lists (GFP.KERNEL direct reclaim, validate, shrink) raises C_PCP_REQ (Atomics.add)
+ *     and spins, bounded, until the word is 0, then takes it with compareExchange; the owner hands
+ *     the word over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero.
  *     detach takes its own word unconditionally, waiting out a remote holder's short section.
  *     reclaimSlot takes the word of a dead slot (recounting its lists first if it died inside a
  *     pcp section), and takes over another slot's word a dead remote drainer held.
- *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
- *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
- *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
- *     parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
- *     The drain is bounded by the zone's size and checks every entry: a broken list is reported to
- *     onError and the rest dropped.
+ *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes; Z_DEFER_PAGES
+ *     by Atomics.add/sub); only a holder of Z_LOCK takes the whole list (exchange with 0) and frees
+ *     it: every normal free that reaches the zone, a normal pcp free that sees the list non-empty,
+ *     pcp drains and direct reclaim. A parked block's descriptor (PG_DEFERRED | order, PD_NEXT)
+ *     belongs to the llist until then. The drain is bounded by the zone's size and checks every
+ *     entry: a broken list is reported to onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
  *   A block in hand (taken off a pcp or buddy list, not yet given its kind; on its way back to
@@ -35,22 +32,27 @@
  *     PG_INHAND | order with PD_OWNER this slot, the owner written before the flags: between any two
  *     statements each page is in a list or in a block a reader can walk, and reclaimSlot of a dead
  *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
- *     (test/reclaim-points.test.ts, test/reclaim-trust.test.ts, test/kill.test.ts). reclaimSlot,
- *     taking the zone lock over, rebuilds the buddy lists from the descriptors and finishes a
- *     growth that had not published Z_SIZE. Residual: a nolock free parked on the deferred llist
- *     by an agent killed between its compareExchange and its Z_DEFER_PAGES add leaves that count
- *     off by the block.
+ *     (test/agents/reclaim-points, reclaim-trust, kill). reclaimSlot, taking the zone lock over,
+ *     rebuilds the buddy lists from the descriptors and finishes a growth that had not published
+ *     Z_SIZE. Residual: a nolock free parked on the deferred llist by an agent killed between its
+ *     compareExchange and its Z_DEFER_PAGES add leaves that count off by the block.
  *
- *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
- *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
- *   take both with trylock only, never spin and never wait: allocation returns 0, a free is parked.
- *   On an agent that must not block, normal calls take zone with lockIn(0, ...), which gives up
- *   past NOBLOCK_BOUND_MS: then they behave as the nolock calls (0, a parked block, no drain);
- *   grow and validate, which cannot degrade, throw EAGAIN before they change anything. A noBlock
- *   agent waits at most PCP_NOBLOCK_SPINS on another slot's pcp word.
- *
- *   Paths that take no lock: none, but a pcp hit holds only this slot's biased pcp lock, which
- *   costs plain loads and stores while no other agent asks for it.
+ * LOCKS: pcp -> zone; direct reclaim (GFP.KERNEL below the low watermark, holding no pcp or zone
+ *   lock) first calls reclaimSlabs (the slab list locks, trylock only: class list, before pcp),
+ *   then drains every slot's pcp lists (pcp -> zone), then takes the zone lock. Normal calls take
+ *   zone with lock() and assert first that this agent holds no zone lock (EDEADLK otherwise,
+ *   before anything changes). Nolock calls (GFP_TRYLOCK) take both with trylock only, never spin
+ *   and never wait: allocation returns 0, a free is parked. On an agent that must not block,
+ *   normal calls take zone with lockIn(0, ...), which gives up past NOBLOCK_BOUND_MS: then they
+ *   behave as the nolock calls (0, a parked block, no drain); grow and validate, which cannot
+ *   degrade, throw EAGAIN before they change anything. A noBlock agent waits at most
+ *   PCP_NOBLOCK_SPINS on another slot's pcp word. A caller may hold any slab or rcu lock.
+ * NO LOCK: the allocPages and freePages fast paths hold only this slot's biased pcp lock, which
+ *   costs plain loads and stores while no other agent asks for it; freePagesNolock's deferPage.
+ * STALE: the freePages fast path reads Z_PCP_HIGH and Z_DEFER_HEAD plain, with no zone lock: a
+ *   block pushed on the llist just then is drained by the next normal free (the push is the
+ *   pusher's, the drain anyone's), and high is set once at creation. Another slot's C_PCP_COUNT
+ *   is read without its lock to skip empty lists (best effort, see pcp.ts).
  */
 import { checkInt, checkOut, describe, einval, storeOut } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";

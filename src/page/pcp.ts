@@ -1,13 +1,25 @@
 /*
  * The per-CPU page lists (pcp): each slot's lists of free blocks of orders 0..PCP_LIST_MAX_ORDER, in
- * front of the zone, and the biased lock that guards them.
+ * front of the zone, and the biased lock that guards them (see page_alloc.ts for its protocol).
  *
- * WORDS: a slot's C_PCP_* words (C_PCP_HEAD[], C_PCP_NR[], C_PCP_COUNT, C_PCP_BUSY, C_PCP_REQ)
- * and the descriptors of the blocks on its lists, under its C_PCP_LOCK (see page_alloc.ts for
- * the biased lock: the owner keeps the word between calls; another agent raises C_PCP_REQ and
- * takes it when the owner hands it over).
- * LOCKS, in order: pcp -> zone (a refill or a drain takes the zone lock with the pcp lock held).
- * Entering is a trylock (pcpEnter); a remote drainer spins bounded (pcpLockRemote).
+ * WORDS: a slot's C_PCP_HEAD[], C_PCP_NR[], C_PCP_COUNT and the descriptors of the blocks on its
+ *   lists: plain stores by whoever holds its C_PCP_LOCK (the owner inside pcpEnter..pcpExit, a
+ *   remote drainer, reclaimSlot). C_PCP_LOCK: the owner takes it with compareExchange 0 -> owner
+ *   and keeps it; it stores 0 (Atomics.store) at entry or exit when C_PCP_REQ is non-zero; a
+ *   remote drainer takes it with compareExchange when 0 and gives it back with Atomics.store 0;
+ *   reclaimSlot steals a dead owner's (pcpSteal, compareExchange). C_PCP_BUSY: the owner alone,
+ *   plain (its re-entry guard). C_PCP_REQ: Atomics.add/sub by remote drainers. C_PCP_REQ_AT: the
+ *   drainer's own slot, plain (which slot it asks, so reclaimSlot can lower a dead one's request).
+ * LOCKS, in order: pcp -> zone (a refill or a drain takes the zone lock with the pcp lock held:
+ *   lockIn, trylock for GFP_TRYLOCK). Entering is a trylock (pcpEnter); a remote drainer spins
+ *   bounded (pcpLockRemote) and never Atomics.waits; detach spins on its own word while a remote
+ *   drainer has it (bounded for a noBlock agent: EAGAIN). Callers hold no pcp or zone lock.
+ * NO LOCK: the owner's pcp entry and exit while it keeps the word cost plain reads and stores only;
+ *   drainPcpOf's first look at another slot's C_PCP_COUNT.
+ * STALE: another slot's C_PCP_COUNT read with no lock (a slot that looks empty is skipped, and
+ *   its pages are found again at the next drain: best effort by design); the owner reads
+ *   C_PCP_REQ plain at exit, so a request raised just then waits for its next entry (bounded by
+ *   the drainer's spins).
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";

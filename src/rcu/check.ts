@@ -3,11 +3,17 @@
  * object waiting once, the counts agree), the krcp recount reclaimSlot runs for a krcp lock a dead
  * slot held, and startCountersAt, which tests use to start every counter near its wrap.
  *
- * WORDS: reads every slot's kfreeRcu state; rcuRecount rewrites a slot's C_RCU_PENDING and
- * C_RCU_BLOCKS from its blocks (its C_KRCP_LOCK held by the caller); startCountersAt writes the
- * grace-period counters of a new, idle heap.
- * LOCKS: none taken; rcuStats and validateRcu read other slots' words as they are (exact while
- * those agents are idle).
+ * WORDS: reads every slot's kfreeRcu state. rcuRecount rewrites a slot's C_RCU_WAIT_TAIL,
+ *   C_RCU_NR_SPARE, C_RCU_PENDING and C_RCU_BLOCKS from its blocks, plain, with its C_KRCP_LOCK
+ *   taken over by the caller. startCountersAt, on a new and idle heap, writes R_GP_SEQ and
+ *   R_GP_DONE (Atomics.store) and, plain, the K_GEN of every free cache descriptor and the C_GEN
+ *   of every free slot.
+ * LOCKS: none taken; callers hold what they say above (rcuRecount: that krcp lock; validateRcu
+ *   runs inside validate()).
+ * NO LOCK: rcuStats (C_RCU_SNAP, R_INFLIGHT and R_GP_DONE with Atomics.load, the rest plain),
+ *   validateRcu.
+ * STALE: rcuStats and validateRcu read other slots' kfreeRcu words as they are: exact while those
+ *   agents are idle, which is when validate() is meant to run; figures only, nothing acts on them.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {

@@ -1,17 +1,29 @@
 /*
  * kfreeRcu: objects freed after a grace period, queued in page-sized blocks per slot, and freed
  * in batches by the agent's timer, its slow paths, rcuBarrier, detach or reclaimSlot.
+ * See rcu.ts for the whole contract.
  *
- * WORDS: a slot's kfreeRcu state under its C_KRCP_LOCK (class rcu, first in the lock order):
- * C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
- * emergency array, the spare block pages (C_RCU_SPARE, C_RCU_NR_SPARE) and the block pages'
- * contents; R_INFLIGHT (Atomics.add and sub) and the taker's C_RCU_INFLIGHT. See rcu.ts for the
- * whole contract.
- * LOCKS, in order: rcu (krcp) -> the slab and page locks of the frees, never with a krcp lock
- * held: the expired blocks are unlinked under it and freed after. kfreeRcu takes its own krcp
- * lock with a trylock (safe from hooks) and spins bounded on another agent's; block pages come
- * from the spare pages, else a GFP.FAST_TRY | NOWAIT nolock allocation, and only an agent that
- * may wait and holds no lock takes one from the zone or waits for a grace period.
+ * WORDS: a slot's kfreeRcu state, plain stores under its C_KRCP_LOCK (class rcu, first in the lock
+ *   order): C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS,
+ *   the emergency array, the spare block pages (C_RCU_SPARE, C_RCU_NR_SPARE) and the contents of
+ *   the block pages on them; the PD_OWNER of a block page, written by whoever takes it off a chain,
+ *   the current word or the spare list, before it leaves. R_INFLIGHT (Atomics.add and sub) and the
+ *   taker's C_RCU_INFLIGHT (plain, its own slot).
+ * LOCKS, in order: rcu (krcp) -> pcp (a block page from this slot's pcp list, trylock only, with
+ *   the krcp lock held). The slab and page locks of the frees are taken only after the krcp lock is
+ *   dropped: the expired blocks are unlinked under it and freed after. kfreeRcu takes its own krcp
+ *   lock with a trylock (safe from hooks) and spins bounded on another agent's; pushSpare only
+ *   trylocks; rcuProcessOwn takes its own with lockIn(0, ...) (a noBlock agent leaves the work for
+ *   later); dropSpareBlocks and rcuBlocksInHand take a slot's with lock(), one slot at a time.
+ *   Block pages come from the spare pages, else a GFP.FAST_TRY | NOWAIT nolock allocation, and only
+ *   an agent that may wait and holds no lock takes one from the zone (refillSpareBlocks, NOWAIT)
+ *   or waits for a grace period. A caller may hold any lock; kfreeRcu from a hook that holds one
+ *   never waits (the emergency array, else EDEADLK).
+ * NO LOCK: the free of an unlinked batch (freeExpired: the block pages are in the taker's hand,
+ *   RB_COUNT lowered before each kfree); refillSpareBlocks' allocations (the page is the caller's
+ *   until pushSpare's trylock).
+ * STALE: nothing read here decides without the lock: rcuSlowWork and the timer look at this
+ *   slot's own words; a grace-period poll reads the snapshots as rcu.ts says.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";

@@ -1,30 +1,29 @@
 /*
- * RCU across agents: read-side sections, grace periods, and kfreeRcu in page-sized blocks.
+ * RCU across agents: read-side sections, grace periods, and kfreeRcu in page-sized blocks (the
+ * queueing in kfree_rcu.ts, the figures and checks in rcu/check.ts).
  *
- * LOCKING CONTRACT
- *
- *   Readers take no lock. rcuReadLock at the outermost level copies G + 1 (G = R_GP_SEQ) into the
- *     slot's C_RCU_SNAP with one Atomics.store on the slot's own line; rcuReadUnlock at the
- *     outermost level stores 0 there. Nesting is a plain word of the owner (C_RCU_NEST).
- *   Grace periods take no lock either. A waiter for cookie c (the value of G when it began) makes
- *     sure G > c (compareExchange c -> c + 1: readers that start later copy at least c + 2), then
- *     polls every slot's C_RCU_SNAP: the period is over when none holds a value in 1..c + 1. No
- *     agent has to call anything for another's grace period to end; idle, blocked and detached
- *     slots (snapshot 0) never hold one up. Whoever sees cookie c complete raises R_GP_DONE to
- *     c + 1 (compareExchange-max).
- *   Every one of these words wraps at 2^32: "later", "before" and "max" above are the signed
- *     difference of two 32-bit values (gpAfter), never a plain comparison, and G skips -1
- *     (gpNext) so that a snapshot is never 0. Cookies held by blocks and emergency arrays are
- *     compared the same way.
- *   Errors that freeing a batch finds (the agent's timer, rcuBarrier, detach, reclaim) are deferred
- *     work's: reported through reportDeferred (slab_error event, onError), the batch goes on, and
- *     the timer never throws.
+ * WORDS
+ *   C_RCU_SNAP of a slot: its owner alone, Atomics.store. rcuReadLock at the outermost level copies
+ *     G + 1 (G = R_GP_SEQ) into it on the slot's own line; rcuReadUnlock at the outermost level
+ *     stores 0 there. Nesting is a plain word of the owner (C_RCU_NEST). reclaimSlot clears both
+ *     for a dead slot (rcuReclaim) before any grace period is waited for.
+ *   R_GP_SEQ (G) and R_GP_DONE: any agent, compareExchange only. A waiter for cookie c (the value
+ *     of G when it began) makes sure G > c (compareExchange c -> c + 1: readers that start later
+ *     copy at least c + 2), then polls every slot's C_RCU_SNAP: the period is over when none holds
+ *     a value in 1..c + 1. Whoever sees cookie c complete raises R_GP_DONE to c + 1
+ *     (compareExchange-max). Every one of these words wraps at 2^32: "later", "before" and "max"
+ *     are the signed difference of two 32-bit values (gpAfter), never a plain comparison, and G
+ *     skips -1 (gpNext) so that a snapshot is never 0. Cookies held by blocks and emergency arrays
+ *     are compared the same way.
  *   R_INFLIGHT counts the objects an agent has taken off a slot and not yet freed (Atomics.add
- *     when taken, Atomics.sub when freed), for stats. The taker keeps its
- *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
- *     R_INFLIGHT for a slot that died holding objects. rcuBarrier waits for the sum of every
- *     slot's C_RCU_INFLIGHT to reach 0, not for R_INFLIGHT, which a kill between the two updates
- *     can leave off.
+ *     when taken, Atomics.sub when freed), for stats. The taker keeps its own share in its
+ *     C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of R_INFLIGHT for a slot
+ *     that died holding objects. rcuBarrier waits for the sum of every slot's C_RCU_INFLIGHT
+ *     (Atomics.load) to reach 0, not for R_INFLIGHT, which a kill between the two updates can
+ *     leave off.
+ *   C_KRCP_LOCK of a slot (class rcu) protects that slot's kfreeRcu state: C_RCU_BLOCK, the wait
+ *     chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the emergency array, the
+ *     spare block pages (C_RCU_SPARE, C_RCU_NR_SPARE) and the contents of the block pages on them.
  *   A kfreeRcu block page belongs to the slot in PD_OWNER while it is on no chain: the taker writes
  *     it (under the krcp lock) before a block leaves a wait chain or the current word, and so does
  *     whoever drops spares; a batch is freed from the top, RB_COUNT lowered before each free.
@@ -32,24 +31,38 @@
  *     (rcuBlocksInHand) and puts those with objects on the dead slot's wait chain (freed after
  *     their grace period) or frees them. Residual: the one object being freed when the agent was
  *     killed stays allocated.
- *   C_KRCP_LOCK of a slot (class rcu, first in the lock order) protects that slot's kfreeRcu state:
- *     C_RCU_BLOCK, the wait chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the
- *     emergency array, and the block pages' contents. The owner takes it with trylock in kfreeRcu
- *     (safe from hooks: held by this agent it fails at once and takes the emergency path; held by
- *     another agent, whose sections are short and never wait, it spins read-only, bounded), and
- *     with lock() when it frees expired blocks; rcuBarrier and reclaimSlot take other slots' krcp
- *     locks with lock(). Objects are never freed with a krcp lock held: the expired blocks are
- *     unlinked under it and freed after.
- *   Block pages come from the slot's spare block pages (C_RCU_SPARE, under the krcp lock; up to
- *     C_RCU_SPARE_MAX, refilled by the agent's timer with GFP.NOWAIT and kept from expired blocks),
- *     else from GFP.FAST_TRY | GFP.NOWAIT | nolock allocation (seed 003): this slot's pcp list
- *     only, under its trylock. Only when both fail does an agent that may wait, and holds no
- *     lock, take a NOWAIT page from the zone, and failing that wait for a grace period. An agent
- *     that holds an allocator lock (a hook) never waits for a grace period: a reader that needs the
- *     lock could not end it. With no emergency slot left it gets EDEADLK, the object still live.
- *     reclaimSlot, like synchronizeRcu and rcuBarrier, refuses to run inside a read-side section,
- *     and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
- *     a module-level registry, read only by those checks; rcuReadLock is unchanged).
+ *
+ * LOCKS: the krcp lock is first in the lock order (rcu, then ctable, sheaf, barn, list, pcp,
+ *   zone). The owner takes it with trylock in kfreeRcu (safe from hooks: held by this agent it
+ *   fails at once and takes the emergency path; held by another agent, whose sections are short
+ *   and never wait, it spins read-only, bounded), and with lockIn(0, ...) when it frees its own
+ *   expired blocks; rcuFlushSlot (rcuBarrier, detach, reclaimSlot) takes a slot's krcp lock with
+ *   lock(). Objects are never freed with a krcp lock held: the expired blocks are unlinked under
+ *   it and freed after, through kfree (the slab and page locks). With a krcp lock held only a
+ *   block page may be taken: this slot's pcp list, under its trylock (seed 003).
+ *   Block pages come from the slot's spare block pages (up to C_RCU_SPARE_MAX, refilled by the
+ *   agent's timer with GFP.NOWAIT and kept from expired blocks), else from GFP.FAST_TRY |
+ *   GFP.NOWAIT | nolock allocation. Only when both fail does an agent that may wait, and holds no
+ *   lock, take a NOWAIT page from the zone, and failing that wait for a grace period. An agent
+ *   that holds an allocator lock (a hook) never waits for a grace period: a reader that needs the
+ *   lock could not end it. With no emergency slot left it gets EDEADLK, the object still live.
+ *   synchronizeRcu and rcuBarrier assert that the caller holds no lock (assertCanLock(rcu)).
+ *   reclaimSlot, like synchronizeRcu and rcuBarrier, refuses to run inside a read-side section,
+ *   and so does every wait while any handle of this agent on the heap is inside one (agentHandles:
+ *   a module-level registry, read only by those checks; rcuReadLock is unchanged).
+ *
+ * NO LOCK: readers (rcuReadLock, rcuReadUnlock: one Atomics.load and one Atomics.store at the
+ *   outermost level, plain stores nested); grace periods (gpPoll, gpWait, synchronizeRcu,
+ *   synchronizeRcuAsync: no agent has to call anything for another's grace period to end; idle,
+ *   blocked and detached slots, snapshot 0, never hold one up); the free of an unlinked batch (the
+ *   block pages are in the taker's hand). Errors that freeing a batch finds (the agent's timer,
+ *   rcuBarrier, detach, reclaim) are deferred work's: reported through reportDeferred (slab_error
+ *   event, onError), the batch goes on, and the timer never throws.
+ * STALE: a waiter reads every C_RCU_SNAP as it is: a reader that enters after the waiter raised G
+ *   copies at least c + 2 and cannot hold cookie c up, so a stale 0 or a newer snapshot is safe; a
+ *   stale old one only makes the waiter poll again. barrierIfPending reads other slots'
+ *   C_RCU_PENDING plain: a kfreeRcu racing with a destroy of its own cache is the caller's race.
+ *   R_INFLIGHT is for stats only (figures exact while the heap is quiet).
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import {

@@ -2,13 +2,27 @@
  * Cache lifecycle: named caches (createCache, findCache, destroy), the built-in ones (setupCache),
  * the calls behind a KmemCache handle, shrink, and the release of dying caches.
  *
- * WORDS: the cache table (CT_NR) and each descriptor's configuration line, written under
- * CT_LOCK before K_STATE publishes it and read-only afterwards; K_STATE and K_GEN (under CT_LOCK,
- * Atomics.store); a slot's PCS_USERS (Atomics.add and sub, see slab.ts); CT_NR_DYING.
+ * WORDS: under CT_LOCK (or at creation, before any other agent): the cache table's CT_NR and each
+ *   descriptor's configuration line and K_GEN (plain stores), then K_STATE with Atomics.store, which
+ *   publishes them (read-only afterwards); setupCache zeroes every word but the slots' PCS_USERS.
+ *   destroy and the release store K_STATE (DYING, FREE) with Atomics.store and move CT_NR_DYING
+ *   with Atomics.add and sub, under CT_LOCK. A slot's PCS_USERS: its own slot, Atomics.add and sub
+ *   (cacheEnter, cacheExit; see slab.ts). shrinkCache writes the list words under K_LIST_LOCK.
  * LOCKS, in order: ctable -> sheaf (this slot's local lock, to flush its sheaves) -> barn ->
- * list -> pcp -> zone. findCache reads the table without CT_LOCK first (checking a cache's
- * generation before and after its name) and takes it only to be sure of a miss. The caller of a
- * normal path holds none of these (assertCanLock).
+ *   list -> pcp -> zone. createCache and destroy take CT_LOCK with lock() (EAGAIN on a noBlock
+ *   agent past its bound); findCache and tryReleaseDying with lockIn(0, ...): a noBlock agent that
+ *   gives up finds the cache without it (findCacheUnlocked) or leaves the release to a later slow
+ *   path. shrinkCache takes the list lock with lock(). The caller of createCache, findCache and
+ *   destroy holds no ctable lock or later (assertCanLock); destroy first waits for pending
+ *   kfreeRcu objects (slab.beforeDestroy, the rcu locks) with none held.
+ * NO LOCK: cacheEnter and cacheExit; findCacheUnlocked; cacheNames and cacheName (read the names
+ *   as stats() reads counters); noSlotUses' first look before CT_LOCK.
+ * STALE: findCacheUnlocked reads K_GEN (Atomics.load) before and after the name, with the state,
+ *   so a descriptor destroyed and reused meanwhile is never paired with the new cache's
+ *   generation. cacheEnter reads K_STATE and K_GEN after its Atomics.add: a slow path of a
+ *   destroyed cache sees DYING, FREE or a new generation and backs out (only frees accept DYING),
+ *   and tryReleaseDying checks noSlotUses again under CT_LOCK after its shrink. A cache's name is
+ *   written before its K_STATE is stored, so cacheNames() sees whole names of active caches.
  */
 import { checkInt, describe, einval, readOptions } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";

@@ -1,13 +1,20 @@
 /*
  * The slab layer's figures and checks: stats (like /proc/slabinfo), validate() of every cache,
- * and the list recount that reclaimSlot runs under a dead slot's list lock.
+ * and the repairs reclaimSlot runs for the locks a dead slot held: the list recount and rebuild
+ * under a cache's list lock, the barn recount under its barn lock.
  *
- * WORDS: reads every cache descriptor, pcs line, sheaf, barn and slab page; writes only a cache's
- * list counts (slabRecountLocked, K_LIST_LOCK held by the caller).
- * LOCKS: none. cacheStats and slabStats read counters other agents may be changing: exact only
- * while the heap is quiet. validateSlabs runs inside validate() after the page walk, which
- * found every page's place; it reads the caches, and other slots' sheaves, as they are (exact
- * while those agents are idle).
+ * WORDS: reads every cache descriptor, pcs line, sheaf, barn and slab page. Writes, plain, only
+ *   with the lock taken over from the dead holder by reclaimSlot: slabRecountLocked a cache's list
+ *   counts (K_NR_PARTIAL, K_NR_FULL, K_FREE_OBJS, K_NR_EMPTY, K_EMPTY_LOW); slabRebuildLocked its
+ *   partial and full lists, counts and slab descriptors (PD_FLAGS, PD_HEAD, PD_CACHE, PD_FREELIST,
+ *   PD_INUSE, PD_NEXT, PD_PREV) and the S_SIZE of a dead slot's sheaf whose top object is also on a
+ *   freelist (K_LIST_LOCK); barnRecountLocked the barn lists' counts and a cut link (K_BARN_LOCK).
+ * LOCKS: none taken; callers hold what they say above. validateSlabs runs inside validate() after
+ *   the page walk, which found every page's place.
+ * NO LOCK: cacheStats, slabStats, sheafObjectsOf, validateSlabs.
+ * STALE: cacheStats and slabStats read counters other agents may be changing: exact only while
+ *   the heap is quiet. validateSlabs reads the caches, and other slots' sheaves, as they are
+ *   (exact while those agents are idle, which is when validate() is meant to run).
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {

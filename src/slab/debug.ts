@@ -1,13 +1,23 @@
 /*
  * Debug mode (SLUB debug) and the object checks of the slab layer: which cache an address is an
  * object of, whether it is free, redzones, poison and the per-object metadata (M_STATE, M_REQ).
+ * The contract of the other words is slab.ts's.
  *
- * WORDS: the debug metadata and redzone bytes of objects of debug caches (K_META non-zero),
- * written by the slot that holds the object (allocation, free) and read by the checks. The
- * contract of the other words is slab.ts's.
- * LOCKS: none of its own. debugUnlink runs under the list lock of the object's cache; the
- * checks read freelists and other slots' sheaves as they are (isFreeObject may miss a race,
- * never report a live object free).
+ * WORDS: the debug metadata (M_STATE, M_REQ), redzone and poison bytes of objects of debug caches
+ *   (K_META non-zero), plain stores by the slot that holds the object (allocation, free, kfreeRcu
+ *   marking it queued), read by the checks; word 0 of an object leaving the allocator (prepObject
+ *   clears its free tag: the caller's object from then on). debugUnlink writes the poison word over
+ *   the link of an object taken off a freelist, under its cache's list lock.
+ * LOCKS: none of its own. debugUnlink runs under the list lock of the object's cache; the other
+ *   functions run wherever their caller is (any lock, or none).
+ * NO LOCK: objectCache (the page descriptor and cache configuration of an address), isFreeObject
+ *   (every slot's sheaves, the barn, this slot's deferred list, the slab's freelist, each walk
+ *   bounded), liveObjectList, checkBulk, describePage.
+ * STALE: isFreeObject reads other slots' sheaves, the barn and the freelist as they are: a hint,
+ *   racy, that may miss a free object moving just then but never reports a live object free (a
+ *   live object is in none of those places). objectCache reads the descriptor of a page another
+ *   agent may be changing: exact for a live object (its slab cannot be released under it), and for
+ *   any other address the EINVAL it gives describes the page as it was read.
  */
 import { describe, einval } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";

@@ -5,11 +5,18 @@
  * needed since the step before (K_EMPTY_LOW); direct reclaim in the page layer (reclaimSlabs,
  * installed as pages.reclaimSlabs) takes back every empty slab above K_MIN_PARTIAL.
  *
- * WORDS: a cache's K_NR_EMPTY, K_EMPTY_LOW and K_DECAY_TICKS, and its partial list, under its
- * K_LIST_LOCK (see slab.ts).
- * LOCKS: the caller holds the list lock, except reclaimSlabs, which only tries each cache's list
- * lock (a lock held by anyone, this agent included, skips the cache) and releases the slabs it
- * took off after the unlock (slab -> pcp -> zone).
+ * WORDS: a cache's K_NR_EMPTY, K_EMPTY_LOW and K_DECAY_TICKS, its partial list and the descriptors
+ *   of the slabs taken off it (unaccountSlab: blocks in this slot's hand), plain stores under its
+ *   K_LIST_LOCK (see slab.ts).
+ * LOCKS: the caller holds the list lock, except reclaimSlabs, which only trylocks each cache's list
+ *   lock (a lock held by anyone, this agent included, skips the cache) and releases the slabs it
+ *   took off after the unlock (list, then pcp -> zone). reclaimSlabs is called by direct reclaim
+ *   with no pcp or zone lock held.
+ * NO LOCK: reclaimSlabs' first look at each cache (K_STATE with Atomics.load, K_NR_EMPTY and
+ *   K_MIN_PARTIAL plain) and at CT_NR.
+ * STALE: that first look: a cache that looks as if it kept no surplus is skipped until the next
+ *   reclaim, and one that looks as if it did is checked again under its list lock; a cache created
+ *   meanwhile (CT_NR) has no empty slabs yet.
  */
 import {
   PD_INUSE,

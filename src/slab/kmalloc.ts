@@ -2,15 +2,25 @@
  * The object slow paths: of every cache (slabAllocSlow, slabFreeSlow, and their entry checks and
  * housekeeping), of kmalloc (a size class, or pages for a large size), the nolock paths (past the
  * fast paths of kmallocNolock and kfreeNolock; the slot's deferred object list), and kzalloc,
- * krealloc, kfreeBulk.
+ * krealloc, kfreeBulk. See slab.ts for the whole contract of the slab layer.
  *
- * WORDS: this slot's deferred object list, C_DEFER_HEAD and C_DEFER_NR (the slot alone: a
- * kfreeNolock that found the sheaves or the list lock busy pushes, the next normal slab call of
- * the slot, detach or reclaimSlot drains), and the objects on it (words 0 and 1). Everything
- * else through the slab and page calls; see slab.ts.
- * LOCKS: the nolock paths take the sheaf local lock only when it is free (a hook never waits for
- * its own agent) and only trylock barn, list, pcp and zone; they never allocate a sheaf and never
- * loop on a lock. The normal paths take the locks of slab.ts in its order.
+ * WORDS: this slot's deferred object list, C_DEFER_HEAD and C_DEFER_NR, plain stores by the slot
+ *   alone (a kfreeNolock that found the sheaves or the list lock busy pushes, deferObject; the
+ *   next normal slab call of the slot, detach or reclaimSlot for a dead slot drains it), and the
+ *   objects on it (words 0 and 1: the free tag and the link). The pcs line's local lock PCS_LOCKED
+ *   (plain, this slot). Everything else through the slab, sheaf and page calls.
+ * LOCKS: the normal paths take the sheaf local lock and then the locks of slab.ts in its order
+ *   (barn -> list -> pcp -> zone); their entry (slabSlowEntry) asserts that no barn lock or later is
+ *   held and that this cache's sheaves are not locally locked (EDEADLK), and its housekeeping may
+ *   take ctable (dying caches) and rcu (rcuSlowWork, only with no lock held). kmallocLarge and
+ *   krealloc's large blocks go to the page allocator (pcp -> zone). The nolock paths take the
+ *   sheaf local lock only when it is free (a hook never waits for its own agent) and only trylock
+ *   barn, list, pcp and zone; they never allocate a sheaf and never loop on a lock. A caller of a
+ *   nolock path may hold any lock.
+ * NO LOCK: slabAllocNolock's pop of a non-empty main sheaf, slabFreeNolock's push onto a main
+ *   sheaf with room (the slot's own, not locally locked); deferObject.
+ * STALE: nothing: every word read here is this slot's own, or read under the lock that guards it;
+ *   a dead slot's deferred list is drained by reclaimSlot after the slot stopped.
  */
 import { readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";

@@ -3,10 +3,12 @@
  * may be freed by any agent). A thin handle: the slab layer, the descriptor index and the
  * generation it was made for, all private; it has no public constructor.
  *
- * WORDS: it reads its descriptor's K_GEN, K_STATE and K_OBJ_SIZE (plain loads: a destroy by
- * another agent is seen at the latest by the slab layer's checks under the locks); it writes none.
- * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts), which take
- * them.
+ * WORDS: none written; it reads its descriptor's K_GEN, K_STATE and K_OBJ_SIZE with plain loads.
+ * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts, cache.ts),
+ *   which take them.
+ * NO LOCK: the generation and state check at each call.
+ * STALE: K_GEN and K_STATE may be stale (a destroy by another agent just now): safe, since a
+ *   destroy is seen at the latest by the slab layer's checks under the locks (cacheEnter, CT_LOCK).
  */
 import { checkInt, checkOut, einval, readAddrs, storeOut } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";

@@ -1,14 +1,26 @@
 /*
  * Sheaves and the barn: the per-slot arrays of free objects in front of a cache, and the shared
- * stock of full and empty sheaves behind them (SLUB sheaves, 2025-26).
+ * stock of full and empty sheaves behind them (SLUB sheaves, 2025-26). See slab.ts for the whole
+ * contract of the slab layer.
  *
- * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE) and the sheaves it points at (the slot alone,
- * under its local lock PCS_LOCKED on these slow paths); K_BARN_* and the sheaves on the barn lists
- * (K_BARN_LOCK). See slab.ts for the whole contract.
+ * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE, PCS_HAND) and the sheaves it points at (S_SIZE,
+ *   S_CAP, S_NEXT, S_CACHE, S_OBJS): the slot alone, plain stores, under its local lock PCS_LOCKED
+ *   on these slow paths; reclaimSlot writes a dead slot's (flushAllSheavesOf, flushHandSheaf:
+ *   PCS_USERS with Atomics.store 0). K_BARN_* and the sheaves on the barn lists (S_NEXT): plain
+ *   stores under K_BARN_LOCK. The slabs' words through slab.ts's calls, under K_LIST_LOCK.
  * LOCKS, in order: sheaf (the local lock, taken by the caller: every flush of this slot's sheaves
- * runs under it) -> barn -> list (refills and flushes reach the slabs through slab.ts) -> pcp ->
- * zone (a new sheaf object or slab). The barn and list locks of one cache are never held
- * together. Nolock callers (mode GFP_TRYLOCK) only trylock and never allocate a sheaf.
+ *   runs under it; flushCpuSheaves takes it itself for its own slot) -> barn -> list (refillSheaf
+ *   and flushSheaf take it here and call slab.ts's takeFromPartial and putObjectLocked under it)
+ *   -> pcp -> zone (a new sheaf object or slab). The barn and list locks of one cache are never
+ *   held together. Nolock callers (mode GFP_TRYLOCK) only trylock and never allocate a sheaf;
+ *   normal callers take barn and list with lockIn(0, ...) (a noBlock agent gives up past its
+ *   bound), except barnShrink and flushHandSheaf, which take the barn lock with lock().
+ * NO LOCK: sheafPop and sheafPush (the slot's own sheaf, under its plain local lock);
+ *   barnGetFull's first look at K_BARN_NR_FULL.
+ * STALE: K_BARN_NR_FULL in barnGetFull's peek (racy by design: a barn that looks empty is not
+ *   worth the lock, the caller refills from the slabs; one that looks full is checked again under
+ *   the lock). flushHandSheaf reads other slots' pcs lines with no lock while it looks for a dead
+ *   slot's hand sheaf; a live slot that moves a sheaf just then has it in its pcs line or hand.
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";

@@ -3,19 +3,27 @@
  * way loses no sheaf object (and the page of the sheaf cache it keeps).
  *
  * WORDS: PCS_HAND of the slot's line of the sheaf cache (SHEAF_CACHE_ID has no sheaves, so the word
- *   is free for this). The slot alone writes it (holdSheaf, unholdSheaf; allocFromSlabs and
+ *   is free for this). The slot alone writes it, plain (holdSheaf, unholdSheaf; allocFromSlabs and
  *   freeToSlabs under the sheaf cache's list lock); reclaimSlot reads and clears a dead slot's.
- * A sheaf object is held from before it leaves its freelist (allocSheaf: written under the list
- *   lock before the object is unlinked), its pcs line (flushCpuSheaves), its PCS_HAND (barnShrink) or
- *   the pcs line on its way to the barn (replaceEmptyMain), until a pcs line, the barn, its
+ *   A sheaf object is held from before it leaves its freelist (allocSheaf: written under the list
+ *   lock before the object is unlinked), its pcs line (flushCpuSheaves), its PCS_HAND (barnShrink)
+ *   or the pcs line on its way to the barn (replaceEmptyMain), until a pcs line, the barn, its
  *   freelist (cleared under the list lock once it is linked) or the slot's deferred list has it.
  *   So at every statement a sheaf object is in one of those places, the hand included, and a held
  *   object can be free on its freelist only while the holder has the sheaf cache's list lock.
- * reclaimSlot: taking that list lock over from a dead slot (slabRebuildLocked), it drops a held
- *   object that is on its freelist; afterwards (freeSheafObjectInHand, before the slot's deferred
- *   objects go back) it frees a held object that no pcs line, hand, barn, deferred list or freelist
- *   holds. A re-entered path that finds the hand taken holds nothing (a residual one-object window).
- * Locks: the barn lock of the sheaf's cache, briefly, to look for it on the barn. No other.
+ *   reclaimSlot: taking that list lock over from a dead slot (slabRebuildLocked), it drops a held
+ *   object that is on its freelist (sheafHandRebuilt); afterwards (freeSheafObjectInHand, before
+ *   the slot's deferred objects go back) it frees a held object that no pcs line, hand, barn,
+ *   deferred list or freelist holds. A re-entered path that finds the hand taken holds nothing (a
+ *   residual one-object window).
+ * LOCKS: freeSheafObjectInHand takes the barn lock of the sheaf's cache (lock()), briefly, to look
+ *   for it on the barn, with nothing held; its free then takes the sheaf cache's list lock (and pcp
+ *   -> zone for an empty slab). sheafHandRebuilt runs under the list lock its caller took over.
+ * NO LOCK: holdSheaf and unholdSheaf (the slot's own word); freeSheafObjectInHand's walk of the
+ *   object's freelist, of every pcs line and of the dead slot's deferred list.
+ * STALE: in that walk, other slots' pcs lines and the freelist may move under it: safe, since the
+ *   dead slot's held object is on no freelist by then (sheafHandRebuilt dropped it under the list
+ *   lock) and no live slot can take it; a live slot that holds it shows it in a pcs line or hand.
  */
 import {
   K_BARN_MAX,

@@ -1,7 +1,11 @@
 /*
  * Sizes of the slab layer: the kmalloc size classes and the table from a size to its class, the
  * built-in cache ids, how many objects a sheaf holds and what order a slab of a size gets, and
- * the public CacheOptions and SlabStats types. Constants and pure functions: no word, no lock.
+ * the public CacheOptions and SlabStats types.
+ *
+ * WORDS: none; constants and pure functions. LOCKS: none. NO LOCK: everything here (the fast
+ * paths call sizeToClass with no lock). STALE: nothing: the table is this module's own, built at
+ * load and never changed.
  */
 import { checkInt } from "../core/check.js";
 import {

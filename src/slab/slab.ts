@@ -2,79 +2,70 @@
  * The slab allocator: caches of same-sized objects carved from slabs of 2^order pages, with
  * per-slot sheaves (arrays of free objects) in front and a shared barn of full and empty sheaves
  * behind them (SLUB as of 2025-26). kmalloc serves sizes 8..8192 from size-class caches and larger
- * sizes straight from the page allocator.
+ * sizes straight from the page allocator. Here: the fast paths, slabs, lists; the slab/ contract.
  *
- * LOCKING CONTRACT
- *
- *   The pcs line of (cache, slot): PCS_MAIN, PCS_SPARE and the sheaves they point at belong to that
- *     slot alone. The fast paths (kmalloc, kfree, cache alloc and free hitting the main sheaf) read
- *     and write them with plain loads and stores and take no lock at all; they only test PCS_LOCKED.
- *   PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow path sets it while it
- *     swaps, refills or flushes the sheaves (every flush of this slot's sheaves too: shrink,
- *     cache.shrink, destroy, detach, dying caches), so that a hook re-entering from inside sees the
- *     sheaves busy. A nolock call that finds it set uses the next size class (kmallocNolock) or the slot's
- *     deferred list (kfreeNolock); a normal call throws EDEADLK.
+ * WORDS
+ *   PCS_MAIN, PCS_SPARE of the pcs line of (cache, slot) and the sheaves they point at: that slot
+ *     alone, plain stores. PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
+ *     path sets it while it swaps, refills or flushes the sheaves (every flush of this slot's
+ *     sheaves too: shrink, cache.shrink, destroy, detach, dying caches), so that a hook
+ *     re-entering from inside sees the sheaves busy. PCS_USERS counts that slot's slow paths inside
+ *     a named cache (cacheEnter: Atomics.add, then the state and generation are checked; cacheExit:
+ *     Atomics.sub); setupCache leaves it (a stale handle may be counting itself in); reclaimSlot
+ *     clears a dead slot's. A dying cache is released (under CT_LOCK) only when no slot caches its
+ *     objects and every PCS_USERS is 0, so no slow path works on a descriptor being reused.
  *   K_BARN_LOCK (class barn) protects K_BARN_* and the sheaves on the barn lists (linked by S_NEXT).
- *     A sheaf is in one place at every lock point: a pcs line (PCS_MAIN, PCS_SPARE), a barn list, or
- *     the hand of the slot moving it (PCS_HAND of its pcs line: a full main leaves PCS_MAIN for PCS_HAND
- *     before the barn takes it, a sheaf taken off the barn is in PCS_HAND until it is on the pcs
- *     line, barnShrink takes one sheaf at a time into PCS_HAND), so a reclaim of an agent killed
- *     there flushes the hand sheaf unless a pcs line or a barn list holds it, and never flushes a
- *     sheaf twice. A slab leaving its cache becomes a block in the slot's hand (PG_INHAND) under
- *     the list lock (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it.
- *   Under the list lock every statement leaves the slabs rebuildable from their descriptors: an
- *     object moves into a sheaf (counted) before it leaves its freelist, a new slab's head has its
- *     freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list lock over,
- *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
- *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
- *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
- *     object at a time in place. A sheaf object being allocated or freed is in the slot's sheaf
- *     hand (slab/sheaf_hand.ts), so reclaimSlot frees it. Residual: a kill between an object
- *     leaving a list and its free or its caller leaks that one object.
- *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
- *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
- *     of the cache, its head descriptor's PD_FREELIST, PD_INUSE, PD_NEXT, PD_PREV and the free objects
- *     on its freelist (words 0 and 1). A new slab is built before the lock is taken; under it the
- *     maker takes its objects first and only then puts the slab on a list, so no other agent can
- *     empty it in between.
- *   Empty slabs stay on the partial list up to K_MAX_EMPTY; one beyond goes back to the page
- *     allocator at once. Every SLAB_DECAY_TICKS frees to the slabs, a decay step (under the list
- *     lock that free holds) takes off half of the empty slabs above K_MIN_PARTIAL that no
- *     allocation needed since the step before (K_EMPTY_LOW), and releases them after the unlock,
- *     as every slab leaving its cache is (unaccountSlab). Direct reclaim in the page allocator
- *     (reclaimSlabs) takes back every empty slab above K_MIN_PARTIAL, with trylock only: a list
- *     lock that is held, by anyone, is skipped. shrink keeps no empty slab. (slab/decay.ts)
- *   CT_LOCK (class ctable) serialises createCache, findCache, destroy and the release of dying
- *     caches; the configuration line of a descriptor is written under it before K_STATE publishes
- *     it and is read-only afterwards. destroy checks the handle's generation under it.
- *   PCS_USERS of a slot's pcs line counts that slot's slow paths inside the named cache (cacheEnter:
- *     an Atomics.add, then the state and generation are checked; cacheExit); setupCache of a new
- *     cache in the descriptor leaves it as it is (a stale handle may be counting itself in). A dying cache is
- *     released (under CT_LOCK) only when no slot caches its objects and every PCS_USERS is 0, so no
- *     slow path ever works on a descriptor that is being reused; reclaimSlot clears a dead slot's. The fast paths need no count: a slot's own sheaf
- *     holds objects only while the cache is not released.
- *   The slot's deferred object list (C_DEFER_HEAD) belongs to the slot: kfreeNolock pushes, the
- *     next normal slab call of the slot drains it (and reclaimSlot for a dead slot).
+ *   K_LIST_LOCK (class list) protects K_PARTIAL, K_FULL, K_NR_*, K_TOTAL_OBJS, K_FREE_OBJS, the
+ *     decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab of the cache, its descriptors
+ *     (PD_FLAGS, PD_HEAD, PD_CACHE of each page; the head's PD_FREELIST, PD_INUSE, PD_NEXT, PD_PREV)
+ *     and the free objects on its freelist (words 0 and 1). A new slab is built before the lock is
+ *     taken; under it the maker takes its objects first and only then lists the slab.
+ *   CT_LOCK (class ctable): createCache, findCache, destroy (which checks the handle's generation
+ *     under it), the release of dying caches; a descriptor's configuration line is written under
+ *     it before K_STATE (Atomics.store) publishes it, read-only afterwards. See cache.ts.
+ *   C_DEFER_HEAD, C_DEFER_NR: the slot alone; kfreeNolock pushes, the slot's next normal slab call
+ *     drains (reclaimSlot a dead slot's). Words 0 and 1 of an object in a sheaf: its freer.
+ * A sheaf is in one place at every lock point: a pcs line, a barn list, or the hand of the slot
+ *   moving it (PCS_HAND: a full main leaves PCS_MAIN for PCS_HAND before the barn takes it, a sheaf
+ *   off the barn is in PCS_HAND until it is on the pcs line, barnShrink takes one at a time), so a
+ *   reclaim flushes the hand sheaf unless a pcs line or barn list holds it, never twice. A slab
+ *   leaving its cache becomes a block in the slot's hand (PG_INHAND) under the list lock
+ *   (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it. Under the list lock every statement leaves the slabs rebuildable from their
+ *   descriptors: an object moves into a sheaf (counted) before it leaves its freelist, a new slab's
+ *   head has its freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list
+ *   lock over, rebuilds the lists and counts (slabRebuildLocked) and drops from the dead slot's
+ *   sheaves a top object also on a freelist; taking a barn lock over, recounts the barn
+ *   (barnRecountLocked). The deferred list is drained one object at a time in place; a sheaf
+ *   object in the making is in the sheaf hand (sheaf_hand.ts). Residual: a kill between an object
+ *   leaving a list and its free or its caller leaks that one object.
+ * Empty slabs stay on the partial list up to K_MAX_EMPTY, one beyond goes back at once, the rest
+ *   decay (slab/decay.ts); shrink keeps none. Every walk of a list is bounded by its count
+ *   (C_DEFER_NR, K_NR_SLABS, K_BARN_MAX): a cycle or stray link is ECORRUPT (reported to onError by
+ *   deferred work, which drops the broken list). Debug heaps trust no metadata word: M_STATE one
+ *   of OBJ_*, M_REQ in 1..K_OBJ_SIZE, PD_CACHE and PD_HEAD in range, or ECORRUPT before acting;
+ *   bytes 0..7 of a free debug object are the free tag and POISON_WORD when off a linked list.
  *
- *   Debug heaps trust no metadata word: M_STATE must be one of OBJ_*, M_REQ within 1..K_OBJ_SIZE,
- *     a slab descriptor's PD_CACHE and PD_HEAD in range, or the call throws ECORRUPT before acting on
- *     them. Bytes 0..7 of a free debug object are the free tag and POISON_WORD whenever it is off a
- *     linked list (every path that unlinks one writes the poison back over its link).
- *
- *   Every walk of a list is bounded by its count (deferred objects by C_DEFER_NR, the partial list
- *     by K_NR_SLABS, a barn by K_BARN_MAX): a cycle or a stray link is ECORRUPT (reported to onError
- *     by deferred work, which drops the broken list), never an endless walk.
- *
- *   Lock order: sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and list locks of
- *   one cache are never held together. The sheaf cache (K_FLAG_SHEAF_CACHE, no sheaves of its own) is
- *   used with only a sheaf local lock held, never with a barn or list lock held.
- *   Normal slow paths assert at entry that this slot holds no barn, list, pcp or zone lock and
- *   that this cache's sheaves are not locally locked (EDEADLK otherwise, nothing changed). Nolock
- *   paths only trylock barn and list, never allocate a sheaf and never loop on a lock. On an
- *   agent that must not block, normal paths take barn, list and ctable with lockIn(0, ...), which
- *   gives up past NOBLOCK_BOUND_MS like a trylock: an allocation takes the next source or returns
- *   0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and createCache /
- *   destroy (lock()) throw EAGAIN with what they returned so far returned.
+ * LOCKS, in order: ctable -> sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and
+ *   list locks of one cache are never held together. The sheaf cache (K_FLAG_SHEAF_CACHE, no
+ *   sheaves) is used with only a sheaf local lock held, never a barn or list lock. Normal slow
+ *   paths assert at entry (slabSlowEntry) that this slot holds no barn, list, pcp or zone lock and
+ *   that this cache's sheaves are not locally locked (EDEADLK, nothing changed); the housekeeping
+ *   there may take ctable (dying caches) and rcu (expired kfreeRcu blocks, only with no lock
+ *   held). Nolock paths only trylock barn and list, never allocate a sheaf and never loop on a
+ *   lock. On an agent that must not block, normal paths take barn, list and ctable with lockIn(0,
+ *   ...), which gives up past NOBLOCK_BOUND_MS like a trylock: an allocation takes the next source
+ *   or returns 0, a free goes on the slot's deferred list; shrink, detach, reclaimSlot and
+ *   createCache / destroy (lock()) throw EAGAIN with what they returned so far returned.
+ * NO LOCK: the fast paths (kmalloc, kfree, kmallocNolock, kfreeNolock, cache alloc and free
+ *   hitting the main sheaf): plain loads and stores of this slot's pcs line and main sheaf; they
+ *   only test PCS_LOCKED, C_DEFER_HEAD and fastOff (off in debug mode and while object events are
+ *   traced). They need no PCS_USERS count: a slot's own sheaf holds objects only while the cache
+ *   is not released.
+ * STALE: pushFast reads the descriptor of the freed address's page and its cache's K_SIZE, K_OBJS
+ *   and K_INV_SIZE with no lock: for a live object they are stable (a slab with a live object is
+ *   never released, a configuration line is read-only while the cache lives); for an address that
+ *   is not a live object they may be stale, and its checks are best effort, exact in debug mode,
+ *   which takes the slow path. ksize and the checks read freelists as they are (see debug.ts).
  */
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import {
