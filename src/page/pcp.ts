@@ -119,7 +119,7 @@ export function pcpDrain(pa: PageAllocator, cpu: number, count: number): void {
   pa.locks.vmInc(VM.pcpDrain, 1);
 }
 
-/** Drain every slot's pcp lists (direct reclaim). Takes each pcp lock with lock(). */
+/** Drain every slot's pcp lists (direct reclaim): its own through pcpEnter, the others' with the bounded pcpLockRemote. */
 export function drainAllPcp(pa: PageAllocator): void {
   for (let cpu = 0; cpu < pa.cpus; cpu++) drainPcpOf(pa, cpu);
 }
