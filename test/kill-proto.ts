@@ -170,7 +170,9 @@ export interface KillSummary {
   leftObjects: number;
   /** Objects left in a dead worker's churn caches by its allocation window, freed by the host so the caches could be destroyed (they count against objectWindow too). */
   windowFreed: number;
-  /** Churn caches of dead workers kept for the run: an object taken for the dead worker's call and never handed out, which no kfree accepts. */
+  /** Debug mode: pending frees of the dead whose object the host's kfree found marked free (done, or the object left in kfree's window). */
+  freeWindow: number;
+  /** Churn caches of dead workers kept for the run: an object whose debug state says free but that is on no list (an allocation or a kfree the kill cut short), which no kfree accepts. */
   stuckCaches: number;
   /** createCache calls refused (EINVAL) with every named cache slot accounted for: shared, live workers' churn caches, stuck ones. */
   slotsFull: number;
