@@ -17,6 +17,8 @@ export const G_PAUSE = 1;
 export const G_BEAT = 2;
 /** What the host is doing (an index into HOST_PHASES), for the report of a hang. */
 export const G_PHASE = 3;
+/** Churn caches of dead workers that can never be destroyed (host-written while workers are paused). */
+export const G_STUCK = 4;
 export const HOST_PHASES = ["start", "sleep", "terminate", "reclaimSlot", "orphans", "pause", "rcuBarrier", "settle", "validate", "spawn", "finish", "final checks"] as const;
 export const G_WORDS = 16;
 
@@ -45,6 +47,8 @@ export const W_INDRAIN = 15;
 export const W_ATTACHING = 16;
 /** What the worker is doing in a drain: 1 shrink, 2 cache.shrink, 3 detach + attach, 4 rcuBarrier. */
 export const W_DRAINOP = 17;
+/** createCache calls refused because every named cache slot was in use (each one accounted for). */
+export const W_SLOTSFULL = 18;
 export const W_WORDS = 20;
 
 export function wBase(id: number): number {
@@ -92,6 +96,12 @@ export const HANDOFF = -1;
 /** The name of churn cache `n` of worker `id`, incarnation `incarn`. */
 export function churnName(id: number, incarn: number, n: number): string {
   return `w${id}.${incarn}-${n}`;
+}
+
+/** The worker id and incarnation of a churn cache's name, or null for another name. */
+export function churnOwner(name: string): { id: number; incarn: number } | null {
+  const m = /^w(\d+)\.(\d+)-\d+$/.exec(name);
+  return m === null ? null : { id: Number(m[1]), incarn: Number(m[2]) };
 }
 
 /** Shared caches the host creates for every worker. */
@@ -158,6 +168,14 @@ export interface KillSummary {
   reclaimInHand: number;
   /** Objects still allocated at the end (at most objectWindow + rcuBatchKills). */
   leftObjects: number;
+  /** Objects left in a dead worker's churn caches by its allocation window, freed by the host so the caches could be destroyed (they count against objectWindow too). */
+  windowFreed: number;
+  /** Debug mode: pending frees of the dead whose object the host's kfree found marked free (done, or the object left in kfree's window). */
+  freeWindow: number;
+  /** Churn caches of dead workers kept for the run: an object whose debug state says free but that is on no list (an allocation or a kfree the kill cut short), which no kfree accepts. */
+  stuckCaches: number;
+  /** createCache calls refused (EINVAL) with every named cache slot accounted for: shared, live workers' churn caches, stuck ones. */
+  slotsFull: number;
   /** The allocator's own sheaf objects still allocated at the end (at most one a kill). */
   leftSheaves: number;
   startPages: number;

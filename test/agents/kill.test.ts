@@ -31,5 +31,6 @@ test("kills off: the same checks every round hold for workers that are never kil
   assert.deepEqual(s.failures, [], seedNote(seed));
   assert.equal(s.kills, 0);
   assert.equal(s.leftObjects, 0, `no kill, so no object may be left ${seedNote(seed)}`);
+  assert.equal(s.windowFreed, 0, `no kill, so no window object to free ${seedNote(seed)}`);
   assert.equal(s.hostFreed, 0);
 });

@@ -64,7 +64,7 @@ function emptySummary(opts: KillOptions, why: string): KillSummary {
   return {
     seed: opts.seed, seconds: opts.seconds, workers: opts.workers, kills: 0, doubleKills: 0, killsInDrain: 0, spawned: 0, ops: 0,
     hookActions: 0, grows: 0, drains: 0, churn: 0, validates: 0, hostFreed: 0, inFlightRecovered: 0, pendingResolved: 0,
-    objectWindow: 0, rcuBatchKills: 0, reclaimLocks: 0, reclaimRebuilt: 0, reclaimPages: 0, reclaimObjects: 0, reclaimInHand: 0, leftObjects: 0, leftSheaves: 0,
+    objectWindow: 0, rcuBatchKills: 0, reclaimLocks: 0, reclaimRebuilt: 0, reclaimPages: 0, reclaimObjects: 0, reclaimInHand: 0, leftObjects: 0, windowFreed: 0, freeWindow: 0, stuckCaches: 0, slotsFull: 0, leftSheaves: 0,
     startPages: 0, endPages: 0, failures: [why],
   };
 }
@@ -82,8 +82,9 @@ export function summaryTable(s: KillSummary): string {
     ["validate() passes", n(s.validates)],
     ["reentry hook actions", n(s.hookActions)],
     ["growths / drains / cache churn", `${n(s.grows)} / ${n(s.drains)} / ${n(s.churn)} caches created`],
+    ["churn caches kept", `${n(s.stuckCaches)} of dead workers (an object marked free on no list: no kfree accepts it); ${n(s.slotsFull)} createCache refused, every slot accounted for`],
     ["heap pages", `${n(s.startPages)} at the start, ${n(s.endPages)} at the end`],
-    ["objects left", `${n(s.leftObjects)} (at most: kills in an object allocation's caller window ${n(s.objectWindow)} + kills inside a kfreeRcu batch free ${n(s.rcuBatchKills)})`],
+    ["objects left", `${n(s.leftObjects)} + ${n(s.windowFreed)} window objects freed from dead workers' churn caches (at most: kills in an object allocation's caller window ${n(s.objectWindow)} + inside a kfree found marked free ${n(s.freeWindow)} + inside a kfreeRcu batch free ${n(s.rcuBatchKills)})`],
     ["sheaf objects left", `${n(s.leftSheaves)} (the allocator's own; at most one a kill)`],
     ["failures", n(s.failures.length)],
   ];

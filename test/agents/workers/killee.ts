@@ -10,6 +10,7 @@ import { GFP, Heap, HeapError, KmemCache } from "../../../src/index.js";
 import { checkPattern, fillPattern, Prng, signature } from "../../support/util.js";
 import {
   churnName,
+  churnOwner,
   E_ADDR,
   E_CACHE,
   E_KIND,
@@ -19,6 +20,8 @@ import {
   E_WORDS,
   ENTRIES_PER_WORKER,
   G_PAUSE,
+  G_STUCK,
+  G_WORDS,
   G_STOP,
   HANDOFF,
   KIND,
@@ -26,6 +29,8 @@ import {
   SHARED_CACHES,
   W_ACK,
   W_CHURN,
+  W_SLOTSFULL,
+  W_WORDS,
   W_CPU,
   W_DRAINS,
   W_GROWS,
@@ -56,6 +61,7 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
   const rng = new Prng(data.seed);
   const hookRng = new Prng(data.seed ^ 0x5bd1e995);
   const first = data.id * ENTRIES_PER_WORKER;
+  const workers = (ctrl.length - G_WORDS) / W_WORDS;
   let serial = 0;
   Atomics.store(ctrl, wb + W_ATTACHING, 1);
   let heap = Heap.attach(data.buffer);
@@ -291,6 +297,26 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
     if (a !== 0) record(e, KIND.cobj, a, c.objectSize, ce);
     done();
   };
+  /**
+   * createCache found every named cache slot in use: expected only when each is accounted for, a
+   * shared cache, a churn cache of a worker's current incarnation (a live one, or one killed and not
+   * yet settled), a dying one (destroyed, released once every slot flushed it), or one of the
+   * G_STUCK churn caches the host keeps (dead workers' caches with an object no kfree accepts).
+   */
+  const slotsFull = (message: string): void => {
+    const names = heap.cacheNames().filter((x): x is string => x !== null && !x.startsWith("kmalloc") && x !== "kmem_cache_sheaf");
+    const other: string[] = [];
+    for (const name of names) {
+      if (SHARED_CACHES.some((c) => c.name === name)) continue;
+      const o = churnOwner(name);
+      if (o !== null && o.id < workers && o.incarn === Atomics.load(ctrl, wBase(o.id) + W_INCARN)) continue;
+      if (heap.findCache(name) === null) continue;
+      other.push(name);
+    }
+    const stuck = Atomics.load(ctrl, G_STUCK);
+    if (other.length !== stuck) throw new Error(`worker ${data.id}: ${message}; ${other.length} named caches of no live worker (${other.join(", ")}), but the host keeps ${stuck} stuck ones`);
+    ctrl[wb + W_SLOTSFULL]!++;
+  };
   const churnStep = (): void => {
     if (churn.size === 0 || (churn.size < 2 && rng.chance(0.5))) {
       const e = freeEntry();
@@ -298,7 +324,15 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
       const n = serial++;
       const size = rng.range(8, 3000);
       pend(OP.createCache, e, KIND.cache, n);
-      const c = heap.createCache(churnName(data.id, incarn, n), size, { align: 1 << rng.range(3, 7) });
+      let c: KmemCache;
+      try {
+        c = heap.createCache(churnName(data.id, incarn, n), size, { align: 1 << rng.range(3, 7) });
+      } catch (err) {
+        if (!(err instanceof HeapError && err.code === "EINVAL" && err.message.includes("named cache slots are in use"))) throw err;
+        slotsFull(err.message);
+        done();
+        return;
+      }
       record(e, KIND.cache, n, size, -1);
       churn.set(e, c);
       done();
