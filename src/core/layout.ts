@@ -136,9 +136,11 @@ export const Z_NR_PAGES = 40;
 export const Z_FREE_HEAD = 48;
 /** free_area[order].nr_free (NR_ORDERS words). */
 export const Z_NR_FREE = 64;
-/** Deferred-free llist: head pfn of pages freed by freePagesNolock when no lock could be had. CAS from any agent. */
+/** Deferred-free llist: head pfn of pages freed by freePagesNolock when no lock could be had.
+ * With Z_DEFER_PAGES, the low half of one 64-bit word (8-byte aligned, little-endian): CAS of the
+ * whole word from any agent (a push), exchange with 0 by a zone-lock holder (a drain). */
 export const Z_DEFER_HEAD = 80;
-/** Pages on the deferred llist (Atomics.add by pushers, Atomics.sub by the drainer). */
+/** Pages on the deferred llist: the high half of Z_DEFER_HEAD's 64-bit word, changed with it only. */
 export const Z_DEFER_PAGES = 81;
 
 /* ---------------------------------------------------------------- cache table: page 0, lines 7..8 */

@@ -7,6 +7,8 @@
  * block on a buddy list, under Z_LOCK (the caller holds it for every function here except
  * deferPage). Z_DEFER_HEAD is an llist: any agent pushes with compareExchange (deferPage); only a
  * holder of Z_LOCK takes the whole list (exchange with 0) and frees it (drainDeferredLocked).
+ * Z_DEFER_HEAD and Z_DEFER_PAGES are the halves of one 64-bit word (little-endian, as typed
+ * arrays and WebAssembly memory are): both change only together, by those two atomics.
  * A parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
  * LOCKS: none taken here but the zone lock by drainDeferred; the callers (page_alloc.ts, pcp.ts,
  * hotplug.ts) take it, after a pcp lock if any.
@@ -27,7 +29,6 @@ import {
   PG_HEAD,
   VM,
   Z_DEFER_HEAD,
-  Z_DEFER_PAGES,
   Z_FREE_HEAD,
   Z_FREE_PAGES,
   Z_LOCK,
@@ -92,19 +93,35 @@ export function freeOneBlock(pa: PageAllocator, pfn: number, order: number): voi
   buddyAdd(pa, pfn, order);
 }
 
-/** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
+/**
+ * Push a block on the zone's deferred llist (freePagesNolock with both locks busy). The head and
+ * the count are one 64-bit word (pa.deferWord: the pfn in the low half, the pages in the high
+ * half): one compareExchange publishes the block and counts it. Until it succeeds the block is
+ * PG_DEFERRED with PD_OWNER this slot (freeBlock wrote it) and on no list: reclaimSlot of a slot
+ * killed here frees it (freeBlocksInHand).
+ */
 export function deferPage(pa: PageAllocator, pfn: number, order: number): void {
-  const i32 = pa.i32;
+  const w = pa.deferWord;
   const d = pa.mem.pd(pfn);
   pa.u32[d + PD_FLAGS] = PG_DEFERRED | (order << PG_ORDER_SHIFT);
   for (;;) {
-    const head = Atomics.load(i32, pa.hw + Z_DEFER_HEAD);
-    pa.u32[d + PD_NEXT] = head;
+    const old = Atomics.load(w, 0);
+    pa.u32[d + PD_NEXT] = Number(old & DEFER_PFN_MASK);
+    const now = (((old >> DEFER_PAGES_SHIFT) + BigInt(1 << order)) << DEFER_PAGES_SHIFT) | BigInt(pfn);
     // Publication point: the compareExchange makes PD_NEXT and PD_FLAGS visible to the drainer.
-    if (Atomics.compareExchange(i32, pa.hw + Z_DEFER_HEAD, head, pfn) === head) break;
+    if (Atomics.compareExchange(w, 0, old, now) === old) break;
   }
-  Atomics.add(i32, pa.hw + Z_DEFER_PAGES, 1 << order);
   pa.locks.vmInc(VM.pagesDeferred, 1 << order);
+}
+
+/** The deferred word's halves: the head pfn (Z_DEFER_HEAD), the pages on the list (Z_DEFER_PAGES). */
+const DEFER_PFN_MASK = 0xffffffffn;
+const DEFER_PAGES_SHIFT = 32n;
+
+/** The deferred list as one snapshot: its head pfn and the pages it counts. */
+export function deferSnapshot(pa: PageAllocator): { head: number; pages: number } {
+  const v = Atomics.load(pa.deferWord, 0);
+  return { head: Number(v & DEFER_PFN_MASK), pages: Number(v >> DEFER_PAGES_SHIFT) };
 }
 
 /** Take the zone lock and free the deferred llist (a normal caller found it non-empty). */
@@ -118,11 +135,11 @@ export function drainDeferred(pa: PageAllocator): void {
 export function drainDeferredLocked(pa: PageAllocator): void {
   const i32 = pa.i32;
   if (Atomics.load(i32, pa.hw + Z_DEFER_HEAD) === 0) return;
-  let pfn = Atomics.exchange(i32, pa.hw + Z_DEFER_HEAD, 0);
+  // The list and its count together: the word is zero again, the count with it.
+  let pfn = Number(Atomics.exchange(pa.deferWord, 0, 0n) & DEFER_PFN_MASK);
   // Bounded, and every entry checked before it is freed: a cycle or a stray pfn is reported and
   // the rest of the list is dropped, never walked for ever nor merged into the buddy lists. The
-  // bound is the zone's size in pages (zoneStart and nrPages are absolute): Z_DEFER_PAGES may
-  // lag, a pusher adds to it after publishing.
+  // bound is the zone's size in pages (zoneStart and nrPages are absolute).
   const limit = pa.nrPages - pa.zoneStart;
   let pages = 0;
   while (pfn !== 0) {
@@ -140,7 +157,6 @@ export function drainDeferredLocked(pa: PageAllocator): void {
     pages += 1 << order;
     pfn = next;
   }
-  Atomics.sub(i32, pa.hw + Z_DEFER_PAGES, pages);
   pa.locks.vmInc(VM.pagesUndeferred, pages);
 }
 

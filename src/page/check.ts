@@ -5,7 +5,8 @@
  * dead slot held.
  *
  * WORDS: reads every descriptor and the zone and pcp words; rebuildBuddyLists rewrites the buddy
- * lists and counts from the descriptors (Z_LOCK held by the caller).
+ * lists and counts from the descriptors (Z_LOCK held by the caller); freeBlocksInHand frees a dead
+ * slot's blocks in hand (taking Z_LOCK only for a block it had marked PG_DEFERRED).
  * LOCKS: pageStats takes none (exact only while the heap is quiet). validatePages takes every
  * slot's pcp lock (remote, bounded) and then the zone lock, and releases them all before it
  * returns.
@@ -35,8 +36,6 @@ import {
   PG_RESERVED,
   PG_SLAB,
   C_STATE_FREE,
-  Z_DEFER_HEAD,
-  Z_DEFER_PAGES,
   Z_FREE_HEAD,
   Z_FREE_PAGES,
   Z_LOCK,
@@ -53,7 +52,7 @@ import type { PageAllocator } from "./page_alloc.js";
 import { PAGE_WHERE, PageStats } from "./page_alloc.js";
 import { pcpEnter, pcpExit, pcpLockRemote, pcpUnlockRemote } from "./pcp.js";
 import { PCP_REMOTE_SPINS } from "./pcp.js";
-import { freeOneBlock } from "./buddy.js";
+import { deferSnapshot, freeOneBlock } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 import { Z_SIZE } from "../core/layout.js";
 import { setWatermarks } from "./hotplug.js";
@@ -103,7 +102,7 @@ export function pageStats(pa: PageAllocator): PageStats {
     freePages: Atomics.load(pa.u32, pa.hw + Z_FREE_PAGES),
     buddy,
     pcp,
-    deferredPages: Atomics.load(pa.u32, pa.hw + Z_DEFER_PAGES),
+    deferredPages: deferSnapshot(pa).pages,
     watermarks: { min: u32[pa.hw + Z_WMARK_MIN]!, low: u32[pa.hw + Z_WMARK_LOW]!, high: u32[pa.hw + Z_WMARK_HIGH]! },
     pcpBatch: u32[pa.hw + Z_PCP_BATCH]!,
     pcpHigh: u32[pa.hw + Z_PCP_HIGH]!,
@@ -186,15 +185,18 @@ export function validatePages(pa: PageAllocator): Uint8Array {
       }
       if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
     }
+    // One snapshot of the list and its count: pushes may go on (they only prepend), drains wait
+    // for the zone lock.
+    const snap = deferSnapshot(pa);
     let deferred = 0;
-    for (let pfn = Atomics.load(pa.u32, pa.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
+    for (let pfn = snap.head; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
       const f = u32[pa.mem.pd(pfn) + PD_FLAGS]!;
       if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
       const o = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
       mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
       deferred += 1 << o;
     }
-    if (deferred !== Atomics.load(pa.u32, pa.hw + Z_DEFER_PAGES)) bad(`deferred list counts ${Atomics.load(pa.u32, pa.hw + Z_DEFER_PAGES)} pages, holds ${deferred}`);
+    if (deferred !== snap.pages) bad(`deferred list counts ${snap.pages} pages, holds ${deferred}`);
     // Every other zone page must be the head or part of an allocated block.
     for (let pfn = pa.zoneStart; pfn < pa.nrPages; ) {
       if (where[pfn] !== PAGE_WHERE.unseen) {
@@ -233,15 +235,18 @@ export function unlockPcps(pa: PageAllocator, locked: Uint8Array): void {
 /**
  * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with PD_OWNER
  * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
- * a block being merged). Their tail descriptors are cleared first (a merge stopped half-way can
+ * a block being merged; a block a nolock free marked PG_DEFERRED and had not yet published, see
+ * freeUnpublishedDeferred). Their tail descriptors are cleared first (a merge stopped half-way can
  * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
  * pages freed; `blocks` (if given) counts the blocks.
  */
 export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: number }): number {
   let pages = 0;
+  let parked: number[] | null = null;
   for (let pfn = pa.zoneStart; pfn < pa.nrPages; pfn++) {
     const d = pa.mem.pd(pfn);
     const f = pa.u32[d + PD_FLAGS]!;
+    if ((f & ~PG_ORDER_MASK) === PG_DEFERRED && pa.u32[d + PD_OWNER] === cpu) (parked ??= []).push(pfn);
     if ((f & ~PG_ORDER_MASK) !== (PG_HEAD | PG_INHAND) || pa.u32[d + PD_OWNER] !== cpu) continue;
     const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages) continue;
@@ -251,5 +256,34 @@ export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: n
     if (blocks !== undefined) blocks.n++;
     pfn += (1 << order) - 1;
   }
+  if (parked !== null) pages += freeUnpublishedDeferred(pa, cpu, parked, blocks);
+  return pages;
+}
+
+/**
+ * reclaimSlot: blocks dead slot `cpu` marked PG_DEFERRED (`parked`, seen without a lock) are on
+ * the deferred list unless it died before its compareExchange published them; those are freed.
+ * Under the zone lock, so that no drain changes the list while it is walked (pushes only
+ * prepend, and a live pusher's blocks are its own). Returns the pages freed.
+ */
+function freeUnpublishedDeferred(pa: PageAllocator, cpu: number, parked: number[], blocks?: { n: number }): number {
+  pa.locks.lock(pa.hw + Z_LOCK, LOCK.zone);
+  const u32 = pa.u32;
+  const listed = new Set<number>();
+  for (let pfn = deferSnapshot(pa).head, n = 0; pfn !== 0 && n < pa.nrPages; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!, n++) listed.add(pfn);
+  let pages = 0;
+  for (const pfn of parked) {
+    const d = pa.mem.pd(pfn);
+    const f = u32[d + PD_FLAGS]!;
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
+    if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED || u32[d + PD_OWNER] !== cpu || listed.has(pfn)) continue;
+    if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages) continue;
+    u32[d + PD_OWNER] = pa.cpu;
+    u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
+    freeOneBlock(pa, pfn, order);
+    pages += 1 << order;
+    if (blocks !== undefined) blocks.n++;
+  }
+  pa.locks.unlock(pa.hw + Z_LOCK, LOCK.zone);
   return pages;
 }

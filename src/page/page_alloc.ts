@@ -26,6 +26,9 @@
  *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
  *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
  *     parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
+ *     Z_DEFER_HEAD and Z_DEFER_PAGES are one 64-bit word (deferWord): the push's compareExchange
+ *     publishes the block and counts it at once, the drain's exchange takes the list and its count,
+ *     so the count is never off by a block, whenever a pusher dies.
  *     The drain is bounded by the zone's size and checks every entry: a broken list is reported to
  *     onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
@@ -37,9 +40,9 @@
  *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
  *     (test/reclaim-points.test.ts, test/reclaim-trust.test.ts, test/kill.test.ts). reclaimSlot,
  *     taking the zone lock over, rebuilds the buddy lists from the descriptors and finishes a
- *     growth that had not published Z_SIZE. Residual: a nolock free parked on the deferred llist
- *     by an agent killed between its compareExchange and its Z_DEFER_PAGES add leaves that count
- *     off by the block.
+ *     growth that had not published Z_SIZE. A block a nolock free marked PG_DEFERRED (PD_OWNER
+ *     this slot) and had not yet published is freed by it too, under the zone lock, when the
+ *     deferred list does not hold it.
  *
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
@@ -138,6 +141,13 @@ export class PageAllocator extends MemView {
    * Installed by the facade (layers.ts); nothing until then.
    */
   reclaimSlabs: () => void;
+  /**
+   * Z_DEFER_HEAD and Z_DEFER_PAGES as one 64-bit word (the head pfn in the low half, the pages on
+   * the list in the high half), so that a push publishes the block and its count with one
+   * compareExchange and a drain takes both with one exchange (buddy.ts). The header page never
+   * moves: the view outlives growth.
+   */
+  readonly deferWord: BigUint64Array;
 
   constructor(mem: Mem, locks: Locks) {
     super(mem);
@@ -145,6 +155,7 @@ export class PageAllocator extends MemView {
     this.locks = locks;
     this.fastOff = 0;
     this.reclaimSlabs = noop;
+    this.deferWord = new BigUint64Array(mem.buffer, (mem.hw + Z_DEFER_HEAD) << 2, 1);
   }
 
   /** Recompute fastOff (Locks.onChange, installed by the facade, calls it). */

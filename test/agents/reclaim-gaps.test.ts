@@ -1,0 +1,96 @@
+/*
+ * A worker killed at an instant where it holds what no list holds yet (issue 11's remaining gaps):
+ *   - a nolock page free parking its block on the zone's deferred list, before or after the
+ *     compareExchange that publishes it: the block is freed or stays listed, and the deferred page
+ *     count is exact (until the fix it was added after publishing: a kill there left it off by the
+ *     block for good, and validate() reported it; a kill before publishing lost the block);
+ *   - allocPagesBulk and cache.allocBulk in the middle of their loop: the pages or objects taken
+ *     so far were nobody's (until the fix they were allocated already, and lost).
+ * Each worker stops at the instant (workers/gaps.ts), is terminated there, and reclaimSlot runs.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Worker } from "node:worker_threads";
+import { Heap } from "../../src/index.js";
+import type { GapScenario } from "./workers/gaps.js";
+import { firstMessage } from "../support/util.js";
+
+async function stopAt(heap: Heap, scenario: GapScenario): Promise<{ worker: Worker; cpu: number; parked: boolean }> {
+  const worker = new Worker(new URL("./workers/gaps.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario } });
+  worker.unref();
+  const m = await firstMessage<{ cpu: number; parked: boolean }>(worker, `the ${scenario} worker never stopped`);
+  return { worker, ...m };
+}
+
+/** Every page free again once the host frees something (which drains the deferred list) and shrinks. */
+function assertAllFree(heap: Heap, total: number): void {
+  heap.freePages(heap.allocPages(7), 7);
+  heap.shrink();
+  heap.validate();
+  const st = heap.stats();
+  assert.equal(st.deferredPages, 0);
+  for (const s of st.slabs) assert.equal(s.activeObjects, 0, `${s.name} holds no object`);
+  assert.equal(st.freePages, total, "every page is free again");
+}
+
+for (const [scenario, inHand, deferred] of [
+  ["defer-before", 1, 0],
+  ["defer-after", 0, 64],
+] as const) {
+  test(`a worker killed ${scenario === "defer-before" ? "before" : "after"} it publishes a nolock free on the deferred page list: the block is ${inHand === 1 ? "freed by reclaimSlot" : "listed and counted"}, validate() passes`, async () => {
+    const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+    const total = heap.stats().totalPages;
+    const w = await stopAt(heap, scenario);
+    try {
+      assert.equal(w.parked, true);
+      await w.worker.terminate();
+      const r = heap.reclaimSlot(w.cpu);
+      assert.deepEqual(r.locks, ["zone"], `it held the zone lock: ${JSON.stringify(r)}`);
+      assert.equal(r.inHand, inHand, `the unpublished block is in hand: ${JSON.stringify(r)}`);
+      assert.equal(r.pages, inHand * 64);
+      heap.validate();
+      assert.equal(heap.stats().deferredPages, deferred, "the deferred list counts exactly what it holds");
+      assertAllFree(heap, total);
+    } finally {
+      await w.worker.terminate();
+      heap.detach();
+    }
+  });
+}
+
+test("a worker killed inside allocPagesBulk(8) at its 5th page: reclaimSlot frees the 4 pages taken before it too, and every page is free again", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "bulk-pages");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.equal(r.inHand, 8, `the 8 pages of the call are in hand: ${JSON.stringify(r)}`);
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test("a worker killed inside cache.allocBulk(8) at its 5th object: at most that one object stays allocated, the 4 taken before it come back", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const cache = heap.createCache("gaps-64", 64);
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "bulk-objects");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    heap.reclaimSlot(w.cpu);
+    heap.shrink();
+    heap.validate();
+    const active = heap.stats().slabs.find((s) => s.name === "gaps-64")!.activeObjects;
+    assert.ok(active <= 1, `${active} objects of the call still allocated, at most 1 may be`);
+    if (active === 0) assertAllFree(heap, total);
+    cache.destroy();
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
