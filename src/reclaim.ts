@@ -67,6 +67,7 @@ import { cacheName } from "./slab/cache.js";
 import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
 import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
+import { freeBulkObjectsInHand } from "./slab/bulk.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -200,6 +201,8 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   report.inHand += l.rcu.rcuReclaim(cpu);
   // The sheaf object it was allocating or freeing, before its deferred list goes back.
   report.inHand += freeSheafObjectInHand(l.slab, cpu);
+  // The objects of a cache.allocBulk that never returned.
+  report.inHand += freeBulkObjectsInHand(l.slab, cpu);
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);

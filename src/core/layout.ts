@@ -208,12 +208,21 @@ export const C_PCP_BUSY = C_PCP_NR + NR_PCP_ORDERS;
  * none. Owner only; reclaimSlot lowers that request for a slot that died waiting, so the other
  * slot keeps its fast path. */
 export const C_PCP_REQ_AT = C_PCP_BUSY + 1;
-/* line 5: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
- * drains it for a dead owner. */
+/* line 5: the deferred object list of kfreeNolock, and the bulk hands. Owner only (re-entry is
+ * synchronous); reclaimSlot drains and frees them for a dead owner. */
 /** Head address of the deferred object llist (linked through each object's first word). */
 export const C_DEFER_HEAD = 80;
 /** Objects on it. */
 export const C_DEFER_NR = 81;
+/** The bulk hand: the pages allocPagesBulk is handing over (the first pfn, chained through PD_NEXT),
+ * set from before the first one becomes an allocated block until the call's last statement; 0
+ * otherwise. Owner only; reclaimSlot frees a dead owner's (page/check.ts freeBlocksInHand). */
+export const C_BULK_PAGES = 82;
+/** The objects cache.allocBulk has taken for its caller (the last one, chained through each
+ * object's O_NEXT word) and how many, until the call's last statement (slab/bulk.ts). Owner only;
+ * reclaimSlot frees a dead owner's. */
+export const C_BULK_OBJ = 83;
+export const C_BULK_NR = 84;
 /* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
 export const C_VMSTAT = 96;
 /* line 9: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */

@@ -56,7 +56,7 @@ import { deferSnapshot, freeOneBlock } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 import { Z_SIZE } from "../core/layout.js";
 import { setWatermarks } from "./hotplug.js";
-import { PG_INHAND } from "../core/layout.js";
+import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
 
 /**
  * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and
@@ -236,11 +236,12 @@ export function unlockPcps(pa: PageAllocator, locked: Uint8Array): void {
  * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with PD_OWNER
  * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
  * a block being merged; a block a nolock free marked PG_DEFERRED and had not yet published, see
- * freeUnpublishedDeferred). Their tail descriptors are cleared first (a merge stopped half-way can
+ * freeUnpublishedDeferred; the pages of an allocPagesBulk that had not returned, see bulkBackInHand). Their tail descriptors are cleared first (a merge stopped half-way can
  * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
  * pages freed; `blocks` (if given) counts the blocks.
  */
 export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: number }): number {
+  bulkBackInHand(pa, cpu);
   let pages = 0;
   let parked: number[] | null = null;
   for (let pfn = pa.zoneStart; pfn < pa.nrPages; pfn++) {
@@ -258,6 +259,24 @@ export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: n
   }
   if (parked !== null) pages += freeUnpublishedDeferred(pa, cpu, parked, blocks);
   return pages;
+}
+
+/**
+ * reclaimSlot: the pages dead slot `cpu` was handing over in an allocPagesBulk (its bulk hand,
+ * C_BULK_PAGES, chained through PD_NEXT) go back in its hand: the call never returned them. Only
+ * order-0 blocks of that slot, allocated or in hand, are taken; the walk is bounded.
+ */
+function bulkBackInHand(pa: PageAllocator, cpu: number): void {
+  const u32 = pa.u32;
+  const hand = pa.mem.pcpOf(cpu) + C_BULK_PAGES;
+  for (let pfn = u32[hand]!, n = 0; pfn >= pa.zoneStart && pfn < pa.nrPages && n < pa.nrPages; n++) {
+    const d = pa.mem.pd(pfn);
+    const f = u32[d + PD_FLAGS]!;
+    if ((f !== PG_HEAD && f !== (PG_HEAD | PG_INHAND)) || u32[d + PD_OWNER] !== cpu) break;
+    pfn = u32[d + PD_NEXT]!;
+    u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND;
+  }
+  u32[hand] = 0;
 }
 
 /**

@@ -101,7 +101,7 @@ import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
-import { PG_INHAND } from "../core/layout.js";
+import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -266,7 +266,8 @@ export class PageAllocator extends MemView {
 
   /**
    * Fill `out` with up to `count` order-0 pages; returns how many. One pcp lock hold serves the
-   * whole batch while the pcp lists can.
+   * whole batch while the pcp lists can. The pages are in this slot's hand until the last
+   * statement (see handOverBulk).
    */
   allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
     this.locks.assertLive();
@@ -291,16 +292,34 @@ export class PageAllocator extends MemView {
       if (pfn === 0) break;
       got[n] = pfn;
     }
-    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD, gfp);
-    if (got !== out) {
-      const refused = storeOut(out, got, n);
-      if (refused !== null) {
-        for (let i = 0; i < n; i++) this.freePages(got[i]!, 0);
-        einval(`out refused a write (${refused}): the ${n} pages taken were freed again`);
-      }
+    // Every page stays in this slot's hand (PG_INHAND) through its zeroing and trace, then they
+    // go to the caller together (handOverBulk): a kill anywhere in the call loses none.
+    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD | PG_INHAND, gfp);
+    const hand = n > 0 ? this.handOverBulk(got, n) : 0;
+    const refused = got !== out ? storeOut(out, got, n) : null;
+    if (hand !== 0 && this.u32[hand] === got[0]! >>> PAGE_SHIFT) this.u32[hand] = 0;
+    if (refused !== null) {
+      for (let i = 0; i < n; i++) this.freePages(got[i]!, 0);
+      einval(`out refused a write (${refused}): the ${n} pages taken were freed again`);
     }
     if (n < count) this.allocFailed(0, gfp | GFP.NOWARN);
     return n;
+  }
+
+  /**
+   * allocPagesBulk: the `n` pages at `addrs`, in this slot's hand, become allocated blocks. They
+   * are chained (PD_NEXT) from the slot's bulk hand (C_BULK_PAGES) first, unless a call this one
+   * interrupted holds it: until the caller clears the word (the call's last statement) a kill
+   * leaves them all to reclaimSlot. Returns the word to clear, or 0.
+   */
+  private handOverBulk(addrs: ArrayLike<number>, n: number): number {
+    const u32 = this.u32;
+    const hand = this.pcpuW + C_BULK_PAGES;
+    const held = u32[hand] === 0;
+    for (let i = 0; i < n; i++) u32[this.mem.pd(addrs[i]! >>> PAGE_SHIFT) + PD_NEXT] = i + 1 < n ? addrs[i + 1]! >>> PAGE_SHIFT : 0;
+    if (held) u32[hand] = addrs[0]! >>> PAGE_SHIFT;
+    for (let i = 0; i < n; i++) u32[this.mem.pd(addrs[i]! >>> PAGE_SHIFT) + PD_FLAGS] = PG_HEAD;
+    return held ? hand : 0;
   }
 
   /**
