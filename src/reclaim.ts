@@ -14,10 +14,13 @@
  *
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
  * this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp counts,
- * a cache's list counts, pcp counts, the buddy lists) and released: rcu, ctable, barn, list, pcp,
- * zone. Then the layers drain the slot: rcu (its kfreeRcu objects, after a grace period), the
- * deferred objects and sheaves (sheaf -> barn -> list -> pcp -> zone), the pcp lists (pcp ->
- * zone). The caller holds no lock (assertCanLock(rcu)) and is in no read-side section.
+ * the cache table's counts, a cache's list counts, pcp counts, the buddy lists) and released:
+ * rcu, ctable, barn, list, pcp, zone. Then the layers drain the slot: the blocks in its hands
+ * (pcp -> zone; zone alone for a block it was parking on the deferred list), rcu (its kfreeRcu
+ * objects, after a grace period), its sheaf and bulk hands, the deferred objects and sheaves
+ * (sheaf -> barn -> list -> pcp -> zone), the dying caches nothing uses any more (ctable -> ...),
+ * the pcp lists (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and is in no
+ * read-side section.
  */
 import { checkInt } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
@@ -63,7 +66,7 @@ import { C_DEFER_NR, C_RCU_NR_SPARE, C_RCU_PENDING } from "./core/layout.js";
 import { freeBlocksInHand } from "./page/check.js";
 import { sheafObjectsOf } from "./slab/check.js";
 import { barnRecountLocked, slabRebuildLocked } from "./slab/check.js";
-import { cacheName } from "./slab/cache.js";
+import { cacheName, ctableRecount, releaseDyingCaches } from "./slab/cache.js";
 import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
 import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
@@ -136,6 +139,8 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: re
   }
   if (l.locks.takeOverLock(l.mem.hw + CT_LOCK, LOCK.ctable, cpu)) {
     report.locks.push("ctable");
+    ctableRecount(l.slab);
+    report.rebuilt.push("cache table counts");
     l.locks.unlock(l.mem.hw + CT_LOCK, LOCK.ctable);
   }
   for (let id = 0; id < l.mem.maxCaches; id++) {
@@ -206,6 +211,8 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);
+  // A cache it was destroying, or whose release waited for its sheaves.
+  releaseDyingCaches(l.slab);
   if (pcpSteal(l.pages, cpu)) {
     const count = l.mem.u32[c + C_PCP_COUNT]!;
     report.pages += count;

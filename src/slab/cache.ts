@@ -2,9 +2,15 @@
  * Cache lifecycle: named caches (createCache, findCache, destroy), the built-in ones (setupCache),
  * the calls behind a KmemCache handle, shrink, and the release of dying caches.
  *
- * WORDS: the cache table (CT_NR) and each descriptor's configuration line, written under
- * CT_LOCK before K_STATE publishes it and read-only afterwards; K_STATE and K_GEN (under CT_LOCK,
- * Atomics.store); a slot's PCS_USERS (Atomics.add and sub, see slab.ts); CT_NR_DYING.
+ * WORDS: the cache table (CT_NR, raised before a new cache is published) and each descriptor's
+ * configuration line, written under CT_LOCK before K_STATE publishes it and read-only afterwards;
+ * K_STATE and K_GEN (under CT_LOCK, Atomics.store; K_GEN is never zeroed); a slot's PCS_USERS
+ * (Atomics.add and sub, see slab.ts); CT_NR_DYING (under CT_LOCK). reclaimSlot, taking CT_LOCK
+ * over from a dead holder, recounts CT_NR and CT_NR_DYING from the descriptors (ctableRecount)
+ * and releases the dying caches no slot uses (releaseDyingCaches): a createCache or destroy
+ * killed at any statement leaves a descriptor that is free and reusable, a working cache, or a
+ * dying cache released then or by a later shrink; it holds no page outside the slab lists and
+ * hands (a destroy's shrink keeps its own, see sheaf.ts and slab.ts).
  * LOCKS, in order: ctable -> sheaf (this slot's local lock, to flush its sheaves) -> barn ->
  * list -> pcp -> zone. findCache reads the table without CT_LOCK first (checking a cache's
  * generation before and after its name) and takes it only to be sure of a miss. The caller of a
@@ -186,7 +192,11 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   // descriptor without CT_LOCK (cacheEnter of a stale handle, refused once it sees the state),
   // so zeroing its count here made the slot's later Atomics.sub leave it at -1 for good, and
   // the new cache could never be released.
-  i32.fill(0, kw, kw + K_HDR_WORDS);
+  // K_GEN keeps the old generation until the new one is stored: a setup stopped in between (its
+  // agent killed) must not leave 0, which a later setup would turn into a generation handed out
+  // before, and a stale handle of it would pass for the new cache's.
+  i32.fill(0, kw, kw + K_GEN);
+  i32.fill(0, kw + K_GEN + 1, kw + K_HDR_WORDS);
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
     i32.fill(0, pcs, pcs + PCS_USERS);
@@ -215,9 +225,35 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
   }
+  // The high-water mark first (a free descriptor below it is harmless: cacheNames shows null):
+  // a cache published beyond it would be missing from cacheNames and the decay.
+  if (id >= slab.i32[slab.hw + CT_NR]!) slab.i32[slab.hw + CT_NR] = id + 1;
   // Publication point: the state store makes the configuration visible to findCache.
   Atomics.store(i32, kw + K_STATE, K_STATE_ACTIVE);
-  if (id >= slab.i32[slab.hw + CT_NR]!) slab.i32[slab.hw + CT_NR] = id + 1;
+}
+
+/**
+ * reclaimSlot, CT_LOCK taken over from a dead holder (CT_LOCK held): the table's counts from the
+ * descriptors. A createCache or destroy stopped half-way leaves a descriptor FREE (set up again
+ * from scratch by the next createCache), ACTIVE (created, or not destroyed) or DYING (destroyed,
+ * released by releaseDyingCaches); only CT_NR and CT_NR_DYING can be off, and are recounted.
+ */
+export function ctableRecount(slab: SlabAllocator): void {
+  const i32 = slab.i32;
+  let nr = Math.min(i32[slab.hw + CT_NR]!, slab.maxCaches);
+  let dying = 0;
+  for (let id = 0; id < slab.maxCaches; id++) {
+    const st = i32[slab.cacheWOf(id) + K_STATE];
+    if (st !== K_STATE_FREE && id >= nr) nr = id + 1;
+    if (st === K_STATE_DYING) dying++;
+  }
+  i32[slab.hw + CT_NR] = nr;
+  Atomics.store(i32, slab.hw + CT_NR_DYING, dying);
+}
+
+/** reclaimSlot, once the dead slot's sheaves are flushed: release the dying caches nothing uses any more. */
+export function releaseDyingCaches(slab: SlabAllocator): void {
+  for (let id = FIRST_NAMED_ID; id < slab.maxCaches; id++) if (slab.i32[slab.cacheWOf(id) + K_STATE] === K_STATE_DYING) tryReleaseDying(slab, id);
 }
 
 export function cacheName(slab: SlabAllocator, id: number): string {

@@ -6,6 +6,9 @@
  *     block for good, and validate() reported it; a kill before publishing lost the block);
  *   - allocPagesBulk and cache.allocBulk in the middle of their loop: the pages or objects taken
  *     so far were nobody's (until the fix they were allocated already, and lost).
+ *   - createCache and destroy inside the cache table section: a cache published before the table's
+ *     high-water mark was raised was missing from cacheNames (and the decay); a cache marked dying
+ *     before the dying count was raised was never released, its descriptor never reusable.
  * Each worker stops at the instant (workers/gaps.ts), is terminated there, and reclaimSlot runs.
  */
 import assert from "node:assert/strict";
@@ -94,3 +97,54 @@ test(`a worker killed inside cache.allocBulk(8) at its 5th object (debug ${debug
   }
 });
 }
+
+test("a worker killed inside createCache just after it published the descriptor: the cache is whole, listed by cacheNames, found and usable", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "create-published");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.deepEqual(r.locks, ["ctable"]);
+    heap.validate();
+    assert.ok(heap.cacheNames().includes("gaps-new"), `cacheNames lists it: ${JSON.stringify(heap.cacheNames())}`);
+    assert.deepEqual(r.rebuilt, ["cache table counts"]);
+    const c = heap.findCache("gaps-new");
+    assert.ok(c !== null);
+    c.free(c.alloc());
+    c.destroy();
+    assert.equal(heap.cacheNames().includes("gaps-new"), false);
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test("a worker killed inside destroy() just after it marked the cache dying: reclaimSlot releases it, its descriptor is free and reused, every page comes back", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "destroy-dying");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.deepEqual(r.locks, ["ctable"]);
+    heap.shrink();
+    heap.validate();
+    const names = heap.cacheNames();
+    assert.equal(names.includes("gaps-dying"), false, `the dying cache was released: ${JSON.stringify(names)}`);
+    assert.equal(heap.findCache("gaps-dying"), null);
+    const at = names.indexOf(null);
+    const again = heap.createCache("gaps-dying", 64);
+    assert.equal(heap.cacheNames().indexOf("gaps-dying"), at, "the new cache takes the freed descriptor");
+    again.free(again.alloc());
+    again.destroy();
+    assert.equal(heap.cacheNames().includes("gaps-dying"), false, "and is released at once: the dying count is right");
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
