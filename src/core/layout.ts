@@ -450,6 +450,11 @@ export const PCS_USERS = 3;
  * On the sheaf cache's lines (it has no sheaves): the sheaf object this slot is allocating or
  * freeing (slab/sheaf_hand.ts), which reclaimSlot frees unless something else holds it. */
 export const PCS_HAND = 4;
+/** On the sheaf cache's lines only: SHEAF_HANDS_NESTED more sheaf hands, for the sheaf object of a
+ * path that re-entered (a reentry hook, a trace handler; at most one of each at a time) while the
+ * words before were taken (slab/sheaf_hand.ts). Owner only; reclaimSlot frees a dead slot's. */
+export const PCS_HANDS_NESTED = 5;
+export const SHEAF_HANDS_NESTED = 2;
 
 export const K_STATE_FREE = 0;
 export const K_STATE_ACTIVE = 1;

@@ -9,6 +9,9 @@
  *   - createCache and destroy inside the cache table section: a cache published before the table's
  *     high-water mark was raised was missing from cacheNames (and the decay); a cache marked dying
  *     before the dying count was raised was never released, its descriptor never reusable.
+ *   - a path that re-entered (a reentry hook's nolock call) while an outer path held a sheaf
+ *     object in the slot's sheaf hand: until the fix it held nothing, and the empty sheaf it was
+ *     taking to the barn was lost with the kill.
  * Each worker stops at the instant (workers/gaps.ts), is terminated there, and reclaimSlot runs.
  */
 import assert from "node:assert/strict";
@@ -143,6 +146,25 @@ test("a worker killed inside destroy() just after it marked the cache dying: rec
     again.destroy();
     assert.equal(heap.cacheNames().includes("gaps-dying"), false, "and is released at once: the dying count is right");
     assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test("a worker killed in a nolock call its reentry hook made while its sheaf hand held a new sheaf: both sheaf objects are freed (inHand 2)", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const w = await stopAt(heap, "sheaf-nested");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.equal(r.inHand, 2, `the outer path's new sheaf and the nested path's empty sheaf: ${JSON.stringify(r)}`);
+    heap.shrink();
+    heap.validate();
+    const st = heap.stats();
+    assert.equal(st.slabs.find((s) => s.name === "kmem_cache_sheaf")!.activeObjects, 0, "no sheaf object is left allocated");
+    assert.equal(st.slabs.find((s) => s.name === "gaps-z")!.activeObjects, 0);
   } finally {
     await w.worker.terminate();
     heap.detach();

@@ -13,15 +13,21 @@
  *     descriptor (K_STATE active), holding the cache table lock.
  *   destroy-dying: destroy() of a cache it made, stopped just after the store that marks it
  *     dying, holding the cache table lock. These two wrap Atomics.store for that word.
+ *   sheaf-nested: the first alloc of a new cache "gaps-z" holds its new sheaf object in the
+ *     slot's sheaf hand; at that list:release its reentry hook makes a kmallocNolock(512) that
+ *     trades its empty main sheaf of kmalloc-512 at the barn, and stops at the compareExchange of
+ *     the barn lock that would take the empty sheaf back (it wraps Atomics.compareExchange for
+ *     that word): the empty sheaf is off its pcs line and on no barn list.
  * It posts { cpu, parked } when it stops (parked false: it finished without stopping).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
-import { K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { K_BARN_LOCK, K_BARN_NR_FULL, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
 import { FIRST_NAMED_ID } from "../../../src/slab/slab.js";
 
-export type GapScenario = "defer-before" | "defer-after" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying";
+export type GapScenario = "defer-before" | "defer-after" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested";
 
 const { buffer, scenario } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario };
 const heap = Heap.attach(buffer);
@@ -101,6 +107,47 @@ switch (scenario) {
     while (heap.cacheNames()[id] !== "gaps-dying") id++;
     parkAfterStore(slab.cacheWOf(id) + K_STATE, K_STATE_DYING);
     cache.destroy();
+    break;
+  }
+  case "sheaf-nested": {
+    const slab = layersOf(heap).slab;
+    const id = heap.cacheNames().indexOf("kmalloc-512");
+    const kw = slab.cacheWOf(id);
+    const pcs = slab.pcsW(id);
+    const cap = slab.i32[kw + K_SHEAF_CAP]!;
+    const objs: number[] = [];
+    for (let i = 0; i < 4 * cap; i++) objs.push(heap.kmalloc(512));
+    for (const o of objs) heap.kfree(o);
+    // Allocate (and keep) until the next allocation trades at the barn: the main sheaf empty, the
+    // spare there and empty, a full sheaf on the barn.
+    const ready = (): boolean => {
+      const i32 = slab.i32;
+      const main = i32[pcs + PCS_MAIN]!;
+      const spare = i32[pcs + PCS_SPARE]!;
+      return i32[(main >> 2) + S_SIZE] === 0 && spare !== 0 && i32[(spare >> 2) + S_SIZE] === 0 && i32[kw + K_BARN_NR_FULL]! > 0;
+    };
+    for (let i = 0; !ready(); i++) {
+      if (i > 8 * cap) throw new Error("kmalloc-512 never reached a barn trade");
+      heap.kmalloc(512);
+    }
+    const z = heap.createCache("gaps-z", 64);
+    const barn = kw + K_BARN_LOCK;
+    const real = Atomics.compareExchange;
+    let casts = -1;
+    (Atomics as { compareExchange: unknown }).compareExchange = function (ta: Int32Array, i: number, expected: number, value: number): number {
+      // The second compareExchange of kmalloc-512's barn lock in the nested call: barnPutEmpty's.
+      if (casts >= 0 && ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === barn << 2 && ++casts === 2) park();
+      return real(ta, i, expected, value);
+    };
+    let armed = true;
+    heap.setReentryHook((p) => {
+      if (!armed || p !== "list:release" || slab.i32[sheafHandOf(slab, heap.cpu)] === 0) return;
+      armed = false;
+      casts = 0;
+      heap.kmallocNolock(512);
+      casts = -1;
+    });
+    z.alloc();
     break;
   }
 }

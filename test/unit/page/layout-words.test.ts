@@ -83,6 +83,7 @@ test("cache descriptor words are distinct: the header lines, and each slot's pcs
   pcs("PCS_LOCKED", L.PCS_LOCKED);
   pcs("PCS_USERS", L.PCS_USERS);
   pcs("PCS_HAND", L.PCS_HAND);
+  pcs("PCS_HANDS_NESTED", L.PCS_HANDS_NESTED, L.SHEAF_HANDS_NESTED);
 });
 
 test("header page words are distinct and fit the header", () => {
