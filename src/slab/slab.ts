@@ -28,9 +28,10 @@
  *     rebuilds that cache's lists and counts from the descriptors (slabRebuildLocked) and drops
  *     from the dead slot's sheaves a top object that is also on a freelist; taking a barn lock
  *     over, it recounts the barn (barnRecountLocked). The deferred object list is drained one
- *     object at a time in place. A sheaf object being allocated or freed is in the slot's sheaf
- *     hand (slab/sheaf_hand.ts), so reclaimSlot frees it. Residual: a kill between an object
- *     leaving a list and its free or its caller leaks that one object.
+ *     object at a time in place. A sheaf object being allocated or freed is in one of the slot's
+ *     sheaf hands (slab/sheaf_hand.ts), a cache.allocBulk batch in its bulk hand (slab/bulk.ts), so
+ *     reclaimSlot frees them. Residual: a kill between an object leaving a list and its free or
+ *     its caller leaks that one object.
  *   K_LIST_LOCK (class list) protects the partial and full lists (K_PARTIAL, K_FULL), K_NR_*,
  *     K_TOTAL_OBJS, K_FREE_OBJS, the slab decay's K_EMPTY_LOW and K_DECAY_TICKS and, for every slab
  *     of the cache, its head descriptor's PD_FREELIST, PD_INUSE, PD_NEXT, PD_PREV and the free objects
