@@ -15,11 +15,13 @@
  *   writes a claimed slot's words. Everything else it returns goes through the layers' own paths.
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
  *   this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp
- *   counts, a cache's barn and list, pcp counts, the buddy lists) and released: rcu, ctable,
- *   barn, list, pcp, zone. Then the layers drain the slot: rcu (its kfreeRcu objects, after a
- *   grace period), the sheaf object in its hand, the deferred objects and sheaves (barn -> list ->
- *   pcp -> zone), the pcp lists (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and
- *   is in no read-side section (EDEADLK otherwise, before anything changes).
+ *   counts, the cache table's counts, a cache's barn and list, pcp counts, the buddy lists) and
+ *   released: rcu, ctable, barn, list, pcp, zone. Then the layers drain the slot: the blocks in its
+ *   hands (pcp -> zone; zone alone for a block it was parking on the deferred list), rcu (its
+ *   kfreeRcu objects, after a grace period), its sheaf and bulk hands, the deferred objects and
+ *   sheaves (barn -> list -> pcp -> zone), the dying caches nothing uses any more (ctable -> ...),
+ *   the pcp lists (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and is in no
+ *   read-side section (EDEADLK otherwise, before anything changes).
  * NO LOCK: the claims (C_STATE by compareExchange, before anything changes) and the clearing of
  *   the dead slot's own words; the lock words are read with Atomics.load before a takeover.
  * STALE: a slot's C_STATE read before its compareExchange (a slot attached or claimed meanwhile
@@ -70,10 +72,11 @@ import { C_DEFER_NR, C_RCU_NR_SPARE, C_RCU_PENDING } from "./core/layout.js";
 import { freeBlocksInHand } from "./page/check.js";
 import { sheafObjectsOf } from "./slab/check.js";
 import { barnRecountLocked, slabRebuildLocked } from "./slab/check.js";
-import { cacheName } from "./slab/cache.js";
+import { cacheName, ctableRecount, releaseDyingCaches } from "./slab/cache.js";
 import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
 import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
+import { freeBulkObjectsInHand } from "./slab/bulk.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -142,6 +145,8 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: re
   }
   if (l.locks.takeOverLock(l.mem.hw + CT_LOCK, LOCK.ctable, cpu)) {
     report.locks.push("ctable");
+    ctableRecount(l.slab);
+    report.rebuilt.push("cache table counts");
     l.locks.unlock(l.mem.hw + CT_LOCK, LOCK.ctable);
   }
   for (let id = 0; id < l.mem.maxCaches; id++) {
@@ -207,9 +212,13 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   report.inHand += l.rcu.rcuReclaim(cpu);
   // The sheaf object it was allocating or freeing, before its deferred list goes back.
   report.inHand += freeSheafObjectInHand(l.slab, cpu);
+  // The objects of a cache.allocBulk that never returned.
+  report.inHand += freeBulkObjectsInHand(l.slab, cpu);
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);
+  // A cache it was destroying, or whose release waited for its sheaves.
+  releaseDyingCaches(l.slab);
   if (pcpSteal(l.pages, cpu)) {
     const count = l.mem.u32[c + C_PCP_COUNT]!;
     report.pages += count;

@@ -135,9 +135,11 @@ export const Z_NR_PAGES = 40;
 export const Z_FREE_HEAD = 48;
 /** free_area[order].nr_free (NR_ORDERS words). */
 export const Z_NR_FREE = 64;
-/** Deferred-free llist: head pfn of pages freed by freePagesNolock when no lock could be had. CAS from any agent. */
+/** Deferred-free llist: head pfn of pages freed by freePagesNolock when no lock could be had.
+ * With Z_DEFER_PAGES, the low half of one 64-bit word (8-byte aligned, little-endian): CAS of the
+ * whole word from any agent (a push), exchange with 0 by a zone-lock holder (a drain). */
 export const Z_DEFER_HEAD = 80;
-/** Pages on the deferred llist (Atomics.add by pushers, Atomics.sub by the drainer). */
+/** Pages on the deferred llist: the high half of Z_DEFER_HEAD's 64-bit word, changed with it only. */
 export const Z_DEFER_PAGES = 81;
 
 /* ---------------------------------------------------------------- cache table: page 0, lines 7..8 */
@@ -205,12 +207,21 @@ export const C_PCP_BUSY = C_PCP_NR + NR_PCP_ORDERS;
  * none. Owner only; reclaimSlot lowers that request for a slot that died waiting, so the other
  * slot keeps its fast path. */
 export const C_PCP_REQ_AT = C_PCP_BUSY + 1;
-/* line 5: the deferred object list of kfreeNolock. Owner only (re-entry is synchronous); reclaimSlot
- * drains it for a dead owner. */
+/* line 5: the deferred object list of kfreeNolock, and the bulk hands. Owner only (re-entry is
+ * synchronous); reclaimSlot drains and frees them for a dead owner. */
 /** Head address of the deferred object llist (linked through each object's first word). */
 export const C_DEFER_HEAD = 80;
 /** Objects on it. */
 export const C_DEFER_NR = 81;
+/** The bulk hand: the pages allocPagesBulk is handing over (the first pfn, chained through PD_NEXT),
+ * set from before the first one becomes an allocated block until the call's last statement; 0
+ * otherwise. Owner only; reclaimSlot frees a dead owner's (page/check.ts freeBlocksInHand). */
+export const C_BULK_PAGES = 82;
+/** The objects cache.allocBulk has taken for its caller (the last one, chained through each
+ * object's O_NEXT word) and how many, until the call's last statement (slab/bulk.ts). Owner only;
+ * reclaimSlot frees a dead owner's. */
+export const C_BULK_OBJ = 83;
+export const C_BULK_NR = 84;
 /* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
 export const C_VMSTAT = 96;
 /* line 9: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */
@@ -359,7 +370,7 @@ export const K_ORDER = 4;
 export const K_OBJS = 5;
 /** Sheaf capacity (0 = the cache has no sheaves, as the sheaf cache itself). */
 export const K_SHEAF_CAP = 6;
-/** KF_* flags. */
+/** K_FLAG_* flags. */
 export const K_FLAGS = 7;
 /** Bytes of the UTF-8 name in line 1. */
 export const K_NAME_LEN = 8;
@@ -438,6 +449,11 @@ export const PCS_USERS = 3;
  * On the sheaf cache's lines (it has no sheaves): the sheaf object this slot is allocating or
  * freeing (slab/sheaf_hand.ts), which reclaimSlot frees unless something else holds it. */
 export const PCS_HAND = 4;
+/** On the sheaf cache's lines only: SHEAF_HANDS_NESTED more sheaf hands, for the sheaf object of a
+ * path that re-entered (a reentry hook, a trace handler; at most one of each at a time) while the
+ * words before were taken (slab/sheaf_hand.ts). Owner only; reclaimSlot frees a dead slot's. */
+export const PCS_HANDS_NESTED = 5;
+export const SHEAF_HANDS_NESTED = 2;
 
 export const K_STATE_FREE = 0;
 export const K_STATE_ACTIVE = 1;

@@ -7,17 +7,18 @@
  *   of every block on a buddy list or in hand between two lists (PG_HEAD | PG_INHAND, PD_OWNER this
  *   slot, written before the flags), plain stores under Z_LOCK. Z_DEFER_HEAD is an llist: any
  *   agent pushes with compareExchange (deferPage); only a holder of Z_LOCK takes the whole list
- *   (Atomics.exchange with 0) and frees it (drainDeferredLocked). Z_DEFER_PAGES: Atomics.add by
- *   the pusher, Atomics.sub by the drainer. A parked block's descriptor (PG_DEFERRED | order,
- *   PD_NEXT) belongs to the llist until then, written by the pusher before its compareExchange.
- *   pdListAdd and pdListDel also serve the slab partial lists, under that cache's list lock.
+ *   (exchange with 0) and frees it (drainDeferredLocked). Z_DEFER_HEAD and Z_DEFER_PAGES are the
+ *   halves of one 64-bit word (little-endian, as typed arrays and WebAssembly memory are): both
+ *   change only together, by those two atomics. A parked block's descriptor (PG_DEFERRED | order,
+ *   PD_NEXT, PD_OWNER the pusher) belongs to the llist until then, written by the pusher before its
+ *   compareExchange. pdListAdd and pdListDel also serve the slab partial lists, under that cache's
+ *   list lock.
  * LOCKS: the zone lock only, taken by drainDeferred (lockIn(0, ...): a noBlock agent past its
  *   bound leaves the list to the next free). Every other function here runs with Z_LOCK held by
  *   its caller (page_alloc.ts, pcp.ts, hotplug.ts, page/check.ts), after a pcp lock if any.
  * NO LOCK: deferPage (the llist push: a nolock free with the pcp and zone locks busy).
- * STALE: Z_DEFER_HEAD and Z_DEFER_PAGES are read by stats() and validate as they are: a push may
- *   land between the head and the count (Z_DEFER_PAGES trails the list by at most the blocks
- *   being pushed). Nothing here is read stale for a decision: the buddy words under Z_LOCK only.
+ * STALE: the deferred word is read by stats() and validate as one 64-bit snapshot, list and count
+ *   together. Nothing here is read stale for a decision: the buddy words under Z_LOCK only.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import {
@@ -35,7 +36,6 @@ import {
   PG_HEAD,
   VM,
   Z_DEFER_HEAD,
-  Z_DEFER_PAGES,
   Z_FREE_HEAD,
   Z_FREE_PAGES,
   Z_LOCK,
@@ -100,19 +100,35 @@ export function freeOneBlock(pa: PageAllocator, pfn: number, order: number): voi
   buddyAdd(pa, pfn, order);
 }
 
-/** Push a block on the zone's deferred llist (freePagesNolock with both locks busy). */
+/**
+ * Push a block on the zone's deferred llist (freePagesNolock with both locks busy). The head and
+ * the count are one 64-bit word (pa.deferWord: the pfn in the low half, the pages in the high
+ * half): one compareExchange publishes the block and counts it. Until it succeeds the block is
+ * PG_DEFERRED with PD_OWNER this slot (freeBlock wrote it) and on no list: reclaimSlot of a slot
+ * killed here frees it (freeBlocksInHand).
+ */
 export function deferPage(pa: PageAllocator, pfn: number, order: number): void {
-  const i32 = pa.i32;
+  const w = pa.deferWord;
   const d = pa.mem.pd(pfn);
   pa.u32[d + PD_FLAGS] = PG_DEFERRED | (order << PG_ORDER_SHIFT);
   for (;;) {
-    const head = Atomics.load(i32, pa.hw + Z_DEFER_HEAD);
-    pa.u32[d + PD_NEXT] = head;
+    const old = Atomics.load(w, 0);
+    pa.u32[d + PD_NEXT] = Number(old & DEFER_PFN_MASK);
+    const now = (((old >> DEFER_PAGES_SHIFT) + BigInt(1 << order)) << DEFER_PAGES_SHIFT) | BigInt(pfn);
     // Publication point: the compareExchange makes PD_NEXT and PD_FLAGS visible to the drainer.
-    if (Atomics.compareExchange(i32, pa.hw + Z_DEFER_HEAD, head, pfn) === head) break;
+    if (Atomics.compareExchange(w, 0, old, now) === old) break;
   }
-  Atomics.add(i32, pa.hw + Z_DEFER_PAGES, 1 << order);
   pa.locks.vmInc(VM.pagesDeferred, 1 << order);
+}
+
+/** The deferred word's halves: the head pfn (Z_DEFER_HEAD), the pages on the list (Z_DEFER_PAGES). */
+const DEFER_PFN_MASK = 0xffffffffn;
+const DEFER_PAGES_SHIFT = 32n;
+
+/** The deferred list as one snapshot: its head pfn and the pages it counts. */
+export function deferSnapshot(pa: PageAllocator): { head: number; pages: number } {
+  const v = Atomics.load(pa.deferWord, 0);
+  return { head: Number(v & DEFER_PFN_MASK), pages: Number(v >> DEFER_PAGES_SHIFT) };
 }
 
 /** Take the zone lock and free the deferred llist (a normal caller found it non-empty). */
@@ -126,11 +142,11 @@ export function drainDeferred(pa: PageAllocator): void {
 export function drainDeferredLocked(pa: PageAllocator): void {
   const i32 = pa.i32;
   if (Atomics.load(i32, pa.hw + Z_DEFER_HEAD) === 0) return;
-  let pfn = Atomics.exchange(i32, pa.hw + Z_DEFER_HEAD, 0);
+  // The list and its count together: the word is zero again, the count with it.
+  let pfn = Number(Atomics.exchange(pa.deferWord, 0, 0n) & DEFER_PFN_MASK);
   // Bounded, and every entry checked before it is freed: a cycle or a stray pfn is reported and
   // the rest of the list is dropped, never walked for ever nor merged into the buddy lists. The
-  // bound is the zone's size in pages (zoneStart and nrPages are absolute): Z_DEFER_PAGES may
-  // lag, a pusher adds to it after publishing.
+  // bound is the zone's size in pages (zoneStart and nrPages are absolute).
   const limit = pa.nrPages - pa.zoneStart;
   let pages = 0;
   while (pfn !== 0) {
@@ -148,7 +164,6 @@ export function drainDeferredLocked(pa: PageAllocator): void {
     pages += 1 << order;
     pfn = next;
   }
-  Atomics.sub(i32, pa.hw + Z_DEFER_PAGES, pages);
   pa.locks.vmInc(VM.pagesUndeferred, pages);
 }
 

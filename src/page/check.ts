@@ -8,12 +8,14 @@
  *   by its caller) rewrites Z_FREE_HEAD[], Z_NR_FREE[], Z_FREE_PAGES and the free blocks'
  *   descriptors from the descriptors, and finishes a growth that had not published: Z_MANAGED
  *   plain, Z_SIZE with Atomics.store. freeBlocksInHand clears the tail descriptors of a dead
- *   slot's blocks in hand (no other agent touches a block in another slot's hand) and frees them.
+ *   slot's blocks in hand (no other agent touches a block in another slot's hand) and frees them;
+ *   a block it had marked PG_DEFERRED and not yet published is freed under Z_LOCK when the
+ *   deferred list does not hold it.
  * LOCKS: validatePages takes every pcp lock it can have (its own with pcpEnter, others' with a
  *   short pcpLockRemote; an idle owner keeps its word) and then the zone lock with lock() (EAGAIN
  *   on a noBlock agent past its bound), and releases them all before it returns; its caller holds
- *   none. freeBlocksInHand takes none itself: freeBlock takes pcp -> zone.
- * NO LOCK: pageStats (Z_FREE_PAGES and Z_DEFER_PAGES with Atomics.load, the rest plain).
+ *   none. freeBlocksInHand takes the zone lock for a PG_DEFERRED block; freeBlock takes pcp -> zone.
+ * NO LOCK: pageStats (Z_FREE_PAGES and the deferred word with Atomics.load, the rest plain).
  * STALE: pageStats' figures while other agents run (exact only while the heap is quiet); in
  *   validatePages, the pcp lists of a slot whose lock it could not have are read as they are
  *   (exact while that agent is idle, which is when its owner keeps the word).
@@ -43,8 +45,6 @@ import {
   PG_RESERVED,
   PG_SLAB,
   C_STATE_FREE,
-  Z_DEFER_HEAD,
-  Z_DEFER_PAGES,
   Z_FREE_HEAD,
   Z_FREE_PAGES,
   Z_LOCK,
@@ -61,11 +61,11 @@ import type { PageAllocator } from "./page_alloc.js";
 import { PAGE_WHERE, PageStats } from "./page_alloc.js";
 import { pcpEnter, pcpExit, pcpLockRemote, pcpUnlockRemote } from "./pcp.js";
 import { PCP_REMOTE_SPINS } from "./pcp.js";
-import { freeOneBlock } from "./buddy.js";
+import { deferSnapshot, freeOneBlock } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 import { Z_SIZE } from "../core/layout.js";
 import { setWatermarks } from "./hotplug.js";
-import { PG_INHAND } from "../core/layout.js";
+import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
 
 /**
  * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and
@@ -111,7 +111,7 @@ export function pageStats(pa: PageAllocator): PageStats {
     freePages: Atomics.load(pa.u32, pa.hw + Z_FREE_PAGES),
     buddy,
     pcp,
-    deferredPages: Atomics.load(pa.u32, pa.hw + Z_DEFER_PAGES),
+    deferredPages: deferSnapshot(pa).pages,
     watermarks: { min: u32[pa.hw + Z_WMARK_MIN]!, low: u32[pa.hw + Z_WMARK_LOW]!, high: u32[pa.hw + Z_WMARK_HIGH]! },
     pcpBatch: u32[pa.hw + Z_PCP_BATCH]!,
     pcpHigh: u32[pa.hw + Z_PCP_HIGH]!,
@@ -194,15 +194,18 @@ export function validatePages(pa: PageAllocator): Uint8Array {
       }
       if (pages !== u32[c + C_PCP_COUNT]) bad(`pcp ${cpu} counts ${u32[c + C_PCP_COUNT]} pages, its lists hold ${pages}`);
     }
+    // One snapshot of the list and its count: pushes may go on (they only prepend), drains wait
+    // for the zone lock.
+    const snap = deferSnapshot(pa);
     let deferred = 0;
-    for (let pfn = Atomics.load(pa.u32, pa.hw + Z_DEFER_HEAD); pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
+    for (let pfn = snap.head; pfn !== 0; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) {
       const f = u32[pa.mem.pd(pfn) + PD_FLAGS]!;
       if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED) bad(`deferred list holds page ${pfn} with flags ${hex(f)}`);
       const o = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
       mark(pfn, o, PAGE_WHERE.deferred, "deferred list");
       deferred += 1 << o;
     }
-    if (deferred !== Atomics.load(pa.u32, pa.hw + Z_DEFER_PAGES)) bad(`deferred list counts ${Atomics.load(pa.u32, pa.hw + Z_DEFER_PAGES)} pages, holds ${deferred}`);
+    if (deferred !== snap.pages) bad(`deferred list counts ${snap.pages} pages, holds ${deferred}`);
     // Every other zone page must be the head or part of an allocated block.
     for (let pfn = pa.zoneStart; pfn < pa.nrPages; ) {
       if (where[pfn] !== PAGE_WHERE.unseen) {
@@ -241,15 +244,19 @@ export function unlockPcps(pa: PageAllocator, locked: Uint8Array): void {
 /**
  * reclaimSlot: free every block dead slot `cpu` had in its hands (PG_HEAD | PG_INHAND with PD_OWNER
  * `cpu`: taken off a list and not yet given its kind, on its way back, a slab leaving its cache,
- * a block being merged). Their tail descriptors are cleared first (a merge stopped half-way can
+ * a block being merged; a block a nolock free marked PG_DEFERRED and had not yet published, see
+ * freeUnpublishedDeferred; the pages of an allocPagesBulk that had not returned, see bulkBackInHand). Their tail descriptors are cleared first (a merge stopped half-way can
  * leave a stale head inside the block). No lock held; freeBlock takes what it needs. Returns the
  * pages freed; `blocks` (if given) counts the blocks.
  */
 export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: number }): number {
+  bulkBackInHand(pa, cpu);
   let pages = 0;
+  let parked: number[] | null = null;
   for (let pfn = pa.zoneStart; pfn < pa.nrPages; pfn++) {
     const d = pa.mem.pd(pfn);
     const f = pa.u32[d + PD_FLAGS]!;
+    if ((f & ~PG_ORDER_MASK) === PG_DEFERRED && pa.u32[d + PD_OWNER] === cpu) (parked ??= []).push(pfn);
     if ((f & ~PG_ORDER_MASK) !== (PG_HEAD | PG_INHAND) || pa.u32[d + PD_OWNER] !== cpu) continue;
     const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages) continue;
@@ -259,5 +266,52 @@ export function freeBlocksInHand(pa: PageAllocator, cpu: number, blocks?: { n: n
     if (blocks !== undefined) blocks.n++;
     pfn += (1 << order) - 1;
   }
+  if (parked !== null) pages += freeUnpublishedDeferred(pa, cpu, parked, blocks);
+  return pages;
+}
+
+/**
+ * reclaimSlot: the pages dead slot `cpu` was handing over in an allocPagesBulk (its bulk hand,
+ * C_BULK_PAGES, chained through PD_NEXT) go back in its hand: the call never returned them. Only
+ * order-0 blocks of that slot, allocated or in hand, are taken; the walk is bounded.
+ */
+function bulkBackInHand(pa: PageAllocator, cpu: number): void {
+  const u32 = pa.u32;
+  const hand = pa.mem.pcpOf(cpu) + C_BULK_PAGES;
+  for (let pfn = u32[hand]!, n = 0; pfn >= pa.zoneStart && pfn < pa.nrPages && n < pa.nrPages; n++) {
+    const d = pa.mem.pd(pfn);
+    const f = u32[d + PD_FLAGS]!;
+    if ((f !== PG_HEAD && f !== (PG_HEAD | PG_INHAND)) || u32[d + PD_OWNER] !== cpu) break;
+    pfn = u32[d + PD_NEXT]!;
+    u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND;
+  }
+  u32[hand] = 0;
+}
+
+/**
+ * reclaimSlot: blocks dead slot `cpu` marked PG_DEFERRED (`parked`, seen without a lock) are on
+ * the deferred list unless it died before its compareExchange published them; those are freed.
+ * Under the zone lock, so that no drain changes the list while it is walked (pushes only
+ * prepend, and a live pusher's blocks are its own). Returns the pages freed.
+ */
+function freeUnpublishedDeferred(pa: PageAllocator, cpu: number, parked: number[], blocks?: { n: number }): number {
+  pa.locks.lock(pa.hw + Z_LOCK, LOCK.zone);
+  const u32 = pa.u32;
+  const listed = new Set<number>();
+  for (let pfn = deferSnapshot(pa).head, n = 0; pfn !== 0 && n < pa.nrPages; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!, n++) listed.add(pfn);
+  let pages = 0;
+  for (const pfn of parked) {
+    const d = pa.mem.pd(pfn);
+    const f = u32[d + PD_FLAGS]!;
+    const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
+    if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED || u32[d + PD_OWNER] !== cpu || listed.has(pfn)) continue;
+    if ((pfn & ((1 << order) - 1)) !== 0 || pfn + (1 << order) > pa.nrPages) continue;
+    u32[d + PD_OWNER] = pa.cpu;
+    u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
+    freeOneBlock(pa, pfn, order);
+    pages += 1 << order;
+    if (blocks !== undefined) blocks.n++;
+  }
+  pa.locks.unlock(pa.hw + Z_LOCK, LOCK.zone);
   return pages;
 }

@@ -19,12 +19,14 @@
  *     detach takes its own word unconditionally, waiting out a remote holder's short section.
  *     reclaimSlot takes the word of a dead slot (recounting its lists first if it died inside a
  *     pcp section), and takes over another slot's word a dead remote drainer held.
- *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes; Z_DEFER_PAGES
- *     by Atomics.add/sub); only a holder of Z_LOCK takes the whole list (exchange with 0) and frees
- *     it: every normal free that reaches the zone, a normal pcp free that sees the list non-empty,
- *     pcp drains and direct reclaim. A parked block's descriptor (PG_DEFERRED | order, PD_NEXT)
- *     belongs to the llist until then. The drain is bounded by the zone's size and checks every
- *     entry: a broken list is reported to onError and the rest dropped.
+ *   Z_DEFER_HEAD is a lock-free llist (compareExchange on the head, any agent pushes); only a holder
+ *     of Z_LOCK takes the whole list (exchange with 0) and frees it: every normal free that reaches
+ *     the zone, a normal pcp free that sees the list non-empty, pcp drains and direct reclaim. A
+ *     parked block's descriptor (PG_DEFERRED | order, PD_NEXT) belongs to the llist until then.
+ *     Z_DEFER_HEAD and Z_DEFER_PAGES are one 64-bit word (deferWord): the push's compareExchange
+ *     publishes the block and counts it at once, the drain's exchange takes the list and its count,
+ *     so the count is never off by a block, whenever a pusher dies. The drain is bounded by the
+ *     zone's size and checks every entry: a broken list is reported to onError and the rest dropped.
  *   The descriptor of an allocated block (PG_HEAD, PG_LARGE, PG_SLAB, PG_RCU_BLOCK) belongs to its
  *     owner; only the head page's descriptor is non-zero (slab tails excepted, see slab.ts).
  *   A block in hand (taken off a pcp or buddy list, not yet given its kind; on its way back to
@@ -32,10 +34,10 @@
  *     PG_INHAND | order with PD_OWNER this slot, the owner written before the flags: between any two
  *     statements each page is in a list or in a block a reader can walk, and reclaimSlot of a dead
  *     slot frees every block in its hand (freeBlocksInHand), so a kill loses no page
- *     (test/agents/reclaim-points, reclaim-trust, kill). reclaimSlot, taking the zone lock over,
- *     rebuilds the buddy lists from the descriptors and finishes a growth that had not published
- *     Z_SIZE. Residual: a nolock free parked on the deferred llist by an agent killed between its
- *     compareExchange and its Z_DEFER_PAGES add leaves that count off by the block.
+ *     (test/agents/reclaim-points, reclaim-trust, reclaim-gaps, kill). reclaimSlot, taking the zone
+ *     lock over, rebuilds the buddy lists from the descriptors and finishes a growth that had not
+ *     published Z_SIZE. A block a nolock free marked PG_DEFERRED (PD_OWNER this slot) and had not
+ *     yet published is freed by it too, under the zone lock, when the deferred list does not hold it.
  *
  * LOCKS: pcp -> zone; direct reclaim (GFP.KERNEL below the low watermark, holding no pcp or zone
  *   lock) first calls reclaimSlabs (the slab list locks, trylock only: class list, before pcp),
@@ -100,7 +102,7 @@ import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
-import { PG_INHAND } from "../core/layout.js";
+import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -140,6 +142,13 @@ export class PageAllocator extends MemView {
    * Installed by the facade (layers.ts); nothing until then.
    */
   reclaimSlabs: () => void;
+  /**
+   * Z_DEFER_HEAD and Z_DEFER_PAGES as one 64-bit word (the head pfn in the low half, the pages on
+   * the list in the high half), so that a push publishes the block and its count with one
+   * compareExchange and a drain takes both with one exchange (buddy.ts). The header page never
+   * moves: the view outlives growth.
+   */
+  readonly deferWord: BigUint64Array;
 
   constructor(mem: Mem, locks: Locks) {
     super(mem);
@@ -147,6 +156,7 @@ export class PageAllocator extends MemView {
     this.locks = locks;
     this.fastOff = 0;
     this.reclaimSlabs = noop;
+    this.deferWord = new BigUint64Array(mem.buffer, (mem.hw + Z_DEFER_HEAD) << 2, 1);
   }
 
   /** Recompute fastOff (Locks.onChange, installed by the facade, calls it). */
@@ -257,7 +267,8 @@ export class PageAllocator extends MemView {
 
   /**
    * Fill `out` with up to `count` order-0 pages; returns how many. One pcp lock hold serves the
-   * whole batch while the pcp lists can.
+   * whole batch while the pcp lists can. The pages are in this slot's hand until the last
+   * statement (see handOverBulk).
    */
   allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
     this.locks.assertLive();
@@ -282,16 +293,34 @@ export class PageAllocator extends MemView {
       if (pfn === 0) break;
       got[n] = pfn;
     }
-    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD, gfp);
-    if (got !== out) {
-      const refused = storeOut(out, got, n);
-      if (refused !== null) {
-        for (let i = 0; i < n; i++) this.freePages(got[i]!, 0);
-        einval(`out refused a write (${refused}): the ${n} pages taken were freed again`);
-      }
+    // Every page stays in this slot's hand (PG_INHAND) through its zeroing and trace, then they
+    // go to the caller together (handOverBulk): a kill anywhere in the call loses none.
+    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD | PG_INHAND, gfp);
+    const hand = n > 0 ? this.handOverBulk(got, n) : 0;
+    const refused = got !== out ? storeOut(out, got, n) : null;
+    if (hand !== 0 && this.u32[hand] === got[0]! >>> PAGE_SHIFT) this.u32[hand] = 0;
+    if (refused !== null) {
+      for (let i = 0; i < n; i++) this.freePages(got[i]!, 0);
+      einval(`out refused a write (${refused}): the ${n} pages taken were freed again`);
     }
     if (n < count) this.allocFailed(0, gfp | GFP.NOWARN);
     return n;
+  }
+
+  /**
+   * allocPagesBulk: the `n` pages at `addrs`, in this slot's hand, become allocated blocks. They
+   * are chained (PD_NEXT) from the slot's bulk hand (C_BULK_PAGES) first, unless a call this one
+   * interrupted holds it: until the caller clears the word (the call's last statement) a kill
+   * leaves them all to reclaimSlot. Returns the word to clear, or 0.
+   */
+  private handOverBulk(addrs: ArrayLike<number>, n: number): number {
+    const u32 = this.u32;
+    const hand = this.pcpuW + C_BULK_PAGES;
+    const held = u32[hand] === 0;
+    for (let i = 0; i < n; i++) u32[this.mem.pd(addrs[i]! >>> PAGE_SHIFT) + PD_NEXT] = i + 1 < n ? addrs[i + 1]! >>> PAGE_SHIFT : 0;
+    if (held) u32[hand] = addrs[0]! >>> PAGE_SHIFT;
+    for (let i = 0; i < n; i++) u32[this.mem.pd(addrs[i]! >>> PAGE_SHIFT) + PD_FLAGS] = PG_HEAD;
+    return held ? hand : 0;
   }
 
   /**

@@ -2,12 +2,17 @@
  * Cache lifecycle: named caches (createCache, findCache, destroy), the built-in ones (setupCache),
  * the calls behind a KmemCache handle, shrink, and the release of dying caches.
  *
- * WORDS: under CT_LOCK (or at creation, before any other agent): the cache table's CT_NR and each
- *   descriptor's configuration line and K_GEN (plain stores), then K_STATE with Atomics.store, which
- *   publishes them (read-only afterwards); setupCache zeroes every word but the slots' PCS_USERS.
+ * WORDS: under CT_LOCK (or at creation, before any other agent): the cache table's CT_NR (raised
+ *   before a new cache is published) and each descriptor's configuration line and K_GEN (plain
+ *   stores; K_GEN is never zeroed), then K_STATE with Atomics.store, which publishes them
+ *   (read-only afterwards); setupCache zeroes every word but the slots' PCS_USERS and K_GEN.
  *   destroy and the release store K_STATE (DYING, FREE) with Atomics.store and move CT_NR_DYING
  *   with Atomics.add and sub, under CT_LOCK. A slot's PCS_USERS: its own slot, Atomics.add and sub
  *   (cacheEnter, cacheExit; see slab.ts). shrinkCache writes the list words under K_LIST_LOCK.
+ *   reclaimSlot, taking CT_LOCK over from a dead holder, recounts CT_NR and CT_NR_DYING from the
+ *   descriptors (ctableRecount) and releases the dying caches no slot uses (releaseDyingCaches): a
+ *   createCache or destroy killed at any statement leaves a descriptor that is free and reusable, a
+ *   working cache, or a dying cache released then or by a later shrink.
  * LOCKS, in order: ctable -> sheaf (this slot's local lock, to flush its sheaves) -> barn ->
  *   list -> pcp -> zone. createCache and destroy take CT_LOCK with lock() (EAGAIN on a noBlock
  *   agent past its bound); findCache and tryReleaseDying with lockIn(0, ...): a noBlock agent that
@@ -200,7 +205,11 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   // descriptor without CT_LOCK (cacheEnter of a stale handle, refused once it sees the state),
   // so zeroing its count here made the slot's later Atomics.sub leave it at -1 for good, and
   // the new cache could never be released.
-  i32.fill(0, kw, kw + K_HDR_WORDS);
+  // K_GEN keeps the old generation until the new one is stored: a setup stopped in between (its
+  // agent killed) must not leave 0, which a later setup would turn into a generation handed out
+  // before, and a stale handle of it would pass for the new cache's.
+  i32.fill(0, kw, kw + K_GEN);
+  i32.fill(0, kw + K_GEN + 1, kw + K_HDR_WORDS);
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
     i32.fill(0, pcs, pcs + PCS_USERS);
@@ -229,9 +238,35 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
   }
+  // The high-water mark first (a free descriptor below it is harmless: cacheNames shows null):
+  // a cache published beyond it would be missing from cacheNames and the decay.
+  if (id >= slab.i32[slab.hw + CT_NR]!) slab.i32[slab.hw + CT_NR] = id + 1;
   // Publication point: the state store makes the configuration visible to findCache.
   Atomics.store(i32, kw + K_STATE, K_STATE_ACTIVE);
-  if (id >= slab.i32[slab.hw + CT_NR]!) slab.i32[slab.hw + CT_NR] = id + 1;
+}
+
+/**
+ * reclaimSlot, CT_LOCK taken over from a dead holder (CT_LOCK held): the table's counts from the
+ * descriptors. A createCache or destroy stopped half-way leaves a descriptor FREE (set up again
+ * from scratch by the next createCache), ACTIVE (created, or not destroyed) or DYING (destroyed,
+ * released by releaseDyingCaches); only CT_NR and CT_NR_DYING can be off, and are recounted.
+ */
+export function ctableRecount(slab: SlabAllocator): void {
+  const i32 = slab.i32;
+  let nr = Math.min(i32[slab.hw + CT_NR]!, slab.maxCaches);
+  let dying = 0;
+  for (let id = 0; id < slab.maxCaches; id++) {
+    const st = i32[slab.cacheWOf(id) + K_STATE];
+    if (st !== K_STATE_FREE && id >= nr) nr = id + 1;
+    if (st === K_STATE_DYING) dying++;
+  }
+  i32[slab.hw + CT_NR] = nr;
+  Atomics.store(i32, slab.hw + CT_NR_DYING, dying);
+}
+
+/** reclaimSlot, once the dead slot's sheaves are flushed: release the dying caches nothing uses any more. */
+export function releaseDyingCaches(slab: SlabAllocator): void {
+  for (let id = FIRST_NAMED_ID; id < slab.maxCaches; id++) if (slab.i32[slab.cacheWOf(id) + K_STATE] === K_STATE_DYING) tryReleaseDying(slab, id);
 }
 
 export function cacheName(slab: SlabAllocator, id: number): string {

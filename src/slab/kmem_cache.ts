@@ -4,13 +4,13 @@
  * generation it was made for, all private; it has no public constructor.
  *
  * WORDS: none written; it reads its descriptor's K_GEN, K_STATE and K_OBJ_SIZE with plain loads.
- * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts, cache.ts),
- *   which take them.
+ * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts, cache.ts;
+ *   allocBulk through bulk.ts, which holds the batch in the slot's bulk hand), which take them.
  * NO LOCK: the generation and state check at each call.
  * STALE: K_GEN and K_STATE may be stale (a destroy by another agent just now): safe, since a
  *   destroy is seen at the latest by the slab layer's checks under the locks (cacheEnter, CT_LOCK).
  */
-import { checkInt, checkOut, einval, readAddrs, storeOut } from "../core/check.js";
+import { checkInt, checkOut, einval, readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
 import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
@@ -19,6 +19,7 @@ import type { SlabAllocator, SlabStats } from "./slab.js";
 import { cacheStats } from "./check.js";
 import { checkBulk } from "./debug.js";
 import { cacheName, cacheShrink, destroyCache } from "./cache.js";
+import { cacheAllocBulk } from "./bulk.js";
 
 /** Only newKmemCache passes it: `new KmemCache()` from anywhere else (even while the library makes one) is EINVAL. */
 const KMEM_CACHE_TOKEN: object = Object.freeze({});
@@ -93,25 +94,7 @@ export class KmemCache {
     checkInt("count", n, 0, 0x7fffffff, " of objects");
     checkOut("out", out, n);
     checkGfp(gfp);
-    // Objects go to the caller's array only when all n are there: a write it refuses (a Proxy, a
-    // setter) then frees them all, as a failed allocation does.
-    const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
-    for (let i = 0; i < n; i++) {
-      const obj = this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
-      if (obj === 0) {
-        for (let j = 0; j < i; j++) this.#slab.cacheFree(this.#id, got[j]!);
-        return 0;
-      }
-      got[i] = obj;
-    }
-    if (got !== out) {
-      const refused = storeOut(out, got, n);
-      if (refused !== null) {
-        for (let j = 0; j < n; j++) this.#slab.cacheFree(this.#id, got[j]!);
-        einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
-      }
-    }
-    return n;
+    return cacheAllocBulk(this.#slab, this.#id, this.#gen, n, out, gfp);
   }
 
   /** Free many objects of this cache; all are checked before any is freed. */

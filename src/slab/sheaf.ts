@@ -57,7 +57,7 @@ import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 import { slabDecayLocked } from "./decay.js";
 import { PCS_HAND } from "../core/layout.js";
 import { O_FREE_TAG } from "../core/layout.js";
-import { holdSheaf, sheafHandOf, unholdSheaf } from "./sheaf_hand.js";
+import { freeSheafHand, holdSheaf, sheafHandHolding, unholdSheaf } from "./sheaf_hand.js";
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -264,6 +264,8 @@ export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mod
 
 /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */
 export function barnShrink(slab: SlabAllocator, id: number): void {
+  // The sheaf cache has no barn, and its PCS_HAND is the sheaf hand: never cleared here.
+  if (id === SHEAF_CACHE_ID) return;
   const kw = slab.cacheWOf(id);
   const hand = slab.pcsW(id) + PCS_HAND;
   // One sheaf at a time off the barn, in this slot's hand (PCS_HAND) while it is flushed: an agent
@@ -298,8 +300,7 @@ export function deferSheafObjects(slab: SlabAllocator, sw: number): void {
  * unholdSheaf.
  */
 export function allocSheaf(slab: SlabAllocator, id: number, gfp: number): number {
-  const hand = sheafHandOf(slab, slab.cpu);
-  const s = slab.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0, slab.i32[hand] === 0 ? hand : 0);
+  const s = slab.allocFromSlabs(SHEAF_CACHE_ID, gfp & (GFP.NOWAIT | GFP.ATOMIC), 0, freeSheafHand(slab));
   if (s === 0) return 0;
   const i32 = slab.i32;
   const sw = s >> 2;
@@ -313,7 +314,7 @@ export function allocSheaf(slab: SlabAllocator, id: number, gfp: number): number
 /** Free a sheaf object; it is held (sheaf_hand.ts) until its freelist or this slot's deferred list has it. */
 export function freeSheaf(slab: SlabAllocator, sheaf: number, mode: number): void {
   holdSheaf(slab, sheaf);
-  if (!slab.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode, sheafHandOf(slab, slab.cpu))) {
+  if (!slab.freeToSlabs(SHEAF_CACHE_ID, sheaf, mode, sheafHandHolding(slab, sheaf))) {
     deferObject(slab, sheaf);
     unholdSheaf(slab, sheaf);
   }

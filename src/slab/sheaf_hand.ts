@@ -3,8 +3,11 @@
  * way loses no sheaf object (and the page of the sheaf cache it keeps).
  *
  * WORDS: PCS_HAND of the slot's line of the sheaf cache (SHEAF_CACHE_ID has no sheaves, so the word
- *   is free for this). The slot alone writes it, plain (holdSheaf, unholdSheaf; allocFromSlabs and
- *   freeToSlabs under the sheaf cache's list lock); reclaimSlot reads and clears a dead slot's.
+ *   is free for this), and the nested hands after it (PCS_HANDS_NESTED): a path that re-entered
+ *   (a reentry hook, a trace handler) while an outer path holds a sheaf object takes the first
+ *   empty hand, so it holds its own and never overwrites the outer one. The slot alone writes
+ *   them, plain (holdSheaf, unholdSheaf; allocFromSlabs and freeToSlabs under the sheaf cache's
+ *   list lock, into the hand the caller chose); reclaimSlot reads and clears a dead slot's.
  *   A sheaf object is held from before it leaves its freelist (allocSheaf: written under the list
  *   lock before the object is unlinked), its pcs line (flushCpuSheaves), its PCS_HAND (barnShrink)
  *   or the pcs line on its way to the barn (replaceEmptyMain), until a pcs line, the barn, its
@@ -14,8 +17,7 @@
  *   reclaimSlot: taking that list lock over from a dead slot (slabRebuildLocked), it drops a held
  *   object that is on its freelist (sheafHandRebuilt); afterwards (freeSheafObjectInHand, before
  *   the slot's deferred objects go back) it frees a held object that no pcs line, hand, barn,
- *   deferred list or freelist holds. A re-entered path that finds the hand taken holds nothing (a
- *   residual one-object window).
+ *   deferred list or freelist holds, for each of its hands.
  * LOCKS: freeSheafObjectInHand takes the barn lock of the sheaf's cache (lock()), briefly, to look
  *   for it on the barn, with nothing held; its free then takes the sheaf cache's list lock (and pcp
  *   -> zone for an empty slab). sheafHandRebuilt runs under the list lock its caller took over.
@@ -45,6 +47,7 @@ import {
   LOCK,
   O_NEXT,
   PCS_HAND,
+  PCS_HANDS_NESTED,
   PCS_MAIN,
   PCS_SPARE,
   PAGE_SHIFT,
@@ -52,26 +55,54 @@ import {
   PG_SLAB,
   S_CACHE,
   S_NEXT,
+  SHEAF_HANDS_NESTED,
 } from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./sizes.js";
 import { freeSheaf } from "./sheaf.js";
 
-/** The word of slot `cpu`'s sheaf hand. */
-export function sheafHandOf(slab: SlabAllocator, cpu: number): number {
-  return slab.cacheWOf(SHEAF_CACHE_ID) + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND;
+/** Sheaf hands a slot has: PCS_HAND, then the nested ones (PCS_HANDS_NESTED). */
+export const SHEAF_HANDS = 1 + SHEAF_HANDS_NESTED;
+
+/** The word of slot `cpu`'s sheaf hand `k` (0: PCS_HAND; 1..: the nested ones). */
+export function sheafHandOf(slab: SlabAllocator, cpu: number, k = 0): number {
+  const pcs = slab.cacheWOf(SHEAF_CACHE_ID) + K_HDR_WORDS + cpu * PCS_WORDS;
+  return k === 0 ? pcs + PCS_HAND : pcs + PCS_HANDS_NESTED + k - 1;
 }
 
-/** Hold sheaf object `s` in this slot's hand, unless it holds one already (a re-entered path). */
+/** This slot's first empty sheaf hand, or 0 when all are taken (deeper re-entry than hooks and trace handlers make). */
+export function freeSheafHand(slab: SlabAllocator): number {
+  for (let k = 0; k < SHEAF_HANDS; k++) {
+    const w = sheafHandOf(slab, slab.cpu, k);
+    if (slab.i32[w] === 0) return w;
+  }
+  return 0;
+}
+
+/** The hand of this slot that holds sheaf object `s`, or 0. */
+export function sheafHandHolding(slab: SlabAllocator, s: number): number {
+  for (let k = 0; k < SHEAF_HANDS; k++) {
+    const w = sheafHandOf(slab, slab.cpu, k);
+    if (slab.i32[w] === s) return w;
+  }
+  return 0;
+}
+
+/**
+ * Hold sheaf object `s` in this slot's first empty hand, unless a hand holds it already. A path
+ * that re-entered while an outer path holds one takes the next hand: it never overwrites the outer
+ * one, and holds its own.
+ */
 export function holdSheaf(slab: SlabAllocator, s: number): void {
-  const hand = sheafHandOf(slab, slab.cpu);
-  if (slab.i32[hand] === 0) slab.i32[hand] = s;
+  if (sheafHandHolding(slab, s) !== 0) return;
+  const w = freeSheafHand(slab);
+  if (w !== 0) slab.i32[w] = s;
 }
 
 /** A pcs line, the barn or the deferred list has sheaf object `s` now. */
 export function unholdSheaf(slab: SlabAllocator, s: number): void {
-  const hand = sheafHandOf(slab, slab.cpu);
-  if (slab.i32[hand] === s) slab.i32[hand] = 0;
+  const w = sheafHandHolding(slab, s);
+  if (w !== 0) slab.i32[w] = 0;
 }
 
 /**
@@ -80,9 +111,11 @@ export function unholdSheaf(slab: SlabAllocator, s: number): void {
  * it) is not the slot's. List lock held.
  */
 export function sheafHandRebuilt(slab: SlabAllocator, cpu: number): void {
-  const hand = sheafHandOf(slab, cpu);
-  const s = slab.i32[hand]!;
-  if (s !== 0 && sheafObjectFree(slab, s) !== false) slab.i32[hand] = 0;
+  for (let k = 0; k < SHEAF_HANDS; k++) {
+    const hand = sheafHandOf(slab, cpu, k);
+    const s = slab.i32[hand]!;
+    if (s !== 0 && sheafObjectFree(slab, s) !== false) slab.i32[hand] = 0;
+  }
 }
 
 /** Sheaf object `s`: on its slab's freelist (true), allocated (false), or not a sheaf object at all (null). */
@@ -107,8 +140,14 @@ function sheafObjectFree(slab: SlabAllocator, s: number): boolean | null {
  * Returns 1 if it freed one. No lock held.
  */
 export function freeSheafObjectInHand(slab: SlabAllocator, cpu: number): number {
+  let freed = 0;
+  for (let k = 0; k < SHEAF_HANDS; k++) freed += freeHeldSheafObject(slab, sheafHandOf(slab, cpu, k), cpu);
+  return freed;
+}
+
+/** freeSheafObjectInHand for one hand word of dead slot `cpu`. */
+function freeHeldSheafObject(slab: SlabAllocator, hand: number, cpu: number): number {
   const i32 = slab.i32;
-  const hand = sheafHandOf(slab, cpu);
   const s = i32[hand]!;
   if (s === 0) return 0;
   i32[hand] = 0;
@@ -117,6 +156,7 @@ export function freeSheafObjectInHand(slab: SlabAllocator, cpu: number): number 
     for (let c = 0; c < slab.cpus; c++) {
       const pcs = slab.cacheWOf(id) + K_HDR_WORDS + c * PCS_WORDS;
       if (i32[pcs + PCS_MAIN] === s || i32[pcs + PCS_SPARE] === s || i32[pcs + PCS_HAND] === s) return 0;
+      if (id === SHEAF_CACHE_ID) for (let k = 0; k < SHEAF_HANDS_NESTED; k++) if (i32[pcs + PCS_HANDS_NESTED + k] === s) return 0;
     }
   }
   const c = slab.mem.pcpOf(cpu);

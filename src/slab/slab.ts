@@ -36,13 +36,14 @@
  *   lock over, rebuilds the lists and counts (slabRebuildLocked) and drops from the dead slot's
  *   sheaves a top object also on a freelist; taking a barn lock over, recounts the barn
  *   (barnRecountLocked). The deferred list is drained one object at a time in place; a sheaf
- *   object in the making is in the sheaf hand (sheaf_hand.ts). Residual: a kill between an object
+ *   object in the making is in one of the slot's sheaf hands (sheaf_hand.ts), a cache.allocBulk
+ *   batch in its bulk hand (bulk.ts), so reclaimSlot frees them. Residual: a kill between an object
  *   leaving a list and its free or its caller leaks that one object.
  * Empty slabs stay on the partial list up to K_MAX_EMPTY, one beyond goes back at once, the rest
  *   decay (slab/decay.ts); shrink keeps none. Every walk of a list is bounded by its count
  *   (C_DEFER_NR, K_NR_SLABS, K_BARN_MAX): a cycle or stray link is ECORRUPT (reported to onError by
  *   deferred work, which drops the broken list). Debug heaps trust no metadata word: M_STATE one
- *   of OBJ_*, M_REQ in 1..K_OBJ_SIZE, PD_CACHE and PD_HEAD in range, or ECORRUPT before acting;
+ *   of M_STATE_*, M_REQ in 1..K_OBJ_SIZE, PD_CACHE and PD_HEAD in range, or ECORRUPT before acting;
  *   bytes 0..7 of a free debug object are the free tag and POISON_WORD when off a linked list.
  *
  * LOCKS, in order: ctable -> sheaf -> barn -> list -> (page allocator: pcp -> zone). The barn and

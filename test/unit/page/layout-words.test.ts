@@ -37,6 +37,9 @@ test("per-CPU block words are distinct and fit C_WORDS", () => {
   claim("C_PCP_REQ_AT", L.C_PCP_REQ_AT);
   claim("C_DEFER_HEAD", L.C_DEFER_HEAD);
   claim("C_DEFER_NR", L.C_DEFER_NR);
+  claim("C_BULK_PAGES", L.C_BULK_PAGES);
+  claim("C_BULK_OBJ", L.C_BULK_OBJ);
+  claim("C_BULK_NR", L.C_BULK_NR);
   claim("C_VMSTAT", L.C_VMSTAT, L.NR_VM);
   claim("C_RCU_NEST", L.C_RCU_NEST);
   claim("C_RCU_SNAP", L.C_RCU_SNAP);
@@ -80,6 +83,7 @@ test("cache descriptor words are distinct: the header lines, and each slot's pcs
   pcs("PCS_LOCKED", L.PCS_LOCKED);
   pcs("PCS_USERS", L.PCS_USERS);
   pcs("PCS_HAND", L.PCS_HAND);
+  pcs("PCS_HANDS_NESTED", L.PCS_HANDS_NESTED, L.SHEAF_HANDS_NESTED);
 });
 
 test("header page words are distinct and fit the header", () => {

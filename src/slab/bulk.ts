@@ -1,0 +1,104 @@
+/*
+ * cache.allocBulk: n objects of a cache, all or none, held in this slot's object bulk hand until
+ * the call's last statement, so that a slot killed in the middle of the batch loses at most the
+ * one object it was taking (an object taken for its caller and not yet returned).
+ *
+ * WORDS: C_BULK_OBJ and C_BULK_NR of this slot (owner only, plain): the objects taken so far, the
+ *   last first, chained through each object's O_NEXT word (the objects are allocated: the word is
+ *   the caller's only once the call returns; with GFP.ZERO it is zeroed again after the hand is
+ *   cleared), and how many. C_BULK_NR non-zero means held. A call that finds the hand taken (a
+ *   trace handler's call inside another's) holds nothing. reclaimSlot of a dead slot frees its
+ *   chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
+ * LOCKS: none of its own; cacheAlloc, cacheFree and kfree take theirs.
+ */
+import { einval, storeOut } from "../core/check.js";
+import { ErrorCode, HeapError } from "../core/errors.js";
+import { GFP } from "../core/gfp.js";
+import { C_BULK_NR, C_BULK_OBJ, O_NEXT } from "../core/layout.js";
+import type { SlabAllocator } from "./slab.js";
+import { brokenDeferredList } from "./kmalloc.js";
+
+/** Fill out[0..n) with n objects of cache `id` (handle generation `gen`) and return n, or return 0 and allocate nothing. */
+export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: number, out: number[] | Uint32Array, gfp: number): number {
+  // Objects go to the caller's array only when all n are there: a write it refuses (a Proxy, a
+  // setter) then frees them all, as a failed allocation does.
+  const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
+  const p = slab.pcpuW;
+  const held = slab.i32[p + C_BULK_NR] === 0;
+  for (let i = 0; i < n; i++) {
+    const obj = slab.cacheAlloc(id, gen, gfp);
+    if (obj === 0) {
+      giveBack(slab, id, got, i, held);
+      return 0;
+    }
+    got[i] = obj;
+    if (held) {
+      // Read the views after the call: it may have rebuilt them.
+      const i32 = slab.i32;
+      i32[(obj >> 2) + O_NEXT] = i32[p + C_BULK_OBJ]!;
+      i32[p + C_BULK_OBJ] = obj;
+      i32[p + C_BULK_NR] = i + 1;
+    }
+  }
+  const refused = got !== out ? storeOut(out, got, n) : null;
+  if (refused !== null) {
+    giveBack(slab, id, got, n, held);
+    einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
+  }
+  if (held) {
+    const i32 = slab.i32;
+    // The last statement of the call that counts: from here the objects are the caller's.
+    i32[p + C_BULK_NR] = 0;
+    i32[p + C_BULK_OBJ] = 0;
+    if ((gfp & GFP.ZERO) !== 0) for (let i = 0; i < n; i++) i32[(got[i]! >> 2) + O_NEXT] = 0;
+  }
+  return n;
+}
+
+/** The batch failed: free the `n` objects taken (off the hand one at a time when it holds them). */
+function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: number, held: boolean): void {
+  const p = slab.pcpuW;
+  for (let k = 0; k < n; k++) {
+    let obj = got[k]!;
+    if (held) {
+      const i32 = slab.i32;
+      obj = i32[p + C_BULK_OBJ]!;
+      i32[p + C_BULK_OBJ] = i32[(obj >> 2) + O_NEXT]!;
+      i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! - 1;
+    }
+    slab.cacheFree(id, obj);
+  }
+}
+
+/**
+ * reclaimSlot: the objects dead slot `cpu` had taken in a cache.allocBulk that never returned are
+ * freed, each off the chain before it is freed (a reclaimer killed here loses at most that one).
+ * A broken chain is reported to onError and dropped. Returns the objects freed. No lock held.
+ */
+export function freeBulkObjectsInHand(slab: SlabAllocator, cpu: number): number {
+  const p = slab.mem.pcpOf(cpu);
+  const nr = slab.i32[p + C_BULK_NR]!;
+  if (nr === 0) {
+    slab.i32[p + C_BULK_OBJ] = 0;
+    return 0;
+  }
+  const first = slab.i32[p + C_BULK_OBJ]!;
+  const broken = brokenDeferredList(slab, first, nr);
+  if (broken !== "") {
+    slab.i32[p + C_BULK_NR] = 0;
+    slab.i32[p + C_BULK_OBJ] = 0;
+    slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s bulk object hand is broken (${broken}): its objects are dropped`), first);
+    return 0;
+  }
+  let freed = 0;
+  for (let k = 0; k < nr; k++) {
+    const i32 = slab.i32;
+    const obj = i32[p + C_BULK_OBJ]!;
+    i32[p + C_BULK_OBJ] = i32[(obj >> 2) + O_NEXT]!;
+    i32[p + C_BULK_NR] = nr - k - 1;
+    i32[(obj >> 2) + O_NEXT] = 0;
+    slab.kfree(obj);
+    freed++;
+  }
+  return freed;
+}

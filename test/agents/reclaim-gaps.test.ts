@@ -1,0 +1,172 @@
+/*
+ * A worker killed at an instant where it holds what no list holds yet (issue 11's remaining gaps):
+ *   - a nolock page free parking its block on the zone's deferred list, before or after the
+ *     compareExchange that publishes it: the block is freed or stays listed, and the deferred page
+ *     count is exact (until the fix it was added after publishing: a kill there left it off by the
+ *     block for good, and validate() reported it; a kill before publishing lost the block);
+ *   - allocPagesBulk and cache.allocBulk in the middle of their loop: the pages or objects taken
+ *     so far were nobody's (until the fix they were allocated already, and lost).
+ *   - createCache and destroy inside the cache table section: a cache published before the table's
+ *     high-water mark was raised was missing from cacheNames (and the decay); a cache marked dying
+ *     before the dying count was raised was never released, its descriptor never reusable.
+ *   - a path that re-entered (a reentry hook's nolock call) while an outer path held a sheaf
+ *     object in the slot's sheaf hand: until the fix it held nothing, and the empty sheaf it was
+ *     taking to the barn was lost with the kill.
+ * Each worker stops at the instant (workers/gaps.ts), is terminated there, and reclaimSlot runs.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Worker } from "node:worker_threads";
+import { Heap } from "../../src/index.js";
+import type { GapScenario } from "./workers/gaps.js";
+import { firstMessage } from "../support/util.js";
+
+async function stopAt(heap: Heap, scenario: GapScenario): Promise<{ worker: Worker; cpu: number; parked: boolean }> {
+  const worker = new Worker(new URL("./workers/gaps.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario } });
+  worker.unref();
+  const m = await firstMessage<{ cpu: number; parked: boolean }>(worker, `the ${scenario} worker never stopped`);
+  return { worker, ...m };
+}
+
+/** Every page free again once the host frees something (which drains the deferred list) and shrinks. */
+function assertAllFree(heap: Heap, total: number): void {
+  heap.freePages(heap.allocPages(7), 7);
+  heap.shrink();
+  heap.validate();
+  const st = heap.stats();
+  assert.equal(st.deferredPages, 0);
+  for (const s of st.slabs) assert.equal(s.activeObjects, 0, `${s.name} holds no object`);
+  assert.equal(st.freePages, total, "every page is free again");
+}
+
+for (const [scenario, inHand, deferred] of [
+  ["defer-before", 1, 0],
+  ["defer-after", 0, 64],
+] as const) {
+  test(`a worker killed ${scenario === "defer-before" ? "before" : "after"} it publishes a nolock free on the deferred page list: the block is ${inHand === 1 ? "freed by reclaimSlot" : "listed and counted"}, validate() passes`, async () => {
+    const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+    const total = heap.stats().totalPages;
+    const w = await stopAt(heap, scenario);
+    try {
+      assert.equal(w.parked, true);
+      await w.worker.terminate();
+      const r = heap.reclaimSlot(w.cpu);
+      assert.deepEqual(r.locks, ["zone"], `it held the zone lock: ${JSON.stringify(r)}`);
+      assert.equal(r.inHand, inHand, `the unpublished block is in hand: ${JSON.stringify(r)}`);
+      assert.equal(r.pages, inHand * 64);
+      heap.validate();
+      assert.equal(heap.stats().deferredPages, deferred, "the deferred list counts exactly what it holds");
+      assertAllFree(heap, total);
+    } finally {
+      await w.worker.terminate();
+      heap.detach();
+    }
+  });
+}
+
+for (const debug of [false, true]) {
+test(`a worker killed inside allocPagesBulk(8) at its 5th page (debug ${debug}): reclaimSlot frees the 4 pages taken before it too, and every page is free again`, async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4, debug });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "bulk-pages");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.equal(r.inHand, 8, `the 8 pages of the call are in hand: ${JSON.stringify(r)}`);
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test(`a worker killed inside cache.allocBulk(8) at its 5th object (debug ${debug}): reclaimSlot frees the 4 taken before it, and only that one object stays allocated`, async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4, debug });
+  heap.createCache("gaps-64", 64);
+  const w = await stopAt(heap, "bulk-objects");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.equal(r.inHand, 4, `the 4 objects the call had taken are in hand: ${JSON.stringify(r)}`);
+    heap.shrink();
+    heap.validate();
+    // The 5th was taken for the caller and not yet returned: the one-object window.
+    assert.equal(heap.stats().slabs.find((s) => s.name === "gaps-64")!.activeObjects, 1);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+}
+
+test("a worker killed inside createCache just after it published the descriptor: the cache is whole, listed by cacheNames, found and usable", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "create-published");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.deepEqual(r.locks, ["ctable"]);
+    heap.validate();
+    assert.ok(heap.cacheNames().includes("gaps-new"), `cacheNames lists it: ${JSON.stringify(heap.cacheNames())}`);
+    assert.deepEqual(r.rebuilt, ["cache table counts"]);
+    const c = heap.findCache("gaps-new");
+    assert.ok(c !== null);
+    c.free(c.alloc());
+    c.destroy();
+    assert.equal(heap.cacheNames().includes("gaps-new"), false);
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test("a worker killed inside destroy() just after it marked the cache dying: reclaimSlot releases it, its descriptor is free and reused, every page comes back", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "destroy-dying");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.deepEqual(r.locks, ["ctable"]);
+    heap.shrink();
+    heap.validate();
+    const names = heap.cacheNames();
+    assert.equal(names.includes("gaps-dying"), false, `the dying cache was released: ${JSON.stringify(names)}`);
+    assert.equal(heap.findCache("gaps-dying"), null);
+    const at = names.indexOf(null);
+    const again = heap.createCache("gaps-dying", 64);
+    assert.equal(heap.cacheNames().indexOf("gaps-dying"), at, "the new cache takes the freed descriptor");
+    again.free(again.alloc());
+    again.destroy();
+    assert.equal(heap.cacheNames().includes("gaps-dying"), false, "and is released at once: the dying count is right");
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test("a worker killed in a nolock call its reentry hook made while its sheaf hand held a new sheaf: both sheaf objects are freed (inHand 2)", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const w = await stopAt(heap, "sheaf-nested");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.equal(r.inHand, 2, `the outer path's new sheaf and the nested path's empty sheaf: ${JSON.stringify(r)}`);
+    heap.shrink();
+    heap.validate();
+    const st = heap.stats();
+    assert.equal(st.slabs.find((s) => s.name === "kmem_cache_sheaf")!.activeObjects, 0, "no sheaf object is left allocated");
+    assert.equal(st.slabs.find((s) => s.name === "gaps-z")!.activeObjects, 0);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});

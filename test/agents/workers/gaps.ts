@@ -1,0 +1,154 @@
+/*
+ * A worker that stops for ever at one instant inside the allocator where it holds something no
+ * list holds yet, for the host to terminate it there and reclaim its slot
+ * (test/agents/reclaim-gaps.test.ts):
+ *   defer-before, defer-after: a freePagesNolock that parks its order-6 block on the zone's
+ *     deferred list (its reentry hook frees it while the worker holds the zone lock), stopped just
+ *     before, or just after, the compareExchange that publishes the block. No hook point lies
+ *     there, so the worker wraps Atomics.compareExchange for the deferred list's word.
+ *   bulk-pages: allocPagesBulk(8), stopped in the mm_page_alloc trace handler of its 5th page.
+ *   bulk-objects: cache.allocBulk(8) of the host's cache "gaps-64", stopped in the
+ *     kmem_cache_alloc trace handler of its 5th object.
+ *   create-published: createCache("gaps-new"), stopped just after the store that publishes the
+ *     descriptor (K_STATE active), holding the cache table lock.
+ *   destroy-dying: destroy() of a cache it made, stopped just after the store that marks it
+ *     dying, holding the cache table lock. These two wrap Atomics.store for that word.
+ *   sheaf-nested: the first alloc of a new cache "gaps-z" holds its new sheaf object in the
+ *     slot's sheaf hand; at that list:release its reentry hook makes a kmallocNolock(512) that
+ *     trades its empty main sheaf of kmalloc-512 at the barn, and stops at the compareExchange of
+ *     the barn lock that would take the empty sheaf back (it wraps Atomics.compareExchange for
+ *     that word): the empty sheaf is off its pcs line and on no barn list.
+ * It posts { cpu, parked } when it stops (parked false: it finished without stopping).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { Heap } from "../../../src/index.js";
+import { layersOf } from "../../../src/layers.js";
+import { K_BARN_LOCK, K_BARN_NR_FULL, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
+import { FIRST_NAMED_ID } from "../../../src/slab/slab.js";
+
+export type GapScenario = "defer-before" | "defer-after" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested";
+
+const { buffer, scenario } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario };
+const heap = Heap.attach(buffer);
+const stop = new Int32Array(new SharedArrayBuffer(4));
+const park = (): never => {
+  parentPort!.postMessage({ cpu: heap.cpu, parked: true });
+  for (;;) Atomics.wait(stop, 0, 0); // until terminated
+};
+
+/** Stop right after the next Atomics.store of `value` into word `at` of the heap. */
+function parkAfterStore(at: number, value: number): void {
+  const real = Atomics.store;
+  (Atomics as { store: unknown }).store = function (ta: Int32Array, i: number, v: number): number {
+    const r = real(ta, i, v);
+    if (ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === at << 2 && v === value) park();
+    return r;
+  };
+}
+
+switch (scenario) {
+  case "defer-before":
+  case "defer-after": {
+    const deferAt = (layersOf(heap).mem.hw + Z_DEFER_HEAD) << 2;
+    const real = Atomics.compareExchange;
+    const before = scenario === "defer-before";
+    let armed = false;
+    // The wrapper stands for the instant itself: it stops the worker at the deferred list's word only.
+    (Atomics as { compareExchange: unknown }).compareExchange = function (ta: Int32Array, i: number, expected: number, value: number): number {
+      const at = armed && ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === deferAt;
+      if (at && before) park();
+      const r = real(ta, i, expected, value);
+      if (at && r === expected) park();
+      return r;
+    };
+    const block = heap.allocPages(6);
+    heap.setReentryHook((p) => {
+      if (p !== "zone:acquire" || armed) return;
+      armed = true;
+      // The zone lock is this worker's: a nolock free of a block above the pcp orders parks it.
+      heap.freePagesNolock(block, 6);
+      armed = false;
+    });
+    heap.freePages(heap.allocPages(7), 7); // its zone:acquire runs the hook
+    break;
+  }
+  case "bulk-pages": {
+    let n = 0;
+    heap.trace.on("mm_page_alloc", () => {
+      if (++n === 5) park();
+    });
+    heap.allocPagesBulk(8, new Uint32Array(8));
+    break;
+  }
+  case "bulk-objects": {
+    const cache = heap.findCache("gaps-64");
+    if (cache === null) throw new Error("the host creates gaps-64");
+    let n = 0;
+    heap.trace.on("kmem_cache_alloc", () => {
+      if (++n === 5) park();
+    });
+    cache.allocBulk(8, new Uint32Array(8));
+    break;
+  }
+  case "create-published": {
+    const slab = layersOf(heap).slab;
+    let id = FIRST_NAMED_ID;
+    while (slab.i32[slab.cacheWOf(id) + K_STATE] !== K_STATE_FREE) id++;
+    parkAfterStore(slab.cacheWOf(id) + K_STATE, K_STATE_ACTIVE);
+    heap.createCache("gaps-new", 64);
+    break;
+  }
+  case "destroy-dying": {
+    const cache = heap.createCache("gaps-dying", 64);
+    cache.free(cache.alloc());
+    const slab = layersOf(heap).slab;
+    let id = FIRST_NAMED_ID;
+    while (heap.cacheNames()[id] !== "gaps-dying") id++;
+    parkAfterStore(slab.cacheWOf(id) + K_STATE, K_STATE_DYING);
+    cache.destroy();
+    break;
+  }
+  case "sheaf-nested": {
+    const slab = layersOf(heap).slab;
+    const id = heap.cacheNames().indexOf("kmalloc-512");
+    const kw = slab.cacheWOf(id);
+    const pcs = slab.pcsW(id);
+    const cap = slab.i32[kw + K_SHEAF_CAP]!;
+    const objs: number[] = [];
+    for (let i = 0; i < 4 * cap; i++) objs.push(heap.kmalloc(512));
+    for (const o of objs) heap.kfree(o);
+    // Allocate (and keep) until the next allocation trades at the barn: the main sheaf empty, the
+    // spare there and empty, a full sheaf on the barn.
+    const ready = (): boolean => {
+      const i32 = slab.i32;
+      const main = i32[pcs + PCS_MAIN]!;
+      const spare = i32[pcs + PCS_SPARE]!;
+      return i32[(main >> 2) + S_SIZE] === 0 && spare !== 0 && i32[(spare >> 2) + S_SIZE] === 0 && i32[kw + K_BARN_NR_FULL]! > 0;
+    };
+    for (let i = 0; !ready(); i++) {
+      if (i > 8 * cap) throw new Error("kmalloc-512 never reached a barn trade");
+      heap.kmalloc(512);
+    }
+    const z = heap.createCache("gaps-z", 64);
+    const barn = kw + K_BARN_LOCK;
+    const real = Atomics.compareExchange;
+    let casts = -1;
+    (Atomics as { compareExchange: unknown }).compareExchange = function (ta: Int32Array, i: number, expected: number, value: number): number {
+      // The second compareExchange of kmalloc-512's barn lock in the nested call: barnPutEmpty's.
+      if (casts >= 0 && ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === barn << 2 && ++casts === 2) park();
+      return real(ta, i, expected, value);
+    };
+    let armed = true;
+    heap.setReentryHook((p) => {
+      if (!armed || p !== "list:release" || slab.i32[sheafHandOf(slab, heap.cpu)] === 0) return;
+      armed = false;
+      casts = 0;
+      heap.kmallocNolock(512);
+      casts = -1;
+    });
+    z.alloc();
+    break;
+  }
+}
+parentPort!.postMessage({ cpu: heap.cpu, parked: false });
