@@ -19,14 +19,14 @@ test("findCache while another agent destroys the cache and creates another in it
     const h = Heap.create({ size: 8 << 20, cpus: 4 });
     const ctrl = new SharedArrayBuffer(16);
     const c = new Int32Array(ctrl);
-    const data: FlipData = { buffer: h.buffer, ctrl, abortAt: -1, id: 0, seed: 0, flips: 2_000_000, a: FLIP_A, b: FLIP_B, readyAt: 0, roundsAt: 1, stopAt: 2 };
+    const data: FlipData = { buffer: h.buffer, ctrl, abortAt: 3, id: 0, seed: 0, flips: 2_000_000, a: FLIP_A, b: FLIP_B, readyAt: 0, roundsAt: 1, stopAt: 2 };
     const flipper = spawn("cache-flip", data, "flipper");
     await until(() => Atomics.load(c, 0) === 1 || flipper.error !== null, "the flipper to attach");
     flipper.check();
-    // Until the flipper has made 20,000 rounds (or 2,000,000 lookups): a bounded loop either way.
+    // Until the flipper has made 20,000 rounds (or 20,000,000 lookups, should it be starved): bounded.
     let found = 0;
     const wrong: string[] = [];
-    for (let i = 0; i < 2_000_000 && Atomics.load(c, 1) < 20_000 && flipper.exitCode === null; i++) {
+    for (let i = 0; i < 20_000_000 && Atomics.load(c, 1) < 20_000 && Atomics.load(c, 3) === 0; i++) {
       const k = h.findCache(FLIP_A.name);
       if (k === null) continue;
       found++;
