@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, type HeapError } from "../../../src/index.js";
-import { C_DEFER_HEAD, C_DEFER_NR, C_RCU_BLOCKS, C_RCU_WAIT, H_PCPU_OFF, C_WORDS, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../../../src/core/layout.js";
+import { C_DEFER_HEAD, C_DEFER_NR, C_KRCP_LOCK, C_RCU_BLOCKS, C_RCU_WAIT, CT_LOCK, H_PCPU_OFF, C_WORDS, K_BARN_LOCK, K_LIST_LOCK, RB_NEXT, Z_DEFER_HEAD, Z_LOCK } from "../../../src/core/layout.js";
+import { FIRST_NAMED_ID } from "../../../src/slab/sizes.js";
 import { layersOf } from "../../../src/layers.js";
 import { caught } from "../../support/check.js";
 
@@ -30,6 +31,48 @@ describe("corruption gives ECORRUPT, never a hang", () => {
       Atomics.store(h.i32, Z_LOCK, saved);
       h.freePages(h.allocPages(6), 6);
       h.validate();
+    }
+  });
+
+  test("a stray store into every other lock word (the cache table, a cache's list and barn locks, a slot's kfreeRcu lock): ECORRUPT naming the lock", T, () => {
+    type Case = [lock: string, word: (h: Heap) => number, call: (h: Heap) => unknown];
+    const cacheW = (h: Heap): number => layersOf(h).mem.cacheWOf(FIRST_NAMED_ID); // the first named cache's descriptor
+    const cases: Case[] = [
+      ["ctable", () => CT_LOCK, (h) => h.createCache("stray-new", 40)],
+      ["list", (h) => cacheW(h) + K_LIST_LOCK, (h) => h.findCache("stray")!.alloc()],
+      ["barn", (h) => cacheW(h) + K_BARN_LOCK, (h) => h.findCache("stray")!.shrink()],
+      // kfreeRcu never waits on it (it falls back to waiting for a grace period); rcuBarrier does.
+      ["rcu", (h) => pcpu(h) + C_KRCP_LOCK, (h) => h.rcuBarrier()],
+    ];
+    for (const [lock, word, call] of cases) {
+      for (const stray of [0x7fff, 4, 0x12340001]) {
+        const h = Heap.create({ size: 4 << 20, cpus: 4 });
+        const c = h.createCache("stray", 40);
+        if (lock === "barn") {
+          // Objects in this slot's sheaves and in the barn, for shrink() to take the barn lock.
+          const objs: number[] = [];
+          for (let i = 0; i < 300; i++) objs.push(c.alloc());
+          for (const o of objs) c.free(o);
+        }
+        if (lock === "rcu") h.kfreeRcu(h.kmalloc(64)); // a batch for rcuBarrier to take
+        const w = word(h);
+        const saved = Atomics.load(h.i32, w);
+        assert.equal(saved, 0, `the ${lock} lock is free before the store`);
+        Atomics.store(h.i32, w, stray);
+        let e: HeapError | null = null;
+        try {
+          call(h);
+        } catch (x) {
+          e = x as HeapError;
+        }
+        assert.ok(e !== null, `${lock} lock, stray ${stray}: the call went on as if the lock were free`);
+        assert.equal(e.code, "ECORRUPT", `${lock} lock, stray ${stray}: ${e.message}`);
+        assert.match(e.message, new RegExp(`the ${lock} lock word`));
+        Atomics.store(h.i32, w, saved);
+        call(h); // the same call works once the word is repaired
+        h.rcuBarrier();
+        h.validate();
+      }
     }
   });
 

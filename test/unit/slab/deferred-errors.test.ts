@@ -51,6 +51,31 @@ describe("errors found by deferred work", () => {
     h.validate();
   });
 
+  test("a clobbered redzone found while the timer frees a debug kfreeRcu batch goes to onError; the rest of the batch is freed", async () => {
+    const h = Heap.create({ size: 4 << 20, cpus: 2, debug: true });
+    const errors: HeapError[] = [];
+    h.onError = (e) => errors.push(e);
+    const events: TraceRecord[] = [];
+    h.trace.on("slab_error", (r) => events.push(r));
+    const objs: number[] = [];
+    for (let i = 0; i < 10; i++) objs.push(h.kmalloc(40));
+    for (const o of objs) h.kfreeRcu(o);
+    h.u8[objs[6]! + 41] = 0x5a; // a write past the end after kfreeRcu
+    // No call of the caller's frees the batch: the agent's own timer does (a throw there would be an
+    // uncaught exception, and node:test would fail the run).
+    await until(() => h.stats().rcu.waitingObjects === 0, "the kfreeRcu timer to free the batch", 10_000);
+    await delay(10);
+    assert.equal(errors.length, 1, "one error reported");
+    assert.equal(errors[0]!.code, "ECORRUPT");
+    assert.match(errors[0]!.message, /offset 41 is 0x5a/);
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.addr, objs[6]);
+    h.trace.clear();
+    h.shrink();
+    assert.equal(h.stats().slabs.find((c) => c.name === "kmalloc-64")!.activeObjects, 0, "every object of the batch was freed");
+    h.validate();
+  });
+
   test("the default onError logs the first error once", async () => {
     const h = Heap.create({ size: 4 << 20, cpus: 2 });
     const logged: unknown[] = [];
