@@ -7,14 +7,15 @@
  *   last first, chained through each object's O_NEXT word (the objects are allocated: the word is
  *   the caller's only once the call returns; with GFP.ZERO it is zeroed again after the hand is
  *   cleared), and how many. C_BULK_NR non-zero means held. A call that finds the hand taken (a
- *   trace handler's call inside another's) holds nothing. reclaimSlot of a dead slot frees its
+ *   trace handler's call inside another's) holds nothing, and so does a call on a debug cache
+ *   whose objects are asked for fewer than 8 bytes (the word would be redzone: linkFits). reclaimSlot of a dead slot frees its
  *   chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
  * LOCKS: none of its own; cacheAlloc, cacheFree and kfree take theirs.
  */
 import { einval, storeOut } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
-import { C_BULK_NR, C_BULK_OBJ, O_NEXT } from "../core/layout.js";
+import { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, O_NEXT } from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { brokenDeferredList } from "./kmalloc.js";
 
@@ -24,7 +25,7 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   // setter) then frees them all, as a failed allocation does.
   const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
   const p = slab.pcpuW;
-  const held = slab.i32[p + C_BULK_NR] === 0;
+  const held = slab.i32[p + C_BULK_NR] === 0 && linkFits(slab, id);
   for (let i = 0; i < n; i++) {
     const obj = slab.cacheAlloc(id, gen, gfp);
     if (obj === 0) {
@@ -53,6 +54,16 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
     if ((gfp & GFP.ZERO) !== 0) for (let i = 0; i < n; i++) i32[(got[i]! >> 2) + O_NEXT] = 0;
   }
   return n;
+}
+
+/**
+ * Is an object's O_NEXT word the caller's own bytes, which the chain may borrow until the call
+ * returns? Always without debug; in a debug cache only when the object's asked-for size (K_OBJ_SIZE)
+ * covers the word: below it the word holds the redzone, which a link would clobber.
+ */
+function linkFits(slab: SlabAllocator, id: number): boolean {
+  const kw = slab.cacheWOf(id);
+  return slab.i32[kw + K_META] === 0 || slab.i32[kw + K_OBJ_SIZE]! >= (O_NEXT + 1) * 4;
 }
 
 /** The batch failed: free the `n` objects taken (off the hand one at a time when it holds them). */
