@@ -40,6 +40,8 @@
  *     growth that had not published Z_SIZE. Residual: a nolock free parked on the deferred llist
  *     by an agent killed between its compareExchange and its Z_DEFER_PAGES add leaves that count
  *     off by the block.
+ *     A block in hand is no block to free (checkBlock: EDOUBLEFREE): mm_page_free fires once the
+ *     block is in hand, mm_page_alloc before it leaves the hand, so a handler freeing it is refused.
  *
  *   Lock order: pcp -> zone. Normal calls take zone with lock() and assert first that this agent
  *   holds no zone lock (EDEADLK otherwise, before anything changes). Nolock calls (GFP_TRYLOCK)
@@ -248,6 +250,9 @@ export class PageAllocator extends MemView {
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
     this.locks.assertCanLock(LOCK.zone);
+    // In hand before the event: a handler's second free of the block is refused (freePagesNolock).
+    this.u32[this.mem.pd(pfn) + PD_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     this.locks.vmInc(VM.pgfree, 1 << order);
     if ((this.locks.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, 0);
@@ -487,6 +492,10 @@ export class PageAllocator extends MemView {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is already free`);
     }
     if (f === 0) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is not the start of an allocated block`);
+    if ((f & PG_INHAND) !== 0) {
+      // A free (or an allocation) of it is in progress: a trace handler of that call frees it again.
+      throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is being freed or handed out by a call in progress (in cpu ${this.u32[this.mem.pd(pfn) + PD_OWNER]}'s hand)`);
+    }
     if ((f & kind) === 0) {
       throw new HeapError(ErrorCode.EINVAL, `the block at ${hex(addr)} is ${describeKind(f)}, not ${describeKind(kind)}`);
     }

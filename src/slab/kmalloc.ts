@@ -11,6 +11,8 @@
  * LOCKS: the nolock paths take the sheaf local lock only when it is free (a hook never waits for
  * its own agent) and only trylock barn, list, pcp and zone; they never allocate a sheaf and never
  * loop on a lock. The normal paths take the locks of slab.ts in its order.
+ * TRACE: kfree / kmem_cache_free fire after the object is free (a handler's second free is a
+ * double free); a free of the block an allocation event is about (trace.returning) is EINVAL.
  */
 import { readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
@@ -342,6 +344,7 @@ export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
  */
 export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode: number): void {
   slab.locks.assertLive();
+  if (addr === slab.locks.trace.returning) freeOfReturning(slab, addr);
   const id = objectCache(slab, addr, want);
   if (id < 0) {
     // A large kmalloc block.
@@ -361,12 +364,10 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   } else if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
     throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
   }
-  if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
-    slab.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
-  }
   if (id < FIRST_NAMED_ID) {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
     else slabFreeSlow(slab, id, addr);
+    emitFree(slab, id, addr, want);
     return;
   }
   // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
@@ -374,9 +375,29 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   try {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
     else slabFreeSlow(slab, id, addr);
+    emitFree(slab, id, addr, want);
   } finally {
     cacheExit(slab, id);
   }
+}
+
+/**
+ * The kfree / kmem_cache_free event, once the object is free (in a sheaf, on its slab's freelist or
+ * the deferred list, with its free tag): a handler that frees it again meets the double-free check,
+ * never a block still allocated that the interrupted free then frees a second time.
+ */
+function emitFree(slab: SlabAllocator, id: number, addr: number, want: number): void {
+  if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
+    slab.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+  }
+}
+
+/** A handler of an allocation event freeing the block that call is about to return. */
+export function freeOfReturning(slab: SlabAllocator, addr: number): never {
+  throw new HeapError(
+    ErrorCode.EINVAL,
+    `${hex(addr)} is the block the allocation whose trace event is running is about to return: it is not allocated to anyone yet, and cannot be freed from that event's handler`,
+  );
 }
 
 /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */
