@@ -14,6 +14,7 @@
  *   detach takes the same locks as the paths it drains (sheaf -> barn -> list -> pcp -> zone)
  *     and asserts first that the caller holds none of them; on a noBlock caller it may stop with
  *     EAGAIN, the slot still attached. reclaimSlot's words and locks are in reclaim.ts's contract.
+ *   detach refuses (EDEADLK) from a callback of its own handle: a call of it is in progress.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
  *     frees go to the deferred list, which detach drains again until the slot holds nothing.
  *   reclaimSlot refuses (EDEADLK, before anything changes) while any handle of this agent is
@@ -113,6 +114,7 @@ import { kfreeRcu, rcuShrink } from "./rcu/kfree_rcu.js";
 import { rcuStats, validateRcu } from "./rcu/check.js";
 import { CREATE_OPTIONS, debugFlags, readGeometry } from "./header.js";
 import { cacheNames } from "./slab/cache.js";
+import { assertNoCallback } from "./core/callbacks.js";
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -264,6 +266,7 @@ export class Heap {
   /** Drain this slot's caches back to the shared heap and free the slot. The handle is dead after. */
   detach(): void {
     this.#locks.assertLive();
+    assertNoCallback(this.#locks, "detach");
     this.#locks.assertCanLock(LOCK.rcu);
     // Its kfreeRcu objects wait for a grace period: not while another handle of this agent reads.
     this.#rcu.assertDetachCanWait();

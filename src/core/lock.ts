@@ -59,6 +59,7 @@
  * hook (setReentryHook) is called with the point's name, e.g. "zone:acquire". The lock points of
  * the calls the hook itself makes do not call it again (an NMI does not nest). The hook and onError
  * are called as plain functions (`this` undefined): no user code ever receives this object.
+ * While any of them runs, a call of this handle is in progress under it (callbacks.ts).
  */
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
@@ -169,7 +170,9 @@ export class Locks extends MemView {
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
-  private inHook: boolean;
+  inHook: boolean;
+  /** Non-zero while onError runs (reportDeferred); see callbacks.ts. */
+  inOnError: number;
   /** clockMs() when this noBlock agent last gave up on a lock (see NOBLOCK_BACKOFF_MS). */
   private gaveUpAt: number;
   /** It gave up recently: its next contended lock spins NOBLOCK_BACKOFF_SPINS before it reads the clock. */
@@ -195,6 +198,7 @@ export class Locks extends MemView {
     this.gen = 0;
     this.reentrant = false;
     this.inHook = false;
+    this.inOnError = 0;
     this.gaveUpAt = -Infinity;
     this.backingOff = false;
     this.suspectLock = -1;
@@ -547,11 +551,17 @@ export class Locks extends MemView {
       }
       // A plain call: the handler's `this` is undefined, never this internal object.
       const handler = this.errorHandler;
-      handler(err);
+      this.inOnError++;
+      try {
+        handler(err);
+      } finally {
+        this.inOnError--;
+      }
     } catch {
       this.vmInc(VM.hookErrors, 1);
     }
   }
+
 
   /* ------------------------------------------------------------ misc shared helpers */
 

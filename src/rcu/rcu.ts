@@ -24,7 +24,8 @@
  *     own share in its C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of
  *     R_INFLIGHT for a slot that died holding objects. rcuBarrier waits for the sum of every
  *     slot's C_RCU_INFLIGHT to reach 0, not for R_INFLIGHT, which a kill between the two updates
- *     can leave off.
+ *     can leave off. A non-zero share of a handle of this agent means it is freeing a batch
+ *     under the caller (onError, a handler): rcuBarrier then refuses with EDEADLK before anything.
  *   A kfreeRcu block page belongs to the slot in PD_OWNER while it is on no chain: the taker writes
  *     it (under the krcp lock) before a block leaves a wait chain or the current word, and so does
  *     whoever drops spares; a batch is freed from the top, RB_COUNT lowered before each free.
@@ -256,6 +257,13 @@ export class RcuAllocator extends MemView {
   rcuBarrier(): void {
     this.locks.assertLive();
     if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section (of any handle of this agent) would wait for itself");
+    // From a callback (onError, a handler) while this agent frees a kfreeRcu batch: its own share
+    // of the objects in flight would never drop.
+    for (const h of this.locks.agentHandles()) {
+      if (this.i32[h.pcpuW + C_RCU_INFLIGHT] !== 0) {
+        throw new HeapError(ErrorCode.EDEADLK, `rcuBarrier while this agent (cpu ${h.cpu}) is freeing a kfreeRcu batch (from onError, a trace handler or a hook) would wait for itself`);
+      }
+    }
     this.locks.assertCanLock(LOCK.rcu);
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that
