@@ -101,6 +101,7 @@ import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 import { PG_INHAND } from "../core/layout.js";
+import { checkOutRegion } from "../core/out_region.js";
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -267,25 +268,37 @@ export class PageAllocator extends MemView {
     checkInt("count", count, 0, 0x7fffffff, " of pages");
     checkOut("out", out, count);
     checkGfp(gfp);
+    if (out instanceof Uint32Array) checkOutRegion(this.mem, out, count);
     if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
     // A plain array is filled only after every page is taken and every lock dropped: a write it
     // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     let n = 0;
-    if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && pcpEnter(this)) {
+    let prepped = 0;
+    try {
+      if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && pcpEnter(this)) {
+        try {
+          for (; n < count; n++) {
+            const pfn = rmqueuePcp(this, 0, gfp);
+            if (pfn === 0) break;
+            got[n] = pfn;
+          }
+        } finally {
+          pcpExit(this);
+        }
+      }
       for (; n < count; n++) {
-        const pfn = rmqueuePcp(this, 0, gfp);
+        const pfn = this.rmqueue(0, gfp);
         if (pfn === 0) break;
         got[n] = pfn;
       }
-      pcpExit(this);
+      for (; prepped < n; prepped++) got[prepped] = this.prepNewBlock(got[prepped]!, 0, PG_HEAD, gfp);
+    } catch (e) {
+      // Part-way (a dead lock owner, a corrupt list): every page taken goes back (freeBlock, nolock:
+      // it never waits), none is kept; then the error.
+      for (let i = 0; i < n; i++) this.freeBlock(i < prepped ? got[i]! >>> PAGE_SHIFT : got[i]!, 0, GFP_TRYLOCK);
+      throw e;
     }
-    for (; n < count; n++) {
-      const pfn = this.rmqueue(0, gfp);
-      if (pfn === 0) break;
-      got[n] = pfn;
-    }
-    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD, gfp);
     if (got !== out) {
       const refused = storeOut(out, got, n);
       if (refused !== null) {

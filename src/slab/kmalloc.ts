@@ -335,6 +335,9 @@ export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
   slab.locks.assertLive();
   const list = readAddrs("addrs", addrs);
   checkBulk(slab, list, -1);
+  // All or nothing: a free past the fast path takes the sheaf lock and later ones; from a hook
+  // holding one, EDEADLK now, before the first free (a noBlock agent's frees defer, never throw).
+  slab.locks.assertCanLock(LOCK.sheaf);
   for (let i = 0; i < list.length; i++) slab.kfree(list[i]!);
 }
 

@@ -6,12 +6,14 @@
  * WORDS: it reads its descriptor's K_GEN, K_STATE and K_OBJ_SIZE (plain loads: a destroy by
  * another agent is seen at the latest by the slab layer's checks under the locks); it writes none.
  * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts), which take
- * them.
+ * them. The bulk calls assert up front that the sheaf lock class may be taken (EDEADLK before the
+ * first object), and allocBulk gives back with kfreeNolock what it took when something throws.
  */
 import { checkInt, checkOut, einval, readAddrs, storeOut } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
-import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
+import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE, LOCK } from "../core/layout.js";
+import { checkOutRegion } from "../core/out_region.js";
 import { checkGfp } from "../page/page_alloc.js";
 import type { SlabAllocator, SlabStats } from "./slab.js";
 import { cacheStats } from "./check.js";
@@ -91,16 +93,28 @@ export class KmemCache {
     checkInt("count", n, 0, 0x7fffffff, " of objects");
     checkOut("out", out, n);
     checkGfp(gfp);
+    if (out instanceof Uint32Array) checkOutRegion(this.#slab.mem, out, n);
+    // All or nothing: from a hook holding the sheaf lock or a later one, EDEADLK before the first.
+    this.#slab.locks.assertCanLock(LOCK.sheaf);
     // Objects go to the caller's array only when all n are there: a write it refuses (a Proxy, a
     // setter) then frees them all, as a failed allocation does.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
-    for (let i = 0; i < n; i++) {
-      const obj = this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
-      if (obj === 0) {
-        for (let j = 0; j < i; j++) this.#slab.cacheFree(this.#id, got[j]!);
-        return 0;
+    let i = 0;
+    try {
+      for (; i < n; i++) {
+        const obj = this.#slab.cacheAlloc(this.#id, this.#gen, gfp);
+        if (obj === 0) break;
+        got[i] = obj;
       }
-      got[i] = obj;
+    } catch (e) {
+      // Something threw part-way (a lock's dead owner, a corrupt list): give back what was taken,
+      // with the nolock free (it never waits nor throws EDEADLK), and rethrow.
+      for (let j = 0; j < i; j++) this.#slab.kfreeNolock(got[j]!);
+      throw e;
+    }
+    if (i < n) {
+      for (let j = 0; j < i; j++) this.#slab.cacheFree(this.#id, got[j]!);
+      return 0;
     }
     if (got !== out) {
       const refused = storeOut(out, got, n);
@@ -117,6 +131,8 @@ export class KmemCache {
     this.#check();
     const list = readAddrs("addrs", addrs);
     checkBulk(this.#slab, list, this.#id);
+    // All or nothing, as kfreeBulk: EDEADLK from a hook holding a sheaf lock or later, before the first free.
+    this.#slab.locks.assertCanLock(LOCK.sheaf);
     for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.#slab.cacheFree(this.#id, list[i]!);
   }
 
