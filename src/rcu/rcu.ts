@@ -240,6 +240,8 @@ export class RcuAllocator extends MemView {
 
   /** synchronizeRcu for agents that must not block: resolves once a grace period has passed. */
   synchronizeRcuAsync(): Promise<void> {
+    // A promise either way: a detached handle's is rejected with EDETACHED, never a synchronous throw.
+    if (this.locks.detached) return Promise.reject(new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`));
     this.locks.assertLive();
     const c = this.gpCookie();
     return new Promise((resolve) => {

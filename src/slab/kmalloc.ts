@@ -277,6 +277,7 @@ export function brokenDeferredList(slab: SlabAllocator, obj: number, nr: number)
 
 /** kmalloc with GFP.ZERO. */
 export function kzalloc(slab: SlabAllocator, size: number, gfp: number = GFP.KERNEL): number {
+  if (slab.locks.detached) slab.locks.assertLive();
   if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
   return slab.kmalloc(size, gfp | GFP.ZERO);
 }

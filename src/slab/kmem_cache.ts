@@ -33,8 +33,10 @@ export function newKmemCache(slab: SlabAllocator, id: number, gen: number): Kmem
  * made or found it. Objects may be freed by any agent.
  */
 export class KmemCache {
-  readonly name: string;
-  readonly objectSize: number;
+  /** The cache's name: a read-only own property (non-writable, non-configurable). */
+  declare readonly name: string;
+  /** The bytes of one object as created: read-only, as `name`. */
+  declare readonly objectSize: number;
   readonly #slab: SlabAllocator;
   readonly #id: number;
   readonly #gen: number;
@@ -48,8 +50,9 @@ export class KmemCache {
     this.#id = id;
     this.#gen = gen;
     this.#kw = slab.cacheWOf(id);
-    this.name = cacheName(slab, id);
-    this.objectSize = slab.i32[this.#kw + K_OBJ_SIZE]!;
+    // Own data properties that cannot be written or redefined: errors and stats name the real cache.
+    Object.defineProperty(this, "name", { value: cacheName(slab, id), enumerable: true });
+    Object.defineProperty(this, "objectSize", { value: slab.i32[this.#kw + K_OBJ_SIZE]!, enumerable: true });
   }
 
   #check(): void {
