@@ -13,7 +13,8 @@
  *   sheaf -> barn -> list -> pcp -> zone; on a noBlock caller they may stop with EAGAIN, detach's
  *   slot still attached. validate takes every pcp lock it can have, then the zone lock. reclaimSlot
  *   refuses (EDEADLK, nothing changed) while a handle of this agent is inside a read-side section:
- *   the dead slot's kfreeRcu objects wait for a grace period.
+ *   the dead slot's kfreeRcu objects wait for a grace period. detach refuses (EDEADLK) from a
+ *   callback of its own handle (the hook, a trace handler, onError): a call of it is in progress.
  *   While detach empties the slot (`closing`), a hook's nolock allocations fail and its nolock
  *   frees go to the deferred list, which detach drains again until the slot holds nothing. shrink
  *   also flushes this slot's sheaves of dying caches, so a cache another agent destroyed is
@@ -110,6 +111,7 @@ import { kfreeRcu, rcuShrink } from "./rcu/kfree_rcu.js";
 import { rcuStats, validateRcu } from "./rcu/check.js";
 import { CREATE_OPTIONS, debugFlags, readGeometry } from "./header.js";
 import { cacheNames } from "./slab/cache.js";
+import { assertNoCallback } from "./core/callbacks.js";
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -261,6 +263,7 @@ export class Heap {
   /** Drain this slot's caches back to the shared heap and free the slot. The handle is dead after. */
   detach(): void {
     this.#locks.assertLive();
+    assertNoCallback(this.#locks, "detach");
     this.#locks.assertCanLock(LOCK.rcu);
     // Its kfreeRcu objects wait for a grace period: not while another handle of this agent reads.
     this.#rcu.assertDetachCanWait();

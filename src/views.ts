@@ -38,6 +38,8 @@ export interface ViewHost {
   ksize(addr: number): number;
   /** Whether slab object `addr` is free (readString's message). */
   freedObject(addr: number): boolean;
+  /** EDETACHED first, before any argument is looked at. */
+  readonly locks: { assertLive(): void };
 }
 
 /** A typed-array constructor: Int8Array ... BigUint64Array (Float16Array where it exists). */
@@ -88,6 +90,7 @@ function ctorName(v: unknown): string {
 
 /** heap.allocArray: a view of `n` elements over a new allocation, or null when memory ran out. */
 export function allocArray<C extends TypedArrayConstructor>(h: ViewHost, Ctor: C, n: number, gfp: number): InstanceType<C> | null {
+  h.locks.assertLive();
   if (!CONSTRUCTORS.has(Ctor)) {
     throw new HeapError(ErrorCode.EINVAL, `allocArray: Ctor must be a typed-array constructor (Float64Array, Int32Array, BigInt64Array, ...), not ${ctorName(Ctor)}`);
   }
@@ -123,6 +126,7 @@ const taByteLength = intrinsicGetter("byteLength");
  * `probeW` is a word of the caller's own slot that only it writes (C_VIEW_PROBE): see sameMemory.
  */
 export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
+  h.locks.assertLive();
   if (taTag.call(view) === undefined) throw new HeapError(ErrorCode.EINVAL, `freeArray needs a typed array from allocArray, not ${describe(view)}`);
   const buf = taBuffer.call(view) as ArrayBufferLike;
   if (!sameMemory(h, buf, probeW)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (${describe(view)}) is not a view of this heap's memory (another heap's, a copy's, or another buffer's)`);
@@ -177,6 +181,7 @@ function scratchOf(bytes: number): Uint8Array {
 
 /** heap.allocString: `s` as length + UTF-8 + NUL in a new allocation; its address, or 0 when memory ran out. */
 export function allocString(h: ViewHost, s: unknown, gfp: number): number {
+  h.locks.assertLive();
   if (typeof s !== "string") throw new HeapError(ErrorCode.EINVAL, `allocString needs a string, not ${describe(s)}`);
   // UTF-8 takes at most 3 bytes per UTF-16 code unit.
   if (s.length * 3 > MAX_ARRAY_BYTES - STRING_HEADER - 1) throw new HeapError(ErrorCode.EINVAL, `allocString: a string of ${s.length} code units is too long for a heap`);
@@ -193,6 +198,7 @@ export function allocString(h: ViewHost, s: unknown, gfp: number): number {
 
 /** heap.readString: the string allocString stored at `addr` (any agent may have written it). */
 export function readString(h: ViewHost, addr: unknown): string {
+  h.locks.assertLive();
   if (typeof addr !== "number") throw new HeapError(ErrorCode.EINVAL, `readString needs an address from allocString, not ${describe(addr)}`);
   const usable = h.ksize(addr); // EINVAL unless addr starts an allocation
   if ((addr & 3) !== 0 || usable < STRING_HEADER + 1) {

@@ -34,6 +34,7 @@
  *   the lock points of the calls the hook itself makes do not call it again (an NMI does not
  *   nest). The hook and onError are called as plain functions (`this` undefined): no user code
  *   ever receives this object.
+ *   While any of them runs, a call of this handle is in progress under it (callbacks.ts).
  * NO LOCK: the held-lock bookkeeping, vmInc and shouldFail (this slot's own words); the read-only
  *   spin; assertLive's reads of Z_SIZE and of this slot's C_GEN.
  * STALE: a waiter reads the lock word and the owner slot's C_STATE (Atomics.load) while they
@@ -158,7 +159,9 @@ export class Locks extends MemView {
   /** True while a hook or trace handler exists: only then can this agent re-enter (see acquired). */
   reentrant: boolean;
   /** True while the reentry hook runs: the lock points of the calls it makes do not call it again. */
-  private inHook: boolean;
+  inHook: boolean;
+  /** Non-zero while onError runs (reportDeferred); see callbacks.ts. */
+  inOnError: number;
   /** clockMs() when this noBlock agent last gave up on a lock (see NOBLOCK_BACKOFF_MS). */
   private gaveUpAt: number;
   /** It gave up recently: its next contended lock spins NOBLOCK_BACKOFF_SPINS before it reads the clock. */
@@ -184,6 +187,7 @@ export class Locks extends MemView {
     this.gen = 0;
     this.reentrant = false;
     this.inHook = false;
+    this.inOnError = 0;
     this.gaveUpAt = -Infinity;
     this.backingOff = false;
     this.suspectLock = -1;
@@ -536,11 +540,17 @@ export class Locks extends MemView {
       }
       // A plain call: the handler's `this` is undefined, never this internal object.
       const handler = this.errorHandler;
-      handler(err);
+      this.inOnError++;
+      try {
+        handler(err);
+      } finally {
+        this.inOnError--;
+      }
     } catch {
       this.vmInc(VM.hookErrors, 1);
     }
   }
+
 
   /* ------------------------------------------------------------ misc shared helpers */
 

@@ -5,6 +5,10 @@
  * counted in vmstat.hookErrors: it cannot unwind through a locked section. Events raised while a
  * handler of this agent is running (by the allocator calls that handler makes) are not delivered,
  * as the kernel's trace recursion protection does; `dropped` counts them.
+ * Free events fire once the block is free (objects) or in the freeing slot's hand (pages); while
+ * an allocation event runs, `returning` names its block, which the free paths refuse. Handlers
+ * removed by a running handler turn the fast paths back on only when the emit ends (onChange).
+ *
  * Two objects per handle: TraceState (mask, handlers, emit: the layers read and call it; a user
  * never gets it) and Trace, the public facade (heap.trace) holding the state in a #private field,
  * with only dropped, on, off and clear. Handlers are called as plain functions (`this` undefined).
@@ -35,6 +39,8 @@ export const TP = {
   rcu_grace_period: 11,
 } as const;
 export type TraceEvent = keyof typeof TP;
+/** The events about a block being handed out: TraceState.returning is set while they run. */
+const ALLOC_EVENTS = (1 << TP.kmalloc) | (1 << TP.kmem_cache_alloc) | (1 << TP.mm_page_alloc);
 /** The library's own copy of the event names (the exported TRACE_EVENTS is a frozen copy). */
 const TRACE_EVENT_IDS: readonly TraceEvent[] = Object.keys(TP) as TraceEvent[];
 export const TRACE_EVENTS: readonly TraceEvent[] = Object.freeze([...TRACE_EVENT_IDS]);
@@ -67,6 +73,8 @@ export class TraceState {
   /** Events not delivered because a handler of this agent was already running (recursion protection). */
   dropped = 0;
   #depth = 0;
+  /** A handler removed handlers while it ran: onChange runs when the emit ends (#removed). */
+  #pendingChange = false;
   readonly #handlers: TraceHandler[][];
   /** Set by the heap: counts handler exceptions. */
   onError: () => void = () => {};
@@ -74,6 +82,12 @@ export class TraceState {
   onChange: () => void = () => {};
   /** Set by the heap's detach(): why `on` now throws EDETACHED (off and clear stay no-ops). */
   detached: string | null = null;
+  /**
+   * The address an allocation event (kmalloc, kmem_cache_alloc, mm_page_alloc) is about while its
+   * handlers run, else -1: the block is not yet its caller's, and a free of it from a handler is
+   * refused (kfreeSlow, kfreeRcu) instead of handing it out freed.
+   */
+  returning = -1;
 
   constructor() {
     this.#handlers = TRACE_EVENT_IDS.map(() => []);
@@ -96,13 +110,22 @@ export class TraceState {
     const i = list.indexOf(handler);
     if (i >= 0) list.splice(i, 1);
     if (list.length === 0) this.mask &= ~(1 << id);
-    this.onChange();
+    this.#removed();
   }
 
   clear(): void {
     for (const list of this.#handlers) list.length = 0;
     this.mask = 0;
-    this.onChange();
+    this.#removed();
+  }
+
+  /**
+   * Handlers went: the fast paths may come back on, but not while a handler runs (it may free the
+   * block its event is about, and only the slow paths check `returning`): then after the emit.
+   */
+  #removed(): void {
+    if (this.#depth !== 0) this.#pendingChange = true;
+    else this.onChange();
   }
 
   /** Deliver a record to the event's handlers (callers test `mask` first). @internal */
@@ -114,6 +137,7 @@ export class TraceState {
       return;
     }
     this.#depth = 1;
+    if (((1 << id) & ALLOC_EVENTS) !== 0) this.returning = record.addr ?? -1;
     try {
       for (let i = 0; i < list.length; i++) {
         // A plain call: the handler's `this` is undefined, never the internal handler list.
@@ -126,7 +150,17 @@ export class TraceState {
       }
     } finally {
       this.#depth = 0;
+      this.returning = -1;
+      if (this.#pendingChange) {
+        this.#pendingChange = false;
+        this.onChange();
+      }
     }
+  }
+
+  /** Is a handler of this handle running now (a call of the handle is in progress under it)? */
+  get running(): boolean {
+    return this.#depth !== 0;
   }
 }
 

@@ -38,6 +38,8 @@
  *     lock over, rebuilds the buddy lists from the descriptors and finishes a growth that had not
  *     published Z_SIZE. A block a nolock free marked PG_DEFERRED (PD_OWNER this slot) and had not
  *     yet published is freed by it too, under the zone lock, when the deferred list does not hold it.
+ *     A block in hand is no block to free (checkBlock: EDOUBLEFREE): mm_page_free fires once the
+ *     block is in hand, mm_page_alloc before it leaves the hand, so a handler freeing it is refused.
  *
  * LOCKS: pcp -> zone; direct reclaim (GFP.KERNEL below the low watermark, holding no pcp or zone
  *   lock) first calls reclaimSlabs (the slab list locks, trylock only: class list, before pcp),
@@ -103,6 +105,7 @@ import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
 import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
+import { checkOutRegion } from "../core/out_region.js";
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -260,6 +263,9 @@ export class PageAllocator extends MemView {
     checkOrder(order);
     const pfn = this.checkBlock(addr, order, PG_HEAD);
     this.locks.assertCanLock(LOCK.zone);
+    // In hand before the event: a handler's second free of the block is refused (freePagesNolock).
+    this.u32[this.mem.pd(pfn) + PD_OWNER] = this.cpu;
+    this.u32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     this.locks.vmInc(VM.pgfree, 1 << order);
     if ((this.locks.trace.mask & (1 << TP.mm_page_free)) !== 0) this.emitPage(TP.mm_page_free, pfn, order);
     this.freeBlock(pfn, order, 0);
@@ -275,28 +281,41 @@ export class PageAllocator extends MemView {
     checkInt("count", count, 0, 0x7fffffff, " of pages");
     checkOut("out", out, count);
     checkGfp(gfp);
+    if (out instanceof Uint32Array) checkOutRegion(this.mem, out, count);
     if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
     // A plain array is filled only after every page is taken and every lock dropped: a write it
     // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.
     const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
     let n = 0;
-    if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && pcpEnter(this)) {
+    let prepped = 0;
+    let hand = 0;
+    try {
+      if (count > 1 && this.u32[this.hw + H_FAIL_RATE] === 0 && pcpEnter(this)) {
+        try {
+          for (; n < count; n++) {
+            const pfn = rmqueuePcp(this, 0, gfp);
+            if (pfn === 0) break;
+            got[n] = pfn;
+          }
+        } finally {
+          pcpExit(this);
+        }
+      }
       for (; n < count; n++) {
-        const pfn = rmqueuePcp(this, 0, gfp);
+        const pfn = this.rmqueue(0, gfp);
         if (pfn === 0) break;
         got[n] = pfn;
       }
-      pcpExit(this);
+      // Every page stays in this slot's hand (PG_INHAND) through its zeroing and trace, then they
+      // go to the caller together (handOverBulk): a kill anywhere in the call loses none.
+      for (; prepped < n; prepped++) got[prepped] = this.prepNewBlock(got[prepped]!, 0, PG_HEAD | PG_INHAND, gfp);
+    } catch (e) {
+      // Part-way (a dead lock owner, a corrupt list): every page taken goes back (freeBlock, nolock:
+      // it never waits), none is kept; then the error.
+      for (let i = 0; i < n; i++) this.freeBlock(i < prepped ? got[i]! >>> PAGE_SHIFT : got[i]!, 0, GFP_TRYLOCK);
+      throw e;
     }
-    for (; n < count; n++) {
-      const pfn = this.rmqueue(0, gfp);
-      if (pfn === 0) break;
-      got[n] = pfn;
-    }
-    // Every page stays in this slot's hand (PG_INHAND) through its zeroing and trace, then they
-    // go to the caller together (handOverBulk): a kill anywhere in the call loses none.
-    for (let i = 0; i < n; i++) got[i] = this.prepNewBlock(got[i]!, 0, PG_HEAD | PG_INHAND, gfp);
-    const hand = n > 0 ? this.handOverBulk(got, n) : 0;
+    hand = n > 0 ? this.handOverBulk(got, n) : 0;
     const refused = got !== out ? storeOut(out, got, n) : null;
     if (hand !== 0 && this.u32[hand] === got[0]! >>> PAGE_SHIFT) this.u32[hand] = 0;
     if (refused !== null) {
@@ -518,6 +537,10 @@ export class PageAllocator extends MemView {
       throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is already free`);
     }
     if (f === 0) throw new HeapError(ErrorCode.EINVAL, `${hex(addr)} is not the start of an allocated block`);
+    if ((f & PG_INHAND) !== 0) {
+      // A free (or an allocation) of it is in progress: a trace handler of that call frees it again.
+      throw new HeapError(ErrorCode.EDOUBLEFREE, `the block at ${hex(addr)} is being freed or handed out by a call in progress (in cpu ${this.u32[this.mem.pd(pfn) + PD_OWNER]}'s hand)`);
+    }
     if ((f & kind) === 0) {
       throw new HeapError(ErrorCode.EINVAL, `the block at ${hex(addr)} is ${describeKind(f)}, not ${describeKind(kind)}`);
     }

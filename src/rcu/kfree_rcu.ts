@@ -61,7 +61,7 @@ import {
 } from "../core/layout.js";
 import { LOCK_OWNER_MASK } from "../core/lock.js";
 import { checkBulk, debugFree, debugSetState, objectCache } from "../slab/debug.js";
-import { kfreeSlow } from "../slab/kmalloc.js";
+import { freeOfReturning, kfreeSlow } from "../slab/kmalloc.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RCU_DELAY_MS, gpAfter } from "./rcu.js";
 import { PD_OWNER } from "../core/layout.js";
@@ -89,6 +89,7 @@ export interface Expired {
 export function kfreeRcu(rcu: RcuAllocator, addr: number): void {
   rcu.locks.assertLive();
   if (addr === 0) return;
+  if (addr === rcu.locks.trace.returning) freeOfReturning(rcu.slab, addr);
   const id = objectCache(rcu.slab, addr, -1);
   if (id >= 0 && rcu.i32[rcu.slab.cacheWOf(id) + K_META] !== 0) {
     debugFree(rcu.slab, id, addr, false);

@@ -20,7 +20,8 @@
  *     C_RCU_INFLIGHT (plain, owner only), which reclaimSlot takes back out of R_INFLIGHT for a slot
  *     that died holding objects. rcuBarrier waits for the sum of every slot's C_RCU_INFLIGHT
  *     (Atomics.load) to reach 0, not for R_INFLIGHT, which a kill between the two updates can
- *     leave off.
+ *     leave off. A non-zero share of a handle of this agent means it is freeing a batch under the
+ *     caller (onError, a handler): rcuBarrier then refuses with EDEADLK before anything.
  *   C_KRCP_LOCK of a slot (class rcu) protects that slot's kfreeRcu state: C_RCU_BLOCK, the wait
  *     chain C_RCU_WAIT..C_RCU_WAIT_TAIL, C_RCU_PENDING, C_RCU_BLOCKS, the emergency array, the
  *     spare block pages (C_RCU_SPARE, C_RCU_NR_SPARE) and the contents of the block pages on them.
@@ -252,6 +253,8 @@ export class RcuAllocator extends MemView {
 
   /** synchronizeRcu for agents that must not block: resolves once a grace period has passed. */
   synchronizeRcuAsync(): Promise<void> {
+    // A promise either way: a detached handle's is rejected with EDETACHED, never a synchronous throw.
+    if (this.locks.detached) return Promise.reject(new HeapError(ErrorCode.EDETACHED, `this handle (cpu ${this.cpu}) was detached`));
     this.locks.assertLive();
     const c = this.gpCookie();
     return new Promise((resolve) => {
@@ -269,6 +272,13 @@ export class RcuAllocator extends MemView {
   rcuBarrier(): void {
     this.locks.assertLive();
     if (this.agentInReadSection()) throw new HeapError(ErrorCode.EDEADLK, "rcuBarrier inside a read-side section (of any handle of this agent) would wait for itself");
+    // From a callback (onError, a handler) while this agent frees a kfreeRcu batch: its own share
+    // of the objects in flight would never drop.
+    for (const h of this.locks.agentHandles()) {
+      if (this.i32[h.pcpuW + C_RCU_INFLIGHT] !== 0) {
+        throw new HeapError(ErrorCode.EDEADLK, `rcuBarrier while this agent (cpu ${h.cpu}) is freeing a kfreeRcu batch (from onError, a trace handler or a hook) would wait for itself`);
+      }
+    }
     this.locks.assertCanLock(LOCK.rcu);
     for (let cpu = 0; cpu < this.cpus; cpu++) this.rcuFlushSlot(cpu);
     // Objects another agent took off a slot (its own timer, or its rcuBarrier) are freed by that

@@ -26,20 +26,28 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
   const p = slab.pcpuW;
   const held = slab.i32[p + C_BULK_NR] === 0 && linkFits(slab, id);
-  for (let i = 0; i < n; i++) {
-    const obj = slab.cacheAlloc(id, gen, gfp);
-    if (obj === 0) {
-      giveBack(slab, id, got, i, held);
-      return 0;
+  let i = 0;
+  try {
+    for (; i < n; i++) {
+      const obj = slab.cacheAlloc(id, gen, gfp);
+      if (obj === 0) {
+        giveBack(slab, id, got, i, held);
+        return 0;
+      }
+      got[i] = obj;
+      if (held) {
+        // Read the views after the call: it may have rebuilt them.
+        const i32 = slab.i32;
+        i32[(obj >> 2) + O_NEXT] = i32[p + C_BULK_OBJ]!;
+        i32[p + C_BULK_OBJ] = obj;
+        i32[p + C_BULK_NR] = i + 1;
+      }
     }
-    got[i] = obj;
-    if (held) {
-      // Read the views after the call: it may have rebuilt them.
-      const i32 = slab.i32;
-      i32[(obj >> 2) + O_NEXT] = i32[p + C_BULK_OBJ]!;
-      i32[p + C_BULK_OBJ] = obj;
-      i32[p + C_BULK_NR] = i + 1;
-    }
+  } catch (e) {
+    // Something threw part-way (a lock's dead owner, a corrupt list): what was taken goes back
+    // (giveBack frees with kfreeNolock when asked: it never waits nor throws EDEADLK), then the error.
+    giveBack(slab, id, got, i, held, true);
+    throw e;
   }
   const refused = got !== out ? storeOut(out, got, n) : null;
   if (refused !== null) {
@@ -67,7 +75,7 @@ function linkFits(slab: SlabAllocator, id: number): boolean {
 }
 
 /** The batch failed: free the `n` objects taken (off the hand one at a time when it holds them). */
-function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: number, held: boolean): void {
+function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: number, held: boolean, nolock = false): void {
   const p = slab.pcpuW;
   for (let k = 0; k < n; k++) {
     let obj = got[k]!;
@@ -77,7 +85,8 @@ function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: nu
       i32[p + C_BULK_OBJ] = i32[(obj >> 2) + O_NEXT]!;
       i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! - 1;
     }
-    slab.cacheFree(id, obj);
+    if (nolock) slab.kfreeNolock(obj);
+    else slab.cacheFree(id, obj);
   }
 }
 

@@ -21,6 +21,8 @@
  *   sheaf with room (the slot's own, not locally locked); deferObject.
  * STALE: nothing: every word read here is this slot's own, or read under the lock that guards it;
  *   a dead slot's deferred list is drained by reclaimSlot after the slot stopped.
+ * TRACE: kfree / kmem_cache_free fire after the object is free (a handler's second free is a
+ *   double free); a free of the block an allocation event is about (trace.returning) is EINVAL.
  */
 import { readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
@@ -285,6 +287,7 @@ export function brokenDeferredList(slab: SlabAllocator, obj: number, nr: number)
 
 /** kmalloc with GFP.ZERO. */
 export function kzalloc(slab: SlabAllocator, size: number, gfp: number = GFP.KERNEL): number {
+  if (slab.locks.detached) slab.locks.assertLive();
   if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
   return slab.kmalloc(size, gfp | GFP.ZERO);
 }
@@ -343,6 +346,9 @@ export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
   slab.locks.assertLive();
   const list = readAddrs("addrs", addrs);
   checkBulk(slab, list, -1);
+  // All or nothing: a free past the fast path takes the sheaf lock and later ones; from a hook
+  // holding one, EDEADLK now, before the first free (a noBlock agent's frees defer, never throw).
+  slab.locks.assertCanLock(LOCK.sheaf);
   for (let i = 0; i < list.length; i++) slab.kfree(list[i]!);
 }
 
@@ -352,6 +358,7 @@ export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
  */
 export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode: number): void {
   slab.locks.assertLive();
+  if (addr === slab.locks.trace.returning) freeOfReturning(slab, addr);
   const id = objectCache(slab, addr, want);
   if (id < 0) {
     // A large kmalloc block.
@@ -371,12 +378,10 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   } else if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
     throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
   }
-  if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
-    slab.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
-  }
   if (id < FIRST_NAMED_ID) {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
     else slabFreeSlow(slab, id, addr);
+    emitFree(slab, id, addr, want);
     return;
   }
   // A named cache may be destroyed meanwhile: count this agent in, so it is not released.
@@ -384,9 +389,29 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   try {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
     else slabFreeSlow(slab, id, addr);
+    emitFree(slab, id, addr, want);
   } finally {
     cacheExit(slab, id);
   }
+}
+
+/**
+ * The kfree / kmem_cache_free event, once the object is free (in a sheaf, on its slab's freelist or
+ * the deferred list, with its free tag): a handler that frees it again meets the double-free check,
+ * never a block still allocated that the interrupted free then frees a second time.
+ */
+function emitFree(slab: SlabAllocator, id: number, addr: number, want: number): void {
+  if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
+    slab.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+  }
+}
+
+/** A handler of an allocation event freeing the block that call is about to return. */
+export function freeOfReturning(slab: SlabAllocator, addr: number): never {
+  throw new HeapError(
+    ErrorCode.EINVAL,
+    `${hex(addr)} is the block the allocation whose trace event is running is about to return: it is not allocated to anyone yet, and cannot be freed from that event's handler`,
+  );
 }
 
 /** Allocate from cache `id` in normal mode once the fast path could not; `req` bytes were asked for. */

@@ -6,6 +6,8 @@
  * WORDS: none written; it reads its descriptor's K_GEN, K_STATE and K_OBJ_SIZE with plain loads.
  * LOCKS: none of its own; every call goes to the slab layer's cache calls (slab.ts, cache.ts;
  *   allocBulk through bulk.ts, which holds the batch in the slot's bulk hand), which take them.
+ *   The bulk calls assert up front that the sheaf lock class may be taken (EDEADLK before the
+ *   first object), and allocBulk gives back with kfreeNolock what it took when something throws.
  * NO LOCK: the generation and state check at each call.
  * STALE: K_GEN and K_STATE may be stale (a destroy by another agent just now): safe, since a
  *   destroy is seen at the latest by the slab layer's checks under the locks (cacheEnter, CT_LOCK).
@@ -13,7 +15,8 @@
 import { checkInt, checkOut, einval, readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
-import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE } from "../core/layout.js";
+import { K_STATE_ACTIVE, K_GEN, K_OBJ_SIZE, K_STATE, LOCK } from "../core/layout.js";
+import { checkOutRegion } from "../core/out_region.js";
 import { checkGfp } from "../page/page_alloc.js";
 import type { SlabAllocator, SlabStats } from "./slab.js";
 import { cacheStats } from "./check.js";
@@ -34,8 +37,10 @@ export function newKmemCache(slab: SlabAllocator, id: number, gen: number): Kmem
  * made or found it. Objects may be freed by any agent.
  */
 export class KmemCache {
-  readonly name: string;
-  readonly objectSize: number;
+  /** The cache's name: a read-only own property (non-writable, non-configurable). */
+  declare readonly name: string;
+  /** The bytes of one object as created: read-only, as `name`. */
+  declare readonly objectSize: number;
   readonly #slab: SlabAllocator;
   readonly #id: number;
   readonly #gen: number;
@@ -49,8 +54,9 @@ export class KmemCache {
     this.#id = id;
     this.#gen = gen;
     this.#kw = slab.cacheWOf(id);
-    this.name = cacheName(slab, id);
-    this.objectSize = slab.i32[this.#kw + K_OBJ_SIZE]!;
+    // Own data properties that cannot be written or redefined: errors and stats name the real cache.
+    Object.defineProperty(this, "name", { value: cacheName(slab, id), enumerable: true });
+    Object.defineProperty(this, "objectSize", { value: slab.i32[this.#kw + K_OBJ_SIZE]!, enumerable: true });
   }
 
   #check(): void {
@@ -94,6 +100,9 @@ export class KmemCache {
     checkInt("count", n, 0, 0x7fffffff, " of objects");
     checkOut("out", out, n);
     checkGfp(gfp);
+    if (out instanceof Uint32Array) checkOutRegion(this.#slab.mem, out, n);
+    // All or nothing: from a hook holding the sheaf lock or a later one, EDEADLK before the first.
+    this.#slab.locks.assertCanLock(LOCK.sheaf);
     return cacheAllocBulk(this.#slab, this.#id, this.#gen, n, out, gfp);
   }
 
@@ -102,6 +111,8 @@ export class KmemCache {
     this.#check();
     const list = readAddrs("addrs", addrs);
     checkBulk(this.#slab, list, this.#id);
+    // All or nothing, as kfreeBulk: EDEADLK from a hook holding a sheaf lock or later, before the first free.
+    this.#slab.locks.assertCanLock(LOCK.sheaf);
     for (let i = 0; i < list.length; i++) if (list[i] !== 0) this.#slab.cacheFree(this.#id, list[i]!);
   }
 
