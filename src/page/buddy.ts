@@ -138,31 +138,44 @@ export function drainDeferred(pa: PageAllocator): void {
   pa.locks.unlock(pa.hw + Z_LOCK, LOCK.zone);
 }
 
-/** Free every block parked on the deferred llist. Zone lock held. */
+/**
+ * Free every block parked on the deferred llist. Zone lock held. The blocks are popped one at a
+ * time, the head and its count moved together by one compareExchange (only a holder of the zone
+ * lock pops, and pushers only push, so a popped head cannot come back in between: no ABA). Before
+ * its pop a block gets this slot in PD_OWNER: a drainer killed between a pop and the block's free
+ * leaves one block PG_DEFERRED on no list with its own slot as owner, which reclaimSlot frees
+ * (freeBlocksInHand), and the count never includes a block the list no longer holds.
+ */
 export function drainDeferredLocked(pa: PageAllocator): void {
   const i32 = pa.i32;
   if (Atomics.load(i32, pa.hw + Z_DEFER_HEAD) === 0) return;
-  // The list and its count together: the word is zero again, the count with it.
-  let pfn = Number(Atomics.exchange(pa.deferWord, 0, 0n) & DEFER_PFN_MASK);
+  const w = pa.deferWord;
   // Bounded, and every entry checked before it is freed: a cycle or a stray pfn is reported and
   // the rest of the list is dropped, never walked for ever nor merged into the buddy lists. The
   // bound is the zone's size in pages (zoneStart and nrPages are absolute).
   const limit = pa.nrPages - pa.zoneStart;
   let pages = 0;
-  while (pfn !== 0) {
+  for (;;) {
+    const old = Atomics.load(w, 0);
+    const pfn = Number(old & DEFER_PFN_MASK);
+    if (pfn === 0) break;
     const d = pa.mem.pd(pfn);
     const f = pfn >= pa.zoneStart && pfn < pa.nrPages ? pa.u32[d + PD_FLAGS]! : 0;
     const order = (f & PG_ORDER_MASK) >>> PG_ORDER_SHIFT;
     if ((f & ~PG_ORDER_MASK) !== PG_DEFERRED || pages + (1 << order) > limit || (pfn & ((1 << order) - 1)) !== 0) {
+      // Drop the list from here (a push meanwhile: look again, its block heads a valid list).
+      if (Atomics.compareExchange(w, 0, old, 0n) !== old) continue;
       pa.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `the deferred page list is broken at page ${pfn} (flags ${hex(f)}, after ${pages} pages): the rest is dropped`), pfn << PAGE_SHIFT);
       break;
     }
-    const next = pa.u32[d + PD_NEXT]!;
     pa.u32[d + PD_OWNER] = pa.cpu;
+    const next = pa.u32[d + PD_NEXT]!;
+    const left = (old >> DEFER_PAGES_SHIFT) - BigInt(1 << order);
+    // The pop: the block leaves the list and its count at once (a push meanwhile: try again).
+    if (Atomics.compareExchange(w, 0, old, ((left < 0n ? 0n : left) << DEFER_PAGES_SHIFT) | BigInt(next)) !== old) continue;
     pa.u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     freeOneBlock(pa, pfn, order);
     pages += 1 << order;
-    pfn = next;
   }
   pa.locks.vmInc(VM.pagesUndeferred, pages);
 }

@@ -64,6 +64,25 @@ for (const [scenario, inHand, deferred] of [
   });
 }
 
+test("a worker killed inside its drain of the deferred page list, just after it popped a block: reclaimSlot frees that block, the count stays exact, validate() passes", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "drain-popped");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const r = heap.reclaimSlot(w.cpu);
+    assert.deepEqual(r.locks, ["zone"], `it held the zone lock: ${JSON.stringify(r)}`);
+    assert.equal(r.inHand, 1, `the popped block is in hand: ${JSON.stringify(r)}`);
+    heap.validate();
+    assert.equal(heap.stats().deferredPages, 0, "the list and its count are empty together");
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
 for (const debug of [false, true]) {
 test(`a worker killed inside allocPagesBulk(8) at its 5th page (debug ${debug}): reclaimSlot frees the 4 pages taken before it too, and every page is free again`, async () => {
   const heap = Heap.create({ size: 8 << 20, cpus: 4, debug });

@@ -6,6 +6,9 @@
  *     deferred list (its reentry hook frees it while the worker holds the zone lock), stopped just
  *     before, or just after, the compareExchange that publishes the block. No hook point lies
  *     there, so the worker wraps Atomics.compareExchange for the deferred list's word.
+ *   drain-popped: the same parked block, then the worker's own drain of the deferred list (the
+ *     outer free that holds the zone lock), stopped just after the compareExchange that pops the
+ *     block off the list: the block is on no list, PG_DEFERRED, with the drainer as its owner.
  *   bulk-pages: allocPagesBulk(8), stopped in the mm_page_alloc trace handler of its 5th page.
  *   bulk-objects: cache.allocBulk(8) of the host's cache "gaps-64", stopped in the
  *     kmem_cache_alloc trace handler of its 5th object.
@@ -27,7 +30,7 @@ import { K_BARN_LOCK, K_BARN_NR_FULL, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_ST
 import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
 import { FIRST_NAMED_ID } from "../../../src/slab/slab.js";
 
-export type GapScenario = "defer-before" | "defer-after" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested";
+export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested";
 
 const { buffer, scenario } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario };
 const heap = Heap.attach(buffer);
@@ -71,6 +74,27 @@ switch (scenario) {
       armed = false;
     });
     heap.freePages(heap.allocPages(7), 7); // its zone:acquire runs the hook
+    break;
+  }
+  case "drain-popped": {
+    const deferAt = (layersOf(heap).mem.hw + Z_DEFER_HEAD) << 2;
+    const real = Atomics.compareExchange;
+    let armed = false;
+    (Atomics as { compareExchange: unknown }).compareExchange = function (ta: Int32Array, i: number, expected: number, value: number): number {
+      const r = real(ta, i, expected, value);
+      if (armed && r === expected && ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === deferAt) park();
+      return r;
+    };
+    const block = heap.allocPages(6);
+    let pushed = false;
+    heap.setReentryHook((p) => {
+      if (p !== "zone:acquire" || pushed) return;
+      pushed = true;
+      heap.freePagesNolock(block, 6); // parked: the zone lock is this worker's
+      armed = true; // the next successful compareExchange of the word is the drain's pop
+    });
+    heap.freePages(heap.allocPages(7), 7);
+    heap.freePages(heap.allocPages(7), 7); // a normal free that reaches the zone drains
     break;
   }
   case "bulk-pages": {
