@@ -5,18 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Heap, HeapError } from "../../src/index.js";
+import { Heap } from "../../src/index.js";
+import { errCode } from "../support/common.js";
 
 const MiB = 1 << 20;
 
-function code(fn: () => void): string {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    return e instanceof HeapError ? e.code : String(e);
-  }
-}
 
 describe("bulk calls from a handler holding the zone lock", () => {
   for (const which of ["kfreeBulk", "freeBulk", "allocBulk"] as const) {
@@ -37,7 +30,7 @@ describe("bulk calls from a handler holding the zone lock", () => {
       heap.trace.on("mm_page_alloc_zone_locked", () => {
         if (before >= 0) return;
         before = active();
-        res = code(call);
+        res = errCode(call);
         after = active();
       });
       const p = heap.allocPages(9); // from the zone: the handler runs with the zone lock held
@@ -45,7 +38,7 @@ describe("bulk calls from a handler holding the zone lock", () => {
       assert.equal(res, "EDEADLK");
       assert.equal(before, 300);
       assert.equal(after, 300);
-      assert.equal(code(call), "ok");
+      assert.equal(errCode(call), "no error");
       assert.equal(active(), which === "allocBulk" ? 600 : 0);
       heap.freePages(p, 9);
       heap.validate();
@@ -62,8 +55,8 @@ describe("a bulk call's out over the heap's own buffer", () => {
     const zone = heap.stats().totalPages; // pages of the zone; the metadata lies below it
     for (const at of [0, 4096, (heap.size - zone * 4096) - 8]) {
       const view = new Uint32Array(heap.buffer, at, 2);
-      assert.equal(code(() => heap.allocPagesBulk(2, view)), "EINVAL", `allocPagesBulk at ${at}`);
-      assert.equal(code(() => c.allocBulk(2, view)), "EINVAL", `allocBulk at ${at}`);
+      assert.equal(errCode(() => heap.allocPagesBulk(2, view)), "EINVAL", `allocPagesBulk at ${at}`);
+      assert.equal(errCode(() => c.allocBulk(2, view)), "EINVAL", `allocBulk at ${at}`);
     }
     assert.equal(heap.u32[0], magic);
     assert.equal(heap.stats().freePages, free);
@@ -77,20 +70,20 @@ describe("a bulk call's out over the heap's own buffer", () => {
     const p = heap.allocPages(0);
     heap.freePages(p, 0);
     heap.shrink();
-    assert.equal(code(() => heap.allocPagesBulk(1, new Uint32Array(heap.buffer, p, 1))), "EINVAL");
+    assert.equal(errCode(() => heap.allocPagesBulk(1, new Uint32Array(heap.buffer, p, 1))), "EINVAL");
     const arr = heap.allocArray(Uint32Array, 4)!;
     assert.equal(heap.allocPagesBulk(4, arr), 4);
     for (const a of arr) heap.freePages(a, 0);
     assert.equal(c.allocBulk(4, arr), 4);
     c.freeBulk(arr);
     const fit = heap.ksize(arr.byteOffset) >> 2; // entries the allocation really holds
-    assert.equal(code(() => c.allocBulk(fit + 1, new Uint32Array(heap.buffer, arr.byteOffset, fit + 1))), "EINVAL");
+    assert.equal(errCode(() => c.allocBulk(fit + 1, new Uint32Array(heap.buffer, arr.byteOffset, fit + 1))), "EINVAL");
     assert.equal(c.stats().activeObjects, 0);
     const block = heap.allocPages(1);
     const out = new Uint32Array(heap.buffer, block + 4096, 1024);
     assert.equal(heap.allocPagesBulk(1024 - 800, out), 224);
     for (let i = 0; i < 224; i++) heap.freePages(out[i]!, 0);
-    assert.equal(code(() => heap.allocPagesBulk(2, new Uint32Array(heap.buffer, block + 8192 - 4, 2))), "EINVAL");
+    assert.equal(errCode(() => heap.allocPagesBulk(2, new Uint32Array(heap.buffer, block + 8192 - 4, 2))), "EINVAL");
     heap.freePages(block, 1);
     heap.freeArray(arr);
     heap.validate();
@@ -101,8 +94,8 @@ describe("a bulk call's out over the heap's own buffer", () => {
     const b = Heap.create({ buffer: buf, offset: 0, size: 4 * MiB, cpus: 2 });
     const a = Heap.create({ buffer: buf, offset: 4 * MiB, cpus: 2 });
     const magic = b.u32[0];
-    assert.equal(code(() => a.allocPagesBulk(1, new Uint32Array(buf, 0, 1))), "EINVAL");
-    assert.equal(code(() => a.allocPagesBulk(1, new Uint32Array(buf, 8, 1))), "EINVAL");
+    assert.equal(errCode(() => a.allocPagesBulk(1, new Uint32Array(buf, 0, 1))), "EINVAL");
+    assert.equal(errCode(() => a.allocPagesBulk(1, new Uint32Array(buf, 8, 1))), "EINVAL");
     assert.equal(b.u32[0], magic);
     const h = Heap.attach(buf);
     assert.equal(h.offset, 0);

@@ -6,18 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Heap, HeapError, type TraceEvent, type TraceRecord } from "../../src/index.js";
+import { Heap, type TraceEvent, type TraceRecord } from "../../src/index.js";
+import { errCode } from "../support/common.js";
 
 const MiB = 1 << 20;
 
-function code(fn: () => void): string {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    return e instanceof HeapError ? e.code : String(e);
-  }
-}
 
 /** Arm `event` once with `inner(record)`; run `outer`; then allocate `n` times with `alloc`: no address twice, validate ok. */
 function check(
@@ -30,7 +23,7 @@ function check(
   let got = "not called";
   const handler = (r: TraceRecord): void => {
     heap.trace.off(event, handler);
-    got = code(() => inner(r));
+    got = errCode(() => inner(r));
   };
   heap.trace.on(event, handler);
   outer();

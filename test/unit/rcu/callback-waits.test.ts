@@ -7,20 +7,13 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Worker } from "node:worker_threads";
-import { Heap, HeapError } from "../../../src/index.js";
+import { Heap } from "../../../src/index.js";
 import { firstMessage } from "../../support/util.js";
+import { errCode } from "../../support/common.js";
 
 const MiB = 1 << 20;
 const INDEX = new URL("../../../src/index.js", import.meta.url).href;
 
-function code(fn: () => void): string {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    return e instanceof HeapError ? e.code : String(e);
-  }
-}
 
 /** Run the scenario `how` (onError calls rcuBarrier while `trigger` frees a batch) in a worker, 10 s at most. */
 async function inWorker(trigger: "rcuBarrier" | "detach"): Promise<string> {
@@ -62,7 +55,7 @@ describe("detach from a callback of the same handle is EDEADLK, nothing changed"
     const host = Heap.attach(heap.buffer);
     let inner = "not called";
     heap.onError = () => {
-      inner = code(() => heap.detach());
+      inner = errCode(() => heap.detach());
     };
     const objs: number[] = [];
     for (let i = 0; i < 50; i++) {
@@ -87,7 +80,7 @@ describe("detach from a callback of the same handle is EDEADLK, nothing changed"
       const host = Heap.attach(heap.buffer);
       let inner = "not called";
       heap.trace.on(ev, () => {
-        if (inner === "not called") inner = code(() => heap.detach());
+        if (inner === "not called") inner = errCode(() => heap.detach());
       });
       if (ev === "mm_page_free") heap.freePages(heap.allocPages(0), 0);
       else if (ev === "kfree") heap.kfree(heap.kmalloc(64));
@@ -110,7 +103,7 @@ describe("detach from a callback of the same handle is EDEADLK, nothing changed"
     const heap = Heap.create({ size: 4 * MiB, cpus: 2 });
     const got: string[] = [];
     heap.setReentryHook((p) => {
-      if (got.length < 3) got.push(`${p} ${code(() => heap.detach())}`);
+      if (got.length < 3) got.push(`${p} ${errCode(() => heap.detach())}`);
     });
     heap.kfree(heap.kmalloc(64));
     heap.setReentryHook(null);
