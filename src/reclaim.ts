@@ -11,14 +11,16 @@
  *   still using the slot is detached at its next slow path), its read-side words C_RCU_NEST
  *   (plain) and C_RCU_SNAP (Atomics.store), cleared before any grace period is waited for (a slot
  *   killed inside a section must not hold up the others' kfreeRcu flush), and, plain, its local
- *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end). No other agent
+ *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end), and its debug
+ *   object hand C_DEBUG_HAND (slab/debug_hand.ts). No other agent
  *   writes a claimed slot's words. Everything else it returns goes through the layers' own paths.
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
  *   this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp
  *   counts, a cache's barn and list, pcp counts, the buddy lists) and released: rcu, ctable,
  *   barn, list, pcp, zone. Then the layers drain the slot: rcu (its kfreeRcu objects, after a
- *   grace period), the sheaf object in its hand, the deferred objects and sheaves (barn -> list ->
- *   pcp -> zone), the pcp lists (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and
+ *   grace period), the sheaf object in its hand, the debug object in its hand (barn, then list ->
+ *   pcp -> zone), the deferred objects and sheaves (barn -> list -> pcp -> zone), the pcp lists
+ *   (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and
  *   is in no read-side section (EDEADLK otherwise, before anything changes).
  * NO LOCK: the claims (C_STATE by compareExchange, before anything changes) and the clearing of
  *   the dead slot's own words; the lock words are read with Atomics.load before a takeover.
@@ -74,6 +76,7 @@ import { cacheName } from "./slab/cache.js";
 import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
 import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
+import { debugHandRebuilt, returnDebugObjectInHand } from "./slab/debug_hand.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -161,6 +164,7 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: re
     if (l.locks.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
       report.locks.push(`list ${name}`);
       const slabs = slabRebuildLocked(l.slab, id, group);
+      debugHandRebuilt(l.slab, cpu, id);
       report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
       l.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     }
@@ -207,6 +211,8 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   report.inHand += l.rcu.rcuReclaim(cpu);
   // The sheaf object it was allocating or freeing, before its deferred list goes back.
   report.inHand += freeSheafObjectInHand(l.slab, cpu);
+  // The debug object it was allocating or freeing, likewise.
+  report.inHand += returnDebugObjectInHand(l.slab, cpu);
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);

@@ -37,6 +37,7 @@ test("per-CPU block words are distinct and fit C_WORDS", () => {
   claim("C_PCP_REQ_AT", L.C_PCP_REQ_AT);
   claim("C_DEFER_HEAD", L.C_DEFER_HEAD);
   claim("C_DEFER_NR", L.C_DEFER_NR);
+  claim("C_DEBUG_HAND", L.C_DEBUG_HAND);
   claim("C_VMSTAT", L.C_VMSTAT, L.NR_VM);
   claim("C_RCU_NEST", L.C_RCU_NEST);
   claim("C_RCU_SNAP", L.C_RCU_SNAP);
