@@ -33,6 +33,7 @@ for (const [scenario, fate] of [
   ["cache-alloc@sheaf:release", "returned"],
   ["cache-alloc@sheaf:acquire", "on-sheaf"],
   ["kmallocNolock@kmalloc", "returned"],
+  ["kmallocNolock-256@list:release#2", "returned"],
   ["kmalloc@kmalloc", "allocated"],
   ["cache-free@kmem_cache_free", "returned"],
   ["kfreeNolock@kfree", "returned"],
@@ -45,7 +46,7 @@ for (const [scenario, fate] of [
     const total = heap.stats().totalPages;
     const w = await stopAt(heap, scenario);
     try {
-      assert.equal(w.parked, scenario.split("@")[1], `the worker stopped in ${scenario}`);
+      assert.equal(w.parked, scenario.split("@")[1]!.split("#")[0], `the worker stopped in ${scenario}`);
       await w.worker.terminate();
       const r = heap.reclaimSlot(w.cpu);
       assert.equal(r.inHand, fate === "returned" ? 1 : 0, `the debug object in its hand is counted: ${JSON.stringify(r)}`);

@@ -12,6 +12,7 @@ export type DebugHandScenario =
   | "cache-alloc@sheaf:release" // popped off its sheaf, not yet marked allocated
   | "cache-alloc@sheaf:acquire" // before the pop: still on its sheaf
   | "kmallocNolock@kmalloc" // the nolock path traces before it marks the object allocated
+  | "kmallocNolock-256@list:release#2" // no sheaf to be had: the first list lock finds no partial slab, the second (the new slab's) took it off its freelist
   | "kmalloc@kmalloc" // traced after it is marked allocated: handed out
   | "cache-free@kmem_cache_free" // marked free, on no list yet
   | "kfreeNolock@kfree" // marked free, on no list yet (the nolock free)
@@ -23,8 +24,10 @@ const heap = Heap.attach(buffer);
 const stop = new Int32Array(new SharedArrayBuffer(4));
 const cache = heap.findCache("dbg-64");
 if (cache === null) throw new Error("the host creates dbg-64");
-const [op, at] = scenario.split("@") as [string, string];
+const [op, where] = scenario.split("@") as [string, string];
+const [at, nth] = where.split("#") as [string, string | undefined];
 let armed = false;
+let seen = 0;
 let obj = 0;
 const park = (addr: number): void => {
   parentPort!.postMessage({ parked: at, cpu: heap.cpu, addr });
@@ -32,7 +35,7 @@ const park = (addr: number): void => {
 };
 if (at.includes(":")) {
   heap.setReentryHook((p) => {
-    if (!armed || p !== at) return;
+    if (!armed || p !== at || ++seen < Number(nth ?? 1)) return;
     armed = false;
     park(obj);
   });
@@ -50,6 +53,7 @@ obj = op === "cache-free" ? cache.alloc() : op === "kfreeNolock" ? heap.kmalloc(
 armed = true;
 if (op === "cache-alloc") cache.alloc();
 else if (op === "kmallocNolock") heap.kmallocNolock(64, 0);
+else if (op === "kmallocNolock-256") heap.kmallocNolock(200, 0); // a class this slot has no sheaf of
 else if (op === "kmalloc") heap.kmalloc(64);
 else if (op === "cache-free") cache.free(obj);
 else heap.kfreeNolock(obj);
