@@ -11,14 +11,16 @@
  *   still using the slot is detached at its next slow path), its read-side words C_RCU_NEST
  *   (plain) and C_RCU_SNAP (Atomics.store), cleared before any grace period is waited for (a slot
  *   killed inside a section must not hold up the others' kfreeRcu flush), and, plain, its local
- *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end). No other agent
+ *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end), and its debug
+ *   object hand C_DEBUG_HAND (slab/debug_hand.ts). No other agent
  *   writes a claimed slot's words. Everything else it returns goes through the layers' own paths.
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
  *   this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp
  *   counts, the cache table's counts, a cache's barn and list, pcp counts, the buddy lists) and
  *   released: rcu, ctable, barn, list, pcp, zone. Then the layers drain the slot: the blocks in its
  *   hands (pcp -> zone; zone alone for a block it was parking on the deferred list), rcu (its
- *   kfreeRcu objects, after a grace period), its sheaf and bulk hands, the deferred objects and
+ *   kfreeRcu objects, after a grace period), its sheaf, bulk and debug object hands (the debug
+ *   object: barn, then list -> pcp -> zone), the deferred objects and
  *   sheaves (barn -> list -> pcp -> zone), the dying caches nothing uses any more (ctable -> ...),
  *   the pcp lists (pcp -> zone). The caller holds no lock (assertCanLock(rcu)) and is in no
  *   read-side section (EDEADLK otherwise, before anything changes).
@@ -77,6 +79,7 @@ import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
 import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
 import { freeBulkObjectsInHand } from "./slab/bulk.js";
+import { debugHandRebuilt, returnDebugObjectInHand } from "./slab/debug_hand.js";
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return
@@ -166,6 +169,7 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: re
     if (l.locks.takeOverLock(kw + K_LIST_LOCK, LOCK.list, cpu)) {
       report.locks.push(`list ${name}`);
       const slabs = slabRebuildLocked(l.slab, id, group);
+      debugHandRebuilt(l.slab, cpu, id);
       report.rebuilt.push(`slab lists of ${name} (${slabs} slab${slabs === 1 ? "" : "s"})`);
       l.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     }
@@ -214,6 +218,8 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   report.inHand += freeSheafObjectInHand(l.slab, cpu);
   // The objects of a cache.allocBulk that never returned.
   report.inHand += freeBulkObjectsInHand(l.slab, cpu);
+  // The debug object it was allocating or freeing, likewise.
+  report.inHand += returnDebugObjectInHand(l.slab, cpu);
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);

@@ -29,7 +29,8 @@
  *   CT_   the cache table: its lock, count, dying caches                writer: CT_LOCK holder
  *   R_    the global RCU state: grace-period counters, in-flight count  writer: any agent, atomics
  *   C_    a CPU slot (C_BYTES each): state (C_STATE_*), flags (C_FLAG_*), pcp lists (C_PCP_*),
- *         deferred objects, vmstat, RCU reader and kfreeRcu words (C_RCU_*, C_KRCP_LOCK)
+ *         deferred objects, the debug object hand (C_DEBUG_HAND), vmstat, RCU reader and kfreeRcu
+ *         words (C_RCU_*, C_KRCP_LOCK)
  *         writer: the slot's agent, unless noted (C_STATE: attach, reclaimSlot; C_PCP_*: the pcp
  *         lock holder, C_PCP_REQ any drainer; the kfreeRcu state: the krcp lock holder)
  *   RB_   a kfreeRcu block page                 writer: the krcp lock holder, or the slot holding it
@@ -73,7 +74,7 @@ export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 9;
+export const LAYOUT_VERSION = 11;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -213,15 +214,20 @@ export const C_PCP_REQ_AT = C_PCP_BUSY + 1;
 export const C_DEFER_HEAD = 80;
 /** Objects on it. */
 export const C_DEFER_NR = 81;
-/** The bulk hand: the pages allocPagesBulk is handing over (the first pfn, chained through PD_NEXT),
- * set from before the first one becomes an allocated block until the call's last statement; 0
- * otherwise. Owner only; reclaimSlot frees a dead owner's (page/check.ts freeBlocksInHand). */
+/** The bulk hand: the pages allocPagesBulk is handing over (first pfn, chained through PD_NEXT) until
+ * its last statement, else 0. Owner only; reclaimSlot frees a dead owner's (freeBlocksInHand). */
 export const C_BULK_PAGES = 82;
-/** The objects cache.allocBulk has taken for its caller (the last one, chained through each
- * object's O_NEXT word) and how many, until the call's last statement (slab/bulk.ts). Owner only;
- * reclaimSlot frees a dead owner's. */
+/** The objects cache.allocBulk has taken (the last, chained through O_NEXT) and how many, until its
+ * last statement (slab/bulk.ts). Owner only; reclaimSlot frees a dead owner's. */
 export const C_BULK_OBJ = 83;
 export const C_BULK_NR = 84;
+/** Debug caches only: the object this slot is allocating (from before it leaves its sheaf or
+ * freelist until its state says allocated) or freeing (C_DEBUG_HAND_FREE set: from before its state
+ * says free until a sheaf, freelist or deferred list has it), 0 for none. Owner only, plain;
+ * reclaimSlot returns a dead slot's (slab/debug_hand.ts). */
+export const C_DEBUG_HAND = 85;
+/** C_DEBUG_HAND's low bit (objects are 8-byte aligned): the object is being freed. */
+export const C_DEBUG_HAND_FREE = 1;
 /* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
 export const C_VMSTAT = 96;
 /* line 9: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */

@@ -7,7 +7,9 @@
  *   (K_META non-zero), plain stores by the slot that holds the object (allocation, free, kfreeRcu
  *   marking it queued), read by the checks; word 0 of an object leaving the allocator (prepObject
  *   clears its free tag: the caller's object from then on). debugUnlink writes the poison word over
- *   the link of an object taken off a freelist, under its cache's list lock.
+ *   the link of an object taken off a freelist, under its cache's list lock. The slot's debug
+ *   object hand (C_DEBUG_HAND, see debug_hand.ts): debugAlloc drops the object once it is marked
+ *   allocated (or put back on a list); debugFree holds it from just before it is marked free.
  * LOCKS: none of its own. debugUnlink runs under the list lock of the object's cache; the other
  *   functions run wherever their caller is (any lock, or none).
  * NO LOCK: objectCache (the page descriptor and cache configuration of an address), isFreeObject
@@ -27,6 +29,7 @@ import {
   POISON_WORD,
   C_DEFER_HEAD,
   C_DEFER_NR,
+  C_DEBUG_HAND,
   PD_CACHE,
   PD_FLAGS,
   PD_FREELIST,
@@ -71,6 +74,7 @@ import { S_OBJS, S_SIZE } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { deferObject, slabFreeNolock } from "./kmalloc.js";
 import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
+import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -162,6 +166,7 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
   const inuse = i32[kw + K_INUSE]!;
   const mw = (obj + i32[kw + K_META]!) >> 2;
   if (i32[mw + M_STATE] !== M_STATE_FREE) {
+    unholdDebugObject(slab, obj);
     slabError(slab, ErrorCode.ECORRUPT, id, obj, -1, `object ${hex(obj)} of ${cacheName(slab, id)} was handed out while not free (state ${hex(i32[mw + M_STATE]!)})`);
   }
   // Bytes 0..7 of a free object: the free tag, and (with poisoning) the poison word, which every
@@ -172,7 +177,8 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
     i32[obj >> 2] = obj ^ O_FREE_TAG;
     if ((slab.locks.debugFlags & DEBUG_POISON) !== 0) i32[(obj >> 2) + 1] = POISON_WORD;
     if (mode !== 0) slabFreeNolock(slab, id, obj);
-    else if (!slab.freeToSlabs(id, obj, 0)) deferObject(slab, obj);
+    else if (!slab.freeToSlabs(id, obj, 0, slab.pcpuW + C_DEBUG_HAND)) deferObject(slab, obj);
+    unholdDebugObject(slab, obj);
     slabError(slab, ErrorCode.ECORRUPT, id, obj, bad, `write to freed object ${hex(obj)} of ${cacheName(slab, id)} at offset ${bad} (found ${hex(found)}); restored`);
   }
   if ((slab.locks.debugFlags & DEBUG_POISON) !== 0) {
@@ -181,7 +187,8 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
         const found = u8[obj + off]!;
         u8.fill(POISON_FREE, obj + 8, obj + inuse);
         if (mode !== 0) slabFreeNolock(slab, id, obj);
-        else if (!slab.freeToSlabs(id, obj, 0)) deferObject(slab, obj);
+        else if (!slab.freeToSlabs(id, obj, 0, slab.pcpuW + C_DEBUG_HAND)) deferObject(slab, obj);
+        unholdDebugObject(slab, obj);
         slabError(slab, ErrorCode.ECORRUPT, id, obj, off, `write to freed object ${hex(obj)} of ${cacheName(slab, id)} at offset ${off} (found ${hex(found)}, poison ${hex(POISON_FREE)}); poison restored`);
       }
     }
@@ -192,6 +199,7 @@ export function debugAlloc(slab: SlabAllocator, id: number, obj: number, gfp: nu
   if ((slab.locks.debugFlags & DEBUG_REDZONE) !== 0) u8.fill(RED_ACTIVE, obj + req, obj + inuse + DEBUG_RZ);
   i32[mw + M_STATE] = M_STATE_ALLOC;
   i32[mw + M_REQ] = req;
+  unholdDebugObject(slab, obj);
   return obj;
 }
 
@@ -242,7 +250,9 @@ export function debugFree(slab: SlabAllocator, id: number, addr: number, commit:
     }
   }
   if (!commit) return req;
+  holdFreeing(slab, addr);
   i32[mw + M_STATE] = M_STATE_FREE;
+  freeingStored(slab, addr);
   if ((slab.locks.debugFlags & DEBUG_POISON) !== 0) u8.fill(POISON_FREE, addr + 4, addr + inuse);
   return req;
 }

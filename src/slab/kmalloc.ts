@@ -8,7 +8,11 @@
  *   alone (a kfreeNolock that found the sheaves or the list lock busy pushes, deferObject; the
  *   next normal slab call of the slot, detach or reclaimSlot for a dead slot drains it), and the
  *   objects on it (words 0 and 1: the free tag and the link). The pcs line's local lock PCS_LOCKED
- *   (plain, this slot). Everything else through the slab, sheaf and page calls.
+ *   (plain, this slot). The slot's debug object hand C_DEBUG_HAND (debug caches, see
+ *   debug_hand.ts): held before an object leaves its sheaf (holdSheafTop) or freelist (the hand
+ *   word given to allocFromSlabs), dropped once a freed object is on a sheaf, the deferred list
+ *   (deferObject) or a freelist (the hand word given to freeToSlabs). Everything else through the
+ *   slab, sheaf and page calls.
  * LOCKS: the normal paths take the sheaf local lock and then the locks of slab.ts in its order
  *   (barn -> list -> pcp -> zone); their entry (slabSlowEntry) asserts that no barn lock or later is
  *   held and that this cache's sheaves are not locally locked (EDEADLK), and its housekeeping may
@@ -69,6 +73,8 @@ import { MAX_ORDER } from "../core/layout.js";
 import { PD_OWNER, PG_HEAD } from "../core/layout.js";
 import { PG_INHAND } from "../core/layout.js";
 import { sheafPop, sheafPush } from "./sheaf.js";
+import { C_DEBUG_HAND } from "../core/layout.js";
+import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "./debug_hand.js";
 
 export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
@@ -125,19 +131,24 @@ export function nolockFailed(slab: SlabAllocator): number {
 export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): number {
   const i32 = slab.i32;
   const pcs = slab.pcsW(id);
+  const kw = slab.cacheWOf(id);
   let sw = i32[pcs + PCS_MAIN]! >> 2;
-  if (i32[sw + S_SIZE]! > 0) return sheafPop(i32, sw);
+  if (i32[sw + S_SIZE]! > 0) {
+    holdSheafTop(slab, kw, sw);
+    return sheafPop(i32, sw);
+  }
   let obj = 0;
   slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
   try {
     sw = replaceEmptyMain(slab, id, pcs, gfp, GFP_TRYLOCK);
     if (sw !== 0) {
+      holdSheafTop(slab, kw, sw);
       obj = sheafPop(slab.i32, sw); // the new main may lie in pages added after `i32` was read
     }
   } finally {
     slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
   }
-  if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK);
+  if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK, debugHandFor(slab, kw));
   return obj;
 }
 
@@ -173,6 +184,7 @@ export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): v
     }
   }
   sheafPush(slab.i32, sw, addr); // replaceFullMain may have rebuilt the views
+  unholdDebugObject(slab, addr);
 }
 
 /** Push an object on this slot's deferred list (defer_free). */
@@ -182,6 +194,7 @@ export function deferObject(slab: SlabAllocator, addr: number): void {
   i32[(addr >> 2) + O_NEXT] = i32[slab.pcpuW + C_DEFER_HEAD]!;
   i32[slab.pcpuW + C_DEFER_HEAD] = addr;
   i32[slab.pcpuW + C_DEFER_NR] = i32[slab.pcpuW + C_DEFER_NR]! + 1;
+  unholdDebugObject(slab, addr);
   slab.locks.vmInc(VM.objectsDeferred, 1);
 }
 
@@ -373,11 +386,26 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
     slab.pages.freeBlock(pfn, order, mode);
     return;
   }
-  if (slab.i32[slab.cacheWOf(id) + K_META] !== 0) {
+  const debug = slab.i32[slab.cacheWOf(id) + K_META] !== 0;
+  if (debug) {
     debugFree(slab, id, addr, true);
-  } else if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
+    try {
+      kfreeTail(slab, id, addr, want, mode);
+    } catch (e) {
+      // Before any list had it (the debug hand still holds it): the object is the caller's again.
+      debugFreeFailed(slab, id, addr);
+      throw e;
+    }
+    return;
+  }
+  if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
     throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
   }
+  kfreeTail(slab, id, addr, want, mode);
+}
+
+/** kfreeSlow of an object of cache `id`, its checks passed: free it, then trace it (emitFree). */
+function kfreeTail(slab: SlabAllocator, id: number, addr: number, want: number, mode: number): void {
   if (id < FIRST_NAMED_ID) {
     if (mode !== 0) slabFreeNolock(slab, id, addr);
     else slabFreeSlow(slab, id, addr);
@@ -420,7 +448,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
   const kw = slab.cacheWOf(id);
   let obj: number;
   if (slab.i32[kw + K_SHEAF_CAP] === 0) {
-    obj = slab.allocFromSlabs(id, gfp, 0);
+    obj = slab.allocFromSlabs(id, gfp, 0, debugHandFor(slab, kw));
   } else {
     const pcs = slab.pcsW(id);
     slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
@@ -429,12 +457,13 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
       if (slab.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(slab, id, pcs, gfp, 0);
       obj = 0;
       if (sw !== 0) {
+        holdSheafTop(slab, kw, sw);
         obj = sheafPop(slab.i32, sw);
       }
     } finally {
       slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
     }
-    if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0);
+    if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0, debugHandFor(slab, kw));
   }
   if (obj === 0) return 0;
   return prepObject(slab, id, obj, gfp, req, 0);
@@ -462,8 +491,10 @@ export function slabSlowEntry(slab: SlabAllocator, id: number): void {
 export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): void {
   slabSlowEntry(slab, id);
   const i32 = slab.i32;
+  // The debug hand (debug_hand.ts) that holds `addr`, if any, is dropped once a list has it.
+  const hand = slab.pcpuW + C_DEBUG_HAND;
   if (i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0) {
-    if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
+    if (!slab.freeToSlabs(id, addr, 0, hand)) deferObject(slab, addr); // noBlock agent past its bound
     return;
   }
   const pcs = slab.pcsW(id);
@@ -474,10 +505,11 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
     if (sw !== 0) {
       // The new main may come from the barn, in pages added after `i32` was read.
       sheafPush(slab.i32, sw, addr);
+      unholdDebugObject(slab, addr);
       return;
     }
   } finally {
     slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
   }
-  if (!slab.freeToSlabs(id, addr, 0)) deferObject(slab, addr); // noBlock agent past its bound
+  if (!slab.freeToSlabs(id, addr, 0, hand)) deferObject(slab, addr); // noBlock agent past its bound
 }

@@ -38,7 +38,8 @@
  *   (barnRecountLocked). The deferred list is drained one object at a time in place; a sheaf
  *   object in the making is in one of the slot's sheaf hands (sheaf_hand.ts), a cache.allocBulk
  *   batch in its bulk hand (bulk.ts), so reclaimSlot frees them. Residual: a kill between an object
- *   leaving a list and its free or its caller leaks that one object.
+ *   leaving a list and its free or its caller leaks that one object (in a debug cache, the
+ *   slot's debug object hand gives it back: debug_hand.ts).
  * Empty slabs stay on the partial list up to K_MAX_EMPTY, one beyond goes back at once, the rest
  *   decay (slab/decay.ts); shrink keeps none. Every walk of a list is bounded by its count
  *   (C_DEFER_NR, K_NR_SLABS, K_BARN_MAX): a cycle or stray link is ECORRUPT (reported to onError by

@@ -40,6 +40,7 @@ test("per-CPU block words are distinct and fit C_WORDS", () => {
   claim("C_BULK_PAGES", L.C_BULK_PAGES);
   claim("C_BULK_OBJ", L.C_BULK_OBJ);
   claim("C_BULK_NR", L.C_BULK_NR);
+  claim("C_DEBUG_HAND", L.C_DEBUG_HAND);
   claim("C_VMSTAT", L.C_VMSTAT, L.NR_VM);
   claim("C_RCU_NEST", L.C_RCU_NEST);
   claim("C_RCU_SNAP", L.C_RCU_SNAP);
