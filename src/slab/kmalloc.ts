@@ -89,15 +89,36 @@ export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): num
 }
 
 export function kmallocLarge(slab: SlabAllocator, size: number, gfp: number): number {
-  const order = Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
+  const addr = kmallocLargeHeld(slab, size, gfp);
+  if (addr !== 0) largeHandOver(slab, addr);
+  return addr;
+}
+
+/**
+ * kmallocLarge up to its last statement: the block stays in this slot's hand (PG_HEAD | PG_INHAND,
+ * PD_OWNER this slot) through its zeroing and its mm_page_alloc and kmalloc events, so a kill
+ * anywhere there leaves it to reclaimSlot. largeHandOver makes it the caller's.
+ */
+function kmallocLargeHeld(slab: SlabAllocator, size: number, gfp: number): number {
+  const order = largeOrder(size);
   if (order > MAX_ORDER) return slab.pages.allocFailed(order, gfp);
   if ((gfp & GFP.FAST_TRY) === 0) slab.locks.assertCanLock(LOCK.zone);
   const pfn = slab.pages.rmqueue(order, gfp);
   if (pfn === 0) return slab.pages.allocFailed(order, gfp);
   slab.locks.vmInc(VM.kmallocLarge, 1);
-  const addr = slab.pages.prepNewBlock(pfn, order, PG_LARGE, gfp);
+  const addr = slab.pages.prepNewBlock(pfn, order, PG_HEAD | PG_INHAND, gfp);
   if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, addr, size, -1);
   return addr;
+}
+
+function largeOrder(size: number): number {
+  return Math.max(0, Math.ceil(Math.log2(size / PAGE_SIZE)));
+}
+
+/** The last statement of a large allocation: its kind, written last, makes the block the caller's. */
+function largeHandOver(slab: SlabAllocator, addr: number): void {
+  const d = slab.mem.pd(addr >>> PAGE_SHIFT);
+  slab.u32[d + PD_FLAGS] = PG_LARGE | (slab.u32[d + PD_FLAGS]! & PG_ORDER_MASK);
 }
 
 export function kmallocNolockSlow(slab: SlabAllocator, size: number, gfp: number): number {
@@ -341,16 +362,21 @@ export function krealloc(slab: SlabAllocator, addr: number, size: number, gfp: n
     if ((gfp & GFP.ZERO) !== 0) slab.u8.fill(0, addr + size, addr + ks);
     return addr;
   }
-  const n = slab.kmalloc(size, gfp);
+  // A large new block stays in this slot's hand until the old one is freed (a kill during the
+  // copy or the free leaves it to reclaimSlot, not allocated to nobody); a small one is one object.
+  const large = size > KMALLOC_MAX_CACHE_SIZE;
+  const n = large ? kmallocLargeHeld(slab, size, gfp) : slab.kmalloc(size, gfp);
   if (n === 0) return 0;
   slab.u8.copyWithin(n, addr, addr + Math.min(ks, size));
   try {
     slab.kfree(addr);
   } catch (e) {
     // Checked above; only a hook that freed `addr` meanwhile gets here. Keep nothing.
-    slab.kfree(n);
+    if (large) slab.pages.freeBlock(n >>> PAGE_SHIFT, largeOrder(size), 0);
+    else slab.kfree(n);
     throw e;
   }
+  if (large) largeHandOver(slab, n);
   return n;
 }
 

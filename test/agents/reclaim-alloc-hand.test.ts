@@ -26,7 +26,7 @@ async function stopInside(heap: Heap, kind: AllocKind): Promise<Stopped> {
   return { worker, ...m };
 }
 
-for (const [kind, order] of [["allocPages", 3], ["allocPagesNolock", 2], ["kmalloc-large", 6]] as const) {
+for (const [kind, order] of [["allocPages", 3], ["allocPagesNolock", 2], ["kmalloc-large", 6], ["kmalloc-large-event", 6], ["krealloc-large", 6]] as const) {
   test(`a worker killed inside ${kind}, before the address is returned: reclaimSlot frees the block (inHand 1) and every page is free again`, async () => {
     const heap = Heap.create({ size: 8 << 20, cpus: 4 });
     const total = heap.stats().totalPages;
