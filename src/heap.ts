@@ -29,6 +29,7 @@
 import { checkBool, intOption, describe, einval, isUint16Array, readOptions } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
 import type { WasmMemory } from "./core/lock.js";
+import { aliasesMemory } from "./core/out_region.js";
 import { assertNoLiveHeap, assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./core/gfp.js";
@@ -41,7 +42,6 @@ import {
   C_RCU_NR_SPARE,
   C_RCU_PENDING,
   C_STATE,
-  C_VIEW_PROBE,
   C_VMSTAT,
   K_STATE_ACTIVE,
   C_FLAG_NOBLOCK,
@@ -463,7 +463,7 @@ export class Heap {
 
   /** Free the allocation under a view from allocArray (any agent's); EINVAL for a view that is not one. */
   freeArray(view: ArrayBufferView): void {
-    freeArray(this.#slab, view, this.#mem.pcpuW + C_VIEW_PROBE);
+    freeArray(this.#slab, view);
   }
 
   /** Store `s` as a 32-bit byte length, its UTF-8 and a 0 byte; the address (free it with kfree), or 0 when memory ran out. */
@@ -565,7 +565,7 @@ export class Heap {
     this.#locks.assertLive();
     this.#locks.refreshViews();
     if (out !== undefined && !isUint16Array(out)) throw new HeapError(ErrorCode.EINVAL, `pageMap: out must be a Uint16Array, not ${describe(out)}`);
-    if (out !== undefined && out.buffer === this.#mem.buffer) throw new HeapError(ErrorCode.EINVAL, "pageMap: out must not be a view of the heap's own buffer (the map would be written over the heap)");
+    if (out !== undefined && aliasesMemory(this.#mem, out.buffer)) throw new HeapError(ErrorCode.EINVAL, "pageMap: out must not be a view of the heap's own buffer (the map would be written over the heap)");
     const map = out !== undefined && out.length >= this.#mem.nrPages ? out.subarray(0, this.#mem.nrPages) : new Uint16Array(this.#mem.nrPages);
     readPageMap(this.#mem.u32, this.#mem.descW, this.#mem.offset >>> PAGE_SHIFT, this.#mem.zoneStart, this.#mem.nrPages, map);
     return map;

@@ -30,6 +30,7 @@
  *   makes the compareExchange fail: EINVAL, every claim made so far undone); the dead slot's words
  *   are its last stores, which is what the repairs above are for.
  */
+import { assertNoCallback } from "./core/callbacks.js";
 import { checkInt } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
 import {
@@ -104,6 +105,9 @@ export function reclaimSlot(l: Layers, arg: number | readonly number[]): Reclaim
     const cpu = cpus[k];
     checkInt(many ? `cpus[${k}]` : "cpu", cpu, 0, l.mem.cpus - 1, "", `this heap's slots are 0..${l.mem.cpus - 1}`);
     if (cpu === l.mem.cpu) throw new HeapError(ErrorCode.EINVAL, `cpu ${cpu} is this handle's own slot: use detach()`);
+    // A slot of a live handle of this agent whose call is in progress under this one (its hook,
+    // a handler or onError is running): its blocks and locks are in use, never reclaimed.
+    for (const h of l.locks.agentHandles()) if (h.cpu === cpu) assertNoCallback(h, `reclaimSlot(${cpu})`);
     if (seen.has(cpu as number)) throw new HeapError(ErrorCode.EINVAL, `cpus: slot ${cpu} is given twice`);
     seen.add(cpu as number);
   }

@@ -21,7 +21,8 @@
 import { describe } from "./core/check.js";
 import { ErrorCode, HeapError, hex } from "./core/errors.js";
 import { MAX_HEAP_END } from "./core/layout.js";
-import { isSharedArrayBuffer } from "./placement.js";
+import { aliasesMemory } from "./core/out_region.js";
+import type { Mem } from "./core/mem.js";
 import { KMALLOC_MAX_SIZE } from "./slab/slab.js";
 
 /** Bytes before a string's UTF-8: its length. */
@@ -29,7 +30,7 @@ export const STRING_HEADER = 4;
 
 /** What of the heap these helpers use: the slab layer's calls. */
 export interface ViewHost {
-  readonly mem: { readonly buffer: SharedArrayBuffer };
+  readonly mem: Mem;
   readonly offset: number;
   readonly u8: Uint8Array;
   readonly u32: Uint32Array;
@@ -123,13 +124,13 @@ const taByteLength = intrinsicGetter("byteLength");
 
 /**
  * heap.freeArray: free the allocation under a view that allocArray returned (in any agent).
- * `probeW` is a word of the caller's own slot that only it writes (C_VIEW_PROBE): see sameMemory.
+ * The view must be over this heap's memory (core/out_region.ts aliasesMemory).
  */
-export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
+export function freeArray(h: ViewHost, view: unknown): void {
   h.locks.assertLive();
   if (taTag.call(view) === undefined) throw new HeapError(ErrorCode.EINVAL, `freeArray needs a typed array from allocArray, not ${describe(view)}`);
   const buf = taBuffer.call(view) as ArrayBufferLike;
-  if (!sameMemory(h, buf, probeW)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (${describe(view)}) is not a view of this heap's memory (another heap's, a copy's, or another buffer's)`);
+  if (!aliasesMemory(h.mem, buf)) throw new HeapError(ErrorCode.EINVAL, `freeArray: this view (${describe(view)}) is not a view of this heap's memory (another heap's, a copy's, or another buffer's)`);
   const addr = taByteOffset.call(view) as number;
   const bytes = taByteLength.call(view) as number;
   // ksize throws EINVAL (or EDOUBLEFREE) unless addr starts a live allocation: said as freeArray's.
@@ -146,22 +147,6 @@ export function freeArray(h: ViewHost, view: unknown, probeW: number): void {
     throw new HeapError(ErrorCode.EINVAL, `freeArray: the view at ${hex(addr)} is ${bytes} bytes long, the allocation there ${usable}: not a view from allocArray`);
   }
   h.kfree(addr);
-}
-
-/**
- * Is `buf` this heap's memory? The same object (a view this agent made through this handle), else
- * a SharedArrayBuffer over the same memory: one another agent received, or memory.buffer of an
- * earlier growth. Two heaps may have identical headers and a copy (buffer.slice) holds the same
- * bytes, so contents prove nothing; instead this handle stores a new value in `probeW`, a word of
- * its own slot no other agent writes, and reads it back through `buf`: only the same memory sees it.
- */
-function sameMemory(h: ViewHost, buf: ArrayBufferLike, probeW: number): boolean {
-  if (buf === h.mem.buffer) return true;
-  if (!isSharedArrayBuffer(buf) || buf.byteLength < (probeW + 1) * 4) return false;
-  const mine = h.u32;
-  const next = (mine[probeW]! + 1) >>> 0;
-  Atomics.store(mine, probeW, next);
-  return Atomics.load(new Uint32Array(buf, probeW * 4, 1), 0) === next;
 }
 
 /* ------------------------------------------------------------------------- strings */

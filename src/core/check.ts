@@ -209,6 +209,9 @@ export function readAddrs(name: string, v: unknown): number[] {
 }
 
 /** An output array for bulk allocation: a plain array or a Uint32Array with room for `count`. */
+/** ArrayBuffer.isView, captured at load. */
+const isView = ArrayBuffer.isView;
+
 export function checkOut(name: string, out: unknown, count: number): void {
   let typed = false;
   try {
@@ -217,6 +220,8 @@ export function checkOut(name: string, out: unknown, count: number): void {
     einval(`${name} could not be inspected: ${thrownMessage(e)}`);
   }
   if (typed) {
+    // A Proxy of one, or an object that only inherits from Uint32Array.prototype, is no typed array.
+    if (!isView(out)) einval(`${name} must be an array or a Uint32Array, not ${describe(out)} (a Proxy of a Uint32Array, or an object inheriting from one, is neither)`);
     const len = (out as Uint32Array).length;
     if (len < count) einval(`${name} holds ${len} entries, fewer than the count ${count}`);
     return;
