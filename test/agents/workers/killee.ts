@@ -198,14 +198,18 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
     if (a !== 0) record(e, KIND.pages, a, order, -1);
     done();
   };
-  const bulkPages = (): void => {
-    const n = rng.range(1, 4);
+  /** Up to n distinct free entries of this worker's range, for a bulk call's results. */
+  const freeEntries = (n: number): number[] => {
     const es: number[] = [];
     for (let k = 0; k < n; k++) {
       const e = freeEntry();
       if (e < 0 || es.includes(e)) break;
       es.push(e);
     }
+    return es;
+  };
+  const bulkPages = (): void => {
+    const es = freeEntries(rng.range(1, 4));
     if (es.length === 0) return;
     const out: number[] = [];
     pend(OP.bulkPages, es[0]!, KIND.pages, es.length);
@@ -275,13 +279,7 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
     const ce = useChurn ? churnEntries[rng.range(0, churnEntries.length - 1)]! : -1;
     const c = useChurn ? churn.get(ce)! : shared[rng.range(0, shared.length - 1)]!;
     if (rng.chance(0.3)) {
-      const n = rng.range(1, 3);
-      const es: number[] = [];
-      for (let k = 0; k < n; k++) {
-        const e = freeEntry();
-        if (e < 0 || es.includes(e)) break;
-        es.push(e);
-      }
+      const es = freeEntries(rng.range(1, 3));
       if (es.length === 0) return;
       const out: number[] = [];
       pend(OP.cacheBulk, es[0]!, KIND.cobj, es.length);
