@@ -13,11 +13,10 @@
  * LOCKS: none of its own; cacheAlloc, cacheFree and kfree take theirs.
  */
 import { einval, storeOut } from "../core/check.js";
-import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
 import { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, O_NEXT } from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
-import { brokenDeferredList } from "./kmalloc.js";
+import { droppedBrokenChain } from "./kmalloc.js";
 
 /** Fill out[0..n) with n objects of cache `id` (handle generation `gen`) and return n, or return 0 and allocate nothing. */
 export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: number, out: number[] | Uint32Array, gfp: number): number {
@@ -102,14 +101,7 @@ export function freeBulkObjectsInHand(slab: SlabAllocator, cpu: number): number 
     slab.i32[p + C_BULK_OBJ] = 0;
     return 0;
   }
-  const first = slab.i32[p + C_BULK_OBJ]!;
-  const broken = brokenDeferredList(slab, first, nr);
-  if (broken !== "") {
-    slab.i32[p + C_BULK_NR] = 0;
-    slab.i32[p + C_BULK_OBJ] = 0;
-    slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s bulk object hand is broken (${broken}): its objects are dropped`), first);
-    return 0;
-  }
+  if (droppedBrokenChain(slab, p + C_BULK_OBJ, p + C_BULK_NR, `cpu ${cpu}'s bulk object hand`)) return 0;
   let freed = 0;
   for (let k = 0; k < nr; k++) {
     const i32 = slab.i32;

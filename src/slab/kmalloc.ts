@@ -247,16 +247,7 @@ export function drainDeferredObjects(slab: SlabAllocator, cpu: number = slab.cpu
  */
 export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, own: boolean): boolean {
   const nr = slab.i32[p + C_DEFER_NR]!;
-  const first = slab.i32[p + C_DEFER_HEAD]!;
-  const broken = brokenDeferredList(slab, first, nr);
-  if (broken !== "") {
-    // Deferred work found broken metadata: report it, drop the list (its objects stay
-    // allocated, lost), and never walk a cycle.
-    slab.i32[p + C_DEFER_HEAD] = 0;
-    slab.i32[p + C_DEFER_NR] = 0;
-    slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}'s deferred object list is broken (${broken}): its objects are dropped`), first);
-    return true;
-  }
+  if (droppedBrokenChain(slab, p + C_DEFER_HEAD, p + C_DEFER_NR, `cpu ${cpu}'s deferred object list`)) return true;
   let gaveUp = false;
   // One object at a time off the list, in place (at most `nr`: what a hook defers meanwhile may be
   // among them, the rest waits for the next drain): an agent killed here leaves at most the
@@ -306,6 +297,21 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
 }
 
 /** Why the deferred object list at `obj`, which counts `nr` objects, cannot be walked ("" if it can). */
+/**
+ * A chain of objects linked through O_NEXT (its head at word `headW`, its length at `nrW`: a
+ * deferred list, a bulk hand) that deferred work found broken: report it (onError), drop it (its
+ * objects stay allocated, lost) and return true, never walking a cycle. False when it is sound.
+ */
+export function droppedBrokenChain(slab: SlabAllocator, headW: number, nrW: number, what: string): boolean {
+  const first = slab.i32[headW]!;
+  const broken = brokenDeferredList(slab, first, slab.i32[nrW]!);
+  if (broken === "") return false;
+  slab.i32[headW] = 0;
+  slab.i32[nrW] = 0;
+  slab.locks.reportDeferred(new HeapError(ErrorCode.ECORRUPT, `${what} is broken (${broken}): its objects are dropped`), first);
+  return true;
+}
+
 export function brokenDeferredList(slab: SlabAllocator, obj: number, nr: number): string {
   const i32 = slab.i32;
   let n = 0;
