@@ -8,12 +8,15 @@
  *   the caller's only once the call returns; with GFP.ZERO it is zeroed again after the hand is
  *   cleared), and how many. C_BULK_NR non-zero means held. A call that finds the hand taken (a
  *   trace handler's call inside another's) holds nothing, and so does a call on a debug cache
- *   whose objects are asked for fewer than 8 bytes (the word would be redzone: linkFits). reclaimSlot of a dead slot frees its
+ *   whose objects are asked for fewer than 8 bytes (the word would be redzone: linkFits), and a
+ *   call while a kmem_cache_alloc handler is on (it sees each object before the caller has it,
+ *   and a write of its into the link word would be lost, or break the chain). reclaimSlot of a dead slot frees its
  *   chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
  * LOCKS: none of its own; cacheAlloc, cacheFree and kfree take theirs.
  */
 import { einval, storeOut } from "../core/check.js";
 import { GFP } from "../core/gfp.js";
+import { TP } from "../core/trace.js";
 import { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, O_NEXT } from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { droppedBrokenChain } from "./kmalloc.js";
@@ -24,7 +27,9 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   // setter) then frees them all, as a failed allocation does.
   const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
   const p = slab.pcpuW;
-  const held = slab.i32[p + C_BULK_NR] === 0 && linkFits(slab, id);
+  // A kmem_cache_alloc handler sees each object as it is taken, before the caller has it: it could
+  // write into the link word (losing its write, or breaking the chain). With one on, hold nothing.
+  const held = slab.i32[p + C_BULK_NR] === 0 && linkFits(slab, id) && (slab.locks.trace.mask & (1 << TP.kmem_cache_alloc)) === 0;
   let i = 0;
   try {
     for (; i < n; i++) {

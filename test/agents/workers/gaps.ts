@@ -10,8 +10,8 @@
  *     outer free that holds the zone lock), stopped just after the compareExchange that pops the
  *     block off the list: the block is on no list, PG_DEFERRED, with the drainer as its owner.
  *   bulk-pages: allocPagesBulk(8), stopped in the mm_page_alloc trace handler of its 5th page.
- *   bulk-objects: cache.allocBulk(8) of the host's cache "gaps-64", stopped in the
- *     kmem_cache_alloc trace handler of its 5th object.
+ *   bulk-objects: cache.allocBulk of the host's cache "gaps-64", stopped at the list lock of its
+ *     first list lock taken once objects are in the slot's bulk hand (a refill), posted as held.
  *   create-published: createCache("gaps-new"), stopped just after the store that publishes the
  *     descriptor (K_STATE active), holding the cache table lock.
  *   destroy-dying: destroy() of a cache it made, stopped just after the store that marks it
@@ -26,7 +26,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
-import { K_BARN_LOCK, K_BARN_NR_FULL, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { C_BULK_NR, K_BARN_LOCK, K_BARN_NR_FULL, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
 import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
 import { FIRST_NAMED_ID } from "../../../src/slab/slab.js";
 
@@ -35,8 +35,10 @@ export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bul
 const { buffer, scenario } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario };
 const heap = Heap.attach(buffer);
 const stop = new Int32Array(new SharedArrayBuffer(4));
+/** Objects in this slot's bulk hand when it stopped (bulk-objects). */
+let held = 0;
 const park = (): never => {
-  parentPort!.postMessage({ cpu: heap.cpu, parked: true });
+  parentPort!.postMessage({ cpu: heap.cpu, parked: true, held });
   for (;;) Atomics.wait(stop, 0, 0); // until terminated
 };
 
@@ -108,11 +110,18 @@ switch (scenario) {
   case "bulk-objects": {
     const cache = heap.findCache("gaps-64");
     if (cache === null) throw new Error("the host creates gaps-64");
-    let n = 0;
-    heap.trace.on("kmem_cache_alloc", () => {
-      if (++n === 5) park();
+    // Not in a kmem_cache_alloc handler: with one on, a batch holds no chain (the handler sees each
+    // object before the caller has it). At the first list lock taken once the bulk hand holds
+    // objects (a sheaf refill), those objects are in the hand.
+    const mem = layersOf(heap).mem;
+    const id = heap.cacheNames().indexOf("gaps-64");
+    const cap = mem.i32[mem.cacheW + id * mem.cacheWords + K_SHEAF_CAP]!;
+    heap.setReentryHook((p) => {
+      if (p !== "list:acquire" || mem.i32[mem.pcpuW + C_BULK_NR] === 0) return;
+      held = mem.i32[mem.pcpuW + C_BULK_NR]!;
+      park();
     });
-    cache.allocBulk(8, new Uint32Array(8));
+    cache.allocBulk(2 * cap + 2, new Uint32Array(2 * cap + 2));
     break;
   }
   case "create-published": {
