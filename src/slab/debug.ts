@@ -132,15 +132,28 @@ export function isFreeObject(slab: SlabAllocator, id: number, addr: number): boo
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
     if (sheafHas(i32, i32[pcs + PCS_MAIN]!, addr) || sheafHas(i32, i32[pcs + PCS_SPARE]!, addr)) return true;
   }
-  const kw = slab.cacheWOf(id);
   // Bounded walks: a broken list must not hang a free.
-  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, addr)) return true;
-  const nd = i32[slab.pcpuW + C_DEFER_NR]!;
-  for (let o = i32[slab.pcpuW + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === addr) return true;
-  const head = slab.u32[slab.mem.pd(addr >>> PAGE_SHIFT) + PD_HEAD]!;
-  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < 65536; o = i32[(o >> 2) + O_NEXT]!, n++) {
-    if (o === addr) return true;
-  }
+  return barnHas(i32, slab.cacheWOf(id), addr) || onDeferredList(i32, slab.pcpuW, addr) || onSlabFreelist(slab, addr, 65536);
+}
+
+/** Does a full sheaf on the barn of cache word `kw` hold `x`? (Empty ones hold nothing.) Bounded walk. */
+export function barnHas(i32: Int32Array, kw: number, x: number): boolean {
+  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n <= K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) if (sheafHas(i32, s, x)) return true;
+  return false;
+}
+
+/** Is `x` on the deferred object list of the slot whose block is at word `p`? Bounded by its count. */
+export function onDeferredList(i32: Int32Array, p: number, x: number): boolean {
+  const nd = i32[p + C_DEFER_NR]!;
+  for (let o = i32[p + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === x) return true;
+  return false;
+}
+
+/** Is object `x` on its slab's freelist? At most `bound` entries are walked. */
+export function onSlabFreelist(slab: SlabAllocator, x: number, bound: number): boolean {
+  const i32 = slab.i32;
+  const head = slab.u32[slab.mem.pd(x >>> PAGE_SHIFT) + PD_HEAD]!;
+  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < bound; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === x) return true;
   return false;
 }
 

@@ -29,15 +29,10 @@ import { ErrorCode, HeapError } from "../core/errors.js";
 import {
   C_DEBUG_HAND,
   C_DEBUG_HAND_FREE,
-  C_DEFER_HEAD,
-  C_DEFER_NR,
   DEBUG_POISON,
   DEBUG_REDZONE,
   DEBUG_RZ,
-  K_BARN_EMPTY,
-  K_BARN_FULL,
   K_BARN_LOCK,
-  K_BARN_MAX,
   K_HDR_WORDS,
   K_INUSE,
   K_LIST_LOCK,
@@ -52,7 +47,6 @@ import {
   M_STATE,
   M_STATE_ALLOC,
   M_STATE_FREE,
-  O_NEXT,
   PAGE_SHIFT,
   PCS_HAND,
   PCS_MAIN,
@@ -60,16 +54,14 @@ import {
   PCS_WORDS,
   PD_CACHE,
   PD_FLAGS,
-  PD_FREELIST,
   PD_HEAD,
   PG_SLAB,
   POISON_FREE,
   RED_ACTIVE,
-  S_NEXT,
   S_OBJS,
   S_SIZE,
 } from "../core/layout.js";
-import { sheafHas } from "./debug.js";
+import { barnHas, onDeferredList, onSlabFreelist, sheafHas } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID } from "./slab.js";
 import { cacheEnter, cacheExit } from "./cache.js";
@@ -134,15 +126,6 @@ function debugObjectCache(slab: SlabAllocator, x: number): number {
   return Number.isInteger(k) && k >= 0 && k < i32[kw + K_OBJS]! ? id : -1;
 }
 
-/** Is `x` on its slab's freelist? List lock of its cache held (or taken over). */
-function onFreelist(slab: SlabAllocator, kw: number, x: number): boolean {
-  const i32 = slab.i32;
-  const head = i32[slab.mem.pd(x >>> PAGE_SHIFT) + PD_HEAD]!;
-  const objs = i32[kw + K_OBJS]!;
-  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < objs; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === x) return true;
-  return false;
-}
-
 /**
  * reclaimSlot, the list lock of cache `id` taken over from dead slot `cpu` and its lists rebuilt:
  * an object the slot held that is on its freelist (it stopped before taking it, or after putting
@@ -152,7 +135,7 @@ export function debugHandRebuilt(slab: SlabAllocator, cpu: number, id: number): 
   const w = slab.mem.pcpOf(cpu) + C_DEBUG_HAND;
   const x = slab.i32[w]! & ~C_DEBUG_HAND_FREE;
   if (x === 0 || debugObjectCache(slab, x) !== id) return;
-  if (onFreelist(slab, slab.cacheWOf(id), x)) slab.i32[w] = 0;
+  if (onSlabFreelist(slab, x, slab.i32[slab.cacheWOf(id) + K_OBJS]!)) slab.i32[w] = 0;
 }
 
 /**
@@ -183,13 +166,11 @@ export function returnDebugObjectInHand(slab: SlabAllocator, cpu: number): numbe
   };
   let found = false;
   if (!slab.locks.lockIn(0, kw + K_BARN_LOCK, LOCK.barn)) gaveUp();
-  for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
-    for (let s = i32[head]!, n = 0; s !== 0 && n <= K_BARN_MAX && !found; s = i32[(s >> 2) + S_NEXT]!, n++) found = sheafHas(i32, s, x);
-  }
+  found = barnHas(i32, kw, x);
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   if (!found) {
     if (!slab.locks.lockIn(0, kw + K_LIST_LOCK, LOCK.list)) gaveUp();
-    found = onFreelist(slab, kw, x);
+    found = onSlabFreelist(slab, x, i32[kw + K_OBJS]!);
     slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
   }
   if (found) {
@@ -220,8 +201,5 @@ function heldElsewhere(slab: SlabAllocator, cpu: number, id: number, x: number):
     if (sheafHas(i32, i32[pcs + PCS_MAIN]!, x) || sheafHas(i32, i32[pcs + PCS_SPARE]!, x) || sheafHas(i32, i32[pcs + PCS_HAND]!, x)) return true;
     if (c !== cpu && (i32[slab.mem.pcpOf(c) + C_DEBUG_HAND]! & ~C_DEBUG_HAND_FREE) === x) return true;
   }
-  const p = slab.mem.pcpOf(cpu);
-  const nd = i32[p + C_DEFER_NR]!;
-  for (let o = i32[p + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === x) return true;
-  return false;
+  return onDeferredList(i32, slab.mem.pcpOf(cpu), x);
 }

@@ -29,14 +29,11 @@
  */
 import {
   K_BARN_MAX,
-  C_DEFER_HEAD,
-  C_DEFER_NR,
   K_STATE_ACTIVE,
   K_STATE_DYING,
   K_HDR_WORDS,
   PD_CACHE,
   PD_FLAGS,
-  PD_FREELIST,
   PD_HEAD,
   K_BARN_EMPTY,
   K_BARN_FULL,
@@ -45,7 +42,6 @@ import {
   K_SIZE,
   K_STATE,
   LOCK,
-  O_NEXT,
   PCS_HAND,
   PCS_HANDS_NESTED,
   PCS_MAIN,
@@ -60,6 +56,7 @@ import {
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./sizes.js";
 import { freeSheaf } from "./sheaf.js";
+import { onDeferredList, onSlabFreelist } from "./debug.js";
 
 /** Sheaf hands a slot has: PCS_HAND, then the nested ones (PCS_HANDS_NESTED). */
 export const SHEAF_HANDS = 1 + SHEAF_HANDS_NESTED;
@@ -124,13 +121,11 @@ function sheafObjectFree(slab: SlabAllocator, s: number): boolean | null {
   if ((s & 3) !== 0 || s >>> 0 >= slab.size || s >>> PAGE_SHIFT < slab.zoneStart) return null;
   const d = slab.mem.pd(s >>> PAGE_SHIFT);
   if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== SHEAF_CACHE_ID) return null;
-  const head = i32[d + PD_HEAD]!;
   const kw = slab.cacheWOf(SHEAF_CACHE_ID);
   const objs = i32[kw + K_OBJS]!;
-  const k = (s - (head << PAGE_SHIFT)) / i32[kw + K_SIZE]!;
+  const k = (s - (i32[d + PD_HEAD]! << PAGE_SHIFT)) / i32[kw + K_SIZE]!;
   if (!Number.isInteger(k) || k < 0 || k >= objs) return null;
-  for (let o = i32[slab.mem.pd(head) + PD_FREELIST]!, n = 0; o !== 0 && n < objs; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return true;
-  return false;
+  return onSlabFreelist(slab, s, objs);
 }
 
 /**
@@ -159,9 +154,7 @@ function freeHeldSheafObject(slab: SlabAllocator, hand: number, cpu: number): nu
       if (id === SHEAF_CACHE_ID) for (let k = 0; k < SHEAF_HANDS_NESTED; k++) if (i32[pcs + PCS_HANDS_NESTED + k] === s) return 0;
     }
   }
-  const c = slab.mem.pcpOf(cpu);
-  const nd = i32[c + C_DEFER_NR]!;
-  for (let o = i32[c + C_DEFER_HEAD]!, n = 0; o !== 0 && n <= nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (o === s) return 0;
+  if (onDeferredList(i32, slab.mem.pcpOf(cpu), s)) return 0;
   // An empty sheaf on its way to the barn: the barn may have it.
   const id = i32[(s >> 2) + S_CACHE]!;
   if (id > SHEAF_CACHE_ID && id < slab.maxCaches) {
