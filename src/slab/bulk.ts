@@ -82,13 +82,7 @@ function linkFits(slab: SlabAllocator, id: number): boolean {
 function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: number, held: boolean, nolock = false): void {
   const p = slab.pcpuW;
   for (let k = 0; k < n; k++) {
-    let obj = got[k]!;
-    if (held) {
-      const i32 = slab.i32;
-      obj = i32[p + C_BULK_OBJ]!;
-      i32[p + C_BULK_OBJ] = i32[(obj >> 2) + O_NEXT]!;
-      i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! - 1;
-    }
+    const obj = held ? bulkPop(slab, p) : got[k]!;
     if (nolock) slab.kfreeNolock(obj);
     else slab.cacheFree(id, obj);
   }
@@ -109,13 +103,19 @@ export function freeBulkObjectsInHand(slab: SlabAllocator, cpu: number): number 
   if (droppedBrokenChain(slab, p + C_BULK_OBJ, p + C_BULK_NR, `cpu ${cpu}'s bulk object hand`)) return 0;
   let freed = 0;
   for (let k = 0; k < nr; k++) {
-    const i32 = slab.i32;
-    const obj = i32[p + C_BULK_OBJ]!;
-    i32[p + C_BULK_OBJ] = i32[(obj >> 2) + O_NEXT]!;
-    i32[p + C_BULK_NR] = nr - k - 1;
-    i32[(obj >> 2) + O_NEXT] = 0;
+    const obj = bulkPop(slab, p);
+    slab.i32[(obj >> 2) + O_NEXT] = 0;
     slab.kfree(obj);
     freed++;
   }
   return freed;
+}
+
+/** Take the last object off the bulk hand of the slot whose block is at word `p` (it holds one). */
+function bulkPop(slab: SlabAllocator, p: number): number {
+  const i32 = slab.i32;
+  const obj = i32[p + C_BULK_OBJ]!;
+  i32[p + C_BULK_OBJ] = i32[(obj >> 2) + O_NEXT]!;
+  i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! - 1;
+  return obj;
 }
