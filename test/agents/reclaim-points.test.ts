@@ -15,7 +15,7 @@ const SIZES = [8, 64, 192, 512, 2048];
 
 async function parkAndKill(heap: Heap, point: string, mode: "free" | "alloc" | "large", nth: number): Promise<string | null> {
   const w = new Worker(new URL("./workers/parked.js", import.meta.url), {
-    workerData: { buffer: heap.buffer, flag: new SharedArrayBuffer(4), point, mode, nth },
+    workerData: { buffer: heap.buffer, point, mode, nth },
   });
   try {
     const m = await new Promise<{ parked: string | null; cpu: number }>((resolve, reject) => {

@@ -105,3 +105,21 @@ export function allAttached(heap: Heap, data: Base & { workers: number }, ctrl: 
   addWord(ctrl, STRESS.ATTACHED, 1);
   waitWord(ctrl, STRESS.ATTACHED, data.workers, "every worker to attach", 20_000, true);
 }
+
+/**
+ * Stop this worker for ever (until it is terminated) the `nth` time its reentry hook meets lock
+ * point `point` while armed, after posting { parked: point, cpu } to the main thread. The caller
+ * arms it (`armed = true`) before the call it wants stopped; it disarms itself when it stops.
+ */
+export function parkAtHookPoint(heap: Heap, point: string, nth: number): { armed: boolean } {
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  const state = { armed: false };
+  let seen = 0;
+  heap.setReentryHook((p) => {
+    if (!state.armed || p !== point || ++seen < nth) return;
+    state.armed = false;
+    parentPort!.postMessage({ parked: p, cpu: heap.cpu });
+    Atomics.wait(stop, 0, 0); // until terminated
+  });
+  return state;
+}

@@ -6,30 +6,23 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../../src/index.js";
+import { parkAtHookPoint } from "./common.js";
 
 export type SheafScenario = "alloc" | "shrink";
 
 const { buffer, scenario, point, nth } = workerData as { buffer: SharedArrayBuffer; scenario: SheafScenario; point: string; nth: number };
 const heap = Heap.attach(buffer);
-const stop = new Int32Array(new SharedArrayBuffer(4));
 const cache = heap.findCache("hand-64");
 if (cache === null) throw new Error("the host creates hand-64");
-let armed = false;
-let seen = 0;
-heap.setReentryHook((p) => {
-  if (!armed || p !== point || ++seen < nth) return;
-  armed = false;
-  parentPort!.postMessage({ parked: p, cpu: heap.cpu });
-  Atomics.wait(stop, 0, 0); // until terminated
-});
+const park = parkAtHookPoint(heap, point, nth);
 if (scenario === "alloc") {
-  armed = true;
+  park.armed = true;
   cache.alloc();
 } else {
   const objs: number[] = [];
   for (let i = 0; i < 10; i++) objs.push(cache.alloc());
   for (const o of objs) cache.free(o);
-  armed = true;
+  park.armed = true;
   cache.shrink();
 }
 parentPort!.postMessage({ parked: null, cpu: heap.cpu });
