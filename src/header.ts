@@ -13,32 +13,11 @@
 import { checkBool, describe, einval, readOptions } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
 import { isSharedArrayBuffer } from "./placement.js";
-import {
-  computeGeometry,
-  DEBUG_POISON,
-  DEBUG_REDZONE,
-  DEBUG_TRACK,
-  type Geometry,
-  H_CACHE_BYTES,
-  H_CACHE_OFF,
-  H_CHECKSUM,
-  H_CPUS,
-  H_DESC_OFF,
-  H_MAGIC,
-  H_MAX_CACHES,
-  H_NR_PAGES,
-  H_PAGE_SHIFT,
-  H_PCPU_OFF,
-  H_SIZE,
-  H_VERSION,
-  H_ZONE_START,
-  HEAP_MAGIC,
-  headerChecksum,
-  LAYOUT_VERSION,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  Z_SIZE,
-} from "./core/layout.js";
+import * as layout from "./core/layout.js";
+import type { Geometry } from "./core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { DEBUG_POISON, DEBUG_REDZONE, DEBUG_TRACK, HEAP_MAGIC, H_CACHE_BYTES, H_CACHE_OFF, H_CHECKSUM, H_CPUS, H_DESC_OFF, H_MAGIC, H_MAX_CACHES, H_NR_PAGES, H_PAGE_SHIFT, H_PCPU_OFF, H_SIZE, H_VERSION, H_ZONE_START, LAYOUT_VERSION, PAGE_SHIFT, PAGE_SIZE, Z_SIZE, computeGeometry, headerChecksum } = layout;
 
 /** The keys Heap.create reads. */
 export const CREATE_OPTIONS = ["size", "maxSize", "cpus", "debug", "maxCaches", "noBlock", "faultInjection", "memory", "buffer", "offset"] as const;

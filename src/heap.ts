@@ -33,56 +33,8 @@ import { aliasesMemory } from "./core/out_region.js";
 import { assertNoLiveHeap, assertSharedMemory, locateHeap, resolvePlacement } from "./placement.js";
 import { allocArray, allocString, freeArray, readString, type TypedArrayConstructor } from "./views.js";
 import { GFP } from "./core/gfp.js";
-import {
-  C_DEFER_HEAD,
-  C_DEFER_NR,
-  C_FLAGS,
-  C_GEN,
-  C_HELD,
-  C_RCU_NR_SPARE,
-  C_RCU_PENDING,
-  C_STATE,
-  C_VMSTAT,
-  K_STATE_ACTIVE,
-  C_FLAG_NOBLOCK,
-  computeGeometry,
-  H_CACHE_BYTES,
-  H_CACHE_OFF,
-  H_CHECKSUM,
-  H_CPUS,
-  H_DEBUG,
-  H_DESC_OFF,
-  H_FAIL_RATE,
-  H_FAIL_SEED,
-  H_MAGIC,
-  H_MAX_CACHES,
-  H_NR_PAGES,
-  H_PAGE_SHIFT,
-  H_PCPU_OFF,
-  H_SIZE,
-  H_VERSION,
-  H_ZONE_START,
-  HEAP_MAGIC,
-  headerChecksum,
-  K_STATE,
-  K_FLAG_KMALLOC,
-  K_FLAG_SHEAF_CACHE,
-  LAYOUT_VERSION,
-  LOCK,
-  LOCK_CLASSES,
-  MAX_HEAP_END,
-  NR_VM,
-  C_WORDS,
-  CT_NR_DYING,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  S_BYTES,
-  C_STATE_ATTACHED,
-  C_STATE_FREE,
-  VM,
-  type VmItem,
-  Z_SIZE,
-} from "./core/layout.js";
+import * as layout from "./core/layout.js";
+import type { VmItem } from "./core/layout.js";
 import { agentCanBlock, C_FAIL_STATE, C_HELD_MASK, type MmInit } from "./core/lock.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_SIZES, SHEAF_CACHE_ID } from "./slab/slab.js";
 import type { Locks, ReentryHook } from "./core/lock.js";
@@ -112,6 +64,10 @@ import { rcuStats, validateRcu } from "./rcu/check.js";
 import { CREATE_OPTIONS, debugFlags, readGeometry } from "./header.js";
 import { cacheNames } from "./slab/cache.js";
 import { assertNoCallback } from "./core/callbacks.js";
+
+/* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const GFP_KERNEL = GFP.KERNEL;
+const { CT_NR_DYING, C_DEFER_HEAD, C_DEFER_NR, C_FLAGS, C_FLAG_NOBLOCK, C_GEN, C_HELD, C_RCU_NR_SPARE, C_RCU_PENDING, C_STATE, C_STATE_ATTACHED, C_STATE_FREE, C_VMSTAT, C_WORDS, HEAP_MAGIC, H_CACHE_BYTES, H_CACHE_OFF, H_CHECKSUM, H_CPUS, H_DEBUG, H_DESC_OFF, H_FAIL_RATE, H_FAIL_SEED, H_MAGIC, H_MAX_CACHES, H_NR_PAGES, H_PAGE_SHIFT, H_PCPU_OFF, H_SIZE, H_VERSION, H_ZONE_START, K_FLAG_KMALLOC, K_FLAG_SHEAF_CACHE, K_STATE, K_STATE_ACTIVE, LAYOUT_VERSION, LOCK, LOCK_CLASSES, MAX_HEAP_END, NR_VM, PAGE_SHIFT, PAGE_SIZE, S_BYTES, VM, Z_SIZE, computeGeometry, headerChecksum } = layout;
 
 export const DEFAULT_SIZE = 64 << 20;
 export const DEFAULT_CPUS = 64;
@@ -377,13 +333,13 @@ export class Heap {
 
   /* ------------------------------------------------------------ pages (page/page_alloc.ts) */
 
-  allocPages(order: number, gfp: number = GFP.KERNEL): number {
+  allocPages(order: number, gfp: number = GFP_KERNEL): number {
     return this.#pages.allocPages(order, gfp);
   }
   freePages(addr: number, order: number): void {
     this.#pages.freePages(addr, order);
   }
-  allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
+  allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP_KERNEL): number {
     return this.#pages.allocPagesBulk(count, out, gfp);
   }
   allocPagesNolock(order: number, gfp: number = 0): number {
@@ -399,7 +355,7 @@ export class Heap {
 
   /* ------------------------------------------------------------ objects (slab/) */
 
-  kmalloc(size: number, gfp: number = GFP.KERNEL): number {
+  kmalloc(size: number, gfp: number = GFP_KERNEL): number {
     return this.#slab.kmalloc(size, gfp);
   }
   kfree(addr: number): void {
@@ -411,13 +367,13 @@ export class Heap {
   kfreeNolock(addr: number): void {
     this.#slab.kfreeNolock(addr);
   }
-  kzalloc(size: number, gfp: number = GFP.KERNEL): number {
+  kzalloc(size: number, gfp: number = GFP_KERNEL): number {
     return kzalloc(this.#slab, size, gfp);
   }
   ksize(addr: number): number {
     return this.#slab.ksize(addr);
   }
-  krealloc(addr: number, size: number, gfp: number = GFP.KERNEL): number {
+  krealloc(addr: number, size: number, gfp: number = GFP_KERNEL): number {
     return krealloc(this.#slab, addr, size, gfp);
   }
   kfreeBulk(addrs: ArrayLike<number>): void {
@@ -457,7 +413,7 @@ export class Heap {
   /* ------------------------------------------------------------ typed views and strings (views.ts) */
 
   /** A `Ctor` view of `n` elements over a new allocation (aligned to its element size at least), or null when memory ran out. */
-  allocArray<C extends TypedArrayConstructor>(Ctor: C, n: number, gfp: number = GFP.KERNEL): InstanceType<C> | null {
+  allocArray<C extends TypedArrayConstructor>(Ctor: C, n: number, gfp: number = GFP_KERNEL): InstanceType<C> | null {
     return allocArray(this.#slab, Ctor, n, gfp);
   }
 
@@ -467,7 +423,7 @@ export class Heap {
   }
 
   /** Store `s` as a 32-bit byte length, its UTF-8 and a 0 byte; the address (free it with kfree), or 0 when memory ran out. */
-  allocString(s: string, gfp: number = GFP.KERNEL): number {
+  allocString(s: string, gfp: number = GFP_KERNEL): number {
     return allocString(this.#slab, s, gfp);
   }
 

@@ -10,8 +10,11 @@
 import { Buffer } from "node:buffer";
 import { describe, isUint16Array } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
-import { PAGE_SIZE } from "./core/layout.js";
+import * as layout from "./core/layout.js";
 import { MAX_HEAP_END } from "./placement.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { PAGE_SIZE } = layout;
 
 /**
  * A page map on the wire. "rle": data is code, run, code, run, ... (few runs, the usual case);

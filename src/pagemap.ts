@@ -11,7 +11,10 @@
  *   quiet. Safe because nothing acts on it: a tail page whose head it did not see (the block
  *   changed under it) is PAGE_STATE.unknown, and a run never reaches past the pages it was given.
  */
-import { PD_CACHE, PD_FLAGS, PG_ORDER_MASK, PG_ORDER_SHIFT, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } from "./core/layout.js";
+import * as layout from "./core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { PD_CACHE, PD_FLAGS, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB } = layout;
 
 /**
  * State codes of heap.pageMap(). A free page in the buddy lists is `free + order` (orders

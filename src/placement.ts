@@ -17,8 +17,11 @@
  */
 import { describe, intOption } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
-import { C_STATE, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, HEAP_MAGIC, headerChecksum, MAX_HEAP_END, PAGE_SIZE, C_WORDS, C_STATE_FREE } from "./core/layout.js";
+import * as layout from "./core/layout.js";
 import type { WasmMemory } from "./core/lock.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_STATE, C_STATE_FREE, C_WORDS, HEAP_MAGIC, H_CHECKSUM, H_CPUS, H_MAGIC, H_PCPU_OFF, H_SIZE, MAX_HEAP_END, PAGE_SIZE, headerChecksum } = layout;
 
 /** The largest end (offset + maxSize) of a heap: addresses stay positive 32-bit integers. */
 export { MAX_HEAP_END };

@@ -33,35 +33,7 @@
 import { assertNoCallback } from "./core/callbacks.js";
 import { checkInt } from "./core/check.js";
 import { ErrorCode, HeapError } from "./core/errors.js";
-import {
-  K_STATE_ACTIVE,
-  K_STATE_DYING,
-  CT_LOCK,
-  C_DEFER_HEAD,
-  C_GEN,
-  C_HELD,
-  C_KRCP_LOCK,
-  C_PCP_BUSY,
-  C_PCP_COUNT,
-  C_PCP_LOCK,
-  C_STATE,
-  K_BARN_LOCK,
-  K_LIST_LOCK,
-  K_STATE,
-  LOCK,
-  LOCK_CLASSES,
-  PCS_LOCKED,
-  C_STATE_ATTACHED,
-  C_STATE_DEAD,
-  C_STATE_FREE,
-  C_STATE_RECLAIMING,
-  C_STATE_MASK,
-  C_RCU_NEST,
-  C_RCU_SNAP,
-  Z_LOCK,
-  slotReclaimer,
-  slotReclaimingBy,
-} from "./core/layout.js";
+import * as layout from "./core/layout.js";
 import { LOCK_OWNER_MASK } from "./core/lock.js";
 import type { ReclaimReport } from "./api.js";
 import type { Layers } from "./layers.js";
@@ -70,8 +42,6 @@ import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { pcpDrain, pcpSteal, pcpUnlockRemote, recountPcp } from "./page/pcp.js";
 import { rebuildBuddyLists } from "./page/check.js";
 import { rcuRecount } from "./rcu/check.js";
-import { K_HDR_WORDS, PCS_WORDS } from "./core/layout.js";
-import { C_DEFER_NR, C_RCU_NR_SPARE, C_RCU_PENDING } from "./core/layout.js";
 import { freeBlocksInHand } from "./page/check.js";
 import { sheafObjectsOf } from "./slab/check.js";
 import { barnRecountLocked, slabRebuildLocked } from "./slab/check.js";
@@ -81,6 +51,9 @@ import { pcpDropRequestOf } from "./page/pcp.js";
 import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
 import { freeBulkObjectsInHand } from "./slab/bulk.js";
 import { debugHandRebuilt, returnDebugObjectInHand } from "./slab/debug_hand.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { CT_LOCK, C_DEFER_HEAD, C_DEFER_NR, C_GEN, C_HELD, C_KRCP_LOCK, C_PCP_BUSY, C_PCP_COUNT, C_PCP_LOCK, C_RCU_NEST, C_RCU_NR_SPARE, C_RCU_PENDING, C_RCU_SNAP, C_STATE, C_STATE_ATTACHED, C_STATE_DEAD, C_STATE_FREE, C_STATE_MASK, C_STATE_RECLAIMING, K_BARN_LOCK, K_HDR_WORDS, K_LIST_LOCK, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, LOCK_CLASSES, PCS_LOCKED, PCS_WORDS, Z_LOCK, slotReclaimer, slotReclaimingBy } = layout;
 
 /**
  * For the host, after a worker exited without detaching (returned, crashed, terminated): return

@@ -20,10 +20,13 @@
  */
 import { describe } from "./core/check.js";
 import { ErrorCode, HeapError, hex } from "./core/errors.js";
-import { MAX_HEAP_END } from "./core/layout.js";
+import * as layout from "./core/layout.js";
 import { aliasesMemory } from "./core/out_region.js";
 import type { Mem } from "./core/mem.js";
 import { KMALLOC_MAX_SIZE } from "./slab/slab.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { MAX_HEAP_END } = layout;
 
 /** Bytes before a string's UTF-8: its length. */
 export const STRING_HEADER = 4;

@@ -52,26 +52,12 @@
  */
 import { describe, einval } from "./check.js";
 import { ErrorCode, HeapError, hex } from "./errors.js";
-import {
-  C_FAIL_STATE,
-  C_HELD_MASK,
-  C_FLAGS,
-  C_GEN,
-  C_HELD,
-  C_STATE,
-  C_VMSTAT,
-  C_FLAG_NOBLOCK,
-  H_FAIL_RATE,
-  LOCK,
-  LOCK_CLASSES,
-  LOCK_NAMES,
-  C_STATE_DEAD,
-  C_STATE_FREE,
-  VM,
-  Z_SIZE,
-} from "./layout.js";
+import * as layout from "./layout.js";
 import { type Mem, MemView, type MmInit } from "./mem.js";
 import { type TraceRecord, TraceState, TP, TRACE_EVENTS } from "./trace.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_FAIL_STATE, C_FLAGS, C_FLAG_NOBLOCK, C_GEN, C_HELD, C_HELD_MASK, C_STATE, C_STATE_DEAD, C_STATE_FREE, C_VMSTAT, H_FAIL_RATE, LOCK, LOCK_CLASSES, LOCK_NAMES, VM, Z_SIZE } = layout;
 
 export { agentCanBlock, type MmInit, type WasmMemory } from "./mem.js";
 

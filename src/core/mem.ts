@@ -20,7 +20,11 @@
  *   handle has met (the lock and slow-path entries refresh before any address from a shared list
  *   or a caller beyond them is used).
  */
-import { type Geometry, PAGE_SHIFT, C_WORDS, PD_WORDS, Z_SIZE } from "./layout.js";
+import * as layout from "./layout.js";
+import type { Geometry } from "./layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_WORDS, PAGE_SHIFT, PD_WORDS, Z_SIZE } = layout;
 
 /** What the heap uses of a shared WebAssembly.Memory (typed here: the project's lib has no WebAssembly). */
 export interface WasmMemory {

@@ -19,30 +19,11 @@
  *   the caller's race, as with any use after free.
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
-import {
-  K_FLAGS,
-  K_FLAG_SHEAF_CACHE,
-  K_OBJS,
-  K_SIZE,
-  MAX_ORDER,
-  O_FREE_TAG,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PD_CACHE,
-  PD_FLAGS,
-  PD_HEAD,
-  PG_BUDDY,
-  PG_DEFERRED,
-  PG_HEAD,
-  PG_INHAND,
-  PG_LARGE,
-  PG_ORDER_MASK,
-  PG_ORDER_SHIFT,
-  PG_PCP,
-  PG_SLAB,
-} from "./layout.js";
+import * as layout from "./layout.js";
 import type { Mem } from "./mem.js";
-import { C_VIEW_PROBE, K_META, K_OBJ_SIZE, M_REQ } from "./layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_VIEW_PROBE, K_FLAGS, K_FLAG_SHEAF_CACHE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, MAX_ORDER, M_REQ, O_FREE_TAG, PAGE_SHIFT, PAGE_SIZE, PD_CACHE, PD_FLAGS, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB } = layout;
 
 /** SharedArrayBuffer.prototype.byteLength's getter, captured: it throws for anything else. */
 const sabByteLength = typeof SharedArrayBuffer === "undefined" ? undefined : Object.getOwnPropertyDescriptor(SharedArrayBuffer.prototype, "byteLength")!.get!;

@@ -21,29 +21,11 @@
  *   together. Nothing here is read stale for a decision: the buddy words under Z_LOCK only.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
-import {
-  PD_FLAGS,
-  PD_NEXT,
-  PD_OWNER,
-  PD_PREV,
-  LOCK,
-  MAX_ORDER,
-  PG_ORDER_MASK,
-  PG_ORDER_SHIFT,
-  PAGE_SHIFT,
-  PG_BUDDY,
-  PG_DEFERRED,
-  PG_HEAD,
-  VM,
-  Z_DEFER_HEAD,
-  Z_FREE_HEAD,
-  Z_FREE_PAGES,
-  Z_LOCK,
-  Z_NR_FREE,
-  Z_NR_PAGES,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { PageAllocator } from "./page_alloc.js";
-import { PG_INHAND } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { LOCK, MAX_ORDER, PAGE_SHIFT, PD_FLAGS, PD_NEXT, PD_OWNER, PD_PREV, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_ORDER_MASK, PG_ORDER_SHIFT, VM, Z_DEFER_HEAD, Z_FREE_HEAD, Z_FREE_PAGES, Z_LOCK, Z_NR_FREE, Z_NR_PAGES } = layout;
 
 /** __rmqueue_smallest: the first free block of order >= `order`, split down. Zone lock held. */
 export function rmqueueSmallest(pa: PageAllocator, order: number): number {

@@ -21,51 +21,16 @@
  *   (exact while that agent is idle, which is when its owner keeps the word).
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
-import {
-  C_PCP_COUNT,
-  C_PCP_HEAD,
-  C_PCP_NR,
-  C_STATE,
-  PD_FLAGS,
-  PD_NEXT,
-  PD_OWNER,
-  PD_PREV,
-  LOCK,
-  MAX_ORDER,
-  NR_ORDERS,
-  PG_ORDER_MASK,
-  PG_ORDER_SHIFT,
-  PAGE_SHIFT,
-  PG_BUDDY,
-  PG_DEFERRED,
-  PG_HEAD,
-  PG_LARGE,
-  PG_PCP,
-  PG_RCU_BLOCK,
-  PG_RESERVED,
-  PG_SLAB,
-  C_STATE_FREE,
-  Z_FREE_HEAD,
-  Z_FREE_PAGES,
-  Z_LOCK,
-  Z_MANAGED,
-  Z_NR_FREE,
-  Z_PCP_BATCH,
-  Z_PCP_HIGH,
-  Z_NR_PAGES,
-  Z_WMARK_HIGH,
-  Z_WMARK_LOW,
-  Z_WMARK_MIN,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { PageAllocator } from "./page_alloc.js";
 import { PAGE_WHERE, PageStats } from "./page_alloc.js";
 import { pcpEnter, pcpExit, pcpLockRemote, pcpUnlockRemote } from "./pcp.js";
 import { PCP_REMOTE_SPINS } from "./pcp.js";
 import { deferSnapshot, freeOneBlock } from "./buddy.js";
-import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
-import { Z_SIZE } from "../core/layout.js";
 import { setWatermarks } from "./hotplug.js";
-import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_BULK_PAGES, C_PCP_COUNT, C_PCP_HEAD, C_PCP_NR, C_STATE, C_STATE_FREE, LOCK, MAX_ORDER, NR_ORDERS, PAGE_SHIFT, PCP_LIST_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PD_PREV, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_RCU_BLOCK, PG_RESERVED, PG_SLAB, Z_FREE_HEAD, Z_FREE_PAGES, Z_LOCK, Z_MANAGED, Z_NR_FREE, Z_NR_PAGES, Z_PCP_BATCH, Z_PCP_HIGH, Z_SIZE, Z_WMARK_HIGH, Z_WMARK_LOW, Z_WMARK_MIN } = layout;
 
 /**
  * reclaimSlot, the zone lock taken over from a dead holder: rebuild the buddy free lists and

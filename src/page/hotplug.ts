@@ -17,31 +17,12 @@
  */
 import { checkInt, einval } from "../core/check.js";
 import { ErrorCode, HeapError } from "../core/errors.js";
-import {
-  PD_FLAGS,
-  LOCK,
-  MAX_ORDER,
-  PG_ORDER_SHIFT,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PG_BUDDY,
-  PG_RESERVED,
-  VM,
-  Z_FREE_PAGES,
-  Z_LOCK,
-  Z_MANAGED,
-  Z_PCP_BATCH,
-  Z_PCP_HIGH,
-  Z_NR_PAGES,
-  Z_SIZE,
-  Z_WMARK_HIGH,
-  Z_WMARK_LOW,
-  Z_WMARK_MIN,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { PageAllocator } from "./page_alloc.js";
 import { buddyAdd, freeOneBlock } from "./buddy.js";
-import { PD_OWNER, PG_HEAD } from "../core/layout.js";
-import { PG_INHAND } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { LOCK, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PD_FLAGS, PD_OWNER, PG_BUDDY, PG_HEAD, PG_INHAND, PG_ORDER_SHIFT, PG_RESERVED, VM, Z_FREE_PAGES, Z_LOCK, Z_MANAGED, Z_NR_PAGES, Z_PCP_BATCH, Z_PCP_HIGH, Z_SIZE, Z_WMARK_HIGH, Z_WMARK_LOW, Z_WMARK_MIN } = layout;
 
 /**
  * Grow the heap to `bytes` (rounded up to pages, at most maxSize): the buffer grows and the new

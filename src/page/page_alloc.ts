@@ -61,51 +61,18 @@
 import { checkInt, checkOut, describe, einval, storeOut } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "../core/gfp.js";
-import {
-  C_PCP_COUNT,
-  C_PCP_HEAD,
-  C_PCP_BUSY,
-  C_PCP_LOCK,
-  C_PCP_REQ,
-  C_PCP_NR,
-  C_VMSTAT,
-  PD_FLAGS,
-  PD_NEXT,
-  PD_OWNER,
-  H_FAIL_RATE,
-  LOCK,
-  MAX_ORDER,
-  PG_ORDER_MASK,
-  PG_ORDER_SHIFT,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PCP_MAX_ORDER,
-  PD_WORDS,
-  PG_BUDDY,
-  PG_DEFERRED,
-  PG_HEAD,
-  PG_LARGE,
-  PG_PCP,
-  PG_RCU_BLOCK,
-  PG_SLAB,
-  VM,
-  Z_DEFER_HEAD,
-  Z_FREE_PAGES,
-  Z_LOCK,
-  Z_PCP_BATCH,
-  Z_PCP_HIGH,
-  Z_WMARK_LOW,
-  Z_WMARK_MIN,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
 import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
-import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
-import { C_BULK_PAGES, PG_INHAND } from "../core/layout.js";
 import { checkOutRegion } from "../core/out_region.js";
+
+/* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const GFP_KERNEL = GFP.KERNEL;
+const { C_BULK_PAGES, C_PCP_BUSY, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_NR, C_PCP_REQ, C_VMSTAT, H_FAIL_RATE, LOCK, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PCP_LIST_MAX_ORDER, PCP_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_RCU_BLOCK, PG_SLAB, VM, Z_DEFER_HEAD, Z_FREE_PAGES, Z_LOCK, Z_PCP_BATCH, Z_PCP_HIGH, Z_WMARK_LOW, Z_WMARK_MIN } = layout;
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -170,7 +137,7 @@ export class PageAllocator extends MemView {
   /* ================================================================= public entry points */
 
   /** 2^order contiguous pages aligned to their size, or 0. */
-  allocPages(order: number, gfp: number = GFP.KERNEL): number {
+  allocPages(order: number, gfp: number = GFP_KERNEL): number {
     // Fast path: a pcp hit, this slot holding its biased pcp lock, nothing to report or inject.
     const i32 = this.i32;
     const c = this.pcpuW;
@@ -276,7 +243,7 @@ export class PageAllocator extends MemView {
    * whole batch while the pcp lists can. The pages are in this slot's hand until the last
    * statement (see handOverBulk).
    */
-  allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP.KERNEL): number {
+  allocPagesBulk(count: number, out: number[] | Uint32Array, gfp: number = GFP_KERNEL): number {
     this.locks.assertLive();
     checkInt("count", count, 0, 0x7fffffff, " of pages");
     checkOut("out", out, count);

@@ -23,31 +23,14 @@
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
-import {
-  C_PCP_COUNT,
-  C_PCP_HEAD,
-  C_PCP_BUSY,
-  C_PCP_LOCK,
-  C_PCP_REQ,
-  C_PCP_NR,
-  PD_FLAGS,
-  PD_NEXT,
-  LOCK,
-  NR_PCP_ORDERS,
-  VM,
-  Z_LOCK,
-  Z_PCP_BATCH,
-  Z_NR_PAGES,
-  Z_SIZE,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { TP } from "../core/trace.js";
 import type { PageAllocator } from "./page_alloc.js";
 import { WMARK_LOW, wmarkFor } from "./page_alloc.js";
 import { drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
-import { PCP_LIST_MAX_ORDER } from "../core/layout.js";
-import { PD_OWNER, PG_ORDER_SHIFT, PG_HEAD } from "../core/layout.js";
-import { PG_INHAND } from "../core/layout.js";
-import { C_PCP_REQ_AT } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_PCP_BUSY, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_NR, C_PCP_REQ, C_PCP_REQ_AT, LOCK, NR_PCP_ORDERS, PCP_LIST_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PG_HEAD, PG_INHAND, PG_ORDER_SHIFT, VM, Z_LOCK, Z_NR_PAGES, Z_PCP_BATCH, Z_SIZE } = layout;
 
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 export const PCP_REMOTE_SPINS = 1 << 16;

@@ -16,49 +16,13 @@
  *   agents are idle, which is when validate() is meant to run; figures only, nothing acts on them.
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
-import {
-  C_RCU_BLOCK,
-  C_RCU_BLOCKS,
-  C_RCU_EMERG,
-  C_RCU_EMERG_NR,
-  C_RCU_PENDING,
-  C_RCU_NR_SPARE,
-  C_RCU_SNAP,
-  C_RCU_SPARE,
-  C_RCU_WAIT,
-  C_GEN,
-  C_STATE,
-  K_STATE_FREE,
-  PD_FLAGS,
-  O_FREE_TAG,
-  H_CACHE_BYTES,
-  H_CACHE_OFF,
-  H_CPUS,
-  H_MAX_CACHES,
-  H_PCPU_OFF,
-  K_GEN,
-  K_META,
-  K_STATE,
-  C_WORDS,
-  C_STATE_FREE,
-  M_STATE,
-  M_STATE_RCU,
-  PAGE_SHIFT,
-  PG_RCU_BLOCK,
-  R_GP_DONE,
-  R_INFLIGHT,
-  R_GP_SEQ,
-  RB_ADDRS,
-  RB_CAP,
-  RB_COUNT,
-  RB_NEXT,
-  C_RCU_SPARE_MAX,
-  C_STATE_ATTACHED,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { objectCache } from "../slab/debug.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RcuStats } from "./rcu.js";
-import { C_RCU_WAIT_TAIL } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_GEN, C_RCU_BLOCK, C_RCU_BLOCKS, C_RCU_EMERG, C_RCU_EMERG_NR, C_RCU_NR_SPARE, C_RCU_PENDING, C_RCU_SNAP, C_RCU_SPARE, C_RCU_SPARE_MAX, C_RCU_WAIT, C_RCU_WAIT_TAIL, C_STATE, C_STATE_ATTACHED, C_STATE_FREE, C_WORDS, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_GEN, K_META, K_STATE, K_STATE_FREE, M_STATE, M_STATE_RCU, O_FREE_TAG, PAGE_SHIFT, PD_FLAGS, PG_RCU_BLOCK, RB_ADDRS, RB_CAP, RB_COUNT, RB_NEXT, R_GP_DONE, R_GP_SEQ, R_INFLIGHT } = layout;
 
 /**
  * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and

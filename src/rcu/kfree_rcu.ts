@@ -27,44 +27,15 @@
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
-import {
-  C_KRCP_LOCK,
-  C_RCU_BLOCK,
-  C_RCU_BLOCKS,
-  C_RCU_EMERG,
-  C_RCU_EMERG_GP,
-  C_RCU_EMERG_NR,
-  C_RCU_PENDING,
-  C_RCU_INFLIGHT,
-  C_RCU_NR_SPARE,
-  C_RCU_SPARE,
-  C_RCU_WAIT,
-  C_RCU_WAIT_TAIL,
-  PD_FLAGS,
-  O_FREE_TAG,
-  K_META,
-  M_STATE_ALLOC,
-  M_STATE_RCU,
-  LOCK,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PG_RCU_BLOCK,
-  R_INFLIGHT,
-  RB_ADDRS,
-  RB_CAP,
-  RB_COUNT,
-  RB_GP,
-  RB_NEXT,
-  C_RCU_EMERG_MAX,
-  C_RCU_SPARE_MAX,
-  VM,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { LOCK_OWNER_MASK } from "../core/lock.js";
 import { checkBulk, debugFree, debugSetState, objectCache } from "../slab/debug.js";
 import { freeOfReturning, kfreeSlow } from "../slab/kmalloc.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RCU_DELAY_MS, gpAfter } from "./rcu.js";
-import { PD_OWNER } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_KRCP_LOCK, C_RCU_BLOCK, C_RCU_BLOCKS, C_RCU_EMERG, C_RCU_EMERG_GP, C_RCU_EMERG_MAX, C_RCU_EMERG_NR, C_RCU_INFLIGHT, C_RCU_NR_SPARE, C_RCU_PENDING, C_RCU_SPARE, C_RCU_SPARE_MAX, C_RCU_WAIT, C_RCU_WAIT_TAIL, K_META, LOCK, M_STATE_ALLOC, M_STATE_RCU, O_FREE_TAG, PAGE_SHIFT, PAGE_SIZE, PD_FLAGS, PD_OWNER, PG_RCU_BLOCK, RB_ADDRS, RB_CAP, RB_COUNT, RB_GP, RB_NEXT, R_INFLIGHT, VM } = layout;
 
 /**
  * Free `addr` (from kmalloc or a cache) after a grace period. Never waits where waiting is not

@@ -66,18 +66,7 @@
  *   R_INFLIGHT is for stats only (figures exact while the heap is quiet).
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
-import {
-  C_KRCP_LOCK,
-  C_RCU_BLOCK,
-  C_RCU_NEST,
-  C_RCU_PENDING,
-  C_RCU_INFLIGHT,
-  C_RCU_SNAP,
-  LOCK,
-  R_GP_DONE,
-  R_INFLIGHT,
-  R_GP_SEQ,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { type Mem, MemView } from "../core/mem.js";
 import type { Locks } from "../core/lock.js";
 import type { PageAllocator } from "../page/page_alloc.js";
@@ -86,6 +75,9 @@ import { TP } from "../core/trace.js";
 import { dropSpareBlocks, freeExpired, takeExpired } from "./kfree_rcu.js";
 import { Expired } from "./kfree_rcu.js";
 import { rcuBlocksInHand } from "./kfree_rcu.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_KRCP_LOCK, C_RCU_BLOCK, C_RCU_INFLIGHT, C_RCU_NEST, C_RCU_PENDING, C_RCU_SNAP, LOCK, R_GP_DONE, R_GP_SEQ, R_INFLIGHT } = layout;
 
 /**
  * Grace-period counters wrap: R_GP_SEQ, R_GP_DONE, the snapshots and the cookies are 32-bit words

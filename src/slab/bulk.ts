@@ -17,9 +17,12 @@
 import { einval, storeOut } from "../core/check.js";
 import { GFP } from "../core/gfp.js";
 import { TP } from "../core/trace.js";
-import { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, O_NEXT } from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { droppedBrokenChain } from "./kmalloc.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, O_NEXT } = layout;
 
 /** Fill out[0..n) with n objects of cache `id` (handle generation `gen`) and return n, or return 0 and allocate nothing. */
 export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: number, out: number[] | Uint32Array, gfp: number): number {

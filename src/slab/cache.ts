@@ -31,45 +31,7 @@
  */
 import { checkInt, describe, einval, readOptions } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
-import {
-  K_STATE_ACTIVE,
-  K_STATE_DYING,
-  K_STATE_FREE,
-  CT_LOCK,
-  CT_NR,
-  PD_INUSE,
-  PD_NEXT,
-  H_EMPTY_SHEAF,
-  CT_NR_DYING,
-  K_ALIGN,
-  K_FLAGS,
-  K_GEN,
-  K_INUSE,
-  K_INV_SIZE,
-  K_META,
-  DEBUG_RZ,
-  K_LIST_LOCK,
-  K_MIN_PARTIAL,
-  K_NAME,
-  K_NAME_LEN,
-  K_NR_EMPTY,
-  K_NR_SLABS,
-  K_OBJ_SIZE,
-  K_OBJS,
-  K_ORDER,
-  K_PARTIAL,
-  K_SHEAF_CAP,
-  K_SIZE,
-  K_STATE,
-  K_FLAG_SHEAF_CACHE,
-  LOCK,
-  PCS_LOCKED,
-  PCS_MAIN,
-  PCS_SPARE,
-  PCS_USERS,
-  PAGE_SIZE,
-  PCP_MAX_ORDER,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
 import { type KmemCache, newKmemCache } from "./kmem_cache.js";
 import { TP } from "../core/trace.js";
@@ -78,10 +40,11 @@ import { barnShrink, flushCpuSheaves } from "./sheaf.js";
 import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
-import { K_NAME_MAX, M_BYTES } from "../core/layout.js";
 import { slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 import { objectInuse } from "./sizes.js";
-import { K_HDR_WORDS, K_EMPTY_LOW, K_MAX_EMPTY, PCS_WORDS, SLAB_EMPTY_MAX_PAGES, Z_MANAGED } from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_SPARE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, SLAB_EMPTY_MAX_PAGES, Z_MANAGED } = layout;
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its PCS_USERS (tryReleaseDying does

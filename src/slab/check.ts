@@ -17,65 +17,16 @@
  *   (exact while those agents are idle, which is when validate() is meant to run).
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
-import {
-  K_BARN_MAX,
-  C_DEFER_HEAD,
-  C_DEFER_NR,
-  K_STATE_ACTIVE,
-  K_STATE_DYING,
-  PD_CACHE,
-  PD_FLAGS,
-  PD_FREELIST,
-  PD_HEAD,
-  PD_INUSE,
-  PD_NEXT,
-  PD_PREV,
-  H_EMPTY_SHEAF,
-  O_FREE_TAG,
-  K_BARN_EMPTY,
-  K_BARN_FULL,
-  K_BARN_NR_EMPTY,
-  K_BARN_NR_FULL,
-  K_FLAGS,
-  K_FREE_OBJS,
-  K_META,
-  M_STATE,
-  M_STATE_FREE,
-  K_FULL,
-  K_NR_EMPTY,
-  K_NR_FULL,
-  K_NR_PARTIAL,
-  K_NR_SLABS,
-  K_OBJ_SIZE,
-  K_OBJS,
-  K_ORDER,
-  K_PARTIAL,
-  K_SHEAF_CAP,
-  K_SIZE,
-  K_STATE,
-  K_TOTAL_OBJS,
-  K_FLAG_SHEAF_CACHE,
-  O_NEXT,
-  PCS_MAIN,
-  PCS_SPARE,
-  PAGE_SHIFT,
-  PG_SLAB,
-  S_CACHE,
-  S_CAP,
-  S_NEXT,
-  S_OBJS,
-  S_SIZE,
-  C_STATE_ATTACHED,
-  C_STATE,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { PAGE_WHERE } from "../page/page_alloc.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID, SlabStats } from "./slab.js";
 import { cacheName } from "./cache.js";
-import { K_HDR_WORDS, K_EMPTY_LOW, PCS_WORDS } from "../core/layout.js";
-import { DEBUG_POISON } from "../core/layout.js";
 import { debugUnlink } from "./debug.js";
 import { sheafHandRebuilt } from "./sheaf_hand.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,

@@ -24,57 +24,15 @@
 import { describe, einval } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
-import {
-  K_BARN_MAX,
-  POISON_WORD,
-  C_DEFER_HEAD,
-  C_DEFER_NR,
-  C_DEBUG_HAND,
-  PD_CACHE,
-  PD_FLAGS,
-  PD_FREELIST,
-  PD_HEAD,
-  O_FREE_TAG,
-  K_BARN_FULL,
-  K_FLAGS,
-  K_INUSE,
-  K_META,
-  M_REQ,
-  M_STATE,
-  M_STATE_ALLOC,
-  M_STATE_FREE,
-  M_STATE_RCU,
-  POISON_FREE,
-  RED_ACTIVE,
-  DEBUG_POISON,
-  DEBUG_REDZONE,
-  DEBUG_RZ,
-  K_OBJ_SIZE,
-  K_OBJS,
-  K_SIZE,
-  K_FLAG_SHEAF_CACHE,
-  O_NEXT,
-  PG_ORDER_MASK,
-  PG_ORDER_SHIFT,
-  PCS_MAIN,
-  PCS_SPARE,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PG_BUDDY,
-  PG_DEFERRED,
-  PG_HEAD,
-  PG_LARGE,
-  PG_PCP,
-  PG_SLAB,
-  S_NEXT,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { TP, type TraceRecord } from "../core/trace.js";
 import type { SlabAllocator } from "./slab.js";
-import { S_OBJS, S_SIZE } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { deferObject, slabFreeNolock } from "./kmalloc.js";
-import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every

@@ -26,45 +26,14 @@
  *   dead slot's to return, and the object is left where it is.
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
-import {
-  C_DEBUG_HAND,
-  C_DEBUG_HAND_FREE,
-  DEBUG_POISON,
-  DEBUG_REDZONE,
-  DEBUG_RZ,
-  K_BARN_LOCK,
-  K_HDR_WORDS,
-  K_INUSE,
-  K_LIST_LOCK,
-  K_META,
-  K_OBJS,
-  K_SIZE,
-  K_STATE,
-  K_STATE_ACTIVE,
-  K_STATE_DYING,
-  LOCK,
-  M_REQ,
-  M_STATE,
-  M_STATE_ALLOC,
-  M_STATE_FREE,
-  PAGE_SHIFT,
-  PCS_HAND,
-  PCS_MAIN,
-  PCS_SPARE,
-  PCS_WORDS,
-  PD_CACHE,
-  PD_FLAGS,
-  PD_HEAD,
-  PG_SLAB,
-  POISON_FREE,
-  RED_ACTIVE,
-  S_OBJS,
-  S_SIZE,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { barnHas, onDeferredList, onSlabFreelist, sheafHas } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID } from "./slab.js";
 import { cacheEnter, cacheExit } from "./cache.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { C_DEBUG_HAND, C_DEBUG_HAND_FREE, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_LOCK, K_HDR_WORDS, K_INUSE, K_LIST_LOCK, K_META, K_OBJS, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, PAGE_SHIFT, PCS_HAND, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_HEAD, PG_SLAB, POISON_FREE, RED_ACTIVE, S_OBJS, S_SIZE } = layout;
 
 /** The hand word to give allocFromSlabs for an allocation from cache word `kw`: this slot's debug hand if it is a debug cache and the hand is free, else 0. */
 export function debugHandFor(slab: SlabAllocator, kw: number): number {

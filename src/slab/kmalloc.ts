@@ -31,30 +31,7 @@
 import { readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
-import {
-  C_DEFER_HEAD,
-  C_DEFER_NR,
-  PD_CACHE,
-  PD_FLAGS,
-  O_FREE_TAG,
-  K_META,
-  M_REQ,
-  RED_ACTIVE,
-  DEBUG_REDZONE,
-  K_OBJ_SIZE,
-  K_SHEAF_CAP,
-  LOCK,
-  O_NEXT,
-  PCS_LOCKED,
-  PCS_MAIN,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PG_LARGE,
-  PG_SLAB,
-  S_CAP,
-  S_SIZE,
-  VM,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
 import { TP } from "../core/trace.js";
 import { replaceEmptyMain, replaceFullMain } from "./sheaf.js";
@@ -63,18 +40,16 @@ import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, checkSize } from "./slab.js";
 import { cacheEnter, cacheExit } from "./cache.js";
 import { SIZE_INDEX } from "./sizes.js";
-import { PG_ORDER_MASK, PG_ORDER_SHIFT } from "../core/layout.js";
 import { cacheName } from "./cache.js";
 import { isFreeObject } from "./debug.js";
-import { C_RCU_WAIT, CT_NR_DYING } from "../core/layout.js";
 import { flushDyingCaches } from "./cache.js";
 
-import { MAX_ORDER } from "../core/layout.js";
-import { PD_OWNER, PG_HEAD } from "../core/layout.js";
-import { PG_INHAND } from "../core/layout.js";
 import { sheafPop, sheafPush } from "./sheaf.js";
-import { C_DEBUG_HAND } from "../core/layout.js";
 import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "./debug_hand.js";
+
+/* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const GFP_KERNEL = GFP.KERNEL;
+const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
 
 export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
   slab.locks.assertLive();
@@ -326,7 +301,7 @@ export function brokenDeferredList(slab: SlabAllocator, obj: number, nr: number)
 }
 
 /** kmalloc with GFP.ZERO. */
-export function kzalloc(slab: SlabAllocator, size: number, gfp: number = GFP.KERNEL): number {
+export function kzalloc(slab: SlabAllocator, size: number, gfp: number = GFP_KERNEL): number {
   if (slab.locks.detached) slab.locks.assertLive();
   if (typeof gfp !== "number" || gfp >>> 0 !== gfp) checkGfp(gfp);
   return slab.kmalloc(size, gfp | GFP.ZERO);
@@ -337,7 +312,7 @@ export function kzalloc(slab: SlabAllocator, size: number, gfp: number = GFP.KER
  * past `size` is zeroed, so later growth in place reads zeros), else allocate, copy and free.
  * addr 0 allocates; size 0 frees and returns 0. Returns 0, keeping the old block, on failure.
  */
-export function krealloc(slab: SlabAllocator, addr: number, size: number, gfp: number = GFP.KERNEL): number {
+export function krealloc(slab: SlabAllocator, addr: number, size: number, gfp: number = GFP_KERNEL): number {
   slab.locks.assertLive();
   checkGfp(gfp);
   if (size !== 0) checkSize(size);

@@ -24,40 +24,16 @@
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
-import {
-  K_BARN_MAX,
-  K_STATE_ACTIVE,
-  K_STATE_DYING,
-  H_EMPTY_SHEAF,
-  K_BARN_EMPTY,
-  K_BARN_FULL,
-  K_BARN_LOCK,
-  K_BARN_NR_EMPTY,
-  K_BARN_NR_FULL,
-  K_LIST_LOCK,
-  K_SHEAF_CAP,
-  K_STATE,
-  LOCK,
-  PCS_LOCKED,
-  PCS_MAIN,
-  PCS_SPARE,
-  PCS_USERS,
-  S_CACHE,
-  S_CAP,
-  S_NEXT,
-  S_OBJS,
-  S_SIZE,
-  VM,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./slab.js";
 import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
-import { K_HDR_WORDS, PCS_WORDS } from "../core/layout.js";
 import { slabDecayLocked } from "./decay.js";
-import { PCS_HAND } from "../core/layout.js";
-import { O_FREE_TAG } from "../core/layout.js";
 import { freeSheafHand, holdSheaf, sheafHandHolding, unholdSheaf } from "./sheaf_hand.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_HDR_WORDS, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, O_FREE_TAG, PCS_HAND, PCS_LOCKED, PCS_MAIN, PCS_SPARE, PCS_USERS, PCS_WORDS, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE, VM } = layout;
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a

@@ -27,36 +27,14 @@
  *   dead slot's held object is on no freelist by then (sheafHandRebuilt dropped it under the list
  *   lock) and no live slot can take it; a live slot that holds it shows it in a pcs line or hand.
  */
-import {
-  K_BARN_MAX,
-  K_STATE_ACTIVE,
-  K_STATE_DYING,
-  K_HDR_WORDS,
-  PD_CACHE,
-  PD_FLAGS,
-  PD_HEAD,
-  K_BARN_EMPTY,
-  K_BARN_FULL,
-  K_BARN_LOCK,
-  K_OBJS,
-  K_SIZE,
-  K_STATE,
-  LOCK,
-  PCS_HAND,
-  PCS_HANDS_NESTED,
-  PCS_MAIN,
-  PCS_SPARE,
-  PAGE_SHIFT,
-  PCS_WORDS,
-  PG_SLAB,
-  S_CACHE,
-  S_NEXT,
-  SHEAF_HANDS_NESTED,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./sizes.js";
 import { freeSheaf } from "./sheaf.js";
 import { onDeferredList, onSlabFreelist } from "./debug.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_HDR_WORDS, K_OBJS, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, PAGE_SHIFT, PCS_HAND, PCS_HANDS_NESTED, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_HEAD, PG_SLAB, SHEAF_HANDS_NESTED, S_CACHE, S_NEXT } = layout;
 
 /** Sheaf hands a slot has: PCS_HAND, then the nested ones (PCS_HANDS_NESTED). */
 export const SHEAF_HANDS = 1 + SHEAF_HANDS_NESTED;

@@ -8,11 +8,10 @@
  * load and never changed.
  */
 import { checkInt } from "../core/check.js";
-import {
-  PAGE_SIZE,
-  MAX_ORDER,
-  PCP_MAX_ORDER,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
+
+/* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { MAX_ORDER, PAGE_SIZE, PCP_MAX_ORDER } = layout;
 
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = Object.freeze([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const);

@@ -70,71 +70,23 @@
  *   which takes the slow path. ksize and the checks read freelists as they are (see debug.ts).
  */
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
-import {
-  C_DEFER_HEAD,
-  PD_CACHE,
-  PD_FLAGS,
-  PD_FREELIST,
-  PD_HEAD,
-  PD_INUSE,
-  PD_OWNER,
-  O_FREE_TAG,
-  K_FREE_OBJS,
-  K_INUSE,
-  K_INV_SIZE,
-  K_META,
-  M_REQ,
-  M_STATE,
-  M_STATE_FREE,
-  POISON_FREE,
-  RED_ACTIVE,
-  K_LIST_LOCK,
-  K_FULL,
-  K_NR_EMPTY,
-  K_NR_FULL,
-  K_NR_PARTIAL,
-  K_NR_SLABS,
-  K_OBJS,
-  K_ORDER,
-  K_PARTIAL,
-  K_SIZE,
-  K_TOTAL_OBJS,
-  LOCK,
-  O_NEXT,
-  PG_ORDER_MASK,
-  PG_ORDER_SHIFT,
-  PCS_LOCKED,
-  PCS_MAIN,
-  PAGE_SHIFT,
-  PAGE_SIZE,
-  PG_HEAD,
-  PG_SLAB,
-  S_CAP,
-  S_OBJS,
-  S_SIZE,
-  VM,
-} from "../core/layout.js";
+import * as layout from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
 import { type PageAllocator } from "../page/page_alloc.js";
 import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 import { debugFree, debugUnlink, isFreeObject, objectCache } from "./debug.js";
 import { cacheName } from "./cache.js";
-import { kmallocSlow } from "./kmalloc.js";
-import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES } from "./sizes.js";
-import { SIZE_INDEX } from "./sizes.js";
-
-/* The fast paths read module constants (which the compiler folds), not imported bindings. */
-const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
-import { kfreeSlow } from "./kmalloc.js";
+import { kfreeNolockSlow, kfreeSlow, kmallocNolockSlow, kmallocSlow } from "./kmalloc.js";
+import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, SIZE_INDEX } from "./sizes.js";
 import { pdListAdd, pdListDel } from "../page/buddy.js";
-import { kmallocNolockSlow } from "./kmalloc.js";
-import { PD_WORDS } from "../core/layout.js";
 import { cacheAllocSlow } from "./cache.js";
-import { K_HDR_WORDS, K_MAX_EMPTY, PCS_WORDS } from "../core/layout.js";
 import { emptySlabTaken, slabDecayLocked } from "./decay.js";
-import { PG_INHAND } from "../core/layout.js";
-import { kfreeNolockSlow } from "./kmalloc.js";
+
+const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
+/* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const GFP_KERNEL = GFP.KERNEL;
+const { C_DEFER_HEAD, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_ORDER, K_PARTIAL, K_SIZE, K_TOTAL_OBJS, LOCK, M_REQ, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_OWNER, PD_WORDS, PG_HEAD, PG_INHAND, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, POISON_FREE, RED_ACTIVE, S_CAP, S_OBJS, S_SIZE, VM } = layout;
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
@@ -197,7 +149,7 @@ export class SlabAllocator extends MemView {
   /* ================================================================= kmalloc: fast paths */
 
   /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
-  kmalloc(size: number, gfp: number = GFP.KERNEL): number {
+  kmalloc(size: number, gfp: number = GFP_KERNEL): number {
     if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
       if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
         const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);

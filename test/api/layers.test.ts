@@ -84,6 +84,22 @@ test("no source file of the allocator is over 600 lines", () => {
   assert.deepEqual(long, []);
 });
 
+test("no source file imports layout words by name, and every class field is assigned, not defined (both keep the fast paths' loads folded and untagged)", () => {
+  // V8 folds a module's own const into optimized code but loads a named import from its module
+  // cell, with a hole check, at every use (see core/layout.ts, FAST PATHS).
+  const named = files(join(root, "src"), ".ts")
+    .filter((f) => !f.endsWith(join("core", "layout.ts")))
+    .filter((f) => /import \{(?![^}]*\btype\b[^,}]*\})[^}]*\} from "[./]*(core\/)?layout\.js"/.test(readFileSync(f, "utf8")))
+    .map((f) => f.slice(root.length + 1));
+  assert.deepEqual(named, []);
+  // A class field declared without useDefineForClassFields: false starts as undefined, so V8
+  // tags every later load of it (a Smi check on this.descW, a map check on this.i32).
+  const tsconfig = JSON.parse(readFileSync(join(root, "tsconfig.json"), "utf8")) as { compilerOptions: { useDefineForClassFields?: boolean } };
+  assert.equal(tsconfig.compilerOptions.useDefineForClassFields, false);
+  const memView = readFileSync(join(root, "dist", "src", "core", "mem.js"), "utf8");
+  assert.doesNotMatch(memView.slice(memView.indexOf("class MemView")), /^\s+i32;$/m);
+});
+
 test("without SHMALLOC_EXPOSE_LAYERS=1, a user who imports layers.js by its path reaches no layer of any heap", () => {
   const layersJs = fileURLToPath(new URL("../../src/layers.js", import.meta.url));
   const indexJs = fileURLToPath(new URL("../../src/index.js", import.meta.url));
