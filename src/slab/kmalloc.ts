@@ -134,7 +134,7 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
     return sheafPop(i32, sw);
   }
   let obj = 0;
-  slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+  slab.lockSheaf(pcs);
   try {
     sw = replaceEmptyMain(slab, id, pcs, gfp, GFP_TRYLOCK);
     if (sw !== 0) {
@@ -142,7 +142,7 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
       obj = sheafPop(slab.i32, sw); // the new main may lie in pages added after `i32` was read
     }
   } finally {
-    slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+    slab.unlockSheaf(pcs);
   }
   if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK, debugHandFor(slab, kw));
   return obj;
@@ -168,11 +168,11 @@ export function slabFreeNolock(slab: SlabAllocator, id: number, addr: number): v
   }
   let sw = i32[pcs + PCS_MAIN]! >> 2;
   if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) {
-    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+    slab.lockSheaf(pcs);
     try {
       sw = replaceFullMain(slab, id, pcs, GFP_TRYLOCK);
     } finally {
-      slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+      slab.unlockSheaf(pcs);
     }
     if (sw === 0 || slab.i32[sw + S_SIZE]! >= slab.i32[sw + S_CAP]!) {
       deferObject(slab, addr);
@@ -190,6 +190,7 @@ export function deferObject(slab: SlabAllocator, addr: number): void {
   i32[(addr >> 2) + O_NEXT] = i32[slab.pcpuW + C_DEFER_HEAD]!;
   i32[slab.pcpuW + C_DEFER_HEAD] = addr;
   i32[slab.pcpuW + C_DEFER_NR] = i32[slab.pcpuW + C_DEFER_NR]! + 1;
+  slab.syncGates(); // the normal fast paths stay shut until a drain has emptied the list
   unholdDebugObject(slab, addr);
   slab.locks.vmInc(VM.objectsDeferred, 1);
 }
@@ -222,7 +223,10 @@ export function drainDeferredObjects(slab: SlabAllocator, cpu: number = slab.cpu
  */
 export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, own: boolean): boolean {
   const nr = slab.i32[p + C_DEFER_NR]!;
-  if (droppedBrokenChain(slab, p + C_DEFER_HEAD, p + C_DEFER_NR, `cpu ${cpu}'s deferred object list`)) return true;
+  if (droppedBrokenChain(slab, p + C_DEFER_HEAD, p + C_DEFER_NR, `cpu ${cpu}'s deferred object list`)) {
+    slab.syncGates();
+    return true;
+  }
   let gaveUp = false;
   // One object at a time off the list, in place (at most `nr`: what a hook defers meanwhile may be
   // among them, the rest waits for the next drain): an agent killed here leaves at most the
@@ -234,6 +238,7 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
     if (obj === 0) break;
     i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
     i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
+    slab.syncGates();
     const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
     i32[obj >> 2] = 0;
     debugUnlink(slab, slab.cacheWOf(id), obj);
@@ -458,7 +463,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
     obj = slab.allocFromSlabs(id, gfp, 0, debugHandFor(slab, kw));
   } else {
     const pcs = slab.pcsW(id);
-    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+    slab.lockSheaf(pcs);
     try {
       let sw = slab.i32[pcs + PCS_MAIN]! >> 2;
       if (slab.i32[sw + S_SIZE] === 0) sw = replaceEmptyMain(slab, id, pcs, gfp, 0);
@@ -468,7 +473,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
         obj = sheafPop(slab.i32, sw);
       }
     } finally {
-      slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+      slab.unlockSheaf(pcs);
     }
     if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0, debugHandFor(slab, kw));
   }
@@ -489,6 +494,7 @@ export function slabSlowEntry(slab: SlabAllocator, id: number): void {
     );
   }
   slab.locks.assertCanLock(LOCK.barn);
+  slab.syncGates();
   if (slab.i32[slab.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(slab);
   if (slab.i32[slab.hw + CT_NR_DYING] !== 0) flushDyingCaches(slab);
   if (slab.i32[slab.pcpuW + C_RCU_WAIT] !== 0) slab.rcuSlowWork();
@@ -505,7 +511,7 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
     return;
   }
   const pcs = slab.pcsW(id);
-  slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+  slab.lockSheaf(pcs);
   try {
     let sw = i32[pcs + PCS_MAIN]! >> 2;
     if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
@@ -516,7 +522,7 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
       return;
     }
   } finally {
-    slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+    slab.unlockSheaf(pcs);
   }
   if (!slab.freeToSlabs(id, addr, 0, hand)) deferObject(slab, addr); // noBlock agent past its bound
 }

@@ -313,7 +313,7 @@ export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mo
       throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${cacheName(slab, id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
     }
     if (i32[pcs + PCS_MAIN] === emptyW && i32[pcs + PCS_SPARE] === 0) return true;
-    slab.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+    slab.lockSheaf(pcs);
   }
   try {
     for (let which = PCS_MAIN; ; which = PCS_SPARE) {
@@ -327,7 +327,7 @@ export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mo
       if (which === PCS_SPARE) break;
     }
   } finally {
-    if (own) slab.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+    if (own) slab.unlockSheaf(pcs);
   }
   return true;
 }

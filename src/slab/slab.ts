@@ -60,8 +60,9 @@
  *   createCache / destroy (lock()) throw EAGAIN with what they returned so far returned.
  * NO LOCK: the fast paths (kmalloc, kfree, kmallocNolock, kfreeNolock, cache alloc and free
  *   hitting the main sheaf): plain loads and stores of this slot's pcs line and main sheaf; they
- *   only test PCS_LOCKED, C_DEFER_HEAD and fastOff (off in debug mode and while object events are
- *   traced). They need no PCS_USERS count: a slot's own sheaf holds objects only while the cache
+ *   test one field of the handle, gate (nolockGate for the nolock pair), which mirrors fastOff
+ *   (off in debug mode and while object events are traced), this handle's sheaf local locks
+ *   (PCS_LOCKED) and C_DEFER_HEAD: words only this slot writes while it is attached. They need no PCS_USERS count: a slot's own sheaf holds objects only while the cache
  *   is not released.
  * STALE: pushFast reads the descriptor of the freed address's page and its cache's K_SIZE, K_OBJS
  *   and K_INV_SIZE with no lock: for a live object they are stable (a slab with a live object is
@@ -113,6 +114,17 @@ export class SlabAllocator extends MemView {
   readonly pcsBySize: Int32Array;
   /** Non-zero while the fast paths must not run: detached, debug mode, or object tracing on. */
   fastOff: number;
+  /** This slot's sheaf local locks (PCS_LOCKED words) that this handle holds now (lockSheaf). */
+  sheafLocks: number;
+  /**
+   * The normal fast paths' one test (syncGates): non-zero while fastOff is, while this handle holds
+   * a sheaf local lock (a hook re-entered from a slow path) or while this slot's deferred object
+   * list is not empty (the next normal call drains it). It mirrors words that only this slot
+   * writes while it is attached, so a plain field read replaces three loads of the buffer.
+   */
+  gate: number;
+  /** The nolock fast paths' test: fastOff, or a sheaf local lock held. */
+  nolockGate: number;
   /** True while drainDeferredObjects runs (it does not nest). */
   drainingDeferred: boolean;
 
@@ -128,12 +140,44 @@ export class SlabAllocator extends MemView {
     this.pcsBySize = new Int32Array(SIZE_INDEX.length);
     for (let i = 0; i < SIZE_INDEX.length; i++) this.pcsBySize[i] = this.kmPcs[SIZE_INDEX[i]!]!;
     this.fastOff = this.locks.debugFlags;
+    this.sheafLocks = 0;
+    this.gate = 1;
+    this.nolockGate = 1;
     this.drainingDeferred = false;
+    this.syncGates();
   }
 
   updateFastOff(): void {
     const objEvents = (1 << TP.kmalloc) | (1 << TP.kfree) | (1 << TP.kmem_cache_alloc) | (1 << TP.kmem_cache_free);
     this.fastOff = (this.locks.detached || this.locks.closing ? 1 : 0) | this.locks.debugFlags | (this.locks.trace.mask & objEvents);
+    this.syncGates();
+  }
+
+  /**
+   * Recompute gate and nolockGate from fastOff, sheafLocks and this slot's C_DEFER_HEAD: after
+   * every change of one of them by this handle (updateFastOff, lockSheaf, unlockSheaf, the
+   * deferred list's push, pops and drop), and at each slow-path entry.
+   */
+  syncGates(): void {
+    this.nolockGate = this.fastOff !== 0 || this.sheafLocks !== 0 ? 1 : 0;
+    this.gate = this.nolockGate !== 0 || this.i32[this.pcpuW + C_DEFER_HEAD] !== 0 ? 1 : 0;
+  }
+
+  /**
+   * Take this slot's sheaf local lock of the pcs line at word `pcs`. The gates close first: the
+   * lock point's hook, which runs inside localLock, must find the fast paths shut.
+   */
+  lockSheaf(pcs: number): void {
+    this.sheafLocks++;
+    this.syncGates();
+    this.locks.localLock(pcs + PCS_LOCKED, LOCK.sheaf);
+  }
+
+  /** Drop the lock lockSheaf took; the gates open once the word is clear (after the release point's hook). */
+  unlockSheaf(pcs: number): void {
+    this.locks.localUnlock(pcs + PCS_LOCKED, LOCK.sheaf);
+    this.sheafLocks--;
+    this.syncGates();
   }
 
   /** Word index of cache `id`'s descriptor. */
@@ -150,25 +194,23 @@ export class SlabAllocator extends MemView {
 
   /** Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. */
   kmalloc(size: number, gfp: number = GFP_KERNEL): number {
-    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
-      if (this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
-        const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
-        if (obj !== 0) return obj;
-      }
+    if (this.gate === 0 && typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0) {
+      const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
+      if (obj !== 0) return obj;
     }
     return kmallocSlow(this, size, gfp);
   }
 
   /** Free what kmalloc (or a cache) returned; 0 is a no-op. */
   kfree(addr: number): void {
-    if (this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0 && this.pushFast(addr)) return;
+    if (this.gate === 0 && this.pushFast(addr)) return;
     if (addr !== 0) kfreeSlow(this, addr, -1, 0);
     else this.locks.assertLive();
   }
 
   /** kmalloc that is safe from any context (seed 001). Sizes above 8 KiB give 0. */
   kmallocNolock(size: number, gfp: number): number {
-    if (typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0 && this.fastOff === 0) {
+    if (this.nolockGate === 0 && typeof size === "number" && (size | 0) === size && size > 0 && size <= MAX_CACHE_SIZE && gfp === 0) {
       const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
       if (obj !== 0) return obj;
     }
@@ -177,7 +219,7 @@ export class SlabAllocator extends MemView {
 
   /** kfree that is safe from any context: the sheaf if free, else this slot's deferred list. */
   kfreeNolock(addr: number): void {
-    if (this.fastOff === 0 && this.pushFast(addr)) return;
+    if (this.nolockGate === 0 && this.pushFast(addr)) return;
     kfreeNolockSlow(this, addr);
   }
 
@@ -186,7 +228,7 @@ export class SlabAllocator extends MemView {
    * holds objects only while the cache is not released; the slow path counts itself in (cacheEnter).
    */
   cacheAlloc(id: number, gen: number, gfp: number): number {
-    if (gfp === 0 && this.fastOff === 0 && this.i32[this.pcpuW + C_DEFER_HEAD] === 0) {
+    if (this.gate === 0 && gfp === 0) {
       const obj = this.popFast(this.cacheWOf(id) + K_HDR_WORDS + this.cpu * PCS_WORDS);
       if (obj !== 0) return obj;
     }
@@ -196,7 +238,7 @@ export class SlabAllocator extends MemView {
   /** cache.free: like kfree, but the object must belong to cache `id`. */
   cacheFree(id: number, addr: number): void {
     const i32 = this.i32;
-    if (typeof addr === "number" && addr >>> 0 === addr && addr < this.size && this.fastOff === 0) {
+    if (this.gate === 0 && typeof addr === "number" && addr >>> 0 === addr && addr < this.size) {
       const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
       if (i32[d + PD_FLAGS] === PG_SLAB && i32[d + PD_CACHE] === id) {
         this.kfree(addr);
@@ -211,12 +253,12 @@ export class SlabAllocator extends MemView {
   }
 
   /**
-   * The allocation fast path: pop the main sheaf of the pcs line at word `pcs`, unless a slow path
-   * of this slot holds it (PCS_LOCKED) or it is empty. Plain loads and stores only; 0 if it cannot.
+   * The allocation fast path: pop the main sheaf of the pcs line at word `pcs` unless it is empty
+   * (the caller has checked its gate: no sheaf of this slot is locally locked). Plain loads and
+   * stores only; 0 if it cannot.
    */
   popFast(pcs: number): number {
     const i32 = this.i32;
-    if (i32[pcs + PCS_LOCKED] !== 0) return 0;
     const sw = i32[pcs + PCS_MAIN]! >> 2;
     // sheafPop (sheaf.ts), written out (see there).
     const n = i32[sw + S_SIZE]! - 1;
@@ -229,7 +271,8 @@ export class SlabAllocator extends MemView {
 
   /**
    * The free fast path: `addr` must be an object start of a slab page, not carry the free tag, and
-   * its cache's main sheaf on this slot must be unlocked and not full. Plain loads and stores only.
+   * its cache's main sheaf on this slot must not be full (the caller has checked its gate: no
+   * sheaf of this slot is locally locked). Plain loads and stores only.
    */
   pushFast(addr: number): boolean {
     const i32 = this.i32;
@@ -241,9 +284,7 @@ export class SlabAllocator extends MemView {
     const size = i32[kw + K_SIZE]!;
     const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
     if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ O_FREE_TAG)) return false;
-    const pcs = kw + K_HDR_WORDS + this.cpu * PCS_WORDS;
-    if (i32[pcs + PCS_LOCKED] !== 0) return false;
-    const sw = i32[pcs + PCS_MAIN]! >> 2;
+    const sw = i32[kw + K_HDR_WORDS + this.cpu * PCS_WORDS + PCS_MAIN]! >> 2;
     const n = i32[sw + S_SIZE]!;
     if (n >= i32[sw + S_CAP]!) return false;
     // sheafPush (sheaf.ts), written out (see sheafPop).
