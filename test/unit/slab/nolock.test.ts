@@ -111,6 +111,7 @@ describe("nolock objects", () => {
     const h = Heap.create({ size: 4 * MiB, cpus: 2 });
     const old = h.kmalloc(64);
     h.shrink(); // kmalloc-64's sheaves empty: the next kmalloc(64) takes its slow path
+    h.kfree(h.kmalloc(8)); // kmalloc-8's main sheaf holds an object: only the deferred list can send kmalloc(8) below
     let obj = 0;
     const st = atPoint(h, "sheaf:acquire", () => {
       obj = h.kmallocNolock(64);
@@ -126,7 +127,7 @@ describe("nolock objects", () => {
     assert.equal(s.deferredObjects, 1);
     assert.equal(s.vmstat.objectsDeferred, 1);
     h.validate();
-    const b = h.kmalloc(8); // the next normal call drains the deferred list
+    const b = h.kmalloc(8); // the next normal call drains the deferred list, even where its sheaf has an object
     s = h.stats();
     assert.equal(s.deferredObjects, 0);
     assert.equal(s.vmstat.objectsUndeferred, 1);
@@ -135,6 +136,35 @@ describe("nolock objects", () => {
     h.shrink();
     assert.equal(h.stats().slabs.find((c) => c.name === "kmalloc-64")!.totalObjects, 0, "the object went back to its slab");
     h.validate();
+    h.detach();
+  });
+
+  test("a normal call from a hook while a sheaf is locked drains the deferred list straight to the slabs", () => {
+    const h = Heap.create({ size: 4 * MiB, cpus: 2 });
+    const old = h.kmalloc(64);
+    h.shrink();
+    h.kfree(h.kmalloc(8)); // a warm kmalloc-8 sheaf
+    let other = 0;
+    let deferred = -1;
+    const st = atPoint(h, "sheaf:acquire", () => {
+      h.kfreeNolock(old); // kmalloc-64's sheaf held: deferred
+      deferred = h.stats().deferredObjects;
+      other = h.kmalloc(8); // another class: its slow path drains, freeing `old` to its slab
+    });
+    const a = h.kmalloc(64);
+    h.setReentryHook(null);
+    assert.ok(st.fired);
+    assert.equal(deferred, 1);
+    assert.notEqual(other, 0);
+    const s = h.stats();
+    assert.equal(s.deferredObjects, 0);
+    assert.equal(s.vmstat.objectsUndeferred, 1);
+    assert.throws(() => h.kfree(old), (e: unknown) => e instanceof HeapError && e.code === "EDOUBLEFREE");
+    h.kfree(a);
+    h.kfree(other);
+    h.shrink();
+    h.validate();
+    assert.equal(h.stats().freePages, h.stats().totalPages);
     h.detach();
   });
 
