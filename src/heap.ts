@@ -163,6 +163,7 @@ export class Heap {
     });
     heap.#claimSlot(0, noBlock);
     u32[H_FAIL_RATE] = failRate;
+    heap.#pages.updateFastOff(); // fault injection keeps the pcp fast paths off
     // Publication point: attach trusts the header once the checksum matches.
     Atomics.store(u32, H_CHECKSUM, headerChecksum(u32));
     return heap;
@@ -333,7 +334,7 @@ export class Heap {
 
   /* ------------------------------------------------------------ pages (page/page_alloc.ts) */
 
-  allocPages(order: number, gfp: number = GFP_KERNEL): number {
+  allocPages(order: number, gfp?: number): number {
     return this.#pages.allocPages(order, gfp);
   }
   freePages(addr: number, order: number): void {
@@ -355,7 +356,7 @@ export class Heap {
 
   /* ------------------------------------------------------------ objects (slab/) */
 
-  kmalloc(size: number, gfp: number = GFP_KERNEL): number {
+  kmalloc(size: number, gfp?: number): number {
     return this.#slab.kmalloc(size, gfp);
   }
   kfree(addr: number): void {

@@ -77,7 +77,7 @@ export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 11;
+export const LAYOUT_VERSION = 12;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -201,10 +201,8 @@ export const C_PCP_REQ = 33;
 export const C_PCP_COUNT = 48;
 /** List heads, one per pcp order (NR_PCP_ORDERS): pfn of the first block, 0 for none. */
 export const C_PCP_HEAD = 49;
-/** Blocks on each order's list. */
-export const C_PCP_NR = C_PCP_HEAD + NR_PCP_ORDERS;
 /** 1 while the owner is inside a pcp section (the local trylock that re-entry finds held). Owner only. */
-export const C_PCP_BUSY = C_PCP_NR + NR_PCP_ORDERS;
+export const C_PCP_BUSY = C_PCP_HEAD + NR_PCP_ORDERS;
 /** The slot + 1 whose C_PCP_REQ this slot has raised as a remote drainer (pcpLockRemote), 0 for
  * none. Owner only; reclaimSlot lowers that request for a slot that died waiting, so the other
  * slot keeps its fast path. */

@@ -72,7 +72,7 @@ import { checkOutRegion } from "../core/out_region.js";
 
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const GFP_KERNEL = GFP.KERNEL;
-const { C_BULK_PAGES, C_PCP_BUSY, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_NR, C_PCP_REQ, C_VMSTAT, H_FAIL_RATE, LOCK, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PCP_LIST_MAX_ORDER, PCP_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_RCU_BLOCK, PG_SLAB, VM, Z_DEFER_HEAD, Z_FREE_PAGES, Z_LOCK, Z_PCP_BATCH, Z_PCP_HIGH, Z_WMARK_LOW, Z_WMARK_MIN } = layout;
+const { C_BULK_PAGES, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_REQ, C_VMSTAT, H_FAIL_RATE, LOCK, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PCP_LIST_MAX_ORDER, PCP_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_RCU_BLOCK, PG_SLAB, VM, Z_DEFER_HEAD, Z_FREE_PAGES, Z_LOCK, Z_PCP_BATCH, Z_PCP_HIGH, Z_WMARK_LOW, Z_WMARK_MIN } = layout;
 
 /** Which watermark an allocation must leave free. */
 export const WMARK_MIN = 0;
@@ -105,8 +105,16 @@ function noop(): void {}
 export class PageAllocator extends MemView {
   readonly mem: Mem;
   readonly locks: Locks;
-  /** Non-zero while the pcp fast paths must not run: detached, or this agent can re-enter. */
+  /** Non-zero while the pcp fast paths must not run: detached, this agent can re-enter, or faults are injected. */
   fastOff: number;
+  /** 1 while this handle is inside its pcp section: the mirror of its C_PCP_BUSY (pcpBusySet). */
+  inPcp: number;
+  /**
+   * The pcp fast paths' test of the handle: fastOff or inPcp (a callback run inside the section
+   * re-entered). Whether this slot keeps its pcp lock word, and no one asks for it, the fast paths
+   * read from the buffer.
+   */
+  gate: number;
   /**
    * Direct reclaim's shrinker: the slab layer gives back the empty slabs it keeps (slab/decay.ts).
    * Installed by the facade (layers.ts); nothing until then.
@@ -125,13 +133,21 @@ export class PageAllocator extends MemView {
     this.mem = mem;
     this.locks = locks;
     this.fastOff = 0;
+    this.inPcp = 0;
+    this.gate = 0;
     this.reclaimSlabs = noop;
     this.deferWord = new BigUint64Array(mem.buffer, (mem.hw + Z_DEFER_HEAD) << 2, 1);
   }
 
   /** Recompute fastOff (Locks.onChange, installed by the facade, calls it). */
   updateFastOff(): void {
-    this.fastOff = this.locks.reentrant || this.locks.detached ? 1 : 0;
+    this.fastOff = this.locks.reentrant || this.locks.detached || this.u32[this.hw + H_FAIL_RATE] !== 0 ? 1 : 0;
+    this.syncGate();
+  }
+
+  /** Recompute gate after fastOff or inPcp changed. */
+  syncGate(): void {
+    this.gate = this.fastOff !== 0 || this.inPcp !== 0 ? 1 : 0;
   }
 
   /* ================================================================= public entry points */
@@ -139,13 +155,10 @@ export class PageAllocator extends MemView {
   /** 2^order contiguous pages aligned to their size, or 0. */
   allocPages(order: number, gfp: number = GFP_KERNEL): number {
     // Fast path: a pcp hit, this slot holding its biased pcp lock, nothing to report or inject.
-    const i32 = this.i32;
-    const c = this.pcpuW;
-    if (
-      typeof order === "number" && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER && gfp === 0 && this.fastOff === 0 &&
-      i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[this.hw + H_FAIL_RATE] === 0
-    ) {
-      if (i32[c + C_PCP_HEAD + order] !== 0) {
+    if (this.gate === 0 && typeof order === "number" && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER && gfp === 0) {
+      const i32 = this.i32;
+      const c = this.pcpuW;
+      if (i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[c + C_PCP_HEAD + order] !== 0) {
         const pfn = this.pcpPop(order, PG_HEAD);
         i32[c + C_VMSTAT + VM.pgalloc] = i32[c + C_VMSTAT + VM.pgalloc]! + (1 << order);
         return pfn << PAGE_SHIFT;
@@ -166,7 +179,6 @@ export class PageAllocator extends MemView {
     const pfn = i32[c + C_PCP_HEAD + order]!;
     const d = this.descW + pfn * PD_WORDS;
     i32[c + C_PCP_HEAD + order] = i32[d + PD_NEXT]!;
-    i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! - 1;
     i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
     i32[d + PD_OWNER] = this.cpu;
     i32[d + PD_FLAGS] = flags | (order << PG_ORDER_SHIFT);
@@ -186,7 +198,6 @@ export class PageAllocator extends MemView {
     i32[d + PD_OWNER] = this.cpu;
     i32[d + PD_NEXT] = i32[c + C_PCP_HEAD + order]!;
     i32[c + C_PCP_HEAD + order] = pfn;
-    i32[c + C_PCP_NR + order] = i32[c + C_PCP_NR + order]! + 1;
     const count = i32[c + C_PCP_COUNT]! + (1 << order);
     i32[c + C_PCP_COUNT] = count;
     return count;
@@ -205,17 +216,16 @@ export class PageAllocator extends MemView {
   /** Free a block that allocPages returned, with the order it was allocated with. */
   freePages(addr: number, order: number): void {
     // Fast path: the head of a live block of this order goes on this slot's pcp list below high.
-    const i32 = this.i32;
-    const c = this.pcpuW;
-    if (
-      typeof addr === "number" && typeof order === "number" &&
-      addr >>> 0 === addr && (addr & (PAGE_SIZE - 1)) === 0 && addr < this.size && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER &&
-      this.fastOff === 0 && i32[c + C_PCP_BUSY] === 0 && i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0
-    ) {
+    if (this.gate === 0 && typeof addr === "number" && typeof order === "number" && addr >>> 0 === addr && addr < this.size && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER) {
+      const i32 = this.i32;
+      const c = this.pcpuW;
       const pfn = addr >>> PAGE_SHIFT;
       const d = this.descW + pfn * PD_WORDS;
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
-      if (pfn >= this.zoneStart && i32[d + PD_FLAGS] === (PG_HEAD | (order << PG_ORDER_SHIFT)) && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0) {
+      if (
+        (addr & (PAGE_SIZE - 1)) === 0 && pfn >= this.zoneStart && i32[d + PD_FLAGS] === (PG_HEAD | (order << PG_ORDER_SHIFT)) &&
+        i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && count <= i32[this.hw + Z_PCP_HIGH]! && i32[this.hw + Z_DEFER_HEAD] === 0
+      ) {
         // The block may have been allocated by another slot: it is this slot's now.
         this.pcpPush(pfn, order);
         i32[c + C_VMSTAT + VM.pgfree] = i32[c + C_VMSTAT + VM.pgfree]! + (1 << order);

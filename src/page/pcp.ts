@@ -2,7 +2,7 @@
  * The per-CPU page lists (pcp): each slot's lists of free blocks of orders 0..PCP_LIST_MAX_ORDER, in
  * front of the zone, and the biased lock that guards them (see page_alloc.ts for its protocol).
  *
- * WORDS: a slot's C_PCP_HEAD[], C_PCP_NR[], C_PCP_COUNT and the descriptors of the blocks on its
+ * WORDS: a slot's C_PCP_HEAD[], C_PCP_COUNT and the descriptors of the blocks on its
  *   lists: plain stores by whoever holds its C_PCP_LOCK (the owner inside pcpEnter..pcpExit, a
  *   remote drainer, reclaimSlot). C_PCP_LOCK: the owner takes it with compareExchange 0 -> owner
  *   and keeps it; it stores 0 (Atomics.store) at entry or exit when C_PCP_REQ is non-zero; a
@@ -30,7 +30,7 @@ import { WMARK_LOW, wmarkFor } from "./page_alloc.js";
 import { drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_PCP_BUSY, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_NR, C_PCP_REQ, C_PCP_REQ_AT, LOCK, NR_PCP_ORDERS, PCP_LIST_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PG_HEAD, PG_INHAND, PG_ORDER_SHIFT, VM, Z_LOCK, Z_NR_PAGES, Z_PCP_BATCH, Z_SIZE } = layout;
+const { C_PCP_BUSY, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_REQ, C_PCP_REQ_AT, LOCK, NR_PCP_ORDERS, PCP_LIST_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PG_HEAD, PG_INHAND, PG_ORDER_SHIFT, VM, Z_LOCK, Z_NR_PAGES, Z_PCP_BATCH, Z_SIZE } = layout;
 
 /** Rounds a remote agent waits for a pcp owner to hand its lock over. */
 export const PCP_REMOTE_SPINS = 1 << 16;
@@ -89,7 +89,6 @@ export function pcpDrain(pa: PageAllocator, cpu: number, count: number): void {
     idle = 0;
     const d = pa.mem.pd(pfn);
     u32[c + C_PCP_HEAD + o] = u32[d + PD_NEXT]!;
-    u32[c + C_PCP_NR + o] = u32[c + C_PCP_NR + o]! - 1;
     u32[c + C_PCP_COUNT] = u32[c + C_PCP_COUNT]! - (1 << o);
     u32[d + PD_OWNER] = pa.cpu;
     u32[d + PD_FLAGS] = PG_HEAD | PG_INHAND | (o << PG_ORDER_SHIFT);
@@ -137,9 +136,19 @@ export function pcpEnter(pa: PageAllocator): boolean {
   if (i32[c + C_PCP_LOCK] !== pa.me || i32[c + C_PCP_REQ] !== 0) {
     if (!pcpRebias(pa)) return false;
   }
-  i32[c + C_PCP_BUSY] = 1;
+  pcpBusySet(pa, 1);
   pa.locks.acquired(LOCK.pcp);
   return true;
+}
+
+/**
+ * Mark this slot inside (1) or outside (0) its pcp section: C_PCP_BUSY, and its mirror inPcp that
+ * closes the fast paths' gate (the lock point's hook runs after the mark on entry, before it on exit).
+ */
+export function pcpBusySet(pa: PageAllocator, busy: number): void {
+  pa.i32[pa.pcpuW + C_PCP_BUSY] = busy;
+  pa.inPcp = busy;
+  pa.syncGate();
 }
 
 /** The lock word is not ours to keep: hand it over if someone waits, else try to take it. */
@@ -159,7 +168,7 @@ export function pcpExit(pa: PageAllocator): void {
   pa.locks.releasing(LOCK.pcp);
   const i32 = pa.i32;
   const c = pa.pcpuW;
-  i32[c + C_PCP_BUSY] = 0;
+  pcpBusySet(pa, 0);
   // Publication point for a waiting drainer: the store releases everything written above.
   if (i32[c + C_PCP_REQ] !== 0 && Atomics.load(i32, c + C_PCP_LOCK) === pa.me) Atomics.store(i32, c + C_PCP_LOCK, 0);
 }
@@ -182,13 +191,13 @@ export function pcpDetach(pa: PageAllocator): void {
       else if ((n & 255) === 0 && pa.locks.spinExpired(since)) pcpBusy(pa, v);
     }
   }
-  i32[c + C_PCP_BUSY] = 1;
+  pcpBusySet(pa, 1);
   pa.locks.acquired(LOCK.pcp);
   let count = pa.u32[c + C_PCP_COUNT]!;
   if (count !== 0) pcpDrain(pa, pa.cpu, count);
   count = pa.u32[c + C_PCP_COUNT]!;
   pa.locks.releasing(LOCK.pcp);
-  i32[c + C_PCP_BUSY] = 0;
+  pcpBusySet(pa, 0);
   // A noBlock agent that could not have the zone lock keeps its lists and its lock word.
   if (count !== 0) pcpBusy(pa, Atomics.load(i32, pa.hw + Z_LOCK));
   Atomics.store(i32, w, 0);
@@ -257,7 +266,6 @@ export function recountPcp(pa: PageAllocator, cpu: number): void {
   for (let o = 0; o <= PCP_LIST_MAX_ORDER; o++) {
     let n = 0;
     for (let pfn = u32[c + C_PCP_HEAD + o]!; pfn !== 0 && n <= pa.nrPages; pfn = u32[pa.mem.pd(pfn) + PD_NEXT]!) n++;
-    u32[c + C_PCP_NR + o] = n;
     pages += n << o;
   }
   u32[c + C_PCP_COUNT] = pages;

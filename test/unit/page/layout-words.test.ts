@@ -32,7 +32,6 @@ test("per-CPU block words are distinct and fit C_WORDS", () => {
   claim("C_PCP_REQ", L.C_PCP_REQ);
   claim("C_PCP_COUNT", L.C_PCP_COUNT);
   claim("C_PCP_HEAD", L.C_PCP_HEAD, L.NR_PCP_ORDERS);
-  claim("C_PCP_NR", L.C_PCP_NR, L.NR_PCP_ORDERS);
   claim("C_PCP_BUSY", L.C_PCP_BUSY);
   claim("C_PCP_REQ_AT", L.C_PCP_REQ_AT);
   claim("C_DEFER_HEAD", L.C_DEFER_HEAD);
