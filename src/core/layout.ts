@@ -423,7 +423,6 @@ export const K_DECAY_TICKS = 57;
 export const SLAB_DECAY_TICKS = 128;
 /** Pages of empty slabs a cache keeps at most (K_MAX_EMPTY), and at most 1/64 of the zone. */
 export const SLAB_EMPTY_MAX_PAGES = 256;
-
 /** Line 5: the barn lock (line 4 holds nothing). */
 export const K_BARN_LOCK = 80;
 /* line 6: the barn, protected by K_BARN_LOCK; each list's count is the word after its head */
@@ -433,8 +432,12 @@ export const K_BARN_NR_FULL = 97;
 /** Head address of the empty sheaves. */
 export const K_BARN_EMPTY = 98;
 export const K_BARN_NR_EMPTY = 99;
-/** Most full sheaves and most empty sheaves a barn keeps. */
-export const K_BARN_MAX = 10;
+/** Most full (and most empty) sheaves the barn keeps: configuration (slab/sizes.ts barnCapacity). */
+export const K_BARN_CAP = 100;
+/** Full sheaves the barn took since the last decay step it started (slab/decay.ts barnDecay). */
+export const K_BARN_TICKS = 101;
+/** Bound of every barn's lists: no K_BARN_CAP is larger. */
+export const K_BARN_MAX = 64;
 
 /* pcs: one line a slot after the header, PCS_WORDS apart (word K_HDR_WORDS + cpu * PCS_WORDS),
  * owner only except when the slot is reclaimed */
@@ -573,7 +576,7 @@ export interface Geometry {
 export function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
-
+/** Bytes of one cache descriptor with `cpus` pcs lines. */
 export function cacheBytesFor(cpus: number): number {
   return (K_HDR_WORDS + cpus * PCS_WORDS) * 4;
 }
@@ -589,7 +592,6 @@ export function computeGeometry(size: number, cpus: number, maxCaches: number): 
   const zoneStart = alignUp(metaEnd, PAGE_SIZE) >>> PAGE_SHIFT;
   return { size, nrPages, cpus, maxCaches, pcpuOff, cacheOff, cacheBytes, descOff, zoneStart };
 }
-
 /** The header checksum: a multiplicative hash of the checked words. */
 export function headerChecksum(u32: Uint32Array): number {
   let h = 0x9e3779b9;

@@ -26,7 +26,7 @@ import { debugUnlink } from "./debug.js";
 import { sheafHandRebuilt } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { K_BARN_CAP, C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
@@ -213,13 +213,13 @@ export function validateSlabs(slab: SlabAllocator, where: Uint8Array): void {
     let nf = 0;
     for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
       checkSheaf(s, "barn");
-      if (++nf > K_BARN_MAX) bad(`${name}: barn holds more than ${K_BARN_MAX} full sheaves`);
+      if (++nf > i32[kw + K_BARN_CAP]!) bad(`${name}: barn holds more than ${i32[kw + K_BARN_CAP]} full sheaves`);
     }
     if (nf !== i32[kw + K_BARN_NR_FULL]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_FULL]} full sheaves, holds ${nf}`);
     let ne = 0;
     for (let s = i32[kw + K_BARN_EMPTY]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
       if (i32[(s >> 2) + S_SIZE] !== 0) bad(`${name}: barn's empty list holds a sheaf with objects`);
-      if (++ne > K_BARN_MAX) bad(`${name}: barn holds more than ${K_BARN_MAX} empty sheaves`);
+      if (++ne > i32[kw + K_BARN_CAP]!) bad(`${name}: barn holds more than ${i32[kw + K_BARN_CAP]} empty sheaves`);
     }
     if (ne !== i32[kw + K_BARN_NR_EMPTY]) bad(`${name}: barn counts ${i32[kw + K_BARN_NR_EMPTY]} empty sheaves, holds ${ne}`);
   }

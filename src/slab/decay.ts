@@ -8,8 +8,9 @@
  * WORDS: a cache's K_NR_EMPTY, K_EMPTY_LOW and K_DECAY_TICKS, its partial list and the descriptors
  *   of the slabs taken off it (unaccountSlab: blocks in this slot's hand), plain stores under its
  *   K_LIST_LOCK (see slab.ts).
- * LOCKS: the caller holds the list lock, except reclaimSlabs, which only trylocks each cache's list
- *   lock (a lock held by anyone, this agent included, skips the cache) and releases the slabs it
+ * LOCKS: the caller holds the list lock, except barnDecay (a step due from the barn's puts: it only
+ *   trylocks the list lock, under at most the sheaf local lock) and reclaimSlabs, which only
+ *   trylocks each cache's list lock (a lock held by anyone, this agent included, skips the cache) and releases the slabs it
  *   took off after the unlock (list, then pcp -> zone). reclaimSlabs is called by direct reclaim
  *   with no pcp or zone lock held.
  * NO LOCK: reclaimSlabs' first look at each cache (K_STATE with Atomics.load, K_NR_EMPTY and
@@ -74,6 +75,21 @@ export function slabDecayStep(slab: SlabAllocator, kw: number, discard: number[]
   }
   i32[kw + K_EMPTY_LOW] = i32[kw + K_NR_EMPTY]!;
   return discard;
+}
+
+/**
+ * The decay step that frees stopping at the barn are due (barnPutFull counted SLAB_DECAY_TICKS
+ * full sheaves): a batch that the barn serves whole never frees to the slabs, and its empty slabs
+ * would otherwise stay until direct reclaim. Housekeeping: the list lock is only tried, and the
+ * step skipped when it is held. Called with no barn or list lock held, and no sheaf in hand.
+ */
+export function barnDecay(slab: SlabAllocator, id: number, mode: number): void {
+  slab.barnDecayDue = false;
+  const kw = slab.cacheWOf(id);
+  if (!slab.locks.trylock(kw + K_LIST_LOCK, LOCK.list)) return;
+  const discard = slabDecayStep(slab, kw, null, false);
+  slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
+  if (discard !== null) for (const pfn of discard) slab.releaseSlab(id, pfn, mode);
 }
 
 /**

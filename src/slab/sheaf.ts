@@ -7,7 +7,9 @@
  *   S_CAP, S_NEXT, S_CACHE, S_OBJS): the slot alone, plain stores, under its local lock PCS_LOCKED
  *   on these slow paths; reclaimSlot writes a dead slot's (flushAllSheavesOf, flushHandSheaf:
  *   PCS_USERS with Atomics.store 0). K_BARN_* and the sheaves on the barn lists (S_NEXT): plain
- *   stores under K_BARN_LOCK. The slabs' words through slab.ts's calls, under K_LIST_LOCK.
+ *   stores under K_BARN_LOCK (K_BARN_CAP is configuration: setupCache, read-only afterwards);
+ *   K_BARN_TICKS counts the full sheaves the barn took, and a due decay step (barnDecay) runs once
+ *   the barn lock is dropped and the sheaf is out of this slot's hand. The slabs' words through slab.ts's calls, under K_LIST_LOCK.
  * LOCKS, in order: sheaf (the local lock, taken by the caller: every flush of this slot's sheaves
  *   runs under it; flushCpuSheaves takes it itself for its own slot) -> barn -> list (refillSheaf
  *   and flushSheaf take it here and call slab.ts's takeFromPartial and putObjectLocked under it)
@@ -29,11 +31,11 @@ import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./slab.js";
 import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
-import { slabDecayLocked } from "./decay.js";
+import { barnDecay, slabDecayLocked } from "./decay.js";
 import { freeSheafHand, holdSheaf, sheafHandHolding, unholdSheaf } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_HDR_WORDS, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, O_FREE_TAG, PCS_HAND, PCS_LOCKED, PCS_MAIN, PCS_SPARE, PCS_USERS, PCS_WORDS, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE, VM } = layout;
+const { K_BARN_TICKS, SLAB_DECAY_TICKS, K_BARN_CAP, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_HDR_WORDS, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, O_FREE_TAG, PCS_HAND, PCS_LOCKED, PCS_MAIN, PCS_SPARE, PCS_USERS, PCS_WORDS, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE, VM } = layout;
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -132,12 +134,14 @@ export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mo
     slab.locks.vmInc(VM.barnPut, 1);
     i32[pcs + PCS_HAND] = 0;
     i32[pcs + PCS_MAIN] = empty;
+    if (slab.barnDecayDue) barnDecay(slab, id, mode);
     return empty >> 2;
   }
   if (empty === 0) {
     // The barn took the full sheaf but had no empty one: make one (normal mode only).
     slab.locks.vmInc(VM.barnPut, 1);
     i32[pcs + PCS_HAND] = 0;
+    if (slab.barnDecayDue) barnDecay(slab, id, mode);
     const s = mode === 0 ? allocSheaf(slab, id, 0) : 0;
     i32[pcs + PCS_MAIN] = s === 0 ? (slab.hw + H_EMPTY_SHEAF) << 2 : s;
     if (s !== 0) unholdSheaf(slab, s);
@@ -195,9 +199,13 @@ export function barnPutFull(slab: SlabAllocator, id: number, full: number, mode:
   const kw = slab.cacheWOf(id);
   if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
   let empty = -1;
-  if (i32[kw + K_BARN_NR_FULL]! < K_BARN_MAX && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
+  if (i32[kw + K_BARN_NR_FULL]! < i32[kw + K_BARN_CAP]! && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
     barnPush(slab, kw + K_BARN_FULL, full);
     empty = barnPop(slab, kw + K_BARN_EMPTY);
+    // Frees that stop at the barn tick the slab decay too (the caller runs the step).
+    const ticks = i32[kw + K_BARN_TICKS]! + 1;
+    i32[kw + K_BARN_TICKS] = ticks < SLAB_DECAY_TICKS ? ticks : 0;
+    if (ticks >= SLAB_DECAY_TICKS) slab.barnDecayDue = true;
   }
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   return empty;
@@ -228,7 +236,7 @@ export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mod
   const kw = slab.cacheWOf(id);
   let kept = false;
   if (slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
-    if (i32[kw + K_BARN_NR_EMPTY]! < K_BARN_MAX) {
+    if (i32[kw + K_BARN_NR_EMPTY]! < i32[kw + K_BARN_CAP]!) {
       barnPush(slab, kw + K_BARN_EMPTY, sheaf);
       unholdSheaf(slab, sheaf);
       kept = true;

@@ -11,7 +11,7 @@ import { checkInt } from "../core/check.js";
 import * as layout from "../core/layout.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { MAX_ORDER, PAGE_SIZE, PCP_MAX_ORDER } = layout;
+const { K_BARN_MAX, MAX_ORDER, PAGE_SIZE, PCP_MAX_ORDER } = layout;
 
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = Object.freeze([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const);
@@ -49,6 +49,21 @@ export function sheafCapacity(size: number): number {
   if (size < 1024) return 26;
   if (size < 4096) return 12;
   return 4;
+}
+
+/** Fewest sheaves a barn may keep, whatever their objects' size (the kernel's limit). */
+export const BARN_MIN = 10;
+/** Bytes of free objects the full sheaves of a barn may hold before frees go on to the slabs. */
+export const BARN_BYTES = 256 << 10;
+
+/**
+ * Barn capacity (K_BARN_CAP) of a cache of `size`-byte strides in a zone of `managedPages`: full
+ * sheaves holding up to BARN_BYTES of objects (at most 1/256 of the zone), so that a batch of small
+ * objects moves between slots as whole sheaves, not one object at a time; BARN_MIN..K_BARN_MAX.
+ */
+export function barnCapacity(size: number, managedPages: number): number {
+  const bytes = Math.min(BARN_BYTES, (managedPages >>> 8) * PAGE_SIZE);
+  return Math.min(K_BARN_MAX, Math.max(BARN_MIN, Math.floor(bytes / (sheafCapacity(size) * size))));
 }
 
 /** Slab order: the smallest order 0..3 whose waste stays under 1/8 with at least 8 objects (or as many as order 3 holds). */

@@ -125,6 +125,8 @@ export class SlabAllocator extends MemView {
   gate: number;
   /** The nolock fast paths' test: fastOff, or a sheaf local lock held. */
   nolockGate: number;
+  /** Set under a barn lock when a decay step is due (barnPutFull), run by barnDecay after the unlock. */
+  barnDecayDue: boolean;
   /** True while drainDeferredObjects runs (it does not nest). */
   drainingDeferred: boolean;
 
@@ -144,6 +146,7 @@ export class SlabAllocator extends MemView {
     this.gate = 1;
     this.nolockGate = 1;
     this.drainingDeferred = false;
+    this.barnDecayDue = false;
     this.syncGates();
   }
 

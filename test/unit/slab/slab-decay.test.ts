@@ -35,24 +35,26 @@ test("a batch freed and allocated again reuses the kept empty slabs; they stay w
   const s1 = cacheStats(h, "decay-256");
   console.log(`# first batch of 8192: ${first.built} slabs built, ${first.freed} freed; ${s1.slabs} slabs left, ${s1.emptySlabs} empty`);
   assert.equal(s1.activeObjects, 0);
-  // 8192 objects of 16 a slab: 512 slabs, and one slab of the sheaf cache for the sheaves.
-  assert.equal(first.built, 513);
+  // 8192 objects of 16 a slab: 512 slabs, and four slabs of the sheaf cache for the sheaves (the
+  // barn of 256-byte objects keeps up to 39 full and 39 empty ones: BARN_BYTES).
+  assert.equal(first.built, 516);
   // The free phase ran past SLAB_DECAY_TICKS frees to the slabs: its decay steps released empty
   // slabs that stayed empty for a whole period. The script is deterministic: these are its
   // exact figures, within the bound.
   assert.equal(first.freed, 260);
   assert.equal(s1.slabs, 512 - 260);
-  assert.equal(s1.emptySlabs, 234);
+  assert.equal(s1.emptySlabs, 187);
   assert.ok(s1.emptySlabs <= bound);
   const second = round();
   const s2 = cacheStats(h, "decay-256");
   console.log(`# second batch: ${second.built} slabs built, ${second.freed} freed; ${s2.slabs} slabs left, ${s2.emptySlabs} empty`);
   // The kept slabs and the objects in sheaves and barn serve half of the batch; the slabs the
-  // decay released are built again. At the end exactly `bound` empty slabs are kept.
+  // decay released are built again, and the decay steps of the free phase keep within the bound.
   assert.equal(second.built, 260);
-  assert.equal(second.freed, 236);
-  assert.equal(s2.slabs, 276);
-  assert.equal(s2.emptySlabs, bound);
+  assert.equal(second.freed, 211);
+  assert.equal(s2.slabs, 301);
+  assert.equal(s2.emptySlabs, 234);
+  assert.ok(s2.emptySlabs <= bound);
   h.validate();
   c.shrink();
   assert.equal(cacheStats(h, "decay-256").emptySlabs, 0, "shrink keeps no empty slab");
@@ -78,8 +80,9 @@ test("the decay releases empty slabs no allocation needed, down to min_partial",
   const released = h.stats().vmstat.slabFree - freed0;
   console.log(`# ${kept} empty slabs kept after the large batch; after 200 small batches ${s.emptySlabs} (${released} slabs released)`);
   // The script is deterministic: these are its exact figures.
-  assert.equal(kept, 234);
-  assert.equal(s.emptySlabs, 48, `the decay released the unused empty slabs: ${s.emptySlabs} of ${kept} left`);
+  assert.equal(kept, 187);
+  // The batches stop at the barn (1024 objects: 40 sheaves), whose puts tick the decay too.
+  assert.equal(s.emptySlabs, 5, `the decay released the unused empty slabs: ${s.emptySlabs} of ${kept} left`);
   assert.equal(released, 181);
   assert.ok(s.emptySlabs >= 5, "min_partial (5 for 256-byte objects) stays");
   h.validate();
