@@ -419,10 +419,6 @@ export const K_NR_FULL = 55;
 export const K_EMPTY_LOW = 56;
 /** Frees to the slabs (list-lock holds that put objects back) since the last decay step. */
 export const K_DECAY_TICKS = 57;
-/** Frees to the slabs between two decay steps of a cache. */
-export const SLAB_DECAY_TICKS = 128;
-/** Pages of empty slabs a cache keeps at most (K_MAX_EMPTY), and at most 1/64 of the zone. */
-export const SLAB_EMPTY_MAX_PAGES = 256;
 /** Line 5: the barn lock (line 4 holds nothing). */
 export const K_BARN_LOCK = 80;
 /* line 6: the barn, protected by K_BARN_LOCK; each list's count is the word after its head */
@@ -451,9 +447,8 @@ export const PCS_LOCKED = 2;
  * releaser; reclaimSlot clears a dead slot's): a dying cache is not released while any is non-zero,
  * so no slow path works on a descriptor that is being reused. */
 export const PCS_USERS = 3;
-/** A sheaf this slot has in its hands: taken off the barn (a trade, a barn shrink) or leaving the pcs
- * line for the barn, 0 for none. Owner only; reclaimSlot flushes a dead slot's (unless the sheaf
- * is on the pcs line or a barn list by then), so no sheaf in transit is lost with its objects.
+/** A sheaf this slot has in its hands, off the barn or leaving the pcs line for it (0: none). Owner
+ * only; reclaimSlot flushes a dead slot's unless the pcs line or a barn list has it by then.
  * On the sheaf cache's lines (it has no sheaves): the sheaf object this slot is allocating or
  * freeing (slab/sheaf_hand.ts), which reclaimSlot frees unless something else holds it. */
 export const PCS_HAND = 4;
@@ -462,6 +457,11 @@ export const PCS_HAND = 4;
  * words before were taken (slab/sheaf_hand.ts). Owner only; reclaimSlot frees a dead slot's. */
 export const PCS_HANDS_NESTED = 5;
 export const SHEAF_HANDS_NESTED = 2;
+/** Address of the remote sheaf: objects of slabs another slot owns (PD_OWNER of a slab page) that
+ * this slot freed; never allocated from here, it goes to the barn whole (the placeholder for none). */
+export const PCS_REMOTE = 7;
+/** The pcs words that hold a sheaf of free objects (a placeholder or 0 for none). */
+export const PCS_SHEAVES: readonly number[] = Object.freeze([PCS_MAIN, PCS_SPARE, PCS_REMOTE]);
 
 export const K_STATE_FREE = 0;
 export const K_STATE_ACTIVE = 1;

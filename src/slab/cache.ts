@@ -36,15 +36,15 @@ import { checkGfp } from "../page/page_alloc.js";
 import { type KmemCache, newKmemCache } from "./kmem_cache.js";
 import { TP } from "../core/trace.js";
 import { cacheStats } from "./check.js";
-import { barnShrink, flushCpuSheaves } from "./sheaf.js";
+import { barnShrink, flushCpuSheaves, holdsSheaf } from "./sheaf.js";
 import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
-import { slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
-import { barnCapacity, objectInuse } from "./sizes.js";
+import { emitObject, slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
+import { SLAB_EMPTY_MAX_PAGES, barnCapacity, objectInuse } from "./sizes.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_CAP, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_SPARE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, SLAB_EMPTY_MAX_PAGES, Z_MANAGED } = layout;
+const { K_BARN_CAP, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its PCS_USERS (tryReleaseDying does
@@ -201,6 +201,7 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   slab.u8.set(name, (kw + K_NAME) << 2);
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
+    i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_REMOTE] = (slab.hw + H_EMPTY_SHEAF) << 2;
   }
   // The high-water mark first (a free descriptor below it is harmless: cacheNames shows null):
   // a cache published beyond it would be missing from cacheNames and the decay.
@@ -258,7 +259,7 @@ export function cacheAllocSlow(slab: SlabAllocator, id: number, gen: number, gfp
   }
   if (obj === 0) return slab.pages.allocFailed(0, gfp);
   if ((slab.locks.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
-    slab.emitObj(TP.kmem_cache_alloc, obj, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+    emitObject(slab, TP.kmem_cache_alloc, obj, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
   }
   return obj;
 }
@@ -389,7 +390,7 @@ export function noSlotUses(slab: SlabAllocator, kw: number): boolean {
   const i32 = slab.i32;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
-    if (i32[pcs + PCS_MAIN] !== (slab.hw + H_EMPTY_SHEAF) << 2 || i32[pcs + PCS_SPARE] !== 0 || Atomics.load(i32, pcs + PCS_USERS) !== 0) return false;
+    if (holdsSheaf(slab, pcs) || Atomics.load(i32, pcs + PCS_USERS) !== 0) return false;
   }
   return true;
 }

@@ -26,7 +26,7 @@ import { debugUnlink } from "./debug.js";
 import { sheafHandRebuilt } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_CAP, C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_CAP, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
@@ -60,10 +60,10 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
   let sheafObjects = 0;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
-    const main = i32[pcs + PCS_MAIN]!;
-    const spare = i32[pcs + PCS_SPARE]!;
-    sheafObjects += i32[(main >> 2) + S_SIZE]!;
-    if (spare !== 0) sheafObjects += i32[(spare >> 2) + S_SIZE]!;
+    for (const at of PCS_SHEAVES) {
+      const s = i32[pcs + at]!;
+      if (s !== 0) sheafObjects += i32[(s >> 2) + S_SIZE]!;
+    }
   }
   let barnObjects = 0;
   for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += i32[(s >> 2) + S_SIZE]!;
@@ -209,6 +209,7 @@ export function validateSlabs(slab: SlabAllocator, where: Uint8Array): void {
       const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
       checkSheaf(i32[pcs + PCS_MAIN]!, `cpu ${cpu} main`);
       if (i32[pcs + PCS_SPARE] !== 0) checkSheaf(i32[pcs + PCS_SPARE]!, `cpu ${cpu} spare`);
+      checkSheaf(i32[pcs + PCS_REMOTE]!, `cpu ${cpu} remote`);
     }
     let nf = 0;
     for (let s = i32[kw + K_BARN_FULL]!; s !== 0; s = i32[(s >> 2) + S_NEXT]!) {
@@ -267,7 +268,7 @@ export function sheafObjectsOf(slab: SlabAllocator, cpu: number): number {
     const st = i32[slab.cacheWOf(id) + K_STATE];
     if (st !== K_STATE_ACTIVE && st !== K_STATE_DYING) continue;
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-    for (const at of [PCS_MAIN, PCS_SPARE]) {
+    for (const at of PCS_SHEAVES) {
       const sh = i32[pcs + at]!;
       if (sh !== 0 && sh !== (slab.hw + H_EMPTY_SHEAF) << 2) n += i32[(sh >> 2) + S_SIZE]!;
     }
@@ -296,7 +297,7 @@ export function slabRebuildLocked(slab: SlabAllocator, id: number, cpus: readonl
   const tops: number[] = [];
   for (const cpu of cpus) {
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-    for (const at of [PCS_MAIN, PCS_SPARE]) {
+    for (const at of PCS_SHEAVES) {
       const s = i32[pcs + at]!;
       if (s !== 0 && s !== (slab.hw + H_EMPTY_SHEAF) << 2 && i32[(s >> 2) + S_SIZE]! > 0 && !tops.includes(s >> 2)) tops.push(s >> 2);
     }

@@ -32,7 +32,7 @@ import { deferObject, slabFreeNolock } from "./kmalloc.js";
 import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -82,13 +82,19 @@ export function describePage(slab: SlabAllocator, pfn: number): string {
   return `page flags ${hex(f)}`;
 }
 
+/** Does a sheaf of the pcs line at word `pcs` (main, spare or remote) hold `x`? */
+export function pcsSheavesHave(i32: Int32Array, pcs: number, x: number): boolean {
+  for (const at of PCS_SHEAVES) if (sheafHas(i32, i32[pcs + at]!, x)) return true;
+  return false;
+}
+
 /** Is `addr`, whose first word carries the free tag, really free somewhere in cache `id`? */
 export function isFreeObject(slab: SlabAllocator, id: number, addr: number): boolean {
   const i32 = slab.i32;
   // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-    if (sheafHas(i32, i32[pcs + PCS_MAIN]!, addr) || sheafHas(i32, i32[pcs + PCS_SPARE]!, addr)) return true;
+    if (pcsSheavesHave(i32, pcs, addr)) return true;
   }
   // Bounded walks: a broken list must not hang a free.
   return barnHas(i32, slab.cacheWOf(id), addr) || onDeferredList(i32, slab.pcpuW, addr) || onSlabFreelist(slab, addr, 65536);

@@ -21,9 +21,10 @@
  */
 import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
+import { SLAB_DECAY_TICKS } from "./sizes.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { CT_NR, K_DECAY_TICKS, K_EMPTY_LOW, K_LIST_LOCK, K_MIN_PARTIAL, K_NR_EMPTY, K_NR_SLABS, K_PARTIAL, K_STATE, K_STATE_FREE, LOCK, PD_INUSE, PD_NEXT, SLAB_DECAY_TICKS } = layout;
+const { CT_NR, K_DECAY_TICKS, K_EMPTY_LOW, K_LIST_LOCK, K_MIN_PARTIAL, K_NR_EMPTY, K_NR_SLABS, K_PARTIAL, K_STATE, K_STATE_FREE, LOCK, PD_INUSE, PD_NEXT } = layout;
 
 /** An empty slab of the partial list gets objects taken: count it, and lower the decay's low-water mark. List lock held. */
 export function emptySlabTaken(slab: SlabAllocator, kw: number): void {

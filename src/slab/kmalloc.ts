@@ -33,8 +33,8 @@ import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import * as layout from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
-import { TP } from "../core/trace.js";
-import { replaceEmptyMain, replaceFullMain } from "./sheaf.js";
+import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
+import { remoteSheafWithRoom, replaceEmptyMain, replaceFullMain } from "./sheaf.js";
 import { checkBulk, debugFree, debugUnlink, objectCache, prepObject } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, checkSize } from "./slab.js";
@@ -59,7 +59,7 @@ export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): num
   const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
   const obj = slabAllocSlow(slab, id, gfp, size);
   if (obj === 0) return slab.pages.allocFailed(0, gfp);
-  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, obj, size, id);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id);
   return obj;
 }
 
@@ -82,7 +82,7 @@ function kmallocLargeHeld(slab: SlabAllocator, size: number, gfp: number): numbe
   if (pfn === 0) return slab.pages.allocFailed(order, gfp);
   slab.locks.vmInc(VM.kmallocLarge, 1);
   const addr = slab.pages.prepNewBlock(pfn, order, PG_HEAD | PG_INHAND, gfp);
-  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, addr, size, -1);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, addr, size, -1);
   return addr;
 }
 
@@ -114,7 +114,7 @@ export function kmallocNolockSlow(slab: SlabAllocator, size: number, gfp: number
   }
   const obj = slabAllocNolock(slab, id, gfp);
   if (obj === 0) return nolockFailed(slab);
-  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) slab.emitObj(TP.kmalloc, obj, size, id);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id);
   return prepObject(slab, id, obj, gfp, size, GFP_TRYLOCK);
 }
 
@@ -394,7 +394,7 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
     slab.u32[slab.mem.pd(pfn) + PD_OWNER] = slab.cpu;
     slab.u32[slab.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     slab.locks.vmInc(VM.pgfree, 1 << order);
-    if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) slab.emitObj(TP.kfree, addr, PAGE_SIZE << order, -1);
+    if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) emitObject(slab, TP.kfree, addr, PAGE_SIZE << order, -1);
     slab.pages.freeBlock(pfn, order, mode);
     return;
   }
@@ -442,7 +442,7 @@ function kfreeTail(slab: SlabAllocator, id: number, addr: number, want: number, 
  */
 function emitFree(slab: SlabAllocator, id: number, addr: number, want: number): void {
   if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
-    slab.emitObj(want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+    emitObject(slab, want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
   }
 }
 
@@ -513,8 +513,13 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
   const pcs = slab.pcsW(id);
   slab.lockSheaf(pcs);
   try {
-    let sw = i32[pcs + PCS_MAIN]! >> 2;
-    if (i32[sw + S_SIZE]! >= i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
+    // An object of a slab another slot owns goes to the remote sheaf, as on the fast path (slab.ts
+    // pushFast), unless no remote sheaf can be had: then to the main sheaf.
+    let sw = i32[slab.mem.pd(addr >>> PAGE_SHIFT) + PD_OWNER] !== slab.cpu ? remoteSheafWithRoom(slab, id, pcs) : 0;
+    if (sw === 0) {
+      sw = slab.i32[pcs + PCS_MAIN]! >> 2;
+      if (slab.i32[sw + S_SIZE]! >= slab.i32[sw + S_CAP]!) sw = replaceFullMain(slab, id, pcs, 0);
+    }
     if (sw !== 0) {
       // The new main may come from the barn, in pages added after `i32` was read.
       sheafPush(slab.i32, sw, addr);
@@ -525,4 +530,11 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
     slab.unlockSheaf(pcs);
   }
   if (!slab.freeToSlabs(id, addr, 0, hand)) deferObject(slab, addr); // noBlock agent past its bound
+}
+
+/** An object event (kmalloc, kfree, kmem_cache_alloc, kmem_cache_free) to the trace handlers. */
+export function emitObject(slab: SlabAllocator, id: number, addr: number, size: number, cache: number): void {
+  const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: slab.cpu, addr, size };
+  if (cache >= 0) rec.cache = cacheName(slab, cache);
+  slab.locks.trace.emit(id, rec);
 }

@@ -3,8 +3,8 @@
  * stock of full and empty sheaves behind them (SLUB sheaves, 2025-26). See slab.ts for the whole
  * contract of the slab layer.
  *
- * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE, PCS_HAND) and the sheaves it points at (S_SIZE,
- *   S_CAP, S_NEXT, S_CACHE, S_OBJS): the slot alone, plain stores, under its local lock PCS_LOCKED
+ * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE, PCS_REMOTE, PCS_HAND) and the sheaves it points
+ *   at (S_SIZE, S_CAP, S_NEXT, S_CACHE, S_OBJS): the slot alone, plain stores, under its local lock PCS_LOCKED
  *   on these slow paths; reclaimSlot writes a dead slot's (flushAllSheavesOf, flushHandSheaf:
  *   PCS_USERS with Atomics.store 0). K_BARN_* and the sheaves on the barn lists (S_NEXT): plain
  *   stores under K_BARN_LOCK (K_BARN_CAP is configuration: setupCache, read-only afterwards);
@@ -29,13 +29,14 @@ import { GFP } from "../core/gfp.js";
 import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./slab.js";
+import { SLAB_DECAY_TICKS } from "./sizes.js";
 import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
 import { barnDecay, slabDecayLocked } from "./decay.js";
 import { freeSheafHand, holdSheaf, sheafHandHolding, unholdSheaf } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_TICKS, SLAB_DECAY_TICKS, K_BARN_CAP, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_HDR_WORDS, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, O_FREE_TAG, PCS_HAND, PCS_LOCKED, PCS_MAIN, PCS_SPARE, PCS_USERS, PCS_WORDS, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE, VM } = layout;
+const { K_BARN_TICKS, K_BARN_CAP, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_HDR_WORDS, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, O_FREE_TAG, PCS_HAND, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_USERS, PCS_WORDS, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE, VM } = layout;
 
 /**
  * The main sheaf is empty: swap in the spare if it has objects, else trade it at the barn for a
@@ -123,36 +124,78 @@ export function replaceFullMain(slab: SlabAllocator, id: number, pcs: number, mo
     i32[pcs + PCS_SPARE] = main;
     return spare >> 2;
   }
-  // Trade the full main for an empty sheaf at the barn. The main leaves the pcs line first: at
-  // every lock point below a sheaf is in one place only, so an agent stopped there and reclaimed
-  // (reclaimSlot flushes the pcs line's sheaves) never has the barn's sheaf flushed and freed too.
-  // In hand (PCS_HAND) from here until the barn has it or it is back on the pcs line.
-  i32[pcs + PCS_HAND] = main;
-  i32[pcs + PCS_MAIN] = (slab.hw + H_EMPTY_SHEAF) << 2;
-  const empty = barnPutFull(slab, id, main, mode);
-  if (empty > 0) {
+  return tradeFull(slab, id, pcs, PCS_MAIN, mode);
+}
+
+/**
+ * The full sheaf at pcs word `which` (PCS_MAIN or PCS_REMOTE) goes to the barn for an empty one,
+ * else (the barn is full, or busy) it is flushed to the slabs and stays. Returns the word index
+ * of the sheaf now at `which`, with room (0 if none could be had). Local lock held.
+ */
+function tradeFull(slab: SlabAllocator, id: number, pcs: number, which: number, mode: number): number {
+  const i32 = slab.i32;
+  const full = i32[pcs + which]!;
+  // The sheaf leaves the pcs line first: at every lock point below a sheaf is in one place only,
+  // so an agent stopped there and reclaimed (reclaimSlot flushes the pcs line's sheaves) never has
+  // the barn's sheaf flushed and freed too. In hand (PCS_HAND) from here until the barn has it
+  // or it is back on the pcs line.
+  i32[pcs + PCS_HAND] = full;
+  i32[pcs + which] = (slab.hw + H_EMPTY_SHEAF) << 2;
+  const empty = barnPutFull(slab, id, full, mode);
+  if (empty >= 0) {
     slab.locks.vmInc(VM.barnPut, 1);
     i32[pcs + PCS_HAND] = 0;
-    i32[pcs + PCS_MAIN] = empty;
+    if (empty > 0) i32[pcs + which] = empty;
     if (slab.barnDecayDue) barnDecay(slab, id, mode);
-    return empty >> 2;
-  }
-  if (empty === 0) {
+    if (empty > 0) return empty >> 2;
     // The barn took the full sheaf but had no empty one: make one (normal mode only).
-    slab.locks.vmInc(VM.barnPut, 1);
-    i32[pcs + PCS_HAND] = 0;
-    if (slab.barnDecayDue) barnDecay(slab, id, mode);
     const s = mode === 0 ? allocSheaf(slab, id, 0) : 0;
-    i32[pcs + PCS_MAIN] = s === 0 ? (slab.hw + H_EMPTY_SHEAF) << 2 : s;
+    slab.i32[pcs + which] = s === 0 ? (slab.hw + H_EMPTY_SHEAF) << 2 : s;
     if (s !== 0) unholdSheaf(slab, s);
     return s >> 2;
   }
-  // The barn is full of full sheaves (or busy): the main comes back, and is flushed to the slabs.
-  i32[pcs + PCS_MAIN] = main;
+  // The barn is full of full sheaves (or busy): the sheaf comes back, and is flushed to the slabs.
+  i32[pcs + which] = full;
   i32[pcs + PCS_HAND] = 0;
   if (mode !== 0) return 0;
   // A noBlock agent that cannot have the list lock frees (defers) the object itself.
-  return flushSheaf(slab, id, main >> 2, 0) ? main >> 2 : 0;
+  return flushSheaf(slab, id, full >> 2, 0) ? full >> 2 : 0;
+}
+
+/**
+ * A remote sheaf with room for one more object (a free of an object whose slab another slot
+ * owns, in normal mode): the one on the pcs line, a new one in place of the placeholder, or an
+ * empty one the barn gave for it when full. Returns its word index, 0 if none could be had (the
+ * caller frees to the main sheaf instead). Local lock held.
+ */
+export function remoteSheafWithRoom(slab: SlabAllocator, id: number, pcs: number): number {
+  const i32 = slab.i32;
+  const r = i32[pcs + PCS_REMOTE]!;
+  if (r === (slab.hw + H_EMPTY_SHEAF) << 2) {
+    const s = allocSheaf(slab, id, 0);
+    if (s === 0) return 0;
+    slab.i32[pcs + PCS_REMOTE] = s;
+    unholdSheaf(slab, s);
+    return s >> 2;
+  }
+  if (i32[(r >> 2) + S_SIZE]! < i32[(r >> 2) + S_CAP]!) return r >> 2;
+  return tradeFull(slab, id, pcs, PCS_REMOTE, 0);
+}
+
+/** Does the pcs line at word `pcs` hold a sheaf (main, spare or remote, not the placeholder)? */
+export function holdsSheaf(slab: SlabAllocator, pcs: number): boolean {
+  const none = (slab.hw + H_EMPTY_SHEAF) << 2;
+  for (const at of PCS_SHEAVES) {
+    const s = slab.i32[pcs + at]!;
+    if (s !== 0 && s !== none) return true;
+  }
+  return false;
+}
+
+/** Is sheaf `s` on the pcs line at word `pcs`: one of its sheaves, or in its hand? */
+export function onPcsLine(i32: Int32Array, pcs: number, s: number): boolean {
+  for (const at of PCS_SHEAVES) if (i32[pcs + at] === s) return true;
+  return i32[pcs + PCS_HAND] === s;
 }
 
 /** Free the objects of sheaf `sw` back to their slabs; the sheaf is left empty. */
@@ -320,19 +363,18 @@ export function flushCpuSheaves(slab: SlabAllocator, id: number, cpu: number, mo
     if (i32[pcs + PCS_LOCKED] !== 0) {
       throw new HeapError(ErrorCode.EDEADLK, `the sheaves of ${cacheName(slab, id)} on cpu ${cpu} are locked by this agent: a hook may not flush them`);
     }
-    if (i32[pcs + PCS_MAIN] === emptyW && i32[pcs + PCS_SPARE] === 0) return true;
+    if (!holdsSheaf(slab, pcs)) return true;
     slab.lockSheaf(pcs);
   }
   try {
-    for (let which = PCS_MAIN; ; which = PCS_SPARE) {
+    for (const which of PCS_SHEAVES) {
       const s = i32[pcs + which]!;
       if (s !== 0 && s !== emptyW) {
         if (!flushSheaf(slab, id, s >> 2, mode)) return false;
         holdSheaf(slab, s);
-        i32[pcs + which] = which === PCS_MAIN ? emptyW : 0;
+        i32[pcs + which] = which === PCS_SPARE ? 0 : emptyW;
         freeSheaf(slab, s, mode);
       }
-      if (which === PCS_SPARE) break;
     }
   } finally {
     if (own) slab.unlockSheaf(pcs);
@@ -366,7 +408,7 @@ export function flushHandSheaf(slab: SlabAllocator, id: number, cpu: number): vo
   slab.i32[hand] = 0;
   for (let c = 0; c < slab.cpus; c++) {
     const pcs = kw + K_HDR_WORDS + c * PCS_WORDS;
-    if (slab.i32[pcs + PCS_MAIN] === s || slab.i32[pcs + PCS_SPARE] === s || slab.i32[pcs + PCS_HAND] === s) return;
+    if (onPcsLine(slab.i32, pcs, s)) return;
   }
   slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
   let found = false;

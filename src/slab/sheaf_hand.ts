@@ -30,11 +30,11 @@
 import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID } from "./sizes.js";
-import { freeSheaf } from "./sheaf.js";
+import { freeSheaf, onPcsLine } from "./sheaf.js";
 import { onDeferredList, onSlabFreelist } from "./debug.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_HDR_WORDS, K_OBJS, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, PAGE_SHIFT, PCS_HAND, PCS_HANDS_NESTED, PCS_MAIN, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_HEAD, PG_SLAB, SHEAF_HANDS_NESTED, S_CACHE, S_NEXT } = layout;
+const { K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_HDR_WORDS, K_OBJS, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, PAGE_SHIFT, PCS_HAND, PCS_HANDS_NESTED, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_HEAD, PG_SLAB, SHEAF_HANDS_NESTED, S_CACHE, S_NEXT } = layout;
 
 /** Sheaf hands a slot has: PCS_HAND, then the nested ones (PCS_HANDS_NESTED). */
 export const SHEAF_HANDS = 1 + SHEAF_HANDS_NESTED;
@@ -128,7 +128,7 @@ function freeHeldSheafObject(slab: SlabAllocator, hand: number, cpu: number): nu
   for (let id = 0; id < slab.maxCaches; id++) {
     for (let c = 0; c < slab.cpus; c++) {
       const pcs = slab.cacheWOf(id) + K_HDR_WORDS + c * PCS_WORDS;
-      if (i32[pcs + PCS_MAIN] === s || i32[pcs + PCS_SPARE] === s || i32[pcs + PCS_HAND] === s) return 0;
+      if (onPcsLine(i32, pcs, s)) return 0;
       if (id === SHEAF_CACHE_ID) for (let k = 0; k < SHEAF_HANDS_NESTED; k++) if (i32[pcs + PCS_HANDS_NESTED + k] === s) return 0;
     }
   }

@@ -51,6 +51,10 @@ export function sheafCapacity(size: number): number {
   return 4;
 }
 
+/** Frees to the slabs (or full sheaves to the barn) between two decay steps of a cache. */
+export const SLAB_DECAY_TICKS = 128;
+/** Pages of empty slabs a cache keeps at most (K_MAX_EMPTY), and at most 1/64 of the zone. */
+export const SLAB_EMPTY_MAX_PAGES = 256;
 /** Fewest sheaves a barn may keep, whatever their objects' size (the kernel's limit). */
 export const BARN_MIN = 10;
 /** Bytes of free objects the full sheaves of a barn may hold before frees go on to the slabs. */

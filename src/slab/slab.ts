@@ -5,8 +5,11 @@
  * sizes straight from the page allocator. Here: the fast paths, slabs, lists; the slab/ contract.
  *
  * WORDS
- *   PCS_MAIN, PCS_SPARE of the pcs line of (cache, slot) and the sheaves they point at: that slot
- *     alone, plain stores. PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
+ *   PCS_MAIN, PCS_SPARE, PCS_REMOTE of the pcs line of (cache, slot) and the sheaves they point at:
+ *     that slot alone, plain stores. PD_OWNER of a slab's pages names the slot whose refill took
+ *     objects from it last (newSlab, takeFromPartial, under the list lock): a free by that slot
+ *     goes to its main sheaf, by another to that slot's remote sheaf, which goes to the barn
+ *     whole. A hint read with no lock, never trusted: any value only picks one of two sheaves. PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
  *     path sets it while it swaps, refills or flushes the sheaves (every flush of this slot's
  *     sheaves too: shrink, cache.shrink, destroy, detach, dying caches), so that a hook
  *     re-entering from inside sees the sheaves busy. PCS_USERS counts that slot's slow paths inside
@@ -75,9 +78,8 @@ import * as layout from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
 import { type PageAllocator } from "../page/page_alloc.js";
-import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
+import { TP } from "../core/trace.js";
 import { debugFree, debugUnlink, isFreeObject, objectCache } from "./debug.js";
-import { cacheName } from "./cache.js";
 import { kfreeNolockSlow, kfreeSlow, kmallocNolockSlow, kmallocSlow } from "./kmalloc.js";
 import { KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, SIZE_INDEX } from "./sizes.js";
 import { pdListAdd, pdListDel } from "../page/buddy.js";
@@ -87,7 +89,7 @@ import { emptySlabTaken, slabDecayLocked } from "./decay.js";
 const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const GFP_KERNEL = GFP.KERNEL;
-const { C_DEFER_HEAD, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_ORDER, K_PARTIAL, K_SIZE, K_TOTAL_OBJS, LOCK, M_REQ, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_OWNER, PD_WORDS, PG_HEAD, PG_INHAND, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, POISON_FREE, RED_ACTIVE, S_CAP, S_OBJS, S_SIZE, VM } = layout;
+const { C_DEFER_HEAD, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_ORDER, K_PARTIAL, K_SIZE, K_TOTAL_OBJS, LOCK, M_REQ, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_OWNER, PD_WORDS, PG_HEAD, PG_INHAND, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, POISON_FREE, RED_ACTIVE, S_CAP, S_OBJS, S_SIZE, VM } = layout;
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
@@ -274,8 +276,11 @@ export class SlabAllocator extends MemView {
 
   /**
    * The free fast path: `addr` must be an object start of a slab page, not carry the free tag, and
-   * its cache's main sheaf on this slot must not be full (the caller has checked its gate: no
-   * sheaf of this slot is locally locked). Plain loads and stores only.
+   * the sheaf it goes to must not be full (the caller has checked its gate: no sheaf of this slot
+   * is locally locked). That is this slot's main sheaf if the slab is this slot's (PD_OWNER of its
+   * pages), else its remote sheaf: an object another slot's refill took is not handed out again
+   * here, next to the objects that slot uses (mimalloc frees to the owning page for the same
+   * reason); the remote sheaf goes to the barn whole. Plain loads and stores only.
    */
   pushFast(addr: number): boolean {
     const i32 = this.i32;
@@ -287,7 +292,7 @@ export class SlabAllocator extends MemView {
     const size = i32[kw + K_SIZE]!;
     const idx = (off * this.f64[(kw + K_INV_SIZE) >> 1]! + 0.5) | 0;
     if (idx * size !== off || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ O_FREE_TAG)) return false;
-    const sw = i32[kw + K_HDR_WORDS + this.cpu * PCS_WORDS + PCS_MAIN]! >> 2;
+    const sw = i32[kw + K_HDR_WORDS + this.cpu * PCS_WORDS + (i32[d + PD_OWNER] === this.cpu ? PCS_MAIN : PCS_REMOTE)]! >> 2;
     const n = i32[sw + S_SIZE]!;
     if (n >= i32[sw + S_CAP]!) return false;
     // sheafPush (sheaf.ts), written out (see sheafPop).
@@ -312,6 +317,7 @@ export class SlabAllocator extends MemView {
       if (pfn === 0) break;
       const d = this.mem.pd(pfn);
       if (i32[d + PD_INUSE] === 0) emptySlabTaken(this, kw);
+      if (i32[d + PD_OWNER] !== this.cpu) this.slabOwn(kw, pfn);
       let obj = i32[d + PD_FREELIST]!;
       // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
       // statements leaves the object at worst on both, at the top of its sheaf, which
@@ -330,6 +336,16 @@ export class SlabAllocator extends MemView {
     }
     i32[kw + K_FREE_OBJS] = i32[kw + K_FREE_OBJS]! - got;
     return got;
+  }
+
+  /**
+   * Slab `pfn` becomes this slot's (PD_OWNER of each page): its objects, taken into this slot's
+   * sheaves, come back to its main sheaf when this slot frees them, to another slot's remote sheaf
+   * when that slot does. A placement hint, never trusted for safety. List lock held.
+   */
+  slabOwn(kw: number, pfn: number): void {
+    const i32 = this.i32;
+    for (let p = 0; p < 1 << i32[kw + K_ORDER]!; p++) i32[this.mem.pd(pfn + p) + PD_OWNER] = this.cpu;
   }
 
   /** Take one object off the first partial slab, or 0; into word `hand` first if not 0. List lock held. */
@@ -414,6 +430,7 @@ export class SlabAllocator extends MemView {
       i32[d + PD_FLAGS] = PG_SLAB;
       i32[d + PD_HEAD] = pfn;
       i32[d + PD_CACHE] = id;
+      i32[d + PD_OWNER] = this.cpu;
     }
     let obj = base;
     let taken = 0;
@@ -572,14 +589,6 @@ export class SlabAllocator extends MemView {
     // Debug: the requested size, once the object's metadata has been checked.
     if (this.i32[kw + K_META] !== 0) return debugFree(this, id, addr, false);
     return this.i32[kw + K_SIZE]!;
-  }
-
-  /* ================================================================= tracing */
-
-  emitObj(id: number, addr: number, size: number, cache: number): void {
-    const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: this.cpu, addr, size };
-    if (cache >= 0) rec.cache = cacheName(this, cache);
-    this.locks.trace.emit(id, rec);
   }
 }
 

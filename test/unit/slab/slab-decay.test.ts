@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Heap, type SlabStats } from "../../../src/index.js";
-import { SLAB_EMPTY_MAX_PAGES } from "../../../src/core/layout.js";
+import { SLAB_EMPTY_MAX_PAGES } from "../../../src/slab/sizes.js";
 
 const MiB = 1 << 20;
 

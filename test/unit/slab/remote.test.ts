@@ -1,0 +1,110 @@
+/*
+ * Remote frees (slab.ts pushFast, sheaf.ts remoteSheafWithRoom): an object whose slab another
+ * slot's refill took (PD_OWNER of its pages) goes to the freeing slot's remote sheaf, never back
+ * out of that slot, and on to the barn whole; detach, shrink, destroy and reclaimSlot flush it
+ * like the main and spare sheaves, and validate() counts it. The owner word is a hint: any value
+ * only picks the sheaf.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Heap, type SlabStats } from "../../../src/index.js";
+import { layersOf } from "../../../src/layers.js";
+import { PD_OWNER, PD_WORDS, PAGE_SHIFT } from "../../../src/core/layout.js";
+
+const MiB = 1 << 20;
+const stats = (h: Heap, name: string): SlabStats => h.stats().slabs.find((c) => c.name === name)!;
+
+test("a free by a slot that does not own the object's slab goes to its remote sheaf, and that slot does not hand it out again", () => {
+  const h0 = Heap.create({ size: 16 * MiB, cpus: 2 });
+  const h1 = Heap.attach(h0.buffer);
+  const a = h0.kmalloc(64); // a slab h0's refill took: h0 owns it
+  h1.kfree(a);
+  assert.equal(stats(h0, "kmalloc-64").sheafObjects, 60, "h0's main sheaf (59) and h1's remote sheaf (1)");
+  // h0 frees its own object back to its main sheaf: a pair on h0 hands the same object out again.
+  const b = h0.kmalloc(64);
+  h0.kfree(b);
+  assert.equal(h0.kmalloc(64), b);
+  h0.kfree(b);
+  const mine: number[] = [];
+  for (let i = 0; i < 200; i++) mine.push(h1.kmalloc(64));
+  assert.ok(!mine.includes(a), "h1 never handed out the object it freed for h0");
+  h0.validate();
+  for (const x of mine) h1.kfree(x);
+  h0.validate();
+  h1.detach(); // its main, spare and remote sheaves back to the slabs
+  h0.shrink();
+  assert.equal(h0.stats().freePages, h0.stats().totalPages);
+  h0.validate();
+  h0.detach();
+});
+
+test("a full remote sheaf goes to the barn whole, where the owner's refill takes it", () => {
+  const h0 = Heap.create({ size: 16 * MiB, cpus: 2 });
+  const h1 = Heap.attach(h0.buffer);
+  const objs: number[] = [];
+  for (let i = 0; i < 240; i++) objs.push(h0.kmalloc(64));
+  const v0 = h0.stats().vmstat;
+  for (const x of objs) h1.kfree(x); // 240 remote frees: 4 sheaves of 60
+  const v1 = h0.stats().vmstat;
+  // The first remote sheaf is made; each time it is full, the barn takes it for an empty one.
+  assert.equal(v1.barnPut - v0.barnPut, 3);
+  assert.equal(v1.sheafFlush - v0.sheafFlush, 0, "nothing went one object at a time to the slabs");
+  const s = stats(h0, "kmalloc-64");
+  assert.equal(s.barnFull, 3);
+  assert.equal(s.activeObjects, 0);
+  h0.validate();
+  // h0 empties its main sheaf and takes a full one from the barn: h1's remote frees, its own objects.
+  const back = new Set<number>();
+  for (let i = 0; i < 240; i++) back.add(h0.kmalloc(64));
+  assert.ok(objs.slice(0, 180).every((x) => back.has(x)), "the three sheaves the barn took came back to h0");
+  for (const x of back) h0.kfree(x);
+  h1.shrink();
+  h0.shrink();
+  assert.equal(h0.stats().freePages, h0.stats().totalPages);
+  h0.validate();
+  h1.detach();
+  h0.detach();
+});
+
+test("reclaimSlot and destroy flush a remote sheaf; a named cache waits for it before it is released", () => {
+  const h0 = Heap.create({ size: 16 * MiB, cpus: 3 });
+  const h1 = Heap.attach(h0.buffer);
+  const c0 = h0.createCache("remote-objs", 40);
+  const c1 = h1.findCache("remote-objs")!;
+  const objs: number[] = [];
+  for (let i = 0; i < 10; i++) objs.push(c0.alloc());
+  for (const x of objs) c1.free(x); // h1's remote sheaf of the cache
+  assert.equal(stats(h0, "remote-objs").activeObjects, 0);
+  c0.destroy(); // no live objects: dying until h1 gives its sheaves back
+  assert.ok(h0.stats().slabs.some((s) => s.name === "remote-objs"), "h1's remote sheaf keeps the cache dying");
+  h1.shrink();
+  assert.ok(!h0.stats().slabs.some((s) => s.name === "remote-objs"), "released once h1 flushed its remote sheaf");
+  // reclaimSlot of a slot whose remote sheaf holds kmalloc objects returns them.
+  const ks: number[] = [];
+  for (let i = 0; i < 30; i++) ks.push(h0.kmalloc(128));
+  for (const x of ks) h1.kfree(x);
+  const report = h0.reclaimSlot(h1.cpu);
+  assert.ok(report.objects >= 30, `the remote sheaf's 30 objects are returned (${report.objects})`);
+  h0.shrink();
+  assert.equal(h0.stats().freePages, h0.stats().totalPages);
+  h0.validate();
+  h0.detach();
+});
+
+test("the owner word is a hint: a stray value sends a free to the remote sheaf and validate() still holds", () => {
+  const h = Heap.create({ size: 16 * MiB, cpus: 2 });
+  const { slab } = layersOf(h);
+  const a = h.kmalloc(32);
+  const b = h.kmalloc(32);
+  slab.i32[slab.descW + (a >>> PAGE_SHIFT) * PD_WORDS + PD_OWNER] = 12345;
+  h.kfree(a);
+  const c = h.kmalloc(32);
+  assert.notEqual(c, a, "the remote sheaf keeps it");
+  h.validate();
+  h.kfree(b);
+  h.kfree(c);
+  h.shrink();
+  assert.equal(h.stats().freePages, h.stats().totalPages);
+  h.validate();
+  h.detach();
+});
