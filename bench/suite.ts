@@ -320,8 +320,11 @@ function machineScaling(id: string): number {
 /** Note for a missed 2-worker scaling target when the machine itself did not scale around it. */
 function scalingNote(id: string): string | undefined {
   const m = machineScaling(id);
-  return Number.isFinite(m) && m < 1.8 ? `inconclusive: the machine checks around it gave 2 workers ${fmtRatio(m)}` : undefined;
+  return Number.isFinite(m) && m < MACHINE_SCALING_MIN ? `inconclusive: the machine checks around it gave 2 workers ${fmtRatio(m)}` : undefined;
 }
+/** The 2-worker scaling every workload and pair should reach, where the machine checks around it gave MACHINE_SCALING_MIN. */
+const SCALING_TARGET = 1.85;
+const MACHINE_SCALING_MIN = 1.9;
 {
   const rows: string[][] = [];
   const data: Record<string, unknown>[] = [];
@@ -361,12 +364,12 @@ function scalingNote(id: string): string | undefined {
     const ns1 = 1e9 / m1.value;
     const ns2 = 2e9 / m2.value;
     const scaling = m2.value / m1.value;
-    const t1 = order === 0 ? target("pages", "order-0 pcp pair, 1 worker", "< 40 ns", `${fmtNs(ns1)} ns`, ns1, ns1 < 40) : "";
+    const t1 = order === 0 ? target("pages", "order-0 pcp pair, 1 worker", "<= 15 ns", `${fmtNs(ns1)} ns`, ns1, ns1 <= 15) : "";
     const id2 = `pages/o${order}/T2`;
     const mach = machineScaling(id2);
     const t2 =
       order === 0
-        ? target("pages", "order-0 pcp pairs, 2 workers / 1 worker", ">= 1.8x", fmtRatio(scaling), scaling, scaling >= 1.8, scalingNote(id2))
+        ? target("pages", "order-0 pcp pairs, 2 workers / 1 worker", `>= ${SCALING_TARGET}x`, fmtRatio(scaling), scaling, scaling >= SCALING_TARGET, scalingNote(id2))
         : order === 4
           ? target("pages", "order-4 pcp pairs, 2 workers / 1 worker", ">= 1.5x", fmtRatio(scaling), scaling, scaling >= 1.5, scalingNote(id2))
           : "no target: one zone lock";
@@ -407,8 +410,10 @@ function scalingNote(id: string): string | undefined {
     const scaling = m2.value / m1.value;
     const id2 = `kmalloc/${key}/T2`;
     const mach = machineScaling(id2);
-    rows.push([label, "1", fmtRate(m1.value), fmtNs(ns1), "", "", target("kmalloc", `${label}, 1 worker`, "< 20 ns", `${fmtNs(ns1)} ns`, ns1, ns1 < 20)]);
-    rows.push([label, "2", fmtRate(m2.value), fmtNs(ns2), fmtRatio(scaling), fmtRatio(mach), target("kmalloc", `${label}, 2 workers / 1 worker`, ">= 1.8x", fmtRatio(scaling), scaling, scaling >= 1.8, scalingNote(id2))]);
+    // The 64 B pair: at most 10 ns; the batches, which reach the barn and the slabs, under 20 ns.
+    const goal = key === "lifo" ? 10 : 20;
+    rows.push([label, "1", fmtRate(m1.value), fmtNs(ns1), "", "", target("kmalloc", `${label}, 1 worker`, `<= ${goal} ns`, `${fmtNs(ns1)} ns`, ns1, ns1 <= goal)]);
+    rows.push([label, "2", fmtRate(m2.value), fmtNs(ns2), fmtRatio(scaling), fmtRatio(mach), target("kmalloc", `${label}, 2 workers / 1 worker`, `>= ${SCALING_TARGET}x`, fmtRatio(scaling), scaling, scaling >= SCALING_TARGET, scalingNote(id2))]);
     data.push({ pattern: key, workers: 1, pairsPerSec: m1, nsPerPair: ns1 }, { pattern: key, workers: 2, pairsPerSec: m2, nsPerPairPerWorker: ns2, scaling, machineScaling: mach });
   }
   sections.kmalloc = {
@@ -640,7 +645,10 @@ for (const wl of WORKLOADS) {
       let scaleNote = "";
       if (T > 1) {
         const one = byT.get(1)!;
-        scaleNote = scaleKinds.map((k) => fmtRatio(m[k].value / one[k].value)).join(" / ") + ` (machine ${fmtRatio(machineScaling(`${wl.name}/shmalloc/T${T}`))})`;
+        const id2 = `${wl.name}/shmalloc/T${T}`;
+        scaleNote = scaleKinds.map((k) => fmtRatio(m[k].value / one[k].value)).join(" / ") + ` (machine ${fmtRatio(machineScaling(id2))})`;
+        const scaling = m.shmalloc.value / one.shmalloc.value;
+        target("peers", `${wl.name}, 2 workers / 1 worker (shmalloc)`, `>= ${SCALING_TARGET}x`, fmtRatio(scaling), scaling, scaling >= SCALING_TARGET, scalingNote(id2));
       }
       add(wl.name, T, m, scaleNote);
     }
@@ -720,7 +728,7 @@ const targetTable: Table = {
   title: "Targets",
   columns: ["section", "target", "goal", "measured", "result", "note"],
   rows: targets.map((t) => [t.section, t.what, t.target, t.measured, passMiss(t.pass), t.note ?? ""]),
-  notes: ["a 2-worker scaling target missed while a machine check just before or after it did not reach 1.8x either is marked inconclusive"],
+  notes: ["a 2-worker scaling target missed while a machine check just before or after it did not reach 1.9x either is marked inconclusive"],
 };
 
 const SECTION_ORDER = ["machine", "pages", "kmalloc", "nolock", "storm", "rcu", "glibc-simple", "pair-64", "larson", "xmalloc-test", "mstress", "cache-scratch", "alloc-test", "peers"];
