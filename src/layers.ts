@@ -54,6 +54,8 @@ export function buildLayers(init: MmInit): Layers {
     slab.updateFastOff();
     rcu.updateFastOff();
   };
+  // The gates as the heap stands (fault injection from the header on attach, the debug flags).
+  locks.onChange();
   slab.rcuSlowWork = () => rcuSlowWork(rcu);
   slab.beforeDestroy = () => rcu.barrierIfPending();
   pages.reclaimSlabs = () => reclaimSlabs(slab);
