@@ -30,3 +30,11 @@ export function unchanged(h: Heap, want: string, fn: () => unknown): void {
   assert.equal(figures(h), before, "the heap changed");
   h.validate();
 }
+
+/** Nothing is live: after this handle's shrink(), validate() holds and every page is free. */
+export function allPagesFree(h: Heap): void {
+  h.shrink();
+  h.validate();
+  const s = h.stats();
+  assert.equal(s.freePages, s.totalPages, "a page is lost or still held");
+}

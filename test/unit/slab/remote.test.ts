@@ -10,6 +10,7 @@ import { test } from "node:test";
 import { Heap, type SlabStats } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
 import { PD_OWNER, PD_WORDS, PAGE_SHIFT } from "../../../src/core/layout.js";
+import { allPagesFree } from "../../support/check.js";
 
 const MiB = 1 << 20;
 const stats = (h: Heap, name: string): SlabStats => h.stats().slabs.find((c) => c.name === name)!;
@@ -32,9 +33,7 @@ test("a free by a slot that does not own the object's slab goes to its remote sh
   for (const x of mine) h1.kfree(x);
   h0.validate();
   h1.detach(); // its main, spare and remote sheaves back to the slabs
-  h0.shrink();
-  assert.equal(h0.stats().freePages, h0.stats().totalPages);
-  h0.validate();
+  allPagesFree(h0);
   h0.detach();
 });
 
@@ -59,9 +58,7 @@ test("a full remote sheaf goes to the barn whole, where the owner's refill takes
   assert.ok(objs.slice(0, 180).every((x) => back.has(x)), "the three sheaves the barn took came back to h0");
   for (const x of back) h0.kfree(x);
   h1.shrink();
-  h0.shrink();
-  assert.equal(h0.stats().freePages, h0.stats().totalPages);
-  h0.validate();
+  allPagesFree(h0);
   h1.detach();
   h0.detach();
 });
@@ -85,9 +82,7 @@ test("reclaimSlot and destroy flush a remote sheaf; a named cache waits for it b
   for (const x of ks) h1.kfree(x);
   const report = h0.reclaimSlot(h1.cpu);
   assert.ok(report.objects >= 30, `the remote sheaf's 30 objects are returned (${report.objects})`);
-  h0.shrink();
-  assert.equal(h0.stats().freePages, h0.stats().totalPages);
-  h0.validate();
+  allPagesFree(h0);
   h0.detach();
 });
 
@@ -103,8 +98,6 @@ test("the owner word is a hint: a stray value sends a free to the remote sheaf a
   h.validate();
   h.kfree(b);
   h.kfree(c);
-  h.shrink();
-  assert.equal(h.stats().freePages, h.stats().totalPages);
-  h.validate();
+  allPagesFree(h);
   h.detach();
 });
