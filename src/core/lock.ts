@@ -13,7 +13,8 @@
  *   While this agent can re-enter (it has a reentry hook or a trace handler), every lock it takes is
  *   counted per class in C_HELD (lockdep's held_locks); a normal call that would take a lock of
  *   class c while this agent holds any lock of class c or later throws EDEADLK before it changes
- *   anything (assertCanLock). Nolock calls only trylock, so they may run in any state. A lock held
+ *   anything (assertCanLock); so does one while another handle of this agent holds such a lock of a
+ *   class other slots wait on (not sheaf or pcp). Nolock calls only trylock: any state will do. A lock held
  *   by this slot, or by another handle of this agent (a hook of one handle calling another), is
  *   never waited for: EDEADLK at once (agentHandles, the agent's handles on each heap).
  *   - lock(): compareExchange(0 -> owner); on failure spin read-only (test-and-test-and-set) for
@@ -57,7 +58,7 @@ import { type Mem, MemView, type MmInit } from "./mem.js";
 import { type TraceRecord, TraceState, TP, TRACE_EVENTS } from "./trace.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_FAIL_STATE, C_FLAGS, C_FLAG_NOBLOCK, C_GEN, C_HELD, C_HELD_MASK, C_STATE, C_STATE_DEAD, C_STATE_FREE, C_VMSTAT, H_FAIL_RATE, LOCK, LOCK_CLASSES, LOCK_NAMES, VM, Z_SIZE } = layout;
+const { C_FAIL_STATE, C_FLAGS, C_FLAG_NOBLOCK, C_GEN, C_HELD, C_HELD_MASK, C_STATE, C_STATE_DEAD, C_STATE_FREE, C_VMSTAT, H_FAIL_RATE, LOCK, LOCK_NAMES, VM, Z_SIZE } = layout;
 
 export { agentCanBlock, type MmInit, type WasmMemory } from "./mem.js";
 
@@ -103,6 +104,10 @@ const agentHandles = new WeakMap<object, Array<WeakRef<Locks>>>();
  * by their offset. */
 function handlesKey(h: Locks): object {
   return h.mem.memory ?? h.mem.buffer;
+}
+/** The names of the lock classes in a C_HELD_MASK value, for an EDEADLK message. */
+function heldNames(mask: number): string {
+  return LOCK_NAMES.filter((_, c) => (mask & (1 << c)) !== 0).join(", ");
 }
 
 export class Locks extends MemView {
@@ -155,6 +160,8 @@ export class Locks extends MemView {
   /** A lock word checkLockWord found owned by a free slot, and its value: corrupt if seen again. */
   private suspectLock: number;
   private suspectValue: number;
+  /** This agent's handles on this heap's buffer, this one included (agentHandles' shared list). */
+  private siblings: Array<WeakRef<Locks>>;
 
   constructor(mem: Mem, init: MmInit) {
     super(mem);
@@ -179,12 +186,17 @@ export class Locks extends MemView {
     this.suspectLock = -1;
     this.suspectValue = 0;
     const key = handlesKey(this);
-    const list = (agentHandles.get(key) ?? []).filter((r) => {
+    // One list per heap buffer, pruned in place, so every handle's `siblings` is the same array.
+    let list = agentHandles.get(key);
+    if (list === undefined) agentHandles.set(key, (list = []));
+    let n = 0;
+    for (const r of list) {
       const h = r.deref();
-      return h !== undefined && !h.detached;
-    });
+      if (h !== undefined && !h.detached) list[n++] = r;
+    }
+    list.length = n;
     list.push(new WeakRef(this));
-    agentHandles.set(key, list);
+    this.siblings = list;
   }
 
   /** This agent's live handles on this heap, this one included. */
@@ -238,14 +250,31 @@ export class Locks extends MemView {
   assertCanLock(cls: number): void {
     const mask = this.i32[this.pcpuW + C_HELD_MASK]!;
     if (mask >>> cls !== 0) this.deadlock(cls, mask);
+    if (this.siblings.length > 1) this.assertSiblingsCanLock(cls);
+  }
+
+  /**
+   * assertCanLock for the locks this agent's other handles on this heap hold (their C_HELD_MASK,
+   * counted while they can re-enter, which is how a call of this handle can start under them):
+   * the shared classes only, as a lock of them may be the one this call would wait for.
+   */
+  private assertSiblingsCanLock(cls: number): void {
+    for (const r of this.siblings) {
+      const h = r.deref();
+      if (h === undefined || h === this || h.detached || h.offset !== this.offset) continue;
+      const held = this.i32[h.pcpuW + C_HELD_MASK]! & ~((1 << LOCK.sheaf) | (1 << LOCK.pcp));
+      if (held >>> cls === 0) continue;
+      throw new HeapError(
+        ErrorCode.EDEADLK,
+        `cpu ${h.cpu}, another handle of this agent, holds a ${heldNames(held)} lock that this call (it would take a ${LOCK_NAMES[cls]} lock) may need: it would wait for itself; from its hook or trace handler use the nolock calls`,
+      );
+    }
   }
 
   private deadlock(cls: number, mask: number): never {
-    const held: string[] = [];
-    for (let c = 0; c < LOCK_CLASSES; c++) if (mask & (1 << c)) held.push(LOCK_NAMES[c]!);
     throw new HeapError(
       ErrorCode.EDEADLK,
-      `cpu ${this.cpu} would take a ${LOCK_NAMES[cls]} lock while holding ${held.join(", ")}: ` +
+      `cpu ${this.cpu} would take a ${LOCK_NAMES[cls]} lock while holding ${heldNames(mask)}: ` +
         "from a hook or trace handler use the nolock calls",
     );
   }
@@ -353,8 +382,8 @@ export class Locks extends MemView {
     }
     // Held by another handle of this agent (a hook of one handle calling another): it cannot let
     // go while this agent waits.
-    const mine = agentHandles.get(handlesKey(this));
-    for (let k = 0; mine !== undefined && k < mine.length; k++) {
+    const mine = this.siblings;
+    for (let k = 0; k < mine.length; k++) {
       const h = mine[k]!.deref();
       if (h !== undefined && h !== this && !h.detached && h.offset === this.offset && h.me === (v & LOCK_OWNER_MASK)) {
         throw new HeapError(ErrorCode.EDEADLK, `the ${LOCK_NAMES[cls]} lock is held by cpu ${h.cpu}, another handle of this agent: it would wait for itself`);

@@ -371,8 +371,12 @@ export class PageAllocator extends MemView {
     if (this.u32[this.hw + H_FAIL_RATE] !== 0 && this.locks.shouldFail()) return 0;
     if (order <= PCP_LIST_MAX_ORDER) {
       if (pcpEnter(this)) {
-        const pfn = rmqueuePcp(this, order, gfp);
-        pcpExit(this);
+        let pfn = 0;
+        try {
+          pfn = rmqueuePcp(this, order, gfp);
+        } finally {
+          pcpExit(this); // a throw inside (a lock another handle of this agent holds) leaves the section too
+        }
         if (pfn !== 0) return pfn;
       } else {
         this.locks.vmInc(VM.pcpTrylockFail, 1);
@@ -472,11 +476,14 @@ export class PageAllocator extends MemView {
     this.u32[this.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     if (order <= PCP_LIST_MAX_ORDER) {
       if (pcpEnter(this)) {
-        const count = this.pcpPush(pfn, order);
-        // A block of a high order can pass high by more than a batch: drain down to high at least.
-        const high = this.u32[this.hw + Z_PCP_HIGH]!;
-        if (!nolock && count > high) pcpDrain(this, this.cpu, Math.max(this.u32[this.hw + Z_PCP_BATCH]!, count - high));
-        pcpExit(this);
+        try {
+          const count = this.pcpPush(pfn, order);
+          // A block of a high order can pass high by more than a batch: drain down to high at least.
+          const high = this.u32[this.hw + Z_PCP_HIGH]!;
+          if (!nolock && count > high) pcpDrain(this, this.cpu, Math.max(this.u32[this.hw + Z_PCP_BATCH]!, count - high));
+        } finally {
+          pcpExit(this);
+        }
         if (!nolock && this.i32[this.hw + Z_DEFER_HEAD] !== 0) drainDeferred(this);
         return;
       }

@@ -112,9 +112,12 @@ export function drainPcpOf(pa: PageAllocator, cpu: number): void {
   if (pa.u32[c + C_PCP_COUNT] === 0) return;
   if (cpu === pa.cpu) {
     if (!pcpEnter(pa)) return;
-    const count = pa.u32[c + C_PCP_COUNT]!;
-    if (count !== 0) pcpDrain(pa, cpu, count);
-    pcpExit(pa);
+    try {
+      const count = pa.u32[c + C_PCP_COUNT]!;
+      if (count !== 0) pcpDrain(pa, cpu, count);
+    } finally {
+      pcpExit(pa);
+    }
     return;
   }
   if (!pcpLockRemote(pa, cpu, PCP_REMOTE_SPINS)) return;

@@ -261,8 +261,9 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
         if (named) cacheExit(slab, id);
       }
     } catch (e) {
-      // A noBlock agent that gave up on a lock changed nothing: the object waits for a later drain.
-      if (e instanceof HeapError && e.code === ErrorCode.EAGAIN) {
+      // A noBlock agent that gave up on a lock, or a lock another handle of this agent holds
+      // (EDEADLK, raised before anything changed): the object waits for a later drain.
+      if (e instanceof HeapError && (e.code === ErrorCode.EAGAIN || e.code === ErrorCode.EDEADLK)) {
         deferObject(slab, obj);
         gaveUp = true;
       } else {
@@ -400,6 +401,9 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   }
   const debug = slab.i32[slab.cacheWOf(id) + K_META] !== 0;
   if (debug) {
+    // The checks that refuse a normal free (EDEADLK) come before the object is poisoned and
+    // marked free: a refused free leaves it as it was, still the caller's.
+    if (mode === 0) slabCheckLocks(slab, id);
     debugFree(slab, id, addr, true);
     try {
       kfreeTail(slab, id, addr, want, mode);
@@ -481,12 +485,8 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
   return prepObject(slab, id, obj, gfp, req, 0);
 }
 
-/**
- * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
- * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
- * slot's housekeeping: deferred frees and dying caches.
- */
-export function slabSlowEntry(slab: SlabAllocator, id: number): void {
+/** EDEADLK, nothing changed, when a normal slab call on cache `id` would wait for this agent: its sheaves locally locked, or a barn, list, pcp or zone lock held. */
+export function slabCheckLocks(slab: SlabAllocator, id: number): void {
   if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) {
     throw new HeapError(
       ErrorCode.EDEADLK,
@@ -494,6 +494,15 @@ export function slabSlowEntry(slab: SlabAllocator, id: number): void {
     );
   }
   slab.locks.assertCanLock(LOCK.barn);
+}
+
+/**
+ * Entry checks of every normal slab slow path: this cache's sheaves are not locked by this slot
+ * (we are not inside a hook of its own slow path), no barn/list/pcp/zone lock is held; then the
+ * slot's housekeeping: deferred frees and dying caches.
+ */
+export function slabSlowEntry(slab: SlabAllocator, id: number): void {
+  slabCheckLocks(slab, id);
   slab.syncGates();
   if (slab.i32[slab.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(slab);
   if (slab.i32[slab.hw + CT_NR_DYING] !== 0) flushDyingCaches(slab);
