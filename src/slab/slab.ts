@@ -6,10 +6,10 @@
  *
  * WORDS
  *   PCS_MAIN, PCS_SPARE, PCS_REMOTE of the pcs line of (cache, slot) and the sheaves they point at:
- *     that slot alone, plain stores. PD_OWNER of a slab's pages names the slot whose refill took
- *     objects from it last (newSlab, takeFromPartial, under the list lock): a free by that slot
- *     goes to its main sheaf, by another to that slot's remote sheaf, which goes to the barn
- *     whole. A hint read with no lock, never trusted: any value only picks one of two sheaves. PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
+ *     that slot alone, plain stores. PD_OWNER of a slab's pages names the slot that made it, or
+ *     took objects from it while it was empty (newSlab, takeFromPartial, under the list lock): a
+ *     free by that slot goes to its main sheaf, by another to that slot's remote sheaf, which goes
+ *     to the barn whole. A hint read with no lock, never trusted: it only picks one of two sheaves. PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
  *     path sets it while it swaps, refills or flushes the sheaves (every flush of this slot's
  *     sheaves too: shrink, cache.shrink, destroy, detach, dying caches), so that a hook
  *     re-entering from inside sees the sheaves busy. PCS_USERS counts that slot's slow paths inside
@@ -316,8 +316,12 @@ export class SlabAllocator extends MemView {
       const pfn = i32[kw + K_PARTIAL]!;
       if (pfn === 0) break;
       const d = this.mem.pd(pfn);
-      if (i32[d + PD_INUSE] === 0) emptySlabTaken(this, kw);
-      if (i32[d + PD_OWNER] !== this.cpu) this.slabOwn(kw, pfn);
+      // An empty slab becomes this slot's; a slab with objects in use keeps its owner, so that the
+      // few objects left in another slot's slab do not send that slot's frees to its remote sheaf.
+      if (i32[d + PD_INUSE] === 0) {
+        emptySlabTaken(this, kw);
+        if (i32[d + PD_OWNER] !== this.cpu) this.slabOwn(kw, pfn);
+      }
       let obj = i32[d + PD_FREELIST]!;
       // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
       // statements leaves the object at worst on both, at the top of its sheaf, which
@@ -339,9 +343,9 @@ export class SlabAllocator extends MemView {
   }
 
   /**
-   * Slab `pfn` becomes this slot's (PD_OWNER of each page): its objects, taken into this slot's
-   * sheaves, come back to its main sheaf when this slot frees them, to another slot's remote sheaf
-   * when that slot does. A placement hint, never trusted for safety. List lock held.
+   * Empty slab `pfn` becomes this slot's (PD_OWNER of each page): its objects come back to this
+   * slot's main sheaf when this slot frees them, to another slot's remote sheaf when that slot
+   * does. A placement hint, never trusted for safety. List lock held.
    */
   slabOwn(kw: number, pfn: number): void {
     const i32 = this.i32;

@@ -2,8 +2,8 @@
  * Remote frees (slab.ts pushFast, sheaf.ts remoteSheafWithRoom): an object whose slab another
  * slot's refill took (PD_OWNER of its pages) goes to the freeing slot's remote sheaf, never back
  * out of that slot, and on to the barn whole; detach, shrink, destroy and reclaimSlot flush it
- * like the main and spare sheaves, and validate() counts it. The owner word is a hint: any value
- * only picks the sheaf.
+ * like the main and spare sheaves, and validate() counts it. A slab changes owner only while it is
+ * empty. The owner word is a hint: any value only picks the sheaf.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -100,4 +100,33 @@ test("the owner word is a hint: a stray value sends a free to the remote sheaf a
   h.kfree(c);
   allPagesFree(h);
   h.detach();
+});
+
+test("two slots whose sheaves share a slab each get their own frees back: alternating batches take no slow path", () => {
+  const a = Heap.create({ size: 16 * MiB, cpus: 2 });
+  const b = Heap.attach(a.buffer);
+  const xa = new Int32Array(32);
+  const xb = new Int32Array(32);
+  const round = (h: Heap, x: Int32Array): void => {
+    for (let i = 0; i < 32; i++) x[i] = h.kmalloc(64);
+    for (let i = 31; i >= 0; i--) h.kfree(x[i]!);
+  };
+  // b's first refill takes the objects a's new slab had left (a slab with objects in use): the
+  // slab stays a's, so a's frees keep going to a's main sheaf.
+  for (let r = 0; r < 10; r++) {
+    round(a, xa);
+    round(b, xb);
+  }
+  const v0 = a.stats().vmstat;
+  for (let r = 0; r < 1000; r++) {
+    round(a, xa);
+    round(b, xb);
+  }
+  const v1 = a.stats().vmstat;
+  assert.equal(v1.barnPut - v0.barnPut, 0, "no sheaf went to the barn");
+  assert.equal(v1.barnGet - v0.barnGet, 0);
+  assert.equal(v1.sheafRefill - v0.sheafRefill, 0);
+  b.detach();
+  allPagesFree(a);
+  a.detach();
 });
