@@ -105,6 +105,8 @@ const agentHandles = new WeakMap<object, Array<WeakRef<Locks>>>();
 function handlesKey(h: Locks): object {
   return h.mem.memory ?? h.mem.buffer;
 }
+/** The lock classes other slots wait on: all but the per-slot sheaf and pcp locks. */
+const SHARED_CLASSES = ~((1 << LOCK.sheaf) | (1 << LOCK.pcp));
 /** The names of the lock classes in a C_HELD_MASK value, for an EDEADLK message. */
 function heldNames(mask: number): string {
   return LOCK_NAMES.filter((_, c) => (mask & (1 << c)) !== 0).join(", ");
@@ -250,25 +252,21 @@ export class Locks extends MemView {
   assertCanLock(cls: number): void {
     const mask = this.i32[this.pcpuW + C_HELD_MASK]!;
     if (mask >>> cls !== 0) this.deadlock(cls, mask);
-    if (this.siblings.length > 1) this.assertSiblingsCanLock(cls);
+    const h = this.siblings.length > 1 ? this.siblingHolding(cls) : null;
+    if (h === null) return;
+    const held = heldNames(this.i32[h.pcpuW + C_HELD_MASK]! & SHARED_CLASSES);
+    throw new HeapError(ErrorCode.EDEADLK, `cpu ${h.cpu}, another handle of this agent, holds a ${held} lock that this call (it would take a ${LOCK_NAMES[cls]} lock) may need: it would wait for itself; from its hook or trace handler use the nolock calls`);
   }
 
-  /**
-   * assertCanLock for the locks this agent's other handles on this heap hold (their C_HELD_MASK,
-   * counted while they can re-enter, which is how a call of this handle can start under them):
-   * the shared classes only, as a lock of them may be the one this call would wait for.
-   */
-  private assertSiblingsCanLock(cls: number): void {
+  /** This agent's other handle on this heap holding a shared lock of class `cls` or later (its
+   * C_HELD_MASK, counted while it can re-enter: how a call of this one starts under it), or null. */
+  private siblingHolding(cls: number): Locks | null {
     for (const r of this.siblings) {
       const h = r.deref();
       if (h === undefined || h === this || h.detached || h.offset !== this.offset) continue;
-      const held = this.i32[h.pcpuW + C_HELD_MASK]! & ~((1 << LOCK.sheaf) | (1 << LOCK.pcp));
-      if (held >>> cls === 0) continue;
-      throw new HeapError(
-        ErrorCode.EDEADLK,
-        `cpu ${h.cpu}, another handle of this agent, holds a ${heldNames(held)} lock that this call (it would take a ${LOCK_NAMES[cls]} lock) may need: it would wait for itself; from its hook or trace handler use the nolock calls`,
-      );
+      if ((this.i32[h.pcpuW + C_HELD_MASK]! & SHARED_CLASSES) >>> cls !== 0) return h;
     }
+    return null;
   }
 
   private deadlock(cls: number, mask: number): never {
@@ -279,9 +277,9 @@ export class Locks extends MemView {
     );
   }
 
-  /** Does this agent hold any lock of class `cls` or later? */
+  /** Does this agent hold any lock of class `cls` or later (another handle of it: a shared one)? */
   holdsFrom(cls: number): boolean {
-    return this.i32[this.pcpuW + C_HELD_MASK]! >>> cls !== 0;
+    return this.i32[this.pcpuW + C_HELD_MASK]! >>> cls !== 0 || (this.siblings.length > 1 && this.siblingHolding(cls) !== null);
   }
 
   /*

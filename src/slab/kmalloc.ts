@@ -505,7 +505,9 @@ export function slabSlowEntry(slab: SlabAllocator, id: number): void {
   slabCheckLocks(slab, id);
   slab.syncGates();
   if (slab.i32[slab.pcpuW + C_DEFER_HEAD] !== 0) drainDeferredObjects(slab);
-  if (slab.i32[slab.hw + CT_NR_DYING] !== 0) flushDyingCaches(slab);
+  // Housekeeping that needs the cache table lock waits for a call that may take it (not one from
+  // a hook of a ctable holder, this handle or another of this agent: it would throw half-way).
+  if (slab.i32[slab.hw + CT_NR_DYING] !== 0 && !slab.locks.holdsFrom(LOCK.ctable)) flushDyingCaches(slab);
   if (slab.i32[slab.pcpuW + C_RCU_WAIT] !== 0) slab.rcuSlowWork();
 }
 

@@ -141,11 +141,12 @@ function tradeFull(slab: SlabAllocator, id: number, pcs: number, which: number, 
   // or it is back on the pcs line.
   i32[pcs + PCS_HAND] = full;
   i32[pcs + which] = (slab.hw + H_EMPTY_SHEAF) << 2;
-  const empty = barnPutFull(slab, id, full, mode);
+  const empty = barnPutFull(slab, id, full, mode, pcs + PCS_HAND);
   if (empty >= 0) {
     slab.locks.vmInc(VM.barnPut, 1);
-    i32[pcs + PCS_HAND] = 0;
+    // The empty sheaf is in the hand: on the pcs line first, then out of the hand.
     if (empty > 0) i32[pcs + which] = empty;
+    i32[pcs + PCS_HAND] = 0;
     if (slab.barnDecayDue) barnDecay(slab, id, mode);
     if (empty > 0) return empty >> 2;
     // The barn took the full sheaf but had no empty one: make one (normal mode only).
@@ -226,9 +227,9 @@ export function barnGetFull(slab: SlabAllocator, id: number, mode: number): numb
   const kw = slab.cacheWOf(id);
   if (i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek: an empty barn is not worth the lock
   if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return 0;
-  const s = barnPop(slab, kw + K_BARN_FULL);
-  // In this slot's hand (PCS_HAND) until the caller puts it on the pcs line and clears the word.
-  i32[slab.pcsW(id) + PCS_HAND] = s;
+  // In this slot's hand (PCS_HAND) before it leaves the list, until the caller puts it on the pcs
+  // line and clears the word.
+  const s = barnPop(slab, kw + K_BARN_FULL, slab.pcsW(id) + PCS_HAND);
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   return s;
 }
@@ -237,14 +238,16 @@ export function barnGetFull(slab: SlabAllocator, id: number, mode: number): numb
  * Give a full sheaf to the barn and take an empty one: returns the empty sheaf's address, 0 if
  * the barn took the full sheaf but had no empty one, -1 if it took nothing.
  */
-export function barnPutFull(slab: SlabAllocator, id: number, full: number, mode: number): number {
+export function barnPutFull(slab: SlabAllocator, id: number, full: number, mode: number, hand: number): number {
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
   if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) return -1;
   let empty = -1;
   if (i32[kw + K_BARN_NR_FULL]! < i32[kw + K_BARN_CAP]! && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
     barnPush(slab, kw + K_BARN_FULL, full);
-    empty = barnPop(slab, kw + K_BARN_EMPTY);
+    // The hand held the full sheaf, which the barn has now; it takes the empty one before that
+    // leaves its list, so a kill here leaves no sheaf on no list and in no hand.
+    empty = barnPop(slab, kw + K_BARN_EMPTY, hand);
     // Frees that stop at the barn tick the slab decay too (the caller runs the step).
     const ticks = i32[kw + K_BARN_TICKS]! + 1;
     i32[kw + K_BARN_TICKS] = ticks < SLAB_DECAY_TICKS ? ticks : 0;
@@ -262,11 +265,15 @@ export function barnPush(slab: SlabAllocator, head: number, s: number): void {
   i32[head + 1] = i32[head + 1]! + 1;
 }
 
-/** Pop the first sheaf of the barn list headed at word `head`, or 0. Barn lock held. */
-export function barnPop(slab: SlabAllocator, head: number): number {
+/**
+ * Pop the first sheaf of the barn list headed at word `head`, or 0; into hand word `hand` (if not
+ * 0) before it leaves the list. Barn lock held.
+ */
+export function barnPop(slab: SlabAllocator, head: number, hand = 0): number {
   const i32 = slab.i32;
   const s = i32[head]!;
   if (s !== 0) {
+    if (hand !== 0) i32[hand] = s;
     i32[head] = i32[(s >> 2) + S_NEXT]!;
     i32[head + 1] = i32[head + 1]! - 1;
   }
@@ -301,8 +308,8 @@ export function barnShrink(slab: SlabAllocator, id: number): void {
     if (n >= 2 * K_BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${2 * K_BARN_MAX} sheaves: its lists are broken`);
     slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
     // slab.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
-    let s = barnPop(slab, kw + K_BARN_FULL);
-    if (s === 0) s = barnPop(slab, kw + K_BARN_EMPTY);
+    let s = barnPop(slab, kw + K_BARN_FULL, hand);
+    if (s === 0) s = barnPop(slab, kw + K_BARN_EMPTY, hand);
     slab.i32[hand] = s;
     slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     if (s === 0) return;

@@ -29,8 +29,8 @@
  *   C_DEFER_HEAD, C_DEFER_NR: the slot alone; kfreeNolock pushes, the slot's next normal slab call
  *     drains (reclaimSlot a dead slot's). Words 0 and 1 of an object in a sheaf: its freer.
  * A sheaf is in one place at every lock point: a pcs line, a barn list, or the hand of the slot
- *   moving it (PCS_HAND: a full main leaves PCS_MAIN for PCS_HAND before the barn takes it, a sheaf
- *   off the barn is in PCS_HAND until it is on the pcs line, barnShrink takes one at a time), so a
+ *   moving it (PCS_HAND: a full main or remote sheaf is in PCS_HAND before the barn takes it, a
+ *   sheaf off the barn is in it before barnPop unlinks it and until it is on the pcs line), so a
  *   reclaim flushes the hand sheaf unless a pcs line or barn list holds it, never twice. A slab
  *   leaving its cache becomes a block in the slot's hand (PG_INHAND) under the list lock
  *   (unaccountSlab), freed by reclaimSlot if the slot dies before releasing it. Under the list lock every statement leaves the slabs rebuildable from their

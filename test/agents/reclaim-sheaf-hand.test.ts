@@ -13,8 +13,8 @@ import { Heap } from "../../src/index.js";
 import type { SheafScenario } from "./workers/sheaf-hand.js";
 import { firstMessage } from "../support/util.js";
 
-async function stopAt(heap: Heap, scenario: SheafScenario, point: string, nth: number): Promise<{ worker: Worker; cpu: number; parked: string | null }> {
-  const worker = new Worker(new URL("./workers/sheaf-hand.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario, point, nth } });
+async function stopAt(heap: Heap, scenario: SheafScenario, point: string, nth: number, objs: number[] = []): Promise<{ worker: Worker; cpu: number; parked: string | null }> {
+  const worker = new Worker(new URL("./workers/sheaf-hand.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario, point, nth, objs } });
   const m = await firstMessage<{ parked: string | null; cpu: number }>(worker, `the ${scenario} worker never reached ${point} #${nth}`);
   return { worker, ...m };
 }
@@ -55,3 +55,36 @@ for (const [scenario, point, nth, inHand] of [
     });
   }
 }
+
+test("a worker killed inside the barn lock while it trades its full remote sheaf for an empty one: the empty sheaf is in its hand, and every page comes back", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const cache = heap.createCache("hand-64", 64);
+  const total = heap.stats().totalPages;
+  // Empty sheaves in the barn: the allocations of a round larger than a sheaf leave them there.
+  for (let r = 0; r < 2; r++) {
+    const xs: number[] = [];
+    for (let i = 0; i < 300; i++) xs.push(cache.alloc());
+    for (const x of xs) cache.free(x);
+  }
+  const objs: number[] = [];
+  for (let i = 0; i < 300; i++) objs.push(cache.alloc());
+  assert.ok(heap.stats().slabs.find((s) => s.name === "hand-64")!.barnEmpty > 0, "the barn holds empty sheaves");
+  // The 61st remote free finds the remote sheaf full: the barn takes it and pops an empty one,
+  // and the worker stops at the release of that barn lock.
+  const w = await stopAt(heap, "remote", "barn:release", 1, objs.slice(0, 120));
+  try {
+    assert.equal(w.parked, "barn:release");
+    await w.worker.terminate();
+    heap.reclaimSlot(w.cpu);
+    for (const o of objs.slice(60)) cache.free(o); // the 61st was being freed: still the host's
+    heap.shrink();
+    heap.validate();
+    const st = heap.stats();
+    for (const s of st.slabs) assert.equal(s.activeObjects, 0, `${s.name} holds no object`);
+    assert.equal(st.freePages, total, "every page is free again");
+    cache.destroy();
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Heap } from "../../../src/index.js";
-import { allPagesFree } from "../../support/check.js";
+import { allPagesFree, code } from "../../support/check.js";
 
 const MiB = 1 << 20;
 
@@ -126,5 +126,33 @@ test("debug mode: a kfree refused with EDEADLK from a hook leaves the object's b
     h.kfree(obj); // still allocated: no EDOUBLEFREE
     allPagesFree(h);
     h.detach();
+  }
+});
+
+test("kfreeBulk from a hook of a cache-table holder, with a dying cache pending, frees all or nothing: the housekeeping that needs the cache table waits", () => {
+  for (const debug of [false, true]) {
+    const a = Heap.create({ size: 8 * MiB, cpus: 4, debug });
+    const b = Heap.attach(a.buffer);
+    const c = Heap.attach(a.buffer);
+    const big = c.kmalloc(9000); // pages
+    const small = c.kmalloc(192);
+    const d = a.createCache("dying", 40);
+    const dc = c.findCache("dying")!;
+    dc.free(dc.alloc()); // c's sheaf holds d's object: after destroy, d is dying until c flushes
+    d.destroy();
+    c.trace.on("kfree", () => {}); // c's frees take the slow paths
+    const r = once(b, "ctable:acquire", () => c.kfreeBulk([big, small]));
+    const x = b.createCache("x", 40);
+    b.setReentryHook(null);
+    c.trace.clear();
+    assert.equal(r.result, "ok", `debug ${debug}: both freed`);
+    assert.equal(code(() => c.kfree(small)), "EDOUBLEFREE", "small was freed with big");
+    x.destroy();
+    c.shrink(); // the housekeeping now: d is released
+    assert.ok(!a.stats().slabs.some((s) => s.name === "dying"), "the dying cache was released later");
+    b.detach();
+    c.detach();
+    allPagesFree(a);
+    a.detach();
   }
 });
