@@ -9,9 +9,20 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Worker } from "node:worker_threads";
-import { Heap } from "../../src/index.js";
+import { Heap, type KmemCache } from "../../src/index.js";
 import type { SheafScenario } from "./workers/sheaf-hand.js";
 import { firstMessage } from "../support/util.js";
+
+/** After the reclaim: no cache holds an object, every page is free, the cache can be destroyed. */
+function nothingLeft(heap: Heap, total: number, cache: KmemCache): void {
+  heap.rcuBarrier();
+  heap.shrink();
+  heap.validate();
+  const st = heap.stats();
+  for (const s of st.slabs) assert.equal(s.activeObjects, 0, `${s.name} holds no object`);
+  assert.equal(st.freePages, total, "every page is free again");
+  cache.destroy();
+}
 
 async function stopAt(heap: Heap, scenario: SheafScenario, point: string, nth: number, objs: number[] = []): Promise<{ worker: Worker; cpu: number; parked: string | null }> {
   const worker = new Worker(new URL("./workers/sheaf-hand.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario, point, nth, objs } });
@@ -41,13 +52,7 @@ for (const [scenario, point, nth, inHand] of [
         const r = heap.reclaimSlot(w.cpu);
         assert.equal(r.inHand, inHand, `the sheaf object in its hand is counted: ${JSON.stringify(r)}`);
         assert.ok(r.locks.includes("list kmem_cache_sheaf"), `it held the sheaf cache's list lock: ${JSON.stringify(r)}`);
-        heap.rcuBarrier();
-        heap.shrink();
-        heap.validate();
-        const st = heap.stats();
-        for (const s of st.slabs) assert.equal(s.activeObjects, 0, `${s.name} holds no object`);
-        assert.equal(st.freePages, total, "every page is free again");
-        cache.destroy();
+        nothingLeft(heap, total, cache);
       } finally {
         await w.worker.terminate();
         heap.detach();
@@ -77,12 +82,7 @@ test("a worker killed inside the barn lock while it trades its full remote sheaf
     await w.worker.terminate();
     heap.reclaimSlot(w.cpu);
     for (const o of objs.slice(60)) cache.free(o); // the 61st was being freed: still the host's
-    heap.shrink();
-    heap.validate();
-    const st = heap.stats();
-    for (const s of st.slabs) assert.equal(s.activeObjects, 0, `${s.name} holds no object`);
-    assert.equal(st.freePages, total, "every page is free again");
-    cache.destroy();
+    nothingLeft(heap, total, cache);
   } finally {
     await w.worker.terminate();
     heap.detach();
