@@ -4,12 +4,13 @@
  * contract of the slab layer.
  *
  * WORDS: a slot's pcs line (PCS_MAIN, PCS_SPARE, PCS_REMOTE, PCS_HAND) and the sheaves it points
- *   at (S_SIZE, S_CAP, S_NEXT, S_CACHE, S_OBJS): the slot alone, plain stores, under its local lock PCS_LOCKED
- *   on these slow paths; reclaimSlot writes a dead slot's (flushAllSheavesOf, flushHandSheaf:
+ *   at (S_SIZE, S_CAP, S_NEXT, S_CACHE, S_OBJS): the slot alone, plain stores, under its local
+ *   lock PCS_LOCKED on these slow paths; reclaimSlot writes a dead slot's (flushAllSheavesOf, flushHandSheaf:
  *   PCS_USERS with Atomics.store 0). K_BARN_* and the sheaves on the barn lists (S_NEXT): plain
  *   stores under K_BARN_LOCK (K_BARN_CAP is configuration: setupCache, read-only afterwards);
  *   K_BARN_TICKS counts the full sheaves the barn took, and a due decay step (barnDecay) runs once
- *   the barn lock is dropped and the sheaf is out of this slot's hand. The slabs' words through slab.ts's calls, under K_LIST_LOCK.
+ *   the barn lock is dropped and the sheaf is out of this slot's hand. The slabs' words through
+ *   slab.ts's calls, under K_LIST_LOCK.
  * LOCKS, in order: sheaf (the local lock, taken by the caller: every flush of this slot's sheaves
  *   runs under it; flushCpuSheaves takes it itself for its own slot) -> barn -> list (refillSheaf
  *   and flushSheaf take it here and call slab.ts's takeFromPartial and putObjectLocked under it)

@@ -9,7 +9,8 @@
  *     that slot alone, plain stores. PD_OWNER of a slab's pages names the slot that made it, or
  *     took objects from it while it was empty (newSlab, takeFromPartial, under the list lock): a
  *     free by that slot goes to its main sheaf, by another to that slot's remote sheaf, which goes
- *     to the barn whole. A hint read with no lock, never trusted: it only picks one of two sheaves. PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
+ *     to the barn whole. A hint read with no lock, never trusted: it only picks one of two sheaves.
+ *     PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
  *     path sets it while it swaps, refills or flushes the sheaves (every flush of this slot's
  *     sheaves too: shrink, cache.shrink, destroy, detach, dying caches), so that a hook
  *     re-entering from inside sees the sheaves busy. PCS_USERS counts that slot's slow paths inside
@@ -65,8 +66,8 @@
  *   hitting the main sheaf): plain loads and stores of this slot's pcs line and main sheaf; they
  *   test one field of the handle, gate (nolockGate for the nolock pair), which mirrors fastOff
  *   (off in debug mode and while object events are traced), this handle's sheaf local locks
- *   (PCS_LOCKED) and C_DEFER_HEAD: words only this slot writes while it is attached. They need no PCS_USERS count: a slot's own sheaf holds objects only while the cache
- *   is not released.
+ *   (PCS_LOCKED) and C_DEFER_HEAD: words only this slot writes while it is attached. They need
+ *   no PCS_USERS count: a slot's own sheaf holds objects only while the cache is not released.
  * STALE: pushFast reads the descriptor of the freed address's page and its cache's K_SIZE, K_OBJS
  *   and K_INV_SIZE with no lock: for a live object they are stable (a slab with a live object is
  *   never released, a configuration line is read-only while the cache lives); for an address that
