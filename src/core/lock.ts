@@ -14,9 +14,9 @@
  *   counted per class in C_HELD (lockdep's held_locks); a normal call that would take a lock of
  *   class c while this agent holds any lock of class c or later throws EDEADLK before it changes
  *   anything (assertCanLock); so does one while another handle of this agent holds such a lock of a
- *   class other slots wait on (not sheaf or pcp). Nolock calls only trylock: any state will do. A lock held
- *   by this slot, or by another handle of this agent (a hook of one handle calling another), is
- *   never waited for: EDEADLK at once (agentHandles, the agent's handles on each heap).
+ *   class other slots wait on (not sheaf or pcp). Nolock calls only trylock: any state will do. A
+ *   lock held by this slot, or by another handle of this agent (a hook of one handle calling
+ *   another), is never waited for: EDEADLK at once (agentHandles, the agent's handles on a heap).
  *   - lock(): compareExchange(0 -> owner); on failure spin read-only (test-and-test-and-set) for
  *     SPIN_LIMIT rounds, then, where the agent may block, set LOCK_WAITERS and Atomics.wait. An
  *     agent that must never block (noBlock: set, or detected because Atomics.wait throws) spins on

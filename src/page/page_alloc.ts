@@ -12,7 +12,8 @@
  *     (compareExchange 0 -> owner) and keeps it between calls, so a pcp section costs it no atomic.
  *     Entering is a trylock (pcpEnter, seed 002): it fails when C_PCP_BUSY shows this agent is
  *     already inside (a hook re-entered; seed 004: also with one agent) or when the word is not
- *     the owner's; then allocation and free go straight to the buddy lists. Another agent that
+ *     the owner's; then allocation and free go straight to the buddy lists (the fast paths test
+ *     the handle's gate, whose inPcp mirrors C_PCP_BUSY: pcpBusySet). Another agent that
  *     needs the lists (GFP.KERNEL direct reclaim, validate, shrink) raises C_PCP_REQ (Atomics.add)
  *     and spins, bounded, until the word is 0, then takes it with compareExchange; the owner hands
  *     the word over (Atomics.store 0) at its next pcp entry or exit when C_PCP_REQ is non-zero.
