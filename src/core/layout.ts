@@ -77,7 +77,7 @@ export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 12;
+export const LAYOUT_VERSION = 13;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */

@@ -70,7 +70,7 @@ test("cache descriptor words are distinct: the header lines, and each slot's pcs
     K_NR_SLABS: L.K_NR_SLABS, K_TOTAL_OBJS: L.K_TOTAL_OBJS, K_FREE_OBJS: L.K_FREE_OBJS, K_NR_EMPTY: L.K_NR_EMPTY, K_FULL: L.K_FULL,
     K_NR_FULL: L.K_NR_FULL, K_BARN_LOCK: L.K_BARN_LOCK, K_BARN_FULL: L.K_BARN_FULL, K_BARN_NR_FULL: L.K_BARN_NR_FULL,
     K_BARN_EMPTY: L.K_BARN_EMPTY, K_BARN_NR_EMPTY: L.K_BARN_NR_EMPTY, K_MAX_EMPTY: L.K_MAX_EMPTY, K_EMPTY_LOW: L.K_EMPTY_LOW,
-    K_DECAY_TICKS: L.K_DECAY_TICKS,
+    K_DECAY_TICKS: L.K_DECAY_TICKS, K_BARN_CAP: L.K_BARN_CAP, K_BARN_TICKS: L.K_BARN_TICKS,
   })) claim(name, w);
   claim("K_INV_SIZE (a float64)", L.K_INV_SIZE, 2);
   assert.equal(L.K_INV_SIZE % 2, 0, "K_INV_SIZE is 8-byte aligned");
@@ -84,6 +84,8 @@ test("cache descriptor words are distinct: the header lines, and each slot's pcs
   pcs("PCS_USERS", L.PCS_USERS);
   pcs("PCS_HAND", L.PCS_HAND);
   pcs("PCS_HANDS_NESTED", L.PCS_HANDS_NESTED, L.SHEAF_HANDS_NESTED);
+  pcs("PCS_REMOTE", L.PCS_REMOTE);
+  assert.deepEqual([...L.PCS_SHEAVES], [L.PCS_MAIN, L.PCS_SPARE, L.PCS_REMOTE]);
 });
 
 test("header page words are distinct and fit the header", () => {
@@ -97,4 +99,27 @@ test("header page words are distinct and fit the header", () => {
   claim("Z_FREE_HEAD", L.Z_FREE_HEAD, L.NR_ORDERS);
   claim("Z_NR_FREE", L.Z_NR_FREE, L.NR_ORDERS);
   for (const name of ["CT_LOCK", "CT_NR", "R_GP_SEQ", "R_GP_DONE", "CT_NR_DYING", "R_INFLIGHT"] as const) claim(name, L[name]);
+});
+
+/**
+ * Every constant the layout exports, as one string: a heap made by a build whose layout differs
+ * must carry another LAYOUT_VERSION, or attach would accept it (one build's words read as
+ * another's).
+ */
+function layoutFingerprint(): string {
+  const parts: string[] = [];
+  for (const [name, v] of Object.entries(L).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (name === "LAYOUT_VERSION" || typeof v === "function") continue;
+    parts.push(`${name}=${JSON.stringify(v)}`);
+  }
+  let h = 0x811c9dc5;
+  for (const ch of parts.join(";")) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  return `${parts.length}:${h.toString(16)}`;
+}
+
+test("the layout is the one LAYOUT_VERSION names: a change of any word raises the version", () => {
+  // When this fails, the layout changed: raise LAYOUT_VERSION in core/layout.ts and record the
+  // new fingerprint for it here.
+  const recorded: Record<number, string> = { 13: "203:13c0de6f" };
+  assert.equal(layoutFingerprint(), recorded[L.LAYOUT_VERSION], `LAYOUT_VERSION ${L.LAYOUT_VERSION}: the layout's words changed without a new version`);
 });
