@@ -86,9 +86,17 @@ export function slabDecayStep(slab: SlabAllocator, kw: number, discard: number[]
  */
 export function barnDecay(slab: SlabAllocator, id: number, mode: number): void {
   slab.barnDecayDue = false;
+  trySlabDecayStep(slab, id, false, mode);
+}
+
+/**
+ * One decay step of cache `id` (`all`: every empty slab above min_partial) if its list lock can be
+ * had at once; the slabs it took off are released after the unlock. No barn or list lock held.
+ */
+function trySlabDecayStep(slab: SlabAllocator, id: number, all: boolean, mode: number): void {
   const kw = slab.cacheWOf(id);
   if (!slab.locks.trylock(kw + K_LIST_LOCK, LOCK.list)) return;
-  const discard = slabDecayStep(slab, kw, null, false);
+  const discard = slabDecayStep(slab, kw, null, all);
   slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
   if (discard !== null) for (const pfn of discard) slab.releaseSlab(id, pfn, mode);
 }
@@ -104,9 +112,6 @@ export function reclaimSlabs(slab: SlabAllocator): void {
   for (let id = 0; id < nr; id++) {
     const kw = slab.cacheWOf(id);
     if (Atomics.load(i32, kw + K_STATE) === K_STATE_FREE || i32[kw + K_NR_EMPTY]! <= i32[kw + K_MIN_PARTIAL]!) continue;
-    if (!slab.locks.trylock(kw + K_LIST_LOCK, LOCK.list)) continue;
-    const discard = slabDecayStep(slab, kw, null, true);
-    slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
-    if (discard !== null) for (const pfn of discard) slab.releaseSlab(id, pfn, 0);
+    trySlabDecayStep(slab, id, true, 0);
   }
 }
