@@ -362,7 +362,7 @@ export class Heap {
   kfree(addr: number): void {
     this.#slab.kfree(addr);
   }
-  kmallocNolock(size: number, gfp: number = 0): number {
+  kmallocNolock(size: number, gfp?: number): number {
     return this.#slab.kmallocNolock(size, gfp);
   }
   kfreeNolock(addr: number): void {

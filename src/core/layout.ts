@@ -386,7 +386,7 @@ export const K_GEN = 10;
 /** Most empty slabs the partial list keeps (at least K_MIN_PARTIAL): an empty slab beyond it goes
  * back to the page allocator at once; the slab decay brings the count back to K_MIN_PARTIAL. */
 export const K_MAX_EMPTY = 11;
-/** 1 / K_SIZE as a float64 at this (even) word: the fast free path divides with a multiply. */
+/** 1 / K_SIZE rounded up (invSize in slab/sizes.ts) as a float64 at this (even) word: the fast free path divides with a multiply. */
 export const K_INV_SIZE = 12;
 /** Debug heaps: byte offset, inside each object's stride, of its two metadata words (0: none). */
 export const K_META = 14;

@@ -41,7 +41,7 @@ import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
 import { emitObject, slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
-import { SLAB_EMPTY_MAX_PAGES, barnCapacity, objectInuse } from "./sizes.js";
+import { SLAB_EMPTY_MAX_PAGES, barnCapacity, invSize, objectInuse } from "./sizes.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const { K_BARN_CAP, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
@@ -195,7 +195,7 @@ export function setupCache(slab: SlabAllocator, id: number, name: Uint8Array, ob
   const keepPages = Math.min(SLAB_EMPTY_MAX_PAGES, slab.u32[slab.hw + Z_MANAGED]! >>> 6);
   i32[kw + K_MAX_EMPTY] = Math.max(minPartial, keepPages >>> order);
   i32[kw + K_BARN_CAP] = barnCapacity(size, slab.u32[slab.hw + Z_MANAGED]!);
-  slab.f64[(kw + K_INV_SIZE) >> 1] = 1 / size;
+  slab.f64[(kw + K_INV_SIZE) >> 1] = invSize(size);
   i32[kw + K_META] = debug ? inuse + DEBUG_RZ : 0;
   i32[kw + K_INUSE] = inuse;
   slab.u8.set(name, (kw + K_NAME) << 2);

@@ -51,7 +51,8 @@ import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "
 const GFP_KERNEL = GFP.KERNEL;
 const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
 
-export function kmallocSlow(slab: SlabAllocator, size: number, gfp: number): number {
+export function kmallocSlow(slab: SlabAllocator, size: number, flags: number | undefined): number {
+  const gfp = flags === undefined ? GFP_KERNEL : flags;
   slab.locks.assertLive();
   checkSize(size);
   checkGfp(gfp);
@@ -96,7 +97,8 @@ function largeHandOver(slab: SlabAllocator, addr: number): void {
   slab.u32[d + PD_FLAGS] = PG_LARGE | (slab.u32[d + PD_FLAGS]! & PG_ORDER_MASK);
 }
 
-export function kmallocNolockSlow(slab: SlabAllocator, size: number, gfp: number): number {
+export function kmallocNolockSlow(slab: SlabAllocator, size: number, flags: number | undefined): number {
+  const gfp = flags === undefined ? GFP_KERNEL : flags;
   slab.locks.assertLive();
   checkSize(size);
   checkGfp(gfp);
@@ -146,15 +148,6 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
   }
   if (obj === 0) obj = slab.allocFromSlabs(id, gfp, GFP_TRYLOCK, debugHandFor(slab, kw));
   return obj;
-}
-
-/** kfreeNolock past its fast path (slab.ts): 0 is a no-op; else the nolock free of kfreeSlow. */
-export function kfreeNolockSlow(slab: SlabAllocator, addr: number): void {
-  if (addr === 0) {
-    slab.locks.assertLive();
-    return;
-  }
-  kfreeSlow(slab, addr, -1, GFP_TRYLOCK);
 }
 
 /** Free into cache `id` with trylocks only, deferring when the sheaves are busy. */
@@ -384,6 +377,7 @@ export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
  */
 export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode: number): void {
   slab.locks.assertLive();
+  if (addr === 0) return;
   if (addr === slab.locks.trace.returning) freeOfReturning(slab, addr);
   const id = objectCache(slab, addr, want);
   if (id < 0) {

@@ -51,6 +51,23 @@ export function sheafCapacity(size: number): number {
   return 4;
 }
 
+/**
+ * 1 / size, made larger by a factor 1 + 2^-40 (K_INV_SIZE), so that the free fast path can tell an
+ * object's start without the size. A slab is at most PAGE_SIZE << PCP_MAX_ORDER = 2^15 bytes, so
+ * for an integer offset off into it, q = off * invSize(size) has integer part k = floor(off / size)
+ * (k < 2^15), and:
+ * - at an object's start (off = k * size), its fraction is k * 2^-40 plus the product's rounding
+ *   (under 2^-38): below 2^-24;
+ * - anywhere else (off = k * size + r, 1 <= r < size <= 2^15), it is at least r / size >= 2^-15.
+ * INV_EXACT lies between the two. The factor also outweighs 1 / size's own rounding (2^-53).
+ */
+export function invSize(size: number): number {
+  return (1 / size) * (1 + 2 ** -40);
+}
+
+/** A fraction of off * invSize(size) below this is an object's start (see invSize). */
+export const INV_EXACT = 2 ** -21;
+
 /** Frees to the slabs (or full sheaves to the barn) between two decay steps of a cache. */
 export const SLAB_DECAY_TICKS = 128;
 /** Pages of empty slabs a cache keeps at most (K_MAX_EMPTY), and at most 1/64 of the zone. */
