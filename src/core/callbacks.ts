@@ -21,3 +21,6 @@ export function assertNoCallback(locks: Locks, what: string): void {
     `${what} from a reentry hook, trace handler or onError of this handle (cpu ${locks.cpu}): a call of the handle is in progress under it, and would go on with its slot freed`,
   );
 }
+
+/** A callback that does nothing: what a layer installs until the facade installs the real one. */
+export function noop(): void {}

@@ -56,6 +56,7 @@ import { ErrorCode, HeapError, hex } from "./errors.js";
 import * as layout from "./layout.js";
 import { type Mem, MemView, type MmInit } from "./mem.js";
 import { type TraceRecord, TraceState, TP, TRACE_EVENTS } from "./trace.js";
+import { noop } from "./callbacks.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const { C_FAIL_STATE, C_FLAGS, C_FLAG_NOBLOCK, C_GEN, C_HELD, C_HELD_MASK, C_STATE, C_STATE_DEAD, C_STATE_FREE, C_VMSTAT, H_FAIL_RATE, LOCK, LOCK_NAMES, VM, Z_SIZE } = layout;
@@ -89,8 +90,6 @@ const ACQUIRE_POINTS = LOCK_NAMES.map((n) => `${n}:acquire`);
 const RELEASE_POINTS = LOCK_NAMES.map((n) => `${n}:release`);
 
 export type ReentryHook = (point: string) => void;
-
-function noop(): void {}
 
 /**
  * This agent's live handles on each heap (module state is per agent): a wait on something another

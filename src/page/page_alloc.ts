@@ -65,14 +65,17 @@ import { GFP, GFP_NOWAIT_MASK, GFP_PUBLIC_MASK, GFP_TRYLOCK } from "../core/gfp.
 import * as layout from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
+import * as memConsts from "../core/mem.js";
 import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
 import { checkOutRegion } from "../core/out_region.js";
+import { noop } from "../core/callbacks.js";
 
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const GFP_KERNEL = GFP.KERNEL;
+const { WORD_MASK } = memConsts;
 const { C_BULK_PAGES, C_PCP_COUNT, C_PCP_HEAD, C_PCP_LOCK, C_PCP_REQ, C_VMSTAT, H_FAIL_RATE, LOCK, MAX_ORDER, PAGE_SHIFT, PAGE_SIZE, PCP_LIST_MAX_ORDER, PCP_MAX_ORDER, PD_FLAGS, PD_NEXT, PD_OWNER, PD_WORDS, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_RCU_BLOCK, PG_SLAB, VM, Z_DEFER_HEAD, Z_FREE_PAGES, Z_LOCK, Z_PCP_BATCH, Z_PCP_HIGH, Z_WMARK_LOW, Z_WMARK_MIN } = layout;
 
 /** Which watermark an allocation must leave free. */
@@ -100,8 +103,6 @@ export const PAGE_WHERE = {
   deferred: 4,
   allocated: 5,
 } as const;
-
-function noop(): void {}
 
 export class PageAllocator extends MemView {
   readonly mem: Mem;
@@ -158,7 +159,7 @@ export class PageAllocator extends MemView {
     // Fast path: a pcp hit, this slot holding its biased pcp lock, nothing to report or inject.
     if (this.gate === 0 && typeof order === "number" && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER && gfp === 0) {
       const i32 = this.i32;
-      const c = this.pcpuW;
+      const c = this.pcpuW & WORD_MASK;
       if (i32[c + C_PCP_LOCK] === this.me && i32[c + C_PCP_REQ] === 0 && i32[c + C_PCP_HEAD + order] !== 0) {
         const pfn = this.pcpPop(order, PG_HEAD);
         i32[c + C_VMSTAT + VM.pgalloc] = i32[c + C_VMSTAT + VM.pgalloc]! + (1 << order);
@@ -176,9 +177,9 @@ export class PageAllocator extends MemView {
    */
   pcpPop(order: number, flags: number): number {
     const i32 = this.i32;
-    const c = this.pcpuW;
+    const c = this.pcpuW & WORD_MASK;
     const pfn = i32[c + C_PCP_HEAD + order]!;
-    const d = this.descW + pfn * PD_WORDS;
+    const d = (this.descW + pfn * PD_WORDS) & WORD_MASK;
     i32[c + C_PCP_HEAD + order] = i32[d + PD_NEXT]!;
     i32[c + C_PCP_COUNT] = i32[c + C_PCP_COUNT]! - (1 << order);
     i32[d + PD_OWNER] = this.cpu;
@@ -193,8 +194,8 @@ export class PageAllocator extends MemView {
    */
   pcpPush(pfn: number, order: number): number {
     const i32 = this.i32;
-    const c = this.pcpuW;
-    const d = this.descW + pfn * PD_WORDS;
+    const c = this.pcpuW & WORD_MASK;
+    const d = (this.descW + pfn * PD_WORDS) & WORD_MASK;
     i32[d + PD_FLAGS] = PG_PCP | (order << PG_ORDER_SHIFT);
     i32[d + PD_OWNER] = this.cpu;
     i32[d + PD_NEXT] = i32[c + C_PCP_HEAD + order]!;
@@ -219,9 +220,9 @@ export class PageAllocator extends MemView {
     // Fast path: the head of a live block of this order goes on this slot's pcp list below high.
     if (this.gate === 0 && typeof addr === "number" && typeof order === "number" && addr >>> 0 === addr && addr < this.size && order >>> 0 === order && order <= PCP_LIST_MAX_ORDER) {
       const i32 = this.i32;
-      const c = this.pcpuW;
+      const c = this.pcpuW & WORD_MASK;
       const pfn = addr >>> PAGE_SHIFT;
-      const d = this.descW + pfn * PD_WORDS;
+      const d = (this.descW + pfn * PD_WORDS) & WORD_MASK;
       const count = i32[c + C_PCP_COUNT]! + (1 << order);
       if (
         (addr & (PAGE_SIZE - 1)) === 0 && pfn >= this.zoneStart && i32[d + PD_FLAGS] === (PG_HEAD | (order << PG_ORDER_SHIFT)) &&

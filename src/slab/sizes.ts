@@ -65,6 +65,9 @@ export function invSize(size: number): number {
   return (1 / size) * (1 + 2 ** -40);
 }
 
+/** A sheaf's S_SIZE is at most S_MAX_CAP: `& SHEAF_SIZE_MASK` leaves it unchanged and tells V8 its range (see WORD_MASK). */
+export const SHEAF_SIZE_MASK = 0xffff;
+
 /** A fraction of off * invSize(size) below this is an object's start (see invSize). */
 export const INV_EXACT = 2 ** -21;
 

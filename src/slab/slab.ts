@@ -78,23 +78,24 @@ import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import * as layout from "../core/layout.js";
 import type { Locks } from "../core/lock.js";
 import { type Mem, MemView } from "../core/mem.js";
+import * as memConsts from "../core/mem.js";
 import { type PageAllocator } from "../page/page_alloc.js";
 import { TP } from "../core/trace.js";
 import { debugFree, debugUnlink, isFreeObject, objectCache } from "./debug.js";
 import { kfreeSlow, kmallocNolockSlow, kmallocSlow } from "./kmalloc.js";
-import { INV_EXACT, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, SIZE_INDEX } from "./sizes.js";
+import * as sizes from "./sizes.js";
 import { pdListAdd, pdListDel } from "../page/buddy.js";
 import { cacheAllocSlow } from "./cache.js";
 import { emptySlabTaken, slabDecayLocked } from "./decay.js";
+import { noop } from "../core/callbacks.js";
 
-const MAX_CACHE_SIZE = KMALLOC_MAX_CACHE_SIZE;
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
+const { INV_EXACT, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE: MAX_CACHE_SIZE, KMALLOC_SIZES, SHEAF_SIZE_MASK, SIZE_INDEX } = sizes;
+const { WORD_MASK } = memConsts;
 const { C_DEFER_HEAD, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_ORDER, K_PARTIAL, K_SIZE, K_TOTAL_OBJS, LOCK, M_REQ, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_OWNER, PD_WORDS, PG_HEAD, PG_INHAND, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, POISON_FREE, RED_ACTIVE, S_CAP, S_OBJS, S_SIZE, VM } = layout;
 
 export { KMALLOC_SIZES, KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, SHEAF_CACHE_ID, KMALLOC_FIRST_ID, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder, checkSize } from "./sizes.js";
 export type { CacheOptions, SlabStats } from "./sizes.js";
-
-function noop(): void {}
 
 export class SlabAllocator extends MemView {
   readonly mem: Mem;
@@ -201,10 +202,9 @@ export class SlabAllocator extends MemView {
   /* ================================================================= kmalloc: fast paths */
 
   /**
-   * Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. `gfp` has no
-   * default (undefined is GFP_KERNEL) and (size - 1) >>> 0 tests 1 <= size <= MAX_CACHE_SIZE at
-   * once: fewer bytecodes, and V8 inlines a fast path into a caller's loop only within a budget.
-   */
+   * Allocate `size` bytes (8-byte aligned at least); 0 when memory is exhausted. No default gfp
+   * (undefined is GFP_KERNEL) and one test of 1 <= size <= MAX_CACHE_SIZE: fewer bytecodes (V8
+   * inlines a fast path into a caller's loop only within a budget). */
   kmalloc(size: number, gfp?: number): number {
     if (this.gate === 0 && (gfp === undefined || gfp === 0) && typeof size === "number" && (size | 0) === size && (size - 1) >>> 0 < MAX_CACHE_SIZE) {
       const obj = this.popFast(this.pcsBySize[(size + 7) >> 3]!);
@@ -266,7 +266,7 @@ export class SlabAllocator extends MemView {
     const i32 = this.i32;
     const sw = i32[pcs + PCS_MAIN]! >> 2;
     // sheafPop (sheaf.ts), written out (see there).
-    const n = i32[sw + S_SIZE]! - 1;
+    const n = (i32[sw + S_SIZE]! & SHEAF_SIZE_MASK) - 1;
     if (n < 0) return 0;
     i32[sw + S_SIZE] = n;
     const obj = i32[sw + S_OBJS + n]!;
@@ -285,9 +285,9 @@ export class SlabAllocator extends MemView {
   pushFast(addr: number): boolean {
     const i32 = this.i32;
     if (typeof addr !== "number" || addr >>> 0 !== addr || addr >= this.size || addr < this.offset) return false;
-    const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
+    const d = (this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS) & WORD_MASK;
     if (i32[d + PD_FLAGS] !== PG_SLAB) return false;
-    const kw = this.cacheW + i32[d + PD_CACHE]! * this.cacheWords;
+    const kw = (this.cacheW + i32[d + PD_CACHE]! * this.cacheWords) & WORD_MASK;
     const off = addr - (i32[d + PD_HEAD]! << PAGE_SHIFT);
     // off / size with K_INV_SIZE, 1 / size made a little larger (invSize): the integer part is the
     // index of the object that holds off, the fraction under INV_EXACT only at its start.
@@ -295,7 +295,7 @@ export class SlabAllocator extends MemView {
     const idx = q | 0;
     if (q - idx >= INV_EXACT || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ O_FREE_TAG)) return false;
     const sw = i32[kw + this.pcsOff + (i32[d + PD_OWNER] === this.cpu ? PCS_MAIN : PCS_REMOTE)]! >> 2;
-    const n = i32[sw + S_SIZE]!;
+    const n = i32[sw + S_SIZE]! & SHEAF_SIZE_MASK;
     if (n >= i32[sw + S_CAP]!) return false;
     // sheafPush (sheaf.ts), written out (see sheafPop).
     i32[sw + S_OBJS + n] = addr;

@@ -92,6 +92,12 @@ test("no source file imports layout words by name, and every class field is assi
     .filter((f) => /import \{(?![^}]*\btype\b[^,}]*\})[^}]*\} from "[./]*(core\/)?layout\.js"/.test(readFileSync(f, "utf8")))
     .map((f) => f.slice(root.length + 1));
   assert.deepEqual(named, []);
+  // The same for the other constants of the fast paths.
+  const fastConstants = ["WORD_MASK", "SHEAF_SIZE_MASK", "INV_EXACT"];
+  const namedFast = files(join(root, "src"), ".ts")
+    .filter((f) => [...readFileSync(f, "utf8").matchAll(/import \{([^}]*)\} from/g)].some((m) => fastConstants.some((c) => new RegExp(`\\b${c}\\b`).test(m[1]!))))
+    .map((f) => f.slice(root.length + 1));
+  assert.deepEqual(namedFast, []);
   // A class field declared without useDefineForClassFields: false starts as undefined, so V8
   // tags every later load of it (a Smi check on this.descW, a map check on this.i32).
   const tsconfig = JSON.parse(readFileSync(join(root, "tsconfig.json"), "utf8")) as { compilerOptions: { useDefineForClassFields?: boolean } };
