@@ -53,18 +53,22 @@ export function replaceEmptyMain(slab: SlabAllocator, id: number, pcs: number, g
     i32[pcs + PCS_SPARE] = main === (slab.hw + H_EMPTY_SHEAF) << 2 ? 0 : main;
     return spare >> 2;
   }
-  const full = barnGetFull(slab, id, mode);
-  if (full !== 0) {
-    slab.locks.vmInc(VM.barnGet, 1);
-    // The empty main goes to the barn (or is freed): held from before it leaves the pcs line.
-    if (main !== (slab.hw + H_EMPTY_SHEAF) << 2 && spare !== 0) holdSheaf(slab, main);
-    i32[pcs + PCS_MAIN] = full;
-    i32[pcs + PCS_HAND] = 0;
-    if (main !== (slab.hw + H_EMPTY_SHEAF) << 2) {
-      if (spare === 0) i32[pcs + PCS_SPARE] = main;
-      else barnPutEmpty(slab, id, main, mode);
+  if (main !== (slab.hw + H_EMPTY_SHEAF) << 2 && spare !== 0) {
+    // The empty main goes to the barn in the lock hold that takes a full one.
+    const full = barnTradeEmpty(slab, id, pcs, main, mode);
+    if (full !== 0) {
+      slab.locks.vmInc(VM.barnGet, 1);
+      return full >> 2;
     }
-    return full >> 2;
+  } else {
+    const full = barnGetFull(slab, id, mode);
+    if (full !== 0) {
+      slab.locks.vmInc(VM.barnGet, 1);
+      i32[pcs + PCS_MAIN] = full;
+      i32[pcs + PCS_HAND] = 0;
+      if (main !== (slab.hw + H_EMPTY_SHEAF) << 2) i32[pcs + PCS_SPARE] = main;
+      return full >> 2;
+    }
   }
   if (mode !== 0) {
     // Nolock: refill only a real sheaf, from partial slabs under a trylock; never allocate one.
@@ -233,6 +237,39 @@ export function barnGetFull(slab: SlabAllocator, id: number, mode: number): numb
   const s = barnPop(slab, kw + K_BARN_FULL, slab.pcsW(id) + PCS_HAND);
   slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
   return s;
+}
+
+/**
+ * The empty main sheaf `empty` of the pcs line at `pcs` for a full one of the barn, in one barn
+ * lock hold: the full one becomes the main, the empty one goes on the barn's empty list (or is
+ * freed, when that list is at capacity). Returns the new main's address, or 0 with nothing changed.
+ * The empty sheaf is held (holdSheaf) from before it leaves the pcs line until the barn has it.
+ */
+function barnTradeEmpty(slab: SlabAllocator, id: number, pcs: number, empty: number, mode: number): number {
+  const kw = slab.cacheWOf(id);
+  if (slab.i32[kw + K_BARN_NR_FULL] === 0) return 0; // racy peek, as in barnGetFull
+  holdSheaf(slab, empty);
+  if (!slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
+    unholdSheaf(slab, empty);
+    return 0;
+  }
+  // slab.i32 after the lock (it may have rebuilt the views). The full sheaf is in PCS_HAND before it
+  // leaves its list, then on the pcs line; then the empty one leaves the hand for the barn.
+  let kept = false;
+  const full = barnPop(slab, kw + K_BARN_FULL, pcs + PCS_HAND);
+  if (full !== 0) {
+    slab.i32[pcs + PCS_MAIN] = full;
+    slab.i32[pcs + PCS_HAND] = 0;
+    if (slab.i32[kw + K_BARN_NR_EMPTY]! < slab.i32[kw + K_BARN_CAP]!) {
+      barnPush(slab, kw + K_BARN_EMPTY, empty);
+      unholdSheaf(slab, empty);
+      kept = true;
+    }
+  }
+  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  if (full === 0) unholdSheaf(slab, empty);
+  else if (!kept) freeSheaf(slab, empty, mode);
+  return full;
 }
 
 /**

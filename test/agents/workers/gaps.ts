@@ -26,9 +26,9 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
-import { C_BULK_NR, K_BARN_LOCK, K_BARN_NR_FULL, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { C_BULK_NR, K_BARN_CAP, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
 import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
-import { FIRST_NAMED_ID } from "../../../src/slab/slab.js";
+import { FIRST_NAMED_ID, SHEAF_CACHE_ID } from "../../../src/slab/slab.js";
 
 export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested";
 
@@ -164,13 +164,16 @@ switch (scenario) {
       heap.kmalloc(512);
     }
     const z = heap.createCache("gaps-z", 64);
-    const barn = kw + K_BARN_LOCK;
-    const real = Atomics.compareExchange;
+    // The barn's empty list at capacity: the nested call's trade (barnTradeEmpty) takes a full
+    // sheaf and frees the empty main, held in the nested sheaf hand only, to the sheaf cache.
+    slab.i32[kw + K_BARN_CAP] = slab.i32[kw + K_BARN_NR_EMPTY]!;
+    const sheafList = slab.cacheWOf(SHEAF_CACHE_ID) + K_LIST_LOCK;
+    const realLoad = Atomics.load;
     let casts = -1;
-    (Atomics as { compareExchange: unknown }).compareExchange = function (ta: Int32Array, i: number, expected: number, value: number): number {
-      // The second compareExchange of kmalloc-512's barn lock in the nested call: barnPutEmpty's.
-      if (casts >= 0 && ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === barn << 2 && ++casts === 2) park();
-      return real(ta, i, expected, value);
+    // The nested call's first look at the sheaf cache's list lock (trylock loads it first): that free's.
+    (Atomics as { load: unknown }).load = function (ta: Int32Array, i: number): number {
+      if (casts >= 0 && ta.buffer === buffer && ta.byteOffset + i * ta.BYTES_PER_ELEMENT === sheafList << 2 && ++casts === 1) park();
+      return realLoad(ta, i);
     };
     let armed = true;
     heap.setReentryHook((p) => {
