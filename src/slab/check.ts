@@ -26,7 +26,9 @@ import { debugUnlink } from "./debug.js";
 import { sheafHandRebuilt } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_CAP, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_CAP, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_HAND, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+/** The words of a pcs line that may hold a sheaf of the cache: its sheaves and its hand. */
+const PCS_SHEAVES_AND_HAND = [...PCS_SHEAVES, PCS_HAND];
 
 /**
  * reclaimSlot took cache `id`'s list lock over from a dead holder: recount the lists' lengths,
@@ -282,9 +284,9 @@ export function sheafObjectsOf(slab: SlabAllocator, cpu: number): number {
  * every count from the slab descriptors, the source of truth. Each slab head of the cache
  * (PG_SLAB, PD_HEAD itself) gets its tails marked again (unaccountSlab clears them first), its
  * freelist walked (a link outside the slab, or one seen twice, cuts it there) and PD_INUSE set to
- * the objects not on it. The dead slot's sheaves of the cache may hold at their top an object
- * that is also on its freelist (stopped between the two stores of a refill or a flush): the
- * sheaf drops it. A slab the dead slot had already turned into a block in its hand
+ * the objects not on it. The dead slot's sheaves of the cache, on its pcs line or in its hand
+ * (PCS_HAND), may hold at their top an object that is also on its freelist (stopped between the
+ * two stores of a refill or a flush): the sheaf drops it. A slab the dead slot had already turned into a block in its hand
  * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
  */
 export function slabRebuildLocked(slab: SlabAllocator, id: number, cpus: readonly number[]): number {
@@ -297,7 +299,9 @@ export function slabRebuildLocked(slab: SlabAllocator, id: number, cpus: readonl
   const tops: number[] = [];
   for (const cpu of cpus) {
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-    for (const at of PCS_SHEAVES) {
+    // The sheaves on the line and the one in its hand (a barn sheaf that shrink flushes, a full one
+    // on its way to the barn); the sheaf cache's PCS_HAND holds a sheaf object, not a sheaf.
+    for (const at of id === SHEAF_CACHE_ID ? PCS_SHEAVES : PCS_SHEAVES_AND_HAND) {
       const s = i32[pcs + at]!;
       if (s !== 0 && s !== (slab.hw + H_EMPTY_SHEAF) << 2 && i32[(s >> 2) + S_SIZE]! > 0 && !tops.includes(s >> 2)) tops.push(s >> 2);
     }

@@ -342,8 +342,11 @@ export function barnShrink(slab: SlabAllocator, id: number): void {
   const hand = slab.pcsW(id) + PCS_HAND;
   // One sheaf at a time off the barn, in this slot's hand (PCS_HAND) while it is flushed: an agent
   // killed here leaves at most that sheaf, which reclaimSlot flushes, and the rest in the barn.
-  for (let n = 0; ; n++) {
-    if (n >= 2 * K_BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} holds more than ${2 * K_BARN_MAX} sheaves: its lists are broken`);
+  // As many as the barn holds now (a racy read of its counts, each at most K_BARN_MAX while sound):
+  // other agents may fill it again meanwhile, and shrink does not chase them.
+  const held = slab.i32[kw + K_BARN_NR_FULL]! + slab.i32[kw + K_BARN_NR_EMPTY]!;
+  if (held >>> 0 > 2 * K_BARN_MAX) throw new HeapError(ErrorCode.ECORRUPT, `the barn of ${cacheName(slab, id)} counts ${held} sheaves, more than ${2 * K_BARN_MAX}: its lists are broken`);
+  for (let n = 0; n < held; n++) {
     slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
     // slab.i32 after the lock: it may have rebuilt the views, and the sheaves may lie in new pages.
     let s = barnPop(slab, kw + K_BARN_FULL, hand);

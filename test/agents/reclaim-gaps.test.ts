@@ -190,3 +190,19 @@ test("a worker killed in a nolock call its reentry hook made while its sheaf han
     heap.detach();
   }
 });
+
+test("a worker killed in shrink's flush of a barn sheaf in its hand, between an object's return to its slab and the sheaf's count: reclaimSlot returns the object once", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const w = await stopAt(heap, "barn-flush");
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    heap.reclaimSlot(w.cpu);
+    heap.validate();
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});

@@ -18,19 +18,24 @@
  *     dying, holding the cache table lock. These two wrap Atomics.store for that word.
  *   sheaf-nested: the first alloc of a new cache "gaps-z" holds its new sheaf object in the
  *     slot's sheaf hand; at that list:release its reentry hook makes a kmallocNolock(512) that
- *     trades its empty main sheaf of kmalloc-512 at the barn, and stops at the compareExchange of
- *     the barn lock that would take the empty sheaf back (it wraps Atomics.compareExchange for
- *     that word): the empty sheaf is off its pcs line and on no barn list.
+ *     trades its empty main sheaf of kmalloc-512 for a full one at the barn, whose empty list is
+ *     at capacity, and stops at its first look at the sheaf cache's list lock, freeing the empty
+ *     sheaf (it wraps Atomics.load for that word): the empty sheaf is off its pcs line and on no
+ *     barn list, in the nested sheaf hand only.
+ *   barn-flush: shrink() flushes a full sheaf of kmalloc-256 that it took off the barn into the
+ *     slot's PCS_HAND; it stops between the two stores of one object's return (putObjectLocked,
+ *     wrapped on the slab layer, then the sheaf's count): the object is on its slab's freelist
+ *     and still the top of the hand's sheaf, with the list lock held.
  * It posts { cpu, parked } when it stops (parked false: it finished without stopping).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
-import { C_BULK_NR, K_BARN_CAP, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { C_BULK_NR, K_BARN_CAP, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_HAND, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
 import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
 import { FIRST_NAMED_ID, SHEAF_CACHE_ID } from "../../../src/slab/slab.js";
 
-export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested";
+export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested" | "barn-flush";
 
 const { buffer, scenario } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario };
 const heap = Heap.attach(buffer);
@@ -184,6 +189,24 @@ switch (scenario) {
       casts = -1;
     });
     z.alloc();
+    break;
+  }
+  case "barn-flush": {
+    const slab = layersOf(heap).slab;
+    const id = heap.cacheNames().indexOf("kmalloc-256");
+    const kw = slab.cacheWOf(id);
+    const pcs = slab.pcsW(id);
+    const objs: number[] = [];
+    for (let i = 0; i < 6 * slab.i32[kw + K_SHEAF_CAP]!; i++) objs.push(heap.kmalloc(256));
+    for (const o of objs) heap.kfree(o);
+    if (slab.i32[kw + K_BARN_NR_FULL] === 0) throw new Error("kmalloc-256's barn holds no full sheaf");
+    const put = slab.putObjectLocked;
+    slab.putObjectLocked = function (k: number, obj: number): number {
+      const r = put.call(slab, k, obj);
+      if (k === kw && slab.i32[pcs + PCS_HAND] !== 0) park();
+      return r;
+    };
+    heap.shrink();
     break;
   }
 }

@@ -165,7 +165,8 @@ describe("flushes run under the local lock: a hook's nolock calls during them", 
         settle(h, shadow);
       }
       // detach: nolock allocations fail from its start (the slot is being emptied); frees are drained.
-      assert.ok(stats.points > 10 && (stats.allocs > 0) === (call !== "detach") && stats.frees > 0, `hook ran ${JSON.stringify(stats)}`);
+      // cache.shrink reaches 10 lock points: barnShrink takes only the sheaves the barn held.
+      assert.ok(stats.points >= 10 && (stats.allocs > 0) === (call !== "detach") && stats.frees > 0, `hook ran ${JSON.stringify(stats)}`);
       console.log(`${call}: ${stats.points} lock points, ${stats.allocs} nolock allocations, ${stats.frees} nolock frees`);
     });
   }
