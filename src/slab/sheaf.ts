@@ -19,10 +19,12 @@
  *   normal callers take barn and list with lockIn(0, ...) (a noBlock agent gives up past its
  *   bound), except barnShrink and flushHandSheaf, which take the barn lock with lock().
  * NO LOCK: sheafPop and sheafPush (the slot's own sheaf, under its plain local lock);
- *   barnGetFull's first look at K_BARN_NR_FULL.
- * STALE: K_BARN_NR_FULL in barnGetFull's peek (racy by design: a barn that looks empty is not
- *   worth the lock, the caller refills from the slabs; one that looks full is checked again under
- *   the lock). flushHandSheaf reads other slots' pcs lines with no lock while it looks for a dead
+ *   barnGetFull's and barnTradeEmpty's first look at K_BARN_NR_FULL; barnShrink's read of the
+ *   barn's two counts.
+ * STALE: K_BARN_NR_FULL in those peeks (racy by design: a barn that looks empty is not worth the
+ *   lock, the caller refills from the slabs; one that looks full is checked again under the lock);
+ *   barnShrink's counts (it flushes that many sheaves at most, one per lock hold, and stops at an
+ *   empty barn: sheaves others add meanwhile are theirs to use). flushHandSheaf reads other slots' pcs lines with no lock while it looks for a dead
  *   slot's hand sheaf; a live slot that moves a sheaf just then has it in its pcs line or hand.
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
@@ -316,22 +318,6 @@ export function barnPop(slab: SlabAllocator, head: number, hand = 0): number {
     i32[head + 1] = i32[head + 1]! - 1;
   }
   return s;
-}
-
-/** Give an empty sheaf to the barn, or free it when the barn has enough. */
-export function barnPutEmpty(slab: SlabAllocator, id: number, sheaf: number, mode: number): void {
-  const i32 = slab.i32;
-  const kw = slab.cacheWOf(id);
-  let kept = false;
-  if (slab.locks.lockIn(mode, kw + K_BARN_LOCK, LOCK.barn)) {
-    if (i32[kw + K_BARN_NR_EMPTY]! < i32[kw + K_BARN_CAP]!) {
-      barnPush(slab, kw + K_BARN_EMPTY, sheaf);
-      unholdSheaf(slab, sheaf);
-      kept = true;
-    }
-    slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-  }
-  if (!kept) freeSheaf(slab, sheaf, mode);
 }
 
 /** Flush every sheaf in cache `id`'s barn to the slabs and free the sheaves. */

@@ -38,8 +38,8 @@
  *   descriptors: an object moves into a sheaf (counted) before it leaves its freelist, a new slab's
  *   head has its freelist and count before its pages become PG_SLAB. reclaimSlot, taking a list
  *   lock over, rebuilds the lists and counts (slabRebuildLocked) and drops from the dead slot's
- *   sheaves a top object also on a freelist; taking a barn lock over, recounts the barn
- *   (barnRecountLocked). The deferred list is drained one object at a time in place; a sheaf
+ *   sheaves (pcs line, hand) a top object also on a freelist; taking a barn lock over, recounts
+ *   the barn (barnRecountLocked). The deferred list is drained one object at a time in place; a sheaf
  *   object in the making is in one of the slot's sheaf hands (sheaf_hand.ts), a cache.allocBulk
  *   batch in its bulk hand (bulk.ts), so reclaimSlot frees them. Residual: a kill between an object
  *   leaving a list and its free or its caller leaks that one object (in a debug cache, the
