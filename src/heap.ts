@@ -50,7 +50,7 @@ import type { AttachOptions, HeapOptions, HeapStats, ReclaimReport } from "./api
 import { readPageMap } from "./pagemap.js";
 import { slabStats, validateSlabs } from "./slab/check.js";
 import { flushAllSheavesOf } from "./slab/sheaf.js";
-import { flushDyingCaches, shrinkCache } from "./slab/cache.js";
+import { flushDyingCaches, shrinkCache, shrinkNamedCache } from "./slab/cache.js";
 import { drainDeferredObjects } from "./slab/kmalloc.js";
 import { createCache, findCache, setupCache } from "./slab/cache.js";
 import { kfreeBulk, krealloc, kzalloc } from "./slab/kmalloc.js";
@@ -468,7 +468,7 @@ export class Heap {
     // This slot's sheaves of caches another agent destroyed go too (and such a cache is released
     // when no slot caches its objects any more).
     if (this.#mem.i32[this.#mem.hw + CT_NR_DYING] !== 0) flushDyingCaches(this.#slab);
-    for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === K_STATE_ACTIVE) shrinkCache(this.#slab, id);
+    for (let id = FIRST_NAMED_ID; id < this.#mem.maxCaches; id++) if (this.#mem.i32[this.#slab.cacheWOf(id) + K_STATE] === K_STATE_ACTIVE) shrinkNamedCache(this.#slab, id);
     for (let id = KMALLOC_FIRST_ID; id < FIRST_NAMED_ID; id++) shrinkCache(this.#slab, id);
     shrinkCache(this.#slab, SHEAF_CACHE_ID);
     drainAllPcp(this.#pages);
