@@ -17,9 +17,11 @@
  *   list -> pcp -> zone. createCache and destroy take CT_LOCK with lock() (EAGAIN on a noBlock
  *   agent past its bound); findCache and tryReleaseDying with lockIn(0, ...): a noBlock agent that
  *   gives up finds the cache without it (findCacheUnlocked) or leaves the release to a later slow
- *   path. shrinkCache takes the list lock with lock(). The caller of createCache, findCache and
- *   destroy holds no ctable lock or later (assertCanLock); destroy first waits for pending
- *   kfreeRcu objects (slab.beforeDestroy, the rcu locks) with none held.
+ *   path. shrinkCache takes the list lock with lock(); destroy counts the live objects under the
+ *   cache's barn and then list lock (lock(), its ctable held: countLocked). The caller of
+ *   createCache, findCache and destroy holds no ctable lock or later (assertCanLock); destroy
+ *   first waits for pending kfreeRcu objects (slab.beforeDestroy, the rcu locks) with none held.
+ *   heap.shrink() shrinks a named cache counted in its PCS_USERS (shrinkNamedCache).
  * NO LOCK: cacheEnter and cacheExit; findCacheUnlocked; cacheNames and cacheName (read the names
  *   as stats() reads counters); noSlotUses' first look before CT_LOCK.
  * STALE: findCacheUnlocked reads K_GEN (Atomics.load) before and after the name, with the state,
