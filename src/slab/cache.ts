@@ -17,11 +17,10 @@
  *   list -> pcp -> zone. createCache and destroy take CT_LOCK with lock() (EAGAIN on a noBlock
  *   agent past its bound); findCache and tryReleaseDying with lockIn(0, ...): a noBlock agent that
  *   gives up finds the cache without it (findCacheUnlocked) or leaves the release to a later slow
- *   path. shrinkCache takes the list lock with lock(); destroy counts the live objects under the
- *   cache's barn and then list lock (lock(), its ctable held: countLocked). The caller of
- *   createCache, findCache and destroy holds no ctable lock or later (assertCanLock); destroy
- *   first waits for pending kfreeRcu objects (slab.beforeDestroy, the rcu locks) with none held.
- *   heap.shrink() shrinks a named cache counted in its PCS_USERS (shrinkNamedCache).
+ *   path. shrinkCache takes the list lock with lock(). The caller of createCache, findCache and
+ *   destroy holds no ctable lock or later (assertCanLock); destroy first waits for pending
+ *   kfreeRcu objects (slab.beforeDestroy, the rcu locks) with none held. heap.shrink() shrinks a
+ *   named cache counted in its PCS_USERS (shrinkNamedCache).
  * NO LOCK: cacheEnter and cacheExit; findCacheUnlocked; cacheNames and cacheName (read the names
  *   as stats() reads counters); noSlotUses' first look before CT_LOCK.
  * STALE: findCacheUnlocked reads K_GEN (Atomics.load) before and after the name, with the state,
@@ -46,7 +45,7 @@ import { emitObject, slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 import { SLAB_EMPTY_MAX_PAGES, barnCapacity, invSize, objectInuse } from "./sizes.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_CAP, K_BARN_LOCK, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
+const { K_BARN_CAP, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its PCS_USERS (tryReleaseDying does
@@ -243,21 +242,6 @@ export function cacheName(slab: SlabAllocator, id: number): string {
 }
 
 /** Objects of cache `id` that callers hold: total minus every free place. Racy with other agents' fast paths. */
-/** `count()` under cache `kw`'s barn and list locks (taken in that order, this agent's ctable held). */
-function countLocked(slab: SlabAllocator, kw: number, count: () => number): number {
-  slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
-  try {
-    slab.locks.lock(kw + K_LIST_LOCK, LOCK.list);
-    try {
-      return count();
-    } finally {
-      slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
-    }
-  } finally {
-    slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-  }
-}
-
 export function liveObjects(slab: SlabAllocator, id: number): number {
   const s = cacheStats(slab, id);
   return s.activeObjects;
@@ -373,10 +357,8 @@ export function destroyCache(slab: SlabAllocator, id: number, gen: number): void
     if (slab.i32[kw0 + K_GEN] !== gen || slab.i32[kw0 + K_STATE] !== K_STATE_ACTIVE) {
       throw new HeapError(ErrorCode.EINVAL, `cache "${cacheName(slab, id)}" was destroyed`);
     }
-    // Count before anything moves: a refused destroy leaves the heap exactly as it was. Under the
-    // barn and list locks: no sheaf is then on a barn list and in a hand at once, nor an object
-    // in a sheaf and on a freelist at once (another agent's shrink or trade, half-way).
-    const live = countLocked(slab, kw0, () => liveObjects(slab, id));
+    // Count before anything moves: a refused destroy leaves the heap exactly as it was.
+    const live = liveObjects(slab, id);
     if (live === 0) shrinkCache(slab, id);
     if (live > 0) {
       const list = liveObjectList(slab, id);

@@ -59,6 +59,12 @@ export function slabRecountLocked(slab: SlabAllocator, id: number): void {
 export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
   const i32 = slab.i32;
   const kw = slab.cacheWOf(id);
+  // The sheaves in the slots' hands (a trade, a shrink's flush), read before the barn: a sheaf
+  // goes into a hand before it leaves the barn and leaves the hand after it is on the barn, so one
+  // seen in a hand and then on the barn is counted there, once (the sheaf cache's PCS_HAND holds a
+  // sheaf object, not a sheaf).
+  const hands: number[] = [];
+  for (let cpu = 0; cpu < slab.cpus && id !== SHEAF_CACHE_ID; cpu++) hands.push(i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND]!);
   let barnObjects = 0;
   const barn: number[] = [];
   for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) {
@@ -72,9 +78,7 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
       const s = i32[pcs + at]!;
       if (s !== 0) sheafObjects += i32[(s >> 2) + S_SIZE]!;
     }
-    // A sheaf in the slot's hand (a trade, a shrink's flush), once: not while the line or the barn
-    // has it too (the sheaf cache's PCS_HAND holds a sheaf object, not a sheaf).
-    const h = id === SHEAF_CACHE_ID ? 0 : i32[pcs + PCS_HAND]!;
+    const h = hands[cpu] ?? 0;
     if (h !== 0 && !PCS_SHEAVES.some((at) => i32[pcs + at] === h) && !barn.includes(h)) sheafObjects += i32[(h >> 2) + S_SIZE]!;
   }
   let deferred = 0;

@@ -7,8 +7,8 @@
  *
  * And destroy() while another agent's shrink() flushes a full sheaf of the cache from its hand:
  * the destroy counted those objects as live and refused (EBUSY). It now counts a hand's sheaf as
- * cached, under the cache's barn and list locks; heap.shrink() counts itself in the cache's
- * users (PCS_USERS) like cache.shrink(), so the destroyed cache waits, dying, for its flush.
+ * cached; heap.shrink() counts itself in the cache's users (PCS_USERS) like cache.shrink(), so
+ * the destroyed cache waits, dying, for its flush.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
