@@ -298,8 +298,9 @@ export function sheafObjectsOf(slab: SlabAllocator, cpu: number): number {
  * freelist walked (a link outside the slab, or one seen twice, cuts it there) and PD_INUSE set to
  * the objects not on it. The dead slot's sheaves of the cache, on its pcs line or in its hand
  * (PCS_HAND), may hold at their top an object that is also on its freelist (stopped between the
- * two stores of a refill or a flush): the sheaf drops it. A slab the dead slot had already turned into a block in its hand
- * (unaccountSlab) is that block, returned by reclaimSlot. List lock held. Returns the slabs.
+ * two stores of a refill or a flush): the sheaf drops it. A slab the dead slot had already
+ * turned into a block in its hand (unaccountSlab) is that block, returned by reclaimSlot. List
+ * lock held. Returns the slabs.
  */
 export function slabRebuildLocked(slab: SlabAllocator, id: number, cpus: readonly number[]): number {
   const i32 = slab.i32;
