@@ -32,7 +32,7 @@ import { deferObject, slabFreeNolock } from "./kmalloc.js";
 import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -304,7 +304,7 @@ export function sheafHas(i32: Int32Array, s: number, addr: number): boolean {
   if (s === 0) return false;
   const sw = s >> 2;
   const n = i32[sw + S_SIZE]!;
-  for (let k = 0; k < n && k < 64; k++) if (i32[sw + S_OBJS + k] === addr) return true;
+  for (let k = 0; k < n && k < S_MAX_CAP; k++) if (i32[sw + S_OBJS + k] === addr) return true;
   return false;
 }
 

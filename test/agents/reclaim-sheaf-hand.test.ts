@@ -12,6 +12,10 @@ import { Worker } from "node:worker_threads";
 import { Heap, type KmemCache } from "../../src/index.js";
 import type { SheafScenario } from "./workers/sheaf-hand.js";
 import { firstMessage } from "../support/util.js";
+import { sheafCapacity } from "../../src/slab/sizes.js";
+
+/** Objects in a full sheaf of a 64-byte cache. */
+const CAP = sheafCapacity(64);
 
 /** After the reclaim: no cache holds an object, every page is free, the cache can be destroyed. */
 function nothingLeft(heap: Heap, total: number, cache: KmemCache): void {
@@ -68,20 +72,20 @@ test("a worker killed inside the barn lock while it trades its full remote sheaf
   // Empty sheaves in the barn: the allocations of a round larger than a sheaf leave them there.
   for (let r = 0; r < 2; r++) {
     const xs: number[] = [];
-    for (let i = 0; i < 300; i++) xs.push(cache.alloc());
+    for (let i = 0; i < 3 * CAP; i++) xs.push(cache.alloc());
     for (const x of xs) cache.free(x);
   }
   const objs: number[] = [];
-  for (let i = 0; i < 300; i++) objs.push(cache.alloc());
+  for (let i = 0; i < 3 * CAP; i++) objs.push(cache.alloc());
   assert.ok(heap.stats().slabs.find((s) => s.name === "hand-64")!.barnEmpty > 0, "the barn holds empty sheaves");
-  // The 61st remote free finds the remote sheaf full: the barn takes it and pops an empty one,
-  // and the worker stops at the release of that barn lock.
-  const w = await stopAt(heap, "remote", "barn:release", 1, objs.slice(0, 120));
+  // The remote free after CAP finds the remote sheaf full: the barn takes it and pops an empty
+  // one, and the worker stops at the release of that barn lock.
+  const w = await stopAt(heap, "remote", "barn:release", 1, objs.slice(0, 2 * CAP));
   try {
     assert.equal(w.parked, "barn:release");
     await w.worker.terminate();
     heap.reclaimSlot(w.cpu);
-    for (const o of objs.slice(60)) cache.free(o); // the 61st was being freed: still the host's
+    for (const o of objs.slice(CAP)) cache.free(o); // the one after CAP was being freed: still the host's
     nothingLeft(heap, total, cache);
   } finally {
     await w.worker.terminate();

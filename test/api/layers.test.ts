@@ -125,3 +125,23 @@ test("without SHMALLOC_EXPOSE_LAYERS=1, a user who imports layers.js by its path
   assert.equal(out.isHeap, true);
   assert.deepEqual(out.exported, ["buildLayers", "isHeap", "layersOf", "registerLayers"]);
 });
+
+test("the build writes every numeric constant of the fast paths as its number (tools/build.mjs)", () => {
+  // A module const costs a context load and a hole check in bytecode, and V8 inlines a fast path
+  // into the caller's loop only within a bytecode budget: the emitted fast paths name no constant.
+  const fastPaths: [string, string[]][] = [
+    [join("slab", "slab.js"), ["kmalloc", "kfree", "kmallocNolock", "kfreeNolock", "cacheAlloc", "cacheFree", "popFast", "pushFast"]],
+    [join("page", "page_alloc.js"), ["allocPages", "freePages", "pcpPop", "pcpPush"]],
+  ];
+  for (const [file, methods] of fastPaths) {
+    const js = readFileSync(join(root, "dist", "src", file), "utf8");
+    assert.match(js, /i32\[d \+ 0 \/\* PD_FLAGS \*\/\]/, `${file} shows no inlined constant`);
+    for (const m of methods) {
+      const start = js.search(new RegExp(`^    ${m}\\(.*\\) \\{$`, "m"));
+      assert.ok(start >= 0, `${file}: ${m} not found`);
+      const body = js.slice(start, js.indexOf("\n    }\n", start));
+      const code = body.replace(/\/\*[^]*?\*\//g, "").replace(/\/\/.*$/gm, "");
+      assert.deepEqual(code.match(/\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b|\b(VM|LOCK|GFP)\.\w+/g) ?? [], [], `${file}: ${m} still names constants`);
+    }
+  }
+});

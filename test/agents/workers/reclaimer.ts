@@ -16,7 +16,7 @@ if (role === "die") {
   const rng = new Prng(seed);
   for (const n of [8, 16, 64, 192, 512, 2048, 4096]) {
     const xs: number[] = [];
-    for (let i = 0; i < 120; i++) xs.push(heap.kmalloc(n + rng.range(0, 7)));
+    for (let i = 0; i < 300; i++) xs.push(heap.kmalloc(n + rng.range(0, 7))); // more than two sheaves of each class
     xs.forEach((x, i) => (i % 3 === 0 ? heap.kfreeRcu(x) : i % 3 === 1 ? heap.kfreeNolock(x) : heap.kfree(x)));
   }
   for (let i = 0; i < 8; i++) {

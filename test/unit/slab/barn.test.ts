@@ -16,12 +16,14 @@ const MiB = 1 << 20;
 test("barnCapacity: BARN_BYTES of full sheaves, BARN_MIN..K_BARN_MAX sheaves, 1/256 of the zone at most", () => {
   const big = 64 * 1024; // pages of a 256 MiB zone: BARN_BYTES is the smaller budget
   assert.equal(barnCapacity(8, big), K_BARN_MAX, "8-byte objects: the bound");
-  assert.equal(barnCapacity(64, big), K_BARN_MAX, "64-byte objects: 68 sheaves of 3840 bytes, bounded at 64");
+  assert.equal(barnCapacity(32, big), K_BARN_MAX, "32-byte objects: 66 sheaves of 3968 bytes, bounded at 64");
+  assert.equal(barnCapacity(64, big), 33, "64-byte objects: 33 sheaves of 124");
   assert.equal(barnCapacity(256, big), Math.floor(BARN_BYTES / (sheafCapacity(256) * 256)));
   assert.equal(barnCapacity(256, big), 39);
   assert.equal(barnCapacity(1024, big), 21);
   assert.equal(barnCapacity(8192, big), BARN_MIN, "8 KiB objects: 8 sheaves of 4 would fit, BARN_MIN is kept");
-  assert.equal(barnCapacity(64, 4096), 17, "a 16 MiB zone: 64 KiB of sheaves");
+  assert.equal(barnCapacity(16, 4096), 33, "a 16 MiB zone: 64 KiB of sheaves");
+  assert.equal(barnCapacity(64, 4096), BARN_MIN, "a 16 MiB zone: 64 KiB would be 8 sheaves of 64-byte objects, BARN_MIN is kept");
   assert.equal(barnCapacity(64, 1024), BARN_MIN, "a 4 MiB zone: 16 KiB would be 4 sheaves, BARN_MIN is kept");
 });
 
@@ -37,13 +39,14 @@ test("a batch of 1024 64-byte objects, freed and allocated again, goes through t
   const v0 = h.stats().vmstat;
   for (let r = 0; r < 4; r++) round();
   const v1 = h.stats().vmstat;
-  // 1024 objects: 17 sheaves of 60 and 4 objects. Each round's frees fill the main 17 times: once
-  // the spare takes its place, 16 times the barn takes it for an empty sheaf; the allocations
-  // empty the main as often, and take 16 full sheaves back from the barn.
+  // 1024 objects: 8 sheaves of 124 and 32 objects. Each round's frees fill the main 8 times: once
+  // the spare takes its place, 7 times the barn takes it for an empty sheaf; the allocations
+  // empty the main as often, and take 7 full sheaves back from the barn.
   assert.equal(v1.sheafFlush - v0.sheafFlush, 0, "no sheaf was flushed to the slabs");
   assert.equal(v1.sheafRefill - v0.sheafRefill, 0, "no sheaf was refilled from the slabs");
-  assert.equal(v1.barnPut - v0.barnPut, 4 * 16);
-  assert.equal(v1.barnGet - v0.barnGet, 4 * 16);
+  assert.equal(sheafCapacity(64), 124);
+  assert.equal(v1.barnPut - v0.barnPut, 4 * 7);
+  assert.equal(v1.barnGet - v0.barnGet, 4 * 7);
   assert.equal(v1.slabAlloc - v0.slabAlloc, 0);
   allPagesFree(h);
   h.detach();

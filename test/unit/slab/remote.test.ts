@@ -11,23 +11,28 @@ import { Heap, type SlabStats } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
 import { PD_OWNER, PD_WORDS, PAGE_SHIFT } from "../../../src/core/layout.js";
 import { allPagesFree } from "../../support/check.js";
+import { sheafCapacity } from "../../../src/slab/sizes.js";
 
 const MiB = 1 << 20;
 const stats = (h: Heap, name: string): SlabStats => h.stats().slabs.find((c) => c.name === name)!;
+/** Objects in a full sheaf of kmalloc-64. */
+const CAP = sheafCapacity(64);
 
 test("a free by a slot that does not own the object's slab goes to its remote sheaf, and that slot does not hand it out again", () => {
   const h0 = Heap.create({ size: 16 * MiB, cpus: 2 });
   const h1 = Heap.attach(h0.buffer);
   const a = h0.kmalloc(64); // a slab h0's refill took: h0 owns it
   h1.kfree(a);
-  assert.equal(stats(h0, "kmalloc-64").sheafObjects, 60, "h0's main sheaf (59) and h1's remote sheaf (1)");
+  // The refill took one new slab (64 objects, fewer than a sheaf holds): 63 in h0's main sheaf, 1 in h1's remote sheaf.
+  const k64 = stats(h0, "kmalloc-64");
+  assert.equal(k64.sheafObjects, Math.min(CAP, k64.objectsPerSlab));
   // h0 frees its own object back to its main sheaf: a pair on h0 hands the same object out again.
   const b = h0.kmalloc(64);
   h0.kfree(b);
   assert.equal(h0.kmalloc(64), b);
   h0.kfree(b);
   const mine: number[] = [];
-  for (let i = 0; i < 200; i++) mine.push(h1.kmalloc(64));
+  for (let i = 0; i < 3 * CAP; i++) mine.push(h1.kmalloc(64));
   assert.ok(!mine.includes(a), "h1 never handed out the object it freed for h0");
   h0.validate();
   for (const x of mine) h1.kfree(x);
@@ -41,9 +46,9 @@ test("a full remote sheaf goes to the barn whole, where the owner's refill takes
   const h0 = Heap.create({ size: 16 * MiB, cpus: 2 });
   const h1 = Heap.attach(h0.buffer);
   const objs: number[] = [];
-  for (let i = 0; i < 240; i++) objs.push(h0.kmalloc(64));
+  for (let i = 0; i < 4 * CAP; i++) objs.push(h0.kmalloc(64));
   const v0 = h0.stats().vmstat;
-  for (const x of objs) h1.kfree(x); // 240 remote frees: 4 sheaves of 60
+  for (const x of objs) h1.kfree(x); // remote frees: 4 full sheaves
   const v1 = h0.stats().vmstat;
   // The first remote sheaf is made; each time it is full, the barn takes it for an empty one.
   assert.equal(v1.barnPut - v0.barnPut, 3);
@@ -54,8 +59,8 @@ test("a full remote sheaf goes to the barn whole, where the owner's refill takes
   h0.validate();
   // h0 empties its main sheaf and takes a full one from the barn: h1's remote frees, its own objects.
   const back = new Set<number>();
-  for (let i = 0; i < 240; i++) back.add(h0.kmalloc(64));
-  assert.ok(objs.slice(0, 180).every((x) => back.has(x)), "the three sheaves the barn took came back to h0");
+  for (let i = 0; i < 4 * CAP; i++) back.add(h0.kmalloc(64));
+  assert.ok(objs.slice(0, 3 * CAP).every((x) => back.has(x)), "the three sheaves the barn took came back to h0");
   for (const x of back) h0.kfree(x);
   h1.shrink();
   allPagesFree(h0);
