@@ -3,7 +3,8 @@
  * The build: tsc's program and emit (tsconfig.json, diagnostics as tsc prints them), with one
  * transform on the library's own files (src/): every use of a `const` whose value is a number
  * known at compile time (a literal, or an arithmetic expression of literals and such constants)
- * becomes that number, with the constant's name in a comment beside it.
+ * becomes that number, with the constant's name in a comment beside it; e + C, where C is such a
+ * constant 0 and e a number, becomes e.
  *
  * Why: V8 loads a module-level const from its context slot and checks it against the hole
  * (temporal dead zone) at every use: four bytes of bytecode where a literal takes one or two.
@@ -161,6 +162,19 @@ let inlined = 0;
 const inlineConsts = (ctx) => (sf) => {
   if (!path.resolve(sf.fileName).startsWith(srcDir)) return sf;
   const visit = (node) => {
+    // e + C or e - C with C a constant 0 and e a number: e alone (an offset of word 0 costs an AddSmi).
+    if (ts.isBinaryExpression(node) && (node.operatorToken.kind === ts.SyntaxKind.PlusToken || node.operatorToken.kind === ts.SyntaxKind.MinusToken)) {
+      const r = node.right;
+      const zero = (ts.isIdentifier(r) && isValueUse(r) && symbolValue(checker.getSymbolAtLocation(r), 0) === 0) ||
+        (ts.isPropertyAccessExpression(r) && ts.isIdentifier(r.expression) && propertyValue(r) === 0);
+      const t = zero ? checker.getTypeAtLocation(node.left) : undefined;
+      if (t !== undefined && (t.flags & ts.TypeFlags.NumberLike) !== 0 && (t.flags & ts.TypeFlags.Union) === 0) {
+        inlined++;
+        const e = ts.factory.createParenthesizedExpression(ts.visitNode(node.left, visit));
+        ts.addSyntheticTrailingComment(e, ts.SyntaxKind.MultiLineCommentTrivia, ` ${node.operatorToken.getText()} ${r.getText()} `, false);
+        return e;
+      }
+    }
     const named = ts.isIdentifier(node) || (ts.isPropertyAccessExpression(node) && ts.isIdentifier(node.expression));
     if (named && node.parent !== undefined && isValueUse(node)) {
       const v = ts.isIdentifier(node) ? symbolValue(checker.getSymbolAtLocation(node), 0) : propertyValue(node);

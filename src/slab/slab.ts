@@ -293,20 +293,19 @@ export class SlabAllocator extends MemView {
     // index of the object that holds off, the fraction under INV_EXACT only at its start.
     const q = off * this.f64[(kw + K_INV_SIZE) >> 1]!;
     const idx = q | 0;
-    if (q - idx >= INV_EXACT || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === (addr ^ O_FREE_TAG)) return false;
+    const tag = addr ^ O_FREE_TAG;
+    if (q - idx >= INV_EXACT || idx >= i32[kw + K_OBJS]! || i32[addr >> 2] === tag) return false;
     const sw = i32[kw + this.pcsOff + (i32[d + PD_OWNER] === this.cpu ? PCS_MAIN : PCS_REMOTE)]! >> 2;
     const n = i32[sw + S_SIZE]! & SHEAF_SIZE_MASK;
     if (n >= i32[sw + S_CAP]!) return false;
     // sheafPush (sheaf.ts), written out (see sheafPop).
     i32[sw + S_OBJS + n] = addr;
     i32[sw + S_SIZE] = n + 1;
-    i32[addr >> 2] = addr ^ O_FREE_TAG;
+    i32[addr >> 2] = tag;
     return true;
   }
 
-  /* ================================================================= object alloc: slow paths */
-
-  /* ================================================================= slow-path entry and slabs */
+  /* ================================================================= object alloc: slow-path entry and slabs */
 
   /** Move up to `want` objects from the partial slabs into sheaf `sw`; returns how many. List lock held. */
   takeFromPartial(kw: number, sw: number, want: number): number {
