@@ -26,6 +26,7 @@
  */
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { Heap, LOCK_NAMES } from "../src/index.js";
+import { sheafCapacity } from "../src/slab/sizes.js";
 
 interface PingSpec {
   mode: "ping" | "inc";
@@ -246,8 +247,8 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const BEFORE: Record<string, string> = {
     zone: "pcp lists (orders 0..5) take it once per batch of pages (refill, drain past high); only orders above 5, large kmalloc and direct reclaim take it per call",
-    list: "sheaves (up to 60 objects) and the barn (10 full, 10 empty sheaves) take it once per sheaf at most; kept empty slabs spare the page allocator",
-    barn: "taken once per sheaf exchange (every up to 60 objects); per cache, so different sizes never meet",
+    list: `sheaves (up to ${sheafCapacity(64)} objects) and the barn (up to BARN_BYTES of objects in full sheaves) take it once per sheaf at most; kept empty slabs spare the page allocator`,
+    barn: `taken once per sheaf exchange (every up to ${sheafCapacity(64)} objects); per cache, so different sizes never meet`,
     pcp: "per slot (biased: no atomic while its owner runs); a remote drainer only takes it on direct reclaim, shrink or validate",
   };
   const LINES: Record<string, number> = { zone: 4, list: 3, barn: 2, pcp: 2 };

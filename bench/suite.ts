@@ -16,6 +16,7 @@ import { type GroupOptions, type GroupResult, type LeakCheck, runGroup } from ".
 import type { StormResult } from "./micro.js";
 import { findPeers } from "./peers.js";
 import { xmallocPairWords } from "./workloads.js";
+import { sheafCapacity } from "../src/slab/sizes.js";
 import {
   fmtNs,
   fmtPct,
@@ -424,7 +425,7 @@ const MACHINE_SCALING_MIN = 1.9;
         title: "kmalloc(64) / kfree pairs (each worker on its own slot of one heap)",
         columns: ["pattern", "workers", "pairs/s", "ns/pair/worker", "scaling 2/1", "machine 2/1", "target"],
         rows,
-        notes: ["a batch of 1024 is larger than a sheaf (60 objects): it goes through the barn and the slabs", statNote(micro)],
+        notes: [`a batch of 1024 is larger than a sheaf (${sheafCapacity(64)} objects): it goes through the barn as whole sheaves`, statNote(micro)],
       },
     ],
   };
