@@ -27,6 +27,7 @@ const { values: args } = parseArgs({
 const host = { ...ts.sys, onUnRecoverableConfigFileDiagnostic: (d) => fail([d]) };
 const parsed = ts.getParsedCommandLineOfConfigFile(path.resolve(args.project), args.outDir ? { outDir: path.resolve(args.outDir) } : {}, host);
 if (parsed === undefined) process.exit(1);
+if (parsed.errors.length > 0) fail(parsed.errors);
 const root = path.dirname(path.resolve(args.project));
 const srcDir = path.join(root, "src") + path.sep;
 

@@ -236,6 +236,7 @@ interface HeadInfo {
   order: number;
   large: boolean;
   owner: number;
+  flags: number;
 }
 
 interface Census {
@@ -273,7 +274,7 @@ function census(): Census {
     else if ((f & PG_RCU_BLOCK) !== 0) c.rcu += n;
     else if ((f & (PG_HEAD | PG_LARGE)) !== 0) {
       c.allocated += n;
-      c.heads.set(pfn * 4096, { order, large: (f & PG_LARGE) !== 0, owner: u32[d + PD_OWNER]! });
+      c.heads.set(pfn * 4096, { order, large: (f & PG_LARGE) !== 0, owner: u32[d + PD_OWNER]!, flags: f });
     } else {
       let prev = "";
       for (let q = Math.max(zs, pfn - 4); q < pfn; q++) prev += ` ${q}:0x${u32[descW + q * PD_WORDS + PD_FLAGS]!.toString(16)}`;
@@ -350,6 +351,9 @@ function inside(blocks: Block[], addr: number, exceptEntry: number): boolean {
   return false;
 }
 
+/** What the host did with each address in this settle (for a failure's message). */
+const hostTrail = new Map<number, string>();
+
 /** Free entry e's block (kind by E_KIND): false when it was free already (the dead's free had happened). */
 function hostRelease(e: number): boolean {
   const w = e * E_WORDS;
@@ -358,9 +362,13 @@ function hostRelease(e: number): boolean {
   try {
     if (kind === KIND.pages) heap.freePages(addr, E[w + E_SIZE]!);
     else heap.kfree(addr);
+    hostTrail.set(addr, `${hostTrail.get(addr) ?? ""} entry ${e} (kind ${kind}, size ${E[w + E_SIZE]}) freed;`);
     return true;
   } catch (err) {
-    if (err instanceof HeapError && (err.code === "EDOUBLEFREE" || err.code === "EINVAL")) return false;
+    if (err instanceof HeapError && (err.code === "EDOUBLEFREE" || err.code === "EINVAL")) {
+      hostTrail.set(addr, `${hostTrail.get(addr) ?? ""} entry ${e} (kind ${kind}, size ${E[w + E_SIZE]}) refused ${err.code}: ${err.message};`);
+      return false;
+    }
     throw err;
   }
 }
@@ -385,6 +393,7 @@ function settle(dead: Dead[]): void {
     if (pe >= 0) skip.add(pe);
     if (d.op === OP.destroyCache) skip.add(d.entry);
   }
+  hostTrail.clear();
   let c = census();
   const blocks = checkRecorded(c, dead, skip);
   // Allocated blocks nobody recorded: only a dead worker's allocation in flight may be one.
@@ -408,6 +417,7 @@ function settle(dead: Dead[]): void {
       // kfreeRcu, so the host frees it (counted in rcuBatchKills).
       rcuLarge--;
       heap.kfree(addr);
+      hostTrail.set(addr, "a dead worker's kfreeRcu large block, freed;");
       sum.inFlightRecovered++;
       continue;
     }
@@ -415,6 +425,7 @@ function settle(dead: Dead[]): void {
       allowance--;
       if (h.large) heap.kfree(addr);
       else heap.freePages(addr, h.order);
+      hostTrail.set(addr, "in flight of a dead slot, freed;");
       sum.inFlightRecovered++;
       continue;
     }
@@ -518,7 +529,11 @@ function settle(dead: Dead[]): void {
   c = census();
   const after = checkRecorded(c, [], new Set());
   const held = new Set(after.map((b) => b.addr));
-  for (const [addr, h] of c.heads) if (!held.has(addr)) fail(`after the host freed the dead workers' blocks, block 0x${addr.toString(16)} (order ${h.order}, owner ${h.owner}) is held by nobody`);
+  for (const [addr, h] of c.heads) {
+    if (held.has(addr)) continue;
+    const deadOps = dead.map((d) => `worker ${d.id} slot ${d.cpu} op ${d.op} kind ${d.kind} size ${d.size} entry ${d.entry}${d.entry >= 0 ? ` at 0x${E[d.entry * E_WORDS + E_ADDR]!.toString(16)}` : ""} hop ${d.hop}`).join("; ");
+    fail(`after the host freed the dead workers' blocks, block 0x${addr.toString(16)} (order ${h.order}, owner ${h.owner}, flags 0x${h.flags.toString(16)}) is held by nobody; the host: ${hostTrail.get(addr) ?? "nothing"}; the dead: ${deadOps}`);
+  }
   const sumPages = c.free + c.pcp + c.deferred + c.slab + c.rcu + c.allocated;
   if (sumPages !== c.total) fail(`pages: free ${c.free} + pcp ${c.pcp} + deferred ${c.deferred} + slab ${c.slab} + rcu blocks ${c.rcu} + held ${c.allocated} = ${sumPages}, not the ${c.total} the zone manages`);
 }
