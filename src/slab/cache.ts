@@ -260,7 +260,7 @@ export function cacheAllocSlow(slab: SlabAllocator, id: number, gen: number, gfp
   }
   if (obj === 0) return slab.pages.allocFailed(0, gfp);
   if ((slab.locks.trace.mask & (1 << TP.kmem_cache_alloc)) !== 0) {
-    emitObject(slab, TP.kmem_cache_alloc, obj, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+    emitObject(slab, TP.kmem_cache_alloc, obj, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id, 0, gfp);
   }
   return obj;
 }

@@ -13,9 +13,9 @@
  * LOCKS: none of its own. debugUnlink runs under the list lock of the object's cache; the other
  *   functions run wherever their caller is (any lock, or none).
  * NO LOCK: objectCache (the page descriptor and cache configuration of an address), isFreeObject
- *   (every slot's sheaves, the barn, this slot's deferred list, the slab's freelist, each walk
- *   bounded), liveObjectList, checkBulk, describePage.
- * STALE: isFreeObject reads other slots' sheaves, the barn and the freelist as they are: a hint,
+ *   (every slot's sheaves and deferred list, the barn, the slab's freelist, each walk bounded),
+ *   liveObjectList, checkBulk, describePage.
+ * STALE: isFreeObject reads other slots' sheaves and deferred lists, the barn and the freelist as they are: a hint,
  *   racy, that may miss a free object moving just then but never reports a live object free (a
  *   live object is in none of those places). objectCache reads the descriptor of a page another
  *   agent may be changing: exact for a live object (its slab cannot be released under it), and for
@@ -96,8 +96,10 @@ export function isFreeObject(slab: SlabAllocator, id: number, addr: number): boo
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
     if (pcsSheavesHave(i32, pcs, addr)) return true;
   }
-  // Bounded walks: a broken list must not hang a free.
-  return barnHas(i32, slab.cacheWOf(id), addr) || onDeferredList(i32, slab.pcpuW, addr) || onSlabFreelist(slab, addr, 65536);
+  // Bounded walks: a broken list must not hang a free. Every slot's deferred list (another slot's
+  // kfreeNolock may have parked it there: plain reads, a hint like its sheaves).
+  for (let cpu = 0; cpu < slab.cpus; cpu++) if (onDeferredList(i32, slab.mem.pcpOf(cpu), addr)) return true;
+  return barnHas(i32, slab.cacheWOf(id), addr) || onSlabFreelist(slab, addr, 65536);
 }
 
 /** Does a full sheaf on the barn of cache word `kw` hold `x`? (Empty ones hold nothing.) Bounded walk. */

@@ -49,7 +49,7 @@ import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "
 
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const GFP_KERNEL = GFP.KERNEL;
-const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
+const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, K_SIZE, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
 
 export function kmallocSlow(slab: SlabAllocator, size: number, flags: number | undefined): number {
   const gfp = flags === undefined ? GFP_KERNEL : flags;
@@ -60,7 +60,7 @@ export function kmallocSlow(slab: SlabAllocator, size: number, flags: number | u
   const id = KMALLOC_FIRST_ID + SIZE_INDEX[(size + 7) >> 3]!;
   const obj = slabAllocSlow(slab, id, gfp, size);
   if (obj === 0) return slab.pages.allocFailed(0, gfp);
-  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id, 0, gfp);
   return obj;
 }
 
@@ -83,7 +83,7 @@ function kmallocLargeHeld(slab: SlabAllocator, size: number, gfp: number): numbe
   if (pfn === 0) return slab.pages.allocFailed(order, gfp);
   slab.locks.vmInc(VM.kmallocLarge, 1);
   const addr = slab.pages.prepNewBlock(pfn, order, PG_HEAD | PG_INHAND, gfp);
-  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, addr, size, -1);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, addr, size, -1, PAGE_SIZE << order, gfp);
   return addr;
 }
 
@@ -116,7 +116,7 @@ export function kmallocNolockSlow(slab: SlabAllocator, size: number, flags: numb
   }
   const obj = slabAllocNolock(slab, id, gfp);
   if (obj === 0) return nolockFailed(slab);
-  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id);
+  if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id, 0, gfp);
   return prepObject(slab, id, obj, gfp, size, GFP_TRYLOCK);
 }
 
@@ -389,7 +389,7 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
     slab.u32[slab.mem.pd(pfn) + PD_OWNER] = slab.cpu;
     slab.u32[slab.mem.pd(pfn) + PD_FLAGS] = PG_HEAD | PG_INHAND | (order << PG_ORDER_SHIFT);
     slab.locks.vmInc(VM.pgfree, 1 << order);
-    if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) emitObject(slab, TP.kfree, addr, PAGE_SIZE << order, -1);
+    if ((slab.locks.trace.mask & (1 << TP.kfree)) !== 0) emitObject(slab, TP.kfree, addr, PAGE_SIZE << order, -1, PAGE_SIZE << order, -1);
     slab.pages.freeBlock(pfn, order, mode);
     return;
   }
@@ -440,7 +440,7 @@ function kfreeTail(slab: SlabAllocator, id: number, addr: number, want: number, 
  */
 function emitFree(slab: SlabAllocator, id: number, addr: number, want: number): void {
   if ((slab.locks.trace.mask & (1 << (want < 0 ? TP.kfree : TP.kmem_cache_free))) !== 0) {
-    emitObject(slab, want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id);
+    emitObject(slab, want < 0 ? TP.kfree : TP.kmem_cache_free, addr, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id, 0, -1);
   }
 }
 
@@ -537,9 +537,15 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
   if (!slab.freeToSlabs(id, addr, 0, hand)) deferObject(slab, addr); // noBlock agent past its bound
 }
 
-/** An object event (kmalloc, kfree, kmem_cache_alloc, kmem_cache_free) to the trace handlers. */
-export function emitObject(slab: SlabAllocator, id: number, addr: number, size: number, cache: number): void {
+/**
+ * An object event to the trace handlers: `size` the bytes asked for (or the object size), the
+ * block's bytes (allocSize) its cache's stride, or `largeBytes` for a large kmalloc (cache -1);
+ * `gfp` on allocations, -1 elsewhere.
+ */
+export function emitObject(slab: SlabAllocator, id: number, addr: number, size: number, cache: number, largeBytes: number, gfp: number): void {
   const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: slab.cpu, addr, size };
+  rec.allocSize = cache >= 0 ? slab.i32[slab.cacheWOf(cache) + K_SIZE]! : largeBytes;
   if (cache >= 0) rec.cache = cacheName(slab, cache);
+  if (gfp >= 0) rec.gfp = gfp;
   slab.locks.trace.emit(id, rec);
 }

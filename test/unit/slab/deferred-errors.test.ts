@@ -119,3 +119,61 @@ test("onError refuses anything but a function (the handler is kept); null puts t
   assert.equal(typeof heap.onError, "function");
   heap.detach();
 });
+
+describe("a double free of an object on another slot's deferred list", () => {
+  for (const via of ["kfree", "kfreeNolock", "kfreeBulk"] as const) {
+    for (const size of [16, 64, 192, 512]) {
+      test(`${via} by another slot of a ${size} B object that slot 0's kfreeNolock parked on its deferred list is EDOUBLEFREE, the heap unchanged`, () => {
+        const h = Heap.create({ size: 16 << 20, cpus: 2 });
+        const other = Heap.attach(h.buffer);
+        const keep: number[] = [];
+        for (let i = 0; i < 200; i++) keep.push(h.kmalloc(size));
+        const a = h.kmalloc(size);
+        // A hook at a pcp lock point of shrink() frees a with kfreeNolock: the sheaves are locked,
+        // so a goes on slot 0's deferred list, where the next normal call of slot 0 drains it.
+        let fired = false;
+        h.setReentryHook((point) => {
+          if (point === "pcp:acquire" && !fired) {
+            fired = true;
+            h.kfreeNolock(a);
+          }
+        });
+        h.shrink();
+        h.setReentryHook(null);
+        assert.ok(fired);
+        assert.equal(h.stats().deferredObjects, 1);
+        const before = JSON.stringify(h.stats().slabs);
+        const e = (() => {
+          try {
+            if (via === "kfree") other.kfree(a);
+            else if (via === "kfreeNolock") other.kfreeNolock(a);
+            else other.kfreeBulk([a]);
+          } catch (err) {
+            return err;
+          }
+          return null;
+        })();
+        assert.ok(e instanceof HeapError && e.code === "EDOUBLEFREE", `a second free of a deferred object: ${String(e)}`);
+        assert.equal(JSON.stringify(h.stats().slabs), before, "nothing moved");
+        assert.equal(h.stats().deferredObjects, 1);
+        // Slot 0 drains it; then every object of the class is handed out once.
+        h.kfree(h.kmalloc(size));
+        assert.equal(h.stats().deferredObjects, 0);
+        const cls = h.stats().slabs.find((c) => c.activeObjects === keep.length && c.size >= size)!;
+        assert.equal(cls.activeObjects, keep.length);
+        const seen = new Set<number>(keep);
+        for (let i = 0; i < 2000; i++) {
+          const x = (i & 1 ? other : h).kmalloc(size);
+          assert.ok(!seen.has(x), `0x${x.toString(16)} handed out twice`);
+          seen.add(x);
+        }
+        for (const x of seen) h.kfree(x);
+        other.detach();
+        h.shrink();
+        h.validate();
+        assert.equal(h.stats().freePages, h.stats().totalPages);
+        h.detach();
+      });
+    }
+  }
+});
