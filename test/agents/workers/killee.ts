@@ -266,9 +266,13 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
       const bad = checkPattern(heap.i32, heap.u8, a, keep & ~3, E[w + E_SIG]!);
       if (bad !== null) throw new Error(`worker ${data.id}: krealloc lost contents: ${bad}`);
       // The old entry becomes the new block: re-record in place (E_OWNER stays me through the rewrite).
-      E[w + E_ADDR] = a;
+      // The address goes last: a kill between these stores leaves the old address with the new kind
+      // (the host's free of it is refused: krealloc freed it; the new block is in flight, found by
+      // its owner), never the new block under the old kind (a large block taken for an object and
+      // left allocated).
       E[w + E_SIZE] = size;
       E[w + E_KIND] = size > 8192 ? KIND.large : KIND.obj;
+      E[w + E_ADDR] = a;
       fillPattern(heap.i32, heap.u8, a, size, E[w + E_SIG]!);
     }
     done();
