@@ -531,7 +531,13 @@ function settle(dead: Dead[]): void {
   const held = new Set(after.map((b) => b.addr));
   for (const [addr, h] of c.heads) {
     if (held.has(addr)) continue;
-    const deadOps = dead.map((d) => `worker ${d.id} slot ${d.cpu} op ${d.op} kind ${d.kind} size ${d.size} entry ${d.entry}${d.entry >= 0 ? ` at 0x${E[d.entry * E_WORDS + E_ADDR]!.toString(16)}` : ""} hop ${d.hop}`).join("; ");
+    const deadOps = dead.map((d) => `worker ${d.id} slot ${d.cpu} op ${d.op} kind ${d.kind} size ${d.size} entry ${d.entry}${d.entry >= 0 ? ` at 0x${E[d.entry * E_WORDS + E_ADDR]!.toString(16)}` : ""} hop ${d.hop}${d.rcuBatch ? " (in a kfreeRcu batch)" : ""}`).join("; ");
+    const entries: string[] = [];
+    for (let e = 0; e < E.length / E_WORDS; e++) {
+      const a = E[e * E_WORDS + E_ADDR]!;
+      if (E[e * E_WORDS + E_KIND] !== KIND.cache && a >= addr && a < addr + (4096 << h.order)) entries.push(`entry ${e}: owner ${E[e * E_WORDS + E_OWNER]} kind ${E[e * E_WORDS + E_KIND]} size ${E[e * E_WORDS + E_SIZE]} at 0x${a.toString(16)}`);
+    }
+    say(`  entries inside 0x${addr.toString(16)}: ${entries.join("; ") || "none"}`);
     fail(`after the host freed the dead workers' blocks, block 0x${addr.toString(16)} (order ${h.order}, owner ${h.owner}, flags 0x${h.flags.toString(16)}) is held by nobody; the host: ${hostTrail.get(addr) ?? "nothing"}; the dead: ${deadOps}`);
   }
   const sumPages = c.free + c.pcp + c.deferred + c.slab + c.rcu + c.allocated;

@@ -259,8 +259,10 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
     check(e);
     const size = objSize();
     const old = E[w + E_SIZE]!;
+    const oldAddr = E[w + E_ADDR]!;
+    const oldKind = E[w + E_KIND]!;
     pend(OP.realloc, e, size > 8192 ? KIND.large : KIND.obj, size);
-    const a = heap.krealloc(E[w + E_ADDR]!, size);
+    const a = heap.krealloc(oldAddr, size);
     if (a !== 0) {
       const keep = Math.min(old, size);
       const bad = checkPattern(heap.i32, heap.u8, a, keep & ~3, E[w + E_SIG]!);
@@ -270,8 +272,9 @@ runWorker<KilleeData & { abortAt?: number }>(async (data) => {
       // (the host's free of it is refused: krealloc freed it; the new block is in flight, found by
       // its owner), never the new block under the old kind (a large block taken for an object and
       // left allocated).
+      // A large block shrunk in place stays a large block (krealloc keeps it when the size fits).
       E[w + E_SIZE] = size;
-      E[w + E_KIND] = size > 8192 ? KIND.large : KIND.obj;
+      E[w + E_KIND] = size > 8192 || (a === oldAddr && oldKind === KIND.large) ? KIND.large : KIND.obj;
       E[w + E_ADDR] = a;
       fillPattern(heap.i32, heap.u8, a, size, E[w + E_SIG]!);
     }
