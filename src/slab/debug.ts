@@ -15,11 +15,11 @@
  * NO LOCK: objectCache (the page descriptor and cache configuration of an address), isFreeObject
  *   (every slot's sheaves and deferred list, the barn, the slab's freelist, each walk bounded),
  *   liveObjectList, checkBulk, describePage.
- * STALE: isFreeObject reads other slots' sheaves and deferred lists, the barn and the freelist as they are: a hint,
- *   racy, that may miss a free object moving just then but never reports a live object free (a
- *   live object is in none of those places). objectCache reads the descriptor of a page another
- *   agent may be changing: exact for a live object (its slab cannot be released under it), and for
- *   any other address the EINVAL it gives describes the page as it was read.
+ * STALE: isFreeObject reads other slots' sheaves and deferred lists, the barn and the freelist as
+ *   they are: a hint, racy, that may miss a free object moving just then but never reports a live
+ *   object free (a live object is in none of those places). objectCache reads the descriptor of a
+ *   page another agent may be changing: exact for a live object (its slab cannot be released under
+ *   it), and for any other address the EINVAL it gives describes the page as it was read.
  */
 import { describe, einval } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";

@@ -48,7 +48,7 @@ export const SIZE_INDEX = new Uint8Array((KMALLOC_MAX_CACHE_SIZE >> 3) + 1);
  * small objects (one lock hold per sheaf), and a batch of 4096 64 B objects then fits in a slot's
  * sheaves and the barn (BARN_BYTES) instead of going through the slabs: a 4096-batch kmalloc /
  * kfree solo run 13.4 -> 12.3 ns an operation (xmalloc-test, one worker). Larger objects keep
- * the kernel's capacities: a slot's two sheaves hold at most 2 * 124 * 248 B.
+ * the kernel's capacities; a slot's two sheaves of a class hold at most 2 * 124 objects under 256 B.
  */
 export function sheafCapacity(size: number): number {
   if (size < 256) return 124;
