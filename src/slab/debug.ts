@@ -13,11 +13,11 @@
  * LOCKS: none of its own. debugUnlink runs under the list lock of the object's cache; the other
  *   functions run wherever their caller is (any lock, or none).
  * NO LOCK: objectCache (the page descriptor and cache configuration of an address), isFreeObject
- *   (every slot's sheaves and deferred list, the barn, the slab's freelist, each walk bounded),
- *   liveObjectList, checkBulk, describePage.
+ *   (every slot's sheaves, hand sheaf and deferred list, the barn, the slab's freelist, each walk
+ *   bounded, in FREE_SEARCH_PASSES passes), liveObjectList, checkBulk, describePage.
  * STALE: isFreeObject reads other slots' sheaves and deferred lists, the barn and the freelist as
- *   they are: a hint, racy, that may miss a free object moving just then but never reports a live
- *   object free (a live object is in none of those places). objectCache reads the descriptor of a
+ *   they are: a hint, racy, whose passes may still miss a free object that keeps moving, but that
+ *   never reports a live object free (a live object is in none of those places). objectCache reads the descriptor of a
  *   page another agent may be changing: exact for a live object (its slab cannot be released under
  *   it), and for any other address the EINVAL it gives describes the page as it was read.
  */
@@ -32,7 +32,7 @@ import { deferObject, slabFreeNolock } from "./kmalloc.js";
 import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_HAND, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -88,18 +88,43 @@ export function pcsSheavesHave(i32: Int32Array, pcs: number, x: number): boolean
   return false;
 }
 
+/**
+ * Passes of isFreeObject's search. Other slots move free objects between their sheaves, their
+ * hands, the barn and the slab freelists while it reads them with no lock over all of them, so an
+ * object on its way from one place to the next can be missed by one pass (each move is short);
+ * the passes alternate their order (a flush puts an object on its freelist before it leaves the
+ * sheaf, a refill the other way round).
+ */
+const FREE_SEARCH_PASSES = 4;
+
 /** Is `addr`, whose first word carries the free tag, really free somewhere in cache `id`? */
 export function isFreeObject(slab: SlabAllocator, id: number, addr: number): boolean {
+  for (let pass = 0; pass < FREE_SEARCH_PASSES; pass++) {
+    if (slab.i32[addr >> 2] !== (addr ^ O_FREE_TAG)) return false; // handed out meanwhile
+    if ((pass & 1) === 0 ? inSheaves(slab, id, addr) || onListsOf(slab, id, addr) : onListsOf(slab, id, addr) || inSheaves(slab, id, addr)) return true;
+  }
+  return false;
+}
+
+/** In a sheaf of cache `id` on any slot's pcs line or in its hand (plain reads of other slots: a hint, racy)? */
+function inSheaves(slab: SlabAllocator, id: number, addr: number): boolean {
   const i32 = slab.i32;
-  // This slot's and every other slot's sheaves (plain reads of other slots: a hint, racy).
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-    if (pcsSheavesHave(i32, pcs, addr)) return true;
+    if (pcsSheavesHave(i32, pcs, addr) || sheafHas(i32, i32[pcs + PCS_HAND]!, addr)) return true;
   }
-  // Bounded walks: a broken list must not hang a free. Every slot's deferred list (another slot's
-  // kfreeNolock may have parked it there: plain reads, a hint like its sheaves).
+  return false;
+}
+
+/**
+ * On a list: the barn's full sheaves, the slab's freelist, any slot's deferred list (another
+ * slot's kfreeNolock may have parked it there). Bounded walks: a broken list must not hang a free.
+ */
+function onListsOf(slab: SlabAllocator, id: number, addr: number): boolean {
+  const i32 = slab.i32;
+  if (barnHas(i32, slab.cacheWOf(id), addr) || onSlabFreelist(slab, addr, 65536)) return true;
   for (let cpu = 0; cpu < slab.cpus; cpu++) if (onDeferredList(i32, slab.mem.pcpOf(cpu), addr)) return true;
-  return barnHas(i32, slab.cacheWOf(id), addr) || onSlabFreelist(slab, addr, 65536);
+  return false;
 }
 
 /** Does a full sheaf on the barn of cache word `kw` hold `x`? (Empty ones hold nothing.) Bounded walk. */

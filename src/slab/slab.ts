@@ -249,10 +249,7 @@ export class SlabAllocator extends MemView {
     const i32 = this.i32;
     if (this.gate === 0 && typeof addr === "number" && addr >>> 0 === addr && addr < this.size) {
       const d = this.descW + (addr >>> PAGE_SHIFT) * PD_WORDS;
-      if (i32[d + PD_FLAGS] === PG_SLAB && i32[d + PD_CACHE] === id) {
-        this.kfree(addr);
-        return;
-      }
+      if (i32[d + PD_FLAGS] === PG_SLAB && i32[d + PD_CACHE] === id && this.pushFast(addr)) return;
     }
     kfreeSlow(this, addr, id, 0);
   }

@@ -177,3 +177,42 @@ describe("a double free of an object on another slot's deferred list", () => {
     }
   }
 });
+
+describe("a double free of an object in a sheaf on its way to the barn", () => {
+  for (const debug of [false, true]) {
+    test(`kfreeNolock by another slot of an object whose full sheaf is in the freeing slot's hand (barn:acquire) is EDOUBLEFREE (debug ${debug})`, () => {
+      const h = Heap.create({ size: 16 << 20, cpus: 2, debug });
+      const other = Heap.attach(h.buffer);
+      const objs: number[] = [];
+      for (let i = 0; i < 400; i++) objs.push(h.kmalloc(64));
+      // The frees fill the main sheaf with the first objects; when it is full it leaves the pcs
+      // line for this slot's hand, and the barn lock is taken: the hook runs there.
+      let got: unknown = "the hook did not run";
+      h.setReentryHook((point) => {
+        if (point !== "barn:acquire" || typeof got !== "string") return;
+        try {
+          other.kfreeNolock(objs[0]!);
+          got = null;
+        } catch (e) {
+          got = e;
+        }
+      });
+      for (const o of objs) h.kfree(o);
+      h.setReentryHook(null);
+      assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
+      // Nothing is free twice: every object is handed out once.
+      const seen = new Set<number>();
+      for (let i = 0; i < 800; i++) {
+        const x = (i & 1 ? other : h).kmalloc(64);
+        assert.ok(!seen.has(x), `0x${x.toString(16)} handed out twice`);
+        seen.add(x);
+      }
+      for (const x of seen) h.kfree(x);
+      other.detach();
+      h.shrink();
+      h.validate();
+      assert.equal(h.stats().freePages, h.stats().totalPages);
+      h.detach();
+    });
+  }
+});
