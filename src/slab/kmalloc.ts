@@ -539,12 +539,15 @@ export function slabFreeSlow(slab: SlabAllocator, id: number, addr: number): voi
 
 /**
  * An object event to the trace handlers: `size` the bytes asked for (or the object size), the
- * block's bytes (allocSize) its cache's stride, or `largeBytes` for a large kmalloc (cache -1);
+ * block's bytes (allocSize: what ksize gives without debug mode, the stride; the object size in a
+ * debug cache), or `largeBytes` for a large kmalloc (cache -1);
  * `gfp` on allocations, -1 elsewhere.
  */
 export function emitObject(slab: SlabAllocator, id: number, addr: number, size: number, cache: number, largeBytes: number, gfp: number): void {
   const rec: TraceRecord = { event: TRACE_EVENTS[id]!, cpu: slab.cpu, addr, size };
-  rec.allocSize = cache >= 0 ? slab.i32[slab.cacheWOf(cache) + K_SIZE]! : largeBytes;
+  // A debug cache's stride holds its redzones and metadata too: the class size is its object size.
+  const kw = slab.cacheWOf(cache);
+  rec.allocSize = cache < 0 ? largeBytes : slab.i32[kw + (slab.i32[kw + K_META] !== 0 ? K_OBJ_SIZE : K_SIZE)]!;
   if (cache >= 0) rec.cache = cacheName(slab, cache);
   if (gfp >= 0) rec.gfp = gfp;
   slab.locks.trace.emit(id, rec);

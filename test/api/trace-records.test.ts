@@ -38,3 +38,17 @@ test("kmalloc, kmem_cache_alloc and their frees carry size, allocSize, cache and
   h.validate();
   h.detach();
 });
+
+test("in debug mode allocSize is still the size class (the stride also holds redzones and metadata)", () => {
+  const h = Heap.create({ size: 16 << 20, cpus: 2, debug: true });
+  const got: TraceRecord[] = [];
+  h.trace.on("kmalloc", (r) => got.push(r));
+  const a = h.kmalloc(70);
+  const b = h.kmalloc(5000);
+  h.trace.clear();
+  assert.deepEqual(got.map((r) => [r.size, r.allocSize]), [[70, 96], [5000, 8192]]);
+  h.kfree(a);
+  h.kfree(b);
+  h.validate();
+  h.detach();
+});
