@@ -209,9 +209,8 @@ export const C_PCP_BUSY = C_PCP_HEAD + NR_PCP_ORDERS;
 export const C_PCP_REQ_AT = C_PCP_BUSY + 1;
 /* line 5: the deferred object list of kfreeNolock, and the bulk hands. Owner only (re-entry is
  * synchronous); reclaimSlot drains and frees them for a dead owner. */
-/** Head address of the deferred object llist (linked through each object's first word). */
+/** Head address of the deferred object llist (linked through each object's first word); objects on it. */
 export const C_DEFER_HEAD = 80;
-/** Objects on it. */
 export const C_DEFER_NR = 81;
 /** The bulk hand: the pages allocPagesBulk is handing over (first pfn, chained through PD_NEXT) until
  * its last statement, else 0. Owner only; reclaimSlot frees a dead owner's (freeBlocksInHand). */
@@ -225,8 +224,10 @@ export const C_BULK_NR = 84;
  * says free until a sheaf, freelist or deferred list has it), 0 for none. Owner only, plain;
  * reclaimSlot returns a dead slot's (slab/debug_hand.ts). */
 export const C_DEBUG_HAND = 85;
-/** C_DEBUG_HAND's low bit (objects are 8-byte aligned): the object is being freed. */
-export const C_DEBUG_HAND_FREE = 1;
+export const C_DEBUG_HAND_FREE = 1; // C_DEBUG_HAND's low bit (objects are 8-byte aligned): being freed
+/** The deferred object this slot's drain is freeing (off the list, in no sheaf yet), else 0.
+ * Owner only, plain; other slots' double-free searches read it (isFreeObject), a hint. */
+export const C_FREEING = 86;
 /* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
 export const C_VMSTAT = 96;
 /* line 9: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */
@@ -482,8 +483,7 @@ export const O_NEXT = 1;
 /* ---------------------------------------------------------------- sheaf (an object of the sheaf cache) */
 /** Objects in the sheaf. */
 export const S_SIZE = 0;
-/** Capacity. */
-export const S_CAP = 1;
+export const S_CAP = 1; // capacity
 /** Next sheaf on a barn list. */
 export const S_NEXT = 2;
 /** Cache id the sheaf serves. */

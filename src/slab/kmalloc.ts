@@ -49,7 +49,7 @@ import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "
 
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const GFP_KERNEL = GFP.KERNEL;
-const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, K_SIZE, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
+const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, K_SIZE, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
 
 export function kmallocSlow(slab: SlabAllocator, size: number, flags: number | undefined): number {
   const gfp = flags === undefined ? GFP_KERNEL : flags;
@@ -233,7 +233,9 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
     i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
     slab.syncGates();
     const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
-    i32[obj >> 2] = 0;
+    // Still free (its tag stays), and findable by another slot's double-free search until a
+    // sheaf or freelist has it.
+    i32[slab.pcpuW + C_FREEING] = obj;
     debugUnlink(slab, slab.cacheWOf(id), obj);
     // A dead slot's objects (reclaimSlot) go straight to their slabs.
     const named = id >= FIRST_NAMED_ID;
@@ -264,6 +266,7 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
       }
     } finally {
       slab.locks.deferring--;
+      slab.i32[slab.pcpuW + C_FREEING] = 0;
     }
     slab.locks.vmInc(VM.objectsUndeferred, 1);
   }

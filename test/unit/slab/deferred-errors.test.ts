@@ -216,3 +216,53 @@ describe("a double free of an object in a sheaf on its way to the barn", () => {
     });
   }
 });
+
+describe("a double free of a deferred object while its slot's drain frees it", () => {
+  for (const size of [64, 2048]) {
+    test(`kfree by another slot of a ${size} B object that slot 0's drain has taken off its deferred list, at the drain's sheaf lock, is EDOUBLEFREE`, () => {
+      const h = Heap.create({ size: 16 << 20, cpus: 2 });
+      const other = Heap.attach(h.buffer);
+      const keep: number[] = [];
+      for (let i = 0; i < 50; i++) keep.push(h.kmalloc(size));
+      const v = h.kmalloc(size);
+      let parked = false;
+      h.setReentryHook((point) => {
+        if (point === "pcp:acquire" && !parked) {
+          parked = true;
+          h.kfreeNolock(v);
+        }
+      });
+      h.shrink();
+      assert.equal(h.stats().deferredObjects, 1);
+      // Slot 0's next call drains its list: v leaves it and goes to a sheaf under the sheaf lock.
+      let got: unknown = "the hook did not run";
+      h.setReentryHook((point) => {
+        if (point !== "sheaf:acquire" || typeof got !== "string") return;
+        try {
+          other.kfree(v);
+          got = null;
+        } catch (e) {
+          got = e;
+        }
+      });
+      const x = h.kmalloc(size);
+      h.setReentryHook(null);
+      assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
+      assert.equal(h.stats().deferredObjects, 0);
+      h.kfree(x);
+      for (const k of keep) h.kfree(k);
+      const seen = new Set<number>();
+      for (let i = 0; i < 600; i++) {
+        const y = (i & 1 ? other : h).kmalloc(size);
+        assert.ok(!seen.has(y), `0x${y.toString(16)} handed out twice`);
+        seen.add(y);
+      }
+      for (const y of seen) h.kfree(y);
+      other.detach();
+      h.shrink();
+      h.validate();
+      assert.equal(h.stats().freePages, h.stats().totalPages);
+      h.detach();
+    });
+  }
+});
