@@ -40,6 +40,10 @@ if (role === "grow") {
     while (live.length > 3 * 200) free(live.shift()!, live.shift()!, live.shift()!);
   }
   while (live.length > 0) free(live.shift()!, live.shift()!, live.shift()!);
+  // A handle's views follow the growth when its calls meet the new pages; these workers recycle
+  // low pages and may never have met the last growth's (a loaded machine), so they ask, as the
+  // README says a reader of new pages should.
+  heap.refreshViews();
   function free(p: number, order: number, v: number): void {
     if (heap.u8[p] !== v || heap.u8[p + (PAGE_SIZE << order) - 1] !== v) bad++;
     heap.freePages(p, order);
