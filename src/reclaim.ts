@@ -11,8 +11,8 @@
  *   still using the slot is detached at its next slow path), its read-side words C_RCU_NEST
  *   (plain) and C_RCU_SNAP (Atomics.store), cleared before any grace period is waited for (a slot
  *   killed inside a section must not hold up the others' kfreeRcu flush), and, plain, its local
- *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end), and its debug
- *   object hand C_DEBUG_HAND (slab/debug_hand.ts). No other agent
+ *   locks PCS_LOCKED and C_PCP_BUSY and its C_HELD counts (cleared at the end), its debug
+ *   object hand C_DEBUG_HAND (slab/debug_hand.ts) and C_FREEING (returnFreeingObject). No other agent
  *   writes a claimed slot's words. Everything else it returns goes through the layers' own paths.
  * LOCKS, in order: every lock word the dead slot holds is taken over (compareExchange owner ->
  *   this slot, waiters bit kept), repaired where it can be rebuilt from the descriptors (krcp
@@ -38,7 +38,7 @@ import { LOCK_OWNER_MASK } from "./core/lock.js";
 import type { ReclaimReport } from "./api.js";
 import type { Layers } from "./layers.js";
 import { flushAllSheavesOf } from "./slab/sheaf.js";
-import { drainDeferredObjects } from "./slab/kmalloc.js";
+import { drainDeferredObjects, returnFreeingObject } from "./slab/kmalloc.js";
 import { pcpDrain, pcpSteal, pcpUnlockRemote, recountPcp } from "./page/pcp.js";
 import { rebuildBuddyLists } from "./page/check.js";
 import { rcuRecount } from "./rcu/check.js";
@@ -197,6 +197,8 @@ export function returnSlotMemory(l: Layers, cpu: number, report: ReclaimReport):
   report.inHand += freeBulkObjectsInHand(l.slab, cpu);
   // The debug object it was allocating or freeing, likewise.
   report.inHand += returnDebugObjectInHand(l.slab, cpu);
+  // The object its kfree or drain was freeing: free if a sheaf or list has it, else its caller's.
+  returnFreeingObject(l.slab, cpu);
   drainDeferredObjects(l.slab, cpu);
   report.objects += sheafObjectsOf(l.slab, cpu);
   flushAllSheavesOf(l.slab, cpu);

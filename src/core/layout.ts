@@ -225,8 +225,8 @@ export const C_BULK_NR = 84;
  * reclaimSlot returns a dead slot's (slab/debug_hand.ts). */
 export const C_DEBUG_HAND = 85;
 export const C_DEBUG_HAND_FREE = 1; // C_DEBUG_HAND's low bit (objects are 8-byte aligned): being freed
-/** The deferred object this slot's drain is freeing (off the list, in no sheaf yet), else 0.
- * Owner only, plain; other slots' double-free searches read it (isFreeObject), a hint. */
+/** The object this slot's kfree slow path or deferred drain is freeing (tagged, in no sheaf or list
+ * yet), else 0. Owner only, plain; other slots' searches read it (isFreeObject); reclaimSlot too. */
 export const C_FREEING = 86;
 /* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
 export const C_VMSTAT = 96;

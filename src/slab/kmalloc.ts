@@ -234,7 +234,8 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
     slab.syncGates();
     const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
     // Still free (its tag stays), and findable by another slot's double-free search until a
-    // sheaf or freelist has it.
+    // sheaf or freelist has it (the drain may run inside a kfreeSlow, whose object it keeps).
+    const outer = i32[slab.pcpuW + C_FREEING]!;
     i32[slab.pcpuW + C_FREEING] = obj;
     debugUnlink(slab, slab.cacheWOf(id), obj);
     // A dead slot's objects (reclaimSlot) go straight to their slabs.
@@ -266,7 +267,7 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
       }
     } finally {
       slab.locks.deferring--;
-      slab.i32[slab.pcpuW + C_FREEING] = 0;
+      slab.i32[slab.pcpuW + C_FREEING] = outer;
     }
     slab.locks.vmInc(VM.objectsUndeferred, 1);
   }
@@ -414,7 +415,36 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   if (slab.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(slab, id, addr)) {
     throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
   }
-  kfreeTail(slab, id, addr, want, mode);
+  // Free from here: tagged, and named in this slot's C_FREEING until a sheaf, freelist or deferred
+  // list has it, so that a second free meanwhile (another slot's, or a hook's at a lock point
+  // below) finds it. A refusal below comes before any list has it: the object is the caller's.
+  const word0 = slab.i32[addr >> 2]!;
+  const outer = slab.i32[slab.pcpuW + C_FREEING]!;
+  slab.i32[addr >> 2] = addr ^ O_FREE_TAG;
+  slab.i32[slab.pcpuW + C_FREEING] = addr;
+  try {
+    kfreeTail(slab, id, addr, want, mode);
+  } catch (e) {
+    slab.i32[addr >> 2] = word0;
+    throw e;
+  } finally {
+    slab.i32[slab.pcpuW + C_FREEING] = outer;
+  }
+}
+
+/**
+ * reclaimSlot: the object dead slot `cpu`'s free was moving (C_FREEING). Found free somewhere (a
+ * sheaf, a list), its free was done; on none, it had not happened: the object is its caller's
+ * again (the free tag off), as with a kill just before the free.
+ */
+export function returnFreeingObject(slab: SlabAllocator, cpu: number): void {
+  const w = slab.mem.pcpOf(cpu) + C_FREEING;
+  const x = slab.i32[w]!;
+  if (x === 0) return;
+  slab.i32[w] = 0;
+  const d = slab.mem.pd(x >>> PAGE_SHIFT);
+  if (slab.i32[d + PD_FLAGS] !== PG_SLAB || slab.i32[x >> 2] !== (x ^ O_FREE_TAG)) return;
+  if (!isFreeObject(slab, slab.i32[d + PD_CACHE]!, x)) slab.i32[x >> 2] = 0;
 }
 
 /** kfreeSlow of an object of cache `id`, its checks passed: free it, then trace it (emitFree). */

@@ -266,3 +266,44 @@ describe("a double free of a deferred object while its slot's drain frees it", (
     });
   }
 });
+
+describe("a double free of an object while its first free is still in its slow path", () => {
+  for (const second of ["another slot's kfree", "the same slot's kfreeNolock"] as const) {
+    test(`${second} of the object a kfree is moving (at its barn lock) is EDOUBLEFREE, and nothing is free twice`, () => {
+      const h = Heap.create({ size: 16 << 20, cpus: 2 });
+      const other = Heap.attach(h.buffer);
+      const objs: number[] = [];
+      for (let i = 0; i < 600; i++) objs.push(h.kmalloc(64));
+      let current = 0;
+      let got: unknown = "the hook did not run";
+      h.setReentryHook((point) => {
+        if (point !== "barn:acquire" || typeof got !== "string") return;
+        try {
+          if (second === "another slot's kfree") other.kfree(current);
+          else h.kfreeNolock(current);
+          got = null;
+        } catch (e) {
+          got = e;
+        }
+      });
+      for (const o of objs) {
+        current = o;
+        h.kfree(o);
+      }
+      h.setReentryHook(null);
+      assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
+      const seen = new Set<number>();
+      for (let i = 0; i < 1200; i++) {
+        const y = (i & 1 ? other : h).kmalloc(64);
+        assert.ok(!seen.has(y), `0x${y.toString(16)} handed out twice`);
+        seen.add(y);
+      }
+      for (const y of seen) h.kfree(y);
+      other.detach();
+      h.shrink();
+      h.validate();
+      assert.equal(h.stats().freePages, h.stats().totalPages);
+      h.detach();
+    });
+  }
+});
