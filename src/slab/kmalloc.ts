@@ -11,8 +11,10 @@
  *   (plain, this slot). The slot's debug object hand C_DEBUG_HAND (debug caches, see
  *   debug_hand.ts): held before an object leaves its sheaf (holdSheafTop) or freelist (the hand
  *   word given to allocFromSlabs), dropped once a freed object is on a sheaf, the deferred list
- *   (deferObject) or a freelist (the hand word given to freeToSlabs). Everything else through the
- *   slab, sheaf and page calls.
+ *   (deferObject) or a freelist (the hand word given to freeToSlabs). C_FREEING (plain, this slot;
+ *   other slots' double-free searches read it): the object kfreeSlow or the drain is moving, tagged,
+ *   from its checks until a sheaf or list has it (nested frees restore the outer one; reclaimSlot
+ *   settles a dead slot's, returnFreeingObject). Everything else through the slab, sheaf and page calls.
  * LOCKS: the normal paths take the sheaf local lock and then the locks of slab.ts in its order
  *   (barn -> list -> pcp -> zone); their entry (slabSlowEntry) asserts that no barn lock or later is
  *   held and that this cache's sheaves are not locally locked (EDEADLK), and its housekeeping may
