@@ -82,10 +82,10 @@ export function describePage(slab: SlabAllocator, pfn: number): string {
   return `page flags ${hex(f)}`;
 }
 
-/** Does a sheaf of the pcs line at word `pcs` (main, spare or remote) hold `x`? */
+/** Does a sheaf of the pcs line at word `pcs` (main, spare, remote, or the one in its slot's hand) hold `x`? */
 export function pcsSheavesHave(i32: Int32Array, pcs: number, x: number): boolean {
   for (const at of PCS_SHEAVES) if (sheafHas(i32, i32[pcs + at]!, x)) return true;
-  return false;
+  return sheafHas(i32, i32[pcs + PCS_HAND]!, x);
 }
 
 /**
@@ -111,7 +111,7 @@ function inSheaves(slab: SlabAllocator, id: number, addr: number): boolean {
   const i32 = slab.i32;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-    if (pcsSheavesHave(i32, pcs, addr) || sheafHas(i32, i32[pcs + PCS_HAND]!, addr)) return true;
+    if (pcsSheavesHave(i32, pcs, addr)) return true;
   }
   return false;
 }

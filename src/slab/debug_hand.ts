@@ -27,13 +27,13 @@
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import * as layout from "../core/layout.js";
-import { barnHas, onDeferredList, onSlabFreelist, pcsSheavesHave, sheafHas } from "./debug.js";
+import { barnHas, onDeferredList, onSlabFreelist, pcsSheavesHave } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID } from "./slab.js";
 import { cacheEnter, cacheExit } from "./cache.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEBUG_HAND, C_DEBUG_HAND_FREE, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_LOCK, K_HDR_WORDS, K_INUSE, K_LIST_LOCK, K_META, K_OBJS, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, PAGE_SHIFT, PCS_HAND, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_HEAD, PG_SLAB, POISON_FREE, RED_ACTIVE, S_OBJS, S_SIZE } = layout;
+const { C_DEBUG_HAND, C_DEBUG_HAND_FREE, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_LOCK, K_HDR_WORDS, K_INUSE, K_LIST_LOCK, K_META, K_OBJS, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, PAGE_SHIFT, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_HEAD, PG_SLAB, POISON_FREE, RED_ACTIVE, S_OBJS, S_SIZE } = layout;
 
 /** The hand word to give allocFromSlabs for an allocation from cache word `kw`: this slot's debug hand if it is a debug cache and the hand is free, else 0. */
 export function debugHandFor(slab: SlabAllocator, kw: number): number {
@@ -167,7 +167,7 @@ function heldElsewhere(slab: SlabAllocator, cpu: number, id: number, x: number):
   const i32 = slab.i32;
   for (let c = 0; c < slab.cpus; c++) {
     const pcs = slab.cacheWOf(id) + K_HDR_WORDS + c * PCS_WORDS;
-    if (pcsSheavesHave(i32, pcs, x) || sheafHas(i32, i32[pcs + PCS_HAND]!, x)) return true;
+    if (pcsSheavesHave(i32, pcs, x)) return true;
     if (c !== cpu && (i32[slab.mem.pcpOf(c) + C_DEBUG_HAND]! & ~C_DEBUG_HAND_FREE) === x) return true;
   }
   return onDeferredList(i32, slab.mem.pcpOf(cpu), x);

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Heap, HeapError, type TraceRecord } from "../../../src/index.js";
 import { delay, until } from "../../support/util.js";
+import { allPagesFree } from "../../support/check.js";
 
 describe("errors found by deferred work", () => {
   test("a double free found while the timer frees a kfreeRcu batch goes to onError; the rest of the batch is freed", async () => {
@@ -120,6 +121,62 @@ test("onError refuses anything but a function (the handler is kept); null puts t
   heap.detach();
 });
 
+/** Park `a` on slot `h`'s deferred list: a hook at a pcp lock point of shrink() frees it with kfreeNolock while the sheaves are locked. */
+function parkDeferred(h: Heap, a: number): void {
+  let fired = false;
+  h.setReentryHook((point) => {
+    if (point === "pcp:acquire" && !fired) {
+      fired = true;
+      h.kfreeNolock(a);
+    }
+  });
+  h.shrink();
+  h.setReentryHook(null);
+  assert.ok(fired);
+  assert.equal(h.stats().deferredObjects, 1);
+}
+
+/** What `second()` threw (null if nothing) the first time `h` reached lock point `point` while `run()` ran. */
+function secondFreeAt(h: Heap, point: string, second: () => void, run: () => void): unknown {
+  let got: unknown = "the hook did not run";
+  h.setReentryHook((p) => {
+    if (p !== point || typeof got !== "string") return;
+    try {
+      second();
+      got = null;
+    } catch (e) {
+      got = e;
+    }
+  });
+  try {
+    run();
+  } finally {
+    h.setReentryHook(null);
+  }
+  return got;
+}
+
+function assertDoubleFree(got: unknown): void {
+  assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
+}
+
+/**
+ * Nothing is free twice: `n` objects of `size` taken in turn by both handles are all distinct
+ * (and none of `live`); then everything is freed, `other` detaches, every page comes back.
+ */
+function eachHandedOutOnce(h: Heap, other: Heap, size: number, n: number, live: readonly number[] = []): void {
+  const seen = new Set<number>(live);
+  for (let i = 0; i < n; i++) {
+    const x = (i & 1 ? other : h).kmalloc(size);
+    assert.ok(!seen.has(x), `0x${x.toString(16)} handed out twice`);
+    seen.add(x);
+  }
+  for (const x of seen) h.kfree(x);
+  other.detach();
+  allPagesFree(h);
+  h.detach();
+}
+
 describe("a double free of an object on another slot's deferred list", () => {
   for (const via of ["kfree", "kfreeNolock", "kfreeBulk"] as const) {
     for (const size of [16, 64, 192, 512]) {
@@ -129,19 +186,8 @@ describe("a double free of an object on another slot's deferred list", () => {
         const keep: number[] = [];
         for (let i = 0; i < 200; i++) keep.push(h.kmalloc(size));
         const a = h.kmalloc(size);
-        // A hook at a pcp lock point of shrink() frees a with kfreeNolock: the sheaves are locked,
-        // so a goes on slot 0's deferred list, where the next normal call of slot 0 drains it.
-        let fired = false;
-        h.setReentryHook((point) => {
-          if (point === "pcp:acquire" && !fired) {
-            fired = true;
-            h.kfreeNolock(a);
-          }
-        });
-        h.shrink();
-        h.setReentryHook(null);
-        assert.ok(fired);
-        assert.equal(h.stats().deferredObjects, 1);
+        // On slot 0's deferred list, where the next normal call of slot 0 drains it.
+        parkDeferred(h, a);
         const before = JSON.stringify(h.stats().slabs);
         const e = (() => {
           try {
@@ -161,18 +207,7 @@ describe("a double free of an object on another slot's deferred list", () => {
         assert.equal(h.stats().deferredObjects, 0);
         const cls = h.stats().slabs.find((c) => c.activeObjects === keep.length && c.size >= size)!;
         assert.equal(cls.activeObjects, keep.length);
-        const seen = new Set<number>(keep);
-        for (let i = 0; i < 2000; i++) {
-          const x = (i & 1 ? other : h).kmalloc(size);
-          assert.ok(!seen.has(x), `0x${x.toString(16)} handed out twice`);
-          seen.add(x);
-        }
-        for (const x of seen) h.kfree(x);
-        other.detach();
-        h.shrink();
-        h.validate();
-        assert.equal(h.stats().freePages, h.stats().totalPages);
-        h.detach();
+        eachHandedOutOnce(h, other, size, 2000, keep);
       });
     }
   }
@@ -187,32 +222,11 @@ describe("a double free of an object in a sheaf on its way to the barn", () => {
       for (let i = 0; i < 400; i++) objs.push(h.kmalloc(64));
       // The frees fill the main sheaf with the first objects; when it is full it leaves the pcs
       // line for this slot's hand, and the barn lock is taken: the hook runs there.
-      let got: unknown = "the hook did not run";
-      h.setReentryHook((point) => {
-        if (point !== "barn:acquire" || typeof got !== "string") return;
-        try {
-          other.kfreeNolock(objs[0]!);
-          got = null;
-        } catch (e) {
-          got = e;
-        }
+      const got = secondFreeAt(h, "barn:acquire", () => other.kfreeNolock(objs[0]!), () => {
+        for (const o of objs) h.kfree(o);
       });
-      for (const o of objs) h.kfree(o);
-      h.setReentryHook(null);
-      assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
-      // Nothing is free twice: every object is handed out once.
-      const seen = new Set<number>();
-      for (let i = 0; i < 800; i++) {
-        const x = (i & 1 ? other : h).kmalloc(64);
-        assert.ok(!seen.has(x), `0x${x.toString(16)} handed out twice`);
-        seen.add(x);
-      }
-      for (const x of seen) h.kfree(x);
-      other.detach();
-      h.shrink();
-      h.validate();
-      assert.equal(h.stats().freePages, h.stats().totalPages);
-      h.detach();
+      assertDoubleFree(got);
+      eachHandedOutOnce(h, other, 64, 800);
     });
   }
 });
@@ -225,44 +239,17 @@ describe("a double free of a deferred object while its slot's drain frees it", (
       const keep: number[] = [];
       for (let i = 0; i < 50; i++) keep.push(h.kmalloc(size));
       const v = h.kmalloc(size);
-      let parked = false;
-      h.setReentryHook((point) => {
-        if (point === "pcp:acquire" && !parked) {
-          parked = true;
-          h.kfreeNolock(v);
-        }
-      });
-      h.shrink();
-      assert.equal(h.stats().deferredObjects, 1);
+      parkDeferred(h, v);
       // Slot 0's next call drains its list: v leaves it and goes to a sheaf under the sheaf lock.
-      let got: unknown = "the hook did not run";
-      h.setReentryHook((point) => {
-        if (point !== "sheaf:acquire" || typeof got !== "string") return;
-        try {
-          other.kfree(v);
-          got = null;
-        } catch (e) {
-          got = e;
-        }
+      let x = 0;
+      const got = secondFreeAt(h, "sheaf:acquire", () => other.kfree(v), () => {
+        x = h.kmalloc(size);
       });
-      const x = h.kmalloc(size);
-      h.setReentryHook(null);
-      assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
+      assertDoubleFree(got);
       assert.equal(h.stats().deferredObjects, 0);
       h.kfree(x);
       for (const k of keep) h.kfree(k);
-      const seen = new Set<number>();
-      for (let i = 0; i < 600; i++) {
-        const y = (i & 1 ? other : h).kmalloc(size);
-        assert.ok(!seen.has(y), `0x${y.toString(16)} handed out twice`);
-        seen.add(y);
-      }
-      for (const y of seen) h.kfree(y);
-      other.detach();
-      h.shrink();
-      h.validate();
-      assert.equal(h.stats().freePages, h.stats().totalPages);
-      h.detach();
+      eachHandedOutOnce(h, other, size, 600);
     });
   }
 });
@@ -275,35 +262,14 @@ describe("a double free of an object while its first free is still in its slow p
       const objs: number[] = [];
       for (let i = 0; i < 600; i++) objs.push(h.kmalloc(64));
       let current = 0;
-      let got: unknown = "the hook did not run";
-      h.setReentryHook((point) => {
-        if (point !== "barn:acquire" || typeof got !== "string") return;
-        try {
-          if (second === "another slot's kfree") other.kfree(current);
-          else h.kfreeNolock(current);
-          got = null;
-        } catch (e) {
-          got = e;
+      const got = secondFreeAt(h, "barn:acquire", () => (second === "another slot's kfree" ? other.kfree(current) : h.kfreeNolock(current)), () => {
+        for (const o of objs) {
+          current = o;
+          h.kfree(o);
         }
       });
-      for (const o of objs) {
-        current = o;
-        h.kfree(o);
-      }
-      h.setReentryHook(null);
-      assert.ok(got instanceof HeapError && got.code === "EDOUBLEFREE", `the second free: ${String(got)}`);
-      const seen = new Set<number>();
-      for (let i = 0; i < 1200; i++) {
-        const y = (i & 1 ? other : h).kmalloc(64);
-        assert.ok(!seen.has(y), `0x${y.toString(16)} handed out twice`);
-        seen.add(y);
-      }
-      for (const y of seen) h.kfree(y);
-      other.detach();
-      h.shrink();
-      h.validate();
-      assert.equal(h.stats().freePages, h.stats().totalPages);
-      h.detach();
+      assertDoubleFree(got);
+      eachHandedOutOnce(h, other, 64, 1200);
     });
   }
 });
