@@ -11,7 +11,7 @@ import { checkInt } from "../core/check.js";
 import * as layout from "../core/layout.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_MAX, MAX_ORDER, PAGE_SIZE, PCP_MAX_ORDER } = layout;
+const { K_BARN_MAX, MAX_ORDER, PAGE_SIZE, PCP_MAX_ORDER, S_MAX_CAP } = layout;
 
 /** The kmalloc size classes (kernel-map.md). */
 export const KMALLOC_SIZES = Object.freeze([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192] as const);
@@ -71,8 +71,13 @@ export function invSize(size: number): number {
   return (1 / size) * (1 + 2 ** -40);
 }
 
-/** A sheaf's S_SIZE is at most S_MAX_CAP: `& SHEAF_SIZE_MASK` leaves it unchanged and tells V8 its range (see WORD_MASK). */
-export const SHEAF_SIZE_MASK = 0xffff;
+/**
+ * A sheaf's S_SIZE is at most S_MAX_CAP: `& SHEAF_SIZE_MASK` leaves it unchanged and tells V8 its
+ * range (see WORD_MASK). Below 128 it is one byte of bytecode in the fast paths, where 0xffff took
+ * ten (V8 inlines a fast path into a caller's loop only within a bytecode budget).
+ */
+export const SHEAF_SIZE_MASK = 0x7f;
+if (S_MAX_CAP > SHEAF_SIZE_MASK) throw new Error(`S_MAX_CAP (${S_MAX_CAP}) is above SHEAF_SIZE_MASK (${SHEAF_SIZE_MASK})`);
 
 /** A fraction of off * invSize(size) below this is an object's start (see invSize). */
 export const INV_EXACT = 2 ** -21;
