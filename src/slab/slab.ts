@@ -7,7 +7,7 @@
  * WORDS
  *   PCS_MAIN, PCS_SPARE, PCS_REMOTE of the pcs line of (cache, slot) and the sheaves they point at:
  *     that slot alone, plain stores. PD_OWNER of a slab's pages names the slot that made it, or
- *     took objects from it while it was empty (newSlab, takeFromPartial, under the list lock): a
+ *     last took objects from its freelist (newSlab, takeFromPartial, under the list lock): a
  *     free by that slot goes to its main sheaf, by another to that slot's remote sheaf, which goes
  *     to the barn whole. A hint read with no lock, never trusted: it only picks one of two sheaves.
  *     PCS_LOCKED (class sheaf) is the slot's local lock, a plain word: a slow
@@ -314,12 +314,14 @@ export class SlabAllocator extends MemView {
       const pfn = i32[kw + K_PARTIAL]!;
       if (pfn === 0) break;
       const d = this.mem.pd(pfn);
-      // An empty slab becomes this slot's; a slab with objects in use keeps its owner, so that the
-      // few objects left in another slot's slab do not send that slot's frees to its remote sheaf.
-      if (i32[d + PD_INUSE] === 0) {
-        emptySlabTaken(this, kw);
-        if (i32[d + PD_OWNER] !== this.cpu) this.slabOwn(kw, pfn);
-      }
+      // The slab becomes this slot's (PD_OWNER): the objects this refill takes come back to this
+      // slot's main sheaf when this slot frees them. Those another slot still has in use go to
+      // that slot's remote sheaf when it frees them. A slab that kept its owner while another slot
+      // refilled from it sent every free of the refilling slot to its remote sheaf, and its objects
+      // went round through the barn: in Hoard's cache-scratch, two workers that had refilled from
+      // the slab of the agent that handed them one object each then wrote neighbouring objects.
+      if (i32[d + PD_INUSE] === 0) emptySlabTaken(this, kw);
+      if (i32[d + PD_OWNER] !== this.cpu) this.slabOwn(kw, pfn);
       let obj = i32[d + PD_FREELIST]!;
       // Per object: into the sheaf (counted), then off the freelist. An agent killed between two
       // statements leaves the object at worst on both, at the top of its sheaf, which
@@ -341,7 +343,7 @@ export class SlabAllocator extends MemView {
   }
 
   /**
-   * Empty slab `pfn` becomes this slot's (PD_OWNER of each page): its objects come back to this
+   * Slab `pfn` becomes this slot's (PD_OWNER of each page): its objects come back to this
    * slot's main sheaf when this slot frees them, to another slot's remote sheaf when that slot
    * does. A placement hint, never trusted for safety. List lock held.
    */

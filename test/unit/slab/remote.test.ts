@@ -2,8 +2,8 @@
  * Remote frees (slab.ts pushFast, sheaf.ts remoteSheafWithRoom): an object whose slab another
  * slot's refill took (PD_OWNER of its pages) goes to the freeing slot's remote sheaf, never back
  * out of that slot, and on to the barn whole; detach, shrink, destroy and reclaimSlot flush it
- * like the main and spare sheaves, and validate() counts it. A slab changes owner only while it is
- * empty. The owner word is a hint: any value only picks the sheaf.
+ * like the main and spare sheaves, and validate() counts it. A slab belongs to the slot that last
+ * took objects from its freelist. The owner word is a hint: any value only picks the sheaf.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -116,8 +116,8 @@ test("two slots whose sheaves share a slab each get their own frees back: altern
     for (let i = 0; i < 32; i++) x[i] = h.kmalloc(64);
     for (let i = 31; i >= 0; i--) h.kfree(x[i]!);
   };
-  // b's first refill takes the objects a's new slab had left (a slab with objects in use): the
-  // slab stays a's, so a's frees keep going to a's main sheaf.
+  // Each slot's frees of the objects it allocated go back to its own main sheaf, whichever slab
+  // its refills took them from.
   for (let r = 0; r < 10; r++) {
     round(a, xa);
     round(b, xb);
@@ -134,4 +134,35 @@ test("two slots whose sheaves share a slab each get their own frees back: altern
   b.detach();
   allPagesFree(a);
   a.detach();
+});
+
+test("cache-scratch: two slots that refill from the slab of a third, which handed each one object, never write neighbouring objects", () => {
+  const main = Heap.create({ size: 16 * MiB, cpus: 3 });
+  const w = [Heap.attach(main.buffer), Heap.attach(main.buffer)];
+  const handoff = [main.kmalloc(8), main.kmalloc(8)];
+  const seen = [new Set<number>(), new Set<number>()];
+  // The workers run in turns, as two agents would side by side: free the object handed over, then
+  // allocate, write and free one object again and again.
+  for (let i = 0; i < 2; i++) w[i]!.kfree(handoff[i]!);
+  let near = 0;
+  for (let r = 0; r < 8 * sheafCapacity(8); r++) {
+    const x0 = w[0]!.kmalloc(8);
+    w[0]!.kfree(x0);
+    const x1 = w[1]!.kmalloc(8);
+    w[1]!.kfree(x1);
+    seen[0]!.add(x0);
+    seen[1]!.add(x1);
+    if (Math.abs(x0 - x1) < 128) near++;
+  }
+  // Before, the slab stayed the handing agent's: every free of either worker went to its remote
+  // sheaf, the sheaves went round through the barn, and the two workers walked through
+  // neighbouring objects. Now the slab is the last refilling worker's, which reuses one object;
+  // the other walks through the objects of its own refill.
+  assert.equal(near, 0, "the two workers' objects of one round were never within 128 bytes");
+  assert.equal(Math.min(seen[0]!.size, seen[1]!.size), 1, "one worker reuses one object");
+  assert.ok(Math.max(seen[0]!.size, seen[1]!.size) <= sheafCapacity(8) + 1, "the other stays within the objects of its refill");
+  main.validate();
+  for (const h of w) h.detach();
+  allPagesFree(main);
+  main.detach();
 });
