@@ -492,10 +492,10 @@ export const S_CACHE = 3;
 export const S_OBJS = 4;
 /** Largest sheaf capacity (objects below 256 B: sheafCapacity). */
 export const S_MAX_CAP = 124;
-/** Bytes of a sheaf object: its words, then one line nobody writes, so that two slots' sheaves
- * side by side in one slab never share a hardware line (HOT SPACING; the sheaf cache aligns its
- * objects to LINE_BYTES). */
-export const S_BYTES = (S_OBJS + S_MAX_CAP) * 4 + LINE_BYTES;
+/** Bytes of a sheaf object: its words, then HOT_SPAN_BYTES nobody writes, so that the words two
+ * slots' sheaves side by side write at every push and pop (the tail of a full one, the head of the
+ * next) are 128 bytes apart, whatever the base (HOT SPACING; objects aligned to LINE_BYTES). */
+export const S_BYTES = (S_OBJS + S_MAX_CAP) * 4 + HOT_SPAN_BYTES;
 
 /* ---------------------------------------------------------------- page descriptor (struct page) */
 export const PD_WORDS = 8;
