@@ -69,9 +69,12 @@ test("a cache descriptor's header groups and every slot's pcs words never share 
   assertApart(groups);
 });
 
-test("two sheaves side by side in a slab never share a hardware line", () => {
+test("two sheaves side by side in a slab never share a hardware line, and their words are 128 bytes apart", () => {
   assert.equal(L.S_BYTES % L.LINE_BYTES, 0, "sheaves stay line-aligned in their slab");
   const groups: Group[] = [];
   for (let i = 0; i < 3; i++) groups.push(words(`sheaf ${i}`, L.S_SIZE, L.S_OBJS + L.S_MAX_CAP - 1, i * L.S_BYTES));
   assertApart(groups);
+  // The tail of a full sheaf and the size word of the next, both written at every push and pop.
+  const gap = groups[1]!.from - groups[0]!.to;
+  assert.ok(gap >= L.HOT_SPAN_BYTES, `only ${gap} bytes between two sheaves' words`);
 });

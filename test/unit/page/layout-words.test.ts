@@ -123,11 +123,3 @@ test("the layout is the one LAYOUT_VERSION names: a change of any word raises th
   const recorded: Record<number, string> = { 13: "203:13c0de6f", 14: "204:4a094f2f", 15: "204:d6bd2e6" };
   assert.equal(layoutFingerprint(), recorded[L.LAYOUT_VERSION], `LAYOUT_VERSION ${L.LAYOUT_VERSION}: the layout's words changed without a new version`);
 });
-
-test("two sheaves side by side in the sheaf cache's slab: the words each writes at every push and pop are at least HOT_SPAN_BYTES apart", () => {
-  // The last object word of a full sheaf and the size word of the next sheaf: their distance,
-  // with objects aligned to LINE_BYTES, whatever the buffer's base.
-  const stride = Math.ceil(L.S_BYTES / L.LINE_BYTES) * L.LINE_BYTES;
-  const lastObj = (L.S_OBJS + L.S_MAX_CAP - 1) * 4;
-  assert.ok(stride + L.S_SIZE * 4 - (lastObj + 4) >= L.HOT_SPAN_BYTES, `only ${stride - lastObj - 4} bytes between two sheaves' hot words`);
-});
