@@ -474,9 +474,9 @@ export const K_FLAG_KMALLOC = 1;
 export const K_FLAG_SHEAF_CACHE = 2;
 
 /* ---------------------------------------------------------------- a free object's words */
-/** Word 0 of a free object (freelist, sheaf, barn, deferred list): its address xor O_FREE_TAG, its complement (never
- * 0 or an 8-aligned link; one bytecode byte). kfree of an object that still carries it is checked for a double free. */
-export const O_FREE_TAG = -1;
+/** Word 0 of every free object (in a slab freelist, a sheaf, the barn or a deferred list) holds
+ * its address xor O_FREE_TAG: kfree of an object that still carries it is checked for a double free. */
+export const O_FREE_TAG = 0x6b6b1e55;
 /** Word 1 of a free object on a slab freelist or a deferred list: the next object's address. */
 export const O_NEXT = 1;
 
