@@ -30,6 +30,7 @@ import { makeTrace, type Trace } from "./core/trace.js";
 import { PageAllocator } from "./page/page_alloc.js";
 import { RcuAllocator } from "./rcu/rcu.js";
 import { reclaimSlabs } from "./slab/decay.js";
+import { isFreeObject } from "./slab/debug.js";
 import { SlabAllocator } from "./slab/slab.js";
 import { rcuSlowWork } from "./rcu/kfree_rcu.js";
 
@@ -59,6 +60,7 @@ export function buildLayers(init: MmInit): Layers {
   slab.rcuSlowWork = () => rcuSlowWork(rcu);
   slab.beforeDestroy = () => rcu.barrierIfPending();
   pages.reclaimSlabs = () => reclaimSlabs(slab);
+  pages.freeObject = (id, obj) => isFreeObject(slab, id, obj);
   return { mem, locks, pages, slab, rcu, trace: makeTrace(locks.trace) };
 }
 

@@ -16,7 +16,9 @@
  *   the other buffer). Otherwise reads only.
  * LOCKS: none. NO LOCK: all of it.
  * STALE: descriptors and object words read as they are: a block another agent frees meanwhile is
- *   the caller's race, as with any use after free.
+ *   the caller's race, as with any use after free. An object whose first word holds its free tag
+ *   may be live (its caller's data): the caller's freeObject (the slab layer's search, which reads
+ *   every slot's sheaves and lists as they are) says whether it is free.
  */
 import { ErrorCode, HeapError, hex } from "./errors.js";
 import * as layout from "./layout.js";
@@ -55,8 +57,16 @@ function refuse(from: number, to: number, why: string): never {
   throw new HeapError(ErrorCode.EINVAL, `out (bytes ${hex(from)}..${hex(to)} of the heap's buffer) ${why}: it must be another buffer, or lie inside one live allocation of the heap (allocArray, kmalloc, allocPages)`);
 }
 
-/** EINVAL, nothing changed, unless writing `count` entries into `out` keeps to the rule above. */
-export function checkOutRegion(mem: Mem, out: Uint32Array, count: number): void {
+/** Until the slab layer's search is installed (PageAllocator.freeObject): the tag alone. */
+export function taggedIsFree(): boolean {
+  return true;
+}
+
+/**
+ * EINVAL, nothing changed, unless writing `count` entries into `out` keeps to the rule above.
+ * `freeObject(id, obj)`: is that object, which carries its free tag in word 0, free?
+ */
+export function checkOutRegion(mem: Mem, out: Uint32Array, count: number, freeObject: (id: number, obj: number) => boolean): void {
   if (count === 0) return;
   if (!aliasesMemory(mem, out.buffer)) return;
   mem.refresh();
@@ -65,11 +75,11 @@ export function checkOutRegion(mem: Mem, out: Uint32Array, count: number): void 
   const metaEnd = mem.zoneStart * PAGE_SIZE;
   if (from < mem.offset || to > mem.size) refuse(from, to, "is over this heap's memory but outside this heap (another heap's, or bytes the allocator does not own)");
   if (from < metaEnd) refuse(from, to, "overlaps this heap's metadata (its header, per-CPU blocks, cache and page descriptors)");
-  if (!insideLiveAllocation(mem, from, to)) refuse(from, to, "is not inside one live allocation of this heap, within the bytes asked for (free memory, allocator metadata, or a debug object's redzone)");
+  if (!insideLiveAllocation(mem, from, to, freeObject)) refuse(from, to, "is not inside one live allocation of this heap, within the bytes asked for (free memory, allocator metadata, or a debug object's redzone)");
 }
 
 /** Do bytes from..to lie in one allocated block or one live object of this heap? */
-function insideLiveAllocation(mem: Mem, from: number, to: number): boolean {
+function insideLiveAllocation(mem: Mem, from: number, to: number, freeObject: (id: number, obj: number) => boolean): boolean {
   const u32 = mem.u32;
   const pfn = from >>> PAGE_SHIFT;
   const f = u32[mem.pd(pfn) + PD_FLAGS]!;
@@ -86,8 +96,8 @@ function insideLiveAllocation(mem: Mem, from: number, to: number): boolean {
     // A debug object is the caller's only up to the size asked for (then its redzone and metadata).
     const meta = u32[kw + K_META]!;
     const usable = meta === 0 ? size : Math.min(u32[((obj + meta) >>> 2) + M_REQ]!, u32[kw + K_OBJ_SIZE]!);
-    // A free object carries the free tag in its first word.
-    return to <= obj + usable && (u32[obj >>> 2]! | 0) !== ((obj ^ O_FREE_TAG) | 0);
+    // A free object carries the free tag in its first word; a live one may too (its caller's data).
+    return to <= obj + usable && ((u32[obj >>> 2]! | 0) !== ((obj ^ O_FREE_TAG) | 0) || !freeObject(id, obj));
   }
   // A page block: its head is the nearest page below with an allocated head of a large enough order.
   for (let o = 0; o <= MAX_ORDER; o++) {

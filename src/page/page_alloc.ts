@@ -70,7 +70,7 @@ import { TP, TRACE_EVENTS, type TraceRecord } from "../core/trace.js";
 import { drainAllPcp, pcpDrain, pcpEnter, pcpExit, rmqueuePcp } from "./pcp.js";
 import { growFor } from "./hotplug.js";
 import { deferPage, drainDeferred, drainDeferredLocked, freeOneBlock, rmqueueSmallest } from "./buddy.js";
-import { checkOutRegion } from "../core/out_region.js";
+import { checkOutRegion, taggedIsFree } from "../core/out_region.js";
 import { noop } from "../core/callbacks.js";
 
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
@@ -123,6 +123,12 @@ export class PageAllocator extends MemView {
    */
   reclaimSlabs: () => void;
   /**
+   * Is the object at `obj` of cache `id`, whose word 0 holds its free tag, free? The slab layer's
+   * search (isFreeObject), installed by the facade (layers.ts); until then the tag alone says so.
+   * checkOutRegion asks it: a live object may hold its tag as its caller's data.
+   */
+  freeObject: (id: number, obj: number) => boolean;
+  /**
    * Z_DEFER_HEAD and Z_DEFER_PAGES as one 64-bit word (the head pfn in the low half, the pages on
    * the list in the high half), so that a push publishes the block and its count with one
    * compareExchange and a drain takes both with one exchange (buddy.ts). The header page never
@@ -138,6 +144,7 @@ export class PageAllocator extends MemView {
     this.inPcp = 0;
     this.gate = 0;
     this.reclaimSlabs = noop;
+    this.freeObject = taggedIsFree;
     this.deferWord = new BigUint64Array(mem.buffer, (mem.hw + Z_DEFER_HEAD) << 2, 1);
   }
 
@@ -260,7 +267,7 @@ export class PageAllocator extends MemView {
     checkInt("count", count, 0, 0x7fffffff, " of pages");
     checkOut("out", out, count);
     checkGfp(gfp);
-    if (out instanceof Uint32Array) checkOutRegion(this.mem, out, count);
+    if (out instanceof Uint32Array) checkOutRegion(this.mem, out, count, this.freeObject);
     if ((gfp & GFP.FAST_TRY) === 0) this.locks.assertCanLock(LOCK.zone);
     // A plain array is filled only after every page is taken and every lock dropped: a write it
     // refuses (a Proxy, a setter) then costs the pages, not a lock or a leak.

@@ -17,7 +17,7 @@
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import * as layout from "../core/layout.js";
-import { objectCache } from "../slab/debug.js";
+import { isFreeObject, objectCache } from "../slab/debug.js";
 import type { RcuAllocator } from "./rcu.js";
 import { RcuStats } from "./rcu.js";
 
@@ -115,7 +115,10 @@ export function checkWaiting(rcu: RcuAllocator, addr: number, cpu: number): void
     const id = objectCache(rcu.slab, addr, -1);
     if (id >= 0 && rcu.i32[rcu.slab.cacheWOf(id) + K_META] !== 0) {
       if (rcu.i32[((addr + rcu.i32[rcu.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== M_STATE_RCU) throw new Error("state");
-    } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ O_FREE_TAG)) throw new Error("free");
+    } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(rcu.slab, id, addr)) {
+      // The tag alone is the caller's data as often as not: a live object may hold it in word 0.
+      throw new Error("free");
+    }
   } catch {
     throw new HeapError(ErrorCode.ECORRUPT, `cpu ${cpu}: kfreeRcu holds ${hex(addr)}, which is not a live allocation`);
   }

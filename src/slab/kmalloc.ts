@@ -421,6 +421,13 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   // list has it, so that a second free meanwhile (another slot's, or a hook's at a lock point
   // below) finds it. A refusal below comes before any list has it: the object is the caller's.
   const word0 = slab.i32[addr >> 2]!;
+  // A live object whose word 0 happens to be its free tag (the caller's data): the search found it
+  // nowhere free, so it takes the fast path as any other object would, with no lock point.
+  if (word0 === (addr ^ O_FREE_TAG) && (mode === 0 ? slab.gate : slab.nolockGate) === 0) {
+    slab.i32[addr >> 2] = 0;
+    if (slab.pushFast(addr)) return;
+    slab.i32[addr >> 2] = word0;
+  }
   const outer = slab.i32[slab.pcpuW + C_FREEING]!;
   slab.i32[addr >> 2] = addr ^ O_FREE_TAG;
   slab.i32[slab.pcpuW + C_FREEING] = addr;

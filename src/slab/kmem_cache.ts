@@ -104,7 +104,7 @@ export class KmemCache {
     checkInt("count", n, 0, 0x7fffffff, " of objects");
     checkOut("out", out, n);
     checkGfp(gfp);
-    if (out instanceof Uint32Array) checkOutRegion(this.#slab.mem, out, n);
+    if (out instanceof Uint32Array) checkOutRegion(this.#slab.mem, out, n, this.#slab.pages.freeObject);
     // All or nothing: from a hook holding the sheaf lock or a later one, EDEADLK before the first.
     this.#slab.locks.assertCanLock(LOCK.sheaf);
     return cacheAllocBulk(this.#slab, this.#id, this.#gen, n, out, gfp);
