@@ -1,7 +1,8 @@
 /*
- * cache.allocBulk: n objects of a cache, all or none, held in this slot's object bulk hand until
- * the call's last statement, so that a slot killed in the middle of the batch loses at most the
- * one object it was taking (an object taken for its caller and not yet returned).
+ * kfreeBulk: many allocations, all checked before any is freed. cache.allocBulk: n objects of a
+ * cache, all or none, held in this slot's object bulk hand until the call's last statement, so
+ * that a slot killed in the middle of the batch loses at most the one object it was taking (an
+ * object taken for its caller and not yet returned).
  *
  * WORDS: C_BULK_OBJ and C_BULK_NR of this slot (owner only, plain): the objects taken so far, the
  *   last first, chained through each object's O_NEXT word (the objects are allocated: the word is
@@ -14,15 +15,27 @@
  *   chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
  * LOCKS: none of its own; cacheAlloc, cacheFree and kfree take theirs.
  */
-import { einval, storeOut } from "../core/check.js";
+import { einval, readAddrs, storeOut } from "../core/check.js";
 import { GFP } from "../core/gfp.js";
 import { TP } from "../core/trace.js";
 import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { droppedBrokenChain } from "./kmalloc.js";
+import { checkBulk } from "./debug.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, O_NEXT } = layout;
+const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, LOCK, O_NEXT } = layout;
+
+/** Free many allocations; all are checked before any is freed. */
+export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
+  slab.locks.assertLive();
+  const list = readAddrs("addrs", addrs);
+  checkBulk(slab, list, -1);
+  // All or nothing: a free past the fast path takes the sheaf lock and later ones; from a hook
+  // holding one, EDEADLK now, before the first free (a noBlock agent's frees defer, never throw).
+  slab.locks.assertCanLock(LOCK.sheaf);
+  for (let i = 0; i < list.length; i++) slab.kfree(list[i]!);
+}
 
 /** Fill out[0..n) with n objects of cache `id` (handle generation `gen`) and return n, or return 0 and allocate nothing. */
 export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: number, out: number[] | Uint32Array, gfp: number): number {

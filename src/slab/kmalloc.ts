@@ -1,8 +1,8 @@
 /*
  * The object slow paths: of every cache (slabAllocSlow, slabFreeSlow, and their entry checks and
  * housekeeping), of kmalloc (a size class, or pages for a large size), the nolock paths (past the
- * fast paths of kmallocNolock and kfreeNolock; the slot's deferred object list), and kzalloc,
- * krealloc, kfreeBulk. See slab.ts for the whole contract of the slab layer.
+ * fast paths of kmallocNolock and kfreeNolock; the slot's deferred object list), and kzalloc and
+ * krealloc. See slab.ts for the whole contract of the slab layer.
  *
  * WORDS: this slot's deferred object list, C_DEFER_HEAD and C_DEFER_NR, plain stores by the slot
  *   alone (a kfreeNolock that found the sheaves or the list lock busy pushes, deferObject; the
@@ -13,8 +13,9 @@
  *   word given to allocFromSlabs), dropped once a freed object is on a sheaf, the deferred list
  *   (deferObject) or a freelist (the hand word given to freeToSlabs). C_FREEING (plain, this slot;
  *   other slots' double-free searches read it): the object kfreeSlow or the drain is moving, tagged,
- *   from its checks until a sheaf or list has it (nested frees restore the outer one; reclaimSlot
- *   settles a dead slot's, returnFreeingObject). Everything else through the slab, sheaf and page calls.
+ *   from its checks until a sheaf or list has it, or the one an allocation popped off a sheaf until
+ *   prepObject clears its tag (nested calls restore the outer one; reclaimSlot settles a dead
+ *   slot's, returnFreeingObject). Everything else through the slab, sheaf and page calls.
  * LOCKS: the normal paths take the sheaf local lock and then the locks of slab.ts in its order
  *   (barn -> list -> pcp -> zone); their entry (slabSlowEntry) asserts that no barn lock or later is
  *   held and that this cache's sheaves are not locally locked (EDEADLK), and its housekeeping may
@@ -30,7 +31,6 @@
  * TRACE: kfree / kmem_cache_free fire after the object is free (a handler's second free is a
  *   double free); a free of the block an allocation event is about (trace.returning) is EINVAL.
  */
-import { readAddrs } from "../core/check.js";
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
 import { GFP, GFP_TRYLOCK } from "../core/gfp.js";
 import * as layout from "../core/layout.js";
@@ -40,12 +40,9 @@ import { remoteSheafWithRoom, replaceEmptyMain, replaceFullMain } from "./sheaf.
 import { checkBulk, debugFree, debugUnlink, objectCache, prepObject } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, checkSize } from "./slab.js";
-import { cacheEnter, cacheExit } from "./cache.js";
+import { cacheEnter, cacheExit, cacheName, flushDyingCaches } from "./cache.js";
 import { SIZE_INDEX } from "./sizes.js";
-import { cacheName } from "./cache.js";
 import { isFreeObject } from "./debug.js";
-import { flushDyingCaches } from "./cache.js";
-
 import { sheafPop, sheafPush } from "./sheaf.js";
 import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "./debug_hand.js";
 
@@ -116,10 +113,11 @@ export function kmallocNolockSlow(slab: SlabAllocator, size: number, flags: numb
     slab.locks.vmInc(VM.nolockNextClass, 1);
     if (slab.i32[slab.pcsW(id) + PCS_LOCKED] !== 0) return nolockFailed(slab);
   }
+  const outer = slab.i32[slab.pcpuW + C_FREEING]!;
   const obj = slabAllocNolock(slab, id, gfp);
   if (obj === 0) return nolockFailed(slab);
   if ((slab.locks.trace.mask & (1 << TP.kmalloc)) !== 0) emitObject(slab, TP.kmalloc, obj, size, id, 0, gfp);
-  return prepObject(slab, id, obj, gfp, size, GFP_TRYLOCK);
+  return tookObject(slab, outer, prepObject(slab, id, obj, gfp, size, GFP_TRYLOCK));
 }
 
 export function nolockFailed(slab: SlabAllocator): number {
@@ -144,6 +142,7 @@ export function slabAllocNolock(slab: SlabAllocator, id: number, gfp: number): n
     if (sw !== 0) {
       holdSheafTop(slab, kw, sw);
       obj = sheafPop(slab.i32, sw); // the new main may lie in pages added after `i32` was read
+      takingObject(slab, kw, obj);
     }
   } finally {
     slab.unlockSheaf(pcs);
@@ -366,17 +365,6 @@ export function krealloc(slab: SlabAllocator, addr: number, size: number, gfp: n
   return n;
 }
 
-/** Free many allocations; all are checked before any is freed. */
-export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
-  slab.locks.assertLive();
-  const list = readAddrs("addrs", addrs);
-  checkBulk(slab, list, -1);
-  // All or nothing: a free past the fast path takes the sheaf lock and later ones; from a hook
-  // holding one, EDEADLK now, before the first free (a noBlock agent's frees defer, never throw).
-  slab.locks.assertCanLock(LOCK.sheaf);
-  for (let i = 0; i < list.length; i++) slab.kfree(list[i]!);
-}
-
 /**
  * Every kfree and cache free that left the fast path. `want` is the cache id a cache's free
  * requires (-1 for kfree); `mode` is GFP_TRYLOCK for kfreeNolock.
@@ -498,6 +486,7 @@ export function freeOfReturning(slab: SlabAllocator, addr: number): never {
 export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req: number): number {
   slabSlowEntry(slab, id);
   const kw = slab.cacheWOf(id);
+  const outer = slab.i32[slab.pcpuW + C_FREEING]!;
   let obj: number;
   if (slab.i32[kw + K_SHEAF_CAP] === 0) {
     obj = slab.allocFromSlabs(id, gfp, 0, debugHandFor(slab, kw));
@@ -511,6 +500,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
       if (sw !== 0) {
         holdSheafTop(slab, kw, sw);
         obj = sheafPop(slab.i32, sw);
+        takingObject(slab, kw, obj);
       }
     } finally {
       slab.unlockSheaf(pcs);
@@ -518,7 +508,18 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
     if (obj === 0) obj = slab.allocFromSlabs(id, gfp, 0, debugHandFor(slab, kw));
   }
   if (obj === 0) return 0;
-  return prepObject(slab, id, obj, gfp, req, 0);
+  return tookObject(slab, outer, prepObject(slab, id, obj, gfp, req, 0));
+}
+
+/** `obj`, popped off a sheaf, stays free to a second free (a hook's at the lock's release point) until prepObject clears its tag: C_FREEING names it (non-debug caches; debug ones have their hand and M_STATE). */
+function takingObject(slab: SlabAllocator, kw: number, obj: number): void {
+  if (obj !== 0 && slab.i32[kw + K_META] === 0) slab.i32[slab.pcpuW + C_FREEING] = obj;
+}
+
+/** prepObject is done: this slot's C_FREEING is the outer value again; returns `obj`. */
+function tookObject(slab: SlabAllocator, outer: number, obj: number): number {
+  slab.i32[slab.pcpuW + C_FREEING] = outer;
+  return obj;
 }
 
 /** EDEADLK, nothing changed, when a normal slab call on cache `id` would wait for this agent: its sheaves locally locked, or a barn, list, pcp or zone lock held. */

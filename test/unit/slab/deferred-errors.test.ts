@@ -273,3 +273,43 @@ describe("a double free of an object while its first free is still in its slow p
     });
   }
 });
+
+test("a hook's second free of the object an allocation has just popped off its sheaf is EDOUBLEFREE, and it is handed out once", () => {
+  for (const via of ["kfree", "kfreeNolock"] as const) {
+    const a = Heap.create({ size: 16 << 20, cpus: 4 });
+    const b = Heap.attach(a.buffer);
+    const freed: number[] = [];
+    for (let i = 0; i < 300; i++) freed.push(a.kmalloc(40));
+    for (const x of freed) a.kfree(x);
+    a.shrink(); // every object back on its slab's freelist: the next kmalloc refills under the sheaf lock
+    const given = new Set<number>();
+    const accepted: number[] = [];
+    a.setReentryHook(() => {
+      // The user's second free of objects it freed above and was not given back (a double free).
+      for (const x of freed) {
+        if (given.has(x) || accepted.includes(x)) continue;
+        try {
+          if (via === "kfree") b.kfree(x);
+          else a.kfreeNolock(x);
+          accepted.push(x);
+        } catch (e) {
+          assert.equal((e as HeapError).code, "EDOUBLEFREE");
+        }
+      }
+    });
+    let last = 0;
+    for (let i = 0; i < 300 && accepted.length === 0; i++) given.add((last = a.kmalloc(40)));
+    a.setReentryHook(null);
+    // Before, the object the outer kmalloc was returning was taken by the hook's free at the
+    // sheaf lock's release, and handed out again later while the caller held it.
+    assert.deepEqual(accepted, [], `${via}: accepted double frees`);
+    b.shrink();
+    for (let i = 0; i < 600; i++) {
+      assert.notEqual(a.kmalloc(40), last);
+      assert.notEqual(b.kmalloc(40), last);
+    }
+    a.validate();
+    b.detach();
+    a.detach();
+  }
+});
