@@ -22,7 +22,7 @@ import type { RcuAllocator } from "./rcu.js";
 import { RcuStats } from "./rcu.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_GEN, C_RCU_BLOCK, C_RCU_BLOCKS, C_RCU_EMERG, C_RCU_EMERG_NR, C_RCU_NR_SPARE, C_RCU_PENDING, C_RCU_SNAP, C_RCU_SPARE, C_RCU_SPARE_MAX, C_RCU_WAIT, C_RCU_WAIT_TAIL, C_STATE, C_STATE_ATTACHED, C_STATE_FREE, C_WORDS, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_GEN, K_META, K_STATE, K_STATE_FREE, M_STATE, M_STATE_RCU, O_FREE_TAG, PAGE_SHIFT, PD_FLAGS, PG_RCU_BLOCK, RB_ADDRS, RB_CAP, RB_COUNT, RB_NEXT, R_GP_DONE, R_GP_SEQ, R_INFLIGHT } = layout;
+const { C_GEN, C_RCU_BLOCK, C_RCU_BLOCKS, C_RCU_EMERG, C_RCU_EMERG_NR, C_RCU_NR_SPARE, C_RCU_PENDING, C_RCU_SNAP, C_RCU_SPARE, C_RCU_SPARE_MAX, C_RCU_WAIT, C_RCU_WAIT_TAIL, C_STATE, C_STATE_ATTACHED, C_STATE_FREE, C_WORDS, H_CACHE_BYTES, H_CACHE_OFF, H_CPUS, H_MAX_CACHES, H_PCPU_OFF, K_GEN, K_META, K_STATE, K_STATE_FREE, M_STATE, M_STATE_RCU, PAGE_SHIFT, PD_FLAGS, PG_RCU_BLOCK, RB_ADDRS, RB_CAP, RB_COUNT, RB_NEXT, R_GP_DONE, R_GP_SEQ, R_INFLIGHT } = layout;
 
 /**
  * reclaimSlot took slot `p`'s krcp lock over from a dead holder: recount C_RCU_PENDING and
@@ -115,8 +115,8 @@ export function checkWaiting(rcu: RcuAllocator, addr: number, cpu: number): void
     const id = objectCache(rcu.slab, addr, -1);
     if (id >= 0 && rcu.i32[rcu.slab.cacheWOf(id) + K_META] !== 0) {
       if (rcu.i32[((addr + rcu.i32[rcu.slab.cacheWOf(id) + K_META]!) >> 2) + M_STATE] !== M_STATE_RCU) throw new Error("state");
-    } else if (id >= 0 && rcu.i32[addr >> 2] === (addr ^ O_FREE_TAG) && isFreeObject(rcu.slab, id, addr)) {
-      // The tag alone is the caller's data as often as not: a live object may hold it in word 0.
+    } else if (id >= 0 && isFreeObject(rcu.slab, id, addr)) {
+      // The search, not the tag alone (which it checks first): a live object may hold its tag in word 0.
       throw new Error("free");
     }
   } catch {
