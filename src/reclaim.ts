@@ -48,7 +48,7 @@ import { barnRecountLocked, slabRebuildLocked } from "./slab/check.js";
 import { cacheName, ctableRecount, releaseDyingCaches } from "./slab/cache.js";
 import { describe, einval } from "./core/check.js";
 import { pcpDropRequestOf } from "./page/pcp.js";
-import { freeSheafObjectInHand } from "./slab/sheaf_hand.js";
+import { barnHandsRebuilt, freeSheafObjectInHand } from "./slab/sheaf_hand.js";
 import { freeBulkObjectsInHand } from "./slab/bulk.js";
 import { debugHandRebuilt, returnDebugObjectInHand } from "./slab/debug_hand.js";
 
@@ -140,6 +140,7 @@ function recoverLocksOf(l: Layers, cpu: number, report: ReclaimReport, group: re
     if (l.locks.takeOverLock(kw + K_BARN_LOCK, LOCK.barn, cpu)) {
       report.locks.push(`barn ${name}`);
       barnRecountLocked(l.slab, id);
+      barnHandsRebuilt(l.slab, cpu, id);
       report.rebuilt.push(`barn of ${name}`);
       l.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
     }

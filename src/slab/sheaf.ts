@@ -17,15 +17,18 @@
  *   -> pcp -> zone (a new sheaf object or slab). The barn and list locks of one cache are never
  *   held together. Nolock callers (mode GFP_TRYLOCK) only trylock and never allocate a sheaf;
  *   normal callers take barn and list with lockIn(0, ...) (a noBlock agent gives up past its
- *   bound), except barnShrink and flushHandSheaf, which take the barn lock with lock().
+ *   bound), except barnShrink and flushHandSheaf (sheafHeldElsewhere), which take the barn lock
+ *   with lock(). A sheaf is on a barn list and in a hand at once only under that barn lock
+ *   (barnPutFull clears the hand before its unlock; reclaimSlot's takeover, barnHandsRebuilt).
  * NO LOCK: sheafPop and sheafPush (the slot's own sheaf, under its plain local lock);
  *   barnGetFull's and barnTradeEmpty's first look at K_BARN_NR_FULL; barnShrink's read of the
  *   barn's two counts.
  * STALE: K_BARN_NR_FULL in those peeks (racy by design: a barn that looks empty is not worth the
  *   lock, the caller refills from the slabs; one that looks full is checked again under the lock);
  *   barnShrink's counts (it flushes that many sheaves at most, one per lock hold, and stops at an
- *   empty barn: sheaves others add meanwhile are theirs to use). flushHandSheaf reads other slots' pcs lines with no lock while it looks for a dead
- *   slot's hand sheaf; a live slot that moves a sheaf just then has it in its pcs line or hand.
+ *   empty barn: sheaves others add meanwhile are theirs to use). flushHandSheaf reads other slots'
+ *   pcs lines while it looks for a dead slot's hand sheaf, under that cache's barn lock: a live
+ *   slot may move its own sheaves meanwhile, but none between its line and the barn.
  */
 import { ErrorCode, HeapError } from "../core/errors.js";
 import { GFP } from "../core/gfp.js";
@@ -36,7 +39,7 @@ import { SLAB_DECAY_TICKS } from "./sizes.js";
 import { cacheName, listBusy } from "./cache.js";
 import { deferObject } from "./kmalloc.js";
 import { barnDecay, slabDecayLocked } from "./decay.js";
-import { freeSheafHand, holdSheaf, sheafHandHolding, unholdSheaf } from "./sheaf_hand.js";
+import { freeSheafHand, holdSheaf, sheafHandHolding, sheafHeldElsewhere, unholdSheaf } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const { K_BARN_TICKS, K_BARN_CAP, H_EMPTY_SHEAF, K_BARN_EMPTY, K_BARN_FULL, K_BARN_LOCK, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_HDR_WORDS, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, LOCK, O_FREE_TAG, PCS_HAND, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_USERS, PCS_WORDS, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE, VM } = layout;
@@ -285,8 +288,12 @@ export function barnPutFull(slab: SlabAllocator, id: number, full: number, mode:
   let empty = -1;
   if (i32[kw + K_BARN_NR_FULL]! < i32[kw + K_BARN_CAP]! && (mode === 0 || i32[kw + K_BARN_EMPTY] !== 0)) {
     barnPush(slab, kw + K_BARN_FULL, full);
-    // The hand held the full sheaf, which the barn has now; it takes the empty one before that
+    // The barn has the full sheaf: out of the hand before the unlock. A hand that still held it
+    // after the unlock (the barn had no empty sheaf to pop into it) let a kill there leave it in
+    // the barn and in a dead slot's hand at once; another slot could take it off the barn while
+    // reclaimSlot looked for it, and both freed it. The hand then takes the empty one before that
     // leaves its list, so a kill here leaves no sheaf on no list and in no hand.
+    i32[hand] = 0;
     empty = barnPop(slab, kw + K_BARN_EMPTY, hand);
     // Frees that stop at the barn tick the slab decay too (the caller runs the step).
     const ticks = i32[kw + K_BARN_TICKS]! + 1;
@@ -430,9 +437,9 @@ export function flushAllSheavesOf(slab: SlabAllocator, cpu: number): void {
 
 /**
  * reclaimSlot: the sheaf dead slot `cpu` had in its hands (PCS_HAND) for cache `id`. It is flushed
- * and freed only if it is nowhere else: on no slot's pcs line (a trade that finished, or another
- * agent took it from the barn), on neither barn list (the barn took it before the kill), and it
- * is still a sheaf of this cache (not freed by a barn shrink meanwhile). No lock held.
+ * and freed only if it is nowhere else: on no slot's pcs line or hand (a trade that finished), on
+ * neither barn list (sheafHeldElsewhere, under the barn lock), and it is still a sheaf of this
+ * cache (not freed by a barn shrink meanwhile). No lock held.
  */
 export function flushHandSheaf(slab: SlabAllocator, id: number, cpu: number): void {
   const kw = slab.cacheWOf(id);
@@ -440,19 +447,10 @@ export function flushHandSheaf(slab: SlabAllocator, id: number, cpu: number): vo
   const s = slab.i32[hand]!;
   if (s === 0) return;
   slab.i32[hand] = 0;
-  for (let c = 0; c < slab.cpus; c++) {
-    const pcs = kw + K_HDR_WORDS + c * PCS_WORDS;
-    if (onPcsLine(slab.i32, pcs, s)) return;
-  }
-  slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
-  let found = false;
-  for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
-    for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
-  }
-  slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  if (sheafHeldElsewhere(slab, s)) return;
   const sw = s >> 2;
   const i32 = slab.i32;
-  if (found || i32[sw + S_CACHE] !== id || i32[sw + S_CAP] !== i32[kw + K_SHEAF_CAP] || i32[sw + S_SIZE]! >>> 0 > i32[sw + S_CAP]!) return;
+  if (i32[sw + S_CACHE] !== id || i32[sw + S_CAP] !== i32[kw + K_SHEAF_CAP] || i32[sw + S_SIZE]! >>> 0 > i32[sw + S_CAP]!) return;
   if (!flushSheaf(slab, id, sw, 0)) listBusy(slab, id);
   freeSheaf(slab, s, 0);
 }

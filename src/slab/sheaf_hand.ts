@@ -15,17 +15,22 @@
  *   So at every statement a sheaf object is in one of those places, the hand included, and a held
  *   object can be free on its freelist only while the holder has the sheaf cache's list lock.
  *   reclaimSlot: taking that list lock over from a dead slot (slabRebuildLocked), it drops a held
- *   object that is on its freelist (sheafHandRebuilt); afterwards (freeSheafObjectInHand, before
- *   the slot's deferred objects go back) it frees a held object that no pcs line, hand, barn,
- *   deferred list or freelist holds, for each of its hands.
- * LOCKS: freeSheafObjectInHand takes the barn lock of the sheaf's cache (lock()), briefly, to look
- *   for it on the barn, with nothing held; its free then takes the sheaf cache's list lock (and pcp
- *   -> zone for an empty slab). sheafHandRebuilt runs under the list lock its caller took over.
- * NO LOCK: holdSheaf and unholdSheaf (the slot's own word); freeSheafObjectInHand's walk of the
- *   object's freelist, of every pcs line and of the dead slot's deferred list.
+ *   object that is on its freelist (sheafHandRebuilt); taking a barn lock over, a held sheaf that
+ *   barn has (barnHandsRebuilt, which also clears the slot's PCS_HAND of that cache); afterwards
+ *   (freeSheafObjectInHand, before the slot's deferred objects go back) it frees a held object
+ *   that no pcs line, hand, barn, deferred list or freelist holds, for each of its hands.
+ *   So a sheaf object is in a hand and on a freelist or barn list at once only while the hand's
+ *   slot holds that list's lock: no other slot can take it while a dead slot's hand still names it.
+ * LOCKS: sheafHeldElsewhere (freeSheafObjectInHand's walk, sheaf.ts's flushHandSheaf) takes the
+ *   barn lock of the sheaf's cache (lock()) with nothing held, for the walk of the barn and of every
+ *   pcs line; the free after it takes the sheaf cache's list lock (and pcp -> zone for an empty
+ *   slab). sheafHandRebuilt and barnHandsRebuilt run under the lock their caller took over.
+ * NO LOCK: holdSheaf and unholdSheaf (the slot's own word); freeSheafObjectInHand's look at the
+ *   object's freelist and at the dead slot's deferred list.
  * STALE: in that walk, other slots' pcs lines and the freelist may move under it: safe, since the
  *   dead slot's held object is on no freelist by then (sheafHandRebuilt dropped it under the list
- *   lock) and no live slot can take it; a live slot that holds it shows it in a pcs line or hand.
+ *   lock) nor on a barn (barnHandsRebuilt), so no live slot can have taken it; and a sheaf moves
+ *   between a pcs line and the barn only under the barn lock the walk holds.
  */
 import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
@@ -125,29 +130,57 @@ function freeHeldSheafObject(slab: SlabAllocator, hand: number, cpu: number): nu
   if (s === 0) return 0;
   i32[hand] = 0;
   if (sheafObjectFree(slab, s) !== false) return 0;
-  for (let id = 0; id < slab.maxCaches; id++) {
-    for (let c = 0; c < slab.cpus; c++) {
-      const pcs = slab.cacheWOf(id) + K_HDR_WORDS + c * PCS_WORDS;
-      if (onPcsLine(i32, pcs, s)) return 0;
-      if (id === SHEAF_CACHE_ID) for (let k = 0; k < SHEAF_HANDS_NESTED; k++) if (i32[pcs + PCS_HANDS_NESTED + k] === s) return 0;
-    }
-  }
-  if (onDeferredList(i32, slab.mem.pcpOf(cpu), s)) return 0;
-  // An empty sheaf on its way to the barn: the barn may have it.
-  const id = i32[(s >> 2) + S_CACHE]!;
-  if (id > SHEAF_CACHE_ID && id < slab.maxCaches) {
-    const kw = slab.cacheWOf(id);
-    const st = i32[kw + K_STATE];
-    if (st === K_STATE_ACTIVE || st === K_STATE_DYING) {
-      slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
-      let found = false;
-      for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
-        for (let b = slab.i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = slab.i32[(b >> 2) + S_NEXT]!, n++) if (b === s) found = true;
-      }
-      slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
-      if (found) return 0;
-    }
-  }
+  if (sheafHeldElsewhere(slab, s)) return 0;
+  if (onDeferredList(slab.i32, slab.mem.pcpOf(cpu), s)) return 0;
   freeSheaf(slab, s, 0);
   return 1;
+}
+
+/**
+ * reclaimSlot: does anything but a dead slot's hand hold sheaf object `s`: a pcs line or hand of
+ * any slot, or a barn list of the cache it serves (S_CACHE, when live or dying)? The walk runs
+ * under that barn lock: a sheaf moves between a barn and a pcs line only under it, so one that
+ * moves meanwhile cannot pass the walk by. No lock held.
+ */
+export function sheafHeldElsewhere(slab: SlabAllocator, s: number): boolean {
+  const id = slab.i32[(s >> 2) + S_CACHE]!;
+  let barnLock = 0;
+  if (id > SHEAF_CACHE_ID && id < slab.maxCaches) {
+    const st = slab.i32[slab.cacheWOf(id) + K_STATE];
+    if (st === K_STATE_ACTIVE || st === K_STATE_DYING) barnLock = slab.cacheWOf(id) + K_BARN_LOCK;
+  }
+  if (barnLock !== 0) slab.locks.lock(barnLock, LOCK.barn);
+  const i32 = slab.i32; // after the lock: it may have rebuilt the views
+  let held = barnLock !== 0 && onBarnLocked(i32, slab.cacheWOf(id), s);
+  for (let c = 0; c < slab.cpus && !held; c++) {
+    for (let k = 0; k < slab.maxCaches && !held; k++) held = onPcsLine(i32, slab.cacheWOf(k) + K_HDR_WORDS + c * PCS_WORDS, s);
+    for (let k = 1; k < SHEAF_HANDS && !held; k++) held = i32[sheafHandOf(slab, c, k)] === s;
+  }
+  if (barnLock !== 0) slab.locks.unlock(barnLock, LOCK.barn);
+  return held;
+}
+
+/** Is sheaf `s` on a barn list of the cache at word `kw`? Barn lock held. */
+function onBarnLocked(i32: Int32Array, kw: number, s: number): boolean {
+  for (const head of [kw + K_BARN_FULL, kw + K_BARN_EMPTY]) {
+    for (let b = i32[head]!, n = 0; b !== 0 && n <= K_BARN_MAX; b = i32[(b >> 2) + S_NEXT]!, n++) if (b === s) return true;
+  }
+  return false;
+}
+
+/**
+ * reclaimSlot took cache `id`'s barn lock over from dead slot `cpu`, which may have stopped
+ * between a barn list's store and its hand's (barnPutFull, barnTradeEmpty, barnPop): a sheaf the
+ * barn has is not the slot's, so its hands let go of it (its PCS_HAND of the cache and its sheaf
+ * hands). Outside the barn lock no hand holds a sheaf the barn has. Barn lock held.
+ */
+export function barnHandsRebuilt(slab: SlabAllocator, cpu: number, id: number): void {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  const words = [kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND];
+  for (let k = 0; k < SHEAF_HANDS; k++) words.push(sheafHandOf(slab, cpu, k));
+  for (const w of words) {
+    const s = i32[w]!;
+    if (s !== 0 && onBarnLocked(i32, kw, s)) i32[w] = 0;
+  }
 }

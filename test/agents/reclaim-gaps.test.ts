@@ -12,6 +12,10 @@
  *   - a path that re-entered (a reentry hook's nolock call) while an outer path held a sheaf
  *     object in the slot's sheaf hand: until the fix it held nothing, and the empty sheaf it was
  *     taking to the barn was lost with the kill.
+ *   - a free that gave a full sheaf to a barn with no empty sheaf to give back: until the fix the
+ *     slot's hand still named the sheaf after the barn lock was dropped. Another slot could take
+ *     it off the barn while reclaimSlot looked for it, and both freed it (a remote sheaf that
+ *     served another cache, seen once in the kill harness).
  * Each worker stops at the instant (workers/gaps.ts), is terminated there, and reclaimSlot runs.
  */
 import assert from "node:assert/strict";
@@ -20,9 +24,12 @@ import { Worker } from "node:worker_threads";
 import { Heap } from "../../src/index.js";
 import type { GapScenario } from "./workers/gaps.js";
 import { firstMessage } from "../support/util.js";
+import { layersOf } from "../../src/layers.js";
+import { K_BARN_EMPTY, K_BARN_FULL, K_BARN_NR_FULL, K_SHEAF_CAP, K_HDR_WORDS, PCS_HAND, PCS_MAIN, PCS_WORDS, S_NEXT } from "../../src/core/layout.js";
+import { SHEAF_HANDS, sheafHandOf } from "../../src/slab/sheaf_hand.js";
 
-async function stopAt(heap: Heap, scenario: GapScenario): Promise<{ worker: Worker; cpu: number; parked: boolean; held: number }> {
-  const worker = new Worker(new URL("./workers/gaps.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario } });
+async function stopAt(heap: Heap, scenario: GapScenario, objs: number[] = []): Promise<{ worker: Worker; cpu: number; parked: boolean; held: number }> {
+  const worker = new Worker(new URL("./workers/gaps.js", import.meta.url), { workerData: { buffer: heap.buffer, scenario, objs } });
   worker.unref();
   const m = await firstMessage<{ cpu: number; parked: boolean; held: number }>(worker, `the ${scenario} worker never stopped`);
   return { worker, ...m };
@@ -200,6 +207,47 @@ test("a worker killed in shrink's flush of a barn sheaf in its hand, between an 
     await w.worker.terminate();
     heap.reclaimSlot(w.cpu);
     heap.validate();
+    assertAllFree(heap, total);
+  } finally {
+    await w.worker.terminate();
+    heap.detach();
+  }
+});
+
+test("a worker killed after a barn took its full sheaf and had no empty one to give: no hand of it names the barn's sheaf, and another slot that takes it keeps it", async () => {
+  const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+  const total = heap.stats().totalPages;
+  const cache = heap.createCache("gaps-trade", 64);
+  const slab = layersOf(heap).slab;
+  const id = heap.cacheNames().indexOf("gaps-trade");
+  const kw = slab.cacheWOf(id);
+  const cap = slab.i32[kw + K_SHEAF_CAP]!;
+  const objs: number[] = [];
+  for (let i = 0; i < 2 * cap; i++) objs.push(cache.alloc());
+  const w = await stopAt(heap, "barn-put", objs);
+  const other = Heap.attach(heap.buffer);
+  try {
+    assert.equal(w.parked, true);
+    await w.worker.terminate();
+    const barn: number[] = [];
+    for (const head of [K_BARN_FULL, K_BARN_EMPTY]) for (let s = slab.i32[kw + head]!; s !== 0; s = slab.i32[(s >> 2) + S_NEXT]!) barn.push(s);
+    assert.equal(slab.i32[kw + K_BARN_NR_FULL], 1, "the barn took the full sheaf");
+    const hands = [kw + K_HDR_WORDS + w.cpu * PCS_WORDS + PCS_HAND];
+    for (let k = 0; k < SHEAF_HANDS; k++) hands.push(sheafHandOf(slab, w.cpu, k));
+    for (const h of hands) assert.ok(!barn.includes(slab.i32[h]!), `a hand of the dead slot names the barn's sheaf ${slab.i32[h]}`);
+    // A new slot takes the full sheaf off the barn before the reclaim, and allocates from it.
+    const theirs = other.findCache("gaps-trade")!;
+    const got: number[] = [theirs.alloc()];
+    const main = slab.i32[kw + K_HDR_WORDS + other.cpu * PCS_WORDS + PCS_MAIN]!;
+    assert.ok(barn.includes(main), "the full sheaf is that slot's main now");
+    heap.reclaimSlot(w.cpu);
+    assert.equal(slab.i32[kw + K_HDR_WORDS + other.cpu * PCS_WORDS + PCS_MAIN], main, "and stays so");
+    heap.validate();
+    for (let i = 0; i < 200; i++) got.push(theirs.alloc());
+    assert.equal(new Set(got).size, got.length, "nothing handed out twice");
+    for (const o of got) theirs.free(o);
+    for (const o of objs.slice(cap)) cache.free(o); // the one after a sheaf's worth was being freed: still the host's
+    other.detach();
     assertAllFree(heap, total);
   } finally {
     await w.worker.terminate();

@@ -26,18 +26,22 @@
  *     slot's PCS_HAND; it stops between the two stores of one object's return (putObjectLocked,
  *     wrapped on the slab layer, then the sheaf's count): the object is on its slab's freelist
  *     and still the top of the hand's sheaf, with the list lock held.
+ *   barn-put: it frees the host's objects of "gaps-trade" (remote frees); the one after a sheaf's
+ *     worth finds its remote sheaf full and gives it to the barn, whose empty list is empty; it
+ *     stops at the count of that put (wrapped vmInc), after the barn lock is dropped. The barn has the full sheaf; a hand that
+ *     still named it would let reclaimSlot free a sheaf another slot took off the barn.
  * It posts { cpu, parked } when it stops (parked false: it finished without stopping).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { Heap } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
-import { C_BULK_NR, K_BARN_CAP, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_HAND, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
+import { C_BULK_NR, VM, K_BARN_CAP, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_LIST_LOCK, K_SHEAF_CAP, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, PCS_HAND, PCS_MAIN, PCS_SPARE, S_SIZE, Z_DEFER_HEAD } from "../../../src/core/layout.js";
 import { sheafHandOf } from "../../../src/slab/sheaf_hand.js";
 import { FIRST_NAMED_ID, SHEAF_CACHE_ID } from "../../../src/slab/slab.js";
 
-export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested" | "barn-flush";
+export type GapScenario = "defer-before" | "defer-after" | "drain-popped" | "bulk-pages" | "bulk-objects" | "create-published" | "destroy-dying" | "sheaf-nested" | "barn-flush" | "barn-put";
 
-const { buffer, scenario } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario };
+const { buffer, scenario, objs } = workerData as { buffer: SharedArrayBuffer; scenario: GapScenario; objs?: number[] };
 const heap = Heap.attach(buffer);
 const stop = new Int32Array(new SharedArrayBuffer(4));
 /** Objects in this slot's bulk hand when it stopped (bulk-objects). */
@@ -207,6 +211,19 @@ switch (scenario) {
       return r;
     };
     heap.shrink();
+    break;
+  }
+  case "barn-put": {
+    const slab = layersOf(heap).slab;
+    const locks = slab.locks;
+    const inc = locks.vmInc;
+    locks.vmInc = function (item: number, n: number): void {
+      inc.call(locks, item, n);
+      if (item === VM.barnPut) park();
+    };
+    const cache = heap.findCache("gaps-trade");
+    if (cache === null) throw new Error("the host creates gaps-trade");
+    for (const o of objs!) cache.free(o);
     break;
   }
 }
