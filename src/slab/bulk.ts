@@ -7,7 +7,10 @@
  * WORDS: C_BULK_OBJ and C_BULK_NR of this slot (owner only, plain): the objects taken so far, the
  *   last first, chained through each object's O_NEXT word (the objects are allocated: the word is
  *   the caller's only once the call returns; with GFP.ZERO it is zeroed again after the hand is
- *   cleared), and how many. C_BULK_NR non-zero means held. A call that finds the hand taken (a
+ *   cleared), and how many. C_BULK_NR non-zero means held. A held object carries its free tag in
+ *   word 0 (its first word is the caller's only once the call returns): a free of it by anyone
+ *   meanwhile (a reentry hook's, another agent's) is EDOUBLEFREE, since the double-free search
+ *   (debug.ts, inBulkHand) walks every slot's hand; the tags come off before the hand is cleared. A call that finds the hand taken (a
  *   trace handler's call inside another's) holds nothing, and so does a call on a debug cache
  *   whose objects are asked for fewer than 8 bytes (the word would be redzone: linkFits), and a
  *   call while a kmem_cache_alloc handler is on (it sees each object before the caller has it,
@@ -24,7 +27,7 @@ import { droppedBrokenChain } from "./kmalloc.js";
 import { checkBulk } from "./debug.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, LOCK, O_NEXT } = layout;
+const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, LOCK, O_FREE_TAG, O_NEXT } = layout;
 
 /** Free many allocations; all are checked before any is freed. */
 export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
@@ -61,6 +64,10 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
         i32[(obj >> 2) + O_NEXT] = i32[p + C_BULK_OBJ]!;
         i32[p + C_BULK_OBJ] = obj;
         i32[p + C_BULK_NR] = i + 1;
+        // Free to any free until the call returns: tagged, and found in the hand by the double-free
+        // search (isFreeObject; a debug cache's debugFree looks there too). A reentry hook's free of
+        // an object the batch took was accepted before, and the caller was handed a free object.
+        i32[obj >> 2] = obj ^ O_FREE_TAG;
       }
     }
   } catch (e) {
@@ -76,7 +83,10 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   }
   if (held) {
     const i32 = slab.i32;
-    // The last statement of the call that counts: from here the objects are the caller's.
+    // The tags off first (word 0 is 0 after any allocation's prepObject), then the hand: a kill
+    // between leaves untagged objects in the hand, which reclaimSlot frees. The last statement of
+    // the call that counts: from here the objects are the caller's.
+    for (let i = 0; i < n; i++) i32[got[i]! >> 2] = 0;
     i32[p + C_BULK_NR] = 0;
     i32[p + C_BULK_OBJ] = 0;
     if ((gfp & GFP.ZERO) !== 0) for (let i = 0; i < n; i++) i32[(got[i]! >> 2) + O_NEXT] = 0;
@@ -99,6 +109,7 @@ function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: nu
   const p = slab.pcpuW;
   for (let k = 0; k < n; k++) {
     const obj = held ? bulkPop(slab, p) : got[k]!;
+    if (held) slab.i32[obj >> 2] = 0; // the tag off: a live object again, for its free
     if (nolock) slab.kfreeNolock(obj);
     else slab.cacheFree(id, obj);
   }
@@ -120,6 +131,7 @@ export function freeBulkObjectsInHand(slab: SlabAllocator, cpu: number): number 
   let freed = 0;
   for (let k = 0; k < nr; k++) {
     const obj = bulkPop(slab, p);
+    slab.i32[obj >> 2] = 0; // the tag off: a live object again, for its free
     slab.i32[(obj >> 2) + O_NEXT] = 0;
     slab.kfree(obj);
     freed++;

@@ -32,7 +32,7 @@ import { deferObject, slabFreeNolock } from "./kmalloc.js";
 import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_HAND, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_BULK_NR, C_BULK_OBJ, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_HAND, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -127,6 +127,21 @@ function onListsOf(slab: SlabAllocator, id: number, addr: number): boolean {
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const p = slab.mem.pcpOf(cpu);
     if (i32[p + C_FREEING] === addr || onDeferredList(i32, p, addr)) return true;
+  }
+  return inBulkHand(slab, addr);
+}
+
+/**
+ * Has a cache.allocBulk that has not returned taken `x` (it is in a slot's bulk hand, bulk.ts)?
+ * Not the caller's yet, so not anybody's to free. Plain reads of other slots' hands, bounded by
+ * each hand's count.
+ */
+export function inBulkHand(slab: SlabAllocator, x: number): boolean {
+  const i32 = slab.i32;
+  for (let cpu = 0; cpu < slab.cpus; cpu++) {
+    const p = slab.mem.pcpOf(cpu);
+    const nr = i32[p + C_BULK_NR]!;
+    for (let o = i32[p + C_BULK_OBJ]!, k = 0; o !== 0 && k < nr; o = i32[(o >>> 2) + O_NEXT] ?? 0, k++) if (o === x) return true;
   }
   return false;
 }
@@ -228,6 +243,24 @@ export function debugUnlink(slab: SlabAllocator, kw: number, obj: number): void 
 }
 
 /**
+ * A debug object's free, first look: EDOUBLEFREE unless its state is allocated and no
+ * cache.allocBulk in progress holds it (ECORRUPT for a broken state). Returns its metadata's word.
+ * Before any lock check: a hook's double free says so, not EDEADLK.
+ */
+export function debugFreeState(slab: SlabAllocator, id: number, addr: number): number {
+  const i32 = slab.i32;
+  const mw = (addr + i32[slab.cacheWOf(id) + K_META]!) >> 2;
+  const state = i32[mw + M_STATE];
+  if (state === M_STATE_FREE) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
+  if (state === M_STATE_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already queued by kfreeRcu`);
+  if (state !== M_STATE_ALLOC) slabError(slab, ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${cacheName(slab, id)} is broken (state ${hex(state!)})`);
+  if (i32[addr >> 2] === (addr ^ O_FREE_TAG) && inBulkHand(slab, addr)) {
+    throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is taken by a cache.allocBulk that has not returned: it is nobody's to free yet`);
+  }
+  return mw;
+}
+
+/**
  * Debug checks when an object is freed: it must be allocated (EDOUBLEFREE if it is free or
  * waiting for kfreeRcu), its redzones intact (a write past the requested size is reported with
  * the cache, address and offset, the redzone restored and ECORRUPT thrown, the object still
@@ -238,11 +271,7 @@ export function debugFree(slab: SlabAllocator, id: number, addr: number, commit:
   const u8 = slab.u8;
   const kw = slab.cacheWOf(id);
   const inuse = i32[kw + K_INUSE]!;
-  const mw = (addr + i32[kw + K_META]!) >> 2;
-  const state = i32[mw + M_STATE];
-  if (state === M_STATE_FREE) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already free`);
-  if (state === M_STATE_RCU) throw new HeapError(ErrorCode.EDOUBLEFREE, `${hex(addr)} of ${cacheName(slab, id)} is already queued by kfreeRcu`);
-  if (state !== M_STATE_ALLOC) slabError(slab, ErrorCode.ECORRUPT, id, addr, -1, `metadata of ${hex(addr)} of ${cacheName(slab, id)} is broken (state ${hex(state!)})`);
+  const mw = debugFreeState(slab, id, addr);
   const req = i32[mw + M_REQ]!;
   // Never act on a size that is not the object's: a stray write below the next object lands here.
   if (req < 1 || req > i32[kw + K_OBJ_SIZE]!) {

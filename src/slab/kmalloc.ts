@@ -42,7 +42,7 @@ import type { SlabAllocator } from "./slab.js";
 import { FIRST_NAMED_ID, KMALLOC_FIRST_ID, KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, checkSize } from "./slab.js";
 import { cacheEnter, cacheExit, cacheName, flushDyingCaches } from "./cache.js";
 import { SIZE_INDEX } from "./sizes.js";
-import { isFreeObject } from "./debug.js";
+import { debugFreeState, isFreeObject } from "./debug.js";
 import { sheafPop, sheafPush } from "./sheaf.js";
 import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "./debug_hand.js";
 
@@ -390,8 +390,11 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
   const debug = slab.i32[slab.cacheWOf(id) + K_META] !== 0;
   if (debug) {
     // The checks that refuse a normal free (EDEADLK) come before the object is poisoned and
-    // marked free: a refused free leaves it as it was, still the caller's.
-    if (mode === 0) slabCheckLocks(slab, id);
+    // marked free, after the double-free checks: a refused free leaves it the caller's.
+    if (mode === 0) {
+      debugFreeState(slab, id, addr);
+      slabCheckLocks(slab, id);
+    }
     debugFree(slab, id, addr, true);
     try {
       kfreeTail(slab, id, addr, want, mode);

@@ -8,6 +8,7 @@ import { describe, test } from "node:test";
 import { Heap, HeapError, type TraceRecord } from "../../../src/index.js";
 import { delay, until } from "../../support/util.js";
 import { allPagesFree } from "../../support/check.js";
+import { O_FREE_TAG } from "../../../src/core/layout.js";
 
 describe("errors found by deferred work", () => {
   test("a double free found while the timer frees a kfreeRcu batch goes to onError; the rest of the batch is freed", async () => {
@@ -311,5 +312,52 @@ test("a hook's second free of the object an allocation has just popped off its s
     a.validate();
     b.detach();
     a.detach();
+  }
+});
+
+test("a free of an object a cache.allocBulk in progress has taken (by a hook, by another agent) is EDOUBLEFREE, in debug mode too, and the batch is handed out once", () => {
+  for (const debug of [false, true]) {
+    for (const via of ["kfree", "other agent", "kfreeNolock", "kfreeRcu", "cache.free"] as const) {
+      const a = Heap.create({ size: 16 << 20, cpus: 4, debug });
+      const b = Heap.attach(a.buffer);
+      const cache = a.createCache("bulk-taken", 48);
+      const n = 200; // more than a sheaf: the batch refills, and its lock points run the hook
+      const out = new Uint32Array(n);
+      const codes = new Set<string>();
+      let tried = 0;
+      a.setReentryHook(() => {
+        // The user's free of objects the batch has taken: they are in `out` already.
+        for (let i = 0; i < n && out[i] !== 0; i++) {
+          tried++;
+          try {
+            const x = out[i]!;
+            if (via === "kfree") a.kfree(x);
+            else if (via === "other agent") b.kfree(x);
+            else if (via === "kfreeNolock") a.kfreeNolock(x);
+            else if (via === "kfreeRcu") a.kfreeRcu(x);
+            else cache.free(x);
+            codes.add("accepted");
+          } catch (e) {
+            codes.add((e as HeapError).code);
+          }
+        }
+      });
+      assert.equal(cache.allocBulk(n, out), n);
+      a.setReentryHook(null);
+      assert.ok(tried > 0, "the hook ran while the batch held objects");
+      assert.deepEqual([...codes], ["EDOUBLEFREE"], `debug ${debug}, ${via}: each free was refused`);
+      assert.equal(new Set(out).size, n, "the batch is n distinct objects");
+      const words = new Int32Array(a.buffer);
+      for (const x of out) assert.notEqual(words[x >>> 2], x ^ O_FREE_TAG, "no object carries its free tag once the call returned");
+      a.rcuBarrier();
+      a.validate();
+      // None of them is handed out again while the caller holds it.
+      const held = new Set(out);
+      for (let i = 0; i < 3 * n; i++) assert.ok(!held.has(cache.alloc()), `debug ${debug}, ${via}: an object of the batch was handed out twice`);
+      cache.freeBulk(out);
+      a.validate();
+      b.detach();
+      a.detach();
+    }
   }
 });
