@@ -17,7 +17,8 @@
  *   list -> pcp -> zone. createCache and destroy take CT_LOCK with lock() (EAGAIN on a noBlock
  *   agent past its bound); findCache and tryReleaseDying with lockIn(0, ...): a noBlock agent that
  *   gives up finds the cache without it (findCacheUnlocked) or leaves the release to a later slow
- *   path. shrinkCache takes the list lock with lock(). The caller of createCache, findCache and
+ *   path. shrinkCache takes the list lock with lock(); destroy counts the live objects under the
+ *   cache's barn and list locks (lock(), ctable -> barn -> list). The caller of createCache, findCache and
  *   destroy holds no ctable lock or later (assertCanLock); destroy first waits for pending
  *   kfreeRcu objects (slab.beforeDestroy, the rcu locks) with none held. heap.shrink() shrinks a
  *   named cache counted in its PCS_USERS (shrinkNamedCache).
@@ -45,7 +46,7 @@ import { emitObject, slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 import { SLAB_EMPTY_MAX_PAGES, barnCapacity, invSize, objectInuse } from "./sizes.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_CAP, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
+const { K_BARN_CAP, K_BARN_LOCK, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its PCS_USERS (tryReleaseDying does
@@ -358,7 +359,7 @@ export function destroyCache(slab: SlabAllocator, id: number, gen: number): void
       throw new HeapError(ErrorCode.EINVAL, `cache "${cacheName(slab, id)}" was destroyed`);
     }
     // Count before anything moves: a refused destroy leaves the heap exactly as it was.
-    const live = liveObjects(slab, id);
+    const live = liveObjectsLocked(slab, id);
     if (live === 0) shrinkCache(slab, id);
     if (live > 0) {
       const list = liveObjectList(slab, id);
@@ -377,6 +378,28 @@ export function destroyCache(slab: SlabAllocator, id: number, gen: number): void
     slab.locks.unlock(slab.hw + CT_LOCK, LOCK.ctable);
   }
   tryReleaseDying(slab, id);
+}
+
+/**
+ * destroy's count of cache `id`'s live objects, with its barn and list locks held (ctable ->
+ * barn -> list): another agent's shrink or decay moves a whole slab's count out of K_FREE_OBJS and
+ * K_TOTAL_OBJS in two stores, and a sheaf between the barn and its hand, under those locks. Read
+ * without them, the count was off by a slab now and then, and destroy said EBUSY for a cache whose
+ * objects were all free. A noBlock agent that cannot have them in its bound gets EAGAIN.
+ */
+function liveObjectsLocked(slab: SlabAllocator, id: number): number {
+  const kw = slab.cacheWOf(id);
+  slab.locks.lock(kw + K_BARN_LOCK, LOCK.barn);
+  try {
+    slab.locks.lock(kw + K_LIST_LOCK, LOCK.list);
+    try {
+      return liveObjects(slab, id);
+    } finally {
+      slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
+    }
+  } finally {
+    slab.locks.unlock(kw + K_BARN_LOCK, LOCK.barn);
+  }
 }
 
 /** Release a dying cache whose objects are all back in its slabs. */

@@ -65,22 +65,25 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
   // sheaf object, not a sheaf).
   const hands: number[] = [];
   for (let cpu = 0; cpu < slab.cpus && id !== SHEAF_CACHE_ID; cpu++) hands.push(i32[kw + K_HDR_WORDS + cpu * PCS_WORDS + PCS_HAND]!);
+  // Each sheaf once (a slot that swaps its main and spare may show one in both words for a
+  // moment), and only a sheaf of this cache that is not free: a slot may free the sheaf in its hand
+  // while this reads it, and its first word is then the free tag, not a count.
+  const none = (slab.hw + H_EMPTY_SHEAF) << 2;
+  const seen = new Set<number>();
+  const objectsOf = (s: number): number => {
+    if (s === 0 || s === none || seen.has(s)) return 0;
+    seen.add(s);
+    const n = i32[(s >> 2) + S_SIZE]! >>> 0;
+    return i32[(s >> 2) + S_CACHE] === id && n <= i32[(s >> 2) + S_CAP]! >>> 0 ? n : 0;
+  };
   let barnObjects = 0;
-  const barn: number[] = [];
-  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) {
-    barnObjects += i32[(s >> 2) + S_SIZE]!;
-    barn.push(s);
-  }
+  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += objectsOf(s);
   let sheafObjects = 0;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
-    for (const at of PCS_SHEAVES) {
-      const s = i32[pcs + at]!;
-      if (s !== 0) sheafObjects += i32[(s >> 2) + S_SIZE]!;
-    }
-    const h = hands[cpu] ?? 0;
-    if (h !== 0 && !PCS_SHEAVES.some((at) => i32[pcs + at] === h) && !barn.includes(h)) sheafObjects += i32[(h >> 2) + S_SIZE]!;
+    for (const at of PCS_SHEAVES) sheafObjects += objectsOf(i32[pcs + at]!);
   }
+  for (const h of hands) sheafObjects += objectsOf(h);
   let deferred = 0;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const nd = i32[slab.mem.pcpOf(cpu) + C_DEFER_NR]!;
