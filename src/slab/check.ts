@@ -13,7 +13,9 @@
  *   the page walk, which found every page's place.
  * NO LOCK: cacheStats, slabStats, sheafObjectsOf, validateSlabs.
  * STALE: cacheStats and slabStats read counters other agents may be changing: exact only while
- *   the heap is quiet. validateSlabs reads the caches, and other slots' sheaves, as they are
+ *   the heap is quiet, or (destroy's count) with the cache's barn and list locks held and no other
+ *   slot using the cache. A sheaf pointer read from another slot may name a sheaf it swaps or frees
+ *   meanwhile: each counts once, and only while it is a sheaf of the cache with a count in range. validateSlabs reads the caches, and other slots' sheaves, as they are
  *   (exact while those agents are idle, which is when validate() is meant to run).
  */
 import { ErrorCode, HeapError, hex } from "../core/errors.js";
