@@ -1,22 +1,26 @@
 /*
  * kfreeBulk: many allocations, all checked before any is freed. cache.allocBulk: n objects of a
- * cache, all or none, held in this slot's object bulk hand until the call's last statement, so
- * that a slot killed in the middle of the batch loses at most the one object it was taking (an
- * object taken for its caller and not yet returned).
+ * cache, all or none, held in this slot's object bulk hand until the call hands them over as it
+ * returns, so that a slot killed in the middle of the batch loses at most the one object it was
+ * taking or handing over.
  *
  * WORDS: C_BULK_OBJ and C_BULK_NR of this slot (owner only, plain): the objects taken so far, the
- *   last first, chained through each object's O_NEXT word (the objects are allocated: the word is
- *   the caller's only once the call returns; with GFP.ZERO it is zeroed again after the hand is
- *   cleared), and how many. C_BULK_NR non-zero means held. A held object carries its free tag in
- *   word 0 (its first word is the caller's only once the call returns): a free of it by anyone
+ *   last first, chained through each object's O_NEXT word (the objects are not the caller's until
+ *   handed over: with GFP.ZERO the word is zeroed as each leaves the hand), and how many; C_BULK_NR
+ *   non-zero means held. A held object carries its free tag in word 0: a free of it by anyone
  *   meanwhile (a reentry hook's, another agent's) is EDOUBLEFREE, since the double-free search
- *   (debug.ts, inBulkHand) walks every slot's hand; the tags come off before the hand is cleared. A call that finds the hand taken (a
- *   trace handler's call inside another's) holds nothing, and so does a call on a debug cache
- *   whose objects are asked for fewer than 8 bytes (the word would be redzone: linkFits), and a
- *   call while a kmem_cache_alloc handler is on (it sees each object before the caller has it,
- *   and a write of its into the link word would be lost, or break the chain). reclaimSlot of a dead slot frees its
- *   chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
- * LOCKS: none of its own; cacheAlloc, cacheFree and kfree take theirs.
+ *   (debug.ts, inBulkHand) walks every slot's hand. bulkTake moves each object from this slot's
+ *   main sheaf into the hand with the tag never off (into the hand first, then off the sheaf); the
+ *   hand-over takes each off the hand, then its tag off. A call that finds the hand taken (a trace
+ *   handler's call inside another's) holds nothing, and so does a call on a debug cache whose
+ *   objects are asked for fewer than 8 bytes (the word would be redzone: linkFits), and a call
+ *   that begins while a kmem_cache_alloc handler is on (it sees each object before the caller has
+ *   it, and a write of its into the link word would be lost, or break the chain). reclaimSlot of a
+ *   dead slot frees its chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
+ * LOCKS: none of its own; cacheAlloc, cacheFree, kfree and cacheRefillMain (cache.ts) take theirs.
+ * NO LOCK: bulkTake's pop of this slot's main sheaf, as the allocation fast path (the gate open).
+ * STALE: other agents' searches read the hand while it changes: the head before the count
+ *   (inBulkHand), so a chain that grows is never cut short.
  */
 import { einval, readAddrs, storeOut } from "../core/check.js";
 import { GFP } from "../core/gfp.js";
@@ -24,10 +28,13 @@ import { TP } from "../core/trace.js";
 import * as layout from "../core/layout.js";
 import type { SlabAllocator } from "./slab.js";
 import { droppedBrokenChain } from "./kmalloc.js";
+import { cacheRefillMain } from "./cache.js";
+import * as sizes from "./sizes.js";
 import { checkBulk } from "./debug.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, LOCK, O_FREE_TAG, O_NEXT } = layout;
+const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, K_SIZE, LOCK, O_FREE_TAG, O_NEXT, PCS_MAIN, S_OBJS, S_SIZE } = layout;
+const { SHEAF_SIZE_MASK } = sizes;
 
 /** Free many allocations; all are checked before any is freed. */
 export function kfreeBulk(slab: SlabAllocator, addrs: ArrayLike<number>): void {
@@ -52,23 +59,12 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   let i = 0;
   try {
     for (; i < n; i++) {
-      const obj = slab.cacheAlloc(id, gen, gfp);
+      const obj = held ? bulkTake(slab, id, gen, gfp, p) : slab.cacheAlloc(id, gen, gfp);
       if (obj === 0) {
         giveBack(slab, id, got, i, held);
         return 0;
       }
       got[i] = obj;
-      if (held) {
-        // Read the views after the call: it may have rebuilt them.
-        const i32 = slab.i32;
-        i32[(obj >> 2) + O_NEXT] = i32[p + C_BULK_OBJ]!;
-        i32[p + C_BULK_OBJ] = obj;
-        i32[p + C_BULK_NR] = i + 1;
-        // Free to any free until the call returns: tagged, and found in the hand by the double-free
-        // search (isFreeObject; a debug cache's debugFree looks there too). A reentry hook's free of
-        // an object the batch took was accepted before, and the caller was handed a free object.
-        i32[obj >> 2] = obj ^ O_FREE_TAG;
-      }
     }
   } catch (e) {
     // Something threw part-way (a lock's dead owner, a corrupt list): what was taken goes back
@@ -82,16 +78,76 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
     einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
   }
   if (held) {
-    const i32 = slab.i32;
-    // The tags off first (word 0 is 0 after any allocation's prepObject), then the hand: a kill
-    // between leaves untagged objects in the hand, which reclaimSlot frees. The last statement of
-    // the call that counts: from here the objects are the caller's.
-    for (let i = 0; i < n; i++) i32[got[i]! >> 2] = 0;
-    i32[p + C_BULK_NR] = 0;
-    i32[p + C_BULK_OBJ] = 0;
-    if ((gfp & GFP.ZERO) !== 0) for (let i = 0; i < n; i++) i32[(got[i]! >> 2) + O_NEXT] = 0;
+    // The objects become the caller's one at a time: off the hand, then the tag off (word 0 is 0
+    // after any allocation). At every instant an object is in the hand and tagged (another agent's
+    // free of it is EDOUBLEFREE) or the caller's, but the one between the two stores; a kill there
+    // leaves that one allocated, and reclaimSlot frees the rest from the hand.
+    // GFP.ZERO: bulkTake's objects come untouched, so the whole usable size, as prepObject does,
+    // while they are still in the hand (a debug cache's come through cacheAlloc, zeroed to the size
+    // asked for); then the link and the tag, the tag last.
+    const kw = slab.cacheWOf(id);
+    const zero = (gfp & GFP.ZERO) !== 0;
+    if (zero && slab.i32[kw + K_META] === 0) {
+      const size = slab.i32[kw + K_SIZE]!;
+      // Along the hand's own chain: `out` is the caller's, and a hook may have written into it.
+      for (let o = slab.i32[p + C_BULK_OBJ]!, k = 0; k < n; o = slab.i32[(o >> 2) + O_NEXT]!, k++) slab.u8.fill(0, o + (O_NEXT + 1) * 4, o + size);
+    }
+    for (let k = 0; k < n; k++) {
+      const i32 = slab.i32;
+      const obj = i32[p + C_BULK_OBJ]!;
+      const next = i32[(obj >> 2) + O_NEXT]!;
+      // The link zeroed while the hand still has the object (its chain ends there for a moment):
+      // once off the hand, the call writes only its tag word.
+      if (zero) i32[(obj >> 2) + O_NEXT] = 0;
+      i32[p + C_BULK_OBJ] = next;
+      i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! - 1;
+      i32[obj >> 2] = 0;
+    }
   }
   return n;
+}
+
+/**
+ * One object of cache `id` for a held batch, into the bulk hand with its free tag on: free to any
+ * free until the call returns (the double-free search, isFreeObject, and a debug cache's
+ * debugFreeState look in every slot's hand). Off this slot's main sheaf while the fast path is
+ * open: into the hand before off the sheaf, its tag never cleared, so a free of it by another
+ * agent meanwhile finds it in one or the other. An empty main sheaf is refilled (cacheRefillMain)
+ * rather than popped by cacheAlloc, whose object would be untagged, on no list and in no hand for
+ * a few statements (another agent's free of it there was accepted, and the caller handed a free
+ * object). Only where that cannot be (debug mode, a closed gate, no memory for a refill) does the object come through cacheAlloc, tagged again once in the hand: its allocation's
+ * own instant, as for any allocation (the README's "at the same instant").
+ */
+function bulkTake(slab: SlabAllocator, id: number, gen: number, gfp: number, p: number): number {
+  // Any flags: a pop of this slot's own sheaf never waits (GFP.ZERO is done when the call hands
+  // the objects over; the others choose what a refill may do).
+  for (let refilled = false; slab.gate === 0; refilled = true) {
+    const i32 = slab.i32;
+    const sw = i32[slab.pcsW(id) + PCS_MAIN]! >> 2;
+    const n = (i32[sw + S_SIZE]! & SHEAF_SIZE_MASK) - 1;
+    if (n >= 0) {
+      const obj = i32[sw + S_OBJS + n]!;
+      bulkHold(i32, p, obj);
+      i32[sw + S_SIZE] = n;
+      return obj;
+    }
+    if (refilled || !cacheRefillMain(slab, id, gen, gfp)) break;
+  }
+  const obj = slab.cacheAlloc(id, gen, gfp);
+  if (obj !== 0) {
+    // Read the views after the call: it may have rebuilt them.
+    const i32 = slab.i32;
+    bulkHold(i32, p, obj);
+    i32[obj >> 2] = obj ^ O_FREE_TAG;
+  }
+  return obj;
+}
+
+/** Chain `obj` into the bulk hand at slot block word `p` (last first, through O_NEXT), counted. */
+function bulkHold(i32: Int32Array, p: number, obj: number): void {
+  i32[(obj >> 2) + O_NEXT] = i32[p + C_BULK_OBJ]!;
+  i32[p + C_BULK_OBJ] = obj;
+  i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! + 1;
 }
 
 /**

@@ -38,7 +38,7 @@ import { checkGfp } from "../page/page_alloc.js";
 import { type KmemCache, newKmemCache } from "./kmem_cache.js";
 import { TP } from "../core/trace.js";
 import { cacheStats } from "./check.js";
-import { barnShrink, flushCpuSheaves, holdsSheaf } from "./sheaf.js";
+import { barnShrink, flushCpuSheaves, holdsSheaf, replaceEmptyMain } from "./sheaf.js";
 import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
 import { CacheOptions, FIRST_NAMED_ID, MAX_OBJECT_SIZE, sheafCapacity, slabOrder } from "./slab.js";
@@ -46,7 +46,7 @@ import { emitObject, slabAllocSlow, slabSlowEntry } from "./kmalloc.js";
 import { SLAB_EMPTY_MAX_PAGES, barnCapacity, invSize, objectInuse } from "./sizes.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { K_BARN_CAP, K_BARN_LOCK, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, Z_MANAGED } = layout;
+const { K_BARN_CAP, K_BARN_LOCK, CT_LOCK, CT_NR, CT_NR_DYING, DEBUG_RZ, H_EMPTY_SHEAF, K_ALIGN, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_GEN, K_HDR_WORDS, K_INUSE, K_INV_SIZE, K_LIST_LOCK, K_MAX_EMPTY, K_META, K_MIN_PARTIAL, K_NAME, K_NAME_LEN, K_NAME_MAX, K_NR_EMPTY, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_STATE_FREE, LOCK, M_BYTES, PAGE_SIZE, PCP_MAX_ORDER, PCS_LOCKED, PCS_MAIN, PCS_REMOTE, PCS_USERS, PCS_WORDS, PD_INUSE, PD_NEXT, S_SIZE, Z_MANAGED } = layout;
 
 /**
  * Enter a slow path of named cache `id`: count this slot in its PCS_USERS (tryReleaseDying does
@@ -264,6 +264,32 @@ export function cacheAllocSlow(slab: SlabAllocator, id: number, gen: number, gfp
     emitObject(slab, TP.kmem_cache_alloc, obj, slab.i32[slab.cacheWOf(id) + K_OBJ_SIZE]!, id, 0, gfp);
   }
   return obj;
+}
+
+/**
+ * A held cache.allocBulk (bulk.ts) found this slot's main sheaf of cache `id` empty: refill it as
+ * cacheAllocSlow would, but pop nothing, so that the batch takes each object off the sheaf into its
+ * hand with the free tag on. False when no main sheaf with objects could be had (the batch then
+ * goes through cacheAlloc, which handles the failure).
+ */
+export function cacheRefillMain(slab: SlabAllocator, id: number, gen: number, gfp: number): boolean {
+  slab.locks.assertLive();
+  cacheEnter(slab, id, gen, true, false);
+  try {
+    slabSlowEntry(slab, id);
+    if (slab.i32[slab.cacheWOf(id) + K_SHEAF_CAP] === 0) return false;
+    const pcs = slab.pcsW(id);
+    slab.lockSheaf(pcs);
+    try {
+      // The views after the lock: it may have rebuilt them.
+      if (slab.i32[(slab.i32[pcs + PCS_MAIN]! >> 2) + S_SIZE] !== 0) return true;
+      return replaceEmptyMain(slab, id, pcs, gfp, 0) !== 0;
+    } finally {
+      slab.unlockSheaf(pcs);
+    }
+  } finally {
+    cacheExit(slab, id);
+  }
 }
 
 /** cache.shrink() of the handle of generation `gen`: the entry checks of a normal slab call, then shrinkCache. */

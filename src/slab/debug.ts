@@ -140,11 +140,19 @@ export function inBulkHand(slab: SlabAllocator, x: number): boolean {
   const i32 = slab.i32;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const p = slab.mem.pcpOf(cpu);
-    const nr = i32[p + C_BULK_NR]!;
-    for (let o = i32[p + C_BULK_OBJ]!, k = 0; o !== 0 && k < nr; o = i32[(o >>> 2) + O_NEXT] ?? 0, k++) if (o === x) return true;
+    // The head before the count: a batch adds at the head, and the chain under the head read is
+    // never shorter than the count read after it (the count read first missed the oldest object
+    // of a batch that had just added one). The chain ends with a 0 link; the count (with room for
+    // objects its owner adds meanwhile) only bounds a broken one.
+    const head = i32[p + C_BULK_OBJ]!;
+    const most = i32[p + C_BULK_NR]! + BULK_SEARCH_SLACK;
+    for (let o = head, k = 0; o !== 0 && k < most; o = i32[(o >>> 2) + O_NEXT] ?? 0, k++) if (o === x) return true;
   }
   return false;
 }
+
+/** inBulkHand's room over a hand's count for objects its owner chains while the search reads it. */
+const BULK_SEARCH_SLACK = 64;
 
 /** Does a full sheaf on the barn of cache word `kw` hold `x`? (Empty ones hold nothing.) Bounded walk. */
 export function barnHas(i32: Int32Array, kw: number, x: number): boolean {
