@@ -13,9 +13,10 @@
  *   main sheaf into the hand with the tag never off (into the hand first, then off the sheaf); the
  *   hand-over takes each off the hand, then its tag off. A call that finds the hand taken (a trace
  *   handler's call inside another's) holds nothing, and so does a call on a debug cache whose
- *   objects are asked for fewer than 8 bytes (the word would be redzone: linkFits), and a call
- *   that begins while a kmem_cache_alloc handler is on (it sees each object before the caller has
- *   it, and a write of its into the link word would be lost, or break the chain). reclaimSlot of a
+ *   objects are asked for fewer than 8 bytes (the word would be redzone: linkFits); while a
+ *   kmem_cache_alloc handler is on, a call holds none of the objects it takes (the handler sees
+ *   each before the caller has it, and a write of its into the link word would be lost, or break
+ *   the chain), and from the first it takes with none on, all. reclaimSlot of a
  *   dead slot frees its chain (freeBulkObjectsInHand), one object at a time off the chain, in place.
  * LOCKS: none of its own; cacheAlloc, cacheFree, kfree and cacheRefillMain (cache.ts) take theirs.
  * NO LOCK: bulkTake's pop of this slot's main sheaf, as the allocation fast path (the gate open).
@@ -54,14 +55,18 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   const got: number[] | Uint32Array = out instanceof Uint32Array ? out : [];
   const p = slab.pcpuW;
   // A kmem_cache_alloc handler sees each object as it is taken, before the caller has it: it could
-  // write into the link word (losing its write, or breaking the chain). With one on, hold nothing.
-  const held = slab.i32[p + C_BULK_NR] === 0 && linkFits(slab, id) && (slab.locks.trace.mask & (1 << TP.kmem_cache_alloc)) === 0;
+  // write into the link word (losing its write, or breaking the chain). While one is on, the batch
+  // holds nothing; from the first object taken with none on (a handler may switch itself off) it
+  // holds every object it takes: objects [heldFrom, i) are in the hand.
+  const fits = linkFits(slab, id);
+  let heldFrom = -1;
   let i = 0;
   try {
     for (; i < n; i++) {
-      const obj = held ? bulkTake(slab, id, gen, gfp, p) : slab.cacheAlloc(id, gen, gfp);
+      if (heldFrom < 0 && fits && slab.i32[p + C_BULK_NR] === 0 && (slab.locks.trace.mask & (1 << TP.kmem_cache_alloc)) === 0) heldFrom = i;
+      const obj = heldFrom >= 0 ? bulkTake(slab, id, gen, gfp, p) : slab.cacheAlloc(id, gen, gfp);
       if (obj === 0) {
-        giveBack(slab, id, got, i, held);
+        giveBack(slab, id, got, i, heldFrom);
         return 0;
       }
       got[i] = obj;
@@ -69,15 +74,16 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   } catch (e) {
     // Something threw part-way (a lock's dead owner, a corrupt list): what was taken goes back
     // (giveBack frees with kfreeNolock when asked: it never waits nor throws EDEADLK), then the error.
-    giveBack(slab, id, got, i, held, true);
+    giveBack(slab, id, got, i, heldFrom, true);
     throw e;
   }
   const refused = got !== out ? storeOut(out, got, n) : null;
   if (refused !== null) {
-    giveBack(slab, id, got, n, held);
+    giveBack(slab, id, got, n, heldFrom);
     einval(`out refused a write (${refused}): the ${n} objects taken were freed again`);
   }
-  if (held) {
+  if (heldFrom >= 0) {
+    const inHand = n - heldFrom;
     // The objects become the caller's one at a time: off the hand, then the tag off (word 0 is 0
     // after any allocation). At every instant an object is in the hand and tagged (another agent's
     // free of it is EDOUBLEFREE) or the caller's, but the one between the two stores; a kill there
@@ -90,9 +96,9 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
     if (zero && slab.i32[kw + K_META] === 0) {
       const size = slab.i32[kw + K_SIZE]!;
       // Along the hand's own chain: `out` is the caller's, and a hook may have written into it.
-      for (let o = slab.i32[p + C_BULK_OBJ]!, k = 0; k < n; o = slab.i32[(o >> 2) + O_NEXT]!, k++) slab.u8.fill(0, o + (O_NEXT + 1) * 4, o + size);
+      for (let o = slab.i32[p + C_BULK_OBJ]!, k = 0; k < inHand; o = slab.i32[(o >> 2) + O_NEXT]!, k++) slab.u8.fill(0, o + (O_NEXT + 1) * 4, o + size);
     }
-    for (let k = 0; k < n; k++) {
+    for (let k = 0; k < inHand; k++) {
       const i32 = slab.i32;
       const obj = i32[p + C_BULK_OBJ]!;
       const next = i32[(obj >> 2) + O_NEXT]!;
@@ -160,10 +166,11 @@ function linkFits(slab: SlabAllocator, id: number): boolean {
   return slab.i32[kw + K_META] === 0 || slab.i32[kw + K_OBJ_SIZE]! >= (O_NEXT + 1) * 4;
 }
 
-/** The batch failed: free the `n` objects taken (off the hand one at a time when it holds them). */
-function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: number, held: boolean, nolock = false): void {
+/** The batch failed: free the `n` objects taken (those from `heldFrom` on off the hand, one at a time). */
+function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: number, heldFrom: number, nolock = false): void {
   const p = slab.pcpuW;
   for (let k = 0; k < n; k++) {
+    const held = heldFrom >= 0 && k >= heldFrom;
     const obj = held ? bulkPop(slab, p) : got[k]!;
     if (held) slab.i32[obj >> 2] = 0; // the tag off: a live object again, for its free
     if (nolock) slab.kfreeNolock(obj);
