@@ -34,7 +34,7 @@ import * as sizes from "./sizes.js";
 import { checkBulk } from "./debug.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_BULK_NR, C_BULK_OBJ, K_META, K_OBJ_SIZE, K_SIZE, LOCK, O_FREE_TAG, O_NEXT, PCS_MAIN, S_OBJS, S_SIZE } = layout;
+const { C_BULK_NR, C_BULK_OBJ, K_HDR_WORDS, K_META, K_OBJ_SIZE, K_SIZE, LOCK, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_MAIN, PCS_WORDS, PD_CACHE, S_OBJS, S_SIZE } = layout;
 const { SHEAF_SIZE_MASK } = sizes;
 
 /** Free many allocations; all are checked before any is freed. */
@@ -181,25 +181,37 @@ function giveBack(slab: SlabAllocator, id: number, got: ArrayLike<number>, n: nu
 /**
  * reclaimSlot: the objects dead slot `cpu` had taken in a cache.allocBulk that never returned are
  * freed, each off the chain before it is freed (a reclaimer killed here loses at most that one).
+ * The chain may be one longer or shorter than its count (a kill between the head's store and the
+ * count's): the chain is what holds. An object that is also still the top of the slot's main
+ * sheaf (a kill inside bulkTake, between the hand's stores and the sheaf's) stays there, free.
  * A broken chain is reported to onError and dropped. Returns the objects freed. No lock held.
  */
 export function freeBulkObjectsInHand(slab: SlabAllocator, cpu: number): number {
   const p = slab.mem.pcpOf(cpu);
-  const nr = slab.i32[p + C_BULK_NR]!;
-  if (nr === 0) {
-    slab.i32[p + C_BULK_OBJ] = 0;
-    return 0;
-  }
-  if (droppedBrokenChain(slab, p + C_BULK_OBJ, p + C_BULK_NR, `cpu ${cpu}'s bulk object hand`)) return 0;
+  if (slab.i32[p + C_BULK_NR] === 0 && slab.i32[p + C_BULK_OBJ] === 0) return 0;
+  if (droppedBrokenChain(slab, p + C_BULK_OBJ, p + C_BULK_NR, `cpu ${cpu}'s bulk object hand`, 1)) return 0;
+  let nr = 0;
+  for (let o = slab.i32[p + C_BULK_OBJ]!; o !== 0; o = slab.i32[(o >> 2) + O_NEXT]!) nr++;
+  slab.i32[p + C_BULK_NR] = nr;
   let freed = 0;
   for (let k = 0; k < nr; k++) {
     const obj = bulkPop(slab, p);
+    if (topOfMainSheaf(slab, cpu, obj)) continue;
     slab.i32[obj >> 2] = 0; // the tag off: a live object again, for its free
     slab.i32[(obj >> 2) + O_NEXT] = 0;
     slab.kfree(obj);
     freed++;
   }
   return freed;
+}
+
+/** Is `obj` the top object of slot `cpu`'s main sheaf of its cache? */
+function topOfMainSheaf(slab: SlabAllocator, cpu: number, obj: number): boolean {
+  const i32 = slab.i32;
+  const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
+  const sw = i32[slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS + PCS_MAIN]! >> 2;
+  const n = i32[sw + S_SIZE]! & SHEAF_SIZE_MASK;
+  return n > 0 && i32[sw + S_OBJS + n - 1] === obj;
 }
 
 /** Take the last object off the bulk hand of the slot whose block is at word `p` (it holds one). */
