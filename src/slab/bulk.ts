@@ -6,12 +6,13 @@
  *
  * WORDS: C_BULK_OBJ and C_BULK_NR of this slot (owner only, plain): the objects taken so far, the
  *   last first, chained through each object's O_NEXT word (the objects are not the caller's until
- *   handed over: with GFP.ZERO the word is zeroed as each leaves the hand), and how many; C_BULK_NR
+ *   handed over, oldest first: each link is zeroed while its object is still in the hand, as the
+ *   object below it leaves), and how many; C_BULK_NR
  *   non-zero means held. A held object carries its free tag in word 0: a free of it by anyone
  *   meanwhile (a reentry hook's, another agent's) is EDOUBLEFREE, since the double-free search
  *   (debug.ts, inBulkHand) walks every slot's hand. bulkTake moves each object from this slot's
  *   main sheaf into the hand with the tag never off (into the hand first, then off the sheaf); the
- *   hand-over takes each off the hand, then its tag off. A call that finds the hand taken (a trace
+ *   hand-over takes each off the hand, then its tag off, and writes nothing else into it. A call that finds the hand taken (a trace
  *   handler's call inside another's) holds nothing, and so does a call on a debug cache whose
  *   objects are asked for fewer than 8 bytes (the word would be redzone: linkFits); while a
  *   kmem_cache_alloc handler is on, a call holds none of the objects it takes (the handler sees
@@ -84,30 +85,30 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
   }
   if (heldFrom >= 0) {
     const inHand = n - heldFrom;
-    // The objects become the caller's one at a time: off the hand, then the tag off (word 0 is 0
-    // after any allocation). At every instant an object is in the hand and tagged (another agent's
-    // free of it is EDOUBLEFREE) or the caller's, but the one between the two stores; a kill there
-    // leaves that one allocated, and reclaimSlot frees the rest from the hand.
-    // GFP.ZERO: bulkTake's objects come untouched, so the whole usable size, as prepObject does,
-    // while they are still in the hand (a debug cache's come through cacheAlloc, zeroed to the size
-    // asked for); then the link and the tag, the tag last.
+    // The hand's own chain, newest first (`out` is the caller's, and a hook may have written into it).
+    const chain: number[] = [];
+    for (let o = slab.i32[p + C_BULK_OBJ]!, k = 0; k < inHand; o = slab.i32[(o >> 2) + O_NEXT]!, k++) chain.push(o);
+    // GFP.ZERO: bulkTake's objects come untouched, so the whole usable size, as prepObject does
+    // (a debug cache's come through cacheAlloc, zeroed to the size asked for), but for the tag and
+    // the link, while the hand still has them.
     const kw = slab.cacheWOf(id);
-    const zero = (gfp & GFP.ZERO) !== 0;
-    if (zero && slab.i32[kw + K_META] === 0) {
+    if ((gfp & GFP.ZERO) !== 0 && slab.i32[kw + K_META] === 0) {
       const size = slab.i32[kw + K_SIZE]!;
-      // Along the hand's own chain: `out` is the caller's, and a hook may have written into it.
-      for (let o = slab.i32[p + C_BULK_OBJ]!, k = 0; k < inHand; o = slab.i32[(o >> 2) + O_NEXT]!, k++) slab.u8.fill(0, o + (O_NEXT + 1) * 4, o + size);
+      for (const o of chain) slab.u8.fill(0, o + (O_NEXT + 1) * 4, o + size);
     }
-    for (let k = 0; k < inHand; k++) {
+    // The objects become the caller's one at a time, the oldest first: it leaves the hand when the
+    // object above it lets go of it (that one's link, zeroed while the hand still has it: the chain
+    // other agents' searches walk stays whole down to the hand's last object), then its tag comes
+    // off (the oldest's link is 0 already). At every instant an object is in the hand and tagged
+    // (another agent's free of it is EDOUBLEFREE) or the caller's, but the one between those two
+    // stores, and the call writes nothing else into an object that has left the hand. A kill
+    // leaves at most that one allocated; reclaimSlot frees the rest from the hand.
+    for (let k = inHand - 1; k >= 0; k--) {
       const i32 = slab.i32;
-      const obj = i32[p + C_BULK_OBJ]!;
-      const next = i32[(obj >> 2) + O_NEXT]!;
-      // The link zeroed while the hand still has the object (its chain ends there for a moment):
-      // once off the hand, the call writes only its tag word.
-      if (zero) i32[(obj >> 2) + O_NEXT] = 0;
-      i32[p + C_BULK_OBJ] = next;
-      i32[p + C_BULK_NR] = i32[p + C_BULK_NR]! - 1;
-      i32[obj >> 2] = 0;
+      if (k > 0) i32[(chain[k - 1]! >> 2) + O_NEXT] = 0;
+      else i32[p + C_BULK_OBJ] = 0;
+      i32[p + C_BULK_NR] = k;
+      i32[chain[k]! >> 2] = 0;
     }
   }
   return n;
