@@ -102,7 +102,9 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
     size: i32[kw + K_SIZE]!,
     order: i32[kw + K_ORDER]!,
     objectsPerSlab: i32[kw + K_OBJS]!,
-    activeObjects: total - i32[kw + K_FREE_OBJS]! - sheafObjects - barnObjects - deferred,
+    // Read as the agents leave them: an object moving between two places may be counted in both
+    // for a moment. A count below 0 says nothing more than 0.
+    activeObjects: Math.max(0, total - i32[kw + K_FREE_OBJS]! - sheafObjects - barnObjects - deferred),
     totalObjects: total,
     slabs,
     pages: slabs << i32[kw + K_ORDER]!,
