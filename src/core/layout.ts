@@ -77,7 +77,7 @@ export const HOT_SPAN_WORDS = HOT_SPAN_BYTES >> 2;
 /** "SHMA" */
 export const HEAP_MAGIC = 0x414d4853;
 /** Bumped whenever any offset in this file changes meaning. */
-export const LAYOUT_VERSION = 15;
+export const LAYOUT_VERSION = 16;
 
 /* ---------------------------------------------------------------- header: page 0, line 0 */
 /** Magic number HEAP_MAGIC. */
@@ -225,9 +225,10 @@ export const C_BULK_NR = 84;
  * reclaimSlot returns a dead slot's (slab/debug_hand.ts). */
 export const C_DEBUG_HAND = 85;
 export const C_DEBUG_HAND_FREE = 1; // C_DEBUG_HAND's low bit (objects are 8-byte aligned): being freed
-/** The object this slot's kfree slow path or deferred drain is freeing (tagged, in no sheaf or list
- * yet), else 0. Owner only, plain; other slots' searches read it (isFreeObject); reclaimSlot too. */
+/** The object this slot's kfree slow path or deferred drain is freeing (tagged, in no list yet), or
+ * (| C_FREEING_TAKING) one an allocation popped, else 0. Owner only; searches, destroy, reclaimSlot read it. */
 export const C_FREEING = 86;
+export const C_FREEING_TAKING = 1; // its low bit (objects are 8-byte aligned): being allocated
 /* lines 6..7: vmstat event counters, VM_* indices; owner only, plain increments. */
 export const C_VMSTAT = 96;
 /* line 9: RCU read side. Written by the owner only; read by grace-period waiters with Atomics.load. */
@@ -436,8 +437,7 @@ export const K_BARN_TICKS = 101;
 /** Bound of every barn's lists: no K_BARN_CAP is larger. */
 export const K_BARN_MAX = 64;
 
-/* pcs: one line a slot after the header, PCS_WORDS apart (word K_HDR_WORDS + cpu * PCS_WORDS),
- * owner only except when the slot is reclaimed */
+/* pcs: a line a slot after the header, PCS_WORDS apart; owner only but when the slot is reclaimed */
 /** Address of the main sheaf (0 before first use). */
 export const PCS_MAIN = 0;
 /** Address of the spare sheaf (0 for none). */

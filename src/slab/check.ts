@@ -24,11 +24,11 @@ import { PAGE_WHERE } from "../page/page_alloc.js";
 import type { SlabAllocator } from "./slab.js";
 import { SHEAF_CACHE_ID, SlabStats } from "./slab.js";
 import { cacheName } from "./cache.js";
-import { debugUnlink } from "./debug.js";
+import { debugUnlink, onDeferredList, onSlabFreelist, pcsSheavesHave } from "./debug.js";
 import { sheafHandRebuilt } from "./sheaf_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_DEFER_HEAD, C_DEFER_NR, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_CAP, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_HAND, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_DEBUG_HAND, C_DEBUG_HAND_FREE, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, C_FREEING_TAKING, C_STATE, C_STATE_ATTACHED, DEBUG_POISON, H_EMPTY_SHEAF, K_BARN_CAP, K_BARN_EMPTY, K_BARN_FULL, K_BARN_MAX, K_BARN_NR_EMPTY, K_BARN_NR_FULL, K_EMPTY_LOW, K_FLAGS, K_FLAG_SHEAF_CACHE, K_FREE_OBJS, K_FULL, K_HDR_WORDS, K_META, K_NR_EMPTY, K_NR_FULL, K_NR_PARTIAL, K_NR_SLABS, K_OBJS, K_OBJ_SIZE, K_ORDER, K_PARTIAL, K_SHEAF_CAP, K_SIZE, K_STATE, K_STATE_ACTIVE, K_STATE_DYING, K_TOTAL_OBJS, M_STATE, M_STATE_FREE, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PCS_HAND, PCS_MAIN, PCS_REMOTE, PCS_SHEAVES, PCS_SPARE, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PD_INUSE, PD_NEXT, PD_PREV, PG_SLAB, S_CACHE, S_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 /** The words of a pcs line that may hold a sheaf of the cache: its sheaves and its hand. */
 const PCS_SHEAVES_AND_HAND = [...PCS_SHEAVES, PCS_HAND];
 
@@ -92,6 +92,7 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
     for (let o = i32[slab.mem.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
       if (i32[slab.mem.pd(o >>> PAGE_SHIFT) + PD_CACHE] === id) deferred++;
     }
+    deferred += freeingObjects(slab, id, cpu);
   }
   const total = i32[kw + K_TOTAL_OBJS]!;
   const slabs = i32[kw + K_NR_SLABS]!;
@@ -279,6 +280,27 @@ export function barnRecountLocked(slab: SlabAllocator, id: number): void {
     }
     i32[head + 1] = n;
   }
+}
+
+/**
+ * 1 if slot `cpu` is freeing an object of cache `id` that no sheaf, list or freelist has yet (its
+ * C_FREEING, not an allocation's pop, or a debug cache's C_DEBUG_HAND with C_DEBUG_HAND_FREE: a
+ * kfree's slow path, or its drain of a kfreeNolock it deferred), else 0: that object is free, and destroy's count while the drain is under way took it
+ * for a live one (EBUSY for a cache whose objects were all freed).
+ */
+function freeingObjects(slab: SlabAllocator, id: number, cpu: number): number {
+  const i32 = slab.i32;
+  const p = slab.mem.pcpOf(cpu);
+  // A debug cache's object being freed is in the debug hand, with C_DEBUG_HAND_FREE.
+  const debug = i32[slab.cacheWOf(id) + K_META] !== 0;
+  const v = debug ? i32[p + C_DEBUG_HAND]! : i32[p + C_FREEING]!;
+  const x = debug ? ((v & C_DEBUG_HAND_FREE) !== 0 ? v & ~C_DEBUG_HAND_FREE : 0) : (v & C_FREEING_TAKING) !== 0 ? 0 : v;
+  if (x === 0 || (x & 7) !== 0 || x >>> PAGE_SHIFT < slab.zoneStart || x >>> PAGE_SHIFT >= slab.nrPages) return 0;
+  const d = slab.mem.pd(x >>> PAGE_SHIFT);
+  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== id || (!debug && i32[x >> 2] !== (x ^ O_FREE_TAG))) return 0;
+  const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
+  if (pcsSheavesHave(i32, pcs, x) || onDeferredList(i32, p, x) || onSlabFreelist(slab, x, i32[slab.cacheWOf(id) + K_OBJS]!)) return 0;
+  return 1;
 }
 
 /** Objects in slot `cpu`'s sheaves (main and spare) of every live or dying cache: for reclaimSlot's report. */

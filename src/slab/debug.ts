@@ -32,7 +32,7 @@ import { deferObject, slabFreeNolock } from "./kmalloc.js";
 import { freeingStored, holdFreeing, unholdDebugObject } from "./debug_hand.js";
 
 /* Layout words as module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
-const { C_BULK_NR, C_BULK_OBJ, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_HAND, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
+const { C_BULK_NR, C_BULK_OBJ, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, C_FREEING_TAKING, DEBUG_POISON, DEBUG_REDZONE, DEBUG_RZ, K_BARN_FULL, K_BARN_MAX, K_FLAGS, K_FLAG_SHEAF_CACHE, K_HDR_WORDS, K_INUSE, K_META, K_OBJS, K_OBJ_SIZE, K_SIZE, M_REQ, M_STATE, M_STATE_ALLOC, M_STATE_FREE, M_STATE_RCU, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_HAND, PCS_SHEAVES, PCS_WORDS, PD_CACHE, PD_FLAGS, PD_FREELIST, PD_HEAD, PG_BUDDY, PG_DEFERRED, PG_HEAD, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_PCP, PG_SLAB, POISON_FREE, POISON_WORD, RED_ACTIVE, S_MAX_CAP, S_NEXT, S_OBJS, S_SIZE } = layout;
 
 /**
  * The cache id of the live-looking object at `addr` (-1 for a large kmalloc block), after every
@@ -126,7 +126,7 @@ function onListsOf(slab: SlabAllocator, id: number, addr: number): boolean {
   if (barnHas(i32, slab.cacheWOf(id), addr) || onSlabFreelist(slab, addr, 65536)) return true;
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const p = slab.mem.pcpOf(cpu);
-    if (i32[p + C_FREEING] === addr || onDeferredList(i32, p, addr)) return true;
+    if ((i32[p + C_FREEING]! & ~C_FREEING_TAKING) === addr || onDeferredList(i32, p, addr)) return true;
   }
   return inBulkHand(slab, addr);
 }

@@ -48,7 +48,7 @@ import { debugFreeFailed, debugHandFor, holdSheafTop, unholdDebugObject } from "
 
 /* Module constants, which V8 folds (see core/layout.ts, FAST PATHS). */
 const GFP_KERNEL = GFP.KERNEL;
-const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, K_SIZE, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
+const { CT_NR_DYING, C_DEBUG_HAND, C_DEFER_HEAD, C_DEFER_NR, C_FREEING, C_FREEING_TAKING, C_RCU_WAIT, DEBUG_REDZONE, K_META, K_OBJ_SIZE, K_SHEAF_CAP, K_SIZE, LOCK, MAX_ORDER, M_REQ, O_FREE_TAG, O_NEXT, PAGE_SHIFT, PAGE_SIZE, PCS_LOCKED, PCS_MAIN, PD_CACHE, PD_FLAGS, PD_OWNER, PG_HEAD, PG_INHAND, PG_LARGE, PG_ORDER_MASK, PG_ORDER_SHIFT, PG_SLAB, RED_ACTIVE, S_CAP, S_SIZE, VM } = layout;
 
 export function kmallocSlow(slab: SlabAllocator, size: number, flags: number | undefined): number {
   const gfp = flags === undefined ? GFP_KERNEL : flags;
@@ -439,7 +439,7 @@ export function kfreeSlow(slab: SlabAllocator, addr: number, want: number, mode:
  */
 export function returnFreeingObject(slab: SlabAllocator, cpu: number): void {
   const w = slab.mem.pcpOf(cpu) + C_FREEING;
-  const x = slab.i32[w]!;
+  const x = slab.i32[w]! & ~C_FREEING_TAKING;
   if (x === 0) return;
   slab.i32[w] = 0;
   const d = slab.mem.pd(x >>> PAGE_SHIFT);
@@ -516,7 +516,7 @@ export function slabAllocSlow(slab: SlabAllocator, id: number, gfp: number, req:
 
 /** `obj`, popped off a sheaf, stays free to a second free (a hook's at the lock's release point) until prepObject clears its tag: C_FREEING names it (non-debug caches; debug ones have their hand and M_STATE). */
 function takingObject(slab: SlabAllocator, kw: number, obj: number): void {
-  if (obj !== 0 && slab.i32[kw + K_META] === 0) slab.i32[slab.pcpuW + C_FREEING] = obj;
+  if (obj !== 0 && slab.i32[kw + K_META] === 0) slab.i32[slab.pcpuW + C_FREEING] = obj | C_FREEING_TAKING;
 }
 
 /** prepObject is done: this slot's C_FREEING is the outer value again; returns `obj`. */

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Heap } from "../../../src/index.js";
 import { layersOf } from "../../../src/layers.js";
-import { K_HDR_WORDS, PCS_HAND, PCS_MAIN, PCS_SPARE, PCS_WORDS, S_SIZE } from "../../../src/core/layout.js";
+import { C_FREEING, C_FREEING_TAKING, K_HDR_WORDS, O_FREE_TAG, PCS_HAND, PCS_MAIN, PCS_SPARE, PCS_WORDS, S_SIZE } from "../../../src/core/layout.js";
 
 for (const instant of ["a hand naming a sheaf freed meanwhile", "main and spare naming one sheaf"] as const) {
   test(`destroy() of a cache with a live object is EBUSY, and stats() counts it, with another slot's ${instant}`, () => {
@@ -46,6 +46,41 @@ for (const instant of ["a hand naming a sheaf freed meanwhile", "main and spare 
       heap.validate();
     } finally {
       other.detach();
+      heap.detach();
+    }
+  });
+}
+
+for (const doing of ["freeing", "allocating"] as const) {
+  test(`destroy() while another slot is ${doing} the cache's only object (its C_FREEING): ${doing === "freeing" ? "the object is free: destroy succeeds" : "the object is live: EBUSY"}`, () => {
+    const heap = Heap.create({ size: 8 << 20, cpus: 4 });
+    const other = Heap.attach(heap.buffer);
+    try {
+      const cache = heap.createCache("df", 64);
+      const x = other.findCache("df")!.alloc();
+      const mem = layersOf(heap).mem;
+      const w = mem.pcpOf(other.cpu) + C_FREEING;
+      // As the slot leaves it: the object tagged and named, on no list yet (a kfree's slow path or
+      // the drain of a kfreeNolock it deferred; or an allocation that has popped it).
+      mem.i32[x >> 2] = x ^ O_FREE_TAG;
+      mem.i32[w] = doing === "freeing" ? x : x | C_FREEING_TAKING;
+      if (doing === "allocating") {
+        assert.throws(() => cache.destroy(), /EBUSY: cache df still has 1 live object/);
+        mem.i32[w] = 0;
+        mem.i32[x >> 2] = 0;
+        other.kfree(x);
+        cache.destroy();
+      } else {
+        // Before, the count took it for live: EBUSY until the other slot's free was done.
+        cache.destroy();
+        mem.i32[w] = 0; // the free goes on: the object reaches a sheaf
+        other.kfree(x);
+      }
+      other.detach();
+      heap.shrink();
+      heap.validate();
+      assert.equal(heap.findCache("df"), null);
+    } finally {
       heap.detach();
     }
   });
