@@ -12,7 +12,8 @@
  *   meanwhile (a reentry hook's, another agent's) is EDOUBLEFREE, since the double-free search
  *   (debug.ts, inBulkHand) walks every slot's hand. bulkTake moves each object from this slot's
  *   main sheaf into the hand with the tag never off (into the hand first, then off the sheaf); the
- *   hand-over takes each off the hand, then its tag off, and writes nothing else into it. A call that finds the hand taken (a trace
+ *   hand-over takes each one's tag off, then takes it off the hand, and writes nothing into it
+ *   once its tag is off. A call that finds the hand taken (a trace
  *   handler's call inside another's) holds nothing, and so does a call on a debug cache whose
  *   objects are asked for fewer than 8 bytes (the word would be redzone: linkFits); while a
  *   kmem_cache_alloc handler is on, a call holds none of the objects it takes (the handler sees
@@ -96,19 +97,21 @@ export function cacheAllocBulk(slab: SlabAllocator, id: number, gen: number, n: 
       const size = slab.i32[kw + K_SIZE]!;
       for (const o of chain) slab.u8.fill(0, o + (O_NEXT + 1) * 4, o + size);
     }
-    // The objects become the caller's one at a time, the oldest first: it leaves the hand when the
-    // object above it lets go of it (that one's link, zeroed while the hand still has it: the chain
-    // other agents' searches walk stays whole down to the hand's last object), then its tag comes
-    // off (the oldest's link is 0 already). At every instant an object is in the hand and tagged
-    // (another agent's free of it is EDOUBLEFREE) or the caller's, but the one between those two
-    // stores, and the call writes nothing else into an object that has left the hand. A kill
-    // leaves at most that one allocated; reclaimSlot frees the rest from the hand.
+    // The objects become the caller's one at a time, the oldest first: its tag comes off while the
+    // hand still has it, then it leaves the hand when the object above it lets go of it (that one's
+    // link, zeroed while the hand still has that one: the chain other agents' searches walk stays
+    // whole down to the hand's last object; the oldest's link is 0 already). The call writes
+    // nothing into an object once its tag is off: another agent's free of it from then on (the
+    // hand-over's instant) is a free of the caller's object, whose own later free finds it free.
+    // Before, the tag came off after the object had left the hand, over such a free's own tag, and
+    // the caller's free of it was accepted too. A kill leaves at most one object allocated;
+    // reclaimSlot frees the rest from the hand.
     for (let k = inHand - 1; k >= 0; k--) {
       const i32 = slab.i32;
+      i32[chain[k]! >> 2] = 0;
       if (k > 0) i32[(chain[k - 1]! >> 2) + O_NEXT] = 0;
       else i32[p + C_BULK_OBJ] = 0;
       i32[p + C_BULK_NR] = k;
-      i32[chain[k]! >> 2] = 0;
     }
   }
   return n;

@@ -17,8 +17,12 @@ export const DONE = 2;
 export const NR_ADDRS = 3;
 export const BUSY = 4;
 
-/** The batches' flags: each takes objects off the sheaf with their tags on. */
-const GFPS = [0, GFP.ZERO, GFP.NOWAIT, GFP.ZERO | GFP.ATOMIC];
+/**
+ * The batches' flags: each takes objects off the sheaf with their tags on. Not NOWAIT or ATOMIC:
+ * a refill that may not wait fails when the zone lock is busy, and the batch's next object then
+ * comes through cacheAlloc, whose allocation instant is not caught (the README's misuse table).
+ */
+const GFPS = [0, GFP.ZERO, GFP.NOWARN, GFP.ZERO | GFP.NOWARN];
 
 export interface BulkRaceData extends Base {
   role: "batcher" | "guesser";
