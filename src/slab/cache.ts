@@ -37,7 +37,7 @@ import * as layout from "../core/layout.js";
 import { checkGfp } from "../page/page_alloc.js";
 import { type KmemCache, newKmemCache } from "./kmem_cache.js";
 import { TP } from "../core/trace.js";
-import { cacheStats } from "./check.js";
+import { cacheStats, liveObjectsCounted } from "./check.js";
 import { barnShrink, flushCpuSheaves, holdsSheaf, replaceEmptyMain } from "./sheaf.js";
 import { liveObjectList } from "./debug.js";
 import type { SlabAllocator } from "./slab.js";
@@ -419,7 +419,7 @@ function liveObjectsLocked(slab: SlabAllocator, id: number): number {
   try {
     slab.locks.lock(kw + K_LIST_LOCK, LOCK.list);
     try {
-      return liveObjects(slab, id);
+      return liveObjectsCounted(slab, id);
     } finally {
       slab.locks.unlock(kw + K_LIST_LOCK, LOCK.list);
     }

@@ -283,24 +283,76 @@ export function barnRecountLocked(slab: SlabAllocator, id: number): void {
 }
 
 /**
- * 1 if slot `cpu` is freeing an object of cache `id` that no sheaf, list or freelist has yet (its
- * C_FREEING, not an allocation's pop, or a debug cache's C_DEBUG_HAND with C_DEBUG_HAND_FREE: a
- * kfree's slow path, or its drain of a kfreeNolock it deferred), else 0: that object is free, and destroy's count while the drain is under way took it
- * for a live one (EBUSY for a cache whose objects were all freed).
+ * The objects of cache `id` slot `cpu` is freeing that no sheaf, list or freelist has yet: free, though
+ * destroy's count took them for live while the free was under way (EBUSY for a cache whose objects
+ * were all freed). Its C_FREEING (a kfree's slow path, or its drain of a kfreeNolock it deferred;
+ * not an allocation's pop, C_FREEING_TAKING), and a debug cache's object in its debug hand whose
+ * state says free (being freed; or being allocated, not yet marked: a destroy racing that
+ * allocation is the caller's race).
  */
 function freeingObjects(slab: SlabAllocator, id: number, cpu: number): number {
   const i32 = slab.i32;
   const p = slab.mem.pcpOf(cpu);
-  // A debug cache's object being freed is in the debug hand, with C_DEBUG_HAND_FREE.
-  const debug = i32[slab.cacheWOf(id) + K_META] !== 0;
-  const v = debug ? i32[p + C_DEBUG_HAND]! : i32[p + C_FREEING]!;
-  const x = debug ? ((v & C_DEBUG_HAND_FREE) !== 0 ? v & ~C_DEBUG_HAND_FREE : 0) : (v & C_FREEING_TAKING) !== 0 ? 0 : v;
-  if (x === 0 || (x & 7) !== 0 || x >>> PAGE_SHIFT < slab.zoneStart || x >>> PAGE_SHIFT >= slab.nrPages) return 0;
+  const f = i32[p + C_FREEING]!;
+  const h = i32[p + C_DEBUG_HAND]! & ~C_DEBUG_HAND_FREE;
+  let n = 0;
+  if (f !== 0 && (f & C_FREEING_TAKING) === 0) n += inFlightFree(slab, id, cpu, f);
+  if (h !== 0 && h !== f) n += inFlightFree(slab, id, cpu, h);
+  return n;
+}
+
+/** freeingObjects for object `x` of slot `cpu`: 1 if it is a free object of cache `id` on no list yet. */
+function inFlightFree(slab: SlabAllocator, id: number, cpu: number, x: number): number {
+  const i32 = slab.i32;
+  if ((x & 7) !== 0 || x >>> PAGE_SHIFT < slab.zoneStart || x >>> PAGE_SHIFT >= slab.nrPages) return 0;
   const d = slab.mem.pd(x >>> PAGE_SHIFT);
-  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== id || (!debug && i32[x >> 2] !== (x ^ O_FREE_TAG))) return 0;
-  const pcs = slab.cacheWOf(id) + K_HDR_WORDS + cpu * PCS_WORDS;
-  if (pcsSheavesHave(i32, pcs, x) || onDeferredList(i32, p, x) || onSlabFreelist(slab, x, i32[slab.cacheWOf(id) + K_OBJS]!)) return 0;
+  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== id) return 0;
+  const kw = slab.cacheWOf(id);
+  const meta = i32[kw + K_META]!;
+  const free = meta !== 0 ? i32[((x + meta) >> 2) + M_STATE] === M_STATE_FREE : i32[x >> 2] === (x ^ O_FREE_TAG);
+  if (!free) return 0;
+  const p = slab.mem.pcpOf(cpu);
+  if (pcsSheavesHave(i32, kw + K_HDR_WORDS + cpu * PCS_WORDS, x) || onDeferredList(i32, p, x) || onSlabFreelist(slab, x, i32[kw + K_OBJS]!)) return 0;
   return 1;
+}
+
+/**
+ * destroy's count of cache `id`'s live objects, with its barn and list locks held: the objects on
+ * its slabs (K_TOTAL_OBJS) less those on their freelists (K_FREE_OBJS, steady under the list lock)
+ * and each free object found elsewhere, once. Other slots move free objects between their
+ * deferred lists, their C_FREEING and their sheaves with no lock while this reads them, so the
+ * places are read in the order the objects move (deferred lists and what is in flight, then the
+ * sheaves and hands, then the barn) and a Set keeps an object seen twice from counting twice.
+ */
+export function liveObjectsCounted(slab: SlabAllocator, id: number): number {
+  const i32 = slab.i32;
+  const kw = slab.cacheWOf(id);
+  const free = new Set<number>();
+  const ofCache = (o: number): boolean => o >>> PAGE_SHIFT >= slab.zoneStart && o >>> PAGE_SHIFT < slab.nrPages && i32[slab.mem.pd(o >>> PAGE_SHIFT) + PD_CACHE] === id;
+  for (let cpu = 0; cpu < slab.cpus; cpu++) {
+    const p = slab.mem.pcpOf(cpu);
+    // The deferred list, then the object in flight: a drain names an object in C_FREEING before it
+    // leaves the list, and lets go of the name after a sheaf has it.
+    const nd = i32[p + C_DEFER_NR]!;
+    for (let o = i32[p + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (ofCache(o)) free.add(o);
+    const f = i32[p + C_FREEING]!;
+    const h = i32[p + C_DEBUG_HAND]! & ~C_DEBUG_HAND_FREE;
+    if (f !== 0 && (f & C_FREEING_TAKING) === 0 && inFlightFree(slab, id, cpu, f) === 1) free.add(f);
+    if (h !== 0 && inFlightFree(slab, id, cpu, h) === 1) free.add(h);
+  }
+  const sheaf = (s: number): void => {
+    if (s === 0 || s === (slab.hw + H_EMPTY_SHEAF) << 2 || i32[(s >> 2) + S_CACHE] !== id) return;
+    const n = i32[(s >> 2) + S_SIZE]! >>> 0;
+    if (n > i32[(s >> 2) + S_CAP]! >>> 0) return;
+    for (let k = 0; k < n; k++) free.add(i32[(s >> 2) + S_OBJS + k]!);
+  };
+  for (let cpu = 0; cpu < slab.cpus; cpu++) {
+    const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
+    for (const at of PCS_SHEAVES) sheaf(i32[pcs + at]!);
+    sheaf(i32[pcs + PCS_HAND]!);
+  }
+  for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) sheaf(s);
+  return Math.max(0, i32[kw + K_TOTAL_OBJS]! - i32[kw + K_FREE_OBJS]! - free.size);
 }
 
 /** Objects in slot `cpu`'s sheaves (main and spare) of every live or dying cache: for reclaimSlot's report. */

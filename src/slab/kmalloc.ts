@@ -230,14 +230,14 @@ export function drainDeferredOnce(slab: SlabAllocator, p: number, cpu: number, o
     const i32 = slab.i32;
     const obj = i32[p + C_DEFER_HEAD]!;
     if (obj === 0) break;
+    // Still free (its tag stays), found by other slots' double-free searches and destroy's count
+    // until a sheaf or freelist has it: named before it leaves the list (inside a kfreeSlow too).
+    const outer = i32[slab.pcpuW + C_FREEING]!;
+    i32[slab.pcpuW + C_FREEING] = obj;
     i32[p + C_DEFER_HEAD] = i32[(obj >> 2) + O_NEXT]!;
     i32[p + C_DEFER_NR] = i32[p + C_DEFER_NR]! - 1;
     slab.syncGates();
     const id = i32[slab.mem.pd(obj >>> PAGE_SHIFT) + PD_CACHE]!;
-    // Still free (its tag stays), and findable by another slot's double-free search until a
-    // sheaf or freelist has it (the drain may run inside a kfreeSlow, whose object it keeps).
-    const outer = i32[slab.pcpuW + C_FREEING]!;
-    i32[slab.pcpuW + C_FREEING] = obj;
     debugUnlink(slab, slab.cacheWOf(id), obj);
     // A dead slot's objects (reclaimSlot) go straight to their slabs.
     const named = id >= FIRST_NAMED_ID;
