@@ -70,13 +70,11 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
   // Each sheaf once (a slot that swaps its main and spare may show one in both words for a
   // moment), and only a sheaf of this cache that is not free: a slot may free the sheaf in its hand
   // while this reads it, and its first word is then the free tag, not a count.
-  const none = (slab.hw + H_EMPTY_SHEAF) << 2;
   const seen = new Set<number>();
   const objectsOf = (s: number): number => {
-    if (s === 0 || s === none || seen.has(s)) return 0;
+    if (seen.has(s)) return 0;
     seen.add(s);
-    const n = i32[(s >> 2) + S_SIZE]! >>> 0;
-    return i32[(s >> 2) + S_CACHE] === id && n <= i32[(s >> 2) + S_CAP]! >>> 0 ? n : 0;
+    return sheafCount(slab, id, s);
   };
   let barnObjects = 0;
   for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) barnObjects += objectsOf(s);
@@ -92,7 +90,7 @@ export function cacheStats(slab: SlabAllocator, id: number): SlabStats {
     for (let o = i32[slab.mem.pcpOf(cpu) + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) {
       if (i32[slab.mem.pd(o >>> PAGE_SHIFT) + PD_CACHE] === id) deferred++;
     }
-    deferred += freeingObjects(slab, id, cpu);
+    deferred += freeingObjects(slab, id, cpu).length;
   }
   const total = i32[kw + K_TOTAL_OBJS]!;
   const slabs = i32[kw + K_NR_SLABS]!;
@@ -290,30 +288,41 @@ export function barnRecountLocked(slab: SlabAllocator, id: number): void {
  * state says free (being freed; or being allocated, not yet marked: a destroy racing that
  * allocation is the caller's race).
  */
-function freeingObjects(slab: SlabAllocator, id: number, cpu: number): number {
+function freeingObjects(slab: SlabAllocator, id: number, cpu: number): number[] {
   const i32 = slab.i32;
   const p = slab.mem.pcpOf(cpu);
   const f = i32[p + C_FREEING]!;
   const h = i32[p + C_DEBUG_HAND]! & ~C_DEBUG_HAND_FREE;
-  let n = 0;
-  if (f !== 0 && (f & C_FREEING_TAKING) === 0) n += inFlightFree(slab, id, cpu, f);
-  if (h !== 0 && h !== f) n += inFlightFree(slab, id, cpu, h);
-  return n;
+  const out: number[] = [];
+  if (f !== 0 && (f & C_FREEING_TAKING) === 0 && inFlightFree(slab, id, cpu, f)) out.push(f);
+  if (h !== 0 && h !== f && inFlightFree(slab, id, cpu, h)) out.push(h);
+  return out;
 }
 
-/** freeingObjects for object `x` of slot `cpu`: 1 if it is a free object of cache `id` on no list yet. */
-function inFlightFree(slab: SlabAllocator, id: number, cpu: number, x: number): number {
+/**
+ * The objects a sheaf at address `s` holds, if it is a sheaf of cache `id` with a count in range;
+ * else 0 (none, the placeholder, another cache's, or one its slot freed while this reads it: its
+ * first word is then the free tag, not a count).
+ */
+function sheafCount(slab: SlabAllocator, id: number, s: number): number {
   const i32 = slab.i32;
-  if ((x & 7) !== 0 || x >>> PAGE_SHIFT < slab.zoneStart || x >>> PAGE_SHIFT >= slab.nrPages) return 0;
+  if (s === 0 || s === (slab.hw + H_EMPTY_SHEAF) << 2 || i32[(s >> 2) + S_CACHE] !== id) return 0;
+  const n = i32[(s >> 2) + S_SIZE]! >>> 0;
+  return n <= i32[(s >> 2) + S_CAP]! >>> 0 ? n : 0;
+}
+
+/** freeingObjects for object `x` of slot `cpu`: is it a free object of cache `id` on no list yet? */
+function inFlightFree(slab: SlabAllocator, id: number, cpu: number, x: number): boolean {
+  const i32 = slab.i32;
+  if ((x & 7) !== 0 || x >>> PAGE_SHIFT < slab.zoneStart || x >>> PAGE_SHIFT >= slab.nrPages) return false;
   const d = slab.mem.pd(x >>> PAGE_SHIFT);
-  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== id) return 0;
+  if (i32[d + PD_FLAGS] !== PG_SLAB || i32[d + PD_CACHE] !== id) return false;
   const kw = slab.cacheWOf(id);
   const meta = i32[kw + K_META]!;
   const free = meta !== 0 ? i32[((x + meta) >> 2) + M_STATE] === M_STATE_FREE : i32[x >> 2] === (x ^ O_FREE_TAG);
-  if (!free) return 0;
+  if (!free) return false;
   const p = slab.mem.pcpOf(cpu);
-  if (pcsSheavesHave(i32, kw + K_HDR_WORDS + cpu * PCS_WORDS, x) || onDeferredList(i32, p, x) || onSlabFreelist(slab, x, i32[kw + K_OBJS]!)) return 0;
-  return 1;
+  return !pcsSheavesHave(i32, kw + K_HDR_WORDS + cpu * PCS_WORDS, x) && !onDeferredList(i32, p, x) && !onSlabFreelist(slab, x, i32[kw + K_OBJS]!);
 }
 
 /**
@@ -335,21 +344,15 @@ export function liveObjectsCounted(slab: SlabAllocator, id: number): number {
     // leaves the list, and lets go of the name after a sheaf has it.
     const nd = i32[p + C_DEFER_NR]!;
     for (let o = i32[p + C_DEFER_HEAD]!, n = 0; o !== 0 && n < nd; o = i32[(o >> 2) + O_NEXT]!, n++) if (ofCache(o)) free.add(o);
-    const f = i32[p + C_FREEING]!;
-    const h = i32[p + C_DEBUG_HAND]! & ~C_DEBUG_HAND_FREE;
-    if (f !== 0 && (f & C_FREEING_TAKING) === 0 && inFlightFree(slab, id, cpu, f) === 1) free.add(f);
-    if (h !== 0 && inFlightFree(slab, id, cpu, h) === 1) free.add(h);
+    for (const x of freeingObjects(slab, id, cpu)) free.add(x);
   }
   const sheaf = (s: number): void => {
-    if (s === 0 || s === (slab.hw + H_EMPTY_SHEAF) << 2 || i32[(s >> 2) + S_CACHE] !== id) return;
-    const n = i32[(s >> 2) + S_SIZE]! >>> 0;
-    if (n > i32[(s >> 2) + S_CAP]! >>> 0) return;
+    const n = sheafCount(slab, id, s);
     for (let k = 0; k < n; k++) free.add(i32[(s >> 2) + S_OBJS + k]!);
   };
   for (let cpu = 0; cpu < slab.cpus; cpu++) {
     const pcs = kw + K_HDR_WORDS + cpu * PCS_WORDS;
-    for (const at of PCS_SHEAVES) sheaf(i32[pcs + at]!);
-    sheaf(i32[pcs + PCS_HAND]!);
+    for (const at of PCS_SHEAVES_AND_HAND) sheaf(i32[pcs + at]!);
   }
   for (let s = i32[kw + K_BARN_FULL]!, n = 0; s !== 0 && n < K_BARN_MAX; s = i32[(s >> 2) + S_NEXT]!, n++) sheaf(s);
   return Math.max(0, i32[kw + K_TOTAL_OBJS]! - i32[kw + K_FREE_OBJS]! - free.size);
